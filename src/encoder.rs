@@ -1,0 +1,841 @@
+//! BERT encoder (post-LayerNorm) and the token-plan executor (ALGORITHM.md section 1).
+//!
+//! Mirrors transformers' `BertModel` (`modeling_bert.py`): `BertEmbeddings`, `BertSelfAttention`,
+//! `BertSelfOutput`, `BertIntermediate`, `BertOutput`, `BertPooler`, plus the
+//! `BertForSequenceClassification` head. Weights are stored pre-transposed (`[in, out]`) and the
+//! attention scale `1/sqrt(d_h)` is folded into the query projection at load time.
+//!
+//! Execution is *gathered*: each example of a batch carries its own [`TokenPlan`]; at layer `l`
+//! only the rows in `I_l` (keys/values) and `O_l` (queries, FFN, LayerNorms) are computed, and the
+//! kept rows of all examples are packed into one matrix for the linear layers (no padding, no
+//! multiply-by-zero). The full plan is dense inference.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::checkpoint::TensorStore;
+use crate::config::EncoderConfig;
+use crate::error::ModelError;
+use crate::kernels;
+use crate::plan::TokenPlan;
+
+/// A linear layer `y = x W + b` with `W` stored `[in, out]` (the transpose of HF's `[out, in]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linear {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub d_in: usize,
+    pub d_out: usize,
+}
+
+impl Linear {
+    /// Load `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]` from an HF checkpoint.
+    pub fn load(store: &TensorStore, prefix: &str, d_in: usize, d_out: usize) -> Result<Self, ModelError> {
+        let w_hf = store.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let b = store.get(&format!("{prefix}.bias"), &[d_out])?;
+        Ok(Self::from_hf(&w_hf, b, d_in, d_out))
+    }
+
+    /// Build from an HF-layout weight `[out, in]`.
+    pub fn from_hf(w_hf: &[f32], b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+        let mut w = vec![0.0; d_in * d_out];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                w[i * d_out + o] = w_hf[o * d_in + i];
+            }
+        }
+        Self { w, b, d_in, d_out }
+    }
+
+    /// The weight in HF layout `[out, in]`.
+    pub fn weight_hf(&self) -> Vec<f32> {
+        let mut w = vec![0.0; self.d_in * self.d_out];
+        for i in 0..self.d_in {
+            for o in 0..self.d_out {
+                w[o * self.d_in + i] = self.w[i * self.d_out + o];
+            }
+        }
+        w
+    }
+
+    /// `out[rows, d_out] = x[rows, d_in] W + b`.
+    pub fn forward_into(&self, x: &[f32], out: &mut [f32]) {
+        let rows = x.len() / self.d_in;
+        kernels::matmul(x, &self.w, out, rows, self.d_in, self.d_out, false);
+        kernels::add_bias(out, &self.b);
+    }
+
+    /// `x[rows, d_in] W + b` as a new buffer.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; x.len() / self.d_in * self.d_out];
+        self.forward_into(x, &mut out);
+        out
+    }
+
+    /// Multiply the output columns in `cols` by `s` (weights and bias).
+    fn scale_cols(&mut self, cols: std::ops::Range<usize>, s: f32) {
+        for i in 0..self.d_in {
+            for o in cols.clone() {
+                self.w[i * self.d_out + o] *= s;
+            }
+        }
+        for o in cols {
+            self.b[o] *= s;
+        }
+    }
+}
+
+/// LayerNorm parameters `γ`, `β` (HF names `.weight`/`.bias`, or the older `.gamma`/`.beta`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    fn load(store: &TensorStore, prefix: &str, d: usize, eps: f64) -> Result<Self, ModelError> {
+        let gamma = store.get_any(&[&format!("{prefix}.weight"), &format!("{prefix}.gamma")], &[d])?;
+        let beta = store.get_any(&[&format!("{prefix}.bias"), &format!("{prefix}.beta")], &[d])?;
+        Ok(Self { gamma, beta, eps })
+    }
+    /// Normalise every row of `x[rows, d]` in place.
+    pub fn apply(&self, x: &mut [f32]) {
+        kernels::layer_norm(x, &self.gamma, &self.beta, self.eps);
+    }
+}
+
+/// One encoder layer (`encoder.layer.{i}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderLayer {
+    /// `attention.self.query`, pre-scaled by `1/sqrt(d_h)`.
+    pub query: Linear,
+    /// `attention.self.key` and `.value` fused: output columns `[0, d)` = K, `[d, 2d)` = V.
+    pub key_value: Linear,
+    /// `attention.output.dense`.
+    pub attn_out: Linear,
+    /// `attention.output.LayerNorm`.
+    pub attn_ln: LayerNorm,
+    /// `intermediate.dense`.
+    pub ffn_in: Linear,
+    /// `output.dense`.
+    pub ffn_out: Linear,
+    /// `output.LayerNorm`.
+    pub out_ln: LayerNorm,
+}
+
+/// `embeddings.*`: word + position + token type, then LayerNorm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub word: Vec<f32>,
+    pub position: Vec<f32>,
+    pub token_type: Vec<f32>,
+    pub ln: LayerNorm,
+}
+
+/// One tokenised example: real tokens only (no padding). `n = ids.len()`; position ids are `0..n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedInput {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl EncodedInput {
+    /// Number of real tokens `n`.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    /// True when there are no tokens (never valid input to the encoder).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Attention probabilities of one layer for one example: `probs[h][q][k]` flattened
+/// (`[H, |queries|, |keys|]`), softmax over `keys` (token indices) for each query in `queries`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerAttention {
+    pub queries: Vec<usize>,
+    pub keys: Vec<usize>,
+    pub probs: Vec<f32>,
+}
+
+/// What the executor returns for one example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExampleOutput {
+    /// Token indices of the rows in `hidden` (= `O_L`).
+    pub rows: Vec<usize>,
+    /// Last-layer hidden states of `rows`, `[|O_L|, d]`.
+    pub hidden: Vec<f32>,
+    /// Per-layer attention (index l-1), when asked for.
+    pub attentions: Option<Vec<LayerAttention>>,
+    /// Per-layer outputs (index 0 = embedding output on `I_1`, index l = layer l on `O_l`), when asked for.
+    pub hidden_states: Option<Vec<(Vec<usize>, Vec<f32>)>>,
+}
+
+impl ExampleOutput {
+    /// The CLS (token 0) row of the last layer, `[d]`. `O_L` always contains CLS in a valid plan.
+    pub fn cls(&self) -> &[f32] {
+        let d = self.hidden.len() / self.rows.len().max(1);
+        let pos = self.rows.iter().position(|&r| r == 0).unwrap_or(0);
+        &self.hidden[pos * d..(pos + 1) * d]
+    }
+}
+
+/// Options of one executor run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Return each layer's attention probabilities (needed by planners; costs a copy).
+    pub attentions: bool,
+    /// Return each layer's output rows (for parity checks).
+    pub hidden_states: bool,
+}
+
+/// Decides, while the executor runs, which tokens layer `l+1` reads (feed-forward planners:
+/// manual top-k, LTP). Called after layer `l` with that layer's attention over its inputs.
+pub trait LayerHook: Sync {
+    /// `attention` is `[H, |inputs|, |inputs|]` over `inputs` (= `I_l`, queries = keys).
+    /// Return `I_{l+1}` as a sorted subset of `inputs` containing 0.
+    fn next_inputs(&self, example: usize, layer: usize, n: usize, inputs: &[usize], attention: &[f32], heads: usize) -> Vec<usize>;
+}
+
+/// Per-example state between layers in a packed batch.
+struct Segment {
+    /// Token indices of the rows currently held (`I_l` before layer l).
+    rows: Vec<usize>,
+    /// Offset of this example's first row in the packed matrix.
+    offset: usize,
+}
+
+/// A BERT encoder with optional pooler and sequence-classification head.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BertModel {
+    pub config: EncoderConfig,
+    pub embeddings: Embeddings,
+    pub layers: Vec<EncoderLayer>,
+    /// `pooler.dense` (tanh), if the checkpoint has it.
+    pub pooler: Option<Linear>,
+    /// `classifier` on the pooled output (HF `BertForSequenceClassification`), if present.
+    pub classifier: Option<Linear>,
+}
+
+impl BertModel {
+    /// Load `config.json` + `model.safetensors` from an HF checkpoint directory.
+    ///
+    /// Errors: missing files, invalid config, missing tensors, shape mismatches (names the
+    /// tensor, expected vs found), non-float dtypes, NaN/inf weights, corrupt safetensors.
+    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFile {
+                path: dir.to_path_buf(),
+                hint: "expected a checkpoint directory (config.json + model.safetensors); run `sttabt fetch` for the default model".into(),
+            });
+        }
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.exists() {
+            return Err(ModelError::MissingFile {
+                path: cfg_path,
+                hint: "a Hugging Face checkpoint directory needs config.json".into(),
+            });
+        }
+        let config = EncoderConfig::from_file(&cfg_path)?;
+        let store = TensorStore::read(&dir.join("model.safetensors"))?;
+        Self::from_store(config, &store)
+    }
+
+    /// Build from a config and a tensor store (HF names).
+    pub fn from_store(mut config: EncoderConfig, store: &TensorStore) -> Result<Self, ModelError> {
+        let d = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let embeddings = Embeddings {
+            word: store.get("embeddings.word_embeddings.weight", &[config.vocab_size, d])?,
+            position: store.get("embeddings.position_embeddings.weight", &[config.max_position_embeddings, d])?,
+            token_type: store.get("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, d])?,
+            ln: LayerNorm::load(store, "embeddings.LayerNorm", d, eps)?,
+        };
+        let scale = 1.0 / (config.head_size() as f32).sqrt();
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for l in 0..config.num_layers {
+            let p = format!("encoder.layer.{l}");
+            let mut query = Linear::load(store, &format!("{p}.attention.self.query"), d, d)?;
+            query.scale_cols(0..d, scale);
+            let key = Linear::load(store, &format!("{p}.attention.self.key"), d, d)?;
+            let value = Linear::load(store, &format!("{p}.attention.self.value"), d, d)?;
+            layers.push(EncoderLayer {
+                query,
+                key_value: concat_cols(&key, &value),
+                attn_out: Linear::load(store, &format!("{p}.attention.output.dense"), d, d)?,
+                attn_ln: LayerNorm::load(store, &format!("{p}.attention.output.LayerNorm"), d, eps)?,
+                ffn_in: Linear::load(store, &format!("{p}.intermediate.dense"), d, config.intermediate_size)?,
+                ffn_out: Linear::load(store, &format!("{p}.output.dense"), config.intermediate_size, d)?,
+                out_ln: LayerNorm::load(store, &format!("{p}.output.LayerNorm"), d, eps)?,
+            });
+        }
+        let pooler = if store.contains("pooler.dense.weight") {
+            Some(Linear::load(store, "pooler.dense", d, d)?)
+        } else {
+            None
+        };
+        let classifier = if store.contains("classifier.weight") {
+            let n_labels = if config.labels.is_empty() {
+                // infer from the tensor when config.json has no id2label / num_labels
+                store.shape("classifier.weight").map(|s| s[0]).unwrap_or(0)
+            } else {
+                config.labels.len()
+            };
+            if config.labels.is_empty() {
+                config.labels = (0..n_labels).map(|i| format!("LABEL_{i}")).collect();
+            }
+            Some(Linear::load(store, "classifier", d, n_labels)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            embeddings,
+            layers,
+            pooler,
+            classifier,
+        })
+    }
+
+    /// Number of parameters (as stored in the HF checkpoint).
+    pub fn num_parameters(&self) -> usize {
+        let e = &self.embeddings;
+        let lin = |l: &Linear| l.w.len() + l.b.len();
+        let ln = |l: &LayerNorm| l.gamma.len() + l.beta.len();
+        e.word.len()
+            + e.position.len()
+            + e.token_type.len()
+            + ln(&e.ln)
+            + self
+                .layers
+                .iter()
+                .map(|l| lin(&l.query) + lin(&l.key_value) + lin(&l.attn_out) + ln(&l.attn_ln) + lin(&l.ffn_in) + lin(&l.ffn_out) + ln(&l.out_ln))
+                .sum::<usize>()
+            + self.pooler.as_ref().map(lin).unwrap_or(0)
+            + self.classifier.as_ref().map(lin).unwrap_or(0)
+    }
+
+    /// All weights as HF-named tensors (`[out, in]` linear weights, attention scale unfolded).
+    pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let c = &self.config;
+        let d = c.hidden_size;
+        let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+        let e = &self.embeddings;
+        out.push(("embeddings.word_embeddings.weight".into(), vec![c.vocab_size, d], e.word.clone()));
+        out.push(("embeddings.position_embeddings.weight".into(), vec![c.max_position_embeddings, d], e.position.clone()));
+        out.push(("embeddings.token_type_embeddings.weight".into(), vec![c.type_vocab_size, d], e.token_type.clone()));
+        push_ln(&mut out, "embeddings.LayerNorm", &e.ln);
+        let unscale = (c.head_size() as f32).sqrt();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("encoder.layer.{l}");
+            let mut q = layer.query.clone();
+            q.scale_cols(0..d, unscale);
+            push_linear(&mut out, &format!("{p}.attention.self.query"), &q);
+            let (k, v) = split_cols(&layer.key_value, d);
+            push_linear(&mut out, &format!("{p}.attention.self.key"), &k);
+            push_linear(&mut out, &format!("{p}.attention.self.value"), &v);
+            push_linear(&mut out, &format!("{p}.attention.output.dense"), &layer.attn_out);
+            push_ln(&mut out, &format!("{p}.attention.output.LayerNorm"), &layer.attn_ln);
+            push_linear(&mut out, &format!("{p}.intermediate.dense"), &layer.ffn_in);
+            push_linear(&mut out, &format!("{p}.output.dense"), &layer.ffn_out);
+            push_ln(&mut out, &format!("{p}.output.LayerNorm"), &layer.out_ln);
+        }
+        if let Some(p) = &self.pooler {
+            push_linear(&mut out, "pooler.dense", p);
+        }
+        if let Some(cl) = &self.classifier {
+            push_linear(&mut out, "classifier", cl);
+        }
+        out
+    }
+
+    /// Check an input against the model: non-empty, within `max_position_embeddings`, ids in the
+    /// vocabulary, token types in range.
+    pub fn check_input(&self, example: usize, x: &EncodedInput) -> Result<(), ModelError> {
+        let c = &self.config;
+        if x.ids.is_empty() {
+            return Err(ModelError::Input(format!("example {example} has no tokens (an empty text still has [CLS] [SEP])")));
+        }
+        if x.type_ids.len() != x.ids.len() {
+            return Err(ModelError::Input(format!(
+                "example {example}: {} token ids but {} token type ids",
+                x.ids.len(),
+                x.type_ids.len()
+            )));
+        }
+        if x.ids.len() > c.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "example {example} has {} tokens, more than max_position_embeddings = {} (truncate it: --max-length)",
+                x.ids.len(),
+                c.max_position_embeddings
+            )));
+        }
+        if let Some(&bad) = x.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
+            return Err(ModelError::Input(format!("example {example}: token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
+        }
+        if let Some(&bad) = x.type_ids.iter().find(|&&i| i as usize >= c.type_vocab_size) {
+            return Err(ModelError::Input(format!("example {example}: token type {bad} is outside type_vocab_size {}", c.type_vocab_size)));
+        }
+        Ok(())
+    }
+
+    /// Embedding output rows for `tokens` of one example, `[|tokens|, d]` into `out`.
+    fn embed_rows(&self, x: &EncodedInput, tokens: &[usize], out: &mut [f32]) {
+        let d = self.config.hidden_size;
+        let e = &self.embeddings;
+        for (r, &t) in tokens.iter().enumerate() {
+            let row = &mut out[r * d..(r + 1) * d];
+            let id = x.ids[t] as usize;
+            let ty = x.type_ids[t] as usize;
+            let w = &e.word[id * d..(id + 1) * d];
+            let p = &e.position[t * d..(t + 1) * d];
+            let tt = &e.token_type[ty * d..(ty + 1) * d];
+            for j in 0..d {
+                row[j] = w[j] + p[j] + tt[j];
+            }
+        }
+        e.ln.apply(out);
+    }
+
+    /// Run a batch where each example has its own plan (ragged), computing only the planned rows.
+    ///
+    /// `inputs[e]` holds real tokens only; `plans[e].n()` must equal `inputs[e].len()` and have
+    /// `L` layers. Returns, per example, the last-layer rows `O_L`.
+    /// Errors: invalid input (see [`check_input`](Self::check_input)) or a plan that does not fit.
+    pub fn run(&self, inputs: &[EncodedInput], plans: &[TokenPlan], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+        self.run_inner(inputs, PlanSource::Static(plans), opts)
+    }
+
+    /// Run with a feed-forward planner: layer 1 reads every token, and `hook` chooses `I_{l+1}`
+    /// from layer `l`'s attention. The last layer outputs `top` (normally `[0]`).
+    /// Returns the outputs and the plans that were executed.
+    pub fn run_feed_forward(&self, inputs: &[EncodedInput], hook: &dyn LayerHook, top: &[usize], opts: RunOptions) -> Result<(Vec<ExampleOutput>, Vec<TokenPlan>), ModelError> {
+        let mut executed: Vec<Vec<Vec<usize>>> = vec![Vec::new(); inputs.len()];
+        let outs = self.run_inner(inputs, PlanSource::Hook { hook, top, executed: &mut executed }, opts)?;
+        let plans = executed
+            .into_iter()
+            .zip(inputs)
+            .enumerate()
+            .map(|(e, (ins, x))| TokenPlan::from_inputs(x.len(), ins, top.to_vec()).map_err(|source| ModelError::Plan { example: e, source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((outs, plans))
+    }
+
+    /// Dense run of a batch (full plan: every token in, every token out).
+    pub fn run_dense(&self, inputs: &[EncodedInput], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+        let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len().max(1), self.layers.len())).collect();
+        self.run(inputs, &plans, opts)
+    }
+
+    fn run_inner(&self, inputs: &[EncodedInput], mut source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+        let c = &self.config;
+        let d = c.hidden_size;
+        let big_l = self.layers.len();
+        for (e, x) in inputs.iter().enumerate() {
+            self.check_input(e, x)?;
+        }
+        if let PlanSource::Static(plans) = &source {
+            if plans.len() != inputs.len() {
+                return Err(ModelError::Input(format!("{} inputs but {} plans", inputs.len(), plans.len())));
+            }
+            for (e, (p, x)) in plans.iter().zip(inputs).enumerate() {
+                if p.n() != x.len() || p.num_layers() != big_l {
+                    return Err(ModelError::Input(format!(
+                        "plan of example {e} is for n = {} tokens and {} layers, but the input has {} tokens and the model {} layers",
+                        p.n(),
+                        p.num_layers(),
+                        x.len(),
+                        big_l
+                    )));
+                }
+            }
+        }
+        // Layer-1 inputs and the embedding output of those rows, packed.
+        let mut segs: Vec<Segment> = Vec::with_capacity(inputs.len());
+        let mut total = 0;
+        for (e, x) in inputs.iter().enumerate() {
+            let rows: Vec<usize> = match &source {
+                PlanSource::Static(plans) => plans[e].inputs(0).to_vec(),
+                PlanSource::Hook { .. } => (0..x.len()).collect(),
+            };
+            segs.push(Segment { rows, offset: total });
+            total += segs[e].rows.len();
+        }
+        let mut hidden = vec![0.0f32; total * d];
+        {
+            let mut chunks: Vec<(&Segment, &EncodedInput, &mut [f32])> = Vec::with_capacity(segs.len());
+            let mut rest: &mut [f32] = &mut hidden;
+            for (s, x) in segs.iter().zip(inputs) {
+                let (a, b) = rest.split_at_mut(s.rows.len() * d);
+                chunks.push((s, x, a));
+                rest = b;
+            }
+            chunks.into_par_iter().for_each(|(s, x, out)| self.embed_rows(x, &s.rows, out));
+        }
+        let mut attn_out: Vec<Vec<LayerAttention>> = vec![Vec::new(); inputs.len()];
+        let mut states: Vec<Vec<(Vec<usize>, Vec<f32>)>> = vec![Vec::new(); inputs.len()];
+        if opts.hidden_states {
+            for (e, s) in segs.iter().enumerate() {
+                states[e].push((s.rows.clone(), hidden[s.offset * d..(s.offset + s.rows.len()) * d].to_vec()));
+            }
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            if let PlanSource::Hook { executed, .. } = &mut source {
+                for (e, s) in segs.iter().enumerate() {
+                    executed[e].push(s.rows.clone());
+                }
+            }
+            // Output rows of this layer, as positions within the current rows.
+            let need_full_attn = matches!(source, PlanSource::Hook { .. }) && l + 1 < big_l;
+            let out_pos: Vec<Vec<usize>> = segs
+                .iter()
+                .enumerate()
+                .map(|(e, s)| {
+                    let out_tokens: &[usize] = match &source {
+                        PlanSource::Static(plans) => plans[e].outputs(l),
+                        PlanSource::Hook { top, .. } => {
+                            if l + 1 == big_l {
+                                top
+                            } else {
+                                &s.rows
+                            }
+                        }
+                    };
+                    positions_in(&s.rows, out_tokens)
+                })
+                .collect();
+            let want_attn = opts.attentions || need_full_attn;
+            let LayerOut { y: next, probs, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, want_attn);
+            // Feed-forward planners: choose I_{l+1} from this layer's attention over I_l.
+            let mut new_rows: Vec<Vec<usize>> = segs
+                .iter()
+                .zip(&out_pos)
+                .map(|(s, op)| op.iter().map(|&p| s.rows[p]).collect())
+                .collect();
+            let mut hidden_next = next;
+            if let (PlanSource::Hook { hook, .. }, true) = (&source, need_full_attn) {
+                let chosen: Vec<Vec<usize>> = segs
+                    .par_iter()
+                    .enumerate()
+                    .map(|(e, s)| hook.next_inputs(e, l + 1, inputs[e].len(), &s.rows, &probs[e], c.num_heads))
+                    .collect();
+                // gather the chosen rows out of this layer's (full) outputs
+                let mut packed = Vec::with_capacity(chosen.iter().map(|v| v.len()).sum::<usize>() * d);
+                let mut off = 0;
+                for (e, ch) in chosen.iter().enumerate() {
+                    let pos = positions_in(&new_rows[e], ch);
+                    let base = off;
+                    for p in pos {
+                        packed.extend_from_slice(&hidden_next[(base + p) * d..(base + p + 1) * d]);
+                    }
+                    off += new_rows[e].len();
+                }
+                new_rows = chosen;
+                hidden_next = packed;
+            }
+            if opts.attentions {
+                for (e, s) in segs.iter().enumerate() {
+                    attn_out[e].push(LayerAttention {
+                        queries: out_pos[e].iter().map(|&p| s.rows[p]).collect(),
+                        keys: s.rows.clone(),
+                        probs: probs[e].clone(),
+                    });
+                }
+            }
+            let mut off = 0;
+            for (s, rows) in segs.iter_mut().zip(new_rows) {
+                s.offset = off;
+                off += rows.len();
+                s.rows = rows;
+            }
+            hidden = hidden_next;
+            if opts.hidden_states {
+                for (e, s) in segs.iter().enumerate() {
+                    states[e].push((s.rows.clone(), hidden[s.offset * d..(s.offset + s.rows.len()) * d].to_vec()));
+                }
+            }
+        }
+        Ok(segs
+            .iter()
+            .enumerate()
+            .map(|(e, s)| ExampleOutput {
+                rows: s.rows.clone(),
+                hidden: hidden[s.offset * d..(s.offset + s.rows.len()) * d].to_vec(),
+                attentions: opts.attentions.then(|| std::mem::take(&mut attn_out[e])),
+                hidden_states: opts.hidden_states.then(|| std::mem::take(&mut states[e])),
+            })
+            .collect())
+    }
+
+    /// One layer over a packed batch. `x` holds, for each segment, its current rows (keys/values);
+    /// `out_pos[e]` are the positions (within the segment's rows) of the query/output rows.
+    /// `key_weights[e]`, when given, renormalises attention over the segment's keys
+    /// (soft mask, ALGORITHM.md section 4.3): `P_ij <- P_ij m_j / (Σ_k P_ik m_k + 1e-9)`.
+    /// `key_pos[e]`, when given, restricts the keys to those positions (default: all rows).
+    /// Returns the packed output rows `[Σ|out_pos|, d]` and, if asked, each segment's attention
+    /// `[H, |out_pos|, |keys|]` (after renormalisation).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(&self, layer: &EncoderLayer, x: &[f32], segs: &[Segment], out_pos: &[Vec<usize>], key_pos: Option<&[Vec<usize>]>, key_weights: Option<&[Vec<f32>]>, want_attn: bool) -> LayerOut {
+        let c = &self.config;
+        let d = c.hidden_size;
+        let h = c.num_heads;
+        let dh = c.head_size();
+        // K and V for every current row.
+        let kv = layer.key_value.forward(x);
+        // Gather the output rows (queries, residual).
+        let n_out: usize = out_pos.iter().map(|v| v.len()).sum();
+        let mut xo = vec![0.0f32; n_out * d];
+        let mut out_off = Vec::with_capacity(segs.len());
+        {
+            let mut r = 0;
+            for (s, op) in segs.iter().zip(out_pos) {
+                out_off.push(r);
+                for &p in op {
+                    xo[r * d..(r + 1) * d].copy_from_slice(&x[(s.offset + p) * d..(s.offset + p + 1) * d]);
+                    r += 1;
+                }
+            }
+        }
+        let q = layer.query.forward(&xo);
+        // Attention per example (parallel over examples), heads in a loop.
+        let mut ctx = vec![0.0f32; n_out * d];
+        let mut ctx_chunks: Vec<&mut [f32]> = Vec::with_capacity(segs.len());
+        {
+            let mut rest: &mut [f32] = &mut ctx;
+            for op in out_pos {
+                let (a, b) = rest.split_at_mut(op.len() * d);
+                ctx_chunks.push(a);
+                rest = b;
+            }
+        }
+        let probs: Vec<Vec<f32>> = ctx_chunks
+            .into_par_iter()
+            .enumerate()
+            .map(|(e, ctx_e)| {
+                let s = &segs[e];
+                let no = out_pos[e].len();
+                let q_e = &q[out_off[e] * d..(out_off[e] + no) * d];
+                let kv_all = &kv[s.offset * 2 * d..(s.offset + s.rows.len()) * 2 * d];
+                let gathered: Vec<f32>;
+                let (kv_e, ni) = match key_pos {
+                    Some(kp) => {
+                        gathered = kp[e].iter().flat_map(|&p| kv_all[p * 2 * d..(p + 1) * 2 * d].iter().copied()).collect();
+                        (&gathered[..], kp[e].len())
+                    }
+                    None => (kv_all, s.rows.len()),
+                };
+                let mut all = if want_attn { vec![0.0f32; h * no * ni] } else { Vec::new() };
+                let mut scores = vec![0.0f32; no * ni];
+                for head in 0..h {
+                    kernels::matmul_bt_strided(&q_e[head * dh..], d, &kv_e[head * dh..], 2 * d, &mut scores, no, dh, ni);
+                    for row in scores.chunks_exact_mut(ni) {
+                        kernels::softmax_row(row);
+                        if let Some(kw) = key_weights {
+                            let m = &kw[e];
+                            let mut sum = 0.0f32;
+                            for (p, w) in row.iter_mut().zip(m) {
+                                *p *= *w;
+                                sum += *p;
+                            }
+                            let inv = 1.0 / (sum + 1e-9);
+                            for p in row.iter_mut() {
+                                *p *= inv;
+                            }
+                        }
+                    }
+                    kernels::matmul_strided_out(&scores, &kv_e[d + head * dh..], 2 * d, &mut ctx_e[head * dh..], d, no, ni, dh);
+                    if want_attn {
+                        all[head * no * ni..(head + 1) * no * ni].copy_from_slice(&scores);
+                    }
+                }
+                all
+            })
+            .collect();
+        // Attention output projection + residual + LayerNorm.
+        let mut a = layer.attn_out.forward(&ctx);
+        for (v, r) in a.iter_mut().zip(&xo) {
+            *v += *r;
+        }
+        layer.attn_ln.apply(&mut a);
+        // FFN + residual + LayerNorm.
+        let mut inter = layer.ffn_in.forward(&a);
+        kernels::activate(&mut inter, c.activation);
+        let mut y = layer.ffn_out.forward(&inter);
+        for (v, r) in y.iter_mut().zip(&a) {
+            *v += *r;
+        }
+        layer.out_ln.apply(&mut y);
+        LayerOut { y, a, probs }
+    }
+
+    /// Soft-mask forward of one example (ALGORITHM.md section 4.3), for training parity and
+    /// reference checks: every one of the `T` rows of `x0` (`[T, d]`, the embedding output) is
+    /// computed; keys with `valid[j] = false` are excluded from the softmax; attention is
+    /// renormalised over `masks[l-1]` (m^l, `[T]`), and layer l's output rows are scaled by
+    /// `masks[l]` (m^{l+1}; `masks` has `L + 1` entries, the last one-hot CLS).
+    /// Returns per layer `(P [H,T,T], attention output A [T,d], Y [T,d], X [T,d])`.
+    pub fn forward_soft(&self, x0: &[f32], valid: &[bool], masks: &[Vec<f32>]) -> Result<Vec<SoftLayerTrace>, ModelError> {
+        let d = self.config.hidden_size;
+        let t = valid.len();
+        if x0.len() != t * d || masks.len() != self.layers.len() + 1 || masks.iter().any(|m| m.len() != t) {
+            return Err(ModelError::Input(format!(
+                "forward_soft: x0 must be [T={t}, d={d}] and masks [L+1={}][T]",
+                self.layers.len() + 1
+            )));
+        }
+        let h = self.config.num_heads;
+        let real: Vec<usize> = (0..t).filter(|&j| valid[j]).collect();
+        let nk = real.len();
+        let mut x = x0.to_vec();
+        let mut trace = Vec::with_capacity(self.layers.len());
+        let segs = [Segment { rows: (0..t).collect(), offset: 0 }];
+        let all_rows = vec![(0..t).collect::<Vec<usize>>()];
+        let keys = vec![real.clone()];
+        for (l, layer) in self.layers.iter().enumerate() {
+            let kw = vec![real.iter().map(|&j| masks[l][j]).collect::<Vec<f32>>()];
+            let out = self.layer_forward(layer, &x, &segs, &all_rows, Some(&keys), Some(&kw), true);
+            // P over all T keys (padding columns 0).
+            let mut p = vec![0.0f32; h * t * t];
+            for head in 0..h {
+                for i in 0..t {
+                    for (kj, &j) in real.iter().enumerate() {
+                        p[(head * t + i) * t + j] = out.probs[0][(head * t + i) * nk + kj];
+                    }
+                }
+            }
+            let mut xn = out.y.clone();
+            for (i, row) in xn.chunks_exact_mut(d).enumerate() {
+                let m = masks[l + 1][i];
+                for v in row.iter_mut() {
+                    *v *= m;
+                }
+            }
+            trace.push(SoftLayerTrace { p, attention_output: out.a, y: out.y, x: xn.clone() });
+            x = xn;
+        }
+        Ok(trace)
+    }
+
+    /// Pooler output `tanh(W h_CLS + b)`, `[d]`. Errors if the checkpoint has no pooler.
+    pub fn pool(&self, cls: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let p = self
+            .pooler
+            .as_ref()
+            .ok_or_else(|| ModelError::Input("this checkpoint has no pooler (pooler.dense.*)".into()))?;
+        let mut v = p.forward(cls);
+        for x in v.iter_mut() {
+            *x = x.tanh();
+        }
+        Ok(v)
+    }
+
+    /// Classification logits from the CLS row (pooler, if present, then classifier), `[num_labels]`.
+    /// Errors if the checkpoint has no classification head.
+    pub fn logits(&self, cls: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let head = self
+            .classifier
+            .as_ref()
+            .ok_or_else(|| ModelError::Input("this checkpoint has no classification head (classifier.weight); fine-tune one with `sttabt finetune`".into()))?;
+        let pooled = match &self.pooler {
+            Some(_) => self.pool(cls)?,
+            None => cls.to_vec(),
+        };
+        Ok(head.forward(&pooled))
+    }
+}
+
+/// One layer of [`BertModel::forward_soft`]: `p` `[H, T, T]`, `attention_output` `[T, d]`
+/// (after the first LayerNorm), `y` `[T, d]` (after the last LayerNorm), `x` `[T, d]` (`y` with
+/// rows scaled by m^{l+1}).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftLayerTrace {
+    pub p: Vec<f32>,
+    pub attention_output: Vec<f32>,
+    pub y: Vec<f32>,
+    pub x: Vec<f32>,
+}
+
+/// Output of one layer over a packed batch: `y` (after the last LayerNorm), `a` (after the first),
+/// per-segment attention when asked for.
+struct LayerOut {
+    y: Vec<f32>,
+    a: Vec<f32>,
+    probs: Vec<Vec<f32>>,
+}
+
+enum PlanSource<'a, 'b> {
+    Static(&'a [TokenPlan]),
+    Hook {
+        hook: &'a dyn LayerHook,
+        top: &'a [usize],
+        executed: &'b mut Vec<Vec<Vec<usize>>>,
+    },
+}
+
+/// Positions of `wanted` (sorted token indices) within `rows` (sorted token indices, a superset).
+fn positions_in(rows: &[usize], wanted: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut p = 0;
+    for &w in wanted {
+        while p < rows.len() && rows[p] < w {
+            p += 1;
+        }
+        out.push(p.min(rows.len().saturating_sub(1)));
+    }
+    out
+}
+
+fn concat_cols(a: &Linear, b: &Linear) -> Linear {
+    let d_in = a.d_in;
+    let d_out = a.d_out + b.d_out;
+    let mut w = vec![0.0; d_in * d_out];
+    for i in 0..d_in {
+        w[i * d_out..i * d_out + a.d_out].copy_from_slice(&a.w[i * a.d_out..(i + 1) * a.d_out]);
+        w[i * d_out + a.d_out..(i + 1) * d_out].copy_from_slice(&b.w[i * b.d_out..(i + 1) * b.d_out]);
+    }
+    let mut bias = a.b.clone();
+    bias.extend_from_slice(&b.b);
+    Linear { w, b: bias, d_in, d_out }
+}
+
+fn split_cols(l: &Linear, first: usize) -> (Linear, Linear) {
+    let second = l.d_out - first;
+    let mut wa = vec![0.0; l.d_in * first];
+    let mut wb = vec![0.0; l.d_in * second];
+    for i in 0..l.d_in {
+        wa[i * first..(i + 1) * first].copy_from_slice(&l.w[i * l.d_out..i * l.d_out + first]);
+        wb[i * second..(i + 1) * second].copy_from_slice(&l.w[i * l.d_out + first..(i + 1) * l.d_out]);
+    }
+    (
+        Linear { w: wa, b: l.b[..first].to_vec(), d_in: l.d_in, d_out: first },
+        Linear { w: wb, b: l.b[first..].to_vec(), d_in: l.d_in, d_out: second },
+    )
+}
+
+fn push_linear(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, prefix: &str, l: &Linear) {
+    out.push((format!("{prefix}.weight"), vec![l.d_out, l.d_in], l.weight_hf()));
+    out.push((format!("{prefix}.bias"), vec![l.d_out], l.b.clone()));
+}
+
+fn push_ln(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, prefix: &str, ln: &LayerNorm) {
+    out.push((format!("{prefix}.weight"), vec![ln.gamma.len()], ln.gamma.clone()));
+    out.push((format!("{prefix}.bias"), vec![ln.beta.len()], ln.beta.clone()));
+}
+
+/// Mean of the rows of `hidden` (`[rows, d]`) normalised to unit L2 norm: the sentence-transformers
+/// embedding when `hidden` holds every real token.
+pub fn mean_pool_normalized(hidden: &[f32], d: usize) -> Vec<f32> {
+    let rows = (hidden.len() / d).max(1);
+    let mut v = vec![0.0f64; d];
+    for row in hidden.chunks_exact(d) {
+        for (a, b) in v.iter_mut().zip(row) {
+            *a += *b as f64;
+        }
+    }
+    let norm = v.iter().map(|x| (x / rows as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+    v.iter().map(|x| (x / rows as f64 / norm) as f32).collect()
+}
+

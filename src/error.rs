@@ -1,0 +1,52 @@
+//! Error type for loading models and running them. Every variant names what went wrong and where.
+
+use std::path::PathBuf;
+
+/// Errors from loading checkpoints, tokenizers and configs, and from running the encoder on bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} not found: {hint}")]
+    MissingFile { path: PathBuf, hint: String },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{path}: not a valid safetensors file ({message}); the file may be truncated or corrupt: download it again")]
+    Safetensors { path: PathBuf, message: String },
+    #[error("{path}: tensor '{name}' is missing (looked for '{name}' and 'bert.{name}')")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor '{name}' has shape {found:?}, expected {expected:?} (from config.json)")]
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("{path}: tensor '{name}' has dtype {dtype}, expected a float type (F32, F16, BF16, F64)")]
+    Dtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    #[error("{path}: tensor '{name}' holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        index: usize,
+        value: f32,
+    },
+    #[error("{path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("invalid token plan for example {example}: {source}")]
+    Plan {
+        example: usize,
+        #[source]
+        source: crate::plan::PlanError,
+    },
+}

@@ -1,0 +1,28 @@
+//! # sttabt: Sparse Token Transformers with Attention Back-Tracking
+//!
+//! Token-pruned inference for BERT-family encoders (Lee et al., ICLR 2023). Every way of pruning
+//! tokens is a *planner* that produces a [`plan::TokenPlan`]; one executor
+//! ([`encoder::BertModel::run`]) computes only the planned rows.
+//!
+//! - [`config`], [`checkpoint`]: Hugging Face `config.json` + `model.safetensors`.
+//! - [`text`]: tokenisation; [`data`]: GLUE / CSV / Rotten Tomatoes datasets and metrics.
+//! - [`encoder`]: the BERT encoder and the gathered executor; [`kernels`]: its CPU kernels.
+//! - [`plan`]: token plans, retention and FLOPs (ALGORITHM.md sections 1 and 5).
+//! - [`planners`]: attention back-tracking (section 3), concrete masking (section 4).
+//! - [`assets`]: the asset cache (`$STTABT_HOME`).
+
+pub mod assets;
+pub mod checkpoint;
+pub mod config;
+// pub mod data;
+pub mod encoder;
+pub mod error;
+pub mod kernels;
+pub mod plan;
+pub mod planners;
+pub mod text;
+// pub mod vision;
+
+pub use encoder::{BertModel, EncodedInput, RunOptions};
+pub use error::ModelError;
+pub use plan::TokenPlan;

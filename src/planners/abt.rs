@@ -1,0 +1,397 @@
+//! Attention back-tracking (ABT), ALGORITHM.md section 3, with the choices of
+//! `reference/README.md` section 2.3.
+//!
+//! Starting from the tokens needed at the top (`O_L`, normally `{CLS}`), each layer from `L`
+//! down to 1 scores every real token by the (approximate) attention it receives from the
+//! current output set, keeps the `c` best (top-k or threshold form) plus the output set itself,
+//! and passes normalised scores down as the next layer's importance weights.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{check_set, PlanError, SetKind, TokenPlan};
+
+/// How to reduce over heads (`Ā = mean_h Â` or `max_h Â`) or over the output tokens
+/// (`s_j = mean_{i∈O}` or `max_{i∈O}`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Reduce {
+    /// Arithmetic mean (the paper's default).
+    Avg,
+    /// Maximum.
+    Max,
+}
+
+/// How many tokens a layer keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AbtForm {
+    /// Keep `c = clamp(ceil(k_l n - 1e-9), 1, n)` tokens. `k` has `L` entries (`k[l-1] = k_l`)
+    /// or one entry used for every layer; each in `(0, 1]`.
+    TopK {
+        /// Keep fractions.
+        k: Vec<f64>,
+    },
+    /// Keep the tokens with `s_j > ratio · max s`, their count clamped to
+    /// `[ceil(clamp.0 n), ceil(clamp.1 n)]` (same `- 1e-9` ceil rule). Paper: `ratio = 0.00625`,
+    /// `clamp = (0.2, 0.95)`.
+    Dynamic {
+        /// Threshold relative to the largest score, `>= 0`.
+        ratio: f64,
+        /// Lower and upper keep fraction, `0 < lo <= hi <= 1`.
+        clamp: (f64, f64),
+    },
+}
+
+/// ABT settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbtConfig {
+    /// Top-k or threshold form.
+    pub form: AbtForm,
+    /// Weight of the back-tracked importance, `p ∈ [0, 1]` (paper default 0.1).
+    pub p: f64,
+    /// Reduction over heads.
+    pub head_reduce: Reduce,
+    /// Reduction over the output tokens `i ∈ O`.
+    pub token_reduce: Reduce,
+    /// `O_L`: sorted, unique, contains CLS (0), real tokens only. `[0]` for classification,
+    /// `[0, 1]` for DeiT-distilled.
+    pub top: Vec<usize>,
+}
+
+impl AbtConfig {
+    /// Top-k form with the same keep fraction `k` on every layer, `p = 0.1`, averages, `O_L = {CLS}`.
+    pub fn topk(k: f64) -> Self {
+        Self::with_form(AbtForm::TopK { k: vec![k] })
+    }
+
+    /// Threshold form with the paper's constants (`0.00625`, clamp `(0.2, 0.95)`), `p = 0.1`,
+    /// averages, `O_L = {CLS}`.
+    pub fn dynamic() -> Self {
+        Self::with_form(AbtForm::Dynamic {
+            ratio: 0.00625,
+            clamp: (0.2, 0.95),
+        })
+    }
+
+    fn with_form(form: AbtForm) -> Self {
+        Self {
+            form,
+            p: 0.1,
+            head_reduce: Reduce::Avg,
+            token_reduce: Reduce::Avg,
+            top: vec![0],
+        }
+    }
+}
+
+/// What the threshold form decided at one layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DynamicTrace {
+    /// `ratio · max_j s_j`.
+    pub threshold: f64,
+    /// `#{j : s_j > threshold}`.
+    pub count_above_threshold: usize,
+    /// `ceil(clamp.0 n)` (clamped to `[1, n]`).
+    pub clamp_lo: usize,
+    /// `ceil(clamp.1 n)` (clamped to `[1, n]`).
+    pub clamp_hi: usize,
+}
+
+/// Everything ABT computed at one layer (for tests, debugging and reports).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AbtLayerTrace {
+    /// Layer number `l` (1-based).
+    pub layer: usize,
+    /// `O_l`, the set back-tracked from.
+    pub o: Vec<usize>,
+    /// Weights of `O_l`, aligned with `o`.
+    pub w_in: Vec<f64>,
+    /// Number of tokens taken by top-k.
+    pub c: usize,
+    /// The `c` chosen tokens, sorted.
+    pub topk: Vec<usize>,
+    /// `I_l = topk ∪ O_l`.
+    pub i: Vec<usize>,
+    /// `s_j` for every real token `j = 0..n`.
+    pub scores: Vec<f64>,
+    /// New weights `s_j / Σ_{m∈I_l} s_m`, aligned with `i` (uniform if that sum is not positive).
+    pub w: Vec<f64>,
+    /// Score of the `c`-th minus the `(c+1)`-th token in the ranking; `None` when `c = n`.
+    pub boundary_gap: Option<f64>,
+    /// `Some` for the threshold form.
+    pub dynamic: Option<DynamicTrace>,
+}
+
+/// Invalid ABT input or configuration.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum AbtError {
+    /// `layers`, `heads` or `t` is 0.
+    #[error("layers, heads and t must be >= 1 (got layers {layers}, heads {heads}, t {t})")]
+    EmptyShape {
+        /// Layers given.
+        layers: usize,
+        /// Heads given.
+        heads: usize,
+        /// Padded length given.
+        t: usize,
+    },
+    /// `n` is 0 or larger than `t`.
+    #[error("number of real tokens n = {n} must be in 1..=t (t = {t})")]
+    BadTokenCount {
+        /// Real tokens.
+        n: usize,
+        /// Padded length.
+        t: usize,
+    },
+    /// The attention slice does not have `L·H·T·T` elements.
+    #[error("attention has {got} values, expected L*H*T*T = {expected}")]
+    AttentionLength {
+        /// `L·H·T·T`.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// `k` has neither 1 nor `L` entries.
+    #[error("k has {got} entries, expected 1 or L = {layers}")]
+    KeepCount {
+        /// Entries given.
+        got: usize,
+        /// Number of layers.
+        layers: usize,
+    },
+    /// A keep fraction is not in `(0, 1]`.
+    #[error("keep fraction for layer {layer} is {k}, must be in (0, 1]")]
+    KeepFraction {
+        /// Layer number `l` (1-based).
+        layer: usize,
+        /// The value.
+        k: f64,
+    },
+    /// Invalid threshold-form parameters.
+    #[error("dynamic form needs a finite ratio >= 0 and clamps 0 < lo <= hi <= 1 (got ratio {ratio}, clamp ({lo}, {hi}))")]
+    DynamicParams {
+        /// Ratio given.
+        ratio: f64,
+        /// Lower clamp.
+        lo: f64,
+        /// Upper clamp.
+        hi: f64,
+    },
+    /// `p` is not in `[0, 1]`.
+    #[error("p = {0} must be in [0, 1]")]
+    BadP(f64),
+    /// `top` is not a valid set (empty, unsorted, padding, no CLS).
+    #[error("invalid top set O_L: {0}")]
+    Top(PlanError),
+    /// A score is NaN or infinite (non-finite attention input).
+    #[error("layer {layer}: score of token {token} is not finite (check the attention input)")]
+    NonFiniteScore {
+        /// Layer number `l` (1-based).
+        layer: usize,
+        /// Token.
+        token: usize,
+    },
+    /// The resulting plan failed validation (should not happen for valid inputs).
+    #[error("internal: produced an invalid plan: {0}")]
+    Plan(#[from] PlanError),
+}
+
+/// `clamp(ceil(x·n − 1e-9), 1, n)` in f64 (reference README 2.3 rule 2).
+pub fn keep_count(x: f64, n: usize) -> usize {
+    let c = (x * n as f64 - 1e-9).ceil();
+    if c < 1.0 {
+        1
+    } else {
+        (c as usize).min(n)
+    }
+}
+
+/// Sorted union of two sorted, unique sets.
+fn union_sorted(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let mut out: Vec<usize> = a.iter().chain(b).copied().collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn validate(
+    attn_len: usize,
+    layers: usize,
+    heads: usize,
+    t: usize,
+    n: usize,
+    cfg: &AbtConfig,
+) -> Result<(), AbtError> {
+    if layers == 0 || heads == 0 || t == 0 {
+        return Err(AbtError::EmptyShape { layers, heads, t });
+    }
+    if n == 0 || n > t {
+        return Err(AbtError::BadTokenCount { n, t });
+    }
+    let expected = layers * heads * t * t;
+    if attn_len != expected {
+        return Err(AbtError::AttentionLength {
+            expected,
+            got: attn_len,
+        });
+    }
+    if !(0.0..=1.0).contains(&cfg.p) {
+        return Err(AbtError::BadP(cfg.p));
+    }
+    match &cfg.form {
+        AbtForm::TopK { k } => {
+            if k.len() != 1 && k.len() != layers {
+                return Err(AbtError::KeepCount {
+                    got: k.len(),
+                    layers,
+                });
+            }
+            for (idx, &kl) in k.iter().enumerate() {
+                if !(kl > 0.0 && kl <= 1.0) {
+                    return Err(AbtError::KeepFraction {
+                        layer: if k.len() == 1 { 1 } else { idx + 1 },
+                        k: kl,
+                    });
+                }
+            }
+        }
+        &AbtForm::Dynamic {
+            ratio,
+            clamp: (lo, hi),
+        } => {
+            if !(ratio.is_finite() && ratio >= 0.0 && lo > 0.0 && lo <= hi && hi <= 1.0) {
+                return Err(AbtError::DynamicParams { ratio, lo, hi });
+            }
+        }
+    }
+    check_set(n, layers, SetKind::Output, &cfg.top).map_err(AbtError::Top)
+}
+
+/// Runs ABT on the attention of one example.
+///
+/// `attn`: attention probabilities, row-major `[L, H, T, T]` (layer `l-1`, head, query, key);
+/// `t`: padded length; `n`: real tokens (the first `n` positions). Padding-key columns and
+/// padding-query rows are never read. Computation is in f64; ties break toward the lower index;
+/// each token's score uses the same sequence of operations, so bitwise-equal attention columns
+/// give bitwise-equal scores.
+///
+/// Returns the plan (`I_l` per layer, `O_l = I_{l+1}`, `O_L = cfg.top`) and one trace per
+/// layer (index `l - 1`).
+///
+/// Errors: [`AbtError`] for shape mismatches, `n ∉ 1..=t`, bad `k` / `p` / threshold
+/// parameters, an invalid `top`, or non-finite scores.
+pub fn backtrack(
+    attn: &[f32],
+    layers: usize,
+    heads: usize,
+    t: usize,
+    n: usize,
+    cfg: &AbtConfig,
+) -> Result<(TokenPlan, Vec<AbtLayerTrace>), AbtError> {
+    validate(attn.len(), layers, heads, t, n, cfg)?;
+    let p = cfg.p;
+    let mut o: Vec<usize> = cfg.top.clone();
+    let mut w: Vec<f64> = vec![1.0 / o.len() as f64; o.len()];
+    let mut inputs: Vec<Vec<usize>> = vec![Vec::new(); layers];
+    let mut traces: Vec<AbtLayerTrace> = Vec::with_capacity(layers);
+    let mut abar = vec![0.0f64; n]; // one row of the head-reduced attention, real keys only
+    let mut acc = vec![0.0f64; n];
+
+    for layer_idx in (0..layers).rev() {
+        let layer = layer_idx + 1;
+        // Scores: s_j = reduce_{i∈O} Ā[i, j] · (p w_i + 1 − p), over real keys j < n.
+        for (r, (&i, &wi)) in o.iter().zip(&w).enumerate() {
+            let factor = p * wi + (1.0 - p);
+            for h in 0..heads {
+                let row = &attn[((layer_idx * heads + h) * t + i) * t..][..n];
+                for (a, &x) in abar.iter_mut().zip(row) {
+                    let x = f64::from(x);
+                    *a = match (h, cfg.head_reduce) {
+                        (0, _) => x,
+                        (_, Reduce::Avg) => *a + x,
+                        (_, Reduce::Max) => a.max(x),
+                    };
+                }
+            }
+            for (s, &a) in acc.iter_mut().zip(&abar) {
+                let a = if cfg.head_reduce == Reduce::Avg {
+                    a / heads as f64
+                } else {
+                    a
+                };
+                let v = a * factor;
+                *s = match (r, cfg.token_reduce) {
+                    (0, _) => v,
+                    (_, Reduce::Avg) => *s + v,
+                    (_, Reduce::Max) => s.max(v),
+                };
+            }
+        }
+        let scores: Vec<f64> = match cfg.token_reduce {
+            Reduce::Avg => acc.iter().map(|s| s / o.len() as f64).collect(),
+            Reduce::Max => acc.clone(),
+        };
+        if let Some(token) = scores.iter().position(|s| !s.is_finite()) {
+            return Err(AbtError::NonFiniteScore { layer, token });
+        }
+
+        // Ranking: score descending, then index ascending.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| {
+            scores[b]
+                .partial_cmp(&scores[a])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(&b))
+        });
+        let (c, dynamic) = match &cfg.form {
+            AbtForm::TopK { k } => (
+                keep_count(if k.len() == 1 { k[0] } else { k[layer_idx] }, n),
+                None,
+            ),
+            &AbtForm::Dynamic {
+                ratio,
+                clamp: (lo, hi),
+            } => {
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let threshold = ratio * max;
+                let count = scores.iter().filter(|&&s| s > threshold).count();
+                let (clamp_lo, clamp_hi) = (keep_count(lo, n), keep_count(hi, n));
+                let trace = DynamicTrace {
+                    threshold,
+                    count_above_threshold: count,
+                    clamp_lo,
+                    clamp_hi,
+                };
+                (count.clamp(clamp_lo, clamp_hi), Some(trace))
+            }
+        };
+        let boundary_gap = (c < n).then(|| scores[order[c - 1]] - scores[order[c]]);
+        let mut topk: Vec<usize> = order[..c].to_vec();
+        topk.sort_unstable();
+        let i_set = union_sorted(&topk, &o);
+
+        let sum: f64 = i_set.iter().map(|&j| scores[j]).sum();
+        let w_new: Vec<f64> = if sum > 0.0 && sum.is_finite() {
+            i_set.iter().map(|&j| scores[j] / sum).collect()
+        } else {
+            vec![1.0 / i_set.len() as f64; i_set.len()]
+        };
+
+        traces.push(AbtLayerTrace {
+            layer,
+            o: std::mem::take(&mut o),
+            w_in: std::mem::take(&mut w),
+            c,
+            topk,
+            i: i_set.clone(),
+            scores,
+            w: w_new.clone(),
+            boundary_gap,
+            dynamic,
+        });
+        inputs[layer_idx] = i_set.clone();
+        o = i_set;
+        w = w_new;
+    }
+    traces.reverse();
+    let plan = TokenPlan::from_inputs(n, inputs, cfg.top.clone())?;
+    Ok((plan, traces))
+}

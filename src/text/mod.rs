@@ -1,0 +1,2 @@
+//! Text front end: tokenisation (and, in `crate::data`, datasets).
+pub mod tokenizer;

@@ -1,0 +1,146 @@
+//! Tokenisation with the `tokenizers` crate (`tokenizer.json`), falling back to a WordPiece
+//! tokenizer built from `vocab.txt` (lower-casing as `tokenizer_config.json` says).
+//!
+//! Padding and truncation built into a `tokenizer.json` are switched off (the all-MiniLM-L6-v2 file
+//! pads everything to 128 by itself); sttabt truncates to its own `max_length` (longest-first) and
+//! reports how many tokens were cut.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::bert::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{Model, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::encoder::EncodedInput;
+use crate::error::ModelError;
+
+/// A tokenised example plus what truncation removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokenized {
+    pub input: EncodedInput,
+    /// Wordpiece strings, for display (`--explain`).
+    pub tokens: Vec<String>,
+    /// Tokens removed by truncation (0 when the text fitted).
+    pub truncated: usize,
+}
+
+/// BERT tokenizer with sttabt's padding/truncation rules.
+pub struct TextTokenizer {
+    plain: Tokenizer,
+    truncating: Tokenizer,
+    max_length: usize,
+    source: PathBuf,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer").field("source", &self.source).field("max_length", &self.max_length).finish()
+    }
+}
+
+impl TextTokenizer {
+    /// Load from a checkpoint directory: `tokenizer.json` if present, else `vocab.txt`.
+    /// `max_length` (>= 2) caps every encoding, `[CLS]` and `[SEP]` included.
+    pub fn from_dir(dir: &Path, max_length: usize) -> Result<Self, ModelError> {
+        if max_length < 3 {
+            return Err(ModelError::Input(format!("max_length must be at least 3 (room for [CLS] x [SEP]), got {max_length}")));
+        }
+        let json = dir.join("tokenizer.json");
+        let vocab = dir.join("vocab.txt");
+        let (tok, source) = if json.exists() {
+            let t = Tokenizer::from_file(&json).map_err(|e| ModelError::Tokenizer {
+                path: json.clone(),
+                message: format!("cannot load tokenizer.json: {e}"),
+            })?;
+            (t, json)
+        } else if vocab.exists() {
+            (wordpiece_from_vocab(dir, &vocab)?, vocab)
+        } else {
+            return Err(ModelError::MissingFile {
+                path: json,
+                hint: "a checkpoint needs tokenizer.json or vocab.txt".into(),
+            });
+        };
+        let mut plain = tok;
+        plain.with_padding(None);
+        plain
+            .with_truncation(None)
+            .map_err(|e| ModelError::Tokenizer { path: source.clone(), message: e.to_string() })?;
+        let mut truncating = plain.clone();
+        truncating
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| ModelError::Tokenizer { path: source.clone(), message: e.to_string() })?;
+        Ok(Self { plain, truncating, max_length, source })
+    }
+
+    /// The cap on tokens per example.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Tokenise a sentence or a sentence pair: `[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]`
+    /// (token types 0 for A and its `[SEP]`, 1 for B and the final `[SEP]`). An empty text gives
+    /// `[CLS] [SEP]`.
+    pub fn encode(&self, text: &str, pair: Option<&str>) -> Result<Tokenized, ModelError> {
+        let enc = |t: &Tokenizer| match pair {
+            Some(b) => t.encode((text, b), true),
+            None => t.encode(text, true),
+        };
+        let full = enc(&self.plain).map_err(|e| ModelError::Tokenizer { path: self.source.clone(), message: e.to_string() })?;
+        let (e, truncated) = if full.get_ids().len() > self.max_length {
+            let cut = enc(&self.truncating).map_err(|e| ModelError::Tokenizer { path: self.source.clone(), message: e.to_string() })?;
+            let removed = full.get_ids().len() - cut.get_ids().len();
+            (cut, removed)
+        } else {
+            (full, 0)
+        };
+        if e.get_ids().is_empty() {
+            return Err(ModelError::Input("tokenizer produced no tokens (does tokenizer.json have a post-processor adding [CLS]/[SEP]?)".into()));
+        }
+        Ok(Tokenized {
+            input: EncodedInput {
+                ids: e.get_ids().to_vec(),
+                type_ids: e.get_type_ids().to_vec(),
+            },
+            tokens: e.get_tokens().to_vec(),
+            truncated,
+        })
+    }
+
+    /// Tokenise many texts (parallel). Returns the encodings and the total number of tokens cut.
+    pub fn encode_batch(&self, texts: &[(&str, Option<&str>)]) -> Result<(Vec<Tokenized>, usize), ModelError> {
+        use rayon::prelude::*;
+        let out: Vec<Tokenized> = texts.par_iter().map(|(a, b)| self.encode(a, *b)).collect::<Result<_, _>>()?;
+        let cut = out.iter().map(|t| t.truncated).sum();
+        Ok((out, cut))
+    }
+}
+
+fn wordpiece_from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer, ModelError> {
+    let lower = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v.get("do_lower_case").and_then(|b| b.as_bool()))
+        .unwrap_or(true);
+    let err = |m: String| ModelError::Tokenizer { path: vocab.to_path_buf(), message: m };
+    let vocab_str = vocab.to_str().ok_or_else(|| err("path is not UTF-8".into()))?;
+    let wp = WordPiece::from_file(vocab_str)
+        .unk_token("[UNK]".into())
+        .build()
+        .map_err(|e| err(format!("cannot read vocab.txt: {e}")))?;
+    let id = |t: &str| wp.get_vocab().get(t).copied().ok_or_else(|| err(format!("vocab.txt has no {t} token")));
+    let cls = id("[CLS]")?;
+    let sep = id("[SEP]")?;
+    let mut tok = Tokenizer::new(wp);
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lower)));
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
+    Ok(tok)
+}

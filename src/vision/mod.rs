@@ -1,0 +1,3 @@
+//! Image data for the ViT experiments.
+
+pub mod idx;
