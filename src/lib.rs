@@ -14,14 +14,14 @@
 pub mod assets;
 pub mod checkpoint;
 pub mod config;
-// pub mod data;
+pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod kernels;
 pub mod plan;
 pub mod planners;
 pub mod text;
-// pub mod vision;
+pub mod vision;
 
 pub use encoder::{BertModel, EncodedInput, RunOptions};
 pub use error::ModelError;

@@ -81,21 +81,35 @@ fn glue_task_names_and_metadata() {
     assert_eq!(GlueTask::from_name("sst-2").unwrap(), GlueTask::Sst2);
     assert_eq!(GlueTask::from_name("SST2").unwrap(), GlueTask::Sst2);
     assert_eq!(GlueTask::from_name("mnli").unwrap(), GlueTask::Mnli);
-    assert_eq!(GlueTask::from_name("MNLI-mm").unwrap(), GlueTask::MnliMismatched);
-    assert_eq!(GlueTask::from_name("mnli_mismatched").unwrap(), GlueTask::MnliMismatched);
+    assert_eq!(
+        GlueTask::from_name("MNLI-mm").unwrap(),
+        GlueTask::MnliMismatched
+    );
+    assert_eq!(
+        GlueTask::from_name("mnli_mismatched").unwrap(),
+        GlueTask::MnliMismatched
+    );
     assert_eq!(GlueTask::from_name("STS-B").unwrap(), GlueTask::Stsb);
     assert_eq!("qnli".parse::<GlueTask>().unwrap(), GlueTask::Qnli);
     let err = GlueTask::from_name("imdb").unwrap_err();
     assert!(err.to_string().contains("imdb"), "{err}");
     for t in GlueTask::ALL {
-        assert_eq!(GlueTask::from_name(t.name()).unwrap(), t, "round trip of {}", t.name());
+        assert_eq!(
+            GlueTask::from_name(t.name()).unwrap(),
+            t,
+            "round trip of {}",
+            t.name()
+        );
         assert_eq!(t.metric().all[0], t.metric().primary);
     }
 
     assert_eq!(GlueTask::Cola.metric().primary, Metric::Matthews);
     assert_eq!(GlueTask::Mrpc.metric().all, &[Metric::Accuracy, Metric::F1]);
     assert_eq!(GlueTask::Qqp.metric().all, &[Metric::Accuracy, Metric::F1]);
-    assert_eq!(GlueTask::Stsb.metric().all, &[Metric::Pearson, Metric::Spearman]);
+    assert_eq!(
+        GlueTask::Stsb.metric().all,
+        &[Metric::Pearson, Metric::Spearman]
+    );
     assert_eq!(GlueTask::Rte.metric().all, &[Metric::Accuracy]);
     assert_eq!(
         GlueTask::Mnli.label_names(),
@@ -104,7 +118,10 @@ fn glue_task_names_and_metadata() {
     assert!(GlueTask::Stsb.label_names().is_empty());
     assert_eq!(GlueTask::Stsb.num_labels(), 1);
     assert_eq!(GlueTask::Mnli.num_labels(), 3);
-    assert_eq!(GlueTask::MnliMismatched.file_name(GlueSplit::Dev), "dev_mismatched.tsv");
+    assert_eq!(
+        GlueTask::MnliMismatched.file_name(GlueSplit::Dev),
+        "dev_mismatched.tsv"
+    );
     assert_eq!(GlueTask::Mnli.file_name(GlueSplit::Dev), "dev_matched.tsv");
     assert_eq!(GlueTask::MnliMismatched.dir_name(), "MNLI");
 }
@@ -138,7 +155,10 @@ fn glue_sst2_keeps_unescaped_quotes() {
 fn glue_columns_are_found_by_name() {
     // Same task, columns swapped and CRLF line endings: still read correctly.
     let dir = TempDir::new("sst2-swapped");
-    dir.write("dev.tsv", "label\tsentence\r\n0\tbad movie\r\n1\tgood \"movie\"\r\n");
+    dir.write(
+        "dev.tsv",
+        "label\tsentence\r\n0\tbad movie\r\n1\tgood \"movie\"\r\n",
+    );
     let ds = load_glue(dir.path(), GlueTask::Sst2, GlueSplit::Dev, false).unwrap();
     assert_eq!(texts(&ds), vec!["bad movie", "good \"movie\""]);
     assert_eq!(classes(&ds), vec![0, 1]);
@@ -199,14 +219,34 @@ fn glue_qqp_malformed_rows_error_or_skip() {
     );
     let err = load_glue(dir.path(), GlueTask::Qqp, GlueSplit::Dev, false).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, DataError::ColumnCount { line: 3, expected: 6, found: 5, .. }), "{msg}");
+    assert!(
+        matches!(
+            err,
+            DataError::ColumnCount {
+                line: 3,
+                expected: 6,
+                found: 5,
+                ..
+            }
+        ),
+        "{msg}"
+    );
     assert_eq!(err.line(), Some(3));
     assert_eq!(err.path(), path.as_path());
-    assert!(msg.contains(&path.display().to_string()) && msg.contains("line 3"), "{msg}");
-    assert!(msg.contains("expected 6") && msg.contains("found 5"), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("line 3"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("expected 6") && msg.contains("found 5"),
+        "{msg}"
+    );
 
     let ds = load_glue(dir.path(), GlueTask::Qqp, GlueSplit::Dev, true).unwrap();
-    assert_eq!(ds.skipped_rows, 2, "short row and unknown label are skipped");
+    assert_eq!(
+        ds.skipped_rows, 2,
+        "short row and unknown label are skipped"
+    );
     assert_eq!(ds.len(), 2);
     assert_eq!(ds.examples[0].text, "How do I learn \"Rust\"?");
     assert_eq!(classes(&ds), vec![1, 1]);
@@ -226,19 +266,28 @@ fn glue_unknown_label_names_line_and_values() {
     assert!(err.is_row_error());
     assert!(msg.contains("line 3"), "{msg}");
     assert!(msg.contains("contradiction"), "{msg}");
-    assert!(msg.contains("not_entailment"), "expected values listed: {msg}");
+    assert!(
+        msg.contains("not_entailment"),
+        "expected values listed: {msg}"
+    );
 }
 
 #[test]
 fn glue_missing_column_is_fatal_even_when_skipping() {
     let dir = TempDir::new("qnli-missing");
-    dir.write("dev.tsv", "index\tquestion\ttext\tlabel\n0\tq?\ts.\tentailment\n");
+    dir.write(
+        "dev.tsv",
+        "index\tquestion\ttext\tlabel\n0\tq?\ts.\tentailment\n",
+    );
     let err = load_glue(dir.path(), GlueTask::Qnli, GlueSplit::Dev, true).unwrap_err();
     assert!(
         matches!(&err, DataError::MissingColumn { column, .. } if column == "sentence"),
         "{err}"
     );
-    assert!(err.to_string().contains("\"text\""), "lists found columns: {err}");
+    assert!(
+        err.to_string().contains("\"text\""),
+        "lists found columns: {err}"
+    );
 }
 
 #[test]
@@ -262,22 +311,49 @@ fn glue_mnli_matched_and_mismatched() {
     let dir = TempDir::new("mnli");
     let matched = [
         MNLI_DEV_HEADER.to_string(),
-        mnli_row(0, "The new rights are nice enough", "Everyone really likes the newest benefits ", "neutral"),
-        mnli_row(1, "This site includes a \"list\" of all award winners", "The Government Executive articles housed on the website are not able to be searched.", "contradiction"),
+        mnli_row(
+            0,
+            "The new rights are nice enough",
+            "Everyone really likes the newest benefits ",
+            "neutral",
+        ),
+        mnli_row(
+            1,
+            "This site includes a \"list\" of all award winners",
+            "The Government Executive articles housed on the website are not able to be searched.",
+            "contradiction",
+        ),
         mnli_row(2, "uh i don't know", "I like it.", "entailment"),
     ]
     .join("\n");
     dir.write("dev_matched.tsv", &(matched + "\n"));
-    let mismatched = [MNLI_DEV_HEADER.to_string(), mnli_row(0, "Your gift is appreciated.", "Hundreds of students will benefit.", "neutral")]
-        .join("\n");
+    let mismatched = [
+        MNLI_DEV_HEADER.to_string(),
+        mnli_row(
+            0,
+            "Your gift is appreciated.",
+            "Hundreds of students will benefit.",
+            "neutral",
+        ),
+    ]
+    .join("\n");
     dir.write("dev_mismatched.tsv", &mismatched);
 
     let m = load_glue(dir.path(), GlueTask::Mnli, GlueSplit::Dev, false).unwrap();
     assert_eq!(m.len(), 3);
     assert_eq!(classes(&m), vec![2, 0, 1]);
-    assert_eq!(m.examples[1].text, "This site includes a \"list\" of all award winners");
-    assert_eq!(m.examples[0].text_pair.as_deref(), Some("Everyone really likes the newest benefits "));
-    assert_eq!(m.label_names, vec!["contradiction", "entailment", "neutral"]);
+    assert_eq!(
+        m.examples[1].text,
+        "This site includes a \"list\" of all award winners"
+    );
+    assert_eq!(
+        m.examples[0].text_pair.as_deref(),
+        Some("Everyone really likes the newest benefits ")
+    );
+    assert_eq!(
+        m.label_names,
+        vec!["contradiction", "entailment", "neutral"]
+    );
 
     let mm = load_glue(dir.path(), GlueTask::MnliMismatched, GlueSplit::Dev, false).unwrap();
     assert_eq!(mm.len(), 1);
@@ -296,7 +372,10 @@ fn glue_qnli_rte_wnli_labels() {
     let ds = load_glue(qnli.path(), GlueTask::Qnli, GlueSplit::Train, false).unwrap();
     assert_eq!(classes(&ds), vec![0, 1]);
     assert_eq!(ds.examples[0].text, "What came into force?");
-    assert_eq!(ds.examples[0].text_pair.as_deref(), Some("The treaty came into force."));
+    assert_eq!(
+        ds.examples[0].text_pair.as_deref(),
+        Some("The treaty came into force.")
+    );
 
     dir.write(
         "dev.tsv",
@@ -310,7 +389,8 @@ fn glue_qnli_rte_wnli_labels() {
 #[test]
 fn glue_stsb_scores() {
     let dir = TempDir::new("stsb");
-    let header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore";
+    let header =
+        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore";
     dir.write(
         "dev.tsv",
         &format!(
@@ -324,12 +404,18 @@ fn glue_stsb_scores() {
     );
     let err = load_glue(dir.path(), GlueTask::Stsb, GlueSplit::Dev, false).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("line 4") && msg.contains("five") && msg.contains("between 0 and 5"), "{msg}");
+    assert!(
+        msg.contains("line 4") && msg.contains("five") && msg.contains("between 0 and 5"),
+        "{msg}"
+    );
 
     let ds = load_glue(dir.path(), GlueTask::Stsb, GlueSplit::Dev, true).unwrap();
     assert_eq!(ds.skipped_rows, 2, "unparsable and out-of-range scores");
     let scores: Vec<Label> = ds.labels();
-    assert_eq!(scores, vec![Label::Score(5.0), Label::Score(4.75), Label::Score(0.0)]);
+    assert_eq!(
+        scores,
+        vec![Label::Score(5.0), Label::Score(4.75), Label::Score(0.0)]
+    );
     assert!(ds.is_regression());
     assert_eq!(ds.examples[1].text, "A \"young\" child is riding a horse.");
 }
@@ -339,7 +425,16 @@ fn glue_all_bad_rows_is_an_error() {
     let dir = TempDir::new("allbad");
     dir.write("train.tsv", "sentence\tlabel\nfoo\t7\n");
     let err = load_glue(dir.path(), GlueTask::Sst2, GlueSplit::Train, true).unwrap_err();
-    assert!(matches!(err, DataError::NoExamples { skipped_rows: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DataError::NoExamples {
+                skipped_rows: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 // ----------------------------------------------------------------------------------------
@@ -360,11 +455,25 @@ fn table_csv_quoted_with_string_labels() {
     let spec = TableSpec::new("review", "verdict");
     let err = load_table(&path, &spec, false).unwrap_err();
     // Row 4 starts on line 6 because row 2 spans two lines.
-    assert!(matches!(err, DataError::ColumnCount { line: 6, expected: 3, found: 4, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DataError::ColumnCount {
+                line: 6,
+                expected: 3,
+                found: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     let ds = load_table(&path, &spec, true).unwrap();
     assert_eq!(ds.skipped_rows, 1);
-    assert_eq!(texts(&ds), vec!["Great, really \"great\" film", "Two\nlines", "plain"]);
+    assert_eq!(
+        texts(&ds),
+        vec!["Great, really \"great\" film", "Two\nlines", "plain"]
+    );
     assert_eq!(ds.label_names, vec!["pos", "neg"], "first-appearance order");
     assert_eq!(classes(&ds), vec![0, 1, 0]);
 }
@@ -414,7 +523,10 @@ fn table_jsonl_keys_errors_and_regression() {
     let err = load_table(&path, &spec, false).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DataError::BadValue { line: 4, .. }), "{msg}");
-    assert!(msg.contains("\"sentence\"") && msg.contains("a string"), "{msg}");
+    assert!(
+        msg.contains("\"sentence\"") && msg.contains("a string"),
+        "{msg}"
+    );
 
     let ds = load_table(&path, &spec, true).unwrap();
     assert_eq!(ds.skipped_rows, 3);
@@ -426,7 +538,12 @@ fn table_jsonl_keys_errors_and_regression() {
         "reg.jsonl",
         "{\"s1\": \"x\", \"s2\": \"y\", \"score\": 3.5}\n{\"s1\": \"x\", \"s2\": \"z\", \"score\": \"1.25\"}\n",
     );
-    let ds = load_table(&reg, &TableSpec::new("s1", "score").with_pair("s2").regression(), false).unwrap();
+    let ds = load_table(
+        &reg,
+        &TableSpec::new("s1", "score").with_pair("s2").regression(),
+        false,
+    )
+    .unwrap();
     assert_eq!(ds.labels(), vec![Label::Score(3.5), Label::Score(1.25)]);
     assert!(ds.label_names.is_empty());
     assert_eq!(ds.examples[1].text_pair.as_deref(), Some("z"));
@@ -498,7 +615,11 @@ fn metrics_accuracy_f1_mcc() {
     assert!(close(matthews(&[1, 0], &[0, 1]), -1.0));
 
     // Degenerate cases.
-    assert_eq!(matthews(&[1, 1, 1], &[0, 1, 0]), 0.0, "constant predictions");
+    assert_eq!(
+        matthews(&[1, 1, 1], &[0, 1, 0]),
+        0.0,
+        "constant predictions"
+    );
     assert_eq!(matthews(&[], &[]), 0.0);
     assert_eq!(accuracy(&[], &[]), 0.0);
     assert_eq!(f1_binary(&[0, 0], &[0, 0]), 0.0, "no positives anywhere");
@@ -514,8 +635,14 @@ fn metrics_pearson_spearman() {
     // x=[1,2,3], y=[1,3,2]: cov=0.5·2... r = 0.5.
     assert!(close(pearson(&[1.0, 2.0, 3.0], &[1.0, 3.0, 2.0]), 0.5));
 
-    assert_eq!(average_ranks(&[10.0, 20.0, 20.0, 30.0]), vec![1.0, 2.5, 2.5, 4.0]);
-    assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 3.0]), vec![3.0, 1.0, 3.0, 3.0]);
+    assert_eq!(
+        average_ranks(&[10.0, 20.0, 20.0, 30.0]),
+        vec![1.0, 2.5, 2.5, 4.0]
+    );
+    assert_eq!(
+        average_ranks(&[3.0, 1.0, 3.0, 3.0]),
+        vec![3.0, 1.0, 3.0, 3.0]
+    );
     // Spearman with ties: ranks x=[1,2.5,2.5,4], y=[1,2,3,4].
     // mean 2.5; dx=[-1.5,0,0,1.5], dy=[-1.5,-.5,.5,1.5]; sxy=4.5, sxx=4.5, syy=5 → 4.5/sqrt(22.5).
     let s = spearman(&[10.0, 20.0, 20.0, 30.0], &[1.0, 2.0, 3.0, 4.0]);
@@ -552,11 +679,18 @@ fn metrics_evaluate_dispatch_and_errors() {
 
     assert!(matches!(
         evaluate(&[Metric::Accuracy], &sp, &sg),
-        Err(MetricError::NotAClass { side: "prediction", index: 0, .. })
+        Err(MetricError::NotAClass {
+            side: "prediction",
+            index: 0,
+            ..
+        })
     ));
     assert!(matches!(
         evaluate(&[Metric::Accuracy], &pred[..3], &gold),
-        Err(MetricError::LengthMismatch { predictions: 3, labels: 4 })
+        Err(MetricError::LengthMismatch {
+            predictions: 3,
+            labels: 4
+        })
     ));
 }
 
@@ -611,8 +745,14 @@ fn split_three_sizes_and_disjointness() {
         all.sort();
         assert_eq!(all, (0..n).collect::<Vec<_>>(), "n={n}");
     }
-    assert_eq!(split_three(100, [0.8, 0.1, 0.1], 9), split_three(100, [0.8, 0.1, 0.1], 9));
-    assert_ne!(split_three(100, [0.8, 0.1, 0.1], 9).0, split_three(100, [0.8, 0.1, 0.1], 10).0);
+    assert_eq!(
+        split_three(100, [0.8, 0.1, 0.1], 9),
+        split_three(100, [0.8, 0.1, 0.1], 9)
+    );
+    assert_ne!(
+        split_three(100, [0.8, 0.1, 0.1], 9).0,
+        split_three(100, [0.8, 0.1, 0.1], 10).0
+    );
 }
 
 #[test]
@@ -655,7 +795,9 @@ fn rotten_tomatoes_fixture() {
     csv.push_str("plot,\"A plot summary, with commas\nand a newline.\",m0,True\n");
     for i in 0..40 {
         let cat = if i % 3 == 0 { "rotten" } else { "fresh" };
-        csv.push_str(&format!("{cat},\"Review number {i}, \"\"quoted\"\".\",m{i},True\n"));
+        csv.push_str(&format!(
+            "{cat},\"Review number {i}, \"\"quoted\"\".\",m{i},True\n"
+        ));
     }
     csv.push_str("fresh,\"  Review number 5, \"\"quoted\"\".  \",dup,True\n"); // duplicate after trim
     csv.push_str("rotten,Review number 7 but different,x,True\n");
@@ -673,17 +815,32 @@ fn rotten_tomatoes_fixture() {
     assert_eq!(info.duplicates_removed, 1);
     assert_eq!(info.duplicate_label_conflicts, 0);
     assert_eq!(info.unique_examples, 41);
-    assert_eq!((info.sizes.train, info.sizes.dev, info.sizes.test), (33, 4, 4));
+    assert_eq!(
+        (info.sizes.train, info.sizes.dev, info.sizes.test),
+        (33, 4, 4)
+    );
     assert_eq!(s.train.len() + s.dev.len() + s.test.len(), 41);
     assert_eq!(s.train.label_names, vec!["negative", "positive"]);
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(info.source_sha256, sha256_hex(&bytes));
     assert_eq!(info.source_bytes, bytes.len() as u64);
 
-    let all: Vec<&Example> = s.train.examples.iter().chain(&s.dev.examples).chain(&s.test.examples).collect();
-    let r5 = all.iter().find(|e| e.text == "Review number 5, \"quoted\".").expect("kept");
+    let all: Vec<&Example> = s
+        .train
+        .examples
+        .iter()
+        .chain(&s.dev.examples)
+        .chain(&s.test.examples)
+        .collect();
+    let r5 = all
+        .iter()
+        .find(|e| e.text == "Review number 5, \"quoted\".")
+        .expect("kept");
     assert_eq!(r5.label, Label::Class(1));
-    let r3 = all.iter().find(|e| e.text == "Review number 3, \"quoted\".").expect("kept");
+    let r3 = all
+        .iter()
+        .find(|e| e.text == "Review number 3, \"quoted\".")
+        .expect("kept");
     assert_eq!(r3.label, Label::Class(0));
     let unique: HashSet<&str> = all.iter().map(|e| e.text.as_str()).collect();
     assert_eq!(unique.len(), all.len());
@@ -705,9 +862,23 @@ fn rotten_tomatoes_fixture() {
 fn rotten_tomatoes_bad_row_names_line() {
     let dir = TempDir::new("rt-bad");
     let path = dir.path().join("rt.csv.bz2");
-    write_bz2(&path, "category,text,movie_name\nfresh,good,m\nrotten,bad\n");
+    write_bz2(
+        &path,
+        "category,text,movie_name\nfresh,good,m\nrotten,bad\n",
+    );
     let err = load_rotten_tomatoes(&path, 0).unwrap_err();
-    assert!(matches!(err, DataError::ColumnCount { line: 3, expected: 3, found: 2, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DataError::ColumnCount {
+                line: 3,
+                expected: 3,
+                found: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let missing = dir.path().join("missing.csv.bz2");
     let err = load_rotten_tomatoes(&missing, 0).unwrap_err();
     assert!(err.to_string().contains("missing.csv.bz2"), "{err}");
@@ -717,7 +888,9 @@ fn sttabt_home() -> PathBuf {
     match std::env::var_os("STTABT_HOME") {
         Some(h) => PathBuf::from(h),
         None => {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
             home.join(".cache").join("sttabt")
         }
     }
@@ -725,9 +898,14 @@ fn sttabt_home() -> PathBuf {
 
 #[test]
 fn rotten_tomatoes_real_file() {
-    let path = sttabt_home().join("data").join("rotten_tomatoes_corpus_full.csv.bz2");
+    let path = sttabt_home()
+        .join("data")
+        .join("rotten_tomatoes_corpus_full.csv.bz2");
     if !path.exists() {
-        println!("note: {} not found; skipping the real Rotten Tomatoes check", path.display());
+        println!(
+            "note: {} not found; skipping the real Rotten Tomatoes check",
+            path.display()
+        );
         return;
     }
     let s = load_rotten_tomatoes(&path, 0).unwrap();
@@ -751,17 +929,34 @@ fn rotten_tomatoes_real_file() {
     assert!(info.rows_read > 10_000, "{}", info.rows_read);
     assert!(info.unique_examples > 10_000 && info.unique_examples <= info.rows_kept);
     assert!(info.duplicates_removed < info.rows_kept / 10);
-    assert_eq!(info.sizes.train + info.sizes.dev + info.sizes.test, info.unique_examples);
+    assert_eq!(
+        info.sizes.train + info.sizes.dev + info.sizes.test,
+        info.unique_examples
+    );
     let frac_train = info.sizes.train as f64 / info.unique_examples as f64;
     assert!((frac_train - 0.8).abs() < 0.001);
     for d in [&s.train, &s.dev, &s.test] {
         let pos = d.class_counts()[1] as f64 / d.len() as f64;
-        assert!((0.3..0.8).contains(&pos), "positive share {pos} in {}", d.source);
+        assert!(
+            (0.3..0.8).contains(&pos),
+            "positive share {pos} in {}",
+            d.source
+        );
     }
 
     let mut seen: HashSet<&str> = HashSet::new();
-    for e in s.train.examples.iter().chain(&s.dev.examples).chain(&s.test.examples) {
-        assert!(seen.insert(e.text.as_str()), "duplicate or overlapping text: {:?}", e.text);
+    for e in s
+        .train
+        .examples
+        .iter()
+        .chain(&s.dev.examples)
+        .chain(&s.test.examples)
+    {
+        assert!(
+            seen.insert(e.text.as_str()),
+            "duplicate or overlapping text: {:?}",
+            e.text
+        );
         assert_eq!(e.text.trim(), e.text);
         assert!(!e.text.is_empty());
     }
@@ -800,7 +995,10 @@ fn idx_round_trip_raw_and_gzip() {
     assert_eq!(ds.class_names[0], "T-shirt/top");
 
     // Gzip versions (preferred when both exist) of the test split.
-    for (name, src) in [("t10k-images-idx3-ubyte.gz", &ip), ("t10k-labels-idx1-ubyte.gz", &lp)] {
+    for (name, src) in [
+        ("t10k-images-idx3-ubyte.gz", &ip),
+        ("t10k-labels-idx1-ubyte.gz", &lp),
+    ] {
         let raw = std::fs::read(src).unwrap();
         let f = std::fs::File::create(dir.path().join(name)).unwrap();
         let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::default());
@@ -824,36 +1022,96 @@ fn idx_errors_name_file_and_sizes() {
     std::fs::write(&ip, &full[..30]).unwrap();
     let err = read_idx_images(&ip).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, IdxError::Truncated { expected_bytes: 40, found_bytes: 30, .. }), "{msg}");
-    assert!(msg.contains(&ip.display().to_string()) && msg.contains("40") && msg.contains("30"), "{msg}");
+    assert!(
+        matches!(
+            err,
+            IdxError::Truncated {
+                expected_bytes: 40,
+                found_bytes: 30,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&ip.display().to_string()) && msg.contains("40") && msg.contains("30"),
+        "{msg}"
+    );
 
     // Truncated header.
     std::fs::write(&ip, &full[..10]).unwrap();
-    assert!(matches!(read_idx_images(&ip), Err(IdxError::Truncated { expected_bytes: 16, found_bytes: 10, .. })));
+    assert!(matches!(
+        read_idx_images(&ip),
+        Err(IdxError::Truncated {
+            expected_bytes: 16,
+            found_bytes: 10,
+            ..
+        })
+    ));
 
     // Trailing data.
     let mut longer = full.clone();
     longer.push(0);
     std::fs::write(&ip, &longer).unwrap();
-    assert!(matches!(read_idx_images(&ip), Err(IdxError::TrailingData { expected_bytes: 40, found_bytes: 41, .. })));
+    assert!(matches!(
+        read_idx_images(&ip),
+        Err(IdxError::TrailingData {
+            expected_bytes: 40,
+            found_bytes: 41,
+            ..
+        })
+    ));
 
     // Labels file read as images → magic error.
     let lp = dir.path().join("labels");
     write_idx_labels(&lp, &[1, 2, 3]).unwrap();
     let err = read_idx_images(&lp).unwrap_err();
-    assert!(matches!(err, IdxError::BadMagic { expected: 2051, found: 2049, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            IdxError::BadMagic {
+                expected: 2051,
+                found: 2049,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("labels"), "{err}");
     let err = read_idx_labels(&ip).unwrap_err();
-    assert!(matches!(err, IdxError::BadMagic { expected: 2049, .. }), "{err}");
+    assert!(
+        matches!(err, IdxError::BadMagic { expected: 2049, .. }),
+        "{err}"
+    );
 
     // Count mismatch and out-of-range labels in the loader.
     std::fs::write(dir.path().join("train-images-idx3-ubyte"), &full).unwrap();
     write_idx_labels(&dir.path().join("train-labels-idx1-ubyte"), &[1, 2]).unwrap();
     let err = load_fashion_mnist(dir.path(), VisionSplit::Train).unwrap_err();
-    assert!(matches!(err, IdxError::CountMismatch { images: 3, labels: 2, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            IdxError::CountMismatch {
+                images: 3,
+                labels: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
     write_idx_labels(&dir.path().join("train-labels-idx1-ubyte"), &[1, 10, 2]).unwrap();
     let err = load_fashion_mnist(dir.path(), VisionSplit::Train).unwrap_err();
-    assert!(matches!(err, IdxError::BadLabel { index: 1, found: 10, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            IdxError::BadLabel {
+                index: 1,
+                found: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // Missing files.
     let err = load_fashion_mnist(dir.path(), VisionSplit::Test).unwrap_err();
@@ -864,12 +1122,20 @@ fn idx_errors_name_file_and_sizes() {
 #[test]
 fn fashion_mnist_real_files() {
     let dir = sttabt_home().join("data").join("fashion-mnist");
-    if !dir.join("t10k-images-idx3-ubyte.gz").exists() && !dir.join("t10k-images-idx3-ubyte").exists() {
-        println!("note: Fashion-MNIST not found in {}; skipping", dir.display());
+    if !dir.join("t10k-images-idx3-ubyte.gz").exists()
+        && !dir.join("t10k-images-idx3-ubyte").exists()
+    {
+        println!(
+            "note: Fashion-MNIST not found in {}; skipping",
+            dir.display()
+        );
         return;
     }
     let test = load_fashion_mnist(&dir, VisionSplit::Test).unwrap();
-    assert_eq!((test.images.count, test.images.rows, test.images.cols), (10_000, 28, 28));
+    assert_eq!(
+        (test.images.count, test.images.rows, test.images.cols),
+        (10_000, 28, 28)
+    );
     assert_eq!(test.labels.len(), 10_000);
     let mut counts = [0usize; 10];
     for &l in &test.labels {
@@ -879,5 +1145,8 @@ fn fashion_mnist_real_files() {
     assert_eq!(test.class_names, FASHION_MNIST_CLASSES.to_vec());
     let train = load_fashion_mnist(&dir, VisionSplit::Train).unwrap();
     assert_eq!(train.images.count, 60_000);
-    println!("Fashion-MNIST: train {} / test {} images of 28x28", train.images.count, test.images.count);
+    println!(
+        "Fashion-MNIST: train {} / test {} images of 28x28",
+        train.images.count, test.images.count
+    );
 }

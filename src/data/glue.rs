@@ -175,7 +175,9 @@ impl GlueTask {
             GlueTask::Sst2 => &["negative", "positive"],
             GlueTask::Mrpc => &["not_equivalent", "equivalent"],
             GlueTask::Qqp => &["not_duplicate", "duplicate"],
-            GlueTask::Mnli | GlueTask::MnliMismatched => &["contradiction", "entailment", "neutral"],
+            GlueTask::Mnli | GlueTask::MnliMismatched => {
+                &["contradiction", "entailment", "neutral"]
+            }
             GlueTask::Qnli | GlueTask::Rte => &["entailment", "not_entailment"],
             GlueTask::Wnli => &["not_entailment", "entailment"],
             GlueTask::Stsb => &[],
@@ -289,7 +291,11 @@ pub fn load_glue(
 }
 
 /// Like [`load_glue`] but for an explicit file in `task`'s layout.
-pub fn load_glue_file(path: &Path, task: GlueTask, skip_bad_rows: bool) -> Result<Dataset, DataError> {
+pub fn load_glue_file(
+    path: &Path,
+    task: GlueTask,
+    skip_bad_rows: bool,
+) -> Result<Dataset, DataError> {
     let layout = task.layout();
     let reader = open_maybe_compressed(path)?;
     let opts = DelimitedOptions {
@@ -329,7 +335,7 @@ pub fn load_glue_file(path: &Path, task: GlueTask, skip_bad_rows: bool) -> Resul
                 return Err(DataError::ColumnCount {
                     path: path.to_path_buf(),
                     line,
-                    expected: expected,
+                    expected,
                     found: record.len(),
                 });
             }

@@ -310,7 +310,11 @@ impl<R: Read> Delimited<R> {
             let mut names = Vec::with_capacity(raw.len());
             for (i, f) in raw.iter().enumerate() {
                 let s = String::from_utf8_lossy(f);
-                let s = if i == 0 { s.trim_start_matches('\u{feff}') } else { &s[..] };
+                let s = if i == 0 {
+                    s.trim_start_matches('\u{feff}')
+                } else {
+                    &s[..]
+                };
                 names.push(s.trim().to_string());
             }
             Some(names)

@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::split::{split_sizes, split_three};
-use super::{column_index, field_str, DataError, Dataset, Delimited, DelimitedOptions, Example, Label};
+use super::{
+    column_index, field_str, DataError, Dataset, Delimited, DelimitedOptions, Example, Label,
+};
 
 /// Train/dev/test fractions used for Rotten Tomatoes.
 pub const RT_FRACTIONS: [f64; 3] = [0.8, 0.1, 0.1];
@@ -192,7 +194,12 @@ pub fn load_rotten_tomatoes(path: &Path, seed: u64) -> Result<RtSplits, DataErro
     let train = make(&train_idx, "train");
     let dev = make(&dev_idx, "dev");
     let test = make(&test_idx, "test");
-    let positives = |d: &Dataset| d.examples.iter().filter(|e| e.label == Label::Class(1)).count();
+    let positives = |d: &Dataset| {
+        d.examples
+            .iter()
+            .filter(|e| e.label == Label::Class(1))
+            .count()
+    };
     let info = SplitInfo {
         algorithm: RT_SPLIT_ALGORITHM.to_string(),
         seed,

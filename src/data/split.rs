@@ -85,7 +85,11 @@ pub fn split_sizes(n: usize, fractions: [f64; 3]) -> [usize; 3] {
 ///
 /// # Panics
 /// As [`split_sizes`].
-pub fn split_three(n: usize, fractions: [f64; 3], seed: u64) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+pub fn split_three(
+    n: usize,
+    fractions: [f64; 3],
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
     let [train, dev, _test] = split_sizes(n, fractions);
     let mut idx: Vec<usize> = (0..n).collect();
     SplitMix64::new(seed).shuffle(&mut idx);

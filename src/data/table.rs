@@ -127,7 +127,11 @@ enum RawLabel {
 /// `skip_bad_rows` is set, in which case they are skipped and counted in
 /// [`Dataset::skipped_rows`]. A missing header column, unknown format, unreadable file or a
 /// table without usable rows is always an error.
-pub fn load_table(path: &Path, spec: &TableSpec, skip_bad_rows: bool) -> Result<Dataset, DataError> {
+pub fn load_table(
+    path: &Path,
+    spec: &TableSpec,
+    skip_bad_rows: bool,
+) -> Result<Dataset, DataError> {
     let format = match spec.format.or_else(|| Format::from_path(path)) {
         Some(f) => f,
         None => {
@@ -142,7 +146,9 @@ pub fn load_table(path: &Path, spec: &TableSpec, skip_bad_rows: bool) -> Result<
     };
     let mut skipped = 0usize;
     let rows = match format {
-        Format::Csv | Format::Tsv => read_delimited_rows(path, spec, format, skip_bad_rows, &mut skipped)?,
+        Format::Csv | Format::Tsv => {
+            read_delimited_rows(path, spec, format, skip_bad_rows, &mut skipped)?
+        }
         Format::Jsonl => read_jsonl_rows(path, spec, skip_bad_rows, &mut skipped)?,
     };
 
@@ -177,7 +183,13 @@ pub fn load_table(path: &Path, spec: &TableSpec, skip_bad_rows: bool) -> Result<
             str_rows.push((row.line, row.text, row.pair, s));
         }
         let mapping: Mapping = if let Some(names) = &spec.label_names {
-            Mapping::Fixed(names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect())
+            Mapping::Fixed(
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.clone(), i))
+                    .collect(),
+            )
         } else if !str_rows.is_empty() && str_rows.iter().all(|r| r.3.parse::<usize>().is_ok()) {
             Mapping::Integer
         } else {
@@ -327,7 +339,12 @@ fn read_jsonl_rows(
     Ok(out)
 }
 
-fn parse_json_row(path: &Path, line: u64, text: &str, spec: &TableSpec) -> Result<RawRow, DataError> {
+fn parse_json_row(
+    path: &Path,
+    line: u64,
+    text: &str,
+    spec: &TableSpec,
+) -> Result<RawRow, DataError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DataError::Json {
         path: path.to_path_buf(),
         line,
@@ -357,7 +374,9 @@ fn parse_json_row(path: &Path, line: u64, text: &str, spec: &TableSpec) -> Resul
     };
     let key = &spec.label_column;
     let label = match obj.get(key) {
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => RawLabel::Str(s.trim().to_string()),
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+            RawLabel::Str(s.trim().to_string())
+        }
         Some(serde_json::Value::Number(n)) => {
             if spec.regression {
                 match n.as_f64() {
@@ -415,6 +434,12 @@ fn empty_label(path: &Path, line: u64, column: &str) -> DataError {
 fn parse_score(path: &Path, line: u64, column: &str, raw: &str) -> Result<f32, DataError> {
     match raw.trim().parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(bad_label(path, line, column, "a finite number", raw.to_string())),
+        _ => Err(bad_label(
+            path,
+            line,
+            column,
+            "a finite number",
+            raw.to_string(),
+        )),
     }
 }
