@@ -106,6 +106,15 @@ impl TensorStore {
         })
     }
 
+    /// Build from in-memory HF-named tensors `(name, shape, data)` (`path` is used in errors only).
+    pub fn from_tensors(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            tensors: tensors.into_iter().map(|(n, shape, data)| (n, RawTensor { shape, data })).collect(),
+            other: HashMap::new(),
+        }
+    }
+
     /// Names present (sorted).
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.tensors.keys().cloned().collect();

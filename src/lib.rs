@@ -18,9 +18,11 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod kernels;
+pub mod pipeline;
 pub mod plan;
 pub mod planners;
 pub mod text;
+pub mod train;
 pub mod vision;
 
 pub use encoder::{BertModel, EncodedInput, RunOptions};

@@ -65,6 +65,76 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
     },
+    /// Fine-tune a checkpoint into a sequence classifier (default: all-MiniLM-L6-v2 on Rotten Tomatoes).
+    ///
+    /// Saves the best epoch (by dev accuracy) in the Hugging Face layout to --out, plus
+    /// finetune.json with the dev accuracy per epoch. Interrupted runs continue with --resume.
+    Finetune {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Base checkpoint directory. Default: the cached all-MiniLM-L6-v2.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Output directory for the fine-tuned model.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Peak learning rate (linear warm-up over 10% of the steps, then linear decay).
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        /// Use only the first N training examples (after the seeded split).
+        #[arg(long)]
+        train_limit: Option<usize>,
+        /// Maximum tokens per example, [CLS]/[SEP] included.
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+        /// Continue from the checkpoint in --out/checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+/// Where labelled examples come from (default: Rotten Tomatoes from the asset cache).
+#[derive(clap::Args, Clone)]
+struct DataArgs {
+    /// A GLUE task directory in its original TSV layout (train.tsv, dev.tsv); needs --task.
+    #[arg(long)]
+    glue: Option<PathBuf>,
+    /// GLUE task name: cola, sst2, mrpc, qqp, mnli, mnli-mm, qnli, rte, wnli.
+    #[arg(long)]
+    task: Option<String>,
+    /// Generic CSV/TSV/JSONL training file (with --dev, --text-column, --label-column).
+    #[arg(long)]
+    train: Option<PathBuf>,
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Test file for generic tables (default: dev).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    #[arg(long)]
+    pair_column: Option<String>,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// Skip malformed rows (and report how many) instead of failing.
+    #[arg(long)]
+    skip_bad_rows: bool,
+    /// Seed for the data split and shuffling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl DataArgs {
+    fn source(&self) -> Result<sttabt::pipeline::DataSource> {
+        sttabt::pipeline::source_from_flags(self.glue.as_deref(), self.task.as_deref(), self.train.as_deref(), self.dev.as_deref(), self.test.as_deref(), &self.text_column, self.pair_column.as_deref(), &self.label_column, self.seed)
+    }
 }
 
 fn main() {
@@ -83,6 +153,10 @@ fn run() -> Result<()> {
         Command::Fetch { vision } => fetch(vision),
         Command::Info { model, json } => info(model, json),
         Command::Embed { texts, file, model, max_length, batch_size } => embed(texts, file, model, max_length, batch_size),
+        Command::Finetune { data, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
+            let cfg = sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
+            finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet)
+        }
     }
 }
 
@@ -201,5 +275,31 @@ fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<PathBuf>, max_
         }
     }
     println!("{}", serde_json::to_string(&serde_json::json!({"model": dir, "dim": d, "embeddings": out}))?);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg: sttabt::train::finetune::FinetuneConfig, train_limit: Option<usize>, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
+    use sttabt::pipeline::{tokenize, warn_truncation};
+    use sttabt::train::finetune::{finetune, with_new_head};
+    let dir = model_dir(model)?;
+    let splits = data.source()?.load(data.skip_bad_rows)?;
+    let base = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let max_length = max_length.min(base.config.max_position_embeddings);
+    let tok = TextTokenizer::from_dir(&dir, max_length)?;
+    let (train, cut) = tokenize(&tok, &splits.train, train_limit)?;
+    warn_truncation("train", cut, max_length);
+    let (dev, cut) = tokenize(&tok, &splits.dev, None)?;
+    warn_truncation("dev", cut, max_length);
+    eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
+    let base = if base.classifier.as_ref().map(|c| c.d_out) == Some(splits.label_names.len()) {
+        base
+    } else {
+        with_new_head(base, splits.label_names.clone(), cfg.seed)
+    };
+    let report = finetune(base, &train, &dev, &cfg, out, &dir, resume, &sttabt::train::Progress { quiet })?;
+    let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
+    sttabt::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    println!("best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}", report.best_dev_accuracy * 100.0, report.best_epoch, report.steps, report.seconds, out.display());
     Ok(())
 }

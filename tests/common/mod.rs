@@ -58,3 +58,105 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tiny random BERT checkpoints (for property and bad-input tests).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sttabt::config::{Activation, EncoderConfig};
+
+/// A fresh, unique temporary directory, removed (with its contents) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sttabt-test-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A small BERT config: `layers` layers, `heads` heads of size `head_size`, FFN `d_ff`.
+pub fn tiny_config(layers: usize, heads: usize, head_size: usize, d_ff: usize, vocab: usize, max_pos: usize) -> EncoderConfig {
+    EncoderConfig {
+        vocab_size: vocab,
+        hidden_size: heads * head_size,
+        num_layers: layers,
+        num_heads: heads,
+        intermediate_size: d_ff,
+        activation: Activation::Gelu,
+        max_position_embeddings: max_pos,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        labels: Vec::new(),
+    }
+}
+
+/// Deterministic HF-named random tensors for `cfg` (linear weights `[out, in]`, uniform in
+/// `±scale/sqrt(in)`; LayerNorm γ near 1, β near 0; embeddings uniform in `±1`).
+pub fn random_tensors(cfg: &EncoderConfig, seed: u64, scale: f32) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut uni = |n: usize, a: f32| -> Vec<f32> { (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * a).collect() };
+    let d = cfg.hidden_size;
+    let f = cfg.intermediate_size;
+    let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    out.push(("embeddings.word_embeddings.weight".into(), vec![cfg.vocab_size, d], uni(cfg.vocab_size * d, 1.0)));
+    out.push(("embeddings.position_embeddings.weight".into(), vec![cfg.max_position_embeddings, d], uni(cfg.max_position_embeddings * d, 1.0)));
+    out.push(("embeddings.token_type_embeddings.weight".into(), vec![cfg.type_vocab_size, d], uni(cfg.type_vocab_size * d, 1.0)));
+    let ln = |out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, prefix: &str, uni: &mut dyn FnMut(usize, f32) -> Vec<f32>| {
+        out.push((format!("{prefix}.weight"), vec![d], uni(d, 0.2).into_iter().map(|v| 1.0 + v).collect()));
+        out.push((format!("{prefix}.bias"), vec![d], uni(d, 0.2)));
+    };
+    ln(&mut out, "embeddings.LayerNorm", &mut uni);
+    for l in 0..cfg.num_layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, o, i) in [
+            ("attention.self.query", d, d),
+            ("attention.self.key", d, d),
+            ("attention.self.value", d, d),
+            ("attention.output.dense", d, d),
+            ("intermediate.dense", f, d),
+            ("output.dense", d, f),
+        ] {
+            let a = scale / (i as f32).sqrt();
+            out.push((format!("{p}.{name}.weight"), vec![o, i], uni(o * i, a)));
+            out.push((format!("{p}.{name}.bias"), vec![o], uni(o, 0.1)));
+        }
+        ln(&mut out, &format!("{p}.attention.output.LayerNorm"), &mut uni);
+        ln(&mut out, &format!("{p}.output.LayerNorm"), &mut uni);
+    }
+    out
+}
+
+/// Write `config.json` (from `cfg.to_hf_json()`) and `model.safetensors` into `dir`.
+pub fn write_checkpoint(dir: &Path, cfg: &EncoderConfig, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    std::fs::create_dir_all(dir).expect("create checkpoint dir");
+    let json = serde_json::to_string_pretty(&cfg.to_hf_json()).expect("config json");
+    std::fs::write(dir.join("config.json"), json).expect("write config.json");
+    let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
+    sttabt::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views).expect("write model.safetensors");
+}
+
+/// A random tiny model, written to a temp dir and loaded back with `BertModel::load`.
+pub fn random_model(cfg: &EncoderConfig, seed: u64, scale: f32) -> BertModel {
+    let dir = TempDir::new("model");
+    write_checkpoint(dir.path(), cfg, &random_tensors(cfg, seed, scale));
+    BertModel::load(dir.path()).expect("load random model")
+}

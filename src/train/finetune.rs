@@ -1,0 +1,206 @@
+//! `sttabt finetune`: fine-tune a checkpoint into a sequence classifier (AdamW, linear warm-up
+//! then linear decay, dynamic padding per batch, seeded shuffling, gradient clipping), evaluate on
+//! dev each epoch with the fast native executor, keep the best, save in the HF layout.
+//! Checkpoints are written atomically every `checkpoint_every` steps; `resume` continues from the
+//! last one (weights and position in the data; AdamW moments restart).
+
+use std::path::{Path, PathBuf};
+
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::data::split::SplitMix64;
+use crate::encoder::{BertModel, EncodedInput, Linear, RunOptions};
+use crate::train::model::{normal, Batch, TrainBert};
+use crate::train::{save_hf_checkpoint, Progress, Schedule};
+
+/// Hyper-parameters of fine-tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Fraction of steps spent warming up linearly from 0.
+    pub warmup_frac: f64,
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: f32,
+    pub seed: u64,
+    /// Save a resumable checkpoint every this many steps.
+    pub checkpoint_every: usize,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self { epochs: 1, batch_size: 32, lr: 1e-4, warmup_frac: 0.1, weight_decay: 0.01, grad_clip: 1.0, seed: 0, checkpoint_every: 50 }
+    }
+}
+
+/// One labelled, tokenised example.
+#[derive(Debug, Clone)]
+pub struct LabeledInput {
+    pub input: EncodedInput,
+    pub label: usize,
+}
+
+/// What fine-tuning did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinetuneReport {
+    pub steps: usize,
+    pub epochs: usize,
+    /// Dev accuracy after each epoch.
+    pub dev_accuracy: Vec<f64>,
+    pub best_dev_accuracy: f64,
+    pub best_epoch: usize,
+    pub seconds: f64,
+    pub output_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResumeState {
+    step: usize,
+    dev_accuracy: Vec<f64>,
+    best_dev_accuracy: f64,
+    best_epoch: usize,
+}
+
+/// Accuracy of the native model on labelled inputs (batched, dense).
+pub fn accuracy(model: &BertModel, data: &[LabeledInput], batch: usize) -> Result<f64, crate::ModelError> {
+    let preds = predict(model, data.iter().map(|d| &d.input), batch)?;
+    let correct = preds.iter().zip(data).filter(|(p, d)| **p == d.label).count();
+    Ok(correct as f64 / data.len().max(1) as f64)
+}
+
+/// Argmax predictions of the native model (dense plan, only CLS needed at the top).
+pub fn predict<'a>(model: &BertModel, data: impl Iterator<Item = &'a EncodedInput>, batch: usize) -> Result<Vec<usize>, crate::ModelError> {
+    let inputs: Vec<EncodedInput> = data.cloned().collect();
+    let mut out = Vec::with_capacity(inputs.len());
+    for chunk in inputs.chunks(batch.max(1)) {
+        let plans: Vec<_> = chunk.iter().map(|x| crate::plan::TokenPlan::dense_cls(x.len(), model.layers.len())).collect();
+        for r in model.run(chunk, &plans, RunOptions::default())? {
+            let logits = model.logits(r.cls())?;
+            out.push(argmax(&logits));
+        }
+    }
+    Ok(out)
+}
+
+/// Index of the largest value (first on ties).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Give `base` a fresh classification head for `labels` (normal(0, 0.02), zero bias), deterministic from `seed`.
+pub fn with_new_head(mut base: BertModel, labels: Vec<String>, seed: u64) -> BertModel {
+    let d = base.config.hidden_size;
+    let n = labels.len();
+    let mut rng = SplitMix64::new(seed ^ 0x5EED_C1A5);
+    let w: Vec<f32> = (0..n * d).map(|_| normal(&mut rng) * 0.02).collect();
+    base.classifier = Some(Linear::from_hf(&w, vec![0.0; n], d, n));
+    base.config.labels = labels;
+    base
+}
+
+/// Fine-tune `base` (which must already have a classification head, see [`with_new_head`]) on
+/// `train`, evaluating on `dev` after each epoch; the best model is saved to `out_dir` in the HF
+/// layout (config.json with id2label, model.safetensors, tokenizer files copied from `tokenizer_dir`).
+pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], cfg: &FinetuneConfig, out_dir: &Path, tokenizer_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<FinetuneReport> {
+    anyhow::ensure!(!train.is_empty(), "no training examples");
+    anyhow::ensure!(base.classifier.is_some(), "the model has no classification head");
+    let start = std::time::Instant::now();
+    let config = base.config.clone();
+    let device = Device::flex().autodiff();
+    let ckpt_dir = out_dir.join("checkpoint");
+    let mut state = ResumeState { step: 0, dev_accuracy: Vec::new(), best_dev_accuracy: -1.0, best_epoch: 0 };
+    let mut model_native = base;
+    if resume && ckpt_dir.join("state.json").exists() {
+        state = serde_json::from_str(&std::fs::read_to_string(ckpt_dir.join("state.json"))?)?;
+        model_native = BertModel::load(&ckpt_dir)?;
+        progress.println(format!("resuming fine-tuning from step {}", state.step));
+    }
+    let mut model = TrainBert::from_native(&model_native, &device);
+    drop(model_native);
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let schedule = Schedule::new(cfg.lr, total_steps, cfg.warmup_frac);
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(cfg.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip)))
+        .init();
+    let bar = progress.bar(total_steps as u64, "fine-tune");
+    bar.set_position(state.step as u64);
+    let mut step = state.step;
+    let mut loss_ema = f64::NAN;
+    for epoch in step / steps_per_epoch..cfg.epochs {
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        SplitMix64::new(cfg.seed.wrapping_add(epoch as u64)).shuffle(&mut order);
+        for b in (step % steps_per_epoch)..steps_per_epoch {
+            let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
+            let inputs: Vec<&EncodedInput> = idx.iter().map(|&i| &train[i].input).collect();
+            let labels: Vec<i64> = idx.iter().map(|&i| train[i].label as i64).collect();
+            let batch = Batch::from_inputs(&inputs, &device);
+            let out = model.forward(&config, &batch, None);
+            let logits = model.logits(out.cls()).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [idx.len()]), &device);
+            let loss = cross_entropy(logits, targets);
+            let lv = scalar(&loss);
+            anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower --lr");
+            loss_ema = if loss_ema.is_nan() { lv } else { 0.95 * loss_ema + 0.05 * lv };
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(schedule.lr(step), model, grads);
+            step += 1;
+            bar.set_message(format!("epoch {} loss {loss_ema:.4}", epoch + 1));
+            bar.inc(1);
+            if step % cfg.checkpoint_every == 0 && step < total_steps {
+                let native = model.to_native(&config)?;
+                save_hf_checkpoint(&native, &ckpt_dir, None)?;
+                state.step = step;
+                crate::checkpoint::write_atomic(&ckpt_dir.join("state.json"), serde_json::to_string_pretty(&state)?.as_bytes())?;
+            }
+        }
+        let native = model.to_native(&config)?;
+        let acc = accuracy(&native, dev, 64)?;
+        progress.println(format!("epoch {}: dev accuracy {:.2}%", epoch + 1, acc * 100.0));
+        state.dev_accuracy.push(acc);
+        if acc > state.best_dev_accuracy {
+            state.best_dev_accuracy = acc;
+            state.best_epoch = epoch + 1;
+            save_hf_checkpoint(&native, out_dir, Some(tokenizer_dir))?;
+        }
+        state.step = step;
+        save_hf_checkpoint(&native, &ckpt_dir, None)?;
+        crate::checkpoint::write_atomic(&ckpt_dir.join("state.json"), serde_json::to_string_pretty(&state)?.as_bytes())?;
+    }
+    bar.finish_and_clear();
+    Ok(FinetuneReport {
+        steps: step,
+        epochs: cfg.epochs,
+        dev_accuracy: state.dev_accuracy.clone(),
+        best_dev_accuracy: state.best_dev_accuracy,
+        best_epoch: state.best_epoch,
+        seconds: start.elapsed().as_secs_f64(),
+        output_dir: out_dir.to_path_buf(),
+    })
+}
+
+/// Mean cross-entropy of `logits` `[B, C]` against class ids `[B]`.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [b, _] = logits.dims();
+    let logp = burn::tensor::activation::log_softmax(logits, 1);
+    let picked = logp.gather(1, targets.reshape([b, 1]));
+    picked.mean().neg()
+}
+
+/// Read a 1-element tensor as f64.
+pub fn scalar<const D: usize>(t: &Tensor<D>) -> f64 {
+    t.clone().into_data().convert::<f32>().try_into_vec::<f32>().ok().and_then(|v| v.first().copied()).unwrap_or(f32::NAN) as f64
+}

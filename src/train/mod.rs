@@ -1,0 +1,85 @@
+//! Training on burn (autodiff): the encoder as a burn module ([`model`]), fine-tuning
+//! ([`finetune`]); shared pieces: learning-rate schedule, progress bars, HF-layout saving.
+
+pub mod finetune;
+pub mod model;
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::encoder::BertModel;
+use crate::error::ModelError;
+
+/// Linear warm-up from 0 to `peak` over `warmup_frac` of the steps, then linear decay to 0.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub peak: f64,
+    pub total: usize,
+    pub warmup: usize,
+}
+
+impl Schedule {
+    pub fn new(peak: f64, total: usize, warmup_frac: f64) -> Self {
+        Self { peak, total: total.max(1), warmup: ((total as f64) * warmup_frac).round() as usize }
+    }
+    /// Learning rate at `step` (0-based).
+    pub fn lr(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            self.peak * (step + 1) as f64 / self.warmup as f64
+        } else {
+            let rest = (self.total - self.warmup).max(1) as f64;
+            self.peak * (1.0 - (step - self.warmup) as f64 / rest).max(0.0)
+        }
+    }
+}
+
+/// Progress reporting: indicatif bars on a terminal (stderr), nothing when `quiet`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub quiet: bool,
+}
+
+impl Progress {
+    /// A bar with position, ETA and a message slot.
+    pub fn bar(&self, len: u64, what: &str) -> ProgressBar {
+        if self.quiet {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::new(len);
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(what.to_string());
+        pb
+    }
+    /// A line of status (stderr), unless quiet.
+    pub fn println(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+}
+
+/// Save `model` in the Hugging Face layout into `dir` (config.json + model.safetensors, both
+/// written atomically), copying tokenizer files from `tokenizer_dir` when given.
+pub fn save_hf_checkpoint(model: &BertModel, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::Io { path: dir.to_path_buf(), source: e })?;
+    let tensors = model.hf_tensors();
+    let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice())).collect();
+    crate::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views)?;
+    let cfg = serde_json::to_string_pretty(&model.config.to_hf_json()).unwrap_or_default();
+    crate::checkpoint::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
+    if let Some(src) = tokenizer_dir {
+        for f in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+            let from = src.join(f);
+            if from.exists() && src != dir {
+                let bytes = std::fs::read(&from).map_err(|e| ModelError::Io { path: from.clone(), source: e })?;
+                crate::checkpoint::write_atomic(&dir.join(f), &bytes)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! Property tests of the gathered executor (ALGORITHM.md section 1) on random tiny BERT models,
+//! plus ABT / dense_cls checks on the real all-MiniLM-L6-v2.
+//!
+//! Properties:
+//! (a) a ragged batch gives each example the same outputs as running it alone;
+//! (b) for any valid plan, the gathered run equals the dense soft-mask forward with 0/1 masks
+//!     (keys outside `I_l` excluded from every softmax), for every row of every `O_l`;
+//! (c) no NaN for single tokens, near-zero soft masks, and padding rows;
+//! (d) tokens outside `I_1` are never read: changing them leaves the output bit-identical;
+//! plus: ABT plans always validate and run; ABT k = 1 and `dense_cls` reproduce dense CLS.
+
+mod common;
+
+use common::{random_model, tiny_config};
+use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
+use sttabt::planners::abt::{backtrack, AbtConfig, AbtForm, Reduce};
+use sttabt::{BertModel, EncodedInput, RunOptions, TokenPlan};
+
+const VOCAB: usize = 20;
+const MAX_POS: usize = 16;
+const TOL: f32 = 1e-5;
+
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Architecture of a random model: (L, H, head size, d_ff, weight seed).
+#[derive(Debug, Clone, Copy)]
+struct Arch {
+    layers: usize,
+    heads: usize,
+    head_size: usize,
+    d_ff: usize,
+    seed: u64,
+}
+
+impl Arch {
+    fn build(&self) -> BertModel {
+        let cfg = tiny_config(self.layers, self.heads, self.head_size, self.d_ff, VOCAB, MAX_POS);
+        random_model(&cfg, self.seed, 1.0)
+    }
+}
+
+fn arch() -> impl Strategy<Value = Arch> {
+    (1..=3usize, 1..=3usize, 2..=8usize, 1..=24usize, any::<u64>()).prop_map(|(layers, heads, head_size, d_ff, seed)| Arch {
+        layers,
+        heads,
+        head_size,
+        d_ff,
+        seed,
+    })
+}
+
+fn random_input(n: usize, rng: &mut fastrand::Rng) -> EncodedInput {
+    EncodedInput {
+        ids: (0..n).map(|_| rng.u32(0..VOCAB as u32)).collect(),
+        type_ids: (0..n).map(|_| rng.u32(0..2)).collect(),
+    }
+}
+
+/// A random valid plan: nested random subsets, each containing CLS; `O_L` is `{0}` half the time.
+fn random_plan(n: usize, layers: usize, rng: &mut fastrand::Rng) -> TokenPlan {
+    let keep = rng.f64(); // how aggressive this plan is
+    let mut inputs: Vec<Vec<usize>> = Vec::with_capacity(layers);
+    let mut prev: Vec<usize> = (0..n).collect();
+    for _ in 0..layers {
+        let set: Vec<usize> = prev.iter().copied().filter(|&t| t == 0 || rng.f64() < 0.3 + 0.7 * keep).collect();
+        inputs.push(set.clone());
+        prev = set;
+    }
+    let top: Vec<usize> = if rng.bool() {
+        vec![0]
+    } else {
+        prev.iter().copied().filter(|&t| t == 0 || rng.bool()).collect()
+    };
+    TokenPlan::from_inputs(n, inputs, top).expect("random plan is valid by construction")
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn all_finite(v: &[f32]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+/// The embedding output of all `n` tokens (`[n, d]`), from a dense run's `hidden_states[0]`.
+fn embedding_output(model: &BertModel, x: &EncodedInput) -> Vec<f32> {
+    let out = model
+        .run(&[x.clone()], &[TokenPlan::dense(x.len(), model.layers.len())], RunOptions { hidden_states: true, attentions: false })
+        .expect("dense run");
+    let (rows, h) = &out[0].hidden_states.as_ref().expect("hidden states")[0];
+    assert_eq!(rows, &(0..x.len()).collect::<Vec<_>>());
+    h.clone()
+}
+
+/// 0/1 masks of a plan over `t >= n` positions: `masks[l-1] = 1{I_l}`, `masks[L] = 1{O_L}`.
+fn plan_masks(plan: &TokenPlan, t: usize) -> Vec<Vec<f32>> {
+    let ind = |set: &[usize]| {
+        let mut m = vec![0.0f32; t];
+        for &j in set {
+            m[j] = 1.0;
+        }
+        m
+    };
+    let mut masks: Vec<Vec<f32>> = plan.input_sets().iter().map(|s| ind(s)).collect();
+    masks.push(ind(plan.top()));
+    masks
+}
+
+fn row(x: &[f32], i: usize, d: usize) -> &[f32] {
+    &x[i * d..(i + 1) * d]
+}
+
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config(96))]
+
+    /// (a) Batch == each example alone, for random ragged plans.
+    #[test]
+    fn batch_equals_single(a in arch(), ns in prop::collection::vec(1..=12usize, 1..=5), seed in any::<u64>()) {
+        let model = a.build();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let inputs: Vec<EncodedInput> = ns.iter().map(|&n| random_input(n, &mut rng)).collect();
+        let plans: Vec<TokenPlan> = ns.iter().map(|&n| random_plan(n, a.layers, &mut rng)).collect();
+        let opts = RunOptions { attentions: true, hidden_states: true };
+        let batch = model.run(&inputs, &plans, opts).expect("batch run");
+        prop_assert_eq!(batch.len(), inputs.len());
+        for (e, (x, p)) in inputs.iter().zip(&plans).enumerate() {
+            let single = model.run(std::slice::from_ref(x), std::slice::from_ref(p), opts).expect("single run");
+            let (b, s) = (&batch[e], &single[0]);
+            prop_assert_eq!(&b.rows, &p.top().to_vec());
+            prop_assert_eq!(&b.rows, &s.rows);
+            let diff = max_abs_diff(&b.hidden, &s.hidden);
+            prop_assert!(diff <= TOL, "example {}: batch vs single hidden differ by {}", e, diff);
+            let (bh, sh) = (b.hidden_states.as_ref().unwrap(), s.hidden_states.as_ref().unwrap());
+            prop_assert_eq!(bh.len(), a.layers + 1);
+            for (l, ((br, bv), (sr, sv))) in bh.iter().zip(sh).enumerate() {
+                prop_assert_eq!(br, sr);
+                let diff = max_abs_diff(bv, sv);
+                prop_assert!(diff <= TOL, "example {} hidden_states[{}] differ by {}", e, l, diff);
+            }
+            for (l, (ba, sa)) in b.attentions.as_ref().unwrap().iter().zip(s.attentions.as_ref().unwrap()).enumerate() {
+                prop_assert_eq!(&ba.queries, &sa.queries);
+                prop_assert_eq!(&ba.keys, &sa.keys);
+                let diff = max_abs_diff(&ba.probs, &sa.probs);
+                prop_assert!(diff <= TOL, "example {} layer {} attention differs by {}", e, l + 1, diff);
+            }
+        }
+    }
+
+    /// (b) Gathered run == dense soft forward with 0/1 plan masks (plus padding rows that must not
+    /// matter), for every row of every O_l, and the attention over I_l.
+    #[test]
+    fn gathered_equals_masked_dense(a in arch(), n in 1..=12usize, pad in 0..=2usize, seed in any::<u64>()) {
+        let model = a.build();
+        let d = model.config.hidden_size;
+        let h = model.config.num_heads;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let x = random_input(n, &mut rng);
+        let plan = random_plan(n, a.layers, &mut rng);
+        let out = model.run(&[x.clone()], &[plan.clone()], RunOptions { attentions: true, hidden_states: true }).expect("run")
+            .remove(0);
+
+        // X0 of all n real tokens plus `pad` garbage padding rows.
+        let t = n + pad;
+        let mut x0 = embedding_output(&model, &x);
+        x0.extend((0..pad * d).map(|_| rng.f32() * 200.0 - 100.0));
+        let valid: Vec<bool> = (0..t).map(|j| j < n).collect();
+        let trace = model.forward_soft(&x0, &valid, &plan_masks(&plan, t)).expect("forward_soft");
+        prop_assert_eq!(trace.len(), a.layers);
+
+        // hidden_states[0] = embedding output of I_1 (rows are independent: bit-identical)
+        let states = out.hidden_states.as_ref().unwrap();
+        prop_assert_eq!(&states[0].0, &plan.inputs(0).to_vec());
+        for (r, &tok) in states[0].0.iter().enumerate() {
+            prop_assert_eq!(row(&states[0].1, r, d), row(&x0, tok, d));
+        }
+        for l in 0..a.layers {
+            let (rows, vals) = &states[l + 1];
+            prop_assert_eq!(rows, &plan.outputs(l).to_vec());
+            for (r, &tok) in rows.iter().enumerate() {
+                let diff = max_abs_diff(row(vals, r, d), row(&trace[l].x, tok, d));
+                prop_assert!(diff <= TOL, "layer {} row {}: gathered vs masked dense differ by {} (plan {:?})", l + 1, tok, diff, plan);
+            }
+            // attention: [H, |O_l|, |I_l|] vs P[H, T, T] restricted; excluded keys get exactly 0
+            let att = &out.attentions.as_ref().unwrap()[l];
+            prop_assert_eq!(&att.queries, &plan.outputs(l).to_vec());
+            prop_assert_eq!(&att.keys, &plan.inputs(l).to_vec());
+            let (no, ni) = (att.queries.len(), att.keys.len());
+            for head in 0..h {
+                for (qi, &q) in att.queries.iter().enumerate() {
+                    let prow = &trace[l].p[(head * t + q) * t..(head * t + q + 1) * t];
+                    let sum: f32 = att.probs[(head * no + qi) * ni..(head * no + qi + 1) * ni].iter().sum();
+                    prop_assert!((sum - 1.0).abs() <= 1e-5, "attention row sums to {}", sum);
+                    for (ki, &k) in att.keys.iter().enumerate() {
+                        let g = att.probs[(head * no + qi) * ni + ki];
+                        prop_assert!((g - prow[k]).abs() <= TOL, "layer {} head {} P[{},{}]: {} vs {}", l + 1, head, q, k, g, prow[k]);
+                    }
+                    for k in (0..t).filter(|k| att.keys.binary_search(k).is_err()) {
+                        prop_assert_eq!(prow[k], 0.0, "excluded key {} has attention", k);
+                    }
+                }
+            }
+        }
+        // the CLS output, explicitly
+        let diff = max_abs_diff(out.cls(), row(&trace[a.layers - 1].x, 0, d));
+        prop_assert!(diff <= TOL, "CLS: gathered vs masked dense differ by {}", diff);
+        prop_assert!(all_finite(&out.hidden));
+    }
+
+    /// (b') dense_cls and dense give the same CLS; the dense plan's top rows are all tokens.
+    #[test]
+    fn dense_cls_equals_dense(a in arch(), n in 1..=12usize, seed in any::<u64>()) {
+        let model = a.build();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let x = random_input(n, &mut rng);
+        let dense = model.run(&[x.clone()], &[TokenPlan::dense(n, a.layers)], RunOptions::default()).unwrap().remove(0);
+        let cls = model.run(&[x.clone()], &[TokenPlan::dense_cls(n, a.layers)], RunOptions::default()).unwrap().remove(0);
+        prop_assert_eq!(&dense.rows, &(0..n).collect::<Vec<_>>());
+        prop_assert_eq!(&cls.rows, &vec![0]);
+        let diff = max_abs_diff(dense.cls(), cls.cls());
+        prop_assert!(diff <= TOL, "dense_cls vs dense CLS differ by {}", diff);
+        let via_run_dense = model.run_dense(&[x], RunOptions::default()).unwrap().remove(0);
+        prop_assert_eq!(&via_run_dense.hidden, &dense.hidden);
+    }
+
+    /// (c) No NaN: single-token inputs (every plan), soft masks near 0, padding rows.
+    #[test]
+    fn no_nan(a in arch(), n in 1..=12usize, pad in 0..=3usize, seed in any::<u64>()) {
+        let model = a.build();
+        let d = model.config.hidden_size;
+        let big_l = a.layers;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let opts = RunOptions { attentions: true, hidden_states: true };
+        // single token: the only valid plans are dense == dense_cls
+        let one = random_input(1, &mut rng);
+        for p in [TokenPlan::dense(1, big_l), TokenPlan::dense_cls(1, big_l)] {
+            let o = model.run(&[one.clone()], &[p], opts).unwrap().remove(0);
+            prop_assert!(all_finite(&o.hidden), "single token: NaN in output");
+            for att in o.attentions.as_ref().unwrap() {
+                prop_assert!(att.probs.iter().all(|&v| (v - 1.0).abs() <= 1e-6), "single token attends to itself with weight 1");
+            }
+            prop_assert!(o.hidden_states.as_ref().unwrap().iter().all(|(_, v)| all_finite(v)));
+        }
+        let x0_one = embedding_output(&model, &one);
+        let tr = model.forward_soft(&x0_one, &[true], &vec![vec![1.0]; big_l + 1]).unwrap();
+        prop_assert!(tr.iter().all(|l| all_finite(&l.x) && all_finite(&l.p)));
+
+        // soft masks near 0 (CLS included), exactly 0, and mixed; padding rows with garbage
+        let x = random_input(n, &mut rng);
+        let t = n + pad;
+        let mut x0 = embedding_output(&model, &x);
+        x0.extend((0..pad * d).map(|_| rng.f32() * 2000.0 - 1000.0));
+        let valid: Vec<bool> = (0..t).map(|j| j < n).collect();
+        let tiny = [0.0f32, 1e-38, 1e-30, 1e-20, 1e-12, 1e-6, 0.5, 1.0];
+        for variant in 0..3 {
+            let masks: Vec<Vec<f32>> = (0..=big_l)
+                .map(|_| (0..t).map(|j| match (variant, j < n) {
+                    (_, false) => 0.0,
+                    (0, true) => 1e-30,
+                    (1, true) => 0.0,
+                    _ => tiny[rng.usize(..tiny.len())],
+                }).collect())
+                .collect();
+            let tr = model.forward_soft(&x0, &valid, &masks).expect("forward_soft");
+            for (l, layer) in tr.iter().enumerate() {
+                prop_assert!(all_finite(&layer.p), "variant {} layer {}: non-finite P", variant, l + 1);
+                prop_assert!(all_finite(&layer.attention_output), "variant {} layer {}: non-finite A", variant, l + 1);
+                prop_assert!(all_finite(&layer.y), "variant {} layer {}: non-finite Y", variant, l + 1);
+                prop_assert!(all_finite(&layer.x), "variant {} layer {}: non-finite X", variant, l + 1);
+                // padding keys get no attention
+                let h = model.config.num_heads;
+                for head in 0..h {
+                    for i in 0..t {
+                        for j in n..t {
+                            prop_assert_eq!(layer.p[(head * t + i) * t + j], 0.0);
+                        }
+                    }
+                }
+            }
+        }
+
+        // padding rows never affect real rows: change the garbage, real rows are bit-identical
+        if pad > 0 {
+            let masks = vec![vec![1.0f32; t]; big_l + 1];
+            let masks: Vec<Vec<f32>> = masks.into_iter().map(|m| m.iter().enumerate().map(|(j, &v)| if j < n { v } else { 0.0 }).collect()).collect();
+            let a1 = model.forward_soft(&x0, &valid, &masks).unwrap();
+            let mut x0b = x0.clone();
+            for v in x0b[n * d..].iter_mut() {
+                *v = -*v * 3.0 + 7.0;
+            }
+            let a2 = model.forward_soft(&x0b, &valid, &masks).unwrap();
+            for l in 0..big_l {
+                prop_assert_eq!(&a1[l].x[..n * d], &a2[l].x[..n * d], "layer {}: padding rows changed real rows", l + 1);
+                prop_assert_eq!(&a1[l].y[..n * d], &a2[l].y[..n * d]);
+            }
+        }
+    }
+
+    /// (d) Tokens outside I_1 are never read: changing their ids / type ids leaves the output
+    /// bit-identical.
+    #[test]
+    fn tokens_outside_i1_are_never_read(a in arch(), n in 2..=12usize, seed in any::<u64>()) {
+        let model = a.build();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let x = random_input(n, &mut rng);
+        let plan = random_plan(n, a.layers, &mut rng);
+        let base = model.run(&[x.clone()], &[plan.clone()], RunOptions::default()).unwrap().remove(0);
+        let mut y = x.clone();
+        for t in (0..n).filter(|t| plan.inputs(0).binary_search(t).is_err()) {
+            y.ids[t] = (y.ids[t] + 1 + rng.u32(0..VOCAB as u32 - 1)) % VOCAB as u32;
+            y.type_ids[t] = 1 - y.type_ids[t];
+        }
+        let other = model.run(&[y.clone()], &[plan.clone()], RunOptions::default()).unwrap().remove(0);
+        prop_assert_eq!(&base.rows, &other.rows);
+        prop_assert!(base.hidden == other.hidden, "changing tokens outside I_1 {:?} changed the output", plan.inputs(0));
+        // also inside a batch with other examples
+        let z = random_input(1 + rng.usize(..12), &mut rng);
+        let zp = random_plan(z.len(), a.layers, &mut rng);
+        let b1 = model.run(&[z.clone(), x], &[zp.clone(), plan.clone()], RunOptions::default()).unwrap();
+        let b2 = model.run(&[z, y], &[zp, plan], RunOptions::default()).unwrap();
+        prop_assert!(b1[1].hidden == b2[1].hidden);
+        prop_assert!(b1[0].hidden == b2[0].hidden);
+    }
+
+    /// ABT plans computed from the model's own attention always validate and run.
+    #[test]
+    fn abt_plans_validate_and_run(a in arch(), n in 1..=12usize, k in 0.01f64..=1.0, p in 0.0f64..=1.0,
+                                  head_max in any::<bool>(), tok_max in any::<bool>(), dynamic in any::<bool>(),
+                                  seed in any::<u64>()) {
+        let model = a.build();
+        let h = model.config.num_heads;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let x = random_input(n, &mut rng);
+        let dense = model.run(&[x.clone()], &[TokenPlan::dense(n, a.layers)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
+        let mut attn = Vec::with_capacity(a.layers * h * n * n);
+        for la in dense.attentions.as_ref().unwrap() {
+            prop_assert_eq!(la.probs.len(), h * n * n);
+            attn.extend_from_slice(&la.probs);
+        }
+        let mut cfg = if dynamic { AbtConfig::dynamic() } else { AbtConfig::topk(k) };
+        cfg.p = p;
+        cfg.head_reduce = if head_max { Reduce::Max } else { Reduce::Avg };
+        cfg.token_reduce = if tok_max { Reduce::Max } else { Reduce::Avg };
+        if !dynamic && rng.bool() {
+            cfg.form = AbtForm::TopK { k: (0..a.layers).map(|_| 0.01 + 0.99 * rng.f64()).collect() };
+        }
+        let (plan, traces) = backtrack(&attn, a.layers, h, n, n, &cfg).expect("ABT on real attention");
+        prop_assert_eq!(traces.len(), a.layers);
+        prop_assert_eq!(plan.n(), n);
+        prop_assert_eq!(plan.num_layers(), a.layers);
+        prop_assert_eq!(plan.top(), &[0usize][..]);
+        let again = TokenPlan::new(n, plan.input_sets().to_vec(), plan.output_sets().to_vec());
+        prop_assert!(again.is_ok(), "ABT plan does not validate: {:?}", again);
+        let out = model.run(&[x], &[plan], RunOptions::default()).expect("ABT plan runs");
+        prop_assert!(all_finite(&out[0].hidden));
+        // k = 1: every input is kept, so the CLS equals the dense one
+        let (full, _) = backtrack(&attn, a.layers, h, n, n, &AbtConfig::topk(1.0)).unwrap();
+        prop_assert_eq!(&full, &TokenPlan::dense_cls(n, a.layers));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real model
+
+const SENTENCES: &[(&str, Option<&str>)] = &[
+    ("The quick brown fox jumps over the lazy dog.", None),
+    ("a gripping, beautifully acted thriller that never lets up", None),
+    ("It's not that the film is bad; it simply has nothing new to say about grief, memory or love.", None),
+    ("How old are you?", Some("What is your age?")),
+    ("ok", None),
+];
+
+fn minilm_inputs() -> Vec<EncodedInput> {
+    let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&common::minilm_dir(), 128).expect("tokenizer");
+    SENTENCES.iter().map(|(a, b)| tok.encode(a, *b).expect("encode").input).collect()
+}
+
+fn minilm_attention(model: &BertModel, x: &EncodedInput) -> (Vec<f32>, Vec<f32>) {
+    let n = x.len();
+    let big_l = model.layers.len();
+    let out = model.run(&[x.clone()], &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
+    let attn: Vec<f32> = out.attentions.as_ref().unwrap().iter().flat_map(|a| a.probs.iter().copied()).collect();
+    (attn, out.cls().to_vec())
+}
+
+#[test]
+fn minilm_abt_k1_and_dense_cls_reproduce_dense_cls() {
+    let model = common::minilm();
+    let (big_l, h) = (model.layers.len(), model.config.num_heads);
+    for x in minilm_inputs() {
+        let n = x.len();
+        let (attn, dense_cls) = minilm_attention(model, &x);
+        assert_eq!(attn.len(), big_l * h * n * n);
+        let (plan, _) = backtrack(&attn, big_l, h, n, n, &AbtConfig::topk(1.0)).expect("ABT");
+        assert_eq!(plan, TokenPlan::dense_cls(n, big_l), "ABT k=1 keeps every input, only CLS at the top");
+        let abt = model.run(&[x.clone()], &[plan], RunOptions::default()).unwrap().remove(0);
+        assert_eq!(abt.rows, vec![0]);
+        let diff = max_abs_diff(abt.cls(), &dense_cls);
+        assert!(diff <= 1e-5, "n={n}: ABT k=1 CLS differs from dense by {diff}");
+        let dc = model.run(&[x.clone()], &[TokenPlan::dense_cls(n, big_l)], RunOptions::default()).unwrap().remove(0);
+        let diff = max_abs_diff(dc.cls(), &dense_cls);
+        assert!(diff <= 1e-5, "n={n}: dense_cls CLS differs from dense by {diff}");
+    }
+}
+
+#[test]
+fn minilm_abt_plans_validate_and_batch_matches_single() {
+    let model = common::minilm();
+    let (big_l, h) = (model.layers.len(), model.config.num_heads);
+    let inputs = minilm_inputs();
+    for cfg in [AbtConfig::topk(0.5), AbtConfig::topk(0.2), AbtConfig::dynamic()] {
+        let plans: Vec<TokenPlan> = inputs
+            .iter()
+            .map(|x| {
+                let (attn, _) = minilm_attention(model, x);
+                let (plan, _) = backtrack(&attn, big_l, h, x.len(), x.len(), &cfg).expect("ABT");
+                TokenPlan::new(plan.n(), plan.input_sets().to_vec(), plan.output_sets().to_vec()).expect("ABT plan validates")
+            })
+            .collect();
+        let batch = model.run(&inputs, &plans, RunOptions::default()).expect("batch");
+        for (e, (x, p)) in inputs.iter().zip(&plans).enumerate() {
+            let single = model.run(std::slice::from_ref(x), std::slice::from_ref(p), RunOptions::default()).unwrap().remove(0);
+            let diff = max_abs_diff(&batch[e].hidden, &single.hidden);
+            assert!(diff <= 1e-4, "{cfg:?} example {e}: batch vs single differ by {diff}");
+            // and the gathered run equals the masked dense forward on the real model too
+            let n = x.len();
+            let x0 = embedding_output(model, x);
+            let trace = model.forward_soft(&x0, &vec![true; n], &plan_masks(p, n)).unwrap();
+            let d = model.config.hidden_size;
+            let diff = max_abs_diff(single.cls(), row(&trace[big_l - 1].x, 0, d));
+            assert!(diff <= 1e-4, "{cfg:?} example {e}: gathered vs masked dense CLS differ by {diff}");
+        }
+    }
+}
