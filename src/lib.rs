@@ -11,12 +11,15 @@
 //! - [`planners`]: attention back-tracking (section 3), concrete masking (section 4).
 //! - [`assets`]: the asset cache (`$STTABT_HOME`).
 
+pub mod approx;
 pub mod assets;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod error;
+pub mod eval;
+pub mod infer;
 pub mod kernels;
 pub mod pipeline;
 pub mod plan;

@@ -98,6 +98,99 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Distil an ApproxNet from a (fine-tuned) teacher (ALGORITHM.md section 2) and report its
+    /// attention fidelity (MSE, KL) before and after on held-out dev sentences.
+    Distill {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Teacher checkpoint (normally the output of `sttabt finetune`).
+        #[arg(long)]
+        teacher: PathBuf,
+        /// Output directory for the ApproxNet.
+        #[arg(long)]
+        out: PathBuf,
+        /// Shrink factor f: hidden and FFN sizes are divided by it (2, 4, 8, 16).
+        #[arg(long, default_value_t = 4)]
+        factor: usize,
+        /// Initialisation: random, or interpolate (shrink the teacher's tensors).
+        #[arg(long, default_value = "interpolate", value_parser = ["random", "interpolate"])]
+        init: String,
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Use only the first N training sentences.
+        #[arg(long)]
+        train_limit: Option<usize>,
+        /// Held-out dev sentences for the fidelity report.
+        #[arg(long, default_value_t = 200)]
+        heldout: usize,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+        /// Continue from --out/checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Classify sentences with a fine-tuned model, densely or with token pruning.
+    ///
+    /// Prints label, probability and token retention per sentence; --explain shows which tokens
+    /// survived to which layer. Texts come from the arguments, --file (one per line) or stdin.
+    Classify {
+        texts: Vec<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Fine-tuned checkpoint (with a classification head).
+        #[arg(long)]
+        model: PathBuf,
+        /// ApproxNet directory (from `sttabt distill`); needed for --mode abt.
+        #[arg(long)]
+        approx: Option<PathBuf>,
+        /// dense | abt (ApproxNet back-tracking) | abt-actual (teacher attention) | topk (manual top-k).
+        #[arg(long, default_value = "abt", value_parser = ["dense", "abt", "abt-actual", "topk"])]
+        mode: String,
+        /// Keep fraction k per layer (abt, abt-actual) or the last layer's keep fraction (topk).
+        #[arg(long, default_value_t = 0.3)]
+        keep: f64,
+        /// Show which tokens survived to which layer.
+        #[arg(long)]
+        explain: bool,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+    },
+    /// Evaluate every mode on the test split: metric, retention, GFLOPs, examples/s, speed-up.
+    ///
+    /// Writes results.json and results.csv to --out and prints a table plus, per mode, the lowest
+    /// retention within 1 point of dense (chosen on dev, reported on test).
+    Eval {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        approx: Option<PathBuf>,
+        /// Keep fractions for the ABT sweep (comma-separated).
+        #[arg(long, default_value = "0.1,0.2,0.3,0.5,0.7", value_delimiter = ',')]
+        ks: Vec<f64>,
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Evaluate on at most N examples per split.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Examples timed per mode and batch size.
+        #[arg(long, default_value_t = 128)]
+        timing_examples: usize,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 /// Where labelled examples come from (default: Rotten Tomatoes from the asset cache).
@@ -153,6 +246,15 @@ fn run() -> Result<()> {
         Command::Fetch { vision } => fetch(vision),
         Command::Info { model, json } => info(model, json),
         Command::Embed { texts, file, model, max_length, batch_size } => embed(texts, file, model, max_length, batch_size),
+        Command::Distill { data, teacher, out, factor, init, steps, batch_size, lr, train_limit, heldout, max_length, resume, quiet } => {
+            let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, ..Default::default() };
+            distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet)
+        }
+        Command::Classify { texts, file, model, approx, mode, keep, explain, json, max_length } => classify(texts, file, &model, approx.as_deref(), &mode, keep, explain, json, max_length),
+        Command::Eval { data, model, approx, ks, out, limit, timing_examples, max_length, quiet } => {
+            let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet };
+            eval(&data, &model, approx.as_deref(), &out, &opts, max_length)
+        }
         Command::Finetune { data, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
             let cfg = sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
             finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet)
@@ -301,5 +403,107 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
     let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
     sttabt::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}", report.best_dev_accuracy * 100.0, report.best_epoch, report.steps, report.seconds, out.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn distill(data: &DataArgs, teacher_dir: &std::path::Path, out: &std::path::Path, factor: usize, init: &str, cfg: sttabt::train::distill::DistillConfig, train_limit: Option<usize>, heldout: usize, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
+    use sttabt::approx::{ApproxInit, ApproxNet};
+    let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
+    let splits = data.source()?.load(data.skip_bad_rows)?;
+    let tok = TextTokenizer::from_dir(teacher_dir, max_length.min(teacher.config.max_position_embeddings))?;
+    let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
+    let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(heldout))?;
+    let init = if init == "random" { ApproxInit::Random } else { ApproxInit::Interpolate };
+    let approx = ApproxNet::new(&teacher, factor, init, data.seed)?;
+    let train: Vec<_> = train.into_iter().map(|x| x.input).collect();
+    let held: Vec<_> = held.into_iter().map(|x| x.input).collect();
+    let (_, report) = sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, out, resume, &sttabt::train::Progress { quiet })?;
+    println!(
+        "ApproxNet f={factor}: attention KL {:.4} -> {:.4}, MSE {:.5} -> {:.5} on {} held-out sentences ({} steps, {:.0} s); saved to {}",
+        report.before.attention_kl, report.after.attention_kl, report.before.attention_mse, report.after.attention_mse, report.after.examples, report.steps, report.seconds, out.display()
+    );
+    Ok(())
+}
+
+fn parse_mode(mode: &str, keep: f64) -> Result<sttabt::infer::Mode> {
+    use sttabt::infer::Mode;
+    if !(keep > 0.0 && keep <= 1.0) {
+        bail!("--keep must be in (0, 1], got {keep}");
+    }
+    Ok(match mode {
+        "dense" => Mode::Dense,
+        "abt" => Mode::Abt { k: keep },
+        "abt-actual" => Mode::AbtActual { k: keep },
+        "topk" => Mode::TopK { k_min: keep },
+        other => bail!("unknown mode {other}"),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classify(texts: Vec<String>, file: Option<PathBuf>, model: &std::path::Path, approx: Option<&std::path::Path>, mode: &str, keep: f64, explain: bool, json: bool, max_length: usize) -> Result<()> {
+    let texts = read_texts(texts, file)?;
+    let teacher = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
+    if teacher.classifier.is_none() {
+        bail!("{} has no classification head; fine-tune one with `sttabt finetune`", model.display());
+    }
+    let mode = parse_mode(mode, keep)?;
+    let approx_net = match approx {
+        Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
+        None => None,
+    };
+    if matches!(mode, sttabt::infer::Mode::Abt { .. }) && approx_net.is_none() {
+        bail!("--mode abt needs --approx DIR (an ApproxNet from `sttabt distill`); or use --mode abt-actual, topk or dense");
+    }
+    let tok = TextTokenizer::from_dir(model, max_length.min(teacher.config.max_position_embeddings))?;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    for text in &texts {
+        let enc = tok.encode(text, None)?;
+        if enc.truncated > 0 {
+            eprintln!("warning: {} tokens cut (--max-length {max_length})", enc.truncated);
+        }
+        let p = sttabt::infer::classify(&teacher, approx_net.as_ref().map(|a| &a.model), &[enc.input.clone()], &mode)?.remove(0);
+        let label = teacher.config.labels.get(p.label).cloned().unwrap_or_else(|| p.label.to_string());
+        // deepest layer each token is read by (0 = not even layer 1)
+        let depth: Vec<usize> = (0..enc.input.len()).map(|j| (0..teacher.layers.len()).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
+        if json {
+            println!("{}", serde_json::json!({"text": text, "label": label, "probability": p.probability, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "tokens": enc.tokens, "survives_to_layer": depth}));
+            continue;
+        }
+        println!("{label}\t{:.3}\tretention {:.1}%\t{}", p.probability, p.retention * 100.0, text);
+        if explain {
+            let big_l = teacher.layers.len();
+            let line: Vec<String> = enc.tokens.iter().zip(&depth).map(|(t, &dp)| {
+                if color {
+                    // bright = survives deep, dim = dropped early
+                    let shade = 232 + (dp * 23 / big_l.max(1)) as u32;
+                    format!("\x1b[38;5;{shade}m{t}\x1b[0m")
+                } else {
+                    format!("{t}[{dp}]")
+                }
+            }).collect();
+            println!("  {}", line.join(" "));
+            if !color {
+                println!("  ([n] = last layer that reads the token, of {big_l})");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Path>, out: &std::path::Path, opts: &sttabt::eval::EvalOptions, max_length: usize) -> Result<()> {
+    let teacher = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
+    let approx_net = match approx {
+        Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
+        None => None,
+    };
+    let splits = data.source()?.load(data.skip_bad_rows)?;
+    let tok = TextTokenizer::from_dir(model, max_length.min(teacher.config.max_position_embeddings))?;
+    let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
+    let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
+    let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &dev, &test, opts)?;
+    sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
+    print!("{}", sttabt::eval::format_table(&results));
+    println!("results: {}/results.json, {}/results.csv", out.display(), out.display());
     Ok(())
 }

@@ -1,0 +1,162 @@
+//! `sttabt eval`: every inference mode on dev and test, with accuracy, retention (section 5),
+//! GFLOPs per example (ApproxNet included), measured examples/s at batch 1 and 32 and the speed-up
+//! over dense measured in the same run; plus per mode the lowest retention within 1 point of dense
+//! (chosen on dev, reported on test).
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::rt::SplitInfo;
+use crate::encoder::{BertModel, EncodedInput};
+use crate::infer::{classify, Mode};
+use crate::planners::topk::calibrate_k_min;
+use crate::train::finetune::LabeledInput;
+
+/// What to evaluate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalOptions {
+    /// ABT keep fractions.
+    pub ks: Vec<f64>,
+    /// At most this many examples per split.
+    pub limit: Option<usize>,
+    /// Examples timed per mode and batch size.
+    pub timing_examples: usize,
+    pub quiet: bool,
+}
+
+/// One evaluated operating point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Point {
+    pub mode: Mode,
+    pub label: String,
+    pub family: String,
+    pub dev_accuracy: f64,
+    pub test_accuracy: f64,
+    /// Mean section-5 retention on test.
+    pub retention: f64,
+    pub dev_retention: f64,
+    /// Mean GFLOPs per test example (teacher sparse part + ApproxNet).
+    pub gflops: f64,
+    pub examples_per_s_b1: f64,
+    pub examples_per_s_b32: f64,
+    pub speedup_b1: f64,
+    pub speedup_b32: f64,
+}
+
+/// All points plus the per-family operating point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalResults {
+    pub points: Vec<Point>,
+    /// Per family: the point with the lowest dev retention whose dev accuracy is within 1 point of dense.
+    pub within_one_point: Vec<Point>,
+    pub dense_test_accuracy: f64,
+    pub test_examples: usize,
+    pub dev_examples: usize,
+    pub threads: usize,
+}
+
+fn accuracy_and_retention(teacher: &BertModel, approx: Option<&BertModel>, data: &[LabeledInput], mode: &Mode) -> anyhow::Result<(f64, f64, f64)> {
+    let (mut correct, mut ret, mut flops) = (0usize, 0.0f64, 0.0f64);
+    for chunk in data.chunks(32) {
+        let inputs: Vec<EncodedInput> = chunk.iter().map(|d| d.input.clone()).collect();
+        for (p, d) in classify(teacher, approx, &inputs, mode)?.iter().zip(chunk) {
+            correct += (p.label == d.label) as usize;
+            ret += p.retention;
+            flops += p.flops as f64;
+        }
+    }
+    let n = data.len().max(1) as f64;
+    Ok((correct as f64 / n, ret / n, flops / n / 1e9))
+}
+
+/// Examples per second, end to end from token ids (ApproxNet and planning included).
+pub fn throughput(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[EncodedInput], mode: &Mode, batch: usize) -> anyhow::Result<f64> {
+    // one warm-up batch
+    classify(teacher, approx, &inputs[..batch.min(inputs.len())], mode)?;
+    let start = Instant::now();
+    for chunk in inputs.chunks(batch) {
+        classify(teacher, approx, chunk, mode)?;
+    }
+    Ok(inputs.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Evaluate dense, ABT (if `approx`), ABT-actual and manual top-k (calibrated to the ABT-actual
+/// retentions) on dev and test.
+pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, dev: &[LabeledInput], test: &[LabeledInput], opts: &EvalOptions) -> anyhow::Result<EvalResults> {
+    anyhow::ensure!(!dev.is_empty() && !test.is_empty(), "evaluation needs dev and test examples");
+    anyhow::ensure!(teacher.classifier.is_some(), "the model has no classification head; fine-tune one with `sttabt finetune`");
+    let mut modes = vec![Mode::Dense];
+    if approx.is_some() {
+        modes.extend(opts.ks.iter().map(|&k| Mode::Abt { k }));
+    }
+    modes.extend(opts.ks.iter().map(|&k| Mode::AbtActual { k }));
+    let timing: Vec<EncodedInput> = test.iter().take(opts.timing_examples.max(1)).map(|d| d.input.clone()).collect();
+    let progress = crate::train::Progress { quiet: opts.quiet };
+    let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
+    let mut points: Vec<Point> = Vec::new();
+    let mut i = 0;
+    while i < modes.len() {
+        let mode = modes[i].clone();
+        bar.set_message(mode.label());
+        let (dev_acc, dev_ret, _) = accuracy_and_retention(teacher, approx, dev, &mode)?;
+        let (test_acc, ret, gflops) = accuracy_and_retention(teacher, approx, test, &mode)?;
+        let b1 = throughput(teacher, approx, &timing, &mode, 1)?;
+        let b32 = throughput(teacher, approx, &timing, &mode, 32)?;
+        let (d1, d32) = points.first().map(|d| (d.examples_per_s_b1, d.examples_per_s_b32)).unwrap_or((b1, b32));
+        points.push(Point { label: mode.label(), family: mode.family().into(), mode: mode.clone(), dev_accuracy: dev_acc, test_accuracy: test_acc, retention: ret, dev_retention: dev_ret, gflops, examples_per_s_b1: b1, examples_per_s_b32: b32, speedup_b1: b1 / d1, speedup_b32: b32 / d32 });
+        // after the ABT-actual sweep, add manual top-k at the same retentions
+        if let Mode::AbtActual { .. } = mode {
+            let lengths: Vec<usize> = dev.iter().map(|d| d.input.len()).collect();
+            let k_min = calibrate_k_min(&lengths, teacher.layers.len(), dev_ret);
+            modes.push(Mode::TopK { k_min });
+        }
+        bar.inc(1);
+        i += 1;
+    }
+    bar.finish_and_clear();
+    let dense_dev = points[0].dev_accuracy;
+    let mut within = Vec::new();
+    for fam in ["dense", "abt", "abt-actual", "topk"] {
+        if let Some(best) = points.iter().filter(|p| p.family == fam && p.dev_accuracy >= dense_dev - 0.01).min_by(|a, b| a.dev_retention.total_cmp(&b.dev_retention)) {
+            within.push(best.clone());
+        }
+    }
+    Ok(EvalResults { dense_test_accuracy: points[0].test_accuracy, points, within_one_point: within, test_examples: test.len(), dev_examples: dev.len(), threads: rayon::current_num_threads() })
+}
+
+/// Write `results.json` and `results.csv` into `out` (atomically).
+pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&SplitInfo>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let json = serde_json::json!({"data": data, "split": split, "results": r, "machine": machine_line()});
+    crate::checkpoint::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    let mut csv = String::from("mode,dev_accuracy,test_accuracy,retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32\n");
+    for p in &r.points {
+        csv.push_str(&format!("{},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n", p.label, p.dev_accuracy, p.test_accuracy, p.retention, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
+    }
+    crate::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    Ok(())
+}
+
+/// CPU model and thread count, for recording with results.
+pub fn machine_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpu}, {} threads", rayon::current_num_threads())
+}
+
+/// A terminal table of all points and the within-1-point operating points.
+pub fn format_table(r: &EvalResults) -> String {
+    let mut s = format!("{:<22} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n", "mode", "dev acc", "test acc", "retention", "GFLOPs", "ex/s b1", "ex/s b32", "speedup1", "speedup32");
+    for p in &r.points {
+        s.push_str(&format!("{:<22} {:>7.2}% {:>7.2}% {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n", p.label, p.dev_accuracy * 100.0, p.test_accuracy * 100.0, p.retention * 100.0, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
+    }
+    s.push_str("\nlowest retention within 1 point of dense (chosen on dev, reported on test):\n");
+    for p in &r.within_one_point {
+        s.push_str(&format!("  {:<11} {:<22} test acc {:.2}%  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x\n", p.family, p.label, p.test_accuracy * 100.0, p.retention * 100.0, p.speedup_b1, p.speedup_b32));
+    }
+    s
+}

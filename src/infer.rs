@@ -1,0 +1,141 @@
+//! Sparse classification: one function per inference mode, all ending in the same executor.
+//!
+//! - `dense`: the full plan (retention 1.0; only CLS is computed at the top layer).
+//! - `abt`: ApproxNet attention -> attention back-tracking (ALGORITHM.md section 3) -> plan.
+//! - `abt-actual`: the same back-tracking on the teacher's own attention (upper bound; needs a
+//!   dense teacher pass, so it saves nothing).
+//! - `topk`: manual top-k feed-forward pruning (section 6).
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::{BertModel, EncodedInput, ExampleOutput, RunOptions};
+use crate::error::ModelError;
+use crate::plan::TokenPlan;
+use crate::planners::abt::{backtrack, AbtConfig};
+use crate::planners::topk::ManualTopK;
+
+/// An inference mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Mode {
+    Dense,
+    /// ABT on ApproxNet attention with keep fraction `k` (same for every layer), `p` = 0.1.
+    Abt { k: f64 },
+    /// ABT on the teacher's actual attention.
+    AbtActual { k: f64 },
+    /// Manual top-k with the final keep fraction `k_min`.
+    TopK { k_min: f64 },
+}
+
+impl Mode {
+    /// Short label for tables, e.g. `abt k=0.30`.
+    pub fn label(&self) -> String {
+        match self {
+            Mode::Dense => "dense".into(),
+            Mode::Abt { k } => format!("abt k={k:.2}"),
+            Mode::AbtActual { k } => format!("abt-actual k={k:.2}"),
+            Mode::TopK { k_min } => format!("topk k_min={k_min:.3}"),
+        }
+    }
+    /// Mode family name (`dense`, `abt`, `abt-actual`, `topk`).
+    pub fn family(&self) -> &'static str {
+        match self {
+            Mode::Dense => "dense",
+            Mode::Abt { .. } => "abt",
+            Mode::AbtActual { .. } => "abt-actual",
+            Mode::TopK { .. } => "topk",
+        }
+    }
+}
+
+/// The result for one example.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub logits: Vec<f32>,
+    pub label: usize,
+    pub probability: f32,
+    /// Section-5 retention of the executed plan (dense: 1.0).
+    pub retention: f64,
+    pub plan: TokenPlan,
+    /// Teacher sparse FLOPs + ApproxNet dense FLOPs (section 5).
+    pub flops: u64,
+}
+
+/// Flatten per-layer dense attention `[H, n, n]` into `[L, H, n, n]`.
+fn stacked_attention(out: &ExampleOutput) -> Vec<f32> {
+    out.attentions.iter().flatten().flat_map(|a| a.probs.iter().copied()).collect()
+}
+
+/// ABT plans from dense attention of `net` (the ApproxNet, or the teacher for abt-actual).
+pub fn abt_plans(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig) -> Result<Vec<TokenPlan>, ModelError> {
+    let outs = net.run_dense(inputs, RunOptions { attentions: true, hidden_states: false })?;
+    let c = &net.config;
+    outs.iter()
+        .zip(inputs)
+        .enumerate()
+        .map(|(e, (o, x))| {
+            let n = x.len();
+            backtrack(&stacked_attention(o), c.num_layers, c.num_heads, n, n, cfg)
+                .map(|(p, _)| p)
+                .map_err(|err| ModelError::Input(format!("back-tracking example {e}: {err}")))
+        })
+        .collect()
+}
+
+/// Classify a batch in `mode`. `approx` is required for `abt`.
+pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[EncodedInput], mode: &Mode) -> Result<Vec<Prediction>, ModelError> {
+    let big_l = teacher.layers.len();
+    let c = &teacher.config;
+    let (outs, plans, dense) = match mode {
+        Mode::Dense => {
+            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense_cls(x.len().max(1), big_l)).collect();
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans, true)
+        }
+        Mode::Abt { k } => {
+            let a = approx.ok_or_else(|| ModelError::Input("mode abt needs an ApproxNet (--approx DIR; create one with `sttabt distill`)".into()))?;
+            let plans = abt_plans(a, inputs, &AbtConfig::topk(*k))?;
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
+        }
+        Mode::AbtActual { k } => {
+            let plans = abt_plans(teacher, inputs, &AbtConfig::topk(*k))?;
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
+        }
+        Mode::TopK { k_min } => {
+            let hook = ManualTopK { k_min: *k_min, layers: big_l };
+            let (o, p) = teacher.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
+            (o, p, false)
+        }
+    };
+    let approx_flops = |n: usize| match (mode, approx) {
+        (Mode::Abt { .. }, Some(a)) => a.config.dense_flops(n),
+        _ => 0,
+    };
+    outs.iter()
+        .zip(plans)
+        .map(|(o, plan)| {
+            let logits = teacher.logits(o.cls())?;
+            let probs = softmax(&logits);
+            let label = crate::train::finetune::argmax(&logits);
+            let n = plan.n();
+            let (retention, flops) = if dense {
+                (1.0, c.dense_flops(n))
+            } else {
+                let f = match mode {
+                    // feed-forward planners compute the full layer for every input row
+                    Mode::TopK { .. } => plan.input_sets().iter().map(|i| crate::plan::layer_flops(i.len(), i.len(), c.hidden_size, c.intermediate_size).total).sum(),
+                    _ => plan.flops(c.hidden_size, c.intermediate_size).total,
+                };
+                (plan.retention(), f + approx_flops(n))
+            };
+            Ok(Prediction { probability: probs[label], logits, label, retention, plan, flops })
+        })
+        .collect()
+}
+
+/// Softmax of a logit vector.
+pub fn softmax(v: &[f32]) -> Vec<f32> {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|x| x / s).collect()
+}
