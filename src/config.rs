@@ -164,6 +164,9 @@ impl EncoderConfig {
                 return Err(format!("{name} must be positive, found 0"));
             }
         }
+        if !(raw.layer_norm_eps.is_finite() && raw.layer_norm_eps >= 0.0) {
+            return Err(format!("layer_norm_eps must be a finite number >= 0, found {}", raw.layer_norm_eps));
+        }
         if raw.hidden_size % raw.num_attention_heads != 0 {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",

@@ -406,7 +406,28 @@ impl BertModel {
     /// `L` layers. Returns, per example, the last-layer rows `O_L`.
     /// Errors: invalid input (see [`check_input`](Self::check_input)) or a plan that does not fit.
     pub fn run(&self, inputs: &[EncodedInput], plans: &[TokenPlan], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
-        self.run_inner(inputs, PlanSource::Static(plans), opts)
+        self.run_inner(inputs, None, PlanSource::Static(plans), opts)
+    }
+
+    /// Like [`run`](Self::run), but starting from embedding outputs instead of token ids:
+    /// `x0[e]` is `[plans[e].n(), d]` (all real tokens; only the rows in `I_1` are read).
+    /// Errors: mismatched counts, or a row count that is not `n · d`.
+    pub fn run_from_embeddings(&self, x0: &[Vec<f32>], plans: &[TokenPlan], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+        let d = self.config.hidden_size;
+        if x0.len() != plans.len() {
+            return Err(ModelError::Input(format!("{} embedding inputs but {} plans", x0.len(), plans.len())));
+        }
+        let mut dummies = Vec::with_capacity(x0.len());
+        for (e, (x, p)) in x0.iter().zip(plans).enumerate() {
+            if x.len() != p.n() * d {
+                return Err(ModelError::Input(format!("example {e}: embedding input has {} values, expected n·d = {}·{}", x.len(), p.n(), d)));
+            }
+            if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                return Err(ModelError::Input(format!("example {e}: embedding input holds a non-finite value at flat index {i}")));
+            }
+            dummies.push(EncodedInput { ids: vec![0; p.n()], type_ids: vec![0; p.n()] });
+        }
+        self.run_inner(&dummies, Some(x0), PlanSource::Static(plans), opts)
     }
 
     /// Run with a feed-forward planner: layer 1 reads every token, and `hook` chooses `I_{l+1}`
@@ -414,7 +435,7 @@ impl BertModel {
     /// Returns the outputs and the plans that were executed.
     pub fn run_feed_forward(&self, inputs: &[EncodedInput], hook: &dyn LayerHook, top: &[usize], opts: RunOptions) -> Result<(Vec<ExampleOutput>, Vec<TokenPlan>), ModelError> {
         let mut executed: Vec<Vec<Vec<usize>>> = vec![Vec::new(); inputs.len()];
-        let outs = self.run_inner(inputs, PlanSource::Hook { hook, top, executed: &mut executed }, opts)?;
+        let outs = self.run_inner(inputs, None, PlanSource::Hook { hook, top, executed: &mut executed }, opts)?;
         let plans = executed
             .into_iter()
             .zip(inputs)
@@ -430,12 +451,14 @@ impl BertModel {
         self.run(inputs, &plans, opts)
     }
 
-    fn run_inner(&self, inputs: &[EncodedInput], mut source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+    fn run_inner(&self, inputs: &[EncodedInput], x0: Option<&[Vec<f32>]>, mut source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
         let big_l = self.layers.len();
-        for (e, x) in inputs.iter().enumerate() {
-            self.check_input(e, x)?;
+        if x0.is_none() {
+            for (e, x) in inputs.iter().enumerate() {
+                self.check_input(e, x)?;
+            }
         }
         if let PlanSource::Static(plans) = &source {
             if plans.len() != inputs.len() {
@@ -466,14 +489,21 @@ impl BertModel {
         }
         let mut hidden = vec![0.0f32; total * d];
         {
-            let mut chunks: Vec<(&Segment, &EncodedInput, &mut [f32])> = Vec::with_capacity(segs.len());
+            let mut chunks: Vec<(usize, &Segment, &EncodedInput, &mut [f32])> = Vec::with_capacity(segs.len());
             let mut rest: &mut [f32] = &mut hidden;
-            for (s, x) in segs.iter().zip(inputs) {
+            for (e, (s, x)) in segs.iter().zip(inputs).enumerate() {
                 let (a, b) = rest.split_at_mut(s.rows.len() * d);
-                chunks.push((s, x, a));
+                chunks.push((e, s, x, a));
                 rest = b;
             }
-            chunks.into_par_iter().for_each(|(s, x, out)| self.embed_rows(x, &s.rows, out));
+            chunks.into_par_iter().for_each(|(e, s, x, out)| match x0 {
+                Some(x0) => {
+                    for (r, &t) in s.rows.iter().enumerate() {
+                        out[r * d..(r + 1) * d].copy_from_slice(&x0[e][t * d..(t + 1) * d]);
+                    }
+                }
+                None => self.embed_rows(x, &s.rows, out),
+            });
         }
         let mut attn_out: Vec<Vec<LayerAttention>> = vec![Vec::new(); inputs.len()];
         let mut states: Vec<Vec<(Vec<usize>, Vec<f32>)>> = vec![Vec::new(); inputs.len()];
@@ -689,6 +719,9 @@ impl BertModel {
         let h = self.config.num_heads;
         let real: Vec<usize> = (0..t).filter(|&j| valid[j]).collect();
         let nk = real.len();
+        if nk == 0 {
+            return Err(ModelError::Input("forward_soft: no real token (valid is all false); at least CLS must be valid".into()));
+        }
         let mut x = x0.to_vec();
         let mut trace = Vec::with_capacity(self.layers.len());
         let segs = [Segment { rows: (0..t).collect(), offset: 0 }];

@@ -203,6 +203,16 @@ fn invalid_config_values_rejected() {
     assert_mentions(&e.to_string(), &["config.json", "invalid config.json"]);
 }
 
+#[test]
+fn negative_layer_norm_eps_rejected() {
+    // eps < 0 makes sqrt(var + eps) NaN for low-variance rows: reject it when loading.
+    let dir = good_checkpoint("lneps");
+    patch_config(dir.path(), "layer_norm_eps", serde_json::json!(-1.0));
+    let e = load_err(dir.path());
+    assert!(matches!(e, ModelError::Config { .. }), "{e:?}");
+    assert_mentions(&e.to_string(), &["config.json", "layer_norm_eps"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tensors
 

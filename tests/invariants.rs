@@ -121,7 +121,7 @@ fn row(x: &[f32], i: usize, d: usize) -> &[f32] {
 // ---------------------------------------------------------------------------------------------
 
 proptest! {
-    #![proptest_config(config(96))]
+    #![proptest_config(config(256))]
 
     /// (a) Batch == each example alone, for random ragged plans.
     #[test]

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{f32s, max_abs_diff, read_json, reference_dir, tiny_config, write_checkpoint, TempDir};
-use sttabt::encoder::{ExampleOutput, LayerAttention, SoftLayerTrace};
-use sttabt::{BertModel, ModelError, RunOptions, TokenPlan};
+use sttabt::encoder::{ExampleOutput, SoftLayerTrace};
+use sttabt::{BertModel, RunOptions, TokenPlan};
 
 const TOL: f32 = 1e-5;
 
@@ -256,92 +256,3 @@ fn gathered_b() {
 }
 
 // =============================================================================================
-// >>> PROPOSED API BLOCK: `BertModel::run_from_embeddings` <<<
-//
-// `BertModel::run` starts from token ids, so the reference's X0 cannot be fed to the gathered
-// executor through the public API. Proposed addition to src/encoder.rs (same checks and packing
-// as `run`, but layer 1's rows come from `x0` instead of `embed_rows`):
-//
-//     /// Like [`run`](Self::run), but starting from the embedding output: `x0[e]` is `[n_e, d]`
-//     /// (all n real tokens of example e, `n_e = plans[e].n()`); only the rows in `I_1` are read.
-//     /// Errors: `x0.len() != plans.len()`, a row count that is not `plans[e].n() * d`, or a plan
-//     /// with the wrong number of layers.
-//     pub fn run_from_embeddings(&self, x0: &[Vec<f32>], plans: &[TokenPlan], opts: RunOptions)
-//         -> Result<Vec<ExampleOutput>, ModelError>;
-//
-// Until it exists, the trait below supplies a method of the same name, implemented in this test
-// from the model's public pieces (a second, independent gathered implementation). Rust resolves
-// an inherent method before a trait method of the same name, so once the inherent method is added
-// the tests above exercise the real executor with no change; then delete this block (the shim
-// prints a note whenever it is used).
-// =============================================================================================
-
-#[allow(dead_code)]
-trait RunFromEmbeddings {
-    fn run_from_embeddings(&self, x0: &[Vec<f32>], plans: &[TokenPlan], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError>;
-}
-
-impl RunFromEmbeddings for BertModel {
-    fn run_from_embeddings(&self, x0: &[Vec<f32>], plans: &[TokenPlan], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
-        eprintln!("note: BertModel::run_from_embeddings is not in the library yet; using the test-side gathered path");
-        if x0.len() != plans.len() {
-            return Err(ModelError::Input(format!("{} inputs but {} plans", x0.len(), plans.len())));
-        }
-        x0.iter().zip(plans).enumerate().map(|(e, (x, p))| shim_one(self, e, x, p, opts)).collect()
-    }
-}
-
-/// One example through the gathered plan, using only public layer pieces and kernels.
-fn shim_one(m: &BertModel, e: usize, x0: &[f32], plan: &TokenPlan, opts: RunOptions) -> Result<ExampleOutput, ModelError> {
-    use sttabt::kernels;
-    let c = &m.config;
-    let (d, h, dh) = (c.hidden_size, c.num_heads, c.head_size());
-    if x0.len() != plan.n() * d || plan.num_layers() != m.layers.len() {
-        return Err(ModelError::Input(format!("example {e}: x0 is not [n = {}, d = {d}] or the plan has the wrong layer count", plan.n())));
-    }
-    let mut rows: Vec<usize> = plan.inputs(0).to_vec();
-    let mut x: Vec<f32> = rows.iter().flat_map(|&j| x0[j * d..(j + 1) * d].iter().copied()).collect();
-    let mut states = vec![(rows.clone(), x.clone())];
-    let mut atts = Vec::new();
-    for (li, layer) in m.layers.iter().enumerate() {
-        let outs = plan.outputs(li);
-        let pos: Vec<usize> = outs.iter().map(|t| rows.binary_search(t).expect("O_l within I_l")).collect();
-        let (ni, no) = (rows.len(), outs.len());
-        let kv = layer.key_value.forward(&x); // [ni, 2d]: K | V
-        let xo: Vec<f32> = pos.iter().flat_map(|&p| x[p * d..(p + 1) * d].iter().copied()).collect();
-        let q = layer.query.forward(&xo); // pre-scaled by 1/sqrt(dh)
-        let mut ctx = vec![0.0f32; no * d];
-        let mut probs = vec![0.0f32; h * no * ni];
-        for head in 0..h {
-            for i in 0..no {
-                let row = &mut probs[(head * no + i) * ni..(head * no + i + 1) * ni];
-                for (j, s) in row.iter_mut().enumerate() {
-                    *s = (0..dh).map(|k| q[i * d + head * dh + k] * kv[j * 2 * d + head * dh + k]).sum();
-                }
-                kernels::softmax_row(row);
-                for k in 0..dh {
-                    ctx[i * d + head * dh + k] = (0..ni).map(|j| row[j] * kv[j * 2 * d + d + head * dh + k]).sum();
-                }
-            }
-        }
-        let mut a = layer.attn_out.forward(&ctx);
-        a.iter_mut().zip(&xo).for_each(|(v, r)| *v += r);
-        layer.attn_ln.apply(&mut a);
-        let mut inter = layer.ffn_in.forward(&a);
-        kernels::activate(&mut inter, c.activation);
-        let mut y = layer.ffn_out.forward(&inter);
-        y.iter_mut().zip(&a).for_each(|(v, r)| *v += r);
-        layer.out_ln.apply(&mut y);
-        atts.push(LayerAttention { queries: outs.to_vec(), keys: rows.clone(), probs });
-        rows = outs.to_vec();
-        x = y;
-        states.push((rows.clone(), x.clone()));
-    }
-    Ok(ExampleOutput {
-        rows,
-        hidden: x,
-        attentions: opts.attentions.then_some(atts),
-        hidden_states: opts.hidden_states.then_some(states),
-    })
-}
-// >>> END OF PROPOSED API BLOCK <<<
