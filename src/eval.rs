@@ -110,10 +110,16 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, dev: &[Labe
         if let Mode::AbtActual { .. } = mode {
             let lengths: Vec<usize> = dev.iter().map(|d| d.input.len()).collect();
             let k_min = calibrate_k_min(&lengths, teacher.layers.len(), dev_ret);
-            modes.push(Mode::TopK { k_min });
+            // below the schedule's smallest retention every target gives k_min = 0: evaluate it once
+            if !modes.iter().any(|m| matches!(m, Mode::TopK { k_min: k } if (k - k_min).abs() < 1e-6)) {
+                modes.push(Mode::TopK { k_min });
+            }
         }
         bar.inc(1);
         i += 1;
+        if i == modes.len() {
+            bar.set_length(i as u64);
+        }
     }
     bar.finish_and_clear();
     let dense_dev = points[0].dev_accuracy;

@@ -191,6 +191,25 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// The whole study on real data with no arguments: fetch all-MiniLM-L6-v2 and Rotten Tomatoes,
+    /// fine-tune, distil an ApproxNet, evaluate every mode, print the table.
+    ///
+    /// Every stage is cached under $STTABT_HOME/runs/demo (or demo-fast / demo-full) and reused by
+    /// the next run; delete a stage's folder to redo it. The default fits in ~15 minutes on 2 cores
+    /// (2,560 training sentences, 1 epoch); --full uses all 10,202 for 2 epochs; --fast is a smoke run.
+    Demo {
+        /// Smoke version (small subsets) for CI.
+        #[arg(long, conflicts_with = "full")]
+        fast: bool,
+        /// The whole study: all training data, 2 epochs, longer distillation, full dev/test.
+        #[arg(long)]
+        full: bool,
+        /// Where the stages are cached (default: $STTABT_HOME/runs/demo[-fast|-full]).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 /// Where labelled examples come from (default: Rotten Tomatoes from the asset cache).
@@ -255,6 +274,7 @@ fn run() -> Result<()> {
             let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet };
             eval(&data, &model, approx.as_deref(), &out, &opts, max_length)
         }
+        Command::Demo { fast, full, out, quiet } => demo(fast, full, out, quiet),
         Command::Finetune { data, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
             let cfg = sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
             finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet)
@@ -505,5 +525,80 @@ fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Pat
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
     println!("results: {}/results.json, {}/results.csv", out.display(), out.display());
+    Ok(())
+}
+
+fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()> {
+    use sttabt::approx::{ApproxInit, ApproxNet};
+    use sttabt::train::{distill::DistillConfig, finetune::FinetuneConfig, Progress};
+    let t0 = std::time::Instant::now();
+    let (name, train_limit, epochs, distill_steps, eval_limit, ks): (&str, Option<usize>, usize, usize, Option<usize>, Vec<f64>) = if fast {
+        ("demo-fast", Some(1920), 1, 60, Some(200), vec![0.2, 0.5])
+    } else if full {
+        ("demo-full", None, 2, 1500, None, vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.7])
+    } else {
+        ("demo", Some(2560), 1, 400, Some(500), vec![0.1, 0.2, 0.3, 0.5, 0.7])
+    };
+    let progress = Progress { quiet };
+    let base = assets::default_model_dir();
+    if !base.join("model.safetensors").exists() || !assets::rotten_tomatoes_path().exists() {
+        progress.println("fetching assets (all-MiniLM-L6-v2, Rotten Tomatoes) into the asset cache");
+        fetch(false)?;
+    }
+    let run_dir = out.unwrap_or_else(|| assets::home().join("runs").join(name));
+    let teacher_dir = run_dir.join("teacher");
+    let approx_dir = run_dir.join("approx");
+    let results_dir = run_dir.join("results");
+    let max_length = 128;
+    let splits = sttabt::pipeline::default_source(0).load(false)?;
+    let tok = TextTokenizer::from_dir(&base, max_length)?;
+    let mut times = serde_json::Map::new();
+    // 1. fine-tune
+    if teacher_dir.join("finetune.json").exists() {
+        progress.println(format!("[1/3] fine-tuned teacher cached: {}", teacher_dir.display()));
+    } else {
+        progress.println(format!("[1/3] fine-tuning all-MiniLM-L6-v2 on {} Rotten Tomatoes sentences", train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())));
+        let s = std::time::Instant::now();
+        let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
+        let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
+        let m = sttabt::train::finetune::with_new_head(BertModel::load(&base)?, splits.label_names.clone(), 0);
+        let cfg = FinetuneConfig { epochs, ..Default::default() };
+        let report = sttabt::train::finetune::finetune(m, &train, &dev, &cfg, &teacher_dir, &base, true, &progress)?;
+        let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": base, "max_length": max_length, "train_examples": train.len()});
+        sttabt::checkpoint::write_atomic(&teacher_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+        times.insert("finetune_s".into(), s.elapsed().as_secs_f64().into());
+    }
+    let teacher = BertModel::load(&teacher_dir)?;
+    // 2. distil
+    if approx_dir.join("distill.json").exists() {
+        progress.println(format!("[2/3] ApproxNet cached: {}", approx_dir.display()));
+    } else {
+        progress.println(format!("[2/3] distilling an ApproxNet (f = 4, {distill_steps} steps)"));
+        let s = std::time::Instant::now();
+        let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit.map(|n| n.max(distill_steps * 16)))?;
+        let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(200))?;
+        let approx = ApproxNet::new(&teacher, 4, ApproxInit::Interpolate, 0)?;
+        let train: Vec<_> = train.into_iter().map(|x| x.input).collect();
+        let held: Vec<_> = held.into_iter().map(|x| x.input).collect();
+        let cfg = DistillConfig { steps: distill_steps, ..Default::default() };
+        let (_, r) = sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, &approx_dir, true, &progress)?;
+        progress.println(format!("      attention KL {:.3} -> {:.3}, MSE {:.5} -> {:.5}", r.before.attention_kl, r.after.attention_kl, r.before.attention_mse, r.after.attention_mse));
+        times.insert("distill_s".into(), s.elapsed().as_secs_f64().into());
+    }
+    let approx = ApproxNet::load(&approx_dir, &teacher.config)?;
+    // 3. evaluate
+    progress.println("[3/3] evaluating every mode on the test split");
+    let s = std::time::Instant::now();
+    let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
+    let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, eval_limit)?;
+    let opts = sttabt::eval::EvalOptions { ks, limit: eval_limit, timing_examples: if fast { 32 } else { 128 }, quiet };
+    let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &dev, &test, &opts)?;
+    times.insert("eval_s".into(), s.elapsed().as_secs_f64().into());
+    sttabt::eval::write_results(&results, &results_dir, &splits.description, splits.split_info.as_ref())?;
+    print!("{}", sttabt::eval::format_table(&results));
+    println!("teacher test accuracy {:.2}% ({} test sentences); results in {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display());
+    println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
+    times.insert("total_s".into(), t0.elapsed().as_secs_f64().into());
+    sttabt::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
     Ok(())
 }

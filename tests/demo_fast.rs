@@ -1,0 +1,51 @@
+//! End to end on real data: `sttabt demo --fast` (fine-tune MiniLM on Rotten Tomatoes, distil an
+//! ApproxNet, evaluate every mode) into a fresh directory. Asserts the fine-tuned accuracy and that
+//! results.json holds every mode, then that a second run reuses the cached stages.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn demo_fast_end_to_end() {
+    common::minilm_dir();
+    assert!(sttabt::assets::rotten_tomatoes_path().exists(), "Rotten Tomatoes missing: run scripts/fetch-assets");
+    let dir = std::env::temp_dir().join(format!("sttabt-demo-fast-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_sttabt"))
+            .args(["demo", "--fast", "--quiet", "--out"])
+            .arg(&dir)
+            .output()
+            .expect("run sttabt demo");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    let t = std::time::Instant::now();
+    let first = run();
+    eprintln!("{first}\nfirst run {:.0} s", t.elapsed().as_secs_f64());
+    let ft = common::read_json(dir.join("teacher/finetune.json"));
+    let dev_acc = ft["report"]["best_dev_accuracy"].as_f64().unwrap();
+    assert!(dev_acc >= 0.70, "fine-tuned dev accuracy {dev_acc} < 0.70");
+    let res = common::read_json(dir.join("results/results.json"));
+    let points = res["results"]["points"].as_array().unwrap();
+    for fam in ["dense", "abt", "abt-actual", "topk"] {
+        assert!(points.iter().any(|p| p["family"] == fam), "results.json lacks mode {fam}");
+    }
+    let dense = &points[0];
+    assert_eq!(dense["family"], "dense");
+    assert_eq!(dense["retention"].as_f64().unwrap(), 1.0);
+    for p in points {
+        let r = p["retention"].as_f64().unwrap();
+        assert!(r > 0.0 && r <= 1.0, "retention {r}");
+        assert!(p["examples_per_s_b1"].as_f64().unwrap() > 0.0);
+    }
+    assert!(res["split"]["seed"].is_number(), "the split is recorded");
+    // second run: stages cached
+    let t = std::time::Instant::now();
+    let second = run();
+    assert!(t.elapsed().as_secs_f64() < 120.0, "cached re-run took too long");
+    assert!(second.contains("teacher test accuracy"));
+    std::fs::remove_dir_all(&dir).ok();
+}
