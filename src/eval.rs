@@ -12,6 +12,7 @@ use crate::data::rt::SplitInfo;
 use crate::encoder::{BertModel, EncodedInput};
 use crate::infer::{classify, Mode};
 use crate::planners::topk::calibrate_k_min;
+use crate::train::concrete::ConcreteModel;
 use crate::train::finetune::LabeledInput;
 
 /// What to evaluate.
@@ -82,9 +83,9 @@ pub fn throughput(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Enc
     Ok(inputs.len() as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Evaluate dense, ABT (if `approx`), ABT-actual and manual top-k (calibrated to the ABT-actual
-/// retentions) on dev and test.
-pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, dev: &[LabeledInput], test: &[LabeledInput], opts: &EvalOptions) -> anyhow::Result<EvalResults> {
+/// Evaluate dense, ABT (if `approx`), ABT-actual, manual top-k (calibrated to the ABT-actual
+/// retentions) and each concrete-mask model on dev and test.
+pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &[ConcreteModel], dev: &[LabeledInput], test: &[LabeledInput], opts: &EvalOptions) -> anyhow::Result<EvalResults> {
     anyhow::ensure!(!dev.is_empty() && !test.is_empty(), "evaluation needs dev and test examples");
     anyhow::ensure!(teacher.classifier.is_some(), "the model has no classification head; fine-tune one with `sttabt finetune`");
     let mut modes = vec![Mode::Dense];
@@ -92,6 +93,7 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, dev: &[Labe
         modes.extend(opts.ks.iter().map(|&k| Mode::Abt { k }));
     }
     modes.extend(opts.ks.iter().map(|&k| Mode::AbtActual { k }));
+    modes.extend(concrete.iter().map(|c| Mode::Concrete { theta0: c.theta0, theta: c.theta.clone() }));
     let timing: Vec<EncodedInput> = test.iter().take(opts.timing_examples.max(1)).map(|d| d.input.clone()).collect();
     let progress = crate::train::Progress { quiet: opts.quiet };
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
@@ -100,6 +102,13 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, dev: &[Labe
     while i < modes.len() {
         let mode = modes[i].clone();
         bar.set_message(mode.label());
+        let (teacher, approx) = match &mode {
+            Mode::Concrete { theta0, .. } => {
+                let c = concrete.iter().find(|c| c.theta0 == *theta0).ok_or_else(|| anyhow::anyhow!("concrete model missing"))?;
+                (&c.teacher, Some(&c.approx.model))
+            }
+            _ => (teacher, approx),
+        };
         let (dev_acc, dev_ret, _) = accuracy_and_retention(teacher, approx, dev, &mode)?;
         let (test_acc, ret, gflops) = accuracy_and_retention(teacher, approx, test, &mode)?;
         let b1 = throughput(teacher, approx, &timing, &mode, 1)?;
@@ -124,7 +133,7 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, dev: &[Labe
     bar.finish_and_clear();
     let dense_dev = points[0].dev_accuracy;
     let mut within = Vec::new();
-    for fam in ["dense", "abt", "abt-actual", "topk"] {
+    for fam in ["dense", "abt", "abt-actual", "topk", "concrete"] {
         if let Some(best) = points.iter().filter(|p| p.family == fam && p.dev_accuracy >= dense_dev - 0.01).min_by(|a, b| a.dev_retention.total_cmp(&b.dev_retention)) {
             within.push(best.clone());
         }
@@ -142,6 +151,7 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
         csv.push_str(&format!("{},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n", p.label, p.dev_accuracy, p.test_accuracy, p.retention, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
     }
     crate::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    crate::plot::plot_results(r, out, data.split(' ').take(2).collect::<Vec<_>>().join(" ").as_str())?;
     Ok(())
 }
 

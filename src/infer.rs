@@ -25,6 +25,9 @@ pub enum Mode {
     AbtActual { k: f64 },
     /// Manual top-k with the final keep fraction `k_min`.
     TopK { k_min: f64 },
+    /// Concrete masking (section 4): learned per-layer thresholds `theta` (trained with target
+    /// σ(θ_0)); pass the concrete-trained teacher and ApproxNet to [`classify`].
+    Concrete { theta0: f64, theta: Vec<f64> },
 }
 
 impl Mode {
@@ -35,6 +38,7 @@ impl Mode {
             Mode::Abt { k } => format!("abt k={k:.2}"),
             Mode::AbtActual { k } => format!("abt-actual k={k:.2}"),
             Mode::TopK { k_min } => format!("topk k_min={k_min:.3}"),
+            Mode::Concrete { theta0, .. } => format!("concrete θ0={theta0}"),
         }
     }
     /// Mode family name (`dense`, `abt`, `abt-actual`, `topk`).
@@ -44,6 +48,7 @@ impl Mode {
             Mode::Abt { .. } => "abt",
             Mode::AbtActual { .. } => "abt-actual",
             Mode::TopK { .. } => "topk",
+            Mode::Concrete { .. } => "concrete",
         }
     }
 }
@@ -82,6 +87,27 @@ pub fn abt_plans(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig) -> R
         .collect()
 }
 
+/// Hard concrete-mask plans (section 4 step 4) from the ApproxNet's attention and thresholds
+/// `theta` (one per layer). The standardised scores are computed from log-probabilities, which
+/// differ from the pre-softmax scores by a per-row constant, so Z is the same.
+pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]) -> Result<Vec<TokenPlan>, ModelError> {
+    use crate::planners::concrete::{concrete_masks, standardized_cdf_scores};
+    let outs = approx.run_dense(inputs, RunOptions { attentions: true, hidden_states: false })?;
+    let c = &approx.config;
+    outs.iter()
+        .zip(inputs)
+        .enumerate()
+        .map(|(e, (o, x))| {
+            let n = x.len();
+            let logp: Vec<f32> = stacked_attention(o).iter().map(|p| p.max(1e-37).ln()).collect();
+            let err = |m: String| ModelError::Input(format!("concrete masks for example {e}: {m}"));
+            let u = standardized_cdf_scores(&logp, c.num_layers, c.num_heads, n, n, 0, 1e-6).map_err(|er| err(er.to_string()))?;
+            let r = concrete_masks(&u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6).map_err(|er| err(er.to_string()))?;
+            Ok(r.plan)
+        })
+        .collect()
+}
+
 /// Classify a batch in `mode`. `approx` is required for `abt`.
 pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[EncodedInput], mode: &Mode) -> Result<Vec<Prediction>, ModelError> {
     let big_l = teacher.layers.len();
@@ -100,6 +126,11 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
             let plans = abt_plans(teacher, inputs, &AbtConfig::topk(*k))?;
             (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
         }
+        Mode::Concrete { theta, .. } => {
+            let a = approx.ok_or_else(|| ModelError::Input("mode concrete needs its ApproxNet".into()))?;
+            let plans = concrete_plans(a, inputs, theta)?;
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
+        }
         Mode::TopK { k_min } => {
             let hook = ManualTopK { k_min: *k_min, layers: big_l };
             let (o, p) = teacher.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
@@ -107,7 +138,7 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
         }
     };
     let approx_flops = |n: usize| match (mode, approx) {
-        (Mode::Abt { .. }, Some(a)) => a.config.dense_flops(n),
+        (Mode::Abt { .. } | Mode::Concrete { .. }, Some(a)) => a.config.dense_flops(n),
         _ => 0,
     };
     outs.iter()

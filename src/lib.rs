@@ -23,6 +23,7 @@ pub mod infer;
 pub mod kernels;
 pub mod pipeline;
 pub mod plan;
+pub mod plot;
 pub mod planners;
 pub mod text;
 pub mod train;

@@ -115,25 +115,47 @@ fn dense_parity(m: &BertModel, inputs: &[EncodedInput], tol_h: f32, tol_p: f32) 
     (worst_h, worst_p)
 }
 
-fn assert_round_trip(m: &BertModel) {
-    let tb = TrainBert::from_native(m, &Device::flex());
-    let back = tb.to_native(&m.config).expect("to_native");
-    let a = m.hf_tensors();
-    let b = back.hf_tensors();
+/// Largest difference in units of the last place (f32) between two equally long slices.
+fn max_ulps(a: &[f32], b: &[f32]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x.to_bits() as i32 as i64 - y.to_bits() as i32 as i64).unsigned_abs() as u32).max().unwrap_or(0)
+}
+
+/// Compare two HF tensor lists: names and shapes equal; returns per tensor the max ulp difference.
+fn tensor_ulps(a: &[(String, Vec<usize>, Vec<f32>)], b: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<(String, u32)> {
     assert_eq!(a.len(), b.len(), "tensor count");
-    for ((na, sa, da), (nb, sb, db)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert_eq!(sa, sb, "{na}: shape");
-        assert!(da.iter().zip(db).all(|(x, y)| x.to_bits() == y.to_bits()), "{na}: values changed in the round trip");
+    a.iter()
+        .zip(b)
+        .map(|((na, sa, da), (nb, sb, db))| {
+            assert_eq!(na, nb);
+            assert_eq!(sa, sb, "{na}: shape");
+            assert_eq!(da.len(), db.len());
+            (na.clone(), max_ulps(da, db))
+        })
+        .collect()
+}
+
+/// The weight round trip through burn: `TrainBert::from_native(m).hf_tensors()` is bit-exact;
+/// `to_native(from_native(m)).hf_tensors()` is bit-exact except the query weights/biases, which
+/// the native model stores pre-scaled by `1/sqrt(d_h)` (unscale∘scale in f32 may move a value by
+/// an ulp; see `round_trip_is_bit_exact` for the strict version). Returns the query drift in ulps.
+fn assert_round_trip(m: &BertModel) -> u32 {
+    let tb = TrainBert::from_native(m, &Device::flex());
+    let a = m.hf_tensors();
+    for (name, u) in tensor_ulps(&a, &tb.hf_tensors()) {
+        assert_eq!(u, 0, "{name}: TrainBert::hf_tensors differs from the native tensor by {u} ulp");
     }
-    // the burn model's own HF view matches too
-    let c = tb.hf_tensors();
-    assert_eq!(c.len(), a.len());
-    for ((na, sa, da), (nc, sc, dc)) in a.iter().zip(&c) {
-        assert_eq!((na, sa), (nc, sc));
-        assert!(da == dc, "{na}: TrainBert::hf_tensors differs from the native tensor");
-    }
+    let back = tb.to_native(&m.config).expect("to_native");
     assert_eq!(back.config, m.config);
+    let mut query_drift = 0;
+    for (name, u) in tensor_ulps(&a, &back.hf_tensors()) {
+        if name.contains("attention.self.query") {
+            assert!(u <= 1, "{name}: round trip moved a value by {u} ulp");
+            query_drift = query_drift.max(u);
+        } else {
+            assert_eq!(u, 0, "{name}: values changed in the round trip ({u} ulp)");
+        }
+    }
+    query_drift
 }
 
 fn tiny_model() -> BertModel {
@@ -149,8 +171,8 @@ fn dense_parity_tiny_random_model() {
     let m = tiny_model();
     let inputs = random_inputs(&[5, 9, 3], 50, 1);
     let (wh, wp) = dense_parity(&m, &inputs, 1e-4, 1e-5);
-    println!("tiny model: worst hidden diff {wh:.2e}, worst prob diff {wp:.2e}");
-    assert_round_trip(&m);
+    let drift = assert_round_trip(&m);
+    println!("tiny model: worst hidden diff {wh:.2e}, worst prob diff {wp:.2e}; query round-trip drift {drift} ulp");
 }
 
 #[test]
@@ -166,8 +188,26 @@ fn dense_parity_minilm() {
     let lens: Vec<usize> = inputs.iter().map(|x| x.len()).collect();
     assert!(lens[0] != lens[1] && lens[1] != lens[2], "lengths differ: {lens:?}");
     let (wh, wp) = dense_parity(m, &inputs, 1e-4, 1e-5);
-    println!("MiniLM (lengths {lens:?}): worst hidden diff {wh:.2e}, worst prob diff {wp:.2e}");
-    assert_round_trip(m);
+    let drift = assert_round_trip(m);
+    println!("MiniLM (lengths {lens:?}): worst hidden diff {wh:.2e}, worst prob diff {wp:.2e}; query round-trip drift {drift} ulp");
+}
+
+/// Strict: `to_native(from_native(m))` gives back exactly the weights of `m` (the issue's
+/// criterion). Also checks that a native save/load cycle (`hf_tensors` -> `from_store`) keeps the
+/// executor's own (pre-scaled) weights, so repeated checkpoint/resume cycles do not drift.
+#[test]
+fn round_trip_is_bit_exact() {
+    for (what, m) in [("tiny (d_h = 8)", tiny_model()), ("MiniLM (d_h = 32)", common::minilm().clone())] {
+        let back = TrainBert::from_native(&m, &Device::flex()).to_native(&m.config).expect("to_native");
+        let bad: Vec<(String, u32)> = tensor_ulps(&m.hf_tensors(), &back.hf_tensors()).into_iter().filter(|(_, u)| *u > 0).collect();
+        let same_native = back == m;
+        assert!(
+            bad.is_empty() && same_native,
+            "{what}: to_native(from_native(m)) is not bit-exact: {} tensors differ (max ulps {:?}); native model equal: {same_native}",
+            bad.len(),
+            bad.iter().take(3).collect::<Vec<_>>()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -419,15 +459,15 @@ fn distillation_halves_attention_kl() {
     // Teacher: L=2, H=2, d=32, d_ff=64, vocab 50; weights of std ~0.5 so attention is peaked.
     let tcfg = tiny_config(2, 2, 16, 64, 50, 16);
     // uniform in ±a/sqrt(in) has std a/sqrt(3 in): a = 0.5·sqrt(3·32) ≈ 4.9
-    let teacher = random_model(&tcfg, 31, 4.9);
+    let ev = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let teacher = random_model(&tcfg, 31, ev("TS", 4.9) as f32);
     let mut rng = fastrand::Rng::with_seed(12);
     let lens: Vec<usize> = (0..400).map(|_| rng.usize(4..=12)).collect();
     let all = random_inputs(&lens, 50, 13);
     let (train, heldout) = all.split_at(320);
-    let approx = ApproxNet::new(&teacher, 4, ApproxInit::Random, 7).expect("ApproxNet::new");
-    assert_eq!(approx.model.config.hidden_size, 8);
+    let approx = ApproxNet::new(&teacher, ev("F", 4.0) as usize, ApproxInit::Random, 7).expect("ApproxNet::new");
     let dir = TempDir::new("distill");
-    let cfg = DistillConfig { steps: 300, batch_size: 16, lr: 1e-2, warmup_frac: 0.05, weight_decay: 0.0, grad_clip: 1.0, seed: 1, checkpoint_every: 1000, use_pred: false };
+    let cfg = DistillConfig { steps: ev("STEPS", 300.0) as usize, batch_size: ev("BS", 16.0) as usize, lr: ev("LR", 1e-2), warmup_frac: 0.05, weight_decay: 0.0, grad_clip: 1.0, seed: 1, checkpoint_every: 1000, use_pred: false };
     let t0 = std::time::Instant::now();
     let (_net, report) = distill(&teacher, approx, train, heldout, &cfg, dir.path(), false, &Progress { quiet: true }).expect("distill");
     let (kb, ka) = (report.before.attention_kl, report.after.attention_kl);
@@ -445,7 +485,7 @@ fn distillation_halves_attention_kl() {
     assert!(ka <= 0.5 * kb, "attention KL after distillation {ka} > half of before {kb}");
     assert!(report.after.attention_mse < report.before.attention_mse);
     assert_eq!(report.before.examples, 80);
-    assert_eq!(report.steps, 300);
+    assert_eq!(report.steps, cfg.steps);
 
     // the saved ApproxNet loads back and has the same fidelity
     let loaded = ApproxNet::load(dir.path(), &teacher.config).expect("load the distilled ApproxNet");

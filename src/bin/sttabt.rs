@@ -135,6 +135,47 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Train concrete masks (ALGORITHM.md section 4): teacher, ApproxNet and one threshold per
+    /// layer jointly, with retention target σ(θ_0). Saves teacher/, approx/ and concrete.json.
+    Concrete {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Fine-tuned teacher (from `sttabt finetune`).
+        #[arg(long)]
+        teacher: PathBuf,
+        /// Its ApproxNet (from `sttabt distill`).
+        #[arg(long)]
+        approx: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// θ_0: retention target σ(θ_0) and anchor of the thresholds (paper sweep: -2 ... 1).
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        theta0: f64,
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// Learning rate of the encoders; θ trains at 10x.
+        #[arg(long, default_value_t = 2e-5)]
+        lr: f64,
+        /// Fraction of the last steps trained with hard masks.
+        #[arg(long, default_value_t = 0.2)]
+        hard_frac: f64,
+        /// Weight of the retention term (paper: 1e-3 for text).
+        #[arg(long, default_value_t = 1e-3)]
+        retention_weight: f64,
+        /// Weight of logit distillation from the frozen teacher (0 = off).
+        #[arg(long, default_value_t = 0.0)]
+        distill_weight: f64,
+        #[arg(long)]
+        train_limit: Option<usize>,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Classify sentences with a fine-tuned model, densely or with token pruning.
     ///
     /// Prints label, probability and token retention per sentence; --explain shows which tokens
@@ -180,6 +221,9 @@ enum Command {
         ks: Vec<f64>,
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        /// Concrete-mask runs (directories from `sttabt concrete`), repeatable.
+        #[arg(long)]
+        concrete: Vec<PathBuf>,
         /// Evaluate on at most N examples per split.
         #[arg(long)]
         limit: Option<usize>,
@@ -269,10 +313,14 @@ fn run() -> Result<()> {
             let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, ..Default::default() };
             distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet)
         }
+        Command::Concrete { data, teacher, approx, out, theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, train_limit, max_length, resume, quiet } => {
+            let cfg = sttabt::train::concrete::ConcreteConfig { theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, seed: data.seed, ..Default::default() };
+            concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet)
+        }
         Command::Classify { texts, file, model, approx, mode, keep, explain, json, max_length } => classify(texts, file, &model, approx.as_deref(), &mode, keep, explain, json, max_length),
-        Command::Eval { data, model, approx, ks, out, limit, timing_examples, max_length, quiet } => {
+        Command::Eval { data, model, approx, ks, out, concrete, limit, timing_examples, max_length, quiet } => {
             let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet };
-            eval(&data, &model, approx.as_deref(), &out, &opts, max_length)
+            eval(&data, &model, approx.as_deref(), &concrete, &out, &opts, max_length)
         }
         Command::Demo { fast, full, out, quiet } => demo(fast, full, out, quiet),
         Command::Finetune { data, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
@@ -511,7 +559,7 @@ fn classify(texts: Vec<String>, file: Option<PathBuf>, model: &std::path::Path, 
     Ok(())
 }
 
-fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Path>, out: &std::path::Path, opts: &sttabt::eval::EvalOptions, max_length: usize) -> Result<()> {
+fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Path>, concrete: &[PathBuf], out: &std::path::Path, opts: &sttabt::eval::EvalOptions, max_length: usize) -> Result<()> {
     let teacher = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
     let approx_net = match approx {
         Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
@@ -521,10 +569,11 @@ fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Pat
     let tok = TextTokenizer::from_dir(model, max_length.min(teacher.config.max_position_embeddings))?;
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
-    let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &dev, &test, opts)?;
+    let concrete: Vec<_> = concrete.iter().map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))).collect::<Result<_>>()?;
+    let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &dev, &test, opts)?;
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
-    println!("results: {}/results.json, {}/results.csv", out.display(), out.display());
+    println!("results: {0}/results.json, {0}/results.csv, plots {0}/accuracy_vs_retention.png, {0}/accuracy_vs_throughput_b1.png", out.display());
     Ok(())
 }
 
@@ -555,9 +604,9 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     let mut times = serde_json::Map::new();
     // 1. fine-tune
     if teacher_dir.join("finetune.json").exists() {
-        progress.println(format!("[1/3] fine-tuned teacher cached: {}", teacher_dir.display()));
+        progress.println(format!("[1/4] fine-tuned teacher cached: {}", teacher_dir.display()));
     } else {
-        progress.println(format!("[1/3] fine-tuning all-MiniLM-L6-v2 on {} Rotten Tomatoes sentences", train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())));
+        progress.println(format!("[1/4] fine-tuning all-MiniLM-L6-v2 on {} Rotten Tomatoes sentences", train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())));
         let s = std::time::Instant::now();
         let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
         let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
@@ -571,9 +620,9 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     let teacher = BertModel::load(&teacher_dir)?;
     // 2. distil
     if approx_dir.join("distill.json").exists() {
-        progress.println(format!("[2/3] ApproxNet cached: {}", approx_dir.display()));
+        progress.println(format!("[2/4] ApproxNet cached: {}", approx_dir.display()));
     } else {
-        progress.println(format!("[2/3] distilling an ApproxNet (f = 4, {distill_steps} steps)"));
+        progress.println(format!("[2/4] distilling an ApproxNet (f = 4, {distill_steps} steps)"));
         let s = std::time::Instant::now();
         let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit.map(|n| n.max(distill_steps * 16)))?;
         let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(200))?;
@@ -586,19 +635,54 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
         times.insert("distill_s".into(), s.elapsed().as_secs_f64().into());
     }
     let approx = ApproxNet::load(&approx_dir, &teacher.config)?;
-    // 3. evaluate
-    progress.println("[3/3] evaluating every mode on the test split");
+    // 3. concrete masks at a few θ_0
+    let (thetas, concrete_steps): (Vec<f64>, usize) = if fast { (vec![0.0], 20) } else if full { (vec![-2.0, -1.0, 0.0, 1.0], 400) } else { (vec![-1.0, 0.0], 120) };
+    let mut concrete_models = Vec::new();
+    for &theta0 in &thetas {
+        let dir = run_dir.join(format!("concrete_theta{theta0}"));
+        if !dir.join("concrete.json").exists() {
+            progress.println(format!("[3/4] concrete masks, θ0 = {theta0} (target retention {:.2}), {concrete_steps} steps", 1.0 / (1.0 + (-theta0).exp())));
+            let s = std::time::Instant::now();
+            let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, Some(concrete_steps * 16))?;
+            let cfg = sttabt::train::concrete::ConcreteConfig { theta0, steps: concrete_steps, ..Default::default() };
+            let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &train, &cfg, &dir, true, &progress)?;
+            progress.println(format!("      soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}", r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention));
+            times.insert(format!("concrete_theta{theta0}_s"), s.elapsed().as_secs_f64().into());
+        } else {
+            progress.println(format!("[3/4] concrete θ0 = {theta0} cached: {}", dir.display()));
+        }
+        concrete_models.push(sttabt::train::concrete::ConcreteModel::load(&dir)?);
+    }
+    // 4. evaluate
+    progress.println("[4/4] evaluating every mode on the test split");
     let s = std::time::Instant::now();
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, eval_limit)?;
     let opts = sttabt::eval::EvalOptions { ks, limit: eval_limit, timing_examples: if fast { 32 } else { 128 }, quiet };
-    let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &dev, &test, &opts)?;
+    let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &concrete_models, &dev, &test, &opts)?;
     times.insert("eval_s".into(), s.elapsed().as_secs_f64().into());
     sttabt::eval::write_results(&results, &results_dir, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
-    println!("teacher test accuracy {:.2}% ({} test sentences); results in {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display());
+    println!("teacher test accuracy {:.2}% ({} test sentences); results and plots in {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display());
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     times.insert("total_s".into(), t0.elapsed().as_secs_f64().into());
     sttabt::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn concrete(data: &DataArgs, teacher_dir: &std::path::Path, approx_dir: &std::path::Path, out: &std::path::Path, cfg: sttabt::train::concrete::ConcreteConfig, train_limit: Option<usize>, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
+    let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
+    let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config).with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
+    let splits = data.source()?.load(data.skip_bad_rows)?;
+    let tok = TextTokenizer::from_dir(teacher_dir, max_length.min(teacher.config.max_position_embeddings))?;
+    let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
+    let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &train, &cfg, out, resume, &sttabt::train::Progress { quiet })?;
+    sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(teacher_dir))?;
+    println!(
+        "concrete θ0={}: target retention {:.3}; soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}",
+        r.theta0, r.target_retention, r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention,
+        r.theta.iter().map(|t| (t * 1000.0).round() / 1000.0).collect::<Vec<_>>(), r.seconds, out.display()
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Training on burn (autodiff): the encoder as a burn module ([`model`]), fine-tuning
 //! ([`finetune`]); shared pieces: learning-rate schedule, progress bars, HF-layout saving.
 
+pub mod concrete;
 pub mod distill;
 pub mod finetune;
 pub mod model;

@@ -1,0 +1,362 @@
+//! PNG plots of an [`EvalResults`]: test accuracy against token retention and against measured
+//! examples/s at batch 1, one line per mode family, dense as a marked point plus a horizontal
+//! reference line.
+//!
+//! Drawing needs no system fonts: plotters renders text with `ab_glyph` from the DejaVu Sans font
+//! embedded by the `dejavu` crate (registered once as `sans-serif`), into an in-memory RGB buffer
+//! that the `image` crate encodes as PNG (see `docs/STACK.md`).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::eval::{EvalResults, Point};
+
+/// Image width in pixels.
+pub const WIDTH: u32 = 1000;
+/// Image height in pixels.
+pub const HEIGHT: u32 = 650;
+
+/// File names written by [`plot_results`], in the order returned.
+pub const FILE_NAMES: [&str; 2] = ["accuracy_vs_retention.png", "accuracy_vs_throughput_b1.png"];
+
+const FONT: &str = "sans-serif";
+
+/// Why a plot could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("nothing to plot: the results have no point with finite values")]
+    NoPoints,
+    #[error("could not register the embedded DejaVu Sans font with plotters")]
+    Font,
+    #[error("drawing failed: {0}")]
+    Draw(String),
+    #[error("encoding PNG failed: {0}")]
+    Encode(#[from] image::ImageError),
+    #[error("I/O error at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn draw_err<E: std::fmt::Display>(e: E) -> PlotError {
+    PlotError::Draw(e.to_string())
+}
+
+/// Register the embedded font as `sans-serif` (once per process).
+fn ensure_font() -> Result<(), PlotError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(PlotError::Font)
+    }
+}
+
+/// Which measurement goes on the x axis.
+#[derive(Clone, Copy)]
+enum XAxis {
+    Retention,
+    ThroughputB1,
+}
+
+impl XAxis {
+    fn value(self, p: &Point) -> f64 {
+        match self {
+            XAxis::Retention => p.retention * 100.0,
+            XAxis::ThroughputB1 => p.examples_per_s_b1,
+        }
+    }
+    fn desc(self) -> &'static str {
+        match self {
+            XAxis::Retention => "token retention (%)",
+            XAxis::ThroughputB1 => "examples/s (batch 1)",
+        }
+    }
+    fn subtitle(self) -> &'static str {
+        match self {
+            XAxis::Retention => "accuracy vs retention",
+            XAxis::ThroughputB1 => "accuracy vs throughput (batch 1)",
+        }
+    }
+    fn legend_position(self) -> SeriesLabelPosition {
+        // Accuracy falls as retention falls (left) / as throughput rises (right).
+        match self {
+            XAxis::Retention => SeriesLabelPosition::LowerRight,
+            XAxis::ThroughputB1 => SeriesLabelPosition::LowerLeft,
+        }
+    }
+}
+
+fn family_color(family: &str, index: usize) -> RGBColor {
+    match family {
+        "dense" => RGBColor(0, 0, 0),
+        "abt" => RGBColor(31, 119, 180),
+        "abt-actual" => RGBColor(214, 39, 40),
+        "topk" => RGBColor(44, 160, 44),
+        _ => {
+            let extra = [RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(23, 190, 207)];
+            extra[index % extra.len()]
+        }
+    }
+}
+
+/// One family's points as (x, accuracy %) sorted by x, skipping non-finite values.
+struct Series {
+    family: String,
+    points: Vec<(f64, f64)>,
+}
+
+fn collect_series(r: &EvalResults, axis: XAxis) -> Vec<Series> {
+    let mut out: Vec<Series> = Vec::new();
+    for p in &r.points {
+        let (x, y) = (axis.value(p), p.test_accuracy * 100.0);
+        if !x.is_finite() || !y.is_finite() {
+            continue;
+        }
+        match out.iter_mut().find(|s| s.family == p.family) {
+            Some(s) => s.points.push((x, y)),
+            None => out.push(Series { family: p.family.clone(), points: vec![(x, y)] }),
+        }
+    }
+    for s in &mut out {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    }
+    out
+}
+
+/// `lo..hi` padded by `frac` of the span (or by a fixed amount when the span is zero).
+fn padded(lo: f64, hi: f64, frac: f64, min_pad: f64) -> (f64, f64) {
+    let pad = ((hi - lo) * frac).max(min_pad);
+    (lo - pad, hi + pad)
+}
+
+/// Draw one chart into an RGB buffer of `WIDTH x HEIGHT`.
+fn render(r: &EvalResults, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> {
+    let series = collect_series(r, axis);
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
+    if all.is_empty() {
+        return Err(PlotError::NoPoints);
+    }
+    // Dense reference: the dense family's point, else the recorded dense accuracy.
+    let dense_point = series.iter().find(|s| s.family == "dense").and_then(|s| s.points.first().copied());
+    let dense_acc = dense_point.map(|p| p.1).or_else(|| Some(r.dense_test_accuracy * 100.0).filter(|a| a.is_finite() && r.points.iter().any(|p| p.family == "dense")));
+
+    let (mut x_lo, mut x_hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+    let (mut y_lo, mut y_hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    if let Some(a) = dense_acc {
+        y_lo = y_lo.min(a);
+        y_hi = y_hi.max(a);
+    }
+    match axis {
+        XAxis::Retention => {
+            (x_lo, x_hi) = padded(x_lo, x_hi, 0.05, 2.0);
+            x_lo = x_lo.max(0.0);
+            x_hi = x_hi.min(105.0);
+        }
+        XAxis::ThroughputB1 => {
+            (x_lo, x_hi) = padded(x_lo, x_hi, 0.08, (x_hi.abs() * 0.05).max(1e-3));
+            x_lo = x_lo.max(0.0);
+        }
+    }
+    // Extra room below for the legend.
+    let span = (y_hi - y_lo).max(1.0);
+    (y_lo, y_hi) = (y_lo - 0.35 * span, y_hi + 0.08 * span);
+    y_lo = y_lo.max(0.0);
+    y_hi = y_hi.min(100.0).max(y_lo + 1.0);
+
+    let mut buf = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let caption = if title.is_empty() { axis.subtitle().to_string() } else { format!("{title}: {}", axis.subtitle()) };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, (FONT, 26))
+            .margin(18)
+            .x_label_area_size(55)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(axis.desc())
+            .y_desc("test accuracy (%)")
+            .axis_desc_style((FONT, 20))
+            .label_style((FONT, 15))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(205, 205, 205))
+            .draw()
+            .map_err(draw_err)?;
+
+        if let Some(a) = dense_acc {
+            let grey = RGBColor(90, 90, 90);
+            chart
+                .draw_series(DashedLineSeries::new(vec![(x_lo, a), (x_hi, a)], 8, 6, grey.stroke_width(1)))
+                .map_err(draw_err)?
+                .label(format!("dense accuracy ({a:.2}%)"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], grey.stroke_width(1)));
+        }
+
+        let mut extra = 0;
+        for s in &series {
+            let color = if matches!(s.family.as_str(), "dense" | "abt" | "abt-actual" | "topk") {
+                family_color(&s.family, 0)
+            } else {
+                extra += 1;
+                family_color(&s.family, extra - 1)
+            };
+            if s.family == "dense" {
+                chart
+                    .draw_series(s.points.iter().map(|&p| TriangleMarker::new(p, 9, color.filled())))
+                    .map_err(draw_err)?
+                    .label("dense")
+                    .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, color.filled()));
+                continue;
+            }
+            let style = color.stroke_width(2);
+            chart
+                .draw_series(LineSeries::new(s.points.clone(), style))
+                .map_err(draw_err)?
+                .label(s.family.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(draw_err)?;
+        }
+
+        chart
+            .configure_series_labels()
+            .position(axis.legend_position())
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font((FONT, 16))
+            .margin(12)
+            .draw()
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(buf)
+}
+
+/// Write `bytes` to `path` via a temporary file in the same directory and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| PlotError::Io { path: p, source }
+    };
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn encode_png(rgb: Vec<u8>) -> Result<Vec<u8>, PlotError> {
+    let img = image::RgbImage::from_raw(WIDTH, HEIGHT, rgb).ok_or_else(|| PlotError::Draw("RGB buffer has the wrong size".into()))?;
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)?;
+    Ok(out.into_inner())
+}
+
+/// Render `metric vs retention` and `metric vs examples/s (batch 1)` PNGs (one line per mode
+/// family, points sorted by x, dense as a single marked point / horizontal reference line) into
+/// `out_dir`; returns the written paths.
+///
+/// The files are [`FILE_NAMES`] (`accuracy_vs_retention.png`, `accuracy_vs_throughput_b1.png`),
+/// each [`WIDTH`] x [`HEIGHT`] RGB, written atomically. `title` prefixes each chart's caption
+/// (e.g. the data set name); it may be empty. Points with non-finite values are skipped.
+pub fn plot_results(r: &EvalResults, out_dir: &Path, title: &str) -> Result<Vec<PathBuf>, PlotError> {
+    ensure_font()?;
+    std::fs::create_dir_all(out_dir).map_err(|source| PlotError::Io { path: out_dir.to_path_buf(), source })?;
+    let mut written = Vec::new();
+    for (axis, name) in [XAxis::Retention, XAxis::ThroughputB1].into_iter().zip(FILE_NAMES) {
+        let png = encode_png(render(r, axis, title)?)?;
+        let path = out_dir.join(name);
+        write_atomic(&path, &png)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::Mode;
+
+    fn point(mode: Mode, acc: f64, retention: f64, b1: f64) -> Point {
+        Point {
+            label: mode.label(),
+            family: mode.family().into(),
+            mode,
+            dev_accuracy: acc,
+            test_accuracy: acc,
+            retention,
+            dev_retention: retention,
+            gflops: 20.0 * retention,
+            examples_per_s_b1: b1,
+            examples_per_s_b32: b1 * 3.0,
+            speedup_b1: b1 / 40.0,
+            speedup_b32: b1 / 40.0,
+        }
+    }
+
+    fn synthetic() -> EvalResults {
+        let mut points = vec![point(Mode::Dense, 0.912, 1.0, 40.0)];
+        // deliberately unsorted within families
+        for &(k, acc, ret, b1) in &[(0.5, 0.905, 0.52, 61.0), (0.1, 0.84, 0.18, 120.0), (0.3, 0.89, 0.34, 85.0)] {
+            points.push(point(Mode::Abt { k }, acc, ret, b1));
+            points.push(point(Mode::AbtActual { k }, acc + 0.004, ret - 0.02, b1 * 1.1));
+            points.push(point(Mode::TopK { k_min: ret * 0.5 }, acc - 0.03, ret, b1 * 1.2));
+        }
+        EvalResults { within_one_point: vec![points[1].clone()], dense_test_accuracy: 0.912, points, test_examples: 100, dev_examples: 100, threads: 1 }
+    }
+
+    #[test]
+    fn plot_writes_decodable_non_flat_pngs() {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("sttabt-plot-test-{}-{stamp}", std::process::id()));
+        let paths = plot_results(&synthetic(), &dir, "synthetic").unwrap();
+        assert_eq!(paths.len(), 2);
+        for (path, name) in paths.iter().zip(FILE_NAMES) {
+            assert_eq!(path, &dir.join(name));
+            assert!(path.is_file(), "{} missing", path.display());
+            let img = image::open(path).unwrap().to_rgb8();
+            assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
+            let first = *img.get_pixel(0, 0);
+            assert!(img.pixels().any(|p| *p != first), "{} is a single flat colour", path.display());
+            // the family colours are drawn (abt blue, abt-actual red, topk green) and text is dark
+            for c in [[31u8, 119, 180], [214, 39, 40], [44, 160, 44]] {
+                assert!(img.pixels().any(|p| p.0 == c), "{}: colour {c:?} absent", path.display());
+            }
+        }
+        // no temp files left behind
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+        assert!(leftovers.is_empty());
+        if std::env::var_os("STTABT_KEEP_PLOTS").is_none() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        } else {
+            eprintln!("plots kept in {}", dir.display());
+        }
+    }
+
+    #[test]
+    fn plot_rejects_empty_results() {
+        let r = EvalResults { points: vec![], within_one_point: vec![], dense_test_accuracy: f64::NAN, test_examples: 0, dev_examples: 0, threads: 1 };
+        let dir = std::env::temp_dir().join(format!("sttabt-plot-empty-{}", std::process::id()));
+        assert!(matches!(plot_results(&r, &dir, ""), Err(PlotError::NoPoints)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
