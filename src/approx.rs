@@ -105,9 +105,23 @@ impl ApproxNet {
         let mut rng = SplitMix64::new(seed ^ 0xA99F_0C7E);
         let mut tensors = Vec::new();
         for (name, shape, data) in teacher.hf_tensors() {
+            // Embedding tables keep their rows (vocabulary, positions, types); every other axis
+            // of hidden or FFN size shrinks.
+            let is_table = name.starts_with("embeddings.") && name.ends_with("_embeddings.weight");
             let out_shape: Vec<usize> = shape
                 .iter()
-                .map(|&s| if s == tc.hidden_size { small } else if s == tc.intermediate_size { cfg.intermediate_size } else { s })
+                .enumerate()
+                .map(|(axis, &s)| {
+                    if is_table && axis == 0 {
+                        s
+                    } else if s == tc.hidden_size {
+                        small
+                    } else if s == tc.intermediate_size {
+                        cfg.intermediate_size
+                    } else {
+                        s
+                    }
+                })
                 .collect();
             let new = match init {
                 ApproxInit::Interpolate => interpolate(&data, &shape, &out_shape),

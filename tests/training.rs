@@ -454,13 +454,44 @@ fn gradients_stay_finite_with_tiny_masks_and_one_token() {
 // ---------------------------------------------------------------------------------------------
 // 4. distillation
 
+/// A random teacher whose attention scores have rank <= `rank` per layer (query and key weights
+/// `U_q V`, `U_k V` with one shared `V` `[rank, d]` per layer), like the low-rank attention of
+/// trained models; `sigma_u` sets the score scale (entries of `U` have that std). Everything else
+/// as `common::random_tensors(cfg, seed, scale)`.
+fn low_rank_teacher(cfg: &sttabt::config::EncoderConfig, seed: u64, scale: f32, rank: usize, sigma_u: f32) -> BertModel {
+    let d = cfg.hidden_size;
+    let mut tensors = common::random_tensors(cfg, seed, scale);
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x10F7);
+    let mut uni = |n: usize, std: f32| -> Vec<f32> { (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * std * 3f32.sqrt()).collect() };
+    for l in 0..cfg.num_layers {
+        let v = uni(rank * d, 1.0 / (d as f32).sqrt());
+        for which in ["query", "key"] {
+            let u = uni(d * rank, sigma_u);
+            let mut w = vec![0.0f32; d * d];
+            for o in 0..d {
+                for i in 0..d {
+                    w[o * d + i] = (0..rank).map(|r| u[o * rank + r] * v[r * d + i]).sum();
+                }
+            }
+            let name = format!("encoder.layer.{l}.attention.self.{which}.weight");
+            tensors.iter_mut().find(|(n, _, _)| *n == name).expect("query/key weight").2 = w;
+            let bname = format!("encoder.layer.{l}.attention.self.{which}.bias");
+            tensors.iter_mut().find(|(n, _, _)| *n == bname).expect("query/key bias").2 = vec![0.0; d];
+        }
+    }
+    let dir = TempDir::new("teacher");
+    common::write_checkpoint(dir.path(), cfg, &tensors);
+    BertModel::load(dir.path()).expect("load the teacher")
+}
+
 #[test]
 fn distillation_halves_attention_kl() {
     // Teacher: L=2, H=2, d=32, d_ff=64, vocab 50; weights of std ~0.5 so attention is peaked.
     let tcfg = tiny_config(2, 2, 16, 64, 50, 16);
     // uniform in ±a/sqrt(in) has std a/sqrt(3 in): a = 0.5·sqrt(3·32) ≈ 4.9
     let ev = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let teacher = random_model(&tcfg, 31, ev("TS", 4.9) as f32);
+    let rank = ev("RANK", 0.0) as usize;
+    let teacher = if rank == 0 { random_model(&tcfg, 31, ev("TS", 4.9) as f32) } else { low_rank_teacher(&tcfg, 31, ev("TS", 4.9) as f32, rank, ev("SU", 0.87) as f32) };
     let mut rng = fastrand::Rng::with_seed(12);
     let lens: Vec<usize> = (0..400).map(|_| rng.usize(4..=12)).collect();
     let all = random_inputs(&lens, 50, 13);
