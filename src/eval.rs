@@ -13,6 +13,7 @@ use crate::encoder::{BertModel, EncodedInput};
 use crate::infer::{classify, Mode};
 use crate::planners::topk::calibrate_k_min;
 use crate::train::concrete::ConcreteModel;
+use crate::train::ltp::LtpModel;
 use crate::train::finetune::LabeledInput;
 
 /// What to evaluate.
@@ -85,7 +86,7 @@ pub fn throughput(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Enc
 
 /// Evaluate dense, ABT (if `approx`), ABT-actual, manual top-k (calibrated to the ABT-actual
 /// retentions) and each concrete-mask model on dev and test.
-pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &[ConcreteModel], dev: &[LabeledInput], test: &[LabeledInput], opts: &EvalOptions) -> anyhow::Result<EvalResults> {
+pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &[ConcreteModel], ltp: &[LtpModel], dev: &[LabeledInput], test: &[LabeledInput], opts: &EvalOptions) -> anyhow::Result<EvalResults> {
     anyhow::ensure!(!dev.is_empty() && !test.is_empty(), "evaluation needs dev and test examples");
     anyhow::ensure!(teacher.classifier.is_some(), "the model has no classification head; fine-tune one with `sttabt finetune`");
     let mut modes = vec![Mode::Dense];
@@ -94,6 +95,7 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
     }
     modes.extend(opts.ks.iter().map(|&k| Mode::AbtActual { k }));
     modes.extend(concrete.iter().map(|c| Mode::Concrete { theta0: c.theta0, theta: c.theta.clone() }));
+    modes.extend(ltp.iter().map(|m| Mode::Ltp { lambda: m.lambda, theta: m.theta.clone() }));
     let timing: Vec<EncodedInput> = test.iter().take(opts.timing_examples.max(1)).map(|d| d.input.clone()).collect();
     let progress = crate::train::Progress { quiet: opts.quiet };
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
@@ -106,6 +108,10 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
             Mode::Concrete { theta0, .. } => {
                 let c = concrete.iter().find(|c| c.theta0 == *theta0).ok_or_else(|| anyhow::anyhow!("concrete model missing"))?;
                 (&c.teacher, Some(&c.approx.model))
+            }
+            Mode::Ltp { lambda, .. } => {
+                let m = ltp.iter().find(|m| m.lambda == *lambda).ok_or_else(|| anyhow::anyhow!("LTP model missing"))?;
+                (&m.teacher, None)
             }
             _ => (teacher, approx),
         };
@@ -133,7 +139,7 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
     bar.finish_and_clear();
     let dense_dev = points[0].dev_accuracy;
     let mut within = Vec::new();
-    for fam in ["dense", "abt", "abt-actual", "topk", "concrete"] {
+    for fam in ["dense", "abt", "abt-actual", "topk", "concrete", "ltp"] {
         if let Some(best) = points.iter().filter(|p| p.family == fam && p.dev_accuracy >= dense_dev - 0.01).min_by(|a, b| a.dev_retention.total_cmp(&b.dev_retention)) {
             within.push(best.clone());
         }

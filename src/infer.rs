@@ -28,6 +28,9 @@ pub enum Mode {
     /// Concrete masking (section 4): learned per-layer thresholds `theta` (trained with target
     /// σ(θ_0)); pass the concrete-trained teacher and ApproxNet to [`classify`].
     Concrete { theta0: f64, theta: Vec<f64> },
+    /// LTP (section 6): learned thresholds on received attention, trained with L1 weight
+    /// `lambda`; pass the LTP-fine-tuned teacher to [`classify`].
+    Ltp { lambda: f64, theta: Vec<f64> },
 }
 
 impl Mode {
@@ -39,6 +42,7 @@ impl Mode {
             Mode::AbtActual { k } => format!("abt-actual k={k:.2}"),
             Mode::TopK { k_min } => format!("topk k_min={k_min:.3}"),
             Mode::Concrete { theta0, .. } => format!("concrete θ0={theta0}"),
+            Mode::Ltp { lambda, .. } => format!("ltp λ={lambda}"),
         }
     }
     /// Mode family name (`dense`, `abt`, `abt-actual`, `topk`).
@@ -49,6 +53,7 @@ impl Mode {
             Mode::AbtActual { .. } => "abt-actual",
             Mode::TopK { .. } => "topk",
             Mode::Concrete { .. } => "concrete",
+            Mode::Ltp { .. } => "ltp",
         }
     }
 }
@@ -131,6 +136,11 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
             let plans = concrete_plans(a, inputs, theta)?;
             (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
         }
+        Mode::Ltp { theta, .. } => {
+            let hook = crate::planners::ltp::LtpPlanner { theta: theta.clone() };
+            let (o, p) = teacher.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
+            (o, p, false)
+        }
         Mode::TopK { k_min } => {
             let hook = ManualTopK { k_min: *k_min, layers: big_l };
             let (o, p) = teacher.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
@@ -153,7 +163,7 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
             } else {
                 let f = match mode {
                     // feed-forward planners compute the full layer for every input row
-                    Mode::TopK { .. } => plan.input_sets().iter().map(|i| crate::plan::layer_flops(i.len(), i.len(), c.hidden_size, c.intermediate_size).total).sum(),
+                    Mode::TopK { .. } | Mode::Ltp { .. } => plan.input_sets().iter().map(|i| crate::plan::layer_flops(i.len(), i.len(), c.hidden_size, c.intermediate_size).total).sum(),
                     _ => plan.flops(c.hidden_size, c.intermediate_size).total,
                 };
                 (plan.retention(), f + approx_flops(n))

@@ -176,6 +176,33 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Train the LTP baseline (learned thresholds on received attention, Kim et al. 2022):
+    /// soft masks with L1 weight λ, then hard masks while fine-tuning. Saves teacher/ and ltp.json.
+    Ltp {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Fine-tuned teacher (from `sttabt finetune`).
+        #[arg(long)]
+        teacher: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// L1 weight on the masks (larger prunes more; on MiniLM/RT 1 gave ~37% retention, 3 ~30%).
+        #[arg(long, default_value_t = 1.0)]
+        lambda: f64,
+        /// Temperature of the soft sigmoid masks.
+        #[arg(long, default_value_t = 0.01)]
+        temperature: f64,
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long)]
+        train_limit: Option<usize>,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Classify sentences with a fine-tuned model, densely or with token pruning.
     ///
     /// Prints label, probability and token retention per sentence; --explain shows which tokens
@@ -224,6 +251,9 @@ enum Command {
         /// Concrete-mask runs (directories from `sttabt concrete`), repeatable.
         #[arg(long)]
         concrete: Vec<PathBuf>,
+        /// LTP runs (directories from `sttabt ltp`), repeatable.
+        #[arg(long)]
+        ltp: Vec<PathBuf>,
         /// Evaluate on at most N examples per split.
         #[arg(long)]
         limit: Option<usize>,
@@ -317,10 +347,21 @@ fn run() -> Result<()> {
             let cfg = sttabt::train::concrete::ConcreteConfig { theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, seed: data.seed, ..Default::default() };
             concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet)
         }
+        Command::Ltp { data, teacher, out, lambda, temperature, steps, batch_size, train_limit, max_length, quiet } => {
+            let teacher_m = BertModel::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
+            let splits = data.source()?.load(data.skip_bad_rows)?;
+            let tok = TextTokenizer::from_dir(&teacher, max_length.min(teacher_m.config.max_position_embeddings))?;
+            let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
+            let cfg = sttabt::train::ltp::LtpConfig { lambda, temperature, steps, batch_size, seed: data.seed, ..Default::default() };
+            let r = sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, &sttabt::train::Progress { quiet })?;
+            sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(&teacher))?;
+            println!("LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}", r.start_retention, r.end_retention, r.theta.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(), r.seconds, out.display());
+            Ok(())
+        }
         Command::Classify { texts, file, model, approx, mode, keep, explain, json, max_length } => classify(texts, file, &model, approx.as_deref(), &mode, keep, explain, json, max_length),
-        Command::Eval { data, model, approx, ks, out, concrete, limit, timing_examples, max_length, quiet } => {
+        Command::Eval { data, model, approx, ks, out, concrete, ltp, limit, timing_examples, max_length, quiet } => {
             let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet };
-            eval(&data, &model, approx.as_deref(), &concrete, &out, &opts, max_length)
+            eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length)
         }
         Command::Demo { fast, full, out, quiet } => demo(fast, full, out, quiet),
         Command::Finetune { data, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
@@ -559,7 +600,8 @@ fn classify(texts: Vec<String>, file: Option<PathBuf>, model: &std::path::Path, 
     Ok(())
 }
 
-fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Path>, concrete: &[PathBuf], out: &std::path::Path, opts: &sttabt::eval::EvalOptions, max_length: usize) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Path>, concrete: &[PathBuf], ltp: &[PathBuf], out: &std::path::Path, opts: &sttabt::eval::EvalOptions, max_length: usize) -> Result<()> {
     let teacher = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
     let approx_net = match approx {
         Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
@@ -570,7 +612,8 @@ fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Pat
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
     let concrete: Vec<_> = concrete.iter().map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))).collect::<Result<_>>()?;
-    let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &dev, &test, opts)?;
+    let ltp: Vec<_> = ltp.iter().map(|d| sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))).collect::<Result<_>>()?;
+    let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &ltp, &dev, &test, opts)?;
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
     println!("results: {0}/results.json, {0}/results.csv, plots {0}/accuracy_vs_retention.png, {0}/accuracy_vs_throughput_b1.png", out.display());
@@ -653,13 +696,29 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
         }
         concrete_models.push(sttabt::train::concrete::ConcreteModel::load(&dir)?);
     }
+    // LTP baseline at one or two λ
+    let (lambdas, ltp_steps): (Vec<f64>, usize) = if fast { (vec![1.0], 20) } else if full { (vec![0.3, 0.5, 1.0, 2.0, 4.0], 400) } else { (vec![0.5, 2.0], 120) };
+    let mut ltp_models = Vec::new();
+    for &lambda in &lambdas {
+        let dir = run_dir.join(format!("ltp_lambda{lambda}"));
+        if !dir.join("ltp.json").exists() {
+            progress.println(format!("[3/4] LTP baseline, λ = {lambda}, {ltp_steps} steps"));
+            let s = std::time::Instant::now();
+            let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, Some(ltp_steps * 16))?;
+            let cfg = sttabt::train::ltp::LtpConfig { lambda, steps: ltp_steps, ..Default::default() };
+            let r = sttabt::train::ltp::train_ltp(&teacher, &train, &cfg, &dir, &progress)?;
+            progress.println(format!("      hard retention {:.3} -> {:.3}", r.start_retention, r.end_retention));
+            times.insert(format!("ltp_lambda{lambda}_s"), s.elapsed().as_secs_f64().into());
+        }
+        ltp_models.push(sttabt::train::ltp::LtpModel::load(&dir)?);
+    }
     // 4. evaluate
     progress.println("[4/4] evaluating every mode on the test split");
     let s = std::time::Instant::now();
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, eval_limit)?;
     let opts = sttabt::eval::EvalOptions { ks, limit: eval_limit, timing_examples: if fast { 32 } else { 128 }, quiet };
-    let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &concrete_models, &dev, &test, &opts)?;
+    let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &concrete_models, &ltp_models, &dev, &test, &opts)?;
     times.insert("eval_s".into(), s.elapsed().as_secs_f64().into());
     sttabt::eval::write_results(&results, &results_dir, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));

@@ -6,4 +6,5 @@
 
 pub mod abt;
 pub mod concrete;
+pub mod ltp;
 pub mod topk;

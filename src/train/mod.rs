@@ -4,6 +4,7 @@
 pub mod concrete;
 pub mod distill;
 pub mod finetune;
+pub mod ltp;
 pub mod model;
 
 use std::path::Path;

@@ -262,54 +262,73 @@ impl TrainBert {
         BertModel::from_store(config.clone(), &store)
     }
 
+    /// Embedding output `[B, T, d]` of a padded batch.
+    pub fn embed(&self, c: &EncoderConfig, batch: &Batch) -> Tensor<3> {
+        let [b, t] = batch.dims();
+        let d = c.hidden_size;
+        let flat = |x: Tensor<2, Int>| x.reshape([b * t]);
+        let word = self.word.val().select(0, flat(batch.ids.clone())).reshape([b, t, d]);
+        let ty = self.token_type.val().select(0, flat(batch.types.clone())).reshape([b, t, d]);
+        let pos = self.position.val().slice([0..t, 0..d]).unsqueeze::<3>();
+        self.emb_ln.forward(word + ty + pos, c.layer_norm_eps)
+    }
+
+    /// One encoder layer on `[B, T, d]`: the shared layer code of every training mode.
+    ///
+    /// `key_bias` `[B, 1, 1, T]` is added to the scores (0 real keys, -1e9 padding);
+    /// `key_mask` `[B, T]`, when given, renormalises attention over mask-weighted keys
+    /// (section 4.3: `P_ij <- P_ij m_j / (Σ_k P_ik m_k + 1e-9)`); `out_scale` `[B, T]`, when
+    /// given, scales the output rows after the last LayerNorm. Returns (output, scores, probs).
+    pub fn layer(&self, c: &EncoderConfig, l: usize, x: Tensor<3>, key_bias: Tensor<4>, key_mask: Option<Tensor<2>>, out_scale: Option<Tensor<2>>) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+        let [b, t, d] = x.dims();
+        let h = c.num_heads;
+        let dh = c.head_size();
+        let layer = &self.layers[l];
+        let split = |y: Tensor<3>| y.reshape([b, t, h, dh]).swap_dims(1, 2);
+        let q = split(layer.query.forward(x.clone()));
+        let k = split(layer.key.forward(x.clone()));
+        let v = split(layer.value.forward(x.clone()));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
+        let mut p = activation::softmax(scores.clone() + key_bias, 3);
+        if let Some(m) = key_mask {
+            let pm = p * m.reshape([b, 1, 1, t]);
+            let denom = pm.clone().sum_dim(3).add_scalar(1e-9);
+            p = pm / denom;
+        }
+        let ctx = p.clone().matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let a = layer.attn_ln.forward(layer.attn_out.forward(ctx) + x, c.layer_norm_eps);
+        let inter = layer.ffn_in.forward(a.clone());
+        let inter = match c.activation {
+            Activation::Gelu => activation::gelu(inter),
+            Activation::GeluTanh => activation::gelu_approximate(inter),
+            Activation::Relu => activation::relu(inter),
+        };
+        let mut y = layer.out_ln.forward(layer.ffn_out.forward(inter) + a, c.layer_norm_eps);
+        if let Some(m) = out_scale {
+            y = y * m.reshape([b, t, 1]);
+        }
+        (y, scores, p)
+    }
+
+    /// Additive key mask `[B, 1, 1, T]`: 0 for real keys, -1e9 for padding.
+    pub fn key_bias(batch: &Batch) -> Tensor<4> {
+        let [b, t] = batch.dims();
+        (batch.valid.clone() - 1.0).mul_scalar(1e9).reshape([b, 1, 1, t])
+    }
+
     /// Forward pass over a padded batch.
     ///
     /// `masks`, when given, are the soft masks of ALGORITHM.md section 4.3: `L + 1` tensors
     /// `[B, T]` (`masks[l-1]` = m^l renormalises layer l's attention over keys; `masks[l]` scales
     /// layer l's output rows). Without masks this is the plain encoder.
     pub fn forward(&self, c: &EncoderConfig, batch: &Batch, masks: Option<&[Tensor<2>]>) -> TrainOutput {
-        let [b, t] = batch.dims();
-        let d = c.hidden_size;
-        let h = c.num_heads;
-        let dh = c.head_size();
-        let device = batch.valid.device();
-        let flat = |x: Tensor<2, Int>| x.reshape([b * t]);
-        let word = self.word.val().select(0, flat(batch.ids.clone())).reshape([b, t, d]);
-        let ty = self.token_type.val().select(0, flat(batch.types.clone())).reshape([b, t, d]);
-        let pos = self.position.val().slice([0..t, 0..d]).unsqueeze::<3>();
-        let mut x = self.emb_ln.forward(word + ty + pos, c.layer_norm_eps);
-        // additive key mask: 0 for real keys, -1e9 for padding
-        let key_bias = (batch.valid.clone() - 1.0).mul_scalar(1e9).reshape([b, 1, 1, t]);
-        let scale = 1.0 / (dh as f64).sqrt();
+        let mut x = self.embed(c, batch);
+        let key_bias = Self::key_bias(batch);
         let mut hidden = vec![x.clone()];
         let mut scores_all = Vec::with_capacity(self.layers.len());
         let mut probs_all = Vec::with_capacity(self.layers.len());
-        let _ = &device;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let split = |y: Tensor<3>| y.reshape([b, t, h, dh]).swap_dims(1, 2);
-            let q = split(layer.query.forward(x.clone()));
-            let k = split(layer.key.forward(x.clone()));
-            let v = split(layer.value.forward(x.clone()));
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-            let mut p = activation::softmax(scores.clone() + key_bias.clone(), 3);
-            if let Some(m) = masks {
-                let mk = m[l].clone().reshape([b, 1, 1, t]);
-                let pm = p * mk;
-                let denom = pm.clone().sum_dim(3).add_scalar(1e-9);
-                p = pm / denom;
-            }
-            let ctx = p.clone().matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-            let a = layer.attn_ln.forward(layer.attn_out.forward(ctx) + x.clone(), c.layer_norm_eps);
-            let inter = layer.ffn_in.forward(a.clone());
-            let inter = match c.activation {
-                Activation::Gelu => activation::gelu(inter),
-                Activation::GeluTanh => activation::gelu_approximate(inter),
-                Activation::Relu => activation::relu(inter),
-            };
-            let mut y = layer.out_ln.forward(layer.ffn_out.forward(inter) + a, c.layer_norm_eps);
-            if let Some(m) = masks {
-                y = y * m[l + 1].clone().reshape([b, t, 1]);
-            }
+        for l in 0..self.layers.len() {
+            let (y, scores, p) = self.layer(c, l, x, key_bias.clone(), masks.map(|m| m[l].clone()), masks.map(|m| m[l + 1].clone()));
             x = y;
             hidden.push(x.clone());
             scores_all.push(scores);

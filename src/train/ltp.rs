@@ -1,0 +1,218 @@
+//! `sttabt ltp`: the LTP baseline (Kim et al. 2022; ALGORITHM.md section 6). Per layer l, a
+//! learnable threshold θ_l on the mean attention a token receives; while training the mask is
+//! soft, `σ((s_j - θ_l) / T)`, multiplied into the running mask (once pruned, always pruned; CLS
+//! always kept), and the loss adds `λ · mean_l mean_b (Σ_j m^l_j / n)` (L1 of the masks). In the
+//! last `hard_frac` of the steps the masks are hard (θ frozen) and the model is fine-tuned with
+//! them. At inference the thresholds drive [`crate::planners::ltp::LtpPlanner`].
+
+use std::path::{Path, PathBuf};
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::{Module, Param};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::activation;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::config::EncoderConfig;
+use crate::data::split::SplitMix64;
+use crate::encoder::{BertModel, EncodedInput};
+use crate::train::finetune::{cross_entropy, scalar, LabeledInput};
+use crate::train::model::{Batch, TrainBert};
+use crate::train::{save_hf_checkpoint, Progress, Schedule};
+
+/// Hyper-parameters of LTP training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LtpConfig {
+    /// L1 weight λ on the masks: larger prunes more (sweep it for several retentions).
+    pub lambda: f64,
+    /// Sigmoid temperature T of the soft masks (received attention is ~1/n per token).
+    pub temperature: f64,
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Learning rate of the encoder.
+    pub lr: f64,
+    /// Learning rate of the thresholds.
+    pub theta_lr: f64,
+    pub weight_decay: f32,
+    pub warmup_frac: f64,
+    /// Fraction of the last steps trained with hard masks (θ frozen).
+    pub hard_frac: f64,
+    pub seed: u64,
+}
+
+impl Default for LtpConfig {
+    fn default() -> Self {
+        Self { lambda: 1.0, temperature: 0.01, steps: 200, batch_size: 16, lr: 2e-5, theta_lr: 2e-3, weight_decay: 0.01, warmup_frac: 0.05, hard_frac: 0.3, seed: 0 }
+    }
+}
+
+/// Encoder + thresholds as one burn module.
+#[derive(Module, Debug)]
+pub struct LtpTrain {
+    pub teacher: TrainBert,
+    /// θ / scale, so Adam moves θ at `theta_lr` while the encoder uses `lr`.
+    pub phi: Param<Tensor<1>>,
+}
+
+/// Soft (or hard) LTP forward: CLS rows `[B, d]` and the per-layer running masks (`L - 1` of `[B, T]`).
+pub fn ltp_forward(model: &LtpTrain, c: &EncoderConfig, batch: &Batch, theta: Tensor<1>, temperature: f64, hard: bool) -> (Tensor<2>, Vec<Tensor<2>>) {
+    let [b, t] = batch.dims();
+    let big_l = c.num_layers;
+    let h = c.num_heads as f64;
+    let device = batch.valid.device();
+    let mut cls = vec![0.0f32; b * t];
+    for e in 0..b {
+        cls[e * t] = 1.0;
+    }
+    let cls: Tensor<2> = Tensor::from_data(TensorData::new(cls, [b, t]), &device);
+    let key_bias = TrainBert::key_bias(batch);
+    let mut x = model.teacher.embed(c, batch);
+    let mut m = batch.valid.clone();
+    let mut masks = Vec::new();
+    for l in 0..big_l {
+        let key_mask = (l > 0).then(|| m.clone());
+        let (y, _, p) = model.teacher.layer(c, l, x, key_bias.clone(), key_mask, None);
+        x = y;
+        if l + 1 < big_l {
+            // mean attention each key receives from the kept queries, over heads
+            let w = m.clone().reshape([b, 1, t, 1]);
+            let recv = (p * w).sum_dim(2).sum_dim(1).reshape([b, t]);
+            let s = recv / m.clone().sum_dim(1).mul_scalar(h);
+            let th = theta.clone().slice([l..l + 1]).reshape([1, 1]);
+            let mut mask = activation::sigmoid((s - th).div_scalar(temperature));
+            if hard {
+                let hm = mask.clone().greater_elem(0.5).float();
+                mask = mask.clone() + (hm - mask).detach();
+            }
+            mask = (mask * (cls.clone().neg().add_scalar(1.0)) + cls.clone()) * batch.valid.clone();
+            m = m * mask;
+            x = x * m.clone().reshape([b, t, 1]);
+            masks.push(m.clone());
+        }
+    }
+    let [_, _, d] = x.dims();
+    (x.slice([0..b, 0..1, 0..d]).reshape([b, d]), masks)
+}
+
+/// Mean section-5 retention of the hard plans implied by running masks (`m > 0.5`).
+fn hard_retention(masks: &[Tensor<2>], lengths: &[usize]) -> f64 {
+    let big_l = masks.len() + 1;
+    let vals: Vec<Vec<f32>> = masks.iter().map(|m| m.clone().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()).collect();
+    let t = vals.first().map(|v| v.len() / lengths.len().max(1)).unwrap_or(0);
+    let mut total = 0.0;
+    for (e, &n) in lengths.iter().enumerate() {
+        // I_1 = all n; I_{l+1} = kept after layer l; O_L = CLS
+        let kept: usize = n + vals.iter().map(|v| (0..n).filter(|&j| v[e * t + j] > 0.5).count()).sum::<usize>();
+        total += (kept + 1) as f64 / ((big_l + 1) * n) as f64;
+    }
+    total / lengths.len().max(1) as f64
+}
+
+/// What LTP training did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LtpReport {
+    pub lambda: f64,
+    pub temperature: f64,
+    pub theta: Vec<f64>,
+    pub steps: usize,
+    pub seconds: f64,
+    /// Hard retention over the first and last 10% of steps.
+    pub start_retention: f64,
+    pub end_retention: f64,
+    pub output_dir: PathBuf,
+}
+
+/// A trained LTP model (fine-tuned teacher + thresholds).
+#[derive(Debug, Clone)]
+pub struct LtpModel {
+    pub teacher: BertModel,
+    pub theta: Vec<f64>,
+    pub lambda: f64,
+}
+
+impl LtpModel {
+    /// Load `dir` (teacher/, ltp.json) written by [`train_ltp`].
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("ltp.json");
+        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt ltp`)", path.display()))?)?;
+        let teacher = BertModel::load(&dir.join("teacher"))?;
+        let theta: Vec<f64> = serde_json::from_value(meta["report"]["theta"].clone())?;
+        anyhow::ensure!(theta.len() + 1 == teacher.layers.len(), "{}: {} thresholds for {} layers", path.display(), theta.len(), teacher.layers.len());
+        Ok(Self { teacher, theta, lambda: meta["report"]["lambda"].as_f64().unwrap_or(0.0) })
+    }
+}
+
+/// Train LTP thresholds (and fine-tune the teacher) on `train`; saves `out_dir/teacher` and `ltp.json`.
+pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, out_dir: &Path, progress: &Progress) -> anyhow::Result<LtpReport> {
+    anyhow::ensure!(!train.is_empty(), "no training examples");
+    anyhow::ensure!(teacher.classifier.is_some(), "the teacher has no classification head");
+    anyhow::ensure!(cfg.temperature > 0.0, "temperature must be positive");
+    let start_t = std::time::Instant::now();
+    let device = Device::flex().autodiff();
+    let c = teacher.config.clone();
+    let big_l = c.num_layers;
+    anyhow::ensure!(big_l >= 2, "LTP needs at least 2 layers");
+    let scale = cfg.theta_lr / cfg.lr;
+    let mut model = LtpTrain { teacher: TrainBert::from_native(teacher, &device), phi: Param::from_tensor(Tensor::zeros([big_l - 1], &device)) };
+    let schedule = Schedule::new(cfg.lr, cfg.steps, cfg.warmup_frac);
+    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))).init();
+    let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
+    let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
+    let bar = progress.bar(cfg.steps as u64, &format!("ltp λ={}", cfg.lambda));
+    let window = (cfg.steps / 10).max(1);
+    let (mut first, mut last) = (Vec::new(), Vec::new());
+    let mut order: Vec<usize> = Vec::new();
+    for step in 0..cfg.steps {
+        if step % per_epoch == 0 {
+            order = (0..train.len()).collect();
+            SplitMix64::new(cfg.seed.wrapping_add(3000 + (step / per_epoch) as u64)).shuffle(&mut order);
+        }
+        let b = step % per_epoch;
+        let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
+        let inputs: Vec<&EncodedInput> = idx.iter().map(|&i| &train[i].input).collect();
+        let labels: Vec<i64> = idx.iter().map(|&i| train[i].label as i64).collect();
+        let batch = Batch::from_inputs(&inputs, &device);
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [idx.len()]), &device);
+        let hard = step >= hard_from;
+        let mut theta = model.phi.val().mul_scalar(scale);
+        if hard {
+            theta = theta.detach();
+        }
+        let (cls, masks) = ltp_forward(&model, &c, &batch, theta, cfg.temperature, hard);
+        let logits = model.teacher.logits(cls).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
+        let task = cross_entropy(logits, targets);
+        let n = batch.valid.clone().sum_dim(1);
+        let mut l1: Option<Tensor<1>> = None;
+        for m in &masks {
+            let v = (m.clone().sum_dim(1) / n.clone()).mean().reshape([1]);
+            l1 = Some(match l1 {
+                Some(x) => x + v,
+                None => v,
+            });
+        }
+        let l1 = l1.map(|x| x.div_scalar(masks.len() as f64)).unwrap_or_else(|| Tensor::zeros([1], &device));
+        let loss = task.clone() + l1.clone().mul_scalar(cfg.lambda);
+        let lv = scalar(&loss);
+        anyhow::ensure!(lv.is_finite(), "LTP loss became {lv} at step {step}");
+        let hr = hard_retention(&masks, &batch.lengths);
+        if step < window {
+            first.push(hr);
+        }
+        if step + window >= cfg.steps {
+            last.push(hr);
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(schedule.lr(step), model, grads);
+        bar.set_message(format!("task {:.3} mask-mean {:.3} hard retention {hr:.3}{}", scalar(&task), scalar(&l1), if hard { " [hard]" } else { "" }));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let theta: Vec<f64> = model.phi.val().mul_scalar(scale).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default().into_iter().map(|v| v as f64).collect();
+    let native = model.teacher.to_native(&c)?;
+    save_hf_checkpoint(&native, &out_dir.join("teacher"), None)?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let report = LtpReport { lambda: cfg.lambda, temperature: cfg.temperature, theta, steps: cfg.steps, seconds: start_t.elapsed().as_secs_f64(), start_retention: mean(&first), end_retention: mean(&last), output_dir: out_dir.to_path_buf() };
+    crate::checkpoint::write_atomic(&out_dir.join("ltp.json"), serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes())?;
+    Ok(report)
+}
