@@ -7,8 +7,8 @@
 //!    with masks near 0 and one-token sequences;
 //! 4. ApproxNet distillation at least halves the attention KL of a random-init ApproxNet; saved
 //!    ApproxNets load back and refuse a foreign teacher;
-//! 5. a short MiniLM fine-tune on Rotten Tomatoes beats chance on dev, and resuming continues the
-//!    step count instead of restarting it.
+//! 5. a short MiniLM fine-tune on Rotten Tomatoes beats chance and the majority class on dev, and
+//!    resuming continues the step count instead of restarting it.
 
 mod common;
 
@@ -486,24 +486,25 @@ fn low_rank_teacher(cfg: &sttabt::config::EncoderConfig, seed: u64, scale: f32, 
 
 #[test]
 fn distillation_halves_attention_kl() {
-    // Teacher: L=2, H=2, d=32, d_ff=64, vocab 50; weights of std ~0.5 so attention is peaked.
+    // Teacher: L=2, H=2, d=32 (head 16), d_ff=64, vocab 50, 16 positions. Attention scores of
+    // rank 4 per layer (as in trained models; a full-rank random teacher is beyond a rank-4 f=4
+    // ApproxNet head, see below), scale chosen so attention is peaked (random-init KL ~1.2).
     let tcfg = tiny_config(2, 2, 16, 64, 50, 16);
-    // uniform in ±a/sqrt(in) has std a/sqrt(3 in): a = 0.5·sqrt(3·32) ≈ 4.9
-    let ev = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let rank = ev("RANK", 0.0) as usize;
-    let teacher = if rank == 0 { random_model(&tcfg, 31, ev("TS", 4.9) as f32) } else { low_rank_teacher(&tcfg, 31, ev("TS", 4.9) as f32, rank, ev("SU", 0.87) as f32) };
+    let teacher = low_rank_teacher(&tcfg, 31, 2.0, 4, 1.2);
     let mut rng = fastrand::Rng::with_seed(12);
     let lens: Vec<usize> = (0..400).map(|_| rng.usize(4..=12)).collect();
     let all = random_inputs(&lens, 50, 13);
     let (train, heldout) = all.split_at(320);
-    let approx = ApproxNet::new(&teacher, ev("F", 4.0) as usize, ApproxInit::Random, 7).expect("ApproxNet::new");
+    let approx = ApproxNet::new(&teacher, 4, ApproxInit::Random, 7).expect("ApproxNet::new");
+    assert_eq!(approx.model.config.hidden_size, 8);
+    assert_eq!(approx.model.config.num_heads, 2);
     let dir = TempDir::new("distill");
-    let cfg = DistillConfig { steps: ev("STEPS", 300.0) as usize, batch_size: ev("BS", 16.0) as usize, lr: ev("LR", 1e-2), warmup_frac: 0.05, weight_decay: 0.0, grad_clip: 1.0, seed: 1, checkpoint_every: 1000, use_pred: false };
+    let cfg = DistillConfig { steps: 400, batch_size: 16, lr: 1e-2, warmup_frac: 0.05, weight_decay: 0.0, grad_clip: 1.0, seed: 1, checkpoint_every: 1000, use_pred: false };
     let t0 = std::time::Instant::now();
     let (_net, report) = distill(&teacher, approx, train, heldout, &cfg, dir.path(), false, &Progress { quiet: true }).expect("distill");
     let (kb, ka) = (report.before.attention_kl, report.after.attention_kl);
     println!(
-        "distillation: KL {kb:.4} -> {ka:.4} (ratio {:.3}); MSE {:.5} -> {:.5}; {} steps in {:.1}s (wall {:.1}s); final loss {:.4}",
+        "distillation (rank-4 teacher): KL {kb:.4} -> {ka:.4} (ratio {:.3}); MSE {:.5} -> {:.5}; {} steps in {:.1}s (wall {:.1}s); final loss {:.4}",
         ka / kb,
         report.before.attention_mse,
         report.after.attention_mse,
@@ -512,13 +513,13 @@ fn distillation_halves_attention_kl() {
         t0.elapsed().as_secs_f64(),
         report.final_loss
     );
-    assert!(kb.is_finite() && kb > 0.1, "random-init KL {kb} should be clearly positive (peaked teacher)");
+    assert!(kb.is_finite() && kb > 0.5, "random-init KL {kb} should be clearly positive (peaked teacher)");
     assert!(ka <= 0.5 * kb, "attention KL after distillation {ka} > half of before {kb}");
-    assert!(report.after.attention_mse < report.before.attention_mse);
+    assert!(report.after.attention_mse < 0.5 * report.before.attention_mse);
     assert_eq!(report.before.examples, 80);
-    assert_eq!(report.steps, cfg.steps);
+    assert_eq!(report.steps, 400);
 
-    // the saved ApproxNet loads back and has the same fidelity
+    // the saved ApproxNet loads back and has the reported fidelity
     let loaded = ApproxNet::load(dir.path(), &teacher.config).expect("load the distilled ApproxNet");
     assert_eq!(loaded.meta.factor, 4);
     assert_eq!(loaded.transfer.len(), 2);
@@ -530,6 +531,46 @@ fn distillation_halves_attention_kl() {
     let other = tiny_config(3, 2, 16, 64, 50, 16);
     let err = ApproxNet::load(dir.path(), &other).expect_err("an ApproxNet must not load against a 3-layer teacher");
     assert!(err.to_string().contains("does not belong"), "error: {err}");
+    let other = tiny_config(2, 4, 8, 64, 50, 16);
+    let err = ApproxNet::load(dir.path(), &other).expect_err("an ApproxNet must not load against a 4-head teacher");
+    assert!(err.to_string().contains("does not belong"), "error: {err}");
+
+    // A full-rank random teacher (weights std ~0.5): distillation still helps, but a rank-4
+    // ApproxNet head cannot reach half the KL (measured ratio ~0.75; reported, not a bug).
+    let full = random_model(&tcfg, 31, 4.9);
+    let approx = ApproxNet::new(&full, 4, ApproxInit::Random, 7).expect("ApproxNet::new");
+    let dir2 = TempDir::new("distill-full");
+    let (_, r2) = distill(&full, approx, &train[..160], heldout, &DistillConfig { steps: 200, ..cfg.clone() }, dir2.path(), false, &Progress { quiet: true }).expect("distill");
+    println!("distillation (full-rank teacher): KL {:.4} -> {:.4} (ratio {:.3})", r2.before.attention_kl, r2.after.attention_kl, r2.after.attention_kl / r2.before.attention_kl);
+    assert!(r2.after.attention_kl < 0.9 * r2.before.attention_kl);
+}
+
+/// ApproxNet::new shrinks every tensor axis whose size equals the teacher's hidden (or FFN) size,
+/// so a position table `[max_pos, d]` with `max_pos == d` is shrunk on both axes.
+#[test]
+fn approxnet_new_when_positions_equal_hidden_size() {
+    // d = 16 and max_position_embeddings = 16 (as BERT-small: hidden 512, 512 positions).
+    let teacher = random_model(&tiny_config(2, 2, 8, 32, 50, 16), 51, 1.0);
+    for init in [ApproxInit::Random, ApproxInit::Interpolate] {
+        let a = ApproxNet::new(&teacher, 4, init, 0).unwrap_or_else(|e| panic!("{init:?}: ApproxNet::new failed: {e}"));
+        assert_eq!(a.model.config.max_position_embeddings, 16);
+        assert_eq!(a.model.embeddings.position.len(), 16 * 4, "{init:?}: position table must be [16, 4]");
+    }
+}
+
+/// `check_teacher` must refuse a teacher that accepts longer inputs than the ApproxNet has
+/// positions for (its condition `a < min(t, a)` can never be true).
+#[test]
+fn approxnet_refuses_teacher_with_more_positions() {
+    let teacher = random_model(&tiny_config(2, 2, 16, 64, 50, 16), 52, 1.0);
+    let approx = ApproxNet::new(&teacher, 4, ApproxInit::Random, 0).expect("ApproxNet::new");
+    assert!(approx.check_teacher(&teacher.config).is_ok());
+    let longer = tiny_config(2, 2, 16, 64, 50, 32);
+    let r = approx.check_teacher(&longer);
+    assert!(
+        r.as_ref().is_err_and(|e| e.to_string().contains("does not belong")),
+        "an ApproxNet with 16 positions accepted a teacher with 32: {r:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,17 +580,21 @@ fn distillation_halves_attention_kl() {
 fn finetune_minilm_on_rotten_tomatoes() {
     let rt = sttabt::data::rt::load_rotten_tomatoes(&sttabt::assets::rotten_tomatoes_path(), 0).expect("Rotten Tomatoes");
     let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&common::minilm_dir(), 128).expect("tokenizer");
-    let (train, _) = sttabt::pipeline::tokenize(&tok, &rt.train, Some(256)).expect("tokenise train");
+    let (train, _) = sttabt::pipeline::tokenize(&tok, &rt.train, Some(128)).expect("tokenise train");
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &rt.dev, Some(200)).expect("tokenise dev");
-    assert_eq!((train.len(), dev.len()), (256, 200));
+    assert_eq!((train.len(), dev.len()), (128, 200));
+    
     let labels = rt.train.label_names.clone();
     assert_eq!(labels, vec!["negative".to_string(), "positive".to_string()]);
     let base = with_new_head(common::minilm().clone(), labels.clone(), 0);
     let dir = TempDir::new("finetune");
-    let cfg = FinetuneConfig { epochs: 1, batch_size: 32, lr: 1e-4, warmup_frac: 0.1, weight_decay: 0.01, grad_clip: 1.0, seed: 0, checkpoint_every: 1000 };
+    // 128 sentences (256 took ~55 s on 2 cores), batch 8, lr 3e-4 (16 steps). With 256 sentences,
+    // batch 32, lr 1e-4 (8 steps) AdamW moves no weight by more than ~5e-4 and the model predicts
+    // the majority class for every dev sentence (accuracy 0.58 = the positive rate).
+    let cfg = FinetuneConfig { epochs: 1, batch_size: 8, lr: 3e-4, warmup_frac: 0.1, weight_decay: 0.01, grad_clip: 1.0, seed: 0, checkpoint_every: 1000 };
     let report = finetune(base, &train, &dev, &cfg, dir.path(), &common::minilm_dir(), false, &Progress { quiet: true }).expect("finetune");
     println!("fine-tune: {} steps in {:.1}s, dev accuracy {:?}", report.steps, report.seconds, report.dev_accuracy);
-    assert_eq!(report.steps, 8);
+    assert_eq!(report.steps, 16);
     assert_eq!(report.dev_accuracy.len(), 1);
     let acc = report.best_dev_accuracy;
     assert!(acc.is_finite());
@@ -559,7 +604,13 @@ fn finetune_minilm_on_rotten_tomatoes() {
     assert!(dir.path().join("tokenizer.json").exists() || dir.path().join("vocab.txt").exists(), "tokenizer files copied");
     let again = sttabt::train::finetune::accuracy(&saved, &dev, 64).expect("accuracy");
     assert!((again - acc).abs() < 1e-9, "saved model accuracy {again} vs reported {acc}");
+    let pos = dev.iter().filter(|x| x.label == 1).count() as f64 / dev.len() as f64;
+    let majority = pos.max(1.0 - pos);
+    let preds = sttabt::train::finetune::predict(&saved, dev.iter().map(|x| &x.input), 64).expect("predict");
+    let pred_pos = preds.iter().filter(|p| **p == 1).count();
+    println!("fine-tune: dev accuracy {acc:.3} (majority-class rate {majority:.3}; {pred_pos}/200 predicted positive)");
     assert!(acc > 0.55, "dev accuracy {acc} after fine-tuning is not above 55%");
+    assert!(acc > majority, "dev accuracy {acc} does not beat the majority class ({majority})");
 }
 
 #[test]
@@ -614,3 +665,4 @@ fn finetune_resume_continues_step_count() {
     let saved = BertModel::load(dir.path()).expect("saved model");
     assert_eq!(saved.config.labels, vec!["low".to_string(), "high".to_string()]);
 }
+

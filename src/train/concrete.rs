@@ -313,7 +313,7 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
         model = optim.step(schedule.lr(step), model, grads);
         bar.set_message(format!("task {:.3} r {:.3} hard {:.3} target {:.3}{}", parts.task, parts.soft_retention, parts.hard_retention, sigmoid(cfg.theta0), if hard { " [hard]" } else { "" }));
         bar.inc(1);
-        if (step + 1) % cfg.checkpoint_every == 0 && step + 1 < cfg.steps {
+        if (step + 1) % cfg.checkpoint_every.max(1) == 0 && step + 1 < cfg.steps {
             save_parts(&model, &tcfg, &acfg, approx, &ckpt)?;
             let theta = theta_vec(&model);
             crate::checkpoint::write_atomic(&ckpt.join("state.json"), serde_json::json!({"step": step + 1, "theta": theta}).to_string().as_bytes())?;

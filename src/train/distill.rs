@@ -246,7 +246,7 @@ pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], h
         model = optim.step(schedule.lr(step), model, grads);
         bar.set_message(format!("KL {:.3} hid {:.3} emb {:.3} pred {:.4}", parts.att_kl, parts.hid, parts.emb, parts.pred));
         bar.inc(1);
-        if (step + 1) % cfg.checkpoint_every == 0 && step + 1 < cfg.steps {
+        if (step + 1) % cfg.checkpoint_every.max(1) == 0 && step + 1 < cfg.steps {
             to_approx_net(&model, &acfg, &approx)?.save(&ckpt)?;
             crate::checkpoint::write_atomic(&ckpt.join("state.json"), serde_json::json!({"step": step + 1}).to_string().as_bytes())?;
         }

@@ -160,7 +160,7 @@ pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], c
             step += 1;
             bar.set_message(format!("epoch {} loss {loss_ema:.4}", epoch + 1));
             bar.inc(1);
-            if step % cfg.checkpoint_every == 0 && step < total_steps {
+            if step % cfg.checkpoint_every.max(1) == 0 && step < total_steps {
                 let native = model.to_native(&config)?;
                 save_hf_checkpoint(&native, &ckpt_dir, None)?;
                 state.step = step;
