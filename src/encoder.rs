@@ -62,14 +62,25 @@ impl Linear {
     /// `out[rows, d_out] = x[rows, d_in] W + b`.
     pub fn forward_into(&self, x: &[f32], out: &mut [f32]) {
         let rows = x.len() / self.d_in;
-        kernels::matmul(x, &self.w, out, rows, self.d_in, self.d_out, false);
-        kernels::add_bias(out, &self.b);
+        kernels::linear(x, &self.w, &self.b, out, rows, self.d_in, self.d_out, None);
     }
 
     /// `x[rows, d_in] W + b` as a new buffer.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0; x.len() / self.d_in * self.d_out];
-        self.forward_into(x, &mut out);
+        self.forward_act(x, None)
+    }
+
+    /// `act(x W + b)` as a new buffer (bias and activation fused into the GEMM output pass).
+    pub fn forward_act(&self, x: &[f32], act: Option<crate::config::Activation>) -> Vec<f32> {
+        let rows = x.len() / self.d_in;
+        let mut out = Vec::with_capacity(rows * self.d_out);
+        for _ in 0..rows {
+            out.extend_from_slice(&self.b);
+        }
+        kernels::matmul(x, &self.w, &mut out, rows, self.d_in, self.d_out, true);
+        if let Some(a) = act {
+            kernels::activate_fast(&mut out, a);
+        }
         out
     }
 
@@ -451,6 +462,80 @@ impl BertModel {
         self.run(inputs, &plans, opts)
     }
 
+    /// Run static `plans` and return, per example, each layer's attention reduced over heads as
+    /// `[L, n, n]` f64 (query rows in `O_l`, keys in `I_l`, everything else 0): the f64 sum over
+    /// heads in head order divided by the head count (`max = false`), or the f64 max (`max = true`).
+    /// This is what attention back-tracking reads (`planners::abt::backtrack_reduced`), without
+    /// keeping `[L, H, n, n]` per example.
+    pub fn run_attention_reduced(&self, inputs: &[EncodedInput], plans: &[TokenPlan], max: bool) -> Result<Vec<Vec<f64>>, ModelError> {
+        let c = &self.config;
+        let d = c.hidden_size;
+        let h = c.num_heads;
+        let big_l = self.layers.len();
+        for (e, x) in inputs.iter().enumerate() {
+            self.check_input(e, x)?;
+        }
+        if plans.len() != inputs.len() || plans.iter().zip(inputs).any(|(p, x)| p.n() != x.len() || p.num_layers() != big_l) {
+            return Err(ModelError::Input("run_attention_reduced: one plan per input, for its length and the model's layers".into()));
+        }
+        let mut segs: Vec<Segment> = Vec::with_capacity(inputs.len());
+        let mut total = 0;
+        for p in plans {
+            let rows = p.inputs(0).to_vec();
+            let len = rows.len();
+            segs.push(Segment { rows, offset: total });
+            total += len;
+        }
+        let mut hidden = vec![0.0f32; total * d];
+        {
+            let mut chunks: Vec<(&Segment, &EncodedInput, &mut [f32])> = Vec::with_capacity(segs.len());
+            let mut rest: &mut [f32] = &mut hidden;
+            for (s, x) in segs.iter().zip(inputs) {
+                let (a, b) = rest.split_at_mut(s.rows.len() * d);
+                chunks.push((s, x, a));
+                rest = b;
+            }
+            chunks.into_par_iter().for_each(|(s, x, out)| self.embed_rows(x, &s.rows, out));
+        }
+        let mut reduced: Vec<Vec<f64>> = inputs.iter().map(|x| vec![0.0f64; big_l * x.len() * x.len()]).collect();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let out_pos: Vec<Vec<usize>> = segs.iter().zip(plans).map(|(s, p)| positions_in(&s.rows, p.outputs(l))).collect();
+            let LayerOut { y, probs, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, true);
+            reduced
+                .par_iter_mut()
+                .zip(probs.par_iter())
+                .enumerate()
+                .for_each(|(e, (red, pr))| {
+                    let n = inputs[e].len();
+                    let s = &segs[e];
+                    let (nq, nk) = (out_pos[e].len(), s.rows.len());
+                    let mut row = vec![0.0f64; nk];
+                    for (qi, &qp) in out_pos[e].iter().enumerate() {
+                        for head in 0..h {
+                            let src = &pr[(head * nq + qi) * nk..][..nk];
+                            for (a, &x) in row.iter_mut().zip(src) {
+                                let x = f64::from(x);
+                                *a = if head == 0 { x } else if max { a.max(x) } else { *a + x };
+                            }
+                        }
+                        let dst = &mut red[(l * n + s.rows[qp]) * n..][..n];
+                        for (kj, &a) in row.iter().enumerate() {
+                            dst[s.rows[kj]] = if max { a } else { a / h as f64 };
+                        }
+                    }
+                });
+            drop(probs);
+            let mut off = 0;
+            for (s, op) in segs.iter_mut().zip(&out_pos) {
+                s.rows = op.iter().map(|&p| s.rows[p]).collect();
+                s.offset = off;
+                off += s.rows.len();
+            }
+            hidden = y;
+        }
+        Ok(reduced)
+    }
+
     fn run_inner(&self, inputs: &[EncodedInput], x0: Option<&[Vec<f32>]>, mut source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
@@ -615,89 +700,97 @@ impl BertModel {
         let dh = c.head_size();
         // K and V for every current row.
         let kv = layer.key_value.forward(x);
-        // Gather the output rows (queries, residual).
+        // Gather the output rows (queries, residual); dense layers use `x` as it is.
         let n_out: usize = out_pos.iter().map(|v| v.len()).sum();
-        let mut xo = vec![0.0f32; n_out * d];
+        let identity = segs.iter().zip(out_pos).all(|(s, op)| op.len() == s.rows.len() && op.iter().enumerate().all(|(i, &p)| i == p))
+            && segs.iter().map(|s| s.rows.len()).sum::<usize>() * d == x.len();
         let mut out_off = Vec::with_capacity(segs.len());
-        {
+        let gathered_xo: Vec<f32>;
+        let xo: &[f32] = if identity {
+            let mut r = 0;
+            for op in out_pos {
+                out_off.push(r);
+                r += op.len();
+            }
+            x
+        } else {
+            let mut buf = Vec::with_capacity(n_out * d);
             let mut r = 0;
             for (s, op) in segs.iter().zip(out_pos) {
                 out_off.push(r);
                 for &p in op {
-                    xo[r * d..(r + 1) * d].copy_from_slice(&x[(s.offset + p) * d..(s.offset + p + 1) * d]);
+                    buf.extend_from_slice(&x[(s.offset + p) * d..(s.offset + p + 1) * d]);
                     r += 1;
                 }
             }
-        }
-        let q = layer.query.forward(&xo);
-        // Attention per example (parallel over examples), heads in a loop.
+            gathered_xo = buf;
+            &gathered_xo
+        };
+        let q = layer.query.forward(xo);
+        // Attention: one task per (example, head), hand-written kernel (no GEMM call overhead).
         let mut ctx = vec![0.0f32; n_out * d];
-        let mut ctx_chunks: Vec<&mut [f32]> = Vec::with_capacity(segs.len());
+        let ctx_ptr = SendPtr(ctx.as_mut_ptr());
+        let n_keys = |e: usize| key_pos.map_or(segs[e].rows.len(), |kp| kp[e].len());
+        let mut probs: Vec<Vec<f32>> = if want_attn {
+            (0..segs.len()).map(|e| vec![0.0f32; h * out_pos[e].len() * n_keys(e)]).collect()
+        } else {
+            Vec::new()
+        };
         {
-            let mut rest: &mut [f32] = &mut ctx;
-            for op in out_pos {
-                let (a, b) = rest.split_at_mut(op.len() * d);
-                ctx_chunks.push(a);
-                rest = b;
-            }
-        }
-        let probs: Vec<Vec<f32>> = ctx_chunks
-            .into_par_iter()
-            .enumerate()
-            .map(|(e, ctx_e)| {
-                let s = &segs[e];
-                let no = out_pos[e].len();
-                let q_e = &q[out_off[e] * d..(out_off[e] + no) * d];
-                let kv_all = &kv[s.offset * 2 * d..(s.offset + s.rows.len()) * 2 * d];
-                let gathered: Vec<f32>;
-                let (kv_e, ni) = match key_pos {
-                    Some(kp) => {
-                        gathered = kp[e].iter().flat_map(|&p| kv_all[p * 2 * d..(p + 1) * 2 * d].iter().copied()).collect();
-                        (&gathered[..], kp[e].len())
-                    }
-                    None => (kv_all, s.rows.len()),
-                };
-                let mut all = if want_attn { vec![0.0f32; h * no * ni] } else { Vec::new() };
-                let mut scores = vec![0.0f32; no * ni];
-                for head in 0..h {
-                    kernels::matmul_bt_strided(&q_e[head * dh..], d, &kv_e[head * dh..], 2 * d, &mut scores, no, dh, ni);
-                    for row in scores.chunks_exact_mut(ni) {
-                        kernels::softmax_row(row);
-                        if let Some(kw) = key_weights {
-                            let m = &kw[e];
-                            let mut sum = 0.0f32;
-                            for (p, w) in row.iter_mut().zip(m) {
-                                *p *= *w;
-                                sum += *p;
-                            }
-                            let inv = 1.0 / (sum + 1e-9);
-                            for p in row.iter_mut() {
-                                *p *= inv;
-                            }
-                        }
-                    }
-                    kernels::matmul_strided_out(&scores, &kv_e[d + head * dh..], 2 * d, &mut ctx_e[head * dh..], d, no, ni, dh);
-                    if want_attn {
-                        all[head * no * ni..(head + 1) * no * ni].copy_from_slice(&scores);
+            let mut tasks: Vec<(usize, usize, Option<&mut [f32]>)> = Vec::with_capacity(segs.len() * h);
+            if want_attn {
+                for (e, all) in probs.iter_mut().enumerate() {
+                    let per = out_pos[e].len() * n_keys(e);
+                    let mut rest: &mut [f32] = all;
+                    for head in 0..h {
+                        let (a, b) = rest.split_at_mut(per);
+                        tasks.push((e, head, Some(a)));
+                        rest = b;
                     }
                 }
-                all
-            })
-            .collect();
+            } else {
+                for e in 0..segs.len() {
+                    for head in 0..h {
+                        tasks.push((e, head, None));
+                    }
+                }
+            }
+            let q = &q;
+            let kv = &kv;
+            let out_off = &out_off;
+            tasks.into_par_iter().for_each(move |(e, head, p)| {
+                let ctx_ptr = ctx_ptr;
+                let s = &segs[e];
+                let no = out_pos[e].len();
+                let ni = n_keys(e);
+                let mut scratch = Vec::new();
+                let probs_h: &mut [f32] = match p {
+                    Some(p) => p,
+                    None => {
+                        scratch.resize(no * ni, 0.0);
+                        &mut scratch
+                    }
+                };
+                let mut kt = vec![0.0f32; dh * ni.div_ceil(16) * 16];
+                let q_e = &q[out_off[e] * d + head * dh..(out_off[e] + no) * d];
+                let kv_e = &kv[s.offset * 2 * d + head * dh..(s.offset + s.rows.len()) * 2 * d];
+                let key_rows = key_pos.map(|kp| &kp[e][..]);
+                let kw = key_weights.map(|kw| &kw[e][..]);
+                // SAFETY: rows out_off[e].. of ctx, columns head*dh..(head+1)*dh belong to this task only.
+                unsafe {
+                    kernels::attention_head(q_e, d, kv_e, 2 * d, d, key_rows, kw, no, ni, dh, probs_h, ctx_ptr.0.add(out_off[e] * d + head * dh), d, &mut kt);
+                }
+            });
+        }
         // Attention output projection + residual + LayerNorm.
         let mut a = layer.attn_out.forward(&ctx);
-        for (v, r) in a.iter_mut().zip(&xo) {
-            *v += *r;
-        }
-        layer.attn_ln.apply(&mut a);
+        drop(ctx);
+        kernels::residual_layer_norm(&mut a, xo, &layer.attn_ln.gamma, &layer.attn_ln.beta, layer.attn_ln.eps);
         // FFN + residual + LayerNorm.
-        let mut inter = layer.ffn_in.forward(&a);
-        kernels::activate(&mut inter, c.activation);
+        let inter = layer.ffn_in.forward_act(&a, Some(c.activation));
         let mut y = layer.ffn_out.forward(&inter);
-        for (v, r) in y.iter_mut().zip(&a) {
-            *v += *r;
-        }
-        layer.out_ln.apply(&mut y);
+        drop(inter);
+        kernels::residual_layer_norm(&mut y, &a, &layer.out_ln.gamma, &layer.out_ln.beta, layer.out_ln.eps);
         LayerOut { y, a, probs }
     }
 
@@ -790,6 +883,13 @@ pub struct SoftLayerTrace {
     pub y: Vec<f32>,
     pub x: Vec<f32>,
 }
+
+/// A raw pointer that may cross threads (each task writes a disjoint part).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only for disjoint writes from rayon tasks while the owner is borrowed.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
 
 /// Output of one layer over a packed batch: `y` (after the last LayerNorm), `a` (after the first),
 /// per-segment attention when asked for.

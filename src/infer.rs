@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::encoder::{BertModel, EncodedInput, ExampleOutput, RunOptions};
 use crate::error::ModelError;
 use crate::plan::TokenPlan;
-use crate::planners::abt::{backtrack, AbtConfig};
+use crate::planners::abt::AbtConfig;
 use crate::planners::topk::ManualTopK;
 
 /// An inference mode.
@@ -78,18 +78,46 @@ fn stacked_attention(out: &ExampleOutput) -> Vec<f32> {
 
 /// ABT plans from dense attention of `net` (the ApproxNet, or the teacher for abt-actual).
 pub fn abt_plans(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig) -> Result<Vec<TokenPlan>, ModelError> {
-    let outs = net.run_dense(inputs, RunOptions { attentions: true, hidden_states: false })?;
+    abt_plans_timed(net, inputs, cfg).map(|(p, _, _)| p)
+}
+
+/// [`abt_plans`] with its two stages timed: `(plans, seconds in the attention run, seconds
+/// back-tracking)`. The attention run computes only what back-tracking reads: at the top layer
+/// only the `cfg.top` query rows (other rows of a softmax are independent, so the plans are
+/// identical to a full dense run's); attention is reduced over heads as it is produced
+/// ([`BertModel::run_attention_reduced`]), so `[L, H, n, n]` is never stored.
+pub fn abt_plans_timed(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig) -> Result<(Vec<TokenPlan>, f64, f64), ModelError> {
     let c = &net.config;
-    outs.iter()
+    let big_l = net.layers.len();
+    let t0 = std::time::Instant::now();
+    let top_ok = |n: usize| !cfg.top.is_empty() && cfg.top.iter().all(|&t| t < n) && cfg.top.windows(2).all(|w| w[0] < w[1]) && cfg.top[0] == 0;
+    let plans: Vec<TokenPlan> = inputs
+        .iter()
+        .map(|x| {
+            let n = x.len().max(1);
+            if top_ok(n) {
+                TokenPlan::from_inputs(n, vec![(0..n).collect(); big_l], cfg.top.clone()).unwrap_or_else(|_| TokenPlan::dense(n, big_l))
+            } else {
+                TokenPlan::dense(n, big_l)
+            }
+        })
+        .collect();
+    let reduced = net.run_attention_reduced(inputs, &plans, cfg.head_reduce == crate::planners::abt::Reduce::Max)?;
+    let t1 = std::time::Instant::now();
+    use rayon::prelude::*;
+    let plans = reduced
+        .par_iter()
         .zip(inputs)
         .enumerate()
-        .map(|(e, (o, x))| {
+        .map(|(e, (att, x))| {
             let n = x.len();
-            backtrack(&stacked_attention(o), c.num_layers, c.num_heads, n, n, cfg)
+            crate::planners::abt::backtrack_reduced(att, c.num_layers, n, cfg)
                 .map(|(p, _)| p)
                 .map_err(|err| ModelError::Input(format!("back-tracking example {e}: {err}")))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let t2 = std::time::Instant::now();
+    Ok((plans, (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64()))
 }
 
 /// Hard concrete-mask plans (section 4 step 4) from the ApproxNet's attention and thresholds

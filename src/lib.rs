@@ -13,6 +13,7 @@
 
 pub mod approx;
 pub mod assets;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

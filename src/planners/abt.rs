@@ -287,6 +287,47 @@ pub fn backtrack(
     cfg: &AbtConfig,
 ) -> Result<(TokenPlan, Vec<AbtLayerTrace>), AbtError> {
     validate(attn.len(), layers, heads, t, n, cfg)?;
+    backtrack_core(layers, n, cfg, |layer_idx, i, abar| {
+        for h in 0..heads {
+            let row = &attn[((layer_idx * heads + h) * t + i) * t..][..n];
+            for (a, &x) in abar.iter_mut().zip(row) {
+                let x = f64::from(x);
+                *a = match (h, cfg.head_reduce) {
+                    (0, _) => x,
+                    (_, Reduce::Avg) => *a + x,
+                    (_, Reduce::Max) => a.max(x),
+                };
+            }
+        }
+        if cfg.head_reduce == Reduce::Avg {
+            for a in abar.iter_mut() {
+                *a /= heads as f64;
+            }
+        }
+    })
+}
+
+/// [`backtrack`] on attention already reduced over heads: `reduced` is `[L, n, n]` f64 with
+/// `reduced[l][i][j]` = the head reduction of layer `l+1`'s attention of query `i` on key `j`
+/// exactly as [`backtrack`] computes it (f64 sum over heads in head order divided by `heads` for
+/// `Reduce::Avg`, f64 max for `Reduce::Max`). Rows never read may be left as anything (zero).
+/// Gives bitwise the same plan and traces as [`backtrack`].
+pub fn backtrack_reduced(reduced: &[f64], layers: usize, n: usize, cfg: &AbtConfig) -> Result<(TokenPlan, Vec<AbtLayerTrace>), AbtError> {
+    validate(layers * n * n, layers, 1, n, n, cfg)?;
+    if reduced.len() != layers * n * n {
+        return Err(AbtError::AttentionLength { expected: layers * n * n, got: reduced.len() });
+    }
+    backtrack_core(layers, n, cfg, |layer_idx, i, abar| {
+        abar.copy_from_slice(&reduced[(layer_idx * n + i) * n..][..n]);
+    })
+}
+
+fn backtrack_core(
+    layers: usize,
+    n: usize,
+    cfg: &AbtConfig,
+    head_row: impl Fn(usize, usize, &mut [f64]),
+) -> Result<(TokenPlan, Vec<AbtLayerTrace>), AbtError> {
     let p = cfg.p;
     let mut o: Vec<usize> = cfg.top.clone();
     let mut w: Vec<f64> = vec![1.0 / o.len() as f64; o.len()];
@@ -300,23 +341,8 @@ pub fn backtrack(
         // Scores: s_j = reduce_{i∈O} Ā[i, j] · (p w_i + 1 − p), over real keys j < n.
         for (r, (&i, &wi)) in o.iter().zip(&w).enumerate() {
             let factor = p * wi + (1.0 - p);
-            for h in 0..heads {
-                let row = &attn[((layer_idx * heads + h) * t + i) * t..][..n];
-                for (a, &x) in abar.iter_mut().zip(row) {
-                    let x = f64::from(x);
-                    *a = match (h, cfg.head_reduce) {
-                        (0, _) => x,
-                        (_, Reduce::Avg) => *a + x,
-                        (_, Reduce::Max) => a.max(x),
-                    };
-                }
-            }
+            head_row(layer_idx, i, &mut abar);
             for (s, &a) in acc.iter_mut().zip(&abar) {
-                let a = if cfg.head_reduce == Reduce::Avg {
-                    a / heads as f64
-                } else {
-                    a
-                };
                 let v = a * factor;
                 *s = match (r, cfg.token_reduce) {
                     (0, _) => v,

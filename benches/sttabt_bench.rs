@@ -1,0 +1,63 @@
+//! Driver for `sttabt::bench` without the CLI: `cargo bench --bench sttabt_bench -- [--quick] [--peer ort] [--threads N]`.
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |f: &str| args.iter().any(|a| a == f);
+    let val = |f: &str| args.iter().position(|a| a == f).and_then(|i| args.get(i + 1)).cloned();
+    let threads: usize = val("--threads").and_then(|v| v.parse().ok()).unwrap_or(2);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+    let mut o = sttabt::bench::BenchOptions::default();
+    if !o.model.join("model.safetensors").exists() {
+        println!("sttabt_bench: no fine-tuned model at {} (run `sttabt demo`); skipping", o.model.display());
+        return Ok(());
+    }
+    if has("--check-abt") {
+        // the timed ABT planner must give exactly the plans of a full dense attention run + backtrack
+        let teacher = sttabt::BertModel::load(&o.model)?;
+        let approx = sttabt::approx::ApproxNet::load(o.approx.as_ref().unwrap(), &teacher.config)?.model;
+        let mut inputs: Vec<sttabt::EncodedInput> = (0..4).map(|e| sttabt::bench::synthetic_input(17 + 40 * e, e)).collect();
+        let splits = sttabt::data::rt::load_rotten_tomatoes(&sttabt::assets::rotten_tomatoes_path(), 0)?;
+        let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&o.model, 512)?;
+        for ex in splits.test.examples.iter().take(60) {
+            inputs.push(tok.encode(&ex.text, None)?.input);
+        }
+        let c = &approx.config;
+        for k in [0.1, 0.3, 0.5, 0.9] {
+            for cfg in [sttabt::planners::abt::AbtConfig::topk(k), sttabt::planners::abt::AbtConfig::dynamic()] {
+                let new = sttabt::infer::abt_plans(&approx, &inputs, &cfg)?;
+                let outs = approx.run_dense(&inputs, sttabt::RunOptions { attentions: true, hidden_states: false })?;
+                for ((o1, x), p) in outs.iter().zip(&inputs).zip(&new) {
+                    let st: Vec<f32> = o1.attentions.iter().flatten().flat_map(|a| a.probs.iter().copied()).collect();
+                    let (old, _) = sttabt::planners::abt::backtrack(&st, c.num_layers, c.num_heads, x.len(), x.len(), &cfg)?;
+                    assert_eq!(&old, p, "plan mismatch");
+                }
+            }
+        }
+        println!("check-abt: {} inputs x 8 configs: plans identical", inputs.len());
+        return Ok(());
+    }
+    if has("--quick") {
+        o.rt_examples = 64;
+        o.synth_examples = 4;
+        o.repeats = 1;
+    }
+    if let Some(v) = val("--repeats") {
+        o.repeats = v.parse()?;
+    }
+    if let Some(v) = val("--rt") {
+        o.rt_examples = v.parse()?;
+    }
+    if let Some(v) = val("--lengths") {
+        o.lengths = v.split(',').filter(|s| !s.is_empty()).map(|s| s.parse()).collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = val("--batches") {
+        o.batches = v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
+    }
+    o.memory = !has("--no-memory");
+    o.peer = val("--peer");
+    let r = sttabt::bench::run_bench(&o)?;
+    print!("{}", sttabt::bench::format_report(&r));
+    if let Some(p) = val("--json") {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,478 @@
+//! `sttabt bench`: dense vs every sparse mode on the same model and thread pool, side by side in
+//! one run, at several batch sizes, on real Rotten Tomatoes sentences (own lengths) and synthetic
+//! lengths; examples/s, p50/p90 call latency, a per-stage breakdown (tokenize, ApproxNet,
+//! planning, executor, head), ratios against dense, peak RSS (dense vs sparse), and optionally
+//! the ONNX Runtime dense peer (`../shared/peers/ort_dense.py`) run on the same sentences.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::{BertModel, EncodedInput, RunOptions};
+use crate::infer::abt_plans_timed;
+use crate::plan::TokenPlan;
+use crate::planners::abt::AbtConfig;
+use crate::planners::topk::ManualTopK;
+
+/// What to benchmark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchOptions {
+    /// Fine-tuned teacher (with a classification head).
+    pub model: PathBuf,
+    /// Its ApproxNet (for the `abt` mode); `None` skips `abt`.
+    pub approx: Option<PathBuf>,
+    /// RT sentences (test split first, then dev) to time; 0 = skip the RT workload.
+    pub rt_examples: usize,
+    /// ABT keep fraction on RT sentences.
+    pub rt_keep: f64,
+    /// Synthetic lengths (e.g. 128, 256).
+    pub lengths: Vec<usize>,
+    /// Synthetic examples per (length, batch) workload.
+    pub synth_examples: usize,
+    /// Keep fraction of the sparse modes on synthetic lengths (0.3 = 30% retention).
+    pub synth_keep: f64,
+    /// Batch sizes (e.g. 1, 32).
+    pub batches: Vec<usize>,
+    /// Timed passes per workload (median reported).
+    pub repeats: usize,
+    /// Measure peak RSS of dense vs sparse at batch 32, length 256.
+    pub memory: bool,
+    /// `Some("ort")`: also run the ONNX Runtime dense peer.
+    pub peer: Option<String>,
+    /// Python interpreter for the peer (default: `$STTABT_PEER_PYTHON`, `.venv-peer/bin/python`, `python3`).
+    pub python: Option<PathBuf>,
+    /// The peer script (default `../shared/peers/ort_dense.py`).
+    pub peer_script: Option<PathBuf>,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            model: crate::assets::home().join("runs/demo/teacher"),
+            approx: Some(crate::assets::home().join("runs/demo/approx")),
+            rt_examples: 200,
+            rt_keep: 0.5,
+            lengths: vec![128, 256],
+            synth_examples: 8,
+            synth_keep: 0.3,
+            batches: vec![1, 32],
+            repeats: 3,
+            memory: true,
+            peer: None,
+            python: None,
+            peer_script: None,
+        }
+    }
+}
+
+/// Seconds spent per stage, summed over a pass (divide by examples for per-example figures).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stages {
+    pub tokenize: f64,
+    pub approx: f64,
+    pub planning: f64,
+    pub executor: f64,
+    pub head: f64,
+}
+
+/// One (workload, batch, mode) measurement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchRow {
+    pub workload: String,
+    pub batch: usize,
+    pub mode: String,
+    pub examples: usize,
+    /// Median over passes.
+    pub examples_per_s: f64,
+    /// Call (batch) latency, milliseconds, median over passes of the per-pass p50/p90.
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    /// Mean retention (section 5) of the executed plans.
+    pub retention: f64,
+    /// Encoder GFLOP/s actually executed by the teacher (sparse FLOPs / executor time).
+    pub exec_gflops_per_s: f64,
+    /// Per-example stage times (ms), from the median pass.
+    pub stage_ms: Stages,
+    /// examples/s relative to dense on the same workload and batch.
+    pub vs_dense: f64,
+    /// examples/s relative to the peer (when run).
+    pub vs_peer: Option<f64>,
+}
+
+/// Peak RSS (VmHWM after resetting it) of one dense and one sparse run of batch 32 x length 256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryRow {
+    pub mode: String,
+    pub peak_rss_mib: f64,
+    /// Peak minus the RSS before the run (what the run itself added).
+    pub added_mib: f64,
+}
+
+/// Everything `sttabt bench` measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub threads: usize,
+    pub simd: String,
+    pub rows: Vec<BenchRow>,
+    pub memory: Vec<MemoryRow>,
+    /// Peer examples/s per (workload, batch), when run.
+    pub peer: Vec<(String, usize, f64)>,
+    pub peer_note: Option<String>,
+}
+
+/// Synthetic `[CLS] w... [SEP]` of length `n`, deterministic per example.
+pub fn synthetic_input(n: usize, example: usize) -> EncodedInput {
+    let mut rng = fastrand::Rng::with_seed(0x5EED + example as u64);
+    let mut ids: Vec<u32> = Vec::with_capacity(n);
+    ids.push(101);
+    ids.extend((1..n.saturating_sub(1)).map(|_| rng.u32(1996..29_000)));
+    if n > 1 {
+        ids.push(102);
+    }
+    EncodedInput { type_ids: vec![0; ids.len()], ids }
+}
+
+/// Fixed plan: the first `ceil(keep n)` tokens at every layer, only CLS at the top.
+pub fn keep_first_plan(n: usize, layers: usize, keep: f64) -> TokenPlan {
+    let c = ((keep * n as f64) - 1e-9).ceil().clamp(1.0, n as f64) as usize;
+    TokenPlan::from_inputs(n, vec![(0..c).collect(); layers], vec![0]).expect("valid plan")
+}
+
+#[derive(Clone)]
+enum BMode {
+    Dense,
+    Abt(f64),
+    TopK(f64),
+    Fixed(f64),
+}
+
+impl BMode {
+    fn label(&self) -> String {
+        match self {
+            BMode::Dense => "dense".into(),
+            BMode::Abt(k) => format!("abt k={k:.2}"),
+            BMode::TopK(k) => format!("topk k_min={k:.2}"),
+            BMode::Fixed(k) => format!("fixed keep={k:.2}"),
+        }
+    }
+}
+
+struct Ctx<'a> {
+    teacher: &'a BertModel,
+    approx: Option<&'a BertModel>,
+}
+
+/// One batch end to end from token ids; returns stage seconds and sum of retentions and FLOPs.
+fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -> anyhow::Result<(f64, f64)> {
+    let t = cx.teacher;
+    let big_l = t.layers.len();
+    let c = &t.config;
+    let t0 = Instant::now();
+    let (outs, plans) = match mode {
+        BMode::Dense => {
+            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense_cls(x.len(), big_l)).collect();
+            (t.run(inputs, &plans, RunOptions::default())?, plans)
+        }
+        BMode::Fixed(k) => {
+            let plans: Vec<TokenPlan> = inputs.iter().map(|x| keep_first_plan(x.len(), big_l, *k)).collect();
+            (t.run(inputs, &plans, RunOptions::default())?, plans)
+        }
+        BMode::Abt(k) => {
+            let a = cx.approx.ok_or_else(|| anyhow::anyhow!("abt needs an ApproxNet"))?;
+            let (plans, ta, tp) = abt_plans_timed(a, inputs, &AbtConfig::topk(*k))?;
+            st.approx += ta;
+            st.planning += tp;
+            let te = Instant::now();
+            let o = t.run(inputs, &plans, RunOptions::default())?;
+            st.executor += te.elapsed().as_secs_f64();
+            let th = Instant::now();
+            for x in &o {
+                std::hint::black_box(t.logits(x.cls())?);
+            }
+            st.head += th.elapsed().as_secs_f64();
+            return Ok(sums(c, &plans, false));
+        }
+        BMode::TopK(k) => {
+            let hook = ManualTopK { k_min: *k, layers: big_l };
+            let (o, p) = t.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
+            (o, p)
+        }
+    };
+    st.executor += t0.elapsed().as_secs_f64();
+    let th = Instant::now();
+    for x in &outs {
+        std::hint::black_box(t.logits(x.cls())?);
+    }
+    st.head += th.elapsed().as_secs_f64();
+    Ok(sums(c, &plans, matches!(mode, BMode::Dense)))
+}
+
+fn sums(c: &crate::config::EncoderConfig, plans: &[TokenPlan], dense: bool) -> (f64, f64) {
+    let mut r = 0.0;
+    let mut f = 0.0;
+    for p in plans {
+        r += if dense { 1.0 } else { p.retention() };
+        f += p.flops(c.hidden_size, c.intermediate_size).total as f64;
+    }
+    (r, f)
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    percentile(&mut v, 0.5)
+}
+
+/// Time `mode` on `inputs` in batches of `batch`: `repeats` passes after one warm-up batch.
+fn measure(cx: &Ctx, workload: &str, inputs: &[EncodedInput], batch: usize, mode: &BMode, repeats: usize, tokenize_s: f64) -> anyhow::Result<BenchRow> {
+    let mut warm = Stages::default();
+    run_batch(cx, &inputs[..batch.min(inputs.len())], mode, &mut warm)?;
+    let mut passes: Vec<(f64, f64, f64, Stages, f64, f64)> = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let mut st = Stages::default();
+        let mut lat = Vec::new();
+        let (mut ret, mut flops) = (0.0, 0.0);
+        let start = Instant::now();
+        for chunk in inputs.chunks(batch) {
+            let c0 = Instant::now();
+            let (r, f) = run_batch(cx, chunk, mode, &mut st)?;
+            lat.push(c0.elapsed().as_secs_f64() * 1e3);
+            ret += r;
+            flops += f;
+        }
+        let wall = start.elapsed().as_secs_f64();
+        let p50 = percentile(&mut lat, 0.5);
+        let p90 = percentile(&mut lat, 0.9);
+        passes.push((inputs.len() as f64 / wall, p50, p90, st, ret, flops));
+    }
+    passes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mid = passes.len() / 2;
+    let p50 = median(passes.iter().map(|p| p.1).collect());
+    let p90 = median(passes.iter().map(|p| p.2).collect());
+    let (eps, _, _, st, ret, flops) = passes.swap_remove(mid);
+    let n = inputs.len() as f64;
+    let ms = |s: f64| s / n * 1e3;
+    Ok(BenchRow {
+        workload: workload.into(),
+        batch,
+        mode: mode.label(),
+        examples: inputs.len(),
+        examples_per_s: eps,
+        p50_ms: p50,
+        p90_ms: p90,
+        retention: ret / n,
+        exec_gflops_per_s: if st.executor > 0.0 { flops / st.executor / 1e9 } else { 0.0 },
+        stage_ms: Stages { tokenize: ms(tokenize_s), approx: ms(st.approx), planning: ms(st.planning), executor: ms(st.executor), head: ms(st.head) },
+        vs_dense: 1.0,
+        vs_peer: None,
+    })
+}
+
+fn read_status_kib(key: &str) -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Peak RSS of one run: resets VmHWM (`/proc/self/clear_refs` = 5) before it.
+fn peak_rss(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = read_status_kib("VmRSS:").unwrap_or(0.0);
+    f()?;
+    let peak = read_status_kib("VmHWM:").unwrap_or(0.0);
+    Ok((peak / 1024.0, (peak - before).max(0.0) / 1024.0))
+}
+
+/// Run the whole benchmark.
+pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let teacher = BertModel::load(&opts.model)?;
+    anyhow::ensure!(teacher.classifier.is_some(), "{} has no classification head; fine-tune one with `sttabt finetune`", opts.model.display());
+    let approx = match &opts.approx {
+        Some(p) => Some(crate::approx::ApproxNet::load(p, &teacher.config)?.model),
+        None => None,
+    };
+    let cx = Ctx { teacher: &teacher, approx: approx.as_ref() };
+    let big_l = teacher.layers.len();
+    let mut rows: Vec<BenchRow> = Vec::new();
+    let mut rt_sentences: Vec<String> = Vec::new();
+
+    // Workloads: (name, inputs, tokenize seconds, sparse keep).
+    let mut workloads: Vec<(String, Vec<EncodedInput>, f64, f64)> = Vec::new();
+    if opts.rt_examples > 0 {
+        let splits = crate::data::rt::load_rotten_tomatoes(&crate::assets::rotten_tomatoes_path(), 0)?;
+        rt_sentences = splits.test.examples.iter().chain(&splits.dev.examples).take(opts.rt_examples).map(|e| e.text.clone()).collect();
+        let tok = crate::text::tokenizer::TextTokenizer::from_dir(&opts.model, 512)?;
+        let t0 = Instant::now();
+        let inputs: Vec<EncodedInput> = rt_sentences.iter().map(|s| tok.encode(s, None).map(|t| t.input)).collect::<Result<_, _>>()?;
+        let tok_s = t0.elapsed().as_secs_f64();
+        workloads.push(("rt".into(), inputs, tok_s, opts.rt_keep));
+    }
+    for &n in &opts.lengths {
+        let k = opts.synth_examples.max(*opts.batches.iter().max().unwrap_or(&1));
+        workloads.push((format!("T{n}"), (0..k).map(|e| synthetic_input(n, e)).collect(), 0.0, opts.synth_keep));
+    }
+    for (name, inputs, tok_s, keep) in &workloads {
+        let mut modes = vec![BMode::Dense];
+        if approx.is_some() {
+            modes.push(BMode::Abt(*keep));
+        }
+        // manual top-k with the final keep fraction at the target
+        modes.push(BMode::TopK(*keep));
+        if name != "rt" {
+            modes.push(BMode::Fixed(*keep));
+        }
+        for &b in &opts.batches {
+            let mut dense_eps = None;
+            for m in &modes {
+                let mut row = measure(&cx, name, inputs, b, m, opts.repeats, *tok_s)?;
+                let d = *dense_eps.get_or_insert(row.examples_per_s);
+                row.vs_dense = row.examples_per_s / d;
+                rows.push(row);
+            }
+        }
+    }
+
+    let mut memory = Vec::new();
+    if opts.memory {
+        let inputs: Vec<EncodedInput> = (0..32).map(|e| synthetic_input(256, e)).collect();
+        let mut st = Stages::default();
+        let mut mem_modes = vec![BMode::Dense, BMode::Fixed(opts.synth_keep)];
+        if approx.is_some() {
+            mem_modes.push(BMode::Abt(opts.synth_keep));
+        }
+        for m in mem_modes {
+            let (peak, added) = peak_rss(|| run_batch(&cx, &inputs, &m, &mut st).map(|_| ()))?;
+            memory.push(MemoryRow { mode: m.label(), peak_rss_mib: peak, added_mib: added });
+        }
+    }
+
+    let mut report = BenchReport { threads: rayon::current_num_threads(), simd: crate::kernels::simd_level().into(), rows, memory, peer: Vec::new(), peer_note: None };
+    if let Some(p) = &opts.peer {
+        anyhow::ensure!(p == "ort", "unknown peer {p:?} (only `ort`)");
+        match run_peer(opts, &rt_sentences, big_l) {
+            Ok(peer) => {
+                for row in report.rows.iter_mut() {
+                    if let Some((_, _, eps)) = peer.iter().find(|(w, b, _)| *w == row.workload && *b == row.batch) {
+                        row.vs_peer = Some(row.examples_per_s / eps);
+                    }
+                }
+                report.peer = peer;
+            }
+            Err(e) => report.peer_note = Some(format!("peer failed: {e:#}")),
+        }
+    }
+    Ok(report)
+}
+
+fn default_python() -> PathBuf {
+    if let Ok(p) = std::env::var("STTABT_PEER_PYTHON") {
+        return PathBuf::from(p);
+    }
+    for c in [".venv-peer/bin/python", "../.venv-peer/bin/python"] {
+        if Path::new(c).exists() {
+            return PathBuf::from(c);
+        }
+    }
+    PathBuf::from("python3")
+}
+
+/// Run `ort_dense.py --bench` on the same sentences, threads and lengths; `(workload, batch, ex/s)`.
+fn run_peer(opts: &BenchOptions, sentences: &[String], _layers: usize) -> anyhow::Result<Vec<(String, usize, f64)>> {
+    let script = opts.peer_script.clone().unwrap_or_else(|| PathBuf::from("../shared/peers/ort_dense.py"));
+    anyhow::ensure!(script.exists(), "peer script {} not found", script.display());
+    let py = opts.python.clone().unwrap_or_else(default_python);
+    let dir = std::env::temp_dir().join(format!("sttabt-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sent = dir.join("sentences.txt");
+    let text: String = sentences.iter().map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ") + "\n").collect();
+    std::fs::write(&sent, text)?;
+    let json = dir.join("ort.json");
+    let threads = rayon::current_num_threads();
+    let lengths: Vec<String> = opts.lengths.iter().map(|l| l.to_string()).collect();
+    let batches: Vec<String> = opts.batches.iter().map(|l| l.to_string()).collect();
+    let mut cmd = std::process::Command::new(&py);
+    cmd.arg(&script).arg("--model").arg(&opts.model).arg("--bench").arg("--threads").arg(threads.to_string()).arg("--repeats").arg(opts.repeats.max(1).to_string()).arg("--json-out").arg(&json).arg("--onnx-out").arg(dir.join("model.onnx"));
+    if !sentences.is_empty() {
+        cmd.arg("--sentences").arg(&sent).arg("--limit").arg("0");
+    }
+    if !lengths.is_empty() {
+        cmd.arg("--lengths").arg(lengths.join(",")).arg("--synth-batches").arg(batches.join(","));
+    }
+    let out = cmd.output().map_err(|e| anyhow::anyhow!("cannot run {}: {e} (pip install onnx onnxruntime numpy safetensors tokenizers)", py.display()))?;
+    anyhow::ensure!(out.status.success(), "{} exited with {}: {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
+    let w = &v["workloads"];
+    let get = |k: &str| w[k]["ex_s"]["median"].as_f64();
+    let mut res = Vec::new();
+    if let Some(x) = get("a_b1") {
+        res.push(("rt".to_string(), 1, x));
+    }
+    if let Some(x) = get("c_b32_sorted") {
+        res.push(("rt".to_string(), 32, x));
+    }
+    for &n in &opts.lengths {
+        for &b in &opts.batches {
+            if let Some(x) = get(&format!("d_T{n}_b{b}")) {
+                res.push((format!("T{n}"), b, x));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(res)
+}
+
+/// The report as a text table.
+pub fn format_report(r: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "threads {}, element-wise SIMD {}; stage times are ms per example", r.threads, r.simd);
+    let _ = writeln!(
+        s,
+        "{:<6} {:>3} {:<18} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7}",
+        "work", "b", "mode", "ex/s", "p50 ms", "p90 ms", "ret", "GFLOP/s", "tok", "approx", "plan", "exec", "head", "xdense", "xpeer"
+    );
+    for row in &r.rows {
+        let _ = writeln!(
+            s,
+            "{:<6} {:>3} {:<18} {:>8.1} {:>8.2} {:>8.2} {:>6.3} {:>7.1} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>6.2} {:>7}",
+            row.workload,
+            row.batch,
+            row.mode,
+            row.examples_per_s,
+            row.p50_ms,
+            row.p90_ms,
+            row.retention,
+            row.exec_gflops_per_s,
+            row.stage_ms.tokenize,
+            row.stage_ms.approx,
+            row.stage_ms.planning,
+            row.stage_ms.executor,
+            row.stage_ms.head,
+            row.vs_dense,
+            row.vs_peer.map_or("-".into(), |v| format!("{v:.2}"))
+        );
+    }
+    if !r.peer.is_empty() {
+        let _ = writeln!(s, "peer (ONNX Runtime dense) ex/s:");
+        for (w, b, x) in &r.peer {
+            let _ = writeln!(s, "  {w:<6} b{b:<3} {x:>8.1}");
+        }
+    }
+    if let Some(n) = &r.peer_note {
+        let _ = writeln!(s, "{n}");
+    }
+    if !r.memory.is_empty() {
+        let _ = writeln!(s, "peak RSS, batch 32 x length 256 (VmHWM; added = peak - RSS before):");
+        for m in &r.memory {
+            let _ = writeln!(s, "  {:<18} peak {:>8.1} MiB  added {:>8.1} MiB", m.mode, m.peak_rss_mib, m.added_mib);
+        }
+    }
+    s
+}
