@@ -120,6 +120,8 @@ impl LayerNorm {
 /// One encoder layer (`encoder.layer.{i}`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderLayer {
+    /// `attention.self.query` exactly as stored (HF layout round trip; not used for compute).
+    pub query_hf: (Vec<f32>, Vec<f32>),
     /// `attention.self.query`, pre-scaled by `1/sqrt(d_h)`.
     pub query: Linear,
     /// `attention.self.key` and `.value` fused: output columns `[0, d)` = K, `[d, 2d)` = V.
@@ -270,10 +272,12 @@ impl BertModel {
         for l in 0..config.num_layers {
             let p = format!("encoder.layer.{l}");
             let mut query = Linear::load(store, &format!("{p}.attention.self.query"), d, d)?;
+            let query_hf = (query.weight_hf(), query.b.clone());
             query.scale_cols(0..d, scale);
             let key = Linear::load(store, &format!("{p}.attention.self.key"), d, d)?;
             let value = Linear::load(store, &format!("{p}.attention.self.value"), d, d)?;
             layers.push(EncoderLayer {
+                query_hf,
                 query,
                 key_value: concat_cols(&key, &value),
                 attn_out: Linear::load(store, &format!("{p}.attention.output.dense"), d, d)?,
@@ -339,12 +343,11 @@ impl BertModel {
         out.push(("embeddings.position_embeddings.weight".into(), vec![c.max_position_embeddings, d], e.position.clone()));
         out.push(("embeddings.token_type_embeddings.weight".into(), vec![c.type_vocab_size, d], e.token_type.clone()));
         push_ln(&mut out, "embeddings.LayerNorm", &e.ln);
-        let unscale = (c.head_size() as f32).sqrt();
         for (l, layer) in self.layers.iter().enumerate() {
             let p = format!("encoder.layer.{l}");
-            let mut q = layer.query.clone();
-            q.scale_cols(0..d, unscale);
-            push_linear(&mut out, &format!("{p}.attention.self.query"), &q);
+            // the stored (unscaled) query weights, so a save/load round trip is bit-exact
+            out.push((format!("{p}.attention.self.query.weight"), vec![d, d], layer.query_hf.0.clone()));
+            out.push((format!("{p}.attention.self.query.bias"), vec![d], layer.query_hf.1.clone()));
             let (k, v) = split_cols(&layer.key_value, d);
             push_linear(&mut out, &format!("{p}.attention.self.key"), &k);
             push_linear(&mut out, &format!("{p}.attention.self.value"), &v);
