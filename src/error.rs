@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Errors from loading checkpoints, tokenizers and configs, and from running the encoder on bad input.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -15,7 +15,7 @@ pub enum ModelError {
     MissingFile { path: PathBuf, hint: String },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
-    #[error("{path}: not a valid safetensors file ({message}); the file may be truncated or corrupt: download it again")]
+    #[error("{path}: not a valid safetensors file ({message}); the file may be truncated or corrupt: fetch or copy it again, or retrain it")]
     Safetensors { path: PathBuf, message: String },
     #[error("{path}: tensor '{name}' is missing (looked for '{name}' and 'bert.{name}')")]
     MissingTensor { path: PathBuf, name: String },
@@ -43,7 +43,7 @@ pub enum ModelError {
     Tokenizer { path: PathBuf, message: String },
     #[error("invalid input: {0}")]
     Input(String),
-    #[error("invalid token plan for example {example}: {source}")]
+    #[error("invalid token plan for example {example}")]
     Plan {
         example: usize,
         #[source]

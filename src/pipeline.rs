@@ -37,6 +37,18 @@ pub struct Splits {
 impl DataSource {
     /// Load the three splits. `skip_bad_rows` skips (and counts) malformed rows instead of failing.
     pub fn load(&self, skip_bad_rows: bool) -> Result<Splits> {
+        let s = self.load_inner(skip_bad_rows)?;
+        let skipped = s.train.skipped_rows + s.dev.skipped_rows + if std::ptr::eq(&s.dev, &s.test) { 0 } else { s.test.skipped_rows };
+        if skipped > 0 {
+            eprintln!(
+                "warning: skipped {skipped} malformed row(s) (--skip-bad-rows): train {}, dev {}, test {}",
+                s.train.skipped_rows, s.dev.skipped_rows, s.test.skipped_rows
+            );
+        }
+        Ok(s)
+    }
+
+    fn load_inner(&self, skip_bad_rows: bool) -> Result<Splits> {
         match self {
             DataSource::RottenTomatoes { path, seed } => {
                 if !path.exists() {

@@ -76,29 +76,36 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
         /// Output directory for the fine-tuned model.
+        /// Output directory (created; an existing finished run is not overwritten without --resume).
         #[arg(long)]
         out: PathBuf,
+        /// Passes over the training data.
         #[arg(long, default_value_t = 1)]
         epochs: usize,
+        /// Examples per optimisation step.
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
         /// Peak learning rate (linear warm-up over 10% of the steps, then linear decay).
         #[arg(long, default_value_t = 1e-4)]
         lr: f64,
         /// Use only the first N training examples (after the seeded split).
+        /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
         train_limit: Option<usize>,
         /// Maximum tokens per example, [CLS]/[SEP] included.
+        /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
         /// Continue from the checkpoint in --out/checkpoint.
+        /// Continue from --out/checkpoint (weights and position in the data; optimiser moments restart).
         #[arg(long)]
         resume: bool,
         /// No progress bars.
+        /// No progress bars or status lines.
         #[arg(long)]
         quiet: bool,
     },
-    /// Distil an ApproxNet from a (fine-tuned) teacher (ALGORITHM.md section 2) and report its
+    /// Distil an ApproxNet from a (fine-tuned) teacher (the paper's section 2) and report its
     /// attention fidelity (MSE, KL) before and after on held-out dev sentences.
     Distill {
         #[command(flatten)]
@@ -107,6 +114,7 @@ enum Command {
         #[arg(long)]
         teacher: PathBuf,
         /// Output directory for the ApproxNet.
+        /// Output directory (created; an existing finished run is not overwritten without --resume).
         #[arg(long)]
         out: PathBuf,
         /// Shrink factor f: hidden and FFN sizes are divided by it (2, 4, 8, 16).
@@ -115,27 +123,34 @@ enum Command {
         /// Initialisation: random, or interpolate (shrink the teacher's tensors).
         #[arg(long, default_value = "interpolate", value_parser = ["random", "interpolate"])]
         init: String,
+        /// Optimisation steps.
         #[arg(long, default_value_t = 200)]
         steps: usize,
+        /// Examples per optimisation step.
         #[arg(long, default_value_t = 16)]
         batch_size: usize,
+        /// Peak learning rate.
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
         /// Use only the first N training sentences.
+        /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
         train_limit: Option<usize>,
         /// Held-out dev sentences for the fidelity report.
         #[arg(long, default_value_t = 200)]
         heldout: usize,
+        /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
         /// Continue from --out/checkpoint.
+        /// Continue from --out/checkpoint (weights and position in the data; optimiser moments restart).
         #[arg(long)]
         resume: bool,
+        /// No progress bars or status lines.
         #[arg(long)]
         quiet: bool,
     },
-    /// Train concrete masks (ALGORITHM.md section 4): teacher, ApproxNet and one threshold per
+    /// Train concrete masks (the paper's section 4): teacher, ApproxNet and one threshold per
     /// layer jointly, with retention target σ(θ_0). Saves teacher/, approx/ and concrete.json.
     Concrete {
         #[command(flatten)]
@@ -146,13 +161,16 @@ enum Command {
         /// Its ApproxNet (from `sttabt distill`).
         #[arg(long)]
         approx: PathBuf,
+        /// Output directory (created; an existing finished run is not overwritten without --resume).
         #[arg(long)]
         out: PathBuf,
         /// θ_0: retention target σ(θ_0) and anchor of the thresholds (paper sweep: -2 ... 1).
         #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
         theta0: f64,
+        /// Optimisation steps.
         #[arg(long, default_value_t = 200)]
         steps: usize,
+        /// Examples per optimisation step.
         #[arg(long, default_value_t = 16)]
         batch_size: usize,
         /// Learning rate of the encoders; θ trains at 10x.
@@ -167,12 +185,16 @@ enum Command {
         /// Weight of logit distillation from the frozen teacher (0 = off).
         #[arg(long, default_value_t = 0.0)]
         distill_weight: f64,
+        /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
         train_limit: Option<usize>,
+        /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
+        /// Continue from --out/checkpoint (weights and position in the data; optimiser moments restart).
         #[arg(long)]
         resume: bool,
+        /// No progress bars or status lines.
         #[arg(long)]
         quiet: bool,
     },
@@ -184,6 +206,7 @@ enum Command {
         /// Fine-tuned teacher (from `sttabt finetune`).
         #[arg(long)]
         teacher: PathBuf,
+        /// Output directory (created; an existing finished run is not overwritten without --resume).
         #[arg(long)]
         out: PathBuf,
         /// L1 weight on the masks (larger prunes more; on MiniLM/RT 1 gave ~37% retention, 3 ~30%).
@@ -192,14 +215,19 @@ enum Command {
         /// Temperature of the soft sigmoid masks.
         #[arg(long, default_value_t = 0.01)]
         temperature: f64,
+        /// Optimisation steps.
         #[arg(long, default_value_t = 200)]
         steps: usize,
+        /// Examples per optimisation step.
         #[arg(long, default_value_t = 16)]
         batch_size: usize,
+        /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
         train_limit: Option<usize>,
+        /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
+        /// No progress bars or status lines.
         #[arg(long)]
         quiet: bool,
     },
@@ -208,7 +236,9 @@ enum Command {
     /// Prints label, probability and token retention per sentence; --explain shows which tokens
     /// survived to which layer. Texts come from the arguments, --file (one per line) or stdin.
     Classify {
+        /// Sentences to classify (else --file, else stdin, one per line).
         texts: Vec<String>,
+        /// Read sentences from this file, one per line.
         #[arg(long)]
         file: Option<PathBuf>,
         /// Fine-tuned checkpoint (with a classification head).
@@ -229,6 +259,7 @@ enum Command {
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
+        /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
     },
@@ -239,13 +270,16 @@ enum Command {
     Eval {
         #[command(flatten)]
         data: DataArgs,
+        /// Fine-tuned checkpoint (with a classification head).
         #[arg(long)]
         model: PathBuf,
+        /// Its ApproxNet (from `sttabt distill`); without it the ABT rows are left out.
         #[arg(long)]
         approx: Option<PathBuf>,
         /// Keep fractions for the ABT sweep (comma-separated).
         #[arg(long, default_value = "0.1,0.2,0.3,0.5,0.7", value_delimiter = ',')]
         ks: Vec<f64>,
+        /// Output directory for results.json, results.csv and the plots.
         #[arg(long, default_value = "results")]
         out: PathBuf,
         /// Concrete-mask runs (directories from `sttabt concrete`), repeatable.
@@ -260,10 +294,59 @@ enum Command {
         /// Examples timed per mode and batch size.
         #[arg(long, default_value_t = 128)]
         timing_examples: usize,
+        /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
+        /// No progress bars or status lines.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Benchmark dense vs every sparse mode side by side in one run: examples/s, p50/p90 latency,
+    /// per-stage times (tokenize, ApproxNet, planning, executor), ratios vs dense, peak memory;
+    /// `--peer ort` also runs the dense ONNX Runtime peer (../shared/peers/ort_dense.py).
+    Bench {
+        /// Fine-tuned teacher (default: the demo's, $STTABT_HOME/runs/demo/teacher).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Its ApproxNet (default: the demo's); without one the abt mode is skipped.
+        #[arg(long)]
+        approx: Option<PathBuf>,
+        /// Rotten Tomatoes sentences to time (0 = skip that workload).
+        #[arg(long, default_value_t = 200)]
+        rt: usize,
+        /// ABT keep fraction on RT sentences.
+        #[arg(long, default_value_t = 0.5)]
+        rt_keep: f64,
+        /// Synthetic sequence lengths.
+        #[arg(long, default_value = "128,256", value_delimiter = ',')]
+        lengths: Vec<usize>,
+        /// Synthetic examples per workload.
+        #[arg(long, default_value_t = 8)]
+        synth_examples: usize,
+        /// Keep fraction of the sparse modes on synthetic lengths.
+        #[arg(long, default_value_t = 0.3)]
+        keep: f64,
+        /// Batch sizes.
+        #[arg(long, default_value = "1,32", value_delimiter = ',')]
+        batches: Vec<usize>,
+        /// Timed passes per workload (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Skip the peak-memory measurement.
+        #[arg(long)]
+        no_memory: bool,
+        /// Also run a peer: `ort` (ONNX Runtime dense; needs python3 with onnxruntime).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Python interpreter for the peer.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// The peer script (default ../shared/peers/ort_dense.py).
+        #[arg(long)]
+        peer_script: Option<PathBuf>,
+        /// Also write the report as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// The whole study on real data with no arguments: fetch all-MiniLM-L6-v2 and Rotten Tomatoes,
     /// fine-tune, distil an ApproxNet, evaluate every mode, print the table.
@@ -281,6 +364,7 @@ enum Command {
         /// Where the stages are cached (default: $STTABT_HOME/runs/demo[-fast|-full]).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// No progress bars or status lines.
         #[arg(long)]
         quiet: bool,
     },
@@ -298,15 +382,19 @@ struct DataArgs {
     /// Generic CSV/TSV/JSONL training file (with --dev, --text-column, --label-column).
     #[arg(long)]
     train: Option<PathBuf>,
+    /// Generic CSV/TSV/JSONL dev file (model selection and operating points).
     #[arg(long)]
     dev: Option<PathBuf>,
     /// Test file for generic tables (default: dev).
     #[arg(long)]
     test: Option<PathBuf>,
+    /// Column (or JSON key) with the text.
     #[arg(long, default_value = "text")]
     text_column: String,
+    /// Column with the second text of a pair, if any.
     #[arg(long)]
     pair_column: Option<String>,
+    /// Column with the label (class names or integers).
     #[arg(long, default_value = "label")]
     label_column: String,
     /// Skip malformed rows (and report how many) instead of failing.
@@ -333,6 +421,9 @@ fn main() {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
         rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().context("setting --threads")?;
     }
     match cli.command {
@@ -348,6 +439,7 @@ fn run() -> Result<()> {
             concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet)
         }
         Command::Ltp { data, teacher, out, lambda, temperature, steps, batch_size, train_limit, max_length, quiet } => {
+            guard_output(&out, "ltp.json", false)?;
             let teacher_m = BertModel::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
             let splits = data.source()?.load(data.skip_bad_rows)?;
             let tok = TextTokenizer::from_dir(&teacher, max_length.min(teacher_m.config.max_position_embeddings))?;
@@ -362,6 +454,33 @@ fn run() -> Result<()> {
         Command::Eval { data, model, approx, ks, out, concrete, ltp, limit, timing_examples, max_length, quiet } => {
             let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet };
             eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length)
+        }
+        Command::Bench { model, approx, rt, rt_keep, lengths, synth_examples, keep, batches, repeats, no_memory, peer, python, peer_script, json } => {
+            let d = sttabt::bench::BenchOptions::default();
+            let opts = sttabt::bench::BenchOptions {
+                model: model.unwrap_or(d.model),
+                approx: approx.or(d.approx),
+                rt_examples: rt,
+                rt_keep,
+                lengths,
+                synth_examples,
+                synth_keep: keep,
+                batches,
+                repeats,
+                memory: !no_memory,
+                peer,
+                python,
+                peer_script,
+            };
+            if !opts.model.join("model.safetensors").exists() {
+                bail!("{} has no model; run `sttabt demo` first (it trains the default teacher) or pass --model", opts.model.display());
+            }
+            let r = sttabt::bench::run_bench(&opts)?;
+            print!("{}", sttabt::bench::format_report(&r));
+            if let Some(j) = json {
+                sttabt::checkpoint::write_atomic(&j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+            }
+            Ok(())
         }
         Command::Demo { fast, full, out, quiet } => demo(fast, full, out, quiet),
         Command::Finetune { data, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
@@ -427,7 +546,7 @@ fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
         Some(_) => format!("yes, labels {:?}", c.labels),
         None => "no (fine-tune one with `sttabt finetune`)".into(),
     });
-    println!("\ndense encoder FLOPs (ALGORITHM.md section 5; 1 multiply-add = 2 FLOPs)");
+    println!("\ndense encoder FLOPs (the paper's section 5; 1 multiply-add = 2 FLOPs)");
     println!("{:>8} {:>14} {:>10}", "tokens", "FLOPs", "GFLOPs");
     for (n, f) in flops {
         println!("{n:>8} {f:>14} {:>10.3}", f as f64 / 1e9);
@@ -494,6 +613,7 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
     use sttabt::pipeline::{tokenize, warn_truncation};
     use sttabt::train::finetune::{finetune, with_new_head};
     let dir = model_dir(model)?;
+    guard_output(out, "finetune.json", resume)?;
     let splits = data.source()?.load(data.skip_bad_rows)?;
     let base = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let max_length = max_length.min(base.config.max_position_embeddings);
@@ -518,6 +638,7 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
 #[allow(clippy::too_many_arguments)]
 fn distill(data: &DataArgs, teacher_dir: &std::path::Path, out: &std::path::Path, factor: usize, init: &str, cfg: sttabt::train::distill::DistillConfig, train_limit: Option<usize>, heldout: usize, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
     use sttabt::approx::{ApproxInit, ApproxNet};
+    guard_output(out, "distill.json", resume)?;
     let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let splits = data.source()?.load(data.skip_bad_rows)?;
     let tok = TextTokenizer::from_dir(teacher_dir, max_length.min(teacher.config.max_position_embeddings))?;
@@ -532,6 +653,20 @@ fn distill(data: &DataArgs, teacher_dir: &std::path::Path, out: &std::path::Path
         "ApproxNet f={factor}: attention KL {:.4} -> {:.4}, MSE {:.5} -> {:.5} on {} held-out sentences ({} steps, {:.0} s); saved to {}",
         report.before.attention_kl, report.after.attention_kl, report.before.attention_mse, report.after.attention_mse, report.after.examples, report.steps, report.seconds, out.display()
     );
+    Ok(())
+}
+
+/// Refuse to overwrite a finished run in `out` unless resuming; say when --resume finds nothing.
+fn guard_output(out: &std::path::Path, marker: &str, resume: bool) -> Result<()> {
+    if resume {
+        if !out.join("checkpoint").join("state.json").exists() && !out.join(marker).exists() {
+            eprintln!("note: --resume found no checkpoint in {}; starting from scratch", out.join("checkpoint").display());
+        }
+        return Ok(());
+    }
+    if out.join(marker).exists() || out.join("checkpoint").exists() {
+        bail!("{} already holds a run ({}); pass --resume to continue it, or choose another --out (nothing was overwritten)", out.display(), marker);
+    }
     Ok(())
 }
 
@@ -552,6 +687,9 @@ fn parse_mode(mode: &str, keep: f64) -> Result<sttabt::infer::Mode> {
 #[allow(clippy::too_many_arguments)]
 fn classify(texts: Vec<String>, file: Option<PathBuf>, model: &std::path::Path, approx: Option<&std::path::Path>, mode: &str, keep: f64, explain: bool, json: bool, max_length: usize) -> Result<()> {
     let texts = read_texts(texts, file)?;
+    if texts.is_empty() {
+        bail!("no texts to classify: pass them as arguments, with --file, or on stdin");
+    }
     let teacher = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
     if teacher.classifier.is_none() {
         bail!("{} has no classification head; fine-tune one with `sttabt finetune`", model.display());
@@ -602,6 +740,12 @@ fn classify(texts: Vec<String>, file: Option<PathBuf>, model: &std::path::Path, 
 
 #[allow(clippy::too_many_arguments)]
 fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Path>, concrete: &[PathBuf], ltp: &[PathBuf], out: &std::path::Path, opts: &sttabt::eval::EvalOptions, max_length: usize) -> Result<()> {
+    if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
+        bail!("--ks: every keep fraction must be in (0, 1], got {k}");
+    }
+    if approx.is_none() {
+        eprintln!("note: no --approx given, so the ABT (ApproxNet) rows are left out; ABT on the teacher's actual attention is still evaluated");
+    }
     let teacher = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
     let approx_net = match approx {
         Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
@@ -702,7 +846,7 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     for &lambda in &lambdas {
         let dir = run_dir.join(format!("ltp_lambda{lambda}"));
         if !dir.join("ltp.json").exists() {
-            progress.println(format!("[3/4] LTP baseline, λ = {lambda}, {ltp_steps} steps"));
+            progress.println(format!("[3/4] LTP baseline (learned thresholds), λ = {lambda}, {ltp_steps} steps"));
             let s = std::time::Instant::now();
             let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, Some(ltp_steps * 16))?;
             let cfg = sttabt::train::ltp::LtpConfig { lambda, steps: ltp_steps, ..Default::default() };
@@ -731,6 +875,7 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
 
 #[allow(clippy::too_many_arguments)]
 fn concrete(data: &DataArgs, teacher_dir: &std::path::Path, approx_dir: &std::path::Path, out: &std::path::Path, cfg: sttabt::train::concrete::ConcreteConfig, train_limit: Option<usize>, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
+    guard_output(out, "concrete.json", resume)?;
     let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config).with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
     let splits = data.source()?.load(data.skip_bad_rows)?;
