@@ -9,6 +9,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::data::rt::SplitInfo;
+use crate::data::metrics::Metric;
+use crate::data::Label;
 use crate::encoder::{BertModel, EncodedInput};
 use crate::infer::{classify, Mode};
 use crate::planners::topk::calibrate_k_min;
@@ -26,6 +28,9 @@ pub struct EvalOptions {
     /// Examples timed per mode and batch size.
     pub timing_examples: usize,
     pub quiet: bool,
+    /// The task's primary metric (accuracy; Matthews correlation for CoLA; ...): it decides the
+    /// "within 1 point of dense" operating points.
+    pub metric: Metric,
 }
 
 /// One evaluated operating point.
@@ -36,6 +41,9 @@ pub struct Point {
     pub family: String,
     pub dev_accuracy: f64,
     pub test_accuracy: f64,
+    /// The task's primary metric on dev and test (equal to the accuracies when it is accuracy).
+    pub dev_metric: f64,
+    pub test_metric: f64,
     /// Mean section-5 retention on test.
     pub retention: f64,
     pub dev_retention: f64,
@@ -54,23 +62,30 @@ pub struct EvalResults {
     /// Per family: the point with the lowest dev retention whose dev accuracy is within 1 point of dense.
     pub within_one_point: Vec<Point>,
     pub dense_test_accuracy: f64,
+    /// Name of the primary metric (`accuracy`, `matthews_corr`, `f1`, ...).
+    pub metric: String,
     pub test_examples: usize,
     pub dev_examples: usize,
     pub threads: usize,
 }
 
-fn accuracy_and_retention(teacher: &BertModel, approx: Option<&BertModel>, data: &[LabeledInput], mode: &Mode) -> anyhow::Result<(f64, f64, f64)> {
-    let (mut correct, mut ret, mut flops) = (0usize, 0.0f64, 0.0f64);
+/// (accuracy, primary metric, mean retention, mean GFLOPs) of `mode` on `data`.
+fn score(teacher: &BertModel, approx: Option<&BertModel>, data: &[LabeledInput], mode: &Mode, metric: Metric) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let (mut ret, mut flops) = (0.0f64, 0.0f64);
+    let mut preds = Vec::with_capacity(data.len());
     for chunk in data.chunks(32) {
         let inputs: Vec<EncodedInput> = chunk.iter().map(|d| d.input.clone()).collect();
-        for (p, d) in classify(teacher, approx, &inputs, mode)?.iter().zip(chunk) {
-            correct += (p.label == d.label) as usize;
+        for p in classify(teacher, approx, &inputs, mode)? {
+            preds.push(Label::Class(p.label));
             ret += p.retention;
             flops += p.flops as f64;
         }
     }
+    let gold: Vec<Label> = data.iter().map(|d| Label::Class(d.label)).collect();
+    let acc = Metric::Accuracy.compute(&preds, &gold)?;
+    let m = metric.compute(&preds, &gold)?;
     let n = data.len().max(1) as f64;
-    Ok((correct as f64 / n, ret / n, flops / n / 1e9))
+    Ok((acc, m, ret / n, flops / n / 1e9))
 }
 
 /// Examples per second, end to end from token ids (ApproxNet and planning included).
@@ -115,12 +130,12 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
             }
             _ => (teacher, approx),
         };
-        let (dev_acc, dev_ret, _) = accuracy_and_retention(teacher, approx, dev, &mode)?;
-        let (test_acc, ret, gflops) = accuracy_and_retention(teacher, approx, test, &mode)?;
+        let (dev_acc, dev_metric, dev_ret, _) = score(teacher, approx, dev, &mode, opts.metric)?;
+        let (test_acc, test_metric, ret, gflops) = score(teacher, approx, test, &mode, opts.metric)?;
         let b1 = throughput(teacher, approx, &timing, &mode, 1)?;
         let b32 = throughput(teacher, approx, &timing, &mode, 32)?;
         let (d1, d32) = points.first().map(|d| (d.examples_per_s_b1, d.examples_per_s_b32)).unwrap_or((b1, b32));
-        points.push(Point { label: mode.label(), family: mode.family().into(), mode: mode.clone(), dev_accuracy: dev_acc, test_accuracy: test_acc, retention: ret, dev_retention: dev_ret, gflops, examples_per_s_b1: b1, examples_per_s_b32: b32, speedup_b1: b1 / d1, speedup_b32: b32 / d32 });
+        points.push(Point { label: mode.label(), family: mode.family().into(), mode: mode.clone(), dev_accuracy: dev_acc, test_accuracy: test_acc, dev_metric, test_metric, retention: ret, dev_retention: dev_ret, gflops, examples_per_s_b1: b1, examples_per_s_b32: b32, speedup_b1: b1 / d1, speedup_b32: b32 / d32 });
         // after the ABT-actual sweep, add manual top-k at the same retentions
         if let Mode::AbtActual { .. } = mode {
             let lengths: Vec<usize> = dev.iter().map(|d| d.input.len()).collect();
@@ -137,14 +152,14 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
         }
     }
     bar.finish_and_clear();
-    let dense_dev = points[0].dev_accuracy;
+    let dense_dev = points[0].dev_metric;
     let mut within = Vec::new();
     for fam in ["dense", "abt", "abt-actual", "topk", "concrete", "ltp"] {
-        if let Some(best) = points.iter().filter(|p| p.family == fam && p.dev_accuracy >= dense_dev - 0.01).min_by(|a, b| a.dev_retention.total_cmp(&b.dev_retention)) {
+        if let Some(best) = points.iter().filter(|p| p.family == fam && p.dev_metric >= dense_dev - 0.01).min_by(|a, b| a.dev_retention.total_cmp(&b.dev_retention)) {
             within.push(best.clone());
         }
     }
-    Ok(EvalResults { dense_test_accuracy: points[0].test_accuracy, points, within_one_point: within, test_examples: test.len(), dev_examples: dev.len(), threads: rayon::current_num_threads() })
+    Ok(EvalResults { dense_test_accuracy: points[0].test_accuracy, metric: opts.metric.name().into(), points, within_one_point: within, test_examples: test.len(), dev_examples: dev.len(), threads: rayon::current_num_threads() })
 }
 
 /// Write `results.json` and `results.csv` into `out` (atomically).
@@ -152,9 +167,9 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     std::fs::create_dir_all(out)?;
     let json = serde_json::json!({"data": data, "split": split, "results": r, "machine": machine_line()});
     crate::checkpoint::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    let mut csv = String::from("mode,dev_accuracy,test_accuracy,retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32\n");
+    let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_{0},test_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32\n", r.metric);
     for p in &r.points {
-        csv.push_str(&format!("{},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n", p.label, p.dev_accuracy, p.test_accuracy, p.retention, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
+        csv.push_str(&format!("{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n", p.label, p.dev_accuracy, p.test_accuracy, p.dev_metric, p.test_metric, p.retention, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
     }
     crate::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     crate::plot::plot_results(r, out, data.split(' ').take(2).collect::<Vec<_>>().join(" ").as_str())?;
@@ -172,9 +187,10 @@ pub fn machine_line() -> String {
 
 /// A terminal table of all points and the within-1-point operating points.
 pub fn format_table(r: &EvalResults) -> String {
-    let mut s = format!("{:<22} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n", "mode", "dev acc", "test acc", "retention", "GFLOPs", "ex/s b1", "ex/s b32", "speedup1", "speedup32");
+    let short = if r.metric == "accuracy" { "acc".to_string() } else { r.metric.chars().take(4).collect() };
+    let mut s = format!("{:<22} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n", "mode", format!("dev {short}"), format!("test {short}"), "retention", "GFLOPs", "ex/s b1", "ex/s b32", "speedup1", "speedup32");
     for p in &r.points {
-        s.push_str(&format!("{:<22} {:>7.2}% {:>7.2}% {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n", p.label, p.dev_accuracy * 100.0, p.test_accuracy * 100.0, p.retention * 100.0, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
+        s.push_str(&format!("{:<22} {:>7.2}% {:>7.2}% {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n", p.label, p.dev_metric * 100.0, p.test_metric * 100.0, p.retention * 100.0, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
     }
     s.push_str("\nlowest retention within 1 point of dense (chosen on dev, reported on test):\n");
     let mut families: Vec<&str> = Vec::new();
@@ -186,7 +202,7 @@ pub fn format_table(r: &EvalResults) -> String {
     for fam in families {
         let note = if fam == "abt-actual" { "  (oracle: needs a dense teacher pass, saves nothing)" } else { "" };
         match r.within_one_point.iter().find(|p| p.family == fam) {
-            Some(p) => s.push_str(&format!("  {:<11} {:<22} test acc {:.2}%  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x{note}\n", p.family, p.label, p.test_accuracy * 100.0, p.retention * 100.0, p.speedup_b1, p.speedup_b32)),
+            Some(p) => s.push_str(&format!("  {:<11} {:<22} test {} {:.2}%  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x{note}\n", p.family, p.label, r.metric, p.test_metric * 100.0, p.retention * 100.0, p.speedup_b1, p.speedup_b32)),
             None => s.push_str(&format!("  {fam:<11} none of its points is within 1 point of dense on dev{note}\n")),
         }
     }

@@ -32,6 +32,8 @@ pub struct Splits {
     pub label_names: Vec<String>,
     pub split_info: Option<SplitInfo>,
     pub description: String,
+    /// The task's primary metric (accuracy unless the GLUE task says otherwise).
+    pub metric: crate::data::metrics::Metric,
 }
 
 impl DataSource {
@@ -62,6 +64,7 @@ impl DataSource {
                     dev: s.dev,
                     test: s.test,
                     split_info: Some(s.info),
+                    metric: crate::data::metrics::Metric::Accuracy,
                 })
             }
             DataSource::Glue { dir, task } => {
@@ -77,6 +80,7 @@ impl DataSource {
                     test: dev.clone(),
                     dev,
                     split_info: None,
+                    metric: task.metric().primary,
                 })
             }
             DataSource::Table { train, dev, test, spec } => {
@@ -88,7 +92,7 @@ impl DataSource {
                     Some(p) => load_table(p, &spec2, skip_bad_rows)?,
                     None => dv.clone(),
                 };
-                Ok(Splits { label_names: names, description: format!("tables {}", train.display()), train: tr, dev: dv, test: te, split_info: None })
+                Ok(Splits { label_names: names, description: format!("tables {}", train.display()), train: tr, dev: dv, test: te, split_info: None, metric: crate::data::metrics::Metric::Accuracy })
             }
         }
     }

@@ -115,7 +115,7 @@ struct Series {
 fn collect_series(r: &EvalResults, axis: XAxis) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     for p in &r.points {
-        let (x, y) = (axis.value(p), p.test_accuracy * 100.0);
+        let (x, y) = (axis.value(p), p.test_metric * 100.0);
         if !x.is_finite() || !y.is_finite() {
             continue;
         }
@@ -185,7 +185,7 @@ fn render(r: &EvalResults, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotErro
         chart
             .configure_mesh()
             .x_desc(axis.desc())
-            .y_desc("test accuracy (%)")
+            .y_desc(format!("test {} (%)", r.metric.replace('_', " ")))
             .axis_desc_style((FONT, 20))
             .label_style((FONT, 15))
             .light_line_style(RGBColor(235, 235, 235))
@@ -198,7 +198,7 @@ fn render(r: &EvalResults, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotErro
             chart
                 .draw_series(DashedLineSeries::new(vec![(x_lo, a), (x_hi, a)], 8, 6, grey.stroke_width(1)))
                 .map_err(draw_err)?
-                .label(format!("dense accuracy ({a:.2}%)"))
+                .label(format!("dense {} ({a:.2}%)", r.metric.replace('_', " ")))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], grey.stroke_width(1)));
         }
 
@@ -303,6 +303,8 @@ mod tests {
             mode,
             dev_accuracy: acc,
             test_accuracy: acc,
+            dev_metric: acc,
+            test_metric: acc,
             retention,
             dev_retention: retention,
             gflops: 20.0 * retention,
@@ -321,7 +323,7 @@ mod tests {
             points.push(point(Mode::AbtActual { k }, acc + 0.004, ret - 0.02, b1 * 1.1));
             points.push(point(Mode::TopK { k_min: ret * 0.5 }, acc - 0.03, ret, b1 * 1.2));
         }
-        EvalResults { within_one_point: vec![points[1].clone()], dense_test_accuracy: 0.912, points, test_examples: 100, dev_examples: 100, threads: 1 }
+        EvalResults { within_one_point: vec![points[1].clone()], dense_test_accuracy: 0.912, metric: "accuracy".into(), points, test_examples: 100, dev_examples: 100, threads: 1 }
     }
 
     #[test]
@@ -354,7 +356,7 @@ mod tests {
 
     #[test]
     fn plot_rejects_empty_results() {
-        let r = EvalResults { points: vec![], within_one_point: vec![], dense_test_accuracy: f64::NAN, test_examples: 0, dev_examples: 0, threads: 1 };
+        let r = EvalResults { points: vec![], within_one_point: vec![], dense_test_accuracy: f64::NAN, metric: "accuracy".into(), test_examples: 0, dev_examples: 0, threads: 1 };
         let dir = std::env::temp_dir().join(format!("sttabt-plot-empty-{}", std::process::id()));
         assert!(matches!(plot_results(&r, &dir, ""), Err(PlotError::NoPoints)));
         let _ = std::fs::remove_dir_all(&dir);

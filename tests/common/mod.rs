@@ -8,9 +8,18 @@ use sttabt::BertModel;
 
 /// `../shared/reference` (or `$STTABT_REFERENCE_DIR`).
 pub fn reference_dir() -> PathBuf {
-    std::env::var_os("STTABT_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference")))
+    if let Some(d) = std::env::var_os("STTABT_REFERENCE_DIR") {
+        return PathBuf::from(d);
+    }
+    // `shared/reference` beside the checkout (../shared), or beside any ancestor of it.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for dir in manifest.ancestors().skip(1) {
+        let cand = dir.join("shared").join("reference");
+        if cand.is_dir() {
+            return cand;
+        }
+    }
+    panic!("reference vectors not found: expected shared/reference beside the checkout ({}/../shared/reference); set STTABT_REFERENCE_DIR", manifest.display())
 }
 
 pub fn read_json(path: PathBuf) -> serde_json::Value {
