@@ -3,7 +3,7 @@
 //!
 //! This is the one module where sttabt steps outside burn: burn's Flex backend measured 40-80
 //! GFLOP/s on 2 threads for the executor's matrix shapes and ~80 µs of overhead per small
-//! element-wise op (examples/probe.rs), which would cap batch-1 inference far below the dense ONNX
+//! element-wise op (examples/burn_probe.rs; examples/gemm_probe.rs measures `gemm`), which would cap batch-1 inference far below the dense ONNX
 //! Runtime peer. Training keeps using burn (autodiff); tests pin both to the same numbers.
 
 use crate::config::Activation;
