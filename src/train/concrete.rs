@@ -22,7 +22,7 @@ use crate::config::EncoderConfig;
 use crate::data::split::SplitMix64;
 use crate::encoder::{BertModel, EncodedInput, Linear};
 use crate::train::finetune::{cross_entropy, scalar, LabeledInput};
-use crate::train::model::{Batch, TrainBert};
+use crate::train::model::{to_vec, Batch, TrainBert};
 use crate::train::{save_hf_checkpoint, Progress, Schedule};
 
 /// Temperature of the concrete masks.
@@ -190,7 +190,7 @@ pub fn concrete_loss(model: &ConcreteTrain, tcfg: &EncoderConfig, acfg: &Encoder
 /// Mean section-5 retention of the hard plans given by masks (`m >= 0.5`).
 pub fn hard_retention(masks: &[Tensor<2>], lengths: &[usize]) -> f64 {
     let big_l = masks.len() - 1;
-    let vals: Vec<Vec<f32>> = masks[..big_l].iter().map(|m| m.clone().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()).collect();
+    let vals: Vec<Vec<f32>> = masks[..big_l].iter().map(|m| to_vec(m.clone())).collect();
     let t = vals[0].len() / lengths.len().max(1);
     let mut total = 0.0;
     for (e, &n) in lengths.iter().enumerate() {
@@ -338,7 +338,7 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
 }
 
 fn theta_vec(model: &ConcreteTrain) -> Vec<f64> {
-    model.theta().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default().into_iter().map(|v| v as f64).collect()
+    to_vec(model.theta()).into_iter().map(|v| v as f64).collect()
 }
 
 fn save_parts(model: &ConcreteTrain, tcfg: &EncoderConfig, acfg: &EncoderConfig, like: &ApproxNet, dir: &Path) -> anyhow::Result<()> {

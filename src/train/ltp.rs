@@ -18,7 +18,7 @@ use crate::config::EncoderConfig;
 use crate::data::split::SplitMix64;
 use crate::encoder::{BertModel, EncodedInput};
 use crate::train::finetune::{cross_entropy, scalar, LabeledInput};
-use crate::train::model::{Batch, TrainBert};
+use crate::train::model::{to_vec, Batch, TrainBert};
 use crate::train::{save_hf_checkpoint, Progress, Schedule};
 
 /// Hyper-parameters of LTP training.
@@ -98,7 +98,7 @@ pub fn ltp_forward(model: &LtpTrain, c: &EncoderConfig, batch: &Batch, theta: Te
 /// Mean section-5 retention of the hard plans implied by running masks (`m > 0.5`).
 fn hard_retention(masks: &[Tensor<2>], lengths: &[usize]) -> f64 {
     let big_l = masks.len() + 1;
-    let vals: Vec<Vec<f32>> = masks.iter().map(|m| m.clone().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()).collect();
+    let vals: Vec<Vec<f32>> = masks.iter().map(|m| to_vec(m.clone())).collect();
     let t = vals.first().map(|v| v.len() / lengths.len().max(1)).unwrap_or(0);
     let mut total = 0.0;
     for (e, &n) in lengths.iter().enumerate() {
@@ -208,7 +208,7 @@ pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, o
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let theta: Vec<f64> = model.phi.val().mul_scalar(scale).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default().into_iter().map(|v| v as f64).collect();
+    let theta: Vec<f64> = to_vec(model.phi.val().mul_scalar(scale)).into_iter().map(|v| v as f64).collect();
     let native = model.teacher.to_native(&c)?;
     save_hf_checkpoint(&native, &out_dir.join("teacher"), None)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;

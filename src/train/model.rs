@@ -172,7 +172,8 @@ impl TrainOutput {
     }
 }
 
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+/// A tensor's values as f32, row-major (empty if the data cannot be read back).
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
 }
 
