@@ -9,25 +9,6 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sttabt::{BertModel, EncodedInput, RunOptions, TokenPlan};
 
-/// Synthetic `[CLS] w... [SEP]` of length `n`, deterministic per example.
-fn synthetic_input(n: usize, example: usize) -> EncodedInput {
-    let mut rng = fastrand::Rng::with_seed(0x5EED + example as u64);
-    let mut ids: Vec<u32> = Vec::with_capacity(n);
-    ids.push(101);
-    ids.extend((1..n.saturating_sub(1)).map(|_| rng.u32(1996..29_000)));
-    if n > 1 {
-        ids.push(102);
-    }
-    EncodedInput { type_ids: vec![0; ids.len()], ids }
-}
-
-/// An ABT-like sparse plan: the first `ceil(keep * n)` tokens at every layer, only CLS at the top.
-fn keep_first_plan(n: usize, layers: usize, keep: f64) -> TokenPlan {
-    let c = ((keep * n as f64) - 1e-9).ceil().clamp(1.0, n as f64) as usize;
-    let set: Vec<usize> = (0..c).collect();
-    TokenPlan::from_inputs(n, vec![set; layers], vec![0]).expect("valid plan")
-}
-
 fn main() {
     let dir = sttabt::assets::default_model_dir();
     if !dir.join("model.safetensors").exists() {
@@ -47,9 +28,9 @@ fn main() {
     for &n in &[32usize, 128] {
         let mut group = c.benchmark_group(format!("minilm_n{n}"));
         for &batch in &[1usize, 32] {
-            let inputs: Vec<EncodedInput> = (0..batch).map(|e| synthetic_input(n, e)).collect();
+            let inputs: Vec<EncodedInput> = (0..batch).map(|e| sttabt::bench::synthetic_input(n, e)).collect();
             let dense: Vec<TokenPlan> = (0..batch).map(|_| TokenPlan::dense(n, layers)).collect();
-            let sparse: Vec<TokenPlan> = (0..batch).map(|_| keep_first_plan(n, layers, 0.3)).collect();
+            let sparse: Vec<TokenPlan> = (0..batch).map(|_| sttabt::bench::keep_first_plan(n, layers, 0.3)).collect();
             group.throughput(Throughput::Elements(batch as u64));
             for (name, plans) in [("dense", &dense), ("keep30", &sparse)] {
                 group.bench_with_input(BenchmarkId::new(name, format!("batch{batch}")), plans, |b, plans| {

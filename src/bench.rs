@@ -135,7 +135,7 @@ pub fn synthetic_input(n: usize, example: usize) -> EncodedInput {
 
 /// Fixed plan: the first `ceil(keep n)` tokens at every layer, only CLS at the top.
 pub fn keep_first_plan(n: usize, layers: usize, keep: f64) -> TokenPlan {
-    let c = ((keep * n as f64) - 1e-9).ceil().clamp(1.0, n as f64) as usize;
+    let c = crate::planners::abt::keep_count(keep, n);
     TokenPlan::from_inputs(n, vec![(0..c).collect(); layers], vec![0]).expect("valid plan")
 }
 

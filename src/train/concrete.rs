@@ -187,17 +187,10 @@ pub fn concrete_loss(model: &ConcreteTrain, tcfg: &EncoderConfig, acfg: &Encoder
     (loss, ConcreteParts { task: scalar(&task), anchor: scalar(&anchor), retention_term: scalar(&ret), distill, soft_retention: scalar(&mo.r), hard_retention: hard_ret })
 }
 
-/// Mean section-5 retention of the hard plans given by masks (`m >= 0.5`).
+/// Mean section-5 retention of the hard plans given by masks (`m >= 0.5`); `masks` as in
+/// [`MaskOutput`] (`L + 1` entries, the last one-hot CLS).
 pub fn hard_retention(masks: &[Tensor<2>], lengths: &[usize]) -> f64 {
-    let big_l = masks.len() - 1;
-    let vals: Vec<Vec<f32>> = masks[..big_l].iter().map(|m| to_vec(m.clone())).collect();
-    let t = vals[0].len() / lengths.len().max(1);
-    let mut total = 0.0;
-    for (e, &n) in lengths.iter().enumerate() {
-        let kept: usize = vals.iter().map(|v| (0..n).filter(|&j| v[e * t + j] >= 0.5).count()).sum();
-        total += (kept + 1) as f64 / ((big_l + 1) * n) as f64;
-    }
-    total / lengths.len().max(1) as f64
+    crate::train::masked_plan_retention(&masks[..masks.len() - 1], lengths, 0, |v| v >= 0.5)
 }
 
 /// What concrete training did.

@@ -95,18 +95,10 @@ pub fn ltp_forward(model: &LtpTrain, c: &EncoderConfig, batch: &Batch, theta: Te
     (x.slice([0..b, 0..1, 0..d]).reshape([b, d]), masks)
 }
 
-/// Mean section-5 retention of the hard plans implied by running masks (`m > 0.5`).
+/// Mean section-5 retention of the hard plans implied by running masks (`m > 0.5`): layer 1
+/// reads every token, the masks give `I_2 .. I_L`.
 fn hard_retention(masks: &[Tensor<2>], lengths: &[usize]) -> f64 {
-    let big_l = masks.len() + 1;
-    let vals: Vec<Vec<f32>> = masks.iter().map(|m| to_vec(m.clone())).collect();
-    let t = vals.first().map(|v| v.len() / lengths.len().max(1)).unwrap_or(0);
-    let mut total = 0.0;
-    for (e, &n) in lengths.iter().enumerate() {
-        // I_1 = all n; I_{l+1} = kept after layer l; O_L = CLS
-        let kept: usize = n + vals.iter().map(|v| (0..n).filter(|&j| v[e * t + j] > 0.5).count()).sum::<usize>();
-        total += (kept + 1) as f64 / ((big_l + 1) * n) as f64;
-    }
-    total / lengths.len().max(1) as f64
+    crate::train::masked_plan_retention(masks, lengths, 1, |v| v > 0.5)
 }
 
 /// What LTP training did.

@@ -66,6 +66,22 @@ impl Progress {
     }
 }
 
+/// Mean section-5 retention of the hard plans read off training masks, for progress reports.
+///
+/// `masks[k]` `[B, T]` marks, through `kept`, the tokens of input set `I_{leading_full + k + 1}`;
+/// the first `leading_full` input sets hold all `n` real tokens; `O_L` = {CLS}.
+pub fn masked_plan_retention(masks: &[burn::tensor::Tensor<2>], lengths: &[usize], leading_full: usize, kept: impl Fn(f32) -> bool) -> f64 {
+    let layers = leading_full + masks.len();
+    let vals: Vec<Vec<f32>> = masks.iter().map(|m| model::to_vec(m.clone())).collect();
+    let t = vals.first().map(|v| v.len() / lengths.len().max(1)).unwrap_or(0);
+    let mut total = 0.0;
+    for (e, &n) in lengths.iter().enumerate() {
+        let in_sets: usize = leading_full * n + vals.iter().map(|v| (0..n).filter(|&j| kept(v[e * t + j])).count()).sum::<usize>();
+        total += (in_sets + 1) as f64 / ((layers + 1) * n) as f64;
+    }
+    total / lengths.len().max(1) as f64
+}
+
 /// Save `model` in the Hugging Face layout into `dir` (config.json + model.safetensors, both
 /// written atomically), copying tokenizer files from `tokenizer_dir` when given.
 pub fn save_hf_checkpoint(model: &BertModel, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<(), ModelError> {
