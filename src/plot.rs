@@ -48,7 +48,7 @@ fn draw_err<E: std::fmt::Display>(e: E) -> PlotError {
 }
 
 /// Register the embedded font as `sans-serif` (once per process).
-fn ensure_font() -> Result<(), PlotError> {
+pub(crate) fn ensure_font() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());
     if ok {

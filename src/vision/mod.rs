@@ -1,3 +1,6 @@
 //! Image data for the ViT experiments.
 
 pub mod idx;
+pub mod grid;
+pub mod image;
+pub mod preprocess;
