@@ -108,11 +108,15 @@ impl ApproxNet {
             // Embedding tables keep their rows (vocabulary, positions, types); every other axis
             // of hidden or FFN size shrinks.
             let is_table = name.starts_with("embeddings.") && name.ends_with("_embeddings.weight");
+            // vision: position table [1, n, d] and class/distillation tokens [1, 1, d] shrink
+            // only along d; the patch projection [d, C, p, p] only along axis 0
+            let last_axis_only = name.ends_with("embeddings.position_embeddings") || name.ends_with("_token");
+            let first_axis_only = name.ends_with("patch_embeddings.projection.weight");
             let out_shape: Vec<usize> = shape
                 .iter()
                 .enumerate()
                 .map(|(axis, &s)| {
-                    if is_table && axis == 0 {
+                    if (is_table && axis == 0) || (last_axis_only && axis + 1 < shape.len()) || (first_axis_only && axis > 0) {
                         s
                     } else if s == tc.hidden_size {
                         small
@@ -127,7 +131,7 @@ impl ApproxNet {
                 ApproxInit::Interpolate => interpolate(&data, &shape, &out_shape),
                 ApproxInit::Random => {
                     let len: usize = out_shape.iter().product();
-                    if name.ends_with("LayerNorm.weight") {
+                    if name.ends_with("LayerNorm.weight") || (name.contains("layernorm") && name.ends_with(".weight")) {
                         vec![1.0; len]
                     } else if name.ends_with(".bias") {
                         vec![0.0; len]
@@ -167,6 +171,9 @@ impl ApproxNet {
         if a.vocab_size != teacher.vocab_size {
             problems.push(format!("vocabulary: ApproxNet {} vs teacher {}", a.vocab_size, teacher.vocab_size));
         }
+        if a.vision() != teacher.vision() {
+            problems.push("image/patch layout differs (ViT/DeiT configuration)".into());
+        }
         if a.max_position_embeddings < teacher.max_position_embeddings || a.type_vocab_size != teacher.type_vocab_size {
             problems.push("position/token-type tables differ".into());
         }
@@ -191,7 +198,11 @@ impl ApproxNet {
         let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice())).collect();
         crate::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views)?;
         let mut cfg = self.model.config.to_hf_json();
-        cfg["model_type"] = "sttabt-approx".into();
+        if self.model.config.vision().is_none() {
+            // a text ApproxNet must not be mistaken for a BERT teacher; vision configs keep
+            // `vit`/`deit` (the loader needs it) and are told apart by the `sttabt_approx` block
+            cfg["model_type"] = "sttabt-approx".into();
+        }
         cfg["sttabt_approx"] = serde_json::to_value(&self.meta).unwrap_or_default();
         crate::checkpoint::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap_or_default().as_bytes())
     }

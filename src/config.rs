@@ -85,7 +85,127 @@ fn default_ln_eps() -> f64 {
     1e-12
 }
 
-/// Validated encoder configuration (BERT, post-LayerNorm).
+/// Which model family a configuration describes: where the LayerNorms sit and how tokens are embedded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Architecture {
+    /// BERT: token + position + type embeddings with LayerNorm, post-LayerNorm layers, optional
+    /// pooler. Token 0 is `[CLS]`.
+    #[default]
+    Bert,
+    /// ViT / DeiT: patch embedding (a conv with stride = kernel = patch size), class token
+    /// (and DeiT's distillation token), learned position embeddings, pre-LayerNorm layers, a final
+    /// LayerNorm. Tokens `0..num_special_tokens()` are the class (and distillation) tokens,
+    /// token `num_special_tokens() + i` is patch `i` in raster order.
+    Vit(VisionConfig),
+}
+
+/// The image side of a ViT / DeiT configuration (HF `ViTConfig` / `DeiTConfig` fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisionConfig {
+    /// `"vit"` or `"deit"` (DeiT always has a distillation token; HF `DeiTEmbeddings`).
+    pub model_type: String,
+    /// Input side in pixels (square images; HF `image_size`).
+    pub image_size: usize,
+    /// Patch side in pixels (HF `patch_size`); divides `image_size`.
+    pub patch_size: usize,
+    /// Input channels (HF `num_channels`).
+    pub num_channels: usize,
+    /// Whether Q/K/V have biases (HF `qkv_bias`, default true).
+    pub qkv_bias: bool,
+    /// The head layout: `ViTForImageClassification`/`DeiTForImageClassification` (`classifier`
+    /// on the class token) or `DeiTForImageClassificationWithTeacher` (`cls_classifier` and
+    /// `distillation_classifier`, logits averaged).
+    pub head: VisionHead,
+}
+
+/// Classification head layout of a vision checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VisionHead {
+    /// `classifier` on the class token (or no head at all).
+    ClassToken,
+    /// `cls_classifier` on the class token plus `distillation_classifier` on the distillation
+    /// token, logits averaged (DeiT-distilled).
+    Distilled,
+}
+
+impl VisionConfig {
+    /// Patches per image, `(image_size / patch_size)^2`.
+    pub fn num_patches(&self) -> usize {
+        let g = self.image_size / self.patch_size.max(1);
+        g * g
+    }
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size.max(1)
+    }
+    /// 1 (class token) for ViT, 2 (class + distillation token) for DeiT.
+    pub fn num_special_tokens(&self) -> usize {
+        if self.model_type == "deit" {
+            2
+        } else {
+            1
+        }
+    }
+    /// Sequence length `n = num_special_tokens + num_patches`.
+    pub fn seq_len(&self) -> usize {
+        self.num_special_tokens() + self.num_patches()
+    }
+    /// Values per flattened patch, `C p p`.
+    pub fn patch_dim(&self) -> usize {
+        self.num_channels * self.patch_size * self.patch_size
+    }
+    /// The HF weight-name prefix of the backbone (`vit.` or `deit.`).
+    pub fn prefix(&self) -> &'static str {
+        if self.model_type == "deit" {
+            "deit."
+        } else {
+            "vit."
+        }
+    }
+}
+
+/// Raw `config.json` of a ViT / DeiT checkpoint (HF field names).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HfVitConfig {
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_image_size")]
+    pub image_size: usize,
+    #[serde(default = "default_patch_size")]
+    pub patch_size: usize,
+    #[serde(default = "default_channels")]
+    pub num_channels: usize,
+    #[serde(default = "default_true")]
+    pub qkv_bias: bool,
+    #[serde(default)]
+    pub num_labels: Option<usize>,
+    #[serde(default)]
+    pub id2label: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub architectures: Option<Vec<String>>,
+}
+
+fn default_image_size() -> usize {
+    224
+}
+fn default_patch_size() -> usize {
+    16
+}
+fn default_channels() -> usize {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Validated encoder configuration (BERT post-LayerNorm, or ViT/DeiT pre-LayerNorm).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
     pub vocab_size: usize,
@@ -103,6 +223,10 @@ pub struct EncoderConfig {
     pub layer_norm_eps: f64,
     /// Class names, in label-id order; empty when the checkpoint has no classification head.
     pub labels: Vec<String>,
+    /// Model family (BERT text or ViT/DeiT vision). For vision, `vocab_size` and
+    /// `type_vocab_size` are 1 and `max_position_embeddings` is the sequence length.
+    #[serde(default)]
+    pub arch: Architecture,
 }
 
 impl EncoderConfig {
@@ -120,13 +244,97 @@ impl EncoderConfig {
             path: path.to_path_buf(),
             source: e,
         })?;
-        let raw: HfBertConfig = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: path.to_path_buf(),
-            message: format!("invalid config.json: {e}"),
-        })?;
-        Self::from_hf(&raw).map_err(|message| ModelError::Config {
+        let cfg_err = |message: String| ModelError::Config {
             path: path.to_path_buf(),
             message,
+        };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| cfg_err(format!("invalid config.json: {e}")))?;
+        if matches!(value.get("model_type").and_then(|v| v.as_str()), Some("vit" | "deit")) {
+            let raw: HfVitConfig = serde_json::from_value(value).map_err(|e| cfg_err(format!("invalid ViT/DeiT config.json: {e}")))?;
+            return Self::from_hf_vit(&raw).map_err(cfg_err);
+        }
+        let raw: HfBertConfig = serde_json::from_value(value).map_err(|e| cfg_err(format!("invalid config.json: {e}")))?;
+        Self::from_hf(&raw).map_err(cfg_err)
+    }
+
+    /// Number of tokens that every plan keeps at every layer and that form `O_L`: `[CLS]` for
+    /// text and ViT (1), class + distillation token for DeiT (2).
+    pub fn num_special_tokens(&self) -> usize {
+        match &self.arch {
+            Architecture::Bert => 1,
+            Architecture::Vit(v) => v.num_special_tokens(),
+        }
+    }
+
+    /// `O_L` of a classification plan: `0..num_special_tokens()`.
+    pub fn top_tokens(&self) -> Vec<usize> {
+        (0..self.num_special_tokens()).collect()
+    }
+
+    /// The vision part, if this is a ViT/DeiT.
+    pub fn vision(&self) -> Option<&VisionConfig> {
+        match &self.arch {
+            Architecture::Vit(v) => Some(v),
+            Architecture::Bert => None,
+        }
+    }
+
+    /// True for pre-LayerNorm layers (ViT/DeiT).
+    pub fn pre_norm(&self) -> bool {
+        matches!(self.arch, Architecture::Vit(_))
+    }
+
+    /// Validate a parsed HF ViT/DeiT config; the error is a sentence naming the field.
+    pub fn from_hf_vit(raw: &HfVitConfig) -> Result<Self, String> {
+        if !matches!(raw.model_type.as_str(), "vit" | "deit") {
+            return Err(format!("model_type '{}' is not a ViT/DeiT", raw.model_type));
+        }
+        let activation = Activation::parse(&raw.hidden_act)
+            .ok_or_else(|| format!("hidden_act '{}' is not supported (expected gelu, gelu_new or relu)", raw.hidden_act))?;
+        for (name, v) in [
+            ("hidden_size", raw.hidden_size),
+            ("num_hidden_layers", raw.num_hidden_layers),
+            ("num_attention_heads", raw.num_attention_heads),
+            ("intermediate_size", raw.intermediate_size),
+            ("image_size", raw.image_size),
+            ("patch_size", raw.patch_size),
+            ("num_channels", raw.num_channels),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be positive, found 0"));
+            }
+        }
+        if raw.hidden_size % raw.num_attention_heads != 0 {
+            return Err(format!("hidden_size {} is not divisible by num_attention_heads {}", raw.hidden_size, raw.num_attention_heads));
+        }
+        if raw.image_size % raw.patch_size != 0 {
+            return Err(format!("image_size {} is not divisible by patch_size {}", raw.image_size, raw.patch_size));
+        }
+        if !(raw.layer_norm_eps.is_finite() && raw.layer_norm_eps >= 0.0) {
+            return Err(format!("layer_norm_eps must be a finite number >= 0, found {}", raw.layer_norm_eps));
+        }
+        let labels = parse_labels(&raw.id2label, raw.num_labels)?;
+        let distilled = raw.architectures.as_ref().is_some_and(|a| a.iter().any(|n| n.contains("WithTeacher")));
+        let vision = VisionConfig {
+            model_type: raw.model_type.clone(),
+            image_size: raw.image_size,
+            patch_size: raw.patch_size,
+            num_channels: raw.num_channels,
+            qkv_bias: raw.qkv_bias,
+            head: if distilled && raw.model_type == "deit" { VisionHead::Distilled } else { VisionHead::ClassToken },
+        };
+        Ok(Self {
+            vocab_size: 1,
+            hidden_size: raw.hidden_size,
+            num_layers: raw.num_hidden_layers,
+            num_heads: raw.num_attention_heads,
+            intermediate_size: raw.intermediate_size,
+            activation,
+            max_position_embeddings: vision.seq_len(),
+            type_vocab_size: 1,
+            layer_norm_eps: raw.layer_norm_eps,
+            labels,
+            arch: Architecture::Vit(vision),
         })
     }
 
@@ -173,26 +381,7 @@ impl EncoderConfig {
                 raw.hidden_size, raw.num_attention_heads
             ));
         }
-        let labels = match (&raw.id2label, raw.num_labels) {
-            (Some(map), _) if !map.is_empty() => {
-                let mut v: Vec<(usize, String)> = Vec::with_capacity(map.len());
-                for (k, name) in map {
-                    let id: usize = k
-                        .parse()
-                        .map_err(|_| format!("id2label key '{k}' is not an integer"))?;
-                    v.push((id, name.clone()));
-                }
-                v.sort();
-                for (pos, (id, _)) in v.iter().enumerate() {
-                    if *id != pos {
-                        return Err(format!("id2label ids are not 0..{} (missing {pos})", v.len()));
-                    }
-                }
-                v.into_iter().map(|(_, n)| n).collect()
-            }
-            (_, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
-            _ => Vec::new(),
-        };
+        let labels = parse_labels(&raw.id2label, raw.num_labels)?;
         Ok(Self {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -204,29 +393,42 @@ impl EncoderConfig {
             type_vocab_size: raw.type_vocab_size,
             layer_norm_eps: raw.layer_norm_eps,
             labels,
+            arch: Architecture::Bert,
         })
     }
 
     /// The HF `config.json` for this configuration (BERT layout), so other tools can read what we save.
     pub fn to_hf_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "architectures": [if self.labels.is_empty() { "BertModel" } else { "BertForSequenceClassification" }],
-            "model_type": "bert",
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_layers,
-            "num_attention_heads": self.num_heads,
-            "intermediate_size": self.intermediate_size,
-            "hidden_act": self.activation.hf_name(),
-            "max_position_embeddings": self.max_position_embeddings,
-            "type_vocab_size": self.type_vocab_size,
-            "layer_norm_eps": self.layer_norm_eps,
-            "position_embedding_type": "absolute",
-            "pad_token_id": 0,
-            "hidden_dropout_prob": 0.1,
-            "attention_probs_dropout_prob": 0.1,
-            "initializer_range": 0.02,
-        });
+        let mut v = match &self.arch {
+            Architecture::Bert => self.bert_json(),
+            Architecture::Vit(vc) => {
+                let arch = match (vc.model_type.as_str(), vc.head, self.labels.is_empty()) {
+                    ("deit", VisionHead::Distilled, _) => "DeiTForImageClassificationWithTeacher",
+                    ("deit", _, false) => "DeiTForImageClassification",
+                    ("deit", _, true) => "DeiTModel",
+                    (_, _, false) => "ViTForImageClassification",
+                    _ => "ViTModel",
+                };
+                serde_json::json!({
+                    "architectures": [arch],
+                    "model_type": vc.model_type,
+                    "hidden_size": self.hidden_size,
+                    "num_hidden_layers": self.num_layers,
+                    "num_attention_heads": self.num_heads,
+                    "intermediate_size": self.intermediate_size,
+                    "hidden_act": self.activation.hf_name(),
+                    "layer_norm_eps": self.layer_norm_eps,
+                    "image_size": vc.image_size,
+                    "patch_size": vc.patch_size,
+                    "num_channels": vc.num_channels,
+                    "qkv_bias": vc.qkv_bias,
+                    "hidden_dropout_prob": 0.0,
+                    "attention_probs_dropout_prob": 0.0,
+                    "initializer_range": 0.02,
+                    "encoder_stride": vc.patch_size,
+                })
+            }
+        };
         if !self.labels.is_empty() {
             let id2label: BTreeMap<String, String> = self
                 .labels
@@ -243,8 +445,54 @@ impl EncoderConfig {
         v
     }
 
+    fn bert_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": [if self.labels.is_empty() { "BertModel" } else { "BertForSequenceClassification" }],
+            "model_type": "bert",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": self.activation.hf_name(),
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "position_embedding_type": "absolute",
+            "pad_token_id": 0,
+            "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1,
+            "initializer_range": 0.02,
+        })
+    }
+
     /// Dense encoder FLOPs for `n` tokens (ALGORITHM.md section 5; 1 multiply-add = 2 FLOPs).
     pub fn dense_flops(&self, n: usize) -> u64 {
         crate::plan::dense_flops(n, self.num_layers, self.hidden_size, self.intermediate_size)
     }
+}
+
+/// Class names from `id2label` (ids must be `0..k`) or `num_labels` (`LABEL_i`); empty if neither.
+fn parse_labels(id2label: &Option<BTreeMap<String, String>>, num_labels: Option<usize>) -> Result<Vec<String>, String> {
+    let labels = match (id2label, num_labels) {
+        (Some(map), _) if !map.is_empty() => {
+            let mut v: Vec<(usize, String)> = Vec::with_capacity(map.len());
+            for (k, name) in map {
+                let id: usize = k
+                    .parse()
+                    .map_err(|_| format!("id2label key '{k}' is not an integer"))?;
+                v.push((id, name.clone()));
+            }
+            v.sort();
+            for (pos, (id, _)) in v.iter().enumerate() {
+                if *id != pos {
+                    return Err(format!("id2label ids are not 0..{} (missing {pos})", v.len()));
+                }
+            }
+            v.into_iter().map(|(_, n)| n).collect()
+        }
+        (_, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+        _ => Vec::new(),
+    };
+    Ok(labels)
 }

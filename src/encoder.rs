@@ -1,8 +1,14 @@
-//! BERT encoder (post-LayerNorm) and the token-plan executor (ALGORITHM.md section 1).
+//! The encoder (BERT post-LayerNorm, ViT/DeiT pre-LayerNorm) and the token-plan executor
+//! (ALGORITHM.md section 1).
 //!
-//! Mirrors transformers' `BertModel` (`modeling_bert.py`): `BertEmbeddings`, `BertSelfAttention`,
-//! `BertSelfOutput`, `BertIntermediate`, `BertOutput`, `BertPooler`, plus the
-//! `BertForSequenceClassification` head. Weights are stored pre-transposed (`[in, out]`) and the
+//! Text mirrors transformers' `BertModel` (`modeling_bert.py`): `BertEmbeddings`,
+//! `BertSelfAttention`, `BertSelfOutput`, `BertIntermediate`, `BertOutput`, `BertPooler`, plus the
+//! `BertForSequenceClassification` head. Vision mirrors `ViTModel` / `DeiTModel`
+//! (`modeling_vit.py`, `modeling_deit.py`): patch embedding (a conv with kernel = stride = patch,
+//! computed as a GEMM over flattened patches), class (+ distillation) token, learned position
+//! embeddings, pre-LayerNorm layers (`layernorm_before`, `layernorm_after`), the final
+//! `layernorm`, and the `ViTForImageClassification` / `DeiTForImageClassificationWithTeacher`
+//! heads. Both families run through the same executor. Weights are stored pre-transposed (`[in, out]`) and the
 //! attention scale `1/sqrt(d_h)` is folded into the query projection at load time.
 //!
 //! Execution is *gathered*: each example of a batch carries its own [`TokenPlan`]; at layer `l`
@@ -137,24 +143,74 @@ pub struct EncoderLayer {
     /// `output.LayerNorm`.
     pub out_ln: LayerNorm,
 }
+// For ViT/DeiT (pre-LayerNorm) `attn_ln` holds `layernorm_before` (applied to the layer input
+// before Q/K/V) and `out_ln` holds `layernorm_after` (applied before the FFN); the residuals are
+// added without normalisation.
 
-/// `embeddings.*`: word + position + token type, then LayerNorm.
+/// `embeddings.*` of a text model: word + position + token type, then LayerNorm.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Embeddings {
+pub struct TextEmbeddings {
     pub word: Vec<f32>,
     pub position: Vec<f32>,
     pub token_type: Vec<f32>,
     pub ln: LayerNorm,
 }
 
-/// One tokenised example: real tokens only (no padding). `n = ids.len()`; position ids are `0..n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `{vit,deit}.embeddings.*` of a vision model: patch projection, special tokens, positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchEmbeddings {
+    /// `patch_embeddings.projection` (conv `[d, C, p, p]`) as a linear map `C·p·p -> d` over
+    /// patches flattened in `(c, ky, kx)` order.
+    pub projection: Linear,
+    /// `cls_token` (and `distillation_token`), `[num_special, d]`.
+    pub special: Vec<f32>,
+    /// `position_embeddings` without the leading batch axis, `[n, d]` (`n = num_special + patches`).
+    pub position: Vec<f32>,
+}
+
+/// The embedding layer of either family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embeddings {
+    Text(TextEmbeddings),
+    Patch(PatchEmbeddings),
+}
+
+impl Embeddings {
+    /// The text embedding tables, if this is a text model.
+    pub fn text(&self) -> Option<&TextEmbeddings> {
+        match self {
+            Embeddings::Text(e) => Some(e),
+            Embeddings::Patch(_) => None,
+        }
+    }
+    /// The patch embedding, if this is a vision model.
+    pub fn patch(&self) -> Option<&PatchEmbeddings> {
+        match self {
+            Embeddings::Patch(e) => Some(e),
+            Embeddings::Text(_) => None,
+        }
+    }
+}
+
+/// One example: real tokens only (no padding). `n = ids.len()`; position ids are `0..n`.
+///
+/// Text: `ids`/`type_ids` from the tokenizer, `patches` empty. Images (see
+/// [`EncodedInput::image`]): `ids`/`type_ids` are `n` zeros (they only carry the length) and
+/// `patches` holds the preprocessed pixels as `[num_patches, C·p·p]` (`vision::preprocess::patchify`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EncodedInput {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
+    pub patches: Vec<f32>,
 }
 
 impl EncodedInput {
+    /// An image input: `patches` is `[num_patches, patch_dim]`, the sequence has
+    /// `num_special + num_patches` tokens.
+    pub fn image(patches: Vec<f32>, num_special: usize, patch_dim: usize) -> Self {
+        let n = num_special + patches.len() / patch_dim.max(1);
+        Self { ids: vec![0; n], type_ids: vec![0; n], patches }
+    }
     /// Number of real tokens `n`.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -221,16 +277,23 @@ struct Segment {
     offset: usize,
 }
 
-/// A BERT encoder with optional pooler and sequence-classification head.
+/// An encoder (BERT, or ViT/DeiT when `config.arch` says so) with optional pooler and
+/// classification head.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BertModel {
     pub config: EncoderConfig,
     pub embeddings: Embeddings,
     pub layers: Vec<EncoderLayer>,
-    /// `pooler.dense` (tanh), if the checkpoint has it.
+    /// `pooler.dense` (tanh), if the checkpoint has it (text only).
     pub pooler: Option<Linear>,
-    /// `classifier` on the pooled output (HF `BertForSequenceClassification`), if present.
+    /// `classifier` on the pooled output (HF `BertForSequenceClassification`), or on the class
+    /// token (ViT/DeiT), or `cls_classifier` (DeiT-distilled), if present.
     pub classifier: Option<Linear>,
+    /// `{vit,deit}.layernorm`, applied to the last layer's output rows (vision only).
+    pub final_ln: Option<LayerNorm>,
+    /// `distillation_classifier` on the distillation token (DeiT-distilled only); the logits are
+    /// the mean of both heads.
+    pub distillation_classifier: Option<Linear>,
 }
 
 impl BertModel {
@@ -257,16 +320,100 @@ impl BertModel {
         Self::from_store(config, &store)
     }
 
-    /// Build from a config and a tensor store (HF names).
-    pub fn from_store(mut config: EncoderConfig, store: &TensorStore) -> Result<Self, ModelError> {
+    /// Build from a config and a tensor store (HF names; for ViT/DeiT the `vit.`/`deit.` prefixed
+    /// names of `ViTForImageClassification`, `DeiTForImageClassification(WithTeacher)`, or the
+    /// bare `ViTModel`/`DeiTModel` names without prefix).
+    pub fn from_store(config: EncoderConfig, store: &TensorStore) -> Result<Self, ModelError> {
+        if let Some(v) = config.vision().cloned() {
+            return Self::from_store_vision(config, &v, store);
+        }
+        Self::from_store_text(config, store)
+    }
+
+    fn from_store_vision(mut config: EncoderConfig, v: &crate::config::VisionConfig, store: &TensorStore) -> Result<Self, ModelError> {
         let d = config.hidden_size;
         let eps = config.layer_norm_eps;
-        let embeddings = Embeddings {
+        // checkpoints saved from the bare ViTModel/DeiTModel have no prefix
+        let pre = if store.contains(&format!("{}embeddings.cls_token", v.prefix())) { v.prefix() } else { "" };
+        let ns = v.num_special_tokens();
+        let n = v.seq_len();
+        let mut special = store.get(&format!("{pre}embeddings.cls_token"), &[1, 1, d])?;
+        if ns == 2 {
+            special.extend(store.get(&format!("{pre}embeddings.distillation_token"), &[1, 1, d])?);
+        }
+        let pw = store.get(&format!("{pre}embeddings.patch_embeddings.projection.weight"), &[d, v.num_channels, v.patch_size, v.patch_size])?;
+        let pb = if v.qkv_bias || store.contains(&format!("{pre}embeddings.patch_embeddings.projection.bias")) {
+            store.get(&format!("{pre}embeddings.patch_embeddings.projection.bias"), &[d])?
+        } else {
+            vec![0.0; d]
+        };
+        let embeddings = Embeddings::Patch(PatchEmbeddings {
+            projection: Linear::from_hf(&pw, pb, v.patch_dim(), d),
+            special,
+            position: store.get(&format!("{pre}embeddings.position_embeddings"), &[1, n, d])?,
+        });
+        let scale = 1.0 / (config.head_size() as f32).sqrt();
+        let qkv = |store: &TensorStore, name: &str| -> Result<Linear, ModelError> {
+            if v.qkv_bias {
+                Linear::load(store, name, d, d)
+            } else {
+                Ok(Linear::from_hf(&store.get(&format!("{name}.weight"), &[d, d])?, vec![0.0; d], d, d))
+            }
+        };
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for l in 0..config.num_layers {
+            let p = format!("{pre}encoder.layer.{l}");
+            let mut query = qkv(store, &format!("{p}.attention.attention.query"))?;
+            let query_hf = (query.weight_hf(), query.b.clone());
+            query.scale_cols(0..d, scale);
+            let key = qkv(store, &format!("{p}.attention.attention.key"))?;
+            let value = qkv(store, &format!("{p}.attention.attention.value"))?;
+            layers.push(EncoderLayer {
+                query_hf,
+                query,
+                key_value: concat_cols(&key, &value),
+                attn_out: Linear::load(store, &format!("{p}.attention.output.dense"), d, d)?,
+                attn_ln: LayerNorm::load(store, &format!("{p}.layernorm_before"), d, eps)?,
+                ffn_in: Linear::load(store, &format!("{p}.intermediate.dense"), d, config.intermediate_size)?,
+                ffn_out: Linear::load(store, &format!("{p}.output.dense"), config.intermediate_size, d)?,
+                out_ln: LayerNorm::load(store, &format!("{p}.layernorm_after"), d, eps)?,
+            });
+        }
+        let final_ln = Some(LayerNorm::load(store, &format!("{pre}layernorm"), d, eps)?);
+        let head_name = if store.contains("cls_classifier.weight") { "cls_classifier" } else { "classifier" };
+        let (classifier, distillation_classifier) = if store.contains(&format!("{head_name}.weight")) {
+            let n_labels = if config.labels.is_empty() { store.shape(&format!("{head_name}.weight")).map(|s| s[0]).unwrap_or(0) } else { config.labels.len() };
+            if config.labels.is_empty() {
+                config.labels = (0..n_labels).map(|i| format!("LABEL_{i}")).collect();
+            }
+            let cls = Linear::load(store, head_name, d, n_labels)?;
+            let dist = if head_name == "cls_classifier" {
+                if ns != 2 {
+                    return Err(ModelError::Input("cls_classifier/distillation_classifier need a DeiT (model_type 'deit') with a distillation token".into()));
+                }
+                Some(Linear::load(store, "distillation_classifier", d, n_labels)?)
+            } else {
+                None
+            };
+            (Some(cls), dist)
+        } else {
+            (None, None)
+        };
+        if let crate::config::Architecture::Vit(vc) = &mut config.arch {
+            vc.head = if distillation_classifier.is_some() { crate::config::VisionHead::Distilled } else { crate::config::VisionHead::ClassToken };
+        }
+        Ok(Self { config, embeddings, layers, pooler: None, classifier, final_ln, distillation_classifier })
+    }
+
+    fn from_store_text(mut config: EncoderConfig, store: &TensorStore) -> Result<Self, ModelError> {
+        let d = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let embeddings = Embeddings::Text(TextEmbeddings {
             word: store.get("embeddings.word_embeddings.weight", &[config.vocab_size, d])?,
             position: store.get("embeddings.position_embeddings.weight", &[config.max_position_embeddings, d])?,
             token_type: store.get("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, d])?,
             ln: LayerNorm::load(store, "embeddings.LayerNorm", d, eps)?,
-        };
+        });
         let scale = 1.0 / (config.head_size() as f32).sqrt();
         let mut layers = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
@@ -312,25 +459,28 @@ impl BertModel {
             layers,
             pooler,
             classifier,
+            final_ln: None,
+            distillation_classifier: None,
         })
     }
 
     /// Number of parameters (as stored in the HF checkpoint).
     pub fn num_parameters(&self) -> usize {
-        let e = &self.embeddings;
         let lin = |l: &Linear| l.w.len() + l.b.len();
         let ln = |l: &LayerNorm| l.gamma.len() + l.beta.len();
-        e.word.len()
-            + e.position.len()
-            + e.token_type.len()
-            + ln(&e.ln)
-            + self
+        let emb = match &self.embeddings {
+            Embeddings::Text(e) => e.word.len() + e.position.len() + e.token_type.len() + ln(&e.ln),
+            Embeddings::Patch(e) => lin(&e.projection) + e.special.len() + e.position.len(),
+        };
+        emb + self
                 .layers
                 .iter()
                 .map(|l| lin(&l.query) + lin(&l.key_value) + lin(&l.attn_out) + ln(&l.attn_ln) + lin(&l.ffn_in) + lin(&l.ffn_out) + ln(&l.out_ln))
                 .sum::<usize>()
             + self.pooler.as_ref().map(lin).unwrap_or(0)
             + self.classifier.as_ref().map(lin).unwrap_or(0)
+            + self.final_ln.as_ref().map(ln).unwrap_or(0)
+            + self.distillation_classifier.as_ref().map(lin).unwrap_or(0)
     }
 
     /// All weights as HF-named tensors (`[out, in]` linear weights, attention scale unfolded).
@@ -338,7 +488,10 @@ impl BertModel {
         let c = &self.config;
         let d = c.hidden_size;
         let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-        let e = &self.embeddings;
+        if let (Embeddings::Patch(e), Some(v)) = (&self.embeddings, c.vision()) {
+            return self.hf_tensors_vision(e, v);
+        }
+        let Embeddings::Text(e) = &self.embeddings else { return out };
         out.push(("embeddings.word_embeddings.weight".into(), vec![c.vocab_size, d], e.word.clone()));
         out.push(("embeddings.position_embeddings.weight".into(), vec![c.max_position_embeddings, d], e.position.clone()));
         out.push(("embeddings.token_type_embeddings.weight".into(), vec![c.type_vocab_size, d], e.token_type.clone()));
@@ -366,10 +519,80 @@ impl BertModel {
         out
     }
 
+    /// HF names of a ViT/DeiT (`ViTForImageClassification`, `DeiTForImageClassification` or
+    /// `DeiTForImageClassificationWithTeacher` layout).
+    fn hf_tensors_vision(&self, e: &PatchEmbeddings, v: &crate::config::VisionConfig) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let d = self.config.hidden_size;
+        let pre = v.prefix();
+        let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+        out.push((format!("{pre}embeddings.cls_token"), vec![1, 1, d], e.special[..d].to_vec()));
+        if v.num_special_tokens() == 2 {
+            out.push((format!("{pre}embeddings.distillation_token"), vec![1, 1, d], e.special[d..2 * d].to_vec()));
+        }
+        out.push((format!("{pre}embeddings.position_embeddings"), vec![1, v.seq_len(), d], e.position.clone()));
+        out.push((format!("{pre}embeddings.patch_embeddings.projection.weight"), vec![d, v.num_channels, v.patch_size, v.patch_size], e.projection.weight_hf()));
+        out.push((format!("{pre}embeddings.patch_embeddings.projection.bias"), vec![d], e.projection.b.clone()));
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("{pre}encoder.layer.{l}");
+            out.push((format!("{p}.attention.attention.query.weight"), vec![d, d], layer.query_hf.0.clone()));
+            if v.qkv_bias {
+                out.push((format!("{p}.attention.attention.query.bias"), vec![d], layer.query_hf.1.clone()));
+            }
+            let (k, val) = split_cols(&layer.key_value, d);
+            for (name, lin) in [("key", &k), ("value", &val)] {
+                if v.qkv_bias {
+                    push_linear(&mut out, &format!("{p}.attention.attention.{name}"), lin);
+                } else {
+                    out.push((format!("{p}.attention.attention.{name}.weight"), vec![d, d], lin.weight_hf()));
+                }
+            }
+            push_linear(&mut out, &format!("{p}.attention.output.dense"), &layer.attn_out);
+            push_ln(&mut out, &format!("{p}.layernorm_before"), &layer.attn_ln);
+            push_linear(&mut out, &format!("{p}.intermediate.dense"), &layer.ffn_in);
+            push_linear(&mut out, &format!("{p}.output.dense"), &layer.ffn_out);
+            push_ln(&mut out, &format!("{p}.layernorm_after"), &layer.out_ln);
+        }
+        if let Some(ln) = &self.final_ln {
+            push_ln(&mut out, &format!("{pre}layernorm"), ln);
+        }
+        match (&self.classifier, &self.distillation_classifier) {
+            (Some(c), Some(dc)) => {
+                push_linear(&mut out, "cls_classifier", c);
+                push_linear(&mut out, "distillation_classifier", dc);
+            }
+            (Some(c), None) => push_linear(&mut out, "classifier", c),
+            _ => {}
+        }
+        out
+    }
+
     /// Check an input against the model: non-empty, within `max_position_embeddings`, ids in the
     /// vocabulary, token types in range.
     pub fn check_input(&self, example: usize, x: &EncodedInput) -> Result<(), ModelError> {
         let c = &self.config;
+        if let Some(v) = c.vision() {
+            let want = v.num_patches() * v.patch_dim();
+            if x.patches.len() != want || x.ids.len() != v.seq_len() {
+                return Err(ModelError::Input(format!(
+                    "example {example}: an image input must hold {} patches of {} values ({}x{} pixels, {} channel(s), patch {}), found {} values and {} tokens; preprocess images with the model's image processor",
+                    v.num_patches(),
+                    v.patch_dim(),
+                    v.image_size,
+                    v.image_size,
+                    v.num_channels,
+                    v.patch_size,
+                    x.patches.len(),
+                    x.ids.len()
+                )));
+            }
+            if let Some(i) = x.patches.iter().position(|p| !p.is_finite()) {
+                return Err(ModelError::Input(format!("example {example}: pixel value {i} is not finite")));
+            }
+            return Ok(());
+        }
+        if !x.patches.is_empty() {
+            return Err(ModelError::Input(format!("example {example} is an image, but this is a text model")));
+        }
         if x.ids.is_empty() {
             return Err(ModelError::Input(format!("example {example} has no tokens (an empty text still has [CLS] [SEP])")));
         }
@@ -399,7 +622,10 @@ impl BertModel {
     /// Embedding output rows for `tokens` of one example, `[|tokens|, d]` into `out`.
     fn embed_rows(&self, x: &EncodedInput, tokens: &[usize], out: &mut [f32]) {
         let d = self.config.hidden_size;
-        let e = &self.embeddings;
+        let e = match &self.embeddings {
+            Embeddings::Text(e) => e,
+            Embeddings::Patch(e) => return self.embed_patches(e, x, tokens, out),
+        };
         for (r, &t) in tokens.iter().enumerate() {
             let row = &mut out[r * d..(r + 1) * d];
             let id = x.ids[t] as usize;
@@ -412,6 +638,39 @@ impl BertModel {
             }
         }
         e.ln.apply(out);
+    }
+
+    /// Vision embedding rows for `tokens`: special tokens from their table, patch tokens through
+    /// the projection (only the patches in `tokens` are projected), plus position embeddings.
+    fn embed_patches(&self, e: &PatchEmbeddings, x: &EncodedInput, tokens: &[usize], out: &mut [f32]) {
+        let d = self.config.hidden_size;
+        let ns = e.special.len() / d;
+        let pd = e.projection.d_in;
+        let patch_tokens: Vec<usize> = tokens.iter().copied().filter(|&t| t >= ns).collect();
+        let mut gathered = Vec::with_capacity(patch_tokens.len() * pd);
+        for &t in &patch_tokens {
+            gathered.extend_from_slice(&x.patches[(t - ns) * pd..(t - ns + 1) * pd]);
+        }
+        let projected = e.projection.forward(&gathered);
+        let mut next_patch = 0;
+        for (r, &t) in tokens.iter().enumerate() {
+            let row = &mut out[r * d..(r + 1) * d];
+            let src = if t < ns {
+                &e.special[t * d..(t + 1) * d]
+            } else {
+                next_patch += 1;
+                &projected[(next_patch - 1) * d..next_patch * d]
+            };
+            let pos = &e.position[t * d..(t + 1) * d];
+            for j in 0..d {
+                row[j] = src[j] + pos[j];
+            }
+        }
+    }
+
+    /// `O_L` of a classification plan for this model: `[0]`, or `[0, 1]` for DeiT.
+    pub fn top_tokens(&self) -> Vec<usize> {
+        self.config.top_tokens()
     }
 
     /// Run a batch where each example has its own plan (ragged), computing only the planned rows.
@@ -439,7 +698,7 @@ impl BertModel {
             if let Some(i) = x.iter().position(|v| !v.is_finite()) {
                 return Err(ModelError::Input(format!("example {e}: embedding input holds a non-finite value at flat index {i}")));
             }
-            dummies.push(EncodedInput { ids: vec![0; p.n()], type_ids: vec![0; p.n()] });
+            dummies.push(EncodedInput { ids: vec![0; p.n()], type_ids: vec![0; p.n()], patches: Vec::new() });
         }
         self.run_inner(&dummies, Some(x0), PlanSource::Static(plans), opts)
     }
@@ -509,23 +768,34 @@ impl BertModel {
                 .zip(probs.par_iter())
                 .enumerate()
                 .for_each(|(e, (red, pr))| {
+                    // vectorised, and split over query rows (batch 1 has one example)
                     let n = inputs[e].len();
                     let s = &segs[e];
                     let (nq, nk) = (out_pos[e].len(), s.rows.len());
-                    let mut row = vec![0.0f64; nk];
+                    let mut query_of = vec![usize::MAX; n];
                     for (qi, &qp) in out_pos[e].iter().enumerate() {
-                        for head in 0..h {
-                            let src = &pr[(head * nq + qi) * nk..][..nk];
-                            for (a, &x) in row.iter_mut().zip(src) {
-                                let x = f64::from(x);
-                                *a = if head == 0 { x } else if max { a.max(x) } else { *a + x };
-                            }
-                        }
-                        let dst = &mut red[(l * n + s.rows[qp]) * n..][..n];
-                        for (kj, &a) in row.iter().enumerate() {
-                            dst[s.rows[kj]] = if max { a } else { a / h as f64 };
-                        }
+                        query_of[s.rows[qp]] = qi;
                     }
+                    let identity = nk == n; // rows are sorted and unique
+                    red[l * n * n..(l + 1) * n * n]
+                        .par_chunks_mut(n)
+                        .with_min_len(32)
+                        .zip(query_of.par_iter())
+                        .for_each_init(Vec::new, |row: &mut Vec<f64>, (dst, &qi)| {
+                            if qi == usize::MAX {
+                                return;
+                            }
+                            let src = &pr[qi * nk..];
+                            if identity {
+                                kernels::reduce_heads_row(src, nq * nk, h, max, dst);
+                            } else {
+                                row.resize(nk, 0.0);
+                                kernels::reduce_heads_row(src, nq * nk, h, max, row);
+                                for (&t, &a) in s.rows.iter().zip(row.iter()) {
+                                    dst[t] = a;
+                                }
+                            }
+                        });
                 });
             drop(probs);
             let mut off = 0;
@@ -634,11 +904,18 @@ impl BertModel {
                 .map(|(s, op)| op.iter().map(|&p| s.rows[p]).collect())
                 .collect();
             let mut hidden_next = next;
-            if let (PlanSource::Hook { hook, .. }, true) = (&source, need_full_attn) {
+            if let (PlanSource::Hook { hook, top, .. }, true) = (&source, need_full_attn) {
                 let chosen: Vec<Vec<usize>> = segs
                     .par_iter()
                     .enumerate()
-                    .map(|(e, s)| hook.next_inputs(e, l + 1, inputs[e].len(), &s.rows, &probs[e], c.num_heads))
+                    .map(|(e, s)| {
+                        // the top tokens (CLS, DeiT's distillation token) are kept at every layer
+                        let mut next = hook.next_inputs(e, l + 1, inputs[e].len(), &s.rows, &probs[e], c.num_heads);
+                        next.extend(top.iter().copied().filter(|t| s.rows.contains(t)));
+                        next.sort_unstable();
+                        next.dedup();
+                        next
+                    })
                     .collect();
                 // gather the chosen rows out of this layer's (full) outputs
                 let mut packed = Vec::with_capacity(chosen.iter().map(|v| v.len()).sum::<usize>() * d);
@@ -676,6 +953,9 @@ impl BertModel {
                 }
             }
         }
+        if let Some(ln) = &self.final_ln {
+            ln.apply(&mut hidden);
+        }
         Ok(segs
             .iter()
             .enumerate()
@@ -701,35 +981,41 @@ impl BertModel {
         let d = c.hidden_size;
         let h = c.num_heads;
         let dh = c.head_size();
+        let pre_norm = c.pre_norm();
+        // Pre-LN (ViT): Q/K/V read LayerNorm(x); the residual reads x.
+        let normed: Option<Vec<f32>> = pre_norm.then(|| {
+            let mut h = x.to_vec();
+            layer.attn_ln.apply(&mut h);
+            h
+        });
+        let x_in: &[f32] = normed.as_deref().unwrap_or(x);
         // K and V for every current row.
-        let kv = layer.key_value.forward(x);
+        let kv = layer.key_value.forward(x_in);
         // Gather the output rows (queries, residual); dense layers use `x` as it is.
         let n_out: usize = out_pos.iter().map(|v| v.len()).sum();
         let identity = segs.iter().zip(out_pos).all(|(s, op)| op.len() == s.rows.len() && op.iter().enumerate().all(|(i, &p)| i == p))
             && segs.iter().map(|s| s.rows.len()).sum::<usize>() * d == x.len();
         let mut out_off = Vec::with_capacity(segs.len());
-        let gathered_xo: Vec<f32>;
-        let xo: &[f32] = if identity {
+        {
             let mut r = 0;
             for op in out_pos {
                 out_off.push(r);
                 r += op.len();
             }
-            x
-        } else {
+        }
+        let gather = |src: &[f32]| -> Vec<f32> {
             let mut buf = Vec::with_capacity(n_out * d);
-            let mut r = 0;
             for (s, op) in segs.iter().zip(out_pos) {
-                out_off.push(r);
                 for &p in op {
-                    buf.extend_from_slice(&x[(s.offset + p) * d..(s.offset + p + 1) * d]);
-                    r += 1;
+                    buf.extend_from_slice(&src[(s.offset + p) * d..(s.offset + p + 1) * d]);
                 }
             }
-            gathered_xo = buf;
-            &gathered_xo
+            buf
         };
-        let q = layer.query.forward(xo);
+        let (gathered_xo, gathered_qin) = if identity { (None, None) } else { (Some(gather(x)), pre_norm.then(|| gather(x_in))) };
+        let xo: &[f32] = gathered_xo.as_deref().unwrap_or(x);
+        let q_in: &[f32] = if pre_norm { gathered_qin.as_deref().unwrap_or(x_in) } else { xo };
+        let q = layer.query.forward(q_in);
         // Attention: one task per (example, head), hand-written kernel (no GEMM call overhead).
         let mut ctx = vec![0.0f32; n_out * d];
         let ctx_ptr = SendPtr(ctx.as_mut_ptr());
@@ -788,6 +1074,17 @@ impl BertModel {
         // Attention output projection + residual + LayerNorm.
         let mut a = layer.attn_out.forward(&ctx);
         drop(ctx);
+        if pre_norm {
+            // a = x + attention; y = a + FFN(LayerNorm(a))
+            add_assign(&mut a, xo);
+            let mut h = a.clone();
+            layer.out_ln.apply(&mut h);
+            let inter = layer.ffn_in.forward_act(&h, Some(c.activation));
+            drop(h);
+            let mut y = layer.ffn_out.forward(&inter);
+            add_assign(&mut y, &a);
+            return LayerOut { y, a, probs };
+        }
         kernels::residual_layer_norm(&mut a, xo, &layer.attn_ln.gamma, &layer.attn_ln.beta, layer.attn_ln.eps);
         // FFN + residual + LayerNorm.
         let inter = layer.ffn_in.forward_act(&a, Some(c.activation));
@@ -861,7 +1158,29 @@ impl BertModel {
         Ok(v)
     }
 
+    /// Classification logits of one executor output, `[num_labels]`: from the CLS row, or for a
+    /// DeiT-distilled head the mean of `cls_classifier(row 0)` and `distillation_classifier(row 1)`.
+    /// Errors if the checkpoint has no classification head or a needed row was not computed.
+    pub fn logits_of(&self, out: &ExampleOutput) -> Result<Vec<f32>, ModelError> {
+        let Some(dc) = &self.distillation_classifier else {
+            return self.logits(out.cls());
+        };
+        let d = self.config.hidden_size;
+        let pos = out
+            .rows
+            .iter()
+            .position(|&r| r == 1)
+            .ok_or_else(|| ModelError::Input("the plan did not compute the distillation token (token 1) at the top layer".into()))?;
+        let mut l = self.logits(out.cls())?;
+        let ld = dc.forward(&out.hidden[pos * d..(pos + 1) * d]);
+        for (a, b) in l.iter_mut().zip(ld) {
+            *a = 0.5 * (*a + b);
+        }
+        Ok(l)
+    }
+
     /// Classification logits from the CLS row (pooler, if present, then classifier), `[num_labels]`.
+    /// For a DeiT-distilled head this is the class-token head only: use [`logits_of`](Self::logits_of).
     /// Errors if the checkpoint has no classification head.
     pub fn logits(&self, cls: &[f32]) -> Result<Vec<f32>, ModelError> {
         let head = self
@@ -911,6 +1230,15 @@ enum PlanSource<'a, 'b> {
     },
 }
 
+/// `x += y` element-wise (pre-LN residuals).
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(4096).zip(y.par_chunks(4096)).for_each(|(a, b)| {
+        for (p, q) in a.iter_mut().zip(b) {
+            *p += *q;
+        }
+    });
+}
+
 /// Positions of `wanted` (sorted token indices) within `rows` (sorted token indices, a superset).
 fn positions_in(rows: &[usize], wanted: &[usize]) -> Vec<usize> {
     let mut out = Vec::with_capacity(wanted.len());
@@ -937,7 +1265,7 @@ fn concat_cols(a: &Linear, b: &Linear) -> Linear {
     Linear { w, b: bias, d_in, d_out }
 }
 
-fn split_cols(l: &Linear, first: usize) -> (Linear, Linear) {
+pub(crate) fn split_cols(l: &Linear, first: usize) -> (Linear, Linear) {
     let second = l.d_out - first;
     let mut wa = vec![0.0; l.d_in * first];
     let mut wb = vec![0.0; l.d_in * second];

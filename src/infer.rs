@@ -127,6 +127,7 @@ pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]
     use crate::planners::concrete::{concrete_masks, standardized_cdf_scores};
     let outs = approx.run_dense(inputs, RunOptions { attentions: true, hidden_states: false })?;
     let c = &approx.config;
+    let top = approx.top_tokens();
     outs.iter()
         .zip(inputs)
         .enumerate()
@@ -136,7 +137,7 @@ pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]
             let err = |m: String| ModelError::Input(format!("concrete masks for example {e}: {m}"));
             let u = standardized_cdf_scores(&logp, c.num_layers, c.num_heads, n, n, 0, 1e-6).map_err(|er| err(er.to_string()))?;
             let r = concrete_masks(&u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6).map_err(|er| err(er.to_string()))?;
-            Ok(r.plan)
+            with_top(r.plan, &top).map_err(|er| err(er.to_string()))
         })
         .collect()
 }
@@ -145,18 +146,20 @@ pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]
 pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[EncodedInput], mode: &Mode) -> Result<Vec<Prediction>, ModelError> {
     let big_l = teacher.layers.len();
     let c = &teacher.config;
+    let top = teacher.top_tokens();
+    let abt_cfg = |k: f64| AbtConfig { top: top.clone(), ..AbtConfig::topk(k) };
     let (outs, plans, dense) = match mode {
         Mode::Dense => {
-            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense_cls(x.len().max(1), big_l)).collect();
+            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense_top(x.len().max(1), big_l, &top)).collect();
             (teacher.run(inputs, &plans, RunOptions::default())?, plans, true)
         }
         Mode::Abt { k } => {
             let a = approx.ok_or_else(|| ModelError::Input("mode abt needs an ApproxNet (--approx DIR; create one with `sttabt distill`)".into()))?;
-            let plans = abt_plans(a, inputs, &AbtConfig::topk(*k))?;
+            let plans = abt_plans(a, inputs, &abt_cfg(*k))?;
             (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
         }
         Mode::AbtActual { k } => {
-            let plans = abt_plans(teacher, inputs, &AbtConfig::topk(*k))?;
+            let plans = abt_plans(teacher, inputs, &abt_cfg(*k))?;
             (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
         }
         Mode::Concrete { theta, .. } => {
@@ -166,12 +169,12 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
         }
         Mode::Ltp { theta, .. } => {
             let hook = crate::planners::ltp::LtpPlanner { theta: theta.clone() };
-            let (o, p) = teacher.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
+            let (o, p) = teacher.run_feed_forward(inputs, &hook, &top, RunOptions::default())?;
             (o, p, false)
         }
         Mode::TopK { k_min } => {
             let hook = ManualTopK { k_min: *k_min, layers: big_l };
-            let (o, p) = teacher.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
+            let (o, p) = teacher.run_feed_forward(inputs, &hook, &top, RunOptions::default())?;
             (o, p, false)
         }
     };
@@ -182,7 +185,7 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
     outs.iter()
         .zip(plans)
         .map(|(o, plan)| {
-            let logits = teacher.logits(o.cls())?;
+            let logits = teacher.logits_of(o)?;
             let probs = softmax(&logits);
             let label = crate::train::finetune::argmax(&logits);
             let n = plan.n();
@@ -207,4 +210,25 @@ pub fn softmax(v: &[f32]) -> Vec<f32> {
     let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
     let s: f32 = e.iter().sum();
     e.iter().map(|x| x / s).collect()
+}
+
+/// `plan` with the special tokens `top` (class, distillation) added to every set and as `O_L`.
+/// A no-op for text (`top = [0]`, which every valid plan holds). The inference-time concrete
+/// planner back-tracks from the class token only; for DeiT the distillation token is then kept
+/// at every layer, as in training (where it is part of the top mask and nesting keeps it).
+pub fn with_top(plan: TokenPlan, top: &[usize]) -> Result<TokenPlan, crate::plan::PlanError> {
+    if top.len() <= 1 {
+        return Ok(plan);
+    }
+    let inputs = plan
+        .input_sets()
+        .iter()
+        .map(|set| {
+            let mut s: Vec<usize> = set.iter().chain(top).copied().collect();
+            s.sort_unstable();
+            s.dedup();
+            s
+        })
+        .collect();
+    TokenPlan::from_inputs(plan.n(), inputs, top.to_vec())
 }

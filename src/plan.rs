@@ -264,6 +264,17 @@ impl TokenPlan {
         plan
     }
 
+    /// Dense inputs with `O_L = top` (sorted, contains 0, all `< n`): `[0]` for text, `[0, 1]`
+    /// for DeiT (class and distillation token). `top = [0]` is [`dense_cls`](Self::dense_cls).
+    ///
+    /// Panics if `n == 0`, `layers == 0` or `top` is not a valid output set.
+    pub fn dense_top(n: usize, layers: usize, top: &[usize]) -> Self {
+        assert!(!top.is_empty() && top[0] == 0 && top.iter().all(|&t| t < n) && top.windows(2).all(|w| w[0] < w[1]), "TokenPlan::dense_top: top must be sorted token indices below n containing 0");
+        let mut plan = Self::dense(n, layers);
+        plan.outputs[layers - 1] = top.to_vec();
+        plan
+    }
+
     /// Number of real tokens `n`.
     pub fn n(&self) -> usize {
         self.n

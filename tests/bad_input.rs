@@ -39,7 +39,7 @@ fn load_err(dir: &Path) -> ModelError {
 }
 
 fn input(ids: &[u32]) -> EncodedInput {
-    EncodedInput { ids: ids.to_vec(), type_ids: vec![0; ids.len()] }
+    EncodedInput { ids: ids.to_vec(), type_ids: vec![0; ids.len()], patches: Vec::new() }
 }
 
 /// Run without panicking; returns the error.
@@ -323,7 +323,7 @@ fn integer_buffers_are_skipped_and_f16_weights_load() {
         ],
     );
     let m = BertModel::load(dir.path()).expect("position_ids buffer and f16 weights are fine");
-    assert_eq!(m.embeddings.word.len(), 80);
+    assert_eq!(m.embeddings.text().expect("text model").word.len(), 80);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,11 +357,11 @@ fn id_out_of_vocabulary() {
 #[test]
 fn token_type_out_of_range_and_length_mismatch() {
     let m = tiny_model();
-    let x = EncodedInput { ids: vec![1, 2], type_ids: vec![0, 2] };
+    let x = EncodedInput { ids: vec![1, 2], type_ids: vec![0, 2], patches: Vec::new() };
     let e = run_err(&m, &[x], &[TokenPlan::dense(2, 2)]);
     assert!(matches!(e, ModelError::Input(_)), "{e:?}");
     assert_mentions(&e.to_string(), &["token type 2", "type_vocab_size"]);
-    let x = EncodedInput { ids: vec![1, 2], type_ids: vec![0] };
+    let x = EncodedInput { ids: vec![1, 2], type_ids: vec![0], patches: Vec::new() };
     let e = run_err(&m, &[x], &[TokenPlan::dense(2, 2)]);
     assert_mentions(&e.to_string(), &["2 token ids", "1 token type ids"]);
 }

@@ -56,7 +56,7 @@ fn tiny_setup(seed: u64) -> (sttabt::BertModel, ApproxNet, Vec<LabeledInput>) {
             let n = 3 + rng.next_below(8) as usize;
             let ids: Vec<u32> = (0..n).map(|j| if j == 0 { 1 } else { 2 + rng.next_below((cfg.vocab_size - 2) as u64) as u32 }).collect();
             let label = (ids.iter().skip(1).filter(|&&i| i % 2 == 0).count() * 2 > n - 1) as usize;
-            LabeledInput { input: EncodedInput { type_ids: vec![0; n], ids }, label }
+            LabeledInput { input: EncodedInput { type_ids: vec![0; n], ids, patches: Vec::new() }, label }
         })
         .collect();
     (teacher, approx, data)
@@ -92,14 +92,14 @@ fn gradients_reach_theta_and_encoders() {
         assert!(g.iter().any(|v| *v != 0.0), "{name}: zero gradient");
     };
     check("phi (θ)", model.phi.val().grad(&grads).map(tensor_vec));
-    check("teacher word embeddings", model.teacher.word.val().grad(&grads).map(tensor_vec));
+    check("teacher word embeddings", model.teacher.word.as_ref().expect("text model").val().grad(&grads).map(tensor_vec));
     check("teacher layer 0 query", model.teacher.layers[0].query.w.val().grad(&grads).map(tensor_vec));
     check("teacher last out_ln gamma", model.teacher.layers[1].out_ln.gamma.val().grad(&grads).map(tensor_vec));
     check("teacher classifier", model.teacher.classifier.as_ref().unwrap().w.val().grad(&grads).map(tensor_vec));
     // ApproxNet parameters that feed its pre-softmax scores
     check("approx layer 1 key", model.approx.layers[1].key.w.val().grad(&grads).map(tensor_vec));
     check("approx layer 0 ffn_out", model.approx.layers[0].ffn_out.w.val().grad(&grads).map(tensor_vec));
-    check("approx word embeddings", model.approx.word.val().grad(&grads).map(tensor_vec));
+    check("approx word embeddings", model.approx.word.as_ref().expect("text model").val().grad(&grads).map(tensor_vec));
 }
 
 /// d loss / d θ_l by central differences equals the autodiff gradient.
@@ -136,7 +136,7 @@ fn finite_difference_on_theta() {
 fn finite_losses_at_extremes() {
     let (teacher, approx, mut data) = tiny_setup(7);
     let device = Device::flex().autodiff();
-    data.push(LabeledInput { input: EncodedInput { ids: vec![1], type_ids: vec![0] }, label: 0 });
+    data.push(LabeledInput { input: EncodedInput { ids: vec![1], type_ids: vec![0], patches: Vec::new() }, label: 0 });
     let theta0 = (0.05f64 / 0.95).ln(); // σ(θ0) = 5%
     let model = train_model(&teacher, &approx, theta0 as f32, &device);
     for hard in [false, true] {

@@ -88,7 +88,7 @@ fn ltp_hard_forward_equals_executor() {
     let mut rng = sttabt::data::split::SplitMix64::new(5);
     for _ in 0..6 {
         let n = 4 + rng.next_below(8) as usize;
-        let x = EncodedInput { ids: (0..n).map(|_| 1 + rng.next_below(39) as u32).collect(), type_ids: vec![0; n] };
+        let x = EncodedInput { ids: (0..n).map(|_| 1 + rng.next_below(39) as u32).collect(), type_ids: vec![0; n], patches: Vec::new() };
         let batch = Batch::from_inputs(&[&x], &device);
         let th: Tensor<1> = Tensor::from_data(TensorData::new(theta.clone(), [2]), &device);
         let (cls, _) = ltp_forward(&model, &teacher.config, &batch, th, 0.01, true);
@@ -110,7 +110,7 @@ fn larger_lambda_prunes_more() {
         .map(|_| {
             let n = 4 + rng.next_below(10) as usize;
             let ids: Vec<u32> = (0..n).map(|j| if j == 0 { 1 } else { 2 + rng.next_below(38) as u32 }).collect();
-            LabeledInput { label: (ids[1] % 2) as usize, input: EncodedInput { type_ids: vec![0; n], ids } }
+            LabeledInput { label: (ids[1] % 2) as usize, input: EncodedInput { type_ids: vec![0; n], ids, patches: Vec::new() } }
         })
         .collect();
     let mut ends = Vec::new();

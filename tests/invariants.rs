@@ -60,6 +60,7 @@ fn random_input(n: usize, rng: &mut fastrand::Rng) -> EncodedInput {
     EncodedInput {
         ids: (0..n).map(|_| rng.u32(0..VOCAB as u32)).collect(),
         type_ids: (0..n).map(|_| rng.u32(0..2)).collect(),
+        patches: Vec::new(),
     }
 }
 

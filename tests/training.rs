@@ -31,7 +31,7 @@ fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 fn input(ids: Vec<u32>, types: Vec<u32>) -> EncodedInput {
     assert_eq!(ids.len(), types.len());
-    EncodedInput { ids, type_ids: types }
+    EncodedInput { ids, type_ids: types, patches: Vec::new() }
 }
 
 /// Random inputs of the given lengths (ids in `1..vocab`, second half of each with type 1).
@@ -401,7 +401,7 @@ fn grad_run(lengths: &[usize], tiny_mask: bool) -> GradRun {
     let grad = |name: &'static str, x: Option<Vec<f32>>| (name, x.unwrap_or_else(|| panic!("{name}: no gradient")));
     let last = &tb.layers[big_l - 1];
     let grads = vec![
-        grad("word embeddings", tb.word.val().grad(&g).map(vals)),
+        grad("word embeddings", tb.word.as_ref().expect("text model").val().grad(&g).map(vals)),
         grad("layer 0 query weight", tb.layers[0].query.w.val().grad(&g).map(vals)),
         grad("layer 0 key weight", tb.layers[0].key.w.val().grad(&g).map(vals)),
         grad("last layer out_ln gamma", last.out_ln.gamma.val().grad(&g).map(vals)),
@@ -554,7 +554,7 @@ fn approxnet_new_when_positions_equal_hidden_size() {
     for init in [ApproxInit::Random, ApproxInit::Interpolate] {
         let a = ApproxNet::new(&teacher, 4, init, 0).unwrap_or_else(|e| panic!("{init:?}: ApproxNet::new failed: {e}"));
         assert_eq!(a.model.config.max_position_embeddings, 16);
-        assert_eq!(a.model.embeddings.position.len(), 16 * 4, "{init:?}: position table must be [16, 4]");
+        assert_eq!(a.model.embeddings.text().expect("text model").position.len(), 16 * 4, "{init:?}: position table must be [16, 4]");
     }
 }
 

@@ -17,7 +17,7 @@ use crate::encoder::EncodedInput;
 use crate::error::ModelError;
 
 /// A tokenised example plus what truncation removed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tokenized {
     pub input: EncodedInput,
     /// Wordpiece strings, for display (`--explain`).
@@ -108,6 +108,7 @@ impl TextTokenizer {
             input: EncodedInput {
                 ids: e.get_ids().to_vec(),
                 type_ids: e.get_type_ids().to_vec(),
+                patches: Vec::new(),
             },
             tokens: e.get_tokens().to_vec(),
             truncated,

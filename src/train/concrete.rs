@@ -94,6 +94,12 @@ pub struct MaskOutput {
 /// validity `[B, T]` and `theta` `[L]`. With `hard`, masks are rounded at 0.5 with a
 /// straight-through gradient.
 pub fn concrete_masks(scores: &[Tensor<4>], valid: &Tensor<2>, theta: Tensor<1>, hard: bool) -> MaskOutput {
+    concrete_masks_top(scores, valid, theta, hard, 1)
+}
+
+/// [`concrete_masks`] with the top set `O_L = 0..num_special` (2 for DeiT: class and
+/// distillation token, which are then kept at every layer by the nesting `m^l >= m^{l+1}`).
+pub fn concrete_masks_top(scores: &[Tensor<4>], valid: &Tensor<2>, theta: Tensor<1>, hard: bool, num_special: usize) -> MaskOutput {
     let big_l = scores.len();
     let [b, _h, t, _] = scores[0].dims();
     let device = valid.device();
@@ -102,7 +108,9 @@ pub fn concrete_masks(scores: &[Tensor<4>], valid: &Tensor<2>, theta: Tensor<1>,
     let n4 = n.clone().reshape([b, 1, 1, 1]);
     let mut cls = vec![0.0f32; b * t];
     for e in 0..b {
-        cls[e * t] = 1.0;
+        for j in 0..num_special.clamp(1, t) {
+            cls[e * t + j] = 1.0;
+        }
     }
     let onehot: Tensor<2> = Tensor::from_data(TensorData::new(cls, [b, t]), &device);
     let mut m_next = onehot.clone();
@@ -167,9 +175,9 @@ pub struct ConcreteParts {
 pub fn concrete_loss(model: &ConcreteTrain, tcfg: &EncoderConfig, acfg: &EncoderConfig, batch: &Batch, labels: Tensor<1, Int>, cfg: &ConcreteConfig, hard: bool, frozen_logits: Option<Tensor<2>>) -> (Tensor<1>, ConcreteParts) {
     let a_out = model.approx.forward(acfg, batch, None);
     let theta = model.theta();
-    let mo = concrete_masks(&a_out.scores, &batch.valid, theta.clone(), hard);
+    let mo = concrete_masks_top(&a_out.scores, &batch.valid, theta.clone(), hard, tcfg.num_special_tokens());
     let t_out = model.teacher.forward(tcfg, batch, Some(&mo.masks));
-    let logits = model.teacher.logits(t_out.cls()).expect("teacher has a classifier");
+    let logits = model.teacher.head_logits(tcfg, t_out.last()).expect("teacher has a classifier");
     let task = cross_entropy(logits.clone(), labels);
     let anchor = theta.sub_scalar(cfg.theta0).powi_scalar(2).sum().mul_scalar(cfg.anchor_weight);
     let target = 1.0 / (1.0 + (-cfg.theta0).exp());

@@ -111,7 +111,7 @@ fn teacher_batch(teacher: &BertModel, inputs: &[EncodedInput], t: usize, device:
             hidden[l][e * t * d..e * t * d + n * d].copy_from_slice(rows);
         }
         if teacher.classifier.is_some() {
-            logits.extend(teacher.logits(o.cls())?);
+            logits.extend(teacher.logits_of(&o)?);
         }
     }
     let nl = logits.len() / b.max(1);
@@ -171,7 +171,7 @@ pub fn distill_loss(model: &ApproxTrain, cfg: &EncoderConfig, teacher: &BertMode
     }
     let mut parts = LossParts { att_kl: scalar(&l_att), emb: scalar(&l_emb), hid: l_hid.as_ref().map(scalar).unwrap_or(0.0), pred: 0.0 };
     if use_pred {
-        if let (Some(tl), Some(al)) = (tb.logits, model.net.logits(out.cls())) {
+        if let (Some(tl), Some(al)) = (tb.logits, model.net.head_logits(cfg, out.last())) {
             let diff = activation::softmax(al, 1) - activation::softmax(tl, 1);
             let l_pred = diff.powi_scalar(2).mean();
             parts.pred = scalar(&l_pred);

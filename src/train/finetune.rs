@@ -79,9 +79,10 @@ pub fn predict<'a>(model: &BertModel, data: impl Iterator<Item = &'a EncodedInpu
     let inputs: Vec<EncodedInput> = data.cloned().collect();
     let mut out = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(batch.max(1)) {
-        let plans: Vec<_> = chunk.iter().map(|x| crate::plan::TokenPlan::dense_cls(x.len(), model.layers.len())).collect();
+        let top = model.top_tokens();
+        let plans: Vec<_> = chunk.iter().map(|x| crate::plan::TokenPlan::dense_top(x.len(), model.layers.len(), &top)).collect();
         for r in model.run(chunk, &plans, RunOptions::default())? {
-            let logits = model.logits(r.cls())?;
+            let logits = model.logits_of(&r)?;
             out.push(argmax(&logits));
         }
     }
@@ -149,7 +150,7 @@ pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], c
             let labels: Vec<i64> = idx.iter().map(|&i| train[i].label as i64).collect();
             let batch = Batch::from_inputs(&inputs, &device);
             let out = model.forward(&config, &batch, None);
-            let logits = model.logits(out.cls()).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
+            let logits = model.head_logits(&config, out.last()).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
             let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [idx.len()]), &device);
             let loss = cross_entropy(logits, targets);
             let lv = scalar(&loss);

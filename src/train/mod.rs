@@ -92,7 +92,7 @@ pub fn save_hf_checkpoint(model: &BertModel, dir: &Path, tokenizer_dir: Option<&
     let cfg = serde_json::to_string_pretty(&model.config.to_hf_json()).unwrap_or_default();
     crate::checkpoint::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
     if let Some(src) = tokenizer_dir {
-        for f in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+        for f in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"] {
             let from = src.join(f);
             if from.exists() && src != dir {
                 let bytes = std::fs::read(&from).map_err(|e| ModelError::Io { path: from.clone(), source: e })?;

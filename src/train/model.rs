@@ -1,4 +1,4 @@
-//! The BERT encoder as a burn module, for training (fine-tuning, ApproxNet distillation, concrete
+//! The encoder (BERT or ViT/DeiT) as a burn module, for training (fine-tuning, ApproxNet distillation, concrete
 //! masking). Same math and HF tensor names as [`crate::encoder::BertModel`]; the two convert into
 //! each other ([`TrainBert::from_native`], [`TrainBert::to_native`]) and tests pin them to the same
 //! numbers. Runs on padded batches `[B, T]` with a validity mask, optionally with the soft masks
@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::checkpoint::TensorStore;
 use crate::config::{Activation, EncoderConfig};
-use crate::encoder::{BertModel, EncodedInput};
+use crate::encoder::{split_cols, BertModel, Embeddings, EncodedInput, LayerNorm, Linear};
 use crate::error::ModelError;
 
 /// Linear layer, weight `[in, out]`.
@@ -81,11 +81,11 @@ impl Norm {
             beta: Param::from_tensor(Tensor::from_data(TensorData::new(beta.to_vec(), [d]), device)),
         }
     }
-    /// Normalise over the last dimension of `[B, T, d]`.
-    pub fn forward(&self, x: Tensor<3>, eps: f64) -> Tensor<3> {
-        let (var, mean) = x.clone().var_mean_bias(2);
+    /// Normalise over the last dimension (`[.., d]`).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>, eps: f64) -> Tensor<D> {
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
         let xn = (x - mean) / var.add_scalar(eps).sqrt();
-        xn * self.gamma.val().unsqueeze::<3>() + self.beta.val().unsqueeze::<3>()
+        xn * self.gamma.val().unsqueeze::<D>() + self.beta.val().unsqueeze::<D>()
     }
 }
 
@@ -102,19 +102,28 @@ pub struct TrainLayer {
     pub out_ln: Norm,
 }
 
-/// BERT encoder + optional pooler and classifier, as a burn module.
+/// Encoder + optional pooler and classifier, as a burn module. Text models use `word`,
+/// `token_type` and `emb_ln`; vision models (pre-LayerNorm) use `patch_w`/`patch_b` (the conv
+/// weight in HF layout `[d, C, p, p]`), `special` (class and distillation token rows) and
+/// `final_ln`. `position` is `[max_positions, d]` (text) or `[n, d]` (vision).
 #[derive(Module, Debug)]
 pub struct TrainBert {
-    pub word: Param<Tensor<2>>,
+    pub word: Option<Param<Tensor<2>>>,
     pub position: Param<Tensor<2>>,
-    pub token_type: Param<Tensor<2>>,
-    pub emb_ln: Norm,
+    pub token_type: Option<Param<Tensor<2>>>,
+    pub emb_ln: Option<Norm>,
+    pub patch_w: Option<Param<Tensor<4>>>,
+    pub patch_b: Option<Param<Tensor<1>>>,
+    pub special: Option<Param<Tensor<2>>>,
     pub layers: Vec<TrainLayer>,
+    pub final_ln: Option<Norm>,
     pub pooler: Option<Lin>,
     pub classifier: Option<Lin>,
+    pub distillation_classifier: Option<Lin>,
 }
 
-/// A padded batch on a device: ids and token types `[B, T]`, `valid` `[B, T]` (1 real, 0 padding).
+/// A padded batch on a device: ids and token types `[B, T]`, `valid` `[B, T]` (1 real, 0 padding);
+/// for images also the patches (no padding: every image has the same length).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub ids: Tensor<2, Int>,
@@ -122,6 +131,8 @@ pub struct Batch {
     pub valid: Tensor<2>,
     /// Real token count per example.
     pub lengths: Vec<usize>,
+    /// Flattened patches `[B, P·C·p·p]` of image inputs (reshaped by the model, which knows `C·p·p`).
+    pub patches: Option<Tensor<2>>,
 }
 
 impl Batch {
@@ -139,11 +150,23 @@ impl Batch {
                 valid[e * t + j] = 1.0;
             }
         }
+        let patches = inputs.first().filter(|x| !x.patches.is_empty()).map(|first| {
+            let per = first.patches.len();
+            let mut all = Vec::with_capacity(b * per);
+            for x in inputs {
+                // every image of one model has the same patch count (the executor's `check_input`
+                // and the data pipeline enforce it); a mismatch here is a caller bug
+                assert_eq!(x.patches.len(), per, "all images of a batch must have the same number of patches");
+                all.extend_from_slice(&x.patches);
+            }
+            Tensor::<2>::from_data(TensorData::new(all, [b, per]), device)
+        });
         Self {
             ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
             types: Tensor::from_data(TensorData::new(types, [b, t]), device),
             valid: Tensor::from_data(TensorData::new(valid, [b, t]), device),
             lengths: inputs.iter().map(|x| x.len()).collect(),
+            patches,
         }
     }
     /// `[B, T]`.
@@ -170,6 +193,10 @@ impl TrainOutput {
         let [b, _, d] = last.dims();
         last.slice([0..b, 0..1, 0..d]).reshape([b, d])
     }
+    /// The last layer's output `[B, T, d]` (before a vision model's final LayerNorm).
+    pub fn last(&self) -> Tensor<3> {
+        self.hidden.last().expect("at least the embedding output").clone()
+    }
 }
 
 /// A tensor's values as f32, row-major (empty if the data cannot be read back).
@@ -180,42 +207,67 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 impl TrainBert {
     /// Copy a native model's weights onto `device` (an autodiff device for training).
     pub fn from_native(m: &BertModel, device: &Device) -> Self {
-        let tensors = m.hf_tensors();
-        let get = |name: &str| -> &[f32] {
-            tensors.iter().find(|(n, _, _)| n == name).map(|(_, _, d)| d.as_slice()).unwrap_or(&[])
-        };
         let c = &m.config;
         let d = c.hidden_size;
         let p2 = |data: &[f32], r: usize, k: usize| Param::from_tensor(Tensor::from_data(TensorData::new(data.to_vec(), [r, k]), device));
-        let lin = |p: &str, i: usize, o: usize| Lin::from_hf(get(&format!("{p}.weight")), get(&format!("{p}.bias")), i, o, device);
-        let norm = |p: &str| Norm::new(get(&format!("{p}.weight")), get(&format!("{p}.bias")), device);
-        let layers = (0..c.num_layers)
-            .map(|l| {
-                let p = format!("encoder.layer.{l}");
+        let lin = |l: &Linear| Lin::from_hf(&l.weight_hf(), &l.b, l.d_in, l.d_out, device);
+        let norm = |n: &LayerNorm| Norm::new(&n.gamma, &n.beta, device);
+        let layers = m
+            .layers
+            .iter()
+            .map(|layer| {
+                let (k, v) = split_cols(&layer.key_value, d);
                 TrainLayer {
-                    query: lin(&format!("{p}.attention.self.query"), d, d),
-                    key: lin(&format!("{p}.attention.self.key"), d, d),
-                    value: lin(&format!("{p}.attention.self.value"), d, d),
-                    attn_out: lin(&format!("{p}.attention.output.dense"), d, d),
-                    attn_ln: norm(&format!("{p}.attention.output.LayerNorm")),
-                    ffn_in: lin(&format!("{p}.intermediate.dense"), d, c.intermediate_size),
-                    ffn_out: lin(&format!("{p}.output.dense"), c.intermediate_size, d),
-                    out_ln: norm(&format!("{p}.output.LayerNorm")),
+                    query: Lin::from_hf(&layer.query_hf.0, &layer.query_hf.1, d, d, device),
+                    key: lin(&k),
+                    value: lin(&v),
+                    attn_out: lin(&layer.attn_out),
+                    attn_ln: norm(&layer.attn_ln),
+                    ffn_in: lin(&layer.ffn_in),
+                    ffn_out: lin(&layer.ffn_out),
+                    out_ln: norm(&layer.out_ln),
                 }
             })
             .collect();
+        let (word, position, token_type, emb_ln, patch_w, patch_b, special) = match (&m.embeddings, c.vision()) {
+            (Embeddings::Patch(e), Some(v)) => (
+                None,
+                p2(&e.position, v.seq_len(), d),
+                None,
+                None,
+                Some(Param::from_tensor(Tensor::from_data(TensorData::new(e.projection.weight_hf(), [d, v.num_channels, v.patch_size, v.patch_size]), device))),
+                Some(Param::from_tensor(Tensor::from_data(TensorData::new(e.projection.b.clone(), [d]), device))),
+                Some(p2(&e.special, v.num_special_tokens(), d)),
+            ),
+            (Embeddings::Text(e), _) => (
+                Some(p2(&e.word, c.vocab_size, d)),
+                p2(&e.position, c.max_position_embeddings, d),
+                Some(p2(&e.token_type, c.type_vocab_size, d)),
+                Some(norm(&e.ln)),
+                None,
+                None,
+                None,
+            ),
+            (Embeddings::Patch(_), None) => unreachable!("a patch embedding always comes with a vision config"),
+        };
         Self {
-            word: p2(&m.embeddings.word, c.vocab_size, d),
-            position: p2(&m.embeddings.position, c.max_position_embeddings, d),
-            token_type: p2(&m.embeddings.token_type, c.type_vocab_size, d),
-            emb_ln: norm("embeddings.LayerNorm"),
+            word,
+            position,
+            token_type,
+            emb_ln,
+            patch_w,
+            patch_b,
+            special,
             layers,
-            pooler: m.pooler.as_ref().map(|_| lin("pooler.dense", d, d)),
-            classifier: m.classifier.as_ref().map(|cl| lin("classifier", d, cl.d_out)),
+            final_ln: m.final_ln.as_ref().map(norm),
+            pooler: m.pooler.as_ref().map(lin),
+            classifier: m.classifier.as_ref().map(lin),
+            distillation_classifier: m.distillation_classifier.as_ref().map(lin),
         }
     }
 
-    /// The weights as HF-named tensors `(name, shape, data)`.
+    /// The weights as HF-named tensors `(name, shape, data)` (BERT names, or ViT/DeiT names for a
+    /// vision model: `deit.` when there is a distillation token, else `vit.`).
     pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let mut out = Vec::new();
         let p2 = |name: &str, p: &Param<Tensor<2>>, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>| {
@@ -233,26 +285,62 @@ impl TrainBert {
             out.push((format!("{prefix}.weight"), vec![g.len()], g));
             out.push((format!("{prefix}.bias"), vec![b.len()], b));
         };
-        p2("embeddings.word_embeddings.weight", &self.word, &mut out);
-        p2("embeddings.position_embeddings.weight", &self.position, &mut out);
-        p2("embeddings.token_type_embeddings.weight", &self.token_type, &mut out);
-        norm("embeddings.LayerNorm", &self.emb_ln, &mut out);
+        let vision = self.special.is_some();
+        let pre = match &self.special {
+            Some(sp) if sp.val().dims()[0] == 2 => "deit.",
+            Some(_) => "vit.",
+            None => "",
+        };
+        if let (Some(sp), Some(pw), Some(pb)) = (&self.special, &self.patch_w, &self.patch_b) {
+            let sp = sp.val();
+            let [ns, d] = sp.dims();
+            let rows = to_vec(sp);
+            out.push((format!("{pre}embeddings.cls_token"), vec![1, 1, d], rows[..d].to_vec()));
+            if ns == 2 {
+                out.push((format!("{pre}embeddings.distillation_token"), vec![1, 1, d], rows[d..].to_vec()));
+            }
+            let pos = self.position.val();
+            out.push((format!("{pre}embeddings.position_embeddings"), [vec![1], pos.dims().to_vec()].concat(), to_vec(pos)));
+            let w = pw.val();
+            out.push((format!("{pre}embeddings.patch_embeddings.projection.weight"), w.dims().to_vec(), to_vec(w)));
+            let b = pb.val();
+            out.push((format!("{pre}embeddings.patch_embeddings.projection.bias"), b.dims().to_vec(), to_vec(b)));
+        }
+        if let (Some(w), Some(t), Some(ln)) = (&self.word, &self.token_type, &self.emb_ln) {
+            p2("embeddings.word_embeddings.weight", w, &mut out);
+            p2("embeddings.position_embeddings.weight", &self.position, &mut out);
+            p2("embeddings.token_type_embeddings.weight", t, &mut out);
+            norm("embeddings.LayerNorm", ln, &mut out);
+        }
         for (l, layer) in self.layers.iter().enumerate() {
-            let p = format!("encoder.layer.{l}");
-            lin(&format!("{p}.attention.self.query"), &layer.query, &mut out);
-            lin(&format!("{p}.attention.self.key"), &layer.key, &mut out);
-            lin(&format!("{p}.attention.self.value"), &layer.value, &mut out);
+            let p = format!("{pre}encoder.layer.{l}");
+            let (att, ln1, ln2) = if vision {
+                ("attention.attention", "layernorm_before", "layernorm_after")
+            } else {
+                ("attention.self", "attention.output.LayerNorm", "output.LayerNorm")
+            };
+            lin(&format!("{p}.{att}.query"), &layer.query, &mut out);
+            lin(&format!("{p}.{att}.key"), &layer.key, &mut out);
+            lin(&format!("{p}.{att}.value"), &layer.value, &mut out);
             lin(&format!("{p}.attention.output.dense"), &layer.attn_out, &mut out);
-            norm(&format!("{p}.attention.output.LayerNorm"), &layer.attn_ln, &mut out);
+            norm(&format!("{p}.{ln1}"), &layer.attn_ln, &mut out);
             lin(&format!("{p}.intermediate.dense"), &layer.ffn_in, &mut out);
             lin(&format!("{p}.output.dense"), &layer.ffn_out, &mut out);
-            norm(&format!("{p}.output.LayerNorm"), &layer.out_ln, &mut out);
+            norm(&format!("{p}.{ln2}"), &layer.out_ln, &mut out);
+        }
+        if let Some(n) = &self.final_ln {
+            norm(&format!("{pre}layernorm"), n, &mut out);
         }
         if let Some(p) = &self.pooler {
             lin("pooler.dense", p, &mut out);
         }
-        if let Some(c) = &self.classifier {
-            lin("classifier", c, &mut out);
+        match (&self.classifier, &self.distillation_classifier) {
+            (Some(c), Some(dc)) => {
+                lin("cls_classifier", c, &mut out);
+                lin("distillation_classifier", dc, &mut out);
+            }
+            (Some(c), None) => lin("classifier", c, &mut out),
+            _ => {}
         }
         out
     }
@@ -263,15 +351,30 @@ impl TrainBert {
         BertModel::from_store(config.clone(), &store)
     }
 
-    /// Embedding output `[B, T, d]` of a padded batch.
+    /// Embedding output `[B, T, d]` of a padded batch (text: word + type + position, LayerNorm;
+    /// images: class/distillation rows and projected patches, plus positions).
     pub fn embed(&self, c: &EncoderConfig, batch: &Batch) -> Tensor<3> {
         let [b, t] = batch.dims();
         let d = c.hidden_size;
+        if let (Some(sp), Some(pw), Some(pb), Some(patches)) = (&self.special, &self.patch_w, &self.patch_b, &batch.patches) {
+            let [dd, ch, p1, p2] = pw.val().dims();
+            let pd = ch * p1 * p2;
+            let np = patches.dims()[1] / pd;
+            let w = pw.val().reshape([dd, pd]).transpose();
+            let x = linear(patches.clone().reshape([b, np, pd]), w, Some(pb.val()));
+            let ns = sp.val().dims()[0];
+            let special = sp.val().unsqueeze::<3>().repeat_dim(0, b);
+            let pos = self.position.val().slice([0..ns + np, 0..d]).unsqueeze::<3>();
+            return Tensor::cat(vec![special, x], 1) + pos;
+        }
+        let (Some(word), Some(tt), Some(ln)) = (&self.word, &self.token_type, &self.emb_ln) else {
+            panic!("TrainBert::embed: a text model needs token ids, an image model needs patches");
+        };
         let flat = |x: Tensor<2, Int>| x.reshape([b * t]);
-        let word = self.word.val().select(0, flat(batch.ids.clone())).reshape([b, t, d]);
-        let ty = self.token_type.val().select(0, flat(batch.types.clone())).reshape([b, t, d]);
+        let word = word.val().select(0, flat(batch.ids.clone())).reshape([b, t, d]);
+        let ty = tt.val().select(0, flat(batch.types.clone())).reshape([b, t, d]);
         let pos = self.position.val().slice([0..t, 0..d]).unsqueeze::<3>();
-        self.emb_ln.forward(word + ty + pos, c.layer_norm_eps)
+        ln.forward(word + ty + pos, c.layer_norm_eps)
     }
 
     /// One encoder layer on `[B, T, d]`: the shared layer code of every training mode.
@@ -286,9 +389,11 @@ impl TrainBert {
         let dh = c.head_size();
         let layer = &self.layers[l];
         let split = |y: Tensor<3>| y.reshape([b, t, h, dh]).swap_dims(1, 2);
-        let q = split(layer.query.forward(x.clone()));
-        let k = split(layer.key.forward(x.clone()));
-        let v = split(layer.value.forward(x.clone()));
+        let pre_norm = c.pre_norm();
+        let x_in = if pre_norm { layer.attn_ln.forward(x.clone(), c.layer_norm_eps) } else { x.clone() };
+        let q = split(layer.query.forward(x_in.clone()));
+        let k = split(layer.key.forward(x_in.clone()));
+        let v = split(layer.value.forward(x_in));
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (dh as f64).sqrt());
         let mut p = activation::softmax(scores.clone() + key_bias, 3);
         if let Some(m) = key_mask {
@@ -297,14 +402,17 @@ impl TrainBert {
             p = pm / denom;
         }
         let ctx = p.clone().matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        let a = layer.attn_ln.forward(layer.attn_out.forward(ctx) + x, c.layer_norm_eps);
-        let inter = layer.ffn_in.forward(a.clone());
+        let attended = layer.attn_out.forward(ctx) + x;
+        let a = if pre_norm { attended } else { layer.attn_ln.forward(attended, c.layer_norm_eps) };
+        let ffn_input = if pre_norm { layer.out_ln.forward(a.clone(), c.layer_norm_eps) } else { a.clone() };
+        let inter = layer.ffn_in.forward(ffn_input);
         let inter = match c.activation {
             Activation::Gelu => activation::gelu(inter),
             Activation::GeluTanh => activation::gelu_approximate(inter),
             Activation::Relu => activation::relu(inter),
         };
-        let mut y = layer.out_ln.forward(layer.ffn_out.forward(inter) + a, c.layer_norm_eps);
+        let ffn = layer.ffn_out.forward(inter) + a;
+        let mut y = if pre_norm { ffn } else { layer.out_ln.forward(ffn, c.layer_norm_eps) };
         if let Some(m) = out_scale {
             y = y * m.reshape([b, t, 1]);
         }
@@ -338,7 +446,28 @@ impl TrainBert {
         TrainOutput { hidden, scores: scores_all, probs: probs_all }
     }
 
-    /// Classification logits `[B, num_labels]` from CLS rows `[B, d]` (pooler if present, then classifier).
+    /// Classification logits `[B, num_labels]` from the last layer's output `[B, T, d]`: text
+    /// uses the CLS row (pooler, classifier); vision applies the final LayerNorm to the class
+    /// token (and, for DeiT-distilled, averages with the distillation head on token 1).
+    pub fn head_logits(&self, c: &EncoderConfig, last: Tensor<3>) -> Option<Tensor<2>> {
+        let [b, _, d] = last.dims();
+        let row = |i: usize| {
+            let r = last.clone().slice([0..b, i..i + 1, 0..d]);
+            let r = match &self.final_ln {
+                Some(n) => n.forward(r, c.layer_norm_eps),
+                None => r,
+            };
+            r.reshape([b, d])
+        };
+        let cls_logits = self.logits(row(0))?;
+        match &self.distillation_classifier {
+            Some(dc) => Some((cls_logits + dc.forward(row(1))).mul_scalar(0.5)),
+            None => Some(cls_logits),
+        }
+    }
+
+    /// Classification logits `[B, num_labels]` from CLS rows `[B, d]` (pooler if present, then
+    /// classifier). Vision models: use [`head_logits`](Self::head_logits) (final LayerNorm, DeiT heads).
     pub fn logits(&self, cls: Tensor<2>) -> Option<Tensor<2>> {
         let pooled = match &self.pooler {
             Some(p) => activation::tanh(p.forward(cls)),

@@ -4,3 +4,5 @@ pub mod idx;
 pub mod grid;
 pub mod image;
 pub mod preprocess;
+pub mod data;
+pub mod model;

@@ -115,6 +115,7 @@ pub fn tiny_config(layers: usize, heads: usize, head_size: usize, d_ff: usize, v
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
         labels: Vec::new(),
+        arch: Default::default(),
     }
 }
 
