@@ -130,7 +130,7 @@ pub fn synthetic_input(n: usize, example: usize) -> EncodedInput {
     if n > 1 {
         ids.push(102);
     }
-    EncodedInput { type_ids: vec![0; ids.len()], ids }
+    EncodedInput { type_ids: vec![0; ids.len()], ids, patches: Vec::new() }
 }
 
 /// Fixed plan: the first `ceil(keep n)` tokens at every layer, only CLS at the top.
@@ -188,7 +188,7 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
             st.executor += te.elapsed().as_secs_f64();
             let th = Instant::now();
             for x in &o {
-                std::hint::black_box(t.logits(x.cls())?);
+                std::hint::black_box(t.logits_of(x)?);
             }
             st.head += th.elapsed().as_secs_f64();
             return Ok(sums(c, &plans, false));
@@ -202,7 +202,7 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
     st.executor += t0.elapsed().as_secs_f64();
     let th = Instant::now();
     for x in &outs {
-        std::hint::black_box(t.logits(x.cls())?);
+        std::hint::black_box(t.logits_of(x)?);
     }
     st.head += th.elapsed().as_secs_f64();
     Ok(sums(c, &plans, matches!(mode, BMode::Dense)))
