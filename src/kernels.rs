@@ -593,6 +593,289 @@ fn attention_head_imp(
     }
 }
 
+thread_local! {
+    /// Per-thread scratch of [`qlanes::attention`]: a 16-query block of scores per key.
+    static QLANE_SCRATCH: std::cell::RefCell<Vec<[f32; 16]>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Attention for small heads (`dh` = 8 or 16: the ApproxNet's) with AVX-512, 16 queries in the
+/// 16 lanes.
+///
+/// Why: at `dh = 8` the row-layout kernel spent most of its time in P·V (one half vector, one
+/// scalar broadcast and bounds checks per query-key pair; perf on the f = 4 ApproxNet at n = 128).
+/// Here Qᵀ of a 16-query block stays in `dh` registers, each key row is broadcast once per block,
+/// softmax max/sum are lane-wise (no horizontal reductions), P·V accumulates `dh` lane vectors,
+/// and the probabilities go out through 16x16 register transposes.
+///
+/// Bitwise the same results as the row-layout path (`attention_head_imp` with `softmax_imp` and
+/// `pv_fixed`): the same FMA order over `dd` for scores; the softmax sum keeps the 16 partial sums
+/// (key `j` in partial `j % 16` over whole chunks of 16, then the partials in order, then the
+/// tail keys); the same `exp_approx` operation sequence; P·V keeps the even/odd key accumulators.
+/// Rows whose maximum is not finite are left as raw scores, as `softmax_imp` leaves them.
+#[cfg(target_arch = "x86_64")]
+mod qlanes {
+    use std::arch::x86_64::*;
+
+    /// [`super::exp_approx`] on 16 lanes, operation for operation.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(_mm512_set1_ps(88.7), _mm512_max_ps(_mm512_set1_ps(-87.3), x));
+        let k = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)), _mm512_set1_ps(0.5));
+        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(k);
+        let r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.121_944_4e-4), _mm512_fmadd_ps(k, _mm512_set1_ps(-0.693_359_4), x));
+        let mut y = _mm512_set1_ps(1.987_569_1e-4);
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.398_199_9e-3));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.333_452e-3));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.166_579_6e-2));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.666_666_5e-1));
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.000_000_1e-1));
+        y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(y, r), r, r), _mm512_set1_ps(1.0));
+        let ki = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(k, _mm512_set1_ps(12_582_912.0))), _mm512_set1_epi32(0x4B40_0000));
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(ki, _mm512_set1_epi32(127))));
+        _mm512_mul_ps(y, scale)
+    }
+
+    /// Transpose 16 rows of 16 lanes in place (`r[a]` lane `b` -> `r[b]` lane `a`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn transpose16(r: &mut [__m512; 16]) {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let lo = |a: __m512, b: __m512| _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+        let hi = |a: __m512, b: __m512| _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+        for i in 0..4 {
+            r[4 * i] = lo(t[4 * i], t[4 * i + 2]);
+            r[4 * i + 1] = hi(t[4 * i], t[4 * i + 2]);
+            r[4 * i + 2] = lo(t[4 * i + 1], t[4 * i + 3]);
+            r[4 * i + 3] = hi(t[4 * i + 1], t[4 * i + 3]);
+        }
+        for i in 0..4 {
+            t[i] = _mm512_shuffle_f32x4::<0x88>(r[i], r[i + 4]);
+            t[i + 4] = _mm512_shuffle_f32x4::<0xdd>(r[i], r[i + 4]);
+            t[i + 8] = _mm512_shuffle_f32x4::<0x88>(r[i + 8], r[i + 12]);
+            t[i + 12] = _mm512_shuffle_f32x4::<0xdd>(r[i + 8], r[i + 12]);
+        }
+        for i in 0..8 {
+            r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[i + 8]);
+            r[i + 8] = _mm512_shuffle_f32x4::<0xdd>(t[i], t[i + 8]);
+        }
+    }
+
+    /// See the module comment; the arguments are those of `super::attention_head` (no key
+    /// weights), `pt`: scratch of `ni` blocks.
+    ///
+    /// # Safety
+    /// AVX-512F/DQ must be available; `ctx` as in `attention_head`; the bounds `attention_head`
+    /// asserts must hold.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn attention<const DH: usize>(
+        q: &[f32],
+        ldq: usize,
+        kv: &[f32],
+        ldkv: usize,
+        v_off: usize,
+        key_rows: Option<&[usize]>,
+        no: usize,
+        ni: usize,
+        probs: &mut [f32],
+        ctx: *mut f32,
+        ldc: usize,
+        pt: &mut [[f32; 16]],
+    ) {
+        debug_assert!(pt.len() == ni && probs.len() >= no * ni);
+        let key = |j: usize| key_rows.map_or(j, |kr| kr[j]);
+        let kvp = kv.as_ptr();
+        let ptp = pt.as_mut_ptr() as *mut f32;
+        let full = ni / 16 * 16;
+        let mut i0 = 0;
+        while i0 < no {
+            let nq = (no - i0).min(16);
+            let qmask: __mmask16 = if nq == 16 { 0xFFFF } else { (1u16 << nq) - 1 };
+            // Qᵀ of the block: qt[dd] lane l = q[i0 + l][dd]
+            let mut qs = [[0.0f32; 16]; DH];
+            for l in 0..nq {
+                let r = &q[(i0 + l) * ldq..(i0 + l) * ldq + DH];
+                for dd in 0..DH {
+                    qs[dd][l] = r[dd];
+                }
+            }
+            let qt: [__m512; DH] = std::array::from_fn(|dd| unsafe { _mm512_loadu_ps(qs[dd].as_ptr()) });
+            // scores and the lane-wise maximum
+            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+            for j in 0..ni {
+                let kp = unsafe { kvp.add(key(j) * ldkv) };
+                let mut s = _mm512_setzero_ps();
+                for dd in 0..DH {
+                    s = _mm512_fmadd_ps(qt[dd], _mm512_set1_ps(unsafe { *kp.add(dd) }), s);
+                }
+                mx = _mm512_max_ps(s, mx); // NaN scores are skipped, as f32::max does
+                unsafe { _mm512_storeu_ps(ptp.add(j * 16), s) };
+            }
+            let finite: __mmask16 = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(mx), _mm512_set1_ps(f32::INFINITY));
+            // exponentials and their sum in softmax_imp's order
+            let mut part = [_mm512_setzero_ps(); 16];
+            for jb in (0..full).step_by(16) {
+                for (k, pk) in part.iter_mut().enumerate() {
+                    let p = unsafe { ptp.add((jb + k) * 16) };
+                    let raw = unsafe { _mm512_loadu_ps(p) };
+                    let e = _mm512_mask_blend_ps(finite, raw, exp16(_mm512_sub_ps(raw, mx)));
+                    unsafe { _mm512_storeu_ps(p, e) };
+                    *pk = _mm512_add_ps(*pk, e);
+                }
+            }
+            let mut sum = _mm512_setzero_ps();
+            for pk in part {
+                sum = _mm512_add_ps(sum, pk);
+            }
+            for j in full..ni {
+                let p = unsafe { ptp.add(j * 16) };
+                let raw = unsafe { _mm512_loadu_ps(p) };
+                let e = _mm512_mask_blend_ps(finite, raw, exp16(_mm512_sub_ps(raw, mx)));
+                unsafe { _mm512_storeu_ps(p, e) };
+                sum = _mm512_add_ps(sum, e);
+            }
+            let inv = _mm512_mask_blend_ps(finite, _mm512_set1_ps(1.0), _mm512_div_ps(_mm512_set1_ps(1.0), sum));
+            // P·V with even/odd key accumulators (pv_fixed's order)
+            let mut acc = [_mm512_setzero_ps(); DH];
+            let mut acc2 = [_mm512_setzero_ps(); DH];
+            for jj in 0..ni / 2 {
+                let (j0, j1) = (2 * jj, 2 * jj + 1);
+                let (v0, v1) = unsafe { (kvp.add(key(j0) * ldkv + v_off), kvp.add(key(j1) * ldkv + v_off)) };
+                let p0 = _mm512_mul_ps(unsafe { _mm512_loadu_ps(ptp.add(j0 * 16)) }, inv);
+                let p1 = _mm512_mul_ps(unsafe { _mm512_loadu_ps(ptp.add(j1 * 16)) }, inv);
+                unsafe {
+                    _mm512_storeu_ps(ptp.add(j0 * 16), p0);
+                    _mm512_storeu_ps(ptp.add(j1 * 16), p1);
+                }
+                for dd in 0..DH {
+                    acc[dd] = _mm512_fmadd_ps(p0, _mm512_set1_ps(unsafe { *v0.add(dd) }), acc[dd]);
+                    acc2[dd] = _mm512_fmadd_ps(p1, _mm512_set1_ps(unsafe { *v1.add(dd) }), acc2[dd]);
+                }
+            }
+            if ni % 2 == 1 {
+                let j = ni - 1;
+                let v = unsafe { kvp.add(key(j) * ldkv + v_off) };
+                let p = _mm512_mul_ps(unsafe { _mm512_loadu_ps(ptp.add(j * 16)) }, inv);
+                unsafe { _mm512_storeu_ps(ptp.add(j * 16), p) };
+                for dd in 0..DH {
+                    acc[dd] = _mm512_fmadd_ps(p, _mm512_set1_ps(unsafe { *v.add(dd) }), acc[dd]);
+                }
+            }
+            let mut cs = [[0.0f32; 16]; DH];
+            for dd in 0..DH {
+                unsafe { _mm512_storeu_ps(cs[dd].as_mut_ptr(), _mm512_add_ps(acc[dd], acc2[dd])) };
+            }
+            for l in 0..nq {
+                // SAFETY: the caller guarantees `ctx` row i0 + l has `DH` writable elements.
+                let out = unsafe { std::slice::from_raw_parts_mut(ctx.add((i0 + l) * ldc), DH) };
+                for dd in 0..DH {
+                    out[dd] = cs[dd][l];
+                }
+            }
+            // probabilities, row-major [no, ni]: 16x16 transposes
+            let pr = unsafe { probs.as_mut_ptr().add(i0 * ni) };
+            let mut jb = 0;
+            while jb < ni {
+                let w = (ni - jb).min(16);
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (k, rk) in r.iter_mut().enumerate().take(w) {
+                    *rk = unsafe { _mm512_loadu_ps(ptp.add((jb + k) * 16)) };
+                }
+                transpose16(&mut r);
+                let kmask: __mmask16 = if w == 16 { 0xFFFF } else { (1u16 << w) - 1 };
+                for (l, rl) in r.iter().enumerate().take(nq) {
+                    unsafe { _mm512_mask_storeu_ps(pr.add(l * ni + jb), kmask, *rl) };
+                }
+                jb += 16;
+            }
+            let _ = qmask;
+            i0 += 16;
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod qlane_tests {
+    #[test]
+    fn transpose16_transposes() {
+        if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")) {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let m: Vec<f32> = (0..256).map(|v| v as f32).collect();
+        let mut out = [0.0f32; 256];
+        // SAFETY: AVX-512 checked above.
+        unsafe {
+            let mut r: [__m512; 16] = std::array::from_fn(|a| _mm512_loadu_ps(m[a * 16..].as_ptr()));
+            super::qlanes::transpose16(&mut r);
+            for (b, rb) in r.iter().enumerate() {
+                _mm512_storeu_ps(out[b * 16..].as_mut_ptr(), *rb);
+            }
+        }
+        for a in 0..16 {
+            for b in 0..16 {
+                assert_eq!(out[b * 16 + a], m[a * 16 + b], "a {a} b {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn qlanes_bitwise_equal_row_kernel() {
+        if super::isa() != super::Isa::V4 {
+            return;
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        for &(dh, no, ni, gathered) in &[(8, 1, 1, false), (8, 5, 7, false), (8, 17, 33, true), (16, 40, 16, false), (16, 3, 130, true), (8, 128, 128, false), (8, 16, 31, true)] {
+            let ldq = dh * 3 + 1;
+            let ldkv = dh * 5 + 3;
+            let v_off = dh * 2;
+            let rows_kv = ni + 4;
+            let mut q: Vec<f32> = (0..no * ldq).map(|_| rng.f32() * 4.0 - 2.0).collect();
+            if no > 2 {
+                // a row whose scores overflow: softmax leaves it as raw scores
+                q[2 * ldq..2 * ldq + dh].fill(3e38);
+            }
+            let kv: Vec<f32> = (0..rows_kv * ldkv).map(|_| rng.f32() * 4.0 - 2.0).collect();
+            let key_rows: Vec<usize> = if gathered { (0..ni).map(|j| (j * 7 + 3) % rows_kv).collect() } else { Vec::new() };
+            let kr = gathered.then_some(&key_rows[..]);
+            let ldc = dh + 2;
+            let run = |fast: bool| {
+                let mut probs = vec![0.0f32; no * ni];
+                let mut ctx = vec![0.0f32; no * ldc];
+                let mut kt = vec![0.0f32; dh * ni.div_ceil(16) * 16];
+                if fast {
+                    let mut pt = vec![[0.0f32; 16]; ni];
+                    // SAFETY: V4 checked; sizes as attention_head asserts.
+                    unsafe {
+                        if dh == 8 {
+                            super::qlanes::attention::<8>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt);
+                        } else {
+                            super::qlanes::attention::<16>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt);
+                        }
+                    }
+                } else {
+                    super::attention_head_dispatch(&q, ldq, &kv, ldkv, v_off, kr, None, no, ni, dh, &mut probs, ctx.as_mut_ptr(), ldc, &mut kt);
+                }
+                (probs, ctx)
+            };
+            let (p0, c0) = run(false);
+            let (p1, c1) = run(true);
+            let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+            assert!(p0.iter().zip(&p1).all(|(a, b)| same(*a, *b)), "probs dh {dh} no {no} ni {ni}");
+            for i in 0..no {
+                for dd in 0..dh {
+                    assert!(same(c0[i * ldc + dd], c1[i * ldc + dd]), "ctx dh {dh} no {no} ni {ni} i {i} dd {dd}");
+                }
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn pv_fixed<const DH: usize>(row: &[f32], kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, out: &mut [f32]) {
     let mut acc = [0.0f32; DH];
@@ -644,7 +927,61 @@ pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_o
     if let Some(m) = key_weights {
         assert!(m.len() >= ni);
     }
+    #[cfg(target_arch = "x86_64")]
+    if key_weights.is_none() && ni > 0 && (dh == 8 || dh == 16) && isa() == Isa::V4 {
+        let mut pt = QLANE_SCRATCH.with(|s| s.take());
+        if pt.len() < ni {
+            pt.resize(ni, [0.0; 16]);
+        }
+        // SAFETY: AVX-512 checked by `isa`; bounds asserted above (q rows, key rows, probs).
+        unsafe {
+            if dh == 8 {
+                qlanes::attention::<8>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]);
+            } else {
+                qlanes::attention::<16>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]);
+            }
+        }
+        QLANE_SCRATCH.with(|s| s.replace(pt));
+        return;
+    }
     attention_head_dispatch(q, ldq, kv, ldkv, v_off, key_rows, key_weights, no, ni, dh, probs, ctx, ldc, kt)
+}
+
+#[inline(always)]
+fn reduce_heads_row_imp(probs: &[f32], head_stride: usize, h: usize, max: bool, out: &mut [f64]) {
+    let nk = out.len();
+    for (a, &x) in out.iter_mut().zip(&probs[..nk]) {
+        *a = f64::from(x);
+    }
+    for head in 1..h {
+        let src = &probs[head * head_stride..head * head_stride + nk];
+        if max {
+            for (a, &x) in out.iter_mut().zip(src) {
+                *a = a.max(f64::from(x));
+            }
+        } else {
+            for (a, &x) in out.iter_mut().zip(src) {
+                *a += f64::from(x);
+            }
+        }
+    }
+    if !max {
+        let hf = h as f64;
+        for a in out.iter_mut() {
+            *a /= hf;
+        }
+    }
+}
+dispatch!(fn reduce_heads_row_dispatch(probs: &[f32], head_stride: usize, h: usize, max: bool, out: &mut [f64]) => reduce_heads_row_imp);
+
+/// Attention back-tracking's head reduction of one query row (ALGORITHM.md section 3):
+/// `out[k] = (Σ_h f64(probs[h · head_stride + k])) / h` with the sum in head order
+/// (`max = false`), or `max_h f64(probs[h · head_stride + k])` (`max = true`), for
+/// `k < out.len()`. The same f64 operations as `planners::abt::backtrack`, so bitwise the same
+/// values; vectorised for the CPU (AVX-512 / AVX2 / baseline). `h >= 1`.
+pub fn reduce_heads_row(probs: &[f32], head_stride: usize, h: usize, max: bool, out: &mut [f64]) {
+    assert!(h >= 1 && probs.len() >= (h - 1) * head_stride + out.len());
+    reduce_heads_row_dispatch(probs, head_stride, h, max, out)
 }
 
 /// `out[m, n] = x[m, k] · w[k, n] + bias` (then `act`), bias/activation fused into the GEMM's

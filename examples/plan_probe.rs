@@ -1,0 +1,49 @@
+//! Times ApproxNet + planning against the dense teacher at one length, batch 1, interleaved
+//! (dense, abt, concrete, dense, ...) so that the ratios survive a loaded machine; also a focused
+//! target for perf: `cargo run --release --example plan_probe -- [n] [iters] [abt|concrete|dense|all]`.
+use std::time::Instant;
+
+use sttabt::planners::abt::AbtConfig;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(128);
+    let iters: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(50);
+    let what = args.get(3).cloned().unwrap_or_else(|| "all".into());
+    let home = sttabt::assets::home().join("runs/demo");
+    let teacher = sttabt::BertModel::load(&home.join("teacher"))?;
+    let approx = sttabt::approx::ApproxNet::load(&home.join("approx"), &teacher.config)?.model;
+    let big_l = teacher.layers.len();
+    let inputs: Vec<Vec<sttabt::EncodedInput>> = (0..8).map(|e| vec![sttabt::bench::synthetic_input(n, e)]).collect();
+    let cfg = AbtConfig::topk(0.3);
+    let theta = vec![0.0f64; big_l];
+    let modes: Vec<(&str, Box<dyn Fn(&[sttabt::EncodedInput])>)> = vec![
+        ("dense", Box::new(|x: &[sttabt::EncodedInput]| {
+            let plans: Vec<sttabt::TokenPlan> = x.iter().map(|x| sttabt::TokenPlan::dense_cls(x.len(), big_l)).collect();
+            std::hint::black_box(teacher.run(x, &plans, sttabt::RunOptions::default()).unwrap());
+        })),
+        ("abt", Box::new(|x: &[sttabt::EncodedInput]| {
+            std::hint::black_box(sttabt::infer::abt_plans(&approx, x, &cfg).unwrap());
+        })),
+        ("concrete", Box::new(|x: &[sttabt::EncodedInput]| {
+            std::hint::black_box(sttabt::infer::concrete_plans(&approx, x, &theta).unwrap());
+        })),
+    ];
+    let modes: Vec<_> = modes.into_iter().filter(|(name, _)| what == "all" || what == *name || (what == "ratios" && *name != "concrete")).collect();
+    let mut total = vec![0.0f64; modes.len()];
+    for (_, f) in &modes {
+        f(&inputs[0]);
+    }
+    for i in 0..iters {
+        for (m, (_, f)) in modes.iter().enumerate() {
+            let t0 = Instant::now();
+            f(&inputs[i % inputs.len()]);
+            total[m] += t0.elapsed().as_secs_f64();
+        }
+    }
+    for (m, (name, _)) in modes.iter().enumerate() {
+        let ms = total[m] * 1e3 / iters as f64;
+        println!("{name:10} {ms:8.3} ms  {:6.1}% of dense", 100.0 * total[m] / total[0]);
+    }
+    Ok(())
+}
