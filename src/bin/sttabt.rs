@@ -11,6 +11,10 @@ use clap::{Parser, Subcommand};
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{assets, encoder, BertModel, RunOptions};
 
+#[path = "sttabt/vision.rs"]
+mod vision;
+use vision::ImageArgs;
+
 #[derive(Parser)]
 #[command(name = "sttabt", version, about = "Make Transformer encoders cheaper by dropping tokens (STTABT, ICLR 2023)", long_about = "\
 sttabt runs BERT-family encoders on the CPU and skips the tokens that do not matter for the \
@@ -72,6 +76,8 @@ enum Command {
     Finetune {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        images: ImageArgs,
         /// Base checkpoint directory. Default: the cached all-MiniLM-L6-v2.
         #[arg(long)]
         model: Option<PathBuf>,
@@ -110,6 +116,8 @@ enum Command {
     Distill {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        images: ImageArgs,
         /// Teacher checkpoint (normally the output of `sttabt finetune`).
         #[arg(long)]
         teacher: PathBuf,
@@ -155,6 +163,8 @@ enum Command {
     Concrete {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        images: ImageArgs,
         /// Fine-tuned teacher (from `sttabt finetune`).
         #[arg(long)]
         teacher: PathBuf,
@@ -238,6 +248,9 @@ enum Command {
     Classify {
         /// Sentences to classify (else --file, else stdin, one per line).
         texts: Vec<String>,
+        /// Classify these image files (PNG/JPEG) with a ViT/DeiT checkpoint instead of text.
+        #[arg(long = "image", value_name = "FILE")]
+        images: Vec<PathBuf>,
         /// Read sentences from this file, one per line.
         #[arg(long)]
         file: Option<PathBuf>,
@@ -270,6 +283,8 @@ enum Command {
     Eval {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        images: ImageArgs,
         /// Fine-tuned checkpoint (with a classification head).
         #[arg(long)]
         model: PathBuf,
@@ -361,6 +376,11 @@ enum Command {
         /// The whole study: all training data, 2 epochs, longer distillation, full dev/test.
         #[arg(long)]
         full: bool,
+        /// The vision study instead: a DeiT trained from scratch on Fashion-MNIST (about 30 min
+        /// on 2 cores; --fast: a few minutes; --full: 8 epochs), its ApproxNet, concrete masks,
+        /// the trade-off table, plots, and a picture of the patches each layer keeps.
+        #[arg(long)]
+        vision: bool,
         /// Where the stages are cached (default: $STTABT_HOME/runs/demo[-fast|-full]).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -430,12 +450,21 @@ fn run() -> Result<()> {
         Command::Fetch { vision } => fetch(vision),
         Command::Info { model, json } => info(model, json),
         Command::Embed { texts, file, model, max_length, batch_size } => embed(texts, file, model, max_length, batch_size),
-        Command::Distill { data, teacher, out, factor, init, steps, batch_size, lr, train_limit, heldout, max_length, resume, quiet } => {
+        Command::Distill { data, images, teacher, out, factor, init, steps, batch_size, lr, train_limit, heldout, max_length, resume, quiet } => {
             let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, ..Default::default() };
+            if let Some(src) = images.source(data.seed)? {
+                guard_output(&out, "distill.json", resume)?;
+                let init = if init == "random" { sttabt::approx::ApproxInit::Random } else { sttabt::approx::ApproxInit::Interpolate };
+                return vision::distill(&src, &teacher, &out, factor, init, cfg, train_limit, heldout, quiet, resume);
+            }
             distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet)
         }
-        Command::Concrete { data, teacher, approx, out, theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, train_limit, max_length, resume, quiet } => {
+        Command::Concrete { data, images, teacher, approx, out, theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, train_limit, max_length, resume, quiet } => {
             let cfg = sttabt::train::concrete::ConcreteConfig { theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, seed: data.seed, ..Default::default() };
+            if let Some(src) = images.source(data.seed)? {
+                guard_output(&out, "concrete.json", resume)?;
+                return vision::concrete(&src, &teacher, &approx, &out, cfg, train_limit, resume, quiet);
+            }
             concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet)
         }
         Command::Ltp { data, teacher, out, lambda, temperature, steps, batch_size, train_limit, max_length, quiet } => {
@@ -450,9 +479,30 @@ fn run() -> Result<()> {
             println!("LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}", r.start_retention, r.end_retention, r.theta.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(), r.seconds, out.display());
             Ok(())
         }
-        Command::Classify { texts, file, model, approx, mode, keep, explain, json, max_length } => classify(texts, file, &model, approx.as_deref(), &mode, keep, explain, json, max_length),
-        Command::Eval { data, model, approx, ks, out, concrete, ltp, limit, timing_examples, max_length, quiet } => {
+        Command::Classify { texts, images, file, model, approx, mode, keep, explain, json, max_length } => {
+            if !images.is_empty() {
+                if !texts.is_empty() || file.is_some() {
+                    bail!("give either texts or --image files, not both");
+                }
+                let m = parse_mode(&mode, keep)?;
+                if matches!(m, sttabt::infer::Mode::Abt { .. }) && approx.is_none() {
+                    bail!("--mode abt needs --approx DIR (an ApproxNet from `sttabt distill --vision`); or use --mode abt-actual, topk or dense");
+                }
+                return vision::classify(&images, &model, approx.as_deref(), &m, json);
+            }
+            classify(texts, file, &model, approx.as_deref(), &mode, keep, explain, json, max_length)
+        }
+        Command::Eval { data, images, model, approx, ks, out, concrete, ltp, limit, timing_examples, max_length, quiet } => {
             let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
+            if let Some(src) = images.source(data.seed)? {
+                if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
+                    bail!("--ks: every keep fraction must be in (0, 1], got {k}");
+                }
+                if !ltp.is_empty() {
+                    bail!("--ltp runs are text-only; the vision table compares dense, ABT, manual top-k and concrete");
+                }
+                return vision::eval(&src, &model, approx.as_deref(), &concrete, &out, &opts);
+            }
             eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length)
         }
         Command::Bench { model, approx, rt, rt_keep, lengths, synth_examples, keep, batches, repeats, no_memory, peer, python, peer_script, json } => {
@@ -482,8 +532,21 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
-        Command::Demo { fast, full, out, quiet } => demo(fast, full, out, quiet),
-        Command::Finetune { data, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
+        Command::Demo { fast, full, vision: true, out, quiet } => vision::demo(fast, full, out, quiet),
+        Command::Demo { fast, full, vision: false, out, quiet } => demo(fast, full, out, quiet),
+        Command::Finetune { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
+            if let Some(src) = images.source(data.seed)? {
+                guard_output(&out, "finetune.json", resume)?;
+                // from scratch: the vision defaults unless the flags were changed
+                let d = vision::vision_finetune_config(epochs);
+                let cfg = sttabt::train::finetune::FinetuneConfig {
+                    batch_size: if batch_size == 32 { d.batch_size } else { batch_size },
+                    lr: if lr == 1e-4 && model.is_none() { d.lr } else { lr },
+                    seed: data.seed,
+                    ..d
+                };
+                return vision::finetune(&src, model, &out, cfg, train_limit, None, resume, quiet);
+            }
             let cfg = sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
             finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet)
         }
@@ -498,7 +561,7 @@ fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn fetch(vision: bool) -> Result<()> {
+pub(crate) fn fetch(vision: bool) -> Result<()> {
     let script = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.ancestors().nth(3).map(|root| root.join("scripts/fetch-assets")))

@@ -140,3 +140,30 @@ pub fn encode_labeled(config: &EncoderConfig, processor: &ImageProcessor, images
 pub fn fashion_mnist_processor(image_size: usize) -> Result<ImageProcessor> {
     Ok(ImageProcessor::for_model(image_size, 1, &[FASHION_MNIST_MEAN], &[FASHION_MNIST_STD])?)
 }
+
+/// Encoded splits for one model, plus the raw test images (for pictures).
+#[derive(Debug, Clone)]
+pub struct VisionData {
+    pub train: Vec<LabeledInput>,
+    pub dev: Vec<LabeledInput>,
+    pub test: Vec<LabeledInput>,
+    /// The raw (unprocessed) test images, aligned with `test`.
+    pub test_images: Vec<Image>,
+    pub classes: Vec<String>,
+    pub description: String,
+}
+
+/// Load `source` and encode it for `config` with `processor`: at most `train_limit` training
+/// images and `eval_limit` dev/test images. Errors: unreadable data, or a model whose label count
+/// differs from the data's classes (when the model has a head).
+pub fn prepare(source: &ImageSource, config: &EncoderConfig, processor: &ImageProcessor, train_limit: Option<usize>, eval_limit: Option<usize>) -> Result<VisionData> {
+    let s = source.load()?;
+    if !config.labels.is_empty() && config.labels.len() != s.classes.len() {
+        anyhow::bail!("the model has {} labels {:?} but the data has {} classes {:?}", config.labels.len(), config.labels, s.classes.len(), s.classes);
+    }
+    let train = encode_labeled(config, processor, &s.train, &s.train_labels, train_limit)?;
+    let dev = encode_labeled(config, processor, &s.dev, &s.dev_labels, eval_limit)?;
+    let test = encode_labeled(config, processor, &s.test, &s.test_labels, eval_limit)?;
+    let n_test = test.len();
+    Ok(VisionData { train, dev, test, test_images: s.test.into_iter().take(n_test).collect(), classes: s.classes, description: s.description })
+}

@@ -44,9 +44,11 @@ pub struct VisionSpec {
 
 impl VisionSpec {
     /// The default Fashion-MNIST model: 28x28 grey, patch 4 (49 patches + class + distillation
-    /// token), hidden 192, 6 layers, 3 heads, FFN 384.
+    /// token = 51 tokens), hidden 128, 4 layers, 4 heads, FFN 256 (0.55 M parameters). Sized so
+    /// that training from scratch reaches 85% test accuracy within the vision demo's 30-minute
+    /// budget on 2 CPU cores (hidden 192 / 6 layers trains about 3x slower per image).
     pub fn fashion_mnist() -> Self {
-        Self { image_size: 28, patch_size: 4, channels: 1, hidden: 192, layers: 6, heads: 3, intermediate: 384, distilled: true }
+        Self { image_size: 28, patch_size: 4, channels: 1, hidden: 128, layers: 4, heads: 4, intermediate: 256, distilled: true }
     }
 
     /// The validated encoder configuration with `labels`.
