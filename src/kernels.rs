@@ -799,6 +799,40 @@ mod qlanes {
     }
 }
 
+#[cfg(test)]
+mod approx_tests {
+    #[test]
+    fn ln_approx_close_to_ln() {
+        let mut worst = 0.0f64;
+        let mut x = 1e-37f32;
+        while x < 1e30 {
+            for k in 0..64 {
+                let v = x * (1.0 + k as f32 / 64.0);
+                let want = f64::from(v).ln();
+                let got = f64::from(super::ln_approx(v));
+                worst = worst.max((got - want).abs() / want.abs().max(1.0));
+            }
+            x *= 1.7;
+        }
+        assert!(worst < 2e-7, "ln_approx error {worst:e}");
+        let mut out = [0.0f32; 3];
+        super::ln_clamped(&[0.0, 1.0, 0.5], &mut out);
+        assert_eq!(out[1], 0.0);
+        assert!((out[0] - 1e-37f32.ln()).abs() < 1e-5 && (out[2] - 0.5f32.ln()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn normal_cdf_approx_close() {
+        let mut worst = 0.0f64;
+        for i in -4000..=4000 {
+            let z = i as f32 / 400.0;
+            let want = crate::planners::concrete::normal_cdf(f64::from(z));
+            worst = worst.max((f64::from(super::normal_cdf_approx(z)) - want).abs());
+        }
+        assert!(worst < 2e-7, "normal_cdf_approx error {worst:e}");
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod qlane_tests {
     #[test]
@@ -982,6 +1016,107 @@ dispatch!(fn reduce_heads_row_dispatch(probs: &[f32], head_stride: usize, h: usi
 pub fn reduce_heads_row(probs: &[f32], head_stride: usize, h: usize, max: bool, out: &mut [f64]) {
     assert!(h >= 1 && probs.len() >= (h - 1) * head_stride + out.len());
     reduce_heads_row_dispatch(probs, head_stride, h, max, out)
+}
+
+/// Natural logarithm for f32 `x` in the normal range, branch-free (Cephes `logf` polynomial,
+/// relative error below ~1e-7), inlined so loops vectorise. Not for 0, subnormals, inf or NaN.
+#[inline(always)]
+pub fn ln_approx(x: f32) -> f32 {
+    let bits = x.to_bits();
+    // x = m · 2^e with m in [0.5, 1)
+    let e = ((bits >> 23) & 0xff) as i32 - 126;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f00_0000);
+    let small = m < std::f32::consts::FRAC_1_SQRT_2;
+    let f = if small { m + m - 1.0 } else { m - 1.0 };
+    let e = (if small { e - 1 } else { e }) as f32;
+    let z = f * f;
+    let mut y = 7.037_683_6e-2f32;
+    y = y.mul_add(f, -1.151_461e-1);
+    y = y.mul_add(f, 1.167_699_9e-1);
+    y = y.mul_add(f, -1.242_014_1e-1);
+    y = y.mul_add(f, 1.424_932_3e-1);
+    y = y.mul_add(f, -1.666_805_8e-1);
+    y = y.mul_add(f, 2.000_071_5e-1);
+    y = y.mul_add(f, -2.499_999_4e-1);
+    y = y.mul_add(f, 3.333_333_1e-1);
+    y = y * f * z;
+    y = e.mul_add(-2.121_944_4e-4, y);
+    y = z.mul_add(-0.5, y);
+    e.mul_add(0.693_359_4, f + y)
+}
+
+#[inline(always)]
+fn ln_clamped_imp(p: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(p) {
+        *o = ln_approx(v.max(1e-37));
+    }
+}
+dispatch!(fn ln_clamped_dispatch(p: &[f32], out: &mut [f32]) => ln_clamped_imp);
+
+/// `out[i] = ln(max(p[i], 1e-37))` ([`ln_approx`], vectorised): log-probabilities for the
+/// concrete planner. `out` must be at least as long as `p`. NaN inputs give garbage, not NaN.
+pub fn ln_clamped(p: &[f32], out: &mut [f32]) {
+    assert!(out.len() >= p.len());
+    ln_clamped_dispatch(p, &mut out[..p.len()])
+}
+
+/// Standard normal CDF `Φ(z) = erfc(−z/√2) / 2` in f32 through [`erfc_pos`] (Numerical Recipes
+/// `erfcc`, fractional error < 1.2e-7): absolute error below ~2e-7 for every finite `z`.
+#[inline(always)]
+pub fn normal_cdf_approx(z: f32) -> f32 {
+    let half = 0.5 * erfc_pos(z.abs() * std::f32::consts::FRAC_1_SQRT_2);
+    if z >= 0.0 {
+        1.0 - half
+    } else {
+        half
+    }
+}
+
+#[inline(always)]
+fn standardized_cdf_row_imp(x: &[f32], ddof: usize, eps: f64, u: &mut [f64]) {
+    let n = x.len();
+    let mut s = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            s[k] += f64::from(c[k]);
+        }
+    }
+    let mut sum: f64 = s.iter().sum();
+    for &v in tail {
+        sum += f64::from(v);
+    }
+    let mean = sum / n as f64;
+    let mut q = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    for c in chunks {
+        for k in 0..8 {
+            let dlt = f64::from(c[k]) - mean;
+            q[k] += dlt * dlt;
+        }
+    }
+    let mut var: f64 = q.iter().sum();
+    for &v in tail {
+        var += (f64::from(v) - mean) * (f64::from(v) - mean);
+    }
+    var /= (n - ddof) as f64;
+    let inv = 1.0 / (var.sqrt() + eps);
+    for (o, &v) in u.iter_mut().zip(x) {
+        let z = ((f64::from(v) - mean) * inv) as f32;
+        *o += f64::from(normal_cdf_approx(z));
+    }
+}
+dispatch!(fn standardized_cdf_row_dispatch(x: &[f32], ddof: usize, eps: f64, u: &mut [f64]) => standardized_cdf_row_imp);
+
+/// One row of the concrete planner's step 1 (ALGORITHM.md section 4), fast form:
+/// `u[j] += Φ((x_j − mean) / (std + eps))` over the row `x` (the real keys), `std` with `ddof`
+/// delta degrees of freedom. Statistics in f64 (8 partial sums), `z` rounded to f32 and `Φ` by
+/// [`normal_cdf_approx`]: each added term is within ~2.5e-7 of the f64 reference
+/// (`planners::concrete::standardized_cdf_scores`). `x.len() > ddof`, `u.len() == x.len()`.
+pub fn standardized_cdf_row(x: &[f32], ddof: usize, eps: f64, u: &mut [f64]) {
+    assert!(x.len() > ddof && u.len() == x.len());
+    standardized_cdf_row_dispatch(x, ddof, eps, u)
 }
 
 /// `out[m, n] = x[m, k] · w[k, n] + bias` (then `act`), bias/activation fused into the GEMM's

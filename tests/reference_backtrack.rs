@@ -13,7 +13,8 @@ use sttabt::planners::abt::{
     backtrack, keep_count, AbtConfig, AbtError, AbtForm, AbtLayerTrace, Reduce,
 };
 use sttabt::planners::concrete::{
-    concrete_masks, erfc, normal_cdf, standardized_cdf_scores, ConcreteError,
+    concrete_masks, erfc, normal_cdf, standardized_cdf_scores, standardized_cdf_scores_fast,
+    ConcreteError,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -553,6 +554,22 @@ fn check_concrete_file(name: &str) {
         );
     }
     check_plan_invariants(&res.plan);
+
+    // the inference path (f32 Φ): U to the same tolerance, the same hard sets
+    let fast = standardized_cdf_scores_fast(&scores, l, h, t, n, 0, fl(&variant["std_eps"]))
+        .unwrap_or_else(|e| panic!("{name} (fast): {e}"));
+    assert_vec_close(&format!("{name}: U (fast)"), &fast, &flat_f64(&variant["U"]), 0.0, 1e-6);
+    let res_fast = concrete_masks(&fast, l, t, n, &theta, tau, p, clamp_eps)
+        .unwrap_or_else(|e| panic!("{name} (fast): {e}"));
+    assert_eq!(res_fast.plan, res.plan, "{name}: plan (fast)");
+    for idx in 0..l {
+        assert_eq!(
+            res_fast.m[idx].iter().map(|&m| m >= 0.5).collect::<Vec<_>>(),
+            res.m[idx].iter().map(|&m| m >= 0.5).collect::<Vec<_>>(),
+            "{name} layer {}: hard (fast)",
+            idx + 1
+        );
+    }
 }
 
 #[test]
@@ -1164,4 +1181,42 @@ fn concrete_plans_always_validate() {
         }
         assert!((0.0..=1.0).contains(&res.soft_retention_r));
     }
+}
+
+/// The inference form of step 1 (f32 Φ) stays within 2.5e-7 of the f64 reference, gives the same
+/// plans on random inputs, and reports the same errors.
+#[test]
+fn concrete_fast_scores_match_reference_function() {
+    let mut rng = Rng(777);
+    let mut worst = 0.0f64;
+    for case in 0..300 {
+        let (l, h) = (1 + rng.below(4), 1 + rng.below(3));
+        let t = 2 + rng.below(40);
+        let n = 2 + rng.below(t - 1);
+        let spread = [0.5, 6.0, 40.0][case % 3];
+        let scores: Vec<f32> = (0..l * h * t * t)
+            .map(|_| (spread * (rng.unit() - 0.5)) as f32)
+            .collect();
+        let theta: Vec<f64> = (0..l).map(|_| 4.0 * (rng.unit() - 0.5)).collect();
+        let ddof = case % 2;
+        let u = standardized_cdf_scores(&scores, l, h, t, n, ddof, 1e-6).unwrap();
+        let f = standardized_cdf_scores_fast(&scores, l, h, t, n, ddof, 1e-6).unwrap();
+        for (a, b) in u.iter().zip(&f) {
+            worst = worst.max((a - b).abs());
+        }
+        let p1 = concrete_masks(&u, l, t, n, &theta, 0.1, 0.1, 1e-6).unwrap().plan;
+        let p2 = concrete_masks(&f, l, t, n, &theta, 0.1, 0.1, 1e-6).unwrap().plan;
+        assert_eq!(p1, p2, "case {case}: plan");
+    }
+    assert!(worst <= 2.5e-7, "max |U_fast - U| = {worst:e}");
+    let mut s = vec![0.5f32; 2 * 2 * 4 * 4];
+    s[2 * 16 + 5] = f32::NAN;
+    assert_eq!(
+        standardized_cdf_scores_fast(&s, 2, 2, 4, 3, 0, 1e-6),
+        standardized_cdf_scores(&s, 2, 2, 4, 3, 0, 1e-6).map(|_| Vec::new())
+    );
+    assert_eq!(
+        standardized_cdf_scores_fast(&s, 2, 2, 4, 1, 1, 1e-6),
+        Err(ConcreteError::BadDdof { ddof: 1, n: 1 })
+    );
 }
