@@ -586,7 +586,11 @@ fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
     let dir = model_dir(model)?;
     let m = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let c = &m.config;
-    let lengths = [16usize, 32, 64, 128, 256, 512];
+    let lengths: Vec<usize> = match c.vision() {
+        // an image always has the same number of tokens
+        Some(v) => vec![v.seq_len()],
+        None => vec![16, 32, 64, 128, 256, 512],
+    };
     let flops: Vec<(usize, u64)> = lengths.iter().filter(|&&n| n <= c.max_position_embeddings).map(|&n| (n, c.dense_flops(n))).collect();
     if json {
         let v = serde_json::json!({
@@ -603,7 +607,15 @@ fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
     }
     println!("model       {}", dir.display());
     println!("layers      {}   heads {}   hidden {}   head size {}   FFN {}", c.num_layers, c.num_heads, c.hidden_size, c.head_size(), c.intermediate_size);
-    println!("vocab       {}   max positions {}   token types {}   activation {:?}", c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.activation);
+    match c.vision() {
+        Some(v) => println!(
+            "image       {} ({}): {}x{} pixels, {} channel(s), patch {} -> {} patches + {} special token(s) = {} tokens; pre-LayerNorm   activation {:?}",
+            v.model_type,
+            if v.num_special_tokens() == 2 { "class + distillation token" } else { "class token" },
+            v.image_size, v.image_size, v.num_channels, v.patch_size, v.num_patches(), v.num_special_tokens(), v.seq_len(), c.activation
+        ),
+        None => println!("vocab       {}   max positions {}   token types {}   activation {:?}", c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.activation),
+    }
     println!("parameters  {} ({:.1} M)", m.num_parameters(), m.num_parameters() as f64 / 1e6);
     println!("pooler      {}   classifier {}", yes(m.pooler.is_some()), match &m.classifier {
         Some(_) => format!("yes, labels {:?}", c.labels),
