@@ -123,7 +123,7 @@ pub fn abt_plans_timed(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig
 /// ([`standardized_cdf_scores_fast`](crate::planners::concrete::standardized_cdf_scores_fast),
 /// `U` within ~2.5e-7 of the f64 reference), examples in parallel.
 pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]) -> Result<Vec<TokenPlan>, ModelError> {
-    use crate::planners::concrete::{concrete_masks, standardized_cdf_scores_fast};
+    use crate::planners::concrete::{concrete_masks_top, standardized_cdf_scores_fast};
     use rayon::prelude::*;
     let outs = approx.run_dense(inputs, RunOptions { attentions: true, hidden_states: false })?;
     let c = &approx.config;
@@ -144,8 +144,9 @@ pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]
                 off += la.probs.len();
             }
             let u = standardized_cdf_scores_fast(&logp[..off], c.num_layers, c.num_heads, n, n, 0, 1e-6).map_err(|er| err(er.to_string()))?;
-            let r = concrete_masks(&u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6).map_err(|er| err(er.to_string()))?;
-            with_top(r.plan, &top).map_err(|er| err(er.to_string()))
+            // O_L = the class (and DeiT distillation) token, as in training
+            let r = concrete_masks_top(&u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6, top.len()).map_err(|er| err(er.to_string()))?;
+            Ok(r.plan)
         })
         .collect()
 }
@@ -218,25 +219,4 @@ pub fn softmax(v: &[f32]) -> Vec<f32> {
     let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
     let s: f32 = e.iter().sum();
     e.iter().map(|x| x / s).collect()
-}
-
-/// `plan` with the special tokens `top` (class, distillation) added to every set and as `O_L`.
-/// A no-op for text (`top = [0]`, which every valid plan holds). The inference-time concrete
-/// planner back-tracks from the class token only; for DeiT the distillation token is then kept
-/// at every layer, as in training (where it is part of the top mask and nesting keeps it).
-pub fn with_top(plan: TokenPlan, top: &[usize]) -> Result<TokenPlan, crate::plan::PlanError> {
-    if top.len() <= 1 {
-        return Ok(plan);
-    }
-    let inputs = plan
-        .input_sets()
-        .iter()
-        .map(|set| {
-            let mut s: Vec<usize> = set.iter().chain(top).copied().collect();
-            s.sort_unstable();
-            s.dedup();
-            s
-        })
-        .collect();
-    TokenPlan::from_inputs(plan.n(), inputs, top.to_vec())
 }

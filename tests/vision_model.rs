@@ -305,6 +305,15 @@ fn plans_keep_class_and_distillation_tokens_and_gathered_equals_masked() {
             assert!(p.logits.iter().all(|v| v.is_finite()));
         }
     }
+    // concrete masks back-track from both special tokens and keep them everywhere
+    let plans = sttabt::infer::concrete_plans(&m, &inputs, &[-3.0; L]).unwrap();
+    for p in &plans {
+        assert_eq!(p.top(), &[0, 1]);
+        assert!(p.retention() < 0.9, "θ = -3 should drop tokens (retention {})", p.retention());
+        for l in 0..L {
+            assert!(p.inputs(l).starts_with(&[0, 1]), "concrete layer {} dropped a special token", l + 1);
+        }
+    }
     // hard-mask (dense with excluded keys and zeroed rows) == gathered execution
     let dense = m.run(&inputs[..1], &[TokenPlan::dense(n, L)], RunOptions { attentions: false, hidden_states: true }).unwrap();
     let x0 = dense[0].hidden_states.as_ref().unwrap()[0].1.clone();

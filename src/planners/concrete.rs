@@ -306,7 +306,26 @@ pub fn concrete_masks(
     p: f64,
     clamp_eps: f64,
 ) -> Result<ConcreteResult, ConcreteError> {
+    concrete_masks_top(u, layers, t, n, theta, tau, p, clamp_eps, 1)
+}
+
+/// [`concrete_masks`] with `O_L = 0..num_special` (2 for DeiT: the class and distillation tokens
+/// start with mask 1 at the top and the nesting `m^l >= m^{l+1}` keeps them at every layer).
+/// `num_special` is clamped to `1..=n`.
+#[allow(clippy::too_many_arguments)]
+pub fn concrete_masks_top(
+    u: &[f64],
+    layers: usize,
+    t: usize,
+    n: usize,
+    theta: &[f64],
+    tau: f64,
+    p: f64,
+    clamp_eps: f64,
+    num_special: usize,
+) -> Result<ConcreteResult, ConcreteError> {
     check_shape(layers, 1, t, n)?;
+    let num_special = num_special.clamp(1, n.max(1));
     let expected = layers * t * t;
     if u.len() != expected {
         return Err(ConcreteError::Length {
@@ -349,7 +368,7 @@ pub fn concrete_masks(
     let logit = |x: f64| (x / (1.0 - x)).ln();
     let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
     let mut m_next = vec![0.0f64; t];
-    m_next[0] = 1.0;
+    m_next[..num_special].iter_mut().for_each(|m| *m = 1.0);
     let m_top = m_next.clone();
     let mut c = m_next.clone();
     let (mut s_hat_all, mut s_all, mut mask_all, mut m_all) = (
@@ -397,7 +416,7 @@ pub fn concrete_masks(
         .iter()
         .map(|m| (0..n).filter(|&j| m[j] >= 0.5).collect())
         .collect();
-    let plan = TokenPlan::from_inputs(n, inputs, vec![0])?;
+    let plan = TokenPlan::from_inputs(n, inputs, (0..num_special).collect())?;
     let soft_retention_r = m_all
         .iter()
         .map(|m| m[..n].iter().sum::<f64>() / n as f64)
