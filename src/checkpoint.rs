@@ -216,24 +216,27 @@ fn bytemuck_cast(data: &[f32]) -> &[u8] {
 
 /// Write bytes to `path` atomically: a temp file beside it, fsync, then rename over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    write_atomic_io(path, bytes).map_err(|(path, source)| ModelError::Io { path, source })
+}
+
+/// [`write_atomic`] with the failing path and I/O error, for callers with their own error type:
+/// creates the parent directory, writes `.{name}.{pid}.tmp` beside `path`, syncs, renames; the
+/// temporary file is removed when anything fails, and an existing `path` is kept.
+pub fn write_atomic_io(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
     use std::io::Write;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
     let file_name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let io = |e| ModelError::Io {
-        path: tmp.clone(),
-        source: e,
-    };
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })()
+    .map_err(|e| (tmp.clone(), e))
+    .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| (path.to_path_buf(), e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

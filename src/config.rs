@@ -291,27 +291,22 @@ impl EncoderConfig {
         }
         let activation = Activation::parse(&raw.hidden_act)
             .ok_or_else(|| format!("hidden_act '{}' is not supported (expected gelu, gelu_new or relu)", raw.hidden_act))?;
-        for (name, v) in [
-            ("hidden_size", raw.hidden_size),
-            ("num_hidden_layers", raw.num_hidden_layers),
-            ("num_attention_heads", raw.num_attention_heads),
-            ("intermediate_size", raw.intermediate_size),
-            ("image_size", raw.image_size),
-            ("patch_size", raw.patch_size),
-            ("num_channels", raw.num_channels),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive, found 0"));
-            }
-        }
-        if raw.hidden_size % raw.num_attention_heads != 0 {
-            return Err(format!("hidden_size {} is not divisible by num_attention_heads {}", raw.hidden_size, raw.num_attention_heads));
-        }
+        check_sizes(
+            &[
+                ("hidden_size", raw.hidden_size),
+                ("num_hidden_layers", raw.num_hidden_layers),
+                ("num_attention_heads", raw.num_attention_heads),
+                ("intermediate_size", raw.intermediate_size),
+                ("image_size", raw.image_size),
+                ("patch_size", raw.patch_size),
+                ("num_channels", raw.num_channels),
+            ],
+            raw.hidden_size,
+            raw.num_attention_heads,
+            raw.layer_norm_eps,
+        )?;
         if raw.image_size % raw.patch_size != 0 {
             return Err(format!("image_size {} is not divisible by patch_size {}", raw.image_size, raw.patch_size));
-        }
-        if !(raw.layer_norm_eps.is_finite() && raw.layer_norm_eps >= 0.0) {
-            return Err(format!("layer_norm_eps must be a finite number >= 0, found {}", raw.layer_norm_eps));
         }
         let labels = parse_labels(&raw.id2label, raw.num_labels)?;
         let distilled = raw.architectures.as_ref().is_some_and(|a| a.iter().any(|n| n.contains("WithTeacher")));
@@ -359,28 +354,20 @@ impl EncoderConfig {
                 raw.hidden_act
             )
         })?;
-        for (name, v) in [
-            ("vocab_size", raw.vocab_size),
-            ("hidden_size", raw.hidden_size),
-            ("num_hidden_layers", raw.num_hidden_layers),
-            ("num_attention_heads", raw.num_attention_heads),
-            ("intermediate_size", raw.intermediate_size),
-            ("max_position_embeddings", raw.max_position_embeddings),
-            ("type_vocab_size", raw.type_vocab_size),
-        ] {
-            if v == 0 {
-                return Err(format!("{name} must be positive, found 0"));
-            }
-        }
-        if !(raw.layer_norm_eps.is_finite() && raw.layer_norm_eps >= 0.0) {
-            return Err(format!("layer_norm_eps must be a finite number >= 0, found {}", raw.layer_norm_eps));
-        }
-        if raw.hidden_size % raw.num_attention_heads != 0 {
-            return Err(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                raw.hidden_size, raw.num_attention_heads
-            ));
-        }
+        check_sizes(
+            &[
+                ("vocab_size", raw.vocab_size),
+                ("hidden_size", raw.hidden_size),
+                ("num_hidden_layers", raw.num_hidden_layers),
+                ("num_attention_heads", raw.num_attention_heads),
+                ("intermediate_size", raw.intermediate_size),
+                ("max_position_embeddings", raw.max_position_embeddings),
+                ("type_vocab_size", raw.type_vocab_size),
+            ],
+            raw.hidden_size,
+            raw.num_attention_heads,
+            raw.layer_norm_eps,
+        )?;
         let labels = parse_labels(&raw.id2label, raw.num_labels)?;
         Ok(Self {
             vocab_size: raw.vocab_size,
@@ -495,4 +482,18 @@ fn parse_labels(id2label: &Option<BTreeMap<String, String>>, num_labels: Option<
         _ => Vec::new(),
     };
     Ok(labels)
+}
+
+/// Every size positive, `hidden` divisible by `heads`, `eps` finite and >= 0; the error names the field.
+fn check_sizes(sizes: &[(&str, usize)], hidden: usize, heads: usize, eps: f64) -> Result<(), String> {
+    if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
+        return Err(format!("{name} must be positive, found 0"));
+    }
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(format!("layer_norm_eps must be a finite number >= 0, found {eps}"));
+    }
+    if hidden % heads != 0 {
+        return Err(format!("hidden_size {hidden} is not divisible by num_attention_heads {heads}"));
+    }
+    Ok(())
 }

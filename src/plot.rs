@@ -243,25 +243,7 @@ fn render(r: &EvalResults, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotErro
 
 /// Write `bytes` to `path` via a temporary file in the same directory and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| PlotError::Io { path: p, source }
-    };
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::checkpoint::write_atomic_io(path, bytes).map_err(|(path, source)| PlotError::Io { path, source })
 }
 
 fn encode_png(rgb: Vec<u8>) -> Result<Vec<u8>, PlotError> {

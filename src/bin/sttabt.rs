@@ -934,10 +934,8 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     }
     // 4. evaluate (cached too when no stage was recomputed)
     let cached = results_dir.join("results.json");
-    if times.is_empty() && cached.exists() {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cached)?)?;
-        if let Ok(results) = serde_json::from_value::<sttabt::eval::EvalResults>(v["results"].clone()) {
-            progress.println(format!("[4/4] evaluation cached: {} (delete it to re-measure)", cached.display()));
+    if times.is_empty() {
+        if let Some(results) = cached_results(&cached, &progress) {
             print!("{}", sttabt::eval::format_table(&results));
             println!("teacher test accuracy {:.2}% ({} test sentences); results and plots in {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display());
             println!("demo finished in {:.0} s (all stages cached)", t0.elapsed().as_secs_f64());
@@ -958,6 +956,15 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     times.insert("total_s".into(), t0.elapsed().as_secs_f64().into());
     sttabt::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
     Ok(())
+}
+
+/// The results of an earlier evaluation in `path` (`results.json`), announced as cached; `None`
+/// when there is none or it cannot be read (then the caller re-evaluates).
+pub(crate) fn cached_results(path: &std::path::Path, progress: &sttabt::train::Progress) -> Option<sttabt::eval::EvalResults> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let results = serde_json::from_value::<sttabt::eval::EvalResults>(v["results"].clone()).ok()?;
+    progress.println(format!("[4/4] evaluation cached: {} (delete it to re-measure)", path.display()));
+    Some(results)
 }
 
 #[allow(clippy::too_many_arguments)]

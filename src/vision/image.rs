@@ -434,23 +434,5 @@ impl ImageFolder {
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a half-written file and an existing file is kept if writing fails.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VisionError> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| VisionError::Io { path: p, source }
-    };
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::checkpoint::write_atomic_io(path, bytes).map_err(|(path, source)| VisionError::Io { path, source })
 }

@@ -290,10 +290,8 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
         concrete_models.push(sttabt::train::concrete::ConcreteModel::load(&dir)?);
     }
     let cached = results_dir.join("results.json");
-    if times.is_empty() && cached.exists() {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cached)?)?;
-        if let Ok(results) = serde_json::from_value::<sttabt::eval::EvalResults>(v["results"].clone()) {
-            progress.println(format!("[4/4] evaluation cached: {} (delete it to re-measure)", cached.display()));
+    if times.is_empty() {
+        if let Some(results) = crate::cached_results(&cached, &progress) {
             print!("{}", sttabt::eval::format_table(&results));
             println!("DeiT test accuracy {:.2}% ({} test images); results, plots and patch_survival.png in {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display());
             return Ok(());
