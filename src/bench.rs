@@ -294,6 +294,11 @@ fn peak_rss(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)
 pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let teacher = BertModel::load(&opts.model)?;
     anyhow::ensure!(teacher.classifier.is_some(), "{} has no classification head; fine-tune one with `sttabt finetune`", opts.model.display());
+    anyhow::ensure!(
+        teacher.config.vision().is_none(),
+        "{} is a ViT/DeiT; `sttabt bench` measures text workloads. For images, `sttabt eval --vision` measures every mode's images/s at batch 1 and 32 side by side",
+        opts.model.display()
+    );
     let approx = match &opts.approx {
         Some(p) => Some(crate::approx::ApproxNet::load(p, &teacher.config)?.model),
         None => None,
