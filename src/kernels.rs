@@ -598,14 +598,15 @@ thread_local! {
     static QLANE_SCRATCH: std::cell::RefCell<Vec<[f32; 16]>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Attention for small heads (`dh` = 8 or 16: the ApproxNet's) with AVX-512, 16 queries in the
-/// 16 lanes.
+/// Attention with AVX-512 for head sizes 8, 16, 32, 64, 16 queries in the 16 lanes.
 ///
-/// Why: at `dh = 8` the row-layout kernel spent most of its time in P·V (one half vector, one
-/// scalar broadcast and bounds checks per query-key pair; perf on the f = 4 ApproxNet at n = 128).
-/// Here Qᵀ of a 16-query block stays in `dh` registers, each key row is broadcast once per block,
-/// softmax max/sum are lane-wise (no horizontal reductions), P·V accumulates `dh` lane vectors,
-/// and the probabilities go out through 16x16 register transposes.
+/// Why: at `dh = 8` (the f = 4 ApproxNet) the row-layout kernel spent most of its time in P·V
+/// (one half vector, one scalar broadcast and bounds checks per query-key pair; perf at n = 128),
+/// and at `dh = 32` (MiniLM) it ran at ~15 GFLOP/s (141 µs per head at n = 128, 18% of dense
+/// samples). Here Qᵀ of a 16-query block is held in vectors, each key row is broadcast once per
+/// block, softmax max/sum are lane-wise (no horizontal reductions), P·V accumulates 8 output
+/// columns per pass as lane vectors, and the probabilities go out through 16x16 register
+/// transposes (`examples/attn_probe.rs`: dh 8 25.6 -> ~18-26 µs incl. noise, dh 32 141 -> 45-64 µs).
 ///
 /// Bitwise the same results as the row-layout path (`attention_head_imp` with `softmax_imp` and
 /// `pv_fixed`): the same FMA order over `dd` for scores; the softmax sum keeps the 16 partial sums
@@ -740,41 +741,42 @@ mod qlanes {
                 sum = _mm512_add_ps(sum, e);
             }
             let inv = _mm512_mask_blend_ps(finite, _mm512_set1_ps(1.0), _mm512_div_ps(_mm512_set1_ps(1.0), sum));
-            // P·V with even/odd key accumulators (pv_fixed's order)
-            let mut acc = [_mm512_setzero_ps(); DH];
-            let mut acc2 = [_mm512_setzero_ps(); DH];
-            for jj in 0..ni / 2 {
-                let (j0, j1) = (2 * jj, 2 * jj + 1);
-                let (v0, v1) = unsafe { (kvp.add(key(j0) * ldkv + v_off), kvp.add(key(j1) * ldkv + v_off)) };
-                let p0 = _mm512_mul_ps(unsafe { _mm512_loadu_ps(ptp.add(j0 * 16)) }, inv);
-                let p1 = _mm512_mul_ps(unsafe { _mm512_loadu_ps(ptp.add(j1 * 16)) }, inv);
-                unsafe {
-                    _mm512_storeu_ps(ptp.add(j0 * 16), p0);
-                    _mm512_storeu_ps(ptp.add(j1 * 16), p1);
-                }
-                for dd in 0..DH {
-                    acc[dd] = _mm512_fmadd_ps(p0, _mm512_set1_ps(unsafe { *v0.add(dd) }), acc[dd]);
-                    acc2[dd] = _mm512_fmadd_ps(p1, _mm512_set1_ps(unsafe { *v1.add(dd) }), acc2[dd]);
-                }
+            for j in 0..ni {
+                let p = unsafe { ptp.add(j * 16) };
+                unsafe { _mm512_storeu_ps(p, _mm512_mul_ps(_mm512_loadu_ps(p), inv)) };
             }
-            if ni % 2 == 1 {
-                let j = ni - 1;
-                let v = unsafe { kvp.add(key(j) * ldkv + v_off) };
-                let p = _mm512_mul_ps(unsafe { _mm512_loadu_ps(ptp.add(j * 16)) }, inv);
-                unsafe { _mm512_storeu_ps(ptp.add(j * 16), p) };
-                for dd in 0..DH {
-                    acc[dd] = _mm512_fmadd_ps(p, _mm512_set1_ps(unsafe { *v.add(dd) }), acc[dd]);
+            // P·V, 8 output columns per pass, with even/odd key accumulators (pv_fixed's order)
+            for d0 in (0..DH).step_by(8) {
+                let mut acc = [_mm512_setzero_ps(); 8];
+                let mut acc2 = [_mm512_setzero_ps(); 8];
+                for jj in 0..ni / 2 {
+                    let (j0, j1) = (2 * jj, 2 * jj + 1);
+                    let (v0, v1) = unsafe { (kvp.add(key(j0) * ldkv + v_off + d0), kvp.add(key(j1) * ldkv + v_off + d0)) };
+                    let p0 = unsafe { _mm512_loadu_ps(ptp.add(j0 * 16)) };
+                    let p1 = unsafe { _mm512_loadu_ps(ptp.add(j1 * 16)) };
+                    for dd in 0..8 {
+                        acc[dd] = _mm512_fmadd_ps(p0, _mm512_set1_ps(unsafe { *v0.add(dd) }), acc[dd]);
+                        acc2[dd] = _mm512_fmadd_ps(p1, _mm512_set1_ps(unsafe { *v1.add(dd) }), acc2[dd]);
+                    }
                 }
-            }
-            let mut cs = [[0.0f32; 16]; DH];
-            for dd in 0..DH {
-                unsafe { _mm512_storeu_ps(cs[dd].as_mut_ptr(), _mm512_add_ps(acc[dd], acc2[dd])) };
-            }
-            for l in 0..nq {
-                // SAFETY: the caller guarantees `ctx` row i0 + l has `DH` writable elements.
-                let out = unsafe { std::slice::from_raw_parts_mut(ctx.add((i0 + l) * ldc), DH) };
-                for dd in 0..DH {
-                    out[dd] = cs[dd][l];
+                if ni % 2 == 1 {
+                    let j = ni - 1;
+                    let v = unsafe { kvp.add(key(j) * ldkv + v_off + d0) };
+                    let p = unsafe { _mm512_loadu_ps(ptp.add(j * 16)) };
+                    for dd in 0..8 {
+                        acc[dd] = _mm512_fmadd_ps(p, _mm512_set1_ps(unsafe { *v.add(dd) }), acc[dd]);
+                    }
+                }
+                let mut cs = [[0.0f32; 16]; 8];
+                for dd in 0..8 {
+                    unsafe { _mm512_storeu_ps(cs[dd].as_mut_ptr(), _mm512_add_ps(acc[dd], acc2[dd])) };
+                }
+                for l in 0..nq {
+                    // SAFETY: the caller guarantees `ctx` row i0 + l has `DH` writable elements.
+                    let out = unsafe { std::slice::from_raw_parts_mut(ctx.add((i0 + l) * ldc + d0), 8) };
+                    for dd in 0..8 {
+                        out[dd] = cs[dd][l];
+                    }
                 }
             }
             // probabilities, row-major [no, ni]: 16x16 transposes
@@ -864,7 +866,7 @@ mod qlane_tests {
             return;
         }
         let mut rng = fastrand::Rng::with_seed(7);
-        for &(dh, no, ni, gathered) in &[(8, 1, 1, false), (8, 5, 7, false), (8, 17, 33, true), (16, 40, 16, false), (16, 3, 130, true), (8, 128, 128, false), (8, 16, 31, true)] {
+        for &(dh, no, ni, gathered) in &[(8, 1, 1, false), (8, 5, 7, false), (8, 17, 33, true), (16, 40, 16, false), (16, 3, 130, true), (8, 128, 128, false), (8, 16, 31, true), (32, 1, 9, false), (32, 37, 53, true), (32, 128, 128, false), (64, 20, 35, true), (64, 5, 128, false)] {
             let ldq = dh * 3 + 1;
             let ldkv = dh * 5 + 3;
             let v_off = dh * 2;
@@ -886,10 +888,11 @@ mod qlane_tests {
                     let mut pt = vec![[0.0f32; 16]; ni];
                     // SAFETY: V4 checked; sizes as attention_head asserts.
                     unsafe {
-                        if dh == 8 {
-                            super::qlanes::attention::<8>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt);
-                        } else {
-                            super::qlanes::attention::<16>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt);
+                        match dh {
+                            8 => super::qlanes::attention::<8>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt),
+                            16 => super::qlanes::attention::<16>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt),
+                            32 => super::qlanes::attention::<32>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt),
+                            _ => super::qlanes::attention::<64>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt),
                         }
                     }
                 } else {
@@ -962,17 +965,18 @@ pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_o
         assert!(m.len() >= ni);
     }
     #[cfg(target_arch = "x86_64")]
-    if key_weights.is_none() && ni > 0 && (dh == 8 || dh == 16) && isa() == Isa::V4 {
+    if key_weights.is_none() && ni > 0 && matches!(dh, 8 | 16 | 32 | 64) && isa() == Isa::V4 {
         let mut pt = QLANE_SCRATCH.with(|s| s.take());
         if pt.len() < ni {
             pt.resize(ni, [0.0; 16]);
         }
         // SAFETY: AVX-512 checked by `isa`; bounds asserted above (q rows, key rows, probs).
         unsafe {
-            if dh == 8 {
-                qlanes::attention::<8>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]);
-            } else {
-                qlanes::attention::<16>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]);
+            match dh {
+                8 => qlanes::attention::<8>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
+                16 => qlanes::attention::<16>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
+                32 => qlanes::attention::<32>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
+                _ => qlanes::attention::<64>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
             }
         }
         QLANE_SCRATCH.with(|s| s.replace(pt));
