@@ -172,7 +172,9 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
         csv.push_str(&format!("{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n", p.label, p.dev_accuracy, p.test_accuracy, p.dev_metric, p.test_metric, p.retention, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
     }
     crate::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
-    crate::plot::plot_results(r, out, data.split(' ').take(2).collect::<Vec<_>>().join(" ").as_str())?;
+    // the data set's name, without the split details in parentheses
+    let name: String = data.split(" (").next().unwrap_or(data).chars().take(48).collect();
+    crate::plot::plot_results(r, out, name.trim())?;
     Ok(())
 }
 

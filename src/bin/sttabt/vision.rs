@@ -252,7 +252,12 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
         proc.save(&teacher_dir.join("preprocessor_config.json"))?;
         let cfg = vision_finetune_config(epochs);
         let report = sttabt::train::finetune::finetune(m, &data.train, &data.dev, &cfg, &teacher_dir, &teacher_dir, true, &progress)?;
-        let json = serde_json::json!({"report": report, "config": cfg, "data": data.description, "train_examples": data.train.len()});
+        // the dense model on the whole official test set (the table below uses --fast/default subsets)
+        let best = BertModel::load(&teacher_dir)?;
+        let full_test = prepare(&source, &best.config, &proc, Some(0), None)?.test;
+        let test_acc = sttabt::train::finetune::accuracy(&best, &full_test, 64)?;
+        progress.println(format!("      dev accuracy {:.2}%, test accuracy {:.2}% on all {} test images, {:.0} s", report.best_dev_accuracy * 100.0, test_acc * 100.0, full_test.len(), s.elapsed().as_secs_f64()));
+        let json = serde_json::json!({"report": report, "config": cfg, "data": data.description, "train_examples": data.train.len(), "test_accuracy": test_acc, "test_examples": full_test.len()});
         sttabt::checkpoint::write_atomic(&teacher_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
         times.insert("finetune_s".into(), s.elapsed().as_secs_f64().into());
     }
