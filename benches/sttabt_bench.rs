@@ -35,6 +35,36 @@ fn main() -> anyhow::Result<()> {
         println!("check-abt: {} inputs x 8 configs: plans identical", inputs.len());
         return Ok(());
     }
+    if has("--check-concrete") {
+        // the fast concrete planner (top rows only, f32 Φ) must give the plans of a dense
+        // attention run + the f64 reference step 1 (`standardized_cdf_scores`)
+        let teacher = sttabt::BertModel::load(&o.model)?;
+        let approx = sttabt::approx::ApproxNet::load(o.approx.as_ref().unwrap(), &teacher.config)?.model;
+        let mut inputs: Vec<sttabt::EncodedInput> = (0..4).map(|e| sttabt::bench::synthetic_input(17 + 40 * e, e)).collect();
+        let splits = sttabt::data::rt::load_rotten_tomatoes(&sttabt::assets::rotten_tomatoes_path(), 0)?;
+        let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&o.model, 512)?;
+        for ex in splits.test.examples.iter().take(60) {
+            inputs.push(tok.encode(&ex.text, None)?.input);
+        }
+        let c = &approx.config;
+        let outs = approx.run_dense(&inputs, sttabt::RunOptions { attentions: true, hidden_states: false })?;
+        let (mut same, mut total) = (0, 0);
+        for theta0 in [-2.0, -1.0, 0.0, 1.0, 2.0] {
+            let theta = vec![theta0; c.num_layers];
+            let fast = sttabt::infer::concrete_plans(&approx, &inputs, &theta)?;
+            for ((o1, x), p) in outs.iter().zip(&inputs).zip(&fast) {
+                let n = x.len();
+                let logp: Vec<f32> = o1.attentions.iter().flatten().flat_map(|a| a.probs.iter().map(|p| p.max(1e-37).ln())).collect();
+                let u = sttabt::planners::concrete::standardized_cdf_scores(&logp, c.num_layers, c.num_heads, n, n, 0, 1e-6)?;
+                let r = sttabt::planners::concrete::concrete_masks_top(&u, c.num_layers, n, n, &theta, 0.1, 0.1, 1e-6, approx.top_tokens().len())?;
+                total += 1;
+                same += usize::from(&r.plan == p);
+            }
+        }
+        println!("check-concrete: {same} of {total} plans (64 inputs x 5 theta) identical to the f64 reference path");
+        anyhow::ensure!(same == total, "concrete plans differ");
+        return Ok(());
+    }
     if has("--quick") {
         o.rt_examples = 64;
         o.synth_examples = 4;

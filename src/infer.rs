@@ -125,25 +125,45 @@ pub fn abt_plans_timed(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig
 pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]) -> Result<Vec<TokenPlan>, ModelError> {
     use crate::planners::concrete::{concrete_masks_top, standardized_cdf_scores_fast};
     use rayon::prelude::*;
-    let outs = approx.run_dense(inputs, RunOptions { attentions: true, hidden_states: false })?;
     let c = &approx.config;
+    let (big_l, h) = (approx.layers.len(), c.num_heads);
     let top = approx.top_tokens();
+    // At the top layer only the rows of O_L (mask 1 at the top) enter the scores: the others are
+    // weighted by m^{L+1} = 0, so they are not computed (left as 0 in the log-probabilities, they
+    // add exactly 0) - the same plans as from a dense attention run.
+    let plans: Vec<TokenPlan> = inputs
+        .iter()
+        .map(|x| {
+            let n = x.len().max(1);
+            let o_top: Vec<usize> = (0..top.len().clamp(1, n)).collect();
+            TokenPlan::from_inputs(n, vec![(0..n).collect(); big_l], o_top).unwrap_or_else(|_| TokenPlan::dense(n, big_l))
+        })
+        .collect();
+    let outs = approx.run(inputs, &plans, RunOptions { attentions: true, hidden_states: false })?;
     outs.par_iter()
         .zip(inputs)
         .enumerate()
         .map(|(e, (o, x))| {
             let n = x.len();
             let err = |m: String| ModelError::Input(format!("concrete masks for example {e}: {m}"));
-            let mut logp = vec![0.0f32; c.num_layers * c.num_heads * n * n];
-            let mut off = 0;
-            for la in o.attentions.iter().flatten() {
-                if off + la.probs.len() > logp.len() {
-                    return Err(err(format!("attention has more than L*H*n*n = {} values", logp.len())));
-                }
-                crate::kernels::ln_clamped(&la.probs, &mut logp[off..]);
-                off += la.probs.len();
+            let mut logp = vec![0.0f32; c.num_layers * h * n * n];
+            let layers = o.attentions.as_deref().unwrap_or_default();
+            if layers.len() != c.num_layers {
+                return Err(err(format!("attention of {} layers, expected {}", layers.len(), c.num_layers)));
             }
-            let u = standardized_cdf_scores_fast(&logp[..off], c.num_layers, c.num_heads, n, n, 0, 1e-6).map_err(|er| err(er.to_string()))?;
+            for (l, la) in layers.iter().enumerate() {
+                let nq = la.queries.len();
+                if la.keys.len() != n || la.probs.len() != h * nq * n || la.queries.iter().any(|&q| q >= n) {
+                    return Err(err(format!("layer {} attention is not [H, queries, n = {n}]", l + 1)));
+                }
+                for head in 0..h {
+                    for (qi, &q) in la.queries.iter().enumerate() {
+                        let row = ((l * h + head) * n + q) * n;
+                        crate::kernels::ln_clamped(&la.probs[(head * nq + qi) * n..][..n], &mut logp[row..row + n]);
+                    }
+                }
+            }
+            let u = standardized_cdf_scores_fast(&logp, c.num_layers, h, n, n, 0, 1e-6).map_err(|er| err(er.to_string()))?;
             // O_L = the class (and DeiT distillation) token, as in training
             let r = concrete_masks_top(&u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6, top.len()).map_err(|er| err(er.to_string()))?;
             Ok(r.plan)

@@ -248,7 +248,7 @@ pub fn standardized_cdf_scores_fast(
             for i in 0..t {
                 let base = ((l * heads + h) * t + i) * t;
                 let row = &scores[base..base + n];
-                if !row.iter().all(|v| v.is_finite()) {
+                if !crate::kernels::all_finite(row) {
                     check_finite("scores", row.iter().enumerate().map(|(j, &x)| (base + j, f64::from(x))))?;
                 }
             }
