@@ -137,6 +137,23 @@ fn check_shape(layers: usize, heads: usize, t: usize, n: usize) -> Result<(), Co
     Ok(())
 }
 
+/// Shape and parameter checks shared by [`standardized_cdf_scores`] and
+/// [`standardized_cdf_scores_fast`].
+fn check_score_args(len: usize, layers: usize, heads: usize, t: usize, n: usize, ddof: usize, eps: f64) -> Result<(), ConcreteError> {
+    check_shape(layers, heads, t, n)?;
+    let expected = layers * heads * t * t;
+    if len != expected {
+        return Err(ConcreteError::Length { what: "scores", expected, got: len });
+    }
+    if n <= ddof {
+        return Err(ConcreteError::BadDdof { ddof, n });
+    }
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(ConcreteError::BadParam { name: "eps", value: eps, range: "finite, >= 0" });
+    }
+    Ok(())
+}
+
 /// Section 4 step 1: `U^l[i, j] = mean_h Φ(Z_h[i, j])` with
 /// `Z = (S − mean) / (std + eps)` per (layer, head, query row) over the **real keys** `j < n`,
 /// `std` with `ddof` delta degrees of freedom (0 = population std, normative; 1 = torch's
@@ -157,25 +174,7 @@ pub fn standardized_cdf_scores(
     ddof: usize,
     eps: f64,
 ) -> Result<Vec<f64>, ConcreteError> {
-    check_shape(layers, heads, t, n)?;
-    let expected = layers * heads * t * t;
-    if scores.len() != expected {
-        return Err(ConcreteError::Length {
-            what: "scores",
-            expected,
-            got: scores.len(),
-        });
-    }
-    if n <= ddof {
-        return Err(ConcreteError::BadDdof { ddof, n });
-    }
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(ConcreteError::BadParam {
-            name: "eps",
-            value: eps,
-            range: "finite, >= 0",
-        });
-    }
+    check_score_args(scores.len(), layers, heads, t, n, ddof, eps)?;
     let mut u = vec![0.0f64; layers * t * t];
     for l in 0..layers {
         for h in 0..heads {
@@ -223,25 +222,7 @@ pub fn standardized_cdf_scores_fast(
     eps: f64,
 ) -> Result<Vec<f64>, ConcreteError> {
     use rayon::prelude::*;
-    check_shape(layers, heads, t, n)?;
-    let expected = layers * heads * t * t;
-    if scores.len() != expected {
-        return Err(ConcreteError::Length {
-            what: "scores",
-            expected,
-            got: scores.len(),
-        });
-    }
-    if n <= ddof {
-        return Err(ConcreteError::BadDdof { ddof, n });
-    }
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(ConcreteError::BadParam {
-            name: "eps",
-            value: eps,
-            range: "finite, >= 0",
-        });
-    }
+    check_score_args(scores.len(), layers, heads, t, n, ddof, eps)?;
     // the first non-finite score among the real keys, in the reference's order (layer, head, row)
     for l in 0..layers {
         for h in 0..heads {
