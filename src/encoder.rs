@@ -305,7 +305,7 @@ impl BertModel {
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 path: dir.to_path_buf(),
-                hint: "expected a checkpoint directory (config.json + model.safetensors); run `sttabt fetch` for the default model".into(),
+                hint: "expected a checkpoint directory (config.json + model.safetensors), as `sttabt finetune` writes; `sttabt fetch` gets the default all-MiniLM-L6-v2".into(),
             });
         }
         let cfg_path = dir.join("config.json");

@@ -167,7 +167,9 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     std::fs::create_dir_all(out)?;
     let json = serde_json::json!({"data": data, "split": split, "results": r, "machine": machine_line()});
     crate::checkpoint::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_{0},test_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32\n", r.metric);
+    // the task's primary metric gets its own columns (named `dev_metric_<name>` so that
+    // accuracy tasks do not repeat the accuracy column names)
+    let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_metric_{0},test_metric_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32\n", r.metric);
     for p in &r.points {
         csv.push_str(&format!("{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n", p.label, p.dev_accuracy, p.test_accuracy, p.dev_metric, p.test_metric, p.retention, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
     }

@@ -92,6 +92,22 @@ fn image_folder_finetune_then_classify() {
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["retention"].as_f64().unwrap() < 0.8), "{stdout}");
+    // eval on the folder: every mode, and the patch picture drawn from the 20x20 images as the
+    // model sees them (resized to 32x32)
+    let ev = out.path().join("eval");
+    let (ok, stdout, stderr) = sttabt(&["eval", "--quiet", "--ks", "0.3,0.5", "--timing-examples", "4", "--image-folder"], &[data.path(), Path::new("--model"), &model, Path::new("--out"), &ev]);
+    assert!(ok, "eval --image-folder failed:\n{stdout}\n{stderr}");
+    let pic = image::open(ev.join("patch_survival.png")).expect("patch picture");
+    assert!(pic.width() > 100, "{}", pic.width());
+    let csv = std::fs::read_to_string(ev.join("results.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let unique: std::collections::HashSet<&&str> = header.iter().collect();
+    assert_eq!(unique.len(), header.len(), "duplicate CSV columns: {header:?}");
+    // a folder with train/ but no test/ says so
+    let half = TempDir::new("img-half");
+    write_folder(&half.path().join("train"), 3);
+    let (ok, _, stderr) = sttabt(&["finetune", "--quiet", "--image-folder"], &[half.path(), Path::new("--out"), &out.path().join("h")]);
+    assert!(!ok && stderr.contains("no test/"), "{stderr}");
     // a corrupt image is named in the error
     let bad = data.path().join("broken.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();

@@ -69,7 +69,8 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
     },
-    /// Fine-tune a checkpoint into a sequence classifier (default: all-MiniLM-L6-v2 on Rotten Tomatoes).
+    /// Fine-tune a checkpoint into a classifier (default: all-MiniLM-L6-v2 on Rotten Tomatoes; with
+    /// --vision / --image-folder: a DeiT trained from scratch, or a ViT/DeiT given by --model).
     ///
     /// Saves the best epoch (by dev accuracy) in the Hugging Face layout to --out, plus
     /// finetune.json with the dev accuracy per epoch. Interrupted runs continue with --resume.
@@ -78,35 +79,32 @@ enum Command {
         data: DataArgs,
         #[command(flatten)]
         images: ImageArgs,
-        /// Base checkpoint directory. Default: the cached all-MiniLM-L6-v2.
+        /// Base checkpoint directory. Default: the cached all-MiniLM-L6-v2 (text), or a new DeiT
+        /// trained from scratch (images: 28x28 grey for Fashion-MNIST, 32x32 RGB for a folder).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Output directory for the fine-tuned model.
         /// Output directory (created; an existing finished run is not overwritten without --resume).
         #[arg(long)]
         out: PathBuf,
-        /// Passes over the training data.
+        /// Passes over the training data (>= 1).
         #[arg(long, default_value_t = 1)]
         epochs: usize,
-        /// Examples per optimisation step.
+        /// Examples per optimisation step (images trained from scratch: 64 unless set).
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
-        /// Peak learning rate (linear warm-up over 10% of the steps, then linear decay).
+        /// Peak learning rate (linear warm-up, then linear decay; images trained from scratch:
+        /// 1.5e-3 unless set).
         #[arg(long, default_value_t = 1e-4)]
         lr: f64,
         /// Use only the first N training examples (after the seeded split).
-        /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
         train_limit: Option<usize>,
-        /// Maximum tokens per example, [CLS]/[SEP] included.
         /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
-        /// Continue from the checkpoint in --out/checkpoint.
         /// Continue from --out/checkpoint (weights and position in the data; optimiser moments restart).
         #[arg(long)]
         resume: bool,
-        /// No progress bars.
         /// No progress bars or status lines.
         #[arg(long)]
         quiet: bool,
@@ -121,7 +119,6 @@ enum Command {
         /// Teacher checkpoint (normally the output of `sttabt finetune`).
         #[arg(long)]
         teacher: PathBuf,
-        /// Output directory for the ApproxNet.
         /// Output directory (created; an existing finished run is not overwritten without --resume).
         #[arg(long)]
         out: PathBuf,
@@ -140,17 +137,15 @@ enum Command {
         /// Peak learning rate.
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
-        /// Use only the first N training sentences.
         /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
         train_limit: Option<usize>,
-        /// Held-out dev sentences for the fidelity report.
+        /// Held-out dev examples (sentences or images) for the fidelity report.
         #[arg(long, default_value_t = 200)]
         heldout: usize,
         /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
-        /// Continue from --out/checkpoint.
         /// Continue from --out/checkpoint (weights and position in the data; optimiser moments restart).
         #[arg(long)]
         resume: bool,
@@ -241,15 +236,16 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Classify sentences with a fine-tuned model, densely or with token pruning.
+    /// Classify sentences (or images, with --image) with a fine-tuned model, densely or with token pruning.
     ///
     /// Prints label, probability and token retention per sentence; --explain shows which tokens
     /// survived to which layer. Texts come from the arguments, --file (one per line) or stdin.
     Classify {
         /// Sentences to classify (else --file, else stdin, one per line).
         texts: Vec<String>,
-        /// Classify these image files (PNG/JPEG) with a ViT/DeiT checkpoint instead of text.
-        #[arg(long = "image", value_name = "FILE")]
+        /// Classify these image files (PNG/JPEG) with a ViT/DeiT checkpoint instead of text
+        /// (`--image a.png b.png` or `--image a.png --image b.png`).
+        #[arg(long = "image", value_name = "FILE", num_args = 1..)]
         images: Vec<PathBuf>,
         /// Read sentences from this file, one per line.
         #[arg(long)]
@@ -381,7 +377,7 @@ enum Command {
         /// the trade-off table, plots, and a picture of the patches each layer keeps.
         #[arg(long)]
         vision: bool,
-        /// Where the stages are cached (default: $STTABT_HOME/runs/demo[-fast|-full]).
+        /// Where the stages are cached (default: $STTABT_HOME/runs/demo[-vision][-fast|-full]).
         #[arg(long)]
         out: Option<PathBuf>,
         /// No progress bars or status lines.
@@ -471,7 +467,7 @@ fn run() -> Result<()> {
             guard_output(&out, "ltp.json", false)?;
             let teacher_m = BertModel::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
             let splits = data.source()?.load(data.skip_bad_rows)?;
-            let tok = TextTokenizer::from_dir(&teacher, max_length.min(teacher_m.config.max_position_embeddings))?;
+            let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
             let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
             let cfg = sttabt::train::ltp::LtpConfig { lambda, temperature, steps, batch_size, seed: data.seed, ..Default::default() };
             let r = sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, &sttabt::train::Progress { quiet })?;
@@ -535,6 +531,9 @@ fn run() -> Result<()> {
         Command::Demo { fast, full, vision: true, out, quiet } => vision::demo(fast, full, out, quiet),
         Command::Demo { fast, full, vision: false, out, quiet } => demo(fast, full, out, quiet),
         Command::Finetune { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
+            if epochs == 0 || batch_size == 0 {
+                bail!("--epochs and --batch-size must be at least 1");
+            }
             if let Some(src) = images.source(data.seed)? {
                 guard_output(&out, "finetune.json", resume)?;
                 // from scratch: the vision defaults unless the flags were changed
@@ -551,6 +550,15 @@ fn run() -> Result<()> {
             finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet)
         }
     }
+}
+
+/// The tokenizer of a text model (`max_length` capped at its positions); an image model is a
+/// clear error pointing at the image flags.
+fn text_tokenizer(dir: &std::path::Path, model: &BertModel, max_length: usize) -> Result<TextTokenizer> {
+    if let Some(v) = model.config.vision() {
+        bail!("{} is an image model ({}); use --image FILE (classify) or --vision / --image-folder DIR", dir.display(), v.model_type);
+    }
+    Ok(TextTokenizer::from_dir(dir, max_length.min(model.config.max_position_embeddings))?)
 }
 
 fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
@@ -658,7 +666,7 @@ fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<PathBuf>, max_
     let dir = model_dir(model)?;
     let m = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let max_length = max_length.min(m.config.max_position_embeddings);
-    let tok = TextTokenizer::from_dir(&dir, max_length)?;
+    let tok = text_tokenizer(&dir, &m, max_length)?;
     let pairs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
     let (encoded, cut) = tok.encode_batch(&pairs)?;
     if cut > 0 {
@@ -692,7 +700,7 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
     let splits = data.source()?.load(data.skip_bad_rows)?;
     let base = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let max_length = max_length.min(base.config.max_position_embeddings);
-    let tok = TextTokenizer::from_dir(&dir, max_length)?;
+    let tok = text_tokenizer(&dir, &base, max_length)?;
     let (train, cut) = tokenize(&tok, &splits.train, train_limit)?;
     warn_truncation("train", cut, max_length);
     let (dev, cut) = tokenize(&tok, &splits.dev, None)?;
@@ -716,7 +724,7 @@ fn distill(data: &DataArgs, teacher_dir: &std::path::Path, out: &std::path::Path
     guard_output(out, "distill.json", resume)?;
     let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let splits = data.source()?.load(data.skip_bad_rows)?;
-    let tok = TextTokenizer::from_dir(teacher_dir, max_length.min(teacher.config.max_position_embeddings))?;
+    let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(heldout))?;
     let init = if init == "random" { ApproxInit::Random } else { ApproxInit::Interpolate };
@@ -777,7 +785,7 @@ fn classify(texts: Vec<String>, file: Option<PathBuf>, model: &std::path::Path, 
     if matches!(mode, sttabt::infer::Mode::Abt { .. }) && approx_net.is_none() {
         bail!("--mode abt needs --approx DIR (an ApproxNet from `sttabt distill`); or use --mode abt-actual, topk or dense");
     }
-    let tok = TextTokenizer::from_dir(model, max_length.min(teacher.config.max_position_embeddings))?;
+    let tok = text_tokenizer(model, &teacher, max_length)?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     for text in &texts {
         let enc = tok.encode(text, None)?;
@@ -828,7 +836,7 @@ fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Pat
     };
     let splits = data.source()?.load(data.skip_bad_rows)?;
     let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
-    let tok = TextTokenizer::from_dir(model, max_length.min(teacher.config.max_position_embeddings))?;
+    let tok = text_tokenizer(model, &teacher, max_length)?;
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
     let concrete: Vec<_> = concrete.iter().map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))).collect::<Result<_>>()?;
@@ -973,7 +981,7 @@ fn concrete(data: &DataArgs, teacher_dir: &std::path::Path, approx_dir: &std::pa
     let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config).with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
     let splits = data.source()?.load(data.skip_bad_rows)?;
-    let tok = TextTokenizer::from_dir(teacher_dir, max_length.min(teacher.config.max_position_embeddings))?;
+    let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &train, &cfg, out, resume, &sttabt::train::Progress { quiet })?;
     sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(teacher_dir))?;

@@ -83,6 +83,15 @@ impl ImageSource {
 
 fn load_folder(dir: &Path, seed: u64) -> Result<ImageSplits> {
     let sub = |names: &[&str]| names.iter().map(|n| dir.join(n)).find(|p| p.is_dir());
+    if sub(&["train"]).is_some() != sub(&["test"]).is_some() {
+        anyhow::bail!(
+            "{}: found {} but no {} folder; give both train/ and test/ (each with one folder per class), or put the class folders directly in {}",
+            dir.display(),
+            if sub(&["train"]).is_some() { "train/" } else { "test/" },
+            if sub(&["train"]).is_some() { "test/" } else { "train/" },
+            dir.display()
+        );
+    }
     if let (Some(train_dir), Some(test_dir)) = (sub(&["train"]), sub(&["test"])) {
         let tr = load_image_folder(&train_dir)?;
         let (train, train_labels) = tr.load_all()?;
@@ -159,7 +168,7 @@ pub struct VisionData {
 pub fn prepare(source: &ImageSource, config: &EncoderConfig, processor: &ImageProcessor, train_limit: Option<usize>, eval_limit: Option<usize>) -> Result<VisionData> {
     let s = source.load()?;
     if !config.labels.is_empty() && config.labels.len() != s.classes.len() {
-        anyhow::bail!("the model has {} labels {:?} but the data has {} classes {:?}", config.labels.len(), config.labels, s.classes.len(), s.classes);
+        anyhow::bail!("the model has {} label(s) {:?} but the data has {} class(es) {:?}", config.labels.len(), config.labels, s.classes.len(), s.classes);
     }
     let train = encode_labeled(config, processor, &s.train, &s.train_labels, train_limit)?;
     let dev = encode_labeled(config, processor, &s.dev, &s.dev_labels, eval_limit)?;

@@ -16,20 +16,20 @@ use super::idx::LabelledImages;
 #[derive(Debug, thiserror::Error)]
 pub enum VisionError {
     /// A file or directory could not be read or written.
-    #[error("{}: {source}", .path.display())]
+    #[error("cannot read or write {}", .path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// Underlying error.
+        /// Underlying error (printed by error chains, e.g. `anyhow`'s `{:#}`).
         #[source]
         source: std::io::Error,
     },
     /// The file is not a decodable PNG / JPEG (corrupt, truncated or another format).
-    #[error("{}: cannot decode image (expected a PNG or JPEG file): {source}", .path.display())]
+    #[error("{}: cannot decode image (expected a PNG or JPEG file)", .path.display())]
     Decode {
         /// The file.
         path: PathBuf,
-        /// Underlying error.
+        /// Underlying error (printed by error chains).
         #[source]
         source: ::image::ImageError,
     },
@@ -104,12 +104,11 @@ pub enum VisionError {
     #[error("drawing failed: {0}")]
     Draw(String),
     /// PNG encoding failed.
-    #[error("{}: encoding PNG failed: {source}", .path.display())]
+    #[error("{}: encoding PNG failed", .path.display())]
     Encode {
         /// The output file.
         path: PathBuf,
         /// Underlying error.
-        #[source]
         source: ::image::ImageError,
     },
 }

@@ -150,7 +150,7 @@ fn init_tensors(c: &EncoderConfig, v: &VisionConfig, seed: u64) -> Vec<(String, 
 /// Errors: the processor output does not match the model (size, channels), or a preprocessing error.
 pub fn encode_image(config: &EncoderConfig, processor: &ImageProcessor, image: &Image) -> Result<EncodedInput, ModelError> {
     let v = config.vision().ok_or_else(|| ModelError::Input("this is a text model; it cannot read images".into()))?;
-    let x = processor.apply(image).map_err(|e| ModelError::Input(format!("preprocessing: {e}")))?;
+    let x = processor.apply(image).map_err(|e| ModelError::Input(format!("preprocessing: {}", with_causes(&e))))?;
     if x.height != v.image_size || x.width != v.image_size || x.channels != v.num_channels {
         return Err(ModelError::Input(format!(
             "the image processor produced {}x{} with {} channel(s), but the model expects {}x{} with {} (check preprocessor_config.json)",
@@ -175,8 +175,20 @@ pub fn encode_images(config: &EncoderConfig, processor: &ImageProcessor, images:
 pub fn processor_for(dir: &Path, config: &EncoderConfig) -> Result<ImageProcessor, ModelError> {
     let path = dir.join("preprocessor_config.json");
     if path.exists() {
-        return ImageProcessor::from_file(&path).map_err(|e| ModelError::Input(e.to_string()));
+        return ImageProcessor::from_file(&path).map_err(|e| ModelError::Input(with_causes(&e)));
     }
     let v = config.vision().ok_or_else(|| ModelError::Input("this is a text model".into()))?;
     ImageProcessor::for_model(v.image_size, v.num_channels, &[0.5], &[0.5]).map_err(|e| ModelError::Input(e.to_string()))
+}
+
+/// An error and its chain of causes as one line (`a: b: c`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut m = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        m.push_str(": ");
+        m.push_str(&s.to_string());
+        src = s.source();
+    }
+    m
 }

@@ -75,7 +75,7 @@ pub fn finetune(source: &ImageSource, model: Option<PathBuf>, out: &Path, cfg: s
         Some(dir) => {
             let m = BertModel::load(dir).with_context(|| format!("loading {}", dir.display()))?;
             if m.config.vision().is_none() {
-                bail!("{} is a text model; --vision needs a ViT/DeiT checkpoint (or no --model to train one from scratch)", dir.display());
+                bail!("{} is a text (BERT) model; images need a ViT/DeiT checkpoint (or no --model, to train a DeiT from scratch)", dir.display());
             }
             let p = processor_for(dir, &m.config)?;
             let m = if m.classifier.as_ref().map(|c| c.d_out) == Some(classes.len()) { m } else { sttabt::train::finetune::with_new_head(m, classes.clone(), cfg.seed) };
@@ -113,7 +113,7 @@ fn describe(m: &BertModel) -> String {
 fn load_vision_teacher(dir: &Path) -> Result<(BertModel, ImageProcessor)> {
     let m = BertModel::load(dir).with_context(|| format!("loading {}", dir.display()))?;
     if m.config.vision().is_none() {
-        bail!("{} is a text model, but an image flag (--vision / --image-folder) was given", dir.display());
+        bail!("{} is a text (BERT) model; images need a ViT/DeiT checkpoint (train one with `sttabt finetune --vision` or `--image-folder DIR`)", dir.display());
     }
     let p = processor_for(dir, &m.config)?;
     Ok((m, p))
@@ -162,14 +162,16 @@ pub fn eval(source: &ImageSource, model: &Path, approx: Option<&Path>, concrete:
     let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &[], &data.dev, &data.test, opts)?;
     sttabt::eval::write_results(&results, out, &data.description, None)?;
     print!("{}", sttabt::eval::format_table(&results));
-    let grid = survival_picture(&teacher, approx_net.as_ref().map(|a| &a.model), &data, out)?;
+    let grid = survival_picture(&teacher, approx_net.as_ref().map(|a| &a.model), &proc, &data, out)?;
     println!("results: {0}/results.json, {0}/results.csv, plots {0}/accuracy_vs_retention.png, {0}/accuracy_vs_throughput_b1.png, patches {1}", out.display(), grid.display());
     Ok(())
 }
 
 /// Which patches each layer reads, for the first 6 test images, under ABT (ApproxNet when
-/// given, else the teacher's attention) at k = 0.3: `patch_survival.png` in `out`.
-pub fn survival_picture(teacher: &BertModel, approx: Option<&BertModel>, data: &VisionData, out: &Path) -> Result<PathBuf> {
+/// given, else the teacher's attention) at k = 0.3: `patch_survival.png` in `out`. The images are
+/// drawn as the model sees them (resized/cropped by `proc`, not normalised); rows name the
+/// prediction and, when wrong, the true class.
+pub fn survival_picture(teacher: &BertModel, approx: Option<&BertModel>, proc: &ImageProcessor, data: &VisionData, out: &Path) -> Result<PathBuf> {
     let v = teacher.config.vision().context("not a vision model")?.clone();
     let n = data.test.len().min(6);
     let inputs: Vec<_> = data.test[..n].iter().map(|x| x.input.clone()).collect();
@@ -184,11 +186,22 @@ pub fn survival_picture(teacher: &BertModel, approx: Option<&BertModel>, data: &
     let rows: Vec<String> = preds
         .iter()
         .zip(&data.test[..n])
-        .map(|(p, x)| format!("{} ({})", data.classes.get(p.label).cloned().unwrap_or_default(), if p.label == x.label { "ok" } else { "wrong" }))
+        .map(|(p, x)| {
+            let name = |i: usize| data.classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+            if p.label == x.label {
+                format!("{} (right)", name(p.label))
+            } else {
+                format!("{}? is {}", name(p.label), name(x.label))
+            }
+        })
         .collect();
+    // what the model sees: the image processor's output before normalisation (values in [0, 1])
+    let view = ImageProcessor { do_normalize: false, ..proc.clone() };
+    let shown: Vec<_> = data.test_images[..n].iter().map(|im| view.apply(im)).collect::<std::result::Result<_, _>>()?;
+    let scale = (160 / v.image_size.max(1)).clamp(1, 8) as u32;
     let path = out.join("patch_survival.png");
     std::fs::create_dir_all(out)?;
-    sttabt::vision::grid::render_patch_survival(&path, &data.test_images[..n], &kept, &cols, &rows, v.num_special_tokens(), v.patch_size * data.test_images[0].height / v.image_size.max(1), 4)
+    sttabt::vision::grid::render_patch_survival(&path, &shown, &kept, &cols, &rows, v.num_special_tokens(), v.patch_size, scale)
         .with_context(|| format!("drawing {} ({what})", path.display()))?;
     Ok(path)
 }
@@ -309,7 +322,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
     let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &concrete_models, &[], &data.dev, &data.test, &opts)?;
     times.insert("eval_s".into(), s.elapsed().as_secs_f64().into());
     sttabt::eval::write_results(&results, &results_dir, &data.description, None)?;
-    let grid = survival_picture(&teacher, Some(&approx.model), &data, &results_dir)?;
+    let grid = survival_picture(&teacher, Some(&approx.model), &proc, &data, &results_dir)?;
     print!("{}", sttabt::eval::format_table(&results));
     println!("DeiT test accuracy {:.2}% ({} test images); results and plots in {}; patches: {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display(), grid.display());
     println!("vision demo finished in {:.0} s", t0.elapsed().as_secs_f64());
