@@ -12,14 +12,7 @@ fn main() -> anyhow::Result<()> {
     }
     if has("--check-abt") {
         // the timed ABT planner must give exactly the plans of a full dense attention run + backtrack
-        let teacher = sttabt::BertModel::load(&o.model)?;
-        let approx = sttabt::approx::ApproxNet::load(o.approx.as_ref().unwrap(), &teacher.config)?.model;
-        let mut inputs: Vec<sttabt::EncodedInput> = (0..4).map(|e| sttabt::bench::synthetic_input(17 + 40 * e, e)).collect();
-        let splits = sttabt::data::rt::load_rotten_tomatoes(&sttabt::assets::rotten_tomatoes_path(), 0)?;
-        let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&o.model, 512)?;
-        for ex in splits.test.examples.iter().take(60) {
-            inputs.push(tok.encode(&ex.text, None)?.input);
-        }
+        let (approx, inputs) = check_inputs(&o)?;
         let c = &approx.config;
         for k in [0.1, 0.3, 0.5, 0.9] {
             for cfg in [sttabt::planners::abt::AbtConfig::topk(k), sttabt::planners::abt::AbtConfig::dynamic()] {
@@ -38,14 +31,7 @@ fn main() -> anyhow::Result<()> {
     if has("--check-concrete") {
         // the fast concrete planner (top rows only, f32 Φ) must give the plans of a dense
         // attention run + the f64 reference step 1 (`standardized_cdf_scores`)
-        let teacher = sttabt::BertModel::load(&o.model)?;
-        let approx = sttabt::approx::ApproxNet::load(o.approx.as_ref().unwrap(), &teacher.config)?.model;
-        let mut inputs: Vec<sttabt::EncodedInput> = (0..4).map(|e| sttabt::bench::synthetic_input(17 + 40 * e, e)).collect();
-        let splits = sttabt::data::rt::load_rotten_tomatoes(&sttabt::assets::rotten_tomatoes_path(), 0)?;
-        let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&o.model, 512)?;
-        for ex in splits.test.examples.iter().take(60) {
-            inputs.push(tok.encode(&ex.text, None)?.input);
-        }
+        let (approx, inputs) = check_inputs(&o)?;
         let c = &approx.config;
         let outs = approx.run_dense(&inputs, sttabt::RunOptions { attentions: true, hidden_states: false })?;
         let (mut same, mut total) = (0, 0);
@@ -90,4 +76,18 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(p, serde_json::to_string_pretty(&r)?)?;
     }
     Ok(())
+}
+
+/// The demo's ApproxNet and the inputs the plan checks run on: 4 synthetic lengths (17..137)
+/// and the first 60 Rotten Tomatoes test sentences.
+fn check_inputs(o: &sttabt::bench::BenchOptions) -> anyhow::Result<(sttabt::BertModel, Vec<sttabt::EncodedInput>)> {
+    let teacher = sttabt::BertModel::load(&o.model)?;
+    let approx = sttabt::approx::ApproxNet::load(o.approx.as_ref().ok_or_else(|| anyhow::anyhow!("no ApproxNet (run `sttabt demo`)"))?, &teacher.config)?.model;
+    let mut inputs: Vec<sttabt::EncodedInput> = (0..4).map(|e| sttabt::bench::synthetic_input(17 + 40 * e, e)).collect();
+    let splits = sttabt::data::rt::load_rotten_tomatoes(&sttabt::assets::rotten_tomatoes_path(), 0)?;
+    let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&o.model, 512)?;
+    for ex in splits.test.examples.iter().take(60) {
+        inputs.push(tok.encode(&ex.text, None)?.input);
+    }
+    Ok((approx, inputs))
 }

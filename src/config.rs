@@ -30,6 +30,10 @@ impl Activation {
             _ => None,
         }
     }
+    /// Parse HF's `hidden_act`; the error names the value and the supported ones.
+    fn from_hf(name: &str) -> Result<Self, String> {
+        Self::parse(name).ok_or_else(|| format!("hidden_act '{name}' is not supported (expected gelu, gelu_new or relu)"))
+    }
     /// The HF name of this activation.
     pub fn hf_name(self) -> &'static str {
         match self {
@@ -289,8 +293,7 @@ impl EncoderConfig {
         if !matches!(raw.model_type.as_str(), "vit" | "deit") {
             return Err(format!("model_type '{}' is not a ViT/DeiT", raw.model_type));
         }
-        let activation = Activation::parse(&raw.hidden_act)
-            .ok_or_else(|| format!("hidden_act '{}' is not supported (expected gelu, gelu_new or relu)", raw.hidden_act))?;
+        let activation = Activation::from_hf(&raw.hidden_act)?;
         check_sizes(
             &[
                 ("hidden_size", raw.hidden_size),
@@ -348,12 +351,7 @@ impl EncoderConfig {
                 "position_embedding_type '{pet}' is not supported (only 'absolute')"
             ));
         }
-        let activation = Activation::parse(&raw.hidden_act).ok_or_else(|| {
-            format!(
-                "hidden_act '{}' is not supported (expected gelu, gelu_new or relu)",
-                raw.hidden_act
-            )
-        })?;
+        let activation = Activation::from_hf(&raw.hidden_act)?;
         check_sizes(
             &[
                 ("vocab_size", raw.vocab_size),
