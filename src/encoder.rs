@@ -27,12 +27,38 @@ use crate::kernels;
 use crate::plan::TokenPlan;
 
 /// A linear layer `y = x W + b` with `W` stored `[in, out]` (the transpose of HF's `[out, in]`).
+///
+/// On CPUs with AVX-512 the first forward pass also keeps `W` in the panel layout of
+/// [`kernels::packed`] (built once, then reused by every call with at most
+/// [`PACKED_MAX_ROWS`] rows), so `w` must not be changed after the layer has been run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Linear {
     pub w: Vec<f32>,
     pub b: Vec<f32>,
     pub d_in: usize,
     pub d_out: usize,
+    pub(crate) packed: PackedCache,
+}
+
+/// Calls with at most this many rows use the pre-packed weights (measured faster than `gemm` up
+/// to ~128-256 rows, slower on large batches; examples/packed_probe.rs).
+pub const PACKED_MAX_ROWS: usize = 256;
+
+/// Lazily packed copy of a [`Linear`]'s weights (`None` inside: this CPU has no AVX-512).
+#[derive(Clone, Default)]
+pub(crate) struct PackedCache(std::sync::OnceLock<Option<kernels::packed::PackedWeights>>);
+
+impl PartialEq for PackedCache {
+    /// A cache, not data: two layers are equal when their weights are.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PackedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some_and(|p| p.is_some()) { "packed" } else { "-" })
+    }
 }
 
 impl Linear {
@@ -51,7 +77,19 @@ impl Linear {
                 w[i * d_out + o] = w_hf[o * d_in + i];
             }
         }
-        Self { w, b, d_in, d_out }
+        Self { w, b, d_in, d_out, packed: PackedCache::default() }
+    }
+
+    /// `out[rows, d_out] = x[rows, d_in] W (+ out if accumulate)`, through the packed weights
+    /// for small `rows` where this CPU has AVX-512, else `gemm`.
+    fn matmul_into(&self, x: &[f32], out: &mut [f32], rows: usize, accumulate: bool) {
+        if rows <= PACKED_MAX_ROWS {
+            if let Some(p) = self.packed.0.get_or_init(|| kernels::packed::PackedWeights::new(&self.w, self.d_in, self.d_out)) {
+                p.matmul(x, out, rows, accumulate);
+                return;
+            }
+        }
+        kernels::matmul(x, &self.w, out, rows, self.d_in, self.d_out, accumulate);
     }
 
     /// The weight in HF layout `[out, in]`.
@@ -68,7 +106,10 @@ impl Linear {
     /// `out[rows, d_out] = x[rows, d_in] W + b`.
     pub fn forward_into(&self, x: &[f32], out: &mut [f32]) {
         let rows = x.len() / self.d_in;
-        kernels::linear(x, &self.w, &self.b, out, rows, self.d_in, self.d_out, None);
+        for row in out.chunks_exact_mut(self.d_out) {
+            row.copy_from_slice(&self.b);
+        }
+        self.matmul_into(x, out, rows, true);
     }
 
     /// `x[rows, d_in] W + b` as a new buffer.
@@ -83,7 +124,7 @@ impl Linear {
         for _ in 0..rows {
             out.extend_from_slice(&self.b);
         }
-        kernels::matmul(x, &self.w, &mut out, rows, self.d_in, self.d_out, true);
+        self.matmul_into(x, &mut out, rows, true);
         if let Some(a) = act {
             kernels::activate_fast(&mut out, a);
         }
@@ -92,6 +133,7 @@ impl Linear {
 
     /// Multiply the output columns in `cols` by `s` (weights and bias).
     fn scale_cols(&mut self, cols: std::ops::Range<usize>, s: f32) {
+        self.packed = PackedCache::default();
         for i in 0..self.d_in {
             for o in cols.clone() {
                 self.w[i * self.d_out + o] *= s;
@@ -730,6 +772,10 @@ impl BertModel {
     /// This is what attention back-tracking reads (`planners::abt::backtrack_reduced`), without
     /// keeping `[L, H, n, n]` per example.
     pub fn run_attention_reduced(&self, inputs: &[EncodedInput], plans: &[TokenPlan], max: bool) -> Result<Vec<Vec<f64>>, ModelError> {
+        kernels::in_pool(move || self.run_attention_reduced_in_pool(inputs, plans, max))
+    }
+
+    fn run_attention_reduced_in_pool(&self, inputs: &[EncodedInput], plans: &[TokenPlan], max: bool) -> Result<Vec<Vec<f64>>, ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
         let h = c.num_heads;
@@ -809,7 +855,11 @@ impl BertModel {
         Ok(reduced)
     }
 
-    fn run_inner(&self, inputs: &[EncodedInput], x0: Option<&[Vec<f32>]>, mut source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+    fn run_inner(&self, inputs: &[EncodedInput], x0: Option<&[Vec<f32>]>, source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+        kernels::in_pool(move || self.run_inner_in_pool(inputs, x0, source, opts))
+    }
+
+    fn run_inner_in_pool(&self, inputs: &[EncodedInput], x0: Option<&[Vec<f32>]>, mut source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
         let big_l = self.layers.len();
@@ -1262,7 +1312,7 @@ fn concat_cols(a: &Linear, b: &Linear) -> Linear {
     }
     let mut bias = a.b.clone();
     bias.extend_from_slice(&b.b);
-    Linear { w, b: bias, d_in, d_out }
+    Linear { w, b: bias, d_in, d_out, packed: PackedCache::default() }
 }
 
 pub(crate) fn split_cols(l: &Linear, first: usize) -> (Linear, Linear) {
@@ -1274,8 +1324,8 @@ pub(crate) fn split_cols(l: &Linear, first: usize) -> (Linear, Linear) {
         wb[i * second..(i + 1) * second].copy_from_slice(&l.w[i * l.d_out + first..(i + 1) * l.d_out]);
     }
     (
-        Linear { w: wa, b: l.b[..first].to_vec(), d_in: l.d_in, d_out: first },
-        Linear { w: wb, b: l.b[first..].to_vec(), d_in: l.d_in, d_out: second },
+        Linear { w: wa, b: l.b[..first].to_vec(), d_in: l.d_in, d_out: first, packed: PackedCache::default() },
+        Linear { w: wb, b: l.b[first..].to_vec(), d_in: l.d_in, d_out: second, packed: PackedCache::default() },
     )
 }
 

@@ -373,7 +373,7 @@ enum Command {
         #[arg(long)]
         full: bool,
         /// The vision study instead: a DeiT trained from scratch on Fashion-MNIST (about 30 min
-        /// on 2 cores; --fast: a few minutes; --full: 6 epochs, all test images), its ApproxNet, concrete masks,
+        /// on 2 cores; --fast: a few minutes; --full: 15 epochs, all test images), its ApproxNet, concrete masks,
         /// the trade-off table, plots, and a picture of the patches each layer keeps.
         #[arg(long)]
         vision: bool,

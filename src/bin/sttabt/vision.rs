@@ -244,7 +244,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
     let (name, train_limit, epochs, distill_steps, concrete_steps, thetas, eval_limit): (&str, Option<usize>, usize, usize, usize, Vec<f64>, Option<usize>) = if fast {
         ("demo-vision-fast", Some(4096), 1, 40, 20, vec![0.0], Some(300))
     } else if full {
-        ("demo-vision-full", None, 6, 400, 200, vec![-1.5, -1.0, -0.5, 0.0], None)
+        ("demo-vision-full", None, 15, 400, 200, vec![-1.5, -1.0, -0.5, 0.0], None)
     } else {
         ("demo-vision", None, VISION_DEMO_EPOCHS, 200, 100, vec![-1.0, 0.0], Some(2000))
     };
