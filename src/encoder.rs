@@ -40,6 +40,9 @@ pub struct Linear {
     pub(crate) packed: PackedCache,
 }
 
+/// Token rows per group in [`BertModel::run_attention_reduced`] (the ApproxNet pass of ABT).
+pub const REDUCED_GROUP_ROWS: usize = 1024;
+
 /// Calls with at most this many rows use the pre-packed weights (measured faster than `gemm` up
 /// to ~128-256 rows, slower on large batches; examples/packed_probe.rs).
 pub const PACKED_MAX_ROWS: usize = 256;
@@ -771,8 +774,34 @@ impl BertModel {
     /// heads in head order divided by the head count (`max = false`), or the f64 max (`max = true`).
     /// This is what attention back-tracking reads (`planners::abt::backtrack_reduced`), without
     /// keeping `[L, H, n, n]` per example.
+    ///
+    /// Large batches run in consecutive groups of about [`REDUCED_GROUP_ROWS`] tokens, so that a
+    /// layer's per-head attention maps (`[H, n, n]` f32 per example, 100 MB for 32 x 256 tokens
+    /// with 12 heads) stay small and are reused instead of being faulted in afresh every layer.
     pub fn run_attention_reduced(&self, inputs: &[EncodedInput], plans: &[TokenPlan], max: bool) -> Result<Vec<Vec<f64>>, ModelError> {
-        kernels::in_pool(move || self.run_attention_reduced_in_pool(inputs, plans, max))
+        // Checked here with batch-wide example numbers (the groups check again, cheaply).
+        for (e, x) in inputs.iter().enumerate() {
+            self.check_input(e, x)?;
+        }
+        let big_l = self.layers.len();
+        if plans.len() != inputs.len() || plans.iter().zip(inputs).any(|(p, x)| p.n() != x.len() || p.num_layers() != big_l) {
+            return Err(ModelError::Input("run_attention_reduced: one plan per input, for its length and the model's layers".into()));
+        }
+        kernels::in_pool(move || {
+            let mut out = Vec::with_capacity(inputs.len());
+            let mut start = 0;
+            while start < inputs.len() {
+                let mut end = start + 1;
+                let mut rows = inputs[start].len();
+                while end < inputs.len() && rows + inputs[end].len() <= REDUCED_GROUP_ROWS {
+                    rows += inputs[end].len();
+                    end += 1;
+                }
+                out.extend(self.run_attention_reduced_in_pool(&inputs[start..end], &plans[start..end], max)?);
+                start = end;
+            }
+            Ok(out)
+        })
     }
 
     fn run_attention_reduced_in_pool(&self, inputs: &[EncodedInput], plans: &[TokenPlan], max: bool) -> Result<Vec<Vec<f64>>, ModelError> {
