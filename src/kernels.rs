@@ -1,5 +1,6 @@
 //! The few dense CPU kernels the executor needs: GEMM (through the `gemm` crate, which picks
-//! AVX-512/AVX2/scalar code at run time), LayerNorm, GELU, softmax.
+//! AVX-512/AVX2/scalar code at run time, and for up to 256 rows on AVX-512 CPUs the pre-packed
+//! weight panels of [`packed`]), attention, LayerNorm, GELU, softmax.
 //!
 //! This is the one module where sttabt steps outside burn: burn's Flex backend measured 40-80
 //! GFLOP/s on 2 threads for the executor's matrix shapes and ~80 µs of overhead per small
