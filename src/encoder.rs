@@ -807,7 +807,6 @@ impl BertModel {
     fn run_attention_reduced_in_pool(&self, inputs: &[EncodedInput], plans: &[TokenPlan], max: bool) -> Result<Vec<Vec<f64>>, ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
-        let h = c.num_heads;
         let big_l = self.layers.len();
         for (e, x) in inputs.iter().enumerate() {
             self.check_input(e, x)?;
@@ -837,42 +836,18 @@ impl BertModel {
         let mut reduced: Vec<Vec<f64>> = inputs.iter().map(|x| vec![0.0f64; big_l * x.len() * x.len()]).collect();
         for (l, layer) in self.layers.iter().enumerate() {
             let out_pos: Vec<Vec<usize>> = segs.iter().zip(plans).map(|(s, p)| positions_in(&s.rows, p.outputs(l))).collect();
-            let LayerOut { y, probs, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, true);
-            reduced
-                .par_iter_mut()
-                .zip(probs.par_iter())
-                .enumerate()
-                .for_each(|(e, (red, pr))| {
-                    // vectorised, and split over query rows (batch 1 has one example)
-                    let n = inputs[e].len();
-                    let s = &segs[e];
-                    let (nq, nk) = (out_pos[e].len(), s.rows.len());
-                    let mut query_of = vec![usize::MAX; n];
-                    for (qi, &qp) in out_pos[e].iter().enumerate() {
-                        query_of[s.rows[qp]] = qi;
-                    }
-                    let identity = nk == n; // rows are sorted and unique
-                    red[l * n * n..(l + 1) * n * n]
-                        .par_chunks_mut(n)
-                        .with_min_len(32)
-                        .zip(query_of.par_iter())
-                        .for_each_init(Vec::new, |row: &mut Vec<f64>, (dst, &qi)| {
-                            if qi == usize::MAX {
-                                return;
-                            }
-                            let src = &pr[qi * nk..];
-                            if identity {
-                                kernels::reduce_heads_row(src, nq * nk, h, max, dst);
-                            } else {
-                                row.resize(nk, 0.0);
-                                kernels::reduce_heads_row(src, nq * nk, h, max, row);
-                                for (&t, &a) in s.rows.iter().zip(row.iter()) {
-                                    dst[t] = a;
-                                }
-                            }
-                        });
-                });
-            drop(probs);
+            let sink = ReduceSink {
+                max,
+                dst: reduced
+                    .iter_mut()
+                    .map(|r| {
+                        let off = l * r.len() / big_l;
+                        SendPtrF64(r[off..].as_mut_ptr())
+                    })
+                    .collect(),
+                n: inputs.iter().map(|x| x.len()).collect(),
+            };
+            let LayerOut { y, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, false, Some(&sink));
             let mut off = 0;
             for (s, op) in segs.iter_mut().zip(&out_pos) {
                 s.rows = op.iter().map(|&p| s.rows[p]).collect();
@@ -975,7 +950,7 @@ impl BertModel {
                 })
                 .collect();
             let want_attn = opts.attentions || need_full_attn;
-            let LayerOut { y: next, probs, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, want_attn);
+            let LayerOut { y: next, probs, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, want_attn, None);
             // Feed-forward planners: choose I_{l+1} from this layer's attention over I_l.
             let mut new_rows: Vec<Vec<usize>> = segs
                 .iter()
@@ -1055,7 +1030,11 @@ impl BertModel {
     /// Returns the packed output rows `[Σ|out_pos|, d]` and, if asked, each segment's attention
     /// `[H, |out_pos|, |keys|]` (after renormalisation).
     #[allow(clippy::too_many_arguments)]
-    fn layer_forward(&self, layer: &EncoderLayer, x: &[f32], segs: &[Segment], out_pos: &[Vec<usize>], key_pos: Option<&[Vec<usize>]>, key_weights: Option<&[Vec<f32>]>, want_attn: bool) -> LayerOut {
+    /// With `reduce`, the attention is not kept: each task takes 16 query rows of one example
+    /// through every head and writes their head reduction straight into `reduce` (while the
+    /// probabilities are in cache); `probs` is then empty.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(&self, layer: &EncoderLayer, x: &[f32], segs: &[Segment], out_pos: &[Vec<usize>], key_pos: Option<&[Vec<usize>]>, key_weights: Option<&[Vec<f32>]>, want_attn: bool, reduce: Option<&ReduceSink>) -> LayerOut {
         let c = &self.config;
         let d = c.hidden_size;
         let h = c.num_heads;
@@ -1104,7 +1083,55 @@ impl BertModel {
         } else {
             Vec::new()
         };
-        {
+        if let Some(sink) = reduce {
+            // One task per (example, block of 16 query rows): every head, then the reduction.
+            let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+            for (e, op) in out_pos.iter().enumerate() {
+                for q0 in (0..op.len()).step_by(16) {
+                    tasks.push((e, q0, (q0 + 16).min(op.len())));
+                }
+            }
+            let (q, kv, out_off) = (&q, &kv, &out_off);
+            tasks.into_par_iter().for_each_init(
+                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f64>::new()),
+                move |(buf, kt, row), (e, q0, q1)| {
+                    let ctx_ptr = ctx_ptr;
+                    let s = &segs[e];
+                    let nb = q1 - q0;
+                    let ni = n_keys(e);
+                    buf.resize(h * nb * ni, 0.0);
+                    kt.resize(dh * ni.div_ceil(16) * 16, 0.0);
+                    let key_rows = key_pos.map(|kp| &kp[e][..]);
+                    let kw = key_weights.map(|kw| &kw[e][..]);
+                    for head in 0..h {
+                        let q_b = &q[(out_off[e] + q0) * d + head * dh..(out_off[e] + q1) * d];
+                        let kv_e = &kv[s.offset * 2 * d + head * dh..(s.offset + s.rows.len()) * 2 * d];
+                        // SAFETY: rows out_off[e]+q0..q1 of ctx, columns of this head: this task only.
+                        unsafe {
+                            kernels::attention_head(q_b, d, kv_e, 2 * d, d, key_rows, kw, nb, ni, dh, &mut buf[head * nb * ni..(head + 1) * nb * ni], ctx_ptr.0.add((out_off[e] + q0) * d + head * dh), d, kt);
+                        }
+                    }
+                    let n = sink.n[e];
+                    let identity = key_pos.is_none() && ni == n;
+                    for r in 0..nb {
+                        let token = s.rows[out_pos[e][q0 + r]];
+                        // SAFETY: each query token of example e is in exactly one task; the
+                        // sink's block for e is [n, n] and token < n.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(sink.dst[e].0.add(token * n), n) };
+                        if identity {
+                            kernels::reduce_heads_row(&buf[r * ni..], nb * ni, h, sink.max, dst);
+                        } else {
+                            row.resize(ni, 0.0);
+                            kernels::reduce_heads_row(&buf[r * ni..], nb * ni, h, sink.max, row);
+                            for (j, &a) in row.iter().enumerate() {
+                                let key = key_pos.map_or(j, |kp| kp[e][j]);
+                                dst[s.rows[key]] = a;
+                            }
+                        }
+                    }
+                },
+            );
+        } else {
             let mut tasks: Vec<(usize, usize, Option<&mut [f32]>)> = Vec::with_capacity(segs.len() * h);
             if want_attn {
                 for (e, all) in probs.iter_mut().enumerate() {
@@ -1201,7 +1228,7 @@ impl BertModel {
         let keys = vec![real.clone()];
         for (l, layer) in self.layers.iter().enumerate() {
             let kw = vec![real.iter().map(|&j| masks[l][j]).collect::<Vec<f32>>()];
-            let out = self.layer_forward(layer, &x, &segs, &all_rows, Some(&keys), Some(&kw), true);
+            let out = self.layer_forward(layer, &x, &segs, &all_rows, Some(&keys), Some(&kw), true, None);
             // P over all T keys (padding columns 0).
             let mut p = vec![0.0f32; h * t * t];
             for head in 0..h {
@@ -1291,6 +1318,20 @@ struct SendPtr(*mut f32);
 // SAFETY: used only for disjoint writes from rayon tasks while the owner is borrowed.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+/// Per example, where a layer's head-reduced attention goes: `dst[e]` points to an `[n[e], n[e]]`
+/// f64 block indexed by token (query row, key column), written by `layer_forward` tasks.
+struct ReduceSink {
+    max: bool,
+    dst: Vec<SendPtrF64>,
+    n: Vec<usize>,
+}
+
+#[derive(Clone, Copy)]
+struct SendPtrF64(*mut f64);
+// SAFETY: tasks write disjoint rows (one query token each) while the owner is borrowed.
+unsafe impl Send for SendPtrF64 {}
+unsafe impl Sync for SendPtrF64 {}
 
 /// Output of one layer over a packed batch: `y` (after the last LayerNorm), `a` (after the first),
 /// per-segment attention when asked for.

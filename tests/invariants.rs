@@ -442,3 +442,34 @@ fn minilm_abt_plans_validate_and_batch_matches_single() {
         }
     }
 }
+
+/// The ABT planner's fused pass (`run_attention_reduced`: 16 query rows through every head, then
+/// the head reduction, in groups of examples) gives exactly the plans of a dense run that keeps
+/// all attention maps + `backtrack`, for batches of ragged lengths across several 16-row blocks,
+/// the ApproxNet's head size 8 and MiniLM's 32, mean and max head reduction.
+#[test]
+fn fused_abt_pass_equals_backtrack_on_full_attention() {
+    let approx_like = random_model(&tiny_config(3, 6, 8, 64, 50, 80), 21, 1.0);
+    let lens = [1usize, 2, 15, 16, 17, 33, 47, 64];
+    let synthetic: Vec<EncodedInput> = lens
+        .iter()
+        .enumerate()
+        .map(|(e, &n)| EncodedInput { ids: (0..n).map(|i| ((i * 7 + e * 3) % 50) as u32).collect(), type_ids: vec![0; n], patches: Vec::new() })
+        .collect();
+    let mut minilm_batch = minilm_inputs();
+    minilm_batch.push(sttabt::bench::synthetic_input(40, 1));
+    for (model, inputs) in [(&approx_like, synthetic), (common::minilm(), minilm_batch)] {
+        let (big_l, h) = (model.layers.len(), model.config.num_heads);
+        let cfgs = [AbtConfig::topk(0.3), AbtConfig::topk(0.7), AbtConfig::dynamic(), AbtConfig { head_reduce: Reduce::Max, ..AbtConfig::topk(0.5) }];
+        for cfg in cfgs {
+            let fused = sttabt::infer::abt_plans(model, &inputs, &cfg).expect("abt_plans");
+            for (e, x) in inputs.iter().enumerate() {
+                let n = x.len();
+                let out = model.run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
+                let attn: Vec<f32> = out.attentions.as_ref().unwrap().iter().flat_map(|a| a.probs.iter().copied()).collect();
+                let (want, _) = backtrack(&attn, big_l, h, n, n, &cfg).expect("backtrack");
+                assert_eq!(fused[e], want, "{cfg:?} example {e} (n = {n}): fused planner differs from backtrack on the full attention");
+            }
+        }
+    }
+}
