@@ -83,16 +83,32 @@ impl Linear {
         Self { w, b, d_in, d_out, packed: PackedCache::default() }
     }
 
-    /// `out[rows, d_out] = x[rows, d_in] W (+ out if accumulate)`, through the packed weights
-    /// for small `rows` where this CPU has AVX-512, else `gemm`.
-    fn matmul_into(&self, x: &[f32], out: &mut [f32], rows: usize, accumulate: bool) {
-        if rows <= PACKED_MAX_ROWS {
-            if let Some(p) = self.packed.0.get_or_init(|| kernels::packed::PackedWeights::new(&self.w, self.d_in, self.d_out)) {
-                p.matmul(x, out, rows, accumulate);
-                return;
-            }
+    /// The packed weights when a call with `rows` rows should use them (AVX-512 CPU, few rows).
+    fn packed_for(&self, rows: usize) -> Option<&kernels::packed::PackedWeights> {
+        if rows > PACKED_MAX_ROWS {
+            return None;
         }
-        kernels::matmul(x, &self.w, out, rows, self.d_in, self.d_out, accumulate);
+        self.packed.0.get_or_init(|| kernels::packed::PackedWeights::new(&self.w, self.d_in, self.d_out)).as_ref()
+    }
+
+    /// `out[rows, d_out] = act(x[rows, d_in] W + b)`: bias (and GELU) fused into the packed
+    /// kernel where it runs; else the bias pre-filled, `gemm` accumulating, the activation after.
+    fn linear_into(&self, x: &[f32], out: &mut [f32], rows: usize, act: Option<crate::config::Activation>) {
+        if let Some(p) = self.packed_for(rows) {
+            let gelu = act == Some(crate::config::Activation::Gelu);
+            p.matmul_bias(x, &self.b, out, rows, gelu);
+            if let Some(a) = act.filter(|_| !gelu) {
+                kernels::activate_fast(out, a);
+            }
+            return;
+        }
+        for row in out.chunks_exact_mut(self.d_out) {
+            row.copy_from_slice(&self.b);
+        }
+        kernels::matmul(x, &self.w, out, rows, self.d_in, self.d_out, true);
+        if let Some(a) = act {
+            kernels::activate_fast(out, a);
+        }
     }
 
     /// The weight in HF layout `[out, in]`.
@@ -109,10 +125,7 @@ impl Linear {
     /// `out[rows, d_out] = x[rows, d_in] W + b`.
     pub fn forward_into(&self, x: &[f32], out: &mut [f32]) {
         let rows = x.len() / self.d_in;
-        for row in out.chunks_exact_mut(self.d_out) {
-            row.copy_from_slice(&self.b);
-        }
-        self.matmul_into(x, out, rows, true);
+        self.linear_into(x, out, rows, None);
     }
 
     /// `x[rows, d_in] W + b` as a new buffer.
@@ -123,14 +136,8 @@ impl Linear {
     /// `act(x W + b)` as a new buffer (bias and activation fused into the GEMM output pass).
     pub fn forward_act(&self, x: &[f32], act: Option<crate::config::Activation>) -> Vec<f32> {
         let rows = x.len() / self.d_in;
-        let mut out = Vec::with_capacity(rows * self.d_out);
-        for _ in 0..rows {
-            out.extend_from_slice(&self.b);
-        }
-        self.matmul_into(x, &mut out, rows, true);
-        if let Some(a) = act {
-            kernels::activate_fast(&mut out, a);
-        }
+        let mut out = vec![0.0; rows * self.d_out];
+        self.linear_into(x, &mut out, rows, act);
         out
     }
 

@@ -75,6 +75,20 @@ impl PackedWeights {
     ///
     /// Panics if the slice lengths do not match `m`, `k`, `n`.
     pub fn matmul(&self, a: &[f32], out: &mut [f32], m: usize, accumulate: bool) {
+        self.run(a, out, m, if accumulate { Init::Out } else { Init::Zero }, false);
+    }
+
+    /// `out[m, n] = a[m, k] · W + bias` (then exact GELU, [`super::gelu_approx`], when `gelu`):
+    /// the bias is the accumulators' starting value and the GELU is applied to each tile right
+    /// after it is stored, while it is in L1 (no separate passes over `out`).
+    ///
+    /// Panics if the slice lengths do not match `m`, `k`, `n`.
+    pub fn matmul_bias(&self, a: &[f32], bias: &[f32], out: &mut [f32], m: usize, gelu: bool) {
+        assert_eq!(bias.len(), self.n, "bias has {} values, expected {}", bias.len(), self.n);
+        self.run(a, out, m, Init::Bias(bias), gelu);
+    }
+
+    fn run(&self, a: &[f32], out: &mut [f32], m: usize, init: Init<'_>, gelu: bool) {
         let (k, n) = (self.k, self.n);
         assert_eq!(a.len(), m * k, "input has {} values, expected {m} x {k}", a.len());
         assert_eq!(out.len(), m * n, "output has {} values, expected {m} x {n}", out.len());
@@ -89,7 +103,7 @@ impl PackedWeights {
             for p in p0..p1 {
                 // SAFETY: `available()` held at construction; panels [p0, p1) write disjoint
                 // column ranges of `out`, whose bounds were asserted above.
-                unsafe { panel_avx512(a, m, k, &self.data[p * k * NR..(p + 1) * k * NR], o.0, n, p * NR, NR.min(n - p * NR), accumulate) };
+                unsafe { panel_avx512(a, m, k, &self.data[p * k * NR..(p + 1) * k * NR], o.0, n, p * NR, NR.min(n - p * NR), init, gelu) };
             }
         };
         if threads <= 1 || m * n * k < PAR_MIN_MACS || panels < 2 {
@@ -100,6 +114,14 @@ impl PackedWeights {
         let tasks = (threads * 2).min(panels);
         (0..tasks).into_par_iter().for_each(|t| run(t * panels / tasks, (t + 1) * panels / tasks));
     }
+}
+
+/// Where the accumulators start: zero, the current output, or the bias row.
+#[derive(Clone, Copy)]
+enum Init<'a> {
+    Zero,
+    Out,
+    Bias(&'a [f32]),
 }
 
 #[derive(Clone, Copy)]
@@ -114,7 +136,7 @@ pub fn available() -> bool {
     {
         use std::sync::OnceLock;
         static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::env::var_os("STTABT_NO_PACKED_GEMM").is_none())
+        *OK.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") && std::env::var_os("STTABT_NO_PACKED_GEMM").is_none())
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -124,12 +146,17 @@ pub fn available() -> bool {
 
 /// One panel: columns `c0 .. c0 + width` of `out` for all `m` rows.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_avx512(a: &[f32], m: usize, k: usize, panel: &[f32], out: *mut f32, ldc: usize, c0: usize, width: usize, accumulate: bool) {
+unsafe fn panel_avx512(a: &[f32], m: usize, k: usize, panel: &[f32], out: *mut f32, ldc: usize, c0: usize, width: usize, init: Init<'_>, gelu: bool) {
+    let bias = match init {
+        Init::Bias(b) => Some(b.as_ptr().add(c0)),
+        _ => None,
+    };
+    let acc = matches!(init, Init::Out);
     let mut r = 0;
     while r + MR <= m {
-        tile::<MR>(a.as_ptr().add(r * k), k, panel.as_ptr(), out.add(r * ldc + c0), ldc, width, accumulate);
+        tile::<MR>(a.as_ptr().add(r * k), k, panel.as_ptr(), out.add(r * ldc + c0), ldc, width, acc, bias, gelu);
         r += MR;
     }
     let a = a.as_ptr().add(r * k);
@@ -137,27 +164,29 @@ unsafe fn panel_avx512(a: &[f32], m: usize, k: usize, panel: &[f32], out: *mut f
     let pp = panel.as_ptr();
     match m - r {
         0 => {}
-        1 => tile::<1>(a, k, pp, o, ldc, width, accumulate),
-        2 => tile::<2>(a, k, pp, o, ldc, width, accumulate),
-        3 => tile::<3>(a, k, pp, o, ldc, width, accumulate),
-        4 => tile::<4>(a, k, pp, o, ldc, width, accumulate),
-        5 => tile::<5>(a, k, pp, o, ldc, width, accumulate),
-        6 => tile::<6>(a, k, pp, o, ldc, width, accumulate),
-        _ => tile::<7>(a, k, pp, o, ldc, width, accumulate),
+        1 => tile::<1>(a, k, pp, o, ldc, width, acc, bias, gelu),
+        2 => tile::<2>(a, k, pp, o, ldc, width, acc, bias, gelu),
+        3 => tile::<3>(a, k, pp, o, ldc, width, acc, bias, gelu),
+        4 => tile::<4>(a, k, pp, o, ldc, width, acc, bias, gelu),
+        5 => tile::<5>(a, k, pp, o, ldc, width, acc, bias, gelu),
+        6 => tile::<6>(a, k, pp, o, ldc, width, acc, bias, gelu),
+        _ => tile::<7>(a, k, pp, o, ldc, width, acc, bias, gelu),
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_avx512(_: &[f32], _: usize, _: usize, _: &[f32], _: *mut f32, _: usize, _: usize, _: usize, _: bool) {
+unsafe fn panel_avx512(_: &[f32], _: usize, _: usize, _: &[f32], _: *mut f32, _: usize, _: usize, _: usize, _: Init<'_>, _: bool) {
     unreachable!("packed GEMM is only built for x86_64")
 }
 
-/// `R` rows x 48 columns: `out[r, 0..width] (+)= Σ_kk a[r, kk] · panel[kk, 0..48]`.
+/// `R` rows x 48 columns: `out[r, 0..width] = init + Σ_kk a[r, kk] · panel[kk, 0..48]`, where
+/// `init` is the old `out` (`accumulate`), the `bias` row, or zero; then GELU if `gelu`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn tile<const R: usize>(a: *const f32, lda: usize, panel: *const f32, out: *mut f32, ldc: usize, width: usize, accumulate: bool) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize>(a: *const f32, lda: usize, panel: *const f32, out: *mut f32, ldc: usize, width: usize, accumulate: bool, bias: Option<*const f32>, gelu: bool) {
     use std::arch::x86_64::*;
     let masks: [__mmask16; 3] = std::array::from_fn(|j| {
         let w = width.saturating_sub(16 * j).min(16);
@@ -168,7 +197,12 @@ unsafe fn tile<const R: usize>(a: *const f32, lda: usize, panel: *const f32, out
         }
     });
     let mut acc = [[_mm512_setzero_ps(); 3]; R];
-    if accumulate {
+    if let Some(b) = bias {
+        let bv: [__m512; 3] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(masks[j], b.add(16 * j)));
+        for row in acc.iter_mut() {
+            *row = bv;
+        }
+    } else if accumulate {
         for (r, row) in acc.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 *v = _mm512_maskz_loadu_ps(masks[j], out.add(r * ldc + 16 * j));
@@ -197,6 +231,13 @@ unsafe fn tile<const R: usize>(a: *const f32, lda: usize, panel: *const f32, out
         for (j, v) in row.iter().enumerate() {
             _mm512_mask_storeu_ps(out.add(r * ldc + 16 * j), masks[j], *v);
         }
+        if gelu {
+            // SAFETY: the row's `width` columns were just written (in bounds, this task's).
+            let row = std::slice::from_raw_parts_mut(out.add(r * ldc), width);
+            for v in row.iter_mut() {
+                *v = super::gelu_approx(*v);
+            }
+        }
     }
 }
 
@@ -215,6 +256,19 @@ mod tests {
             let w: Vec<f32> = (0..k * n).map(|_| rng.f32() - 0.5).collect();
             let init: Vec<f32> = (0..m * n).map(|_| rng.f32()).collect();
             let p = PackedWeights::pack(&w, k, n);
+            let bias: Vec<f32> = (0..n).map(|_| rng.f32() - 0.5).collect();
+            for gelu in [false, true] {
+                let mut out = init.clone();
+                p.matmul_bias(&a, &bias, &mut out, m, gelu);
+                for i in 0..m {
+                    for j in 0..n {
+                        let lin = (0..k).map(|t| a[i * k + t] as f64 * w[t * n + j] as f64).sum::<f64>() + bias[j] as f64;
+                        let want = if gelu { 0.5 * lin * (1.0 + libm::erf(lin / std::f64::consts::SQRT_2)) } else { lin };
+                        let got = out[i * n + j] as f64;
+                        assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{m}x{k}x{n} bias gelu={gelu} [{i},{j}]: {got} vs {want}");
+                    }
+                }
+            }
             for accumulate in [false, true] {
                 let mut out = init.clone();
                 p.matmul(&a, &mut out, m, accumulate);
