@@ -74,6 +74,19 @@ pub struct Stages {
     pub planning: f64,
     pub executor: f64,
     pub head: f64,
+    /// The executor's time by stage (`profile::Stage` order: embed, gather, Q/K/V projections,
+    /// attention, attention output + LN, feed-forward + LN); the rest of `executor` is plan
+    /// bookkeeping, scatter and allocation.
+    #[serde(default)]
+    pub executor_stages: [f64; crate::profile::STAGES],
+}
+
+impl Stages {
+    fn add_executor_stages(&mut self, t: [f64; crate::profile::STAGES]) {
+        for (a, b) in self.executor_stages.iter_mut().zip(t) {
+            *a += b;
+        }
+    }
 }
 
 /// One (workload, batch, mode) measurement.
@@ -183,9 +196,11 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
             let (plans, ta, tp) = abt_plans_timed(a, inputs, &AbtConfig::topk(*k))?;
             st.approx += ta;
             st.planning += tp;
+            crate::profile::take(); // the ApproxNet's layers are not the executor's
             let te = Instant::now();
             let o = t.run(inputs, &plans, RunOptions::default())?;
             st.executor += te.elapsed().as_secs_f64();
+            st.add_executor_stages(crate::profile::take());
             let th = Instant::now();
             for x in &o {
                 std::hint::black_box(t.logits_of(x)?);
@@ -200,6 +215,7 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
         }
     };
     st.executor += t0.elapsed().as_secs_f64();
+    st.add_executor_stages(crate::profile::take());
     let th = Instant::now();
     for x in &outs {
         std::hint::black_box(t.logits_of(x)?);
@@ -240,6 +256,7 @@ fn measure(cx: &Ctx, workload: &str, inputs: &[EncodedInput], batch: usize, mode
         let mut st = Stages::default();
         let mut lat = Vec::new();
         let (mut ret, mut flops) = (0.0, 0.0);
+        crate::profile::take();
         let start = Instant::now();
         for chunk in inputs.chunks(batch) {
             let c0 = Instant::now();
@@ -270,7 +287,7 @@ fn measure(cx: &Ctx, workload: &str, inputs: &[EncodedInput], batch: usize, mode
         p90_ms: p90,
         retention: ret / n,
         exec_gflops_per_s: if st.executor > 0.0 { flops / st.executor / 1e9 } else { 0.0 },
-        stage_ms: Stages { tokenize: ms(tokenize_s), approx: ms(st.approx), planning: ms(st.planning), executor: ms(st.executor), head: ms(st.head) },
+        stage_ms: Stages { tokenize: ms(tokenize_s), approx: ms(st.approx), planning: ms(st.planning), executor: ms(st.executor), head: ms(st.head), executor_stages: st.executor_stages.map(ms) },
         vs_dense: 1.0,
         vs_peer: None,
     })
@@ -304,6 +321,15 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         None => None,
     };
     let cx = Ctx { teacher: &teacher, approx: approx.as_ref() };
+    // Executor stage timers on for the whole bench, off again however it ends.
+    struct ProfileOn;
+    impl Drop for ProfileOn {
+        fn drop(&mut self) {
+            crate::profile::enable(false);
+        }
+    }
+    crate::profile::enable(true);
+    let _profile = ProfileOn;
     let big_l = teacher.layers.len();
     let mut rows: Vec<BenchRow> = Vec::new();
     let mut rt_sentences: Vec<String> = Vec::new();
@@ -462,6 +488,17 @@ pub fn format_report(r: &BenchReport) -> String {
             row.stage_ms.head,
             row.vs_dense,
             row.vs_peer.map_or("-".into(), |v| format!("{v:.2}"))
+        );
+    }
+    let _ = writeln!(s, "executor stages, ms per example (rest: plan bookkeeping, scatter, allocation):");
+    let _ = writeln!(s, "{:<6} {:>3} {:<18} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}", "work", "b", "mode", "exec", "embed", "gather", "qkv", "attention", "attnout", "ffn", "rest");
+    for row in &r.rows {
+        let e = &row.stage_ms.executor_stages;
+        let rest = row.stage_ms.executor - e.iter().sum::<f64>();
+        let _ = writeln!(
+            s,
+            "{:<6} {:>3} {:<18} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>7.3} {:>7.3} {:>7.3}",
+            row.workload, row.batch, row.mode, row.stage_ms.executor, e[0], e[1], e[2], e[3], e[4], e[5], rest
         );
     }
     if !r.peer.is_empty() {

@@ -906,6 +906,7 @@ impl BertModel {
             segs.push(Segment { rows, offset: total });
             total += segs[e].rows.len();
         }
+        let t_embed = crate::profile::start();
         let mut hidden = vec![0.0f32; total * d];
         {
             let mut chunks: Vec<(usize, &Segment, &EncodedInput, &mut [f32])> = Vec::with_capacity(segs.len());
@@ -924,6 +925,7 @@ impl BertModel {
                 None => self.embed_rows(x, &s.rows, out),
             });
         }
+        crate::profile::lap(t_embed, crate::profile::Stage::Embed);
         let mut attn_out: Vec<Vec<LayerAttention>> = vec![Vec::new(); inputs.len()];
         let mut states: Vec<Vec<(Vec<usize>, Vec<f32>)>> = vec![Vec::new(); inputs.len()];
         if opts.hidden_states {
@@ -1047,6 +1049,8 @@ impl BertModel {
         let h = c.num_heads;
         let dh = c.head_size();
         let pre_norm = c.pre_norm();
+        use crate::profile::{lap, Stage};
+        let t = crate::profile::start();
         // Pre-LN (ViT): Q/K/V read LayerNorm(x); the residual reads x.
         let normed: Option<Vec<f32>> = pre_norm.then(|| {
             let mut h = x.to_vec();
@@ -1054,8 +1058,10 @@ impl BertModel {
             h
         });
         let x_in: &[f32] = normed.as_deref().unwrap_or(x);
+        let t = lap(t, Stage::Gather);
         // K and V for every current row.
         let kv = layer.key_value.forward(x_in);
+        let t = lap(t, Stage::Projections);
         // Gather the output rows (queries, residual); dense layers use `x` as it is.
         let n_out: usize = out_pos.iter().map(|v| v.len()).sum();
         let identity = segs.iter().zip(out_pos).all(|(s, op)| op.len() == s.rows.len() && op.iter().enumerate().all(|(i, &p)| i == p))
@@ -1080,7 +1086,9 @@ impl BertModel {
         let (gathered_xo, gathered_qin) = if identity { (None, None) } else { (Some(gather(x)), pre_norm.then(|| gather(x_in))) };
         let xo: &[f32] = gathered_xo.as_deref().unwrap_or(x);
         let q_in: &[f32] = if pre_norm { gathered_qin.as_deref().unwrap_or(x_in) } else { xo };
+        let t = lap(t, Stage::Gather);
         let q = layer.query.forward(q_in);
+        let t = lap(t, Stage::Projections);
         // Attention: one task per (example, head), hand-written kernel (no GEMM call overhead).
         let mut ctx = vec![0.0f32; n_out * d];
         let ctx_ptr = SendPtr(ctx.as_mut_ptr());
@@ -1184,26 +1192,31 @@ impl BertModel {
                 }
             });
         }
+        let t = lap(t, Stage::Attention);
         // Attention output projection + residual + LayerNorm.
         let mut a = layer.attn_out.forward(&ctx);
         drop(ctx);
         if pre_norm {
             // a = x + attention; y = a + FFN(LayerNorm(a))
             add_assign(&mut a, xo);
+            let t = lap(t, Stage::AttentionOutput);
             let mut h = a.clone();
             layer.out_ln.apply(&mut h);
             let inter = layer.ffn_in.forward_act(&h, Some(c.activation));
             drop(h);
             let mut y = layer.ffn_out.forward(&inter);
             add_assign(&mut y, &a);
+            lap(t, Stage::FeedForward);
             return LayerOut { y, a, probs };
         }
         kernels::residual_layer_norm(&mut a, xo, &layer.attn_ln.gamma, &layer.attn_ln.beta, layer.attn_ln.eps);
+        let t = lap(t, Stage::AttentionOutput);
         // FFN + residual + LayerNorm.
         let inter = layer.ffn_in.forward_act(&a, Some(c.activation));
         let mut y = layer.ffn_out.forward(&inter);
         drop(inter);
         kernels::residual_layer_norm(&mut y, &a, &layer.out_ln.gamma, &layer.out_ln.beta, layer.out_ln.eps);
+        lap(t, Stage::FeedForward);
         LayerOut { y, a, probs }
     }
 

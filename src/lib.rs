@@ -25,6 +25,7 @@ pub mod kernels;
 pub mod pipeline;
 pub mod plan;
 pub mod plot;
+pub mod profile;
 pub mod planners;
 pub mod text;
 pub mod train;
