@@ -74,18 +74,41 @@ pub struct Stages {
     pub planning: f64,
     pub executor: f64,
     pub head: f64,
-    /// The executor's time by stage (`profile::Stage` order: embed, gather, Q/K/V projections,
-    /// attention, attention output + LN, feed-forward + LN); the rest of `executor` is plan
-    /// bookkeeping, scatter and allocation.
+    /// The executor's time by stage; the rest of `executor` is plan bookkeeping, scatter and
+    /// allocation.
     #[serde(default)]
-    pub executor_stages: [f64; crate::profile::STAGES],
+    pub executor_stages: ExecutorStages,
+}
+
+/// The executor's time split by [`crate::profile::Stage`] (same units as [`Stages`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecutorStages {
+    pub embed: f64,
+    pub gather: f64,
+    pub projections: f64,
+    pub attention: f64,
+    pub attention_output: f64,
+    pub feed_forward: f64,
+}
+
+impl ExecutorStages {
+    fn as_array(&self) -> [f64; crate::profile::STAGES] {
+        [self.embed, self.gather, self.projections, self.attention, self.attention_output, self.feed_forward]
+    }
+
+    fn from_array(a: [f64; crate::profile::STAGES]) -> Self {
+        let [embed, gather, projections, attention, attention_output, feed_forward] = a;
+        Self { embed, gather, projections, attention, attention_output, feed_forward }
+    }
 }
 
 impl Stages {
     fn add_executor_stages(&mut self, t: [f64; crate::profile::STAGES]) {
-        for (a, b) in self.executor_stages.iter_mut().zip(t) {
-            *a += b;
+        let mut a = self.executor_stages.as_array();
+        for (x, y) in a.iter_mut().zip(t) {
+            *x += y;
         }
+        self.executor_stages = ExecutorStages::from_array(a);
     }
 }
 
@@ -287,7 +310,7 @@ fn measure(cx: &Ctx, workload: &str, inputs: &[EncodedInput], batch: usize, mode
         p90_ms: p90,
         retention: ret / n,
         exec_gflops_per_s: if st.executor > 0.0 { flops / st.executor / 1e9 } else { 0.0 },
-        stage_ms: Stages { tokenize: ms(tokenize_s), approx: ms(st.approx), planning: ms(st.planning), executor: ms(st.executor), head: ms(st.head), executor_stages: st.executor_stages.map(ms) },
+        stage_ms: Stages { tokenize: ms(tokenize_s), approx: ms(st.approx), planning: ms(st.planning), executor: ms(st.executor), head: ms(st.head), executor_stages: ExecutorStages::from_array(st.executor_stages.as_array().map(ms)) },
         vs_dense: 1.0,
         vs_peer: None,
     })
@@ -493,7 +516,7 @@ pub fn format_report(r: &BenchReport) -> String {
     let _ = writeln!(s, "executor stages, ms per example (rest: plan bookkeeping, scatter, allocation):");
     let _ = writeln!(s, "{:<6} {:>3} {:<18} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}", "work", "b", "mode", "exec", "embed", "gather", "qkv", "attention", "attnout", "ffn", "rest");
     for row in &r.rows {
-        let e = &row.stage_ms.executor_stages;
+        let e = row.stage_ms.executor_stages.as_array();
         let rest = row.stage_ms.executor - e.iter().sum::<f64>();
         let _ = writeln!(
             s,

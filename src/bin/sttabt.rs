@@ -313,7 +313,7 @@ enum Command {
         quiet: bool,
     },
     /// Benchmark dense vs every sparse mode side by side in one run: examples/s, p50/p90 latency,
-    /// per-stage times (tokenize, ApproxNet, planning, executor), ratios vs dense, peak memory;
+    /// per-stage times (tokenize, ApproxNet, planning, executor, head; the executor split into embedding, row gathering, Q/K/V, attention, attention output, feed-forward), ratios vs dense, peak memory (always batch 32 x length 256; --no-memory skips it);
     /// `--peer ort` also runs the dense ONNX Runtime peer (../shared/peers/ort_dense.py).
     Bench {
         /// Fine-tuned teacher (default: the demo's, $STTABT_HOME/runs/demo/teacher).
