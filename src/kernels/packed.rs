@@ -20,8 +20,6 @@ pub const NR: usize = 48;
 pub const MR: usize = 8;
 /// Panel rows (`kk` steps) fetched ahead into L1: the first row tile streams the panel from L3.
 const PREFETCH_ROWS: usize = 6;
-/// Products with at least this many multiply-adds are split over the rayon pool.
-const PAR_MIN_MACS: usize = 96 * 1024;
 
 /// A `[k, n]` weight matrix in [`NR`]-wide column panels (see the module docs).
 #[derive(Clone)]
@@ -106,7 +104,7 @@ impl PackedWeights {
                 unsafe { panel_avx512(a, m, k, &self.data[p * k * NR..(p + 1) * k * NR], o.0, n, p * NR, NR.min(n - p * NR), init, gelu) };
             }
         };
-        if threads <= 1 || m * n * k < PAR_MIN_MACS || panels < 2 {
+        if threads <= 1 || m * n * k < super::PAR_MIN_MACS || panels < 2 {
             run(0, panels);
             return;
         }
