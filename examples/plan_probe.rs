@@ -30,18 +30,24 @@ fn main() -> anyhow::Result<()> {
         })),
     ];
     let modes: Vec<_> = modes.into_iter().filter(|(name, _)| what == "all" || what == *name || (what == "ratios" && *name != "concrete")).collect();
+    // `ab` as 4th argument: every mode twice, row blocks on then off (encoder::set_row_blocks).
+    let ab = args.get(4).is_some_and(|a| a == "ab");
+    let modes: Vec<(String, bool, &Box<dyn Fn(&[sttabt::EncodedInput])>)> =
+        modes.iter().flat_map(|(name, f)| if ab { vec![(format!("{name}+rb"), true, f), (format!("{name}-rb"), false, f)] } else { vec![(name.to_string(), true, f)] }).collect();
     let mut total = vec![0.0f64; modes.len()];
-    for (_, f) in &modes {
+    for (_, rb, f) in &modes {
+        sttabt::encoder::set_row_blocks(*rb);
         f(&inputs[0]);
     }
     for i in 0..iters {
-        for (m, (_, f)) in modes.iter().enumerate() {
+        for (m, (_, rb, f)) in modes.iter().enumerate() {
+            sttabt::encoder::set_row_blocks(*rb);
             let t0 = Instant::now();
             f(&inputs[i % inputs.len()]);
             total[m] += t0.elapsed().as_secs_f64();
         }
     }
-    for (m, (name, _)) in modes.iter().enumerate() {
+    for (m, (name, _, _)) in modes.iter().enumerate() {
         let ms = total[m] * 1e3 / iters as f64;
         println!("{name:10} {ms:8.3} ms  {:6.1}% of dense", 100.0 * total[m] / total[0]);
     }

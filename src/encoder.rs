@@ -1046,10 +1046,6 @@ impl BertModel {
             h
         });
         let x_in: &[f32] = normed.as_deref().unwrap_or(x);
-        let t = lap(t, Stage::Gather);
-        // K and V for every current row.
-        let kv = layer.key_value.forward(x_in);
-        let t = lap(t, Stage::Projections);
         // Gather the output rows (queries, residual); dense layers use `x` as it is.
         let n_out: usize = out_pos.iter().map(|v| v.len()).sum();
         let identity = segs.iter().zip(out_pos).all(|(s, op)| op.len() == s.rows.len() && op.iter().enumerate().all(|(i, &p)| i == p))
@@ -1075,7 +1071,29 @@ impl BertModel {
         let xo: &[f32] = gathered_xo.as_deref().unwrap_or(x);
         let q_in: &[f32] = if pre_norm { gathered_qin.as_deref().unwrap_or(x_in) } else { xo };
         let t = lap(t, Stage::Gather);
-        let q = layer.query.forward(q_in);
+        // K and V for every current row, Q for the output rows.
+        let n_rows = x.len() / d;
+        let blocks = row_blocks(n_rows.max(n_out), d * (4 * d + 2 * c.intermediate_size));
+        let (kv, q) = if blocks > 1 {
+            let mut kv = vec![0.0f32; n_rows * 2 * d];
+            let mut q = vec![0.0f32; n_out * d];
+            let (kb, qb) = (n_rows.div_ceil(blocks).max(1), n_out.div_ceil(blocks).max(1));
+            // One task per thread, each a block of K/V rows and a block of Q rows (even shares).
+            let tasks: Vec<_> = x_in.chunks(kb * d).zip(kv.chunks_mut(kb * 2 * d)).map(Some).chain(std::iter::repeat_with(|| None)).zip(q_in.chunks(qb * d).zip(q.chunks_mut(qb * d)).map(Some).chain(std::iter::repeat_with(|| None))).take(blocks).collect();
+            tasks.into_par_iter().for_each(|(kv_task, q_task)| {
+                kernels::serial(|| {
+                    if let Some((a, o)) = kv_task {
+                        layer.key_value.forward_into(a, o);
+                    }
+                    if let Some((a, o)) = q_task {
+                        layer.query.forward_into(a, o);
+                    }
+                })
+            });
+            (kv, q)
+        } else {
+            (layer.key_value.forward(x_in), layer.query.forward(q_in))
+        };
         let t = lap(t, Stage::Projections);
         // Attention: one task per (example, head), hand-written kernel (no GEMM call overhead).
         let mut ctx = vec![0.0f32; n_out * d];
@@ -1181,6 +1199,11 @@ impl BertModel {
             });
         }
         let t = lap(t, Stage::Attention);
+        if blocks > 1 {
+            let (a, (y, share)) = self.output_blocks(layer, &ctx, xo, n_out, blocks);
+            crate::profile::split(t, Stage::AttentionOutput, Stage::FeedForward, share);
+            return LayerOut { y, a, probs };
+        }
         // Attention output projection + residual + LayerNorm.
         let mut a = layer.attn_out.forward(&ctx);
         drop(ctx);
@@ -1206,6 +1229,55 @@ impl BertModel {
         kernels::residual_layer_norm(&mut y, &a, &layer.out_ln.gamma, &layer.out_ln.beta, layer.out_ln.eps);
         lap(t, Stage::FeedForward);
         LayerOut { y, a, probs }
+    }
+
+    /// The rows after attention, in `blocks` row blocks on the pool (each block's kernels on one
+    /// thread, see [`row_blocks`]): `a` = attention output projection + residual (+ LayerNorm
+    /// after, in a post-LN block), `y` = the feed-forward block's output; also the share of the
+    /// blocks' time spent in the attention-output part (for the stage timers; 0 when off).
+    fn output_blocks(&self, layer: &EncoderLayer, ctx: &[f32], xo: &[f32], n_out: usize, blocks: usize) -> (Vec<f32>, (Vec<f32>, f64)) {
+        let c = &self.config;
+        let d = c.hidden_size;
+        let pre_norm = c.pre_norm();
+        let timed = crate::profile::start().is_some();
+        let mut a = vec![0.0f32; n_out * d];
+        let mut y = vec![0.0f32; n_out * d];
+        let rb = n_out.div_ceil(blocks).max(1) * d;
+        let (t_ao, t_all) = ctx
+            .par_chunks(rb)
+            .zip(xo.par_chunks(rb))
+            .zip(a.par_chunks_mut(rb))
+            .zip(y.par_chunks_mut(rb))
+            .map(|(((ctx, xo), a), y)| {
+                kernels::serial(|| {
+                    let t0 = timed.then(std::time::Instant::now);
+                    layer.attn_out.forward_into(ctx, a);
+                    let inter = if pre_norm {
+                        // a = x + attention; y = a + FFN(LayerNorm(a))
+                        add_assign(a, xo);
+                        let mut h = a.to_vec();
+                        layer.out_ln.apply(&mut h);
+                        h
+                    } else {
+                        kernels::residual_layer_norm(a, xo, &layer.attn_ln.gamma, &layer.attn_ln.beta, layer.attn_ln.eps);
+                        Vec::new()
+                    };
+                    let t1 = timed.then(std::time::Instant::now);
+                    let inter = layer.ffn_in.forward_act(if pre_norm { &inter } else { a }, Some(c.activation));
+                    layer.ffn_out.forward_into(&inter, y);
+                    if pre_norm {
+                        add_assign(y, a);
+                    } else {
+                        kernels::residual_layer_norm(y, a, &layer.out_ln.gamma, &layer.out_ln.beta, layer.out_ln.eps);
+                    }
+                    match (t0, t1) {
+                        (Some(t0), Some(t1)) => ((t1 - t0).as_secs_f64(), t0.elapsed().as_secs_f64()),
+                        _ => (0.0, 0.0),
+                    }
+                })
+            })
+            .reduce(|| (0.0, 0.0), |p, q| (p.0 + q.0, p.1 + q.1));
+        (a, (y, if t_all > 0.0 { t_ao / t_all } else { 0.0 }))
     }
 
     /// Soft-mask forward of one example (ALGORITHM.md section 4.3), for training parity and
@@ -1358,8 +1430,43 @@ enum PlanSource<'a, 'b> {
     },
 }
 
+/// Layers with at most this many weights (floats) split their rows across threads
+/// ([`row_blocks`]): every thread then reads all of the layer's weights, which must stay cheap
+/// (446 K floats = 1.7 MB for the MiniLM ApproxNet, f = 4; the teacher's 1.77 M floats per layer
+/// ran 4-8% slower row-split than column-split, examples/plan_probe.rs `ab`).
+pub const ROW_BLOCK_MAX_WEIGHTS: usize = 512 * 1024;
+
+/// How many row blocks a layer's row-wise work (projections, feed-forward, LayerNorms) is split
+/// into across the pool for `rows` rows of a layer with `weights` weight floats: one per thread
+/// for small layers at packed-GEMM sizes (at least 8 rows per thread, at most
+/// [`PACKED_MAX_ROWS`] in all), each block's kernels then running on one thread: 3 fork/joins per
+/// layer instead of one per kernel, and the LayerNorms split too. 1 (each kernel splits its own
+/// work by output columns) otherwise.
+fn row_blocks(rows: usize, weights: usize) -> usize {
+    let t = kernels::threads();
+    if t <= 1 || rows > PACKED_MAX_ROWS || rows < 8 * t || weights > ROW_BLOCK_MAX_WEIGHTS || !kernels::packed::available() || !ROW_BLOCKS.load(std::sync::atomic::Ordering::Relaxed) {
+        return 1;
+    }
+    t
+}
+
+static ROW_BLOCKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Switch the row-block split of [`row_blocks`] on or off (on by default) process-wide: for A/B
+/// measurements and the equality test (both ways give the same bits on the packed path).
+#[doc(hidden)]
+pub fn set_row_blocks(on: bool) {
+    ROW_BLOCKS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// `x += y` element-wise (pre-LN residuals).
 fn add_assign(x: &mut [f32], y: &[f32]) {
+    if kernels::threads() <= 1 {
+        for (p, q) in x.iter_mut().zip(y) {
+            *p += *q;
+        }
+        return;
+    }
     x.par_chunks_mut(4096).zip(y.par_chunks(4096)).for_each(|(a, b)| {
         for (p, q) in a.iter_mut().zip(b) {
             *p += *q;

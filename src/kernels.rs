@@ -23,6 +23,32 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+thread_local! {
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Threads the kernels may split one call over: 1 inside [`serial`], else the rayon pool's.
+pub fn threads() -> usize {
+    if SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// Run `f` with every kernel it calls on the calling thread only (no fork/join inside): for
+/// callers that already split the work across the pool themselves (the executor's row blocks).
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
+}
+
 /// Products with at least this many multiply-adds use both threads (rayon); smaller ones stay on one.
 const PAR_MIN_MACS: usize = 96 * 1024;
 
@@ -40,8 +66,9 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
         }
         return;
     }
-    let par = if m * n * k >= PAR_MIN_MACS {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    let threads = threads();
+    let par = if m * n * k >= PAR_MIN_MACS && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
@@ -381,7 +408,7 @@ pub fn bias_activate(x: &mut [f32], bias: &[f32], act: Option<Activation>) {
 fn par_rows<F: Fn(&mut [f32]) + Sync>(x: &mut [f32], n: usize, f: F) {
     use rayon::prelude::*;
     let rows = x.len() / n.max(1);
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     if threads <= 1 || x.len() < 2 * PAR_MIN_ELEMS || rows < 2 {
         f(x);
         return;
@@ -452,7 +479,7 @@ pub fn residual_layer_norm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta:
     };
     assert_eq!(residual.len(), x.len());
     let rows = x.len() / n;
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     if threads <= 1 || x.len() < 2 * PAR_MIN_ELEMS {
         residual_ln_dispatch(x, residual, gamma, beta, eps);
         return;

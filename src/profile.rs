@@ -55,3 +55,15 @@ pub(crate) fn lap(t: Option<Instant>, stage: Stage) -> Option<Instant> {
         now
     })
 }
+
+/// Split the time since `t` between two stages, `share` (0..=1) of it to `first` (stages that
+/// ran fused in one parallel region, divided by their measured CPU-time shares).
+#[inline]
+pub(crate) fn split(t: Option<Instant>, first: Stage, second: Stage, share: f64) {
+    if let Some(t0) = t {
+        let ns = t0.elapsed().as_nanos() as f64;
+        let a = (ns * share.clamp(0.0, 1.0)) as u64;
+        NANOS[first as usize].fetch_add(a, Ordering::Relaxed);
+        NANOS[second as usize].fetch_add((ns as u64).saturating_sub(a), Ordering::Relaxed);
+    }
+}

@@ -94,7 +94,7 @@ impl PackedWeights {
             return;
         }
         let panels = n.div_ceil(NR);
-        let threads = rayon::current_num_threads();
+        let threads = super::threads();
         let out_ptr = OutPtr(out.as_mut_ptr());
         let run = |p0: usize, p1: usize| {
             let o = out_ptr;
