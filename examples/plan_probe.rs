@@ -47,6 +47,22 @@ fn main() -> anyhow::Result<()> {
             total[m] += t0.elapsed().as_secs_f64();
         }
     }
+    if std::env::var_os("STAGES").is_some() {
+        // executor stage split of each mode (timers on: a little slower)
+        for (name, rb, f) in &modes {
+            sttabt::encoder::set_row_blocks(*rb);
+            sttabt::profile::enable(true);
+            let t0 = Instant::now();
+            for i in 0..iters {
+                f(&inputs[i % inputs.len()]);
+            }
+            let wall = t0.elapsed().as_secs_f64();
+            let st = sttabt::profile::take();
+            sttabt::profile::enable(false);
+            let ms: Vec<String> = st.iter().map(|s| format!("{:.3}", s * 1e3 / iters as f64)).collect();
+            println!("{name:10} wall {:.3} ms; embed/gather/proj/attn/attn-out/ffn ms: {}", wall * 1e3 / iters as f64, ms.join(" "));
+        }
+    }
     for (m, (name, _, _)) in modes.iter().enumerate() {
         let ms = total[m] * 1e3 / iters as f64;
         println!("{name:10} {ms:8.3} ms  {:6.1}% of dense", 100.0 * total[m] / total[0]);

@@ -659,24 +659,97 @@ thread_local! {
 mod qlanes {
     use std::arch::x86_64::*;
 
-    /// [`super::exp_approx`] on 16 lanes, operation for operation.
+    /// [`super::gelu_approx`] on `N` vectors of 16 lanes, operation for operation except
+    /// `1 / (1 + z/2)`: a 14-bit reciprocal estimate and one Newton step (within ~1 ulp of the
+    /// division) instead of `vdivps`, which holds its port for ~16 cycles per vector. Each step
+    /// is applied to all `N` vectors before the next (see [`expn`]).
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_min_ps(_mm512_set1_ps(88.7), _mm512_max_ps(_mm512_set1_ps(-87.3), x));
-        let k = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)), _mm512_set1_ps(0.5));
-        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(k);
-        let r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.121_944_4e-4), _mm512_fmadd_ps(k, _mm512_set1_ps(-0.693_359_4), x));
-        let mut y = _mm512_set1_ps(1.987_569_1e-4);
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.398_199_9e-3));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.333_452e-3));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.166_579_6e-2));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.666_666_5e-1));
-        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.000_000_1e-1));
-        y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(y, r), r, r), _mm512_set1_ps(1.0));
-        let ki = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(k, _mm512_set1_ps(12_582_912.0))), _mm512_set1_epi32(0x4B40_0000));
-        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(ki, _mm512_set1_epi32(127))));
-        _mm512_mul_ps(y, scale)
+    pub(super) fn gelun<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+        let z: [__m512; N] = std::array::from_fn(|j| _mm512_mul_ps(_mm512_abs_ps(x[j]), _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2)));
+        let y: [__m512; N] = std::array::from_fn(|j| _mm512_add_ps(_mm512_set1_ps(1.0), _mm512_mul_ps(_mm512_set1_ps(0.5), z[j])));
+        let r0: [__m512; N] = std::array::from_fn(|j| _mm512_rcp14_ps(y[j]));
+        let t: [__m512; N] = std::array::from_fn(|j| _mm512_mul_ps(r0[j], _mm512_fnmadd_ps(y[j], r0[j], _mm512_set1_ps(2.0))));
+        let mut p = [_mm512_set1_ps(0.170_872_77); N];
+        for c in [-0.822_152_23f32, 1.488_515_9, -1.135_203_98, 0.278_868_07, -0.186_288_06, 0.096_784_18, 0.374_091_96, 1.000_023_7, -1.265_512_2] {
+            for j in 0..N {
+                p[j] = _mm512_fmadd_ps(p[j], t[j], _mm512_set1_ps(c));
+            }
+        }
+        let e = expn::<N>(std::array::from_fn(|j| _mm512_fmadd_ps(_mm512_sub_ps(_mm512_setzero_ps(), z[j]), z[j], p[j])));
+        std::array::from_fn(|j| {
+            let half = _mm512_mul_ps(_mm512_set1_ps(0.5), _mm512_mul_ps(t[j], e[j]));
+            let xh = _mm512_mul_ps(x[j], half);
+            let nonneg = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x[j], _mm512_setzero_ps());
+            _mm512_mask_blend_ps(nonneg, xh, _mm512_sub_ps(x[j], xh))
+        })
+    }
+
+    /// [`gelun`] over a slice (masked tail).
+    ///
+    /// # Safety
+    /// AVX-512F/DQ must be available.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn gelu_slice(x: &mut [f32]) {
+        let n = x.len();
+        let p = x.as_mut_ptr();
+        let mut i = 0;
+        // four vectors per step: one GELU is a ~45-op dependency chain; one vector per step ran
+        // at 1.09 ns per value, four interleaved at 0.78 ns (with the division: 0.96 / 1.1 ns)
+        while i + 64 <= n {
+            unsafe {
+                let g = gelun::<4>(std::array::from_fn(|j| _mm512_loadu_ps(p.add(i + 16 * j))));
+                for (j, gj) in g.iter().enumerate() {
+                    _mm512_storeu_ps(p.add(i + 16 * j), *gj);
+                }
+            }
+            i += 64;
+        }
+        if i + 48 <= n {
+            // (the packed GEMM's 48-wide tile rows)
+            unsafe {
+                let g = gelun::<3>(std::array::from_fn(|j| _mm512_loadu_ps(p.add(i + 16 * j))));
+                for (j, gj) in g.iter().enumerate() {
+                    _mm512_storeu_ps(p.add(i + 16 * j), *gj);
+                }
+            }
+            i += 48;
+        }
+        while i + 16 <= n {
+            unsafe { _mm512_storeu_ps(p.add(i), gelun::<1>([_mm512_loadu_ps(p.add(i))])[0]) };
+            i += 16;
+        }
+        if i < n {
+            let m: __mmask16 = ((1u32 << (n - i)) - 1) as __mmask16;
+            unsafe { _mm512_mask_storeu_ps(p.add(i), m, gelun::<1>([_mm512_maskz_loadu_ps(m, p.add(i))])[0]) };
+        }
+    }
+
+    /// [`super::exp_approx`] on `N` vectors of 16 lanes, operation for operation. Each step is
+    /// applied to all `N` vectors before the next: one exponential is a ~20-op dependency chain,
+    /// and the out-of-order window holds only a few such chains when they are written one after
+    /// the other (the compiler keeps the source order).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    fn expn<const N: usize>(x: [__m512; N]) -> [__m512; N] {
+        let x: [__m512; N] = std::array::from_fn(|j| _mm512_min_ps(_mm512_set1_ps(88.7), _mm512_max_ps(_mm512_set1_ps(-87.3), x[j])));
+        let k: [__m512; N] = std::array::from_fn(|j| {
+            let k = _mm512_add_ps(_mm512_mul_ps(x[j], _mm512_set1_ps(std::f32::consts::LOG2_E)), _mm512_set1_ps(0.5));
+            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(k)
+        });
+        let r: [__m512; N] = std::array::from_fn(|j| _mm512_fmadd_ps(k[j], _mm512_set1_ps(2.121_944_4e-4), _mm512_fmadd_ps(k[j], _mm512_set1_ps(-0.693_359_4), x[j])));
+        let mut y = [_mm512_set1_ps(1.987_569_1e-4); N];
+        for c in [1.398_199_9e-3f32, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+            for j in 0..N {
+                y[j] = _mm512_fmadd_ps(y[j], r[j], _mm512_set1_ps(c));
+            }
+        }
+        std::array::from_fn(|j| {
+            let y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(y[j], r[j]), r[j], r[j]), _mm512_set1_ps(1.0));
+            let ki = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(k[j], _mm512_set1_ps(12_582_912.0))), _mm512_set1_epi32(0x4B40_0000));
+            let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(ki, _mm512_set1_epi32(127))));
+            _mm512_mul_ps(y, scale)
+        })
     }
 
     /// Transpose 16 rows of 16 lanes in place (`r[a]` lane `b` -> `r[b]` lane `a`).
@@ -763,12 +836,16 @@ mod qlanes {
             // exponentials and their sum in softmax_imp's order
             let mut part = [_mm512_setzero_ps(); 16];
             for jb in (0..full).step_by(16) {
-                for (k, pk) in part.iter_mut().enumerate() {
-                    let p = unsafe { ptp.add((jb + k) * 16) };
-                    let raw = unsafe { _mm512_loadu_ps(p) };
-                    let e = _mm512_mask_blend_ps(finite, raw, exp16(_mm512_sub_ps(raw, mx)));
-                    unsafe { _mm512_storeu_ps(p, e) };
-                    *pk = _mm512_add_ps(*pk, e);
+                // four keys' exponentials interleaved (see `expn`)
+                for k0 in (0..16).step_by(4) {
+                    let p = unsafe { ptp.add((jb + k0) * 16) };
+                    let raw: [__m512; 4] = std::array::from_fn(|j| unsafe { _mm512_loadu_ps(p.add(16 * j)) });
+                    let e = expn::<4>(std::array::from_fn(|j| _mm512_sub_ps(raw[j], mx)));
+                    for j in 0..4 {
+                        let e = _mm512_mask_blend_ps(finite, raw[j], e[j]);
+                        unsafe { _mm512_storeu_ps(p.add(16 * j), e) };
+                        part[k0 + j] = _mm512_add_ps(part[k0 + j], e);
+                    }
                 }
             }
             let mut sum = _mm512_setzero_ps();
@@ -778,7 +855,7 @@ mod qlanes {
             for j in full..ni {
                 let p = unsafe { ptp.add(j * 16) };
                 let raw = unsafe { _mm512_loadu_ps(p) };
-                let e = _mm512_mask_blend_ps(finite, raw, exp16(_mm512_sub_ps(raw, mx)));
+                let e = _mm512_mask_blend_ps(finite, raw, expn::<1>([_mm512_sub_ps(raw, mx)])[0]);
                 unsafe { _mm512_storeu_ps(p, e) };
                 sum = _mm512_add_ps(sum, e);
             }
@@ -845,6 +922,36 @@ mod qlanes {
 
 #[cfg(test)]
 mod approx_tests {
+    #[test]
+    fn gelu_fast_matches_gelu_approx() {
+        let mut x: Vec<f32> = (-40_000..40_000).map(|i| i as f32 * 2.5e-4).collect();
+        x.extend([-1e30, -87.0, -20.0, -9.0, -1e-30, 0.0, -0.0, 1e-30, 9.0, 20.0, 1e30, f32::MAX, f32::MIN]);
+        x.push(3.0); // odd length: the masked tail
+        let mut got = x.clone();
+        super::gelu_fast(&mut got);
+        let mut worst = (0.0f64, 0.0f32);
+        for (&v, &g) in x.iter().zip(&got) {
+            let want = super::gelu_approx(v);
+            // relative error; absolute (scaled by 1e-5) where GELU is below 1e-5 (x < -4.3)
+            let err = (f64::from(g) - f64::from(want)).abs() / f64::from(want.abs()).max(1e-5);
+            if err > worst.0 {
+                worst = (err, v);
+            }
+            assert!(g.is_finite() == want.is_finite(), "gelu({v}) = {g}, want {want}");
+        }
+        // (a 1-ulp change of t = 1/(1 + z/2) moves erfc by up to ~1e-6 relative near z = 3)
+        assert!(worst.0 < 2e-6, "gelu_fast relative error {:e} at x = {}", worst.0, worst.1);
+        // GELU(x) = x Φ(x): spot values
+        for (v, want) in [(1.0f32, 0.841_344_75f32), (-1.0, -0.158_655_25), (0.5, 0.345_731_1)] {
+            let mut g = [v];
+            super::gelu_fast(&mut g);
+            assert!((g[0] - want).abs() < 1e-6, "gelu({v}) = {}, want {want}", g[0]);
+        }
+        let mut nan = [f32::NAN];
+        super::gelu_fast(&mut nan);
+        assert!(nan[0].is_nan());
+    }
+
     #[test]
     fn ln_approx_close_to_ln() {
         let mut worst = 0.0f64;
@@ -1190,10 +1297,23 @@ pub fn linear(x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], m: usize, k: 
     }
 }
 
-/// [`activate`] with the vectorised, parallel GELU ([`gelu_approx`]); other activations as `activate`.
+/// [`gelu_approx`] in place, vectorised: on AVX-512 CPUs with a reciprocal estimate and one
+/// Newton step instead of the division (within 2e-6 relative of `gelu_approx`, 1.4x faster),
+/// elsewhere `gelu_approx` itself, auto-vectorised.
+pub fn gelu_fast(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::V4 {
+        // SAFETY: AVX-512F/DQ checked by `isa`.
+        unsafe { qlanes::gelu_slice(x) };
+        return;
+    }
+    gelu_dispatch(x)
+}
+
+/// [`activate`] with the vectorised, parallel GELU ([`gelu_fast`]); other activations as `activate`.
 pub fn activate_fast(x: &mut [f32], act: Activation) {
     if act == Activation::Gelu {
-        par_rows(x, 1, |chunk| gelu_dispatch(chunk));
+        par_rows(x, 1, gelu_fast);
     } else {
         activate(x, act);
     }

@@ -76,7 +76,7 @@ impl PackedWeights {
         self.run(a, out, m, if accumulate { Init::Out } else { Init::Zero }, false);
     }
 
-    /// `out[m, n] = a[m, k] · W + bias` (then exact GELU, [`super::gelu_approx`], when `gelu`):
+    /// `out[m, n] = a[m, k] · W + bias` (then exact GELU, [`super::gelu_fast`], when `gelu`):
     /// the bias is the accumulators' starting value and the GELU is applied to each tile right
     /// after it is stored, while it is in L1 (no separate passes over `out`).
     ///
@@ -231,10 +231,7 @@ unsafe fn tile<const R: usize>(a: *const f32, lda: usize, panel: *const f32, out
         }
         if gelu {
             // SAFETY: the row's `width` columns were just written (in bounds, this task's).
-            let row = std::slice::from_raw_parts_mut(out.add(r * ldc), width);
-            for v in row.iter_mut() {
-                *v = super::gelu_approx(*v);
-            }
+            super::gelu_fast(std::slice::from_raw_parts_mut(out.add(r * ldc), width));
         }
     }
 }
