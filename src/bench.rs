@@ -179,6 +179,8 @@ pub fn keep_first_plan(n: usize, layers: usize, keep: f64) -> TokenPlan {
 enum BMode {
     Dense,
     Abt(f64),
+    /// ABT with the keep fraction found by [`calibrate_abt_keep`] for a mean retention (section 5).
+    AbtAt { k: f64, retention: f64 },
     TopK(f64),
     Fixed(f64),
 }
@@ -188,6 +190,7 @@ impl BMode {
         match self {
             BMode::Dense => "dense".into(),
             BMode::Abt(k) => format!("abt k={k:.2}"),
+            BMode::AbtAt { k, retention } => format!("abt@{retention:.2} k={k:.3}"),
             BMode::TopK(k) => format!("topk k_min={k:.2}"),
             BMode::Fixed(k) => format!("fixed keep={k:.2}"),
         }
@@ -214,7 +217,7 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
             let plans: Vec<TokenPlan> = inputs.iter().map(|x| keep_first_plan(x.len(), big_l, *k)).collect();
             (t.run(inputs, &plans, RunOptions::default())?, plans)
         }
-        BMode::Abt(k) => {
+        BMode::Abt(k) | BMode::AbtAt { k, .. } => {
             let a = cx.approx.ok_or_else(|| anyhow::anyhow!("abt needs an ApproxNet"))?;
             let (plans, ta, tp) = abt_plans_timed(a, inputs, &AbtConfig::topk(*k))?;
             st.approx += ta;
@@ -245,6 +248,34 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
     }
     st.head += th.elapsed().as_secs_f64();
     Ok(sums(c, &plans, matches!(mode, BMode::Dense)))
+}
+
+/// The ABT keep fraction `k` (top-k form, ALGORITHM.md section 3) whose plans on `inputs` have a
+/// mean retention (section 5) closest to `target` (0..1): bisection over `k`, retention being
+/// non-decreasing in `k`. Lets the bench compare ABT and the fixed plan at the same retention (ABT
+/// keeps more tokens in early layers than its final `k`: k = 0.3 gives ~41% retention).
+///
+/// Errors: the ApproxNet pass fails (bad input).
+pub fn calibrate_abt_keep(approx: &BertModel, inputs: &[EncodedInput], target: f64) -> anyhow::Result<f64> {
+    let retention = |k: f64| -> anyhow::Result<f64> {
+        let plans = crate::infer::abt_plans(approx, inputs, &AbtConfig::topk(k))?;
+        Ok(plans.iter().map(|p| p.retention()).sum::<f64>() / plans.len().max(1) as f64)
+    };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    let mut best = (f64::INFINITY, 1.0);
+    for _ in 0..14 {
+        let k = 0.5 * (lo + hi);
+        let r = retention(k)?;
+        if (r - target).abs() < best.0 {
+            best = ((r - target).abs(), k);
+        }
+        if r < target {
+            lo = k;
+        } else {
+            hi = k;
+        }
+    }
+    Ok(best.1)
 }
 
 fn sums(c: &crate::config::EncoderConfig, plans: &[TokenPlan], dense: bool) -> (f64, f64) {
@@ -374,8 +405,13 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     for (name, inputs, tok_s, keep) in &workloads {
         let mut modes = vec![BMode::Dense];
-        if approx.is_some() {
+        if let Some(a) = &approx {
             modes.push(BMode::Abt(*keep));
+            if name != "rt" {
+                // and ABT at the fixed plan's nominal retention (its k calibrated on these inputs)
+                let k = calibrate_abt_keep(a, inputs, *keep)?;
+                modes.push(BMode::AbtAt { k, retention: *keep });
+            }
         }
         // manual top-k with the final keep fraction at the target
         modes.push(BMode::TopK(*keep));

@@ -334,7 +334,10 @@ enum Command {
         /// Synthetic examples per workload.
         #[arg(long, default_value_t = 8)]
         synth_examples: usize,
-        /// Keep fraction of the sparse modes on synthetic lengths.
+        /// Keep fraction of the sparse modes on synthetic lengths: the fixed plan's tokens per
+        /// layer, manual top-k's and ABT's final k. A second ABT row, `abt@0.30 k=...`, runs at a
+        /// mean retention (section 5) of this fraction, its k found by bisection on the inputs
+        /// (ABT keeps more in early layers than its final k).
         #[arg(long, default_value_t = 0.3)]
         keep: f64,
         /// Batch sizes.
