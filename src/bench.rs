@@ -38,6 +38,12 @@ pub struct BenchOptions {
     pub repeats: usize,
     /// Measure peak RSS of dense vs sparse at batch 32, length 256.
     pub memory: bool,
+    /// Concrete-mask runs (directories from `sttabt concrete`) timed on the RT workload.
+    #[serde(default)]
+    pub concrete: Vec<PathBuf>,
+    /// LTP runs (directories from `sttabt ltp`) timed on the RT workload.
+    #[serde(default)]
+    pub ltp: Vec<PathBuf>,
     /// `Some("ort")`: also run the ONNX Runtime dense peer.
     pub peer: Option<String>,
     /// Python interpreter for the peer (default: `$STTABT_PEER_PYTHON`, `.venv-peer/bin/python`, `python3`).
@@ -59,6 +65,9 @@ impl Default for BenchOptions {
             batches: vec![1, 32],
             repeats: 3,
             memory: true,
+            // the default demo's within-1-point operating points, where it has trained them
+            concrete: [crate::assets::home().join("runs/demo/concrete_theta0")].into_iter().filter(|d| d.join("concrete.json").exists()).collect(),
+            ltp: [crate::assets::home().join("runs/demo/ltp_lambda0.5")].into_iter().filter(|d| d.join("ltp.json").exists()).collect(),
             peer: None,
             python: None,
             peer_script: None,
@@ -183,6 +192,10 @@ enum BMode {
     AbtAt { k: f64, retention: f64 },
     TopK(f64),
     Fixed(f64),
+    /// The i-th concrete-mask run (its own teacher and ApproxNet).
+    Concrete(usize),
+    /// The i-th LTP run (its own teacher).
+    Ltp(usize),
 }
 
 impl BMode {
@@ -193,6 +206,16 @@ impl BMode {
             BMode::AbtAt { k, retention } => format!("abt@{retention:.2} k={k:.3}"),
             BMode::TopK(k) => format!("topk k_min={k:.2}"),
             BMode::Fixed(k) => format!("fixed keep={k:.2}"),
+            BMode::Concrete(i) => format!("concrete #{i}"),
+            BMode::Ltp(i) => format!("ltp #{i}"),
+        }
+    }
+
+    fn label_in(&self, cx: &Ctx) -> String {
+        match self {
+            BMode::Concrete(i) => format!("concrete θ0={}", cx.concrete[*i].theta0),
+            BMode::Ltp(i) => format!("ltp λ={}", cx.ltp[*i].lambda),
+            _ => self.label(),
         }
     }
 }
@@ -200,6 +223,8 @@ impl BMode {
 struct Ctx<'a> {
     teacher: &'a BertModel,
     approx: Option<&'a BertModel>,
+    concrete: &'a [crate::train::concrete::ConcreteModel],
+    ltp: &'a [crate::train::ltp::LtpModel],
 }
 
 /// One batch end to end from token ids; returns stage seconds and sum of retentions and FLOPs.
@@ -238,6 +263,30 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
             let hook = ManualTopK { k_min: *k, layers: big_l };
             let (o, p) = t.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
             (o, p)
+        }
+        BMode::Ltp(i) => {
+            let m = &cx.ltp[*i];
+            let hook = crate::planners::ltp::LtpPlanner { theta: m.theta.clone() };
+            let (o, p) = m.teacher.run_feed_forward(inputs, &hook, &m.teacher.top_tokens(), RunOptions::default())?;
+            (o, p)
+        }
+        BMode::Concrete(i) => {
+            // ApproxNet pass + concrete scores and masks, all in the `approx` column
+            let m = &cx.concrete[*i];
+            let ta = Instant::now();
+            let plans = crate::infer::concrete_plans(&m.approx.model, inputs, &m.theta)?;
+            st.approx += ta.elapsed().as_secs_f64();
+            crate::profile::take();
+            let te = Instant::now();
+            let o = m.teacher.run(inputs, &plans, RunOptions::default())?;
+            st.executor += te.elapsed().as_secs_f64();
+            st.add_executor_stages(crate::profile::take());
+            let th = Instant::now();
+            for x in &o {
+                std::hint::black_box(m.teacher.logits_of(x)?);
+            }
+            st.head += th.elapsed().as_secs_f64();
+            return Ok(sums(c, &plans, false));
         }
     };
     st.executor += t0.elapsed().as_secs_f64();
@@ -334,7 +383,7 @@ fn measure(cx: &Ctx, workload: &str, inputs: &[EncodedInput], batch: usize, mode
     Ok(BenchRow {
         workload: workload.into(),
         batch,
-        mode: mode.label(),
+        mode: mode.label_in(cx),
         examples: inputs.len(),
         examples_per_s: eps,
         p50_ms: p50,
@@ -374,7 +423,16 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         Some(p) => Some(crate::approx::ApproxNet::load(p, &teacher.config)?.model),
         None => None,
     };
-    let cx = Ctx { teacher: &teacher, approx: approx.as_ref() };
+    let concrete: Vec<_> = opts.concrete.iter().map(|d| crate::train::concrete::ConcreteModel::load(d).map_err(|e| anyhow::anyhow!("loading concrete run {}: {e:#}", d.display()))).collect::<anyhow::Result<_>>()?;
+    let ltp: Vec<_> = opts.ltp.iter().map(|d| crate::train::ltp::LtpModel::load(d).map_err(|e| anyhow::anyhow!("loading LTP run {}: {e:#}", d.display()))).collect::<anyhow::Result<_>>()?;
+    for (what, cfg) in concrete.iter().map(|m| ("concrete", &m.teacher.config)).chain(ltp.iter().map(|m| ("LTP", &m.teacher.config))) {
+        anyhow::ensure!(
+            cfg.hidden_size == teacher.config.hidden_size && cfg.num_layers == teacher.config.num_layers && cfg.intermediate_size == teacher.config.intermediate_size,
+            "a {what} run's teacher is not the architecture of {} (the bench compares one model's modes)",
+            opts.model.display()
+        );
+    }
+    let cx = Ctx { teacher: &teacher, approx: approx.as_ref(), concrete: &concrete, ltp: &ltp };
     // Executor stage timers on for the whole bench, off again however it ends.
     struct ProfileOn;
     impl Drop for ProfileOn {
@@ -417,6 +475,9 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         modes.push(BMode::TopK(*keep));
         if name != "rt" {
             modes.push(BMode::Fixed(*keep));
+        } else {
+            modes.extend((0..concrete.len()).map(BMode::Concrete));
+            modes.extend((0..ltp.len()).map(BMode::Ltp));
         }
         for &b in &opts.batches {
             let mut dense_eps = None;
@@ -429,6 +490,10 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
     }
 
+    // the concrete/LTP runs' models are not part of the memory comparison
+    drop(concrete);
+    drop(ltp);
+    let cx = Ctx { teacher: &teacher, approx: approx.as_ref(), concrete: &[], ltp: &[] };
     let mut memory = Vec::new();
     if opts.memory {
         let inputs: Vec<EncodedInput> = (0..32).map(|e| synthetic_input(256, e)).collect();

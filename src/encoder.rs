@@ -780,6 +780,16 @@ impl BertModel {
     /// layer's per-head attention maps (`[H, n, n]` f32 per example, 100 MB for 32 x 256 tokens
     /// with 12 heads) stay small and are reused instead of being faulted in afresh every layer.
     pub fn run_attention_reduced(&self, inputs: &[EncodedInput], plans: &[TokenPlan], max: bool) -> Result<Vec<Vec<f64>>, ModelError> {
+        self.run_attention_reduced_with(inputs, plans, if max { HeadReduce::Max } else { HeadReduce::Mean })
+    }
+
+    /// [`run_attention_reduced`](Self::run_attention_reduced) with any [`HeadReduce`]: e.g. the
+    /// concrete planner's per-head standardised scores, reduced while each block of 16 query rows
+    /// is in cache instead of storing `[L, H, n, n]` maps.
+    ///
+    /// Errors: as `run_attention_reduced`; with `ConcreteCdf`, a non-finite attention row (NaN
+    /// weights) or a row of at most `ddof` keys.
+    pub fn run_attention_reduced_with(&self, inputs: &[EncodedInput], plans: &[TokenPlan], reduce: HeadReduce) -> Result<Vec<Vec<f64>>, ModelError> {
         // Checked here, once, with batch-wide example numbers.
         for (e, x) in inputs.iter().enumerate() {
             self.check_input(e, x)?;
@@ -798,14 +808,14 @@ impl BertModel {
                     rows += inputs[end].len();
                     end += 1;
                 }
-                out.extend(self.run_attention_reduced_in_pool(&inputs[start..end], &plans[start..end], max)?);
+                out.extend(self.run_attention_reduced_in_pool(&inputs[start..end], &plans[start..end], reduce)?);
                 start = end;
             }
             Ok(out)
         })
     }
 
-    fn run_attention_reduced_in_pool(&self, inputs: &[EncodedInput], plans: &[TokenPlan], max: bool) -> Result<Vec<Vec<f64>>, ModelError> {
+    fn run_attention_reduced_in_pool(&self, inputs: &[EncodedInput], plans: &[TokenPlan], reduce: HeadReduce) -> Result<Vec<Vec<f64>>, ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
         let big_l = self.layers.len();
@@ -832,7 +842,8 @@ impl BertModel {
         for (l, layer) in self.layers.iter().enumerate() {
             let out_pos: Vec<Vec<usize>> = segs.iter().zip(plans).map(|(s, p)| positions_in(&s.rows, p.outputs(l))).collect();
             let sink = ReduceSink {
-                max,
+                kind: reduce,
+                bad: std::sync::atomic::AtomicBool::new(false),
                 dst: reduced
                     .iter_mut()
                     .map(|r| {
@@ -843,6 +854,9 @@ impl BertModel {
                 n: inputs.iter().map(|x| x.len()).collect(),
             };
             let LayerOut { y, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, false, Some(&sink));
+            if sink.bad.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ModelError::Input(format!("layer {}: an attention row is not finite (NaN or infinite weights?) or has too few keys for the standardised scores", l + 1)));
+            }
             let mut off = 0;
             for (s, op) in segs.iter_mut().zip(&out_pos) {
                 s.rows = op.iter().map(|&p| s.rows[p]).collect();
@@ -1114,8 +1128,8 @@ impl BertModel {
             }
             let (q, kv, out_off) = (&q, &kv, &out_off);
             tasks.into_par_iter().for_each_init(
-                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f64>::new()),
-                move |(buf, kt, row), (e, q0, q1)| {
+                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f64>::new(), Vec::<f32>::new()),
+                move |(buf, kt, row, lnb), (e, q0, q1)| {
                     let ctx_ptr = ctx_ptr;
                     let s = &segs[e];
                     let nb = q1 - q0;
@@ -1139,11 +1153,35 @@ impl BertModel {
                         // SAFETY: each query token of example e is in exactly one task; the
                         // sink's block for e is [n, n] and token < n.
                         let dst = unsafe { std::slice::from_raw_parts_mut(sink.dst[e].0.add(token * n), n) };
+                        if let HeadReduce::ConcreteCdf { ddof, eps } = sink.kind {
+                            // U row = (1/H) Σ_h Φ(standardised ln P_h row), heads in order
+                            // (planners::concrete::standardized_cdf_scores_fast's arithmetic)
+                            row.clear();
+                            row.resize(ni, 0.0);
+                            lnb.resize(ni, 0.0);
+                            for head in 0..h {
+                                let p = &buf[head * nb * ni + r * ni..][..ni];
+                                if ni <= ddof || !kernels::all_finite(p) {
+                                    sink.bad.store(true, std::sync::atomic::Ordering::Relaxed);
+                                    continue;
+                                }
+                                kernels::ln_clamped(p, lnb);
+                                kernels::standardized_cdf_row(lnb, ddof, eps, row);
+                            }
+                            let inv_h = 1.0 / h as f64;
+                            row.iter_mut().for_each(|x| *x *= inv_h);
+                            for (j, &a) in row.iter().enumerate() {
+                                let key = key_pos.map_or(j, |kp| kp[e][j]);
+                                dst[s.rows[key]] = a;
+                            }
+                            continue;
+                        }
+                        let max = sink.kind == HeadReduce::Max;
                         if identity {
-                            kernels::reduce_heads_row(&buf[r * ni..], nb * ni, h, sink.max, dst);
+                            kernels::reduce_heads_row(&buf[r * ni..], nb * ni, h, max, dst);
                         } else {
                             row.resize(ni, 0.0);
-                            kernels::reduce_heads_row(&buf[r * ni..], nb * ni, h, sink.max, row);
+                            kernels::reduce_heads_row(&buf[r * ni..], nb * ni, h, max, row);
                             for (j, &a) in row.iter().enumerate() {
                                 let key = key_pos.map_or(j, |kp| kp[e][j]);
                                 dst[s.rows[key]] = a;
@@ -1399,10 +1437,26 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+/// How [`BertModel::run_attention_reduced_with`] reduces each query row of a layer's `H`
+/// attention maps to one f64 row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HeadReduce {
+    /// Mean over heads (attention back-tracking, ALGORITHM.md section 3).
+    Mean,
+    /// Maximum over heads.
+    Max,
+    /// The concrete planner's step 1 (section 4): the mean over heads of `Φ` of each head's
+    /// standardised log-probabilities (`ddof`, `eps` as in
+    /// `planners::concrete::standardized_cdf_scores_fast`, with the same arithmetic).
+    ConcreteCdf { ddof: usize, eps: f64 },
+}
+
 /// Per example, where a layer's head-reduced attention goes: `dst[e]` points to an `[n[e], n[e]]`
 /// f64 block indexed by token (query row, key column), written by `layer_forward` tasks.
 struct ReduceSink {
-    max: bool,
+    kind: HeadReduce,
+    /// Set by a task that met a row `kind` cannot reduce (non-finite, too few keys).
+    bad: std::sync::atomic::AtomicBool,
     dst: Vec<SendPtrF64>,
     n: Vec<usize>,
 }

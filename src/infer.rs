@@ -119,18 +119,22 @@ pub fn abt_plans_timed(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig
 /// `theta` (one per layer). The standardised scores are computed from log-probabilities, which
 /// differ from the pre-softmax scores by a per-row constant, so Z is the same.
 ///
-/// Fast path: vectorised f32 `ln` (`kernels::ln_clamped`) and `Φ`
-/// ([`standardized_cdf_scores_fast`](crate::planners::concrete::standardized_cdf_scores_fast),
-/// `U` within ~2.5e-7 of the f64 reference), examples in parallel.
+/// Fast path: vectorised f32 `ln` (`kernels::ln_clamped`) and `Φ` (the arithmetic of
+/// [`standardized_cdf_scores_fast`](crate::planners::concrete::standardized_cdf_scores_fast),
+/// `U` within ~2.5e-7 of the f64 reference), computed inside the ApproxNet's attention pass per
+/// block of 16 query rows ([`BertModel::run_attention_reduced_with`]): `[L, H, n, n]` maps are
+/// never stored (the planning took 25% of a dense 26-token pass when they were).
+///
+/// Errors: bad input; non-finite ApproxNet attention.
 pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]) -> Result<Vec<TokenPlan>, ModelError> {
-    use crate::planners::concrete::{concrete_masks_top, standardized_cdf_scores_fast};
+    use crate::planners::concrete::concrete_masks_top;
     use rayon::prelude::*;
     let c = &approx.config;
-    let (big_l, h) = (approx.layers.len(), c.num_heads);
+    let big_l = approx.layers.len();
     let top = approx.top_tokens();
     // At the top layer only the rows of O_L (mask 1 at the top) enter the scores: the others are
-    // weighted by m^{L+1} = 0, so they are not computed (left as 0 in the log-probabilities, they
-    // add exactly 0) - the same plans as from a dense attention run.
+    // weighted by m^{L+1} = 0, so they are not computed (left as 0 in U, they add exactly 0) -
+    // the same plans as from a dense attention run.
     let plans: Vec<TokenPlan> = inputs
         .iter()
         .map(|x| {
@@ -139,33 +143,15 @@ pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]
             TokenPlan::from_inputs(n, vec![(0..n).collect(); big_l], o_top).unwrap_or_else(|_| TokenPlan::dense(n, big_l))
         })
         .collect();
-    let outs = approx.run(inputs, &plans, RunOptions { attentions: true, hidden_states: false })?;
-    outs.par_iter()
+    let u = approx.run_attention_reduced_with(inputs, &plans, crate::encoder::HeadReduce::ConcreteCdf { ddof: 0, eps: 1e-6 })?;
+    u.par_iter()
         .zip(inputs)
         .enumerate()
-        .map(|(e, (o, x))| {
+        .map(|(e, (u, x))| {
             let n = x.len();
             let err = |m: String| ModelError::Input(format!("concrete masks for example {e}: {m}"));
-            let mut logp = vec![0.0f32; c.num_layers * h * n * n];
-            let layers = o.attentions.as_deref().unwrap_or_default();
-            if layers.len() != c.num_layers {
-                return Err(err(format!("attention of {} layers, expected {}", layers.len(), c.num_layers)));
-            }
-            for (l, la) in layers.iter().enumerate() {
-                let nq = la.queries.len();
-                if la.keys.len() != n || la.probs.len() != h * nq * n || la.queries.iter().any(|&q| q >= n) {
-                    return Err(err(format!("layer {} attention is not [H, queries, n = {n}]", l + 1)));
-                }
-                for head in 0..h {
-                    for (qi, &q) in la.queries.iter().enumerate() {
-                        let row = ((l * h + head) * n + q) * n;
-                        crate::kernels::ln_clamped(&la.probs[(head * nq + qi) * n..][..n], &mut logp[row..row + n]);
-                    }
-                }
-            }
-            let u = standardized_cdf_scores_fast(&logp, c.num_layers, h, n, n, 0, 1e-6).map_err(|er| err(er.to_string()))?;
             // O_L = the class (and DeiT distillation) token, as in training
-            let r = concrete_masks_top(&u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6, top.len()).map_err(|er| err(er.to_string()))?;
+            let r = concrete_masks_top(u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6, top.len()).map_err(|er| err(er.to_string()))?;
             Ok(r.plan)
         })
         .collect()

@@ -508,3 +508,41 @@ fn row_blocks_give_the_same_bits_as_column_split() {
     assert_eq!(with.2, without.2, "ABT plans differ with row blocks");
     assert!(with.0[0].hidden.iter().all(|v| v.is_finite()));
 }
+
+/// The concrete planner's fused pass (per-head standardised scores reduced inside the
+/// ApproxNet's attention pass) gives exactly the plans of the unfused composition: a dense run
+/// keeping every attention map, `ln`, `standardized_cdf_scores_fast`, `concrete_masks_top`; on a
+/// ragged batch across several 16-row blocks, for several thresholds; and it refuses NaN weights.
+#[test]
+fn fused_concrete_pass_equals_scores_on_full_attention() {
+    use sttabt::planners::concrete::{concrete_masks_top, standardized_cdf_scores_fast};
+    let m = random_model(&tiny_config(3, 4, 8, 64, 50, 80), 33, 1.0);
+    let (big_l, h) = (m.layers.len(), m.config.num_heads);
+    let mut rng = fastrand::Rng::with_seed(4);
+    let inputs: Vec<EncodedInput> = [1usize, 2, 17, 33, 64].iter().map(|&n| random_input(n, &mut rng)).collect();
+    for theta in [[-2.0, 0.0, 1.0], [0.0; 3], [1.5, -0.5, -3.0]] {
+        let fused = sttabt::infer::concrete_plans(&m, &inputs, &theta).expect("concrete_plans");
+        for (e, x) in inputs.iter().enumerate() {
+            let n = x.len();
+            let out = m.run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
+            let mut logp = vec![0.0f32; big_l * h * n * n];
+            for (l, la) in out.attentions.as_ref().unwrap().iter().enumerate() {
+                for head in 0..h {
+                    for q in 0..n {
+                        let row = ((l * h + head) * n + q) * n;
+                        sttabt::kernels::ln_clamped(&la.probs[(head * n + q) * n..][..n], &mut logp[row..row + n]);
+                    }
+                }
+            }
+            let u = standardized_cdf_scores_fast(&logp, big_l, h, n, n, 0, 1e-6).unwrap();
+            let want = concrete_masks_top(&u, big_l, n, n, &theta, 0.1, 0.1, 1e-6, 1).unwrap().plan;
+            assert_eq!(fused[e], want, "θ = {theta:?}, example {e} (n = {n}): fused concrete planner differs");
+        }
+    }
+    // NaN weights (loading refuses them; set after loading, before the first run packs them):
+    // a clear error, not a plan
+    let mut bad = random_model(&tiny_config(2, 4, 8, 64, 50, 80), 3, 1.0);
+    bad.layers[1].key_value.w[0] = f32::NAN;
+    let err = sttabt::infer::concrete_plans(&bad, &inputs[2..3], &[0.0, 0.0]).expect_err("NaN attention must be refused");
+    assert!(err.to_string().contains("not finite"), "{err}");
+}

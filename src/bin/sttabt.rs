@@ -349,6 +349,14 @@ enum Command {
         /// Skip the peak-memory measurement.
         #[arg(long)]
         no_memory: bool,
+        /// Concrete-mask runs (from `sttabt concrete`) to time on the RT sentences, repeatable
+        /// (default without --model: the demo's θ0 = 0 run, where it exists).
+        #[arg(long)]
+        concrete: Vec<PathBuf>,
+        /// LTP runs (from `sttabt ltp`) to time on the RT sentences, repeatable (default without
+        /// --model: the demo's λ = 0.5 run, where it exists).
+        #[arg(long)]
+        ltp: Vec<PathBuf>,
         /// Also run a peer: `ort` (ONNX Runtime dense; needs python3 with onnxruntime).
         #[arg(long)]
         peer: Option<String>,
@@ -504,8 +512,10 @@ fn run() -> Result<()> {
             }
             eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length)
         }
-        Command::Bench { model, approx, rt, rt_keep, lengths, synth_examples, keep, batches, repeats, no_memory, peer, python, peer_script, json } => {
+        Command::Bench { model, approx, rt, rt_keep, lengths, synth_examples, keep, batches, repeats, no_memory, concrete, ltp, peer, python, peer_script, json } => {
             let d = sttabt::bench::BenchOptions::default();
+            // the demo's concrete/LTP runs belong to the demo's teacher
+            let demo_model = model.is_none();
             let opts = sttabt::bench::BenchOptions {
                 model: model.unwrap_or(d.model),
                 approx: approx.or(d.approx),
@@ -517,6 +527,8 @@ fn run() -> Result<()> {
                 batches,
                 repeats,
                 memory: !no_memory,
+                concrete: if concrete.is_empty() && demo_model { d.concrete } else { concrete },
+                ltp: if ltp.is_empty() && demo_model { d.ltp } else { ltp },
                 peer,
                 python,
                 peer_script,
