@@ -14,13 +14,16 @@ fn main() {
         let mut probs = vec![0.0f32; n * n];
         let mut ctx = vec![0.0f32; n * d];
         let mut kt = vec![0.0f32; dh * n.div_ceil(16) * 16];
-        let t0 = Instant::now();
-        for _ in 0..iters {
-            // SAFETY: ctx has n rows of d columns; one head at a time.
-            unsafe { sttabt::kernels::attention_head(&q, d, &kv, 2 * d, d, None, None, n, n, dh, &mut probs, ctx.as_mut_ptr(), d, &mut kt) };
+        for keep_probs in [true, false] {
+            let p: &mut [f32] = if keep_probs { &mut probs } else { &mut [] };
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                // SAFETY: ctx has n rows of d columns; one head at a time.
+                unsafe { sttabt::kernels::attention_head(&q, d, &kv, 2 * d, d, None, None, n, n, dh, p, ctx.as_mut_ptr(), d, &mut kt) };
+            }
+            let dt = t0.elapsed().as_secs_f64() / iters as f64;
+            let flops = 4.0 * (n * n * dh) as f64;
+            println!("dh {dh:2} n {n}, probabilities {}: {:7.2} us per head, {:6.1} GFLOP/s (QK + PV)", if keep_probs { "kept" } else { "not kept" }, dt * 1e6, flops / dt / 1e9);
         }
-        let dt = t0.elapsed().as_secs_f64() / iters as f64;
-        let flops = 4.0 * (n * n * dh) as f64;
-        println!("dh {dh:2} n {n}: {:7.2} us per head, {:6.1} GFLOP/s (QK + PV)", dt * 1e6, flops / dt / 1e9);
     }
 }

@@ -1135,7 +1135,6 @@ impl BertModel {
                     let nb = q1 - q0;
                     let ni = n_keys(e);
                     buf.resize(h * nb * ni, 0.0);
-                    kt.resize(dh * ni.div_ceil(16) * 16, 0.0);
                     let key_rows = key_pos.map(|kp| &kp[e][..]);
                     let kw = key_weights.map(|kw| &kw[e][..]);
                     for head in 0..h {
@@ -1217,15 +1216,9 @@ impl BertModel {
                 let s = &segs[e];
                 let no = out_pos[e].len();
                 let ni = n_keys(e);
-                let mut scratch = Vec::new();
-                let probs_h: &mut [f32] = match p {
-                    Some(p) => p,
-                    None => {
-                        scratch.resize(no * ni, 0.0);
-                        &mut scratch
-                    }
-                };
-                let mut kt = vec![0.0f32; dh * ni.div_ceil(16) * 16];
+                // no probabilities wanted: an empty slice (the kernel skips writing them)
+                let probs_h: &mut [f32] = p.unwrap_or(&mut []);
+                let mut kt = Vec::new();
                 let q_e = &q[out_off[e] * d + head * dh..(out_off[e] + no) * d];
                 let kv_e = &kv[s.offset * 2 * d + head * dh..(s.offset + s.rows.len()) * 2 * d];
                 let key_rows = key_pos.map(|kp| &kp[e][..]);

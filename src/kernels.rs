@@ -863,7 +863,7 @@ mod qlanes {
         ldc: usize,
         pt: &mut [[f32; 16]],
     ) {
-        debug_assert!(pt.len() == ni && probs.len() >= no * ni);
+        debug_assert!(pt.len() == ni && (probs.is_empty() || probs.len() >= no * ni));
         let key = |j: usize| key_rows.map_or(j, |kr| kr[j]);
         let kvp = kv.as_ptr();
         let ptp = pt.as_mut_ptr() as *mut f32;
@@ -958,9 +958,9 @@ mod qlanes {
                     }
                 }
             }
-            // probabilities, row-major [no, ni]: 16x16 transposes
-            let pr = unsafe { probs.as_mut_ptr().add(i0 * ni) };
-            let mut jb = 0;
+            // probabilities, row-major [no, ni]: 16x16 transposes (when wanted)
+            let pr = if probs.is_empty() { std::ptr::null_mut() } else { unsafe { probs.as_mut_ptr().add(i0 * ni) } };
+            let mut jb = if probs.is_empty() { ni } else { 0 };
             while jb < ni {
                 let w = (ni - jb).min(16);
                 let mut r = [_mm512_setzero_ps(); 16];
@@ -1069,6 +1069,30 @@ mod qlane_tests {
         }
     }
 
+    /// Without a probabilities buffer (not wanted) the context rows are the same bits, for every
+    /// head size and for key weights (the row kernel's path).
+    #[test]
+    fn attention_without_probabilities_gives_the_same_context() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for &(dh, no, ni, weighted) in &[(8usize, 19usize, 37usize, false), (32, 16, 130, false), (12, 7, 9, false), (8, 5, 21, true)] {
+            let q: Vec<f32> = (0..no * dh).map(|_| rng.f32() * 4.0 - 2.0).collect();
+            let kv: Vec<f32> = (0..ni * 2 * dh).map(|_| rng.f32() * 4.0 - 2.0).collect();
+            let w: Vec<f32> = (0..ni).map(|j| if j % 3 == 0 { 0.0 } else { 1.0 }).collect();
+            let kw = weighted.then_some(&w[..]);
+            let run = |keep: bool| {
+                let mut probs = if keep { vec![0.0f32; no * ni] } else { Vec::new() };
+                let mut ctx = vec![0.0f32; no * dh];
+                let mut kt = Vec::new();
+                // SAFETY: ctx has `no` rows of `dh` columns.
+                unsafe { super::attention_head(&q, dh, &kv, 2 * dh, dh, None, kw, no, ni, dh, &mut probs, ctx.as_mut_ptr(), dh, &mut kt) };
+                ctx
+            };
+            let (a, b) = (run(true), run(false));
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "dh {dh} no {no} ni {ni}: context differs without probabilities");
+            assert!(a.iter().all(|v| v.is_finite()) && a.iter().any(|v| *v != 0.0));
+        }
+    }
+
     #[test]
     fn qlanes_bitwise_equal_row_kernel() {
         if super::isa() != super::Isa::V4 {
@@ -1162,9 +1186,11 @@ dispatch!(
 /// `ctx` must point to `no` rows of stride `ldc` with `dh` writable elements each, not written
 /// concurrently by anyone else (different heads write disjoint column ranges).
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, key_weights: Option<&[f32]>, no: usize, ni: usize, dh: usize, probs: &mut [f32], ctx: *mut f32, ldc: usize, kt: &mut [f32]) {
+pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, key_weights: Option<&[f32]>, no: usize, ni: usize, dh: usize, probs: &mut [f32], ctx: *mut f32, ldc: usize, kt: &mut Vec<f32>) {
     assert!(no == 0 || q.len() >= (no - 1) * ldq + dh);
-    assert!(probs.len() >= no * ni && kt.len() >= dh * ni.div_ceil(16) * 16);
+    // an empty `probs`: the probabilities are not wanted (the AVX-512 kernel then skips writing
+    // them: 16x16 transposes per block, and the caller's zeroed [no, ni] buffer)
+    assert!(probs.is_empty() || probs.len() >= no * ni);
     if let Some(kr) = key_rows {
         assert!(kr.len() >= ni && kr[..ni].iter().all(|&r| r * ldkv + v_off + dh <= kv.len()));
     } else {
@@ -1191,7 +1217,16 @@ pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_o
         QLANE_SCRATCH.with(|s| s.replace(pt));
         return;
     }
-    attention_head_dispatch(q, ldq, kv, ldkv, v_off, key_rows, key_weights, no, ni, dh, probs, ctx, ldc, kt)
+    let need = dh * ni.div_ceil(16) * 16;
+    if kt.len() < need {
+        kt.resize(need, 0.0);
+    }
+    if probs.is_empty() {
+        let mut scratch = vec![0.0f32; no * ni];
+        attention_head_dispatch(q, ldq, kv, ldkv, v_off, key_rows, key_weights, no, ni, dh, &mut scratch, ctx, ldc, kt)
+    } else {
+        attention_head_dispatch(q, ldq, kv, ldkv, v_off, key_rows, key_weights, no, ni, dh, probs, ctx, ldc, kt)
+    }
 }
 
 #[inline(always)]
