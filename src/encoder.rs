@@ -1128,15 +1128,38 @@ impl BertModel {
             }
             let (q, kv, out_off) = (&q, &kv, &out_off);
             tasks.into_par_iter().for_each_init(
-                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f64>::new(), Vec::<f32>::new()),
-                move |(buf, kt, row, lnb), (e, q0, q1)| {
+                || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f64>::new(), Vec::<f32>::new(), Vec::<f64>::new()),
+                move |(buf, kt, row, lnb, acc), (e, q0, q1)| {
                     let ctx_ptr = ctx_ptr;
                     let s = &segs[e];
                     let nb = q1 - q0;
                     let ni = n_keys(e);
-                    buf.resize(h * nb * ni, 0.0);
                     let key_rows = key_pos.map(|kp| &kp[e][..]);
                     let kw = key_weights.map(|kw| &kw[e][..]);
+                    if sink.kind == HeadReduce::Mean && kw.is_none() && kernels::attention_accumulate_supported(dh, nb, ni) {
+                        // probabilities added over heads as they are produced (lane-major f64)
+                        acc.resize(16 * ni, 0.0);
+                        for head in 0..h {
+                            let q_b = &q[(out_off[e] + q0) * d + head * dh..(out_off[e] + q1) * d];
+                            let kv_e = &kv[s.offset * 2 * d + head * dh..(s.offset + s.rows.len()) * 2 * d];
+                            // SAFETY: rows out_off[e]+q0..q1 of ctx, columns of this head: this task only.
+                            unsafe {
+                                kernels::attention_head_accumulate(q_b, d, kv_e, 2 * d, d, key_rows, nb, ni, dh, ctx_ptr.0.add((out_off[e] + q0) * d + head * dh), d, acc, head == 0);
+                            }
+                        }
+                        let (n, hf) = (sink.n[e], h as f64);
+                        for r in 0..nb {
+                            let token = s.rows[out_pos[e][q0 + r]];
+                            // SAFETY: as below (one task per query token; token < n).
+                            let dst = unsafe { std::slice::from_raw_parts_mut(sink.dst[e].0.add(token * n), n) };
+                            for j in 0..ni {
+                                let key = key_pos.map_or(j, |kp| kp[e][j]);
+                                dst[s.rows[key]] = acc[16 * j + r] / hf;
+                            }
+                        }
+                        return;
+                    }
+                    buf.resize(h * nb * ni, 0.0);
                     for head in 0..h {
                         let q_b = &q[(out_off[e] + q0) * d + head * dh..(out_off[e] + q1) * d];
                         let kv_e = &kv[s.offset * 2 * d + head * dh..(s.offset + s.rows.len()) * 2 * d];

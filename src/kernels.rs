@@ -812,6 +812,32 @@ mod qlanes {
         })
     }
 
+    /// `acc[16 j + l] = f64(pt[j][l])` (`first`) or `+= f64(pt[j][l])`: one head's lane-major
+    /// probabilities added to the head reduction, in `reduce_heads_row`'s arithmetic.
+    ///
+    /// # Safety
+    /// AVX-512F/DQ must be available; `acc.len() >= 16 * pt.len()`.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn accumulate_lanes(pt: &[[f32; 16]], acc: &mut [f64], first: bool) {
+        debug_assert!(acc.len() >= 16 * pt.len());
+        let a = acc.as_mut_ptr();
+        for (j, p) in pt.iter().enumerate() {
+            let v = unsafe { _mm512_loadu_ps(p.as_ptr()) };
+            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))));
+            unsafe {
+                let (al, ah) = (a.add(16 * j), a.add(16 * j + 8));
+                if first {
+                    _mm512_storeu_pd(al, lo);
+                    _mm512_storeu_pd(ah, hi);
+                } else {
+                    _mm512_storeu_pd(al, _mm512_add_pd(_mm512_loadu_pd(al), lo));
+                    _mm512_storeu_pd(ah, _mm512_add_pd(_mm512_loadu_pd(ah), hi));
+                }
+            }
+        }
+    }
+
     /// Transpose 16 rows of 16 lanes in place (`r[a]` lane `b` -> `r[b]` lane `a`).
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
@@ -1226,6 +1252,58 @@ pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_o
         attention_head_dispatch(q, ldq, kv, ldkv, v_off, key_rows, key_weights, no, ni, dh, &mut scratch, ctx, ldc, kt)
     } else {
         attention_head_dispatch(q, ldq, kv, ldkv, v_off, key_rows, key_weights, no, ni, dh, probs, ctx, ldc, kt)
+    }
+}
+
+/// Whether [`attention_head_accumulate`] runs for head size `dh`, `no` query rows, `ni` keys.
+pub fn attention_accumulate_supported(dh: usize, no: usize, ni: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        ni > 0 && no <= 16 && matches!(dh, 8 | 16 | 32 | 64) && isa() == Isa::V4
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dh, no, ni);
+        false
+    }
+}
+
+/// One head of attention for at most 16 query rows (as [`attention_head`], no key weights)
+/// whose probabilities go straight into a lane-major head reduction instead of a row-major
+/// `[no, ni]` buffer: `acc[16 j + r] = f64(P[r, j])` when `first`, else `+= f64(P[r, j])`
+/// (`reduce_heads_row`'s arithmetic, so dividing by `H` afterwards gives its bits). Saves the
+/// 16x16 transposes (~30% of a head at head size 8) and the reduction's second pass.
+///
+/// # Safety
+/// As [`attention_head`]; [`attention_accumulate_supported`]`(dh, no, ni)` must hold and
+/// `acc.len() >= 16 ni`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attention_head_accumulate(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize, ctx: *mut f32, ldc: usize, acc: &mut [f64], first: bool) {
+    assert!(attention_accumulate_supported(dh, no, ni) && acc.len() >= 16 * ni);
+    assert!(no == 0 || q.len() >= (no - 1) * ldq + dh);
+    if let Some(kr) = key_rows {
+        assert!(kr.len() >= ni && kr[..ni].iter().all(|&r| r * ldkv + v_off + dh <= kv.len()));
+    } else {
+        assert!(kv.len() >= (ni - 1) * ldkv + v_off + dh);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut pt = QLANE_SCRATCH.with(|s| s.take());
+        if pt.len() < ni {
+            pt.resize(ni, [0.0; 16]);
+        }
+        // SAFETY: AVX-512 checked by `attention_accumulate_supported`; bounds asserted above.
+        // One block of <= 16 rows: `pt` holds its normalised probabilities afterwards.
+        unsafe {
+            match dh {
+                8 => qlanes::attention::<8>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, &mut [], ctx, ldc, &mut pt[..ni]),
+                16 => qlanes::attention::<16>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, &mut [], ctx, ldc, &mut pt[..ni]),
+                32 => qlanes::attention::<32>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, &mut [], ctx, ldc, &mut pt[..ni]),
+                _ => qlanes::attention::<64>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, &mut [], ctx, ldc, &mut pt[..ni]),
+            }
+            qlanes::accumulate_lanes(&pt[..ni], acc, first);
+        }
+        QLANE_SCRATCH.with(|s| s.replace(pt));
     }
 }
 
