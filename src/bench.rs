@@ -159,6 +159,10 @@ pub struct MemoryRow {
 pub struct BenchReport {
     pub threads: usize,
     pub simd: String,
+    /// Whether the linear layers of up to 256 rows ran on the packed AVX-512 GEMM
+    /// (`kernels::packed`; off without AVX-512F or with `STTABT_NO_PACKED_GEMM`).
+    #[serde(default)]
+    pub packed_gemm: bool,
     pub rows: Vec<BenchRow>,
     pub memory: Vec<MemoryRow>,
     /// Peer examples/s per (workload, batch), when run.
@@ -508,7 +512,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
     }
 
-    let mut report = BenchReport { threads: rayon::current_num_threads(), simd: crate::kernels::simd_level().into(), rows, memory, peer: Vec::new(), peer_note: None };
+    let mut report = BenchReport { threads: rayon::current_num_threads(), simd: crate::kernels::simd_level().into(), packed_gemm: crate::kernels::packed::available(), rows, memory, peer: Vec::new(), peer_note: None };
     if let Some(p) = &opts.peer {
         anyhow::ensure!(p == "ort", "unknown peer {p:?} (only `ort`)");
         match run_peer(opts, &rt_sentences, big_l) {
@@ -587,7 +591,13 @@ fn run_peer(opts: &BenchOptions, sentences: &[String], _layers: usize) -> anyhow
 pub fn format_report(r: &BenchReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "threads {}, element-wise SIMD {}; stage times are ms per example", r.threads, r.simd);
+    let _ = writeln!(
+        s,
+        "threads {}, element-wise SIMD {}, packed AVX-512 GEMM {}; stage times are ms per example",
+        r.threads,
+        r.simd,
+        if r.packed_gemm { "on" } else { "off (gemm crate only)" }
+    );
     let _ = writeln!(
         s,
         "{:<6} {:>3} {:<18} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7}",
