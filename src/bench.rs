@@ -427,6 +427,25 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         Some(p) => Some(crate::approx::ApproxNet::load(p, &teacher.config)?.model),
         None => None,
     };
+    // Memory first, with only the teacher and its ApproxNet loaded (not the concrete/LTP runs'
+    // models), after a warm-up that builds the packed weight panels the timed runs also use.
+    let mut memory = Vec::new();
+    if opts.memory {
+        let cx = Ctx { teacher: &teacher, approx: approx.as_ref(), concrete: &[], ltp: &[] };
+        let inputs: Vec<EncodedInput> = (0..32).map(|e| synthetic_input(256, e)).collect();
+        let mut st = Stages::default();
+        let mut mem_modes = vec![BMode::Dense, BMode::Fixed(opts.synth_keep)];
+        if approx.is_some() {
+            mem_modes.push(BMode::Abt(opts.synth_keep));
+        }
+        for m in &mem_modes {
+            run_batch(&cx, &inputs[..1], m, &mut st)?;
+        }
+        for m in mem_modes {
+            let (peak, added) = peak_rss(|| run_batch(&cx, &inputs, &m, &mut st).map(|_| ()))?;
+            memory.push(MemoryRow { mode: m.label(), peak_rss_mib: peak, added_mib: added });
+        }
+    }
     let concrete: Vec<_> = opts.concrete.iter().map(|d| crate::train::concrete::ConcreteModel::load(d).map_err(|e| anyhow::anyhow!("loading concrete run {}: {e:#}", d.display()))).collect::<anyhow::Result<_>>()?;
     let ltp: Vec<_> = opts.ltp.iter().map(|d| crate::train::ltp::LtpModel::load(d).map_err(|e| anyhow::anyhow!("loading LTP run {}: {e:#}", d.display()))).collect::<anyhow::Result<_>>()?;
     for (what, cfg) in concrete.iter().map(|m| ("concrete", &m.teacher.config)).chain(ltp.iter().map(|m| ("LTP", &m.teacher.config))) {
@@ -491,24 +510,6 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
                 row.vs_dense = row.examples_per_s / d;
                 rows.push(row);
             }
-        }
-    }
-
-    // the concrete/LTP runs' models are not part of the memory comparison
-    drop(concrete);
-    drop(ltp);
-    let cx = Ctx { teacher: &teacher, approx: approx.as_ref(), concrete: &[], ltp: &[] };
-    let mut memory = Vec::new();
-    if opts.memory {
-        let inputs: Vec<EncodedInput> = (0..32).map(|e| synthetic_input(256, e)).collect();
-        let mut st = Stages::default();
-        let mut mem_modes = vec![BMode::Dense, BMode::Fixed(opts.synth_keep)];
-        if approx.is_some() {
-            mem_modes.push(BMode::Abt(opts.synth_keep));
-        }
-        for m in mem_modes {
-            let (peak, added) = peak_rss(|| run_batch(&cx, &inputs, &m, &mut st).map(|_| ()))?;
-            memory.push(MemoryRow { mode: m.label(), peak_rss_mib: peak, added_mib: added });
         }
     }
 
