@@ -1093,7 +1093,11 @@ impl BertModel {
             let mut q = vec![0.0f32; n_out * d];
             let (kb, qb) = (n_rows.div_ceil(blocks).max(1), n_out.div_ceil(blocks).max(1));
             // One task per thread, each a block of K/V rows and a block of Q rows (even shares).
-            let tasks: Vec<_> = x_in.chunks(kb * d).zip(kv.chunks_mut(kb * 2 * d)).map(Some).chain(std::iter::repeat_with(|| None)).zip(q_in.chunks(qb * d).zip(q.chunks_mut(qb * d)).map(Some).chain(std::iter::repeat_with(|| None))).take(blocks).collect();
+            let mut kv_blocks: Vec<_> = x_in.chunks(kb * d).zip(kv.chunks_mut(kb * 2 * d)).map(Some).collect();
+            let mut q_blocks: Vec<_> = q_in.chunks(qb * d).zip(q.chunks_mut(qb * d)).map(Some).collect();
+            kv_blocks.resize_with(blocks, || None);
+            q_blocks.resize_with(blocks, || None);
+            let tasks: Vec<_> = kv_blocks.into_iter().zip(q_blocks).collect();
             tasks.into_par_iter().for_each(|(kv_task, q_task)| {
                 kernels::serial(|| {
                     if let Some((a, o)) = kv_task {
