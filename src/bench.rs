@@ -415,7 +415,59 @@ fn peak_rss(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)
 }
 
 /// Run the whole benchmark.
+/// Check the options before anything is loaded or timed: flag values, and that the peer (when
+/// asked for) can run at all (its script found, its Python able to import onnxruntime).
+pub fn check_options(opts: &BenchOptions) -> anyhow::Result<()> {
+    let frac = |name: &str, v: f64| -> anyhow::Result<()> {
+        anyhow::ensure!(v > 0.0 && v <= 1.0, "{name} must be in (0, 1], got {v}");
+        Ok(())
+    };
+    frac("--keep", opts.synth_keep)?;
+    frac("--rt-keep", opts.rt_keep)?;
+    anyhow::ensure!(!opts.batches.is_empty() && opts.batches.iter().all(|&b| b >= 1), "--batches: every batch size must be >= 1, got {:?}", opts.batches);
+    anyhow::ensure!(opts.lengths.iter().all(|&n| n >= 2), "--lengths: every synthetic length must be >= 2 tokens ([CLS] and [SEP] included), got {:?}", opts.lengths);
+    anyhow::ensure!(opts.repeats >= 1, "--repeats must be >= 1");
+    anyhow::ensure!(opts.synth_examples >= 1 || opts.lengths.is_empty(), "--synth-examples must be >= 1");
+    anyhow::ensure!(opts.rt_examples > 0 || !opts.lengths.is_empty(), "nothing to time: --rt 0 and no --lengths");
+    if let Some(p) = &opts.peer {
+        anyhow::ensure!(p == "ort", "unknown peer {p:?} (only `ort`)");
+        let script = peer_script(opts);
+        anyhow::ensure!(script.exists(), "peer script {} not found; pass --peer-script PATH (it is shared/peers/ort_dense.py beside the repository)", script.display());
+        let py = opts.python.clone().unwrap_or_else(default_python);
+        let out = std::process::Command::new(&py)
+            .args(["-c", "import numpy, onnx, onnxruntime, safetensors, tokenizers"])
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run the peer's Python {}: {e}; pass --python PATH", py.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "the peer's Python {} cannot import its packages ({}); pass --python PATH to one that has them (pip install numpy onnx onnxruntime safetensors tokenizers) or set STTABT_PEER_PYTHON",
+            py.display(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").trim()
+        );
+    }
+    Ok(())
+}
+
+/// The peer script: `--peer-script`, else `../shared/peers/ort_dense.py` from the current
+/// directory (the repository root), else beside the source tree this binary was built from.
+fn peer_script(opts: &BenchOptions) -> PathBuf {
+    if let Some(p) = &opts.peer_script {
+        return p.clone();
+    }
+    let rel = PathBuf::from("../shared/peers/ort_dense.py");
+    if rel.exists() {
+        return rel;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/ort_dense.py");
+    if built.exists() {
+        built
+    } else {
+        rel
+    }
+}
+
 pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    check_options(opts)?;
     let teacher = BertModel::load(&opts.model)?;
     anyhow::ensure!(teacher.classifier.is_some(), "{} has no classification head; fine-tune one with `sttabt finetune`", opts.model.display());
     anyhow::ensure!(
@@ -545,8 +597,8 @@ fn default_python() -> PathBuf {
 
 /// Run `ort_dense.py --bench` on the same sentences, threads and lengths; `(workload, batch, ex/s)`.
 fn run_peer(opts: &BenchOptions, sentences: &[String], _layers: usize) -> anyhow::Result<Vec<(String, usize, f64)>> {
-    let script = opts.peer_script.clone().unwrap_or_else(|| PathBuf::from("../shared/peers/ort_dense.py"));
-    anyhow::ensure!(script.exists(), "peer script {} not found", script.display());
+    let script = peer_script(opts);
+    anyhow::ensure!(script.exists(), "peer script {} not found (--peer-script)", script.display());
     let py = opts.python.clone().unwrap_or_else(default_python);
     let dir = std::env::temp_dir().join(format!("sttabt-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -566,7 +618,7 @@ fn run_peer(opts: &BenchOptions, sentences: &[String], _layers: usize) -> anyhow
         cmd.arg("--lengths").arg(lengths.join(",")).arg("--synth-batches").arg(batches.join(","));
     }
     let out = cmd.output().map_err(|e| anyhow::anyhow!("cannot run {}: {e} (pip install onnx onnxruntime numpy safetensors tokenizers)", py.display()))?;
-    anyhow::ensure!(out.status.success(), "{} exited with {}: {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+    anyhow::ensure!(out.status.success(), "{} exited with {}: {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr).lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | "));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
     let w = &v["workloads"];
     let get = |k: &str| w[k]["ex_s"]["median"].as_f64();

@@ -315,11 +315,21 @@ enum Command {
     /// Benchmark dense vs every sparse mode side by side in one run: examples/s, p50/p90 latency,
     /// per-stage times (tokenize, ApproxNet, planning, executor, head; the executor split into embedding, row gathering, Q/K/V, attention, attention output, feed-forward), ratios vs dense, peak memory (always batch 32 x length 256; --no-memory skips it);
     /// `--peer ort` also runs the dense ONNX Runtime peer (../shared/peers/ort_dense.py).
+    ///
+    /// Columns: ex/s = examples per second over the workload; p50/p90 ms = latency of one call
+    /// (one batch); ret = retention, the mean over layers of the fraction of tokens each layer
+    /// computes (ALGORITHM.md section 5; a 30% plan that keeps only CLS at the top reads 0.26);
+    /// GFLOP/s = the executor's achieved rate on the FLOPs it actually ran; tok, approx, plan,
+    /// exec, head = ms per example in tokenisation, the ApproxNet pass (for concrete runs: with
+    /// its scoring), back-tracking, the teacher, the classifier head; xdense = examples/s over
+    /// dense in the same run; xpeer = over the ONNX Runtime peer (RT at batch 32: ORT's
+    /// length-sorted batches). The peer is checked before anything is timed.
     Bench {
         /// Fine-tuned teacher (default: the demo's, $STTABT_HOME/runs/demo/teacher).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Its ApproxNet (default: the demo's); without one the abt mode is skipped.
+        /// Its ApproxNet (default without --model: the demo's, where it exists); without one
+        /// the abt rows are skipped.
         #[arg(long)]
         approx: Option<PathBuf>,
         /// Rotten Tomatoes sentences to time (0 = skip that workload).
@@ -331,7 +341,8 @@ enum Command {
         /// Synthetic sequence lengths.
         #[arg(long, default_value = "128,256", value_delimiter = ',')]
         lengths: Vec<usize>,
-        /// Synthetic examples per workload.
+        /// Synthetic examples per workload (raised to the largest batch size, so that every
+        /// batch is full).
         #[arg(long, default_value_t = 8)]
         synth_examples: usize,
         /// Keep fraction of the sparse modes on synthetic lengths: the fixed plan's tokens per
@@ -518,7 +529,7 @@ fn run() -> Result<()> {
             let demo_model = model.is_none();
             let opts = sttabt::bench::BenchOptions {
                 model: model.unwrap_or(d.model),
-                approx: approx.or(d.approx),
+                approx: approx.or(d.approx.filter(|p| demo_model && p.join("config.json").exists())),
                 rt_examples: rt,
                 rt_keep,
                 lengths,
