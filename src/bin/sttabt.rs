@@ -385,7 +385,7 @@ enum Command {
     /// fine-tune, distil an ApproxNet, evaluate every mode, print the table.
     ///
     /// Every stage is cached under $STTABT_HOME/runs/demo (or demo-fast / demo-full) and reused by
-    /// the next run; delete a stage's folder to redo it. The default fits in ~15 minutes on 2 cores
+    /// the next run; delete a stage's folder to redo it. The default takes 15-20 minutes on 2 cores
     /// (2,560 training sentences, 1 epoch); --full uses all 10,202 for 2 epochs; --fast is a smoke run.
     Demo {
         /// Smoke version (small subsets) for CI.
