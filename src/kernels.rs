@@ -1461,8 +1461,8 @@ dispatch!(fn standardized_cdf_row_dispatch(x: &[f32], ddof: usize, eps: f64, u: 
 /// delta degrees of freedom. Statistics and `z` in f64 (8 partial sums), `z` rounded to f32 and
 /// `Φ` by [`normal_cdf_approx`] (on AVX-512 CPUs the same polynomial, 16 values at a time, with
 /// a reciprocal estimate + Newton step for its division): each added term is within ~2.5e-7 of
-/// the f64 reference (`planners::concrete::standardized_cdf_scores`; tested on both paths'
-/// machine). `x.len() > ddof`, `u.len() == x.len()`.
+/// the f64 reference (`planners::concrete::standardized_cdf_scores`; tested on whichever path
+/// the machine runs). `x.len() > ddof`, `u.len() == x.len()`.
 pub fn standardized_cdf_row(x: &[f32], ddof: usize, eps: f64, u: &mut [f64]) {
     assert!(x.len() > ddof && u.len() == x.len());
     standardized_cdf_row_dispatch(x, ddof, eps, u)
