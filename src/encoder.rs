@@ -1140,15 +1140,20 @@ impl BertModel {
                     let ni = n_keys(e);
                     let key_rows = key_pos.map(|kp| &kp[e][..]);
                     let kw = key_weights.map(|kw| &kw[e][..]);
+                    // one head's query rows of this block, the example's K/V rows, and the
+                    // offset of the block's context columns for that head
+                    let head_inputs = |head: usize| {
+                        let qr = (out_off[e] + q0) * d + head * dh;
+                        (&q[qr..(out_off[e] + q1) * d], &kv[s.offset * 2 * d + head * dh..(s.offset + s.rows.len()) * 2 * d], qr)
+                    };
                     if sink.kind == HeadReduce::Mean && kw.is_none() && kernels::attention_accumulate_supported(dh, nb, ni) {
                         // probabilities added over heads as they are produced (lane-major f64)
                         acc.resize(16 * ni, 0.0);
                         for head in 0..h {
-                            let q_b = &q[(out_off[e] + q0) * d + head * dh..(out_off[e] + q1) * d];
-                            let kv_e = &kv[s.offset * 2 * d + head * dh..(s.offset + s.rows.len()) * 2 * d];
+                            let (q_b, kv_e, c0) = head_inputs(head);
                             // SAFETY: rows out_off[e]+q0..q1 of ctx, columns of this head: this task only.
                             unsafe {
-                                kernels::attention_head_accumulate(q_b, d, kv_e, 2 * d, d, key_rows, nb, ni, dh, ctx_ptr.0.add((out_off[e] + q0) * d + head * dh), d, acc, head == 0);
+                                kernels::attention_head_accumulate(q_b, d, kv_e, 2 * d, d, key_rows, nb, ni, dh, ctx_ptr.0.add(c0), d, acc, head == 0);
                             }
                         }
                         let (n, hf) = (sink.n[e], h as f64);
@@ -1165,11 +1170,10 @@ impl BertModel {
                     }
                     buf.resize(h * nb * ni, 0.0);
                     for head in 0..h {
-                        let q_b = &q[(out_off[e] + q0) * d + head * dh..(out_off[e] + q1) * d];
-                        let kv_e = &kv[s.offset * 2 * d + head * dh..(s.offset + s.rows.len()) * 2 * d];
+                        let (q_b, kv_e, c0) = head_inputs(head);
                         // SAFETY: rows out_off[e]+q0..q1 of ctx, columns of this head: this task only.
                         unsafe {
-                            kernels::attention_head(q_b, d, kv_e, 2 * d, d, key_rows, kw, nb, ni, dh, &mut buf[head * nb * ni..(head + 1) * nb * ni], ctx_ptr.0.add((out_off[e] + q0) * d + head * dh), d, kt);
+                            kernels::attention_head(q_b, d, kv_e, 2 * d, d, key_rows, kw, nb, ni, dh, &mut buf[head * nb * ni..(head + 1) * nb * ni], ctx_ptr.0.add(c0), d, kt);
                         }
                     }
                     let n = sink.n[e];

@@ -1216,34 +1216,17 @@ dispatch!(
 /// concurrently by anyone else (different heads write disjoint column ranges).
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, key_weights: Option<&[f32]>, no: usize, ni: usize, dh: usize, probs: &mut [f32], ctx: *mut f32, ldc: usize, kt: &mut Vec<f32>) {
-    assert!(no == 0 || q.len() >= (no - 1) * ldq + dh);
+    assert_head_bounds(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh);
     // an empty `probs`: the probabilities are not wanted (the AVX-512 kernel then skips writing
     // them: 16x16 transposes per block, and the caller's zeroed [no, ni] buffer)
     assert!(probs.is_empty() || probs.len() >= no * ni);
-    if let Some(kr) = key_rows {
-        assert!(kr.len() >= ni && kr[..ni].iter().all(|&r| r * ldkv + v_off + dh <= kv.len()));
-    } else {
-        assert!(ni == 0 || kv.len() >= (ni - 1) * ldkv + v_off + dh);
-    }
     if let Some(m) = key_weights {
         assert!(m.len() >= ni);
     }
     #[cfg(target_arch = "x86_64")]
     if key_weights.is_none() && ni > 0 && matches!(dh, 8 | 16 | 32 | 64) && isa() == Isa::V4 {
-        let mut pt = QLANE_SCRATCH.with(|s| s.take());
-        if pt.len() < ni {
-            pt.resize(ni, [0.0; 16]);
-        }
         // SAFETY: AVX-512 checked by `isa`; bounds asserted above (q rows, key rows, probs).
-        unsafe {
-            match dh {
-                8 => qlanes::attention::<8>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
-                16 => qlanes::attention::<16>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
-                32 => qlanes::attention::<32>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
-                _ => qlanes::attention::<64>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
-            }
-        }
-        QLANE_SCRATCH.with(|s| s.replace(pt));
+        unsafe { run_qlanes(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh, probs, ctx, ldc, |_| ()) };
         return;
     }
     let need = dh * ni.div_ceil(16) * 16;
@@ -1283,31 +1266,51 @@ pub fn attention_accumulate_supported(dh: usize, no: usize, ni: usize) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn attention_head_accumulate(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize, ctx: *mut f32, ldc: usize, acc: &mut [f64], first: bool) {
     assert!(attention_accumulate_supported(dh, no, ni) && acc.len() >= 16 * ni);
+    assert_head_bounds(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh);
+    // SAFETY: AVX-512 checked by `attention_accumulate_supported`; bounds asserted above. One
+    // block of <= 16 rows: the lane scratch holds its normalised probabilities afterwards.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        run_qlanes(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh, &mut [], ctx, ldc, |pt| qlanes::accumulate_lanes(pt, acc, first))
+    };
+}
+
+/// The bounds every attention kernel relies on: `no` query rows of `dh` values at stride `ldq`,
+/// `ni` key rows (gathered through `key_rows`) with K at 0 and V at `v_off`, stride `ldkv`.
+#[allow(clippy::too_many_arguments)]
+fn assert_head_bounds(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize) {
     assert!(no == 0 || q.len() >= (no - 1) * ldq + dh);
     if let Some(kr) = key_rows {
         assert!(kr.len() >= ni && kr[..ni].iter().all(|&r| r * ldkv + v_off + dh <= kv.len()));
     } else {
-        assert!(kv.len() >= (ni - 1) * ldkv + v_off + dh);
+        assert!(ni == 0 || kv.len() >= (ni - 1) * ldkv + v_off + dh);
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut pt = QLANE_SCRATCH.with(|s| s.take());
-        if pt.len() < ni {
-            pt.resize(ni, [0.0; 16]);
-        }
-        // SAFETY: AVX-512 checked by `attention_accumulate_supported`; bounds asserted above.
-        // One block of <= 16 rows: `pt` holds its normalised probabilities afterwards.
-        unsafe {
-            match dh {
-                8 => qlanes::attention::<8>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, &mut [], ctx, ldc, &mut pt[..ni]),
-                16 => qlanes::attention::<16>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, &mut [], ctx, ldc, &mut pt[..ni]),
-                32 => qlanes::attention::<32>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, &mut [], ctx, ldc, &mut pt[..ni]),
-                _ => qlanes::attention::<64>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, &mut [], ctx, ldc, &mut pt[..ni]),
-            }
-            qlanes::accumulate_lanes(&pt[..ni], acc, first);
-        }
-        QLANE_SCRATCH.with(|s| s.replace(pt));
+}
+
+/// The AVX-512 query-lane kernel for head size `dh` (8/16/32/64) with this thread's lane
+/// scratch; `then` sees the last 16-row block's lane-major probabilities (`[ni][16]`).
+///
+/// # Safety
+/// AVX-512F/DQ must be available; the bounds of [`assert_head_bounds`] and of `ctx` as in
+/// [`attention_head`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_qlanes(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize, probs: &mut [f32], ctx: *mut f32, ldc: usize, then: impl FnOnce(&[[f32; 16]])) {
+    let mut pt = QLANE_SCRATCH.with(|s| s.take());
+    if pt.len() < ni {
+        pt.resize(ni, [0.0; 16]);
     }
+    // SAFETY: as this function's contract.
+    unsafe {
+        match dh {
+            8 => qlanes::attention::<8>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
+            16 => qlanes::attention::<16>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
+            32 => qlanes::attention::<32>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
+            _ => qlanes::attention::<64>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
+        }
+    }
+    then(&pt[..ni]);
+    QLANE_SCRATCH.with(|s| s.replace(pt));
 }
 
 #[inline(always)]
