@@ -1,4 +1,4 @@
-//! Driver for `sttabt::bench` without the CLI: `cargo bench --bench sttabt_bench -- [--quick] [--peer ort] [--threads N]`.
+//! Driver for `sttabt::bench` without the CLI: `cargo bench --bench sttabt_bench -- [--quick] [--peer ort|ort-int8] [--rounds N] [--threads N]`.
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let has = |f: &str| args.iter().any(|a| a == f);
@@ -55,6 +55,10 @@ fn main() -> anyhow::Result<()> {
         o.rt_examples = 64;
         o.synth_examples = 4;
         o.repeats = 1;
+        o.rounds = 1;
+    }
+    if let Some(v) = val("--rounds") {
+        o.rounds = v.parse()?;
     }
     if let Some(v) = val("--repeats") {
         o.repeats = v.parse()?;

@@ -2,7 +2,14 @@
 //! one run, at several batch sizes, on real Rotten Tomatoes sentences (own lengths) and synthetic
 //! lengths; examples/s, p50/p90 call latency, a per-stage breakdown (tokenize, ApproxNet,
 //! planning, executor, head), ratios against dense, peak RSS (dense vs sparse), and optionally
-//! the ONNX Runtime dense peer (`../shared/peers/ort_dense.py`) run on the same sentences.
+//! the ONNX Runtime dense peer (`../shared/peers/ort_dense.py`, fp32 or `--int8`) on the same
+//! sentences.
+//!
+//! "dense" is the full plan of ALGORITHM.md section 1 (every row of every layer, what ORT
+//! computes); "dense-cls" (only CLS at the top layer) is its own row. The measurement runs in
+//! rounds: each round times one fresh pass of every (workload, batch, mode) and, with a peer, one
+//! run of the peer, the order alternating (ours then peer, peer then ours, ...). Each row reports
+//! the median and range over rounds, and its ratios are medians of the per-round ratios.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -34,8 +41,13 @@ pub struct BenchOptions {
     pub synth_keep: f64,
     /// Batch sizes (e.g. 1, 32).
     pub batches: Vec<usize>,
-    /// Timed passes per workload (median reported).
+    /// Timed passes per (workload, batch, mode) within one round (the round's figure is their
+    /// median).
     pub repeats: usize,
+    /// Rounds (>= 1; >= 3 for a peer comparison): each round runs every row once and the peer
+    /// once, alternating which goes first.
+    #[serde(default = "default_rounds")]
+    pub rounds: usize,
     /// Measure peak RSS of dense vs sparse at batch 32, length 256.
     pub memory: bool,
     /// Concrete-mask runs (directories from `sttabt concrete`) timed on the RT workload.
@@ -44,7 +56,8 @@ pub struct BenchOptions {
     /// LTP runs (directories from `sttabt ltp`) timed on the RT workload.
     #[serde(default)]
     pub ltp: Vec<PathBuf>,
-    /// `Some("ort")`: also run the ONNX Runtime dense peer.
+    /// `Some("ort")`: also run the ONNX Runtime dense peer (fp32); `Some("ort-int8")`: the same
+    /// graph under ORT's dynamic int8 quantisation (`ort_dense.py --int8`).
     pub peer: Option<String>,
     /// Python interpreter for the peer (default: `$STTABT_PEER_PYTHON`, `.venv-peer/bin/python`, `python3`).
     pub python: Option<PathBuf>,
@@ -63,7 +76,8 @@ impl Default for BenchOptions {
             synth_examples: 8,
             synth_keep: 0.3,
             batches: vec![1, 32],
-            repeats: 3,
+            repeats: 2,
+            rounds: 3,
             memory: true,
             // the default demo's within-1-point operating points, where it has trained them
             concrete: [crate::assets::home().join("runs/demo/concrete_theta0")].into_iter().filter(|d| d.join("concrete.json").exists()).collect(),
@@ -73,6 +87,10 @@ impl Default for BenchOptions {
             peer_script: None,
         }
     }
+}
+
+fn default_rounds() -> usize {
+    3
 }
 
 /// Seconds spent per stage, summed over a pass (divide by examples for per-example figures).
@@ -121,28 +139,61 @@ impl Stages {
     }
 }
 
-/// One (workload, batch, mode) measurement.
+/// One (workload, batch, mode) measurement over all rounds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchRow {
+    /// `rt` (RT sentences in their order), `rt-sorted` (the same sentences stably sorted by
+    /// token length, as the peer's `c_b32_sorted`), `T128`, ... (synthetic length).
     pub workload: String,
     pub batch: usize,
     pub mode: String,
     pub examples: usize,
-    /// Median over passes.
+    /// Median over rounds of each round's examples/s (a round's figure: the median of its passes).
     pub examples_per_s: f64,
-    /// Call (batch) latency, milliseconds, median over passes of the per-pass p50/p90.
+    /// Smallest and largest round figure.
+    pub examples_per_s_min: f64,
+    pub examples_per_s_max: f64,
+    /// Every round's examples/s, in round order.
+    pub examples_per_s_rounds: Vec<f64>,
+    /// Call (batch) latency, milliseconds, median over rounds of the per-round p50/p90.
     pub p50_ms: f64,
     pub p90_ms: f64,
     /// Mean retention (section 5) of the executed plans.
     pub retention: f64,
-    /// Encoder GFLOP/s actually executed by the teacher (sparse FLOPs / executor time).
+    /// Mean section-5 GFLOPs per example: the teacher's executed rows (feed-forward planners
+    /// with `o = |I_l|`), plus the ApproxNet's dense pass for the modes planned from it
+    /// ([`crate::infer::Cost`], the count `eval` uses).
+    pub gflops_per_example: f64,
+    /// Encoder GFLOP/s actually executed by the teacher (its executed FLOPs / executor time).
     pub exec_gflops_per_s: f64,
-    /// Per-example stage times (ms), from the median pass.
+    /// Per-example stage times (ms), from the median round.
     pub stage_ms: Stages,
-    /// examples/s relative to dense on the same workload and batch.
+    /// Median over rounds of (this row's examples/s / dense's examples/s in the same round),
+    /// dense being the full plan on the same workload and batch.
     pub vs_dense: f64,
-    /// examples/s relative to the peer (when run).
+    /// Median over rounds of (this row's examples/s / the peer's in the same round), when the
+    /// peer ran a matching workload ([`BenchRow::peer_workload`]).
     pub vs_peer: Option<f64>,
+    /// Smallest and largest per-round ratio to the peer.
+    pub vs_peer_range: Option<(f64, f64)>,
+    /// The peer workload this row is compared with (`a_b1`, `c_b32_sorted`, `b_b32`,
+    /// `d_T128_b1`, ...; see `../shared/peers/README.md`).
+    pub peer_workload: Option<String>,
+}
+
+/// The peer's figures for one of its workloads over the rounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerRow {
+    /// Our workload name and batch it is paired with.
+    pub workload: String,
+    pub batch: usize,
+    /// The peer's own workload key (`a_b1`, `b_b32`, `c_b32_sorted`, `d_T128_b1`, ...).
+    pub peer_workload: String,
+    /// Median over rounds of the peer's per-round examples/s (its median over its passes).
+    pub examples_per_s: f64,
+    pub examples_per_s_min: f64,
+    pub examples_per_s_max: f64,
+    pub examples_per_s_rounds: Vec<f64>,
 }
 
 /// Peak RSS (VmHWM after resetting it) of one dense and one sparse run of batch 32 x length 256.
@@ -157,6 +208,15 @@ pub struct MemoryRow {
 /// Everything `sttabt bench` measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
+    /// CPU model, thread count and the instruction sets the kernels detected.
+    pub machine: String,
+    /// `/proc/loadavg` (1, 5, 15 min) before and after the timed rounds: what else the machine
+    /// was doing.
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+    pub rounds: usize,
+    /// The order of each round: `ours,peer` or `peer,ours`.
+    pub round_order: Vec<String>,
     pub threads: usize,
     pub simd: String,
     /// Whether the linear layers of up to 256 rows ran on the packed AVX-512 GEMM
@@ -165,8 +225,10 @@ pub struct BenchReport {
     pub packed_gemm: bool,
     pub rows: Vec<BenchRow>,
     pub memory: Vec<MemoryRow>,
-    /// Peer examples/s per (workload, batch), when run.
-    pub peer: Vec<(String, usize, f64)>,
+    /// The peer's label (`ort` fp32 or `ort-int8`), when run.
+    pub peer_name: Option<String>,
+    /// The peer's examples/s per workload, when run.
+    pub peer: Vec<PeerRow>,
     pub peer_note: Option<String>,
 }
 
@@ -190,7 +252,10 @@ pub fn keep_first_plan(n: usize, layers: usize, keep: f64) -> TokenPlan {
 
 #[derive(Clone)]
 enum BMode {
+    /// The full plan: every row of every layer (section 1).
     Dense,
+    /// Every input, only `O_L` (CLS) at the top layer.
+    DenseCls,
     Abt(f64),
     /// ABT with the keep fraction found by [`calibrate_abt_keep`] for a mean retention (section 5).
     AbtAt { k: f64, retention: f64 },
@@ -206,12 +271,23 @@ impl BMode {
     fn label(&self) -> String {
         match self {
             BMode::Dense => "dense".into(),
+            BMode::DenseCls => "dense-cls".into(),
             BMode::Abt(k) => format!("abt k={k:.2}"),
             BMode::AbtAt { k, retention } => format!("abt@{retention:.2} k={k:.3}"),
             BMode::TopK(k) => format!("topk k_min={k:.2}"),
             BMode::Fixed(k) => format!("fixed keep={k:.2}"),
             BMode::Concrete(i) => format!("concrete #{i}"),
             BMode::Ltp(i) => format!("ltp #{i}"),
+        }
+    }
+
+    /// What this mode's FLOPs count (the same [`crate::infer::Cost`] as `eval`'s modes).
+    fn cost(&self) -> crate::infer::Cost {
+        use crate::infer::Cost;
+        match self {
+            BMode::Dense | BMode::DenseCls | BMode::Fixed(_) => Cost::default(),
+            BMode::Abt(_) | BMode::AbtAt { .. } | BMode::Concrete(_) => Cost { approx_pass: true, ..Cost::default() },
+            BMode::TopK(_) | BMode::Ltp(_) => Cost { execution: crate::plan::Execution::FeedForward, ..Cost::default() },
         }
     }
 
@@ -231,8 +307,9 @@ struct Ctx<'a> {
     ltp: &'a [crate::train::ltp::LtpModel],
 }
 
-/// One batch end to end from token ids; returns stage seconds and sum of retentions and FLOPs.
-fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -> anyhow::Result<(f64, f64)> {
+/// One batch end to end from token ids; adds its stage seconds to `st` and returns the sums over
+/// its examples of (retention, the teacher's executed FLOPs, total section-5 FLOPs).
+fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -> anyhow::Result<(f64, f64, f64)> {
     let t = cx.teacher;
     let big_l = t.layers.len();
     let c = &t.config;
@@ -245,7 +322,11 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
     };
     let (model, outs, plans) = match mode {
         BMode::Dense => {
-            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense_cls(x.len(), big_l)).collect();
+            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len(), big_l)).collect();
+            (t, t.run(inputs, &plans, RunOptions::default())?, plans)
+        }
+        BMode::DenseCls => {
+            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense_top(x.len(), big_l, &t.top_tokens())).collect();
             (t, t.run(inputs, &plans, RunOptions::default())?, plans)
         }
         BMode::Fixed(k) => {
@@ -288,7 +369,19 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
         std::hint::black_box(model.logits_of(x)?);
     }
     st.head += th.elapsed().as_secs_f64();
-    Ok(sums(c, &plans, matches!(mode, BMode::Dense)))
+    let approx_cfg = match mode {
+        BMode::Concrete(i) => Some(&cx.concrete[*i].approx.model.config),
+        _ => cx.approx.map(|a| &a.config),
+    };
+    let cost = mode.cost();
+    let executed = crate::infer::Cost { approx_pass: false, dense_teacher_pass: false, ..cost };
+    let mut sums = (0.0, 0.0, 0.0);
+    for p in &plans {
+        sums.0 += p.retention();
+        sums.1 += executed.flops(c, None, p) as f64;
+        sums.2 += cost.flops(c, approx_cfg, p) as f64;
+    }
+    Ok(sums)
 }
 
 /// The ABT keep fraction `k` (top-k form, ALGORITHM.md section 3) whose plans on `inputs` have a
@@ -319,16 +412,6 @@ pub fn calibrate_abt_keep(approx: &BertModel, inputs: &[EncodedInput], target: f
     Ok(best.1)
 }
 
-fn sums(c: &crate::config::EncoderConfig, plans: &[TokenPlan], dense: bool) -> (f64, f64) {
-    let mut r = 0.0;
-    let mut f = 0.0;
-    for p in plans {
-        r += if dense { 1.0 } else { p.retention() };
-        f += p.flops(c.hidden_size, c.intermediate_size).total as f64;
-    }
-    (r, f)
-}
-
 fn percentile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -342,50 +425,108 @@ fn median(mut v: Vec<f64>) -> f64 {
     percentile(&mut v, 0.5)
 }
 
-/// Time `mode` on `inputs` in batches of `batch`: `repeats` passes after one warm-up batch.
-fn measure(cx: &Ctx, workload: &str, inputs: &[EncodedInput], batch: usize, mode: &BMode, repeats: usize, tokenize_s: f64) -> anyhow::Result<BenchRow> {
+/// One round of `mode` on `inputs` in batches of `batch`: one warm-up batch, then `repeats`
+/// timed passes; the round's figures are those of its median pass.
+struct RoundSample {
+    examples_per_s: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    /// Per-example stage times (ms) of the median pass.
+    stage_ms: Stages,
+    retention: f64,
+    gflops_per_example: f64,
+    exec_gflops_per_s: f64,
+}
+
+fn measure_round(cx: &Ctx, inputs: &[EncodedInput], batch: usize, mode: &BMode, repeats: usize, tokenize_s: f64) -> anyhow::Result<RoundSample> {
     let mut warm = Stages::default();
     run_batch(cx, &inputs[..batch.min(inputs.len())], mode, &mut warm)?;
-    let mut passes: Vec<(f64, f64, f64, Stages, f64, f64)> = Vec::new();
+    let mut passes: Vec<(f64, f64, f64, Stages, (f64, f64, f64))> = Vec::new();
     for _ in 0..repeats.max(1) {
         let mut st = Stages::default();
         let mut lat = Vec::new();
-        let (mut ret, mut flops) = (0.0, 0.0);
+        let mut sums = (0.0, 0.0, 0.0);
         crate::profile::take();
         let start = Instant::now();
         for chunk in inputs.chunks(batch) {
             let c0 = Instant::now();
-            let (r, f) = run_batch(cx, chunk, mode, &mut st)?;
+            let (r, f, total) = run_batch(cx, chunk, mode, &mut st)?;
             lat.push(c0.elapsed().as_secs_f64() * 1e3);
-            ret += r;
-            flops += f;
+            sums.0 += r;
+            sums.1 += f;
+            sums.2 += total;
         }
         let wall = start.elapsed().as_secs_f64();
         let p50 = percentile(&mut lat, 0.5);
         let p90 = percentile(&mut lat, 0.9);
-        passes.push((inputs.len() as f64 / wall, p50, p90, st, ret, flops));
+        passes.push((inputs.len() as f64 / wall, p50, p90, st, sums));
     }
     passes.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mid = passes.len() / 2;
     let p50 = median(passes.iter().map(|p| p.1).collect());
     let p90 = median(passes.iter().map(|p| p.2).collect());
-    let (eps, _, _, st, ret, flops) = passes.swap_remove(mid);
+    let (eps, _, _, st, (ret, flops, total)) = passes.swap_remove(mid);
     let n = inputs.len() as f64;
     let ms = |s: f64| s / n * 1e3;
-    Ok(BenchRow {
-        workload: workload.into(),
-        batch,
-        mode: mode.label_in(cx),
-        examples: inputs.len(),
+    Ok(RoundSample {
         examples_per_s: eps,
         p50_ms: p50,
         p90_ms: p90,
-        retention: ret / n,
-        exec_gflops_per_s: if st.executor > 0.0 { flops / st.executor / 1e9 } else { 0.0 },
         stage_ms: Stages { tokenize: ms(tokenize_s), approx: ms(st.approx), planning: ms(st.planning), executor: ms(st.executor), head: ms(st.head), executor_stages: ExecutorStages::from_array(st.executor_stages.as_array().map(ms)) },
-        vs_dense: 1.0,
-        vs_peer: None,
+        retention: ret / n,
+        gflops_per_example: total / n / 1e9,
+        exec_gflops_per_s: if st.executor > 0.0 { flops / st.executor / 1e9 } else { 0.0 },
     })
+}
+
+/// Median and range of `v` (`(median, min, max)`; zeros when empty).
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (median(v.to_vec()), lo, hi)
+}
+
+/// One row from its rounds (`samples[r]` = round r); `dense[r]` = dense's examples/s in round r
+/// on the same workload and batch; `peer[r]` = the peer's, when it ran a matching workload.
+fn aggregate(workload: &str, batch: usize, mode: String, examples: usize, samples: Vec<RoundSample>, dense: &[f64], peer: Option<(&str, &[f64])>) -> BenchRow {
+    let eps: Vec<f64> = samples.iter().map(|s| s.examples_per_s).collect();
+    let (med, lo, hi) = spread(&eps);
+    // the round whose figure is the median gives the stage breakdown
+    let mut order: Vec<usize> = (0..samples.len()).collect();
+    order.sort_by(|&a, &b| eps[a].total_cmp(&eps[b]));
+    let mid = &samples[order[order.len() / 2]];
+    let ratios = |other: &[f64]| -> Vec<f64> { eps.iter().zip(other).filter(|(_, o)| **o > 0.0).map(|(a, o)| a / o).collect() };
+    let vs_dense = spread(&ratios(dense)).0;
+    let (vs_peer, vs_peer_range, peer_workload) = match peer {
+        Some((key, p)) if !p.is_empty() => {
+            let (m, l, h) = spread(&ratios(p));
+            (Some(m), Some((l, h)), Some(key.to_string()))
+        }
+        _ => (None, None, None),
+    };
+    BenchRow {
+        workload: workload.into(),
+        batch,
+        mode,
+        examples,
+        examples_per_s: med,
+        examples_per_s_min: lo,
+        examples_per_s_max: hi,
+        examples_per_s_rounds: eps.clone(),
+        p50_ms: median(samples.iter().map(|s| s.p50_ms).collect()),
+        p90_ms: median(samples.iter().map(|s| s.p90_ms).collect()),
+        retention: mid.retention,
+        gflops_per_example: mid.gflops_per_example,
+        exec_gflops_per_s: mid.exec_gflops_per_s,
+        stage_ms: mid.stage_ms.clone(),
+        vs_dense,
+        vs_peer,
+        vs_peer_range,
+        peer_workload,
+    }
 }
 
 fn read_status_kib(key: &str) -> Option<f64> {
@@ -415,10 +556,12 @@ pub fn check_options(opts: &BenchOptions) -> anyhow::Result<()> {
     anyhow::ensure!(!opts.batches.is_empty() && opts.batches.iter().all(|&b| b >= 1), "--batches: every batch size must be >= 1, got {:?}", opts.batches);
     anyhow::ensure!(opts.lengths.iter().all(|&n| n >= 2), "--lengths: every synthetic length must be >= 2 tokens ([CLS] and [SEP] included), got {:?}", opts.lengths);
     anyhow::ensure!(opts.repeats >= 1, "--repeats must be >= 1");
+    anyhow::ensure!(opts.rounds >= 1, "--rounds must be >= 1");
     anyhow::ensure!(opts.synth_examples >= 1 || opts.lengths.is_empty(), "--synth-examples must be >= 1");
     anyhow::ensure!(opts.rt_examples > 0 || !opts.lengths.is_empty(), "nothing to time: --rt 0 and no --lengths");
     if let Some(p) = &opts.peer {
-        anyhow::ensure!(p == "ort", "unknown peer {p:?} (only `ort`)");
+        anyhow::ensure!(p == "ort" || p == "ort-int8", "unknown peer {p:?} (`ort`: ONNX Runtime fp32; `ort-int8`: its dynamic int8 quantisation)");
+        anyhow::ensure!(opts.rounds >= 3, "--rounds {} with --peer: a comparison with the peer needs at least 3 alternating rounds", opts.rounds);
         let script = peer_script(opts);
         anyhow::ensure!(script.exists(), "peer script {} not found; pass --peer-script PATH (it is shared/peers/ort_dense.py beside the repository)", script.display());
         let py = opts.python.clone().unwrap_or_else(default_python);
@@ -505,12 +648,11 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     crate::profile::enable(true);
     let _profile = ProfileOn;
-    let big_l = teacher.layers.len();
-    let mut rows: Vec<BenchRow> = Vec::new();
     let mut rt_sentences: Vec<String> = Vec::new();
 
-    // Workloads: (name, inputs, tokenize seconds, sparse keep).
-    let mut workloads: Vec<(String, Vec<EncodedInput>, f64, f64)> = Vec::new();
+    // Workloads: (name, inputs, tokenize seconds, modes).
+    let mut workloads: Vec<(String, Vec<EncodedInput>, f64, Vec<BMode>)> = Vec::new();
+    let dense_modes = || vec![BMode::Dense, BMode::DenseCls];
     if opts.rt_examples > 0 {
         let splits = crate::data::rt::load_rotten_tomatoes(&crate::assets::rotten_tomatoes_path(), 0)?;
         rt_sentences = splits.test.examples.iter().chain(&splits.dev.examples).take(opts.rt_examples).map(|e| e.text.clone()).collect();
@@ -518,56 +660,133 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let t0 = Instant::now();
         let inputs: Vec<EncodedInput> = rt_sentences.iter().map(|s| tok.encode(s, None).map(|t| t.input)).collect::<Result<_, _>>()?;
         let tok_s = t0.elapsed().as_secs_f64();
-        workloads.push(("rt".into(), inputs, tok_s, opts.rt_keep));
+        let mut modes = dense_modes();
+        if approx.is_some() {
+            modes.push(BMode::Abt(opts.rt_keep));
+        }
+        modes.push(BMode::TopK(opts.rt_keep));
+        modes.extend((0..concrete.len()).map(BMode::Concrete));
+        modes.extend((0..ltp.len()).map(BMode::Ltp));
+        // the same sentences stably sorted by token length: the batches the peer's
+        // `c_b32_sorted` runs (its tokenizer gives the same lengths)
+        let mut sorted = inputs.clone();
+        sorted.sort_by_key(|x| x.len());
+        workloads.push(("rt".into(), inputs, tok_s, modes.clone()));
+        if opts.batches.iter().any(|&b| b > 1) {
+            workloads.push(("rt-sorted".into(), sorted, tok_s, modes));
+        }
     }
     for &n in &opts.lengths {
         let k = opts.synth_examples.max(*opts.batches.iter().max().unwrap_or(&1));
-        workloads.push((format!("T{n}"), (0..k).map(|e| synthetic_input(n, e)).collect(), 0.0, opts.synth_keep));
-    }
-    for (name, inputs, tok_s, keep) in &workloads {
-        let mut modes = vec![BMode::Dense];
+        let inputs: Vec<EncodedInput> = (0..k).map(|e| synthetic_input(n, e)).collect();
+        let mut modes = dense_modes();
         if let Some(a) = &approx {
-            modes.push(BMode::Abt(*keep));
-            if name != "rt" {
-                // and ABT at the fixed plan's nominal retention (its k calibrated on these inputs)
-                let k = calibrate_abt_keep(a, inputs, *keep)?;
-                modes.push(BMode::AbtAt { k, retention: *keep });
-            }
+            modes.push(BMode::Abt(opts.synth_keep));
+            // and ABT at the fixed plan's nominal retention (its k calibrated on these inputs)
+            let k = calibrate_abt_keep(a, &inputs, opts.synth_keep)?;
+            modes.push(BMode::AbtAt { k, retention: opts.synth_keep });
         }
         // manual top-k with the final keep fraction at the target
-        modes.push(BMode::TopK(*keep));
-        if name != "rt" {
-            modes.push(BMode::Fixed(*keep));
-        } else {
-            modes.extend((0..concrete.len()).map(BMode::Concrete));
-            modes.extend((0..ltp.len()).map(BMode::Ltp));
-        }
+        modes.push(BMode::TopK(opts.synth_keep));
+        modes.push(BMode::Fixed(opts.synth_keep));
+        workloads.push((format!("T{n}"), inputs, 0.0, modes));
+    }
+    // every (workload, batch, mode) row; rt-sorted only at batch > 1 (at batch 1 it is `rt`)
+    let mut keys: Vec<(usize, usize, usize)> = Vec::new();
+    for (w, (name, _, _, modes)) in workloads.iter().enumerate() {
         for &b in &opts.batches {
-            let mut dense_eps = None;
-            for m in &modes {
-                let mut row = measure(&cx, name, inputs, b, m, opts.repeats, *tok_s)?;
-                let d = *dense_eps.get_or_insert(row.examples_per_s);
-                row.vs_dense = row.examples_per_s / d;
-                rows.push(row);
+            if name == "rt-sorted" && b == 1 {
+                continue;
             }
+            keys.extend((0..modes.len()).map(|m| (w, b, m)));
         }
     }
 
-    let mut report = BenchReport { threads: rayon::current_num_threads(), simd: crate::kernels::simd_level().into(), packed_gemm: crate::kernels::packed::available(), rows, memory, peer: Vec::new(), peer_note: None };
-    if opts.peer.is_some() {
-        match run_peer(opts, &rt_sentences, big_l) {
-            Ok(peer) => {
-                for row in report.rows.iter_mut() {
-                    if let Some((_, _, eps)) = peer.iter().find(|(w, b, _)| *w == row.workload && *b == row.batch) {
-                        row.vs_peer = Some(row.examples_per_s / eps);
-                    }
+    // The rounds: ours and the peer alternate (ours first in even rounds).
+    let peer_name = opts.peer.clone();
+    let rounds = opts.rounds.max(1);
+    let loadavg = || std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    let loadavg_before = loadavg();
+    let mut samples: Vec<Vec<RoundSample>> = (0..keys.len()).map(|_| Vec::with_capacity(rounds)).collect();
+    let mut peer_rounds: Vec<Vec<(String, f64)>> = Vec::new();
+    let mut peer_note = None;
+    let mut round_order = Vec::new();
+    let peer_dir = std::env::temp_dir().join(format!("sttabt-bench-{}", std::process::id()));
+    for round in 0..rounds {
+        let peer_first = round % 2 == 1;
+        round_order.push(if peer_name.is_none() { "ours".to_string() } else if peer_first { "peer,ours".to_string() } else { "ours,peer".to_string() });
+        let mut run_peer_round = |peer_rounds: &mut Vec<Vec<(String, f64)>>| -> anyhow::Result<()> {
+            if peer_name.is_some() && peer_note.is_none() {
+                eprintln!("bench round {}/{rounds}: peer", round + 1);
+                match run_peer(opts, &rt_sentences, &peer_dir) {
+                    Ok(p) => peer_rounds.push(p),
+                    Err(e) => peer_note = Some(format!("peer failed in round {}: {e:#}", round + 1)),
                 }
-                report.peer = peer;
             }
-            Err(e) => report.peer_note = Some(format!("peer failed: {e:#}")),
+            Ok(())
+        };
+        if peer_first {
+            run_peer_round(&mut peer_rounds)?;
+        }
+        eprintln!("bench round {}/{rounds}: sttabt ({} rows)", round + 1, keys.len());
+        for (i, &(w, b, m)) in keys.iter().enumerate() {
+            let (_, inputs, tok_s, modes) = &workloads[w];
+            samples[i].push(measure_round(&cx, inputs, b, &modes[m], opts.repeats, *tok_s)?);
+        }
+        if !peer_first {
+            run_peer_round(&mut peer_rounds)?;
         }
     }
-    Ok(report)
+    let _ = std::fs::remove_dir_all(&peer_dir);
+    let loadavg_after = loadavg();
+
+    // The peer workload each of our (workload, batch) compares with.
+    let peer_key = |workload: &str, b: usize| -> Option<String> {
+        match (workload, b) {
+            ("rt", 1) => Some("a_b1".into()),
+            ("rt", 32) => Some("b_b32".into()),
+            ("rt-sorted", 32) => Some("c_b32_sorted".into()),
+            (w, b) if w.starts_with('T') => Some(format!("d_{w}_b{b}")),
+            _ => None,
+        }
+    };
+    let peer_series = |key: &str| -> Vec<f64> { peer_rounds.iter().filter_map(|r| r.iter().find(|(k, _)| k == key).map(|(_, x)| *x)).collect() };
+    let mut rows = Vec::with_capacity(keys.len());
+    let mut peer_rows: Vec<PeerRow> = Vec::new();
+    for (i, &(w, b, m)) in keys.iter().enumerate() {
+        let (name, inputs, _, modes) = &workloads[w];
+        let dense_i = keys.iter().position(|&(w2, b2, m2)| w2 == w && b2 == b && matches!(modes[m2], BMode::Dense)).unwrap_or(i);
+        let dense: Vec<f64> = samples[dense_i].iter().map(|s| s.examples_per_s).collect();
+        let key = peer_key(name, b);
+        let series = key.as_deref().map(peer_series).unwrap_or_default();
+        if m == 0 && !series.is_empty() {
+            let (med, lo, hi) = spread(&series);
+            peer_rows.push(PeerRow { workload: name.clone(), batch: b, peer_workload: key.clone().unwrap_or_default(), examples_per_s: med, examples_per_s_min: lo, examples_per_s_max: hi, examples_per_s_rounds: series.clone() });
+        }
+        let row_samples = std::mem::take(&mut samples[i]);
+        // ratios to the peer pair rounds one to one (only when the peer ran in every round)
+        let peer = (series.len() == row_samples.len()).then(|| (key.as_deref().unwrap_or(""), series.as_slice()));
+        rows.push(aggregate(name, b, modes[m].label_in(&cx), inputs.len(), row_samples, &dense, peer));
+    }
+    if peer_note.is_none() && peer_name.is_some() && peer_rounds.len() != rounds {
+        peer_note = Some(format!("the peer ran in {} of {rounds} rounds", peer_rounds.len()));
+    }
+    let isa = crate::kernels::simd_level();
+    Ok(BenchReport {
+        machine: format!("{} ({isa})", crate::eval::machine_line()),
+        loadavg_before,
+        loadavg_after,
+        rounds,
+        round_order,
+        threads: rayon::current_num_threads(),
+        simd: isa.into(),
+        packed_gemm: crate::kernels::packed::available(),
+        rows,
+        memory,
+        peer_name,
+        peer: peer_rows,
+        peer_note,
+    })
 }
 
 fn default_python() -> PathBuf {
@@ -582,22 +801,27 @@ fn default_python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-/// Run `ort_dense.py --bench` on the same sentences, threads and lengths; `(workload, batch, ex/s)`.
-fn run_peer(opts: &BenchOptions, sentences: &[String], _layers: usize) -> anyhow::Result<Vec<(String, usize, f64)>> {
+/// One run of `ort_dense.py --bench` (fp32, or `--int8` for the `ort-int8` peer) on the same
+/// sentences, threads, lengths and batch sizes; `(peer workload key, median examples/s over its
+/// passes)`. The ONNX graph is cached in `dir` between rounds.
+fn run_peer(opts: &BenchOptions, sentences: &[String], dir: &Path) -> anyhow::Result<Vec<(String, f64)>> {
     let script = peer_script(opts);
     anyhow::ensure!(script.exists(), "peer script {} not found (--peer-script)", script.display());
     let py = opts.python.clone().unwrap_or_else(default_python);
-    let dir = std::env::temp_dir().join(format!("sttabt-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     let sent = dir.join("sentences.txt");
     let text: String = sentences.iter().map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ") + "\n").collect();
     std::fs::write(&sent, text)?;
     let json = dir.join("ort.json");
+    let _ = std::fs::remove_file(&json);
     let threads = rayon::current_num_threads();
     let lengths: Vec<String> = opts.lengths.iter().map(|l| l.to_string()).collect();
     let batches: Vec<String> = opts.batches.iter().map(|l| l.to_string()).collect();
     let mut cmd = std::process::Command::new(&py);
     cmd.arg(&script).arg("--model").arg(&opts.model).arg("--bench").arg("--threads").arg(threads.to_string()).arg("--repeats").arg(opts.repeats.max(1).to_string()).arg("--json-out").arg(&json).arg("--onnx-out").arg(dir.join("model.onnx"));
+    if opts.peer.as_deref() == Some("ort-int8") {
+        cmd.arg("--int8");
+    }
     if !sentences.is_empty() {
         cmd.arg("--sentences").arg(&sent).arg("--limit").arg("0");
     }
@@ -609,53 +833,38 @@ fn run_peer(opts: &BenchOptions, sentences: &[String], _layers: usize) -> anyhow
     let lines: Vec<&str> = stderr.lines().collect();
     anyhow::ensure!(out.status.success(), "{} exited with {}: {}", script.display(), out.status, lines[lines.len().saturating_sub(5)..].join(" | "));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
-    let w = &v["workloads"];
-    let get = |k: &str| w[k]["ex_s"]["median"].as_f64();
-    let mut res = Vec::new();
-    if let Some(x) = get("a_b1") {
-        res.push(("rt".to_string(), 1, x));
-    }
-    if let Some(x) = get("c_b32_sorted") {
-        res.push(("rt".to_string(), 32, x));
-    }
-    for &n in &opts.lengths {
-        for &b in &opts.batches {
-            if let Some(x) = get(&format!("d_T{n}_b{b}")) {
-                res.push((format!("T{n}"), b, x));
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(res)
+    let w = v["workloads"].as_object().ok_or_else(|| anyhow::anyhow!("{} wrote no workloads", script.display()))?;
+    Ok(w.iter().filter_map(|(k, x)| x["ex_s"]["median"].as_f64().map(|e| (k.clone(), e))).collect())
 }
 
 /// The report as a text table.
 pub fn format_report(r: &BenchReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
+    let _ = writeln!(s, "{}; packed AVX-512 GEMM {}; {} rounds ({}); load average before {} / after {}", r.machine, if r.packed_gemm { "on" } else { "off (gemm crate only)" }, r.rounds, r.round_order.join(" | "), r.loadavg_before, r.loadavg_after);
+    let _ = writeln!(s, "ex/s: median over rounds (min-max); xdense, xpeer: medians of the per-round ratios; dense = every row of every layer; stage times in ms per example");
     let _ = writeln!(
         s,
-        "threads {}, element-wise SIMD {}, packed AVX-512 GEMM {}; stage times are ms per example",
-        r.threads,
-        r.simd,
-        if r.packed_gemm { "on" } else { "off (gemm crate only)" }
-    );
-    let _ = writeln!(
-        s,
-        "{:<6} {:>3} {:<18} {:>8} {:>8} {:>8} {:>6} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7}",
-        "work", "b", "mode", "ex/s", "p50 ms", "p90 ms", "ret", "GFLOP/s", "tok", "approx", "plan", "exec", "head", "xdense", "xpeer"
+        "{:<9} {:>3} {:<18} {:>8} {:>17} {:>8} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>16}",
+        "work", "b", "mode", "ex/s", "(min-max)", "p50 ms", "p90 ms", "ret", "GFLOP", "GFLOP/s", "tok", "approx", "plan", "exec", "head", "xdense", "xpeer (range)"
     );
     for row in &r.rows {
+        let peer = match (row.vs_peer, row.vs_peer_range) {
+            (Some(v), Some((lo, hi))) => format!("{v:.2} ({lo:.2}-{hi:.2})"),
+            _ => "-".into(),
+        };
         let _ = writeln!(
             s,
-            "{:<6} {:>3} {:<18} {:>8.1} {:>8.2} {:>8.2} {:>6.3} {:>7.1} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>6.2} {:>7}",
+            "{:<9} {:>3} {:<18} {:>8.1} {:>17} {:>8.2} {:>8.2} {:>6.3} {:>7.3} {:>7.1} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>6.2} {:>16}",
             row.workload,
             row.batch,
             row.mode,
             row.examples_per_s,
+            format!("({:.1}-{:.1})", row.examples_per_s_min, row.examples_per_s_max),
             row.p50_ms,
             row.p90_ms,
             row.retention,
+            row.gflops_per_example,
             row.exec_gflops_per_s,
             row.stage_ms.tokenize,
             row.stage_ms.approx,
@@ -663,25 +872,26 @@ pub fn format_report(r: &BenchReport) -> String {
             row.stage_ms.executor,
             row.stage_ms.head,
             row.vs_dense,
-            row.vs_peer.map_or("-".into(), |v| format!("{v:.2}"))
+            peer
         );
     }
     let _ = writeln!(s, "executor stages, ms per example (rest: plan bookkeeping, scatter, allocation):");
-    let _ = writeln!(s, "{:<6} {:>3} {:<18} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}", "work", "b", "mode", "exec", "embed", "gather", "qkv", "attention", "attnout", "ffn", "rest");
+    let _ = writeln!(s, "{:<9} {:>3} {:<18} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}", "work", "b", "mode", "exec", "embed", "gather", "qkv", "attention", "attnout", "ffn", "rest");
     for row in &r.rows {
         let e = row.stage_ms.executor_stages.as_array();
         let rest = row.stage_ms.executor - e.iter().sum::<f64>();
         let _ = writeln!(
             s,
-            "{:<6} {:>3} {:<18} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>7.3} {:>7.3} {:>7.3}",
+            "{:<9} {:>3} {:<18} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>7.3} {:>7.3} {:>7.3}",
             row.workload, row.batch, row.mode, row.stage_ms.executor, e[0], e[1], e[2], e[3], e[4], e[5], rest
         );
     }
     if !r.peer.is_empty() {
-        let _ = writeln!(s, "peer (ONNX Runtime dense) ex/s:");
-        for (w, b, x) in &r.peer {
-            let _ = writeln!(s, "  {w:<6} b{b:<3} {x:>8.1}");
+        let _ = writeln!(s, "peer {} (ONNX Runtime dense{}) ex/s, median over rounds (min-max):", r.peer_name.as_deref().unwrap_or("?"), if r.peer_name.as_deref() == Some("ort-int8") { ", dynamic int8" } else { ", fp32" });
+        for p in &r.peer {
+            let _ = writeln!(s, "  {:<9} b{:<3} {:<14} {:>8.1} ({:.1}-{:.1})", p.workload, p.batch, p.peer_workload, p.examples_per_s, p.examples_per_s_min, p.examples_per_s_max);
         }
+        let _ = writeln!(s, "  rt b32 pairs: rt (in order, our unpadded packing) vs b_b32 (in order, padded to the batch's longest); rt-sorted vs c_b32_sorted (both length-sorted)");
     }
     if let Some(n) = &r.peer_note {
         let _ = writeln!(s, "{n}");

@@ -1,6 +1,9 @@
 //! Sparse classification: one function per inference mode, all ending in the same executor.
 //!
-//! - `dense`: the full plan (retention 1.0; only CLS is computed at the top layer).
+//! - `dense`: the full plan of ALGORITHM.md section 1: every row of every layer (retention 1.0),
+//!   what a dense runtime such as ONNX Runtime computes.
+//! - `dense-cls`: every input, but only CLS (and DeiT's distillation token) computed at the top
+//!   layer: the free cut any classifier can take; its own name, retention and FLOPs.
 //! - `abt`: ApproxNet attention -> attention back-tracking (ALGORITHM.md section 3) -> plan.
 //! - `abt-actual`: the same back-tracking on the teacher's own attention (upper bound; needs a
 //!   dense teacher pass, so it saves nothing).
@@ -10,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::{BertModel, EncodedInput, RunOptions};
 use crate::error::ModelError;
-use crate::plan::TokenPlan;
+use crate::config::EncoderConfig;
+use crate::plan::{Execution, TokenPlan};
 use crate::planners::abt::AbtConfig;
 use crate::planners::topk::ManualTopK;
 
@@ -18,7 +22,10 @@ use crate::planners::topk::ManualTopK;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum Mode {
+    /// Every row of every layer (section 1).
     Dense,
+    /// Every input; only `O_L` (CLS, and DeiT's distillation token) at the top layer.
+    DenseCls,
     /// ABT on ApproxNet attention with keep fraction `k` (same for every layer), `p` = 0.1.
     Abt { k: f64 },
     /// ABT on the teacher's actual attention.
@@ -38,6 +45,7 @@ impl Mode {
     pub fn label(&self) -> String {
         match self {
             Mode::Dense => "dense".into(),
+            Mode::DenseCls => "dense-cls".into(),
             Mode::Abt { k } => format!("abt k={k:.2}"),
             Mode::AbtActual { k } => format!("abt-actual k={k:.2}"),
             Mode::TopK { k_min } => format!("topk k_min={k_min:.3}"),
@@ -45,10 +53,11 @@ impl Mode {
             Mode::Ltp { lambda, .. } => format!("ltp λ={lambda}"),
         }
     }
-    /// Mode family name (`dense`, `abt`, `abt-actual`, `topk`).
+    /// Mode family name (`dense`, `dense-cls`, `abt`, `abt-actual`, `topk`, `concrete`, `ltp`).
     pub fn family(&self) -> &'static str {
         match self {
             Mode::Dense => "dense",
+            Mode::DenseCls => "dense-cls",
             Mode::Abt { .. } => "abt",
             Mode::AbtActual { .. } => "abt-actual",
             Mode::TopK { .. } => "topk",
@@ -58,16 +67,66 @@ impl Mode {
     }
 }
 
+impl Mode {
+    /// What this mode's section-5 FLOPs count besides the teacher's planned rows.
+    pub fn cost(&self) -> Cost {
+        match self {
+            Mode::Dense | Mode::DenseCls => Cost::default(),
+            Mode::Abt { .. } | Mode::Concrete { .. } => Cost { approx_pass: true, ..Cost::default() },
+            Mode::AbtActual { .. } => Cost { dense_teacher_pass: true, ..Cost::default() },
+            Mode::TopK { .. } | Mode::Ltp { .. } => Cost { execution: Execution::FeedForward, ..Cost::default() },
+        }
+    }
+}
+
+/// How to count a mode's FLOPs per example (ALGORITHM.md section 5): the teacher's executed
+/// rows, plus the ApproxNet's dense pass for modes planned from it, plus a full dense teacher pass
+/// for ABT on the teacher's actual attention (it needs one to get the attention it back-tracks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    /// How the teacher's pass executes the plan ([`Execution::FeedForward`]: `o = |I_l|`).
+    pub execution: Execution,
+    /// Add the ApproxNet's dense FLOPs at the example's length.
+    pub approx_pass: bool,
+    /// Add the teacher's dense FLOPs at the example's length.
+    pub dense_teacher_pass: bool,
+}
+
+impl Default for Cost {
+    fn default() -> Self {
+        Self { execution: Execution::Planned, approx_pass: false, dense_teacher_pass: false }
+    }
+}
+
+impl Cost {
+    /// FLOPs of one example (1 multiply-add = 2 FLOPs) run with `plan` on a teacher of
+    /// configuration `teacher`; `approx` is the ApproxNet's configuration (required when
+    /// `approx_pass`; `None` there counts nothing for it). The one count `classify`, `eval` and
+    /// `bench` share.
+    pub fn flops(&self, teacher: &EncoderConfig, approx: Option<&EncoderConfig>, plan: &TokenPlan) -> u64 {
+        let n = plan.n();
+        let mut f = plan.executed_flops(teacher.hidden_size, teacher.intermediate_size, self.execution);
+        if self.approx_pass {
+            f += approx.map_or(0, |a| a.dense_flops(n));
+        }
+        if self.dense_teacher_pass {
+            f += teacher.dense_flops(n);
+        }
+        f
+    }
+}
+
 /// The result for one example.
 #[derive(Debug, Clone)]
 pub struct Prediction {
     pub logits: Vec<f32>,
     pub label: usize,
     pub probability: f32,
-    /// Section-5 retention of the executed plan (dense: 1.0).
+    /// Section-5 retention of the executed plan.
     pub retention: f64,
     pub plan: TokenPlan,
-    /// Teacher sparse FLOPs + ApproxNet dense FLOPs (section 5).
+    /// Section-5 FLOPs of the example ([`Cost::flops`]): the teacher's executed rows, plus the
+    /// ApproxNet's dense pass (ABT, concrete) or the teacher's dense pass (ABT on actual attention).
     pub flops: u64,
 }
 
@@ -163,58 +222,50 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
     let c = &teacher.config;
     let top = teacher.top_tokens();
     let abt_cfg = |k: f64| AbtConfig { top: top.clone(), ..AbtConfig::topk(k) };
-    let (outs, plans, dense) = match mode {
+    let (outs, plans) = match mode {
         Mode::Dense => {
+            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len().max(1), big_l)).collect();
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans)
+        }
+        Mode::DenseCls => {
             let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense_top(x.len().max(1), big_l, &top)).collect();
-            (teacher.run(inputs, &plans, RunOptions::default())?, plans, true)
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }
         Mode::Abt { k } => {
             let a = approx.ok_or_else(|| ModelError::Input("mode abt needs an ApproxNet (--approx DIR; create one with `sttabt distill`)".into()))?;
             let plans = abt_plans(a, inputs, &abt_cfg(*k))?;
-            (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }
         Mode::AbtActual { k } => {
             let plans = abt_plans(teacher, inputs, &abt_cfg(*k))?;
-            (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }
         Mode::Concrete { theta, .. } => {
             let a = approx.ok_or_else(|| ModelError::Input("mode concrete needs its ApproxNet".into()))?;
             let plans = concrete_plans(a, inputs, theta)?;
-            (teacher.run(inputs, &plans, RunOptions::default())?, plans, false)
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }
         Mode::Ltp { theta, .. } => {
             let hook = crate::planners::ltp::LtpPlanner { theta: theta.clone() };
             let (o, p) = teacher.run_feed_forward(inputs, &hook, &top, RunOptions::default())?;
-            (o, p, false)
+            (o, p)
         }
         Mode::TopK { k_min } => {
             let hook = ManualTopK { k_min: *k_min, layers: big_l };
             let (o, p) = teacher.run_feed_forward(inputs, &hook, &top, RunOptions::default())?;
-            (o, p, false)
+            (o, p)
         }
     };
-    let approx_flops = |n: usize| match (mode, approx) {
-        (Mode::Abt { .. } | Mode::Concrete { .. }, Some(a)) => a.config.dense_flops(n),
-        _ => 0,
-    };
+    let cost = mode.cost();
+    let approx_cfg = approx.map(|a| &a.config);
     outs.iter()
         .zip(plans)
         .map(|(o, plan)| {
             let logits = teacher.logits_of(o)?;
             let probs = softmax(&logits);
             let label = crate::train::finetune::argmax(&logits);
-            let n = plan.n();
-            let (retention, flops) = if dense {
-                (1.0, c.dense_flops(n))
-            } else {
-                let f = match mode {
-                    // feed-forward planners compute the full layer for every input row
-                    Mode::TopK { .. } | Mode::Ltp { .. } => plan.input_sets().iter().map(|i| crate::plan::layer_flops(i.len(), i.len(), c.hidden_size, c.intermediate_size).total).sum(),
-                    _ => plan.flops(c.hidden_size, c.intermediate_size).total,
-                };
-                (plan.retention(), f + approx_flops(n))
-            };
-            Ok(Prediction { probability: probs[label], logits, label, retention, plan, flops })
+            let flops = cost.flops(c, approx_cfg, &plan);
+            Ok(Prediction { probability: probs[label], logits, label, retention: plan.retention(), plan, flops })
         })
         .collect()
 }

@@ -324,6 +324,18 @@ impl TokenPlan {
             .collect()
     }
 
+    /// Encoder FLOPs the executor performs for this plan (section 5) under `execution`:
+    /// [`Execution::Planned`] counts `o = |O_l|` ([`flops`](Self::flops)); a feed-forward
+    /// planner (manual top-k, LTP; section 1) computes every row of `I_l` at layer `l`, so
+    /// [`Execution::FeedForward`] counts `o = |I_l|`. The one FLOPs count `eval`, `classify` and
+    /// `bench` share.
+    pub fn executed_flops(&self, d: usize, d_ff: usize, execution: Execution) -> u64 {
+        match execution {
+            Execution::Planned => self.flops(d, d_ff).total,
+            Execution::FeedForward => self.inputs.iter().map(|i| layer_flops(i.len(), i.len(), d, d_ff).total).sum(),
+        }
+    }
+
     /// Encoder FLOPs of this plan (section 5) for hidden size `d` and FFN size `d_ff`,
     /// with `o = |O_l|`, `i = |I_l|` per layer.
     pub fn flops(&self, d: usize, d_ff: usize) -> PlanFlops {
@@ -336,6 +348,16 @@ impl TokenPlan {
         let total = per_layer.iter().map(|l| l.total).sum();
         PlanFlops { per_layer, total }
     }
+}
+
+/// How the teacher's pass executes a plan, for counting its FLOPs (section 1 and 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Execution {
+    /// Ahead-of-time plans: layer `l` computes the rows of `O_l` (queries) against `I_l`.
+    Planned,
+    /// Feed-forward planners choose `I_{l+1}` from layer `l`'s attention, so layer `l` computes
+    /// every row of `I_l` (`o = |I_l|`).
+    FeedForward,
 }
 
 /// FLOPs of one encoder layer (section 5; 1 multiply-add = 2 FLOPs). LayerNorm, softmax,

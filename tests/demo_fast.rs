@@ -33,9 +33,21 @@ fn demo_fast_end_to_end() {
     for fam in ["dense", "abt", "abt-actual", "topk"] {
         assert!(points.iter().any(|p| p["family"] == fam), "results.json lacks mode {fam}");
     }
+    // dense is the full plan (every row of every layer): its retention, computed from the plans,
+    // is 1; dense-cls (only CLS at the top) gives the same predictions at a lower retention and
+    // fewer FLOPs; every speed-up is against full dense
     let dense = &points[0];
     assert_eq!(dense["family"], "dense");
-    assert_eq!(dense["retention"].as_f64().unwrap(), 1.0);
+    assert!((dense["retention"].as_f64().unwrap() - 1.0).abs() < 1e-12, "dense retention {}", dense["retention"]);
+    assert_eq!(dense["speedup_b1"].as_f64().unwrap(), 1.0);
+    let cls = points.iter().find(|p| p["family"] == "dense-cls").expect("results.json lacks dense-cls");
+    // the same CLS up to fp32 rounding (the top layer runs 1 row instead of n): at most one flip
+    let n_test = res["results"]["test_examples"].as_f64().unwrap();
+    let diff = (cls["test_accuracy"].as_f64().unwrap() - dense["test_accuracy"].as_f64().unwrap()).abs();
+    assert!(diff <= 1.0 / n_test + 1e-12, "dense-cls must predict as dense: accuracies differ by {diff}");
+    let r = cls["retention"].as_f64().unwrap();
+    assert!(r < 1.0 && r > 0.8, "dense-cls retention {r}: (L n + 1) / ((L + 1) n) is below 1");
+    assert!(cls["gflops"].as_f64().unwrap() < dense["gflops"].as_f64().unwrap());
     for p in points {
         let r = p["retention"].as_f64().unwrap();
         assert!(r > 0.0 && r <= 1.0, "retention {r}");

@@ -256,8 +256,8 @@ enum Command {
         /// ApproxNet directory (from `sttabt distill`); needed for --mode abt.
         #[arg(long)]
         approx: Option<PathBuf>,
-        /// dense | abt (ApproxNet back-tracking) | abt-actual (teacher attention) | topk (manual top-k).
-        #[arg(long, default_value = "abt", value_parser = ["dense", "abt", "abt-actual", "topk"])]
+        /// dense (every row of every layer) | dense-cls (every input, only CLS at the top layer) | abt (ApproxNet back-tracking) | abt-actual (teacher attention) | topk (manual top-k).
+        #[arg(long, default_value = "abt", value_parser = ["dense", "dense-cls", "abt", "abt-actual", "topk"])]
         mode: String,
         /// Keep fraction k per layer (abt, abt-actual) or the last layer's keep fraction (topk).
         #[arg(long, default_value_t = 0.3)]
@@ -314,16 +314,26 @@ enum Command {
     },
     /// Benchmark dense vs every sparse mode side by side in one run: examples/s, p50/p90 latency,
     /// per-stage times (tokenize, ApproxNet, planning, executor, head; the executor split into embedding, row gathering, Q/K/V, attention, attention output, feed-forward), ratios vs dense, peak memory (always batch 32 x length 256; --no-memory skips it);
-    /// `--peer ort` also runs the dense ONNX Runtime peer (../shared/peers/ort_dense.py).
+    /// `--peer ort` (or `ort-int8`) also runs the dense ONNX Runtime peer (../shared/peers/ort_dense.py),
+    /// alternating with our rows over --rounds rounds (ours+peer, peer+ours, ours+peer, ...).
     ///
-    /// Columns: ex/s = examples per second over the workload; p50/p90 ms = latency of one call
-    /// (one batch); ret = retention, the mean over layers of the fraction of tokens each layer
-    /// computes (ALGORITHM.md section 5; a 30% plan that keeps only CLS at the top reads 0.26);
-    /// GFLOP/s = the executor's achieved rate on the FLOPs it actually ran; tok, approx, plan,
-    /// exec, head = ms per example in tokenisation, the ApproxNet pass (for concrete runs: with
-    /// its scoring), back-tracking, the teacher, the classifier head; xdense = examples/s over
-    /// dense in the same run; xpeer = over the ONNX Runtime peer (RT at batch 32: ORT's
-    /// length-sorted batches). The peer is checked before anything is timed.
+    /// Modes: dense = every row of every layer (ALGORITHM.md section 1, what ORT computes);
+    /// dense-cls = every input but only CLS at the top layer (the free cut of a classifier); the
+    /// sparse modes (abt, abt@R calibrated to retention R, topk, fixed, concrete, ltp).
+    /// Workloads: rt = RT sentences in their order (batches packed without padding); rt-sorted =
+    /// the same sentences length-sorted (batch > 1 only); T128, T256 = synthetic lengths.
+    ///
+    /// Columns: ex/s = examples per second over the workload, median over rounds (min-max);
+    /// p50/p90 ms = latency of one call (one batch); ret = retention, the mean over layers of the
+    /// fraction of tokens each layer computes (ALGORITHM.md section 5; dense reads 1.000, a 30%
+    /// plan that keeps only CLS at the top 0.26); GFLOP = section-5 GFLOPs per example (ApproxNet
+    /// included; feed-forward planners counted with o = |I_l|, as `eval` counts them); GFLOP/s =
+    /// the executor's achieved rate on the FLOPs it actually ran; tok, approx, plan, exec, head =
+    /// ms per example in tokenisation, the ApproxNet pass (for concrete runs: with its scoring),
+    /// back-tracking, the teacher, the classifier head; xdense = median per-round ratio of
+    /// examples/s to dense; xpeer = the same against the peer's matching workload (rt b1: a_b1;
+    /// rt b32: b_b32, ORT padded in order vs our unpadded packing; rt-sorted b32: c_b32_sorted,
+    /// both length-sorted; Tn bB: d_Tn_bB). The peer is checked before anything is timed.
     Bench {
         /// Fine-tuned teacher (default: the demo's, $STTABT_HOME/runs/demo/teacher).
         #[arg(long)]
@@ -354,9 +364,14 @@ enum Command {
         /// Batch sizes.
         #[arg(long, default_value = "1,32", value_delimiter = ',')]
         batches: Vec<usize>,
-        /// Timed passes per workload (the median is reported).
-        #[arg(long, default_value_t = 3)]
+        /// Timed passes per row within one round (the round's figure is their median).
+        #[arg(long, default_value_t = 2)]
         repeats: usize,
+        /// Rounds: each times one fresh pass of every row and, with --peer, one run of the peer,
+        /// alternating which goes first (ours+peer, peer+ours, ...). Rows report the median and
+        /// range over rounds; ratios are medians of per-round ratios. At least 3 with --peer.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Skip the peak-memory measurement.
         #[arg(long)]
         no_memory: bool,
@@ -368,7 +383,9 @@ enum Command {
         /// --model: the demo's λ = 0.5 run, where it exists).
         #[arg(long)]
         ltp: Vec<PathBuf>,
-        /// Also run a peer: `ort` (ONNX Runtime dense; needs python3 with onnxruntime).
+        /// Also run a peer, interleaved with our rows: `ort` (ONNX Runtime dense, fp32) or
+        /// `ort-int8` (the same graph under ORT's dynamic int8 quantisation); needs a Python with
+        /// numpy, onnx, onnxruntime, safetensors and tokenizers.
         #[arg(long)]
         peer: Option<String>,
         /// Python interpreter for the peer.
@@ -523,7 +540,7 @@ fn run() -> Result<()> {
             }
             eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length)
         }
-        Command::Bench { model, approx, rt, rt_keep, lengths, synth_examples, keep, batches, repeats, no_memory, concrete, ltp, peer, python, peer_script, json } => {
+        Command::Bench { model, approx, rt, rt_keep, lengths, synth_examples, keep, batches, repeats, rounds, no_memory, concrete, ltp, peer, python, peer_script, json } => {
             let d = sttabt::bench::BenchOptions::default();
             // the demo's concrete/LTP runs belong to the demo's teacher
             let demo_model = model.is_none();
@@ -537,6 +554,7 @@ fn run() -> Result<()> {
                 synth_keep: keep,
                 batches,
                 repeats,
+                rounds,
                 memory: !no_memory,
                 concrete: if concrete.is_empty() && demo_model { d.concrete } else { concrete },
                 ltp: if ltp.is_empty() && demo_model { d.ltp } else { ltp },
@@ -786,6 +804,7 @@ fn parse_mode(mode: &str, keep: f64) -> Result<sttabt::infer::Mode> {
     }
     Ok(match mode {
         "dense" => Mode::Dense,
+        "dense-cls" => Mode::DenseCls,
         "abt" => Mode::Abt { k: keep },
         "abt-actual" => Mode::AbtActual { k: keep },
         "topk" => Mode::TopK { k_min: keep },
