@@ -751,12 +751,21 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
     };
     let peer_series = |key: &str| -> Vec<f64> { peer_rounds.iter().filter_map(|r| r.iter().find(|(k, _)| k == key).map(|(_, x)| *x)).collect() };
+    // dense's per-round examples/s for every (workload, batch), before the rows take their samples
+    let dense_series: Vec<Vec<f64>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, &(w, b, _))| {
+            let modes = &workloads[w].3;
+            let d = keys.iter().position(|&(w2, b2, m2)| w2 == w && b2 == b && matches!(modes[m2], BMode::Dense)).unwrap_or(i);
+            samples[d].iter().map(|s| s.examples_per_s).collect()
+        })
+        .collect();
     let mut rows = Vec::with_capacity(keys.len());
     let mut peer_rows: Vec<PeerRow> = Vec::new();
     for (i, &(w, b, m)) in keys.iter().enumerate() {
         let (name, inputs, _, modes) = &workloads[w];
-        let dense_i = keys.iter().position(|&(w2, b2, m2)| w2 == w && b2 == b && matches!(modes[m2], BMode::Dense)).unwrap_or(i);
-        let dense: Vec<f64> = samples[dense_i].iter().map(|s| s.examples_per_s).collect();
+        let dense = &dense_series[i];
         let key = peer_key(name, b);
         let series = key.as_deref().map(peer_series).unwrap_or_default();
         if m == 0 && !series.is_empty() {
@@ -766,7 +775,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let row_samples = std::mem::take(&mut samples[i]);
         // ratios to the peer pair rounds one to one (only when the peer ran in every round)
         let peer = (series.len() == row_samples.len()).then(|| (key.as_deref().unwrap_or(""), series.as_slice()));
-        rows.push(aggregate(name, b, modes[m].label_in(&cx), inputs.len(), row_samples, &dense, peer));
+        rows.push(aggregate(name, b, modes[m].label_in(&cx), inputs.len(), row_samples, dense, peer));
     }
     if peer_note.is_none() && peer_name.is_some() && peer_rounds.len() != rounds {
         peer_note = Some(format!("the peer ran in {} of {rounds} rounds", peer_rounds.len()));
