@@ -243,10 +243,11 @@ enum Command {
     /// survived to which layer. Texts come from the arguments, --file or stdin.
     #[command(after_long_help = "\
 Examples:
+  (RUN = ~/.cache/sttabt/runs/demo, written by `sttabt demo`)
   sttabt classify --model RUN/teacher --approx RUN/approx \"a gripping, funny film\"
   sttabt classify --model RUN/teacher --approx RUN/approx --keep 0.9,0.7,0.5,0.4,0.3,0.3 \"a gripping, funny film\"
-  sttabt classify --concrete RUN/concrete-0 \"a gripping, funny film\"
-  sttabt classify --ltp RUN/ltp-0.5 --explain --json \"a gripping, funny film\"
+  sttabt classify --concrete RUN/concrete_theta0 \"a gripping, funny film\"
+  sttabt classify --ltp RUN/ltp_lambda0.5 --explain --json \"a gripping, funny film\"
   sttabt classify --model MRPC/teacher --mode dense \"He said hi.\" --pair \"He greeted us.\"
   sttabt classify --model MRPC/teacher --mode abt-actual --file pairs.tsv
 
