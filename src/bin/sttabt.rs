@@ -872,7 +872,8 @@ fn parse_keeps(keep: Option<&str>, mode: &str) -> Result<Option<Vec<f64>>> {
             let v = v.trim();
             let k: f64 = v.parse().map_err(|_| anyhow::anyhow!("--keep {s}: value {} ({v:?}) is not a number; {what}", i + 1))?;
             if !(k > 0.0 && k <= 1.0) {
-                bail!("--keep {s}: value {} is {k}, not in (0, 1]; {what}", i + 1);
+                let which = if s.contains(',') { format!("value {} is {k}", i + 1) } else { format!("{k} is") };
+                bail!("--keep {s}: {which} not in (0, 1]; {what}");
             }
             Ok(k)
         })
@@ -965,9 +966,9 @@ fn parse_classify_lines(name: &str, content: &str) -> Result<Vec<ClassifyInput>>
 }
 
 /// The directory of a run given to `classify`, checked to exist (with what belongs in it).
-fn existing_run_dir(dir: &std::path::Path, flag: &str, meta: &str, cmd: &str) -> Result<()> {
+fn existing_run_dir(dir: &std::path::Path, flag: &str, holds: &str, cmd: &str) -> Result<()> {
     if !dir.is_dir() {
-        bail!("{flag} {}: no such directory; give a run directory written by `sttabt {cmd} --out DIR` (it holds teacher/ and {meta})", dir.display());
+        bail!("{flag} {}: no such directory; give a run directory written by `sttabt {cmd} --out DIR` (it holds {holds})", dir.display());
     }
     Ok(())
 }
@@ -984,13 +985,13 @@ fn classify(inputs: Vec<ClassifyInput>, model: Option<&std::path::Path>, approx:
     let (concrete, ltp, plain, approx_net);
     let (teacher, teacher_dir, approx_model, mode): (&BertModel, PathBuf, Option<&BertModel>, sttabt::infer::Mode) = match run {
         Some(PrunerRun::Concrete(d)) => {
-            existing_run_dir(d, "--concrete", "approx/, concrete.json", "concrete")?;
+            existing_run_dir(d, "--concrete", "teacher/, approx/ and concrete.json", "concrete")?;
             concrete = sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))?;
             let mode = sttabt::infer::Mode::Concrete { theta0: concrete.theta0, theta: concrete.theta.clone() };
             (&concrete.teacher, d.join("teacher"), Some(&concrete.approx.model), mode)
         }
         Some(PrunerRun::Ltp(d)) => {
-            existing_run_dir(d, "--ltp", "ltp.json", "ltp")?;
+            existing_run_dir(d, "--ltp", "teacher/ and ltp.json", "ltp")?;
             ltp = sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))?;
             let mode = sttabt::infer::Mode::Ltp { lambda: ltp.lambda, theta: ltp.theta.clone() };
             (&ltp.teacher, d.join("teacher"), None, mode)
