@@ -30,6 +30,11 @@ pub enum Mode {
     Abt { k: f64 },
     /// ABT on the teacher's actual attention.
     AbtActual { k: f64 },
+    /// ABT on ApproxNet attention with one keep fraction per layer, `k[l-1] = k_l` for
+    /// l = 1..L (ALGORITHM.md section 3; one value means the same `k` everywhere), `p` = 0.1.
+    AbtPerLayer { k: Vec<f64> },
+    /// ABT on the teacher's actual attention with per-layer keep fractions (as `AbtPerLayer`).
+    AbtActualPerLayer { k: Vec<f64> },
     /// Manual top-k with the final keep fraction `k_min`.
     TopK { k_min: f64 },
     /// Concrete masking (section 4): learned per-layer thresholds `theta` (trained with target
@@ -48,6 +53,8 @@ impl Mode {
             Mode::DenseCls => "dense-cls".into(),
             Mode::Abt { k } => format!("abt k={k:.2}"),
             Mode::AbtActual { k } => format!("abt-actual k={k:.2}"),
+            Mode::AbtPerLayer { k } => format!("abt k={}", keep_list(k)),
+            Mode::AbtActualPerLayer { k } => format!("abt-actual k={}", keep_list(k)),
             Mode::TopK { k_min } => format!("topk k_min={k_min:.3}"),
             Mode::Concrete { theta0, .. } => format!("concrete θ0={theta0}"),
             Mode::Ltp { lambda, .. } => format!("ltp λ={lambda}"),
@@ -60,6 +67,8 @@ impl Mode {
             Mode::DenseCls => "dense-cls",
             Mode::Abt { .. } => "abt",
             Mode::AbtActual { .. } => "abt-actual",
+            Mode::AbtPerLayer { .. } => "abt",
+            Mode::AbtActualPerLayer { .. } => "abt-actual",
             Mode::TopK { .. } => "topk",
             Mode::Concrete { .. } => "concrete",
             Mode::Ltp { .. } => "ltp",
@@ -72,8 +81,8 @@ impl Mode {
     pub fn cost(&self) -> Cost {
         match self {
             Mode::Dense | Mode::DenseCls => Cost::default(),
-            Mode::Abt { .. } | Mode::Concrete { .. } => Cost { approx_pass: true, ..Cost::default() },
-            Mode::AbtActual { .. } => Cost { dense_teacher_pass: true, ..Cost::default() },
+            Mode::Abt { .. } | Mode::AbtPerLayer { .. } | Mode::Concrete { .. } => Cost { approx_pass: true, ..Cost::default() },
+            Mode::AbtActual { .. } | Mode::AbtActualPerLayer { .. } => Cost { dense_teacher_pass: true, ..Cost::default() },
             Mode::TopK { .. } | Mode::Ltp { .. } => Cost { execution: Execution::FeedForward, ..Cost::default() },
         }
     }
@@ -114,6 +123,11 @@ impl Cost {
         }
         f
     }
+}
+
+/// `0.90,0.70,0.50` (labels of per-layer keep lists).
+fn keep_list(k: &[f64]) -> String {
+    k.iter().map(|k| format!("{k:.2}")).collect::<Vec<_>>().join(",")
 }
 
 /// The result for one example.
@@ -238,6 +252,15 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
         }
         Mode::AbtActual { k } => {
             let plans = abt_plans(teacher, inputs, &abt_cfg(*k))?;
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans)
+        }
+        Mode::AbtPerLayer { k } => {
+            let a = approx.ok_or_else(|| ModelError::Input("mode abt needs an ApproxNet (--approx DIR; create one with `sttabt distill`)".into()))?;
+            let plans = abt_plans(a, inputs, &AbtConfig { top: top.clone(), ..AbtConfig::topk_per_layer(k.clone()) })?;
+            (teacher.run(inputs, &plans, RunOptions::default())?, plans)
+        }
+        Mode::AbtActualPerLayer { k } => {
+            let plans = abt_plans(teacher, inputs, &AbtConfig { top: top.clone(), ..AbtConfig::topk_per_layer(k.clone()) })?;
             (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }
         Mode::Concrete { theta, .. } => {

@@ -62,6 +62,12 @@ impl AbtConfig {
         Self::with_form(AbtForm::TopK { k: vec![k] })
     }
 
+    /// Top-k form with one keep fraction per layer (`k[l-1] = k_l`, l = 1..L; or one value for
+    /// every layer), `p = 0.1`, averages, `O_L = {CLS}`. Check `k` with [`check_keeps`].
+    pub fn topk_per_layer(k: Vec<f64>) -> Self {
+        Self::with_form(AbtForm::TopK { k })
+    }
+
     /// Threshold form with the paper's constants (`0.00625`, clamp `(0.2, 0.95)`), `p = 0.1`,
     /// averages, `O_L = {CLS}`.
     pub fn dynamic() -> Self {
@@ -212,6 +218,23 @@ fn union_sorted(a: &[usize], b: &[usize]) -> Vec<usize> {
     out
 }
 
+/// Checks top-k keep fractions for `layers` layers: one value (the same `k` for every layer) or
+/// exactly `layers` values (`k[l-1] = k_l`), each in `(0, 1]` (ALGORITHM.md section 3).
+///
+/// Errors: [`AbtError::KeepCount`] for any other count (0 included), [`AbtError::KeepFraction`]
+/// naming the first bad layer (1-based; layer 1 for a single value).
+pub fn check_keeps(k: &[f64], layers: usize) -> Result<(), AbtError> {
+    if k.len() != 1 && k.len() != layers {
+        return Err(AbtError::KeepCount { got: k.len(), layers });
+    }
+    for (idx, &kl) in k.iter().enumerate() {
+        if !(kl > 0.0 && kl <= 1.0) {
+            return Err(AbtError::KeepFraction { layer: idx + 1, k: kl });
+        }
+    }
+    Ok(())
+}
+
 fn validate(
     attn_len: usize,
     layers: usize,
@@ -237,22 +260,7 @@ fn validate(
         return Err(AbtError::BadP(cfg.p));
     }
     match &cfg.form {
-        AbtForm::TopK { k } => {
-            if k.len() != 1 && k.len() != layers {
-                return Err(AbtError::KeepCount {
-                    got: k.len(),
-                    layers,
-                });
-            }
-            for (idx, &kl) in k.iter().enumerate() {
-                if !(kl > 0.0 && kl <= 1.0) {
-                    return Err(AbtError::KeepFraction {
-                        layer: if k.len() == 1 { 1 } else { idx + 1 },
-                        k: kl,
-                    });
-                }
-            }
-        }
+        AbtForm::TopK { k } => check_keeps(k, layers)?,
         &AbtForm::Dynamic {
             ratio,
             clamp: (lo, hi),

@@ -26,6 +26,21 @@ pub struct Tokenized {
     pub truncated: usize,
 }
 
+/// Where a token came from in the original text: which text of the input (`segment` 0 = the
+/// text, 1 = the pair) and its **char** (Unicode scalar value) offsets `start..end` (end
+/// exclusive) into that original, un-normalised string, so that
+/// `text.chars().skip(start).take(end - start)` is the token's surface form. Special tokens
+/// (`[CLS]`, `[SEP]`) have no span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TokenSpan {
+    /// 0 for the first text, 1 for the pair.
+    pub segment: usize,
+    /// First char of the token in its text.
+    pub start: usize,
+    /// One past the last char.
+    pub end: usize,
+}
+
 /// BERT tokenizer with sttabt's padding/truncation rules.
 pub struct TextTokenizer {
     plain: Tokenizer,
@@ -113,6 +128,34 @@ impl TextTokenizer {
             tokens: e.get_tokens().to_vec(),
             truncated,
         })
+    }
+
+    /// [`encode`](Self::encode) plus, per token, its [`TokenSpan`] in the original text or pair
+    /// (`None` for special tokens), from the tokenizer's offsets (`Encoding::get_offsets`, taken
+    /// in chars). Same truncation as `encode`.
+    pub fn encode_with_spans(&self, text: &str, pair: Option<&str>) -> Result<(Tokenized, Vec<Option<TokenSpan>>), ModelError> {
+        let tokenized = self.encode(text, pair)?;
+        let t = if tokenized.truncated > 0 { &self.truncating } else { &self.plain };
+        let enc = match pair {
+            Some(b) => t.encode_char_offsets((text, b), true),
+            None => t.encode_char_offsets(text, true),
+        }
+        .map_err(|e| ModelError::Tokenizer { path: self.source.clone(), message: e.to_string() })?;
+        if enc.get_ids() != tokenized.input.ids.as_slice() {
+            return Err(ModelError::Input("internal: the tokenizer gave different ids when asked for offsets".into()));
+        }
+        let special = enc.get_special_tokens_mask();
+        let spans = enc
+            .get_offsets()
+            .iter()
+            .zip(enc.get_sequence_ids())
+            .zip(special)
+            .map(|((&(start, end), seq), &sp)| match seq {
+                Some(segment) if sp == 0 => Some(TokenSpan { segment, start, end }),
+                _ => None,
+            })
+            .collect();
+        Ok((tokenized, spans))
     }
 
     /// Tokenise many texts (parallel). Returns the encodings and the total number of tokens cut.
