@@ -242,11 +242,11 @@ pub fn source_from_flags(glue: Option<&Path>, task: Option<&str>, train: Option<
         return Ok(default_source(seed));
     }
     let reads: Vec<&str> = files.iter().filter(|f| f.2 != SplitUse::Unused).map(|f| f.0).collect();
+    if let Some(f) = files.iter().find(|f| f.1.is_none() && f.2 == SplitUse::Required) {
+        bail!("`sttabt {job}` was given {} but not {} FILE, which it needs (it reads {} from files once any data file is given; give none of --train/--dev/--test to use Rotten Tomatoes)", given.join(" and "), f.0, reads.join(" and "));
+    }
     if let Some(f) = files.iter().find(|f| f.1.is_some() && f.2 == SplitUse::Unused) {
         bail!("`sttabt {job}` does not read {}: it reads {} only; remove {}", f.0, reads.join(" and "), f.0);
-    }
-    if let Some(f) = files.iter().find(|f| f.1.is_none() && f.2 == SplitUse::Required) {
-        bail!("`sttabt {job}` was given {} but not {} FILE, which it needs ({} are all read from files when any is given; give none of them to use Rotten Tomatoes)", given.join(" and "), f.0, reads.join(", "));
     }
     let mut spec = TableSpec::new(text_column, label_column);
     if let Some(p) = pair_column {

@@ -95,7 +95,7 @@ enum Command {
         batch_size: usize,
         /// Peak learning rate (linear warm-up, then linear decay; images trained from scratch:
         /// 1.5e-3 unless set).
-        #[arg(long, default_value_t = 1e-4, value_parser = positive_rate, allow_negative_numbers = true)]
+        #[arg(long, default_value_t = 1e-4, value_parser = positive_rate, allow_hyphen_values = true)]
         lr: f64,
         /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
@@ -136,7 +136,7 @@ enum Command {
         #[arg(long, default_value_t = 16, value_parser = at_least_one)]
         batch_size: usize,
         /// Peak learning rate (> 0).
-        #[arg(long, default_value_t = 1e-3, value_parser = positive_rate, allow_negative_numbers = true)]
+        #[arg(long, default_value_t = 1e-3, value_parser = positive_rate, allow_hyphen_values = true)]
         lr: f64,
         /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
@@ -180,7 +180,7 @@ enum Command {
         #[arg(long, default_value_t = 16, value_parser = at_least_one)]
         batch_size: usize,
         /// Learning rate of the encoders (> 0); θ trains at 10x.
-        #[arg(long, default_value_t = 2e-5, value_parser = positive_rate, allow_negative_numbers = true)]
+        #[arg(long, default_value_t = 2e-5, value_parser = positive_rate, allow_hyphen_values = true)]
         lr: f64,
         /// Fraction of the last steps trained with hard masks.
         #[arg(long, default_value_t = 0.2)]
