@@ -56,7 +56,12 @@ impl TensorStore {
     }
 
     /// Parse safetensors bytes (`path` is used in error messages only).
+    ///
+    /// Errors: [`ModelError::LfsPointer`] (a Git LFS pointer instead of the weights),
+    /// [`ModelError::PytorchArchive`] (a `torch.save` zip), [`ModelError::Truncated`] (the header
+    /// or a tensor's data runs past the end), else [`ModelError::Safetensors`].
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, ModelError> {
+        sniff_format(path, bytes)?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -185,6 +190,50 @@ impl TensorStore {
         }
         Ok(t.data.clone())
     }
+}
+
+/// safetensors' own limit on the JSON header (bytes); a larger length field is garbage, not a
+/// truncated file.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Recognise the files that are commonly saved as `model.safetensors` by mistake (a Git LFS
+/// pointer, a PyTorch zip) and truncated safetensors files, each with its own error.
+fn sniff_format(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let size = bytes.len() as u64;
+    if bytes.starts_with(b"version https://git-lfs.github.com/spec/v1") {
+        let text = String::from_utf8_lossy(bytes);
+        let real = text
+            .lines()
+            .find_map(|l| l.strip_prefix("size ").and_then(|n| n.trim().parse::<u64>().ok()))
+            .map(|n| format!(", the real file is {n} bytes"))
+            .unwrap_or_default();
+        return Err(ModelError::LfsPointer { path: path.to_path_buf(), size, real });
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Err(ModelError::PytorchArchive { path: path.to_path_buf() });
+    }
+    // safetensors: u64 little-endian header length N, N bytes of JSON, then the data
+    let Some(len_bytes) = bytes.get(..8) else { return Ok(()) };
+    let n = u64::from_le_bytes(len_bytes.try_into().unwrap_or([0; 8]));
+    if n > MAX_HEADER_BYTES || bytes.get(8).is_some_and(|&b| b != b'{') {
+        return Ok(()); // not a safetensors header at all: the parser's own error says so
+    }
+    let header_end = 8 + n;
+    if header_end > size {
+        return Err(ModelError::Truncated { path: path.to_path_buf(), what: format!("the header ({n} bytes of JSON)"), needed: header_end, size });
+    }
+    let Ok(header) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes[8..header_end as usize]) else { return Ok(()) };
+    let last = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(name, v)| v["data_offsets"].get(1).and_then(|e| e.as_u64()).map(|end| (end, name)))
+        .max();
+    if let Some((end, name)) = last {
+        if header_end.saturating_add(end) > size {
+            return Err(ModelError::Truncated { path: path.to_path_buf(), what: format!("tensor '{name}'"), needed: header_end.saturating_add(end), size });
+        }
+    }
+    Ok(())
 }
 
 /// Write f32 tensors as safetensors, atomically (temp file in the same directory, then rename).

@@ -313,6 +313,12 @@ pub trait LayerHook: Sync {
     /// `attention` is `[H, |inputs|, |inputs|]` over `inputs` (= `I_l`, queries = keys).
     /// Return `I_{l+1}` as a sorted subset of `inputs` containing 0.
     fn next_inputs(&self, example: usize, layer: usize, n: usize, inputs: &[usize], attention: &[f32], heads: usize) -> Vec<usize>;
+
+    /// Whether the hook can plan a `layers`-layer model (e.g. LTP needs `layers - 1`
+    /// thresholds); [`BertModel::run_feed_forward`] calls it before running anything.
+    fn check_layers(&self, _layers: usize) -> Result<(), ModelError> {
+        Ok(())
+    }
 }
 
 /// Per-example state between layers in a packed batch.
@@ -753,6 +759,7 @@ impl BertModel {
     /// from layer `l`'s attention. The last layer outputs `top` (normally `[0]`).
     /// Returns the outputs and the plans that were executed.
     pub fn run_feed_forward(&self, inputs: &[EncodedInput], hook: &dyn LayerHook, top: &[usize], opts: RunOptions) -> Result<(Vec<ExampleOutput>, Vec<TokenPlan>), ModelError> {
+        hook.check_layers(self.layers.len())?;
         let mut executed: Vec<Vec<Vec<usize>>> = vec![Vec::new(); inputs.len()];
         let outs = self.run_inner(inputs, None, PlanSource::Hook { hook, top, executed: &mut executed }, opts)?;
         let plans = executed

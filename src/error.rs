@@ -17,6 +17,26 @@ pub enum ModelError {
     Config { path: PathBuf, message: String },
     #[error("{path}: not a valid safetensors file ({message}); the file may be truncated or corrupt: fetch or copy it again, or retrain it")]
     Safetensors { path: PathBuf, message: String },
+    #[error("{path}: this is a Git LFS pointer file ({size} bytes), not the weights{real}: the checkpoint was cloned without Git LFS; run `git lfs install && git lfs pull` in its repository, or download the file itself")]
+    LfsPointer {
+        path: PathBuf,
+        /// Size of the pointer file.
+        size: u64,
+        /// ", the real file is N bytes" when the pointer says so, else empty.
+        real: String,
+    },
+    #[error("{path}: this is a PyTorch zip archive (a torch.save file, e.g. pytorch_model.bin renamed), not a safetensors file; convert it once with: python -c \"import torch; from safetensors.torch import save_file; sd = torch.load('{path}', map_location='cpu'); save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors')\"")]
+    PytorchArchive { path: PathBuf },
+    #[error("{path}: truncated safetensors file: {what} needs {needed} bytes, but the file has only {size}; fetch or copy it again")]
+    Truncated {
+        path: PathBuf,
+        /// What runs past the end: "the header" or "tensor 'name'".
+        what: String,
+        /// Bytes the file would need.
+        needed: u64,
+        /// Bytes it has.
+        size: u64,
+    },
     #[error("{path}: tensor '{name}' is missing (looked for '{name}' and 'bert.{name}')")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: tensor '{name}' has shape {found:?}, expected {expected:?} (from config.json)")]

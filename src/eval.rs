@@ -62,6 +62,10 @@ pub struct EvalResults {
     /// Per family: the point with the lowest dev retention whose dev accuracy is within 1 point of dense.
     pub within_one_point: Vec<Point>,
     pub dense_test_accuracy: f64,
+    /// Operating points that were asked for but not evaluated, and why (e.g. a manual top-k
+    /// retention its schedule cannot reach).
+    #[serde(default)]
+    pub skipped: Vec<String>,
     /// Name of the primary metric (`accuracy`, `matthews_corr`, `f1`, ...).
     pub metric: String,
     pub test_examples: usize,
@@ -122,6 +126,7 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
     let progress = crate::train::Progress { quiet: opts.quiet };
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
     let mut points: Vec<Point> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
     let mut i = 0;
     while i < modes.len() {
         let mode = modes[i].clone();
@@ -146,10 +151,18 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
         // after the ABT-actual sweep, add manual top-k at the same retentions
         if let Mode::AbtActual { .. } = mode {
             let lengths: Vec<usize> = dev.iter().map(|d| d.input.len()).collect();
-            let k_min = calibrate_k_min(&lengths, teacher.layers.len(), dev_ret);
-            // below the schedule's smallest retention every target gives k_min = 0: evaluate it once
-            if !modes.iter().any(|m| matches!(m, Mode::TopK { k_min: k } if (k - k_min).abs() < 1e-6)) {
-                modes.push(Mode::TopK { k_min });
+            match calibrate_k_min(&lengths, teacher.layers.len(), dev_ret) {
+                Ok(k_min) => {
+                    if !modes.iter().any(|m| matches!(m, Mode::TopK { k_min: k } if (k - k_min).abs() < 1e-6)) {
+                        modes.push(Mode::TopK { k_min });
+                    }
+                }
+                // a point at the schedule's floor would not be at this retention: skip it, say so
+                Err(e) => {
+                    let note = format!("manual top-k at {}'s dev retention {:.3} skipped: {e}", mode.label(), dev_ret);
+                    bar.suspend(|| eprintln!("note: {note}"));
+                    skipped.push(note);
+                }
             }
         }
         bar.inc(1);
@@ -166,7 +179,7 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
             within.push(best.clone());
         }
     }
-    Ok(EvalResults { dense_test_accuracy: points[0].test_accuracy, metric: opts.metric.name().into(), points, within_one_point: within, test_examples: test.len(), dev_examples: dev.len(), threads: rayon::current_num_threads() })
+    Ok(EvalResults { dense_test_accuracy: points[0].test_accuracy, metric: opts.metric.name().into(), points, within_one_point: within, skipped, test_examples: test.len(), dev_examples: dev.len(), threads: rayon::current_num_threads() })
 }
 
 /// Write `results.json` and `results.csv` into `out` (atomically).
@@ -202,6 +215,9 @@ pub fn format_table(r: &EvalResults) -> String {
     let mut s = format!("{:<22} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n", "mode", format!("dev {short}"), format!("test {short}"), "retention", "GFLOPs", "ex/s b1", "ex/s b32", "speedup1", "speedup32");
     for p in &r.points {
         s.push_str(&format!("{:<22} {:>7.2}% {:>7.2}% {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n", p.label, p.dev_metric * 100.0, p.test_metric * 100.0, p.retention * 100.0, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
+    }
+    for note in &r.skipped {
+        s.push_str(&format!("skipped: {note}\n"));
     }
     s.push_str("\nlowest retention within 1 point of dense (chosen on dev, reported on test):\n");
     let mut families: Vec<&str> = Vec::new();

@@ -19,8 +19,46 @@ pub enum DataSource {
     RottenTomatoes { path: PathBuf, seed: u64 },
     /// A GLUE task directory (`train.tsv`, `dev.tsv`); dev doubles as test (GLUE test labels are hidden).
     Glue { dir: PathBuf, task: GlueTask },
-    /// Generic CSV/TSV/JSONL files.
-    Table { train: PathBuf, dev: PathBuf, test: Option<PathBuf>, spec: TableSpec },
+    /// Generic CSV/TSV/JSONL files; a job reads only the files it needs (see [`DataNeeds`]).
+    /// Without `train`, label names come from `spec.label_names` (e.g. the model's `id2label`),
+    /// else from `dev`; without `test`, dev doubles as test.
+    Table { train: Option<PathBuf>, dev: Option<PathBuf>, test: Option<PathBuf>, spec: TableSpec },
+}
+
+/// How a job uses one split of a data source given by files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitUse {
+    /// The job never reads it: giving the file is an error.
+    Unused,
+    /// The job needs it.
+    Required,
+    /// The job reads it when given (test: dev doubles as test otherwise).
+    Optional,
+}
+
+/// Which splits a job reads, for [`source_from_flags`] and [`DataSource::summary`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataNeeds {
+    /// The subcommand, for messages (`finetune`, `eval`, ...).
+    pub job: &'static str,
+    pub train: SplitUse,
+    pub dev: SplitUse,
+    pub test: SplitUse,
+}
+
+impl DataNeeds {
+    /// Training with model selection on dev (`finetune`; `distill` reads dev as held-out data).
+    pub const fn train_dev(job: &'static str) -> Self {
+        Self { job, train: SplitUse::Required, dev: SplitUse::Required, test: SplitUse::Unused }
+    }
+    /// Training only (`concrete`, `ltp`).
+    pub const fn train_only(job: &'static str) -> Self {
+        Self { job, train: SplitUse::Required, dev: SplitUse::Unused, test: SplitUse::Unused }
+    }
+    /// Evaluation (`eval`): dev picks the operating points, test reports them (default: dev).
+    pub const fn eval(job: &'static str) -> Self {
+        Self { job, train: SplitUse::Unused, dev: SplitUse::Required, test: SplitUse::Optional }
+    }
 }
 
 /// Train/dev/test datasets plus how they were made.
@@ -84,15 +122,67 @@ impl DataSource {
                 })
             }
             DataSource::Table { train, dev, test, spec } => {
-                let tr = load_table(train, spec, skip_bad_rows)?;
-                let names = tr.label_names.clone();
-                let spec2 = spec.clone().with_label_names(&names);
-                let dv = load_table(dev, &spec2, skip_bad_rows)?;
+                let tr = train.as_ref().map(|p| load_table(p, spec, skip_bad_rows)).transpose()?;
+                let fixed = tr.as_ref().map(|t| t.label_names.clone()).or_else(|| spec.label_names.clone());
+                let spec2 = match &fixed {
+                    Some(names) => spec.clone().with_label_names(names),
+                    None => spec.clone(),
+                };
+                let dv = dev.as_ref().map(|p| load_table(p, &spec2, skip_bad_rows)).transpose()?;
+                let names = fixed.or_else(|| dv.as_ref().map(|d| d.label_names.clone())).unwrap_or_default();
+                let spec3 = spec.clone().with_label_names(&names);
                 let te = match test {
-                    Some(p) => load_table(p, &spec2, skip_bad_rows)?,
+                    Some(p) => Some(load_table(p, &spec3, skip_bad_rows)?),
                     None => dv.clone(),
                 };
-                Ok(Splits { label_names: names, description: format!("tables {}", train.display()), train: tr, dev: dv, test: te, split_info: None, metric: crate::data::metrics::Metric::Accuracy })
+                // splits the job does not read stay empty (`source_from_flags` checked the job's needs)
+                let none = |what: &str| Dataset { examples: Vec::new(), label_names: names.clone(), source: format!("(no {what} file)"), skipped_rows: 0 };
+                let files: Vec<String> = [("train", train), ("dev", dev), ("test", test)].iter().filter_map(|(w, p)| p.as_ref().map(|p| format!("{w} {}", p.display()))).collect();
+                Ok(Splits {
+                    train: tr.unwrap_or_else(|| none("--train")),
+                    dev: dv.unwrap_or_else(|| none("--dev")),
+                    test: te.unwrap_or_else(|| none("--test")),
+                    label_names: names,
+                    description: format!("tables ({})", files.join(", ")),
+                    split_info: None,
+                    metric: crate::data::metrics::Metric::Accuracy,
+                })
+            }
+        }
+    }
+
+    /// The one line a job prints before it starts: where each split it reads comes from and
+    /// how many rows it has, e.g. `data: dev=dev.csv (120 rows), test=test.csv (80 rows)` or
+    /// `data: Rotten Tomatoes from <path>, split seed 0 (80/10/10): train 10202 rows, ...`.
+    pub fn summary(&self, splits: &Splits, needs: &DataNeeds) -> String {
+        let parts: Vec<(&str, &Dataset, bool)> = vec![
+            ("train", &splits.train, needs.train != SplitUse::Unused),
+            ("dev", &splits.dev, needs.dev != SplitUse::Unused),
+            ("test", &splits.test, needs.test != SplitUse::Unused),
+        ];
+        let used = parts.into_iter().filter(|p| p.2);
+        match self {
+            DataSource::RottenTomatoes { path, seed } => {
+                let rows: Vec<String> = used.map(|(w, d, _)| format!("{w} {} rows", d.len())).collect();
+                format!("data: Rotten Tomatoes from {}, split seed {seed} (80/10/10): {}", path.display(), rows.join(", "))
+            }
+            DataSource::Glue { dir, task } => {
+                let rows: Vec<String> = used.map(|(w, d, _)| format!("{w} {} rows", d.len())).collect();
+                format!("data: GLUE {} from {} (dev.tsv doubles as test): {}", task.name(), dir.display(), rows.join(", "))
+            }
+            DataSource::Table { dev, test, .. } => {
+                let rows: Vec<String> = used
+                    .map(|(w, d, _)| {
+                        if w == "test" && test.is_none() {
+                            format!("test=dev ({} rows)", d.len())
+                        } else if w == "dev" && dev.is_none() {
+                            format!("dev=none ({} rows)", d.len())
+                        } else {
+                            format!("{w}={} ({} rows)", d.source, d.len())
+                        }
+                    })
+                    .collect();
+                format!("data: {}", rows.join(", "))
             }
         }
     }
@@ -126,20 +216,41 @@ pub fn default_source(seed: u64) -> DataSource {
     DataSource::RottenTomatoes { path: crate::assets::rotten_tomatoes_path(), seed }
 }
 
-/// Helper for CLIs: build a source from flags.
-pub fn source_from_flags(glue: Option<&Path>, task: Option<&str>, train: Option<&Path>, dev: Option<&Path>, test: Option<&Path>, text_column: &str, pair_column: Option<&str>, label_column: &str, seed: u64) -> Result<DataSource> {
+/// Helper for CLIs: build a source from flags for a job that reads `needs`.
+///
+/// No `--glue`/`--train`/`--dev`/`--test`: Rotten Tomatoes. Errors (naming the flags) for every
+/// combination that cannot be honoured: `--glue` without `--task` or with data files, `--task`
+/// without `--glue`, a file the job never reads, a file the job needs missing while others are
+/// given (the data files are never silently replaced by Rotten Tomatoes).
+#[allow(clippy::too_many_arguments)]
+pub fn source_from_flags(glue: Option<&Path>, task: Option<&str>, train: Option<&Path>, dev: Option<&Path>, test: Option<&Path>, text_column: &str, pair_column: Option<&str>, label_column: &str, seed: u64, needs: &DataNeeds) -> Result<DataSource> {
+    let job = needs.job;
+    let files = [("--train", train, needs.train), ("--dev", dev, needs.dev), ("--test", test, needs.test)];
+    let given: Vec<&str> = files.iter().filter(|f| f.1.is_some()).map(|f| f.0).collect();
     if let Some(dir) = glue {
+        if !given.is_empty() {
+            bail!("--glue cannot be combined with {}: a GLUE task folder brings its own train.tsv and dev.tsv; give either --glue DIR --task NAME or the data files", given.join(", "));
+        }
         let task = task.context("--glue needs --task (cola, sst2, mrpc, qqp, mnli, mnli-mm, qnli, rte, wnli)")?;
         let task = GlueTask::from_name(task).map_err(|e| anyhow::anyhow!("{e}"))?;
         return Ok(DataSource::Glue { dir: dir.to_path_buf(), task });
     }
-    if let Some(train) = train {
-        let dev = dev.context("--train needs --dev as well")?;
-        let mut spec = TableSpec::new(text_column, label_column);
-        if let Some(p) = pair_column {
-            spec = spec.with_pair(p);
-        }
-        return Ok(DataSource::Table { train: train.to_path_buf(), dev: dev.to_path_buf(), test: test.map(Path::to_path_buf), spec });
+    if let Some(t) = task {
+        bail!("--task {t} needs --glue DIR (the GLUE task folder); without --glue there is no task to read");
     }
-    Ok(default_source(seed))
+    if given.is_empty() {
+        return Ok(default_source(seed));
+    }
+    let reads: Vec<&str> = files.iter().filter(|f| f.2 != SplitUse::Unused).map(|f| f.0).collect();
+    if let Some(f) = files.iter().find(|f| f.1.is_none() && f.2 == SplitUse::Required) {
+        bail!("`sttabt {job}` was given {} but not {} FILE, which it needs (it reads {} from files once any data file is given; give none of --train/--dev/--test to use Rotten Tomatoes)", given.join(" and "), f.0, reads.join(" and "));
+    }
+    if let Some(f) = files.iter().find(|f| f.1.is_some() && f.2 == SplitUse::Unused) {
+        bail!("`sttabt {job}` does not read {}: it reads {} only; remove {}", f.0, reads.join(" and "), f.0);
+    }
+    let mut spec = TableSpec::new(text_column, label_column);
+    if let Some(p) = pair_column {
+        spec = spec.with_pair(p);
+    }
+    Ok(DataSource::Table { train: train.map(Path::to_path_buf), dev: dev.map(Path::to_path_buf), test: test.map(Path::to_path_buf), spec })
 }

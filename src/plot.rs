@@ -305,7 +305,7 @@ mod tests {
             points.push(point(Mode::AbtActual { k }, acc + 0.004, ret - 0.02, b1 * 1.1));
             points.push(point(Mode::TopK { k_min: ret * 0.5 }, acc - 0.03, ret, b1 * 1.2));
         }
-        EvalResults { within_one_point: vec![points[1].clone()], dense_test_accuracy: 0.912, metric: "accuracy".into(), points, test_examples: 100, dev_examples: 100, threads: 1 }
+        EvalResults { within_one_point: vec![points[1].clone()], skipped: vec![], dense_test_accuracy: 0.912, metric: "accuracy".into(), points, test_examples: 100, dev_examples: 100, threads: 1 }
     }
 
     #[test]
@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn plot_rejects_empty_results() {
-        let r = EvalResults { points: vec![], within_one_point: vec![], dense_test_accuracy: f64::NAN, metric: "accuracy".into(), test_examples: 0, dev_examples: 0, threads: 1 };
+        let r = EvalResults { points: vec![], within_one_point: vec![], skipped: vec![], dense_test_accuracy: f64::NAN, metric: "accuracy".into(), test_examples: 0, dev_examples: 0, threads: 1 };
         let dir = std::env::temp_dir().join(format!("sttabt-plot-empty-{}", std::process::id()));
         assert!(matches!(plot_results(&r, &dir, ""), Err(PlotError::NoPoints)));
         let _ = std::fs::remove_dir_all(&dir);

@@ -130,12 +130,17 @@ fn corrupt_safetensors_random_bytes() {
 
 #[test]
 fn corrupt_safetensors_tiny_and_empty() {
-    for bytes in [&b""[..], &b"\x01"[..], &[0xffu8; 8][..], &b"\x10\0\0\0\0\0\0\0{\"a\":1}"[..]] {
+    for bytes in [&b""[..], &b"\x01"[..], &[0xffu8; 8][..]] {
         let dir = good_checkpoint("tiny");
         std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
         let e = load_err(dir.path());
         assert!(matches!(e, ModelError::Safetensors { .. }), "{bytes:?}: {e:?}");
     }
+    // a 16-byte header of which 7 bytes are present: truncated
+    let dir = good_checkpoint("tiny");
+    std::fs::write(dir.path().join("model.safetensors"), b"\x10\0\0\0\0\0\0\0{\"a\":1}").unwrap();
+    let e = load_err(dir.path());
+    assert!(matches!(e, ModelError::Truncated { needed: 24, size: 15, .. }), "{e:?}");
 }
 
 #[test]
@@ -143,12 +148,48 @@ fn truncated_safetensors() {
     let dir = good_checkpoint("trunc");
     let p = dir.path().join("model.safetensors");
     let bytes = std::fs::read(&p).unwrap();
-    for cut in [bytes.len() / 2, bytes.len() - 1, 9] {
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    for cut in [bytes.len() / 2, bytes.len() - 1, 9, header_end - 1, header_end + 4] {
         std::fs::write(&p, &bytes[..cut]).unwrap();
         let e = load_err(dir.path());
-        assert!(matches!(e, ModelError::Safetensors { .. }), "cut at {cut}: {e:?}");
-        assert_mentions(&e.to_string(), &["model.safetensors", "truncated or corrupt"]);
+        match &e {
+            ModelError::Truncated { needed, size, what, .. } => {
+                assert_eq!(*size, cut as u64, "cut at {cut}");
+                if cut < header_end {
+                    assert_eq!(*needed, header_end as u64, "cut at {cut}");
+                    assert!(what.starts_with("the header"), "cut at {cut}: {what}");
+                } else {
+                    // the tensor whose data ends last ends at the end of the file
+                    assert_eq!(*needed, bytes.len() as u64, "cut at {cut}");
+                    assert!(what.starts_with("tensor '"), "cut at {cut}: {what}");
+                }
+            }
+            other => panic!("cut at {cut}: expected ModelError::Truncated, got {other:?}"),
+        }
+        assert_mentions(&e.to_string(), &["model.safetensors", "truncated safetensors file", &format!("has only {cut}")]);
     }
+}
+
+#[test]
+fn git_lfs_pointer_saved_as_safetensors() {
+    let dir = good_checkpoint("lfs");
+    let pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146b4bd8d2c9e5b1b1a1e2f6c11e0c4b7e3f4ad6d0c0f3a9b5e2a7c1d00\nsize 90868376\n";
+    std::fs::write(dir.path().join("model.safetensors"), pointer).unwrap();
+    let e = load_err(dir.path());
+    assert!(matches!(&e, ModelError::LfsPointer { path, size, .. } if path.ends_with("model.safetensors") && *size == pointer.len() as u64), "{e:?}");
+    assert_mentions(&e.to_string(), &["model.safetensors", "Git LFS pointer", "90868376 bytes", "git lfs pull"]);
+}
+
+#[test]
+fn pytorch_zip_renamed_to_safetensors() {
+    let dir = good_checkpoint("zip");
+    let mut bytes = b"PK\x03\x04\x14\x00\x00\x00\x08\x00".to_vec();
+    bytes.extend_from_slice(b"archive/data.pkl");
+    bytes.resize(4096, 0);
+    std::fs::write(dir.path().join("model.safetensors"), &bytes).unwrap();
+    let e = load_err(dir.path());
+    assert!(matches!(&e, ModelError::PytorchArchive { path } if path.ends_with("model.safetensors")), "{e:?}");
+    assert_mentions(&e.to_string(), &["model.safetensors", "PyTorch zip archive", "not a safetensors file", "save_file"]);
 }
 
 // ---------------------------------------------------------------------------------------------

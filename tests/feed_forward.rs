@@ -8,7 +8,7 @@ use common::*;
 use burn::tensor::{Device, Tensor, TensorData};
 use sttabt::infer::{classify, Mode};
 use sttabt::planners::ltp::LtpPlanner;
-use sttabt::planners::topk::{calibrate_k_min, schedule_retention, ManualTopK};
+use sttabt::planners::topk::{calibrate_k_min, mean_schedule_retention, schedule_retention, ManualTopK, UnreachableRetention};
 use sttabt::train::finetune::{with_new_head, LabeledInput};
 use sttabt::train::ltp::{ltp_forward, train_ltp, LtpConfig, LtpTrain};
 use sttabt::train::model::{Batch, TrainBert};
@@ -71,10 +71,29 @@ fn feed_forward_plans_are_valid() {
 fn topk_calibration() {
     let lengths = [10usize, 20, 30, 40];
     let target = 0.6;
-    let k = calibrate_k_min(&lengths, 6, target);
+    let k = calibrate_k_min(&lengths, 6, target).expect("0.6 is reachable");
     let mean = lengths.iter().map(|&n| schedule_retention(n, 6, k)).sum::<f64>() / 4.0;
     assert!(mean <= target + 1e-9 && mean > target - 0.05, "k_min {k} gives {mean}");
     assert!(schedule_retention(30, 6, 0.2) < schedule_retention(30, 6, 0.6));
+}
+
+/// A retention below the schedule's floor (k_min = 0: every token in layer 1, one in layer L) is
+/// reported unreachable, not answered with a k_min = 0 point at a much higher retention.
+#[test]
+fn topk_calibration_reports_unreachable_targets() {
+    let lengths = [10usize, 20, 30, 40];
+    let floor = mean_schedule_retention(&lengths, 6, 0.0);
+    // n = 10: |I_l| = 10, 8, 6, 4, 2, 1 -> (31 + 1) / 70
+    assert!((schedule_retention(10, 6, 0.0) - 32.0 / 70.0).abs() < 1e-12);
+    assert!(floor > 0.4 && floor < 0.5, "floor {floor}");
+    let e = calibrate_k_min(&lengths, 6, 0.2).unwrap_err();
+    assert_eq!(e, UnreachableRetention { target: 0.2, min: floor });
+    let msg = e.to_string();
+    assert!(msg.contains("cannot reach retention 0.200") && msg.contains("unreachable") && msg.contains(&format!("{floor:.3}")), "{msg}");
+    assert!(calibrate_k_min(&lengths, 6, f64::NAN).is_err());
+    // the floor itself is reachable, at k_min near 0
+    let k = calibrate_k_min(&lengths, 6, floor).expect("the floor is reachable");
+    assert!((mean_schedule_retention(&lengths, 6, k) - floor).abs() < 1e-12 && k < 0.05, "k {k}");
 }
 
 /// LTP's soft-mask forward with hard masks gives the CLS of the feed-forward executor.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use sttabt::pipeline::DataNeeds;
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{assets, encoder, BertModel, RunOptions};
 
@@ -65,8 +66,8 @@ enum Command {
         /// Maximum tokens per text, [CLS] and [SEP] included (sentence-transformers uses 256).
         #[arg(long, default_value_t = 256)]
         max_length: usize,
-        /// Examples per batch.
-        #[arg(long, default_value_t = 32)]
+        /// Examples per batch (>= 1).
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
         batch_size: usize,
     },
     /// Fine-tune a checkpoint into a classifier (default: all-MiniLM-L6-v2 on Rotten Tomatoes; with
@@ -87,14 +88,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Passes over the training data (>= 1).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = at_least_one)]
         epochs: usize,
         /// Examples per optimisation step (images trained from scratch: 64 unless set).
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
         batch_size: usize,
         /// Peak learning rate (linear warm-up, then linear decay; images trained from scratch:
         /// 1.5e-3 unless set).
-        #[arg(long, default_value_t = 1e-4)]
+        #[arg(long, default_value_t = 1e-4, value_parser = positive_rate, allow_hyphen_values = true)]
         lr: f64,
         /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
@@ -128,14 +129,14 @@ enum Command {
         /// Initialisation: random, or interpolate (shrink the teacher's tensors).
         #[arg(long, default_value = "interpolate", value_parser = ["random", "interpolate"])]
         init: String,
-        /// Optimisation steps.
-        #[arg(long, default_value_t = 200)]
+        /// Optimisation steps (>= 1).
+        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
         steps: usize,
-        /// Examples per optimisation step.
-        #[arg(long, default_value_t = 16)]
+        /// Examples per optimisation step (>= 1).
+        #[arg(long, default_value_t = 16, value_parser = at_least_one)]
         batch_size: usize,
-        /// Peak learning rate.
-        #[arg(long, default_value_t = 1e-3)]
+        /// Peak learning rate (> 0).
+        #[arg(long, default_value_t = 1e-3, value_parser = positive_rate, allow_hyphen_values = true)]
         lr: f64,
         /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
@@ -172,14 +173,14 @@ enum Command {
         /// θ_0: retention target σ(θ_0) and anchor of the thresholds (paper sweep: -2 ... 1).
         #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
         theta0: f64,
-        /// Optimisation steps.
-        #[arg(long, default_value_t = 200)]
+        /// Optimisation steps (>= 1).
+        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
         steps: usize,
-        /// Examples per optimisation step.
-        #[arg(long, default_value_t = 16)]
+        /// Examples per optimisation step (>= 1).
+        #[arg(long, default_value_t = 16, value_parser = at_least_one)]
         batch_size: usize,
-        /// Learning rate of the encoders; θ trains at 10x.
-        #[arg(long, default_value_t = 2e-5)]
+        /// Learning rate of the encoders (> 0); θ trains at 10x.
+        #[arg(long, default_value_t = 2e-5, value_parser = positive_rate, allow_hyphen_values = true)]
         lr: f64,
         /// Fraction of the last steps trained with hard masks.
         #[arg(long, default_value_t = 0.2)]
@@ -220,11 +221,11 @@ enum Command {
         /// Temperature of the soft sigmoid masks.
         #[arg(long, default_value_t = 0.01)]
         temperature: f64,
-        /// Optimisation steps.
-        #[arg(long, default_value_t = 200)]
+        /// Optimisation steps (>= 1).
+        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
         steps: usize,
-        /// Examples per optimisation step.
-        #[arg(long, default_value_t = 16)]
+        /// Examples per optimisation step (>= 1).
+        #[arg(long, default_value_t = 16, value_parser = at_least_one)]
         batch_size: usize,
         /// Use only the first N training examples (after the seeded split).
         #[arg(long)]
@@ -505,8 +506,34 @@ struct DataArgs {
 }
 
 impl DataArgs {
-    fn source(&self) -> Result<sttabt::pipeline::DataSource> {
-        sttabt::pipeline::source_from_flags(self.glue.as_deref(), self.task.as_deref(), self.train.as_deref(), self.dev.as_deref(), self.test.as_deref(), &self.text_column, self.pair_column.as_deref(), &self.label_column, self.seed)
+    /// The data source for a job that reads `needs`; flag combinations it cannot honour are errors.
+    fn source(&self, needs: &DataNeeds) -> Result<sttabt::pipeline::DataSource> {
+        sttabt::pipeline::source_from_flags(self.glue.as_deref(), self.task.as_deref(), self.train.as_deref(), self.dev.as_deref(), self.test.as_deref(), &self.text_column, self.pair_column.as_deref(), &self.label_column, self.seed, needs)
+    }
+
+    /// Load the splits `needs` names and print the `data: ...` line.
+    fn load(&self, source: &sttabt::pipeline::DataSource, needs: &DataNeeds) -> Result<sttabt::pipeline::Splits> {
+        let splits = source.load(self.skip_bad_rows)?;
+        eprintln!("{}", source.summary(&splits, needs));
+        Ok(splits)
+    }
+}
+
+/// clap value parser for counts (epochs, steps, batch sizes): a whole number >= 1.
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (accepted: a whole number >= 1)".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err("expected a whole number >= 1".into()),
+    }
+}
+
+/// clap value parser for learning rates: a finite number > 0.
+fn positive_rate(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number > 0 (accepted: (0, inf), e.g. 1e-4)".into()),
+        Err(_) => Err("expected a number > 0, e.g. 1e-4".into()),
     }
 }
 
@@ -549,10 +576,13 @@ fn run() -> Result<()> {
         Command::Ltp { data, teacher, out, lambda, temperature, steps, batch_size, train_limit, max_length, quiet } => {
             guard_output(&out, "ltp.json", false)?;
             let teacher_m = BertModel::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
-            let splits = data.source()?.load(data.skip_bad_rows)?;
+            let needs = DataNeeds::train_only("ltp");
+            let source = data.source(&needs)?;
+            let cfg = sttabt::train::ltp::LtpConfig { lambda, temperature, steps, batch_size, seed: data.seed, ..Default::default() };
+            cfg.validate()?;
+            let splits = data.load(&source, &needs)?;
             let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
             let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
-            let cfg = sttabt::train::ltp::LtpConfig { lambda, temperature, steps, batch_size, seed: data.seed, ..Default::default() };
             let r = sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, &sttabt::train::Progress { quiet })?;
             sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(&teacher))?;
             println!("LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}", r.start_retention, r.end_retention, r.theta.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(), r.seconds, out.display());
@@ -631,9 +661,6 @@ fn run() -> Result<()> {
         Command::Demo { fast, full, vision: true, out, quiet } => vision::demo(fast, full, out, quiet),
         Command::Demo { fast, full, vision: false, out, quiet } => demo(fast, full, out, quiet),
         Command::Finetune { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
-            if epochs == 0 || batch_size == 0 {
-                bail!("--epochs and --batch-size must be at least 1");
-            }
             if let Some(src) = images.source(data.seed)? {
                 guard_output(&out, "finetune.json", resume)?;
                 // from scratch: the vision defaults unless the flags were changed
@@ -652,13 +679,24 @@ fn run() -> Result<()> {
     }
 }
 
-/// The tokenizer of a text model (`max_length` capped at its positions); an image model is a
-/// clear error pointing at the image flags.
+/// The tokenizer of a text model (`max_length` capped at its positions, with a warning); an
+/// image model is a clear error pointing at the image flags.
 fn text_tokenizer(dir: &std::path::Path, model: &BertModel, max_length: usize) -> Result<TextTokenizer> {
     if let Some(v) = model.config.vision() {
         bail!("{} is an image model ({}); use --image FILE (classify) or --vision / --image-folder DIR", dir.display(), v.model_type);
     }
-    Ok(TextTokenizer::from_dir(dir, max_length.min(model.config.max_position_embeddings))?)
+    Ok(TextTokenizer::from_dir(dir, clamp_max_length(dir, model, max_length))?)
+}
+
+/// `max_length` capped at the model's `max_position_embeddings`, with a warning naming the value
+/// used when it was above.
+fn clamp_max_length(dir: &std::path::Path, model: &BertModel, max_length: usize) -> usize {
+    let max_pos = model.config.max_position_embeddings;
+    if max_length > max_pos {
+        eprintln!("warning: --max-length {max_length} is above the model's max_position_embeddings ({max_pos}, {}); using --max-length {max_pos}", dir.join("config.json").display());
+        return max_pos;
+    }
+    max_length
 }
 
 fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
@@ -765,7 +803,7 @@ fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<PathBuf>, max_
     }
     let dir = model_dir(model)?;
     let m = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
-    let max_length = max_length.min(m.config.max_position_embeddings);
+    let max_length = clamp_max_length(&dir, &m, max_length);
     let tok = text_tokenizer(&dir, &m, max_length)?;
     let pairs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
     let (encoded, cut) = tok.encode_batch(&pairs)?;
@@ -797,9 +835,12 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
     use sttabt::train::finetune::{finetune, with_new_head};
     let dir = model_dir(model)?;
     guard_output(out, "finetune.json", resume)?;
-    let splits = data.source()?.load(data.skip_bad_rows)?;
+    cfg.validate()?;
+    let needs = DataNeeds::train_dev("finetune");
+    let source = data.source(&needs)?;
     let base = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
-    let max_length = max_length.min(base.config.max_position_embeddings);
+    let max_length = clamp_max_length(&dir, &base, max_length);
+    let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(&dir, &base, max_length)?;
     let (train, cut) = tokenize(&tok, &splits.train, train_limit)?;
     warn_truncation("train", cut, max_length);
@@ -822,8 +863,11 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
 fn distill(data: &DataArgs, teacher_dir: &std::path::Path, out: &std::path::Path, factor: usize, init: &str, cfg: sttabt::train::distill::DistillConfig, train_limit: Option<usize>, heldout: usize, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
     use sttabt::approx::{ApproxInit, ApproxNet};
     guard_output(out, "distill.json", resume)?;
+    cfg.validate()?;
+    let needs = DataNeeds::train_dev("distill");
+    let source = data.source(&needs)?;
     let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
-    let splits = data.source()?.load(data.skip_bad_rows)?;
+    let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(heldout))?;
@@ -1092,18 +1136,26 @@ fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Pat
     if approx.is_none() {
         eprintln!("note: no --approx given, so the ABT (ApproxNet) rows are left out; ABT on the teacher's actual attention is still evaluated");
     }
+    let needs = DataNeeds::eval("eval");
+    let mut source = data.source(&needs)?;
     let teacher = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
     let approx_net = match approx {
         Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
         None => None,
     };
-    let splits = data.source()?.load(data.skip_bad_rows)?;
-    let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
-    let tok = text_tokenizer(model, &teacher, max_length)?;
-    let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
-    let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
     let concrete: Vec<_> = concrete.iter().map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))).collect::<Result<_>>()?;
     let ltp: Vec<_> = ltp.iter().map(|d| sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))).collect::<Result<_>>()?;
+    // without --train, labels in the files map to the model's own id2label
+    if let sttabt::pipeline::DataSource::Table { train: None, spec, .. } = &mut source {
+        if spec.label_names.is_none() && !teacher.config.labels.is_empty() {
+            spec.label_names = Some(teacher.config.labels.clone());
+        }
+    }
+    let tok = text_tokenizer(model, &teacher, max_length)?;
+    let splits = data.load(&source, &needs)?;
+    let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
+    let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
+    let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
     let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &ltp, &dev, &test, opts)?;
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
@@ -1241,9 +1293,12 @@ pub(crate) fn cached_results(path: &std::path::Path, progress: &sttabt::train::P
 #[allow(clippy::too_many_arguments)]
 fn concrete(data: &DataArgs, teacher_dir: &std::path::Path, approx_dir: &std::path::Path, out: &std::path::Path, cfg: sttabt::train::concrete::ConcreteConfig, train_limit: Option<usize>, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
     guard_output(out, "concrete.json", resume)?;
+    cfg.validate()?;
+    let needs = DataNeeds::train_only("concrete");
+    let source = data.source(&needs)?;
     let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config).with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
-    let splits = data.source()?.load(data.skip_bad_rows)?;
+    let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &train, &cfg, out, resume, &sttabt::train::Progress { quiet })?;

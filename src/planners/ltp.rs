@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::LayerHook;
+use crate::error::ModelError;
 
 /// Learned per-layer thresholds (`theta[l-1]` decides which outputs of layer l feed layer l+1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,9 +29,39 @@ pub fn received_attention(attention: &[f32], heads: usize, m: usize) -> Vec<f64>
     score
 }
 
+/// Check that `theta` holds one finite threshold per layer boundary, `L - 1` for `layers` = L
+/// (the last layer only outputs CLS, so it has no threshold). Errors name the count found and
+/// the count expected.
+pub fn check_thresholds(theta: &[f64], layers: usize) -> Result<(), ModelError> {
+    if layers < 2 || theta.len() + 1 != layers {
+        return Err(ModelError::Input(format!(
+            "LTP needs L - 1 = {} thresholds for a {layers}-layer model (one per layer boundary; the last layer only outputs CLS), found {}",
+            layers.saturating_sub(1),
+            theta.len()
+        )));
+    }
+    if let Some((i, t)) = theta.iter().enumerate().find(|(_, t)| !t.is_finite()) {
+        return Err(ModelError::Input(format!("LTP threshold {} (after layer {}) is {t}, expected a finite number", i, i + 1)));
+    }
+    Ok(())
+}
+
+impl LtpPlanner {
+    /// A planner for a `layers`-layer model; `theta` must hold `layers - 1` finite thresholds.
+    pub fn new(theta: Vec<f64>, layers: usize) -> Result<Self, ModelError> {
+        check_thresholds(&theta, layers)?;
+        Ok(Self { theta })
+    }
+}
+
 impl LayerHook for LtpPlanner {
+    fn check_layers(&self, layers: usize) -> Result<(), ModelError> {
+        check_thresholds(&self.theta, layers)
+    }
+
     fn next_inputs(&self, _example: usize, layer: usize, _n: usize, inputs: &[usize], attention: &[f32], heads: usize) -> Vec<usize> {
-        let th = self.theta.get(layer - 1).copied().unwrap_or(0.0);
+        // `check_layers` (run by `run_feed_forward` before any layer) guarantees a threshold here
+        let Some(&th) = self.theta.get(layer - 1) else { return inputs.to_vec() };
         let score = received_attention(attention, heads, inputs.len());
         inputs.iter().zip(&score).filter(|(&t, &s)| t == 0 || s > th).map(|(&t, _)| t).collect()
     }

@@ -32,10 +32,32 @@ pub fn schedule_retention(n: usize, layers: usize, k_min: f64) -> f64 {
     (s + 1) as f64 / ((layers + 1) * n) as f64
 }
 
+/// A retention target below the smallest the manual top-k schedule reaches on some lengths.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("manual top-k cannot reach retention {target:.3}: target unreachable, its schedule keeps at least {min:.3} on these lengths (k_min = 0 still keeps every token in layer 1 and one token in layer L)")]
+pub struct UnreachableRetention {
+    /// The retention asked for.
+    pub target: f64,
+    /// The schedule's smallest mean retention (`k_min` = 0).
+    pub min: f64,
+}
+
+/// Mean section-5 retention of the schedule with `k_min` over `lengths`.
+pub fn mean_schedule_retention(lengths: &[usize], layers: usize, k_min: f64) -> f64 {
+    lengths.iter().map(|&n| schedule_retention(n, layers, k_min)).sum::<f64>() / lengths.len().max(1) as f64
+}
+
 /// Solve `k_min` in [0, 1] so the mean retention over `lengths` is as close as possible to
-/// `target` without exceeding it where possible (bisection; retention is monotone in `k_min`).
-pub fn calibrate_k_min(lengths: &[usize], layers: usize, target: f64) -> f64 {
-    let mean = |k: f64| lengths.iter().map(|&n| schedule_retention(n, layers, k)).sum::<f64>() / lengths.len().max(1) as f64;
+/// `target` without exceeding it (bisection; retention is monotone in `k_min`).
+///
+/// Errors: [`UnreachableRetention`] when even `k_min` = 0 keeps more than `target` (the schedule
+/// cannot go that low: a point there would not be at the asked retention).
+pub fn calibrate_k_min(lengths: &[usize], layers: usize, target: f64) -> Result<f64, UnreachableRetention> {
+    let mean = |k: f64| mean_schedule_retention(lengths, layers, k);
+    let min = mean(0.0);
+    if !(target >= min) {
+        return Err(UnreachableRetention { target, min });
+    }
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
     for _ in 0..50 {
         let mid = 0.5 * (lo + hi);
@@ -45,7 +67,7 @@ pub fn calibrate_k_min(lengths: &[usize], layers: usize, target: f64) -> f64 {
             lo = mid;
         }
     }
-    lo
+    Ok(lo)
 }
 
 /// The feed-forward planner: a [`LayerHook`] for [`crate::BertModel::run_feed_forward`].

@@ -59,6 +59,21 @@ pub struct ConcreteConfig {
     pub checkpoint_every: usize,
 }
 
+impl ConcreteConfig {
+    /// Check the ranges: `steps`, `batch_size`, `checkpoint_every` >= 1; `lr` finite and > 0;
+    /// `warmup_frac`, `hard_frac` in [0, 1]. [`train_concrete`] calls it before any work.
+    pub fn validate(&self) -> Result<(), crate::train::InvalidConfig> {
+        use crate::train::{check_count, check_fraction, check_positive};
+        const C: &str = "ConcreteConfig";
+        check_count(C, "steps", self.steps)?;
+        check_count(C, "batch_size", self.batch_size)?;
+        check_positive(C, "lr", self.lr)?;
+        check_fraction(C, "warmup_frac", self.warmup_frac)?;
+        check_fraction(C, "hard_frac", self.hard_frac)?;
+        check_count(C, "checkpoint_every", self.checkpoint_every)
+    }
+}
+
 impl Default for ConcreteConfig {
     fn default() -> Self {
         Self { theta0: 0.0, theta_init: None, steps: 200, batch_size: 16, lr: 2e-5, weight_decay: 0.05, warmup_frac: 0.05, hard_frac: 0.2, retention_weight: 1e-3, anchor_weight: 1e-3, distill_weight: 0.0, seed: 0, checkpoint_every: 50 }
@@ -244,6 +259,7 @@ fn sigmoid(x: f64) -> f64 {
 /// `out_dir/{teacher,approx}` and `out_dir/concrete.json` (checkpoints in `out_dir/checkpoint`).
 #[allow(clippy::too_many_arguments)]
 pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledInput], cfg: &ConcreteConfig, out_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<ConcreteReport> {
+    cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
     anyhow::ensure!(teacher.classifier.is_some(), "the teacher has no classification head");
     approx.check_teacher(&teacher.config)?;

@@ -43,6 +43,20 @@ pub struct DistillConfig {
     pub use_pred: bool,
 }
 
+impl DistillConfig {
+    /// Check the ranges: `steps`, `batch_size`, `checkpoint_every` >= 1; `lr` finite and > 0;
+    /// `warmup_frac` in [0, 1]. [`distill`] calls it before any work.
+    pub fn validate(&self) -> Result<(), crate::train::InvalidConfig> {
+        use crate::train::{check_count, check_fraction, check_positive};
+        const C: &str = "DistillConfig";
+        check_count(C, "steps", self.steps)?;
+        check_count(C, "batch_size", self.batch_size)?;
+        check_positive(C, "lr", self.lr)?;
+        check_fraction(C, "warmup_frac", self.warmup_frac)?;
+        check_count(C, "checkpoint_every", self.checkpoint_every)
+    }
+}
+
 impl Default for DistillConfig {
     fn default() -> Self {
         Self { steps: 200, batch_size: 16, lr: 1e-3, warmup_frac: 0.05, weight_decay: 0.01, grad_clip: 1.0, seed: 0, checkpoint_every: 50, use_pred: true }
@@ -198,6 +212,7 @@ fn to_approx_net(model: &ApproxTrain, cfg: &EncoderConfig, like: &ApproxNet) -> 
 /// save the result into `out_dir` (and resumable checkpoints into `out_dir/checkpoint`).
 #[allow(clippy::too_many_arguments)]
 pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], heldout: &[EncodedInput], cfg: &DistillConfig, out_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<(ApproxNet, DistillReport)> {
+    cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training inputs for distillation");
     approx.check_teacher(&teacher.config)?;
     let start = std::time::Instant::now();

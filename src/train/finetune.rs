@@ -33,6 +33,20 @@ pub struct FinetuneConfig {
     pub checkpoint_every: usize,
 }
 
+impl FinetuneConfig {
+    /// Check the ranges: `epochs`, `batch_size`, `checkpoint_every` >= 1; `lr` finite and > 0;
+    /// `warmup_frac` in [0, 1]. [`finetune`] calls it before any work.
+    pub fn validate(&self) -> Result<(), crate::train::InvalidConfig> {
+        use crate::train::{check_count, check_fraction, check_positive};
+        const C: &str = "FinetuneConfig";
+        check_count(C, "epochs", self.epochs)?;
+        check_count(C, "batch_size", self.batch_size)?;
+        check_positive(C, "lr", self.lr)?;
+        check_fraction(C, "warmup_frac", self.warmup_frac)?;
+        check_count(C, "checkpoint_every", self.checkpoint_every)
+    }
+}
+
 impl Default for FinetuneConfig {
     fn default() -> Self {
         Self { epochs: 1, batch_size: 32, lr: 1e-4, warmup_frac: 0.1, weight_decay: 0.01, grad_clip: 1.0, seed: 0, checkpoint_every: 50 }
@@ -115,6 +129,7 @@ pub fn with_new_head(mut base: BertModel, labels: Vec<String>, seed: u64) -> Ber
 /// `train`, evaluating on `dev` after each epoch; the best model is saved to `out_dir` in the HF
 /// layout (config.json with id2label, model.safetensors, tokenizer files copied from `tokenizer_dir`).
 pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], cfg: &FinetuneConfig, out_dir: &Path, tokenizer_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<FinetuneReport> {
+    cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
     anyhow::ensure!(base.classifier.is_some(), "the model has no classification head");
     let start = std::time::Instant::now();

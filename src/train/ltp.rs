@@ -41,6 +41,22 @@ pub struct LtpConfig {
     pub seed: u64,
 }
 
+impl LtpConfig {
+    /// Check the ranges: `steps`, `batch_size` >= 1; `lr`, `theta_lr`, `temperature` finite and
+    /// > 0; `warmup_frac`, `hard_frac` in [0, 1]. [`train_ltp`] calls it before any work.
+    pub fn validate(&self) -> Result<(), crate::train::InvalidConfig> {
+        use crate::train::{check_count, check_fraction, check_positive};
+        const C: &str = "LtpConfig";
+        check_count(C, "steps", self.steps)?;
+        check_count(C, "batch_size", self.batch_size)?;
+        check_positive(C, "lr", self.lr)?;
+        check_positive(C, "theta_lr", self.theta_lr)?;
+        check_positive(C, "temperature", self.temperature)?;
+        check_fraction(C, "warmup_frac", self.warmup_frac)?;
+        check_fraction(C, "hard_frac", self.hard_frac)
+    }
+}
+
 impl Default for LtpConfig {
     fn default() -> Self {
         Self { lambda: 1.0, temperature: 0.01, steps: 200, batch_size: 16, lr: 2e-5, theta_lr: 2e-3, weight_decay: 0.01, warmup_frac: 0.05, hard_frac: 0.3, seed: 0 }
@@ -130,16 +146,16 @@ impl LtpModel {
         let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt ltp`)", path.display()))?)?;
         let teacher = BertModel::load(&dir.join("teacher"))?;
         let theta: Vec<f64> = serde_json::from_value(meta["report"]["theta"].clone())?;
-        anyhow::ensure!(theta.len() + 1 == teacher.layers.len(), "{}: {} thresholds for {} layers", path.display(), theta.len(), teacher.layers.len());
+        crate::planners::ltp::check_thresholds(&theta, teacher.layers.len()).map_err(|e| anyhow::anyhow!("{}: report.theta: {e}", path.display()))?;
         Ok(Self { teacher, theta, lambda: meta["report"]["lambda"].as_f64().unwrap_or(0.0) })
     }
 }
 
 /// Train LTP thresholds (and fine-tune the teacher) on `train`; saves `out_dir/teacher` and `ltp.json`.
 pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, out_dir: &Path, progress: &Progress) -> anyhow::Result<LtpReport> {
+    cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
     anyhow::ensure!(teacher.classifier.is_some(), "the teacher has no classification head");
-    anyhow::ensure!(cfg.temperature > 0.0, "temperature must be positive");
     let start_t = std::time::Instant::now();
     let device = Device::flex().autodiff();
     let c = teacher.config.clone();

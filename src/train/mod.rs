@@ -14,6 +14,45 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::encoder::BertModel;
 use crate::error::ModelError;
 
+/// A training hyper-parameter outside its accepted range (from the configs' `validate`, which
+/// every training entry point calls before any work).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{config}.{field} must be {expected}, got {found}")]
+pub struct InvalidConfig {
+    /// The config type, e.g. `FinetuneConfig`.
+    pub config: &'static str,
+    /// The field, e.g. `batch_size`.
+    pub field: &'static str,
+    /// The accepted range, in words.
+    pub expected: &'static str,
+    /// The value given.
+    pub found: String,
+}
+
+/// `value >= 1` (counts: epochs, steps, batch size, checkpoint interval).
+pub(crate) fn check_count(config: &'static str, field: &'static str, value: usize) -> Result<(), InvalidConfig> {
+    if value == 0 {
+        return Err(InvalidConfig { config, field, expected: "at least 1", found: value.to_string() });
+    }
+    Ok(())
+}
+
+/// `value` finite and `> 0` (learning rates, temperatures).
+pub(crate) fn check_positive(config: &'static str, field: &'static str, value: f64) -> Result<(), InvalidConfig> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(InvalidConfig { config, field, expected: "a finite number > 0", found: value.to_string() });
+    }
+    Ok(())
+}
+
+/// `value` in `[0, 1]` (fractions of the steps).
+pub(crate) fn check_fraction(config: &'static str, field: &'static str, value: f64) -> Result<(), InvalidConfig> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(InvalidConfig { config, field, expected: "in [0, 1]", found: value.to_string() });
+    }
+    Ok(())
+}
+
 /// Linear warm-up from 0 to `peak` over `warmup_frac` of the steps, then linear decay to 0.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {

@@ -1,0 +1,316 @@
+//! Bad input on the command line (and at the library entry points behind it): a clear error that
+//! names the flag / file and what is accepted, or a warning naming the value used; never a panic,
+//! never a silent substitution.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{random_tensors, tiny_config, write_checkpoint, TempDir};
+use sttabt::config::EncoderConfig;
+use sttabt::train::Progress;
+
+fn sttabt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sttabt"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run the sttabt binary")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The command failed, without a panic, and stderr names every one of `parts`.
+fn assert_fails_naming(o: &Output, what: &str, parts: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "{what}: expected failure, got success; stderr:\n{err}");
+    assert!(!err.contains("panicked at"), "{what}: panicked:\n{err}");
+    for p in parts {
+        assert!(err.contains(p), "{what}: stderr does not mention {p:?}:\n{err}");
+    }
+}
+
+/// A tiny 2-layer text classifier (labels neg, pos; 64 positions) with MiniLM's tokenizer files,
+/// so that the text jobs can tokenise for it.
+fn tiny_classifier(tag: &str) -> (TempDir, EncoderConfig) {
+    let dir = TempDir::new(tag);
+    let mut cfg = tiny_config(2, 2, 4, 16, 30522, 64);
+    cfg.labels = vec!["neg".into(), "pos".into()];
+    let mut t = random_tensors(&cfg, 11, 1.0);
+    let mut rng = fastrand::Rng::with_seed(5);
+    t.push(("classifier.weight".into(), vec![2, 8], (0..16).map(|_| rng.f32() - 0.5).collect()));
+    t.push(("classifier.bias".into(), vec![2], vec![0.0, 0.0]));
+    write_checkpoint(dir.path(), &cfg, &t);
+    let minilm = common::minilm_dir();
+    for f in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+        if minilm.join(f).exists() {
+            std::fs::copy(minilm.join(f), dir.path().join(f)).expect("copy tokenizer file");
+        }
+    }
+    (dir, cfg)
+}
+
+fn write_csv(path: &Path, rows: &[(&str, &str)]) {
+    let mut s = String::from("text,label\n");
+    for (t, l) in rows {
+        s.push_str(&format!("\"{t}\",{l}\n"));
+    }
+    std::fs::write(path, s).expect("write csv");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training ranges: rejected by the command line before any work
+
+#[test]
+fn zero_counts_and_bad_learning_rates_rejected_for_every_training_job() {
+    let dir = TempDir::new("ranges");
+    let out = dir.path().join("out");
+    let o = s(&out);
+    let jobs: Vec<(&str, Vec<&str>)> = vec![
+        ("finetune", vec!["finetune", "--out", o]),
+        ("finetune --vision", vec!["finetune", "--vision", "--out", o]),
+        ("distill", vec!["distill", "--teacher", "t", "--out", o]),
+        ("distill --vision", vec!["distill", "--vision", "--teacher", "t", "--out", o]),
+        ("concrete", vec!["concrete", "--teacher", "t", "--approx", "a", "--out", o]),
+        ("concrete --vision", vec!["concrete", "--vision", "--teacher", "t", "--approx", "a", "--out", o]),
+        ("ltp", vec!["ltp", "--teacher", "t", "--out", o]),
+    ];
+    let mut checked = 0;
+    for (job, base) in &jobs {
+        let has = |flag: &str| match base[0] {
+            "finetune" => ["--epochs", "--batch-size", "--lr"].contains(&flag),
+            "ltp" => ["--steps", "--batch-size"].contains(&flag),
+            _ => ["--steps", "--batch-size", "--lr"].contains(&flag),
+        };
+        for (flag, value, range) in [
+            ("--batch-size", "0", "at least 1"),
+            ("--steps", "0", "at least 1"),
+            ("--epochs", "0", "at least 1"),
+            ("--lr", "0", "> 0"),
+            ("--lr", "-1e-4", "> 0"),
+            ("--lr", "NaN", "> 0"),
+            ("--lr", "inf", "> 0"),
+        ] {
+            if !has(flag) {
+                continue;
+            }
+            let mut args = base.clone();
+            args.extend([flag, value]);
+            let r = sttabt(&args);
+            assert_fails_naming(&r, &format!("{job} {flag} {value}"), &[flag, value, range]);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6 * 6 + 2, "every job x flag combination ran");
+    assert!(!out.exists(), "a rejected job created its output directory");
+}
+
+#[test]
+fn library_training_entry_points_reject_bad_configs() {
+    use sttabt::approx::{ApproxInit, ApproxNet};
+    use sttabt::train::{concrete, distill, finetune, ltp};
+    let (dir, _) = tiny_classifier("libcfg");
+    let teacher = sttabt::BertModel::load(dir.path()).expect("tiny classifier loads");
+    let x = sttabt::EncodedInput { ids: vec![101, 2000, 102], type_ids: vec![0; 3], patches: Vec::new() };
+    let data = vec![finetune::LabeledInput { input: x.clone(), label: 1 }; 4];
+    let out = TempDir::new("libcfg-out");
+    let q = Progress { quiet: true };
+    let approx = || ApproxNet::new(&teacher, 2, ApproxInit::Random, 0).expect("approx net");
+
+    let cfg = finetune::FinetuneConfig { batch_size: 0, ..Default::default() };
+    let e = finetune::finetune(teacher.clone(), &data, &data, &cfg, out.path(), dir.path(), false, &q).unwrap_err().to_string();
+    assert_eq!(e, "FinetuneConfig.batch_size must be at least 1, got 0");
+    let cfg = finetune::FinetuneConfig { epochs: 0, ..Default::default() };
+    assert_eq!(cfg.validate().unwrap_err().to_string(), "FinetuneConfig.epochs must be at least 1, got 0");
+    let cfg = finetune::FinetuneConfig { lr: f64::NAN, ..Default::default() };
+    assert_eq!(cfg.validate().unwrap_err().to_string(), "FinetuneConfig.lr must be a finite number > 0, got NaN");
+
+    let cfg = distill::DistillConfig { steps: 0, ..Default::default() };
+    let inputs = vec![x.clone(); 4];
+    let e = distill::distill(&teacher, approx(), &inputs, &inputs, &cfg, out.path(), false, &q).unwrap_err().to_string();
+    assert_eq!(e, "DistillConfig.steps must be at least 1, got 0");
+    let cfg = distill::DistillConfig { lr: -1.0, ..Default::default() };
+    assert_eq!(cfg.validate().unwrap_err().to_string(), "DistillConfig.lr must be a finite number > 0, got -1");
+
+    let cfg = concrete::ConcreteConfig { lr: 0.0, ..Default::default() };
+    let e = concrete::train_concrete(&teacher, &approx(), &data, &cfg, out.path(), false, &q).unwrap_err().to_string();
+    assert_eq!(e, "ConcreteConfig.lr must be a finite number > 0, got 0");
+    let cfg = concrete::ConcreteConfig { batch_size: 0, ..Default::default() };
+    assert_eq!(cfg.validate().unwrap_err().to_string(), "ConcreteConfig.batch_size must be at least 1, got 0");
+
+    let cfg = ltp::LtpConfig { batch_size: 0, ..Default::default() };
+    let e = ltp::train_ltp(&teacher, &data, &cfg, out.path(), &q).unwrap_err().to_string();
+    assert_eq!(e, "LtpConfig.batch_size must be at least 1, got 0");
+    let cfg = ltp::LtpConfig { steps: 0, ..Default::default() };
+    assert_eq!(cfg.validate().unwrap_err().to_string(), "LtpConfig.steps must be at least 1, got 0");
+
+    // the defaults are valid
+    finetune::FinetuneConfig::default().validate().expect("default finetune config");
+    distill::DistillConfig::default().validate().expect("default distill config");
+    concrete::ConcreteConfig::default().validate().expect("default concrete config");
+    ltp::LtpConfig::default().validate().expect("default ltp config");
+    assert!(std::fs::read_dir(out.path()).unwrap().next().is_none(), "a rejected config wrote into the output directory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data files are used as given, or the combination is an error: never Rotten Tomatoes instead
+
+#[test]
+fn eval_reads_dev_and_test_files_without_train() {
+    let (model, _) = tiny_classifier("evalfiles");
+    let dir = TempDir::new("evalfiles-data");
+    let dev = dir.path().join("dev.csv");
+    let test = dir.path().join("test.csv");
+    write_csv(&dev, &[("a gripping, funny film", "pos"), ("dull and long", "neg"), ("a joy", "pos")]);
+    write_csv(&test, &[("flat", "neg"), ("wonderful acting", "pos")]);
+    let out = dir.path().join("results");
+    let r = sttabt(&["eval", "--model", s(model.path()), "--dev", s(&dev), "--test", s(&test), "--ks", "0.5", "--timing-examples", "2", "--quiet", "--out", s(&out)]);
+    let err = stderr(&r);
+    assert!(r.status.success(), "eval with --dev/--test failed:\n{err}");
+    assert!(!err.contains("panicked at"), "{err}");
+    let line = format!("data: dev={} (3 rows), test={} (2 rows)", dev.display(), test.display());
+    assert!(err.contains(&line), "expected the line {line:?} in stderr:\n{err}");
+    assert!(!err.contains("Rotten Tomatoes"), "{err}");
+    let v = common::read_json(out.join("results.json"));
+    assert_eq!(v["results"]["dev_examples"], 3, "{v}");
+    assert_eq!(v["results"]["test_examples"], 2, "{v}");
+    let data = v["data"].as_str().expect("data description");
+    assert!(data.contains("dev.csv") && data.contains("test.csv") && !data.contains("Rotten"), "{data}");
+
+    // --dev alone: test = dev
+    let out2 = dir.path().join("results2");
+    let r = sttabt(&["eval", "--model", s(model.path()), "--dev", s(&dev), "--ks", "0.5", "--timing-examples", "2", "--quiet", "--out", s(&out2)]);
+    let err = stderr(&r);
+    assert!(r.status.success(), "eval with --dev failed:\n{err}");
+    assert!(err.contains(&format!("data: dev={} (3 rows), test=dev (3 rows)", dev.display())), "{err}");
+    assert_eq!(common::read_json(out2.join("results.json"))["results"]["test_examples"], 3);
+}
+
+#[test]
+fn data_flag_combinations_that_cannot_be_honoured_are_errors() {
+    let (model, _) = tiny_classifier("dataflags");
+    let m = s(model.path());
+    let dir = TempDir::new("dataflags-data");
+    let f = dir.path().join("d.csv");
+    write_csv(&f, &[("fine", "pos"), ("bad", "neg")]);
+    let f = s(&f);
+    let out = dir.path().join("out");
+    let o = s(&out);
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["finetune", "--out", o, "--dev", f, "--test", f], vec!["`sttabt finetune` was given --dev and --test but not --train FILE", "give none of --train/--dev/--test to use Rotten Tomatoes"]),
+        (vec!["finetune", "--out", o, "--train", f], vec!["`sttabt finetune`", "--dev"]),
+        (vec!["finetune", "--out", o, "--train", f, "--dev", f, "--test", f], vec!["does not read --test", "remove --test"]),
+        (vec!["distill", "--teacher", m, "--out", o, "--dev", f], vec!["`sttabt distill`", "--train"]),
+        (vec!["concrete", "--teacher", m, "--approx", m, "--out", o, "--train", f, "--dev", f], vec!["`sttabt concrete` does not read --dev"]),
+        (vec!["ltp", "--teacher", m, "--out", o, "--train", f, "--dev", f], vec!["`sttabt ltp` does not read --dev: it reads --train only"]),
+        (vec!["ltp", "--teacher", m, "--out", o, "--dev", f], vec!["`sttabt ltp` was given --dev but not --train FILE"]),
+        (vec!["eval", "--model", m, "--out", o, "--test", f], vec!["`sttabt eval`", "--dev"]),
+        (vec!["eval", "--model", m, "--out", o, "--train", f, "--dev", f], vec!["`sttabt eval` does not read --train"]),
+        (vec!["finetune", "--out", o, "--task", "sst2"], vec!["--task sst2 needs --glue"]),
+        (vec!["eval", "--model", m, "--out", o, "--glue", s(dir.path()), "--task", "sst2", "--dev", f], vec!["--glue cannot be combined with --dev"]),
+    ];
+    for (args, words) in cases {
+        let r = sttabt(&args);
+        assert_fails_naming(&r, &args.join(" "), &words);
+        assert!(!stderr(&r).contains("data: Rotten Tomatoes"), "{}: fell back to Rotten Tomatoes", args.join(" "));
+    }
+    assert!(!out.exists(), "a rejected job created its output directory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// --max-length above the model's positions: a warning with the value used
+
+#[test]
+fn max_length_above_positions_warns_and_clamps() {
+    let (model, _) = tiny_classifier("maxlen");
+    let r = sttabt(&["embed", "--model", s(model.path()), "--max-length", "100000", "a short sentence"]);
+    let err = stderr(&r);
+    assert!(r.status.success(), "embed failed:\n{err}");
+    assert!(!err.contains("panicked at"), "{err}");
+    assert!(err.contains("warning: --max-length 100000 is above the model's max_position_embeddings (64"), "{err}");
+    assert!(err.contains("using --max-length 64"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).expect("embed prints JSON");
+    assert_eq!(v["dim"], 8);
+    // a long text is cut at the clamped length (64 tokens, [CLS] and [SEP] included)
+    let long = vec!["film"; 200].join(" ");
+    let r = sttabt(&["embed", "--model", s(model.path()), "--max-length", "100000", &long]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).expect("embed prints JSON");
+    assert_eq!(v["embeddings"][0]["tokens"], 64, "{}", v["embeddings"][0]["tokens"]);
+    // within the positions: no warning
+    let r = sttabt(&["embed", "--model", s(model.path()), "--max-length", "64", "a short sentence"]);
+    assert!(r.status.success() && !stderr(&r).contains("warning"), "{}", stderr(&r));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints that are not safetensors
+
+fn checkpoint_with_weights(tag: &str, bytes: &[u8]) -> TempDir {
+    let dir = TempDir::new(tag);
+    let cfg = tiny_config(2, 2, 4, 16, 10, 12);
+    write_checkpoint(dir.path(), &cfg, &random_tensors(&cfg, 7, 1.0));
+    std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
+    dir
+}
+
+#[test]
+fn info_names_lfs_pointer_pytorch_zip_and_truncated_checkpoints() {
+    let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db\nsize 90868376\n";
+    let dir = checkpoint_with_weights("cli-lfs", lfs);
+    let r = sttabt(&["info", s(dir.path())]);
+    let pointer = format!("Git LFS pointer file ({} bytes)", lfs.len());
+    assert_fails_naming(&r, "info on an LFS pointer", &["model.safetensors", &pointer, "the real file is 90868376 bytes", "git lfs pull"]);
+
+    let mut zip = b"PK\x03\x04\x00\x00\x08\x08".to_vec();
+    zip.extend_from_slice(b"archive/data.pkl and more bytes");
+    let dir = checkpoint_with_weights("cli-zip", &zip);
+    let r = sttabt(&["info", s(dir.path())]);
+    assert_fails_naming(&r, "info on a PyTorch zip", &["model.safetensors", "PyTorch zip archive", "torch.load"]);
+
+    let good = TempDir::new("cli-good");
+    let cfg = tiny_config(2, 2, 4, 16, 10, 12);
+    write_checkpoint(good.path(), &cfg, &random_tensors(&cfg, 7, 1.0));
+    let bytes = std::fs::read(good.path().join("model.safetensors")).unwrap();
+    let dir = checkpoint_with_weights("cli-trunc", &bytes[..bytes.len() - 100]);
+    let r = sttabt(&["info", s(dir.path())]);
+    let size = (bytes.len() - 100).to_string();
+    let full = bytes.len().to_string();
+    assert_fails_naming(&r, "info on a truncated file", &["model.safetensors", "truncated safetensors file", &format!("needs {full} bytes"), &format!("has only {size}")]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LTP thresholds: exactly L - 1
+
+#[test]
+fn ltp_run_with_wrong_threshold_count_is_an_error() {
+    let (model, _) = tiny_classifier("ltpbad");
+    let run = TempDir::new("ltpbad-run");
+    let cfg = tiny_config(2, 2, 4, 16, 10, 12);
+    write_checkpoint(&run.path().join("teacher"), &cfg, &random_tensors(&cfg, 3, 1.0));
+    for theta in [serde_json::json!([0.1, 0.2, 0.3]), serde_json::json!([])] {
+        let meta = serde_json::json!({"report": {"lambda": 1.0, "theta": theta}});
+        std::fs::write(run.path().join("ltp.json"), meta.to_string()).unwrap();
+        let n = theta.as_array().unwrap().len();
+        let r = sttabt(&["eval", "--model", s(model.path()), "--ltp", s(run.path()), "--out", s(&run.path().join("res"))]);
+        assert_fails_naming(&r, &format!("eval --ltp with {n} thresholds"), &["ltp.json", "LTP needs L - 1 = 1 thresholds for a 2-layer model", &format!("found {n}")]);
+    }
+    // the planner itself refuses to run with a wrong count (no threshold 0 substituted)
+    let m = sttabt::BertModel::load(model.path()).unwrap();
+    let x = sttabt::EncodedInput { ids: vec![101, 2000, 2001, 102], type_ids: vec![0; 4], patches: Vec::new() };
+    for theta in [vec![], vec![0.1, 0.2]] {
+        let hook = sttabt::planners::ltp::LtpPlanner { theta: theta.clone() };
+        let e = m.run_feed_forward(&[x.clone()], &hook, &[0], sttabt::RunOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("LTP needs L - 1 = 1 thresholds") && e.contains(&format!("found {}", theta.len())), "{e}");
+        assert!(sttabt::planners::ltp::LtpPlanner::new(theta, 2).is_err());
+    }
+    let hook = sttabt::planners::ltp::LtpPlanner::new(vec![0.0], 2).expect("one threshold for two layers");
+    let (_, plans) = m.run_feed_forward(&[x], &hook, &[0], sttabt::RunOptions::default()).expect("valid LTP plan runs");
+    assert_eq!(plans[0].inputs(0), &[0, 1, 2, 3][..]);
+}
