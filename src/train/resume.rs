@@ -85,6 +85,26 @@ pub fn module_fingerprint<M: Module>(module: &M) -> String {
     fp.hex()
 }
 
+/// Fingerprint of a native model's tensors (HF names' order, values and shapes).
+pub fn native_fingerprint(model: &crate::encoder::BertModel) -> String {
+    let mut fp = Fingerprint::default();
+    for (_, shape, data) in model.hf_tensors() {
+        shape.iter().for_each(|&s| fp.usize(s));
+        fp.f32s(&data);
+    }
+    fp.hex()
+}
+
+/// Fingerprint of unlabelled inputs, as `{"examples": n, "fingerprint": hex}`.
+pub fn inputs_fingerprint<'a>(inputs: impl ExactSizeIterator<Item = &'a EncodedInput>, labels: impl Iterator<Item = usize>) -> Value {
+    let n = inputs.len();
+    let mut fp = Fingerprint::default();
+    fp.usize(n);
+    inputs.for_each(|x| fp.input(x));
+    labels.for_each(|l| fp.usize(l));
+    serde_json::json!({"examples": n, "fingerprint": fp.hex()})
+}
+
 /// What must match between a checkpoint and the command that resumes it: the job's
 /// hyper-parameters (a `Serialize` config, minus `ignore`d fields such as `checkpoint_every`)
 /// plus named fingerprints (data, starting weights).
@@ -149,13 +169,6 @@ pub struct Checkpointer {
     pub run: BTreeMap<String, Value>,
 }
 
-/// What [`Checkpointer::load`] restored.
-pub struct Restored<M> {
-    pub model: M,
-    pub optim: ModuleOptimizer,
-    pub state: TrainState,
-}
-
 impl Checkpointer {
     pub fn new(dir: PathBuf, job: &str, run: BTreeMap<String, Value>) -> Self {
         Self { dir, job: job.to_string(), run }
@@ -215,13 +228,13 @@ impl Checkpointer {
     }
 
     /// Restore the last checkpoint into `model` (built as at the start of the run, which fixes the
-    /// structure) and `optim` (a fresh optimiser of the run's configuration). `Ok(None)` when there
-    /// is none. Errors: a checkpoint of another job, layout or run (naming every differing field),
+    /// structure) and `optim` (a fresh optimiser of the run's configuration); both come back
+    /// unchanged, with `None`, when there is no checkpoint. Errors: a checkpoint of another job, layout or run (naming every differing field),
     /// or missing / corrupt files.
-    pub fn load<M: Module>(&self, model: M, optim: ModuleOptimizer) -> Result<Option<Restored<M>>, ResumeError> {
+    pub fn load<M: Module>(&self, model: M, optim: ModuleOptimizer) -> Result<(M, ModuleOptimizer, Option<TrainState>), ResumeError> {
         let path = self.state_path();
         if !path.exists() {
-            return Ok(None);
+            return Ok((model, optim, None));
         }
         let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
         let value: Value = serde_json::from_str(&text).map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("not a checkpoint record ({e})") })?;
@@ -251,7 +264,7 @@ impl Checkpointer {
         let opath = self.dir.join(&state.optimizer);
         let bytes = std::fs::read(&opath).map_err(|e| io(&opath, e))?;
         let optim = optim.from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| ResumeError::Unusable { path: opath, message: format!("corrupt optimiser state: {e:?}") })?;
-        Ok(Some(Restored { model, optim, state }))
+        Ok((model, optim, Some(state)))
     }
 }
 
