@@ -158,7 +158,7 @@ fn run_ok(mut c: Command, what: &str) {
 }
 
 /// Run `args` uninterrupted into A; run it into B, SIGKILL it while it sleeps after the
-/// checkpoint at `kill_at`, check that resuming with `mismatch` flags is refused naming
+/// checkpoint at `kill_at`, check that resuming with the `mismatch` flag/value pairs is refused naming
 /// `mismatch_fields`, resume it, and compare B's files with A's byte for byte.
 fn kill_and_resume(fx: &Fixture, name: &str, args: &[String], kill_at: usize, total: usize, mismatch: &[&str], mismatch_fields: &[&str], compare: &[&str]) {
     let t0 = Instant::now();
@@ -189,7 +189,14 @@ fn kill_and_resume(fx: &Fixture, name: &str, args: &[String], kill_at: usize, to
     assert_eq!(final_checkpoint(&b).0, kill_at);
 
     // a different configuration is refused, naming the fields, and the checkpoint is kept
-    let o = sttabt(args, &b, &[&["--resume"], mismatch].concat()).output().expect("run sttabt");
+    let mut changed = args.to_vec();
+    for pair in mismatch.chunks(2) {
+        match changed.iter().position(|a| a == pair[0]) {
+            Some(i) => changed[i + 1] = pair[1].to_string(),
+            None => changed.extend([pair[0].to_string(), pair[1].to_string()]),
+        }
+    }
+    let o = sttabt(&changed, &b, &["--resume"]).output().expect("run sttabt");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{name}: resuming with {mismatch:?} succeeded");
     for f in mismatch_fields {
@@ -203,9 +210,29 @@ fn kill_and_resume(fx: &Fixture, name: &str, args: &[String], kill_at: usize, to
     assert_eq!(sb, sa);
     assert!(wa == wb, "{name}: final training weights of the resumed run differ from the uninterrupted run's");
     for f in compare {
-        assert!(read(&a.join(f)) == read(&b.join(f)), "{name}: {f} of the resumed run differs from the uninterrupted run's");
+        if f.ends_with(".json") {
+            // reports: equal but for the wall time and the output directory
+            let (ja, jb) = (report(&a.join(f)), report(&b.join(f)));
+            assert!(ja == jb, "{name}: {f} of the resumed run differs: {ja} vs {jb}");
+        } else {
+            assert!(read(&a.join(f)) == read(&b.join(f)), "{name}: {f} of the resumed run differs from the uninterrupted run's");
+        }
     }
     println!("{name}: uninterrupted + killed at step {kill_at} + refused + resumed: {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// A JSON report without its `seconds` and `output_dir` fields.
+fn report(path: &Path) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("seconds");
+            m.remove("output_dir");
+            m.values_mut().for_each(strip);
+        }
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&read(path)).expect("report json");
+    strip(&mut v);
+    v
 }
 
 fn data_args(fx: &Fixture) -> Vec<String> {
@@ -227,14 +254,14 @@ fn killed_and_resumed_runs_equal_uninterrupted_runs() {
     kill_and_resume(&fx, "finetune", &ft, 50, 72, &["--lr", "2e-3", "--batch-size", "3"], &["lr", "batch_size"], &["model.safetensors", "finetune.json"]);
     // distill: 80 steps, checkpoints at 50 and 80
     let di = [strings(&["distill", "--teacher", &teacher, "--steps", "80", "--batch-size", "4", "--heldout", "4"]), data_args(&fx)].concat();
-    kill_and_resume(&fx, "distill", &di, 50, 80, &["--steps", "90"], &["steps"], &["model.safetensors"]);
+    kill_and_resume(&fx, "distill", &di, 50, 80, &["--steps", "90"], &["steps"], &["model.safetensors", "distill.json"]);
     // concrete: 60 steps (the last 20% with hard masks), checkpoints at 50 and 60
     let approx = fx.approx.display().to_string();
     let co = [strings(&["concrete", "--teacher", &teacher, "--approx", &approx, "--steps", "60", "--batch-size", "4", "--lr", "1e-3"]), data_args(&fx)].concat();
-    kill_and_resume(&fx, "concrete", &co, 50, 60, &["--theta0", "-1"], &["theta0"], &["teacher/model.safetensors", "approx/model.safetensors"]);
+    kill_and_resume(&fx, "concrete", &co, 50, 60, &["--theta0", "-1"], &["theta0"], &["teacher/model.safetensors", "approx/model.safetensors", "concrete.json"]);
     // LTP: 60 steps (the last 30% hard), checkpoints at 50 and 60
     let lt = [strings(&["ltp", "--teacher", &teacher, "--steps", "60", "--batch-size", "4"]), data_args(&fx)].concat();
-    kill_and_resume(&fx, "ltp", &lt, 50, 60, &["--lambda", "2"], &["lambda"], &["teacher/model.safetensors"]);
+    kill_and_resume(&fx, "ltp", &lt, 50, 60, &["--lambda", "2"], &["lambda"], &["teacher/model.safetensors", "ltp.json"]);
     println!("all four jobs: {:.1}s", t0.elapsed().as_secs_f64());
 }
 
