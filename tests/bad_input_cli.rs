@@ -146,7 +146,7 @@ fn library_training_entry_points_reject_bad_configs() {
     assert_eq!(cfg.validate().unwrap_err().to_string(), "ConcreteConfig.batch_size must be at least 1, got 0");
 
     let cfg = ltp::LtpConfig { batch_size: 0, ..Default::default() };
-    let e = ltp::train_ltp(&teacher, &data, &cfg, out.path(), &q).unwrap_err().to_string();
+    let e = ltp::train_ltp(&teacher, &data, &cfg, out.path(), false, &q).unwrap_err().to_string();
     assert_eq!(e, "LtpConfig.batch_size must be at least 1, got 0");
     let cfg = ltp::LtpConfig { steps: 0, ..Default::default() };
     assert_eq!(cfg.validate().unwrap_err().to_string(), "LtpConfig.steps must be at least 1, got 0");

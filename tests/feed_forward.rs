@@ -135,7 +135,7 @@ fn larger_lambda_prunes_more() {
     let mut ends = Vec::new();
     for lambda in [0.0, 5.0] {
         let tmp = TempDir::new("ltp");
-        let r = train_ltp(&teacher, &data, &LtpConfig { lambda, steps: 40, lr: 1e-3, theta_lr: 5e-3, ..Default::default() }, tmp.path(), &sttabt::train::Progress { quiet: true }).unwrap();
+        let r = train_ltp(&teacher, &data, &LtpConfig { lambda, steps: 40, lr: 1e-3, theta_lr: 5e-3, ..Default::default() }, tmp.path(), false, &sttabt::train::Progress { quiet: true }).unwrap();
         eprintln!("λ = {lambda}: hard retention {:.3} -> {:.3}, θ {:?}", r.start_retention, r.end_retention, r.theta);
         assert!(r.theta.iter().all(|t| t.is_finite()));
         let loaded = sttabt::train::ltp::LtpModel::load(tmp.path()).unwrap();

@@ -103,7 +103,7 @@ enum Command {
         /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
-        /// Continue from --out/checkpoint (weights and position in the data; optimiser moments restart).
+        /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
         #[arg(long)]
         resume: bool,
         /// No progress bars or status lines.
@@ -147,7 +147,7 @@ enum Command {
         /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
-        /// Continue from --out/checkpoint (weights and position in the data; optimiser moments restart).
+        /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
         #[arg(long)]
         resume: bool,
         /// No progress bars or status lines.
@@ -197,7 +197,7 @@ enum Command {
         /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
-        /// Continue from --out/checkpoint (weights and position in the data; optimiser moments restart).
+        /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
         #[arg(long)]
         resume: bool,
         /// No progress bars or status lines.
@@ -233,6 +233,9 @@ enum Command {
         /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
         #[arg(long, default_value_t = 128)]
         max_length: usize,
+        /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
+        #[arg(long)]
+        resume: bool,
         /// No progress bars or status lines.
         #[arg(long)]
         quiet: bool,
@@ -573,8 +576,8 @@ fn run() -> Result<()> {
             }
             concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet)
         }
-        Command::Ltp { data, teacher, out, lambda, temperature, steps, batch_size, train_limit, max_length, quiet } => {
-            guard_output(&out, "ltp.json", false)?;
+        Command::Ltp { data, teacher, out, lambda, temperature, steps, batch_size, train_limit, max_length, resume, quiet } => {
+            guard_output(&out, "ltp.json", resume)?;
             let teacher_m = BertModel::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
             let needs = DataNeeds::train_only("ltp");
             let source = data.source(&needs)?;
@@ -583,7 +586,7 @@ fn run() -> Result<()> {
             let splits = data.load(&source, &needs)?;
             let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
             let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
-            let r = sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, &sttabt::train::Progress { quiet })?;
+            let r = sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, resume, &sttabt::train::Progress { quiet })?;
             sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(&teacher))?;
             println!("LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}", r.start_retention, r.end_retention, r.theta.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(), r.seconds, out.display());
             Ok(())
@@ -1249,7 +1252,7 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
             let s = std::time::Instant::now();
             let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, Some(ltp_steps * 16))?;
             let cfg = sttabt::train::ltp::LtpConfig { lambda, steps: ltp_steps, ..Default::default() };
-            let r = sttabt::train::ltp::train_ltp(&teacher, &train, &cfg, &dir, &progress)?;
+            let r = sttabt::train::ltp::train_ltp(&teacher, &train, &cfg, &dir, true, &progress)?;
             progress.println(format!("      hard retention {:.3} -> {:.3}", r.start_retention, r.end_retention));
             times.insert(format!("ltp_lambda{lambda}_s"), s.elapsed().as_secs_f64().into());
         }

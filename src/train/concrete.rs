@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::approx::ApproxNet;
 use crate::config::EncoderConfig;
-use crate::data::split::SplitMix64;
 use crate::encoder::{BertModel, EncodedInput, Linear};
-use crate::train::finetune::{cross_entropy, scalar, LabeledInput};
+use crate::train::finetune::{cross_entropy, data_fingerprint, scalar, LabeledInput};
 use crate::train::model::{to_vec, Batch, TrainBert};
+use crate::train::resume::{epoch_order, module_fingerprint, run_key, Checkpointer};
 use crate::train::{save_hf_checkpoint, Progress, Schedule};
 
 /// Temperature of the concrete masks.
@@ -256,34 +256,27 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// Train concrete masks starting from a fine-tuned teacher and its ApproxNet; saves
-/// `out_dir/{teacher,approx}` and `out_dir/concrete.json` (checkpoints in `out_dir/checkpoint`).
+/// `out_dir/{teacher,approx}` and `out_dir/concrete.json`. Checkpoints ([`crate::train::resume`])
+/// go to `out_dir/checkpoint` every `cfg.checkpoint_every` steps and at the end; with `resume` the
+/// run continues exactly from the last one (bit-identical to an uninterrupted run), and one of
+/// another configuration, data set or starting model is an error naming the differing fields.
 #[allow(clippy::too_many_arguments)]
 pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledInput], cfg: &ConcreteConfig, out_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<ConcreteReport> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
+    anyhow::ensure!(cfg.batch_size > 0, "batch size must be at least 1");
     anyhow::ensure!(teacher.classifier.is_some(), "the teacher has no classification head");
     approx.check_teacher(&teacher.config)?;
     let start_t = std::time::Instant::now();
     let device = Device::flex().autodiff();
-    let ckpt = out_dir.join("checkpoint");
     let big_l = teacher.layers.len();
-    let mut step0 = 0;
-    let mut theta_init = vec![cfg.theta_init.unwrap_or(cfg.theta0); big_l];
-    let (mut t_native, mut a_native) = (teacher.clone(), approx.clone());
-    if resume && ckpt.join("state.json").exists() {
-        let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json"))?)?;
-        step0 = st["step"].as_u64().unwrap_or(0) as usize;
-        theta_init = serde_json::from_value(st["theta"].clone())?;
-        t_native = BertModel::load(&ckpt.join("teacher"))?;
-        a_native = ApproxNet::load(&ckpt.join("approx"), &teacher.config)?;
-        progress.println(format!("resuming concrete training from step {step0}"));
-    }
+    let theta_init = vec![cfg.theta_init.unwrap_or(cfg.theta0); big_l];
     let tcfg = teacher.config.clone();
     let acfg = approx.model.config.clone();
     let phi: Vec<f32> = theta_init.iter().map(|t| (*t / 10.0) as f32).collect();
     let mut model = ConcreteTrain {
-        teacher: TrainBert::from_native(&t_native, &device),
-        approx: TrainBert::from_native(&a_native.model, &device),
+        teacher: TrainBert::from_native(teacher, &device),
+        approx: TrainBert::from_native(&approx.model, &device),
         phi: Param::from_tensor(Tensor::from_data(TensorData::new(phi, [big_l]), &device)),
     };
     let frozen = (cfg.distill_weight > 0.0).then(|| teacher.clone());
@@ -291,15 +284,25 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
     let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))).init();
     let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
     let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
+    let ckpt = Checkpointer::new(out_dir.join("checkpoint"), "concrete", run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("start_weights", module_fingerprint(&model).into())]));
+    let mut step0 = 0;
+    let (mut first, mut last): (Vec<ConcreteParts>, Vec<ConcreteParts>) = (Vec::new(), Vec::new());
+    if resume {
+        let restored;
+        (model, optim, restored) = ckpt.load(model, optim)?;
+        if let Some(r) = restored {
+            step0 = r.step;
+            (first, last) = serde_json::from_value(r.extra)?;
+            progress.println(format!("resuming concrete training from step {step0}"));
+        }
+    }
     let bar = progress.bar(cfg.steps as u64, &format!("concrete θ0={}", cfg.theta0));
     bar.set_position(step0 as u64);
     let window = (cfg.steps / 10).max(1);
-    let (mut first, mut last): (Vec<ConcreteParts>, Vec<ConcreteParts>) = (Vec::new(), Vec::new());
     let mut order: Vec<usize> = Vec::new();
     for step in step0..cfg.steps {
-        if order.is_empty() || step % per_epoch == 0 || step == step0 {
-            order = (0..train.len()).collect();
-            SplitMix64::new(cfg.seed.wrapping_add(2000 + (step / per_epoch) as u64)).shuffle(&mut order);
+        if step % per_epoch == 0 || step == step0 {
+            order = epoch_order(train.len(), cfg.seed, 2000, step / per_epoch);
         }
         let b = step % per_epoch;
         let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
@@ -320,7 +323,7 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
         let (loss, parts) = concrete_loss(&model, &tcfg, &acfg, &batch, targets, cfg, hard, frozen_logits);
         let lv = scalar(&loss);
         anyhow::ensure!(lv.is_finite(), "concrete loss became {lv} at step {step}; lower --lr");
-        if step < step0 + window {
+        if step < window {
             first.push(parts);
         }
         if step + window >= cfg.steps {
@@ -330,10 +333,8 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
         model = optim.step(schedule.lr(step), model, grads);
         bar.set_message(format!("task {:.3} r {:.3} hard {:.3} target {:.3}{}", parts.task, parts.soft_retention, parts.hard_retention, sigmoid(cfg.theta0), if hard { " [hard]" } else { "" }));
         bar.inc(1);
-        if (step + 1) % cfg.checkpoint_every.max(1) == 0 && step + 1 < cfg.steps {
-            save_parts(&model, &tcfg, &acfg, approx, &ckpt)?;
-            let theta = theta_vec(&model);
-            crate::checkpoint::write_atomic(&ckpt.join("state.json"), serde_json::json!({"step": step + 1, "theta": theta}).to_string().as_bytes())?;
+        if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == cfg.steps {
+            ckpt.save(&model, &optim, step + 1, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;
         }
     }
     bar.finish_and_clear();

@@ -9,7 +9,7 @@
 //!
 //! The frozen teacher runs on the fast native executor; the ApproxNet trains on burn (AdamW,
 //! warm-up + linear decay, gradient clipping, seeded shuffling). Checkpoints are atomic; `resume`
-//! continues from the last one (AdamW moments restart).
+//! continues exactly from the last one (see [`crate::train::resume`]).
 
 use std::path::Path;
 
@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::approx::{fidelity, ApproxNet, Fidelity};
 use crate::config::EncoderConfig;
-use crate::data::split::SplitMix64;
 use crate::encoder::{BertModel, EncodedInput, Linear, RunOptions};
 use crate::train::finetune::scalar;
 use crate::train::model::{Batch, Lin, TrainBert};
+use crate::train::resume::{epoch_order, inputs_fingerprint, module_fingerprint, native_fingerprint, run_key, Checkpointer};
 use crate::train::{Progress, Schedule};
 
 /// Hyper-parameters of distillation.
@@ -209,23 +209,18 @@ fn to_approx_net(model: &ApproxTrain, cfg: &EncoderConfig, like: &ApproxNet) -> 
 }
 
 /// Distil `approx` from `teacher` on `train` inputs; measure fidelity on `heldout` before and after;
-/// save the result into `out_dir` (and resumable checkpoints into `out_dir/checkpoint`).
+/// save the result into `out_dir`, with checkpoints ([`crate::train::resume`]) in
+/// `out_dir/checkpoint` every `cfg.checkpoint_every` steps and at the end. With `resume` the run
+/// continues exactly from the last checkpoint (bit-identical to an uninterrupted run); one of
+/// another configuration, data set, teacher or starting ApproxNet is an error naming the fields.
 #[allow(clippy::too_many_arguments)]
 pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], heldout: &[EncodedInput], cfg: &DistillConfig, out_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<(ApproxNet, DistillReport)> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training inputs for distillation");
+    anyhow::ensure!(cfg.batch_size > 0, "batch size must be at least 1");
     approx.check_teacher(&teacher.config)?;
     let start = std::time::Instant::now();
     let before = fidelity(teacher, &approx.model, heldout)?;
-    let ckpt = out_dir.join("checkpoint");
-    let mut step0 = 0usize;
-    let mut approx = approx;
-    if resume && ckpt.join("state.json").exists() {
-        let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json"))?)?;
-        step0 = st["step"].as_u64().unwrap_or(0) as usize;
-        approx = ApproxNet::load(&ckpt, &teacher.config)?;
-        progress.println(format!("resuming distillation from step {step0}"));
-    }
     let device = Device::flex().autodiff();
     let acfg = approx.model.config.clone();
     let mut model = ApproxTrain {
@@ -239,16 +234,31 @@ pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], h
     let use_pred = cfg.use_pred && teacher.classifier.is_some() && approx.model.classifier.is_some();
     let schedule = Schedule::new(cfg.lr, cfg.steps, cfg.warmup_frac);
     let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip))).init();
+    let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
+    let key = run_key(
+        cfg,
+        &["checkpoint_every"],
+        &[("data", inputs_fingerprint(train.iter(), std::iter::empty())), ("teacher", native_fingerprint(teacher).into()), ("approx_init", module_fingerprint(&model).into())],
+    );
+    let ckpt = Checkpointer::new(out_dir.join("checkpoint"), "distill", key);
+    let mut step0 = 0usize;
+    let mut last = LossParts::default();
+    if resume {
+        let restored;
+        (model, optim, restored) = ckpt.load(model, optim)?;
+        if let Some(r) = restored {
+            step0 = r.step;
+            last = serde_json::from_value(r.extra["last"].clone()).unwrap_or_default();
+            progress.println(format!("resuming distillation from step {step0}"));
+        }
+    }
     let bar = progress.bar(cfg.steps as u64, "distill");
     bar.set_position(step0 as u64);
-    let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
     let mut order: Vec<usize> = Vec::new();
-    let mut last = LossParts::default();
     for step in step0..cfg.steps {
         let epoch = step / per_epoch;
-        if order.is_empty() || step % per_epoch == 0 || step == step0 {
-            order = (0..train.len()).collect();
-            SplitMix64::new(cfg.seed.wrapping_add(1000 + epoch as u64)).shuffle(&mut order);
+        if step % per_epoch == 0 || step == step0 {
+            order = epoch_order(train.len(), cfg.seed, 1000, epoch);
         }
         let b = step % per_epoch;
         let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
@@ -261,9 +271,8 @@ pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], h
         model = optim.step(schedule.lr(step), model, grads);
         bar.set_message(format!("KL {:.3} hid {:.3} emb {:.3} pred {:.4}", parts.att_kl, parts.hid, parts.emb, parts.pred));
         bar.inc(1);
-        if (step + 1) % cfg.checkpoint_every.max(1) == 0 && step + 1 < cfg.steps {
-            to_approx_net(&model, &acfg, &approx)?.save(&ckpt)?;
-            crate::checkpoint::write_atomic(&ckpt.join("state.json"), serde_json::json!({"step": step + 1}).to_string().as_bytes())?;
+        if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == cfg.steps {
+            ckpt.save(&model, &optim, step + 1, per_epoch, &schedule, serde_json::json!({ "last": last }))?;
         }
     }
     bar.finish_and_clear();

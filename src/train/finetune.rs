@@ -1,8 +1,8 @@
 //! `sttabt finetune`: fine-tune a checkpoint into a sequence classifier (AdamW, linear warm-up
 //! then linear decay, dynamic padding per batch, seeded shuffling, gradient clipping), evaluate on
 //! dev each epoch with the fast native executor, keep the best, save in the HF layout.
-//! Checkpoints are written atomically every `checkpoint_every` steps; `resume` continues from the
-//! last one (weights and position in the data; AdamW moments restart).
+//! Checkpoints are written atomically every `checkpoint_every` steps and after each epoch; `resume`
+//! continues exactly from the last one (see [`crate::train::resume`]).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::split::SplitMix64;
 use crate::encoder::{BertModel, EncodedInput, Linear, RunOptions};
 use crate::train::model::{normal, Batch, TrainBert};
+use crate::train::resume::{epoch_order, inputs_fingerprint, module_fingerprint, run_key, Checkpointer};
 use crate::train::{save_hf_checkpoint, Progress, Schedule};
 
 /// Hyper-parameters of fine-tuning.
@@ -73,12 +74,14 @@ pub struct FinetuneReport {
     pub output_dir: PathBuf,
 }
 
+/// Fine-tuning progress kept in a checkpoint beside the weights and the optimiser state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ResumeState {
-    step: usize,
     dev_accuracy: Vec<f64>,
     best_dev_accuracy: f64,
     best_epoch: usize,
+    /// The progress bar's smoothed loss.
+    loss_ema: Option<f64>,
 }
 
 /// Accuracy of the native model on labelled inputs (batched, dense).
@@ -128,23 +131,23 @@ pub fn with_new_head(mut base: BertModel, labels: Vec<String>, seed: u64) -> Ber
 /// Fine-tune `base` (which must already have a classification head, see [`with_new_head`]) on
 /// `train`, evaluating on `dev` after each epoch; the best model is saved to `out_dir` in the HF
 /// layout (config.json with id2label, model.safetensors, tokenizer files copied from `tokenizer_dir`).
+///
+/// Checkpoints ([`crate::train::resume`]) go to `out_dir/checkpoint` every
+/// `cfg.checkpoint_every` steps and after each epoch. With `resume`, the run continues exactly
+/// where the last one stopped (weights, AdamW moments, data order and schedule position), so the
+/// result is bit-identical to an uninterrupted run; a checkpoint of another configuration, data
+/// set or base model is an error naming the differing fields.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], cfg: &FinetuneConfig, out_dir: &Path, tokenizer_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<FinetuneReport> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
+    anyhow::ensure!(cfg.batch_size > 0, "batch size must be at least 1");
     anyhow::ensure!(base.classifier.is_some(), "the model has no classification head");
     let start = std::time::Instant::now();
     let config = base.config.clone();
     let device = Device::flex().autodiff();
-    let ckpt_dir = out_dir.join("checkpoint");
-    let mut state = ResumeState { step: 0, dev_accuracy: Vec::new(), best_dev_accuracy: -1.0, best_epoch: 0 };
-    let mut model_native = base;
-    if resume && ckpt_dir.join("state.json").exists() {
-        state = serde_json::from_str(&std::fs::read_to_string(ckpt_dir.join("state.json"))?)?;
-        model_native = BertModel::load(&ckpt_dir)?;
-        progress.println(format!("resuming fine-tuning from step {}", state.step));
-    }
-    let mut model = TrainBert::from_native(&model_native, &device);
-    drop(model_native);
+    let mut model = TrainBert::from_native(&base, &device);
+    drop(base);
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
     let schedule = Schedule::new(cfg.lr, total_steps, cfg.warmup_frac);
@@ -152,14 +155,26 @@ pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], c
         .with_weight_decay(cfg.weight_decay)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip)))
         .init();
+    let ckpt = Checkpointer::new(out_dir.join("checkpoint"), "finetune", run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("base_model", module_fingerprint(&model).into())]));
+    let mut state = ResumeState { dev_accuracy: Vec::new(), best_dev_accuracy: -1.0, best_epoch: 0, loss_ema: None };
+    let mut step = 0;
+    if resume {
+        let restored;
+        (model, optim, restored) = ckpt.load(model, optim)?;
+        if let Some(r) = restored {
+            step = r.step;
+            state = serde_json::from_value(r.extra)?;
+            progress.println(format!("resuming fine-tuning from step {step}"));
+        }
+    }
     let bar = progress.bar(total_steps as u64, "fine-tune");
-    bar.set_position(state.step as u64);
-    let mut step = state.step;
-    let mut loss_ema = f64::NAN;
-    for epoch in step / steps_per_epoch..cfg.epochs {
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        SplitMix64::new(cfg.seed.wrapping_add(epoch as u64)).shuffle(&mut order);
-        for b in (step % steps_per_epoch)..steps_per_epoch {
+    bar.set_position(step as u64);
+    let mut loss_ema = state.loss_ema.unwrap_or(f64::NAN);
+    // epochs evaluated so far; a checkpoint written at the end of an epoch but before its
+    // evaluation resumes with that evaluation
+    for epoch in state.dev_accuracy.len()..cfg.epochs {
+        let order = epoch_order(train.len(), cfg.seed, 0, epoch);
+        for b in step.saturating_sub(epoch * steps_per_epoch)..steps_per_epoch {
             let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
             let inputs: Vec<&EncodedInput> = idx.iter().map(|&i| &train[i].input).collect();
             let labels: Vec<i64> = idx.iter().map(|&i| train[i].label as i64).collect();
@@ -176,11 +191,10 @@ pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], c
             step += 1;
             bar.set_message(format!("epoch {} loss {loss_ema:.4}", epoch + 1));
             bar.inc(1);
-            if step % cfg.checkpoint_every.max(1) == 0 && step < total_steps {
-                let native = model.to_native(&config)?;
-                save_hf_checkpoint(&native, &ckpt_dir, None)?;
-                state.step = step;
-                crate::checkpoint::write_atomic(&ckpt_dir.join("state.json"), serde_json::to_string_pretty(&state)?.as_bytes())?;
+            // the end of an epoch has its own checkpoint, after the evaluation
+            if step % cfg.checkpoint_every.max(1) == 0 && b + 1 < steps_per_epoch {
+                state.loss_ema = Some(loss_ema);
+                ckpt.save(&model, &optim, step, steps_per_epoch, &schedule, serde_json::to_value(&state)?)?;
             }
         }
         let native = model.to_native(&config)?;
@@ -192,9 +206,8 @@ pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], c
             state.best_epoch = epoch + 1;
             save_hf_checkpoint(&native, out_dir, Some(tokenizer_dir))?;
         }
-        state.step = step;
-        save_hf_checkpoint(&native, &ckpt_dir, None)?;
-        crate::checkpoint::write_atomic(&ckpt_dir.join("state.json"), serde_json::to_string_pretty(&state)?.as_bytes())?;
+        state.loss_ema = Some(loss_ema);
+        ckpt.save(&model, &optim, step, steps_per_epoch, &schedule, serde_json::to_value(&state)?)?;
     }
     bar.finish_and_clear();
     Ok(FinetuneReport {
@@ -206,6 +219,11 @@ pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], c
         seconds: start.elapsed().as_secs_f64(),
         output_dir: out_dir.to_path_buf(),
     })
+}
+
+/// Fingerprint of labelled training data (token ids, types, patches and labels, in order).
+pub fn data_fingerprint(data: &[LabeledInput]) -> serde_json::Value {
+    inputs_fingerprint(data.iter().map(|x| &x.input), data.iter().map(|x| x.label))
 }
 
 /// Mean cross-entropy of `logits` `[B, C]` against class ids `[B]`.

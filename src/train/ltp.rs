@@ -3,7 +3,8 @@
 //! soft, `σ((s_j - θ_l) / T)`, multiplied into the running mask (once pruned, always pruned; CLS
 //! always kept), and the loss adds `λ · mean_l mean_b (Σ_j m^l_j / n)` (L1 of the masks). In the
 //! last `hard_frac` of the steps the masks are hard (θ frozen) and the model is fine-tuned with
-//! them. At inference the thresholds drive [`crate::planners::ltp::LtpPlanner`].
+//! them. At inference the thresholds drive [`crate::planners::ltp::LtpPlanner`]. Checkpoints and
+//! `resume` as in [`crate::train::resume`].
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +16,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::EncoderConfig;
-use crate::data::split::SplitMix64;
 use crate::encoder::{BertModel, EncodedInput};
-use crate::train::finetune::{cross_entropy, scalar, LabeledInput};
+use crate::train::finetune::{cross_entropy, data_fingerprint, scalar, LabeledInput};
 use crate::train::model::{to_vec, Batch, TrainBert};
+use crate::train::resume::{epoch_order, module_fingerprint, run_key, Checkpointer};
 use crate::train::{save_hf_checkpoint, Progress, Schedule};
 
 /// Hyper-parameters of LTP training.
@@ -39,10 +40,17 @@ pub struct LtpConfig {
     /// Fraction of the last steps trained with hard masks (θ frozen).
     pub hard_frac: f64,
     pub seed: u64,
+    /// Save a resumable checkpoint every this many steps (and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+}
+
+fn default_checkpoint_every() -> usize {
+    50
 }
 
 impl LtpConfig {
-    /// Check the ranges: `steps`, `batch_size` >= 1; `lr`, `theta_lr`, `temperature` finite and
+    /// Check the ranges: `steps`, `batch_size`, `checkpoint_every` >= 1; `lr`, `theta_lr`, `temperature` finite and
     /// > 0; `warmup_frac`, `hard_frac` in [0, 1]. [`train_ltp`] calls it before any work.
     pub fn validate(&self) -> Result<(), crate::train::InvalidConfig> {
         use crate::train::{check_count, check_fraction, check_positive};
@@ -53,13 +61,14 @@ impl LtpConfig {
         check_positive(C, "theta_lr", self.theta_lr)?;
         check_positive(C, "temperature", self.temperature)?;
         check_fraction(C, "warmup_frac", self.warmup_frac)?;
-        check_fraction(C, "hard_frac", self.hard_frac)
+        check_fraction(C, "hard_frac", self.hard_frac)?;
+        check_count(C, "checkpoint_every", self.checkpoint_every)
     }
 }
 
 impl Default for LtpConfig {
     fn default() -> Self {
-        Self { lambda: 1.0, temperature: 0.01, steps: 200, batch_size: 16, lr: 2e-5, theta_lr: 2e-3, weight_decay: 0.01, warmup_frac: 0.05, hard_frac: 0.3, seed: 0 }
+        Self { lambda: 1.0, temperature: 0.01, steps: 200, batch_size: 16, lr: 2e-5, theta_lr: 2e-3, weight_decay: 0.01, warmup_frac: 0.05, hard_frac: 0.3, seed: 0, checkpoint_every: 50 }
     }
 }
 
@@ -151,8 +160,11 @@ impl LtpModel {
     }
 }
 
-/// Train LTP thresholds (and fine-tune the teacher) on `train`; saves `out_dir/teacher` and `ltp.json`.
-pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, out_dir: &Path, progress: &Progress) -> anyhow::Result<LtpReport> {
+/// Train LTP thresholds (and fine-tune the teacher) on `train`; saves `out_dir/teacher` and
+/// `ltp.json`. Checkpoints ([`crate::train::resume`]) go to `out_dir/checkpoint` every
+/// `cfg.checkpoint_every` steps and at the end; with `resume` the run continues exactly from the
+/// last one, and one of another configuration, data set or teacher is an error naming the fields.
+pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, out_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<LtpReport> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
     anyhow::ensure!(teacher.classifier.is_some(), "the teacher has no classification head");
@@ -167,14 +179,25 @@ pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, o
     let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))).init();
     let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
     let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
+    let ckpt = Checkpointer::new(out_dir.join("checkpoint"), "ltp", run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("start_weights", module_fingerprint(&model).into())]));
+    let mut step0 = 0;
+    let (mut first, mut last): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    if resume {
+        let restored;
+        (model, optim, restored) = ckpt.load(model, optim)?;
+        if let Some(r) = restored {
+            step0 = r.step;
+            (first, last) = serde_json::from_value(r.extra)?;
+            progress.println(format!("resuming LTP training from step {step0}"));
+        }
+    }
     let bar = progress.bar(cfg.steps as u64, &format!("ltp λ={}", cfg.lambda));
+    bar.set_position(step0 as u64);
     let window = (cfg.steps / 10).max(1);
-    let (mut first, mut last) = (Vec::new(), Vec::new());
     let mut order: Vec<usize> = Vec::new();
-    for step in 0..cfg.steps {
-        if step % per_epoch == 0 {
-            order = (0..train.len()).collect();
-            SplitMix64::new(cfg.seed.wrapping_add(3000 + (step / per_epoch) as u64)).shuffle(&mut order);
+    for step in step0..cfg.steps {
+        if step % per_epoch == 0 || step == step0 {
+            order = epoch_order(train.len(), cfg.seed, 3000, step / per_epoch);
         }
         let b = step % per_epoch;
         let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
@@ -214,6 +237,9 @@ pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, o
         model = optim.step(schedule.lr(step), model, grads);
         bar.set_message(format!("task {:.3} mask-mean {:.3} hard retention {hr:.3}{}", scalar(&task), scalar(&l1), if hard { " [hard]" } else { "" }));
         bar.inc(1);
+        if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == cfg.steps {
+            ckpt.save(&model, &optim, step + 1, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;
+        }
     }
     bar.finish_and_clear();
     let theta: Vec<f64> = to_vec(model.phi.val().mul_scalar(scale)).into_iter().map(|v| v as f64).collect();

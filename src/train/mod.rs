@@ -1,11 +1,13 @@
 //! Training on burn (autodiff): the encoder as a burn module ([`model`]), fine-tuning
-//! ([`finetune`]); shared pieces: learning-rate schedule, progress bars, HF-layout saving.
+//! ([`finetune`]), distillation, concrete masks, LTP; shared pieces: learning-rate schedule,
+//! progress bars, HF-layout saving, exact resume ([`resume`]).
 
 pub mod concrete;
 pub mod distill;
 pub mod finetune;
 pub mod ltp;
 pub mod model;
+pub mod resume;
 
 use std::path::Path;
 
@@ -54,7 +56,7 @@ pub(crate) fn check_fraction(config: &'static str, field: &'static str, value: f
 }
 
 /// Linear warm-up from 0 to `peak` over `warmup_frac` of the steps, then linear decay to 0.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Schedule {
     pub peak: f64,
     pub total: usize,
