@@ -235,8 +235,14 @@ fn report(path: &Path) -> serde_json::Value {
     v
 }
 
+/// `--train` and `--dev` (fine-tune and distill read both).
 fn data_args(fx: &Fixture) -> Vec<String> {
     vec!["--train".into(), fx.train.display().to_string(), "--dev".into(), fx.dev.display().to_string()]
+}
+
+/// `--train` only (concrete and LTP read no dev split).
+fn train_args(fx: &Fixture) -> Vec<String> {
+    vec!["--train".into(), fx.train.display().to_string()]
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -257,10 +263,10 @@ fn killed_and_resumed_runs_equal_uninterrupted_runs() {
     kill_and_resume(&fx, "distill", &di, 50, 80, &["--steps", "90"], &["steps"], &["model.safetensors", "distill.json"]);
     // concrete: 60 steps (the last 20% with hard masks), checkpoints at 50 and 60
     let approx = fx.approx.display().to_string();
-    let co = [strings(&["concrete", "--teacher", &teacher, "--approx", &approx, "--steps", "60", "--batch-size", "4", "--lr", "1e-3"]), data_args(&fx)].concat();
+    let co = [strings(&["concrete", "--teacher", &teacher, "--approx", &approx, "--steps", "60", "--batch-size", "4", "--lr", "1e-3"]), train_args(&fx)].concat();
     kill_and_resume(&fx, "concrete", &co, 50, 60, &["--theta0", "-1"], &["theta0"], &["teacher/model.safetensors", "approx/model.safetensors", "concrete.json"]);
     // LTP: 60 steps (the last 30% hard), checkpoints at 50 and 60
-    let lt = [strings(&["ltp", "--teacher", &teacher, "--steps", "60", "--batch-size", "4"]), data_args(&fx)].concat();
+    let lt = [strings(&["ltp", "--teacher", &teacher, "--steps", "60", "--batch-size", "4"]), train_args(&fx)].concat();
     kill_and_resume(&fx, "ltp", &lt, 50, 60, &["--lambda", "2"], &["lambda"], &["teacher/model.safetensors", "ltp.json"]);
     println!("all four jobs: {:.1}s", t0.elapsed().as_secs_f64());
 }
