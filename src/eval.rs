@@ -159,8 +159,8 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
                 }
                 // a point at the schedule's floor would not be at this retention: skip it, say so
                 Err(e) => {
-                    let note = format!("manual top-k at {}'s dev retention {:.3} skipped: {e}", mode.label(), dev_ret);
-                    bar.suspend(|| eprintln!("note: {note}"));
+                    let note = format!("manual top-k at {}'s dev retention {:.3}: {e}", mode.label(), dev_ret);
+                    bar.suspend(|| eprintln!("note: skipped {note}"));
                     skipped.push(note);
                 }
             }
@@ -217,7 +217,7 @@ pub fn format_table(r: &EvalResults) -> String {
         s.push_str(&format!("{:<22} {:>7.2}% {:>7.2}% {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n", p.label, p.dev_metric * 100.0, p.test_metric * 100.0, p.retention * 100.0, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
     }
     for note in &r.skipped {
-        s.push_str(&format!("skipped: {note}\n"));
+        s.push_str(&format!("skipped (not evaluated): {note}\n"));
     }
     s.push_str("\nlowest retention within 1 point of dense (chosen on dev, reported on test):\n");
     let mut families: Vec<&str> = Vec::new();
