@@ -732,7 +732,7 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
     let (dev, cut) = tokenize(&tok, &splits.dev, None)?;
     warn_truncation("dev", cut, max_length);
     eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
-    let base = if base.classifier.as_ref().map(|c| c.d_out) == Some(splits.label_names.len()) {
+    let base = if base.classifier.as_ref().map(|c| c.d_out()) == Some(splits.label_names.len()) {
         base
     } else {
         with_new_head(base, splits.label_names.clone(), cfg.seed)
