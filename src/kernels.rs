@@ -1109,6 +1109,7 @@ mod qlane_tests {
     #[test]
     fn transpose16_transposes() {
         if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")) {
+            eprintln!("NOTE: transpose16_transposes did NOT run: this CPU has no AVX-512F/DQ (the 16x16 transpose is AVX-512 only)");
             return;
         }
         use std::arch::x86_64::*;
@@ -1156,6 +1157,7 @@ mod qlane_tests {
     #[test]
     fn qlanes_bitwise_equal_row_kernel() {
         if super::isa() != super::Isa::V4 {
+            eprintln!("NOTE: qlanes_bitwise_equal_row_kernel did NOT run: this CPU has no AVX-512F/DQ (the query-lane kernel is AVX-512 only)");
             return;
         }
         let mut rng = fastrand::Rng::with_seed(7);

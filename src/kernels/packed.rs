@@ -243,6 +243,7 @@ mod tests {
     #[test]
     fn matches_naive_product_on_ragged_shapes() {
         if !available() {
+            eprintln!("NOTE: matches_naive_product_on_ragged_shapes did NOT run: the packed GEMM is off (no AVX-512F, or STTABT_NO_PACKED_GEMM set)");
             return;
         }
         let mut rng = fastrand::Rng::with_seed(7);
