@@ -1106,10 +1106,12 @@ mod approx_tests {
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod qlane_tests {
+    use std::io::Write as _;
+
     #[test]
     fn transpose16_transposes() {
         if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")) {
-            eprintln!("NOTE: transpose16_transposes did NOT run: this CPU has no AVX-512F/DQ (the 16x16 transpose is AVX-512 only)");
+            let _ = writeln!(std::io::stderr(), "NOTE: transpose16_transposes did NOT run: this CPU has no AVX-512F/DQ (the 16x16 transpose is AVX-512 only)");
             return;
         }
         use std::arch::x86_64::*;
@@ -1157,7 +1159,7 @@ mod qlane_tests {
     #[test]
     fn qlanes_bitwise_equal_row_kernel() {
         if super::isa() != super::Isa::V4 {
-            eprintln!("NOTE: qlanes_bitwise_equal_row_kernel did NOT run: this CPU has no AVX-512F/DQ (the query-lane kernel is AVX-512 only)");
+            let _ = writeln!(std::io::stderr(), "NOTE: qlanes_bitwise_equal_row_kernel did NOT run: this CPU has no AVX-512F/DQ (the query-lane kernel is AVX-512 only)");
             return;
         }
         let mut rng = fastrand::Rng::with_seed(7);

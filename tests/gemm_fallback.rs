@@ -7,6 +7,7 @@
 
 mod common;
 use common::*;
+use std::io::Write as _;
 
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{RunOptions, TokenPlan};
@@ -15,7 +16,7 @@ use sttabt::{RunOptions, TokenPlan};
 fn gemm_fallback_matches_reference_and_gathered_plans() {
     #[cfg(target_arch = "x86_64")]
     if !std::is_x86_feature_detected!("avx512f") {
-        eprintln!("NOTE: this CPU has no AVX-512F: the packed GEMM never runs here, so this test checks the path every test runs (not a fallback from the packed one)");
+        let _ = writeln!(std::io::stderr(), "NOTE: this CPU has no AVX-512F: the packed GEMM never runs here, so this test checks the path every test runs (not a fallback from the packed one)");
     }
     std::env::set_var("STTABT_NO_PACKED_GEMM", "1");
     assert!(!sttabt::kernels::packed::available(), "the switch must turn the packed path off");

@@ -2,6 +2,7 @@
 //! code checks their lengths in release builds too (a panic that names the problem, never an
 //! out-of-bounds read or write), and `Linear` cannot be changed after its weights were packed.
 
+use std::io::Write as _;
 use sttabt::encoder::Linear;
 use sttabt::kernels;
 
@@ -203,7 +204,7 @@ fn packed_matmul_refuses_a_short_output() {
     match kernels::packed::PackedWeights::new(&seq(12, 0.1), 4, 3) {
         Some(p) => p.matmul(&seq(8, 0.1), &mut [0.0f32; 5], 2, false),
         None => {
-            eprintln!("NOTE: packed GEMM not available on this CPU (no AVX-512F or STTABT_NO_PACKED_GEMM set): PackedWeights::new returned None; checking that `pack` would refuse instead");
+            let _ = writeln!(std::io::stderr(), "NOTE: packed GEMM not available on this CPU (no AVX-512F or STTABT_NO_PACKED_GEMM set): PackedWeights::new returned None; checking that `pack` would refuse instead");
             // the same message from the portable path every packed call falls back to
             layer().forward_into(&seq(8, 0.1), &mut [0.0f32; 5]);
             unreachable!();

@@ -239,11 +239,12 @@ unsafe fn tile<const R: usize>(a: *const f32, lda: usize, panel: *const f32, out
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     #[test]
     fn matches_naive_product_on_ragged_shapes() {
         if !available() {
-            eprintln!("NOTE: matches_naive_product_on_ragged_shapes did NOT run: the packed GEMM is off (no AVX-512F, or STTABT_NO_PACKED_GEMM set)");
+            let _ = writeln!(std::io::stderr(), "NOTE: matches_naive_product_on_ragged_shapes did NOT run: the packed GEMM is off (no AVX-512F, or STTABT_NO_PACKED_GEMM set)");
             return;
         }
         let mut rng = fastrand::Rng::with_seed(7);

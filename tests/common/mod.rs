@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::io::Write as _;
 use std::sync::OnceLock;
 
 use sttabt::BertModel;
@@ -28,12 +29,12 @@ pub fn reference_dir() -> PathBuf {
 pub fn note_cpu_paths(what: &str) {
     let isa = sttabt::kernels::simd_level();
     let packed = sttabt::kernels::packed::available();
-    eprintln!("{what}: kernels on the {isa} path; packed AVX-512 GEMM {}", if packed { "on" } else { "off" });
+    let _ = writeln!(std::io::stderr(), "{what}: kernels on the {isa} path; packed AVX-512 GEMM {}", if packed { "on" } else { "off" });
     if isa != "avx512" {
-        eprintln!("NOTE: {what}: the AVX-512 kernels did NOT run on this CPU (no AVX-512F/DQ); only the {isa} path was checked");
+        let _ = writeln!(std::io::stderr(), "NOTE: {what}: the AVX-512 kernels did NOT run on this CPU (no AVX-512F/DQ); only the {isa} path was checked");
     }
     if !packed {
-        eprintln!("NOTE: {what}: the packed AVX-512 GEMM did NOT run in this process (no AVX-512F, or STTABT_NO_PACKED_GEMM set)");
+        let _ = writeln!(std::io::stderr(), "NOTE: {what}: the packed AVX-512 GEMM did NOT run in this process (no AVX-512F, or STTABT_NO_PACKED_GEMM set)");
     }
 }
 
