@@ -192,8 +192,8 @@ impl ApproxNet {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::Io { path: dir.to_path_buf(), source: e })?;
         let mut tensors = self.model.hf_tensors();
         for (l, t) in self.transfer.iter().enumerate() {
-            tensors.push((format!("transfer.{l}.weight"), vec![t.d_out, t.d_in], t.weight_hf()));
-            tensors.push((format!("transfer.{l}.bias"), vec![t.d_out], t.b.clone()));
+            tensors.push((format!("transfer.{l}.weight"), vec![t.d_out(), t.d_in()], t.weight_hf()));
+            tensors.push((format!("transfer.{l}.bias"), vec![t.d_out()], t.bias().to_vec()));
         }
         let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice())).collect();
         crate::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views)?;

@@ -30,14 +30,21 @@ use crate::plan::TokenPlan;
 ///
 /// On CPUs with AVX-512 the first forward pass also keeps `W` in the panel layout of
 /// [`kernels::packed`] (built once, then reused by every call with at most
-/// [`PACKED_MAX_ROWS`] rows), so `w` must not be changed after the layer has been run.
+/// [`PACKED_MAX_ROWS`] rows). The fields are private so that the weights cannot change after
+/// they were packed: read them with [`weight`](Self::weight) / [`bias`](Self::bias), build a new
+/// layer with [`new`](Self::new) or [`from_hf`](Self::from_hf) to change them:
+///
+/// ```compile_fail,E0616
+/// let mut l = sttabt::encoder::Linear::new(vec![0.0; 6], vec![0.0; 3], 2, 3);
+/// l.w[0] = 1.0; // private field: a packed copy of `w` could go stale
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Linear {
-    pub w: Vec<f32>,
-    pub b: Vec<f32>,
-    pub d_in: usize,
-    pub d_out: usize,
-    pub(crate) packed: PackedCache,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    d_in: usize,
+    d_out: usize,
+    packed: PackedCache,
 }
 
 /// Token rows per group in [`BertModel::run_attention_reduced`] (the ApproxNet pass of ABT).
@@ -49,7 +56,7 @@ pub const PACKED_MAX_ROWS: usize = 256;
 
 /// Lazily packed copy of a [`Linear`]'s weights (`None` inside: this CPU has no AVX-512).
 #[derive(Clone, Default)]
-pub(crate) struct PackedCache(std::sync::OnceLock<Option<kernels::packed::PackedWeights>>);
+struct PackedCache(std::sync::OnceLock<Option<kernels::packed::PackedWeights>>);
 
 impl PartialEq for PackedCache {
     /// A cache, not data: two layers are equal when their weights are.
@@ -65,6 +72,36 @@ impl std::fmt::Debug for PackedCache {
 }
 
 impl Linear {
+    /// A layer from `w` `[d_in, d_out]` row-major (this crate's layout; [`from_hf`](Self::from_hf)
+    /// takes HF's `[out, in]`) and `b` `[d_out]`.
+    ///
+    /// Panics if `w.len() != d_in · d_out` or `b.len() != d_out`.
+    pub fn new(w: Vec<f32>, b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+        assert!(d_in.checked_mul(d_out) == Some(w.len()), "Linear::new: weight has {} values, expected d_in x d_out = {d_in} x {d_out}", w.len());
+        assert!(b.len() == d_out, "Linear::new: bias has {} values, expected d_out = {d_out}", b.len());
+        Self { w, b, d_in, d_out, packed: PackedCache::default() }
+    }
+
+    /// The weight `[d_in, d_out]` row-major (the transpose of HF's layout; see [`weight_hf`](Self::weight_hf)).
+    pub fn weight(&self) -> &[f32] {
+        &self.w
+    }
+
+    /// The bias `[d_out]`.
+    pub fn bias(&self) -> &[f32] {
+        &self.b
+    }
+
+    /// Input features.
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+
+    /// Output features.
+    pub fn d_out(&self) -> usize {
+        self.d_out
+    }
+
     /// Load `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]` from an HF checkpoint.
     pub fn load(store: &TensorStore, prefix: &str, d_in: usize, d_out: usize) -> Result<Self, ModelError> {
         let w_hf = store.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
@@ -72,8 +109,12 @@ impl Linear {
         Ok(Self::from_hf(&w_hf, b, d_in, d_out))
     }
 
-    /// Build from an HF-layout weight `[out, in]`.
+    /// Build from an HF-layout weight `[out, in]` and bias `[out]`.
+    ///
+    /// Panics if `w_hf.len() != d_out · d_in` or `b.len() != d_out`.
     pub fn from_hf(w_hf: &[f32], b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+        assert!(d_in.checked_mul(d_out) == Some(w_hf.len()), "Linear::from_hf: weight has {} values, expected d_out x d_in = {d_out} x {d_in}", w_hf.len());
+        assert!(b.len() == d_out, "Linear::from_hf: bias has {} values, expected d_out = {d_out}", b.len());
         let mut w = vec![0.0; d_in * d_out];
         for o in 0..d_out {
             for i in 0..d_in {
@@ -93,6 +134,7 @@ impl Linear {
 
     /// `out[rows, d_out] = act(x[rows, d_in] W + b)`: bias (and GELU) fused into the packed
     /// kernel where it runs; else the bias pre-filled, `gemm` accumulating, the activation after.
+    /// The kernels assert `x.len() == rows · d_in` and `out.len() == rows · d_out`.
     fn linear_into(&self, x: &[f32], out: &mut [f32], rows: usize, act: Option<crate::config::Activation>) {
         if let Some(p) = self.packed_for(rows) {
             let gelu = act == Some(crate::config::Activation::Gelu);
@@ -116,9 +158,28 @@ impl Linear {
         w
     }
 
+    /// Rows of `x` `[rows, d_in]`; panics (naming `what`) if its length is not a multiple of `d_in`.
+    fn rows_of(&self, x: &[f32], what: &str) -> usize {
+        assert!(
+            if self.d_in == 0 { x.is_empty() } else { x.len() % self.d_in == 0 },
+            "Linear::{what}: input has {} values, not a whole number of rows of d_in = {}",
+            x.len(),
+            self.d_in
+        );
+        x.len().checked_div(self.d_in).unwrap_or(0)
+    }
+
     /// `out[rows, d_out] = x[rows, d_in] W + b`.
+    ///
+    /// Panics if `x.len()` is not a multiple of `d_in` or `out.len() != rows · d_out`.
     pub fn forward_into(&self, x: &[f32], out: &mut [f32]) {
-        let rows = x.len() / self.d_in;
+        let rows = self.rows_of(x, "forward_into");
+        assert!(
+            Some(out.len()) == rows.checked_mul(self.d_out),
+            "Linear::forward_into: output has {} values, expected rows x d_out = {rows} x {}",
+            out.len(),
+            self.d_out
+        );
         self.linear_into(x, out, rows, None);
     }
 
@@ -128,8 +189,10 @@ impl Linear {
     }
 
     /// `act(x W + b)` as a new buffer (bias and activation fused into the GEMM output pass).
+    ///
+    /// Panics if `x.len()` is not a multiple of `d_in`.
     pub fn forward_act(&self, x: &[f32], act: Option<crate::config::Activation>) -> Vec<f32> {
-        let rows = x.len() / self.d_in;
+        let rows = self.rows_of(x, "forward_act");
         let mut out = vec![0.0; rows * self.d_out];
         self.linear_into(x, &mut out, rows, act);
         out
@@ -794,7 +857,7 @@ impl BertModel {
     /// concrete planner's per-head standardised scores, reduced while each block of 16 query rows
     /// is in cache instead of storing `[L, H, n, n]` maps.
     ///
-    /// Errors: as `run_attention_reduced`; with `ConcreteCdf`, a non-finite attention row (NaN
+    /// Errors: as `run_attention_reduced`; with `ConcreteCdf`, a non-finite score row (NaN
     /// weights) or a row of at most `ddof` keys.
     pub fn run_attention_reduced_with(&self, inputs: &[EncodedInput], plans: &[TokenPlan], reduce: HeadReduce) -> Result<Vec<Vec<f64>>, ModelError> {
         // Checked here, once, with batch-wide example numbers.
@@ -862,7 +925,7 @@ impl BertModel {
             };
             let LayerOut { y, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, false, Some(&sink));
             if sink.bad.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(ModelError::Input(format!("layer {}: an attention row is not finite (NaN or infinite weights?) or has too few keys for the standardised scores", l + 1)));
+                return Err(ModelError::Input(format!("layer {}: an attention score row is not finite (NaN or infinite weights?) or has too few keys for the standardised scores", l + 1)));
             }
             let mut off = 0;
             for (s, op) in segs.iter_mut().zip(&out_pos) {
@@ -1140,7 +1203,7 @@ impl BertModel {
             let (q, kv, out_off) = (&q, &kv, &out_off);
             tasks.into_par_iter().for_each_init(
                 || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f64>::new(), Vec::<f32>::new(), Vec::<f64>::new()),
-                move |(buf, kt, row, lnb, acc), (e, q0, q1)| {
+                move |(buf, kt, row, pbuf, acc), (e, q0, q1)| {
                     let ctx_ptr = ctx_ptr;
                     let s = &segs[e];
                     let nb = q1 - q0;
@@ -1176,6 +1239,51 @@ impl BertModel {
                         return;
                     }
                     buf.resize(h * nb * ni, 0.0);
+                    if let HeadReduce::ConcreteCdf { ddof, eps } = sink.kind {
+                        // U row = (1/H) Σ_h Φ(standardised S_h row), heads in order, from the
+                        // pre-softmax scores S (section 4 step 1), not from the probabilities:
+                        // ln P of a key ~88 nats below its row's max underflows in f32
+                        // (planners::concrete::standardized_cdf_scores_fast's arithmetic on S).
+                        // The probabilities themselves are not kept (only the context).
+                        let lanes = kw.is_none() && kernels::attention_accumulate_supported(dh, nb, ni);
+                        for head in 0..h {
+                            let (q_b, kv_e, c0) = head_inputs(head);
+                            // the AVX-512 kernel skips writing probabilities; others need a buffer
+                            if !lanes {
+                                pbuf.resize(nb * ni, 0.0);
+                            }
+                            let probs: &mut [f32] = if lanes { &mut [] } else { &mut pbuf[..nb * ni] };
+                            // SAFETY: rows out_off[e]+q0..q1 of ctx, columns of this head: this task only.
+                            unsafe {
+                                kernels::attention_head(q_b, d, kv_e, 2 * d, d, key_rows, kw, nb, ni, dh, probs, ctx_ptr.0.add(c0), d, kt);
+                            }
+                            kernels::attention_scores(q_b, d, kv_e, 2 * d, key_rows, nb, ni, dh, kt, &mut buf[head * nb * ni..(head + 1) * nb * ni]);
+                        }
+                        let n = sink.n[e];
+                        let inv_h = 1.0 / h as f64;
+                        for r in 0..nb {
+                            let token = s.rows[out_pos[e][q0 + r]];
+                            row.clear();
+                            row.resize(ni, 0.0);
+                            for head in 0..h {
+                                let sc = &buf[head * nb * ni + r * ni..][..ni];
+                                if ni <= ddof || !kernels::all_finite(sc) {
+                                    sink.bad.store(true, std::sync::atomic::Ordering::Relaxed);
+                                    continue;
+                                }
+                                kernels::standardized_cdf_row(sc, ddof, eps, row);
+                            }
+                            row.iter_mut().for_each(|x| *x *= inv_h);
+                            // SAFETY: each query token of example e is in exactly one task; the
+                            // sink's block for e is [n, n] and token < n.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(sink.dst[e].0.add(token * n), n) };
+                            for (j, &a) in row.iter().enumerate() {
+                                let key = key_pos.map_or(j, |kp| kp[e][j]);
+                                dst[s.rows[key]] = a;
+                            }
+                        }
+                        return;
+                    }
                     for head in 0..h {
                         let (q_b, kv_e, c0) = head_inputs(head);
                         // SAFETY: rows out_off[e]+q0..q1 of ctx, columns of this head: this task only.
@@ -1190,29 +1298,6 @@ impl BertModel {
                         // SAFETY: each query token of example e is in exactly one task; the
                         // sink's block for e is [n, n] and token < n.
                         let dst = unsafe { std::slice::from_raw_parts_mut(sink.dst[e].0.add(token * n), n) };
-                        if let HeadReduce::ConcreteCdf { ddof, eps } = sink.kind {
-                            // U row = (1/H) Σ_h Φ(standardised ln P_h row), heads in order
-                            // (planners::concrete::standardized_cdf_scores_fast's arithmetic)
-                            row.clear();
-                            row.resize(ni, 0.0);
-                            lnb.resize(ni, 0.0);
-                            for head in 0..h {
-                                let p = &buf[head * nb * ni + r * ni..][..ni];
-                                if ni <= ddof || !kernels::all_finite(p) {
-                                    sink.bad.store(true, std::sync::atomic::Ordering::Relaxed);
-                                    continue;
-                                }
-                                kernels::ln_clamped(p, lnb);
-                                kernels::standardized_cdf_row(lnb, ddof, eps, row);
-                            }
-                            let inv_h = 1.0 / h as f64;
-                            row.iter_mut().for_each(|x| *x *= inv_h);
-                            for (j, &a) in row.iter().enumerate() {
-                                let key = key_pos.map_or(j, |kp| kp[e][j]);
-                                dst[s.rows[key]] = a;
-                            }
-                            continue;
-                        }
                         let max = sink.kind == HeadReduce::Max;
                         if identity {
                             kernels::reduce_heads_row(&buf[r * ni..], nb * ni, h, max, dst);
@@ -1477,8 +1562,8 @@ pub enum HeadReduce {
     /// Maximum over heads.
     Max,
     /// The concrete planner's step 1 (section 4): the mean over heads of `Φ` of each head's
-    /// standardised log-probabilities (`ddof`, `eps` as in
-    /// `planners::concrete::standardized_cdf_scores_fast`, with the same arithmetic).
+    /// standardised pre-softmax scores `S = Q Kᵀ / √d_h` (f32, [`kernels::attention_scores`];
+    /// `ddof`, `eps` and the arithmetic as in `planners::concrete::standardized_cdf_scores_fast`).
     ConcreteCdf { ddof: usize, eps: f64 },
 }
 

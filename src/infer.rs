@@ -189,16 +189,18 @@ pub fn abt_plans_timed(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig
 }
 
 /// Hard concrete-mask plans (section 4 step 4) from the ApproxNet's attention and thresholds
-/// `theta` (one per layer). The standardised scores are computed from log-probabilities, which
-/// differ from the pre-softmax scores by a per-row constant, so Z is the same.
+/// `theta` (one per layer). `Z` standardises the ApproxNet's pre-softmax scores `S` (section 4
+/// step 1), computed from the queries and keys in the attention pass (not from the
+/// probabilities: `ln P` of a key more than ~88 nats below its row's max underflows in f32).
 ///
-/// Fast path: vectorised f32 `ln` (`kernels::ln_clamped`) and `Φ` (the arithmetic of
+/// Fast path: f32 scores (`kernels::attention_scores`) and vectorised `Φ` (the arithmetic of
 /// [`standardized_cdf_scores_fast`](crate::planners::concrete::standardized_cdf_scores_fast),
-/// `U` within ~2.5e-7 of the f64 reference), computed inside the ApproxNet's attention pass per
-/// block of 16 query rows ([`BertModel::run_attention_reduced_with`]): `[L, H, n, n]` maps are
-/// never stored (the planning took 25% of a dense 26-token pass when they were).
+/// `U` within ~2.5e-7 of the f64 reference on the same scores), computed inside the ApproxNet's
+/// attention pass per block of 16 query rows ([`BertModel::run_attention_reduced_with`]):
+/// `[L, H, n, n]` maps are never stored (the planning took 25% of a dense 26-token pass when
+/// they were).
 ///
-/// Errors: bad input; non-finite ApproxNet attention.
+/// Errors: bad input; non-finite ApproxNet attention scores.
 pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]) -> Result<Vec<TokenPlan>, ModelError> {
     use crate::planners::concrete::concrete_masks_top;
     use rayon::prelude::*;

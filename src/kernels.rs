@@ -52,11 +52,27 @@ pub fn serial<R>(f: impl FnOnce() -> R) -> R {
 /// Products with at least this many multiply-adds use both threads (rayon); smaller ones stay on one.
 const PAR_MIN_MACS: usize = 96 * 1024;
 
+/// `rows x cols` elements, panicking (not wrapping) on overflow: the kernels' length checks.
+fn elems(rows: usize, cols: usize) -> usize {
+    rows.checked_mul(cols).unwrap_or_else(|| panic!("{rows} x {cols} elements overflow usize"))
+}
+
+/// Elements a strided view of `rows` rows of `width` values at row stride `ld` spans:
+/// `(rows - 1) · ld + width` (0 when `rows` is 0), panicking on overflow.
+fn strided_span(rows: usize, ld: usize, width: usize) -> usize {
+    if rows == 0 {
+        return 0;
+    }
+    (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(width)).unwrap_or_else(|| panic!("{rows} rows of {width} at stride {ld} overflow usize"))
+}
+
 /// `out[m, n] = a[m, k] · b[k, n] (+ out if accumulate)`, all row-major and contiguous.
+///
+/// Panics if `a.len() != m k`, `b.len() != k n` or `out.len() != m n`.
 pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
-    debug_assert_eq!(a.len(), m * k);
-    debug_assert_eq!(b.len(), k * n);
-    debug_assert_eq!(out.len(), m * n);
+    assert!(a.len() == elems(m, k), "matmul: a has {} values, expected m x k = {m} x {k}", a.len());
+    assert!(b.len() == elems(k, n), "matmul: b has {} values, expected k x n = {k} x {n}", b.len());
+    assert!(out.len() == elems(m, n), "matmul: out has {} values, expected m x n = {m} x {n}", out.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -72,7 +88,8 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the slices have the lengths asserted above; strides describe row-major layouts.
+    // SAFETY: the slices have the lengths asserted above (always, not only in debug builds);
+    // strides describe row-major layouts.
     unsafe {
         gemm::gemm(
             m,
@@ -99,10 +116,12 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
 }
 
 /// `out[m, n] = a[m, k] · b[n, k]ᵀ` (b row-major `[n, k]`, read transposed), e.g. scores = Q Kᵀ.
+///
+/// Panics if `a.len() != m k`, `b.len() != n k` or `out.len() != m n`.
 pub fn matmul_bt(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
-    debug_assert_eq!(a.len(), m * k);
-    debug_assert_eq!(b.len(), n * k);
-    debug_assert_eq!(out.len(), m * n);
+    assert!(a.len() == elems(m, k), "matmul_bt: a has {} values, expected m x k = {m} x {k}", a.len());
+    assert!(b.len() == elems(n, k), "matmul_bt: b has {} values, expected n x k = {n} x {k}", b.len());
+    assert!(out.len() == elems(m, n), "matmul_bt: out has {} values, expected m x n = {m} x {n}", out.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -134,12 +153,18 @@ pub fn matmul_bt(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: u
 
 /// Strided variant used for per-head attention: `a` rows of length `k` at stride `lda`, `b` likewise.
 /// `out[m, n] = a · bᵀ`.
+///
+/// Panics unless `lda >= k`, `ldb >= k`, `a` holds `m` rows and `b` `n` rows at those strides and
+/// `out.len() >= m n`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_bt_strided(a: &[f32], lda: usize, b: &[f32], ldb: usize, out: &mut [f32], m: usize, k: usize, n: usize) {
+    assert!(lda >= k && ldb >= k, "matmul_bt_strided: strides {lda}, {ldb} shorter than a row of k = {k}");
+    assert!(a.len() >= strided_span(m, lda, k), "matmul_bt_strided: a has {} values, too few for {m} rows of {k} at stride {lda}", a.len());
+    assert!(b.len() >= strided_span(n, ldb, k), "matmul_bt_strided: b has {} values, too few for {n} rows of {k} at stride {ldb}", b.len());
+    assert!(out.len() >= elems(m, n), "matmul_bt_strided: out has {} values, expected at least m x n = {m} x {n}", out.len());
     if m == 0 || n == 0 {
         return;
     }
-    assert!(a.len() >= (m - 1) * lda + k && b.len() >= (n - 1) * ldb + k && out.len() >= m * n);
     // SAFETY: bounds asserted above.
     unsafe {
         gemm::gemm(
@@ -152,12 +177,18 @@ pub fn matmul_bt_strided(a: &[f32], lda: usize, b: &[f32], ldb: usize, out: &mut
 }
 
 /// `out[m, n] (row stride ldo) = p[m, k] · v[k, n] (row stride ldv)`: attention-weighted values.
+///
+/// Panics unless `ldv >= n`, `ldo >= n`, `p.len() >= m k`, `v` holds `k` rows and `out` `m`
+/// rows at those strides.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_strided_out(p: &[f32], v: &[f32], ldv: usize, out: &mut [f32], ldo: usize, m: usize, k: usize, n: usize) {
+    assert!(ldv >= n && ldo >= n, "matmul_strided_out: strides {ldv}, {ldo} shorter than a row of n = {n}");
+    assert!(p.len() >= elems(m, k), "matmul_strided_out: p has {} values, expected at least m x k = {m} x {k}", p.len());
+    assert!(v.len() >= strided_span(k, ldv, n), "matmul_strided_out: v has {} values, too few for {k} rows of {n} at stride {ldv}", v.len());
+    assert!(out.len() >= strided_span(m, ldo, n), "matmul_strided_out: out has {} values, too few for {m} rows of {n} at stride {ldo}", out.len());
     if m == 0 || n == 0 {
         return;
     }
-    assert!(p.len() >= m * k && (k == 0 || v.len() >= (k - 1) * ldv + n) && out.len() >= (m - 1) * ldo + n);
     if k == 0 {
         for r in 0..m {
             out[r * ldo..r * ldo + n].fill(0.0);
@@ -1075,9 +1106,12 @@ mod approx_tests {
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod qlane_tests {
+    use std::io::Write as _;
+
     #[test]
     fn transpose16_transposes() {
         if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")) {
+            let _ = writeln!(std::io::stderr(), "NOTE: transpose16_transposes did NOT run: this CPU has no AVX-512F/DQ (the 16x16 transpose is AVX-512 only)");
             return;
         }
         use std::arch::x86_64::*;
@@ -1125,6 +1159,7 @@ mod qlane_tests {
     #[test]
     fn qlanes_bitwise_equal_row_kernel() {
         if super::isa() != super::Isa::V4 {
+            let _ = writeln!(std::io::stderr(), "NOTE: qlanes_bitwise_equal_row_kernel did NOT run: this CPU has no AVX-512F/DQ (the query-lane kernel is AVX-512 only)");
             return;
         }
         let mut rng = fastrand::Rng::with_seed(7);
@@ -1241,6 +1276,46 @@ pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_o
     }
 }
 
+#[inline(always)]
+fn attention_scores_imp(q: &[f32], ldq: usize, kt: &[f32], no: usize, ni: usize, dh: usize, out: &mut [f32]) {
+    for (r, o) in out.chunks_exact_mut(ni).take(no).enumerate() {
+        let qr = &q[r * ldq..r * ldq + dh];
+        o.fill(0.0);
+        for (dd, &qv) in qr.iter().enumerate() {
+            for (x, &kv) in o.iter_mut().zip(&kt[dd * ni..(dd + 1) * ni]) {
+                *x += qv * kv;
+            }
+        }
+    }
+}
+dispatch!(fn attention_scores_dispatch(q: &[f32], ldq: usize, kt: &[f32], no: usize, ni: usize, dh: usize, out: &mut [f32]) => attention_scores_imp);
+
+/// One head's pre-softmax attention scores (ALGORITHM.md section 4 step 1's `S`):
+/// `out[r · ni + j] = Σ_dd q[r · ldq + dd] · kv[key(j) · ldkv + dd]` for `r < no`, `j < ni`, with
+/// `key(j) = key_rows[j]` (or `j`); the queries are pre-scaled by `1/√d_h` in this crate, so this is
+/// `Q Kᵀ / √d_h`, before any key weighting or softmax. f32, summed over `dd` in order; `kt` is
+/// scratch (`Kᵀ`, `[dh, ni]`).
+///
+/// Panics if `q` does not hold `no` rows of `dh` at stride `ldq`, a key row is past `kv`, or
+/// `out.len() < no · ni`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_scores(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize, kt: &mut Vec<f32>, out: &mut [f32]) {
+    assert_head_bounds(q, ldq, kv, ldkv, 0, key_rows, no, ni, dh);
+    assert!(out.len() >= elems(no, ni), "attention_scores: out has {} values, expected at least no x ni = {no} x {ni}", out.len());
+    if no == 0 || ni == 0 {
+        return;
+    }
+    kt.clear();
+    kt.resize(elems(dh, ni), 0.0);
+    for j in 0..ni {
+        let r = key_rows.map_or(j, |kr| kr[j]) * ldkv;
+        for (dd, &v) in kv[r..r + dh].iter().enumerate() {
+            kt[dd * ni + j] = v;
+        }
+    }
+    attention_scores_dispatch(q, ldq, &kt[..], no, ni, dh, &mut out[..no * ni])
+}
+
 /// Whether [`attention_head_accumulate`] runs for head size `dh`, `no` query rows, `ni` keys.
 pub fn attention_accumulate_supported(dh: usize, no: usize, ni: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -1279,11 +1354,17 @@ pub unsafe fn attention_head_accumulate(q: &[f32], ldq: usize, kv: &[f32], ldkv:
 /// `ni` key rows (gathered through `key_rows`) with K at 0 and V at `v_off`, stride `ldkv`.
 #[allow(clippy::too_many_arguments)]
 fn assert_head_bounds(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize) {
-    assert!(no == 0 || q.len() >= (no - 1) * ldq + dh);
+    assert!(q.len() >= strided_span(no, ldq, dh), "attention: q has {} values, too few for {no} rows of {dh} at stride {ldq}", q.len());
+    let width = v_off.checked_add(dh).expect("attention: v_off + dh overflows usize");
     if let Some(kr) = key_rows {
-        assert!(kr.len() >= ni && kr[..ni].iter().all(|&r| r * ldkv + v_off + dh <= kv.len()));
+        assert!(kr.len() >= ni, "attention: {} key rows given, expected at least ni = {ni}", kr.len());
+        assert!(
+            kr[..ni].iter().all(|&r| r.checked_mul(ldkv).and_then(|x| x.checked_add(width)).is_some_and(|end| end <= kv.len())),
+            "attention: a key row index points past kv ({} values, stride {ldkv})",
+            kv.len()
+        );
     } else {
-        assert!(ni == 0 || kv.len() >= (ni - 1) * ldkv + v_off + dh);
+        assert!(kv.len() >= strided_span(ni, ldkv, width), "attention: kv has {} values, too few for {ni} key rows at stride {ldkv}", kv.len());
     }
 }
 
@@ -1346,7 +1427,7 @@ dispatch!(fn reduce_heads_row_dispatch(probs: &[f32], head_stride: usize, h: usi
 /// `k < out.len()`. The same f64 operations as `planners::abt::backtrack`, so bitwise the same
 /// values; vectorised for the CPU (AVX-512 / AVX2 / baseline). `h >= 1`.
 pub fn reduce_heads_row(probs: &[f32], head_stride: usize, h: usize, max: bool, out: &mut [f64]) {
-    assert!(h >= 1 && probs.len() >= (h - 1) * head_stride + out.len());
+    assert!(h >= 1 && probs.len() >= strided_span(h, head_stride, out.len()), "reduce_heads_row: probs has {} values, too few for {h} heads of {} at stride {head_stride}", probs.len(), out.len());
     reduce_heads_row_dispatch(probs, head_stride, h, max, out)
 }
 
@@ -1473,10 +1554,18 @@ pub fn standardized_cdf_row(x: &[f32], ddof: usize, eps: f64, u: &mut [f64]) {
 
 /// `out[m, n] = x[m, k] · w[k, n] + bias` (then `act`), bias/activation fused into the GEMM's
 /// output pass: the output is pre-filled with the bias and the GEMM accumulates into it.
+///
+/// Panics if `x.len() != m k`, `w.len() != k n`, `bias.len() != n` or `out.len() != m n`.
 #[allow(clippy::too_many_arguments)]
 pub fn linear(x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], m: usize, k: usize, n: usize, act: Option<Activation>) {
-    for row in out.chunks_exact_mut(n) {
-        row.copy_from_slice(bias);
+    assert!(x.len() == elems(m, k), "linear: x has {} values, expected m x k = {m} x {k}", x.len());
+    assert!(w.len() == elems(k, n), "linear: w has {} values, expected k x n = {k} x {n}", w.len());
+    assert!(bias.len() == n, "linear: bias has {} values, expected n = {n}", bias.len());
+    assert!(out.len() == elems(m, n), "linear: out has {} values, expected m x n = {m} x {n}", out.len());
+    if n > 0 {
+        for row in out.chunks_exact_mut(n) {
+            row.copy_from_slice(bias);
+        }
     }
     matmul(x, w, out, m, k, n, true);
     if let Some(a) = act {

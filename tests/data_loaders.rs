@@ -1,6 +1,8 @@
 //! Tests for the data loaders (`sttabt::data`), metrics, seeded split, and IDX reader
 //! (`sttabt::vision::idx`). Fixtures are written to unique temporary directories.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -884,30 +886,9 @@ fn rotten_tomatoes_bad_row_names_line() {
     assert!(err.to_string().contains("missing.csv.bz2"), "{err}");
 }
 
-fn sttabt_home() -> PathBuf {
-    match std::env::var_os("STTABT_HOME") {
-        Some(h) => PathBuf::from(h),
-        None => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            home.join(".cache").join("sttabt")
-        }
-    }
-}
-
 #[test]
 fn rotten_tomatoes_real_file() {
-    let path = sttabt_home()
-        .join("data")
-        .join("rotten_tomatoes_corpus_full.csv.bz2");
-    if !path.exists() {
-        println!(
-            "note: {} not found; skipping the real Rotten Tomatoes check",
-            path.display()
-        );
-        return;
-    }
+    let path = common::rotten_tomatoes_path();
     let s = load_rotten_tomatoes(&path, 0).unwrap();
     let info = &s.info;
     println!("{}", serde_json::to_string_pretty(info).unwrap());
@@ -1121,16 +1102,7 @@ fn idx_errors_name_file_and_sizes() {
 
 #[test]
 fn fashion_mnist_real_files() {
-    let dir = sttabt_home().join("data").join("fashion-mnist");
-    if !dir.join("t10k-images-idx3-ubyte.gz").exists()
-        && !dir.join("t10k-images-idx3-ubyte").exists()
-    {
-        println!(
-            "note: Fashion-MNIST not found in {}; skipping",
-            dir.display()
-        );
-        return;
-    }
+    let dir = common::fashion_mnist_dir();
     let test = load_fashion_mnist(&dir, VisionSplit::Test).unwrap();
     assert_eq!(
         (test.images.count, test.images.rows, test.images.cols),

@@ -8,8 +8,7 @@ use std::process::Command;
 
 #[test]
 fn demo_fast_end_to_end() {
-    common::minilm_dir();
-    assert!(sttabt::assets::rotten_tomatoes_path().exists(), "Rotten Tomatoes missing: run scripts/fetch-assets");
+    common::ensure_assets(false);
     let dir = std::env::temp_dir().join(format!("sttabt-demo-fast-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let run = || {

@@ -7,14 +7,20 @@
 
 mod common;
 use common::*;
+use std::io::Write as _;
 
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{RunOptions, TokenPlan};
 
 #[test]
 fn gemm_fallback_matches_reference_and_gathered_plans() {
+    #[cfg(target_arch = "x86_64")]
+    if !std::is_x86_feature_detected!("avx512f") {
+        let _ = writeln!(std::io::stderr(), "NOTE: this CPU has no AVX-512F: the packed GEMM never runs here, so this test checks the path every test runs (not a fallback from the packed one)");
+    }
     std::env::set_var("STTABT_NO_PACKED_GEMM", "1");
     assert!(!sttabt::kernels::packed::available(), "the switch must turn the packed path off");
+    note_cpu_paths("gemm_fallback");
     let tok = TextTokenizer::from_dir(&minilm_dir(), 512).unwrap();
     let m = minilm();
     for name in ["case1_short", "case4_pair"] {
@@ -23,7 +29,7 @@ fn gemm_fallback_matches_reference_and_gathered_plans() {
         let enc = tok.encode(c["text"].as_str().unwrap(), pair).unwrap();
         let out = m.run_dense(&[enc.input.clone()], RunOptions::default()).unwrap().remove(0);
         let err = max_abs_diff(&out.hidden, &f32s(&c["last_hidden_state"]));
-        assert!(err < 1e-4, "{name}: last_hidden_state differs by {err} without the packed GEMM");
+        assert!(err < 2e-5, "{name}: last_hidden_state differs by {err} without the packed GEMM");
     }
     // A plan that keeps every token until the last layer reads only CLS: its CLS row equals the
     // dense run's (the last layer's CLS row depends only on layer L-1's full output).

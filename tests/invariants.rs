@@ -509,40 +509,123 @@ fn row_blocks_give_the_same_bits_as_column_split() {
     assert!(with.0[0].hidden.iter().all(|v| v.is_finite()));
 }
 
+/// Pre-softmax attention scores `S = Q Kᵀ / √d_h` of a dense run of `x`, `[L, H, n, n]`
+/// (ALGORITHM.md section 4 step 1), from the layer inputs and the layers' own weights, in f64
+/// (rounded to f32 at the end). Post-LN BERT: layer l reads hidden state l - 1 as it is.
+fn presoftmax_scores(m: &BertModel, x: &EncodedInput) -> Vec<f32> {
+    let (big_l, h, d) = (m.layers.len(), m.config.num_heads, m.config.hidden_size);
+    let (n, dh) = (x.len(), d / h);
+    let out = m.run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: false, hidden_states: true }).unwrap().remove(0);
+    let hs = out.hidden_states.expect("hidden states");
+    let mut s = vec![0.0f32; big_l * h * n * n];
+    for (l, layer) in m.layers.iter().enumerate() {
+        let (rows, xin) = &hs[l];
+        assert_eq!(rows, &(0..n).collect::<Vec<_>>(), "dense run: layer {} reads every token", l + 1);
+        let q = layer.query.forward(xin); // pre-scaled by 1/sqrt(d_h)
+        let kv = layer.key_value.forward(xin); // [n, 2d]: K in columns 0..d
+        for head in 0..h {
+            for i in 0..n {
+                for j in 0..n {
+                    let dot: f64 = (0..dh).map(|dd| f64::from(q[i * d + head * dh + dd]) * f64::from(kv[j * 2 * d + head * dh + dd])).sum();
+                    s[((l * h + head) * n + i) * n + j] = dot as f32;
+                }
+            }
+        }
+    }
+    s
+}
+
 /// The concrete planner's fused pass (per-head standardised scores reduced inside the
-/// ApproxNet's attention pass) gives exactly the plans of the unfused composition: a dense run
-/// keeping every attention map, `ln`, `standardized_cdf_scores_fast`, `concrete_masks_top`; on a
-/// ragged batch across several 16-row blocks, for several thresholds; and it refuses NaN weights.
+/// ApproxNet's attention pass) against the f64 reference (`standardized_cdf_scores` on the
+/// pre-softmax scores computed here from the layers' weights): `U` within 1e-5 and the same
+/// plans as `concrete_masks_top` on the reference `U`; on a ragged batch across several 16-row
+/// blocks, for several thresholds; and it refuses NaN weights.
 #[test]
 fn fused_concrete_pass_equals_scores_on_full_attention() {
-    use sttabt::planners::concrete::{concrete_masks_top, standardized_cdf_scores_fast};
+    use sttabt::encoder::HeadReduce;
+    use sttabt::planners::concrete::{concrete_masks_top, standardized_cdf_scores};
     let m = random_model(&tiny_config(3, 4, 8, 64, 50, 80), 33, 1.0);
     let (big_l, h) = (m.layers.len(), m.config.num_heads);
     let mut rng = fastrand::Rng::with_seed(4);
     let inputs: Vec<EncodedInput> = [1usize, 2, 17, 33, 64].iter().map(|&n| random_input(n, &mut rng)).collect();
+    let dense: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len(), big_l)).collect();
+    let fused_u = m.run_attention_reduced_with(&inputs, &dense, HeadReduce::ConcreteCdf { ddof: 0, eps: 1e-6 }).expect("fused U");
+    let want_u: Vec<Vec<f64>> = inputs.iter().map(|x| standardized_cdf_scores(&presoftmax_scores(&m, x), big_l, h, x.len(), x.len(), 0, 1e-6).unwrap()).collect();
+    for (e, (f, w)) in fused_u.iter().zip(&want_u).enumerate() {
+        let worst = f.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "example {e}: fused U is {worst:e} off the f64 reference on the pre-softmax scores");
+    }
     for theta in [[-2.0, 0.0, 1.0], [0.0; 3], [1.5, -0.5, -3.0]] {
         let fused = sttabt::infer::concrete_plans(&m, &inputs, &theta).expect("concrete_plans");
         for (e, x) in inputs.iter().enumerate() {
             let n = x.len();
-            let out = m.run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
-            let mut logp = vec![0.0f32; big_l * h * n * n];
-            for (l, la) in out.attentions.as_ref().unwrap().iter().enumerate() {
-                for head in 0..h {
-                    for q in 0..n {
-                        let row = ((l * h + head) * n + q) * n;
-                        sttabt::kernels::ln_clamped(&la.probs[(head * n + q) * n..][..n], &mut logp[row..row + n]);
-                    }
-                }
-            }
-            let u = standardized_cdf_scores_fast(&logp, big_l, h, n, n, 0, 1e-6).unwrap();
-            let want = concrete_masks_top(&u, big_l, n, n, &theta, 0.1, 0.1, 1e-6, 1).unwrap().plan;
+            let want = concrete_masks_top(&want_u[e], big_l, n, n, &theta, 0.1, 0.1, 1e-6, 1).unwrap().plan;
             assert_eq!(fused[e], want, "θ = {theta:?}, example {e} (n = {n}): fused concrete planner differs");
         }
     }
-    // NaN weights (loading refuses them; set after loading, before the first run packs them):
-    // a clear error, not a plan
+    // NaN weights (loading refuses them; a layer rebuilt with one after loading): a clear
+    // error, not a plan
     let mut bad = random_model(&tiny_config(2, 4, 8, 64, 50, 80), 3, 1.0);
-    bad.layers[1].key_value.w[0] = f32::NAN;
+    let kv = &bad.layers[1].key_value;
+    let mut w = kv.weight().to_vec();
+    w[0] = f32::NAN;
+    bad.layers[1].key_value = sttabt::encoder::Linear::new(w, kv.bias().to_vec(), kv.d_in(), kv.d_out());
     let err = sttabt::infer::concrete_plans(&bad, &inputs[2..3], &[0.0, 0.0]).expect_err("NaN attention must be refused");
     assert!(err.to_string().contains("not finite"), "{err}");
+}
+
+/// Concrete inference standardises the pre-softmax scores even where the probabilities
+/// underflow: a model whose queries are scaled up so that keys sit more than 90 nats below their
+/// row's max (`P = e^{-90}` is 0 in f32; `ln P` would be clamped). The fused `U` and the plans
+/// equal the f64 reference (`planners::concrete::standardized_cdf_scores`) on the scores, and
+/// `U` from the clamped log-probabilities (the old computation) is measurably different, so the
+/// test tells the two apart.
+#[test]
+fn concrete_plans_standardise_scores_far_below_the_row_max() {
+    use sttabt::encoder::HeadReduce;
+    use sttabt::planners::concrete::{concrete_masks_top, standardized_cdf_scores, standardized_cdf_scores_fast};
+    let cfg = tiny_config(2, 4, 8, 64, 50, 80);
+    let mut tensors = common::random_tensors(&cfg, 91, 1.0);
+    for (name, _, data) in tensors.iter_mut() {
+        if name.ends_with("attention.self.query.weight") || name.ends_with("attention.self.key.weight") {
+            data.iter_mut().for_each(|v| *v *= 12.0);
+        }
+    }
+    let dir = common::TempDir::new("far-scores");
+    common::write_checkpoint(dir.path(), &cfg, &tensors);
+    let m = BertModel::load(dir.path()).expect("load");
+    let (big_l, h) = (m.layers.len(), m.config.num_heads);
+    let mut rng = fastrand::Rng::with_seed(5);
+    let inputs: Vec<EncodedInput> = [24usize, 40].iter().map(|&n| random_input(n, &mut rng)).collect();
+    let dense: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len(), big_l)).collect();
+    let fused_u = m.run_attention_reduced_with(&inputs, &dense, HeadReduce::ConcreteCdf { ddof: 0, eps: 1e-6 }).expect("fused U");
+    let theta = [0.5, -0.5];
+    let plans = sttabt::infer::concrete_plans(&m, &inputs, &theta).expect("concrete_plans");
+    for (e, x) in inputs.iter().enumerate() {
+        let n = x.len();
+        let s = presoftmax_scores(&m, x);
+        // the premise: many keys more than 90 nats below their row's max
+        let far = s.chunks(n).map(|row| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            row.iter().filter(|&&v| v < max - 90.0).count()
+        }).sum::<usize>();
+        assert!(far > 10 * n, "example {e}: only {far} scores are > 90 nats below their row max; scale the queries up");
+        let want = standardized_cdf_scores(&s, big_l, h, n, n, 0, 1e-6).unwrap();
+        let worst = fused_u[e].iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-5, "example {e}: fused U is {worst:e} off the f64 reference on the pre-softmax scores");
+        let want_plan = concrete_masks_top(&want, big_l, n, n, &theta, 0.1, 0.1, 1e-6, 1).unwrap().plan;
+        assert_eq!(plans[e], want_plan, "example {e}: concrete plan differs from the reference on the scores");
+        // the old computation: standardised ln(max(P, 1e-37)) - visibly wrong here
+        let out = m.run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
+        let mut logp = vec![0.0f32; big_l * h * n * n];
+        for (l, la) in out.attentions.as_ref().unwrap().iter().enumerate() {
+            for (r, p) in la.probs.chunks(n).enumerate() {
+                sttabt::kernels::ln_clamped(p, &mut logp[(l * h * n + r) * n..][..n]);
+            }
+        }
+        let old = standardized_cdf_scores_fast(&logp, big_l, h, n, n, 0, 1e-6).unwrap();
+        let gap = old.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        eprintln!("example {e} (n = {n}): {far} scores > 90 nats below their row max; fused U within {worst:.1e} of the reference; U from clamped ln P off by {gap:.3}");
+        assert!(gap > 1e-3, "example {e}: U from clamped log-probabilities is only {gap:e} off; the test would not catch it");
+    }
 }

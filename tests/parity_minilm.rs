@@ -1,6 +1,6 @@
 //! Parity with the real all-MiniLM-L6-v2 against `../shared/reference/minilm/` (computed with
-//! transformers): token ids exactly; hidden states 1e-4 (we also report the max error, expected
-//! ~2e-6); attention probabilities, pooler, sentence embedding, cosine 1e-5.
+//! transformers): token ids exactly; hidden states 2e-5 (measured ~3e-6); attention
+//! probabilities, pooler, sentence embedding, cosine 1e-5.
 
 mod common;
 use common::*;
@@ -9,7 +9,7 @@ use sttabt::encoder::mean_pool_normalized;
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{EncodedInput, RunOptions};
 
-const HIDDEN_TOL: f32 = 1e-4;
+const HIDDEN_TOL: f32 = 2e-5;
 const PROB_TOL: f32 = 1e-5;
 
 fn case(name: &str) -> serde_json::Value {

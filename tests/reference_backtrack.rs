@@ -5,6 +5,8 @@
 //! The reference directory is `$STTABT_REFERENCE_DIR` if set, else `../shared/reference`
 //! relative to the crate root.
 
+mod common;
+
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -19,11 +21,9 @@ use sttabt::planners::concrete::{
 
 // ---------------------------------------------------------------- helpers
 
+/// The reference vectors (one lookup for every test file: `common::reference_dir`).
 fn ref_dir() -> PathBuf {
-    match std::env::var_os("STTABT_REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference")),
-    }
+    common::reference_dir()
 }
 
 fn load(name: &str) -> Value {
@@ -1187,6 +1187,7 @@ fn concrete_plans_always_validate() {
 /// plans on random inputs, and reports the same errors.
 #[test]
 fn concrete_fast_scores_match_reference_function() {
+    common::note_cpu_paths("standardized_cdf_scores_fast vs the f64 reference");
     let mut rng = Rng(777);
     let mut worst = 0.0f64;
     for case in 0..300 {

@@ -578,7 +578,7 @@ fn approxnet_refuses_teacher_with_more_positions() {
 
 #[test]
 fn finetune_minilm_on_rotten_tomatoes() {
-    let rt = sttabt::data::rt::load_rotten_tomatoes(&sttabt::assets::rotten_tomatoes_path(), 0).expect("Rotten Tomatoes");
+    let rt = sttabt::data::rt::load_rotten_tomatoes(&common::rotten_tomatoes_path(), 0).expect("Rotten Tomatoes");
     let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&common::minilm_dir(), 128).expect("tokenizer");
     let (train, _) = sttabt::pipeline::tokenize(&tok, &rt.train, Some(128)).expect("tokenise train");
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &rt.dev, Some(200)).expect("tokenise dev");

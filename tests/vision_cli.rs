@@ -16,8 +16,7 @@ fn sttabt(args: &[&str], extra: &[&Path]) -> (bool, String, String) {
 
 #[test]
 fn vision_demo_fast_on_fashion_mnist() {
-    let fm = sttabt::assets::fashion_mnist_dir();
-    assert!(fm.join("train-images-idx3-ubyte.gz").exists(), "Fashion-MNIST missing in {}: run scripts/fetch-assets --vision", fm.display());
+    common::ensure_assets(true);
     let dir = TempDir::new("vision-demo");
     let (ok, stdout, stderr) = sttabt(&["demo", "--vision", "--fast", "--quiet", "--out"], &[dir.path()]);
     assert!(ok, "demo --vision --fast failed:\n{stdout}\n{stderr}");

@@ -3,6 +3,8 @@
 //! patch-survival grid. Resampling values are checked against hand computations and against
 //! Pillow 13 (`Image.resize` on mode "F" images, which does not round to `uint8`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -549,19 +551,10 @@ fn patchify_orders_patches_in_raster_and_values_as_conv_weights() {
 // ---------------------------------------------------------------------------------------------
 // Fashion-MNIST and the patch-survival grid
 
-fn fashion_mnist_dir() -> Option<PathBuf> {
-    let dir = sttabt::assets::fashion_mnist_dir();
-    if dir.join("t10k-images-idx3-ubyte.gz").exists() || dir.join("t10k-images-idx3-ubyte").exists() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: Fashion-MNIST not found in {} (run scripts/fetch-assets)", dir.display());
-        None
-    }
-}
 
 #[test]
 fn fashion_mnist_first_test_image_patchifies() {
-    let Some(dir) = fashion_mnist_dir() else { return };
+    let dir = common::fashion_mnist_dir();
     let set = load_fashion_mnist(&dir, VisionSplit::Test).unwrap();
     let images = images_from_idx(&set);
     assert_eq!(images.len(), 10_000);
@@ -674,7 +667,7 @@ fn patch_survival_grid_rejects_mismatched_input() {
 
 #[test]
 fn fashion_mnist_patch_survival_grid() {
-    let Some(dir) = fashion_mnist_dir() else { return };
+    let dir = common::fashion_mnist_dir();
     let set = load_fashion_mnist(&dir, VisionSplit::Test).unwrap();
     let images: Vec<Image> = images_from_idx(&set).into_iter().take(2).collect();
     // 49 patches of 4 x 4; keep all, then the brightest half, then the brightest quarter.

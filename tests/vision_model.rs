@@ -239,7 +239,7 @@ fn hf_vit_and_deit_checkpoints_load_and_match_the_reference_forward() {
         assert_eq!(m.config.labels, vec!["cat", "dog", "bird"]);
         assert_eq!(m.top_tokens(), if deit { vec![0, 1] } else { vec![0] });
         let patch = m.embeddings.patch().expect("patch embedding");
-        assert_eq!((patch.projection.d_in, patch.projection.d_out), (C * P * P, D));
+        assert_eq!((patch.projection.d_in(), patch.projection.d_out()), (C * P * P, D));
         assert_eq!(patch.position.len(), v.seq_len() * D);
         let map = as_map(&tensors);
         let pre = match (prefix, deit) {

@@ -710,24 +710,10 @@ fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// `sttabt fetch`: fill the asset cache (the library's [`assets::fetch`], which runs
+/// `scripts/fetch-assets` under a lock).
 pub(crate) fn fetch(vision: bool) -> Result<()> {
-    let script = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.ancestors().nth(3).map(|root| root.join("scripts/fetch-assets")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-assets")));
-    if !script.exists() {
-        bail!("cannot find scripts/fetch-assets (looked at {}); run it from the source tree", script.display());
-    }
-    let mut cmd = std::process::Command::new("bash");
-    cmd.arg(&script);
-    if vision {
-        cmd.arg("--vision");
-    }
-    let status = cmd.status().with_context(|| format!("running {}", script.display()))?;
-    if !status.success() {
-        bail!("{} failed ({status})", script.display());
-    }
+    assets::fetch(vision)?;
     Ok(())
 }
 
@@ -850,7 +836,7 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
     let (dev, cut) = tokenize(&tok, &splits.dev, None)?;
     warn_truncation("dev", cut, max_length);
     eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
-    let base = if base.classifier.as_ref().map(|c| c.d_out) == Some(splits.label_names.len()) {
+    let base = if base.classifier.as_ref().map(|c| c.d_out()) == Some(splits.label_names.len()) {
         base
     } else {
         with_new_head(base, splits.label_names.clone(), cfg.seed)

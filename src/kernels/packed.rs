@@ -45,7 +45,7 @@ impl PackedWeights {
     }
 
     fn pack(w: &[f32], k: usize, n: usize) -> Self {
-        assert_eq!(w.len(), k * n, "weight has {} values, expected {k} x {n}", w.len());
+        assert!(k.checked_mul(n) == Some(w.len()), "weight has {} values, expected {k} x {n}", w.len());
         let panels = n.div_ceil(NR);
         let mut data = vec![0.0f32; panels * k * NR];
         for p in 0..panels {
@@ -88,8 +88,9 @@ impl PackedWeights {
 
     fn run(&self, a: &[f32], out: &mut [f32], m: usize, init: Init<'_>, gelu: bool) {
         let (k, n) = (self.k, self.n);
-        assert_eq!(a.len(), m * k, "input has {} values, expected {m} x {k}", a.len());
-        assert_eq!(out.len(), m * n, "output has {} values, expected {m} x {n}", out.len());
+        // (checked products: a wrapped m x k must not pass for a short slice)
+        assert!(m.checked_mul(k) == Some(a.len()), "input has {} values, expected {m} x {k}", a.len());
+        assert!(m.checked_mul(n) == Some(out.len()), "output has {} values, expected {m} x {n}", out.len());
         if m == 0 || n == 0 {
             return;
         }
@@ -239,10 +240,12 @@ unsafe fn tile<const R: usize>(a: *const f32, lda: usize, panel: *const f32, out
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
 
     #[test]
     fn matches_naive_product_on_ragged_shapes() {
         if !available() {
+            let _ = writeln!(std::io::stderr(), "NOTE: matches_naive_product_on_ragged_shapes did NOT run: the packed GEMM is off (no AVX-512F, or STTABT_NO_PACKED_GEMM set)");
             return;
         }
         let mut rng = fastrand::Rng::with_seed(7);

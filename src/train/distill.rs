@@ -228,7 +228,7 @@ pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], h
         transfer: approx
             .transfer
             .iter()
-            .map(|l| Lin::from_hf(&l.weight_hf(), &l.b, l.d_in, l.d_out, &device))
+            .map(|l| Lin::from_hf(&l.weight_hf(), l.bias(), l.d_in(), l.d_out(), &device))
             .collect(),
     };
     let use_pred = cfg.use_pred && teacher.classifier.is_some() && approx.model.classifier.is_some();

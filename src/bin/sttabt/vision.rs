@@ -78,7 +78,7 @@ pub fn finetune(source: &ImageSource, model: Option<PathBuf>, out: &Path, cfg: s
                 bail!("{} is a text (BERT) model; images need a ViT/DeiT checkpoint (or no --model, to train a DeiT from scratch)", dir.display());
             }
             let p = processor_for(dir, &m.config)?;
-            let m = if m.classifier.as_ref().map(|c| c.d_out) == Some(classes.len()) { m } else { sttabt::train::finetune::with_new_head(m, classes.clone(), cfg.seed) };
+            let m = if m.classifier.as_ref().map(|c| c.d_out()) == Some(classes.len()) { m } else { sttabt::train::finetune::with_new_head(m, classes.clone(), cfg.seed) };
             (m, p)
         }
         None => new_model_for(source, classes.clone(), cfg.seed)?,
