@@ -314,3 +314,25 @@ fn ltp_run_with_wrong_threshold_count_is_an_error() {
     let (_, plans) = m.run_feed_forward(&[x], &hook, &[0], sttabt::RunOptions::default()).expect("valid LTP plan runs");
     assert_eq!(plans[0].inputs(0), &[0, 1, 2, 3][..]);
 }
+
+/// `--vision` / `--image-folder` beside text-data flags: an error naming the text flags (they used
+/// to be ignored silently), before any data is read or anything is written.
+#[test]
+fn image_jobs_refuse_text_data_flags() {
+    let (model, _) = tiny_classifier("vision-text-flags");
+    let dir = TempDir::new("vision-text-flags-out");
+    let csv = dir.path().join("dev.csv");
+    write_csv(&csv, &[("a fine film", "pos")]);
+    let out = dir.path().join("out");
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["eval", "--vision", "--model", s(model.path()), "--dev", s(&csv), "--out", s(&out)], vec!["--dev", "--vision"]),
+        (vec!["finetune", "--vision", "--out", s(&out), "--train", s(&csv), "--dev", s(&csv)], vec!["--train, --dev"]),
+        (vec!["distill", "--image-folder", s(dir.path()), "--teacher", s(model.path()), "--out", s(&out), "--glue", s(dir.path()), "--task", "sst2"], vec!["--glue, --task"]),
+        (vec!["concrete", "--vision", "--teacher", s(model.path()), "--approx", s(model.path()), "--out", s(&out), "--label-column", "y"], vec!["--label-column"]),
+    ];
+    for (args, parts) in cases {
+        let o = sttabt(&args);
+        assert_fails_naming(&o, &args.join(" "), &parts);
+        assert!(!out.exists(), "{}: wrote {}", args.join(" "), out.display());
+    }
+}

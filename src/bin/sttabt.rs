@@ -522,6 +522,24 @@ impl DataArgs {
     }
 }
 
+/// The image source when `--vision` / `--image-folder` is given, refusing text-data flags beside
+/// it (they would be silently ignored: images come from the image flags only).
+fn image_source(images: &vision::ImageArgs, data: &DataArgs) -> Result<Option<sttabt::vision::data::ImageSource>> {
+    let src = images.source(data.seed)?;
+    if src.is_some() {
+        let mut given: Vec<&str> = Vec::new();
+        for (flag, set) in [("--glue", data.glue.is_some()), ("--task", data.task.is_some()), ("--train", data.train.is_some()), ("--dev", data.dev.is_some()), ("--test", data.test.is_some()), ("--pair-column", data.pair_column.is_some()), ("--text-column", data.text_column != "text"), ("--label-column", data.label_column != "label"), ("--skip-bad-rows", data.skip_bad_rows)] {
+            if set {
+                given.push(flag);
+            }
+        }
+        if !given.is_empty() {
+            bail!("{} describe text data and cannot be combined with --vision / --image-folder (images come from Fashion-MNIST or the image folder; its train/val/test sub-folders are the splits)", given.join(", "));
+        }
+    }
+    Ok(src)
+}
+
 /// clap value parser for counts (epochs, steps, batch sizes): a whole number >= 1.
 fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {
@@ -561,7 +579,7 @@ fn run() -> Result<()> {
         Command::Embed { texts, file, model, max_length, batch_size } => embed(texts, file, model, max_length, batch_size),
         Command::Distill { data, images, teacher, out, factor, init, steps, batch_size, lr, train_limit, heldout, max_length, resume, quiet } => {
             let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, ..Default::default() };
-            if let Some(src) = images.source(data.seed)? {
+            if let Some(src) = image_source(&images, &data)? {
                 guard_output(&out, "distill.json", resume)?;
                 let init = if init == "random" { sttabt::approx::ApproxInit::Random } else { sttabt::approx::ApproxInit::Interpolate };
                 return vision::distill(&src, &teacher, &out, factor, init, cfg, train_limit, heldout, quiet, resume);
@@ -570,7 +588,7 @@ fn run() -> Result<()> {
         }
         Command::Concrete { data, images, teacher, approx, out, theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, train_limit, max_length, resume, quiet } => {
             let cfg = sttabt::train::concrete::ConcreteConfig { theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, seed: data.seed, ..Default::default() };
-            if let Some(src) = images.source(data.seed)? {
+            if let Some(src) = image_source(&images, &data)? {
                 guard_output(&out, "concrete.json", resume)?;
                 return vision::concrete(&src, &teacher, &approx, &out, cfg, train_limit, resume, quiet);
             }
@@ -618,7 +636,7 @@ fn run() -> Result<()> {
         }
         Command::Eval { data, images, model, approx, ks, out, concrete, ltp, limit, timing_examples, max_length, quiet } => {
             let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
-            if let Some(src) = images.source(data.seed)? {
+            if let Some(src) = image_source(&images, &data)? {
                 if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
                     bail!("--ks: every keep fraction must be in (0, 1], got {k}");
                 }
@@ -664,7 +682,7 @@ fn run() -> Result<()> {
         Command::Demo { fast, full, vision: true, out, quiet } => vision::demo(fast, full, out, quiet),
         Command::Demo { fast, full, vision: false, out, quiet } => demo(fast, full, out, quiet),
         Command::Finetune { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } => {
-            if let Some(src) = images.source(data.seed)? {
+            if let Some(src) = image_source(&images, &data)? {
                 guard_output(&out, "finetune.json", resume)?;
                 // from scratch: the vision defaults unless the flags were changed
                 let d = vision::vision_finetune_config(epochs);
