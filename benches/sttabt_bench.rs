@@ -42,7 +42,17 @@ fn main() -> anyhow::Result<()> {
                 let n = x.len();
                 let logp: Vec<f32> = o1.attentions.iter().flatten().flat_map(|a| a.probs.iter().map(|p| p.max(1e-37).ln())).collect();
                 let u = sttabt::planners::concrete::standardized_cdf_scores(&logp, c.num_layers, c.num_heads, n, n, 0, 1e-6)?;
-                let r = sttabt::planners::concrete::concrete_masks_top(&u, c.num_layers, n, n, &theta, 0.1, 0.1, 1e-6, approx.top_tokens().len())?;
+                let r = sttabt::planners::concrete::concrete_masks_top(
+                    &u,
+                    c.num_layers,
+                    n,
+                    n,
+                    &theta,
+                    0.1,
+                    0.1,
+                    1e-6,
+                    approx.top_tokens().len(),
+                )?;
                 total += 1;
                 same += usize::from(&r.plan == p);
             }
@@ -86,7 +96,11 @@ fn main() -> anyhow::Result<()> {
 /// and the first 60 Rotten Tomatoes test sentences.
 fn check_inputs(o: &sttabt::bench::BenchOptions) -> anyhow::Result<(sttabt::BertModel, Vec<sttabt::EncodedInput>)> {
     let teacher = sttabt::BertModel::load(&o.model)?;
-    let approx = sttabt::approx::ApproxNet::load(o.approx.as_ref().ok_or_else(|| anyhow::anyhow!("no ApproxNet (run `sttabt demo`)"))?, &teacher.config)?.model;
+    let approx = sttabt::approx::ApproxNet::load(
+        o.approx.as_ref().ok_or_else(|| anyhow::anyhow!("no ApproxNet (run `sttabt demo`)"))?,
+        &teacher.config,
+    )?
+    .model;
     let mut inputs: Vec<sttabt::EncodedInput> = (0..4).map(|e| sttabt::bench::synthetic_input(17 + 40 * e, e)).collect();
     let splits = sttabt::data::rt::load_rotten_tomatoes(&sttabt::assets::rotten_tomatoes_path(), 0)?;
     let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&o.model, 512)?;

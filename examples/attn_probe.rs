@@ -23,7 +23,12 @@ fn main() {
             }
             let dt = t0.elapsed().as_secs_f64() / iters as f64;
             let flops = 4.0 * (n * n * dh) as f64;
-            println!("dh {dh:2} n {n}, probabilities {}: {:7.2} us per head, {:6.1} GFLOP/s (QK + PV)", if keep_probs { "kept" } else { "not kept" }, dt * 1e6, flops / dt / 1e9);
+            println!(
+                "dh {dh:2} n {n}, probabilities {}: {:7.2} us per head, {:6.1} GFLOP/s (QK + PV)",
+                if keep_probs { "kept" } else { "not kept" },
+                dt * 1e6,
+                flops / dt / 1e9
+            );
         }
     }
 }

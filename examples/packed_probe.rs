@@ -6,7 +6,21 @@ fn main() {
     let iters: usize = std::env::args().nth(1).and_then(|v| v.parse().ok()).unwrap_or(20);
     let mut rng = fastrand::Rng::with_seed(3);
     println!("threads {}, packed available {}", rayon::current_num_threads(), sttabt::kernels::packed::available());
-    for &(m, k, n) in &[(26, 384, 384), (26, 384, 1152), (26, 384, 1536), (26, 1536, 384), (128, 384, 384), (128, 384, 1536), (128, 1536, 384), (128, 96, 192), (128, 96, 384), (128, 384, 96), (832, 384, 1536), (832, 1536, 384), (4096, 384, 1536)] {
+    for &(m, k, n) in &[
+        (26, 384, 384),
+        (26, 384, 1152),
+        (26, 384, 1536),
+        (26, 1536, 384),
+        (128, 384, 384),
+        (128, 384, 1536),
+        (128, 1536, 384),
+        (128, 96, 192),
+        (128, 96, 384),
+        (128, 384, 96),
+        (832, 384, 1536),
+        (832, 1536, 384),
+        (4096, 384, 1536),
+    ] {
         let a: Vec<f32> = (0..m * k).map(|_| rng.f32() - 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.f32() - 0.5).collect();
         let p = sttabt::kernels::packed::PackedWeights::new(&b, k, n).expect("no AVX-512");
@@ -30,6 +44,11 @@ fn main() {
             t[1] += t0.elapsed().as_secs_f64() / reps as f64;
         }
         let gf = |s: f64| 2.0 * (m * k * n) as f64 / (s / iters as f64) / 1e9;
-        println!("{m:5}x{k:4}x{n:4}: gemm {:6.1}, packed {:6.1} GFLOP/s; packed/gemm time {:.2}; max|diff| {err:.1e}", gf(t[0]), gf(t[1]), t[1] / t[0]);
+        println!(
+            "{m:5}x{k:4}x{n:4}: gemm {:6.1}, packed {:6.1} GFLOP/s; packed/gemm time {:.2}; max|diff| {err:.1e}",
+            gf(t[0]),
+            gf(t[1]),
+            t[1] / t[0]
+        );
     }
 }

@@ -18,22 +18,40 @@ fn main() -> anyhow::Result<()> {
     let cfg = AbtConfig::topk(0.3);
     let theta = vec![0.0f64; big_l];
     let modes: Vec<(&str, Box<dyn Fn(&[sttabt::EncodedInput])>)> = vec![
-        ("dense", Box::new(|x: &[sttabt::EncodedInput]| {
-            let plans: Vec<sttabt::TokenPlan> = x.iter().map(|x| sttabt::TokenPlan::dense_cls(x.len(), big_l)).collect();
-            std::hint::black_box(teacher.run(x, &plans, sttabt::RunOptions::default()).unwrap());
-        })),
-        ("abt", Box::new(|x: &[sttabt::EncodedInput]| {
-            std::hint::black_box(sttabt::infer::abt_plans(&approx, x, &cfg).unwrap());
-        })),
-        ("concrete", Box::new(|x: &[sttabt::EncodedInput]| {
-            std::hint::black_box(sttabt::infer::concrete_plans(&approx, x, &theta).unwrap());
-        })),
+        (
+            "dense",
+            Box::new(|x: &[sttabt::EncodedInput]| {
+                let plans: Vec<sttabt::TokenPlan> = x.iter().map(|x| sttabt::TokenPlan::dense_cls(x.len(), big_l)).collect();
+                std::hint::black_box(teacher.run(x, &plans, sttabt::RunOptions::default()).unwrap());
+            }),
+        ),
+        (
+            "abt",
+            Box::new(|x: &[sttabt::EncodedInput]| {
+                std::hint::black_box(sttabt::infer::abt_plans(&approx, x, &cfg).unwrap());
+            }),
+        ),
+        (
+            "concrete",
+            Box::new(|x: &[sttabt::EncodedInput]| {
+                std::hint::black_box(sttabt::infer::concrete_plans(&approx, x, &theta).unwrap());
+            }),
+        ),
     ];
-    let modes: Vec<_> = modes.into_iter().filter(|(name, _)| what == "all" || what == *name || (what == "ratios" && *name != "concrete")).collect();
+    let modes: Vec<_> =
+        modes.into_iter().filter(|(name, _)| what == "all" || what == *name || (what == "ratios" && *name != "concrete")).collect();
     // `ab` as 4th argument: every mode twice, row blocks on then off (encoder::set_row_blocks).
     let ab = args.get(4).is_some_and(|a| a == "ab");
-    let modes: Vec<(String, bool, &Box<dyn Fn(&[sttabt::EncodedInput])>)> =
-        modes.iter().flat_map(|(name, f)| if ab { vec![(format!("{name}+rb"), true, f), (format!("{name}-rb"), false, f)] } else { vec![(name.to_string(), true, f)] }).collect();
+    let modes: Vec<(String, bool, &Box<dyn Fn(&[sttabt::EncodedInput])>)> = modes
+        .iter()
+        .flat_map(|(name, f)| {
+            if ab {
+                vec![(format!("{name}+rb"), true, f), (format!("{name}-rb"), false, f)]
+            } else {
+                vec![(name.to_string(), true, f)]
+            }
+        })
+        .collect();
     let mut total = vec![0.0f64; modes.len()];
     for (_, rb, f) in &modes {
         sttabt::encoder::set_row_blocks(*rb);

@@ -15,7 +15,11 @@ use std::time::Instant;
 
 /// 0: gemm (default thresholds), 1: gemm without weight packing.
 fn set_variant(v: usize) {
-    let (st, mt) = if v == 1 { (256, 256) } else { (gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD, gemm::DEFAULT_LHS_PACKING_THRESHOLD_MULTI_THREAD) };
+    let (st, mt) = if v == 1 {
+        (256, 256)
+    } else {
+        (gemm::DEFAULT_LHS_PACKING_THRESHOLD_SINGLE_THREAD, gemm::DEFAULT_LHS_PACKING_THRESHOLD_MULTI_THREAD)
+    };
     gemm::set_lhs_packing_threshold_single_thread(st);
     gemm::set_lhs_packing_threshold_multi_thread(mt);
 }
@@ -26,7 +30,18 @@ fn main() -> anyhow::Result<()> {
     let iters: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(30);
     let mut rng = fastrand::Rng::with_seed(3);
     println!("simd {}, threads {}", sttabt::kernels::simd_level(), rayon::current_num_threads());
-    for &(m, k, n) in &[(1, 384, 1536), (26, 384, 384), (26, 384, 1536), (128, 384, 768), (128, 384, 1536), (128, 1536, 384), (128, 96, 192), (128, 96, 384), (128, 384, 96), (1024, 384, 1536)] {
+    for &(m, k, n) in &[
+        (1, 384, 1536),
+        (26, 384, 384),
+        (26, 384, 1536),
+        (128, 384, 768),
+        (128, 384, 1536),
+        (128, 1536, 384),
+        (128, 96, 192),
+        (128, 96, 384),
+        (128, 384, 96),
+        (1024, 384, 1536),
+    ] {
         let a: Vec<f32> = (0..m * k).map(|_| rng.f32() - 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.f32() - 0.5).collect();
         let mut c = vec![0.0f32; m * n];
@@ -49,7 +64,12 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let gf = |s: f64| 2.0 * (m * k * n) as f64 / (s / iters as f64) / 1e9;
-        println!("{m:5}x{k:4}x{n:4}: gemm {:6.1}, no-pack {:6.1} GFLOP/s; no-pack/gemm time {:.2}; max|diff| {err:.1e}", gf(t[0]), gf(t[1]), t[1] / t[0]);
+        println!(
+            "{m:5}x{k:4}x{n:4}: gemm {:6.1}, no-pack {:6.1} GFLOP/s; no-pack/gemm time {:.2}; max|diff| {err:.1e}",
+            gf(t[0]),
+            gf(t[1]),
+            t[1] / t[0]
+        );
     }
     let home = sttabt::assets::home().join("runs/demo");
     let teacher = sttabt::BertModel::load(&home.join("teacher"))?;
@@ -79,7 +99,12 @@ fn main() -> anyhow::Result<()> {
         }
         for (j, name) in ["dense", "fixed 30%", "abt planning"].iter().enumerate() {
             let ms = |i: usize| t[i][j] * 1e3 / its as f64;
-            println!("n {n_tok} b{batch:<2} {name:13}: gemm {:7.2}, no-pack {:7.2} ms per batch; no-pack/gemm {:.2}", ms(0), ms(1), t[1][j] / t[0][j]);
+            println!(
+                "n {n_tok} b{batch:<2} {name:13}: gemm {:7.2}, no-pack {:7.2} ms per batch; no-pack/gemm {:.2}",
+                ms(0),
+                ms(1),
+                t[1][j] / t[0][j]
+            );
         }
     }
     Ok(())

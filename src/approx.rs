@@ -59,7 +59,9 @@ pub fn approx_config(teacher: &EncoderConfig, factor: usize) -> Result<EncoderCo
     if d == 0 || teacher.hidden_size % factor != 0 || d % teacher.num_heads != 0 {
         return Err(ModelError::Input(format!(
             "hidden size {} / factor {factor} = {} is not divisible by the {} heads",
-            teacher.hidden_size, teacher.hidden_size as f64 / factor as f64, teacher.num_heads
+            teacher.hidden_size,
+            teacher.hidden_size as f64 / factor as f64,
+            teacher.num_heads
         )));
     }
     Ok(EncoderConfig { hidden_size: d, intermediate_size: (teacher.intermediate_size / factor).max(1), ..teacher.clone() })
@@ -153,7 +155,13 @@ impl ApproxNet {
         Ok(Self {
             model,
             transfer,
-            meta: ApproxMeta { factor, teacher_hidden_size: tc.hidden_size, teacher_num_layers: tc.num_layers, teacher_num_heads: tc.num_heads, teacher_vocab_size: tc.vocab_size },
+            meta: ApproxMeta {
+                factor,
+                teacher_hidden_size: tc.hidden_size,
+                teacher_num_layers: tc.num_layers,
+                teacher_num_heads: tc.num_heads,
+                teacher_vocab_size: tc.vocab_size,
+            },
         })
     }
 
@@ -211,11 +219,13 @@ impl ApproxNet {
     pub fn load(dir: &Path, teacher: &EncoderConfig) -> Result<Self, ModelError> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::Io { path: cfg_path.clone(), source: e })?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config { path: cfg_path.clone(), message: e.to_string() })?;
-        let meta: ApproxMeta = serde_json::from_value(v.get("sttabt_approx").cloned().unwrap_or_default()).map_err(|_| ModelError::Config {
-            path: cfg_path.clone(),
-            message: "not an ApproxNet: config.json has no valid `sttabt_approx` block (create one with `sttabt distill`)".into(),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Config { path: cfg_path.clone(), message: e.to_string() })?;
+        let meta: ApproxMeta =
+            serde_json::from_value(v.get("sttabt_approx").cloned().unwrap_or_default()).map_err(|_| ModelError::Config {
+                path: cfg_path.clone(),
+                message: "not an ApproxNet: config.json has no valid `sttabt_approx` block (create one with `sttabt distill`)".into(),
+            })?;
         let model = BertModel::load(dir)?;
         let store = TensorStore::read(&dir.join("model.safetensors"))?;
         let small = model.config.hidden_size;

@@ -59,7 +59,10 @@ fn markers(vision: bool) -> Vec<PathBuf> {
     let mut m = vec![model.join("model.safetensors"), model.join("tokenizer.json"), rotten_tomatoes_path()];
     if vision {
         let fm = fashion_mnist_dir();
-        m.extend(["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"].map(|f| fm.join(f)));
+        m.extend(
+            ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+                .map(|f| fm.join(f)),
+        );
     }
     m
 }

@@ -80,7 +80,10 @@ impl Default for BenchOptions {
             rounds: 3,
             memory: true,
             // the default demo's within-1-point operating points, where it has trained them
-            concrete: [crate::assets::home().join("runs/demo/concrete_theta0")].into_iter().filter(|d| d.join("concrete.json").exists()).collect(),
+            concrete: [crate::assets::home().join("runs/demo/concrete_theta0")]
+                .into_iter()
+                .filter(|d| d.join("concrete.json").exists())
+                .collect(),
             ltp: [crate::assets::home().join("runs/demo/ltp_lambda0.5")].into_iter().filter(|d| d.join("ltp.json").exists()).collect(),
             peer: None,
             python: None,
@@ -258,7 +261,10 @@ enum BMode {
     DenseCls,
     Abt(f64),
     /// ABT with the keep fraction found by [`calibrate_abt_keep`] for a mean retention (section 5).
-    AbtAt { k: f64, retention: f64 },
+    AbtAt {
+        k: f64,
+        retention: f64,
+    },
     TopK(f64),
     Fixed(f64),
     /// The i-th concrete-mask run (its own teacher and ApproxNet).
@@ -438,7 +444,14 @@ struct RoundSample {
     exec_gflops_per_s: f64,
 }
 
-fn measure_round(cx: &Ctx, inputs: &[EncodedInput], batch: usize, mode: &BMode, repeats: usize, tokenize_s: f64) -> anyhow::Result<RoundSample> {
+fn measure_round(
+    cx: &Ctx,
+    inputs: &[EncodedInput],
+    batch: usize,
+    mode: &BMode,
+    repeats: usize,
+    tokenize_s: f64,
+) -> anyhow::Result<RoundSample> {
     let mut warm = Stages::default();
     run_batch(cx, &inputs[..batch.min(inputs.len())], mode, &mut warm)?;
     let mut passes: Vec<(f64, f64, f64, Stages, (f64, f64, f64))> = Vec::new();
@@ -472,7 +485,14 @@ fn measure_round(cx: &Ctx, inputs: &[EncodedInput], batch: usize, mode: &BMode, 
         examples_per_s: eps,
         p50_ms: p50,
         p90_ms: p90,
-        stage_ms: Stages { tokenize: ms(tokenize_s), approx: ms(st.approx), planning: ms(st.planning), executor: ms(st.executor), head: ms(st.head), executor_stages: ExecutorStages::from_array(st.executor_stages.as_array().map(ms)) },
+        stage_ms: Stages {
+            tokenize: ms(tokenize_s),
+            approx: ms(st.approx),
+            planning: ms(st.planning),
+            executor: ms(st.executor),
+            head: ms(st.head),
+            executor_stages: ExecutorStages::from_array(st.executor_stages.as_array().map(ms)),
+        },
         retention: ret / n,
         gflops_per_example: total / n / 1e9,
         exec_gflops_per_s: if st.executor > 0.0 { flops / st.executor / 1e9 } else { 0.0 },
@@ -491,7 +511,15 @@ fn spread(v: &[f64]) -> (f64, f64, f64) {
 
 /// One row from its rounds (`samples[r]` = round r); `dense[r]` = dense's examples/s in round r
 /// on the same workload and batch; `peer[r]` = the peer's, when it ran a matching workload.
-fn aggregate(workload: &str, batch: usize, mode: String, examples: usize, samples: Vec<RoundSample>, dense: &[f64], peer: Option<(&str, &[f64])>) -> BenchRow {
+fn aggregate(
+    workload: &str,
+    batch: usize,
+    mode: String,
+    examples: usize,
+    samples: Vec<RoundSample>,
+    dense: &[f64],
+    peer: Option<(&str, &[f64])>,
+) -> BenchRow {
     let eps: Vec<f64> = samples.iter().map(|s| s.examples_per_s).collect();
     let (med, lo, hi) = spread(&eps);
     // the round whose figure is the median gives the stage breakdown
@@ -553,17 +581,36 @@ pub fn check_options(opts: &BenchOptions) -> anyhow::Result<()> {
     };
     frac("--keep", opts.synth_keep)?;
     frac("--rt-keep", opts.rt_keep)?;
-    anyhow::ensure!(!opts.batches.is_empty() && opts.batches.iter().all(|&b| b >= 1), "--batches: every batch size must be >= 1, got {:?}", opts.batches);
-    anyhow::ensure!(opts.lengths.iter().all(|&n| n >= 2), "--lengths: every synthetic length must be >= 2 tokens ([CLS] and [SEP] included), got {:?}", opts.lengths);
+    anyhow::ensure!(
+        !opts.batches.is_empty() && opts.batches.iter().all(|&b| b >= 1),
+        "--batches: every batch size must be >= 1, got {:?}",
+        opts.batches
+    );
+    anyhow::ensure!(
+        opts.lengths.iter().all(|&n| n >= 2),
+        "--lengths: every synthetic length must be >= 2 tokens ([CLS] and [SEP] included), got {:?}",
+        opts.lengths
+    );
     anyhow::ensure!(opts.repeats >= 1, "--repeats must be >= 1");
     anyhow::ensure!(opts.rounds >= 1, "--rounds must be >= 1");
     anyhow::ensure!(opts.synth_examples >= 1 || opts.lengths.is_empty(), "--synth-examples must be >= 1");
     anyhow::ensure!(opts.rt_examples > 0 || !opts.lengths.is_empty(), "nothing to time: --rt 0 and no --lengths");
     if let Some(p) = &opts.peer {
-        anyhow::ensure!(p == "ort" || p == "ort-int8", "unknown peer {p:?} (`ort`: ONNX Runtime fp32; `ort-int8`: its dynamic int8 quantisation)");
-        anyhow::ensure!(opts.rounds >= 3, "--rounds {} with --peer: a comparison with the peer needs at least 3 alternating rounds", opts.rounds);
+        anyhow::ensure!(
+            p == "ort" || p == "ort-int8",
+            "unknown peer {p:?} (`ort`: ONNX Runtime fp32; `ort-int8`: its dynamic int8 quantisation)"
+        );
+        anyhow::ensure!(
+            opts.rounds >= 3,
+            "--rounds {} with --peer: a comparison with the peer needs at least 3 alternating rounds",
+            opts.rounds
+        );
         let script = peer_script(opts);
-        anyhow::ensure!(script.exists(), "peer script {} not found; pass --peer-script PATH (it is shared/peers/ort_dense.py beside the repository)", script.display());
+        anyhow::ensure!(
+            script.exists(),
+            "peer script {} not found; pass --peer-script PATH (it is shared/peers/ort_dense.py beside the repository)",
+            script.display()
+        );
         let py = opts.python.clone().unwrap_or_else(default_python);
         let out = std::process::Command::new(&py)
             .args(["-c", "import numpy, onnx, onnxruntime, safetensors, tokenizers"])
@@ -600,7 +647,11 @@ fn peer_script(opts: &BenchOptions) -> PathBuf {
 pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     check_options(opts)?;
     let teacher = BertModel::load(&opts.model)?;
-    anyhow::ensure!(teacher.classifier.is_some(), "{} has no classification head; fine-tune one with `sttabt finetune`", opts.model.display());
+    anyhow::ensure!(
+        teacher.classifier.is_some(),
+        "{} has no classification head; fine-tune one with `sttabt finetune`",
+        opts.model.display()
+    );
     anyhow::ensure!(
         teacher.config.vision().is_none(),
         "{} is a ViT/DeiT; `sttabt bench` measures text workloads. For images, `sttabt eval --vision` measures every mode's images/s at batch 1 and 32 side by side",
@@ -629,11 +680,21 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             memory.push(MemoryRow { mode: m.label(), peak_rss_mib: peak, added_mib: added });
         }
     }
-    let concrete: Vec<_> = opts.concrete.iter().map(|d| crate::train::concrete::ConcreteModel::load(d).map_err(|e| anyhow::anyhow!("loading concrete run {}: {e:#}", d.display()))).collect::<anyhow::Result<_>>()?;
-    let ltp: Vec<_> = opts.ltp.iter().map(|d| crate::train::ltp::LtpModel::load(d).map_err(|e| anyhow::anyhow!("loading LTP run {}: {e:#}", d.display()))).collect::<anyhow::Result<_>>()?;
+    let concrete: Vec<_> = opts
+        .concrete
+        .iter()
+        .map(|d| crate::train::concrete::ConcreteModel::load(d).map_err(|e| anyhow::anyhow!("loading concrete run {}: {e:#}", d.display())))
+        .collect::<anyhow::Result<_>>()?;
+    let ltp: Vec<_> = opts
+        .ltp
+        .iter()
+        .map(|d| crate::train::ltp::LtpModel::load(d).map_err(|e| anyhow::anyhow!("loading LTP run {}: {e:#}", d.display())))
+        .collect::<anyhow::Result<_>>()?;
     for (what, cfg) in concrete.iter().map(|m| ("concrete", &m.teacher.config)).chain(ltp.iter().map(|m| ("LTP", &m.teacher.config))) {
         anyhow::ensure!(
-            cfg.hidden_size == teacher.config.hidden_size && cfg.num_layers == teacher.config.num_layers && cfg.intermediate_size == teacher.config.intermediate_size,
+            cfg.hidden_size == teacher.config.hidden_size
+                && cfg.num_layers == teacher.config.num_layers
+                && cfg.intermediate_size == teacher.config.intermediate_size,
             "a {what} run's teacher is not the architecture of {} (the bench compares one model's modes)",
             opts.model.display()
         );
@@ -705,7 +766,8 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     // The rounds: ours and the peer alternate (ours first in even rounds).
     let peer_name = opts.peer.clone();
     let rounds = opts.rounds.max(1);
-    let loadavg = || std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    let loadavg =
+        || std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default();
     let loadavg_before = loadavg();
     let mut samples: Vec<Vec<RoundSample>> = (0..keys.len()).map(|_| Vec::with_capacity(rounds)).collect();
     let mut peer_rounds: Vec<Vec<(String, f64)>> = Vec::new();
@@ -714,7 +776,13 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let peer_dir = std::env::temp_dir().join(format!("sttabt-bench-{}", std::process::id()));
     for round in 0..rounds {
         let peer_first = round % 2 == 1;
-        round_order.push(if peer_name.is_none() { "ours".to_string() } else if peer_first { "peer,ours".to_string() } else { "ours,peer".to_string() });
+        round_order.push(if peer_name.is_none() {
+            "ours".to_string()
+        } else if peer_first {
+            "peer,ours".to_string()
+        } else {
+            "ours,peer".to_string()
+        });
         let mut run_peer_round = |peer_rounds: &mut Vec<Vec<(String, f64)>>| -> anyhow::Result<()> {
             if peer_name.is_some() && peer_note.is_none() {
                 eprintln!("bench round {}/{rounds}: peer", round + 1);
@@ -750,7 +818,8 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             _ => None,
         }
     };
-    let peer_series = |key: &str| -> Vec<f64> { peer_rounds.iter().filter_map(|r| r.iter().find(|(k, _)| k == key).map(|(_, x)| *x)).collect() };
+    let peer_series =
+        |key: &str| -> Vec<f64> { peer_rounds.iter().filter_map(|r| r.iter().find(|(k, _)| k == key).map(|(_, x)| *x)).collect() };
     // dense's per-round examples/s for every (workload, batch), before the rows take their samples
     let dense_series: Vec<Vec<f64>> = keys
         .iter()
@@ -770,7 +839,15 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let series = key.as_deref().map(peer_series).unwrap_or_default();
         if m == 0 && !series.is_empty() {
             let (med, lo, hi) = spread(&series);
-            peer_rows.push(PeerRow { workload: name.clone(), batch: b, peer_workload: key.clone().unwrap_or_default(), examples_per_s: med, examples_per_s_min: lo, examples_per_s_max: hi, examples_per_s_rounds: series.clone() });
+            peer_rows.push(PeerRow {
+                workload: name.clone(),
+                batch: b,
+                peer_workload: key.clone().unwrap_or_default(),
+                examples_per_s: med,
+                examples_per_s_min: lo,
+                examples_per_s_max: hi,
+                examples_per_s_rounds: series.clone(),
+            });
         }
         let row_samples = std::mem::take(&mut samples[i]);
         // ratios to the peer pair rounds one to one (only when the peer ran in every round)
@@ -827,7 +904,18 @@ fn run_peer(opts: &BenchOptions, sentences: &[String], dir: &Path) -> anyhow::Re
     let lengths: Vec<String> = opts.lengths.iter().map(|l| l.to_string()).collect();
     let batches: Vec<String> = opts.batches.iter().map(|l| l.to_string()).collect();
     let mut cmd = std::process::Command::new(&py);
-    cmd.arg(&script).arg("--model").arg(&opts.model).arg("--bench").arg("--threads").arg(threads.to_string()).arg("--repeats").arg(opts.repeats.max(1).to_string()).arg("--json-out").arg(&json).arg("--onnx-out").arg(dir.join("model.onnx"));
+    cmd.arg(&script)
+        .arg("--model")
+        .arg(&opts.model)
+        .arg("--bench")
+        .arg("--threads")
+        .arg(threads.to_string())
+        .arg("--repeats")
+        .arg(opts.repeats.max(1).to_string())
+        .arg("--json-out")
+        .arg(&json)
+        .arg("--onnx-out")
+        .arg(dir.join("model.onnx"));
     if opts.peer.as_deref() == Some("ort-int8") {
         cmd.arg("--int8");
     }
@@ -837,10 +925,18 @@ fn run_peer(opts: &BenchOptions, sentences: &[String], dir: &Path) -> anyhow::Re
     if !lengths.is_empty() {
         cmd.arg("--lengths").arg(lengths.join(",")).arg("--synth-batches").arg(batches.join(","));
     }
-    let out = cmd.output().map_err(|e| anyhow::anyhow!("cannot run {}: {e} (pip install onnx onnxruntime numpy safetensors tokenizers)", py.display()))?;
+    let out = cmd
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e} (pip install onnx onnxruntime numpy safetensors tokenizers)", py.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
-    anyhow::ensure!(out.status.success(), "{} exited with {}: {}", script.display(), out.status, lines[lines.len().saturating_sub(5)..].join(" | "));
+    anyhow::ensure!(
+        out.status.success(),
+        "{} exited with {}: {}",
+        script.display(),
+        out.status,
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
     let w = v["workloads"].as_object().ok_or_else(|| anyhow::anyhow!("{} wrote no workloads", script.display()))?;
     Ok(w.iter().filter_map(|(k, x)| x["ex_s"]["median"].as_f64().map(|e| (k.clone(), e))).collect())
@@ -850,12 +946,37 @@ fn run_peer(opts: &BenchOptions, sentences: &[String], dir: &Path) -> anyhow::Re
 pub fn format_report(r: &BenchReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let _ = writeln!(s, "{}; packed AVX-512 GEMM {}; {} rounds ({}); load average before {} / after {}", r.machine, if r.packed_gemm { "on" } else { "off (gemm crate only)" }, r.rounds, r.round_order.join(" | "), r.loadavg_before, r.loadavg_after);
+    let _ = writeln!(
+        s,
+        "{}; packed AVX-512 GEMM {}; {} rounds ({}); load average before {} / after {}",
+        r.machine,
+        if r.packed_gemm { "on" } else { "off (gemm crate only)" },
+        r.rounds,
+        r.round_order.join(" | "),
+        r.loadavg_before,
+        r.loadavg_after
+    );
     let _ = writeln!(s, "ex/s: median over rounds (min-max); xdense, xpeer: medians of the per-round ratios; dense = every row of every layer; stage times in ms per example");
     let _ = writeln!(
         s,
         "{:<9} {:>3} {:<18} {:>8} {:>17} {:>8} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>16}",
-        "work", "b", "mode", "ex/s", "(min-max)", "p50 ms", "p90 ms", "ret", "GFLOP", "GFLOP/s", "tok", "approx", "plan", "exec", "head", "xdense", "xpeer (range)"
+        "work",
+        "b",
+        "mode",
+        "ex/s",
+        "(min-max)",
+        "p50 ms",
+        "p90 ms",
+        "ret",
+        "GFLOP",
+        "GFLOP/s",
+        "tok",
+        "approx",
+        "plan",
+        "exec",
+        "head",
+        "xdense",
+        "xpeer (range)"
     );
     for row in &r.rows {
         let peer = match (row.vs_peer, row.vs_peer_range) {
@@ -885,7 +1006,11 @@ pub fn format_report(r: &BenchReport) -> String {
         );
     }
     let _ = writeln!(s, "executor stages, ms per example (rest: plan bookkeeping, scatter, allocation):");
-    let _ = writeln!(s, "{:<9} {:>3} {:<18} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}", "work", "b", "mode", "exec", "embed", "gather", "qkv", "attention", "attnout", "ffn", "rest");
+    let _ = writeln!(
+        s,
+        "{:<9} {:>3} {:<18} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}",
+        "work", "b", "mode", "exec", "embed", "gather", "qkv", "attention", "attnout", "ffn", "rest"
+    );
     for row in &r.rows {
         let e = row.stage_ms.executor_stages.as_array();
         let rest = row.stage_ms.executor - e.iter().sum::<f64>();
@@ -896,9 +1021,18 @@ pub fn format_report(r: &BenchReport) -> String {
         );
     }
     if !r.peer.is_empty() {
-        let _ = writeln!(s, "peer {} (ONNX Runtime dense{}) ex/s, median over rounds (min-max):", r.peer_name.as_deref().unwrap_or("?"), if r.peer_name.as_deref() == Some("ort-int8") { ", dynamic int8" } else { ", fp32" });
+        let _ = writeln!(
+            s,
+            "peer {} (ONNX Runtime dense{}) ex/s, median over rounds (min-max):",
+            r.peer_name.as_deref().unwrap_or("?"),
+            if r.peer_name.as_deref() == Some("ort-int8") { ", dynamic int8" } else { ", fp32" }
+        );
         for p in &r.peer {
-            let _ = writeln!(s, "  {:<9} b{:<3} {:<14} {:>8.1} ({:.1}-{:.1})", p.workload, p.batch, p.peer_workload, p.examples_per_s, p.examples_per_s_min, p.examples_per_s_max);
+            let _ = writeln!(
+                s,
+                "  {:<9} b{:<3} {:<14} {:>8.1} ({:.1}-{:.1})",
+                p.workload, p.batch, p.peer_workload, p.examples_per_s, p.examples_per_s_min, p.examples_per_s_max
+            );
         }
         let _ = writeln!(s, "  rt b32 pairs: rt (in order, our unpadded packing) vs b_b32 (in order, padded to the batch's longest); rt-sorted vs c_b32_sorted (both length-sorted)");
     }

@@ -43,15 +43,9 @@ impl TensorStore {
             } else {
                 "expected a Hugging Face checkpoint directory with model.safetensors".to_string()
             };
-            return Err(ModelError::MissingFile {
-                path: path.to_path_buf(),
-                hint,
-            });
+            return Err(ModelError::MissingFile { path: path.to_path_buf(), hint });
         }
-        let bytes = std::fs::read(path).map_err(|e| ModelError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
         Self::from_bytes(path, &bytes)
     }
 
@@ -62,29 +56,15 @@ impl TensorStore {
     /// or a tensor's data runs past the end), else [`ModelError::Safetensors`].
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, ModelError> {
         sniff_format(path, bytes)?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
         let mut tensors = HashMap::new();
         let mut other = HashMap::new();
         for (name, view) in st.tensors() {
             let data = match view.dtype() {
-                Dtype::F32 => view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                Dtype::F16 => view
-                    .data()
-                    .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                Dtype::BF16 => view
-                    .data()
-                    .chunks_exact(2)
-                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
+                Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                Dtype::F16 => view.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                Dtype::BF16 => view.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
                 Dtype::F64 => view
                     .data()
                     .chunks_exact(8)
@@ -96,19 +76,9 @@ impl TensorStore {
                     continue;
                 }
             };
-            tensors.insert(
-                name.to_string(),
-                RawTensor {
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
+            tensors.insert(name.to_string(), RawTensor { shape: view.shape().to_vec(), data });
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            tensors,
-            other,
-        })
+        Ok(Self { path: path.to_path_buf(), tensors, other })
     }
 
     /// Build from in-memory HF-named tensors `(name, shape, data)` (`path` is used in errors only).
@@ -151,27 +121,17 @@ impl TensorStore {
 
     /// Like [`get`](Self::get) with alternative names (e.g. `LayerNorm.weight` / `LayerNorm.gamma`).
     pub fn get_any(&self, names: &[&str], shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let (name, t) = names
-            .iter()
-            .find_map(|n| self.lookup(n).map(|t| (*n, t)))
-            .ok_or_else(|| {
-                // a non-float tensor of that name is a dtype problem, not a missing one
-                for n in names {
-                    for cand in [n.to_string(), format!("bert.{n}")] {
-                        if let Some(dtype) = self.other.get(&cand) {
-                            return ModelError::Dtype {
-                                path: self.path.clone(),
-                                name: cand,
-                                dtype: dtype.clone(),
-                            };
-                        }
+        let (name, t) = names.iter().find_map(|n| self.lookup(n).map(|t| (*n, t))).ok_or_else(|| {
+            // a non-float tensor of that name is a dtype problem, not a missing one
+            for n in names {
+                for cand in [n.to_string(), format!("bert.{n}")] {
+                    if let Some(dtype) = self.other.get(&cand) {
+                        return ModelError::Dtype { path: self.path.clone(), name: cand, dtype: dtype.clone() };
                     }
                 }
-                ModelError::MissingTensor {
-                    path: self.path.clone(),
-                    name: names[0].to_string(),
-                }
-            })?;
+            }
+            ModelError::MissingTensor { path: self.path.clone(), name: names[0].to_string() }
+        })?;
         if t.shape != shape {
             return Err(ModelError::Shape {
                 path: self.path.clone(),
@@ -181,12 +141,7 @@ impl TensorStore {
             });
         }
         if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(ModelError::NonFinite {
-                path: self.path.clone(),
-                name: name.to_string(),
-                index,
-                value,
-            });
+            return Err(ModelError::NonFinite { path: self.path.clone(), name: name.to_string(), index, value });
         }
         Ok(t.data.clone())
     }
@@ -220,9 +175,16 @@ fn sniff_format(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     }
     let header_end = 8 + n;
     if header_end > size {
-        return Err(ModelError::Truncated { path: path.to_path_buf(), what: format!("the header ({n} bytes of JSON)"), needed: header_end, size });
+        return Err(ModelError::Truncated {
+            path: path.to_path_buf(),
+            what: format!("the header ({n} bytes of JSON)"),
+            needed: header_end,
+            size,
+        });
     }
-    let Ok(header) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes[8..header_end as usize]) else { return Ok(()) };
+    let Ok(header) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes[8..header_end as usize]) else {
+        return Ok(());
+    };
     let last = header
         .iter()
         .filter(|(name, _)| name.as_str() != "__metadata__")
@@ -230,7 +192,12 @@ fn sniff_format(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
         .max();
     if let Some((end, name)) = last {
         if header_end.saturating_add(end) > size {
-            return Err(ModelError::Truncated { path: path.to_path_buf(), what: format!("tensor '{name}'"), needed: header_end.saturating_add(end), size });
+            return Err(ModelError::Truncated {
+                path: path.to_path_buf(),
+                what: format!("tensor '{name}'"),
+                needed: header_end.saturating_add(end),
+                size,
+            });
         }
     }
     Ok(())
@@ -244,16 +211,11 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) 
             let bytes: &[u8] = bytemuck_cast(data);
             safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| ModelError::Safetensors {
-                    path: path.to_path_buf(),
-                    message: format!("tensor {name}: {e}"),
-                })
+                .map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), message: format!("tensor {name}: {e}") })
         })
         .collect::<Result<_, _>>()?;
-    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| ModelError::Safetensors {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let bytes = safetensors::tensor::serialize(views, None)
+        .map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
     write_atomic(path, &bytes)
 }
 

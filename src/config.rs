@@ -244,14 +244,8 @@ impl EncoderConfig {
     /// Errors: missing/unreadable file, invalid JSON, an unsupported `position_embedding_type`
     /// (only `absolute`), an unknown `hidden_act`, or sizes that do not fit together.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        let cfg_err = |message: String| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
-        };
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
+        let cfg_err = |message: String| ModelError::Config { path: path.to_path_buf(), message };
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| cfg_err(format!("invalid config.json: {e}")))?;
         if matches!(value.get("model_type").and_then(|v| v.as_str()), Some("vit" | "deit")) {
             let raw: HfVitConfig = serde_json::from_value(value).map_err(|e| cfg_err(format!("invalid ViT/DeiT config.json: {e}")))?;
@@ -340,16 +334,12 @@ impl EncoderConfig {
     pub fn from_hf(raw: &HfBertConfig) -> Result<Self, String> {
         if let Some(mt) = &raw.model_type {
             if !matches!(mt.as_str(), "bert" | "sttabt-approx") {
-                return Err(format!(
-                    "model_type '{mt}' is not supported (expected 'bert'; RoBERTa/DistilBERT/ALBERT use other layouts)"
-                ));
+                return Err(format!("model_type '{mt}' is not supported (expected 'bert'; RoBERTa/DistilBERT/ALBERT use other layouts)"));
             }
         }
         let pet = raw.position_embedding_type.as_deref().unwrap_or("absolute");
         if pet != "absolute" {
-            return Err(format!(
-                "position_embedding_type '{pet}' is not supported (only 'absolute')"
-            ));
+            return Err(format!("position_embedding_type '{pet}' is not supported (only 'absolute')"));
         }
         let activation = Activation::from_hf(&raw.hidden_act)?;
         check_sizes(
@@ -415,14 +405,8 @@ impl EncoderConfig {
             }
         };
         if !self.labels.is_empty() {
-            let id2label: BTreeMap<String, String> = self
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (i.to_string(), n.clone()))
-                .collect();
-            let label2id: BTreeMap<String, usize> =
-                self.labels.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+            let id2label: BTreeMap<String, String> = self.labels.iter().enumerate().map(|(i, n)| (i.to_string(), n.clone())).collect();
+            let label2id: BTreeMap<String, usize> = self.labels.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
             v["num_labels"] = self.labels.len().into();
             v["id2label"] = serde_json::to_value(id2label).unwrap_or_default();
             v["label2id"] = serde_json::to_value(label2id).unwrap_or_default();
@@ -463,9 +447,7 @@ fn parse_labels(id2label: &Option<BTreeMap<String, String>>, num_labels: Option<
         (Some(map), _) if !map.is_empty() => {
             let mut v: Vec<(usize, String)> = Vec::with_capacity(map.len());
             for (k, name) in map {
-                let id: usize = k
-                    .parse()
-                    .map_err(|_| format!("id2label key '{k}' is not an integer"))?;
+                let id: usize = k.parse().map_err(|_| format!("id2label key '{k}' is not an integer"))?;
                 v.push((id, name.clone()));
             }
             v.sort();

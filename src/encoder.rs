@@ -77,7 +77,11 @@ impl Linear {
     ///
     /// Panics if `w.len() != d_in · d_out` or `b.len() != d_out`.
     pub fn new(w: Vec<f32>, b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
-        assert!(d_in.checked_mul(d_out) == Some(w.len()), "Linear::new: weight has {} values, expected d_in x d_out = {d_in} x {d_out}", w.len());
+        assert!(
+            d_in.checked_mul(d_out) == Some(w.len()),
+            "Linear::new: weight has {} values, expected d_in x d_out = {d_in} x {d_out}",
+            w.len()
+        );
         assert!(b.len() == d_out, "Linear::new: bias has {} values, expected d_out = {d_out}", b.len());
         Self { w, b, d_in, d_out, packed: PackedCache::default() }
     }
@@ -113,7 +117,11 @@ impl Linear {
     ///
     /// Panics if `w_hf.len() != d_out · d_in` or `b.len() != d_out`.
     pub fn from_hf(w_hf: &[f32], b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
-        assert!(d_in.checked_mul(d_out) == Some(w_hf.len()), "Linear::from_hf: weight has {} values, expected d_out x d_in = {d_out} x {d_in}", w_hf.len());
+        assert!(
+            d_in.checked_mul(d_out) == Some(w_hf.len()),
+            "Linear::from_hf: weight has {} values, expected d_out x d_in = {d_out} x {d_in}",
+            w_hf.len()
+        );
         assert!(b.len() == d_out, "Linear::from_hf: bias has {} values, expected d_out = {d_out}", b.len());
         let mut w = vec![0.0; d_in * d_out];
         for o in 0..d_out {
@@ -425,10 +433,7 @@ impl BertModel {
         }
         let cfg_path = dir.join("config.json");
         if !cfg_path.exists() {
-            return Err(ModelError::MissingFile {
-                path: cfg_path,
-                hint: "a Hugging Face checkpoint directory needs config.json".into(),
-            });
+            return Err(ModelError::MissingFile { path: cfg_path, hint: "a Hugging Face checkpoint directory needs config.json".into() });
         }
         let config = EncoderConfig::from_file(&cfg_path)?;
         let store = TensorStore::read(&dir.join("model.safetensors"))?;
@@ -456,7 +461,8 @@ impl BertModel {
         if ns == 2 {
             special.extend(store.get(&format!("{pre}embeddings.distillation_token"), &[1, 1, d])?);
         }
-        let pw = store.get(&format!("{pre}embeddings.patch_embeddings.projection.weight"), &[d, v.num_channels, v.patch_size, v.patch_size])?;
+        let pw =
+            store.get(&format!("{pre}embeddings.patch_embeddings.projection.weight"), &[d, v.num_channels, v.patch_size, v.patch_size])?;
         let pb = if v.qkv_bias || store.contains(&format!("{pre}embeddings.patch_embeddings.projection.bias")) {
             store.get(&format!("{pre}embeddings.patch_embeddings.projection.bias"), &[d])?
         } else {
@@ -497,14 +503,20 @@ impl BertModel {
         let final_ln = Some(LayerNorm::load(store, &format!("{pre}layernorm"), d, eps)?);
         let head_name = if store.contains("cls_classifier.weight") { "cls_classifier" } else { "classifier" };
         let (classifier, distillation_classifier) = if store.contains(&format!("{head_name}.weight")) {
-            let n_labels = if config.labels.is_empty() { store.shape(&format!("{head_name}.weight")).map(|s| s[0]).unwrap_or(0) } else { config.labels.len() };
+            let n_labels = if config.labels.is_empty() {
+                store.shape(&format!("{head_name}.weight")).map(|s| s[0]).unwrap_or(0)
+            } else {
+                config.labels.len()
+            };
             if config.labels.is_empty() {
                 config.labels = (0..n_labels).map(|i| format!("LABEL_{i}")).collect();
             }
             let cls = Linear::load(store, head_name, d, n_labels)?;
             let dist = if head_name == "cls_classifier" {
                 if ns != 2 {
-                    return Err(ModelError::Input("cls_classifier/distillation_classifier need a DeiT (model_type 'deit') with a distillation token".into()));
+                    return Err(ModelError::Input(
+                        "cls_classifier/distillation_classifier need a DeiT (model_type 'deit') with a distillation token".into(),
+                    ));
                 }
                 Some(Linear::load(store, "distillation_classifier", d, n_labels)?)
             } else {
@@ -515,7 +527,11 @@ impl BertModel {
             (None, None)
         };
         if let crate::config::Architecture::Vit(vc) = &mut config.arch {
-            vc.head = if distillation_classifier.is_some() { crate::config::VisionHead::Distilled } else { crate::config::VisionHead::ClassToken };
+            vc.head = if distillation_classifier.is_some() {
+                crate::config::VisionHead::Distilled
+            } else {
+                crate::config::VisionHead::ClassToken
+            };
         }
         Ok(Self { config, embeddings, layers, pooler: None, classifier, final_ln, distillation_classifier })
     }
@@ -549,11 +565,7 @@ impl BertModel {
                 out_ln: LayerNorm::load(store, &format!("{p}.output.LayerNorm"), d, eps)?,
             });
         }
-        let pooler = if store.contains("pooler.dense.weight") {
-            Some(Linear::load(store, "pooler.dense", d, d)?)
-        } else {
-            None
-        };
+        let pooler = if store.contains("pooler.dense.weight") { Some(Linear::load(store, "pooler.dense", d, d)?) } else { None };
         let classifier = if store.contains("classifier.weight") {
             let n_labels = if config.labels.is_empty() {
                 // infer from the tensor when config.json has no id2label / num_labels
@@ -568,15 +580,7 @@ impl BertModel {
         } else {
             None
         };
-        Ok(Self {
-            config,
-            embeddings,
-            layers,
-            pooler,
-            classifier,
-            final_ln: None,
-            distillation_classifier: None,
-        })
+        Ok(Self { config, embeddings, layers, pooler, classifier, final_ln: None, distillation_classifier: None })
     }
 
     /// Number of parameters (as stored in the HF checkpoint).
@@ -588,10 +592,12 @@ impl BertModel {
             Embeddings::Patch(e) => lin(&e.projection) + e.special.len() + e.position.len(),
         };
         emb + self
-                .layers
-                .iter()
-                .map(|l| lin(&l.query) + lin(&l.key_value) + lin(&l.attn_out) + ln(&l.attn_ln) + lin(&l.ffn_in) + lin(&l.ffn_out) + ln(&l.out_ln))
-                .sum::<usize>()
+            .layers
+            .iter()
+            .map(|l| {
+                lin(&l.query) + lin(&l.key_value) + lin(&l.attn_out) + ln(&l.attn_ln) + lin(&l.ffn_in) + lin(&l.ffn_out) + ln(&l.out_ln)
+            })
+            .sum::<usize>()
             + self.pooler.as_ref().map(lin).unwrap_or(0)
             + self.classifier.as_ref().map(lin).unwrap_or(0)
             + self.final_ln.as_ref().map(ln).unwrap_or(0)
@@ -645,7 +651,11 @@ impl BertModel {
             out.push((format!("{pre}embeddings.distillation_token"), vec![1, 1, d], e.special[d..2 * d].to_vec()));
         }
         out.push((format!("{pre}embeddings.position_embeddings"), vec![1, v.seq_len(), d], e.position.clone()));
-        out.push((format!("{pre}embeddings.patch_embeddings.projection.weight"), vec![d, v.num_channels, v.patch_size, v.patch_size], e.projection.weight_hf()));
+        out.push((
+            format!("{pre}embeddings.patch_embeddings.projection.weight"),
+            vec![d, v.num_channels, v.patch_size, v.patch_size],
+            e.projection.weight_hf(),
+        ));
         out.push((format!("{pre}embeddings.patch_embeddings.projection.bias"), vec![d], e.projection.b.clone()));
         for (l, layer) in self.layers.iter().enumerate() {
             let p = format!("{pre}encoder.layer.{l}");
@@ -712,11 +722,7 @@ impl BertModel {
             return Err(ModelError::Input(format!("example {example} has no tokens (an empty text still has [CLS] [SEP])")));
         }
         if x.type_ids.len() != x.ids.len() {
-            return Err(ModelError::Input(format!(
-                "example {example}: {} token ids but {} token type ids",
-                x.ids.len(),
-                x.type_ids.len()
-            )));
+            return Err(ModelError::Input(format!("example {example}: {} token ids but {} token type ids", x.ids.len(), x.type_ids.len())));
         }
         if x.ids.len() > c.max_position_embeddings {
             return Err(ModelError::Input(format!(
@@ -808,7 +814,12 @@ impl BertModel {
         let mut dummies = Vec::with_capacity(x0.len());
         for (e, (x, p)) in x0.iter().zip(plans).enumerate() {
             if x.len() != p.n() * d {
-                return Err(ModelError::Input(format!("example {e}: embedding input has {} values, expected n·d = {}·{}", x.len(), p.n(), d)));
+                return Err(ModelError::Input(format!(
+                    "example {e}: embedding input has {} values, expected n·d = {}·{}",
+                    x.len(),
+                    p.n(),
+                    d
+                )));
             }
             if let Some(i) = x.iter().position(|v| !v.is_finite()) {
                 return Err(ModelError::Input(format!("example {e}: embedding input holds a non-finite value at flat index {i}")));
@@ -821,7 +832,13 @@ impl BertModel {
     /// Run with a feed-forward planner: layer 1 reads every token, and `hook` chooses `I_{l+1}`
     /// from layer `l`'s attention. The last layer outputs `top` (normally `[0]`).
     /// Returns the outputs and the plans that were executed.
-    pub fn run_feed_forward(&self, inputs: &[EncodedInput], hook: &dyn LayerHook, top: &[usize], opts: RunOptions) -> Result<(Vec<ExampleOutput>, Vec<TokenPlan>), ModelError> {
+    pub fn run_feed_forward(
+        &self,
+        inputs: &[EncodedInput],
+        hook: &dyn LayerHook,
+        top: &[usize],
+        opts: RunOptions,
+    ) -> Result<(Vec<ExampleOutput>, Vec<TokenPlan>), ModelError> {
         hook.check_layers(self.layers.len())?;
         let mut executed: Vec<Vec<Vec<usize>>> = vec![Vec::new(); inputs.len()];
         let outs = self.run_inner(inputs, None, PlanSource::Hook { hook, top, executed: &mut executed }, opts)?;
@@ -829,7 +846,9 @@ impl BertModel {
             .into_iter()
             .zip(inputs)
             .enumerate()
-            .map(|(e, (ins, x))| TokenPlan::from_inputs(x.len(), ins, top.to_vec()).map_err(|source| ModelError::Plan { example: e, source }))
+            .map(|(e, (ins, x))| {
+                TokenPlan::from_inputs(x.len(), ins, top.to_vec()).map_err(|source| ModelError::Plan { example: e, source })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((outs, plans))
     }
@@ -859,7 +878,12 @@ impl BertModel {
     ///
     /// Errors: as `run_attention_reduced`; with `ConcreteCdf`, a non-finite score row (NaN
     /// weights) or a row of at most `ddof` keys.
-    pub fn run_attention_reduced_with(&self, inputs: &[EncodedInput], plans: &[TokenPlan], reduce: HeadReduce) -> Result<Vec<Vec<f64>>, ModelError> {
+    pub fn run_attention_reduced_with(
+        &self,
+        inputs: &[EncodedInput],
+        plans: &[TokenPlan],
+        reduce: HeadReduce,
+    ) -> Result<Vec<Vec<f64>>, ModelError> {
         // Checked here, once, with batch-wide example numbers.
         for (e, x) in inputs.iter().enumerate() {
             self.check_input(e, x)?;
@@ -885,7 +909,12 @@ impl BertModel {
         })
     }
 
-    fn run_attention_reduced_in_pool(&self, inputs: &[EncodedInput], plans: &[TokenPlan], reduce: HeadReduce) -> Result<Vec<Vec<f64>>, ModelError> {
+    fn run_attention_reduced_in_pool(
+        &self,
+        inputs: &[EncodedInput],
+        plans: &[TokenPlan],
+        reduce: HeadReduce,
+    ) -> Result<Vec<Vec<f64>>, ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
         let big_l = self.layers.len();
@@ -938,11 +967,23 @@ impl BertModel {
         Ok(reduced)
     }
 
-    fn run_inner(&self, inputs: &[EncodedInput], x0: Option<&[Vec<f32>]>, source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+    fn run_inner(
+        &self,
+        inputs: &[EncodedInput],
+        x0: Option<&[Vec<f32>]>,
+        source: PlanSource<'_, '_>,
+        opts: RunOptions,
+    ) -> Result<Vec<ExampleOutput>, ModelError> {
         kernels::in_pool(move || self.run_inner_in_pool(inputs, x0, source, opts))
     }
 
-    fn run_inner_in_pool(&self, inputs: &[EncodedInput], x0: Option<&[Vec<f32>]>, mut source: PlanSource<'_, '_>, opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+    fn run_inner_in_pool(
+        &self,
+        inputs: &[EncodedInput],
+        x0: Option<&[Vec<f32>]>,
+        mut source: PlanSource<'_, '_>,
+        opts: RunOptions,
+    ) -> Result<Vec<ExampleOutput>, ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
         let big_l = self.layers.len();
@@ -1033,11 +1074,7 @@ impl BertModel {
             let want_attn = opts.attentions || need_full_attn;
             let LayerOut { y: next, probs, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, want_attn, None);
             // Feed-forward planners: choose I_{l+1} from this layer's attention over I_l.
-            let mut new_rows: Vec<Vec<usize>> = segs
-                .iter()
-                .zip(&out_pos)
-                .map(|(s, op)| op.iter().map(|&p| s.rows[p]).collect())
-                .collect();
+            let mut new_rows: Vec<Vec<usize>> = segs.iter().zip(&out_pos).map(|(s, op)| op.iter().map(|&p| s.rows[p]).collect()).collect();
             let mut hidden_next = next;
             if let (PlanSource::Hook { hook, top, .. }, true) = (&source, need_full_attn) {
                 let chosen: Vec<Vec<usize>> = segs
@@ -1115,7 +1152,17 @@ impl BertModel {
     /// through every head and writes their head reduction straight into `reduce` (while the
     /// probabilities are in cache); `probs` is then empty.
     #[allow(clippy::too_many_arguments)]
-    fn layer_forward(&self, layer: &EncoderLayer, x: &[f32], segs: &[Segment], out_pos: &[Vec<usize>], key_pos: Option<&[Vec<usize>]>, key_weights: Option<&[Vec<f32>]>, want_attn: bool, reduce: Option<&ReduceSink>) -> LayerOut {
+    fn layer_forward(
+        &self,
+        layer: &EncoderLayer,
+        x: &[f32],
+        segs: &[Segment],
+        out_pos: &[Vec<usize>],
+        key_pos: Option<&[Vec<usize>]>,
+        key_weights: Option<&[Vec<f32>]>,
+        want_attn: bool,
+        reduce: Option<&ReduceSink>,
+    ) -> LayerOut {
         let c = &self.config;
         let d = c.hidden_size;
         let h = c.num_heads;
@@ -1187,11 +1234,8 @@ impl BertModel {
         let mut ctx = vec![0.0f32; n_out * d];
         let ctx_ptr = SendPtr(ctx.as_mut_ptr());
         let n_keys = |e: usize| key_pos.map_or(segs[e].rows.len(), |kp| kp[e].len());
-        let mut probs: Vec<Vec<f32>> = if want_attn {
-            (0..segs.len()).map(|e| vec![0.0f32; h * out_pos[e].len() * n_keys(e)]).collect()
-        } else {
-            Vec::new()
-        };
+        let mut probs: Vec<Vec<f32>> =
+            if want_attn { (0..segs.len()).map(|e| vec![0.0f32; h * out_pos[e].len() * n_keys(e)]).collect() } else { Vec::new() };
         if let Some(sink) = reduce {
             // One task per (example, block of 16 query rows): every head, then the reduction.
             let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
@@ -1223,7 +1267,21 @@ impl BertModel {
                             let (q_b, kv_e, c0) = head_inputs(head);
                             // SAFETY: rows out_off[e]+q0..q1 of ctx, columns of this head: this task only.
                             unsafe {
-                                kernels::attention_head_accumulate(q_b, d, kv_e, 2 * d, d, key_rows, nb, ni, dh, ctx_ptr.0.add(c0), d, acc, head == 0);
+                                kernels::attention_head_accumulate(
+                                    q_b,
+                                    d,
+                                    kv_e,
+                                    2 * d,
+                                    d,
+                                    key_rows,
+                                    nb,
+                                    ni,
+                                    dh,
+                                    ctx_ptr.0.add(c0),
+                                    d,
+                                    acc,
+                                    head == 0,
+                                );
                             }
                         }
                         let (n, hf) = (sink.n[e], h as f64);
@@ -1257,7 +1315,18 @@ impl BertModel {
                             unsafe {
                                 kernels::attention_head(q_b, d, kv_e, 2 * d, d, key_rows, kw, nb, ni, dh, probs, ctx_ptr.0.add(c0), d, kt);
                             }
-                            kernels::attention_scores(q_b, d, kv_e, 2 * d, key_rows, nb, ni, dh, kt, &mut buf[head * nb * ni..(head + 1) * nb * ni]);
+                            kernels::attention_scores(
+                                q_b,
+                                d,
+                                kv_e,
+                                2 * d,
+                                key_rows,
+                                nb,
+                                ni,
+                                dh,
+                                kt,
+                                &mut buf[head * nb * ni..(head + 1) * nb * ni],
+                            );
                         }
                         let n = sink.n[e];
                         let inv_h = 1.0 / h as f64;
@@ -1288,7 +1357,22 @@ impl BertModel {
                         let (q_b, kv_e, c0) = head_inputs(head);
                         // SAFETY: rows out_off[e]+q0..q1 of ctx, columns of this head: this task only.
                         unsafe {
-                            kernels::attention_head(q_b, d, kv_e, 2 * d, d, key_rows, kw, nb, ni, dh, &mut buf[head * nb * ni..(head + 1) * nb * ni], ctx_ptr.0.add(c0), d, kt);
+                            kernels::attention_head(
+                                q_b,
+                                d,
+                                kv_e,
+                                2 * d,
+                                d,
+                                key_rows,
+                                kw,
+                                nb,
+                                ni,
+                                dh,
+                                &mut buf[head * nb * ni..(head + 1) * nb * ni],
+                                ctx_ptr.0.add(c0),
+                                d,
+                                kt,
+                            );
                         }
                     }
                     let n = sink.n[e];
@@ -1348,7 +1432,22 @@ impl BertModel {
                 let kw = key_weights.map(|kw| &kw[e][..]);
                 // SAFETY: rows out_off[e].. of ctx, columns head*dh..(head+1)*dh belong to this task only.
                 unsafe {
-                    kernels::attention_head(q_e, d, kv_e, 2 * d, d, key_rows, kw, no, ni, dh, probs_h, ctx_ptr.0.add(out_off[e] * d + head * dh), d, &mut kt);
+                    kernels::attention_head(
+                        q_e,
+                        d,
+                        kv_e,
+                        2 * d,
+                        d,
+                        key_rows,
+                        kw,
+                        no,
+                        ni,
+                        dh,
+                        probs_h,
+                        ctx_ptr.0.add(out_off[e] * d + head * dh),
+                        d,
+                        &mut kt,
+                    );
                 }
             });
         }
@@ -1444,10 +1543,7 @@ impl BertModel {
         let d = self.config.hidden_size;
         let t = valid.len();
         if x0.len() != t * d || masks.len() != self.layers.len() + 1 || masks.iter().any(|m| m.len() != t) {
-            return Err(ModelError::Input(format!(
-                "forward_soft: x0 must be [T={t}, d={d}] and masks [L+1={}][T]",
-                self.layers.len() + 1
-            )));
+            return Err(ModelError::Input(format!("forward_soft: x0 must be [T={t}, d={d}] and masks [L+1={}][T]", self.layers.len() + 1)));
         }
         let h = self.config.num_heads;
         let real: Vec<usize> = (0..t).filter(|&j| valid[j]).collect();
@@ -1487,10 +1583,7 @@ impl BertModel {
 
     /// Pooler output `tanh(W h_CLS + b)`, `[d]`. Errors if the checkpoint has no pooler.
     pub fn pool(&self, cls: &[f32]) -> Result<Vec<f32>, ModelError> {
-        let p = self
-            .pooler
-            .as_ref()
-            .ok_or_else(|| ModelError::Input("this checkpoint has no pooler (pooler.dense.*)".into()))?;
+        let p = self.pooler.as_ref().ok_or_else(|| ModelError::Input("this checkpoint has no pooler (pooler.dense.*)".into()))?;
         let mut v = p.forward(cls);
         for x in v.iter_mut() {
             *x = x.tanh();
@@ -1523,10 +1616,9 @@ impl BertModel {
     /// For a DeiT-distilled head this is the class-token head only: use [`logits_of`](Self::logits_of).
     /// Errors if the checkpoint has no classification head.
     pub fn logits(&self, cls: &[f32]) -> Result<Vec<f32>, ModelError> {
-        let head = self
-            .classifier
-            .as_ref()
-            .ok_or_else(|| ModelError::Input("this checkpoint has no classification head (classifier.weight); fine-tune one with `sttabt finetune`".into()))?;
+        let head = self.classifier.as_ref().ok_or_else(|| {
+            ModelError::Input("this checkpoint has no classification head (classifier.weight); fine-tune one with `sttabt finetune`".into())
+        })?;
         let pooled = match &self.pooler {
             Some(_) => self.pool(cls)?,
             None => cls.to_vec(),
@@ -1593,11 +1685,7 @@ struct LayerOut {
 
 enum PlanSource<'a, 'b> {
     Static(&'a [TokenPlan]),
-    Hook {
-        hook: &'a dyn LayerHook,
-        top: &'a [usize],
-        executed: &'b mut Vec<Vec<Vec<usize>>>,
-    },
+    Hook { hook: &'a dyn LayerHook, top: &'a [usize], executed: &'b mut Vec<Vec<Vec<usize>>> },
 }
 
 /// Layers with at most this many weights (floats) split their rows across threads
@@ -1614,7 +1702,13 @@ pub const ROW_BLOCK_MAX_WEIGHTS: usize = 512 * 1024;
 /// work by output columns) otherwise.
 fn row_blocks(rows: usize, weights: usize) -> usize {
     let t = kernels::threads();
-    if t <= 1 || rows > PACKED_MAX_ROWS || rows < 8 * t || weights > ROW_BLOCK_MAX_WEIGHTS || !kernels::packed::available() || !ROW_BLOCKS.load(std::sync::atomic::Ordering::Relaxed) {
+    if t <= 1
+        || rows > PACKED_MAX_ROWS
+        || rows < 8 * t
+        || weights > ROW_BLOCK_MAX_WEIGHTS
+        || !kernels::packed::available()
+        || !ROW_BLOCKS.load(std::sync::atomic::Ordering::Relaxed)
+    {
         return 1;
     }
     t
@@ -1707,4 +1801,3 @@ pub fn mean_pool_normalized(hidden: &[f32], d: usize) -> Vec<f32> {
     let norm = v.iter().map(|x| (x / rows as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
     v.iter().map(|x| (x / rows as f64 / norm) as f32).collect()
 }
-

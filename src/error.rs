@@ -15,7 +15,9 @@ pub enum ModelError {
     MissingFile { path: PathBuf, hint: String },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
-    #[error("{path}: not a valid safetensors file ({message}); the file may be truncated or corrupt: fetch or copy it again, or retrain it")]
+    #[error(
+        "{path}: not a valid safetensors file ({message}); the file may be truncated or corrupt: fetch or copy it again, or retrain it"
+    )]
     Safetensors { path: PathBuf, message: String },
     #[error("{path}: this is a Git LFS pointer file ({size} bytes), not the weights{real}: the checkpoint was cloned without Git LFS; run `git lfs install && git lfs pull` in its repository, or download the file itself")]
     LfsPointer {
@@ -40,25 +42,11 @@ pub enum ModelError {
     #[error("{path}: tensor '{name}' is missing (looked for '{name}' and 'bert.{name}')")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: tensor '{name}' has shape {found:?}, expected {expected:?} (from config.json)")]
-    Shape {
-        path: PathBuf,
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    Shape { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("{path}: tensor '{name}' has dtype {dtype}, expected a float type (F32, F16, BF16, F64)")]
-    Dtype {
-        path: PathBuf,
-        name: String,
-        dtype: String,
-    },
+    Dtype { path: PathBuf, name: String, dtype: String },
     #[error("{path}: tensor '{name}' holds a non-finite value ({value}) at flat index {index}")]
-    NonFinite {
-        path: PathBuf,
-        name: String,
-        index: usize,
-        value: f32,
-    },
+    NonFinite { path: PathBuf, name: String, index: usize, value: f32 },
     #[error("{path}: {message}")]
     Tokenizer { path: PathBuf, message: String },
     #[error("invalid input: {0}")]

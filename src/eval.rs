@@ -8,15 +8,15 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::rt::SplitInfo;
 use crate::data::metrics::Metric;
+use crate::data::rt::SplitInfo;
 use crate::data::Label;
 use crate::encoder::{BertModel, EncodedInput};
 use crate::infer::{classify, Mode};
 use crate::planners::topk::calibrate_k_min;
 use crate::train::concrete::ConcreteModel;
-use crate::train::ltp::LtpModel;
 use crate::train::finetune::LabeledInput;
+use crate::train::ltp::LtpModel;
 
 /// What to evaluate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,7 +74,13 @@ pub struct EvalResults {
 }
 
 /// (accuracy, primary metric, mean retention, mean GFLOPs) of `mode` on `data`.
-fn score(teacher: &BertModel, approx: Option<&BertModel>, data: &[LabeledInput], mode: &Mode, metric: Metric) -> anyhow::Result<(f64, f64, f64, f64)> {
+fn score(
+    teacher: &BertModel,
+    approx: Option<&BertModel>,
+    data: &[LabeledInput],
+    mode: &Mode,
+    metric: Metric,
+) -> anyhow::Result<(f64, f64, f64, f64)> {
     let (mut ret, mut flops) = (0.0f64, 0.0f64);
     let mut preds = Vec::with_capacity(data.len());
     for chunk in data.chunks(32) {
@@ -93,7 +99,13 @@ fn score(teacher: &BertModel, approx: Option<&BertModel>, data: &[LabeledInput],
 }
 
 /// Examples per second, end to end from token ids (ApproxNet and planning included).
-pub fn throughput(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[EncodedInput], mode: &Mode, batch: usize) -> anyhow::Result<f64> {
+pub fn throughput(
+    teacher: &BertModel,
+    approx: Option<&BertModel>,
+    inputs: &[EncodedInput],
+    mode: &Mode,
+    batch: usize,
+) -> anyhow::Result<f64> {
     // one warm-up batch, then the median of three passes (single passes of a few hundred ms
     // moved by up to 1.5x on a shared VM)
     classify(teacher, approx, &inputs[..batch.min(inputs.len())], mode)?;
@@ -111,7 +123,15 @@ pub fn throughput(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Enc
 
 /// Evaluate dense, ABT (if `approx`), ABT-actual, manual top-k (calibrated to the ABT-actual
 /// retentions) and each concrete-mask model on dev and test.
-pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &[ConcreteModel], ltp: &[LtpModel], dev: &[LabeledInput], test: &[LabeledInput], opts: &EvalOptions) -> anyhow::Result<EvalResults> {
+pub fn evaluate_all(
+    teacher: &BertModel,
+    approx: Option<&BertModel>,
+    concrete: &[ConcreteModel],
+    ltp: &[LtpModel],
+    dev: &[LabeledInput],
+    test: &[LabeledInput],
+    opts: &EvalOptions,
+) -> anyhow::Result<EvalResults> {
     anyhow::ensure!(!dev.is_empty() && !test.is_empty(), "evaluation needs dev and test examples");
     anyhow::ensure!(teacher.classifier.is_some(), "the model has no classification head; fine-tune one with `sttabt finetune`");
     // `dense` first: every speed-up and the 1-point budget are against the full dense pass
@@ -147,7 +167,22 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
         let b1 = throughput(teacher, approx, &timing, &mode, 1)?;
         let b32 = throughput(teacher, approx, &timing, &mode, 32)?;
         let (d1, d32) = points.first().map(|d| (d.examples_per_s_b1, d.examples_per_s_b32)).unwrap_or((b1, b32));
-        points.push(Point { label: mode.label(), family: mode.family().into(), mode: mode.clone(), dev_accuracy: dev_acc, test_accuracy: test_acc, dev_metric, test_metric, retention: ret, dev_retention: dev_ret, gflops, examples_per_s_b1: b1, examples_per_s_b32: b32, speedup_b1: b1 / d1, speedup_b32: b32 / d32 });
+        points.push(Point {
+            label: mode.label(),
+            family: mode.family().into(),
+            mode: mode.clone(),
+            dev_accuracy: dev_acc,
+            test_accuracy: test_acc,
+            dev_metric,
+            test_metric,
+            retention: ret,
+            dev_retention: dev_ret,
+            gflops,
+            examples_per_s_b1: b1,
+            examples_per_s_b32: b32,
+            speedup_b1: b1 / d1,
+            speedup_b32: b32 / d32,
+        });
         // after the ABT-actual sweep, add manual top-k at the same retentions
         if let Mode::AbtActual { .. } = mode {
             let lengths: Vec<usize> = dev.iter().map(|d| d.input.len()).collect();
@@ -175,11 +210,24 @@ pub fn evaluate_all(teacher: &BertModel, approx: Option<&BertModel>, concrete: &
     let dense_dev = points[0].dev_metric;
     let mut within = Vec::new();
     for fam in ["dense", "dense-cls", "abt", "abt-actual", "topk", "concrete", "ltp"] {
-        if let Some(best) = points.iter().filter(|p| p.family == fam && p.dev_metric >= dense_dev - 0.01).min_by(|a, b| a.dev_retention.total_cmp(&b.dev_retention)) {
+        if let Some(best) = points
+            .iter()
+            .filter(|p| p.family == fam && p.dev_metric >= dense_dev - 0.01)
+            .min_by(|a, b| a.dev_retention.total_cmp(&b.dev_retention))
+        {
             within.push(best.clone());
         }
     }
-    Ok(EvalResults { dense_test_accuracy: points[0].test_accuracy, metric: opts.metric.name().into(), points, within_one_point: within, skipped, test_examples: test.len(), dev_examples: dev.len(), threads: rayon::current_num_threads() })
+    Ok(EvalResults {
+        dense_test_accuracy: points[0].test_accuracy,
+        metric: opts.metric.name().into(),
+        points,
+        within_one_point: within,
+        skipped,
+        test_examples: test.len(),
+        dev_examples: dev.len(),
+        threads: rayon::current_num_threads(),
+    })
 }
 
 /// Write `results.json` and `results.csv` into `out` (atomically).
@@ -191,7 +239,20 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     // accuracy tasks do not repeat the accuracy column names)
     let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_metric_{0},test_metric_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32\n", r.metric);
     for p in &r.points {
-        csv.push_str(&format!("{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n", p.label, p.dev_accuracy, p.test_accuracy, p.dev_metric, p.test_metric, p.retention, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
+        csv.push_str(&format!(
+            "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n",
+            p.label,
+            p.dev_accuracy,
+            p.test_accuracy,
+            p.dev_metric,
+            p.test_metric,
+            p.retention,
+            p.gflops,
+            p.examples_per_s_b1,
+            p.examples_per_s_b32,
+            p.speedup_b1,
+            p.speedup_b32
+        ));
     }
     crate::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     // the data set's name, without the split details in parentheses
@@ -212,9 +273,31 @@ pub fn machine_line() -> String {
 /// A terminal table of all points and the within-1-point operating points.
 pub fn format_table(r: &EvalResults) -> String {
     let short = if r.metric == "accuracy" { "acc".to_string() } else { r.metric.chars().take(4).collect() };
-    let mut s = format!("{:<22} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n", "mode", format!("dev {short}"), format!("test {short}"), "retention", "GFLOPs", "ex/s b1", "ex/s b32", "speedup1", "speedup32");
+    let mut s = format!(
+        "{:<22} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n",
+        "mode",
+        format!("dev {short}"),
+        format!("test {short}"),
+        "retention",
+        "GFLOPs",
+        "ex/s b1",
+        "ex/s b32",
+        "speedup1",
+        "speedup32"
+    );
     for p in &r.points {
-        s.push_str(&format!("{:<22} {:>7.2}% {:>7.2}% {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n", p.label, p.dev_metric * 100.0, p.test_metric * 100.0, p.retention * 100.0, p.gflops, p.examples_per_s_b1, p.examples_per_s_b32, p.speedup_b1, p.speedup_b32));
+        s.push_str(&format!(
+            "{:<22} {:>7.2}% {:>7.2}% {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n",
+            p.label,
+            p.dev_metric * 100.0,
+            p.test_metric * 100.0,
+            p.retention * 100.0,
+            p.gflops,
+            p.examples_per_s_b1,
+            p.examples_per_s_b32,
+            p.speedup_b1,
+            p.speedup_b32
+        ));
     }
     for note in &r.skipped {
         s.push_str(&format!("skipped (not evaluated): {note}\n"));
@@ -229,7 +312,16 @@ pub fn format_table(r: &EvalResults) -> String {
     for fam in families {
         let note = if fam == "abt-actual" { "  (oracle: needs a dense teacher pass, saves nothing)" } else { "" };
         match r.within_one_point.iter().find(|p| p.family == fam) {
-            Some(p) => s.push_str(&format!("  {:<11} {:<22} test {} {:.2}%  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x{note}\n", p.family, p.label, r.metric, p.test_metric * 100.0, p.retention * 100.0, p.speedup_b1, p.speedup_b32)),
+            Some(p) => s.push_str(&format!(
+                "  {:<11} {:<22} test {} {:.2}%  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x{note}\n",
+                p.family,
+                p.label,
+                r.metric,
+                p.test_metric * 100.0,
+                p.retention * 100.0,
+                p.speedup_b1,
+                p.speedup_b32
+            )),
             None => s.push_str(&format!("  {fam:<11} none of its points is within 1 point of dense on dev{note}\n")),
         }
     }

@@ -11,9 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::EncoderConfig;
 use crate::encoder::{BertModel, EncodedInput, RunOptions};
 use crate::error::ModelError;
-use crate::config::EncoderConfig;
 use crate::plan::{Execution, TokenPlan};
 use crate::planners::abt::AbtConfig;
 use crate::planners::topk::ManualTopK;
@@ -158,7 +158,8 @@ pub fn abt_plans_timed(net: &BertModel, inputs: &[EncodedInput], cfg: &AbtConfig
     let c = &net.config;
     let big_l = net.layers.len();
     let t0 = std::time::Instant::now();
-    let top_ok = |n: usize| !cfg.top.is_empty() && cfg.top.iter().all(|&t| t < n) && cfg.top.windows(2).all(|w| w[0] < w[1]) && cfg.top[0] == 0;
+    let top_ok =
+        |n: usize| !cfg.top.is_empty() && cfg.top.iter().all(|&t| t < n) && cfg.top.windows(2).all(|w| w[0] < w[1]) && cfg.top[0] == 0;
     let plans: Vec<TokenPlan> = inputs
         .iter()
         .map(|x| {
@@ -233,7 +234,12 @@ pub fn concrete_plans(approx: &BertModel, inputs: &[EncodedInput], theta: &[f64]
 }
 
 /// Classify a batch in `mode`. `approx` is required for `abt`.
-pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[EncodedInput], mode: &Mode) -> Result<Vec<Prediction>, ModelError> {
+pub fn classify(
+    teacher: &BertModel,
+    approx: Option<&BertModel>,
+    inputs: &[EncodedInput],
+    mode: &Mode,
+) -> Result<Vec<Prediction>, ModelError> {
     let big_l = teacher.layers.len();
     let c = &teacher.config;
     let top = teacher.top_tokens();
@@ -248,7 +254,8 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
             (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }
         Mode::Abt { k } => {
-            let a = approx.ok_or_else(|| ModelError::Input("mode abt needs an ApproxNet (--approx DIR; create one with `sttabt distill`)".into()))?;
+            let a = approx
+                .ok_or_else(|| ModelError::Input("mode abt needs an ApproxNet (--approx DIR; create one with `sttabt distill`)".into()))?;
             let plans = abt_plans(a, inputs, &abt_cfg(*k))?;
             (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }
@@ -257,7 +264,8 @@ pub fn classify(teacher: &BertModel, approx: Option<&BertModel>, inputs: &[Encod
             (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }
         Mode::AbtPerLayer { k } => {
-            let a = approx.ok_or_else(|| ModelError::Input("mode abt needs an ApproxNet (--approx DIR; create one with `sttabt distill`)".into()))?;
+            let a = approx
+                .ok_or_else(|| ModelError::Input("mode abt needs an ApproxNet (--approx DIR; create one with `sttabt distill`)".into()))?;
             let plans = abt_plans(a, inputs, &AbtConfig { top: top.clone(), ..AbtConfig::topk_per_layer(k.clone()) })?;
             (teacher.run(inputs, &plans, RunOptions::default())?, plans)
         }

@@ -63,7 +63,10 @@ fn strided_span(rows: usize, ld: usize, width: usize) -> usize {
     if rows == 0 {
         return 0;
     }
-    (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(width)).unwrap_or_else(|| panic!("{rows} rows of {width} at stride {ld} overflow usize"))
+    (rows - 1)
+        .checked_mul(ld)
+        .and_then(|x| x.checked_add(width))
+        .unwrap_or_else(|| panic!("{rows} rows of {width} at stride {ld} overflow usize"))
 }
 
 /// `out[m, n] = a[m, k] · b[k, n] (+ out if accumulate)`, all row-major and contiguous.
@@ -83,11 +86,7 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
         return;
     }
     let threads = threads();
-    let par = if m * n * k >= PAR_MIN_MACS && threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
+    let par = if m * n * k >= PAR_MIN_MACS && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the slices have the lengths asserted above (always, not only in debug builds);
     // strides describe row-major layouts.
     unsafe {
@@ -168,10 +167,25 @@ pub fn matmul_bt_strided(a: &[f32], lda: usize, b: &[f32], ldb: usize, out: &mut
     // SAFETY: bounds asserted above.
     unsafe {
         gemm::gemm(
-            m, n, k, out.as_mut_ptr(), 1, n as isize, false,
-            a.as_ptr(), 1, lda as isize,
-            b.as_ptr(), ldb as isize, 1,
-            0.0, 1.0, false, false, false, gemm::Parallelism::None,
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            ldb as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -184,8 +198,16 @@ pub fn matmul_bt_strided(a: &[f32], lda: usize, b: &[f32], ldb: usize, out: &mut
 pub fn matmul_strided_out(p: &[f32], v: &[f32], ldv: usize, out: &mut [f32], ldo: usize, m: usize, k: usize, n: usize) {
     assert!(ldv >= n && ldo >= n, "matmul_strided_out: strides {ldv}, {ldo} shorter than a row of n = {n}");
     assert!(p.len() >= elems(m, k), "matmul_strided_out: p has {} values, expected at least m x k = {m} x {k}", p.len());
-    assert!(v.len() >= strided_span(k, ldv, n), "matmul_strided_out: v has {} values, too few for {k} rows of {n} at stride {ldv}", v.len());
-    assert!(out.len() >= strided_span(m, ldo, n), "matmul_strided_out: out has {} values, too few for {m} rows of {n} at stride {ldo}", out.len());
+    assert!(
+        v.len() >= strided_span(k, ldv, n),
+        "matmul_strided_out: v has {} values, too few for {k} rows of {n} at stride {ldv}",
+        v.len()
+    );
+    assert!(
+        out.len() >= strided_span(m, ldo, n),
+        "matmul_strided_out: out has {} values, too few for {m} rows of {n} at stride {ldo}",
+        out.len()
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -198,10 +220,25 @@ pub fn matmul_strided_out(p: &[f32], v: &[f32], ldv: usize, out: &mut [f32], ldo
     // SAFETY: bounds asserted above.
     unsafe {
         gemm::gemm(
-            m, n, k, out.as_mut_ptr(), 1, ldo as isize, false,
-            p.as_ptr(), 1, k as isize,
-            v.as_ptr(), 1, ldv as isize,
-            0.0, 1.0, false, false, false, gemm::Parallelism::None,
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            ldo as isize,
+            false,
+            p.as_ptr(),
+            1,
+            k as isize,
+            v.as_ptr(),
+            1,
+            ldv as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         );
     }
 }
@@ -294,7 +331,8 @@ fn isa() -> Isa {
         use std::sync::OnceLock;
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq") && std::is_x86_feature_detected!("fma")
+            {
                 Isa::V4
             } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 Isa::V3
@@ -516,9 +554,7 @@ pub fn residual_layer_norm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta:
         return;
     }
     let per = rows.div_ceil(threads * 2).max(1);
-    x.par_chunks_mut(per * n)
-        .zip(residual.par_chunks(per * n))
-        .for_each(|(c, r)| residual_ln_dispatch(c, r, gamma, beta, eps));
+    x.par_chunks_mut(per * n).zip(residual.par_chunks(per * n)).for_each(|(c, r)| residual_ln_dispatch(c, r, gamma, beta, eps));
 }
 
 #[inline(always)]
@@ -697,12 +733,23 @@ mod qlanes {
     macro_rules! half_erfc_abs_n {
         ($x:expr, $n:ident) => {{
             let x: [__m512; $n] = $x;
-            let z: [__m512; $n] = std::array::from_fn(|j| _mm512_mul_ps(_mm512_abs_ps(x[j]), _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2)));
+            let z: [__m512; $n] =
+                std::array::from_fn(|j| _mm512_mul_ps(_mm512_abs_ps(x[j]), _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2)));
             let y: [__m512; $n] = std::array::from_fn(|j| _mm512_add_ps(_mm512_set1_ps(1.0), _mm512_mul_ps(_mm512_set1_ps(0.5), z[j])));
             let r0: [__m512; $n] = std::array::from_fn(|j| _mm512_rcp14_ps(y[j]));
             let t: [__m512; $n] = std::array::from_fn(|j| _mm512_mul_ps(r0[j], _mm512_fnmadd_ps(y[j], r0[j], _mm512_set1_ps(2.0))));
             let mut p = [_mm512_set1_ps(0.170_872_77); $n];
-            for c in [-0.822_152_23f32, 1.488_515_9, -1.135_203_98, 0.278_868_07, -0.186_288_06, 0.096_784_18, 0.374_091_96, 1.000_023_7, -1.265_512_2] {
+            for c in [
+                -0.822_152_23f32,
+                1.488_515_9,
+                -1.135_203_98,
+                0.278_868_07,
+                -0.186_288_06,
+                0.096_784_18,
+                0.374_091_96,
+                1.000_023_7,
+                -1.265_512_2,
+            ] {
                 for j in 0..$n {
                     p[j] = _mm512_fmadd_ps(p[j], t[j], _mm512_set1_ps(c));
                 }
@@ -831,7 +878,9 @@ mod qlanes {
             let k = _mm512_add_ps(_mm512_mul_ps(x[j], _mm512_set1_ps(std::f32::consts::LOG2_E)), _mm512_set1_ps(0.5));
             _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(k)
         });
-        let r: [__m512; N] = std::array::from_fn(|j| _mm512_fmadd_ps(k[j], _mm512_set1_ps(2.121_944_4e-4), _mm512_fmadd_ps(k[j], _mm512_set1_ps(-0.693_359_4), x[j])));
+        let r: [__m512; N] = std::array::from_fn(|j| {
+            _mm512_fmadd_ps(k[j], _mm512_set1_ps(2.121_944_4e-4), _mm512_fmadd_ps(k[j], _mm512_set1_ps(-0.693_359_4), x[j]))
+        });
         let mut y = [_mm512_set1_ps(1.987_569_1e-4); N];
         for c in [1.398_199_9e-3f32, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
             for j in 0..N {
@@ -840,7 +889,8 @@ mod qlanes {
         }
         std::array::from_fn(|j| {
             let y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(y[j], r[j]), r[j], r[j]), _mm512_set1_ps(1.0));
-            let ki = _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(k[j], _mm512_set1_ps(12_582_912.0))), _mm512_set1_epi32(0x4B40_0000));
+            let ki =
+                _mm512_sub_epi32(_mm512_castps_si512(_mm512_add_ps(k[j], _mm512_set1_ps(12_582_912.0))), _mm512_set1_epi32(0x4B40_0000));
             let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(ki, _mm512_set1_epi32(127))));
             _mm512_mul_ps(y, scale)
         })
@@ -1111,7 +1161,10 @@ mod qlane_tests {
     #[test]
     fn transpose16_transposes() {
         if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq")) {
-            let _ = writeln!(std::io::stderr(), "NOTE: transpose16_transposes did NOT run: this CPU has no AVX-512F/DQ (the 16x16 transpose is AVX-512 only)");
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOTE: transpose16_transposes did NOT run: this CPU has no AVX-512F/DQ (the 16x16 transpose is AVX-512 only)"
+            );
             return;
         }
         use std::arch::x86_64::*;
@@ -1151,7 +1204,10 @@ mod qlane_tests {
                 ctx
             };
             let (a, b) = (run(true), run(false));
-            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "dh {dh} no {no} ni {ni}: context differs without probabilities");
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "dh {dh} no {no} ni {ni}: context differs without probabilities"
+            );
             assert!(a.iter().all(|v| v.is_finite()) && a.iter().any(|v| *v != 0.0));
         }
     }
@@ -1159,11 +1215,27 @@ mod qlane_tests {
     #[test]
     fn qlanes_bitwise_equal_row_kernel() {
         if super::isa() != super::Isa::V4 {
-            let _ = writeln!(std::io::stderr(), "NOTE: qlanes_bitwise_equal_row_kernel did NOT run: this CPU has no AVX-512F/DQ (the query-lane kernel is AVX-512 only)");
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOTE: qlanes_bitwise_equal_row_kernel did NOT run: this CPU has no AVX-512F/DQ (the query-lane kernel is AVX-512 only)"
+            );
             return;
         }
         let mut rng = fastrand::Rng::with_seed(7);
-        for &(dh, no, ni, gathered) in &[(8, 1, 1, false), (8, 5, 7, false), (8, 17, 33, true), (16, 40, 16, false), (16, 3, 130, true), (8, 128, 128, false), (8, 16, 31, true), (32, 1, 9, false), (32, 37, 53, true), (32, 128, 128, false), (64, 20, 35, true), (64, 5, 128, false)] {
+        for &(dh, no, ni, gathered) in &[
+            (8, 1, 1, false),
+            (8, 5, 7, false),
+            (8, 17, 33, true),
+            (16, 40, 16, false),
+            (16, 3, 130, true),
+            (8, 128, 128, false),
+            (8, 16, 31, true),
+            (32, 1, 9, false),
+            (32, 37, 53, true),
+            (32, 128, 128, false),
+            (64, 20, 35, true),
+            (64, 5, 128, false),
+        ] {
             let ldq = dh * 3 + 1;
             let ldkv = dh * 5 + 3;
             let v_off = dh * 2;
@@ -1186,14 +1258,81 @@ mod qlane_tests {
                     // SAFETY: V4 checked; sizes as attention_head asserts.
                     unsafe {
                         match dh {
-                            8 => super::qlanes::attention::<8>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt),
-                            16 => super::qlanes::attention::<16>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt),
-                            32 => super::qlanes::attention::<32>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt),
-                            _ => super::qlanes::attention::<64>(&q, ldq, &kv, ldkv, v_off, kr, no, ni, &mut probs, ctx.as_mut_ptr(), ldc, &mut pt),
+                            8 => super::qlanes::attention::<8>(
+                                &q,
+                                ldq,
+                                &kv,
+                                ldkv,
+                                v_off,
+                                kr,
+                                no,
+                                ni,
+                                &mut probs,
+                                ctx.as_mut_ptr(),
+                                ldc,
+                                &mut pt,
+                            ),
+                            16 => super::qlanes::attention::<16>(
+                                &q,
+                                ldq,
+                                &kv,
+                                ldkv,
+                                v_off,
+                                kr,
+                                no,
+                                ni,
+                                &mut probs,
+                                ctx.as_mut_ptr(),
+                                ldc,
+                                &mut pt,
+                            ),
+                            32 => super::qlanes::attention::<32>(
+                                &q,
+                                ldq,
+                                &kv,
+                                ldkv,
+                                v_off,
+                                kr,
+                                no,
+                                ni,
+                                &mut probs,
+                                ctx.as_mut_ptr(),
+                                ldc,
+                                &mut pt,
+                            ),
+                            _ => super::qlanes::attention::<64>(
+                                &q,
+                                ldq,
+                                &kv,
+                                ldkv,
+                                v_off,
+                                kr,
+                                no,
+                                ni,
+                                &mut probs,
+                                ctx.as_mut_ptr(),
+                                ldc,
+                                &mut pt,
+                            ),
                         }
                     }
                 } else {
-                    super::attention_head_dispatch(&q, ldq, &kv, ldkv, v_off, kr, None, no, ni, dh, &mut probs, ctx.as_mut_ptr(), ldc, &mut kt);
+                    super::attention_head_dispatch(
+                        &q,
+                        ldq,
+                        &kv,
+                        ldkv,
+                        v_off,
+                        kr,
+                        None,
+                        no,
+                        ni,
+                        dh,
+                        &mut probs,
+                        ctx.as_mut_ptr(),
+                        ldc,
+                        &mut kt,
+                    );
                 }
                 (probs, ctx)
             };
@@ -1250,7 +1389,22 @@ dispatch!(
 /// `ctx` must point to `no` rows of stride `ldc` with `dh` writable elements each, not written
 /// concurrently by anyone else (different heads write disjoint column ranges).
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn attention_head(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, key_weights: Option<&[f32]>, no: usize, ni: usize, dh: usize, probs: &mut [f32], ctx: *mut f32, ldc: usize, kt: &mut Vec<f32>) {
+pub unsafe fn attention_head(
+    q: &[f32],
+    ldq: usize,
+    kv: &[f32],
+    ldkv: usize,
+    v_off: usize,
+    key_rows: Option<&[usize]>,
+    key_weights: Option<&[f32]>,
+    no: usize,
+    ni: usize,
+    dh: usize,
+    probs: &mut [f32],
+    ctx: *mut f32,
+    ldc: usize,
+    kt: &mut Vec<f32>,
+) {
     assert_head_bounds(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh);
     // an empty `probs`: the probabilities are not wanted (the AVX-512 kernel then skips writing
     // them: 16x16 transposes per block, and the caller's zeroed [no, ni] buffer)
@@ -1299,7 +1453,18 @@ dispatch!(fn attention_scores_dispatch(q: &[f32], ldq: usize, kt: &[f32], no: us
 /// Panics if `q` does not hold `no` rows of `dh` at stride `ldq`, a key row is past `kv`, or
 /// `out.len() < no · ni`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_scores(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize, kt: &mut Vec<f32>, out: &mut [f32]) {
+pub fn attention_scores(
+    q: &[f32],
+    ldq: usize,
+    kv: &[f32],
+    ldkv: usize,
+    key_rows: Option<&[usize]>,
+    no: usize,
+    ni: usize,
+    dh: usize,
+    kt: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     assert_head_bounds(q, ldq, kv, ldkv, 0, key_rows, no, ni, dh);
     assert!(out.len() >= elems(no, ni), "attention_scores: out has {} values, expected at least no x ni = {no} x {ni}", out.len());
     if no == 0 || ni == 0 {
@@ -1339,7 +1504,21 @@ pub fn attention_accumulate_supported(dh: usize, no: usize, ni: usize) -> bool {
 /// As [`attention_head`]; [`attention_accumulate_supported`]`(dh, no, ni)` must hold and
 /// `acc.len() >= 16 ni`.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn attention_head_accumulate(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize, ctx: *mut f32, ldc: usize, acc: &mut [f64], first: bool) {
+pub unsafe fn attention_head_accumulate(
+    q: &[f32],
+    ldq: usize,
+    kv: &[f32],
+    ldkv: usize,
+    v_off: usize,
+    key_rows: Option<&[usize]>,
+    no: usize,
+    ni: usize,
+    dh: usize,
+    ctx: *mut f32,
+    ldc: usize,
+    acc: &mut [f64],
+    first: bool,
+) {
     assert!(attention_accumulate_supported(dh, no, ni) && acc.len() >= 16 * ni);
     assert_head_bounds(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh);
     // SAFETY: AVX-512 checked by `attention_accumulate_supported`; bounds asserted above. One
@@ -1353,7 +1532,17 @@ pub unsafe fn attention_head_accumulate(q: &[f32], ldq: usize, kv: &[f32], ldkv:
 /// The bounds every attention kernel relies on: `no` query rows of `dh` values at stride `ldq`,
 /// `ni` key rows (gathered through `key_rows`) with K at 0 and V at `v_off`, stride `ldkv`.
 #[allow(clippy::too_many_arguments)]
-fn assert_head_bounds(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize) {
+fn assert_head_bounds(
+    q: &[f32],
+    ldq: usize,
+    kv: &[f32],
+    ldkv: usize,
+    v_off: usize,
+    key_rows: Option<&[usize]>,
+    no: usize,
+    ni: usize,
+    dh: usize,
+) {
     assert!(q.len() >= strided_span(no, ldq, dh), "attention: q has {} values, too few for {no} rows of {dh} at stride {ldq}", q.len());
     let width = v_off.checked_add(dh).expect("attention: v_off + dh overflows usize");
     if let Some(kr) = key_rows {
@@ -1364,7 +1553,11 @@ fn assert_head_bounds(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usi
             kv.len()
         );
     } else {
-        assert!(kv.len() >= strided_span(ni, ldkv, width), "attention: kv has {} values, too few for {ni} key rows at stride {ldkv}", kv.len());
+        assert!(
+            kv.len() >= strided_span(ni, ldkv, width),
+            "attention: kv has {} values, too few for {ni} key rows at stride {ldkv}",
+            kv.len()
+        );
     }
 }
 
@@ -1376,7 +1569,21 @@ fn assert_head_bounds(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usi
 /// [`attention_head`].
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_qlanes(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, no: usize, ni: usize, dh: usize, probs: &mut [f32], ctx: *mut f32, ldc: usize, then: impl FnOnce(&[[f32; 16]])) {
+unsafe fn run_qlanes(
+    q: &[f32],
+    ldq: usize,
+    kv: &[f32],
+    ldkv: usize,
+    v_off: usize,
+    key_rows: Option<&[usize]>,
+    no: usize,
+    ni: usize,
+    dh: usize,
+    probs: &mut [f32],
+    ctx: *mut f32,
+    ldc: usize,
+    then: impl FnOnce(&[[f32; 16]]),
+) {
     let mut pt = QLANE_SCRATCH.with(|s| s.take());
     if pt.len() < ni {
         pt.resize(ni, [0.0; 16]);
@@ -1427,7 +1634,12 @@ dispatch!(fn reduce_heads_row_dispatch(probs: &[f32], head_stride: usize, h: usi
 /// `k < out.len()`. The same f64 operations as `planners::abt::backtrack`, so bitwise the same
 /// values; vectorised for the CPU (AVX-512 / AVX2 / baseline). `h >= 1`.
 pub fn reduce_heads_row(probs: &[f32], head_stride: usize, h: usize, max: bool, out: &mut [f64]) {
-    assert!(h >= 1 && probs.len() >= strided_span(h, head_stride, out.len()), "reduce_heads_row: probs has {} values, too few for {h} heads of {} at stride {head_stride}", probs.len(), out.len());
+    assert!(
+        h >= 1 && probs.len() >= strided_span(h, head_stride, out.len()),
+        "reduce_heads_row: probs has {} values, too few for {h} heads of {} at stride {head_stride}",
+        probs.len(),
+        out.len()
+    );
     reduce_heads_row_dispatch(probs, head_stride, h, max, out)
 }
 

@@ -136,8 +136,16 @@ impl DataSource {
                     None => dv.clone(),
                 };
                 // splits the job does not read stay empty (`source_from_flags` checked the job's needs)
-                let none = |what: &str| Dataset { examples: Vec::new(), label_names: names.clone(), source: format!("(no {what} file)"), skipped_rows: 0 };
-                let files: Vec<String> = [("train", train), ("dev", dev), ("test", test)].iter().filter_map(|(w, p)| p.as_ref().map(|p| format!("{w} {}", p.display()))).collect();
+                let none = |what: &str| Dataset {
+                    examples: Vec::new(),
+                    label_names: names.clone(),
+                    source: format!("(no {what} file)"),
+                    skipped_rows: 0,
+                };
+                let files: Vec<String> = [("train", train), ("dev", dev), ("test", test)]
+                    .iter()
+                    .filter_map(|(w, p)| p.as_ref().map(|p| format!("{w} {}", p.display())))
+                    .collect();
                 Ok(Splits {
                     train: tr.unwrap_or_else(|| none("--train")),
                     dev: dv.unwrap_or_else(|| none("--dev")),
@@ -223,7 +231,18 @@ pub fn default_source(seed: u64) -> DataSource {
 /// without `--glue`, a file the job never reads, a file the job needs missing while others are
 /// given (the data files are never silently replaced by Rotten Tomatoes).
 #[allow(clippy::too_many_arguments)]
-pub fn source_from_flags(glue: Option<&Path>, task: Option<&str>, train: Option<&Path>, dev: Option<&Path>, test: Option<&Path>, text_column: &str, pair_column: Option<&str>, label_column: &str, seed: u64, needs: &DataNeeds) -> Result<DataSource> {
+pub fn source_from_flags(
+    glue: Option<&Path>,
+    task: Option<&str>,
+    train: Option<&Path>,
+    dev: Option<&Path>,
+    test: Option<&Path>,
+    text_column: &str,
+    pair_column: Option<&str>,
+    label_column: &str,
+    seed: u64,
+    needs: &DataNeeds,
+) -> Result<DataSource> {
     let job = needs.job;
     let files = [("--train", train, needs.train), ("--dev", dev, needs.dev), ("--test", test, needs.test)];
     let given: Vec<&str> = files.iter().filter(|f| f.1.is_some()).map(|f| f.0).collect();

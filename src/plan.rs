@@ -66,9 +66,7 @@ pub enum PlanError {
         previous: usize,
     },
     /// A token index is `>= n` (padding or out of range).
-    #[error(
-        "layer {layer}: {set} contains token {token}, which is padding or out of range (n = {n})"
-    )]
+    #[error("layer {layer}: {set} contains token {token}, which is padding or out of range (n = {n})")]
     OutOfRange {
         /// Layer number `l` (1-based).
         layer: usize,
@@ -96,9 +94,7 @@ pub enum PlanError {
         token: usize,
     },
     /// `I_l != O_{l-1}` (the layer reads a row the layer below does not produce, or vice versa).
-    #[error(
-        "layer {layer}: input set differs from the output set of layer {below} at token {token}"
-    )]
+    #[error("layer {layer}: input set differs from the output set of layer {below} at token {token}")]
     NotNested {
         /// Layer number `l` (1-based, `l >= 2`).
         layer: usize,
@@ -117,21 +113,11 @@ pub fn check_set(n: usize, layer: usize, set: SetKind, tokens: &[usize]) -> Resu
     }
     for w in tokens.windows(2) {
         if w[1] <= w[0] {
-            return Err(PlanError::Unsorted {
-                layer,
-                set,
-                token: w[1],
-                previous: w[0],
-            });
+            return Err(PlanError::Unsorted { layer, set, token: w[1], previous: w[0] });
         }
     }
     if let Some(&token) = tokens.iter().find(|&&t| t >= n) {
-        return Err(PlanError::OutOfRange {
-            layer,
-            set,
-            token,
-            n,
-        });
+        return Err(PlanError::OutOfRange { layer, set, token, n });
     }
     if tokens[0] != 0 {
         return Err(PlanError::MissingCls { layer, set });
@@ -184,11 +170,7 @@ impl TokenPlan {
     /// Builds a plan from `inputs[l-1] = I_l` and `outputs[l-1] = O_l`, validating every invariant.
     ///
     /// Errors: [`PlanError`] naming the first offending layer / set / token.
-    pub fn new(
-        n: usize,
-        inputs: Vec<Vec<usize>>,
-        outputs: Vec<Vec<usize>>,
-    ) -> Result<Self, PlanError> {
+    pub fn new(n: usize, inputs: Vec<Vec<usize>>, outputs: Vec<Vec<usize>>) -> Result<Self, PlanError> {
         if n == 0 {
             return Err(PlanError::NoTokens);
         }
@@ -196,10 +178,7 @@ impl TokenPlan {
             return Err(PlanError::NoLayers);
         }
         if inputs.len() != outputs.len() {
-            return Err(PlanError::LayerCountMismatch {
-                inputs: inputs.len(),
-                outputs: outputs.len(),
-            });
+            return Err(PlanError::LayerCountMismatch { inputs: inputs.len(), outputs: outputs.len() });
         }
         for (idx, (i_set, o_set)) in inputs.iter().zip(&outputs).enumerate() {
             let layer = idx + 1;
@@ -210,11 +189,7 @@ impl TokenPlan {
             }
             if idx > 0 {
                 if let Some(token) = first_difference(i_set, &outputs[idx - 1]) {
-                    return Err(PlanError::NotNested {
-                        layer,
-                        below: layer - 1,
-                        token,
-                    });
+                    return Err(PlanError::NotNested { layer, below: layer - 1, token });
                 }
             }
         }
@@ -224,11 +199,7 @@ impl TokenPlan {
     /// Builds a plan from the input sets alone: `O_l = I_{l+1}` for `l < L`, `O_L = top`.
     ///
     /// Errors: as [`TokenPlan::new`] (e.g. `top ⊄ I_L`, non-nested inputs).
-    pub fn from_inputs(
-        n: usize,
-        inputs: Vec<Vec<usize>>,
-        top: Vec<usize>,
-    ) -> Result<Self, PlanError> {
+    pub fn from_inputs(n: usize, inputs: Vec<Vec<usize>>, top: Vec<usize>) -> Result<Self, PlanError> {
         if inputs.is_empty() {
             return Err(PlanError::NoLayers);
         }
@@ -242,16 +213,9 @@ impl TokenPlan {
     ///
     /// Panics if `n == 0` or `layers == 0` (no valid plan exists).
     pub fn dense(n: usize, layers: usize) -> Self {
-        assert!(
-            n >= 1 && layers >= 1,
-            "TokenPlan::dense needs n >= 1 and layers >= 1"
-        );
+        assert!(n >= 1 && layers >= 1, "TokenPlan::dense needs n >= 1 and layers >= 1");
         let all: Vec<usize> = (0..n).collect();
-        Self {
-            n,
-            inputs: vec![all.clone(); layers],
-            outputs: vec![all; layers],
-        }
+        Self { n, inputs: vec![all.clone(); layers], outputs: vec![all; layers] }
     }
 
     /// Dense inputs, but only CLS is needed at the top (`O_L = {0}`), as for sequence
@@ -269,7 +233,10 @@ impl TokenPlan {
     ///
     /// Panics if `n == 0`, `layers == 0` or `top` is not a valid output set.
     pub fn dense_top(n: usize, layers: usize, top: &[usize]) -> Self {
-        assert!(!top.is_empty() && top[0] == 0 && top.iter().all(|&t| t < n) && top.windows(2).all(|w| w[0] < w[1]), "TokenPlan::dense_top: top must be sorted token indices below n containing 0");
+        assert!(
+            !top.is_empty() && top[0] == 0 && top.iter().all(|&t| t < n) && top.windows(2).all(|w| w[0] < w[1]),
+            "TokenPlan::dense_top: top must be sorted token indices below n containing 0"
+        );
         let mut plan = Self::dense(n, layers);
         plan.outputs[layers - 1] = top.to_vec();
         plan
@@ -318,10 +285,7 @@ impl TokenPlan {
 
     /// `|I_l| / n` per layer, index `l - 1`.
     pub fn per_layer_retention(&self) -> Vec<f64> {
-        self.inputs
-            .iter()
-            .map(|s| s.len() as f64 / self.n as f64)
-            .collect()
+        self.inputs.iter().map(|s| s.len() as f64 / self.n as f64).collect()
     }
 
     /// Encoder FLOPs the executor performs for this plan (section 5) under `execution`:
@@ -339,12 +303,8 @@ impl TokenPlan {
     /// Encoder FLOPs of this plan (section 5) for hidden size `d` and FFN size `d_ff`,
     /// with `o = |O_l|`, `i = |I_l|` per layer.
     pub fn flops(&self, d: usize, d_ff: usize) -> PlanFlops {
-        let per_layer: Vec<LayerFlops> = self
-            .inputs
-            .iter()
-            .zip(&self.outputs)
-            .map(|(i, o)| layer_flops(o.len(), i.len(), d, d_ff))
-            .collect();
+        let per_layer: Vec<LayerFlops> =
+            self.inputs.iter().zip(&self.outputs).map(|(i, o)| layer_flops(o.len(), i.len(), d, d_ff)).collect();
         let total = per_layer.iter().map(|l| l.total).sum();
         PlanFlops { per_layer, total }
     }
@@ -393,17 +353,7 @@ pub fn layer_flops(o: usize, i: usize, d: usize, d_ff: usize) -> LayerFlops {
     let av = scores;
     let out_proj = q;
     let ffn = 4 * o64 * d64 * f64_;
-    LayerFlops {
-        o,
-        i,
-        q,
-        kv,
-        scores,
-        av,
-        out_proj,
-        ffn,
-        total: q + kv + scores + av + out_proj + ffn,
-    }
+    LayerFlops { o, i, q, kv, scores, av, out_proj, ffn, total: q + kv + scores + av + out_proj + ffn }
 }
 
 /// FLOPs of a whole plan: per layer (index `l - 1`) and the encoder total.

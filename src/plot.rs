@@ -100,7 +100,8 @@ fn family_color(family: &str, index: usize) -> RGBColor {
         "abt-actual" => RGBColor(214, 39, 40),
         "topk" => RGBColor(44, 160, 44),
         _ => {
-            let extra = [RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(23, 190, 207)];
+            let extra =
+                [RGBColor(255, 127, 14), RGBColor(148, 103, 189), RGBColor(140, 86, 75), RGBColor(227, 119, 194), RGBColor(23, 190, 207)];
             extra[index % extra.len()]
         }
     }
@@ -145,7 +146,9 @@ fn render(r: &EvalResults, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotErro
     }
     // Dense reference: the dense family's point, else the recorded dense accuracy.
     let dense_point = series.iter().find(|s| s.family == "dense").and_then(|s| s.points.first().copied());
-    let dense_acc = dense_point.map(|p| p.1).or_else(|| Some(r.dense_test_accuracy * 100.0).filter(|a| a.is_finite() && r.points.iter().any(|p| p.family == "dense")));
+    let dense_acc = dense_point
+        .map(|p| p.1)
+        .or_else(|| Some(r.dense_test_accuracy * 100.0).filter(|a| a.is_finite() && r.points.iter().any(|p| p.family == "dense")));
 
     let (mut x_lo, mut x_hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
     let (mut y_lo, mut y_hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
@@ -305,7 +308,16 @@ mod tests {
             points.push(point(Mode::AbtActual { k }, acc + 0.004, ret - 0.02, b1 * 1.1));
             points.push(point(Mode::TopK { k_min: ret * 0.5 }, acc - 0.03, ret, b1 * 1.2));
         }
-        EvalResults { within_one_point: vec![points[1].clone()], skipped: vec![], dense_test_accuracy: 0.912, metric: "accuracy".into(), points, test_examples: 100, dev_examples: 100, threads: 1 }
+        EvalResults {
+            within_one_point: vec![points[1].clone()],
+            skipped: vec![],
+            dense_test_accuracy: 0.912,
+            metric: "accuracy".into(),
+            points,
+            test_examples: 100,
+            dev_examples: 100,
+            threads: 1,
+        }
     }
 
     #[test]
@@ -327,7 +339,8 @@ mod tests {
             }
         }
         // no temp files left behind
-        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+        let leftovers: Vec<_> =
+            std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
         assert!(leftovers.is_empty());
         if std::env::var_os("STTABT_KEEP_PLOTS").is_none() {
             std::fs::remove_dir_all(&dir).unwrap();
@@ -338,7 +351,16 @@ mod tests {
 
     #[test]
     fn plot_rejects_empty_results() {
-        let r = EvalResults { points: vec![], within_one_point: vec![], skipped: vec![], dense_test_accuracy: f64::NAN, metric: "accuracy".into(), test_examples: 0, dev_examples: 0, threads: 1 };
+        let r = EvalResults {
+            points: vec![],
+            within_one_point: vec![],
+            skipped: vec![],
+            dense_test_accuracy: f64::NAN,
+            metric: "accuracy".into(),
+            test_examples: 0,
+            dev_examples: 0,
+            threads: 1,
+        };
         let dir = std::env::temp_dir().join(format!("sttabt-plot-empty-{}", std::process::id()));
         assert!(matches!(plot_results(&r, &dir, ""), Err(PlotError::NoPoints)));
         let _ = std::fs::remove_dir_all(&dir);

@@ -176,7 +176,10 @@ fn git_lfs_pointer_saved_as_safetensors() {
     let pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146b4bd8d2c9e5b1b1a1e2f6c11e0c4b7e3f4ad6d0c0f3a9b5e2a7c1d00\nsize 90868376\n";
     std::fs::write(dir.path().join("model.safetensors"), pointer).unwrap();
     let e = load_err(dir.path());
-    assert!(matches!(&e, ModelError::LfsPointer { path, size, .. } if path.ends_with("model.safetensors") && *size == pointer.len() as u64), "{e:?}");
+    assert!(
+        matches!(&e, ModelError::LfsPointer { path, size, .. } if path.ends_with("model.safetensors") && *size == pointer.len() as u64),
+        "{e:?}"
+    );
     assert_mentions(&e.to_string(), &["model.safetensors", "Git LFS pointer", "90868376 bytes", "git lfs pull"]);
 }
 
@@ -288,8 +291,11 @@ fn layer_tensor_shape_mismatch() {
     e.2.truncate(15 * 8);
     write_checkpoint(dir.path(), &c, &t);
     let e = load_err(dir.path());
-    assert!(matches!(&e, ModelError::Shape { name, expected, found, .. }
-        if name == "encoder.layer.1.intermediate.dense.weight" && expected == &vec![16, 8] && found == &vec![15, 8]), "{e:?}");
+    assert!(
+        matches!(&e, ModelError::Shape { name, expected, found, .. }
+        if name == "encoder.layer.1.intermediate.dense.weight" && expected == &vec![16, 8] && found == &vec![15, 8]),
+        "{e:?}"
+    );
     assert_mentions(&e.to_string(), &["encoder.layer.1.intermediate.dense.weight", "[15, 8]", "[16, 8]"]);
 }
 
@@ -312,7 +318,10 @@ fn nan_weight() {
     t.iter_mut().find(|(n, ..)| n == "encoder.layer.0.attention.self.key.weight").unwrap().2[5] = f32::NAN;
     write_checkpoint(dir.path(), &c, &t);
     let e = load_err(dir.path());
-    assert!(matches!(&e, ModelError::NonFinite { name, index: 5, value, .. } if name == "encoder.layer.0.attention.self.key.weight" && value.is_nan()), "{e:?}");
+    assert!(
+        matches!(&e, ModelError::NonFinite { name, index: 5, value, .. } if name == "encoder.layer.0.attention.self.key.weight" && value.is_nan()),
+        "{e:?}"
+    );
     assert_mentions(&e.to_string(), &["model.safetensors", "encoder.layer.0.attention.self.key.weight", "NaN", "index 5"]);
 }
 
@@ -341,7 +350,10 @@ fn integer_dtype_weight() {
         &[("encoder.layer.0.output.dense.bias", safetensors::Dtype::I64, vec![8], ints)],
     );
     let e = load_err(dir.path());
-    assert!(matches!(&e, ModelError::Dtype { name, dtype, .. } if name == "encoder.layer.0.output.dense.bias" && dtype.contains("I64")), "{e:?}");
+    assert!(
+        matches!(&e, ModelError::Dtype { name, dtype, .. } if name == "encoder.layer.0.output.dense.bias" && dtype.contains("I64")),
+        "{e:?}"
+    );
     assert_mentions(&e.to_string(), &["model.safetensors", "encoder.layer.0.output.dense.bias", "I64", "float"]);
 }
 
@@ -507,9 +519,9 @@ fn forward_soft_shape_errors() {
     let d = 8;
     let ok_masks = vec![vec![1.0f32; 3]; 3];
     for (x0_len, valid, masks) in [
-        (2 * d, vec![true; 3], ok_masks.clone()),          // x0 too short
-        (3 * d, vec![true; 3], vec![vec![1.0; 3]; 2]),      // L masks instead of L + 1
-        (3 * d, vec![true; 3], vec![vec![1.0; 2]; 3]),      // masks of the wrong length
+        (2 * d, vec![true; 3], ok_masks.clone()),      // x0 too short
+        (3 * d, vec![true; 3], vec![vec![1.0; 3]; 2]), // L masks instead of L + 1
+        (3 * d, vec![true; 3], vec![vec![1.0; 2]; 3]), // masks of the wrong length
     ] {
         let x0 = vec![0.1f32; x0_len];
         let r = catch_unwind(AssertUnwindSafe(|| m.forward_soft(&x0, &valid, &masks)));

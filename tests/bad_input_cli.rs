@@ -12,11 +12,7 @@ use sttabt::config::EncoderConfig;
 use sttabt::train::Progress;
 
 fn sttabt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sttabt"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run the sttabt binary")
+    Command::new(env!("CARGO_BIN_EXE_sttabt")).args(args).env("NO_COLOR", "1").output().expect("run the sttabt binary")
 }
 
 fn stderr(o: &Output) -> String {
@@ -171,7 +167,22 @@ fn eval_reads_dev_and_test_files_without_train() {
     write_csv(&dev, &[("a gripping, funny film", "pos"), ("dull and long", "neg"), ("a joy", "pos")]);
     write_csv(&test, &[("flat", "neg"), ("wonderful acting", "pos")]);
     let out = dir.path().join("results");
-    let r = sttabt(&["eval", "--model", s(model.path()), "--dev", s(&dev), "--test", s(&test), "--ks", "0.5", "--timing-examples", "2", "--quiet", "--out", s(&out)]);
+    let r = sttabt(&[
+        "eval",
+        "--model",
+        s(model.path()),
+        "--dev",
+        s(&dev),
+        "--test",
+        s(&test),
+        "--ks",
+        "0.5",
+        "--timing-examples",
+        "2",
+        "--quiet",
+        "--out",
+        s(&out),
+    ]);
     let err = stderr(&r);
     assert!(r.status.success(), "eval with --dev/--test failed:\n{err}");
     assert!(!err.contains("panicked at"), "{err}");
@@ -186,7 +197,20 @@ fn eval_reads_dev_and_test_files_without_train() {
 
     // --dev alone: test = dev
     let out2 = dir.path().join("results2");
-    let r = sttabt(&["eval", "--model", s(model.path()), "--dev", s(&dev), "--ks", "0.5", "--timing-examples", "2", "--quiet", "--out", s(&out2)]);
+    let r = sttabt(&[
+        "eval",
+        "--model",
+        s(model.path()),
+        "--dev",
+        s(&dev),
+        "--ks",
+        "0.5",
+        "--timing-examples",
+        "2",
+        "--quiet",
+        "--out",
+        s(&out2),
+    ]);
     let err = stderr(&r);
     assert!(r.status.success(), "eval with --dev failed:\n{err}");
     assert!(err.contains(&format!("data: dev={} (3 rows), test=dev (3 rows)", dev.display())), "{err}");
@@ -204,17 +228,32 @@ fn data_flag_combinations_that_cannot_be_honoured_are_errors() {
     let out = dir.path().join("out");
     let o = s(&out);
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (vec!["finetune", "--out", o, "--dev", f, "--test", f], vec!["`sttabt finetune` was given --dev and --test but not --train FILE", "give none of --train/--dev/--test to use Rotten Tomatoes"]),
+        (
+            vec!["finetune", "--out", o, "--dev", f, "--test", f],
+            vec![
+                "`sttabt finetune` was given --dev and --test but not --train FILE",
+                "give none of --train/--dev/--test to use Rotten Tomatoes",
+            ],
+        ),
         (vec!["finetune", "--out", o, "--train", f], vec!["`sttabt finetune`", "--dev"]),
         (vec!["finetune", "--out", o, "--train", f, "--dev", f, "--test", f], vec!["does not read --test", "remove --test"]),
         (vec!["distill", "--teacher", m, "--out", o, "--dev", f], vec!["`sttabt distill`", "--train"]),
-        (vec!["concrete", "--teacher", m, "--approx", m, "--out", o, "--train", f, "--dev", f], vec!["`sttabt concrete` does not read --dev"]),
-        (vec!["ltp", "--teacher", m, "--out", o, "--train", f, "--dev", f], vec!["`sttabt ltp` does not read --dev: it reads --train only"]),
+        (
+            vec!["concrete", "--teacher", m, "--approx", m, "--out", o, "--train", f, "--dev", f],
+            vec!["`sttabt concrete` does not read --dev"],
+        ),
+        (
+            vec!["ltp", "--teacher", m, "--out", o, "--train", f, "--dev", f],
+            vec!["`sttabt ltp` does not read --dev: it reads --train only"],
+        ),
         (vec!["ltp", "--teacher", m, "--out", o, "--dev", f], vec!["`sttabt ltp` was given --dev but not --train FILE"]),
         (vec!["eval", "--model", m, "--out", o, "--test", f], vec!["`sttabt eval`", "--dev"]),
         (vec!["eval", "--model", m, "--out", o, "--train", f, "--dev", f], vec!["`sttabt eval` does not read --train"]),
         (vec!["finetune", "--out", o, "--task", "sst2"], vec!["--task sst2 needs --glue"]),
-        (vec!["eval", "--model", m, "--out", o, "--glue", s(dir.path()), "--task", "sst2", "--dev", f], vec!["--glue cannot be combined with --dev"]),
+        (
+            vec!["eval", "--model", m, "--out", o, "--glue", s(dir.path()), "--task", "sst2", "--dev", f],
+            vec!["--glue cannot be combined with --dev"],
+        ),
     ];
     for (args, words) in cases {
         let r = sttabt(&args);
@@ -282,7 +321,11 @@ fn info_names_lfs_pointer_pytorch_zip_and_truncated_checkpoints() {
     let r = sttabt(&["info", s(dir.path())]);
     let size = (bytes.len() - 100).to_string();
     let full = bytes.len().to_string();
-    assert_fails_naming(&r, "info on a truncated file", &["model.safetensors", "truncated safetensors file", &format!("needs {full} bytes"), &format!("has only {size}")]);
+    assert_fails_naming(
+        &r,
+        "info on a truncated file",
+        &["model.safetensors", "truncated safetensors file", &format!("needs {full} bytes"), &format!("has only {size}")],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -299,7 +342,11 @@ fn ltp_run_with_wrong_threshold_count_is_an_error() {
         std::fs::write(run.path().join("ltp.json"), meta.to_string()).unwrap();
         let n = theta.as_array().unwrap().len();
         let r = sttabt(&["eval", "--model", s(model.path()), "--ltp", s(run.path()), "--out", s(&run.path().join("res"))]);
-        assert_fails_naming(&r, &format!("eval --ltp with {n} thresholds"), &["ltp.json", "LTP needs L - 1 = 1 thresholds for a 2-layer model", &format!("found {n}")]);
+        assert_fails_naming(
+            &r,
+            &format!("eval --ltp with {n} thresholds"),
+            &["ltp.json", "LTP needs L - 1 = 1 thresholds for a 2-layer model", &format!("found {n}")],
+        );
     }
     // the planner itself refuses to run with a wrong count (no threshold 0 substituted)
     let m = sttabt::BertModel::load(model.path()).unwrap();
@@ -327,8 +374,37 @@ fn image_jobs_refuse_text_data_flags() {
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (vec!["eval", "--vision", "--model", s(model.path()), "--dev", s(&csv), "--out", s(&out)], vec!["--dev", "--vision"]),
         (vec!["finetune", "--vision", "--out", s(&out), "--train", s(&csv), "--dev", s(&csv)], vec!["--train, --dev"]),
-        (vec!["distill", "--image-folder", s(dir.path()), "--teacher", s(model.path()), "--out", s(&out), "--glue", s(dir.path()), "--task", "sst2"], vec!["--glue, --task"]),
-        (vec!["concrete", "--vision", "--teacher", s(model.path()), "--approx", s(model.path()), "--out", s(&out), "--label-column", "y"], vec!["--label-column"]),
+        (
+            vec![
+                "distill",
+                "--image-folder",
+                s(dir.path()),
+                "--teacher",
+                s(model.path()),
+                "--out",
+                s(&out),
+                "--glue",
+                s(dir.path()),
+                "--task",
+                "sst2",
+            ],
+            vec!["--glue, --task"],
+        ),
+        (
+            vec![
+                "concrete",
+                "--vision",
+                "--teacher",
+                s(model.path()),
+                "--approx",
+                s(model.path()),
+                "--out",
+                s(&out),
+                "--label-column",
+                "y",
+            ],
+            vec!["--label-column"],
+        ),
     ];
     for (args, parts) in cases {
         let o = sttabt(&args);

@@ -156,7 +156,14 @@ fn per_layer_keep_list_gives_the_abt_plan() {
             let above = if l + 1 < 6 { got[l + 1] } else { 1 };
             assert!(got[l] >= c && got[l] <= c + above, "{mode} layer {}: |I_l| = {} for c = {c}, |O_l| = {above}", l + 1, got[l]);
         }
-        let lib = classify(&teacher, Some(&approx.model), &[enc.input.clone()], &if mode == "abt" { Mode::AbtPerLayer { k: ks.to_vec() } } else { Mode::AbtActualPerLayer { k: ks.to_vec() } }).unwrap().remove(0);
+        let lib = classify(
+            &teacher,
+            Some(&approx.model),
+            &[enc.input.clone()],
+            &if mode == "abt" { Mode::AbtPerLayer { k: ks.to_vec() } } else { Mode::AbtActualPerLayer { k: ks.to_vec() } },
+        )
+        .unwrap()
+        .remove(0);
         assert_close(&f32s(&rec["logits"]), &lib.logits, mode);
         assert!((rec["retention"].as_f64().unwrap() - lib.plan.retention()).abs() < 1e-12);
         assert!(rec["mode"].as_str().unwrap().contains("0.90,0.70,0.50,0.40,0.30,0.30"), "{}", rec["mode"]);
@@ -164,7 +171,8 @@ fn per_layer_keep_list_gives_the_abt_plan() {
 
     // one value = the same k on every layer = the single-k mode
     let one = json_lines(&["classify", "--model", s(&t), "--mode", "abt-actual", "--keep", "0.4", "--json", LONG]).remove(0);
-    let six = json_lines(&["classify", "--model", s(&t), "--mode", "abt-actual", "--keep", "0.4,0.4,0.4,0.4,0.4,0.4", "--json", LONG]).remove(0);
+    let six =
+        json_lines(&["classify", "--model", s(&t), "--mode", "abt-actual", "--keep", "0.4,0.4,0.4,0.4,0.4,0.4", "--json", LONG]).remove(0);
     let lib = classify(&teacher, None, &[enc.input.clone()], &Mode::AbtActual { k: 0.4 }).unwrap().remove(0);
     assert_eq!(usizes(&one["inputs_per_layer"]), sizes(&lib.plan));
     assert_eq!(usizes(&six["inputs_per_layer"]), sizes(&lib.plan));
@@ -225,7 +233,19 @@ fn explain_json_offsets_slice_the_original_text() {
     assert_eq!(acting["char_start"], char_start, "offsets are in chars, not bytes");
 
     // pruned: only the tokens layer 1 reads, each with the last layer that reads it
-    let rec = json_lines(&["classify", "--model", s(&t), "--mode", "abt-actual", "--keep", "0.6,0.5,0.4,0.3,0.2,0.1", "--explain", "--json", text]).remove(0);
+    let rec = json_lines(&[
+        "classify",
+        "--model",
+        s(&t),
+        "--mode",
+        "abt-actual",
+        "--keep",
+        "0.6,0.5,0.4,0.3,0.2,0.1",
+        "--explain",
+        "--json",
+        text,
+    ])
+    .remove(0);
     let depth = usizes(&rec["survives_to_layer"]);
     let ex = rec["explain"].as_array().unwrap();
     let kept: Vec<usize> = (0..depth.len()).filter(|&j| depth[j] > 0).collect();
@@ -250,7 +270,22 @@ fn concrete_run_dir() {
     let (t, ap, run) = (dir.path().join("teacher"), dir.path().join("approx"), dir.path().join("concrete"));
     let teacher = write_teacher(&t);
     write_approx(&teacher, &ap);
-    let (ok, stdout, stderr) = sttabt(&["concrete", "--teacher", s(&t), "--approx", s(&ap), "--out", s(&run), "--steps", "2", "--batch-size", "4", "--train-limit", "8", "--quiet"]);
+    let (ok, stdout, stderr) = sttabt(&[
+        "concrete",
+        "--teacher",
+        s(&t),
+        "--approx",
+        s(&ap),
+        "--out",
+        s(&run),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--train-limit",
+        "8",
+        "--quiet",
+    ]);
     assert!(ok, "sttabt concrete failed:\n{stdout}\n{stderr}");
     let text = "An honest, warm and very funny film.";
     let rec = json_lines(&["classify", "--concrete", s(&run), "--json", text]).remove(0);
@@ -259,7 +294,8 @@ fn concrete_run_dir() {
     let c = sttabt::train::concrete::ConcreteModel::load(&run).unwrap();
     let tok = TextTokenizer::from_dir(&run.join("teacher"), 128).unwrap();
     let x: EncodedInput = tok.encode(text, None).unwrap().input;
-    let p = classify(&c.teacher, Some(&c.approx.model), &[x], &Mode::Concrete { theta0: c.theta0, theta: c.theta.clone() }).unwrap().remove(0);
+    let p =
+        classify(&c.teacher, Some(&c.approx.model), &[x], &Mode::Concrete { theta0: c.theta0, theta: c.theta.clone() }).unwrap().remove(0);
     assert_close(&f32s(&rec["logits"]), &p.logits, "concrete");
     assert_eq!(usizes(&rec["inputs_per_layer"]), (0..6).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>());
     assert!((rec["retention"].as_f64().unwrap() - p.retention).abs() < 1e-12);
@@ -277,7 +313,8 @@ fn ltp_run_dir() {
     let dir = TempDir::new("classify-ltp");
     let (t, run) = (dir.path().join("teacher"), dir.path().join("ltp"));
     write_teacher(&t);
-    let (ok, stdout, stderr) = sttabt(&["ltp", "--teacher", s(&t), "--out", s(&run), "--steps", "2", "--batch-size", "4", "--train-limit", "8", "--quiet"]);
+    let (ok, stdout, stderr) =
+        sttabt(&["ltp", "--teacher", s(&t), "--out", s(&run), "--steps", "2", "--batch-size", "4", "--train-limit", "8", "--quiet"]);
     assert!(ok, "sttabt ltp failed:\n{stdout}\n{stderr}");
     let text = "A dull, lifeless remake.";
     let rec = json_lines(&["classify", "--ltp", s(&run), "--explain", "--json", text]).remove(0);
@@ -301,7 +338,10 @@ fn bad_input_gives_clear_errors() {
     let text = "A fine film.";
     // --keep: wrong count, out of range, not a number, a list for topk, keep where it means nothing
     expect_error(&["classify", "--model", m, "--mode", "abt-actual", "--keep", "0.9,0.5", text], &["--keep", "2 values", "6 layers"]);
-    expect_error(&["classify", "--model", m, "--mode", "abt-actual", "--keep", "0.9,0.7,0.5,0.4,0.3,0.3,0.2", text], &["7 values", "6 layers"]);
+    expect_error(
+        &["classify", "--model", m, "--mode", "abt-actual", "--keep", "0.9,0.7,0.5,0.4,0.3,0.3,0.2", text],
+        &["7 values", "6 layers"],
+    );
     expect_error(&["classify", "--model", m, "--mode", "abt-actual", "--keep", "0", text], &["--keep", "(0, 1]"]);
     expect_error(&["classify", "--model", m, "--mode", "abt-actual", "--keep", "0.9,0.7,0,0.4,0.3,0.3", text], &["value 3 is 0", "(0, 1]"]);
     expect_error(&["classify", "--model", m, "--mode", "abt-actual", "--keep", "1.5", text], &["(0, 1]"]);

@@ -25,7 +25,9 @@ fn burn_masks_match_reference_vectors() {
         let (l, h, t) = (c["L"].as_u64().unwrap() as usize, c["H"].as_u64().unwrap() as usize, c["T"].as_u64().unwrap() as usize);
         let dev = Device::flex();
         let s = f32s(&c["scores"]);
-        let scores: Vec<Tensor<4>> = (0..l).map(|li| Tensor::from_data(TensorData::new(s[li * h * t * t..(li + 1) * h * t * t].to_vec(), [1, h, t, t]), &dev)).collect();
+        let scores: Vec<Tensor<4>> = (0..l)
+            .map(|li| Tensor::from_data(TensorData::new(s[li * h * t * t..(li + 1) * h * t * t].to_vec(), [1, h, t, t]), &dev))
+            .collect();
         let valid: Tensor<2> = Tensor::from_data(TensorData::new(f32s(&c["valid"]), [1, t]), &dev);
         let theta: Tensor<1> = Tensor::from_data(TensorData::new(f32s(&c["theta"]), [l]), &dev);
         let out = concrete_masks(&scores, &valid, theta, false);
@@ -37,7 +39,8 @@ fn burn_masks_match_reference_vectors() {
             let err = max_abs_diff(&got, &expect);
             assert!(err < 1e-5, "{name} layer {}: m differs by {err}", li + 1);
             let hard: Vec<bool> = got.iter().map(|v| *v >= 0.5).collect();
-            let expect_hard: Vec<bool> = rec["hard"].as_array().unwrap().iter().map(|v| v.as_bool().unwrap_or(v.as_f64() == Some(1.0))).collect();
+            let expect_hard: Vec<bool> =
+                rec["hard"].as_array().unwrap().iter().map(|v| v.as_bool().unwrap_or(v.as_f64() == Some(1.0))).collect();
             assert_eq!(hard, expect_hard, "{name} layer {} hard mask", li + 1);
         }
         let r = scalar(&out.r);
@@ -66,7 +69,10 @@ fn train_model(teacher: &sttabt::BertModel, approx: &ApproxNet, theta: f32, devi
     ConcreteTrain {
         teacher: TrainBert::from_native(teacher, device),
         approx: TrainBert::from_native(&approx.model, device),
-        phi: burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(vec![theta / 10.0; teacher.layers.len()], [teacher.layers.len()]), device)),
+        phi: burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(vec![theta / 10.0; teacher.layers.len()], [teacher.layers.len()]),
+            device,
+        )),
     }
 }
 
@@ -109,7 +115,10 @@ fn finite_difference_on_theta() {
     let cfg = ConcreteConfig { retention_weight: 1.0, ..Default::default() };
     let loss_at = |theta: &[f32], device: &Device| {
         let mut m = train_model(&teacher, &approx, 0.0, device);
-        m.phi = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(theta.iter().map(|t| t / 10.0).collect::<Vec<f32>>(), [theta.len()]), device));
+        m.phi = burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(theta.iter().map(|t| t / 10.0).collect::<Vec<f32>>(), [theta.len()]),
+            device,
+        ));
         let (batch, labels) = batch_of(&data[..6], device);
         (concrete_loss(&m, &teacher.config, &approx.model.config, &batch, labels, &cfg, false, None).0, m)
     };
@@ -163,7 +172,10 @@ fn hard_mask_forward_equals_gathered_executor() {
         let out = model.teacher.forward(&teacher.config, &batch, Some(&mo.masks));
         let cls_soft = tensor_vec(out.cls());
         let n = ex.input.len();
-        let inputs: Vec<Vec<usize>> = mo.masks[..teacher.layers.len()].iter().map(|m| tensor_vec(m.clone()).iter().enumerate().filter(|(j, v)| *j < n && **v >= 0.5).map(|(j, _)| j).collect()).collect();
+        let inputs: Vec<Vec<usize>> = mo.masks[..teacher.layers.len()]
+            .iter()
+            .map(|m| tensor_vec(m.clone()).iter().enumerate().filter(|(j, v)| *j < n && **v >= 0.5).map(|(j, _)| j).collect())
+            .collect();
         let plan = TokenPlan::from_inputs(n, inputs, vec![0]).unwrap();
         let gathered = teacher.run(std::slice::from_ref(&ex.input), &[plan], RunOptions::default()).unwrap();
         let err = max_abs_diff(&cls_soft, gathered[0].cls());
@@ -180,11 +192,26 @@ fn training_moves_retention_toward_target() {
     for theta0 in [-2.0, 0.0, 2.0] {
         let tmp = TempDir::new(&format!("concrete{theta0}"));
         let dir = tmp.path().to_path_buf();
-        let cfg = ConcreteConfig { theta0, theta_init: Some(0.0), steps: 40, batch_size: 16, lr: 3e-3, retention_weight: 1.0, hard_frac: 0.0, ..Default::default() };
+        let cfg = ConcreteConfig {
+            theta0,
+            theta_init: Some(0.0),
+            steps: 40,
+            batch_size: 16,
+            lr: 3e-3,
+            retention_weight: 1.0,
+            hard_frac: 0.0,
+            ..Default::default()
+        };
         let r = train_concrete(&teacher, &approx, &data, &cfg, &dir, false, &sttabt::train::Progress { quiet: true }).unwrap();
         let target = r.target_retention;
-        eprintln!("θ0 = {theta0}: target {target:.3}, soft r {:.3} -> {:.3}, hard {:.3} -> {:.3}, θ = {:?}", r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention, r.theta);
-        assert!((r.end.soft_retention - target).abs() < (r.start.soft_retention - target).abs(), "θ0 = {theta0}: |r - target| did not shrink");
+        eprintln!(
+            "θ0 = {theta0}: target {target:.3}, soft r {:.3} -> {:.3}, hard {:.3} -> {:.3}, θ = {:?}",
+            r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention, r.theta
+        );
+        assert!(
+            (r.end.soft_retention - target).abs() < (r.start.soft_retention - target).abs(),
+            "θ0 = {theta0}: |r - target| did not shrink"
+        );
         ends.push(r.end.hard_retention);
     }
     assert!(ends[0] < ends[1] && ends[1] < ends[2], "hard retentions not ordered like θ0: {ends:?}");

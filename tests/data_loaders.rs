@@ -9,16 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sttabt::data::glue::{load_glue, GlueSplit, GlueTask};
-use sttabt::data::metrics::{
-    accuracy, average_ranks, evaluate, f1_binary, matthews, pearson, spearman, Metric, MetricError,
-};
+use sttabt::data::metrics::{accuracy, average_ranks, evaluate, f1_binary, matthews, pearson, spearman, Metric, MetricError};
 use sttabt::data::rt::{load_rotten_tomatoes, sha256_hex, SplitInfo};
 use sttabt::data::split::{split_sizes, split_three, SplitMix64};
 use sttabt::data::table::{load_table, Format, TableSpec};
 use sttabt::data::{DataError, Example, Label};
 use sttabt::vision::idx::{
-    load_fashion_mnist, read_idx_images, read_idx_labels, write_idx_images, write_idx_labels,
-    IdxError, ImageSet, VisionSplit, FASHION_MNIST_CLASSES,
+    load_fashion_mnist, read_idx_images, read_idx_labels, write_idx_images, write_idx_labels, IdxError, ImageSet, VisionSplit,
+    FASHION_MNIST_CLASSES,
 };
 
 // ----------------------------------------------------------------------------------------
@@ -32,14 +30,8 @@ impl TempDir {
     fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sttabt-data-test-{}-{tag}-{n}-{nanos}",
-            std::process::id()
-        ));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("sttabt-data-test-{}-{tag}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
     }
@@ -66,10 +58,7 @@ fn texts(ds: &sttabt::data::Dataset) -> Vec<&str> {
 }
 
 fn classes(ds: &sttabt::data::Dataset) -> Vec<usize> {
-    ds.examples
-        .iter()
-        .map(|e| e.label.class().expect("class label"))
-        .collect()
+    ds.examples.iter().map(|e| e.label.class().expect("class label")).collect()
 }
 
 // ----------------------------------------------------------------------------------------
@@ -83,47 +72,27 @@ fn glue_task_names_and_metadata() {
     assert_eq!(GlueTask::from_name("sst-2").unwrap(), GlueTask::Sst2);
     assert_eq!(GlueTask::from_name("SST2").unwrap(), GlueTask::Sst2);
     assert_eq!(GlueTask::from_name("mnli").unwrap(), GlueTask::Mnli);
-    assert_eq!(
-        GlueTask::from_name("MNLI-mm").unwrap(),
-        GlueTask::MnliMismatched
-    );
-    assert_eq!(
-        GlueTask::from_name("mnli_mismatched").unwrap(),
-        GlueTask::MnliMismatched
-    );
+    assert_eq!(GlueTask::from_name("MNLI-mm").unwrap(), GlueTask::MnliMismatched);
+    assert_eq!(GlueTask::from_name("mnli_mismatched").unwrap(), GlueTask::MnliMismatched);
     assert_eq!(GlueTask::from_name("STS-B").unwrap(), GlueTask::Stsb);
     assert_eq!("qnli".parse::<GlueTask>().unwrap(), GlueTask::Qnli);
     let err = GlueTask::from_name("imdb").unwrap_err();
     assert!(err.to_string().contains("imdb"), "{err}");
     for t in GlueTask::ALL {
-        assert_eq!(
-            GlueTask::from_name(t.name()).unwrap(),
-            t,
-            "round trip of {}",
-            t.name()
-        );
+        assert_eq!(GlueTask::from_name(t.name()).unwrap(), t, "round trip of {}", t.name());
         assert_eq!(t.metric().all[0], t.metric().primary);
     }
 
     assert_eq!(GlueTask::Cola.metric().primary, Metric::Matthews);
     assert_eq!(GlueTask::Mrpc.metric().all, &[Metric::Accuracy, Metric::F1]);
     assert_eq!(GlueTask::Qqp.metric().all, &[Metric::Accuracy, Metric::F1]);
-    assert_eq!(
-        GlueTask::Stsb.metric().all,
-        &[Metric::Pearson, Metric::Spearman]
-    );
+    assert_eq!(GlueTask::Stsb.metric().all, &[Metric::Pearson, Metric::Spearman]);
     assert_eq!(GlueTask::Rte.metric().all, &[Metric::Accuracy]);
-    assert_eq!(
-        GlueTask::Mnli.label_names(),
-        &["contradiction", "entailment", "neutral"]
-    );
+    assert_eq!(GlueTask::Mnli.label_names(), &["contradiction", "entailment", "neutral"]);
     assert!(GlueTask::Stsb.label_names().is_empty());
     assert_eq!(GlueTask::Stsb.num_labels(), 1);
     assert_eq!(GlueTask::Mnli.num_labels(), 3);
-    assert_eq!(
-        GlueTask::MnliMismatched.file_name(GlueSplit::Dev),
-        "dev_mismatched.tsv"
-    );
+    assert_eq!(GlueTask::MnliMismatched.file_name(GlueSplit::Dev), "dev_mismatched.tsv");
     assert_eq!(GlueTask::Mnli.file_name(GlueSplit::Dev), "dev_matched.tsv");
     assert_eq!(GlueTask::MnliMismatched.dir_name(), "MNLI");
 }
@@ -157,10 +126,7 @@ fn glue_sst2_keeps_unescaped_quotes() {
 fn glue_columns_are_found_by_name() {
     // Same task, columns swapped and CRLF line endings: still read correctly.
     let dir = TempDir::new("sst2-swapped");
-    dir.write(
-        "dev.tsv",
-        "label\tsentence\r\n0\tbad movie\r\n1\tgood \"movie\"\r\n",
-    );
+    dir.write("dev.tsv", "label\tsentence\r\n0\tbad movie\r\n1\tgood \"movie\"\r\n");
     let ds = load_glue(dir.path(), GlueTask::Sst2, GlueSplit::Dev, false).unwrap();
     assert_eq!(texts(&ds), vec!["bad movie", "good \"movie\""]);
     assert_eq!(classes(&ds), vec![0, 1]);
@@ -177,10 +143,7 @@ fn glue_cola_headerless() {
     );
     let ds = load_glue(dir.path(), GlueTask::Cola, GlueSplit::Dev, false).unwrap();
     assert_eq!(ds.len(), 3, "first line is data, not a header");
-    assert_eq!(
-        ds.examples[0].text,
-        "Our friends won't buy this analysis, let alone the next one we propose."
-    );
+    assert_eq!(ds.examples[0].text, "Our friends won't buy this analysis, let alone the next one we propose.");
     assert_eq!(ds.examples[1].text, "They drank the pub \"dry\".");
     assert_eq!(classes(&ds), vec![1, 0, 1]);
     assert_eq!(ds.label_names, vec!["unacceptable", "acceptable"]);
@@ -197,14 +160,8 @@ fn glue_mrpc_with_bom_header() {
     );
     let ds = load_glue(dir.path(), GlueTask::Mrpc, GlueSplit::Train, false).unwrap();
     assert_eq!(ds.len(), 2);
-    assert_eq!(
-        ds.examples[0].text,
-        "Amrozi accused his brother , whom he called \" the witness \" , of lying ."
-    );
-    assert_eq!(
-        ds.examples[0].text_pair.as_deref(),
-        Some("Referring to him as only \" the witness \" , Amrozi accused his brother .")
-    );
+    assert_eq!(ds.examples[0].text, "Amrozi accused his brother , whom he called \" the witness \" , of lying .");
+    assert_eq!(ds.examples[0].text_pair.as_deref(), Some("Referring to him as only \" the witness \" , Amrozi accused his brother ."));
     assert_eq!(classes(&ds), vec![1, 0]);
 }
 
@@ -221,34 +178,14 @@ fn glue_qqp_malformed_rows_error_or_skip() {
     );
     let err = load_glue(dir.path(), GlueTask::Qqp, GlueSplit::Dev, false).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            DataError::ColumnCount {
-                line: 3,
-                expected: 6,
-                found: 5,
-                ..
-            }
-        ),
-        "{msg}"
-    );
+    assert!(matches!(err, DataError::ColumnCount { line: 3, expected: 6, found: 5, .. }), "{msg}");
     assert_eq!(err.line(), Some(3));
     assert_eq!(err.path(), path.as_path());
-    assert!(
-        msg.contains(&path.display().to_string()) && msg.contains("line 3"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("expected 6") && msg.contains("found 5"),
-        "{msg}"
-    );
+    assert!(msg.contains(&path.display().to_string()) && msg.contains("line 3"), "{msg}");
+    assert!(msg.contains("expected 6") && msg.contains("found 5"), "{msg}");
 
     let ds = load_glue(dir.path(), GlueTask::Qqp, GlueSplit::Dev, true).unwrap();
-    assert_eq!(
-        ds.skipped_rows, 2,
-        "short row and unknown label are skipped"
-    );
+    assert_eq!(ds.skipped_rows, 2, "short row and unknown label are skipped");
     assert_eq!(ds.len(), 2);
     assert_eq!(ds.examples[0].text, "How do I learn \"Rust\"?");
     assert_eq!(classes(&ds), vec![1, 1]);
@@ -268,28 +205,16 @@ fn glue_unknown_label_names_line_and_values() {
     assert!(err.is_row_error());
     assert!(msg.contains("line 3"), "{msg}");
     assert!(msg.contains("contradiction"), "{msg}");
-    assert!(
-        msg.contains("not_entailment"),
-        "expected values listed: {msg}"
-    );
+    assert!(msg.contains("not_entailment"), "expected values listed: {msg}");
 }
 
 #[test]
 fn glue_missing_column_is_fatal_even_when_skipping() {
     let dir = TempDir::new("qnli-missing");
-    dir.write(
-        "dev.tsv",
-        "index\tquestion\ttext\tlabel\n0\tq?\ts.\tentailment\n",
-    );
+    dir.write("dev.tsv", "index\tquestion\ttext\tlabel\n0\tq?\ts.\tentailment\n");
     let err = load_glue(dir.path(), GlueTask::Qnli, GlueSplit::Dev, true).unwrap_err();
-    assert!(
-        matches!(&err, DataError::MissingColumn { column, .. } if column == "sentence"),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("\"text\""),
-        "lists found columns: {err}"
-    );
+    assert!(matches!(&err, DataError::MissingColumn { column, .. } if column == "sentence"), "{err}");
+    assert!(err.to_string().contains("\"text\""), "lists found columns: {err}");
 }
 
 #[test]
@@ -313,12 +238,7 @@ fn glue_mnli_matched_and_mismatched() {
     let dir = TempDir::new("mnli");
     let matched = [
         MNLI_DEV_HEADER.to_string(),
-        mnli_row(
-            0,
-            "The new rights are nice enough",
-            "Everyone really likes the newest benefits ",
-            "neutral",
-        ),
+        mnli_row(0, "The new rights are nice enough", "Everyone really likes the newest benefits ", "neutral"),
         mnli_row(
             1,
             "This site includes a \"list\" of all award winners",
@@ -329,33 +249,16 @@ fn glue_mnli_matched_and_mismatched() {
     ]
     .join("\n");
     dir.write("dev_matched.tsv", &(matched + "\n"));
-    let mismatched = [
-        MNLI_DEV_HEADER.to_string(),
-        mnli_row(
-            0,
-            "Your gift is appreciated.",
-            "Hundreds of students will benefit.",
-            "neutral",
-        ),
-    ]
-    .join("\n");
+    let mismatched =
+        [MNLI_DEV_HEADER.to_string(), mnli_row(0, "Your gift is appreciated.", "Hundreds of students will benefit.", "neutral")].join("\n");
     dir.write("dev_mismatched.tsv", &mismatched);
 
     let m = load_glue(dir.path(), GlueTask::Mnli, GlueSplit::Dev, false).unwrap();
     assert_eq!(m.len(), 3);
     assert_eq!(classes(&m), vec![2, 0, 1]);
-    assert_eq!(
-        m.examples[1].text,
-        "This site includes a \"list\" of all award winners"
-    );
-    assert_eq!(
-        m.examples[0].text_pair.as_deref(),
-        Some("Everyone really likes the newest benefits ")
-    );
-    assert_eq!(
-        m.label_names,
-        vec!["contradiction", "entailment", "neutral"]
-    );
+    assert_eq!(m.examples[1].text, "This site includes a \"list\" of all award winners");
+    assert_eq!(m.examples[0].text_pair.as_deref(), Some("Everyone really likes the newest benefits "));
+    assert_eq!(m.label_names, vec!["contradiction", "entailment", "neutral"]);
 
     let mm = load_glue(dir.path(), GlueTask::MnliMismatched, GlueSplit::Dev, false).unwrap();
     assert_eq!(mm.len(), 1);
@@ -374,10 +277,7 @@ fn glue_qnli_rte_wnli_labels() {
     let ds = load_glue(qnli.path(), GlueTask::Qnli, GlueSplit::Train, false).unwrap();
     assert_eq!(classes(&ds), vec![0, 1]);
     assert_eq!(ds.examples[0].text, "What came into force?");
-    assert_eq!(
-        ds.examples[0].text_pair.as_deref(),
-        Some("The treaty came into force.")
-    );
+    assert_eq!(ds.examples[0].text_pair.as_deref(), Some("The treaty came into force."));
 
     dir.write(
         "dev.tsv",
@@ -391,8 +291,7 @@ fn glue_qnli_rte_wnli_labels() {
 #[test]
 fn glue_stsb_scores() {
     let dir = TempDir::new("stsb");
-    let header =
-        "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore";
+    let header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore";
     dir.write(
         "dev.tsv",
         &format!(
@@ -406,18 +305,12 @@ fn glue_stsb_scores() {
     );
     let err = load_glue(dir.path(), GlueTask::Stsb, GlueSplit::Dev, false).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("line 4") && msg.contains("five") && msg.contains("between 0 and 5"),
-        "{msg}"
-    );
+    assert!(msg.contains("line 4") && msg.contains("five") && msg.contains("between 0 and 5"), "{msg}");
 
     let ds = load_glue(dir.path(), GlueTask::Stsb, GlueSplit::Dev, true).unwrap();
     assert_eq!(ds.skipped_rows, 2, "unparsable and out-of-range scores");
     let scores: Vec<Label> = ds.labels();
-    assert_eq!(
-        scores,
-        vec![Label::Score(5.0), Label::Score(4.75), Label::Score(0.0)]
-    );
+    assert_eq!(scores, vec![Label::Score(5.0), Label::Score(4.75), Label::Score(0.0)]);
     assert!(ds.is_regression());
     assert_eq!(ds.examples[1].text, "A \"young\" child is riding a horse.");
 }
@@ -427,16 +320,7 @@ fn glue_all_bad_rows_is_an_error() {
     let dir = TempDir::new("allbad");
     dir.write("train.tsv", "sentence\tlabel\nfoo\t7\n");
     let err = load_glue(dir.path(), GlueTask::Sst2, GlueSplit::Train, true).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::NoExamples {
-                skipped_rows: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::NoExamples { skipped_rows: 1, .. }), "{err}");
 }
 
 // ----------------------------------------------------------------------------------------
@@ -457,25 +341,11 @@ fn table_csv_quoted_with_string_labels() {
     let spec = TableSpec::new("review", "verdict");
     let err = load_table(&path, &spec, false).unwrap_err();
     // Row 4 starts on line 6 because row 2 spans two lines.
-    assert!(
-        matches!(
-            err,
-            DataError::ColumnCount {
-                line: 6,
-                expected: 3,
-                found: 4,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::ColumnCount { line: 6, expected: 3, found: 4, .. }), "{err}");
 
     let ds = load_table(&path, &spec, true).unwrap();
     assert_eq!(ds.skipped_rows, 1);
-    assert_eq!(
-        texts(&ds),
-        vec!["Great, really \"great\" film", "Two\nlines", "plain"]
-    );
+    assert_eq!(texts(&ds), vec!["Great, really \"great\" film", "Two\nlines", "plain"]);
     assert_eq!(ds.label_names, vec!["pos", "neg"], "first-appearance order");
     assert_eq!(classes(&ds), vec![0, 1, 0]);
 }
@@ -483,10 +353,7 @@ fn table_csv_quoted_with_string_labels() {
 #[test]
 fn table_tsv_integer_labels_and_pairs() {
     let dir = TempDir::new("tsv");
-    let path = dir.write(
-        "pairs.tsv",
-        "a\tb\ty\n\"quoted start\tsecond\t2\nx\ty\t0\nz\tw\t1\n",
-    );
+    let path = dir.write("pairs.tsv", "a\tb\ty\n\"quoted start\tsecond\t2\nx\ty\t0\nz\tw\t1\n");
     let spec = TableSpec::new("a", "y").with_pair("b");
     let ds = load_table(&path, &spec, false).unwrap();
     assert_eq!(texts(&ds), vec!["\"quoted start", "x", "z"]);
@@ -525,10 +392,7 @@ fn table_jsonl_keys_errors_and_regression() {
     let err = load_table(&path, &spec, false).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DataError::BadValue { line: 4, .. }), "{msg}");
-    assert!(
-        msg.contains("\"sentence\"") && msg.contains("a string"),
-        "{msg}"
-    );
+    assert!(msg.contains("\"sentence\"") && msg.contains("a string"), "{msg}");
 
     let ds = load_table(&path, &spec, true).unwrap();
     assert_eq!(ds.skipped_rows, 3);
@@ -536,16 +400,9 @@ fn table_jsonl_keys_errors_and_regression() {
     assert_eq!(classes(&ds), vec![1, 0, 1]);
     assert_eq!(ds.label_names, vec!["0", "1"]);
 
-    let reg = dir.write(
-        "reg.jsonl",
-        "{\"s1\": \"x\", \"s2\": \"y\", \"score\": 3.5}\n{\"s1\": \"x\", \"s2\": \"z\", \"score\": \"1.25\"}\n",
-    );
-    let ds = load_table(
-        &reg,
-        &TableSpec::new("s1", "score").with_pair("s2").regression(),
-        false,
-    )
-    .unwrap();
+    let reg =
+        dir.write("reg.jsonl", "{\"s1\": \"x\", \"s2\": \"y\", \"score\": 3.5}\n{\"s1\": \"x\", \"s2\": \"z\", \"score\": \"1.25\"}\n");
+    let ds = load_table(&reg, &TableSpec::new("s1", "score").with_pair("s2").regression(), false).unwrap();
     assert_eq!(ds.labels(), vec![Label::Score(3.5), Label::Score(1.25)]);
     assert!(ds.label_names.is_empty());
     assert_eq!(ds.examples[1].text_pair.as_deref(), Some("z"));
@@ -579,11 +436,7 @@ fn table_gzip_csv() {
 
 #[test]
 fn example_serialises() {
-    let e = Example {
-        text: "a".into(),
-        text_pair: None,
-        label: Label::Score(1.5),
-    };
+    let e = Example { text: "a".into(), text_pair: None, label: Label::Score(1.5) };
     let json = serde_json::to_string(&e).unwrap();
     let back: Example = serde_json::from_str(&json).unwrap();
     assert_eq!(back, e);
@@ -617,11 +470,7 @@ fn metrics_accuracy_f1_mcc() {
     assert!(close(matthews(&[1, 0], &[0, 1]), -1.0));
 
     // Degenerate cases.
-    assert_eq!(
-        matthews(&[1, 1, 1], &[0, 1, 0]),
-        0.0,
-        "constant predictions"
-    );
+    assert_eq!(matthews(&[1, 1, 1], &[0, 1, 0]), 0.0, "constant predictions");
     assert_eq!(matthews(&[], &[]), 0.0);
     assert_eq!(accuracy(&[], &[]), 0.0);
     assert_eq!(f1_binary(&[0, 0], &[0, 0]), 0.0, "no positives anywhere");
@@ -637,14 +486,8 @@ fn metrics_pearson_spearman() {
     // x=[1,2,3], y=[1,3,2]: cov=0.5·2... r = 0.5.
     assert!(close(pearson(&[1.0, 2.0, 3.0], &[1.0, 3.0, 2.0]), 0.5));
 
-    assert_eq!(
-        average_ranks(&[10.0, 20.0, 20.0, 30.0]),
-        vec![1.0, 2.5, 2.5, 4.0]
-    );
-    assert_eq!(
-        average_ranks(&[3.0, 1.0, 3.0, 3.0]),
-        vec![3.0, 1.0, 3.0, 3.0]
-    );
+    assert_eq!(average_ranks(&[10.0, 20.0, 20.0, 30.0]), vec![1.0, 2.5, 2.5, 4.0]);
+    assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 3.0]), vec![3.0, 1.0, 3.0, 3.0]);
     // Spearman with ties: ranks x=[1,2.5,2.5,4], y=[1,2,3,4].
     // mean 2.5; dx=[-1.5,0,0,1.5], dy=[-1.5,-.5,.5,1.5]; sxy=4.5, sxx=4.5, syy=5 → 4.5/sqrt(22.5).
     let s = spearman(&[10.0, 20.0, 20.0, 30.0], &[1.0, 2.0, 3.0, 4.0]);
@@ -679,21 +522,8 @@ fn metrics_evaluate_dispatch_and_errors() {
     assert!(close(out[0].1, pearson(&[1.5, 2.5, 2.0], &[1.0, 2.0, 3.0])));
     assert!(close(out[1].1, 0.5));
 
-    assert!(matches!(
-        evaluate(&[Metric::Accuracy], &sp, &sg),
-        Err(MetricError::NotAClass {
-            side: "prediction",
-            index: 0,
-            ..
-        })
-    ));
-    assert!(matches!(
-        evaluate(&[Metric::Accuracy], &pred[..3], &gold),
-        Err(MetricError::LengthMismatch {
-            predictions: 3,
-            labels: 4
-        })
-    ));
+    assert!(matches!(evaluate(&[Metric::Accuracy], &sp, &sg), Err(MetricError::NotAClass { side: "prediction", index: 0, .. })));
+    assert!(matches!(evaluate(&[Metric::Accuracy], &pred[..3], &gold), Err(MetricError::LengthMismatch { predictions: 3, labels: 4 })));
 }
 
 // ----------------------------------------------------------------------------------------
@@ -747,35 +577,20 @@ fn split_three_sizes_and_disjointness() {
         all.sort();
         assert_eq!(all, (0..n).collect::<Vec<_>>(), "n={n}");
     }
-    assert_eq!(
-        split_three(100, [0.8, 0.1, 0.1], 9),
-        split_three(100, [0.8, 0.1, 0.1], 9)
-    );
-    assert_ne!(
-        split_three(100, [0.8, 0.1, 0.1], 9).0,
-        split_three(100, [0.8, 0.1, 0.1], 10).0
-    );
+    assert_eq!(split_three(100, [0.8, 0.1, 0.1], 9), split_three(100, [0.8, 0.1, 0.1], 9));
+    assert_ne!(split_three(100, [0.8, 0.1, 0.1], 9).0, split_three(100, [0.8, 0.1, 0.1], 10).0);
 }
 
 #[test]
 fn sha256_known_vectors() {
-    assert_eq!(
-        sha256_hex(b""),
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    );
-    assert_eq!(
-        sha256_hex(b"abc"),
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    );
+    assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     assert_eq!(
         sha256_hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
     );
     let million_a = vec![b'a'; 1_000_000];
-    assert_eq!(
-        sha256_hex(&million_a),
-        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
-    );
+    assert_eq!(sha256_hex(&million_a), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 // ----------------------------------------------------------------------------------------
@@ -797,9 +612,7 @@ fn rotten_tomatoes_fixture() {
     csv.push_str("plot,\"A plot summary, with commas\nand a newline.\",m0,True\n");
     for i in 0..40 {
         let cat = if i % 3 == 0 { "rotten" } else { "fresh" };
-        csv.push_str(&format!(
-            "{cat},\"Review number {i}, \"\"quoted\"\".\",m{i},True\n"
-        ));
+        csv.push_str(&format!("{cat},\"Review number {i}, \"\"quoted\"\".\",m{i},True\n"));
     }
     csv.push_str("fresh,\"  Review number 5, \"\"quoted\"\".  \",dup,True\n"); // duplicate after trim
     csv.push_str("rotten,Review number 7 but different,x,True\n");
@@ -817,32 +630,17 @@ fn rotten_tomatoes_fixture() {
     assert_eq!(info.duplicates_removed, 1);
     assert_eq!(info.duplicate_label_conflicts, 0);
     assert_eq!(info.unique_examples, 41);
-    assert_eq!(
-        (info.sizes.train, info.sizes.dev, info.sizes.test),
-        (33, 4, 4)
-    );
+    assert_eq!((info.sizes.train, info.sizes.dev, info.sizes.test), (33, 4, 4));
     assert_eq!(s.train.len() + s.dev.len() + s.test.len(), 41);
     assert_eq!(s.train.label_names, vec!["negative", "positive"]);
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(info.source_sha256, sha256_hex(&bytes));
     assert_eq!(info.source_bytes, bytes.len() as u64);
 
-    let all: Vec<&Example> = s
-        .train
-        .examples
-        .iter()
-        .chain(&s.dev.examples)
-        .chain(&s.test.examples)
-        .collect();
-    let r5 = all
-        .iter()
-        .find(|e| e.text == "Review number 5, \"quoted\".")
-        .expect("kept");
+    let all: Vec<&Example> = s.train.examples.iter().chain(&s.dev.examples).chain(&s.test.examples).collect();
+    let r5 = all.iter().find(|e| e.text == "Review number 5, \"quoted\".").expect("kept");
     assert_eq!(r5.label, Label::Class(1));
-    let r3 = all
-        .iter()
-        .find(|e| e.text == "Review number 3, \"quoted\".")
-        .expect("kept");
+    let r3 = all.iter().find(|e| e.text == "Review number 3, \"quoted\".").expect("kept");
     assert_eq!(r3.label, Label::Class(0));
     let unique: HashSet<&str> = all.iter().map(|e| e.text.as_str()).collect();
     assert_eq!(unique.len(), all.len());
@@ -864,23 +662,9 @@ fn rotten_tomatoes_fixture() {
 fn rotten_tomatoes_bad_row_names_line() {
     let dir = TempDir::new("rt-bad");
     let path = dir.path().join("rt.csv.bz2");
-    write_bz2(
-        &path,
-        "category,text,movie_name\nfresh,good,m\nrotten,bad\n",
-    );
+    write_bz2(&path, "category,text,movie_name\nfresh,good,m\nrotten,bad\n");
     let err = load_rotten_tomatoes(&path, 0).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::ColumnCount {
-                line: 3,
-                expected: 3,
-                found: 2,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::ColumnCount { line: 3, expected: 3, found: 2, .. }), "{err}");
     let missing = dir.path().join("missing.csv.bz2");
     let err = load_rotten_tomatoes(&missing, 0).unwrap_err();
     assert!(err.to_string().contains("missing.csv.bz2"), "{err}");
@@ -910,34 +694,17 @@ fn rotten_tomatoes_real_file() {
     assert!(info.rows_read > 10_000, "{}", info.rows_read);
     assert!(info.unique_examples > 10_000 && info.unique_examples <= info.rows_kept);
     assert!(info.duplicates_removed < info.rows_kept / 10);
-    assert_eq!(
-        info.sizes.train + info.sizes.dev + info.sizes.test,
-        info.unique_examples
-    );
+    assert_eq!(info.sizes.train + info.sizes.dev + info.sizes.test, info.unique_examples);
     let frac_train = info.sizes.train as f64 / info.unique_examples as f64;
     assert!((frac_train - 0.8).abs() < 0.001);
     for d in [&s.train, &s.dev, &s.test] {
         let pos = d.class_counts()[1] as f64 / d.len() as f64;
-        assert!(
-            (0.3..0.8).contains(&pos),
-            "positive share {pos} in {}",
-            d.source
-        );
+        assert!((0.3..0.8).contains(&pos), "positive share {pos} in {}", d.source);
     }
 
     let mut seen: HashSet<&str> = HashSet::new();
-    for e in s
-        .train
-        .examples
-        .iter()
-        .chain(&s.dev.examples)
-        .chain(&s.test.examples)
-    {
-        assert!(
-            seen.insert(e.text.as_str()),
-            "duplicate or overlapping text: {:?}",
-            e.text
-        );
+    for e in s.train.examples.iter().chain(&s.dev.examples).chain(&s.test.examples) {
+        assert!(seen.insert(e.text.as_str()), "duplicate or overlapping text: {:?}", e.text);
         assert_eq!(e.text.trim(), e.text);
         assert!(!e.text.is_empty());
     }
@@ -948,12 +715,7 @@ fn rotten_tomatoes_real_file() {
 // ----------------------------------------------------------------------------------------
 
 fn tiny_images() -> ImageSet {
-    ImageSet {
-        count: 3,
-        rows: 2,
-        cols: 4,
-        pixels: (0..24u8).map(|v| v * 10).collect(),
-    }
+    ImageSet { count: 3, rows: 2, cols: 4, pixels: (0..24u8).map(|v| v * 10).collect() }
 }
 
 #[test]
@@ -976,10 +738,7 @@ fn idx_round_trip_raw_and_gzip() {
     assert_eq!(ds.class_names[0], "T-shirt/top");
 
     // Gzip versions (preferred when both exist) of the test split.
-    for (name, src) in [
-        ("t10k-images-idx3-ubyte.gz", &ip),
-        ("t10k-labels-idx1-ubyte.gz", &lp),
-    ] {
+    for (name, src) in [("t10k-images-idx3-ubyte.gz", &ip), ("t10k-labels-idx1-ubyte.gz", &lp)] {
         let raw = std::fs::read(src).unwrap();
         let f = std::fs::File::create(dir.path().join(name)).unwrap();
         let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::default());
@@ -1003,96 +762,36 @@ fn idx_errors_name_file_and_sizes() {
     std::fs::write(&ip, &full[..30]).unwrap();
     let err = read_idx_images(&ip).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            IdxError::Truncated {
-                expected_bytes: 40,
-                found_bytes: 30,
-                ..
-            }
-        ),
-        "{msg}"
-    );
-    assert!(
-        msg.contains(&ip.display().to_string()) && msg.contains("40") && msg.contains("30"),
-        "{msg}"
-    );
+    assert!(matches!(err, IdxError::Truncated { expected_bytes: 40, found_bytes: 30, .. }), "{msg}");
+    assert!(msg.contains(&ip.display().to_string()) && msg.contains("40") && msg.contains("30"), "{msg}");
 
     // Truncated header.
     std::fs::write(&ip, &full[..10]).unwrap();
-    assert!(matches!(
-        read_idx_images(&ip),
-        Err(IdxError::Truncated {
-            expected_bytes: 16,
-            found_bytes: 10,
-            ..
-        })
-    ));
+    assert!(matches!(read_idx_images(&ip), Err(IdxError::Truncated { expected_bytes: 16, found_bytes: 10, .. })));
 
     // Trailing data.
     let mut longer = full.clone();
     longer.push(0);
     std::fs::write(&ip, &longer).unwrap();
-    assert!(matches!(
-        read_idx_images(&ip),
-        Err(IdxError::TrailingData {
-            expected_bytes: 40,
-            found_bytes: 41,
-            ..
-        })
-    ));
+    assert!(matches!(read_idx_images(&ip), Err(IdxError::TrailingData { expected_bytes: 40, found_bytes: 41, .. })));
 
     // Labels file read as images → magic error.
     let lp = dir.path().join("labels");
     write_idx_labels(&lp, &[1, 2, 3]).unwrap();
     let err = read_idx_images(&lp).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            IdxError::BadMagic {
-                expected: 2051,
-                found: 2049,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, IdxError::BadMagic { expected: 2051, found: 2049, .. }), "{err}");
     assert!(err.to_string().contains("labels"), "{err}");
     let err = read_idx_labels(&ip).unwrap_err();
-    assert!(
-        matches!(err, IdxError::BadMagic { expected: 2049, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, IdxError::BadMagic { expected: 2049, .. }), "{err}");
 
     // Count mismatch and out-of-range labels in the loader.
     std::fs::write(dir.path().join("train-images-idx3-ubyte"), &full).unwrap();
     write_idx_labels(&dir.path().join("train-labels-idx1-ubyte"), &[1, 2]).unwrap();
     let err = load_fashion_mnist(dir.path(), VisionSplit::Train).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            IdxError::CountMismatch {
-                images: 3,
-                labels: 2,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, IdxError::CountMismatch { images: 3, labels: 2, .. }), "{err}");
     write_idx_labels(&dir.path().join("train-labels-idx1-ubyte"), &[1, 10, 2]).unwrap();
     let err = load_fashion_mnist(dir.path(), VisionSplit::Train).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            IdxError::BadLabel {
-                index: 1,
-                found: 10,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, IdxError::BadLabel { index: 1, found: 10, .. }), "{err}");
 
     // Missing files.
     let err = load_fashion_mnist(dir.path(), VisionSplit::Test).unwrap_err();
@@ -1104,10 +803,7 @@ fn idx_errors_name_file_and_sizes() {
 fn fashion_mnist_real_files() {
     let dir = common::fashion_mnist_dir();
     let test = load_fashion_mnist(&dir, VisionSplit::Test).unwrap();
-    assert_eq!(
-        (test.images.count, test.images.rows, test.images.cols),
-        (10_000, 28, 28)
-    );
+    assert_eq!((test.images.count, test.images.rows, test.images.cols), (10_000, 28, 28));
     assert_eq!(test.labels.len(), 10_000);
     let mut counts = [0usize; 10];
     for &l in &test.labels {
@@ -1117,8 +813,5 @@ fn fashion_mnist_real_files() {
     assert_eq!(test.class_names, FASHION_MNIST_CLASSES.to_vec());
     let train = load_fashion_mnist(&dir, VisionSplit::Train).unwrap();
     assert_eq!(train.images.count, 60_000);
-    println!(
-        "Fashion-MNIST: train {} / test {} images of 28x28",
-        train.images.count, test.images.count
-    );
+    println!("Fashion-MNIST: train {} / test {} images of 28x28", train.images.count, test.images.count);
 }

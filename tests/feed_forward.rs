@@ -103,7 +103,8 @@ fn ltp_hard_forward_equals_executor() {
     let teacher = with_new_head(random_model(&cfg, 21, 0.3), vec!["a".into(), "b".into()], 2);
     let device = Device::flex();
     let theta = vec![0.12f32, 0.15];
-    let model = LtpTrain { teacher: TrainBert::from_native(&teacher, &device), phi: burn::module::Param::from_tensor(Tensor::zeros([2], &device)) };
+    let model =
+        LtpTrain { teacher: TrainBert::from_native(&teacher, &device), phi: burn::module::Param::from_tensor(Tensor::zeros([2], &device)) };
     let mut rng = sttabt::data::split::SplitMix64::new(5);
     for _ in 0..6 {
         let n = 4 + rng.next_below(8) as usize;
@@ -135,7 +136,15 @@ fn larger_lambda_prunes_more() {
     let mut ends = Vec::new();
     for lambda in [0.0, 5.0] {
         let tmp = TempDir::new("ltp");
-        let r = train_ltp(&teacher, &data, &LtpConfig { lambda, steps: 40, lr: 1e-3, theta_lr: 5e-3, ..Default::default() }, tmp.path(), false, &sttabt::train::Progress { quiet: true }).unwrap();
+        let r = train_ltp(
+            &teacher,
+            &data,
+            &LtpConfig { lambda, steps: 40, lr: 1e-3, theta_lr: 5e-3, ..Default::default() },
+            tmp.path(),
+            false,
+            &sttabt::train::Progress { quiet: true },
+        )
+        .unwrap();
         eprintln!("λ = {lambda}: hard retention {:.3} -> {:.3}, θ {:?}", r.start_retention, r.end_retention, r.theta);
         assert!(r.theta.iter().all(|t| t.is_finite()));
         let loaded = sttabt::train::ltp::LtpModel::load(tmp.path()).unwrap();

@@ -22,11 +22,7 @@ const MAX_POS: usize = 16;
 const TOL: f32 = 1e-5;
 
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 /// Architecture of a random model: (L, H, head size, d_ff, weight seed).
@@ -74,11 +70,7 @@ fn random_plan(n: usize, layers: usize, rng: &mut fastrand::Rng) -> TokenPlan {
         inputs.push(set.clone());
         prev = set;
     }
-    let top: Vec<usize> = if rng.bool() {
-        vec![0]
-    } else {
-        prev.iter().copied().filter(|&t| t == 0 || rng.bool()).collect()
-    };
+    let top: Vec<usize> = if rng.bool() { vec![0] } else { prev.iter().copied().filter(|&t| t == 0 || rng.bool()).collect() };
     TokenPlan::from_inputs(n, inputs, top).expect("random plan is valid by construction")
 }
 
@@ -388,7 +380,8 @@ fn minilm_inputs() -> Vec<EncodedInput> {
 fn minilm_attention(model: &BertModel, x: &EncodedInput) -> (Vec<f32>, Vec<f32>) {
     let n = x.len();
     let big_l = model.layers.len();
-    let out = model.run(&[x.clone()], &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
+    let out =
+        model.run(&[x.clone()], &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
     let attn: Vec<f32> = out.attentions.as_ref().unwrap().iter().flat_map(|a| a.probs.iter().copied()).collect();
     (attn, out.cls().to_vec())
 }
@@ -454,18 +447,30 @@ fn fused_abt_pass_equals_backtrack_on_full_attention() {
     let synthetic: Vec<EncodedInput> = lens
         .iter()
         .enumerate()
-        .map(|(e, &n)| EncodedInput { ids: (0..n).map(|i| ((i * 7 + e * 3) % 50) as u32).collect(), type_ids: vec![0; n], patches: Vec::new() })
+        .map(|(e, &n)| EncodedInput {
+            ids: (0..n).map(|i| ((i * 7 + e * 3) % 50) as u32).collect(),
+            type_ids: vec![0; n],
+            patches: Vec::new(),
+        })
         .collect();
     let mut minilm_batch = minilm_inputs();
     minilm_batch.push(sttabt::bench::synthetic_input(40, 1));
     for (model, inputs) in [(&approx_like, synthetic), (common::minilm(), minilm_batch)] {
         let (big_l, h) = (model.layers.len(), model.config.num_heads);
-        let cfgs = [AbtConfig::topk(0.3), AbtConfig::topk(0.7), AbtConfig::dynamic(), AbtConfig { head_reduce: Reduce::Max, ..AbtConfig::topk(0.5) }];
+        let cfgs = [
+            AbtConfig::topk(0.3),
+            AbtConfig::topk(0.7),
+            AbtConfig::dynamic(),
+            AbtConfig { head_reduce: Reduce::Max, ..AbtConfig::topk(0.5) },
+        ];
         for cfg in cfgs {
             let fused = sttabt::infer::abt_plans(model, &inputs, &cfg).expect("abt_plans");
             for (e, x) in inputs.iter().enumerate() {
                 let n = x.len();
-                let out = model.run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
+                let out = model
+                    .run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false })
+                    .unwrap()
+                    .remove(0);
                 let attn: Vec<f32> = out.attentions.as_ref().unwrap().iter().flat_map(|a| a.probs.iter().copied()).collect();
                 let (want, _) = backtrack(&attn, big_l, h, n, n, &cfg).expect("backtrack");
                 assert_eq!(fused[e], want, "{cfg:?} example {e} (n = {n}): fused planner differs from backtrack on the full attention");
@@ -515,7 +520,10 @@ fn row_blocks_give_the_same_bits_as_column_split() {
 fn presoftmax_scores(m: &BertModel, x: &EncodedInput) -> Vec<f32> {
     let (big_l, h, d) = (m.layers.len(), m.config.num_heads, m.config.hidden_size);
     let (n, dh) = (x.len(), d / h);
-    let out = m.run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: false, hidden_states: true }).unwrap().remove(0);
+    let out = m
+        .run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: false, hidden_states: true })
+        .unwrap()
+        .remove(0);
     let hs = out.hidden_states.expect("hidden states");
     let mut s = vec![0.0f32; big_l * h * n * n];
     for (l, layer) in m.layers.iter().enumerate() {
@@ -550,7 +558,8 @@ fn fused_concrete_pass_equals_scores_on_full_attention() {
     let inputs: Vec<EncodedInput> = [1usize, 2, 17, 33, 64].iter().map(|&n| random_input(n, &mut rng)).collect();
     let dense: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len(), big_l)).collect();
     let fused_u = m.run_attention_reduced_with(&inputs, &dense, HeadReduce::ConcreteCdf { ddof: 0, eps: 1e-6 }).expect("fused U");
-    let want_u: Vec<Vec<f64>> = inputs.iter().map(|x| standardized_cdf_scores(&presoftmax_scores(&m, x), big_l, h, x.len(), x.len(), 0, 1e-6).unwrap()).collect();
+    let want_u: Vec<Vec<f64>> =
+        inputs.iter().map(|x| standardized_cdf_scores(&presoftmax_scores(&m, x), big_l, h, x.len(), x.len(), 0, 1e-6).unwrap()).collect();
     for (e, (f, w)) in fused_u.iter().zip(&want_u).enumerate() {
         let worst = f.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         assert!(worst < 1e-5, "example {e}: fused U is {worst:e} off the f64 reference on the pre-softmax scores");
@@ -605,10 +614,13 @@ fn concrete_plans_standardise_scores_far_below_the_row_max() {
         let n = x.len();
         let s = presoftmax_scores(&m, x);
         // the premise: many keys more than 90 nats below their row's max
-        let far = s.chunks(n).map(|row| {
-            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            row.iter().filter(|&&v| v < max - 90.0).count()
-        }).sum::<usize>();
+        let far = s
+            .chunks(n)
+            .map(|row| {
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                row.iter().filter(|&&v| v < max - 90.0).count()
+            })
+            .sum::<usize>();
         assert!(far > 10 * n, "example {e}: only {far} scores are > 90 nats below their row max; scale the queries up");
         let want = standardized_cdf_scores(&s, big_l, h, n, n, 0, 1e-6).unwrap();
         let worst = fused_u[e].iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
@@ -616,7 +628,10 @@ fn concrete_plans_standardise_scores_far_below_the_row_max() {
         let want_plan = concrete_masks_top(&want, big_l, n, n, &theta, 0.1, 0.1, 1e-6, 1).unwrap().plan;
         assert_eq!(plans[e], want_plan, "example {e}: concrete plan differs from the reference on the scores");
         // the old computation: standardised ln(max(P, 1e-37)) - visibly wrong here
-        let out = m.run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false }).unwrap().remove(0);
+        let out = m
+            .run(std::slice::from_ref(x), &[TokenPlan::dense(n, big_l)], RunOptions { attentions: true, hidden_states: false })
+            .unwrap()
+            .remove(0);
         let mut logp = vec![0.0f32; big_l * h * n * n];
         for (l, la) in out.attentions.as_ref().unwrap().iter().enumerate() {
             for (r, p) in la.probs.chunks(n).enumerate() {

@@ -76,7 +76,11 @@ fn abt_actual_counts_the_dense_teacher_pass_and_feed_forward_planners_count_ever
     for p in classify(&m, None, &xs, &Mode::AbtActual { k: 0.3 }).unwrap() {
         let n = p.plan.n() as u64;
         assert!(p.plan.retention() < 0.9, "k = 0.3 prunes");
-        assert_eq!(p.flops, planned(&p.plan, d, f) + big_l * layer(n, n, d, f), "abt-actual = its sparse pass + the dense pass it back-tracks");
+        assert_eq!(
+            p.flops,
+            planned(&p.plan, d, f) + big_l * layer(n, n, d, f),
+            "abt-actual = its sparse pass + the dense pass it back-tracks"
+        );
     }
     for p in classify(&m, None, &xs, &Mode::TopK { k_min: 0.3 }).unwrap() {
         assert_eq!(p.flops, feed_forward(&p.plan, d, f), "manual top-k counts o = |I_l|");
@@ -95,7 +99,8 @@ fn abt_adds_the_approxnet_dense_pass() {
     let m = with_new_head(minilm().clone(), vec!["negative".into(), "positive".into()], 3);
     let (d, f) = (m.config.hidden_size as u64, m.config.intermediate_size as u64);
     let approx = ApproxNet::new(&m, 4, ApproxInit::Interpolate, 0).unwrap();
-    let (ad, af, al) = (approx.model.config.hidden_size as u64, approx.model.config.intermediate_size as u64, approx.model.layers.len() as u64);
+    let (ad, af, al) =
+        (approx.model.config.hidden_size as u64, approx.model.config.intermediate_size as u64, approx.model.layers.len() as u64);
     assert_eq!(ad * 4, d);
     for p in classify(&m, Some(&approx.model), &inputs(), &Mode::Abt { k: 0.3 }).unwrap() {
         let n = p.plan.n() as u64;

@@ -21,7 +21,8 @@ use sttabt::train::finetune::{finetune, with_new_head, FinetuneConfig, LabeledIn
 use sttabt::train::Progress;
 use sttabt::BertModel;
 
-const WORDS: [&str; 16] = ["good", "bad", "film", "movie", "great", "awful", "plot", "actor", "fun", "dull", "story", "scene", "fine", "poor", "music", "end"];
+const WORDS: [&str; 16] =
+    ["good", "bad", "film", "movie", "great", "awful", "plot", "actor", "fun", "dull", "story", "scene", "fine", "poor", "music", "end"];
 
 /// A tiny random BERT (2 layers, hidden 16) with MiniLM's vocabulary and tokenizer files, and a
 /// two-class head, written to `dir`.
@@ -98,13 +99,17 @@ fn uninterrupted_runs_with_the_same_seed_are_bitwise_equal() {
     let rb = finetune(base.clone(), train, dev, &fcfg, b.path(), raw.path(), false, &q).expect("run b");
     assert_eq!(ra.steps, 20);
     assert_eq!(ra.dev_accuracy, rb.dev_accuracy);
-    assert!(read(&a.path().join("model.safetensors")) == read(&b.path().join("model.safetensors")), "fine-tuned weights differ between two runs with the same seed");
+    assert!(
+        read(&a.path().join("model.safetensors")) == read(&b.path().join("model.safetensors")),
+        "fine-tuned weights differ between two runs with the same seed"
+    );
     let (sa, wa) = final_checkpoint(a.path());
     let (sb, wb) = final_checkpoint(b.path());
     assert_eq!((sa, sb), (20, 20));
     assert!(wa == wb, "final training weights differ between two runs with the same seed");
     // a different seed shuffles differently, so the assertion above can fail
-    let rc = finetune(base.clone(), train, dev, &FinetuneConfig { seed: 8, ..fcfg.clone() }, c.path(), raw.path(), false, &q).expect("run c");
+    let rc =
+        finetune(base.clone(), train, dev, &FinetuneConfig { seed: 8, ..fcfg.clone() }, c.path(), raw.path(), false, &q).expect("run c");
     assert_eq!(rc.steps, 20);
     assert!(final_checkpoint(c.path()).1 != wa, "another seed gave the same weights");
 
@@ -115,7 +120,10 @@ fn uninterrupted_runs_with_the_same_seed_are_bitwise_equal() {
     let (da, db) = (TempDir::new("det-da"), TempDir::new("det-db"));
     distill(&base, approx.clone(), &inputs[..40], &inputs[40..], &dcfg, da.path(), false, &q).expect("distill a");
     distill(&base, approx, &inputs[..40], &inputs[40..], &dcfg, db.path(), false, &q).expect("distill b");
-    assert!(read(&da.path().join("model.safetensors")) == read(&db.path().join("model.safetensors")), "distilled weights differ between two runs with the same seed");
+    assert!(
+        read(&da.path().join("model.safetensors")) == read(&db.path().join("model.safetensors")),
+        "distilled weights differ between two runs with the same seed"
+    );
     assert_eq!(final_checkpoint(da.path()).0, 12);
     assert!(final_checkpoint(da.path()).1 == final_checkpoint(db.path()).1);
     println!("two uninterrupted runs each of fine-tune and distill: {:.1}s", t0.elapsed().as_secs_f64());
@@ -160,7 +168,16 @@ fn run_ok(mut c: Command, what: &str) {
 /// Run `args` uninterrupted into A; run it into B, SIGKILL it while it sleeps after the
 /// checkpoint at `kill_at`, check that resuming with the `mismatch` flag/value pairs is refused naming
 /// `mismatch_fields`, resume it, and compare B's files with A's byte for byte.
-fn kill_and_resume(fx: &Fixture, name: &str, args: &[String], kill_at: usize, total: usize, mismatch: &[&str], mismatch_fields: &[&str], compare: &[&str]) {
+fn kill_and_resume(
+    fx: &Fixture,
+    name: &str,
+    args: &[String],
+    kill_at: usize,
+    total: usize,
+    mismatch: &[&str],
+    mismatch_fields: &[&str],
+    compare: &[&str],
+) {
     let t0 = Instant::now();
     let a = fx.root.join(format!("{name}-a"));
     let b = fx.root.join(format!("{name}-b"));
@@ -257,14 +274,37 @@ fn killed_and_resumed_runs_equal_uninterrupted_runs() {
     // fine-tune: 72 examples, batch 2: 36 steps per epoch, 2 epochs; checkpoints at 36 (end of
     // epoch 1, after its evaluation), 50 (every 50 steps) and 72. Killed mid-epoch 2.
     let ft = [strings(&["finetune", "--model", &teacher, "--epochs", "2", "--batch-size", "2", "--lr", "1e-3"]), data_args(&fx)].concat();
-    kill_and_resume(&fx, "finetune", &ft, 50, 72, &["--lr", "2e-3", "--batch-size", "3"], &["lr", "batch_size"], &["model.safetensors", "finetune.json"]);
+    kill_and_resume(
+        &fx,
+        "finetune",
+        &ft,
+        50,
+        72,
+        &["--lr", "2e-3", "--batch-size", "3"],
+        &["lr", "batch_size"],
+        &["model.safetensors", "finetune.json"],
+    );
     // distill: 80 steps, checkpoints at 50 and 80
-    let di = [strings(&["distill", "--teacher", &teacher, "--steps", "80", "--batch-size", "4", "--heldout", "4"]), data_args(&fx)].concat();
+    let di =
+        [strings(&["distill", "--teacher", &teacher, "--steps", "80", "--batch-size", "4", "--heldout", "4"]), data_args(&fx)].concat();
     kill_and_resume(&fx, "distill", &di, 50, 80, &["--steps", "90"], &["steps"], &["model.safetensors", "distill.json"]);
     // concrete: 60 steps (the last 20% with hard masks), checkpoints at 50 and 60
     let approx = fx.approx.display().to_string();
-    let co = [strings(&["concrete", "--teacher", &teacher, "--approx", &approx, "--steps", "60", "--batch-size", "4", "--lr", "1e-3"]), train_args(&fx)].concat();
-    kill_and_resume(&fx, "concrete", &co, 50, 60, &["--theta0", "-1"], &["theta0"], &["teacher/model.safetensors", "approx/model.safetensors", "concrete.json"]);
+    let co = [
+        strings(&["concrete", "--teacher", &teacher, "--approx", &approx, "--steps", "60", "--batch-size", "4", "--lr", "1e-3"]),
+        train_args(&fx),
+    ]
+    .concat();
+    kill_and_resume(
+        &fx,
+        "concrete",
+        &co,
+        50,
+        60,
+        &["--theta0", "-1"],
+        &["theta0"],
+        &["teacher/model.safetensors", "approx/model.safetensors", "concrete.json"],
+    );
     // LTP: 60 steps (the last 30% hard), checkpoints at 50 and 60
     let lt = [strings(&["ltp", "--teacher", &teacher, "--steps", "60", "--batch-size", "4"]), train_args(&fx)].concat();
     kill_and_resume(&fx, "ltp", &lt, 50, 60, &["--lambda", "2"], &["lambda"], &["teacher/model.safetensors", "ltp.json"]);
@@ -285,7 +325,8 @@ fn resume_refuses_a_checkpoint_of_other_data() {
     let fcfg = FinetuneConfig { epochs: 1, batch_size: 8, lr: 1e-3, seed: 7, checkpoint_every: 2, ..Default::default() };
     finetune(base.clone(), &data[..32], &data[32..], &fcfg, dir.path(), raw.path(), false, &q).expect("first run");
     let before = final_checkpoint(dir.path());
-    let err = finetune(base.clone(), &other[..32], &other[32..], &fcfg, dir.path(), raw.path(), true, &q).expect_err("resume on other data must fail");
+    let err = finetune(base.clone(), &other[..32], &other[32..], &fcfg, dir.path(), raw.path(), true, &q)
+        .expect_err("resume on other data must fail");
     let msg = format!("{err:#}");
     assert!(msg.contains("data: ") && msg.contains("different run"), "error does not name the data: {msg}");
     assert!(!msg.contains("lr: "), "lr did not change but is named: {msg}");

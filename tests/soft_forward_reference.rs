@@ -233,11 +233,7 @@ fn gathered(name: &str) {
     // a ragged batch (the dense_cls plan next to the hard plan) changes nothing
     let outs = case
         .model
-        .run_from_embeddings(
-            &[x0_real.clone(), x0_real.clone()],
-            &[TokenPlan::dense_cls(case.n, l), plan.clone()],
-            RunOptions::default(),
-        )
+        .run_from_embeddings(&[x0_real.clone(), x0_real.clone()], &[TokenPlan::dense_cls(case.n, l), plan.clone()], RunOptions::default())
         .unwrap();
     assert!(max_abs_diff(&outs[1].hidden, &out.hidden) <= TOL);
     // bad shapes are an error

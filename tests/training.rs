@@ -319,9 +319,8 @@ fn hard_masks_equal_gathered_execution() {
         }
         sets.push(per);
     }
-    let mut masks: Vec<Vec<Vec<f32>>> = (0..big_l)
-        .map(|l| sets.iter().map(|per| (0..t).map(|j| f32::from(per[l].contains(&j))).collect()).collect())
-        .collect();
+    let mut masks: Vec<Vec<Vec<f32>>> =
+        (0..big_l).map(|l| sets.iter().map(|per| (0..t).map(|j| f32::from(per[l].contains(&j))).collect()).collect()).collect();
     masks.push(inputs.iter().map(|_| (0..t).map(|j| f32::from(j == 0)).collect()).collect());
 
     let device = Device::flex();
@@ -331,11 +330,8 @@ fn hard_masks_equal_gathered_execution() {
     let out = tb.forward(c, &batch, Some(&mask_tensors(&masks, &device)));
     let cls = vals(out.cls());
 
-    let plans: Vec<TokenPlan> = inputs
-        .iter()
-        .zip(&sets)
-        .map(|(x, per)| TokenPlan::from_inputs(x.len(), per.clone(), vec![0]).expect("valid plan"))
-        .collect();
+    let plans: Vec<TokenPlan> =
+        inputs.iter().zip(&sets).map(|(x, per)| TokenPlan::from_inputs(x.len(), per.clone(), vec![0]).expect("valid plan")).collect();
     let gathered = m.run(&inputs, &plans, RunOptions::default()).expect("gathered run");
     let dense = m.run_dense(&inputs, RunOptions::default()).expect("dense run");
     let mut worst = 0.0f32;
@@ -499,7 +495,17 @@ fn distillation_halves_attention_kl() {
     assert_eq!(approx.model.config.hidden_size, 8);
     assert_eq!(approx.model.config.num_heads, 2);
     let dir = TempDir::new("distill");
-    let cfg = DistillConfig { steps: 400, batch_size: 16, lr: 1e-2, warmup_frac: 0.05, weight_decay: 0.0, grad_clip: 1.0, seed: 1, checkpoint_every: 1000, use_pred: false };
+    let cfg = DistillConfig {
+        steps: 400,
+        batch_size: 16,
+        lr: 1e-2,
+        warmup_frac: 0.05,
+        weight_decay: 0.0,
+        grad_clip: 1.0,
+        seed: 1,
+        checkpoint_every: 1000,
+        use_pred: false,
+    };
     let t0 = std::time::Instant::now();
     let (_net, report) = distill(&teacher, approx, train, heldout, &cfg, dir.path(), false, &Progress { quiet: true }).expect("distill");
     let (kb, ka) = (report.before.attention_kl, report.after.attention_kl);
@@ -540,8 +546,23 @@ fn distillation_halves_attention_kl() {
     let full = random_model(&tcfg, 31, 4.9);
     let approx = ApproxNet::new(&full, 4, ApproxInit::Random, 7).expect("ApproxNet::new");
     let dir2 = TempDir::new("distill-full");
-    let (_, r2) = distill(&full, approx, &train[..160], heldout, &DistillConfig { steps: 200, ..cfg.clone() }, dir2.path(), false, &Progress { quiet: true }).expect("distill");
-    println!("distillation (full-rank teacher): KL {:.4} -> {:.4} (ratio {:.3})", r2.before.attention_kl, r2.after.attention_kl, r2.after.attention_kl / r2.before.attention_kl);
+    let (_, r2) = distill(
+        &full,
+        approx,
+        &train[..160],
+        heldout,
+        &DistillConfig { steps: 200, ..cfg.clone() },
+        dir2.path(),
+        false,
+        &Progress { quiet: true },
+    )
+    .expect("distill");
+    println!(
+        "distillation (full-rank teacher): KL {:.4} -> {:.4} (ratio {:.3})",
+        r2.before.attention_kl,
+        r2.after.attention_kl,
+        r2.after.attention_kl / r2.before.attention_kl
+    );
     assert!(r2.after.attention_kl < 0.9 * r2.before.attention_kl);
 }
 
@@ -583,7 +604,7 @@ fn finetune_minilm_on_rotten_tomatoes() {
     let (train, _) = sttabt::pipeline::tokenize(&tok, &rt.train, Some(128)).expect("tokenise train");
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &rt.dev, Some(200)).expect("tokenise dev");
     assert_eq!((train.len(), dev.len()), (128, 200));
-    
+
     let labels = rt.train.label_names.clone();
     assert_eq!(labels, vec!["negative".to_string(), "positive".to_string()]);
     let base = with_new_head(common::minilm().clone(), labels.clone(), 0);
@@ -591,7 +612,16 @@ fn finetune_minilm_on_rotten_tomatoes() {
     // 128 sentences (256 took ~55 s on 2 cores), batch 8, lr 3e-4 (16 steps). With 256 sentences,
     // batch 32, lr 1e-4 (8 steps) AdamW moves no weight by more than ~5e-4 and the model predicts
     // the majority class for every dev sentence (accuracy 0.58 = the positive rate).
-    let cfg = FinetuneConfig { epochs: 1, batch_size: 8, lr: 3e-4, warmup_frac: 0.1, weight_decay: 0.01, grad_clip: 1.0, seed: 0, checkpoint_every: 1000 };
+    let cfg = FinetuneConfig {
+        epochs: 1,
+        batch_size: 8,
+        lr: 3e-4,
+        warmup_frac: 0.1,
+        weight_decay: 0.01,
+        grad_clip: 1.0,
+        seed: 0,
+        checkpoint_every: 1000,
+    };
     let report = finetune(base, &train, &dev, &cfg, dir.path(), &common::minilm_dir(), false, &Progress { quiet: true }).expect("finetune");
     println!("fine-tune: {} steps in {:.1}s, dev accuracy {:?}", report.steps, report.seconds, report.dev_accuracy);
     assert_eq!(report.steps, 16);
@@ -631,7 +661,16 @@ fn finetune_resume_continues_step_count() {
     let dir = TempDir::new("resume");
     let tokdir = TempDir::new("resume-tok");
     let q = Progress { quiet: true };
-    let cfg1 = FinetuneConfig { epochs: 1, batch_size: 16, lr: 1e-3, warmup_frac: 0.1, weight_decay: 0.0, grad_clip: 1.0, seed: 0, checkpoint_every: 3 };
+    let cfg1 = FinetuneConfig {
+        epochs: 1,
+        batch_size: 16,
+        lr: 1e-3,
+        warmup_frac: 0.1,
+        weight_decay: 0.0,
+        grad_clip: 1.0,
+        seed: 0,
+        checkpoint_every: 3,
+    };
     let r1 = finetune(m.clone(), train, dev, &cfg1, dir.path(), tokdir.path(), false, &q).expect("first run");
     assert_eq!(r1.steps, 4);
     let ckpt = dir.path().join("checkpoint");
@@ -655,4 +694,3 @@ fn finetune_resume_continues_step_count() {
     let saved = BertModel::load(dir.path()).expect("saved model");
     assert_eq!(saved.config.labels, vec!["low".to_string(), "high".to_string()]);
 }
-

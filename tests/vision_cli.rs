@@ -58,7 +58,11 @@ fn write_folder(root: &Path, per_class: usize) {
         for i in 0..per_class {
             let img = image::RgbImage::from_fn(20, 20, |_, _| {
                 let (hi, lo, mid) = (rng.u8(150..255), rng.u8(0..90), rng.u8(0..255));
-                if red { image::Rgb([hi, mid, lo]) } else { image::Rgb([lo, mid, hi]) }
+                if red {
+                    image::Rgb([hi, mid, lo])
+                } else {
+                    image::Rgb([lo, mid, hi])
+                }
             });
             img.save(dir.join(format!("{i:03}.png"))).unwrap();
         }
@@ -72,7 +76,10 @@ fn image_folder_finetune_then_classify() {
     write_folder(data.path(), 40);
     let out = TempDir::new("img-model");
     let model = out.path().join("m");
-    let (ok, stdout, stderr) = sttabt(&["finetune", "--quiet", "--epochs", "4", "--batch-size", "8", "--image-folder"], &[data.path(), Path::new("--out"), &model]);
+    let (ok, stdout, stderr) = sttabt(
+        &["finetune", "--quiet", "--epochs", "4", "--batch-size", "8", "--image-folder"],
+        &[data.path(), Path::new("--out"), &model],
+    );
     assert!(ok, "finetune --image-folder failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("test accuracy"), "{stdout}");
     let cfg = common::read_json(model.join("config.json"));
@@ -86,7 +93,10 @@ fn image_folder_finetune_then_classify() {
     // classify two files, pruned, as JSON lines
     let a = data.path().join("red/000.png");
     let b = data.path().join("blue/001.png");
-    let (ok, stdout, stderr) = sttabt(&["classify", "--mode", "abt-actual", "--keep", "0.3", "--json", "--model"], &[&model, Path::new("--image"), &a, Path::new("--image"), &b]);
+    let (ok, stdout, stderr) = sttabt(
+        &["classify", "--mode", "abt-actual", "--keep", "0.3", "--json", "--model"],
+        &[&model, Path::new("--image"), &a, Path::new("--image"), &b],
+    );
     assert!(ok, "classify --image failed:\n{stdout}\n{stderr}");
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
@@ -94,7 +104,10 @@ fn image_folder_finetune_then_classify() {
     // eval on the folder: every mode, and the patch picture drawn from the 20x20 images as the
     // model sees them (resized to 32x32)
     let ev = out.path().join("eval");
-    let (ok, stdout, stderr) = sttabt(&["eval", "--quiet", "--ks", "0.3,0.5", "--timing-examples", "4", "--image-folder"], &[data.path(), Path::new("--model"), &model, Path::new("--out"), &ev]);
+    let (ok, stdout, stderr) = sttabt(
+        &["eval", "--quiet", "--ks", "0.3,0.5", "--timing-examples", "4", "--image-folder"],
+        &[data.path(), Path::new("--model"), &model, Path::new("--out"), &ev],
+    );
     assert!(ok, "eval --image-folder failed:\n{stdout}\n{stderr}");
     let pic = image::open(ev.join("patch_survival.png")).expect("patch picture");
     assert!(pic.width() > 100, "{}", pic.width());
@@ -113,6 +126,7 @@ fn image_folder_finetune_then_classify() {
     let (ok, _, stderr) = sttabt(&["classify", "--mode", "dense", "--model"], &[&model, Path::new("--image"), &bad]);
     assert!(!ok && stderr.contains("broken.png"), "{stderr}");
     // an image flag with a text model, and a missing folder, are clear errors
-    let (ok, _, stderr) = sttabt(&["finetune", "--quiet", "--image-folder"], &[&data.path().join("nope"), Path::new("--out"), &out.path().join("x")]);
+    let (ok, _, stderr) =
+        sttabt(&["finetune", "--quiet", "--image-folder"], &[&data.path().join("nope"), Path::new("--out"), &out.path().join("x")]);
     assert!(!ok && stderr.contains("nope"), "{stderr}");
 }

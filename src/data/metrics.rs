@@ -54,10 +54,7 @@ impl Metric {
     /// correlations accept either kind (class indices are used as numbers).
     pub fn compute(&self, predictions: &[Label], labels: &[Label]) -> Result<f64, MetricError> {
         if predictions.len() != labels.len() {
-            return Err(MetricError::LengthMismatch {
-                predictions: predictions.len(),
-                labels: labels.len(),
-            });
+            return Err(MetricError::LengthMismatch { predictions: predictions.len(), labels: labels.len() });
         }
         if self.is_classification() {
             let p = classes(*self, "prediction", predictions)?;
@@ -114,27 +111,15 @@ fn classes(metric: Metric, side: &'static str, xs: &[Label]) -> Result<Vec<usize
         .enumerate()
         .map(|(index, l)| match *l {
             Label::Class(c) => Ok(c),
-            Label::Score(value) => Err(MetricError::NotAClass {
-                metric,
-                side,
-                index,
-                value,
-            }),
+            Label::Score(value) => Err(MetricError::NotAClass { metric, side, index, value }),
         })
         .collect()
 }
 
 /// Computes each of `task_metrics` (e.g. `GlueTask::metric().all`) on the predictions,
 /// in the given order.
-pub fn evaluate(
-    task_metrics: &[Metric],
-    predictions: &[Label],
-    labels: &[Label],
-) -> Result<Vec<(Metric, f64)>, MetricError> {
-    task_metrics
-        .iter()
-        .map(|m| m.compute(predictions, labels).map(|v| (*m, v)))
-        .collect()
+pub fn evaluate(task_metrics: &[Metric], predictions: &[Label], labels: &[Label]) -> Result<Vec<(Metric, f64)>, MetricError> {
+    task_metrics.iter().map(|m| m.compute(predictions, labels).map(|v| (*m, v))).collect()
 }
 
 /// Fraction of positions where `pred == gold`; `0.0` when empty.

@@ -201,10 +201,7 @@ impl DataError {
     /// True for problems confined to a single row, i.e. the ones that loaders skip (and count)
     /// when asked to skip bad rows.
     pub fn is_row_error(&self) -> bool {
-        matches!(
-            self,
-            DataError::ColumnCount { .. } | DataError::BadValue { .. } | DataError::Json { .. }
-        )
+        matches!(self, DataError::ColumnCount { .. } | DataError::BadValue { .. } | DataError::Json { .. })
     }
 
     /// The file the error is about.
@@ -225,9 +222,7 @@ impl DataError {
     /// The 1-based line number, for row-level errors.
     pub fn line(&self) -> Option<u64> {
         match self {
-            DataError::ColumnCount { line, .. }
-            | DataError::BadValue { line, .. }
-            | DataError::Json { line, .. } => Some(*line),
+            DataError::ColumnCount { line, .. } | DataError::BadValue { line, .. } | DataError::Json { line, .. } => Some(*line),
             DataError::Parse { line, .. } => *line,
             DataError::MissingColumn { .. } => Some(1),
             _ => None,
@@ -241,16 +236,9 @@ impl DataError {
 
 /// Opens `path`, transparently decompressing `.gz` and `.bz2` files (by extension).
 pub(crate) fn open_maybe_compressed(path: &Path) -> Result<Box<dyn Read>, DataError> {
-    let file = File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     let reader = BufReader::new(file);
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .unwrap_or_default();
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
     Ok(match ext.as_str() {
         "gz" => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         "bz2" => Box::new(bzip2::read::MultiBzDecoder::new(reader)),
@@ -262,15 +250,8 @@ pub(crate) fn open_maybe_compressed(path: &Path) -> Result<Box<dyn Read>, DataEr
 pub(crate) fn csv_error(path: &Path, err: csv::Error) -> DataError {
     let line = err.position().map(|p| p.line());
     match err.into_kind() {
-        csv::ErrorKind::Io(source) => DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        other => DataError::Parse {
-            path: path.to_path_buf(),
-            line,
-            message: format!("{other:?}"),
-        },
+        csv::ErrorKind::Io(source) => DataError::Io { path: path.to_path_buf(), source },
+        other => DataError::Parse { path: path.to_path_buf(), line, message: format!("{other:?}") },
     }
 }
 
@@ -303,37 +284,24 @@ impl<R: Read> Delimited<R> {
         let header = if opts.has_header {
             let raw = rdr.byte_headers().map_err(|e| csv_error(path, e))?.clone();
             if raw.is_empty() || (raw.len() == 1 && raw[0].is_empty()) {
-                return Err(DataError::MissingHeader {
-                    path: path.to_path_buf(),
-                });
+                return Err(DataError::MissingHeader { path: path.to_path_buf() });
             }
             let mut names = Vec::with_capacity(raw.len());
             for (i, f) in raw.iter().enumerate() {
                 let s = String::from_utf8_lossy(f);
-                let s = if i == 0 {
-                    s.trim_start_matches('\u{feff}')
-                } else {
-                    &s[..]
-                };
+                let s = if i == 0 { s.trim_start_matches('\u{feff}') } else { &s[..] };
                 names.push(s.trim().to_string());
             }
             Some(names)
         } else {
             None
         };
-        Ok(Delimited {
-            path: path.to_path_buf(),
-            rdr,
-            header,
-        })
+        Ok(Delimited { path: path.to_path_buf(), rdr, header })
     }
 
     /// Calls `on_row(line, fields)` for every data row (`line` is the 1-based line where the
     /// row starts). Errors returned by `on_row` abort the read and are passed through.
-    pub fn for_each(
-        mut self,
-        mut on_row: impl FnMut(u64, &csv::ByteRecord) -> Result<(), DataError>,
-    ) -> Result<(), DataError> {
+    pub fn for_each(mut self, mut on_row: impl FnMut(u64, &csv::ByteRecord) -> Result<(), DataError>) -> Result<(), DataError> {
         let mut record = csv::ByteRecord::new();
         loop {
             match self.rdr.read_byte_record(&mut record) {
@@ -348,51 +316,30 @@ impl<R: Read> Delimited<R> {
 }
 
 /// Decodes field `idx` of `record` as UTF-8, or reports a row error.
-pub(crate) fn field_str<'r>(
-    path: &Path,
-    line: u64,
-    column: &str,
-    record: &'r csv::ByteRecord,
-    idx: usize,
-) -> Result<&'r str, DataError> {
-    let bytes = record.get(idx).ok_or_else(|| DataError::ColumnCount {
-        path: path.to_path_buf(),
-        line,
-        expected: idx + 1,
-        found: record.len(),
-    })?;
+pub(crate) fn field_str<'r>(path: &Path, line: u64, column: &str, record: &'r csv::ByteRecord, idx: usize) -> Result<&'r str, DataError> {
+    let bytes =
+        record.get(idx).ok_or_else(|| DataError::ColumnCount { path: path.to_path_buf(), line, expected: idx + 1, found: record.len() })?;
     std::str::from_utf8(bytes).map_err(|e| DataError::BadValue {
         path: path.to_path_buf(),
         line,
         column: column.to_string(),
         expected: "UTF-8 text".to_string(),
-        found: format!(
-            "invalid UTF-8 at byte {}: {}",
-            e.valid_up_to(),
-            String::from_utf8_lossy(bytes)
-        ),
+        found: format!("invalid UTF-8 at byte {}: {}", e.valid_up_to(), String::from_utf8_lossy(bytes)),
     })
 }
 
 /// Finds a column by name in a header, or reports [`DataError::MissingColumn`].
 pub(crate) fn column_index(path: &Path, header: &[String], name: &str) -> Result<usize, DataError> {
-    header
-        .iter()
-        .position(|h| h == name)
-        .ok_or_else(|| DataError::MissingColumn {
-            path: path.to_path_buf(),
-            column: name.to_string(),
-            found: header.to_vec(),
-        })
+    header.iter().position(|h| h == name).ok_or_else(|| DataError::MissingColumn {
+        path: path.to_path_buf(),
+        column: name.to_string(),
+        found: header.to_vec(),
+    })
 }
 
 /// Applies the skip-or-fail rule: row errors are counted when `skip` is set, everything
 /// else (and row errors when not skipping) is returned.
-pub(crate) fn handle_row_result(
-    result: Result<(), DataError>,
-    skip: bool,
-    skipped: &mut usize,
-) -> Result<(), DataError> {
+pub(crate) fn handle_row_result(result: Result<(), DataError>, skip: bool, skipped: &mut usize) -> Result<(), DataError> {
     match result {
         Err(e) if skip && e.is_row_error() => {
             *skipped += 1;

@@ -65,14 +65,8 @@ impl SplitMix64 {
 /// If a fraction is negative or not finite, or `f0 + f1 > 1 + 1e-9` (programming errors:
 /// fractions are constants, not user data).
 pub fn split_sizes(n: usize, fractions: [f64; 3]) -> [usize; 3] {
-    assert!(
-        fractions.iter().all(|f| f.is_finite() && *f >= 0.0),
-        "split fractions must be finite and non-negative, got {fractions:?}"
-    );
-    assert!(
-        fractions[0] + fractions[1] <= 1.0 + 1e-9,
-        "train + dev fractions exceed 1: {fractions:?}"
-    );
+    assert!(fractions.iter().all(|f| f.is_finite() && *f >= 0.0), "split fractions must be finite and non-negative, got {fractions:?}");
+    assert!(fractions[0] + fractions[1] <= 1.0 + 1e-9, "train + dev fractions exceed 1: {fractions:?}");
     let train = ((n as f64 * fractions[0]).round() as usize).min(n);
     let dev = ((n as f64 * fractions[1]).round() as usize).min(n - train);
     [train, dev, n - train - dev]
@@ -85,11 +79,7 @@ pub fn split_sizes(n: usize, fractions: [f64; 3]) -> [usize; 3] {
 ///
 /// # Panics
 /// As [`split_sizes`].
-pub fn split_three(
-    n: usize,
-    fractions: [f64; 3],
-    seed: u64,
-) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+pub fn split_three(n: usize, fractions: [f64; 3], seed: u64) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
     let [train, dev, _test] = split_sizes(n, fractions);
     let mut idx: Vec<usize> = (0..n).collect();
     SplitMix64::new(seed).shuffle(&mut idx);

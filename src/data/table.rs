@@ -19,8 +19,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use super::{
-    column_index, field_str, handle_row_result, open_maybe_compressed, DataError, Dataset,
-    Delimited, DelimitedOptions, Example, Label,
+    column_index, field_str, handle_row_result, open_maybe_compressed, DataError, Dataset, Delimited, DelimitedOptions, Example, Label,
 };
 
 /// File format of a generic table.
@@ -38,10 +37,7 @@ impl Format {
     /// Infers the format from the extension, looking through a trailing `.gz`/`.bz2`.
     pub fn from_path(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let name = name
-            .strip_suffix(".gz")
-            .or_else(|| name.strip_suffix(".bz2"))
-            .unwrap_or(&name);
+        let name = name.strip_suffix(".gz").or_else(|| name.strip_suffix(".bz2")).unwrap_or(&name);
         let ext = name.rsplit_once('.')?.1;
         match ext {
             "csv" => Some(Format::Csv),
@@ -127,28 +123,19 @@ enum RawLabel {
 /// `skip_bad_rows` is set, in which case they are skipped and counted in
 /// [`Dataset::skipped_rows`]. A missing header column, unknown format, unreadable file or a
 /// table without usable rows is always an error.
-pub fn load_table(
-    path: &Path,
-    spec: &TableSpec,
-    skip_bad_rows: bool,
-) -> Result<Dataset, DataError> {
+pub fn load_table(path: &Path, spec: &TableSpec, skip_bad_rows: bool) -> Result<Dataset, DataError> {
     let format = match spec.format.or_else(|| Format::from_path(path)) {
         Some(f) => f,
         None => {
             return Err(DataError::UnknownFormat {
                 path: path.to_path_buf(),
-                found: path
-                    .extension()
-                    .map(|e| e.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                found: path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default(),
             })
         }
     };
     let mut skipped = 0usize;
     let rows = match format {
-        Format::Csv | Format::Tsv => {
-            read_delimited_rows(path, spec, format, skip_bad_rows, &mut skipped)?
-        }
+        Format::Csv | Format::Tsv => read_delimited_rows(path, spec, format, skip_bad_rows, &mut skipped)?,
         Format::Jsonl => read_jsonl_rows(path, spec, skip_bad_rows, &mut skipped)?,
     };
 
@@ -163,11 +150,7 @@ pub fn load_table(
                     RawLabel::Score(v) => v,
                     RawLabel::Str(s) => parse_score(path, row.line, label_column, &s)?,
                 };
-                examples.push(Example {
-                    text: row.text,
-                    text_pair: row.pair,
-                    label: Label::Score(label),
-                });
+                examples.push(Example { text: row.text, text_pair: row.pair, label: Label::Score(label) });
                 Ok(())
             })();
             handle_row_result(result, skip_bad_rows, &mut skipped)?;
@@ -183,13 +166,7 @@ pub fn load_table(
             str_rows.push((row.line, row.text, row.pair, s));
         }
         let mapping: Mapping = if let Some(names) = &spec.label_names {
-            Mapping::Fixed(
-                names
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| (n.clone(), i))
-                    .collect(),
-            )
+            Mapping::Fixed(names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect())
         } else if !str_rows.is_empty() && str_rows.iter().all(|r| r.3.parse::<usize>().is_ok()) {
             Mapping::Integer
         } else {
@@ -202,8 +179,7 @@ pub fn load_table(
                 Mapping::Fixed(map) => match map.get(&s) {
                     Some(&id) => id,
                     None => {
-                        let mut expected: Vec<&String> =
-                            spec.label_names.iter().flatten().collect();
+                        let mut expected: Vec<&String> = spec.label_names.iter().flatten().collect();
                         expected.truncate(20);
                         let err = DataError::BadValue {
                             path: path.to_path_buf(),
@@ -227,11 +203,7 @@ pub fn load_table(
                 }
             };
             max_int = max_int.max(id);
-            examples.push(Example {
-                text,
-                text_pair: pair,
-                label: Label::Class(id),
-            });
+            examples.push(Example { text, text_pair: pair, label: Label::Class(id) });
         }
         label_names = match mapping {
             Mapping::Fixed(_) => spec.label_names.clone().unwrap_or_default(),
@@ -240,17 +212,9 @@ pub fn load_table(
         };
     }
     if examples.is_empty() {
-        return Err(DataError::NoExamples {
-            path: path.to_path_buf(),
-            skipped_rows: skipped,
-        });
+        return Err(DataError::NoExamples { path: path.to_path_buf(), skipped_rows: skipped });
     }
-    Ok(Dataset {
-        examples,
-        label_names,
-        source: path.display().to_string(),
-        skipped_rows: skipped,
-    })
+    Ok(Dataset { examples, label_names, source: path.display().to_string(), skipped_rows: skipped })
 }
 
 enum Mapping {
@@ -259,19 +223,10 @@ enum Mapping {
     FirstSeen(HashMap<String, usize>, Vec<String>),
 }
 
-fn read_delimited_rows(
-    path: &Path,
-    spec: &TableSpec,
-    format: Format,
-    skip: bool,
-    skipped: &mut usize,
-) -> Result<Vec<RawRow>, DataError> {
+fn read_delimited_rows(path: &Path, spec: &TableSpec, format: Format, skip: bool, skipped: &mut usize) -> Result<Vec<RawRow>, DataError> {
     let reader = open_maybe_compressed(path)?;
-    let opts = DelimitedOptions {
-        delimiter: if format == Format::Csv { b',' } else { b'\t' },
-        quoting: format == Format::Csv,
-        has_header: true,
-    };
+    let opts =
+        DelimitedOptions { delimiter: if format == Format::Csv { b',' } else { b'\t' }, quoting: format == Format::Csv, has_header: true };
     let rows = Delimited::new(path, reader, &opts)?;
     let header = rows.header.clone().unwrap_or_default();
     let text_i = column_index(path, &header, &spec.text_column)?;
@@ -284,30 +239,18 @@ fn read_delimited_rows(
     rows.for_each(|line, record| {
         let result = (|| {
             if record.len() != header.len() {
-                return Err(DataError::ColumnCount {
-                    path: path.to_path_buf(),
-                    line,
-                    expected: header.len(),
-                    found: record.len(),
-                });
+                return Err(DataError::ColumnCount { path: path.to_path_buf(), line, expected: header.len(), found: record.len() });
             }
             let text = field_str(path, line, &spec.text_column, record, text_i)?.to_string();
             let pair = match (pair_i, &spec.pair_column) {
                 (Some(i), Some(name)) => Some(field_str(path, line, name, record, i)?.to_string()),
                 _ => None,
             };
-            let label = field_str(path, line, &spec.label_column, record, label_i)?
-                .trim()
-                .to_string();
+            let label = field_str(path, line, &spec.label_column, record, label_i)?.trim().to_string();
             if label.is_empty() {
                 return Err(empty_label(path, line, &spec.label_column));
             }
-            out.push(RawRow {
-                line,
-                text,
-                pair,
-                label: RawLabel::Str(label),
-            });
+            out.push(RawRow { line, text, pair, label: RawLabel::Str(label) });
             Ok(())
         })();
         handle_row_result(result, skip, skipped)
@@ -315,20 +258,12 @@ fn read_delimited_rows(
     Ok(out)
 }
 
-fn read_jsonl_rows(
-    path: &Path,
-    spec: &TableSpec,
-    skip: bool,
-    skipped: &mut usize,
-) -> Result<Vec<RawRow>, DataError> {
+fn read_jsonl_rows(path: &Path, spec: &TableSpec, skip: bool, skipped: &mut usize) -> Result<Vec<RawRow>, DataError> {
     let reader = BufReader::new(open_maybe_compressed(path)?);
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i as u64 + 1;
-        let line = line.map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let line = line.map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
         let trimmed = line.trim();
         if trimmed.is_empty() {
             continue;
@@ -339,17 +274,9 @@ fn read_jsonl_rows(
     Ok(out)
 }
 
-fn parse_json_row(
-    path: &Path,
-    line: u64,
-    text: &str,
-    spec: &TableSpec,
-) -> Result<RawRow, DataError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DataError::Json {
-        path: path.to_path_buf(),
-        line,
-        message: e.to_string(),
-    })?;
+fn parse_json_row(path: &Path, line: u64, text: &str, spec: &TableSpec) -> Result<RawRow, DataError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| DataError::Json { path: path.to_path_buf(), line, message: e.to_string() })?;
     let obj = value.as_object().ok_or_else(|| DataError::Json {
         path: path.to_path_buf(),
         line,
@@ -374,9 +301,7 @@ fn parse_json_row(
     };
     let key = &spec.label_column;
     let label = match obj.get(key) {
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
-            RawLabel::Str(s.trim().to_string())
-        }
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => RawLabel::Str(s.trim().to_string()),
         Some(serde_json::Value::Number(n)) => {
             if spec.regression {
                 match n.as_f64() {
@@ -398,12 +323,7 @@ fn parse_json_row(
             ))
         }
     };
-    Ok(RawRow {
-        line,
-        text: text_value,
-        pair,
-        label,
-    })
+    Ok(RawRow { line, text: text_value, pair, label })
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -418,13 +338,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 fn bad_label(path: &Path, line: u64, column: &str, expected: &str, found: String) -> DataError {
-    DataError::BadValue {
-        path: path.to_path_buf(),
-        line,
-        column: column.to_string(),
-        expected: expected.to_string(),
-        found,
-    }
+    DataError::BadValue { path: path.to_path_buf(), line, column: column.to_string(), expected: expected.to_string(), found }
 }
 
 fn empty_label(path: &Path, line: u64, column: &str) -> DataError {
@@ -434,12 +348,6 @@ fn empty_label(path: &Path, line: u64, column: &str) -> DataError {
 fn parse_score(path: &Path, line: u64, column: &str, raw: &str) -> Result<f32, DataError> {
     match raw.trim().parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(bad_label(
-            path,
-            line,
-            column,
-            "a finite number",
-            raw.to_string(),
-        )),
+        _ => Err(bad_label(path, line, column, "a finite number", raw.to_string())),
     }
 }

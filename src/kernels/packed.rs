@@ -135,7 +135,11 @@ pub fn available() -> bool {
     {
         use std::sync::OnceLock;
         static OK: OnceLock<bool> = OnceLock::new();
-        *OK.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") && std::env::var_os("STTABT_NO_PACKED_GEMM").is_none())
+        *OK.get_or_init(|| {
+            std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("fma")
+                && std::env::var_os("STTABT_NO_PACKED_GEMM").is_none()
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -147,7 +151,18 @@ pub fn available() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_avx512(a: &[f32], m: usize, k: usize, panel: &[f32], out: *mut f32, ldc: usize, c0: usize, width: usize, init: Init<'_>, gelu: bool) {
+unsafe fn panel_avx512(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    panel: &[f32],
+    out: *mut f32,
+    ldc: usize,
+    c0: usize,
+    width: usize,
+    init: Init<'_>,
+    gelu: bool,
+) {
     let bias = match init {
         Init::Bias(b) => Some(b.as_ptr().add(c0)),
         _ => None,
@@ -185,7 +200,17 @@ unsafe fn panel_avx512(_: &[f32], _: usize, _: usize, _: &[f32], _: *mut f32, _:
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize>(a: *const f32, lda: usize, panel: *const f32, out: *mut f32, ldc: usize, width: usize, accumulate: bool, bias: Option<*const f32>, gelu: bool) {
+unsafe fn tile<const R: usize>(
+    a: *const f32,
+    lda: usize,
+    panel: *const f32,
+    out: *mut f32,
+    ldc: usize,
+    width: usize,
+    accumulate: bool,
+    bias: Option<*const f32>,
+    gelu: bool,
+) {
     use std::arch::x86_64::*;
     let masks: [__mmask16; 3] = std::array::from_fn(|j| {
         let w = width.saturating_sub(16 * j).min(16);
@@ -272,7 +297,8 @@ mod tests {
                 p.matmul(&a, &mut out, m, accumulate);
                 for i in 0..m {
                     for j in 0..n {
-                        let want: f64 = (0..k).map(|t| a[i * k + t] as f64 * w[t * n + j] as f64).sum::<f64>() + if accumulate { init[i * n + j] as f64 } else { 0.0 };
+                        let want: f64 = (0..k).map(|t| a[i * k + t] as f64 * w[t * n + j] as f64).sum::<f64>()
+                            + if accumulate { init[i * n + j] as f64 } else { 0.0 };
                         let got = out[i * n + j] as f64;
                         assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{m}x{k}x{n} acc={accumulate} [{i},{j}]: {got} vs {want}");
                     }

@@ -71,20 +71,11 @@ impl AbtConfig {
     /// Threshold form with the paper's constants (`0.00625`, clamp `(0.2, 0.95)`), `p = 0.1`,
     /// averages, `O_L = {CLS}`.
     pub fn dynamic() -> Self {
-        Self::with_form(AbtForm::Dynamic {
-            ratio: 0.00625,
-            clamp: (0.2, 0.95),
-        })
+        Self::with_form(AbtForm::Dynamic { ratio: 0.00625, clamp: (0.2, 0.95) })
     }
 
     fn with_form(form: AbtForm) -> Self {
-        Self {
-            form,
-            p: 0.1,
-            head_reduce: Reduce::Avg,
-            token_reduce: Reduce::Avg,
-            top: vec![0],
-        }
+        Self { form, p: 0.1, head_reduce: Reduce::Avg, token_reduce: Reduce::Avg, top: vec![0] }
     }
 }
 
@@ -235,14 +226,7 @@ pub fn check_keeps(k: &[f64], layers: usize) -> Result<(), AbtError> {
     Ok(())
 }
 
-fn validate(
-    attn_len: usize,
-    layers: usize,
-    heads: usize,
-    t: usize,
-    n: usize,
-    cfg: &AbtConfig,
-) -> Result<(), AbtError> {
+fn validate(attn_len: usize, layers: usize, heads: usize, t: usize, n: usize, cfg: &AbtConfig) -> Result<(), AbtError> {
     if layers == 0 || heads == 0 || t == 0 {
         return Err(AbtError::EmptyShape { layers, heads, t });
     }
@@ -251,20 +235,14 @@ fn validate(
     }
     let expected = layers * heads * t * t;
     if attn_len != expected {
-        return Err(AbtError::AttentionLength {
-            expected,
-            got: attn_len,
-        });
+        return Err(AbtError::AttentionLength { expected, got: attn_len });
     }
     if !(0.0..=1.0).contains(&cfg.p) {
         return Err(AbtError::BadP(cfg.p));
     }
     match &cfg.form {
         AbtForm::TopK { k } => check_keeps(k, layers)?,
-        &AbtForm::Dynamic {
-            ratio,
-            clamp: (lo, hi),
-        } => {
+        &AbtForm::Dynamic { ratio, clamp: (lo, hi) } => {
             if !(ratio.is_finite() && ratio >= 0.0 && lo > 0.0 && lo <= hi && hi <= 1.0) {
                 return Err(AbtError::DynamicParams { ratio, lo, hi });
             }
@@ -369,31 +347,15 @@ fn backtrack_core(
 
         // Ranking: score descending, then index ascending.
         let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| {
-            scores[b]
-                .partial_cmp(&scores[a])
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(&b))
-        });
+        order.sort_by(|&a, &b| scores[b].partial_cmp(&scores[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
         let (c, dynamic) = match &cfg.form {
-            AbtForm::TopK { k } => (
-                keep_count(if k.len() == 1 { k[0] } else { k[layer_idx] }, n),
-                None,
-            ),
-            &AbtForm::Dynamic {
-                ratio,
-                clamp: (lo, hi),
-            } => {
+            AbtForm::TopK { k } => (keep_count(if k.len() == 1 { k[0] } else { k[layer_idx] }, n), None),
+            &AbtForm::Dynamic { ratio, clamp: (lo, hi) } => {
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let threshold = ratio * max;
                 let count = scores.iter().filter(|&&s| s > threshold).count();
                 let (clamp_lo, clamp_hi) = (keep_count(lo, n), keep_count(hi, n));
-                let trace = DynamicTrace {
-                    threshold,
-                    count_above_threshold: count,
-                    clamp_lo,
-                    clamp_hi,
-                };
+                let trace = DynamicTrace { threshold, count_above_threshold: count, clamp_lo, clamp_hi };
                 (count.clamp(clamp_lo, clamp_hi), Some(trace))
             }
         };

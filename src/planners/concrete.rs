@@ -115,10 +115,7 @@ pub fn normal_cdf(z: f64) -> f64 {
     0.5 * erfc(-z * std::f64::consts::FRAC_1_SQRT_2)
 }
 
-fn check_finite(
-    what: &'static str,
-    values: impl Iterator<Item = (usize, f64)>,
-) -> Result<(), ConcreteError> {
+fn check_finite(what: &'static str, values: impl Iterator<Item = (usize, f64)>) -> Result<(), ConcreteError> {
     for (index, v) in values {
         if !v.is_finite() {
             return Err(ConcreteError::NonFinite { what, index });
@@ -181,18 +178,9 @@ pub fn standardized_cdf_scores(
             for i in 0..t {
                 let base = ((l * heads + h) * t + i) * t;
                 let row = &scores[base..base + n];
-                check_finite(
-                    "scores",
-                    row.iter()
-                        .enumerate()
-                        .map(|(j, &x)| (base + j, f64::from(x))),
-                )?;
+                check_finite("scores", row.iter().enumerate().map(|(j, &x)| (base + j, f64::from(x))))?;
                 let mean = row.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
-                let var = row
-                    .iter()
-                    .map(|&x| (f64::from(x) - mean).powi(2))
-                    .sum::<f64>()
-                    / (n - ddof) as f64;
+                let var = row.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / (n - ddof) as f64;
                 let denom = var.sqrt() + eps;
                 let out = &mut u[(l * t + i) * t..][..n];
                 for (o, &x) in out.iter_mut().zip(row) {
@@ -309,39 +297,19 @@ pub fn concrete_masks_top(
     let num_special = num_special.clamp(1, n.max(1));
     let expected = layers * t * t;
     if u.len() != expected {
-        return Err(ConcreteError::Length {
-            what: "u",
-            expected,
-            got: u.len(),
-        });
+        return Err(ConcreteError::Length { what: "u", expected, got: u.len() });
     }
     if theta.len() != layers {
-        return Err(ConcreteError::Length {
-            what: "theta",
-            expected: layers,
-            got: theta.len(),
-        });
+        return Err(ConcreteError::Length { what: "theta", expected: layers, got: theta.len() });
     }
     if !(tau.is_finite() && tau > 0.0) {
-        return Err(ConcreteError::BadParam {
-            name: "tau",
-            value: tau,
-            range: "finite, > 0",
-        });
+        return Err(ConcreteError::BadParam { name: "tau", value: tau, range: "finite, > 0" });
     }
     if !(0.0..=1.0).contains(&p) {
-        return Err(ConcreteError::BadParam {
-            name: "p",
-            value: p,
-            range: "[0, 1]",
-        });
+        return Err(ConcreteError::BadParam { name: "p", value: p, range: "[0, 1]" });
     }
     if !(clamp_eps > 0.0 && clamp_eps < 0.5) {
-        return Err(ConcreteError::BadParam {
-            name: "clamp_eps",
-            value: clamp_eps,
-            range: "(0, 0.5)",
-        });
+        return Err(ConcreteError::BadParam { name: "clamp_eps", value: clamp_eps, range: "(0, 0.5)" });
     }
     check_finite("u", u.iter().copied().enumerate())?;
     check_finite("theta", theta.iter().copied().enumerate())?;
@@ -352,12 +320,8 @@ pub fn concrete_masks_top(
     m_next[..num_special].iter_mut().for_each(|m| *m = 1.0);
     let m_top = m_next.clone();
     let mut c = m_next.clone();
-    let (mut s_hat_all, mut s_all, mut mask_all, mut m_all) = (
-        vec![Vec::new(); layers],
-        vec![Vec::new(); layers],
-        vec![Vec::new(); layers],
-        vec![Vec::new(); layers],
-    );
+    let (mut s_hat_all, mut s_all, mut mask_all, mut m_all) =
+        (vec![Vec::new(); layers], vec![Vec::new(); layers], vec![Vec::new(); layers], vec![Vec::new(); layers]);
 
     for l in (0..layers).rev() {
         let u_l = &u[l * t * t..(l + 1) * t * t];
@@ -374,42 +338,16 @@ pub fn concrete_masks_top(
         if max <= 0.0 {
             return Err(ConcreteError::DegenerateScores { layer: l + 1 });
         }
-        let s: Vec<f64> = (0..t)
-            .map(|j| {
-                if j < n {
-                    0.01 + 0.99 * s_hat[j] / max
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask: Vec<f64> = s
-            .iter()
-            .map(|&sj| sigmoid((theta[l] + logit(sj.clamp(clamp_eps, 1.0 - clamp_eps))) / tau))
-            .collect();
+        let s: Vec<f64> = (0..t).map(|j| if j < n { 0.01 + 0.99 * s_hat[j] / max } else { 0.0 }).collect();
+        let mask: Vec<f64> = s.iter().map(|&sj| sigmoid((theta[l] + logit(sj.clamp(clamp_eps, 1.0 - clamp_eps))) / tau)).collect();
         let m: Vec<f64> = mask.iter().zip(&m_next).map(|(&a, &b)| a.max(b)).collect();
         c.clone_from(&s);
         m_next.clone_from(&m);
         (s_hat_all[l], s_all[l], mask_all[l], m_all[l]) = (s_hat, s, mask, m);
     }
 
-    let inputs: Vec<Vec<usize>> = m_all
-        .iter()
-        .map(|m| (0..n).filter(|&j| m[j] >= 0.5).collect())
-        .collect();
+    let inputs: Vec<Vec<usize>> = m_all.iter().map(|m| (0..n).filter(|&j| m[j] >= 0.5).collect()).collect();
     let plan = TokenPlan::from_inputs(n, inputs, (0..num_special).collect())?;
-    let soft_retention_r = m_all
-        .iter()
-        .map(|m| m[..n].iter().sum::<f64>() / n as f64)
-        .sum::<f64>()
-        / layers as f64;
-    Ok(ConcreteResult {
-        s_hat: s_hat_all,
-        s: s_all,
-        mask: mask_all,
-        m: m_all,
-        m_top,
-        plan,
-        soft_retention_r,
-    })
+    let soft_retention_r = m_all.iter().map(|m| m[..n].iter().sum::<f64>() / n as f64).sum::<f64>() / layers as f64;
+    Ok(ConcreteResult { s_hat: s_hat_all, s: s_all, mask: mask_all, m: m_all, m_top, plan, soft_retention_r })
 }

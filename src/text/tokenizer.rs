@@ -65,24 +65,17 @@ impl TextTokenizer {
         let json = dir.join("tokenizer.json");
         let vocab = dir.join("vocab.txt");
         let (tok, source) = if json.exists() {
-            let t = Tokenizer::from_file(&json).map_err(|e| ModelError::Tokenizer {
-                path: json.clone(),
-                message: format!("cannot load tokenizer.json: {e}"),
-            })?;
+            let t = Tokenizer::from_file(&json)
+                .map_err(|e| ModelError::Tokenizer { path: json.clone(), message: format!("cannot load tokenizer.json: {e}") })?;
             (t, json)
         } else if vocab.exists() {
             (wordpiece_from_vocab(dir, &vocab)?, vocab)
         } else {
-            return Err(ModelError::MissingFile {
-                path: json,
-                hint: "a checkpoint needs tokenizer.json or vocab.txt".into(),
-            });
+            return Err(ModelError::MissingFile { path: json, hint: "a checkpoint needs tokenizer.json or vocab.txt".into() });
         };
         let mut plain = tok;
         plain.with_padding(None);
-        plain
-            .with_truncation(None)
-            .map_err(|e| ModelError::Tokenizer { path: source.clone(), message: e.to_string() })?;
+        plain.with_truncation(None).map_err(|e| ModelError::Tokenizer { path: source.clone(), message: e.to_string() })?;
         let mut truncating = plain.clone();
         truncating
             .with_truncation(Some(TruncationParams {
@@ -117,14 +110,12 @@ impl TextTokenizer {
             (full, 0)
         };
         if e.get_ids().is_empty() {
-            return Err(ModelError::Input("tokenizer produced no tokens (does tokenizer.json have a post-processor adding [CLS]/[SEP]?)".into()));
+            return Err(ModelError::Input(
+                "tokenizer produced no tokens (does tokenizer.json have a post-processor adding [CLS]/[SEP]?)".into(),
+            ));
         }
         Ok(Tokenized {
-            input: EncodedInput {
-                ids: e.get_ids().to_vec(),
-                type_ids: e.get_type_ids().to_vec(),
-                patches: Vec::new(),
-            },
+            input: EncodedInput { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec(), patches: Vec::new() },
             tokens: e.get_tokens().to_vec(),
             truncated,
         })
@@ -175,10 +166,7 @@ fn wordpiece_from_vocab(dir: &Path, vocab: &Path) -> Result<Tokenizer, ModelErro
         .unwrap_or(true);
     let err = |m: String| ModelError::Tokenizer { path: vocab.to_path_buf(), message: m };
     let vocab_str = vocab.to_str().ok_or_else(|| err("path is not UTF-8".into()))?;
-    let wp = WordPiece::from_file(vocab_str)
-        .unk_token("[UNK]".into())
-        .build()
-        .map_err(|e| err(format!("cannot read vocab.txt: {e}")))?;
+    let wp = WordPiece::from_file(vocab_str).unk_token("[UNK]".into()).build().map_err(|e| err(format!("cannot read vocab.txt: {e}")))?;
     let id = |t: &str| wp.get_vocab().get(t).copied().ok_or_else(|| err(format!("vocab.txt has no {t} token")));
     let cls = id("[CLS]")?;
     let sep = id("[SEP]")?;

@@ -76,7 +76,21 @@ impl ConcreteConfig {
 
 impl Default for ConcreteConfig {
     fn default() -> Self {
-        Self { theta0: 0.0, theta_init: None, steps: 200, batch_size: 16, lr: 2e-5, weight_decay: 0.05, warmup_frac: 0.05, hard_frac: 0.2, retention_weight: 1e-3, anchor_weight: 1e-3, distill_weight: 0.0, seed: 0, checkpoint_every: 50 }
+        Self {
+            theta0: 0.0,
+            theta_init: None,
+            steps: 200,
+            batch_size: 16,
+            lr: 2e-5,
+            weight_decay: 0.05,
+            warmup_frac: 0.05,
+            hard_frac: 0.2,
+            retention_weight: 1e-3,
+            anchor_weight: 1e-3,
+            distill_weight: 0.0,
+            seed: 0,
+            checkpoint_every: 50,
+        }
     }
 }
 
@@ -187,7 +201,16 @@ pub struct ConcreteParts {
 
 /// The loss of one batch and its parts.
 #[allow(clippy::too_many_arguments)]
-pub fn concrete_loss(model: &ConcreteTrain, tcfg: &EncoderConfig, acfg: &EncoderConfig, batch: &Batch, labels: Tensor<1, Int>, cfg: &ConcreteConfig, hard: bool, frozen_logits: Option<Tensor<2>>) -> (Tensor<1>, ConcreteParts) {
+pub fn concrete_loss(
+    model: &ConcreteTrain,
+    tcfg: &EncoderConfig,
+    acfg: &EncoderConfig,
+    batch: &Batch,
+    labels: Tensor<1, Int>,
+    cfg: &ConcreteConfig,
+    hard: bool,
+    frozen_logits: Option<Tensor<2>>,
+) -> (Tensor<1>, ConcreteParts) {
     let a_out = model.approx.forward(acfg, batch, None);
     let theta = model.theta();
     let mo = concrete_masks_top(&a_out.scores, &batch.valid, theta.clone(), hard, tcfg.num_special_tokens());
@@ -207,7 +230,17 @@ pub fn concrete_loss(model: &ConcreteTrain, tcfg: &EncoderConfig, acfg: &Encoder
         loss = loss + kl;
     }
     let hard_ret = hard_retention(&mo.masks, &batch.lengths);
-    (loss, ConcreteParts { task: scalar(&task), anchor: scalar(&anchor), retention_term: scalar(&ret), distill, soft_retention: scalar(&mo.r), hard_retention: hard_ret })
+    (
+        loss,
+        ConcreteParts {
+            task: scalar(&task),
+            anchor: scalar(&anchor),
+            retention_term: scalar(&ret),
+            distill,
+            soft_retention: scalar(&mo.r),
+            hard_retention: hard_ret,
+        },
+    )
 }
 
 /// Mean section-5 retention of the hard plans given by masks (`m >= 0.5`); `masks` as in
@@ -242,11 +275,20 @@ pub struct ConcreteModel {
 impl ConcreteModel {
     /// Load `dir` (teacher/, approx/, concrete.json) written by [`train_concrete`].
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("concrete.json")).map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt concrete`)", dir.join("concrete.json").display()))?)?;
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("concrete.json"))
+                .map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt concrete`)", dir.join("concrete.json").display()))?,
+        )?;
         let teacher = BertModel::load(&dir.join("teacher"))?;
         let approx = ApproxNet::load(&dir.join("approx"), &teacher.config)?;
         let theta: Vec<f64> = serde_json::from_value(meta["report"]["theta"].clone())?;
-        anyhow::ensure!(theta.len() == teacher.layers.len(), "{}: {} thresholds for {} layers", dir.display(), theta.len(), teacher.layers.len());
+        anyhow::ensure!(
+            theta.len() == teacher.layers.len(),
+            "{}: {} thresholds for {} layers",
+            dir.display(),
+            theta.len(),
+            teacher.layers.len()
+        );
         Ok(Self { teacher, approx, theta, theta0: meta["report"]["theta0"].as_f64().unwrap_or(0.0) })
     }
 }
@@ -261,7 +303,15 @@ fn sigmoid(x: f64) -> f64 {
 /// run continues exactly from the last one (bit-identical to an uninterrupted run), and one of
 /// another configuration, data set or starting model is an error naming the differing fields.
 #[allow(clippy::too_many_arguments)]
-pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledInput], cfg: &ConcreteConfig, out_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<ConcreteReport> {
+pub fn train_concrete(
+    teacher: &BertModel,
+    approx: &ApproxNet,
+    train: &[LabeledInput],
+    cfg: &ConcreteConfig,
+    out_dir: &Path,
+    resume: bool,
+    progress: &Progress,
+) -> anyhow::Result<ConcreteReport> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
     anyhow::ensure!(cfg.batch_size > 0, "batch size must be at least 1");
@@ -281,10 +331,15 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
     };
     let frozen = (cfg.distill_weight > 0.0).then(|| teacher.clone());
     let schedule = Schedule::new(cfg.lr, cfg.steps, cfg.warmup_frac);
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))).init();
+    let mut optim =
+        AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))).init();
     let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
     let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
-    let ckpt = Checkpointer::new(out_dir.join("checkpoint"), "concrete", run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("start_weights", module_fingerprint(&model).into())]));
+    let ckpt = Checkpointer::new(
+        out_dir.join("checkpoint"),
+        "concrete",
+        run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("start_weights", module_fingerprint(&model).into())]),
+    );
     let mut step0 = 0;
     let (mut first, mut last): (Vec<ConcreteParts>, Vec<ConcreteParts>) = (Vec::new(), Vec::new());
     if resume {
@@ -315,7 +370,10 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
                 let owned: Vec<EncodedInput> = inputs.iter().map(|x| (*x).clone()).collect();
                 let preds = crate::infer::classify(f, None, &owned, &crate::infer::Mode::Dense)?;
                 let nl = preds[0].logits.len();
-                Some(Tensor::from_data(TensorData::new(preds.into_iter().flat_map(|p| p.logits).collect::<Vec<f32>>(), [idx.len(), nl]), &device))
+                Some(Tensor::from_data(
+                    TensorData::new(preds.into_iter().flat_map(|p| p.logits).collect::<Vec<f32>>(), [idx.len(), nl]),
+                    &device,
+                ))
             }
             None => None,
         };
@@ -331,7 +389,14 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(schedule.lr(step), model, grads);
-        bar.set_message(format!("task {:.3} r {:.3} hard {:.3} target {:.3}{}", parts.task, parts.soft_retention, parts.hard_retention, sigmoid(cfg.theta0), if hard { " [hard]" } else { "" }));
+        bar.set_message(format!(
+            "task {:.3} r {:.3} hard {:.3} target {:.3}{}",
+            parts.task,
+            parts.soft_retention,
+            parts.hard_retention,
+            sigmoid(cfg.theta0),
+            if hard { " [hard]" } else { "" }
+        ));
         bar.inc(1);
         if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == cfg.steps {
             ckpt.save(&model, &optim, step + 1, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;
@@ -350,8 +415,20 @@ pub fn train_concrete(teacher: &BertModel, approx: &ApproxNet, train: &[LabeledI
             hard_retention: v.iter().map(|p| p.hard_retention).sum::<f64>() / n,
         }
     };
-    let report = ConcreteReport { theta0: cfg.theta0, target_retention: sigmoid(cfg.theta0), theta: theta_vec(&model), steps: cfg.steps, seconds: start_t.elapsed().as_secs_f64(), start: avg(&first), end: avg(&last), output_dir: out_dir.to_path_buf() };
-    crate::checkpoint::write_atomic(&out_dir.join("concrete.json"), serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes())?;
+    let report = ConcreteReport {
+        theta0: cfg.theta0,
+        target_retention: sigmoid(cfg.theta0),
+        theta: theta_vec(&model),
+        steps: cfg.steps,
+        seconds: start_t.elapsed().as_secs_f64(),
+        start: avg(&first),
+        end: avg(&last),
+        output_dir: out_dir.to_path_buf(),
+    };
+    crate::checkpoint::write_atomic(
+        &out_dir.join("concrete.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes(),
+    )?;
     Ok(report)
 }
 

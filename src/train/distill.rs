@@ -59,7 +59,17 @@ impl DistillConfig {
 
 impl Default for DistillConfig {
     fn default() -> Self {
-        Self { steps: 200, batch_size: 16, lr: 1e-3, warmup_frac: 0.05, weight_decay: 0.01, grad_clip: 1.0, seed: 0, checkpoint_every: 50, use_pred: true }
+        Self {
+            steps: 200,
+            batch_size: 16,
+            lr: 1e-3,
+            warmup_frac: 0.05,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            seed: 0,
+            checkpoint_every: 50,
+            use_pred: true,
+        }
     }
 }
 
@@ -138,7 +148,14 @@ fn teacher_batch(teacher: &BertModel, inputs: &[EncodedInput], t: usize, device:
 }
 
 /// The distillation loss of one batch (a scalar tensor) and its parts.
-pub fn distill_loss(model: &ApproxTrain, cfg: &EncoderConfig, teacher: &BertModel, inputs: &[EncodedInput], use_pred: bool, device: &Device) -> anyhow::Result<(Tensor<1>, LossParts)> {
+pub fn distill_loss(
+    model: &ApproxTrain,
+    cfg: &EncoderConfig,
+    teacher: &BertModel,
+    inputs: &[EncodedInput],
+    use_pred: bool,
+    device: &Device,
+) -> anyhow::Result<(Tensor<1>, LossParts)> {
     let refs: Vec<&EncodedInput> = inputs.iter().collect();
     let batch = Batch::from_inputs(&refs, device);
     let [b, t] = batch.dims();
@@ -214,7 +231,16 @@ fn to_approx_net(model: &ApproxTrain, cfg: &EncoderConfig, like: &ApproxNet) -> 
 /// continues exactly from the last checkpoint (bit-identical to an uninterrupted run); one of
 /// another configuration, data set, teacher or starting ApproxNet is an error naming the fields.
 #[allow(clippy::too_many_arguments)]
-pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], heldout: &[EncodedInput], cfg: &DistillConfig, out_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<(ApproxNet, DistillReport)> {
+pub fn distill(
+    teacher: &BertModel,
+    approx: ApproxNet,
+    train: &[EncodedInput],
+    heldout: &[EncodedInput],
+    cfg: &DistillConfig,
+    out_dir: &Path,
+    resume: bool,
+    progress: &Progress,
+) -> anyhow::Result<(ApproxNet, DistillReport)> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training inputs for distillation");
     anyhow::ensure!(cfg.batch_size > 0, "batch size must be at least 1");
@@ -225,20 +251,21 @@ pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], h
     let acfg = approx.model.config.clone();
     let mut model = ApproxTrain {
         net: TrainBert::from_native(&approx.model, &device),
-        transfer: approx
-            .transfer
-            .iter()
-            .map(|l| Lin::from_hf(&l.weight_hf(), l.bias(), l.d_in(), l.d_out(), &device))
-            .collect(),
+        transfer: approx.transfer.iter().map(|l| Lin::from_hf(&l.weight_hf(), l.bias(), l.d_in(), l.d_out(), &device)).collect(),
     };
     let use_pred = cfg.use_pred && teacher.classifier.is_some() && approx.model.classifier.is_some();
     let schedule = Schedule::new(cfg.lr, cfg.steps, cfg.warmup_frac);
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip))).init();
+    let mut optim =
+        AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip))).init();
     let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
     let key = run_key(
         cfg,
         &["checkpoint_every"],
-        &[("data", inputs_fingerprint(train.iter(), std::iter::empty())), ("teacher", native_fingerprint(teacher).into()), ("approx_init", module_fingerprint(&model).into())],
+        &[
+            ("data", inputs_fingerprint(train.iter(), std::iter::empty())),
+            ("teacher", native_fingerprint(teacher).into()),
+            ("approx_init", module_fingerprint(&model).into()),
+        ],
     );
     let ckpt = Checkpointer::new(out_dir.join("checkpoint"), "distill", key);
     let mut step0 = 0usize;
@@ -279,7 +306,16 @@ pub fn distill(teacher: &BertModel, approx: ApproxNet, train: &[EncodedInput], h
     let result = to_approx_net(&model, &acfg, &approx)?;
     let after = fidelity(teacher, &result.model, heldout)?;
     result.save(out_dir)?;
-    let report = DistillReport { steps: cfg.steps, seconds: start.elapsed().as_secs_f64(), final_loss: last.att_kl + last.hid + last.emb + last.pred, before, after };
-    crate::checkpoint::write_atomic(&out_dir.join("distill.json"), serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg, "last_loss_parts": last}))?.as_bytes())?;
+    let report = DistillReport {
+        steps: cfg.steps,
+        seconds: start.elapsed().as_secs_f64(),
+        final_loss: last.att_kl + last.hid + last.emb + last.pred,
+        before,
+        after,
+    };
+    crate::checkpoint::write_atomic(
+        &out_dir.join("distill.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg, "last_loss_parts": last}))?.as_bytes(),
+    )?;
     Ok((result, report))
 }

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -138,7 +138,16 @@ pub fn with_new_head(mut base: BertModel, labels: Vec<String>, seed: u64) -> Ber
 /// result is bit-identical to an uninterrupted run; a checkpoint of another configuration, data
 /// set or base model is an error naming the differing fields.
 #[allow(clippy::too_many_arguments)]
-pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], cfg: &FinetuneConfig, out_dir: &Path, tokenizer_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<FinetuneReport> {
+pub fn finetune(
+    base: BertModel,
+    train: &[LabeledInput],
+    dev: &[LabeledInput],
+    cfg: &FinetuneConfig,
+    out_dir: &Path,
+    tokenizer_dir: &Path,
+    resume: bool,
+    progress: &Progress,
+) -> anyhow::Result<FinetuneReport> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
     anyhow::ensure!(cfg.batch_size > 0, "batch size must be at least 1");
@@ -151,11 +160,13 @@ pub fn finetune(base: BertModel, train: &[LabeledInput], dev: &[LabeledInput], c
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
     let schedule = Schedule::new(cfg.lr, total_steps, cfg.warmup_frac);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip)))
-        .init();
-    let ckpt = Checkpointer::new(out_dir.join("checkpoint"), "finetune", run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("base_model", module_fingerprint(&model).into())]));
+    let mut optim =
+        AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip))).init();
+    let ckpt = Checkpointer::new(
+        out_dir.join("checkpoint"),
+        "finetune",
+        run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("base_model", module_fingerprint(&model).into())]),
+    );
     let mut state = ResumeState { dev_accuracy: Vec::new(), best_dev_accuracy: -1.0, best_epoch: 0, loss_ema: None };
     let mut step = 0;
     if resume {

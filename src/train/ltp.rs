@@ -68,7 +68,19 @@ impl LtpConfig {
 
 impl Default for LtpConfig {
     fn default() -> Self {
-        Self { lambda: 1.0, temperature: 0.01, steps: 200, batch_size: 16, lr: 2e-5, theta_lr: 2e-3, weight_decay: 0.01, warmup_frac: 0.05, hard_frac: 0.3, seed: 0, checkpoint_every: 50 }
+        Self {
+            lambda: 1.0,
+            temperature: 0.01,
+            steps: 200,
+            batch_size: 16,
+            lr: 2e-5,
+            theta_lr: 2e-3,
+            weight_decay: 0.01,
+            warmup_frac: 0.05,
+            hard_frac: 0.3,
+            seed: 0,
+            checkpoint_every: 50,
+        }
     }
 }
 
@@ -81,7 +93,14 @@ pub struct LtpTrain {
 }
 
 /// Soft (or hard) LTP forward: CLS rows `[B, d]` and the per-layer running masks (`L - 1` of `[B, T]`).
-pub fn ltp_forward(model: &LtpTrain, c: &EncoderConfig, batch: &Batch, theta: Tensor<1>, temperature: f64, hard: bool) -> (Tensor<2>, Vec<Tensor<2>>) {
+pub fn ltp_forward(
+    model: &LtpTrain,
+    c: &EncoderConfig,
+    batch: &Batch,
+    theta: Tensor<1>,
+    temperature: f64,
+    hard: bool,
+) -> (Tensor<2>, Vec<Tensor<2>>) {
     let [b, t] = batch.dims();
     let big_l = c.num_layers;
     let h = c.num_heads as f64;
@@ -152,10 +171,13 @@ impl LtpModel {
     /// Load `dir` (teacher/, ltp.json) written by [`train_ltp`].
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("ltp.json");
-        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt ltp`)", path.display()))?)?;
+        let meta: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt ltp`)", path.display()))?,
+        )?;
         let teacher = BertModel::load(&dir.join("teacher"))?;
         let theta: Vec<f64> = serde_json::from_value(meta["report"]["theta"].clone())?;
-        crate::planners::ltp::check_thresholds(&theta, teacher.layers.len()).map_err(|e| anyhow::anyhow!("{}: report.theta: {e}", path.display()))?;
+        crate::planners::ltp::check_thresholds(&theta, teacher.layers.len())
+            .map_err(|e| anyhow::anyhow!("{}: report.theta: {e}", path.display()))?;
         Ok(Self { teacher, theta, lambda: meta["report"]["lambda"].as_f64().unwrap_or(0.0) })
     }
 }
@@ -164,7 +186,14 @@ impl LtpModel {
 /// `ltp.json`. Checkpoints ([`crate::train::resume`]) go to `out_dir/checkpoint` every
 /// `cfg.checkpoint_every` steps and at the end; with `resume` the run continues exactly from the
 /// last one, and one of another configuration, data set or teacher is an error naming the fields.
-pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, out_dir: &Path, resume: bool, progress: &Progress) -> anyhow::Result<LtpReport> {
+pub fn train_ltp(
+    teacher: &BertModel,
+    train: &[LabeledInput],
+    cfg: &LtpConfig,
+    out_dir: &Path,
+    resume: bool,
+    progress: &Progress,
+) -> anyhow::Result<LtpReport> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training examples");
     anyhow::ensure!(teacher.classifier.is_some(), "the teacher has no classification head");
@@ -174,12 +203,18 @@ pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, o
     let big_l = c.num_layers;
     anyhow::ensure!(big_l >= 2, "LTP needs at least 2 layers");
     let scale = cfg.theta_lr / cfg.lr;
-    let mut model = LtpTrain { teacher: TrainBert::from_native(teacher, &device), phi: Param::from_tensor(Tensor::zeros([big_l - 1], &device)) };
+    let mut model =
+        LtpTrain { teacher: TrainBert::from_native(teacher, &device), phi: Param::from_tensor(Tensor::zeros([big_l - 1], &device)) };
     let schedule = Schedule::new(cfg.lr, cfg.steps, cfg.warmup_frac);
-    let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))).init();
+    let mut optim =
+        AdamWConfig::new().with_weight_decay(cfg.weight_decay).with_grad_clipping(Some(GradientClippingConfig::Norm(1.0))).init();
     let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
     let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
-    let ckpt = Checkpointer::new(out_dir.join("checkpoint"), "ltp", run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("start_weights", module_fingerprint(&model).into())]));
+    let ckpt = Checkpointer::new(
+        out_dir.join("checkpoint"),
+        "ltp",
+        run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("start_weights", module_fingerprint(&model).into())]),
+    );
     let mut step0 = 0;
     let (mut first, mut last): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     if resume {
@@ -235,7 +270,12 @@ pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, o
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(schedule.lr(step), model, grads);
-        bar.set_message(format!("task {:.3} mask-mean {:.3} hard retention {hr:.3}{}", scalar(&task), scalar(&l1), if hard { " [hard]" } else { "" }));
+        bar.set_message(format!(
+            "task {:.3} mask-mean {:.3} hard retention {hr:.3}{}",
+            scalar(&task),
+            scalar(&l1),
+            if hard { " [hard]" } else { "" }
+        ));
         bar.inc(1);
         if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == cfg.steps {
             ckpt.save(&model, &optim, step + 1, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;
@@ -246,7 +286,19 @@ pub fn train_ltp(teacher: &BertModel, train: &[LabeledInput], cfg: &LtpConfig, o
     let native = model.teacher.to_native(&c)?;
     save_hf_checkpoint(&native, &out_dir.join("teacher"), None)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let report = LtpReport { lambda: cfg.lambda, temperature: cfg.temperature, theta, steps: cfg.steps, seconds: start_t.elapsed().as_secs_f64(), start_retention: mean(&first), end_retention: mean(&last), output_dir: out_dir.to_path_buf() };
-    crate::checkpoint::write_atomic(&out_dir.join("ltp.json"), serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes())?;
+    let report = LtpReport {
+        lambda: cfg.lambda,
+        temperature: cfg.temperature,
+        theta,
+        steps: cfg.steps,
+        seconds: start_t.elapsed().as_secs_f64(),
+        start_retention: mean(&first),
+        end_retention: mean(&last),
+        output_dir: out_dir.to_path_buf(),
+    };
+    crate::checkpoint::write_atomic(
+        &out_dir.join("ltp.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes(),
+    )?;
     Ok(report)
 }

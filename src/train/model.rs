@@ -235,7 +235,10 @@ impl TrainBert {
                 p2(&e.position, v.seq_len(), d),
                 None,
                 None,
-                Some(Param::from_tensor(Tensor::from_data(TensorData::new(e.projection.weight_hf(), [d, v.num_channels, v.patch_size, v.patch_size]), device))),
+                Some(Param::from_tensor(Tensor::from_data(
+                    TensorData::new(e.projection.weight_hf(), [d, v.num_channels, v.patch_size, v.patch_size]),
+                    device,
+                ))),
                 Some(Param::from_tensor(Tensor::from_data(TensorData::new(e.projection.bias().to_vec(), [d]), device))),
                 Some(p2(&e.special, v.num_special_tokens(), d)),
             ),
@@ -383,7 +386,15 @@ impl TrainBert {
     /// `key_mask` `[B, T]`, when given, renormalises attention over mask-weighted keys
     /// (section 4.3: `P_ij <- P_ij m_j / (Σ_k P_ik m_k + 1e-9)`); `out_scale` `[B, T]`, when
     /// given, scales the output rows after the last LayerNorm. Returns (output, scores, probs).
-    pub fn layer(&self, c: &EncoderConfig, l: usize, x: Tensor<3>, key_bias: Tensor<4>, key_mask: Option<Tensor<2>>, out_scale: Option<Tensor<2>>) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
+    pub fn layer(
+        &self,
+        c: &EncoderConfig,
+        l: usize,
+        x: Tensor<3>,
+        key_bias: Tensor<4>,
+        key_mask: Option<Tensor<2>>,
+        out_scale: Option<Tensor<2>>,
+    ) -> (Tensor<3>, Tensor<4>, Tensor<4>) {
         let [b, t, d] = x.dims();
         let h = c.num_heads;
         let dh = c.head_size();

@@ -181,7 +181,15 @@ impl Checkpointer {
     /// Write a checkpoint at `step` (the next step to run): weights, optimiser state, then the
     /// commit record; older checkpoint files are removed afterwards.
     #[allow(clippy::too_many_arguments)]
-    pub fn save<M: Module>(&self, model: &M, optim: &ModuleOptimizer, step: usize, per_epoch: usize, schedule: &Schedule, extra: Value) -> Result<(), ResumeError> {
+    pub fn save<M: Module>(
+        &self,
+        model: &M,
+        optim: &ModuleOptimizer,
+        step: usize,
+        per_epoch: usize,
+        schedule: &Schedule,
+        extra: Value,
+    ) -> Result<(), ResumeError> {
         let weights = format!("weights-{step:08}.safetensors");
         let optimizer = format!("optimizer-{step:08}.bpk");
         let params = collect_params(model);
@@ -237,11 +245,13 @@ impl Checkpointer {
             return Ok((model, optim, None));
         }
         let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("not a checkpoint record ({e})") })?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("not a checkpoint record ({e})") })?;
         if value.get("format").and_then(Value::as_u64) != Some(FORMAT as u64) {
             return Err(ResumeError::Unusable { path, message: format!("written by an older sttabt without the optimiser state (layout {}, expected {FORMAT}), so it cannot be resumed exactly", value.get("format").map(|v| v.to_string()).unwrap_or_else(|| "1".into())) });
         }
-        let state: TrainState = serde_json::from_value(value).map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("malformed checkpoint record ({e})") })?;
+        let state: TrainState = serde_json::from_value(value)
+            .map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("malformed checkpoint record ({e})") })?;
         if state.job != self.job {
             return Err(ResumeError::Mismatch { path, fields: format!("job: {} -> {}", state.job, self.job) });
         }
@@ -253,7 +263,10 @@ impl Checkpointer {
         let store = crate::checkpoint::TensorStore::read(&wpath).map_err(|e| io(&wpath, e))?;
         let names: Vec<(String, Vec<usize>)> = collect_params(&model).into_iter().map(|(n, s, _)| (n, s)).collect();
         if names.len() != state.param_ids.len() {
-            return Err(ResumeError::Unusable { path: wpath, message: format!("{} parameter ids for a model with {} parameters", state.param_ids.len(), names.len()) });
+            return Err(ResumeError::Unusable {
+                path: wpath,
+                message: format!("{} parameter ids for a model with {} parameters", state.param_ids.len(), names.len()),
+            });
         }
         let mut values = Vec::with_capacity(names.len());
         for (name, shape) in &names {
@@ -263,7 +276,9 @@ impl Checkpointer {
         let model = model.map(&mut mapper);
         let opath = self.dir.join(&state.optimizer);
         let bytes = std::fs::read(&opath).map_err(|e| io(&opath, e))?;
-        let optim = optim.from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| ResumeError::Unusable { path: opath, message: format!("corrupt optimiser state: {e:?}") })?;
+        let optim = optim
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| ResumeError::Unusable { path: opath, message: format!("corrupt optimiser state: {e:?}") })?;
         Ok((model, optim, Some(state)))
     }
 }

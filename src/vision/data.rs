@@ -56,7 +56,8 @@ impl ImageSource {
     pub fn load(&self) -> Result<ImageSplits> {
         match self {
             ImageSource::FashionMnist { dir, seed } => {
-                let tr = load_fashion_mnist(dir, VisionSplit::Train).with_context(|| format!("Fashion-MNIST in {} (run `sttabt fetch --vision`)", dir.display()))?;
+                let tr = load_fashion_mnist(dir, VisionSplit::Train)
+                    .with_context(|| format!("Fashion-MNIST in {} (run `sttabt fetch --vision`)", dir.display()))?;
                 let te = load_fashion_mnist(dir, VisionSplit::Test).with_context(|| format!("Fashion-MNIST in {}", dir.display()))?;
                 let images = images_from_idx(&tr);
                 let labels: Vec<usize> = tr.labels.iter().map(|&l| l as usize).collect();
@@ -73,7 +74,12 @@ impl ImageSource {
                     test_labels: te.labels.iter().map(|&l| l as usize).collect(),
                     test,
                     classes: tr.class_names.clone(),
-                    description: format!("Fashion-MNIST ({} train / {} dev held out with seed {seed} / {} test)", train_idx.len(), dev_idx.len(), te.labels.len()),
+                    description: format!(
+                        "Fashion-MNIST ({} train / {} dev held out with seed {seed} / {} test)",
+                        train_idx.len(),
+                        dev_idx.len(),
+                        te.labels.len()
+                    ),
                 })
             }
             ImageSource::Folder { dir, seed } => load_folder(dir, *seed),
@@ -96,7 +102,13 @@ fn load_folder(dir: &Path, seed: u64) -> Result<ImageSplits> {
         let tr = load_image_folder(&train_dir)?;
         let (train, train_labels) = tr.load_all()?;
         let te = load_image_folder(&test_dir)?;
-        anyhow::ensure!(te.classes == tr.classes, "{}: the test classes {:?} differ from the train classes {:?}", test_dir.display(), te.classes, tr.classes);
+        anyhow::ensure!(
+            te.classes == tr.classes,
+            "{}: the test classes {:?} differ from the train classes {:?}",
+            test_dir.display(),
+            te.classes,
+            tr.classes
+        );
         let (test, test_labels) = te.load_all()?;
         let (dev, dev_labels) = match sub(&["val", "dev", "validation"]) {
             Some(d) => {
@@ -107,7 +119,14 @@ fn load_folder(dir: &Path, seed: u64) -> Result<ImageSplits> {
             None => (test.clone(), test_labels.clone()),
         };
         return Ok(ImageSplits {
-            description: format!("image folder {} ({} train / {} dev / {} test, {} classes)", dir.display(), train.len(), dev.len(), test.len(), tr.classes.len()),
+            description: format!(
+                "image folder {} ({} train / {} dev / {} test, {} classes)",
+                dir.display(),
+                train.len(),
+                dev.len(),
+                test.len(),
+                tr.classes.len()
+            ),
             train,
             train_labels,
             dev,
@@ -127,7 +146,14 @@ fn load_folder(dir: &Path, seed: u64) -> Result<ImageSplits> {
     let (test_idx, rest) = order.split_at(n_test);
     let (dev_idx, train_idx) = rest.split_at(n_dev);
     Ok(ImageSplits {
-        description: format!("image folder {} split 80/10/10 with seed {seed} ({} train / {} dev / {} test, {} classes)", dir.display(), train_idx.len(), dev_idx.len(), test_idx.len(), f.classes.len()),
+        description: format!(
+            "image folder {} split 80/10/10 with seed {seed} ({} train / {} dev / {} test, {} classes)",
+            dir.display(),
+            train_idx.len(),
+            dev_idx.len(),
+            test_idx.len(),
+            f.classes.len()
+        ),
         train: take(&images, train_idx),
         train_labels: take(&labels, train_idx),
         dev: take(&images, dev_idx),
@@ -139,7 +165,13 @@ fn load_folder(dir: &Path, seed: u64) -> Result<ImageSplits> {
 }
 
 /// Preprocess and patchify `images` for `config` and pair them with `labels` (first `limit`).
-pub fn encode_labeled(config: &EncoderConfig, processor: &ImageProcessor, images: &[Image], labels: &[usize], limit: Option<usize>) -> Result<Vec<LabeledInput>> {
+pub fn encode_labeled(
+    config: &EncoderConfig,
+    processor: &ImageProcessor,
+    images: &[Image],
+    labels: &[usize],
+    limit: Option<usize>,
+) -> Result<Vec<LabeledInput>> {
     let n = limit.unwrap_or(images.len()).min(images.len());
     let inputs = encode_images(config, processor, &images[..n])?;
     Ok(inputs.into_iter().zip(labels).map(|(input, &label)| LabeledInput { input, label }).collect())
@@ -165,14 +197,33 @@ pub struct VisionData {
 /// Load `source` and encode it for `config` with `processor`: at most `train_limit` training
 /// images and `eval_limit` dev/test images. Errors: unreadable data, or a model whose label count
 /// differs from the data's classes (when the model has a head).
-pub fn prepare(source: &ImageSource, config: &EncoderConfig, processor: &ImageProcessor, train_limit: Option<usize>, eval_limit: Option<usize>) -> Result<VisionData> {
+pub fn prepare(
+    source: &ImageSource,
+    config: &EncoderConfig,
+    processor: &ImageProcessor,
+    train_limit: Option<usize>,
+    eval_limit: Option<usize>,
+) -> Result<VisionData> {
     let s = source.load()?;
     if !config.labels.is_empty() && config.labels.len() != s.classes.len() {
-        anyhow::bail!("the model has {} label(s) {:?} but the data has {} class(es) {:?}", config.labels.len(), config.labels, s.classes.len(), s.classes);
+        anyhow::bail!(
+            "the model has {} label(s) {:?} but the data has {} class(es) {:?}",
+            config.labels.len(),
+            config.labels,
+            s.classes.len(),
+            s.classes
+        );
     }
     let train = encode_labeled(config, processor, &s.train, &s.train_labels, train_limit)?;
     let dev = encode_labeled(config, processor, &s.dev, &s.dev_labels, eval_limit)?;
     let test = encode_labeled(config, processor, &s.test, &s.test_labels, eval_limit)?;
     let n_test = test.len();
-    Ok(VisionData { train, dev, test, test_images: s.test.into_iter().take(n_test).collect(), classes: s.classes, description: s.description })
+    Ok(VisionData {
+        train,
+        dev,
+        test,
+        test_images: s.test.into_iter().take(n_test).collect(),
+        classes: s.classes,
+        description: s.description,
+    })
 }

@@ -138,7 +138,9 @@ pub fn patch_survival_layout(
     let width = left + gap + columns as u64 * (cell_w + gap);
     let height = top + gap + images.len() as u64 * (max_h + gap);
     if width.saturating_mul(height) > MAX_PIXELS {
-        return Err(grid_err(format!("a {width} x {height} pixel grid is too large (at most 2^28 pixels); lower `scale` or pass fewer images")));
+        return Err(grid_err(format!(
+            "a {width} x {height} pixel grid is too large (at most 2^28 pixels); lower `scale` or pass fewer images"
+        )));
     }
     Ok(GridLayout {
         width: width as u32,
@@ -185,7 +187,10 @@ pub fn render_patch_survival(
     }
     let columns = kept.first().map(|k| k.len()).unwrap_or(0);
     if let Some((i, k)) = kept.iter().enumerate().find(|(_, k)| k.len() != columns) {
-        return Err(grid_err(format!("image #{i} has {} columns of kept tokens, image #0 has {columns}; expected the same count", k.len())));
+        return Err(grid_err(format!(
+            "image #{i} has {} columns of kept tokens, image #0 has {columns}; expected the same count",
+            k.len()
+        )));
     }
     if patch == 0 {
         return Err(grid_err("patch size must be at least 1, found 0".into()));

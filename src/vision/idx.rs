@@ -14,18 +14,8 @@ pub const IMAGES_MAGIC: u32 = 2051;
 pub const LABELS_MAGIC: u32 = 2049;
 
 /// Fashion-MNIST class names, indexed by label.
-pub const FASHION_MNIST_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// MNIST class names (the digits), indexed by label.
 pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -176,16 +166,11 @@ pub enum IdxError {
 
 /// Reads the whole file, gunzipping when it starts with the gzip magic.
 fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IdxError> {
-    let io = |source| IdxError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| IdxError::Io { path: path.to_path_buf(), source };
     let raw = std::fs::read(path).map_err(io)?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(io)?;
+        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).map_err(io)?;
         Ok(out)
     } else {
         Ok(raw)
@@ -193,24 +178,14 @@ fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, IdxError> {
 }
 
 /// Parses an IDX buffer with `magic` and returns (dims, data).
-fn parse_idx<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-    magic: u32,
-    what: &'static str,
-) -> Result<(Vec<usize>, &'a [u8]), IdxError> {
+fn parse_idx<'a>(path: &Path, bytes: &'a [u8], magic: u32, what: &'static str) -> Result<(Vec<usize>, &'a [u8]), IdxError> {
     let mut first = [0u8; 4];
     for (dst, src) in first.iter_mut().zip(bytes) {
         *dst = *src;
     }
     let found = u32::from_be_bytes(first);
     if bytes.len() < 4 || found != magic {
-        return Err(IdxError::BadMagic {
-            path: path.to_path_buf(),
-            expected: magic,
-            found,
-            what,
-        });
+        return Err(IdxError::BadMagic { path: path.to_path_buf(), expected: magic, found, what });
     }
     let ndims = (magic & 0xff) as usize;
     let header_len = 4 + 4 * ndims;
@@ -222,18 +197,12 @@ fn parse_idx<'a>(
             dims: Vec::new(),
         });
     }
-    let dims32: Vec<u32> = bytes[4..header_len]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let dims32: Vec<u32> = bytes[4..header_len].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect();
     let data_len = dims32
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
         .and_then(|n| n.checked_add(header_len))
-        .ok_or_else(|| IdxError::Overflow {
-            path: path.to_path_buf(),
-            dims: dims32.clone(),
-        })?;
+        .ok_or_else(|| IdxError::Overflow { path: path.to_path_buf(), dims: dims32.clone() })?;
     if bytes.len() < data_len {
         return Err(IdxError::Truncated {
             path: path.to_path_buf(),
@@ -259,12 +228,7 @@ fn parse_idx<'a>(
 pub fn read_idx_images(path: &Path) -> Result<ImageSet, IdxError> {
     let bytes = read_maybe_gzip(path)?;
     let (dims, data) = parse_idx(path, &bytes, IMAGES_MAGIC, "images")?;
-    Ok(ImageSet {
-        count: dims[0],
-        rows: dims[1],
-        cols: dims[2],
-        pixels: data.to_vec(),
-    })
+    Ok(ImageSet { count: dims[0], rows: dims[1], cols: dims[2], pixels: data.to_vec() })
 }
 
 /// Reads an IDX label file (magic 2049), raw or gzip. The file length must match the
@@ -284,10 +248,7 @@ pub fn write_idx_images(path: &Path, images: &ImageSet) -> Result<(), IdxError> 
         out.extend_from_slice(&(d as u32).to_be_bytes());
     }
     out.extend_from_slice(&images.pixels);
-    std::fs::write(path, out).map_err(|source| IdxError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, out).map_err(|source| IdxError::Io { path: path.to_path_buf(), source })
 }
 
 /// Writes labels in IDX format (uncompressed); the inverse of [`read_idx_labels`].
@@ -296,10 +257,7 @@ pub fn write_idx_labels(path: &Path, labels: &[u8]) -> Result<(), IdxError> {
     out.extend_from_slice(&LABELS_MAGIC.to_be_bytes());
     out.extend_from_slice(&(labels.len() as u32).to_be_bytes());
     out.extend_from_slice(labels);
-    std::fs::write(path, out).map_err(|source| IdxError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, out).map_err(|source| IdxError::Io { path: path.to_path_buf(), source })
 }
 
 /// `dir/<name>.gz` if it exists, else `dir/<name>`, else [`IdxError::NotFound`].
@@ -311,48 +269,24 @@ fn find_file(dir: &Path, name: &str) -> Result<PathBuf, IdxError> {
     } else if raw.is_file() {
         Ok(raw)
     } else {
-        Err(IdxError::NotFound {
-            tried: vec![gz, raw],
-        })
+        Err(IdxError::NotFound { tried: vec![gz, raw] })
     }
 }
 
 /// Loads `{train,t10k}-images-idx3-ubyte[.gz]` and `{train,t10k}-labels-idx1-ubyte[.gz]`
 /// from `dir`, checking that the counts agree and labels are below the class count.
-pub fn load_idx_dataset(
-    dir: &Path,
-    split: VisionSplit,
-    class_names: &[&str],
-) -> Result<LabelledImages, IdxError> {
+pub fn load_idx_dataset(dir: &Path, split: VisionSplit, class_names: &[&str]) -> Result<LabelledImages, IdxError> {
     let images_path = find_file(dir, &format!("{}-images-idx3-ubyte", split.prefix()))?;
     let labels_path = find_file(dir, &format!("{}-labels-idx1-ubyte", split.prefix()))?;
     let images = read_idx_images(&images_path)?;
     let labels = read_idx_labels(&labels_path)?;
     if images.count != labels.len() {
-        return Err(IdxError::CountMismatch {
-            images_path,
-            labels_path,
-            images: images.count,
-            labels: labels.len(),
-        });
+        return Err(IdxError::CountMismatch { images_path, labels_path, images: images.count, labels: labels.len() });
     }
-    if let Some((index, &found)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= class_names.len())
-    {
-        return Err(IdxError::BadLabel {
-            path: labels_path,
-            index,
-            classes: class_names.len(),
-            found,
-        });
+    if let Some((index, &found)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= class_names.len()) {
+        return Err(IdxError::BadLabel { path: labels_path, index, classes: class_names.len(), found });
     }
-    Ok(LabelledImages {
-        images,
-        labels,
-        class_names: class_names.iter().map(|s| s.to_string()).collect(),
-    })
+    Ok(LabelledImages { images, labels, class_names: class_names.iter().map(|s| s.to_string()).collect() })
 }
 
 /// Loads Fashion-MNIST from `dir` (e.g. `~/.cache/sttabt/data/fashion-mnist`) with

@@ -140,7 +140,11 @@ impl Image {
     /// `channels * height * width` or any dimension is zero.
     pub fn new(channels: usize, height: usize, width: usize, data: Vec<f32>) -> Result<Image, VisionError> {
         if channels == 0 || height == 0 || width == 0 {
-            return Err(shape_err("Image::new dimensions", "channels, height and width all > 0", format!("[{channels}, {height}, {width}]")));
+            return Err(shape_err(
+                "Image::new dimensions",
+                "channels, height and width all > 0",
+                format!("[{channels}, {height}, {width}]"),
+            ));
         }
         let n = channels.checked_mul(height).and_then(|n| n.checked_mul(width));
         if n != Some(data.len()) {
@@ -155,10 +159,9 @@ impl Image {
 
     /// A constant image `[channels, height, width]` filled with `value`. Errors like [`Image::new`].
     pub fn filled(channels: usize, height: usize, width: usize, value: f32) -> Result<Image, VisionError> {
-        let n = channels
-            .checked_mul(height)
-            .and_then(|n| n.checked_mul(width))
-            .ok_or_else(|| shape_err("Image::filled dimensions", "a size that fits in memory", format!("[{channels}, {height}, {width}]")))?;
+        let n = channels.checked_mul(height).and_then(|n| n.checked_mul(width)).ok_or_else(|| {
+            shape_err("Image::filled dimensions", "a size that fits in memory", format!("[{channels}, {height}, {width}]"))
+        })?;
         Image::new(channels, height, width, vec![value; n])
     }
 

@@ -1,8 +1,8 @@
 //! Image data for the ViT experiments.
 
-pub mod idx;
-pub mod grid;
-pub mod image;
-pub mod preprocess;
 pub mod data;
+pub mod grid;
+pub mod idx;
+pub mod image;
 pub mod model;
+pub mod preprocess;

@@ -113,7 +113,12 @@ fn init_tensors(c: &EncoderConfig, v: &VisionConfig, seed: u64) -> Vec<(String, 
         push_rand(format!("{pre}embeddings.distillation_token"), vec![1, 1, d], &mut out, &mut rng);
     }
     push_rand(format!("{pre}embeddings.position_embeddings"), vec![1, v.seq_len(), d], &mut out, &mut rng);
-    push_rand(format!("{pre}embeddings.patch_embeddings.projection.weight"), vec![d, v.num_channels, v.patch_size, v.patch_size], &mut out, &mut rng);
+    push_rand(
+        format!("{pre}embeddings.patch_embeddings.projection.weight"),
+        vec![d, v.num_channels, v.patch_size, v.patch_size],
+        &mut out,
+        &mut rng,
+    );
     out.push((format!("{pre}embeddings.patch_embeddings.projection.bias"), vec![d], vec![0.0; d]));
     let linear = |name: String, d_in: usize, d_out: usize, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, rng: &mut SplitMix64| {
         let w: Vec<f32> = (0..d_in * d_out).map(|_| (normal(rng) * 0.02).clamp(-0.04, 0.04)).collect();

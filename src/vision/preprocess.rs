@@ -189,7 +189,11 @@ impl ImageProcessor {
     /// Errors ([`VisionError::Config`]) on a zero size or channel count, a length mismatch or a
     /// zero / non-finite std.
     pub fn for_model(image_size: usize, channels: usize, mean: &[f32], std: &[f32]) -> Result<ImageProcessor, VisionError> {
-        let err = |field: &str, message: String| VisionError::Config { source_name: "ImageProcessor::for_model".into(), field: field.into(), message };
+        let err = |field: &str, message: String| VisionError::Config {
+            source_name: "ImageProcessor::for_model".into(),
+            field: field.into(),
+            message,
+        };
         if channels == 0 {
             return Err(err("channels", "expected at least 1 channel, found 0".into()));
         }
@@ -240,10 +244,12 @@ impl ImageProcessor {
     }
 
     fn parse(json: &str, name: &str) -> Result<ImageProcessor, VisionError> {
-        let value: Value = serde_json::from_str(json).map_err(|e| VisionError::Json { source_name: name.into(), message: e.to_string() })?;
-        let map = value
-            .as_object()
-            .ok_or_else(|| VisionError::Json { source_name: name.into(), message: format!("expected a JSON object, found {}", json_kind(&value)) })?;
+        let value: Value =
+            serde_json::from_str(json).map_err(|e| VisionError::Json { source_name: name.into(), message: e.to_string() })?;
+        let map = value.as_object().ok_or_else(|| VisionError::Json {
+            source_name: name.into(),
+            message: format!("expected a JSON object, found {}", json_kind(&value)),
+        })?;
         let f = Fields { name, map };
         let class = f.string("image_processor_type")?.or(f.string("feature_extractor_type")?).unwrap_or_default();
         let kind = if class.contains("DeiT") { Kind::Deit } else { Kind::Vit };
@@ -263,8 +269,9 @@ impl ImageProcessor {
         };
         let resample = match f.int("resample")? {
             None => d.resample,
-            Some(code) => Resample::from_pil_code(code)
-                .ok_or_else(|| f.err("resample", format!("unsupported PIL resample code {code}; expected 0 (nearest), 2 (bilinear) or 3 (bicubic)")))?,
+            Some(code) => Resample::from_pil_code(code).ok_or_else(|| {
+                f.err("resample", format!("unsupported PIL resample code {code}; expected 0 (nearest), 2 (bilinear) or 3 (bicubic)"))
+            })?,
         };
         let p = ImageProcessor {
             do_resize: f.bool("do_resize")?.unwrap_or(d.do_resize),
@@ -444,7 +451,11 @@ impl ImageProcessor {
         let mut data = Vec::new();
         let mut first: Option<(usize, usize, usize)> = None;
         for (i, r) in outs.into_iter().enumerate() {
-            let im = r.map_err(|e| VisionError::Shape { what: format!("ImageProcessor::apply_batch image #{i}"), expected: "a valid image".into(), found: e.to_string() })?;
+            let im = r.map_err(|e| VisionError::Shape {
+                what: format!("ImageProcessor::apply_batch image #{i}"),
+                expected: "a valid image".into(),
+                found: e.to_string(),
+            })?;
             let dims = (im.channels, im.height, im.width);
             match first {
                 None => first = Some(dims),
@@ -505,15 +516,21 @@ impl Fields<'_> {
     }
 
     fn bool(&self, key: &str) -> Result<Option<bool>, VisionError> {
-        self.get(key).map(|v| v.as_bool().ok_or_else(|| self.err(key, format!("expected true or false, found {}", json_kind(v))))).transpose()
+        self.get(key)
+            .map(|v| v.as_bool().ok_or_else(|| self.err(key, format!("expected true or false, found {}", json_kind(v)))))
+            .transpose()
     }
 
     fn string(&self, key: &str) -> Result<Option<String>, VisionError> {
-        self.get(key).map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.err(key, format!("expected a string, found {}", json_kind(v))))).transpose()
+        self.get(key)
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| self.err(key, format!("expected a string, found {}", json_kind(v)))))
+            .transpose()
     }
 
     fn float(&self, key: &str) -> Result<Option<f32>, VisionError> {
-        self.get(key).map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| self.err(key, format!("expected a number, found {}", json_kind(v))))).transpose()
+        self.get(key)
+            .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| self.err(key, format!("expected a number, found {}", json_kind(v)))))
+            .transpose()
     }
 
     fn int(&self, key: &str) -> Result<Option<i64>, VisionError> {
@@ -525,7 +542,8 @@ impl Fields<'_> {
         if let Some(x) = v.as_f64() {
             return Ok(Some(Floats::Scalar(x as f32)));
         }
-        let arr = v.as_array().ok_or_else(|| self.err(key, format!("expected a list of numbers (one per channel), found {}", json_kind(v))))?;
+        let arr =
+            v.as_array().ok_or_else(|| self.err(key, format!("expected a list of numbers (one per channel), found {}", json_kind(v))))?;
         let list = arr
             .iter()
             .enumerate()
@@ -537,7 +555,11 @@ impl Fields<'_> {
     fn dim(&self, key: &str, obj: &Map<String, Value>, sub: &str) -> Result<Option<usize>, VisionError> {
         obj.get(sub)
             .filter(|v| !v.is_null())
-            .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| self.err(&format!("{key}.{sub}"), format!("expected a positive integer, found {v}"))))
+            .map(|v| {
+                v.as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| self.err(&format!("{key}.{sub}"), format!("expected a positive integer, found {v}")))
+            })
             .transpose()
     }
 
@@ -640,7 +662,11 @@ fn nearest_indices(in_size: usize, out_size: usize) -> Vec<usize> {
 pub fn resize(img: &Image, height: usize, width: usize, resample: Resample) -> Result<Image, VisionError> {
     img.validate("resize input")?;
     if height == 0 || width == 0 {
-        return Err(VisionError::Shape { what: "resize output size".into(), expected: "height and width > 0".into(), found: format!("{height} x {width}") });
+        return Err(VisionError::Shape {
+            what: "resize output size".into(),
+            expected: "height and width > 0".into(),
+            found: format!("{height} x {width}"),
+        });
     }
     let (c, h, w) = (img.channels, img.height, img.width);
     if (h, w) == (height, width) {
@@ -707,7 +733,11 @@ pub fn resize(img: &Image, height: usize, width: usize, resample: Resample) -> R
 pub fn center_crop(img: &Image, height: usize, width: usize) -> Result<Image, VisionError> {
     img.validate("center_crop input")?;
     if height == 0 || width == 0 {
-        return Err(VisionError::Shape { what: "center_crop size".into(), expected: "height and width > 0".into(), found: format!("{height} x {width}") });
+        return Err(VisionError::Shape {
+            what: "center_crop size".into(),
+            expected: "height and width > 0".into(),
+            found: format!("{height} x {width}"),
+        });
     }
     let (c, h, w) = (img.channels as i64, img.height as i64, img.width as i64);
     let top = (h - height as i64).div_euclid(2);

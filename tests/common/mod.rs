@@ -1,8 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use sttabt::BertModel;
@@ -20,7 +20,10 @@ pub fn reference_dir() -> PathBuf {
             return cand;
         }
     }
-    panic!("reference vectors not found: expected shared/reference beside the checkout ({}/../shared/reference); set STTABT_REFERENCE_DIR", manifest.display())
+    panic!(
+        "reference vectors not found: expected shared/reference beside the checkout ({}/../shared/reference); set STTABT_REFERENCE_DIR",
+        manifest.display()
+    )
 }
 
 /// Say on stderr which CPU paths this process runs for the check `what`: the kernels'
@@ -31,10 +34,16 @@ pub fn note_cpu_paths(what: &str) {
     let packed = sttabt::kernels::packed::available();
     let _ = writeln!(std::io::stderr(), "{what}: kernels on the {isa} path; packed AVX-512 GEMM {}", if packed { "on" } else { "off" });
     if isa != "avx512" {
-        let _ = writeln!(std::io::stderr(), "NOTE: {what}: the AVX-512 kernels did NOT run on this CPU (no AVX-512F/DQ); only the {isa} path was checked");
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTE: {what}: the AVX-512 kernels did NOT run on this CPU (no AVX-512F/DQ); only the {isa} path was checked"
+        );
     }
     if !packed {
-        let _ = writeln!(std::io::stderr(), "NOTE: {what}: the packed AVX-512 GEMM did NOT run in this process (no AVX-512F, or STTABT_NO_PACKED_GEMM set)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "NOTE: {what}: the packed AVX-512 GEMM did NOT run in this process (no AVX-512F, or STTABT_NO_PACKED_GEMM set)"
+        );
     }
 }
 
@@ -54,7 +63,11 @@ pub fn ensure_assets(vision: bool) {
     let once = if vision { &VISION } else { &TEXT };
     let r = once.get_or_init(|| {
         if let Some(m) = sttabt::assets::missing(vision) {
-            eprintln!("{} is not in the asset cache: fetching the assets (sttabt::assets::ensure{})", m.display(), if vision { ", with Fashion-MNIST" } else { "" });
+            eprintln!(
+                "{} is not in the asset cache: fetching the assets (sttabt::assets::ensure{})",
+                m.display(),
+                if vision { ", with Fashion-MNIST" } else { "" }
+            );
         }
         sttabt::assets::ensure(vision).map_err(|e| e.to_string())
     });
@@ -128,11 +141,8 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sttabt-test-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("sttabt-test-{tag}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create temp dir");
         TempDir(dir)
@@ -174,7 +184,11 @@ pub fn random_tensors(cfg: &EncoderConfig, seed: u64, scale: f32) -> Vec<(String
     let f = cfg.intermediate_size;
     let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     out.push(("embeddings.word_embeddings.weight".into(), vec![cfg.vocab_size, d], uni(cfg.vocab_size * d, 1.0)));
-    out.push(("embeddings.position_embeddings.weight".into(), vec![cfg.max_position_embeddings, d], uni(cfg.max_position_embeddings * d, 1.0)));
+    out.push((
+        "embeddings.position_embeddings.weight".into(),
+        vec![cfg.max_position_embeddings, d],
+        uni(cfg.max_position_embeddings * d, 1.0),
+    ));
     out.push(("embeddings.token_type_embeddings.weight".into(), vec![cfg.type_vocab_size, d], uni(cfg.type_vocab_size * d, 1.0)));
     let ln = |out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, prefix: &str, uni: &mut dyn FnMut(usize, f32) -> Vec<f32>| {
         out.push((format!("{prefix}.weight"), vec![d], uni(d, 0.2).into_iter().map(|v| 1.0 + v).collect()));

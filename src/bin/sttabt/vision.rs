@@ -69,22 +69,45 @@ fn classes_of(source: &ImageSource) -> Result<Vec<String>> {
 
 /// `sttabt finetune --vision`: train a DeiT from scratch (no --model) or fine-tune a ViT/DeiT checkpoint.
 #[allow(clippy::too_many_arguments)]
-pub fn finetune(source: &ImageSource, model: Option<PathBuf>, out: &Path, cfg: sttabt::train::finetune::FinetuneConfig, train_limit: Option<usize>, eval_limit: Option<usize>, resume: bool, quiet: bool) -> Result<()> {
+pub fn finetune(
+    source: &ImageSource,
+    model: Option<PathBuf>,
+    out: &Path,
+    cfg: sttabt::train::finetune::FinetuneConfig,
+    train_limit: Option<usize>,
+    eval_limit: Option<usize>,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
     let classes = classes_of(source)?;
     let (base, proc) = match &model {
         Some(dir) => {
             let m = BertModel::load(dir).with_context(|| format!("loading {}", dir.display()))?;
             if m.config.vision().is_none() {
-                bail!("{} is a text (BERT) model; images need a ViT/DeiT checkpoint (or no --model, to train a DeiT from scratch)", dir.display());
+                bail!(
+                    "{} is a text (BERT) model; images need a ViT/DeiT checkpoint (or no --model, to train a DeiT from scratch)",
+                    dir.display()
+                );
             }
             let p = processor_for(dir, &m.config)?;
-            let m = if m.classifier.as_ref().map(|c| c.d_out()) == Some(classes.len()) { m } else { sttabt::train::finetune::with_new_head(m, classes.clone(), cfg.seed) };
+            let m = if m.classifier.as_ref().map(|c| c.d_out()) == Some(classes.len()) {
+                m
+            } else {
+                sttabt::train::finetune::with_new_head(m, classes.clone(), cfg.seed)
+            };
             (m, p)
         }
         None => new_model_for(source, classes.clone(), cfg.seed)?,
     };
     let data = prepare(source, &base.config, &proc, train_limit, eval_limit)?;
-    eprintln!("{}: training on {} images, dev {} ({} classes); model {}", data.description, data.train.len(), data.dev.len(), data.classes.len(), describe(&base));
+    eprintln!(
+        "{}: training on {} images, dev {} ({} classes); model {}",
+        data.description,
+        data.train.len(),
+        data.dev.len(),
+        data.classes.len(),
+        describe(&base)
+    );
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     proc.save(&out.join("preprocessor_config.json"))?;
     let report = sttabt::train::finetune::finetune(base, &data.train, &data.dev, &cfg, out, out, resume, &Progress { quiet })?;
@@ -94,7 +117,13 @@ pub fn finetune(source: &ImageSource, model: Option<PathBuf>, out: &Path, cfg: s
     sttabt::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
         "best dev accuracy {:.2}% (epoch {}), test accuracy {:.2}% on {} images; {} steps in {:.0} s; saved to {}",
-        report.best_dev_accuracy * 100.0, report.best_epoch, test_acc * 100.0, data.test.len(), report.steps, report.seconds, out.display()
+        report.best_dev_accuracy * 100.0,
+        report.best_epoch,
+        test_acc * 100.0,
+        data.test.len(),
+        report.steps,
+        report.seconds,
+        out.display()
     );
     Ok(())
 }
@@ -104,7 +133,17 @@ fn describe(m: &BertModel) -> String {
     match c.vision() {
         Some(v) => format!(
             "{} {}x{}x{} patch {} ({} tokens), d {}, {} layers, {} heads, FFN {}, {:.2} M parameters",
-            v.model_type, v.num_channels, v.image_size, v.image_size, v.patch_size, v.seq_len(), c.hidden_size, c.num_layers, c.num_heads, c.intermediate_size, m.num_parameters() as f64 / 1e6
+            v.model_type,
+            v.num_channels,
+            v.image_size,
+            v.image_size,
+            v.patch_size,
+            v.seq_len(),
+            c.hidden_size,
+            c.num_layers,
+            c.num_heads,
+            c.intermediate_size,
+            m.num_parameters() as f64 / 1e6
         ),
         None => format!("BERT d {}, {} layers", c.hidden_size, c.num_layers),
     }
@@ -121,7 +160,18 @@ fn load_vision_teacher(dir: &Path) -> Result<(BertModel, ImageProcessor)> {
 
 /// `sttabt distill --vision`.
 #[allow(clippy::too_many_arguments)]
-pub fn distill(source: &ImageSource, teacher_dir: &Path, out: &Path, factor: usize, init: ApproxInit, cfg: sttabt::train::distill::DistillConfig, train_limit: Option<usize>, heldout: usize, quiet: bool, resume: bool) -> Result<()> {
+pub fn distill(
+    source: &ImageSource,
+    teacher_dir: &Path,
+    out: &Path,
+    factor: usize,
+    init: ApproxInit,
+    cfg: sttabt::train::distill::DistillConfig,
+    train_limit: Option<usize>,
+    heldout: usize,
+    quiet: bool,
+    resume: bool,
+) -> Result<()> {
     let (teacher, proc) = load_vision_teacher(teacher_dir)?;
     let data = prepare(source, &teacher.config, &proc, Some(train_limit.unwrap_or(cfg.steps * cfg.batch_size)), Some(heldout))?;
     let approx = ApproxNet::new(&teacher, factor, init, cfg.seed)?;
@@ -130,13 +180,29 @@ pub fn distill(source: &ImageSource, teacher_dir: &Path, out: &Path, factor: usi
     let (_, r) = sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, out, resume, &Progress { quiet })?;
     println!(
         "ApproxNet f={factor}: attention KL {:.4} -> {:.4}, MSE {:.5} -> {:.5} on {} held-out images ({} steps, {:.0} s); saved to {}",
-        r.before.attention_kl, r.after.attention_kl, r.before.attention_mse, r.after.attention_mse, r.after.examples, r.steps, r.seconds, out.display()
+        r.before.attention_kl,
+        r.after.attention_kl,
+        r.before.attention_mse,
+        r.after.attention_mse,
+        r.after.examples,
+        r.steps,
+        r.seconds,
+        out.display()
     );
     Ok(())
 }
 
 /// `sttabt concrete --vision`.
-pub fn concrete(source: &ImageSource, teacher_dir: &Path, approx_dir: &Path, out: &Path, cfg: sttabt::train::concrete::ConcreteConfig, train_limit: Option<usize>, resume: bool, quiet: bool) -> Result<()> {
+pub fn concrete(
+    source: &ImageSource,
+    teacher_dir: &Path,
+    approx_dir: &Path,
+    out: &Path,
+    cfg: sttabt::train::concrete::ConcreteConfig,
+    train_limit: Option<usize>,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
     let (teacher, proc) = load_vision_teacher(teacher_dir)?;
     let approx = ApproxNet::load(approx_dir, &teacher.config).with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
     let data = prepare(source, &teacher.config, &proc, Some(train_limit.unwrap_or(cfg.steps * cfg.batch_size)), Some(1))?;
@@ -144,26 +210,47 @@ pub fn concrete(source: &ImageSource, teacher_dir: &Path, approx_dir: &Path, out
     sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(teacher_dir))?;
     println!(
         "concrete θ0={}: target retention {:.3}; soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}; {:.0} s; saved to {}",
-        r.theta0, r.target_retention, r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention, r.seconds, out.display()
+        r.theta0,
+        r.target_retention,
+        r.start.soft_retention,
+        r.end.soft_retention,
+        r.start.hard_retention,
+        r.end.hard_retention,
+        r.seconds,
+        out.display()
     );
     Ok(())
 }
 
 /// `sttabt eval --vision`: every mode on the test split, table, results.json/csv, plots and the
 /// patch-survival picture.
-pub fn eval(source: &ImageSource, model: &Path, approx: Option<&Path>, concrete: &[PathBuf], out: &Path, opts: &sttabt::eval::EvalOptions) -> Result<()> {
+pub fn eval(
+    source: &ImageSource,
+    model: &Path,
+    approx: Option<&Path>,
+    concrete: &[PathBuf],
+    out: &Path,
+    opts: &sttabt::eval::EvalOptions,
+) -> Result<()> {
     let (teacher, proc) = load_vision_teacher(model)?;
     let approx_net = match approx {
         Some(a) => Some(ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
         None => None,
     };
-    let concrete: Vec<_> = concrete.iter().map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))).collect::<Result<_>>()?;
+    let concrete: Vec<_> = concrete
+        .iter()
+        .map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display())))
+        .collect::<Result<_>>()?;
     let data = prepare(source, &teacher.config, &proc, Some(0), opts.limit)?;
     let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &[], &data.dev, &data.test, opts)?;
     sttabt::eval::write_results(&results, out, &data.description, None)?;
     print!("{}", sttabt::eval::format_table(&results));
     let grid = survival_picture(&teacher, approx_net.as_ref().map(|a| &a.model), &proc, &data, out)?;
-    println!("results: {0}/results.json, {0}/results.csv, plots {0}/accuracy_vs_retention.png, {0}/accuracy_vs_throughput_b1.png, patches {1}", out.display(), grid.display());
+    println!(
+        "results: {0}/results.json, {0}/results.csv, plots {0}/accuracy_vs_retention.png, {0}/accuracy_vs_throughput_b1.png, patches {1}",
+        out.display(),
+        grid.display()
+    );
     Ok(())
 }
 
@@ -171,7 +258,13 @@ pub fn eval(source: &ImageSource, model: &Path, approx: Option<&Path>, concrete:
 /// given, else the teacher's attention) at k = 0.3: `patch_survival.png` in `out`. The images are
 /// drawn as the model sees them (resized/cropped by `proc`, not normalised); rows name the
 /// prediction and, when wrong, the true class.
-pub fn survival_picture(teacher: &BertModel, approx: Option<&BertModel>, proc: &ImageProcessor, data: &VisionData, out: &Path) -> Result<PathBuf> {
+pub fn survival_picture(
+    teacher: &BertModel,
+    approx: Option<&BertModel>,
+    proc: &ImageProcessor,
+    data: &VisionData,
+    out: &Path,
+) -> Result<PathBuf> {
     let v = teacher.config.vision().context("not a vision model")?.clone();
     let n = data.test.len().min(6);
     let inputs: Vec<_> = data.test[..n].iter().map(|x| x.input.clone()).collect();
@@ -222,7 +315,10 @@ pub fn classify(files: &[PathBuf], model: &Path, approx: Option<&Path>, mode: &s
         let p = sttabt::infer::classify(&teacher, approx_net.as_ref().map(|a| &a.model), &[x], mode)?.remove(0);
         let label = teacher.config.labels.get(p.label).cloned().unwrap_or_else(|| p.label.to_string());
         if json {
-            println!("{}", serde_json::json!({"image": f, "label": label, "probability": p.probability, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "patches_per_layer": (0..teacher.layers.len()).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>()}));
+            println!(
+                "{}",
+                serde_json::json!({"image": f, "label": label, "probability": p.probability, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "patches_per_layer": (0..teacher.layers.len()).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>()})
+            );
         } else {
             println!("{label}\t{:.3}\tretention {:.1}%\t{}", p.probability, p.retention * 100.0, f.display());
         }
@@ -241,7 +337,15 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
         crate::fetch(true)?;
     }
     // (name, train images, epochs, distil steps, concrete steps, θ0s, eval limit)
-    let (name, train_limit, epochs, distill_steps, concrete_steps, thetas, eval_limit): (&str, Option<usize>, usize, usize, usize, Vec<f64>, Option<usize>) = if fast {
+    let (name, train_limit, epochs, distill_steps, concrete_steps, thetas, eval_limit): (
+        &str,
+        Option<usize>,
+        usize,
+        usize,
+        usize,
+        Vec<f64>,
+        Option<usize>,
+    ) = if fast {
         ("demo-vision-fast", Some(4096), 1, 40, 20, vec![0.0], Some(300))
     } else if full {
         ("demo-vision-full", None, 15, 400, 200, vec![-1.5, -1.0, -0.5, 0.0], None)
@@ -269,7 +373,13 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
         let best = BertModel::load(&teacher_dir)?;
         let full_test = prepare(&source, &best.config, &proc, Some(0), None)?.test;
         let test_acc = sttabt::train::finetune::accuracy(&best, &full_test, 64)?;
-        progress.println(format!("      dev accuracy {:.2}%, test accuracy {:.2}% on all {} test images, {:.0} s", report.best_dev_accuracy * 100.0, test_acc * 100.0, full_test.len(), s.elapsed().as_secs_f64()));
+        progress.println(format!(
+            "      dev accuracy {:.2}%, test accuracy {:.2}% on all {} test images, {:.0} s",
+            report.best_dev_accuracy * 100.0,
+            test_acc * 100.0,
+            full_test.len(),
+            s.elapsed().as_secs_f64()
+        ));
         let json = serde_json::json!({"report": report, "config": cfg, "data": data.description, "train_examples": data.train.len(), "test_accuracy": test_acc, "test_examples": full_test.len()});
         sttabt::checkpoint::write_atomic(&teacher_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
         times.insert("finetune_s".into(), s.elapsed().as_secs_f64().into());
@@ -286,7 +396,10 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
         let held: Vec<_> = data.dev.into_iter().map(|x| x.input).collect();
         let cfg = sttabt::train::distill::DistillConfig { steps: distill_steps, batch_size: 32, ..Default::default() };
         let (_, r) = sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, &approx_dir, true, &progress)?;
-        progress.println(format!("      attention KL {:.3} -> {:.3}, MSE {:.5} -> {:.5}", r.before.attention_kl, r.after.attention_kl, r.before.attention_mse, r.after.attention_mse));
+        progress.println(format!(
+            "      attention KL {:.3} -> {:.3}, MSE {:.5} -> {:.5}",
+            r.before.attention_kl, r.after.attention_kl, r.before.attention_mse, r.after.attention_mse
+        ));
         times.insert("distill_s".into(), s.elapsed().as_secs_f64().into());
     }
     let approx = ApproxNet::load(&approx_dir, &teacher.config)?;
@@ -296,13 +409,19 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
         if dir.join("concrete.json").exists() {
             progress.println(format!("[3/4] concrete θ0 = {theta0} cached: {}", dir.display()));
         } else {
-            progress.println(format!("[3/4] concrete masks, θ0 = {theta0} (target retention {:.2}), {concrete_steps} steps", 1.0 / (1.0 + (-theta0).exp())));
+            progress.println(format!(
+                "[3/4] concrete masks, θ0 = {theta0} (target retention {:.2}), {concrete_steps} steps",
+                1.0 / (1.0 + (-theta0).exp())
+            ));
             let s = std::time::Instant::now();
             let cfg = vision_concrete_config(theta0, concrete_steps);
             let data = prepare(&source, &teacher.config, &proc, Some(concrete_steps * cfg.batch_size), Some(1))?;
             let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &data.train, &cfg, &dir, true, &progress)?;
             sttabt::train::save_hf_checkpoint(&BertModel::load(&dir.join("teacher"))?, &dir.join("teacher"), Some(&teacher_dir))?;
-            progress.println(format!("      soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}", r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention));
+            progress.println(format!(
+                "      soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}",
+                r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention
+            ));
             times.insert(format!("concrete_theta{theta0}_s"), s.elapsed().as_secs_f64().into());
         }
         concrete_models.push(sttabt::train::concrete::ConcreteModel::load(&dir)?);
@@ -311,20 +430,37 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
     if times.is_empty() {
         if let Some(results) = crate::cached_results(&cached, &progress) {
             print!("{}", sttabt::eval::format_table(&results));
-            println!("DeiT test accuracy {:.2}% ({} test images); results, plots and patch_survival.png in {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display());
+            println!(
+                "DeiT test accuracy {:.2}% ({} test images); results, plots and patch_survival.png in {}",
+                results.dense_test_accuracy * 100.0,
+                results.test_examples,
+                results_dir.display()
+            );
             return Ok(());
         }
     }
     progress.println("[4/4] evaluating every mode on the Fashion-MNIST test split");
     let s = std::time::Instant::now();
     let data = prepare(&source, &teacher.config, &proc, Some(0), eval_limit)?;
-    let opts = sttabt::eval::EvalOptions { ks: vec![0.1, 0.2, 0.3, 0.5, 0.7], limit: eval_limit, timing_examples: if fast { 32 } else { 256 }, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
+    let opts = sttabt::eval::EvalOptions {
+        ks: vec![0.1, 0.2, 0.3, 0.5, 0.7],
+        limit: eval_limit,
+        timing_examples: if fast { 32 } else { 256 },
+        quiet,
+        metric: sttabt::data::metrics::Metric::Accuracy,
+    };
     let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &concrete_models, &[], &data.dev, &data.test, &opts)?;
     times.insert("eval_s".into(), s.elapsed().as_secs_f64().into());
     sttabt::eval::write_results(&results, &results_dir, &data.description, None)?;
     let grid = survival_picture(&teacher, Some(&approx.model), &proc, &data, &results_dir)?;
     print!("{}", sttabt::eval::format_table(&results));
-    println!("DeiT test accuracy {:.2}% ({} test images); results and plots in {}; patches: {}", results.dense_test_accuracy * 100.0, results.test_examples, results_dir.display(), grid.display());
+    println!(
+        "DeiT test accuracy {:.2}% ({} test images); results and plots in {}; patches: {}",
+        results.dense_test_accuracy * 100.0,
+        results.test_examples,
+        results_dir.display(),
+        grid.display()
+    );
     println!("vision demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     times.insert("total_s".into(), t0.elapsed().as_secs_f64().into());
     sttabt::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
@@ -336,11 +472,27 @@ pub const VISION_DEMO_EPOCHS: usize = 3;
 
 /// From-scratch DeiT training settings (AdamW, lr 1.5e-3, warm-up 5%, weight decay 0.05, batch 64).
 pub fn vision_finetune_config(epochs: usize) -> sttabt::train::finetune::FinetuneConfig {
-    sttabt::train::finetune::FinetuneConfig { epochs, batch_size: 64, lr: 1.5e-3, warmup_frac: 0.05, weight_decay: 0.05, checkpoint_every: 200, ..Default::default() }
+    sttabt::train::finetune::FinetuneConfig {
+        epochs,
+        batch_size: 64,
+        lr: 1.5e-3,
+        warmup_frac: 0.05,
+        weight_decay: 0.05,
+        checkpoint_every: 200,
+        ..Default::default()
+    }
 }
 
 /// Concrete masking with the paper's vision weights (ALGORITHM.md section 4.5): retention term
 /// weight 100, 0.5 · KL from the frozen teacher's logits.
 pub fn vision_concrete_config(theta0: f64, steps: usize) -> sttabt::train::concrete::ConcreteConfig {
-    sttabt::train::concrete::ConcreteConfig { theta0, steps, batch_size: 32, lr: 1e-4, retention_weight: 100.0, distill_weight: 0.5, ..Default::default() }
+    sttabt::train::concrete::ConcreteConfig {
+        theta0,
+        steps,
+        batch_size: 32,
+        lr: 1e-4,
+        retention_weight: 100.0,
+        distill_weight: 0.5,
+        ..Default::default()
+    }
 }
