@@ -257,7 +257,21 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     crate::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     // the data set's name, without the split details in parentheses
     let name: String = data.split(" (").next().unwrap_or(data).chars().take(48).collect();
-    crate::plot::plot_results(r, out, name.trim())?;
+    let plot = crate::plot::PlotData {
+        points: r
+            .points
+            .iter()
+            .map(|p| crate::plot::PlotPoint {
+                family: p.family.clone(),
+                retention: p.retention,
+                examples_per_s_b1: p.examples_per_s_b1,
+                test_metric: p.test_metric,
+            })
+            .collect(),
+        dense_test_metric: r.dense_test_accuracy,
+        metric: r.metric.clone(),
+    };
+    crate::plot::plot_results(&plot, out, name.trim())?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
-//! PNG plots of an [`EvalResults`]: test accuracy against token retention and against measured
-//! examples/s at batch 1, one line per mode family, dense as a marked point plus a horizontal
-//! reference line.
+//! PNG plots of evaluation results given as plain series ([`PlotData`]; `eval` builds them from its
+//! results, so this module imports nothing above it): test accuracy against token retention and
+//! against measured examples/s at batch 1, one line per mode family, dense as a marked point plus
+//! a horizontal reference line.
 //!
 //! Drawing needs no system fonts: plotters renders text with `ab_glyph` from the DejaVu Sans font
 //! embedded by the `dejavu` crate (registered once as `sans-serif`), into an in-memory RGB buffer
@@ -12,7 +13,28 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::eval::{EvalResults, Point};
+/// One operating point to plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlotPoint {
+    /// Mode family (`dense`, `abt`, ...): one line per family.
+    pub family: String,
+    /// Token retention (section 5), 0..1.
+    pub retention: f64,
+    /// Measured examples/s at batch 1.
+    pub examples_per_s_b1: f64,
+    /// The task's primary metric on test, 0..1.
+    pub test_metric: f64,
+}
+
+/// What [`plot_results`] draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlotData {
+    pub points: Vec<PlotPoint>,
+    /// Dense's test metric (0..1), the reference line when no `dense` point is given; NaN = none.
+    pub dense_test_metric: f64,
+    /// The metric's name (`accuracy`, `matthews_corr`, ...), for the axis.
+    pub metric: String,
+}
 
 /// Image width in pixels.
 pub const WIDTH: u32 = 1000;
@@ -66,7 +88,7 @@ enum XAxis {
 }
 
 impl XAxis {
-    fn value(self, p: &Point) -> f64 {
+    fn value(self, p: &PlotPoint) -> f64 {
         match self {
             XAxis::Retention => p.retention * 100.0,
             XAxis::ThroughputB1 => p.examples_per_s_b1,
@@ -113,7 +135,7 @@ struct Series {
     points: Vec<(f64, f64)>,
 }
 
-fn collect_series(r: &EvalResults, axis: XAxis) -> Vec<Series> {
+fn collect_series(r: &PlotData, axis: XAxis) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     for p in &r.points {
         let (x, y) = (axis.value(p), p.test_metric * 100.0);
@@ -138,7 +160,7 @@ fn padded(lo: f64, hi: f64, frac: f64, min_pad: f64) -> (f64, f64) {
 }
 
 /// Draw one chart into an RGB buffer of `WIDTH x HEIGHT`.
-fn render(r: &EvalResults, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> {
+fn render(r: &PlotData, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> {
     let series = collect_series(r, axis);
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
     if all.is_empty() {
@@ -148,7 +170,7 @@ fn render(r: &EvalResults, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotErro
     let dense_point = series.iter().find(|s| s.family == "dense").and_then(|s| s.points.first().copied());
     let dense_acc = dense_point
         .map(|p| p.1)
-        .or_else(|| Some(r.dense_test_accuracy * 100.0).filter(|a| a.is_finite() && r.points.iter().any(|p| p.family == "dense")));
+        .or_else(|| Some(r.dense_test_metric * 100.0).filter(|a| a.is_finite() && r.points.iter().any(|p| p.family == "dense")));
 
     let (mut x_lo, mut x_hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
     let (mut y_lo, mut y_hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
@@ -263,7 +285,7 @@ fn encode_png(rgb: Vec<u8>) -> Result<Vec<u8>, PlotError> {
 /// The files are [`FILE_NAMES`] (`accuracy_vs_retention.png`, `accuracy_vs_throughput_b1.png`),
 /// each [`WIDTH`] x [`HEIGHT`] RGB, written atomically. `title` prefixes each chart's caption
 /// (e.g. the data set name); it may be empty. Points with non-finite values are skipped.
-pub fn plot_results(r: &EvalResults, out_dir: &Path, title: &str) -> Result<Vec<PathBuf>, PlotError> {
+pub fn plot_results(r: &PlotData, out_dir: &Path, title: &str) -> Result<Vec<PathBuf>, PlotError> {
     ensure_font()?;
     std::fs::create_dir_all(out_dir).map_err(|source| PlotError::Io { path: out_dir.to_path_buf(), source })?;
     let mut written = Vec::new();
@@ -279,45 +301,20 @@ pub fn plot_results(r: &EvalResults, out_dir: &Path, title: &str) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infer::Mode;
 
-    fn point(mode: Mode, acc: f64, retention: f64, b1: f64) -> Point {
-        Point {
-            label: mode.label(),
-            family: mode.family().into(),
-            mode,
-            dev_accuracy: acc,
-            test_accuracy: acc,
-            dev_metric: acc,
-            test_metric: acc,
-            retention,
-            dev_retention: retention,
-            gflops: 20.0 * retention,
-            examples_per_s_b1: b1,
-            examples_per_s_b32: b1 * 3.0,
-            speedup_b1: b1 / 40.0,
-            speedup_b32: b1 / 40.0,
-        }
+    fn point(family: &str, acc: f64, retention: f64, b1: f64) -> PlotPoint {
+        PlotPoint { family: family.into(), retention, examples_per_s_b1: b1, test_metric: acc }
     }
 
-    fn synthetic() -> EvalResults {
-        let mut points = vec![point(Mode::Dense, 0.912, 1.0, 40.0)];
+    fn synthetic() -> PlotData {
+        let mut points = vec![point("dense", 0.912, 1.0, 40.0)];
         // deliberately unsorted within families
-        for &(k, acc, ret, b1) in &[(0.5, 0.905, 0.52, 61.0), (0.1, 0.84, 0.18, 120.0), (0.3, 0.89, 0.34, 85.0)] {
-            points.push(point(Mode::Abt { k }, acc, ret, b1));
-            points.push(point(Mode::AbtActual { k }, acc + 0.004, ret - 0.02, b1 * 1.1));
-            points.push(point(Mode::TopK { k_min: ret * 0.5 }, acc - 0.03, ret, b1 * 1.2));
+        for &(acc, ret, b1) in &[(0.905, 0.52, 61.0), (0.84, 0.18, 120.0), (0.89, 0.34, 85.0)] {
+            points.push(point("abt", acc, ret, b1));
+            points.push(point("abt-actual", acc + 0.004, ret - 0.02, b1 * 1.1));
+            points.push(point("topk", acc - 0.03, ret, b1 * 1.2));
         }
-        EvalResults {
-            within_one_point: vec![points[1].clone()],
-            skipped: vec![],
-            dense_test_accuracy: 0.912,
-            metric: "accuracy".into(),
-            points,
-            test_examples: 100,
-            dev_examples: 100,
-            threads: 1,
-        }
+        PlotData { points, dense_test_metric: 0.912, metric: "accuracy".into() }
     }
 
     #[test]
@@ -351,16 +348,7 @@ mod tests {
 
     #[test]
     fn plot_rejects_empty_results() {
-        let r = EvalResults {
-            points: vec![],
-            within_one_point: vec![],
-            skipped: vec![],
-            dense_test_accuracy: f64::NAN,
-            metric: "accuracy".into(),
-            test_examples: 0,
-            dev_examples: 0,
-            threads: 1,
-        };
+        let r = PlotData { points: vec![], dense_test_metric: f64::NAN, metric: "accuracy".into() };
         let dir = std::env::temp_dir().join(format!("sttabt-plot-empty-{}", std::process::id()));
         assert!(matches!(plot_results(&r, &dir, ""), Err(PlotError::NoPoints)));
         let _ = std::fs::remove_dir_all(&dir);

@@ -368,12 +368,9 @@ pub fn train_concrete(
         let frozen_logits = match &frozen {
             Some(f) => {
                 let owned: Vec<EncodedInput> = inputs.iter().map(|x| (*x).clone()).collect();
-                let preds = crate::infer::classify(f, None, &owned, &crate::infer::Mode::Dense)?;
-                let nl = preds[0].logits.len();
-                Some(Tensor::from_data(
-                    TensorData::new(preds.into_iter().flat_map(|p| p.logits).collect::<Vec<f32>>(), [idx.len(), nl]),
-                    &device,
-                ))
+                let logits = crate::train::finetune::dense_logits(f, &owned)?;
+                let nl = logits[0].len();
+                Some(Tensor::from_data(TensorData::new(logits.into_iter().flatten().collect::<Vec<f32>>(), [idx.len(), nl]), &device))
             }
             None => None,
         };

@@ -96,14 +96,20 @@ pub fn predict<'a>(model: &BertModel, data: impl Iterator<Item = &'a EncodedInpu
     let inputs: Vec<EncodedInput> = data.cloned().collect();
     let mut out = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(batch.max(1)) {
-        let top = model.top_tokens();
-        let plans: Vec<_> = chunk.iter().map(|x| crate::plan::TokenPlan::dense_top(x.len(), model.layers.len(), &top)).collect();
-        for r in model.run(chunk, &plans, RunOptions::default())? {
-            let logits = model.logits_of(&r)?;
-            out.push(argmax(&logits));
-        }
+        out.extend(dense_logits(model, chunk)?.iter().map(|l| argmax(l)));
     }
     Ok(out)
+}
+
+/// Logits of the native model for `inputs` (one batch), every input token at every layer and
+/// only the head's tokens (`O_L`: CLS, and DeiT's distillation token) at the top: the frozen
+/// teacher's logits for distillation, the predictions of [`predict`]. `[batch][labels]`.
+///
+/// Errors: bad input; the model has no classification head.
+pub fn dense_logits(model: &BertModel, inputs: &[EncodedInput]) -> Result<Vec<Vec<f32>>, crate::ModelError> {
+    let top = model.top_tokens();
+    let plans: Vec<_> = inputs.iter().map(|x| crate::plan::TokenPlan::dense_top(x.len(), model.layers.len(), &top)).collect();
+    model.run(inputs, &plans, RunOptions::default())?.iter().map(|r| model.logits_of(r)).collect()
 }
 
 /// Index of the largest value (first on ties).
