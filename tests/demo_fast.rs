@@ -53,6 +53,20 @@ fn demo_fast_end_to_end() {
         assert!(p["examples_per_s_b1"].as_f64().unwrap() > 0.0);
     }
     assert!(res["split"]["seed"].is_number(), "the split is recorded");
+    // the demo's concrete and LTP runs classify on their own (their teacher/ carries the tokenizer)
+    for (flag, run) in [("--concrete", "concrete_theta0"), ("--ltp", "ltp_lambda1")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sttabt"))
+            .args(["classify", flag])
+            .arg(dir.join(run))
+            .args(["--json", "a gripping, funny film"])
+            .output()
+            .expect("run sttabt classify");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "classify {flag} {run} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or("")).expect("classify --json prints JSON");
+        let r = v["retention"].as_f64().expect("retention");
+        assert!(r > 0.0 && r <= 1.0, "{flag}: retention {r}");
+    }
     // second run: stages cached
     let t = std::time::Instant::now();
     let second = run();

@@ -325,7 +325,7 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
         #[arg(long, default_value_t = 128)]
         max_length: usize,
     },
-    /// Evaluate every mode on the test split: metric, retention, GFLOPs, examples/s, speed-up.
+    /// Evaluate every mode on dev and test: metric, retention, GFLOPs, examples/s, speed-up.
     ///
     /// Writes results.json and results.csv to --out and prints a table plus, per mode, the lowest
     /// retention within 1 point of dense (chosen on dev, reported on test).
@@ -673,7 +673,7 @@ fn run() -> Result<()> {
             let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
             let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
             let r = sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, resume, &sttabt::train::Progress { quiet })?;
-            sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(&teacher))?;
+            sttabt::train::copy_preprocessing_files(&teacher, &out.join("teacher"))?;
             println!(
                 "LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}",
                 r.start_retention,
@@ -1258,7 +1258,16 @@ fn classify(
             (teacher, model.to_path_buf(), approx_net.as_ref().map(|a| &a.model), mode)
         }
     };
-    let tok = text_tokenizer(&teacher_dir, teacher, max_length)?;
+    let tok = text_tokenizer(&teacher_dir, teacher, max_length).with_context(|| {
+        if run.is_some() {
+            format!(
+                "the run's teacher {} has no tokenizer files: copy tokenizer.json / vocab.txt (and tokenizer_config.json, special_tokens_map.json) from the model the run was trained from into it, or re-run `sttabt demo`, which adds them to its cached runs",
+                teacher_dir.display()
+            )
+        } else {
+            format!("loading the tokenizer of {}", teacher_dir.display())
+        }
+    })?;
     let big_l = teacher.layers.len();
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     for (text, pair) in &inputs {
@@ -1307,7 +1316,7 @@ fn classify(
                 .collect();
             println!("  {}", line.join(" "));
             if !color {
-                println!("  ([n] = last layer that reads the token, of {big_l})");
+                println!("  ([n] = last layer that reads the token, of {big_l}; [0] = no layer reads it)");
             }
         }
     }
@@ -1461,6 +1470,9 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
         } else {
             progress.println(format!("[3/4] concrete θ0 = {theta0} cached: {}", dir.display()));
         }
+        // the run's fine-tuned teacher loads on its own (`classify --concrete DIR`): its tokenizer
+        // files beside it, also for runs cached by an older demo
+        sttabt::train::copy_preprocessing_files(&teacher_dir, &dir.join("teacher"))?;
         concrete_models.push(sttabt::train::concrete::ConcreteModel::load(&dir)?);
     }
     // LTP baseline at one or two λ
@@ -1483,6 +1495,7 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
             progress.println(format!("      hard retention {:.3} -> {:.3}", r.start_retention, r.end_retention));
             times.insert(format!("ltp_lambda{lambda}_s"), s.elapsed().as_secs_f64().into());
         }
+        sttabt::train::copy_preprocessing_files(&teacher_dir, &dir.join("teacher"))?;
         ltp_models.push(sttabt::train::ltp::LtpModel::load(&dir)?);
     }
     // 4. evaluate (cached too when no stage was recomputed)
@@ -1554,7 +1567,7 @@ fn concrete(
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &train, &cfg, out, resume, &sttabt::train::Progress { quiet })?;
-    sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(teacher_dir))?;
+    sttabt::train::copy_preprocessing_files(teacher_dir, &out.join("teacher"))?;
     println!(
         "concrete θ0={}: target retention {:.3}; soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}",
         r.theta0,

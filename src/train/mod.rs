@@ -133,12 +133,26 @@ pub fn save_hf_checkpoint(model: &BertModel, dir: &Path, tokenizer_dir: Option<&
     let cfg = serde_json::to_string_pretty(&model.config.to_hf_json()).unwrap_or_default();
     crate::checkpoint::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
     if let Some(src) = tokenizer_dir {
-        for f in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"] {
-            let from = src.join(f);
-            if from.exists() && src != dir {
-                let bytes = std::fs::read(&from).map_err(|e| ModelError::Io { path: from.clone(), source: e })?;
-                crate::checkpoint::write_atomic(&dir.join(f), &bytes)?;
-            }
+        copy_preprocessing_files(src, dir)?;
+    }
+    Ok(())
+}
+
+/// Copy the tokenizer / image-processor files (`tokenizer.json`, `vocab.txt`,
+/// `tokenizer_config.json`, `special_tokens_map.json`, `preprocessor_config.json`, those that
+/// exist) from checkpoint directory `src` into `dir` (atomically, file by file), so that a
+/// fine-tuned copy of a model (a concrete or LTP run's `teacher/`) loads on its own.
+///
+/// Errors: a file cannot be read or written.
+pub fn copy_preprocessing_files(src: &Path, dir: &Path) -> Result<(), ModelError> {
+    if src == dir {
+        return Ok(());
+    }
+    for f in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json"] {
+        let from = src.join(f);
+        if from.exists() {
+            let bytes = std::fs::read(&from).map_err(|e| ModelError::Io { path: from.clone(), source: e })?;
+            crate::checkpoint::write_atomic(&dir.join(f), &bytes)?;
         }
     }
     Ok(())
