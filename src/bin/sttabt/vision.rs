@@ -207,7 +207,7 @@ pub fn concrete(
     let approx = ApproxNet::load(approx_dir, &teacher.config).with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
     let data = prepare(source, &teacher.config, &proc, Some(train_limit.unwrap_or(cfg.steps * cfg.batch_size)), Some(1))?;
     let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &data.train, &cfg, out, resume, &Progress { quiet })?;
-    sttabt::train::save_hf_checkpoint(&BertModel::load(&out.join("teacher"))?, &out.join("teacher"), Some(teacher_dir))?;
+    sttabt::train::copy_preprocessing_files(teacher_dir, &out.join("teacher"))?;
     println!(
         "concrete θ0={}: target retention {:.3}; soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}; {:.0} s; saved to {}",
         r.theta0,
@@ -417,7 +417,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
             let cfg = vision_concrete_config(theta0, concrete_steps);
             let data = prepare(&source, &teacher.config, &proc, Some(concrete_steps * cfg.batch_size), Some(1))?;
             let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &data.train, &cfg, &dir, true, &progress)?;
-            sttabt::train::save_hf_checkpoint(&BertModel::load(&dir.join("teacher"))?, &dir.join("teacher"), Some(&teacher_dir))?;
+            sttabt::train::copy_preprocessing_files(&teacher_dir, &dir.join("teacher"))?;
             progress.println(format!(
                 "      soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}",
                 r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention
