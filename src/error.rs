@@ -29,6 +29,11 @@ pub enum ModelError {
     },
     #[error("{path}: this is a PyTorch zip archive (a torch.save file, e.g. pytorch_model.bin renamed), not a safetensors file; convert it once with: python -c \"import torch; from safetensors.torch import save_file; sd = torch.load('{path}', map_location='cpu'); save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors')\"")]
     PytorchArchive { path: PathBuf },
+    /// A checkpoint file other than a single safetensors file that cannot be used: a shard index
+    /// that is not valid JSON or names a tensor its shard lacks, a `.bin` that is not a
+    /// `torch.save` file. The message says which.
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
     #[error("{path}: truncated safetensors file: {what} needs {needed} bytes, but the file has only {size}; fetch or copy it again")]
     Truncated {
         path: PathBuf,
