@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let home = sttabt::assets::home().join("runs/demo");
-    let teacher = sttabt::BertModel::load(&home.join("teacher"))?;
+    let teacher = sttabt::Encoder::load(&home.join("teacher"))?;
     let approx = sttabt::approx::ApproxNet::load(&home.join("approx"), &teacher.config)?.model;
     let big_l = teacher.layers.len();
     for batch in [1usize, 32] {
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
                 let t1 = Instant::now();
                 std::hint::black_box(teacher.run(&inputs, &fixed, sttabt::RunOptions::default())?);
                 let t2 = Instant::now();
-                std::hint::black_box(sttabt::infer::abt_plans(&approx, &inputs, &cfg)?);
+                std::hint::black_box(sttabt::planners::abt::abt_plans(&approx, &inputs, &cfg)?);
                 let t3 = Instant::now();
                 t[i][0] += (t1 - t0).as_secs_f64();
                 t[i][1] += (t2 - t1).as_secs_f64();

@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let t = std::time::Instant::now();
     let r = finetune(m, &train, &test[..500], &cfg, &dir, &dir, false, &sttabt::train::Progress { quiet: true })?;
     let secs = t.elapsed().as_secs_f64();
-    let best = sttabt::BertModel::load(&dir)?;
+    let best = sttabt::Encoder::load(&dir)?;
     let t2 = std::time::Instant::now();
     let acc = accuracy(&best, &test, 64)?;
     println!(

@@ -16,11 +16,14 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{BertModel, EncodedInput, RunOptions};
-use crate::infer::abt_plans_timed;
-use crate::plan::TokenPlan;
-use crate::planners::abt::AbtConfig;
+use crate::exec::RunOptions;
+use crate::model::{EncodedInput, Encoder};
+use crate::planners::abt::{Abt, AbtConfig, AttentionSource};
+use crate::planners::concrete::Concrete;
+use crate::planners::dense::{Dense, DenseCls, KeepFirst};
+use crate::planners::ltp::{Ltp, LtpPlanner};
 use crate::planners::topk::ManualTopK;
+use crate::planners::{Cost, Models, Planner, Schedule};
 
 /// What to benchmark.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,7 +168,7 @@ pub struct BenchRow {
     pub retention: f64,
     /// Mean section-5 GFLOPs per example: the teacher's executed rows (feed-forward planners
     /// with `o = |I_l|`), plus the ApproxNet's dense pass for the modes planned from it
-    /// ([`crate::infer::Cost`], the count `eval` uses).
+    /// ([`crate::planners::Cost`], the count `eval` uses).
     pub gflops_per_example: f64,
     /// Encoder GFLOP/s actually executed by the teacher (its executed FLOPs / executor time).
     pub exec_gflops_per_s: f64,
@@ -247,11 +250,7 @@ pub fn synthetic_input(n: usize, example: usize) -> EncodedInput {
     EncodedInput { type_ids: vec![0; ids.len()], ids, patches: Vec::new() }
 }
 
-/// Fixed plan: the first `ceil(keep n)` tokens at every layer, only CLS at the top.
-pub fn keep_first_plan(n: usize, layers: usize, keep: f64) -> TokenPlan {
-    let c = crate::planners::abt::keep_count(keep, n);
-    TokenPlan::from_inputs(n, vec![(0..c).collect(); layers], vec![0]).expect("valid plan")
-}
+pub use crate::planners::dense::keep_first_plan;
 
 #[derive(Clone)]
 enum BMode {
@@ -287,14 +286,31 @@ impl BMode {
         }
     }
 
-    /// What this mode's FLOPs count (the same [`crate::infer::Cost`] as `eval`'s modes).
-    fn cost(&self) -> crate::infer::Cost {
-        use crate::infer::Cost;
-        match self {
-            BMode::Dense | BMode::DenseCls | BMode::Fixed(_) => Cost::default(),
-            BMode::Abt(_) | BMode::AbtAt { .. } | BMode::Concrete(_) => Cost { approx_pass: true, ..Cost::default() },
-            BMode::TopK(_) | BMode::Ltp(_) => Cost { execution: crate::plan::Execution::FeedForward, ..Cost::default() },
-        }
+    /// The models and planner this mode runs (concrete and LTP runs bring their own teacher).
+    fn planner<'a>(&self, cx: &Ctx<'a>, layers: usize) -> anyhow::Result<(Models<'a>, Box<dyn Planner>)> {
+        let models = Models { teacher: cx.teacher, approx: cx.approx };
+        Ok(match self {
+            BMode::Dense => (models, Box::new(Dense)),
+            BMode::DenseCls => (models, Box::new(DenseCls)),
+            BMode::Fixed(k) => (models, Box::new(KeepFirst { keep: *k })),
+            BMode::Abt(k) | BMode::AbtAt { k, .. } => {
+                cx.approx.ok_or_else(|| anyhow::anyhow!("abt needs an ApproxNet"))?;
+                (models, Box::new(Abt::topk(vec![*k], AttentionSource::ApproxNet)))
+            }
+            BMode::Concrete(i) => {
+                let m = &cx.concrete[*i];
+                let models = Models { teacher: &m.teacher, approx: Some(&m.approx.model) };
+                (models, Box::new(Concrete { theta0: m.theta0, theta: m.theta.clone() }))
+            }
+            BMode::TopK(k) => (models, Box::new(ManualTopK { k_min: *k, layers })),
+            BMode::Ltp(i) => {
+                let m = &cx.ltp[*i];
+                (
+                    Models { teacher: &m.teacher, approx: None },
+                    Box::new(Ltp { lambda: m.lambda, thresholds: LtpPlanner { theta: m.theta.clone() } }),
+                )
+            }
+        })
     }
 
     fn label_in(&self, cx: &Ctx) -> String {
@@ -307,8 +323,8 @@ impl BMode {
 }
 
 struct Ctx<'a> {
-    teacher: &'a BertModel,
-    approx: Option<&'a BertModel>,
+    teacher: &'a Encoder,
+    approx: Option<&'a Encoder>,
     concrete: &'a [crate::train::concrete::ConcreteModel],
     ltp: &'a [crate::train::ltp::LtpModel],
 }
@@ -319,55 +335,20 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
     let t = cx.teacher;
     let big_l = t.layers.len();
     let c = &t.config;
-    // The executor's clock starts here, or after the planning of the ApproxNet-based modes (their
-    // ApproxNet pass goes to `approx`/`planning`, and its layers are not the executor's stages).
+    let (models, planner) = mode.planner(cx, big_l)?;
+    // The executor's clock starts here, or after the planning of the planners that run an
+    // attention pass (their ApproxNet pass goes to `approx`/`planning`, and its layers are not
+    // the executor's stages).
     let mut te = Instant::now();
-    let mut planned = || {
+    let schedule = planner.schedule(&models, inputs)?;
+    if let Schedule::Plans { timing: Some(timing), .. } = &schedule {
+        st.approx += timing.approx;
+        st.planning += timing.planning;
         crate::profile::take();
         te = Instant::now();
-    };
-    let (model, outs, plans) = match mode {
-        BMode::Dense => {
-            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len(), big_l)).collect();
-            (t, t.run(inputs, &plans, RunOptions::default())?, plans)
-        }
-        BMode::DenseCls => {
-            let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense_top(x.len(), big_l, &t.top_tokens())).collect();
-            (t, t.run(inputs, &plans, RunOptions::default())?, plans)
-        }
-        BMode::Fixed(k) => {
-            let plans: Vec<TokenPlan> = inputs.iter().map(|x| keep_first_plan(x.len(), big_l, *k)).collect();
-            (t, t.run(inputs, &plans, RunOptions::default())?, plans)
-        }
-        BMode::Abt(k) | BMode::AbtAt { k, .. } => {
-            let a = cx.approx.ok_or_else(|| anyhow::anyhow!("abt needs an ApproxNet"))?;
-            let (plans, ta, tp) = abt_plans_timed(a, inputs, &AbtConfig::topk(*k))?;
-            st.approx += ta;
-            st.planning += tp;
-            planned();
-            (t, t.run(inputs, &plans, RunOptions::default())?, plans)
-        }
-        BMode::Concrete(i) => {
-            // ApproxNet pass + concrete scores and masks, all in the `approx` column
-            let m = &cx.concrete[*i];
-            let ta = Instant::now();
-            let plans = crate::infer::concrete_plans(&m.approx.model, inputs, &m.theta)?;
-            st.approx += ta.elapsed().as_secs_f64();
-            planned();
-            (&m.teacher, m.teacher.run(inputs, &plans, RunOptions::default())?, plans)
-        }
-        BMode::TopK(k) => {
-            let hook = ManualTopK { k_min: *k, layers: big_l };
-            let (o, p) = t.run_feed_forward(inputs, &hook, &[0], RunOptions::default())?;
-            (t, o, p)
-        }
-        BMode::Ltp(i) => {
-            let m = &cx.ltp[*i];
-            let hook = crate::planners::ltp::LtpPlanner { theta: m.theta.clone() };
-            let (o, p) = m.teacher.run_feed_forward(inputs, &hook, &m.teacher.top_tokens(), RunOptions::default())?;
-            (&m.teacher, o, p)
-        }
-    };
+    }
+    let model = models.teacher;
+    let (outs, plans) = crate::planners::execute(&models, inputs, schedule, RunOptions::default())?;
     st.executor += te.elapsed().as_secs_f64();
     st.add_executor_stages(crate::profile::take());
     let th = Instant::now();
@@ -375,12 +356,9 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
         std::hint::black_box(model.logits_of(x)?);
     }
     st.head += th.elapsed().as_secs_f64();
-    let approx_cfg = match mode {
-        BMode::Concrete(i) => Some(&cx.concrete[*i].approx.model.config),
-        _ => cx.approx.map(|a| &a.config),
-    };
-    let cost = mode.cost();
-    let executed = crate::infer::Cost { approx_pass: false, dense_teacher_pass: false, ..cost };
+    let approx_cfg = models.approx.map(|a| &a.config);
+    let cost = planner.cost();
+    let executed = Cost { approx_pass: false, dense_teacher_pass: false, ..cost };
     let mut sums = (0.0, 0.0, 0.0);
     for p in &plans {
         sums.0 += p.retention();
@@ -396,9 +374,9 @@ fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -
 /// keeps more tokens in early layers than its final `k`: k = 0.3 gives ~41% retention).
 ///
 /// Errors: the ApproxNet pass fails (bad input).
-pub fn calibrate_abt_keep(approx: &BertModel, inputs: &[EncodedInput], target: f64) -> anyhow::Result<f64> {
+pub fn calibrate_abt_keep(approx: &Encoder, inputs: &[EncodedInput], target: f64) -> anyhow::Result<f64> {
     let retention = |k: f64| -> anyhow::Result<f64> {
-        let plans = crate::infer::abt_plans(approx, inputs, &AbtConfig::topk(k))?;
+        let plans = crate::planners::abt::abt_plans(approx, inputs, &AbtConfig::topk(k))?;
         Ok(plans.iter().map(|p| p.retention()).sum::<f64>() / plans.len().max(1) as f64)
     };
     let (mut lo, mut hi) = (0.0f64, 1.0f64);
@@ -646,7 +624,7 @@ fn peer_script(opts: &BenchOptions) -> PathBuf {
 
 pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     check_options(opts)?;
-    let teacher = BertModel::load(&opts.model)?;
+    let teacher = Encoder::load(&opts.model)?;
     anyhow::ensure!(
         teacher.classifier.is_some(),
         "{} has no classification head; fine-tune one with `sttabt finetune`",

@@ -2,7 +2,7 @@
 //!
 //! Token-pruned inference for BERT-family encoders (Lee et al., ICLR 2023). Every way of pruning
 //! tokens is a *planner* that produces a [`plan::TokenPlan`]; one executor
-//! ([`encoder::BertModel::run`]) computes only the planned rows.
+//! ([`encoder::Encoder::run`]) computes only the planned rows.
 //!
 //! - [`config`], [`checkpoint`]: Hugging Face `config.json` + `model.safetensors`.
 //! - [`text`]: tokenisation; [`data`]: GLUE / CSV / Rotten Tomatoes datasets and metrics.
@@ -14,14 +14,13 @@
 pub mod approx;
 pub mod assets;
 pub mod bench;
-pub mod checkpoint;
-pub mod config;
 pub mod data;
-pub mod encoder;
 pub mod error;
 pub mod eval;
+pub mod exec;
 pub mod infer;
 pub mod kernels;
+pub mod model;
 pub mod pipeline;
 pub mod plan;
 pub mod planners;
@@ -31,6 +30,7 @@ pub mod text;
 pub mod train;
 pub mod vision;
 
-pub use encoder::{BertModel, EncodedInput, RunOptions};
 pub use error::ModelError;
+pub use exec::RunOptions;
+pub use model::{EncodedInput, Encoder, EncoderKind};
 pub use plan::TokenPlan;

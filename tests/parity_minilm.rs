@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use sttabt::encoder::mean_pool_normalized;
+use sttabt::model::mean_pool_normalized;
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{EncodedInput, RunOptions};
 

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use sttabt::pipeline::DataNeeds;
 use sttabt::text::tokenizer::TextTokenizer;
-use sttabt::{assets, encoder, BertModel, RunOptions};
+use sttabt::{assets, model, Encoder, RunOptions};
 
 #[path = "sttabt/vision.rs"]
 mod vision;
@@ -664,7 +664,7 @@ fn run() -> Result<()> {
         }
         Command::Ltp { data, teacher, out, lambda, temperature, steps, batch_size, train_limit, max_length, resume, quiet } => {
             guard_output(&out, "ltp.json", resume)?;
-            let teacher_m = BertModel::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
+            let teacher_m = Encoder::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
             let needs = DataNeeds::train_only("ltp");
             let source = data.source(&needs)?;
             let cfg = sttabt::train::ltp::LtpConfig { lambda, temperature, steps, batch_size, seed: data.seed, ..Default::default() };
@@ -768,7 +768,7 @@ fn run() -> Result<()> {
             let r = sttabt::bench::run_bench(&opts)?;
             print!("{}", sttabt::bench::format_report(&r));
             if let Some(j) = json {
-                sttabt::checkpoint::write_atomic(&j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+                sttabt::model::checkpoint::write_atomic(&j, serde_json::to_string_pretty(&r)?.as_bytes())?;
             }
             Ok(())
         }
@@ -795,7 +795,7 @@ fn run() -> Result<()> {
 
 /// The tokenizer of a text model (`max_length` capped at its positions, with a warning); an
 /// image model is a clear error pointing at the image flags.
-fn text_tokenizer(dir: &std::path::Path, model: &BertModel, max_length: usize) -> Result<TextTokenizer> {
+fn text_tokenizer(dir: &std::path::Path, model: &Encoder, max_length: usize) -> Result<TextTokenizer> {
     if let Some(v) = model.config.vision() {
         bail!("{} is an image model ({}); use --image FILE (classify) or --vision / --image-folder DIR", dir.display(), v.model_type);
     }
@@ -804,7 +804,7 @@ fn text_tokenizer(dir: &std::path::Path, model: &BertModel, max_length: usize) -
 
 /// `max_length` capped at the model's `max_position_embeddings`, with a warning naming the value
 /// used when it was above.
-fn clamp_max_length(dir: &std::path::Path, model: &BertModel, max_length: usize) -> usize {
+fn clamp_max_length(dir: &std::path::Path, model: &Encoder, max_length: usize) -> usize {
     let max_pos = model.config.max_position_embeddings;
     if max_length > max_pos {
         eprintln!(
@@ -836,7 +836,7 @@ pub(crate) fn fetch(vision: bool) -> Result<()> {
 
 fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
     let dir = model_dir(model)?;
-    let m = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let m = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let c = &m.config;
     let lengths: Vec<usize> = match c.vision() {
         // an image always has the same number of tokens
@@ -923,7 +923,7 @@ fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<PathBuf>, max_
         bail!("no texts to embed");
     }
     let dir = model_dir(model)?;
-    let m = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let m = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let max_length = clamp_max_length(&dir, &m, max_length);
     let tok = text_tokenizer(&dir, &m, max_length)?;
     let pairs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
@@ -942,7 +942,7 @@ fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<PathBuf>, max_
                 "text": text,
                 "tokens": e.input.len(),
                 "truncated_tokens": e.truncated,
-                "embedding": encoder::mean_pool_normalized(&r.hidden, d),
+                "embedding": model::mean_pool_normalized(&r.hidden, d),
             }));
         }
     }
@@ -968,7 +968,7 @@ fn finetune(
     cfg.validate()?;
     let needs = DataNeeds::train_dev("finetune");
     let source = data.source(&needs)?;
-    let base = BertModel::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let base = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let max_length = clamp_max_length(&dir, &base, max_length);
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(&dir, &base, max_length)?;
@@ -984,7 +984,7 @@ fn finetune(
     };
     let report = finetune(base, &train, &dev, &cfg, out, &dir, resume, &sttabt::train::Progress { quiet })?;
     let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
-    sttabt::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
         "best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}",
         report.best_dev_accuracy * 100.0,
@@ -1015,7 +1015,7 @@ fn distill(
     cfg.validate()?;
     let needs = DataNeeds::train_dev("distill");
     let source = data.source(&needs)?;
-    let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
+    let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
@@ -1225,7 +1225,7 @@ fn classify(
     }
     // (teacher, its directory for the tokenizer, ApproxNet, mode)
     let (concrete, ltp, plain, approx_net);
-    let (teacher, teacher_dir, approx_model, mode): (&BertModel, PathBuf, Option<&BertModel>, sttabt::infer::Mode) = match run {
+    let (teacher, teacher_dir, approx_model, mode): (&Encoder, PathBuf, Option<&Encoder>, sttabt::infer::Mode) = match run {
         Some(PrunerRun::Concrete(d)) => {
             existing_run_dir(d, "--concrete", "teacher/, approx/ and concrete.json", "concrete")?;
             concrete = sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))?;
@@ -1240,7 +1240,7 @@ fn classify(
         }
         None => {
             let model = model.context("--model DIR is required (or --concrete DIR / --ltp DIR)")?;
-            plain = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
+            plain = Encoder::load(model).with_context(|| format!("loading {}", model.display()))?;
             let teacher = &plain;
             if teacher.classifier.is_none() {
                 bail!("{} has no classification head; fine-tune one with `sttabt finetune`", model.display());
@@ -1344,7 +1344,7 @@ fn eval(
     }
     let needs = DataNeeds::eval("eval");
     let mut source = data.source(&needs)?;
-    let teacher = BertModel::load(model).with_context(|| format!("loading {}", model.display()))?;
+    let teacher = Encoder::load(model).with_context(|| format!("loading {}", model.display()))?;
     let approx_net = match approx {
         Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
         None => None,
@@ -1414,14 +1414,14 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
         let s = std::time::Instant::now();
         let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
         let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
-        let m = sttabt::train::finetune::with_new_head(BertModel::load(&base)?, splits.label_names.clone(), 0);
+        let m = sttabt::train::finetune::with_new_head(Encoder::load(&base)?, splits.label_names.clone(), 0);
         let cfg = FinetuneConfig { epochs, ..Default::default() };
         let report = sttabt::train::finetune::finetune(m, &train, &dev, &cfg, &teacher_dir, &base, true, &progress)?;
         let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": base, "max_length": max_length, "train_examples": train.len()});
-        sttabt::checkpoint::write_atomic(&teacher_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+        sttabt::model::checkpoint::write_atomic(&teacher_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
         times.insert("finetune_s".into(), s.elapsed().as_secs_f64().into());
     }
-    let teacher = BertModel::load(&teacher_dir)?;
+    let teacher = Encoder::load(&teacher_dir)?;
     // 2. distil
     if approx_dir.join("distill.json").exists() {
         progress.println(format!("[2/4] ApproxNet cached: {}", approx_dir.display()));
@@ -1531,7 +1531,7 @@ fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()>
     );
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     times.insert("total_s".into(), t0.elapsed().as_secs_f64().into());
-    sttabt::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
+    sttabt::model::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
     Ok(())
 }
 
@@ -1560,7 +1560,7 @@ fn concrete(
     cfg.validate()?;
     let needs = DataNeeds::train_only("concrete");
     let source = data.source(&needs)?;
-    let teacher = BertModel::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
+    let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config)
         .with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
     let splits = data.load(&source, &needs)?;
