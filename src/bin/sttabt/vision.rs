@@ -334,7 +334,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
     let progress = Progress { quiet };
     if !assets::fashion_mnist_dir().join("train-images-idx3-ubyte.gz").exists() {
         progress.println("fetching Fashion-MNIST into the asset cache");
-        crate::fetch(true)?;
+        crate::fetch::fetch(true)?;
     }
     // (name, train images, epochs, distil steps, concrete steps, θ0s, eval limit)
     let (name, train_limit, epochs, distill_steps, concrete_steps, thetas, eval_limit): (
@@ -428,7 +428,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
     }
     let cached = results_dir.join("results.json");
     if times.is_empty() {
-        if let Some(results) = crate::cached_results(&cached, &progress) {
+        if let Some(results) = crate::demo::cached_results(&cached, &progress) {
             print!("{}", sttabt::eval::format_table(&results));
             println!(
                 "DeiT test accuracy {:.2}% ({} test images); results, plots and patch_survival.png in {}",
