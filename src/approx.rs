@@ -57,7 +57,7 @@ pub fn approx_config(teacher: &EncoderConfig, factor: usize) -> Result<EncoderCo
         return Err(ModelError::Input(format!("ApproxNet factor must be one of {FACTORS:?}, got {factor}")));
     }
     let d = teacher.hidden_size / factor;
-    if d == 0 || teacher.hidden_size % factor != 0 || d % teacher.num_heads != 0 {
+    if d == 0 || !teacher.hidden_size.is_multiple_of(factor) || !d.is_multiple_of(teacher.num_heads) {
         return Err(ModelError::Input(format!(
             "hidden size {} / factor {factor} = {} is not divisible by the {} heads",
             teacher.hidden_size,

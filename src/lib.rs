@@ -1,15 +1,21 @@
 //! # sttabt: Sparse Token Transformers with Attention Back-Tracking
 //!
-//! Token-pruned inference for BERT-family encoders (Lee et al., ICLR 2023). Every way of pruning
-//! tokens is a *planner* that produces a [`plan::TokenPlan`]; one executor
-//! ([`encoder::Encoder::run`]) computes only the planned rows.
+//! Token-pruned inference for BERT-family and ViT/DeiT encoders (Lee et al., ICLR 2023). Every
+//! way of pruning tokens is a [`planners::Planner`] that decides a [`plan::TokenPlan`]; one
+//! executor ([`Encoder::run`], in [`exec`]) computes only the planned rows, and
+//! [`planners::run`] connects the two. See `ARCHITECTURE.md` for the data path and layering.
 //!
-//! - [`config`], [`checkpoint`]: Hugging Face `config.json` + `model.safetensors`.
-//! - [`text`]: tokenisation; [`data`]: GLUE / CSV / Rotten Tomatoes datasets and metrics.
-//! - [`encoder`]: the BERT encoder and the gathered executor; [`kernels`]: its CPU kernels.
+//! - [`kernels`]: the CPU kernels (GEMM, packed panels, attention, norms, activations, math).
+//! - [`model`]: [`Encoder`] ([`EncoderKind::Bert`] / [`EncoderKind::Vit`]), its configuration,
+//!   checkpoint files, weights and embeddings.
+//! - [`exec`]: the token-plan executor, feed-forward hooks, the fused attention pass planners
+//!   consume, the soft-mask forward.
 //! - [`plan`]: token plans, retention and FLOPs (ALGORITHM.md sections 1 and 5).
-//! - [`planners`]: attention back-tracking (section 3), concrete masking (section 4).
-//! - [`assets`]: the asset cache (`$STTABT_HOME`).
+//! - [`planners`]: the `Planner` trait and dense, ABT (section 3), concrete (section 4), manual
+//!   top-k and LTP (section 6); [`approx`]: the ApproxNet (section 2).
+//! - [`infer`] (`Mode`, `classify`), [`eval`] + [`plot`], [`bench`], [`train`]: the jobs.
+//! - [`text`], [`vision`], [`data`], [`pipeline`]: inputs; [`assets`]: the asset cache
+//!   (`$STTABT_HOME`).
 
 pub mod approx;
 pub mod assets;

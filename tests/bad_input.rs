@@ -568,7 +568,7 @@ fn empty_text_gives_cls_sep_and_runs() {
     assert_eq!(t.input.type_ids, vec![0, 0]);
     assert_eq!(t.truncated, 0);
     let m = common::minilm();
-    let out = m.run_dense(&[t.input.clone()], RunOptions::default()).expect("[CLS] [SEP] runs");
+    let out = m.run_dense(std::slice::from_ref(&t.input), RunOptions::default()).expect("[CLS] [SEP] runs");
     assert_eq!(out[0].rows, vec![0, 1]);
     assert!(out[0].hidden.iter().all(|v| v.is_finite()));
     // whitespace only is the same

@@ -168,6 +168,7 @@ fn run_ok(mut c: Command, what: &str) {
 /// Run `args` uninterrupted into A; run it into B, SIGKILL it while it sleeps after the
 /// checkpoint at `kill_at`, check that resuming with the `mismatch` flag/value pairs is refused naming
 /// `mismatch_fields`, resume it, and compare B's files with A's byte for byte.
+#[allow(clippy::too_many_arguments)] // one call per scenario, every knob named at the call
 fn kill_and_resume(
     fx: &Fixture,
     name: &str,

@@ -28,6 +28,9 @@ pub(super) struct RoundSample {
     pub(super) exec_gflops_per_s: f64,
 }
 
+/// One timed pass: (examples/s, p50 ms, p90 ms, its stages, sums of (retention, executed FLOPs, total FLOPs)).
+type Pass = (f64, f64, f64, Stages, (f64, f64, f64));
+
 pub(super) fn measure_round(
     cx: &Ctx,
     inputs: &[EncodedInput],
@@ -38,7 +41,7 @@ pub(super) fn measure_round(
 ) -> anyhow::Result<RoundSample> {
     let mut warm = Stages::default();
     run_batch(cx, &inputs[..batch.min(inputs.len())], mode, &mut warm)?;
-    let mut passes: Vec<(f64, f64, f64, Stages, (f64, f64, f64))> = Vec::new();
+    let mut passes: Vec<Pass> = Vec::new();
     for _ in 0..repeats.max(1) {
         let mut st = Stages::default();
         let mut lat = Vec::new();

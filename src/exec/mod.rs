@@ -117,7 +117,7 @@ pub(crate) enum PlanSource<'a, 'b> {
 /// Layers with at most this many weights (floats) split their rows across threads
 /// ([`row_blocks`]): every thread then reads all of the layer's weights, which must stay cheap
 /// (446 K floats = 1.7 MB for the MiniLM ApproxNet, f = 4; the teacher's 1.77 M floats per layer
-/// ran 4-8% slower row-split than column-split, examples/plan_probe.rs `ab`).
+/// ran 4-8% slower row-split than column-split, benches/plan_probe.rs `ab`).
 pub const ROW_BLOCK_MAX_WEIGHTS: usize = 512 * 1024;
 
 /// How many row blocks a layer's row-wise work (projections, feed-forward, LayerNorms) is split

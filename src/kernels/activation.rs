@@ -1,6 +1,19 @@
 //! Bias and activation kernels: GELU (exact erf form, vectorised), GELU-tanh, ReLU.
 
+use serde::{Deserialize, Serialize};
+
 use super::*;
+
+/// Activation of the feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (HF `gelu`).
+    Gelu,
+    /// The tanh approximation (HF `gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// ReLU.
+    Relu,
+}
 
 /// Add `bias[n]` to every row of `x[m, n]`.
 pub fn add_bias(x: &mut [f32], bias: &[f32]) {

@@ -111,5 +111,5 @@ pub(super) fn par_rows<F: Fn(&mut [f32]) + Sync>(x: &mut [f32], n: usize, f: F) 
         return;
     }
     let per = (rows.div_ceil(threads * 2)).max(PAR_MIN_ELEMS / n + 1);
-    x.par_chunks_mut(per * n).for_each(|c| f(c));
+    x.par_chunks_mut(per * n).for_each(&f);
 }

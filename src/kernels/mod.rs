@@ -4,14 +4,12 @@
 //!
 //! This is the one module where sttabt steps outside burn: burn's Flex backend measured 40-80
 //! GFLOP/s on 2 threads for the executor's matrix shapes and ~80 µs of overhead per small
-//! element-wise op (examples/burn_probe.rs; examples/gemm_probe.rs measures `gemm`), which would cap batch-1 inference far below the dense ONNX
+//! element-wise op (benches/burn_probe.rs; benches/gemm_probe.rs measures `gemm`), which would cap batch-1 inference far below the dense ONNX
 //! Runtime peer. Training keeps using burn (autodiff); tests pin both to the same numbers.
 //!
 //! One file per job: `cpu` (ISA detection, threads), `gemm`, `attention` (+ the AVX-512
 //! micro-kernels of `qlanes`), `norm`, `activation`, `math` (exp / ln / Φ approximations) and
 //! [`packed`] (pre-packed weight panels). Their public items are re-exported here.
-
-use crate::model::config::Activation;
 
 // ---------------------------------------------------------------------------------------------
 // Vectorised element-wise kernels with run-time AVX-512 / AVX2 dispatch.

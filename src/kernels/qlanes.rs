@@ -6,7 +6,7 @@
 //! samples). Here Qᵀ of a 16-query block is held in vectors, each key row is broadcast once per
 //! block, softmax max/sum are lane-wise (no horizontal reductions), P·V accumulates 8 output
 //! columns per pass as lane vectors, and the probabilities go out through 16x16 register
-//! transposes (`examples/attn_probe.rs`: dh 8 25.6 -> ~18-26 µs incl. noise, dh 32 141 -> 45-64 µs).
+//! transposes (`benches/attn_probe.rs`: dh 8 25.6 -> ~18-26 µs incl. noise, dh 32 141 -> 45-64 µs).
 //!
 //! Bitwise the same results as the row-layout path (`attention_head_imp` with `softmax_imp` and
 //! `pv_fixed`): the same FMA order over `dd` for scores; the softmax sum keeps the 16 partial sums

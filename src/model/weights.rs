@@ -27,7 +27,7 @@ pub struct Linear {
 }
 
 /// Calls with at most this many rows use the pre-packed weights (measured faster than `gemm` up
-/// to ~128-256 rows, slower on large batches; examples/packed_probe.rs).
+/// to ~128-256 rows, slower on large batches; benches/packed_probe.rs).
 pub const PACKED_MAX_ROWS: usize = 256;
 
 /// Lazily packed copy of a [`Linear`]'s weights (`None` inside: this CPU has no AVX-512).
@@ -145,7 +145,7 @@ impl Linear {
     /// Rows of `x` `[rows, d_in]`; panics (naming `what`) if its length is not a multiple of `d_in`.
     pub(crate) fn rows_of(&self, x: &[f32], what: &str) -> usize {
         assert!(
-            if self.d_in == 0 { x.is_empty() } else { x.len() % self.d_in == 0 },
+            if self.d_in == 0 { x.is_empty() } else { x.len().is_multiple_of(self.d_in) },
             "Linear::{what}: input has {} values, not a whole number of rows of d_in = {}",
             x.len(),
             self.d_in

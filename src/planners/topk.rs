@@ -59,6 +59,7 @@ pub fn mean_schedule_retention(lengths: &[usize], layers: usize, k_min: f64) -> 
 pub fn calibrate_k_min(lengths: &[usize], layers: usize, target: f64) -> Result<f64, UnreachableRetention> {
     let mean = |k: f64| mean_schedule_retention(lengths, layers, k);
     let min = mean(0.0);
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // also rejects a NaN target
     if !(target >= min) {
         return Err(UnreachableRetention { target, min });
     }

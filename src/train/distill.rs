@@ -136,7 +136,7 @@ fn teacher_batch(teacher: &Encoder, inputs: &[EncodedInput], t: usize, device: &
             hidden[l][e * t * d..e * t * d + n * d].copy_from_slice(rows);
         }
         if teacher.classifier.is_some() {
-            logits.extend(teacher.logits_of(&o)?);
+            logits.extend(teacher.logits_of(o)?);
         }
     }
     let nl = logits.len() / b.max(1);

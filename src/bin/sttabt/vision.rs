@@ -193,6 +193,7 @@ pub fn distill(
 }
 
 /// `sttabt concrete --vision`.
+#[allow(clippy::too_many_arguments)]
 pub fn concrete(
     source: &ImageSource,
     teacher_dir: &Path,

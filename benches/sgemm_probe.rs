@@ -2,7 +2,7 @@
 //! `kernels::matmul` with `gemm`'s default thresholds and with weight (lhs) packing switched off
 //! (`set_lhs_packing_threshold_*` = 256, the API's only handle: it takes no pre-packed operand),
 //! alternating in one process so that ratios survive a loaded machine; then the teacher and the
-//! ABT planner end to end: `cargo run --release --example sgemm_probe -- [n] [iters]`.
+//! ABT planner end to end: `cargo bench --bench sgemm_probe -- [n] [iters]`.
 //!
 //! Measured in two runs (2 loaded cores, AVX-512): packing off takes 0.88-1.12x the default's
 //! time at <= 128 tokens (faster only on the ApproxNet's 96-wide shapes and at 26 tokens) and

@@ -1,5 +1,5 @@
 //! Packed GEMM with and without the fused GELU on the ApproxNet's feed-forward shape, one
-//! thread: `cargo run --release --example gelu_probe`.
+//! thread: `cargo bench --bench gelu_probe`.
 use std::time::Instant;
 
 fn main() {

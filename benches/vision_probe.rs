@@ -1,5 +1,5 @@
 //! Sizing probe for the Fashion-MNIST DeiT: time per training step and accuracy after N steps.
-//! `cargo run --release --example vision_probe -- HIDDEN LAYERS HEADS FF STEPS BATCH LR`
+//! `cargo bench --bench vision_probe -- HIDDEN LAYERS HEADS FF STEPS BATCH LR`
 use sttabt::train::finetune::{accuracy, finetune, FinetuneConfig};
 use sttabt::vision::data::{encode_labeled, fashion_mnist_processor, ImageSource};
 use sttabt::vision::model::{new_vision_model, VisionSpec};

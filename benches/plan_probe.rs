@@ -1,6 +1,6 @@
 //! Times ApproxNet + planning against the dense teacher at one length, batch 1, interleaved
 //! (dense, abt, concrete, dense, ...) so that the ratios survive a loaded machine; also a focused
-//! target for perf: `cargo run --release --example plan_probe -- [n] [iters] [abt|concrete|dense|all]`.
+//! target for perf: `cargo bench --bench plan_probe -- [n] [iters] [abt|concrete|dense|all]`.
 use std::time::Instant;
 
 use sttabt::planners::abt::AbtConfig;
