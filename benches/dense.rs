@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use sttabt::{BertModel, EncodedInput, RunOptions, TokenPlan};
+use sttabt::{EncodedInput, Encoder, RunOptions, TokenPlan};
 
 fn main() {
     let dir = sttabt::assets::default_model_dir();
@@ -20,7 +20,7 @@ fn main() {
         );
         return;
     }
-    let model = BertModel::load(&dir).unwrap_or_else(|e| panic!("cannot load {}: {e}", dir.display()));
+    let model = Encoder::load(&dir).unwrap_or_else(|e| panic!("cannot load {}: {e}", dir.display()));
     let layers = model.layers.len();
     // 10 samples by default (a dense batch of 32 x 128 tokens takes ~1 s); `--sample-size` overrides.
     let mut c = Criterion::default().sample_size(10).configure_from_args();

@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
         let c = &approx.config;
         for k in [0.1, 0.3, 0.5, 0.9] {
             for cfg in [sttabt::planners::abt::AbtConfig::topk(k), sttabt::planners::abt::AbtConfig::dynamic()] {
-                let new = sttabt::infer::abt_plans(&approx, &inputs, &cfg)?;
+                let new = sttabt::planners::abt::abt_plans(&approx, &inputs, &cfg)?;
                 let outs = approx.run_dense(&inputs, sttabt::RunOptions { attentions: true, hidden_states: false })?;
                 for ((o1, x), p) in outs.iter().zip(&inputs).zip(&new) {
                     let st: Vec<f32> = o1.attentions.iter().flatten().flat_map(|a| a.probs.iter().copied()).collect();
@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
         let (mut same, mut total) = (0, 0);
         for theta0 in [-2.0, -1.0, 0.0, 1.0, 2.0] {
             let theta = vec![theta0; c.num_layers];
-            let fast = sttabt::infer::concrete_plans(&approx, &inputs, &theta)?;
+            let fast = sttabt::planners::concrete::concrete_plans(&approx, &inputs, &theta)?;
             for ((o1, x), p) in outs.iter().zip(&inputs).zip(&fast) {
                 let n = x.len();
                 let logp: Vec<f32> = o1.attentions.iter().flatten().flat_map(|a| a.probs.iter().map(|p| p.max(1e-37).ln())).collect();
@@ -94,8 +94,8 @@ fn main() -> anyhow::Result<()> {
 
 /// The demo's ApproxNet and the inputs the plan checks run on: 4 synthetic lengths (17..137)
 /// and the first 60 Rotten Tomatoes test sentences.
-fn check_inputs(o: &sttabt::bench::BenchOptions) -> anyhow::Result<(sttabt::BertModel, Vec<sttabt::EncodedInput>)> {
-    let teacher = sttabt::BertModel::load(&o.model)?;
+fn check_inputs(o: &sttabt::bench::BenchOptions) -> anyhow::Result<(sttabt::Encoder, Vec<sttabt::EncodedInput>)> {
+    let teacher = sttabt::Encoder::load(&o.model)?;
     let approx = sttabt::approx::ApproxNet::load(
         o.approx.as_ref().ok_or_else(|| anyhow::anyhow!("no ApproxNet (run `sttabt demo`)"))?,
         &teacher.config,

@@ -11,11 +11,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::TensorStore;
-use crate::config::EncoderConfig;
 use crate::data::split::SplitMix64;
-use crate::encoder::{BertModel, EncodedInput, Linear, RunOptions};
 use crate::error::ModelError;
+use crate::exec::RunOptions;
+use crate::model::checkpoint::TensorStore;
+use crate::model::config::EncoderConfig;
+use crate::model::{EncodedInput, Encoder, Linear};
 use crate::train::model::normal;
 
 /// Factors the ApproxNet may shrink by.
@@ -43,7 +44,7 @@ pub enum ApproxInit {
 /// An ApproxNet: the small encoder (with the teacher's head count) and its transfer maps.
 #[derive(Debug, Clone)]
 pub struct ApproxNet {
-    pub model: BertModel,
+    pub model: Encoder,
     /// `L` maps `d/f -> d`: index 0 for the embedding output, index l for layer l (l = 1..L-1).
     pub transfer: Vec<Linear>,
     pub meta: ApproxMeta,
@@ -56,7 +57,7 @@ pub fn approx_config(teacher: &EncoderConfig, factor: usize) -> Result<EncoderCo
         return Err(ModelError::Input(format!("ApproxNet factor must be one of {FACTORS:?}, got {factor}")));
     }
     let d = teacher.hidden_size / factor;
-    if d == 0 || teacher.hidden_size % factor != 0 || d % teacher.num_heads != 0 {
+    if d == 0 || !teacher.hidden_size.is_multiple_of(factor) || !d.is_multiple_of(teacher.num_heads) {
         return Err(ModelError::Input(format!(
             "hidden size {} / factor {factor} = {} is not divisible by the {} heads",
             teacher.hidden_size,
@@ -100,7 +101,7 @@ pub fn interpolate(data: &[f32], shape: &[usize], out_shape: &[usize]) -> Vec<f3
 
 impl ApproxNet {
     /// A new ApproxNet for `teacher` with factor `f`.
-    pub fn new(teacher: &BertModel, factor: usize, init: ApproxInit, seed: u64) -> Result<Self, ModelError> {
+    pub fn new(teacher: &Encoder, factor: usize, init: ApproxInit, seed: u64) -> Result<Self, ModelError> {
         let tc = &teacher.config;
         let cfg = approx_config(tc, factor)?;
         let small = cfg.hidden_size;
@@ -145,7 +146,7 @@ impl ApproxNet {
             tensors.push((name, out_shape, new));
         }
         let store = TensorStore::from_tensors(Path::new("<approxnet init>"), tensors);
-        let model = BertModel::from_store(cfg, &store)?;
+        let model = Encoder::from_store(cfg, &store)?;
         let transfer = (0..tc.num_layers.max(1))
             .map(|_| {
                 let w: Vec<f32> = (0..tc.hidden_size * small).map(|_| normal(&mut rng) * 0.02).collect();
@@ -204,7 +205,7 @@ impl ApproxNet {
             tensors.push((format!("transfer.{l}.bias"), vec![t.d_out()], t.bias().to_vec()));
         }
         let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice())).collect();
-        crate::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views)?;
+        crate::model::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views)?;
         let mut cfg = self.model.config.to_hf_json();
         if self.model.config.vision().is_none() {
             // a text ApproxNet must not be mistaken for a BERT teacher; vision configs keep
@@ -212,7 +213,7 @@ impl ApproxNet {
             cfg["model_type"] = "sttabt-approx".into();
         }
         cfg["sttabt_approx"] = serde_json::to_value(&self.meta).unwrap_or_default();
-        crate::checkpoint::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap_or_default().as_bytes())
+        crate::model::checkpoint::write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap_or_default().as_bytes())
     }
 
     /// Load from `dir` and check it against `teacher`.
@@ -226,7 +227,7 @@ impl ApproxNet {
                 path: cfg_path.clone(),
                 message: "not an ApproxNet: config.json has no valid `sttabt_approx` block (create one with `sttabt distill`)".into(),
             })?;
-        let model = BertModel::load(dir)?;
+        let model = Encoder::load(dir)?;
         let store = TensorStore::read(&dir.join("model.safetensors"))?;
         let small = model.config.hidden_size;
         let transfer = (0..meta.teacher_num_layers.max(1))
@@ -249,7 +250,7 @@ pub struct Fidelity {
 }
 
 /// Measure attention fidelity on `inputs` (dense runs of both models).
-pub fn fidelity(teacher: &BertModel, approx: &BertModel, inputs: &[EncodedInput]) -> Result<Fidelity, ModelError> {
+pub fn fidelity(teacher: &Encoder, approx: &Encoder, inputs: &[EncodedInput]) -> Result<Fidelity, ModelError> {
     let opts = RunOptions { attentions: true, hidden_states: false };
     let (mut se, mut se_n, mut kl, mut kl_n) = (0.0f64, 0usize, 0.0f64, 0usize);
     for chunk in inputs.chunks(32) {

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::metrics::Metric;
 use crate::data::rt::SplitInfo;
 use crate::data::Label;
-use crate::encoder::{BertModel, EncodedInput};
 use crate::infer::{classify, Mode};
+use crate::model::{EncodedInput, Encoder};
 use crate::planners::topk::calibrate_k_min;
 use crate::train::concrete::ConcreteModel;
 use crate::train::finetune::LabeledInput;
@@ -75,8 +75,8 @@ pub struct EvalResults {
 
 /// (accuracy, primary metric, mean retention, mean GFLOPs) of `mode` on `data`.
 fn score(
-    teacher: &BertModel,
-    approx: Option<&BertModel>,
+    teacher: &Encoder,
+    approx: Option<&Encoder>,
     data: &[LabeledInput],
     mode: &Mode,
     metric: Metric,
@@ -99,13 +99,7 @@ fn score(
 }
 
 /// Examples per second, end to end from token ids (ApproxNet and planning included).
-pub fn throughput(
-    teacher: &BertModel,
-    approx: Option<&BertModel>,
-    inputs: &[EncodedInput],
-    mode: &Mode,
-    batch: usize,
-) -> anyhow::Result<f64> {
+pub fn throughput(teacher: &Encoder, approx: Option<&Encoder>, inputs: &[EncodedInput], mode: &Mode, batch: usize) -> anyhow::Result<f64> {
     // one warm-up batch, then the median of three passes (single passes of a few hundred ms
     // moved by up to 1.5x on a shared VM)
     classify(teacher, approx, &inputs[..batch.min(inputs.len())], mode)?;
@@ -124,8 +118,8 @@ pub fn throughput(
 /// Evaluate dense, ABT (if `approx`), ABT-actual, manual top-k (calibrated to the ABT-actual
 /// retentions) and each concrete-mask model on dev and test.
 pub fn evaluate_all(
-    teacher: &BertModel,
-    approx: Option<&BertModel>,
+    teacher: &Encoder,
+    approx: Option<&Encoder>,
     concrete: &[ConcreteModel],
     ltp: &[LtpModel],
     dev: &[LabeledInput],
@@ -234,7 +228,7 @@ pub fn evaluate_all(
 pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&SplitInfo>) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     let json = serde_json::json!({"data": data, "split": split, "results": r, "machine": machine_line()});
-    crate::checkpoint::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    crate::model::checkpoint::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     // the task's primary metric gets its own columns (named `dev_metric_<name>` so that
     // accuracy tasks do not repeat the accuracy column names)
     let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_metric_{0},test_metric_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32\n", r.metric);
@@ -254,7 +248,7 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
             p.speedup_b32
         ));
     }
-    crate::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    crate::model::checkpoint::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     // the data set's name, without the split details in parentheses
     let name: String = data.split(" (").next().unwrap_or(data).chars().take(48).collect();
     let plot = crate::plot::PlotData {

@@ -268,7 +268,7 @@ fn render(r: &PlotData, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> 
 
 /// Write `bytes` to `path` via a temporary file in the same directory and a rename.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
-    crate::checkpoint::write_atomic_io(path, bytes).map_err(|(path, source)| PlotError::Io { path, source })
+    crate::model::checkpoint::write_atomic_io(path, bytes).map_err(|(path, source)| PlotError::Io { path, source })
 }
 
 fn encode_png(rgb: Vec<u8>) -> Result<Vec<u8>, PlotError> {

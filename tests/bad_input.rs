@@ -7,9 +7,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use common::{random_tensors, tiny_config, write_checkpoint, TempDir};
-use sttabt::config::EncoderConfig;
+use sttabt::model::config::EncoderConfig;
 use sttabt::plan::{PlanError, SetKind};
-use sttabt::{BertModel, EncodedInput, ModelError, RunOptions, TokenPlan};
+use sttabt::{EncodedInput, Encoder, ModelError, RunOptions, TokenPlan};
 
 fn cfg() -> EncoderConfig {
     // L = 2, H = 2, d = 8, d_ff = 16, vocab 10, max positions 12
@@ -24,17 +24,17 @@ fn good_checkpoint(tag: &str) -> TempDir {
     dir
 }
 
-fn tiny_model() -> BertModel {
+fn tiny_model() -> Encoder {
     let dir = good_checkpoint("good");
-    BertModel::load(dir.path()).expect("a valid tiny checkpoint loads")
+    Encoder::load(dir.path()).expect("a valid tiny checkpoint loads")
 }
 
 /// Load without panicking; returns the error (panics with a clear message if it loaded).
 fn load_err(dir: &Path) -> ModelError {
-    match catch_unwind(|| BertModel::load(dir)) {
+    match catch_unwind(|| Encoder::load(dir)) {
         Ok(Ok(_)) => panic!("{} loaded, but an error was expected", dir.display()),
         Ok(Err(e)) => e,
-        Err(_) => panic!("BertModel::load({}) panicked instead of returning an error", dir.display()),
+        Err(_) => panic!("Encoder::load({}) panicked instead of returning an error", dir.display()),
     }
 }
 
@@ -43,11 +43,11 @@ fn input(ids: &[u32]) -> EncodedInput {
 }
 
 /// Run without panicking; returns the error.
-fn run_err(model: &BertModel, inputs: &[EncodedInput], plans: &[TokenPlan]) -> ModelError {
+fn run_err(model: &Encoder, inputs: &[EncodedInput], plans: &[TokenPlan]) -> ModelError {
     match catch_unwind(AssertUnwindSafe(|| model.run(inputs, plans, RunOptions::default()))) {
         Ok(Ok(_)) => panic!("run succeeded, but an error was expected"),
         Ok(Err(e)) => e,
-        Err(_) => panic!("BertModel::run panicked instead of returning an error"),
+        Err(_) => panic!("Encoder::run panicked instead of returning an error"),
     }
 }
 
@@ -376,7 +376,7 @@ fn integer_buffers_are_skipped_and_f16_weights_load() {
             ("embeddings.word_embeddings.weight", safetensors::Dtype::F16, vec![10, 8], word_f16),
         ],
     );
-    let m = BertModel::load(dir.path()).expect("position_ids buffer and f16 weights are fine");
+    let m = Encoder::load(dir.path()).expect("position_ids buffer and f16 weights are fine");
     assert_eq!(m.embeddings.text().expect("text model").word.len(), 80);
 }
 
@@ -569,7 +569,7 @@ fn empty_text_gives_cls_sep_and_runs() {
     assert_eq!(t.input.type_ids, vec![0, 0]);
     assert_eq!(t.truncated, 0);
     let m = common::minilm();
-    let out = m.run_dense(&[t.input.clone()], RunOptions::default()).expect("[CLS] [SEP] runs");
+    let out = m.run_dense(std::slice::from_ref(&t.input), RunOptions::default()).expect("[CLS] [SEP] runs");
     assert_eq!(out[0].rows, vec![0, 1]);
     assert!(out[0].hidden.iter().all(|v| v.is_finite()));
     // whitespace only is the same

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{random_tensors, tiny_config, write_checkpoint, TempDir};
-use sttabt::config::EncoderConfig;
+use sttabt::model::config::EncoderConfig;
 use sttabt::train::Progress;
 
 fn sttabt(args: &[&str]) -> Output {
@@ -113,7 +113,7 @@ fn library_training_entry_points_reject_bad_configs() {
     use sttabt::approx::{ApproxInit, ApproxNet};
     use sttabt::train::{concrete, distill, finetune, ltp};
     let (dir, _) = tiny_classifier("libcfg");
-    let teacher = sttabt::BertModel::load(dir.path()).expect("tiny classifier loads");
+    let teacher = sttabt::Encoder::load(dir.path()).expect("tiny classifier loads");
     let x = sttabt::EncodedInput { ids: vec![101, 2000, 102], type_ids: vec![0; 3], patches: Vec::new() };
     let data = vec![finetune::LabeledInput { input: x.clone(), label: 1 }; 4];
     let out = TempDir::new("libcfg-out");
@@ -349,11 +349,11 @@ fn ltp_run_with_wrong_threshold_count_is_an_error() {
         );
     }
     // the planner itself refuses to run with a wrong count (no threshold 0 substituted)
-    let m = sttabt::BertModel::load(model.path()).unwrap();
+    let m = sttabt::Encoder::load(model.path()).unwrap();
     let x = sttabt::EncodedInput { ids: vec![101, 2000, 2001, 102], type_ids: vec![0; 4], patches: Vec::new() };
     for theta in [vec![], vec![0.1, 0.2]] {
         let hook = sttabt::planners::ltp::LtpPlanner { theta: theta.clone() };
-        let e = m.run_feed_forward(&[x.clone()], &hook, &[0], sttabt::RunOptions::default()).unwrap_err().to_string();
+        let e = m.run_feed_forward(std::slice::from_ref(&x), &hook, &[0], sttabt::RunOptions::default()).unwrap_err().to_string();
         assert!(e.contains("LTP needs L - 1 = 1 thresholds") && e.contains(&format!("found {}", theta.len())), "{e}");
         assert!(sttabt::planners::ltp::LtpPlanner::new(theta, 2).is_err());
     }

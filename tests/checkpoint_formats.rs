@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::TempDir;
-use sttabt::checkpoint::TensorStore;
+use sttabt::model::checkpoint::TensorStore;
 use sttabt::ModelError;
 
 fn fixture(rel: &str) -> PathBuf {

@@ -10,11 +10,11 @@ use std::process::Command;
 
 use common::TempDir;
 use serde_json::Value;
-use sttabt::encoder::EncodedInput;
 use sttabt::infer::{classify, Mode};
+use sttabt::model::EncodedInput;
 use sttabt::planners::abt::{keep_count, AbtConfig};
 use sttabt::text::tokenizer::TextTokenizer;
-use sttabt::BertModel;
+use sttabt::Encoder;
 
 /// Run the binary: (success, stdout, stderr).
 fn sttabt(args: &[&str]) -> (bool, String, String) {
@@ -46,15 +46,15 @@ fn s(p: &Path) -> &str {
 
 /// all-MiniLM-L6-v2 with a fresh 2-label head, saved as a classifier checkpoint in `dir`
 /// (with the tokenizer files): what `sttabt finetune` writes, minus the training.
-fn write_teacher(dir: &Path) -> BertModel {
-    let base = BertModel::load(&common::minilm_dir()).expect("load all-MiniLM-L6-v2");
+fn write_teacher(dir: &Path) -> Encoder {
+    let base = Encoder::load(&common::minilm_dir()).expect("load all-MiniLM-L6-v2");
     let m = sttabt::train::finetune::with_new_head(base, vec!["negative".into(), "positive".into()], 7);
     sttabt::train::save_hf_checkpoint(&m, dir, Some(&common::minilm_dir())).expect("save teacher");
-    BertModel::load(dir).expect("reload teacher")
+    Encoder::load(dir).expect("reload teacher")
 }
 
 /// An (untrained, interpolated) ApproxNet of `teacher`, saved in `dir`.
-fn write_approx(teacher: &BertModel, dir: &Path) -> sttabt::approx::ApproxNet {
+fn write_approx(teacher: &Encoder, dir: &Path) -> sttabt::approx::ApproxNet {
     let a = sttabt::approx::ApproxNet::new(teacher, 4, sttabt::approx::ApproxInit::Interpolate, 0).expect("ApproxNet");
     a.save(dir).expect("save ApproxNet");
     sttabt::approx::ApproxNet::load(dir, &teacher.config).expect("reload ApproxNet")
@@ -148,7 +148,7 @@ fn per_layer_keep_list_gives_the_abt_plan() {
         let got = usizes(&rec["inputs_per_layer"]);
         // the library's plan: ABT section 3 with k_l per layer
         let cfg = AbtConfig { top: teacher.top_tokens(), ..AbtConfig::topk_per_layer(ks.to_vec()) };
-        let plan = sttabt::infer::abt_plans(net, &[enc.input.clone()], &cfg).unwrap().remove(0);
+        let plan = sttabt::planners::abt::abt_plans(net, &[enc.input.clone()], &cfg).unwrap().remove(0);
         assert_eq!(got, sizes(&plan), "{mode}: |I_l| per layer");
         // section 3: I_l = TopK_c(s) ∪ O_l with c = ceil(k_l n), O_l = I_{l+1}, O_L = {CLS}
         for l in 0..6 {

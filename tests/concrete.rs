@@ -49,7 +49,7 @@ fn burn_masks_match_reference_vectors() {
     }
 }
 
-fn tiny_setup(seed: u64) -> (sttabt::BertModel, ApproxNet, Vec<LabeledInput>) {
+fn tiny_setup(seed: u64) -> (sttabt::Encoder, ApproxNet, Vec<LabeledInput>) {
     let cfg = tiny_config(2, 2, 8, 24, 40, 16);
     let teacher = with_new_head(random_model(&cfg, seed, 0.3), vec!["a".into(), "b".into()], seed);
     let approx = ApproxNet::new(&teacher, 2, ApproxInit::Interpolate, seed).unwrap();
@@ -65,7 +65,7 @@ fn tiny_setup(seed: u64) -> (sttabt::BertModel, ApproxNet, Vec<LabeledInput>) {
     (teacher, approx, data)
 }
 
-fn train_model(teacher: &sttabt::BertModel, approx: &ApproxNet, theta: f32, device: &Device) -> ConcreteTrain {
+fn train_model(teacher: &sttabt::Encoder, approx: &ApproxNet, theta: f32, device: &Device) -> ConcreteTrain {
     ConcreteTrain {
         teacher: TrainBert::from_native(teacher, device),
         approx: TrainBert::from_native(&approx.model, device),

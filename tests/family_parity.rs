@@ -10,9 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{f32s, max_abs_diff, read_json, TempDir};
-use sttabt::checkpoint::{write_safetensors, TensorStore};
+use sttabt::model::checkpoint::{write_safetensors, TensorStore};
 use sttabt::text::tokenizer::TextTokenizer;
-use sttabt::{BertModel, RunOptions};
+use sttabt::{Encoder, RunOptions};
 
 const HIDDEN_TOL: f32 = 2e-5;
 const LOGIT_TOL: f32 = 1e-5;
@@ -28,7 +28,7 @@ fn ints(v: &serde_json::Value) -> Vec<u32> {
 /// Check every case of `reference` against the checkpoint in `dir`: each example of a batch is
 /// run alone (unpadded); its rows must match the reference's unpadded rows.
 fn check_parity(dir: &Path, reference: &serde_json::Value) {
-    let model = BertModel::load(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let model = Encoder::load(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let tok = TextTokenizer::from_dir(dir, 64).unwrap();
     let d = reference["hidden_size"].as_u64().unwrap() as usize;
     let layers = reference["num_layers"].as_u64().unwrap() as usize;

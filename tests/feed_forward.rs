@@ -22,7 +22,7 @@ fn sentences() -> Vec<EncodedInput> {
         .collect()
 }
 
-fn with_head() -> sttabt::BertModel {
+fn with_head() -> sttabt::Encoder {
     with_new_head(minilm().clone(), vec!["negative".into(), "positive".into()], 1)
 }
 

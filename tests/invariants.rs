@@ -15,7 +15,7 @@ use common::{random_model, tiny_config};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use sttabt::planners::abt::{backtrack, AbtConfig, AbtForm, Reduce};
-use sttabt::{BertModel, EncodedInput, RunOptions, TokenPlan};
+use sttabt::{EncodedInput, Encoder, RunOptions, TokenPlan};
 
 const VOCAB: usize = 20;
 const MAX_POS: usize = 16;
@@ -36,7 +36,7 @@ struct Arch {
 }
 
 impl Arch {
-    fn build(&self) -> BertModel {
+    fn build(&self) -> Encoder {
         let cfg = tiny_config(self.layers, self.heads, self.head_size, self.d_ff, VOCAB, MAX_POS);
         random_model(&cfg, self.seed, 1.0)
     }
@@ -84,7 +84,7 @@ fn all_finite(v: &[f32]) -> bool {
 }
 
 /// The embedding output of all `n` tokens (`[n, d]`), from a dense run's `hidden_states[0]`.
-fn embedding_output(model: &BertModel, x: &EncodedInput) -> Vec<f32> {
+fn embedding_output(model: &Encoder, x: &EncodedInput) -> Vec<f32> {
     let out = model
         .run(&[x.clone()], &[TokenPlan::dense(x.len(), model.layers.len())], RunOptions { hidden_states: true, attentions: false })
         .expect("dense run");
@@ -377,7 +377,7 @@ fn minilm_inputs() -> Vec<EncodedInput> {
     SENTENCES.iter().map(|(a, b)| tok.encode(a, *b).expect("encode").input).collect()
 }
 
-fn minilm_attention(model: &BertModel, x: &EncodedInput) -> (Vec<f32>, Vec<f32>) {
+fn minilm_attention(model: &Encoder, x: &EncodedInput) -> (Vec<f32>, Vec<f32>) {
     let n = x.len();
     let big_l = model.layers.len();
     let out =
@@ -464,7 +464,7 @@ fn fused_abt_pass_equals_backtrack_on_full_attention() {
             AbtConfig { head_reduce: Reduce::Max, ..AbtConfig::topk(0.5) },
         ];
         for cfg in cfgs {
-            let fused = sttabt::infer::abt_plans(model, &inputs, &cfg).expect("abt_plans");
+            let fused = sttabt::planners::abt::abt_plans(model, &inputs, &cfg).expect("abt_plans");
             for (e, x) in inputs.iter().enumerate() {
                 let n = x.len();
                 let out = model
@@ -493,15 +493,15 @@ fn row_blocks_give_the_same_bits_as_column_split() {
     let ragged: Vec<EncodedInput> = [40usize, 9, 25, 61].iter().map(|&n| random_input(n, &mut rng)).collect();
     let opts = RunOptions { attentions: true, hidden_states: true };
     let run_all = |on: bool| {
-        sttabt::encoder::set_row_blocks(on);
+        sttabt::exec::set_row_blocks(on);
         let dense = m.run(&long, &[TokenPlan::dense(130, 2)], opts).unwrap();
         let plans: Vec<TokenPlan> = ragged.iter().map(|x| random_plan(x.len(), 2, &mut fastrand::Rng::with_seed(x.len() as u64))).collect();
         let sparse = m.run(&ragged, &plans, opts).unwrap();
-        let abt = sttabt::infer::abt_plans(&m, &ragged, &AbtConfig::topk(0.4)).unwrap();
+        let abt = sttabt::planners::abt::abt_plans(&m, &ragged, &AbtConfig::topk(0.4)).unwrap();
         (dense, sparse, abt)
     };
     let (with, without) = (run_all(true), run_all(false));
-    sttabt::encoder::set_row_blocks(true);
+    sttabt::exec::set_row_blocks(true);
     for (a, b) in with.0.iter().chain(&with.1).zip(without.0.iter().chain(&without.1)) {
         assert_eq!(a.rows, b.rows);
         assert!(a.hidden == b.hidden, "hidden rows differ with row blocks by {}", max_abs_diff(&a.hidden, &b.hidden));
@@ -517,7 +517,7 @@ fn row_blocks_give_the_same_bits_as_column_split() {
 /// Pre-softmax attention scores `S = Q Kᵀ / √d_h` of a dense run of `x`, `[L, H, n, n]`
 /// (ALGORITHM.md section 4 step 1), from the layer inputs and the layers' own weights, in f64
 /// (rounded to f32 at the end). Post-LN BERT: layer l reads hidden state l - 1 as it is.
-fn presoftmax_scores(m: &BertModel, x: &EncodedInput) -> Vec<f32> {
+fn presoftmax_scores(m: &Encoder, x: &EncodedInput) -> Vec<f32> {
     let (big_l, h, d) = (m.layers.len(), m.config.num_heads, m.config.hidden_size);
     let (n, dh) = (x.len(), d / h);
     let out = m
@@ -550,7 +550,7 @@ fn presoftmax_scores(m: &BertModel, x: &EncodedInput) -> Vec<f32> {
 /// blocks, for several thresholds; and it refuses NaN weights.
 #[test]
 fn fused_concrete_pass_equals_scores_on_full_attention() {
-    use sttabt::encoder::HeadReduce;
+    use sttabt::exec::HeadReduce;
     use sttabt::planners::concrete::{concrete_masks_top, standardized_cdf_scores};
     let m = random_model(&tiny_config(3, 4, 8, 64, 50, 80), 33, 1.0);
     let (big_l, h) = (m.layers.len(), m.config.num_heads);
@@ -565,7 +565,7 @@ fn fused_concrete_pass_equals_scores_on_full_attention() {
         assert!(worst < 1e-5, "example {e}: fused U is {worst:e} off the f64 reference on the pre-softmax scores");
     }
     for theta in [[-2.0, 0.0, 1.0], [0.0; 3], [1.5, -0.5, -3.0]] {
-        let fused = sttabt::infer::concrete_plans(&m, &inputs, &theta).expect("concrete_plans");
+        let fused = sttabt::planners::concrete::concrete_plans(&m, &inputs, &theta).expect("concrete_plans");
         for (e, x) in inputs.iter().enumerate() {
             let n = x.len();
             let want = concrete_masks_top(&want_u[e], big_l, n, n, &theta, 0.1, 0.1, 1e-6, 1).unwrap().plan;
@@ -578,8 +578,8 @@ fn fused_concrete_pass_equals_scores_on_full_attention() {
     let kv = &bad.layers[1].key_value;
     let mut w = kv.weight().to_vec();
     w[0] = f32::NAN;
-    bad.layers[1].key_value = sttabt::encoder::Linear::new(w, kv.bias().to_vec(), kv.d_in(), kv.d_out());
-    let err = sttabt::infer::concrete_plans(&bad, &inputs[2..3], &[0.0, 0.0]).expect_err("NaN attention must be refused");
+    bad.layers[1].key_value = sttabt::model::Linear::new(w, kv.bias().to_vec(), kv.d_in(), kv.d_out());
+    let err = sttabt::planners::concrete::concrete_plans(&bad, &inputs[2..3], &[0.0, 0.0]).expect_err("NaN attention must be refused");
     assert!(err.to_string().contains("not finite"), "{err}");
 }
 
@@ -591,7 +591,7 @@ fn fused_concrete_pass_equals_scores_on_full_attention() {
 /// test tells the two apart.
 #[test]
 fn concrete_plans_standardise_scores_far_below_the_row_max() {
-    use sttabt::encoder::HeadReduce;
+    use sttabt::exec::HeadReduce;
     use sttabt::planners::concrete::{concrete_masks_top, standardized_cdf_scores, standardized_cdf_scores_fast};
     let cfg = tiny_config(2, 4, 8, 64, 50, 80);
     let mut tensors = common::random_tensors(&cfg, 91, 1.0);
@@ -602,14 +602,14 @@ fn concrete_plans_standardise_scores_far_below_the_row_max() {
     }
     let dir = common::TempDir::new("far-scores");
     common::write_checkpoint(dir.path(), &cfg, &tensors);
-    let m = BertModel::load(dir.path()).expect("load");
+    let m = Encoder::load(dir.path()).expect("load");
     let (big_l, h) = (m.layers.len(), m.config.num_heads);
     let mut rng = fastrand::Rng::with_seed(5);
     let inputs: Vec<EncodedInput> = [24usize, 40].iter().map(|&n| random_input(n, &mut rng)).collect();
     let dense: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len(), big_l)).collect();
     let fused_u = m.run_attention_reduced_with(&inputs, &dense, HeadReduce::ConcreteCdf { ddof: 0, eps: 1e-6 }).expect("fused U");
     let theta = [0.5, -0.5];
-    let plans = sttabt::infer::concrete_plans(&m, &inputs, &theta).expect("concrete_plans");
+    let plans = sttabt::planners::concrete::concrete_plans(&m, &inputs, &theta).expect("concrete_plans");
     for (e, x) in inputs.iter().enumerate() {
         let n = x.len();
         let s = presoftmax_scores(&m, x);

@@ -3,8 +3,8 @@
 //! out-of-bounds read or write), and `Linear` cannot be changed after its weights were packed.
 
 use std::io::Write as _;
-use sttabt::encoder::Linear;
 use sttabt::kernels;
+use sttabt::model::Linear;
 
 fn seq(n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|i| ((i * 7 + 3) % 11) as f32 * scale - 0.5).collect()

@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use sttabt::encoder::mean_pool_normalized;
+use sttabt::model::mean_pool_normalized;
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{EncodedInput, RunOptions};
 
@@ -34,7 +34,7 @@ fn check_case(name: &str) {
     }
     let m = minilm();
     let d = m.config.hidden_size;
-    let out = m.run_dense(&[enc.input.clone()], RunOptions { attentions: true, hidden_states: true }).unwrap().remove(0);
+    let out = m.run_dense(std::slice::from_ref(&enc.input), RunOptions { attentions: true, hidden_states: true }).unwrap().remove(0);
     let err = max_abs_diff(&out.hidden, &f32s(&c["last_hidden_state"]));
     eprintln!("{name}: max |Δ last_hidden_state| = {err:.2e}");
     assert!(err < HIDDEN_TOL, "{name}: last_hidden_state differs by {err}");

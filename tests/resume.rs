@@ -15,23 +15,23 @@ use std::time::{Duration, Instant};
 
 use common::{random_tensors, tiny_config, write_checkpoint, TempDir};
 use sttabt::approx::{ApproxInit, ApproxNet};
-use sttabt::encoder::EncodedInput;
+use sttabt::model::EncodedInput;
 use sttabt::train::distill::{distill, DistillConfig};
 use sttabt::train::finetune::{finetune, with_new_head, FinetuneConfig, LabeledInput};
 use sttabt::train::Progress;
-use sttabt::BertModel;
+use sttabt::Encoder;
 
 const WORDS: [&str; 16] =
     ["good", "bad", "film", "movie", "great", "awful", "plot", "actor", "fun", "dull", "story", "scene", "fine", "poor", "music", "end"];
 
 /// A tiny random BERT (2 layers, hidden 16) with MiniLM's vocabulary and tokenizer files, and a
 /// two-class head, written to `dir`.
-fn tiny_teacher(dir: &Path) -> BertModel {
+fn tiny_teacher(dir: &Path) -> Encoder {
     let vocab = common::minilm().config.vocab_size;
     let cfg = tiny_config(2, 2, 8, 32, vocab, 64);
     let raw = TempDir::new("resume-raw");
     write_checkpoint(raw.path(), &cfg, &random_tensors(&cfg, 5, 1.0));
-    let base = BertModel::load(raw.path()).expect("tiny model");
+    let base = Encoder::load(raw.path()).expect("tiny model");
     let m = with_new_head(base, vec!["negative".into(), "positive".into()], 1);
     sttabt::train::save_hf_checkpoint(&m, dir, Some(&common::minilm_dir())).expect("save tiny teacher");
     m
@@ -89,7 +89,7 @@ fn uninterrupted_runs_with_the_same_seed_are_bitwise_equal() {
     let cfg = tiny_config(2, 2, 8, 32, 1200, 16);
     let raw = TempDir::new("det-raw");
     write_checkpoint(raw.path(), &cfg, &random_tensors(&cfg, 9, 1.0));
-    let base = with_new_head(BertModel::load(raw.path()).expect("tiny"), vec!["a".into(), "b".into()], 2);
+    let base = with_new_head(Encoder::load(raw.path()).expect("tiny"), vec!["a".into(), "b".into()], 2);
     let data = labelled(48, 3);
     let (train, dev) = data.split_at(40);
     let q = Progress { quiet: true };
@@ -168,6 +168,7 @@ fn run_ok(mut c: Command, what: &str) {
 /// Run `args` uninterrupted into A; run it into B, SIGKILL it while it sleeps after the
 /// checkpoint at `kill_at`, check that resuming with the `mismatch` flag/value pairs is refused naming
 /// `mismatch_fields`, resume it, and compare B's files with A's byte for byte.
+#[allow(clippy::too_many_arguments)] // one call per scenario, every knob named at the call
 fn kill_and_resume(
     fx: &Fixture,
     name: &str,
@@ -317,7 +318,7 @@ fn resume_refuses_a_checkpoint_of_other_data() {
     let cfg = tiny_config(2, 2, 8, 32, 1200, 16);
     let raw = TempDir::new("other-raw");
     write_checkpoint(raw.path(), &cfg, &random_tensors(&cfg, 9, 1.0));
-    let base = with_new_head(BertModel::load(raw.path()).expect("tiny"), vec!["a".into(), "b".into()], 2);
+    let base = with_new_head(Encoder::load(raw.path()).expect("tiny"), vec!["a".into(), "b".into()], 2);
     let data = labelled(40, 3);
     let other = labelled(40, 4);
     let dir = TempDir::new("other");

@@ -5,14 +5,14 @@
 mod common;
 
 use common::{f32s, max_abs_diff, read_json, reference_dir, tiny_config, write_checkpoint, TempDir};
-use sttabt::encoder::{ExampleOutput, SoftLayerTrace};
-use sttabt::{BertModel, RunOptions, TokenPlan};
+use sttabt::exec::{ExampleOutput, SoftLayerTrace};
+use sttabt::{Encoder, RunOptions, TokenPlan};
 
 const TOL: f32 = 1e-5;
 
 struct Case {
     file: serde_json::Value,
-    model: BertModel,
+    model: Encoder,
     l: usize,
     d: usize,
     h: usize,
@@ -60,7 +60,7 @@ fn load_case(name: &str) -> Case {
     assert_eq!(weights.len(), 16 * l, "16 tensors per layer");
     let dir = TempDir::new(&format!("softfwd-{name}"));
     write_checkpoint(dir.path(), &cfg, &tensors);
-    let model = BertModel::load(dir.path()).expect("load the reference encoder");
+    let model = Encoder::load(dir.path()).expect("load the reference encoder");
     let valid: Vec<bool> = usizes(&file["valid"]).into_iter().map(|v| v == 1).collect();
     assert_eq!(valid.len(), t);
     assert_eq!(valid.iter().filter(|&&v| v).count(), n);
@@ -209,7 +209,7 @@ fn gathered(name: &str) {
     }
 
     // 2. The executor itself, started from X0 (real rows only; the plan never reads padding).
-    //    See the marked block below: until `BertModel::run_from_embeddings` exists, a test-side
+    //    See the marked block below: until `Encoder::run_from_embeddings` exists, a test-side
     //    gathered path built from the model's public layer pieces stands in for it.
     let x0_real = case.x0[..case.n * d].to_vec();
     let out = case

@@ -1,7 +1,7 @@
 //! The burn training stack (src/train) pinned to the native executor and to the criteria:
-//! 1. dense parity of `TrainBert` with `BertModel` (hidden states, attention probabilities) on a
+//! 1. dense parity of `TrainBert` with `Encoder` (hidden states, attention probabilities) on a
 //!    tiny random model and on all-MiniLM-L6-v2, and an exact weight round trip;
-//! 2. soft-mask parity with `BertModel::forward_soft`, and hard (0/1) masks against the gathered
+//! 2. soft-mask parity with `Encoder::forward_soft`, and hard (0/1) masks against the gathered
 //!    token-plan executor (ALGORITHM.md section 4.3);
 //! 3. gradients reach every checked parameter and the concrete-mask thresholds θ, and stay finite
 //!    with masks near 0 and one-token sequences;
@@ -20,7 +20,7 @@ use sttabt::train::distill::{distill, DistillConfig};
 use sttabt::train::finetune::{cross_entropy, finetune, with_new_head, FinetuneConfig, LabeledInput};
 use sttabt::train::model::{Batch, TrainBert};
 use sttabt::train::Progress;
-use sttabt::{BertModel, EncodedInput, RunOptions, TokenPlan};
+use sttabt::{EncodedInput, Encoder, RunOptions, TokenPlan};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -59,7 +59,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Dense parity of the burn model against the native executor on one padded batch:
 /// every hidden state (real rows) within `tol_h`, every attention probability (real block) within
 /// `tol_p`. Returns the worst differences.
-fn dense_parity(m: &BertModel, inputs: &[EncodedInput], tol_h: f32, tol_p: f32) -> (f32, f32) {
+fn dense_parity(m: &Encoder, inputs: &[EncodedInput], tol_h: f32, tol_p: f32) -> (f32, f32) {
     let c = &m.config;
     let (d, h, big_l) = (c.hidden_size, c.num_heads, c.num_layers);
     let device = Device::flex();
@@ -138,7 +138,7 @@ fn tensor_ulps(a: &[(String, Vec<usize>, Vec<f32>)], b: &[(String, Vec<usize>, V
 /// `to_native(from_native(m)).hf_tensors()` is bit-exact except the query weights/biases, which
 /// the native model stores pre-scaled by `1/sqrt(d_h)` (unscale∘scale in f32 may move a value by
 /// an ulp; see `round_trip_is_bit_exact` for the strict version). Returns the query drift in ulps.
-fn assert_round_trip(m: &BertModel) -> u32 {
+fn assert_round_trip(m: &Encoder) -> u32 {
     let tb = TrainBert::from_native(m, &Device::flex());
     let a = m.hf_tensors();
     for (name, u) in tensor_ulps(&a, &tb.hf_tensors()) {
@@ -158,7 +158,7 @@ fn assert_round_trip(m: &BertModel) -> u32 {
     query_drift
 }
 
-fn tiny_model() -> BertModel {
+fn tiny_model() -> Encoder {
     // L=2, H=2, head 8 (d=16), d_ff 32, vocab 50, 16 positions
     random_model(&tiny_config(2, 2, 8, 32, 50, 16), 11, 1.5)
 }
@@ -227,7 +227,7 @@ fn mask_tensors(masks: &[Vec<Vec<f32>>], device: &Device) -> Vec<Tensor<2>> {
 }
 
 /// Embedding outputs of every real token, padded with zero rows to `t`.
-fn embedding_outputs(m: &BertModel, inputs: &[EncodedInput], t: usize) -> Vec<Vec<f32>> {
+fn embedding_outputs(m: &Encoder, inputs: &[EncodedInput], t: usize) -> Vec<Vec<f32>> {
     let d = m.config.hidden_size;
     let outs = m.run_dense(inputs, RunOptions { attentions: false, hidden_states: true }).expect("dense run");
     outs.iter()
@@ -454,7 +454,7 @@ fn gradients_stay_finite_with_tiny_masks_and_one_token() {
 /// `U_q V`, `U_k V` with one shared `V` `[rank, d]` per layer), like the low-rank attention of
 /// trained models; `sigma_u` sets the score scale (entries of `U` have that std). Everything else
 /// as `common::random_tensors(cfg, seed, scale)`.
-fn low_rank_teacher(cfg: &sttabt::config::EncoderConfig, seed: u64, scale: f32, rank: usize, sigma_u: f32) -> BertModel {
+fn low_rank_teacher(cfg: &sttabt::model::config::EncoderConfig, seed: u64, scale: f32, rank: usize, sigma_u: f32) -> Encoder {
     let d = cfg.hidden_size;
     let mut tensors = common::random_tensors(cfg, seed, scale);
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x10F7);
@@ -477,7 +477,7 @@ fn low_rank_teacher(cfg: &sttabt::config::EncoderConfig, seed: u64, scale: f32, 
     }
     let dir = TempDir::new("teacher");
     common::write_checkpoint(dir.path(), cfg, &tensors);
-    BertModel::load(dir.path()).expect("load the teacher")
+    Encoder::load(dir.path()).expect("load the teacher")
 }
 
 #[test]
@@ -628,7 +628,7 @@ fn finetune_minilm_on_rotten_tomatoes() {
     assert_eq!(report.dev_accuracy.len(), 1);
     let acc = report.best_dev_accuracy;
     assert!(acc.is_finite());
-    let saved = BertModel::load(dir.path()).expect("the fine-tuned checkpoint loads");
+    let saved = Encoder::load(dir.path()).expect("the fine-tuned checkpoint loads");
     assert_eq!(saved.config.labels, labels);
     assert!(saved.classifier.is_some());
     assert!(dir.path().join("tokenizer.json").exists() || dir.path().join("vocab.txt").exists(), "tokenizer files copied");
@@ -691,6 +691,6 @@ fn finetune_resume_continues_step_count() {
     let r5 = finetune(m, train, dev, &cfg1, dir.path(), tokdir.path(), false, &q).expect("fresh run");
     assert_eq!(r5.steps, 4);
     assert_eq!(r5.dev_accuracy.len(), 1);
-    let saved = BertModel::load(dir.path()).expect("saved model");
+    let saved = Encoder::load(dir.path()).expect("saved model");
     assert_eq!(saved.config.labels, vec!["low".to_string(), "high".to_string()]);
 }

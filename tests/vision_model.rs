@@ -10,14 +10,15 @@ use std::collections::HashMap;
 
 use burn::tensor::Device;
 use common::{max_abs_diff, TempDir};
-use sttabt::config::EncoderConfig;
-use sttabt::encoder::{EncodedInput, RunOptions};
+use sttabt::exec::RunOptions;
 use sttabt::infer::{classify, Mode};
+use sttabt::model::config::EncoderConfig;
+use sttabt::model::EncodedInput;
 use sttabt::train::model::{Batch, TrainBert};
 use sttabt::vision::image::Image;
 use sttabt::vision::model::{encode_image, new_vision_model, VisionSpec};
 use sttabt::vision::preprocess::{patchify, ImageProcessor};
-use sttabt::{BertModel, TokenPlan};
+use sttabt::{Encoder, TokenPlan};
 
 /// Small shapes: 8x8 images with 2 channels, patch 2 -> 16 patches; d = 12, 3 heads, 2 layers.
 const IMG: usize = 8;
@@ -117,7 +118,7 @@ fn hf_config(deit: bool) -> serde_json::Value {
 fn write_hf(dir: &std::path::Path, deit: bool, tensors: &Tensors) {
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&hf_config(deit)).unwrap()).unwrap();
     let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
-    sttabt::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views).unwrap();
+    sttabt::model::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views).unwrap();
 }
 
 fn random_image(seed: u64) -> Image {
@@ -125,7 +126,7 @@ fn random_image(seed: u64) -> Image {
     Image::new(C, IMG, IMG, (0..C * IMG * IMG).map(|_| rng.f32() * 2.0 - 1.0).collect()).unwrap()
 }
 
-fn input_of(model: &BertModel, img: &Image) -> EncodedInput {
+fn input_of(model: &Encoder, img: &Image) -> EncodedInput {
     let v = model.config.vision().expect("vision config");
     EncodedInput::image(patchify(img, P).unwrap(), v.num_special_tokens(), v.patch_dim())
 }
@@ -253,7 +254,7 @@ fn hf_vit_and_deit_checkpoints_load_and_match_the_reference_forward() {
         let dir = TempDir::new("vit-hf");
         let tensors = hf_tensors(deit, prefix, 11);
         write_hf(dir.path(), deit, &tensors);
-        let m = BertModel::load(dir.path()).unwrap_or_else(|e| panic!("deit={deit} prefix={prefix}: {e}"));
+        let m = Encoder::load(dir.path()).unwrap_or_else(|e| panic!("deit={deit} prefix={prefix}: {e}"));
         let v = m.config.vision().expect("a vision config").clone();
         assert_eq!(v.num_patches(), 16);
         assert_eq!(v.num_special_tokens(), if deit { 2 } else { 1 });
@@ -286,7 +287,7 @@ fn hf_round_trip_is_exact_and_keeps_the_layout() {
         let dir = TempDir::new("vit-rt");
         let tensors = hf_tensors(deit, true, 5);
         write_hf(dir.path(), deit, &tensors);
-        let m = BertModel::load(dir.path()).unwrap();
+        let m = Encoder::load(dir.path()).unwrap();
         let mut back = m.hf_tensors();
         let mut orig = tensors.clone();
         back.sort_by(|a, b| a.0.cmp(&b.0));
@@ -302,7 +303,7 @@ fn hf_round_trip_is_exact_and_keeps_the_layout() {
         let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap()).unwrap();
         assert_eq!(cfg["architectures"][0], if deit { "DeiTForImageClassificationWithTeacher" } else { "ViTForImageClassification" });
         assert_eq!(cfg["model_type"], if deit { "deit" } else { "vit" });
-        let again = BertModel::load(out.path()).unwrap();
+        let again = Encoder::load(out.path()).unwrap();
         assert!(again == m, "deit={deit}: save/load changed the model");
     }
 }
@@ -311,7 +312,7 @@ fn hf_round_trip_is_exact_and_keeps_the_layout() {
 fn plans_keep_class_and_distillation_tokens_and_gathered_equals_masked() {
     let dir = TempDir::new("vit-plan");
     write_hf(dir.path(), true, &hf_tensors(true, true, 3));
-    let m = BertModel::load(dir.path()).unwrap();
+    let m = Encoder::load(dir.path()).unwrap();
     let inputs: Vec<EncodedInput> = (0..4).map(|s| input_of(&m, &random_image(200 + s))).collect();
     let n = inputs[0].len();
     for mode in [Mode::AbtActual { k: 0.2 }, Mode::TopK { k_min: 0.1 }] {
@@ -327,7 +328,7 @@ fn plans_keep_class_and_distillation_tokens_and_gathered_equals_masked() {
         }
     }
     // concrete masks back-track from both special tokens and keep them everywhere
-    let plans = sttabt::infer::concrete_plans(&m, &inputs, &[-3.0; L]).unwrap();
+    let plans = sttabt::planners::concrete::concrete_plans(&m, &inputs, &[-3.0; L]).unwrap();
     for p in &plans {
         assert_eq!(p.top(), &[0, 1]);
         assert!(p.retention() < 0.9, "θ = -3 should drop tokens (retention {})", p.retention());
@@ -387,7 +388,7 @@ fn burn_training_model_matches_native_and_round_trips() {
 fn images_of_the_wrong_size_or_channels() {
     let dir = TempDir::new("vit-bad");
     write_hf(dir.path(), false, &hf_tensors(false, true, 1));
-    let m = BertModel::load(dir.path()).unwrap();
+    let m = Encoder::load(dir.path()).unwrap();
     // wrong patch count reaching the executor: a clear error, no panic
     let short = EncodedInput::image(vec![0.0; 8 * C * P * P], 1, C * P * P);
     let err = classify(&m, None, &[short], &Mode::Dense).unwrap_err().to_string();
@@ -405,7 +406,10 @@ fn images_of_the_wrong_size_or_channels() {
     // converted to the processor's 1 channel and is refused by name
     let proc1 = ImageProcessor::for_model(IMG, 1, &[0.5], &[0.5]).unwrap();
     let grey_cfg = EncoderConfig {
-        arch: sttabt::config::Architecture::Vit(sttabt::config::VisionConfig { num_channels: 1, ..m.config.vision().unwrap().clone() }),
+        arch: sttabt::model::config::Architecture::Vit(sttabt::model::config::VisionConfig {
+            num_channels: 1,
+            ..m.config.vision().unwrap().clone()
+        }),
         ..m.config.clone()
     };
     let big = Image::filled(1, 3 * IMG, 3 * IMG, 0.25).unwrap();
@@ -430,6 +434,6 @@ fn images_of_the_wrong_size_or_channels() {
     let miss = TempDir::new("vit-miss");
     let t: Tensors = hf_tensors(true, true, 2).into_iter().filter(|(n, _, _)| !n.ends_with("distillation_token")).collect();
     write_hf(miss.path(), true, &t);
-    let err = BertModel::load(miss.path()).unwrap_err().to_string();
+    let err = Encoder::load(miss.path()).unwrap_err().to_string();
     assert!(err.contains("deit.embeddings.distillation_token"), "{err}");
 }

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ModelError;
+use crate::model::{EncodedInput, Encoder};
 use crate::plan::{check_set, PlanError, SetKind, TokenPlan};
 
 /// How to reduce over heads (`Ā = mean_h Â` or `max_h Â`) or over the output tokens
@@ -390,4 +392,112 @@ fn backtrack_core(
     traces.reverse();
     let plan = TokenPlan::from_inputs(n, inputs, cfg.top.clone())?;
     Ok((plan, traces))
+}
+
+/// Whose attention ABT back-tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionSource {
+    /// The ApproxNet's (section 2): the pruning planner.
+    ApproxNet,
+    /// The teacher's own (`abt-actual`): an upper bound that needs a dense teacher pass.
+    Teacher,
+}
+
+/// The ABT planner: `config` (top-k with one keep fraction or one per layer, or the threshold
+/// form; `config.top` is replaced by the teacher's top tokens) on `source`'s attention.
+#[derive(Debug, Clone)]
+pub struct Abt {
+    pub config: AbtConfig,
+    pub source: AttentionSource,
+}
+
+impl Abt {
+    /// Top-k ABT with keep fractions `k` (one for every layer, or `k[l-1] = k_l`) on `source`.
+    pub fn topk(k: Vec<f64>, source: AttentionSource) -> Self {
+        Self { config: AbtConfig::topk_per_layer(k), source }
+    }
+}
+
+impl crate::planners::Planner for Abt {
+    fn label(&self) -> String {
+        let keep = match &self.config.form {
+            AbtForm::TopK { k } if k.len() == 1 => format!("{:.2}", k[0]),
+            AbtForm::TopK { k } => k.iter().map(|k| format!("{k:.2}")).collect::<Vec<_>>().join(","),
+            AbtForm::Dynamic { ratio, .. } => format!("ratio {ratio}"),
+        };
+        format!("{} k={keep}", self.family())
+    }
+    fn family(&self) -> &'static str {
+        match self.source {
+            AttentionSource::ApproxNet => "abt",
+            AttentionSource::Teacher => "abt-actual",
+        }
+    }
+    fn cost(&self) -> crate::planners::Cost {
+        use crate::planners::Cost;
+        match self.source {
+            AttentionSource::ApproxNet => Cost { approx_pass: true, ..Cost::default() },
+            AttentionSource::Teacher => Cost { dense_teacher_pass: true, ..Cost::default() },
+        }
+    }
+    fn schedule<'a>(
+        &'a self,
+        models: &crate::planners::Models<'a>,
+        inputs: &[EncodedInput],
+    ) -> Result<crate::planners::Schedule<'a>, ModelError> {
+        let net = match self.source {
+            AttentionSource::ApproxNet => models.approx_for("mode abt")?,
+            AttentionSource::Teacher => models.teacher,
+        };
+        let cfg = AbtConfig { top: models.teacher.top_tokens(), ..self.config.clone() };
+        let (plans, approx, planning) = abt_plans_timed(net, inputs, &cfg)?;
+        Ok(crate::planners::Schedule::Plans { plans, timing: Some(crate::planners::PlanTiming { approx, planning }) })
+    }
+}
+
+/// ABT plans from dense attention of `net` (the ApproxNet, or the teacher for abt-actual).
+///
+/// Errors: bad input; back-tracking fails on an example (names it).
+pub fn abt_plans(net: &Encoder, inputs: &[EncodedInput], cfg: &AbtConfig) -> Result<Vec<TokenPlan>, ModelError> {
+    abt_plans_timed(net, inputs, cfg).map(|(p, _, _)| p)
+}
+
+/// [`abt_plans`] with its two stages timed: `(plans, seconds in the attention run, seconds
+/// back-tracking)`. The attention run computes only what back-tracking reads: at the top layer
+/// only the `cfg.top` query rows (other rows of a softmax are independent, so the plans are
+/// identical to a full dense run's); attention is reduced over heads as it is produced
+/// ([`Encoder::run_attention_reduced`]), so `[L, H, n, n]` is never stored.
+pub fn abt_plans_timed(net: &Encoder, inputs: &[EncodedInput], cfg: &AbtConfig) -> Result<(Vec<TokenPlan>, f64, f64), ModelError> {
+    let c = &net.config;
+    let big_l = net.layers.len();
+    let t0 = std::time::Instant::now();
+    let top_ok =
+        |n: usize| !cfg.top.is_empty() && cfg.top.iter().all(|&t| t < n) && cfg.top.windows(2).all(|w| w[0] < w[1]) && cfg.top[0] == 0;
+    let plans: Vec<TokenPlan> = inputs
+        .iter()
+        .map(|x| {
+            let n = x.len().max(1);
+            if top_ok(n) {
+                TokenPlan::from_inputs(n, vec![(0..n).collect(); big_l], cfg.top.clone()).unwrap_or_else(|_| TokenPlan::dense(n, big_l))
+            } else {
+                TokenPlan::dense(n, big_l)
+            }
+        })
+        .collect();
+    let reduced = net.run_attention_reduced(inputs, &plans, cfg.head_reduce == Reduce::Max)?;
+    let t1 = std::time::Instant::now();
+    use rayon::prelude::*;
+    let plans = reduced
+        .par_iter()
+        .zip(inputs)
+        .enumerate()
+        .map(|(e, (att, x))| {
+            let n = x.len();
+            backtrack_reduced(att, c.num_layers, n, cfg)
+                .map(|(p, _)| p)
+                .map_err(|err| ModelError::Input(format!("back-tracking example {e}: {err}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let t2 = std::time::Instant::now();
+    Ok((plans, (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64()))
 }

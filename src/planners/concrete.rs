@@ -7,7 +7,10 @@
 
 use serde::Serialize;
 
+use crate::error::ModelError;
+use crate::model::{EncodedInput, Encoder};
 use crate::plan::{PlanError, TokenPlan};
+use crate::planners::{Cost, Models, PlanTiming, Planner, Schedule};
 
 /// Invalid concrete-masking input.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -350,4 +353,76 @@ pub fn concrete_masks_top(
     let plan = TokenPlan::from_inputs(n, inputs, (0..num_special).collect())?;
     let soft_retention_r = m_all.iter().map(|m| m[..n].iter().sum::<f64>() / n as f64).sum::<f64>() / layers as f64;
     Ok(ConcreteResult { s_hat: s_hat_all, s: s_all, mask: mask_all, m: m_all, m_top, plan, soft_retention_r })
+}
+
+/// The concrete-masking planner (section 4 step 4): hard masks from the ApproxNet's attention
+/// and the learned per-layer thresholds `theta` (trained with target `σ(θ_0)` = `theta0`). Pass
+/// the concrete-trained teacher and its ApproxNet in [`Models`](Models).
+#[derive(Debug, Clone)]
+pub struct Concrete {
+    pub theta0: f64,
+    pub theta: Vec<f64>,
+}
+
+impl Planner for Concrete {
+    fn label(&self) -> String {
+        format!("concrete θ0={}", self.theta0)
+    }
+    fn family(&self) -> &'static str {
+        "concrete"
+    }
+    fn cost(&self) -> Cost {
+        Cost { approx_pass: true, ..Cost::default() }
+    }
+    fn schedule<'a>(&'a self, models: &Models<'a>, inputs: &[EncodedInput]) -> Result<Schedule<'a>, ModelError> {
+        let a = models.approx.ok_or_else(|| ModelError::Input("mode concrete needs its ApproxNet".into()))?;
+        // the ApproxNet pass and the masks, all counted as the attention pass
+        let t0 = std::time::Instant::now();
+        let plans = concrete_plans(a, inputs, &self.theta)?;
+        let timing = PlanTiming { approx: t0.elapsed().as_secs_f64(), planning: 0.0 };
+        Ok(Schedule::Plans { plans, timing: Some(timing) })
+    }
+}
+
+/// Hard concrete-mask plans (section 4 step 4) from the ApproxNet's attention and thresholds
+/// `theta` (one per layer). `Z` standardises the ApproxNet's pre-softmax scores `S` (section 4
+/// step 1), computed from the queries and keys in the attention pass (not from the
+/// probabilities: `ln P` of a key more than ~88 nats below its row's max underflows in f32).
+///
+/// Fast path: f32 scores (`kernels::attention_scores`) and vectorised `Φ` (the arithmetic of
+/// [`standardized_cdf_scores_fast`](crate::planners::concrete::standardized_cdf_scores_fast),
+/// `U` within ~2.5e-7 of the f64 reference on the same scores), computed inside the ApproxNet's
+/// attention pass per block of 16 query rows ([`Encoder::run_attention_reduced_with`]):
+/// `[L, H, n, n]` maps are never stored (the planning took 25% of a dense 26-token pass when
+/// they were).
+///
+/// Errors: bad input; non-finite ApproxNet attention scores.
+pub fn concrete_plans(approx: &Encoder, inputs: &[EncodedInput], theta: &[f64]) -> Result<Vec<TokenPlan>, ModelError> {
+    use rayon::prelude::*;
+    let c = &approx.config;
+    let big_l = approx.layers.len();
+    let top = approx.top_tokens();
+    // At the top layer only the rows of O_L (mask 1 at the top) enter the scores: the others are
+    // weighted by m^{L+1} = 0, so they are not computed (left as 0 in U, they add exactly 0) -
+    // the same plans as from a dense attention run.
+    let plans: Vec<TokenPlan> = inputs
+        .iter()
+        .map(|x| {
+            let n = x.len().max(1);
+            let o_top: Vec<usize> = (0..top.len().clamp(1, n)).collect();
+            TokenPlan::from_inputs(n, vec![(0..n).collect(); big_l], o_top).unwrap_or_else(|_| TokenPlan::dense(n, big_l))
+        })
+        .collect();
+    let u = approx.run_attention_reduced_with(inputs, &plans, crate::exec::HeadReduce::ConcreteCdf { ddof: 0, eps: 1e-6 })?;
+    u.par_iter()
+        .zip(inputs)
+        .enumerate()
+        .map(|(e, (u, x))| {
+            let n = x.len();
+            let err = |m: String| ModelError::Input(format!("concrete masks for example {e}: {m}"));
+            // O_L = the class (and DeiT distillation) token, as in training
+            let r = concrete_masks_top(u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6, top.len()).map_err(|er| err(er.to_string()))?;
+            Ok(r.plan)
+        })
+        .collect()
 }

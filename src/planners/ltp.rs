@@ -6,8 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::LayerHook;
 use crate::error::ModelError;
+use crate::exec::LayerHook;
+use crate::model::EncodedInput;
+use crate::plan::Execution;
+use crate::planners::{Cost, Models, Planner, Schedule};
 
 /// Learned per-layer thresholds (`theta[l-1]` decides which outputs of layer l feed layer l+1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,5 +67,28 @@ impl LayerHook for LtpPlanner {
         let Some(&th) = self.theta.get(layer - 1) else { return inputs.to_vec() };
         let score = received_attention(attention, heads, inputs.len());
         inputs.iter().zip(&score).filter(|(&t, &s)| t == 0 || s > th).map(|(&t, _)| t).collect()
+    }
+}
+
+/// The LTP planner: the learned thresholds ([`LtpPlanner`], the executor's per-layer hook) and
+/// the L1 weight `λ` they were trained with (for the label). Pass the LTP-fine-tuned teacher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ltp {
+    pub lambda: f64,
+    pub thresholds: LtpPlanner,
+}
+
+impl Planner for Ltp {
+    fn label(&self) -> String {
+        format!("ltp λ={}", self.lambda)
+    }
+    fn family(&self) -> &'static str {
+        "ltp"
+    }
+    fn cost(&self) -> Cost {
+        Cost { execution: Execution::FeedForward, ..Cost::default() }
+    }
+    fn schedule<'a>(&'a self, _models: &Models<'a>, _inputs: &[EncodedInput]) -> Result<Schedule<'a>, ModelError> {
+        Ok(Schedule::FeedForward(&self.thresholds))
     }
 }

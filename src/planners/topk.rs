@@ -3,8 +3,12 @@
 //! heads and queries of layer l's real attention); the keep fraction falls linearly from 1.0 at
 //! layer 1 to `k_min` at layer L. CLS is always kept. `k_min` can be solved for a target retention.
 
-use crate::encoder::LayerHook;
+use crate::error::ModelError;
+use crate::exec::LayerHook;
+use crate::model::EncodedInput;
+use crate::plan::Execution;
 use crate::planners::abt::keep_count;
+use crate::planners::{Cost, Models, Planner, Schedule};
 
 /// Keep fraction of layer `l` (1-based) for `L` layers: 1.0 at l = 1 falling linearly to `k_min` at l = L.
 pub fn keep_fraction(l: usize, layers: usize, k_min: f64) -> f64 {
@@ -55,6 +59,7 @@ pub fn mean_schedule_retention(lengths: &[usize], layers: usize, k_min: f64) -> 
 pub fn calibrate_k_min(lengths: &[usize], layers: usize, target: f64) -> Result<f64, UnreachableRetention> {
     let mean = |k: f64| mean_schedule_retention(lengths, layers, k);
     let min = mean(0.0);
+    #[allow(clippy::neg_cmp_op_on_partial_ord)] // also rejects a NaN target
     if !(target >= min) {
         return Err(UnreachableRetention { target, min });
     }
@@ -70,7 +75,7 @@ pub fn calibrate_k_min(lengths: &[usize], layers: usize, target: f64) -> Result<
     Ok(lo)
 }
 
-/// The feed-forward planner: a [`LayerHook`] for [`crate::BertModel::run_feed_forward`].
+/// The feed-forward planner: a [`LayerHook`] for [`crate::Encoder::run_feed_forward`].
 #[derive(Debug, Clone)]
 pub struct ManualTopK {
     pub k_min: f64,
@@ -99,5 +104,20 @@ impl LayerHook for ManualTopK {
         }
         keep.sort_unstable();
         keep
+    }
+}
+
+impl Planner for ManualTopK {
+    fn label(&self) -> String {
+        format!("topk k_min={:.3}", self.k_min)
+    }
+    fn family(&self) -> &'static str {
+        "topk"
+    }
+    fn cost(&self) -> Cost {
+        Cost { execution: Execution::FeedForward, ..Cost::default() }
+    }
+    fn schedule<'a>(&'a self, _models: &Models<'a>, _inputs: &[EncodedInput]) -> Result<Schedule<'a>, ModelError> {
+        Ok(Schedule::FeedForward(self))
     }
 }

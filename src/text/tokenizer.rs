@@ -13,8 +13,8 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{Model, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::encoder::EncodedInput;
 use crate::error::ModelError;
+use crate::model::EncodedInput;
 
 /// A tokenised example plus what truncation removed.
 #[derive(Debug, Clone, PartialEq)]

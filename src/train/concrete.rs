@@ -18,8 +18,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::approx::ApproxNet;
-use crate::config::EncoderConfig;
-use crate::encoder::{BertModel, EncodedInput, Linear};
+use crate::model::config::EncoderConfig;
+use crate::model::{EncodedInput, Encoder, Linear};
 use crate::train::finetune::{cross_entropy, data_fingerprint, scalar, LabeledInput};
 use crate::train::model::{to_vec, Batch, TrainBert};
 use crate::train::resume::{epoch_order, module_fingerprint, run_key, Checkpointer};
@@ -266,7 +266,7 @@ pub struct ConcreteReport {
 /// A trained concrete-mask model: teacher, ApproxNet and θ (loaded for inference).
 #[derive(Debug, Clone)]
 pub struct ConcreteModel {
-    pub teacher: BertModel,
+    pub teacher: Encoder,
     pub approx: ApproxNet,
     pub theta: Vec<f64>,
     pub theta0: f64,
@@ -279,7 +279,7 @@ impl ConcreteModel {
             &std::fs::read_to_string(dir.join("concrete.json"))
                 .map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt concrete`)", dir.join("concrete.json").display()))?,
         )?;
-        let teacher = BertModel::load(&dir.join("teacher"))?;
+        let teacher = Encoder::load(&dir.join("teacher"))?;
         let approx = ApproxNet::load(&dir.join("approx"), &teacher.config)?;
         let theta: Vec<f64> = serde_json::from_value(meta["report"]["theta"].clone())?;
         anyhow::ensure!(
@@ -304,7 +304,7 @@ fn sigmoid(x: f64) -> f64 {
 /// another configuration, data set or starting model is an error naming the differing fields.
 #[allow(clippy::too_many_arguments)]
 pub fn train_concrete(
-    teacher: &BertModel,
+    teacher: &Encoder,
     approx: &ApproxNet,
     train: &[LabeledInput],
     cfg: &ConcreteConfig,
@@ -422,7 +422,7 @@ pub fn train_concrete(
         end: avg(&last),
         output_dir: out_dir.to_path_buf(),
     };
-    crate::checkpoint::write_atomic(
+    crate::model::checkpoint::write_atomic(
         &out_dir.join("concrete.json"),
         serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes(),
     )?;

@@ -21,8 +21,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::approx::{fidelity, ApproxNet, Fidelity};
-use crate::config::EncoderConfig;
-use crate::encoder::{BertModel, EncodedInput, Linear, RunOptions};
+use crate::exec::RunOptions;
+use crate::model::config::EncoderConfig;
+use crate::model::{EncodedInput, Encoder, Linear};
 use crate::train::finetune::scalar;
 use crate::train::model::{Batch, Lin, TrainBert};
 use crate::train::resume::{epoch_order, inputs_fingerprint, module_fingerprint, native_fingerprint, run_key, Checkpointer};
@@ -107,7 +108,7 @@ struct TeacherBatch {
     logits: Option<Tensor<2>>,
 }
 
-fn teacher_batch(teacher: &BertModel, inputs: &[EncodedInput], t: usize, device: &Device) -> Result<TeacherBatch, crate::ModelError> {
+fn teacher_batch(teacher: &Encoder, inputs: &[EncodedInput], t: usize, device: &Device) -> Result<TeacherBatch, crate::ModelError> {
     let c = &teacher.config;
     let (h, d, big_l) = (c.num_heads, c.hidden_size, c.num_layers);
     let b = inputs.len();
@@ -135,7 +136,7 @@ fn teacher_batch(teacher: &BertModel, inputs: &[EncodedInput], t: usize, device:
             hidden[l][e * t * d..e * t * d + n * d].copy_from_slice(rows);
         }
         if teacher.classifier.is_some() {
-            logits.extend(teacher.logits_of(&o)?);
+            logits.extend(teacher.logits_of(o)?);
         }
     }
     let nl = logits.len() / b.max(1);
@@ -151,7 +152,7 @@ fn teacher_batch(teacher: &BertModel, inputs: &[EncodedInput], t: usize, device:
 pub fn distill_loss(
     model: &ApproxTrain,
     cfg: &EncoderConfig,
-    teacher: &BertModel,
+    teacher: &Encoder,
     inputs: &[EncodedInput],
     use_pred: bool,
     device: &Device,
@@ -232,7 +233,7 @@ fn to_approx_net(model: &ApproxTrain, cfg: &EncoderConfig, like: &ApproxNet) -> 
 /// another configuration, data set, teacher or starting ApproxNet is an error naming the fields.
 #[allow(clippy::too_many_arguments)]
 pub fn distill(
-    teacher: &BertModel,
+    teacher: &Encoder,
     approx: ApproxNet,
     train: &[EncodedInput],
     heldout: &[EncodedInput],
@@ -313,7 +314,7 @@ pub fn distill(
         before,
         after,
     };
-    crate::checkpoint::write_atomic(
+    crate::model::checkpoint::write_atomic(
         &out_dir.join("distill.json"),
         serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg, "last_loss_parts": last}))?.as_bytes(),
     )?;

@@ -12,7 +12,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::split::SplitMix64;
-use crate::encoder::{BertModel, EncodedInput, Linear, RunOptions};
+use crate::exec::RunOptions;
+use crate::model::{EncodedInput, Encoder, Linear};
 use crate::train::model::{normal, Batch, TrainBert};
 use crate::train::resume::{epoch_order, inputs_fingerprint, module_fingerprint, run_key, Checkpointer};
 use crate::train::{save_hf_checkpoint, Progress, Schedule};
@@ -85,14 +86,14 @@ struct ResumeState {
 }
 
 /// Accuracy of the native model on labelled inputs (batched, dense).
-pub fn accuracy(model: &BertModel, data: &[LabeledInput], batch: usize) -> Result<f64, crate::ModelError> {
+pub fn accuracy(model: &Encoder, data: &[LabeledInput], batch: usize) -> Result<f64, crate::ModelError> {
     let preds = predict(model, data.iter().map(|d| &d.input), batch)?;
     let correct = preds.iter().zip(data).filter(|(p, d)| **p == d.label).count();
     Ok(correct as f64 / data.len().max(1) as f64)
 }
 
 /// Argmax predictions of the native model (dense plan, only CLS needed at the top).
-pub fn predict<'a>(model: &BertModel, data: impl Iterator<Item = &'a EncodedInput>, batch: usize) -> Result<Vec<usize>, crate::ModelError> {
+pub fn predict<'a>(model: &Encoder, data: impl Iterator<Item = &'a EncodedInput>, batch: usize) -> Result<Vec<usize>, crate::ModelError> {
     let inputs: Vec<EncodedInput> = data.cloned().collect();
     let mut out = Vec::with_capacity(inputs.len());
     for chunk in inputs.chunks(batch.max(1)) {
@@ -106,7 +107,7 @@ pub fn predict<'a>(model: &BertModel, data: impl Iterator<Item = &'a EncodedInpu
 /// teacher's logits for distillation, the predictions of [`predict`]. `[batch][labels]`.
 ///
 /// Errors: bad input; the model has no classification head.
-pub fn dense_logits(model: &BertModel, inputs: &[EncodedInput]) -> Result<Vec<Vec<f32>>, crate::ModelError> {
+pub fn dense_logits(model: &Encoder, inputs: &[EncodedInput]) -> Result<Vec<Vec<f32>>, crate::ModelError> {
     let top = model.top_tokens();
     let plans: Vec<_> = inputs.iter().map(|x| crate::plan::TokenPlan::dense_top(x.len(), model.layers.len(), &top)).collect();
     model.run(inputs, &plans, RunOptions::default())?.iter().map(|r| model.logits_of(r)).collect()
@@ -124,7 +125,7 @@ pub fn argmax(v: &[f32]) -> usize {
 }
 
 /// Give `base` a fresh classification head for `labels` (normal(0, 0.02), zero bias), deterministic from `seed`.
-pub fn with_new_head(mut base: BertModel, labels: Vec<String>, seed: u64) -> BertModel {
+pub fn with_new_head(mut base: Encoder, labels: Vec<String>, seed: u64) -> Encoder {
     let d = base.config.hidden_size;
     let n = labels.len();
     let mut rng = SplitMix64::new(seed ^ 0x5EED_C1A5);
@@ -145,7 +146,7 @@ pub fn with_new_head(mut base: BertModel, labels: Vec<String>, seed: u64) -> Ber
 /// set or base model is an error naming the differing fields.
 #[allow(clippy::too_many_arguments)]
 pub fn finetune(
-    base: BertModel,
+    base: Encoder,
     train: &[LabeledInput],
     dev: &[LabeledInput],
     cfg: &FinetuneConfig,

@@ -15,8 +15,8 @@ use burn::tensor::activation;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::config::EncoderConfig;
-use crate::encoder::{BertModel, EncodedInput};
+use crate::model::config::EncoderConfig;
+use crate::model::{EncodedInput, Encoder};
 use crate::train::finetune::{cross_entropy, data_fingerprint, scalar, LabeledInput};
 use crate::train::model::{to_vec, Batch, TrainBert};
 use crate::train::resume::{epoch_order, module_fingerprint, run_key, Checkpointer};
@@ -162,7 +162,7 @@ pub struct LtpReport {
 /// A trained LTP model (fine-tuned teacher + thresholds).
 #[derive(Debug, Clone)]
 pub struct LtpModel {
-    pub teacher: BertModel,
+    pub teacher: Encoder,
     pub theta: Vec<f64>,
     pub lambda: f64,
 }
@@ -174,7 +174,7 @@ impl LtpModel {
         let meta: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt ltp`)", path.display()))?,
         )?;
-        let teacher = BertModel::load(&dir.join("teacher"))?;
+        let teacher = Encoder::load(&dir.join("teacher"))?;
         let theta: Vec<f64> = serde_json::from_value(meta["report"]["theta"].clone())?;
         crate::planners::ltp::check_thresholds(&theta, teacher.layers.len())
             .map_err(|e| anyhow::anyhow!("{}: report.theta: {e}", path.display()))?;
@@ -187,7 +187,7 @@ impl LtpModel {
 /// `cfg.checkpoint_every` steps and at the end; with `resume` the run continues exactly from the
 /// last one, and one of another configuration, data set or teacher is an error naming the fields.
 pub fn train_ltp(
-    teacher: &BertModel,
+    teacher: &Encoder,
     train: &[LabeledInput],
     cfg: &LtpConfig,
     out_dir: &Path,
@@ -296,7 +296,7 @@ pub fn train_ltp(
         end_retention: mean(&last),
         output_dir: out_dir.to_path_buf(),
     };
-    crate::checkpoint::write_atomic(
+    crate::model::checkpoint::write_atomic(
         &out_dir.join("ltp.json"),
         serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes(),
     )?;

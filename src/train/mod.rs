@@ -13,8 +13,8 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::encoder::BertModel;
 use crate::error::ModelError;
+use crate::model::Encoder;
 
 /// A training hyper-parameter outside its accepted range (from the configs' `validate`, which
 /// every training entry point calls before any work).
@@ -125,13 +125,13 @@ pub fn masked_plan_retention(masks: &[burn::tensor::Tensor<2>], lengths: &[usize
 
 /// Save `model` in the Hugging Face layout into `dir` (config.json + model.safetensors, both
 /// written atomically), copying tokenizer files from `tokenizer_dir` when given.
-pub fn save_hf_checkpoint(model: &BertModel, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<(), ModelError> {
+pub fn save_hf_checkpoint(model: &Encoder, dir: &Path, tokenizer_dir: Option<&Path>) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir).map_err(|e| ModelError::Io { path: dir.to_path_buf(), source: e })?;
     let tensors = model.hf_tensors();
     let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice())).collect();
-    crate::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views)?;
+    crate::model::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views)?;
     let cfg = serde_json::to_string_pretty(&model.config.to_hf_json()).unwrap_or_default();
-    crate::checkpoint::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
+    crate::model::checkpoint::write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
     if let Some(src) = tokenizer_dir {
         copy_preprocessing_files(src, dir)?;
     }
@@ -152,7 +152,7 @@ pub fn copy_preprocessing_files(src: &Path, dir: &Path) -> Result<(), ModelError
         let from = src.join(f);
         if from.exists() {
             let bytes = std::fs::read(&from).map_err(|e| ModelError::Io { path: from.clone(), source: e })?;
-            crate::checkpoint::write_atomic(&dir.join(f), &bytes)?;
+            crate::model::checkpoint::write_atomic(&dir.join(f), &bytes)?;
         }
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! The encoder (BERT or ViT/DeiT) as a burn module, for training (fine-tuning, ApproxNet distillation, concrete
-//! masking). Same math and HF tensor names as [`crate::encoder::BertModel`]; the two convert into
+//! masking). Same math and HF tensor names as [`crate::model::Encoder`]; the two convert into
 //! each other ([`TrainBert::from_native`], [`TrainBert::to_native`]) and tests pin them to the same
 //! numbers. Runs on padded batches `[B, T]` with a validity mask, optionally with the soft masks
 //! of ALGORITHM.md section 4.3.
@@ -9,10 +9,10 @@ use burn::tensor::activation;
 use burn::tensor::module::linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::checkpoint::TensorStore;
-use crate::config::{Activation, EncoderConfig};
-use crate::encoder::{split_cols, BertModel, Embeddings, EncodedInput, LayerNorm, Linear};
 use crate::error::ModelError;
+use crate::model::checkpoint::TensorStore;
+use crate::model::config::{Activation, EncoderConfig};
+use crate::model::{split_cols, Embeddings, EncodedInput, Encoder, LayerNorm, Linear};
 
 /// Linear layer, weight `[in, out]`.
 #[derive(Module, Debug)]
@@ -206,7 +206,7 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 impl TrainBert {
     /// Copy a native model's weights onto `device` (an autodiff device for training).
-    pub fn from_native(m: &BertModel, device: &Device) -> Self {
+    pub fn from_native(m: &Encoder, device: &Device) -> Self {
         let c = &m.config;
         let d = c.hidden_size;
         let p2 = |data: &[f32], r: usize, k: usize| Param::from_tensor(Tensor::from_data(TensorData::new(data.to_vec(), [r, k]), device));
@@ -349,9 +349,9 @@ impl TrainBert {
     }
 
     /// Back to the fast native executor (weights copied).
-    pub fn to_native(&self, config: &EncoderConfig) -> Result<BertModel, ModelError> {
+    pub fn to_native(&self, config: &EncoderConfig) -> Result<Encoder, ModelError> {
         let store = TensorStore::from_tensors(std::path::Path::new("<training model>"), self.hf_tensors());
-        BertModel::from_store(config.clone(), &store)
+        Encoder::from_store(config.clone(), &store)
     }
 
     /// Embedding output `[B, T, d]` of a padded batch (text: word + type + position, LayerNorm;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::split::SplitMix64;
-use crate::encoder::EncodedInput;
+use crate::model::EncodedInput;
 use crate::train::Schedule;
 
 /// Version of the checkpoint layout described in the module docs.
@@ -86,7 +86,7 @@ pub fn module_fingerprint<M: Module>(module: &M) -> String {
 }
 
 /// Fingerprint of a native model's tensors (HF names' order, values and shapes).
-pub fn native_fingerprint(model: &crate::encoder::BertModel) -> String {
+pub fn native_fingerprint(model: &crate::model::Encoder) -> String {
     let mut fp = Fingerprint::default();
     for (_, shape, data) in model.hf_tensors() {
         shape.iter().for_each(|&s| fp.usize(s));
@@ -194,9 +194,9 @@ impl Checkpointer {
         let optimizer = format!("optimizer-{step:08}.bpk");
         let params = collect_params(model);
         let views: Vec<(String, Vec<usize>, &[f32])> = params.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice())).collect();
-        crate::checkpoint::write_safetensors(&self.dir.join(&weights), &views).map_err(|e| io(&self.dir.join(&weights), e))?;
+        crate::model::checkpoint::write_safetensors(&self.dir.join(&weights), &views).map_err(|e| io(&self.dir.join(&weights), e))?;
         let bytes = optim.into_bytes().map_err(|e| io(&self.dir.join(&optimizer), format!("serialising the optimiser state: {e:?}")))?;
-        crate::checkpoint::write_atomic(&self.dir.join(&optimizer), &bytes).map_err(|e| io(&self.dir.join(&optimizer), e))?;
+        crate::model::checkpoint::write_atomic(&self.dir.join(&optimizer), &bytes).map_err(|e| io(&self.dir.join(&optimizer), e))?;
         let per_epoch = per_epoch.max(1);
         let state = TrainState {
             format: FORMAT,
@@ -212,7 +212,7 @@ impl Checkpointer {
             extra,
         };
         let json = serde_json::to_string_pretty(&state).map_err(|e| io(&self.state_path(), e))?;
-        crate::checkpoint::write_atomic(&self.state_path(), json.as_bytes()).map_err(|e| io(&self.state_path(), e))?;
+        crate::model::checkpoint::write_atomic(&self.state_path(), json.as_bytes()).map_err(|e| io(&self.state_path(), e))?;
         // the new checkpoint is committed: drop the files of older ones
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
@@ -260,7 +260,7 @@ impl Checkpointer {
             return Err(ResumeError::Mismatch { path, fields: diffs.join("; ") });
         }
         let wpath = self.dir.join(&state.weights);
-        let store = crate::checkpoint::TensorStore::read(&wpath).map_err(|e| io(&wpath, e))?;
+        let store = crate::model::checkpoint::TensorStore::read(&wpath).map_err(|e| io(&wpath, e))?;
         let names: Vec<(String, Vec<usize>)> = collect_params(&model).into_iter().map(|(n, s, _)| (n, s)).collect();
         if names.len() != state.param_ids.len() {
             return Err(ResumeError::Unusable {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::EncoderConfig;
 use crate::data::split::SplitMix64;
+use crate::model::config::EncoderConfig;
 use crate::train::finetune::LabeledInput;
 use crate::vision::idx::{load_fashion_mnist, VisionSplit};
 use crate::vision::image::{images_from_idx, load_image_folder, Image};

@@ -436,5 +436,5 @@ impl ImageFolder {
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader never sees a half-written file and an existing file is kept if writing fails.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), VisionError> {
-    crate::checkpoint::write_atomic_io(path, bytes).map_err(|(path, source)| VisionError::Io { path, source })
+    crate::model::checkpoint::write_atomic_io(path, bytes).map_err(|(path, source)| VisionError::Io { path, source })
 }

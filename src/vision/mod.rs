@@ -6,3 +6,4 @@ pub mod idx;
 pub mod image;
 pub mod model;
 pub mod preprocess;
+pub mod transforms;

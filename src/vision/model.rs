@@ -3,7 +3,7 @@
 //!
 //! A new model gets HF-named tensors (`deit.embeddings.cls_token`, ...) with the ViT
 //! initialisation (truncated-normal-like N(0, 0.02) weights, zero biases, LayerNorm 1/0) and is
-//! built through the same loader as a downloaded checkpoint ([`BertModel::from_store`]), so what
+//! built through the same loader as a downloaded checkpoint ([`Encoder::from_store`]), so what
 //! we train is saved and reloaded in the HF layout.
 
 use std::path::Path;
@@ -11,11 +11,11 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::TensorStore;
-use crate::config::{Activation, Architecture, EncoderConfig, VisionConfig, VisionHead};
 use crate::data::split::SplitMix64;
-use crate::encoder::{BertModel, EncodedInput};
 use crate::error::ModelError;
+use crate::model::checkpoint::TensorStore;
+use crate::model::config::{Activation, Architecture, EncoderConfig, VisionConfig, VisionHead};
+use crate::model::{EncodedInput, Encoder};
 use crate::train::model::normal;
 use crate::vision::image::Image;
 use crate::vision::preprocess::{patchify, ImageProcessor};
@@ -54,7 +54,7 @@ impl VisionSpec {
     /// The validated encoder configuration with `labels`.
     /// Errors: sizes that do not fit (hidden not divisible by heads, image by patch, zeros).
     pub fn config(&self, labels: Vec<String>) -> Result<EncoderConfig, ModelError> {
-        let raw = crate::config::HfVitConfig {
+        let raw = crate::model::config::HfVitConfig {
             model_type: if self.distilled { "deit".into() } else { "vit".into() },
             hidden_size: self.hidden,
             num_hidden_layers: self.layers,
@@ -82,7 +82,7 @@ impl VisionSpec {
 
 /// A randomly initialised ViT/DeiT classifier for `labels` (deterministic from `seed`).
 /// Errors: an invalid shape, or fewer than 2 labels.
-pub fn new_vision_model(spec: &VisionSpec, labels: Vec<String>, seed: u64) -> Result<BertModel, ModelError> {
+pub fn new_vision_model(spec: &VisionSpec, labels: Vec<String>, seed: u64) -> Result<Encoder, ModelError> {
     if labels.len() < 2 {
         return Err(ModelError::Input(format!("a classifier needs at least 2 labels, got {}", labels.len())));
     }
@@ -90,7 +90,7 @@ pub fn new_vision_model(spec: &VisionSpec, labels: Vec<String>, seed: u64) -> Re
     let v = config.vision().cloned().ok_or_else(|| ModelError::Input("not a vision config".into()))?;
     let tensors = init_tensors(&config, &v, seed);
     let store = TensorStore::from_tensors(Path::new("<new vision model>"), tensors);
-    BertModel::from_store(config, &store)
+    Encoder::from_store(config, &store)
 }
 
 /// HF-named initial tensors of a ViT/DeiT classifier.

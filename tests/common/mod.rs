@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use sttabt::BertModel;
+use sttabt::Encoder;
 
 /// `../shared/reference` (or `$STTABT_REFERENCE_DIR`).
 pub fn reference_dir() -> PathBuf {
@@ -98,9 +98,9 @@ pub fn fashion_mnist_dir() -> PathBuf {
     sttabt::assets::fashion_mnist_dir()
 }
 
-pub fn minilm() -> &'static BertModel {
-    static M: OnceLock<BertModel> = OnceLock::new();
-    M.get_or_init(|| BertModel::load(&minilm_dir()).expect("load all-MiniLM-L6-v2"))
+pub fn minilm() -> &'static Encoder {
+    static M: OnceLock<Encoder> = OnceLock::new();
+    M.get_or_init(|| Encoder::load(&minilm_dir()).expect("load all-MiniLM-L6-v2"))
 }
 
 pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
@@ -133,7 +133,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sttabt::config::{Activation, EncoderConfig};
+use sttabt::model::config::{Activation, EncoderConfig};
 
 /// A fresh, unique temporary directory, removed (with its contents) on drop.
 pub struct TempDir(PathBuf);
@@ -221,12 +221,12 @@ pub fn write_checkpoint(dir: &Path, cfg: &EncoderConfig, tensors: &[(String, Vec
     let json = serde_json::to_string_pretty(&cfg.to_hf_json()).expect("config json");
     std::fs::write(dir.join("config.json"), json).expect("write config.json");
     let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), &d[..])).collect();
-    sttabt::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views).expect("write model.safetensors");
+    sttabt::model::checkpoint::write_safetensors(&dir.join("model.safetensors"), &views).expect("write model.safetensors");
 }
 
-/// A random tiny model, written to a temp dir and loaded back with `BertModel::load`.
-pub fn random_model(cfg: &EncoderConfig, seed: u64, scale: f32) -> BertModel {
+/// A random tiny model, written to a temp dir and loaded back with `Encoder::load`.
+pub fn random_model(cfg: &EncoderConfig, seed: u64, scale: f32) -> Encoder {
     let dir = TempDir::new("model");
     write_checkpoint(dir.path(), cfg, &random_tensors(cfg, seed, scale));
-    BertModel::load(dir.path()).expect("load random model")
+    Encoder::load(dir.path()).expect("load random model")
 }

@@ -9,7 +9,7 @@ use sttabt::train::Progress;
 use sttabt::vision::data::{fashion_mnist_processor, prepare, ImageSource, VisionData};
 use sttabt::vision::model::{new_vision_model, processor_for, VisionSpec};
 use sttabt::vision::preprocess::ImageProcessor;
-use sttabt::{assets, BertModel};
+use sttabt::{assets, Encoder};
 
 /// Where the images come from (`--vision` for Fashion-MNIST or `--image-folder DIR`).
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -43,7 +43,7 @@ impl ImageArgs {
 }
 
 /// A new DeiT for a data source (Fashion-MNIST: 28x28 grey; folders: 32x32 RGB) and its processor.
-fn new_model_for(source: &ImageSource, classes: Vec<String>, seed: u64) -> Result<(BertModel, ImageProcessor)> {
+fn new_model_for(source: &ImageSource, classes: Vec<String>, seed: u64) -> Result<(Encoder, ImageProcessor)> {
     match source {
         ImageSource::FashionMnist { .. } => {
             let spec = VisionSpec::fashion_mnist();
@@ -82,7 +82,7 @@ pub fn finetune(
     let classes = classes_of(source)?;
     let (base, proc) = match &model {
         Some(dir) => {
-            let m = BertModel::load(dir).with_context(|| format!("loading {}", dir.display()))?;
+            let m = Encoder::load(dir).with_context(|| format!("loading {}", dir.display()))?;
             if m.config.vision().is_none() {
                 bail!(
                     "{} is a text (BERT) model; images need a ViT/DeiT checkpoint (or no --model, to train a DeiT from scratch)",
@@ -111,10 +111,10 @@ pub fn finetune(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     proc.save(&out.join("preprocessor_config.json"))?;
     let report = sttabt::train::finetune::finetune(base, &data.train, &data.dev, &cfg, out, out, resume, &Progress { quiet })?;
-    let best = BertModel::load(out)?;
+    let best = Encoder::load(out)?;
     let test_acc = sttabt::train::finetune::accuracy(&best, &data.test, 64)?;
     let json = serde_json::json!({"report": report, "config": cfg, "data": data.description, "base_model": model, "train_examples": data.train.len(), "test_accuracy": test_acc, "test_examples": data.test.len()});
-    sttabt::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
         "best dev accuracy {:.2}% (epoch {}), test accuracy {:.2}% on {} images; {} steps in {:.0} s; saved to {}",
         report.best_dev_accuracy * 100.0,
@@ -128,7 +128,7 @@ pub fn finetune(
     Ok(())
 }
 
-fn describe(m: &BertModel) -> String {
+fn describe(m: &Encoder) -> String {
     let c = &m.config;
     match c.vision() {
         Some(v) => format!(
@@ -149,8 +149,8 @@ fn describe(m: &BertModel) -> String {
     }
 }
 
-fn load_vision_teacher(dir: &Path) -> Result<(BertModel, ImageProcessor)> {
-    let m = BertModel::load(dir).with_context(|| format!("loading {}", dir.display()))?;
+fn load_vision_teacher(dir: &Path) -> Result<(Encoder, ImageProcessor)> {
+    let m = Encoder::load(dir).with_context(|| format!("loading {}", dir.display()))?;
     if m.config.vision().is_none() {
         bail!("{} is a text (BERT) model; images need a ViT/DeiT checkpoint (train one with `sttabt finetune --vision` or `--image-folder DIR`)", dir.display());
     }
@@ -193,6 +193,7 @@ pub fn distill(
 }
 
 /// `sttabt concrete --vision`.
+#[allow(clippy::too_many_arguments)]
 pub fn concrete(
     source: &ImageSource,
     teacher_dir: &Path,
@@ -259,8 +260,8 @@ pub fn eval(
 /// drawn as the model sees them (resized/cropped by `proc`, not normalised); rows name the
 /// prediction and, when wrong, the true class.
 pub fn survival_picture(
-    teacher: &BertModel,
-    approx: Option<&BertModel>,
+    teacher: &Encoder,
+    approx: Option<&Encoder>,
     proc: &ImageProcessor,
     data: &VisionData,
     out: &Path,
@@ -334,7 +335,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
     let progress = Progress { quiet };
     if !assets::fashion_mnist_dir().join("train-images-idx3-ubyte.gz").exists() {
         progress.println("fetching Fashion-MNIST into the asset cache");
-        crate::fetch(true)?;
+        crate::fetch::fetch(true)?;
     }
     // (name, train images, epochs, distil steps, concrete steps, θ0s, eval limit)
     let (name, train_limit, epochs, distill_steps, concrete_steps, thetas, eval_limit): (
@@ -370,7 +371,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
         let cfg = vision_finetune_config(epochs);
         let report = sttabt::train::finetune::finetune(m, &data.train, &data.dev, &cfg, &teacher_dir, &teacher_dir, true, &progress)?;
         // the dense model on the whole official test set (the table below uses --fast/default subsets)
-        let best = BertModel::load(&teacher_dir)?;
+        let best = Encoder::load(&teacher_dir)?;
         let full_test = prepare(&source, &best.config, &proc, Some(0), None)?.test;
         let test_acc = sttabt::train::finetune::accuracy(&best, &full_test, 64)?;
         progress.println(format!(
@@ -381,7 +382,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
             s.elapsed().as_secs_f64()
         ));
         let json = serde_json::json!({"report": report, "config": cfg, "data": data.description, "train_examples": data.train.len(), "test_accuracy": test_acc, "test_examples": full_test.len()});
-        sttabt::checkpoint::write_atomic(&teacher_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+        sttabt::model::checkpoint::write_atomic(&teacher_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
         times.insert("finetune_s".into(), s.elapsed().as_secs_f64().into());
     }
     let (teacher, proc) = load_vision_teacher(&teacher_dir)?;
@@ -428,7 +429,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
     }
     let cached = results_dir.join("results.json");
     if times.is_empty() {
-        if let Some(results) = crate::cached_results(&cached, &progress) {
+        if let Some(results) = crate::demo::cached_results(&cached, &progress) {
             print!("{}", sttabt::eval::format_table(&results));
             println!(
                 "DeiT test accuracy {:.2}% ({} test images); results, plots and patch_survival.png in {}",
@@ -463,7 +464,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
     );
     println!("vision demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     times.insert("total_s".into(), t0.elapsed().as_secs_f64().into());
-    sttabt::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
+    sttabt::model::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
     Ok(())
 }
 

@@ -10,16 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
-/// Activation of the feed-forward block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Activation {
-    /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (HF `gelu`).
-    Gelu,
-    /// The tanh approximation (HF `gelu_new`, `gelu_pytorch_tanh`).
-    GeluTanh,
-    /// ReLU.
-    Relu,
-}
+/// Activation of the feed-forward block (defined beside its kernels).
+pub use crate::kernels::Activation;
 
 impl Activation {
     fn parse(name: &str) -> Option<Self> {
@@ -302,7 +294,7 @@ impl EncoderConfig {
             raw.num_attention_heads,
             raw.layer_norm_eps,
         )?;
-        if raw.image_size % raw.patch_size != 0 {
+        if !raw.image_size.is_multiple_of(raw.patch_size) {
             return Err(format!("image_size {} is not divisible by patch_size {}", raw.image_size, raw.patch_size));
         }
         let labels = parse_labels(&raw.id2label, raw.num_labels)?;
@@ -472,7 +464,7 @@ fn check_sizes(sizes: &[(&str, usize)], hidden: usize, heads: usize, eps: f64) -
     if !(eps.is_finite() && eps >= 0.0) {
         return Err(format!("layer_norm_eps must be a finite number >= 0, found {eps}"));
     }
-    if hidden % heads != 0 {
+    if !hidden.is_multiple_of(heads) {
         return Err(format!("hidden_size {hidden} is not divisible by num_attention_heads {heads}"));
     }
     Ok(())

@@ -1,5 +1,5 @@
 //! Times one head of attention (`kernels::attention_head`) at the ApproxNet's and the teacher's
-//! head sizes: `cargo run --release --example attn_probe -- [n] [iters]`.
+//! head sizes: `cargo bench --bench attn_probe -- [n] [iters]`.
 use std::time::Instant;
 
 fn main() {

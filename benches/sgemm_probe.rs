@@ -2,7 +2,7 @@
 //! `kernels::matmul` with `gemm`'s default thresholds and with weight (lhs) packing switched off
 //! (`set_lhs_packing_threshold_*` = 256, the API's only handle: it takes no pre-packed operand),
 //! alternating in one process so that ratios survive a loaded machine; then the teacher and the
-//! ABT planner end to end: `cargo run --release --example sgemm_probe -- [n] [iters]`.
+//! ABT planner end to end: `cargo bench --bench sgemm_probe -- [n] [iters]`.
 //!
 //! Measured in two runs (2 loaded cores, AVX-512): packing off takes 0.88-1.12x the default's
 //! time at <= 128 tokens (faster only on the ApproxNet's 96-wide shapes and at 26 tokens) and
@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let home = sttabt::assets::home().join("runs/demo");
-    let teacher = sttabt::BertModel::load(&home.join("teacher"))?;
+    let teacher = sttabt::Encoder::load(&home.join("teacher"))?;
     let approx = sttabt::approx::ApproxNet::load(&home.join("approx"), &teacher.config)?.model;
     let big_l = teacher.layers.len();
     for batch in [1usize, 32] {
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
                 let t1 = Instant::now();
                 std::hint::black_box(teacher.run(&inputs, &fixed, sttabt::RunOptions::default())?);
                 let t2 = Instant::now();
-                std::hint::black_box(sttabt::infer::abt_plans(&approx, &inputs, &cfg)?);
+                std::hint::black_box(sttabt::planners::abt::abt_plans(&approx, &inputs, &cfg)?);
                 let t3 = Instant::now();
                 t[i][0] += (t1 - t0).as_secs_f64();
                 t[i][1] += (t2 - t1).as_secs_f64();

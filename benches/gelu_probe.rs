@@ -1,5 +1,5 @@
 //! Packed GEMM with and without the fused GELU on the ApproxNet's feed-forward shape, one
-//! thread: `cargo run --release --example gelu_probe`.
+//! thread: `cargo bench --bench gelu_probe`.
 use std::time::Instant;
 
 fn main() {
@@ -9,14 +9,14 @@ fn main() {
         let t0 = Instant::now();
         for _ in 0..1000 {
             x.copy_from_slice(&x0);
-            sttabt::kernels::activate_fast(&mut x, sttabt::config::Activation::Gelu);
+            sttabt::kernels::activate_fast(&mut x, sttabt::model::config::Activation::Gelu);
             std::hint::black_box(&mut x);
         }
         println!("gelu over 24576 floats: {:.3} ns/element (pool)", t0.elapsed().as_secs_f64() / 1000.0 / 24576.0 * 1e9);
         let t0 = Instant::now();
         for _ in 0..1000 {
             x.copy_from_slice(&x0);
-            sttabt::kernels::serial(|| sttabt::kernels::activate_fast(&mut x, sttabt::config::Activation::Gelu));
+            sttabt::kernels::serial(|| sttabt::kernels::activate_fast(&mut x, sttabt::model::config::Activation::Gelu));
             std::hint::black_box(&mut x);
         }
         println!("gelu over 24576 floats: {:.3} ns/element (one thread)", t0.elapsed().as_secs_f64() / 1000.0 / 24576.0 * 1e9);

@@ -1,5 +1,5 @@
 //! Measures the `gemm` crate on the executor's matrix shapes (1 and 2 threads): the evidence for
-//! stepping outside burn in src/kernels.rs. Run: cargo run --release --example gemm_probe
+//! stepping outside burn in src/kernels/. Run: cargo bench --bench gemm_probe
 use std::time::Instant;
 fn mm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32], par: gemm::Parallelism) {
     unsafe {

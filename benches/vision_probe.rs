@@ -1,5 +1,5 @@
 //! Sizing probe for the Fashion-MNIST DeiT: time per training step and accuracy after N steps.
-//! `cargo run --release --example vision_probe -- HIDDEN LAYERS HEADS FF STEPS BATCH LR`
+//! `cargo bench --bench vision_probe -- HIDDEN LAYERS HEADS FF STEPS BATCH LR`
 use sttabt::train::finetune::{accuracy, finetune, FinetuneConfig};
 use sttabt::vision::data::{encode_labeled, fashion_mnist_processor, ImageSource};
 use sttabt::vision::model::{new_vision_model, VisionSpec};
@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let t = std::time::Instant::now();
     let r = finetune(m, &train, &test[..500], &cfg, &dir, &dir, false, &sttabt::train::Progress { quiet: true })?;
     let secs = t.elapsed().as_secs_f64();
-    let best = sttabt::BertModel::load(&dir)?;
+    let best = sttabt::Encoder::load(&dir)?;
     let t2 = std::time::Instant::now();
     let acc = accuracy(&best, &test, 64)?;
     println!(

@@ -1,5 +1,5 @@
 //! Packed-panel GEMM (`kernels::packed`) against `gemm` on the executor's linear-layer shapes,
-//! alternating in one process: `cargo run --release --example packed_probe -- [iters]`.
+//! alternating in one process: `cargo bench --bench packed_probe -- [iters]`.
 use std::time::Instant;
 
 fn main() {

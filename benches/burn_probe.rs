@@ -1,6 +1,6 @@
 //! Measures burn's Flex backend on the executor's matrix shapes and the cost of a small
-//! element-wise op: the other half of the evidence for src/kernels.rs.
-//! Run: cargo run --release --example burn_probe
+//! element-wise op: the other half of the evidence for src/kernels/.
+//! Run: cargo bench --bench burn_probe
 use burn::tensor::{activation, Device, Tensor, TensorData};
 use std::time::Instant;
 

@@ -1,6 +1,6 @@
 //! Times ApproxNet + planning against the dense teacher at one length, batch 1, interleaved
 //! (dense, abt, concrete, dense, ...) so that the ratios survive a loaded machine; also a focused
-//! target for perf: `cargo run --release --example plan_probe -- [n] [iters] [abt|concrete|dense|all]`.
+//! target for perf: `cargo bench --bench plan_probe -- [n] [iters] [abt|concrete|dense|all]`.
 use std::time::Instant;
 
 use sttabt::planners::abt::AbtConfig;
@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     let iters: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(50);
     let what = args.get(3).cloned().unwrap_or_else(|| "all".into());
     let home = sttabt::assets::home().join("runs/demo");
-    let teacher = sttabt::BertModel::load(&home.join("teacher"))?;
+    let teacher = sttabt::Encoder::load(&home.join("teacher"))?;
     let approx = sttabt::approx::ApproxNet::load(&home.join("approx"), &teacher.config)?.model;
     let big_l = teacher.layers.len();
     let inputs: Vec<Vec<sttabt::EncodedInput>> = (0..8).map(|e| vec![sttabt::bench::synthetic_input(n, e)]).collect();
@@ -28,13 +28,13 @@ fn main() -> anyhow::Result<()> {
         (
             "abt",
             Box::new(|x: &[sttabt::EncodedInput]| {
-                std::hint::black_box(sttabt::infer::abt_plans(&approx, x, &cfg).unwrap());
+                std::hint::black_box(sttabt::planners::abt::abt_plans(&approx, x, &cfg).unwrap());
             }),
         ),
         (
             "concrete",
             Box::new(|x: &[sttabt::EncodedInput]| {
-                std::hint::black_box(sttabt::infer::concrete_plans(&approx, x, &theta).unwrap());
+                std::hint::black_box(sttabt::planners::concrete::concrete_plans(&approx, x, &theta).unwrap());
             }),
         ),
     ];
@@ -54,12 +54,12 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let mut total = vec![0.0f64; modes.len()];
     for (_, rb, f) in &modes {
-        sttabt::encoder::set_row_blocks(*rb);
+        sttabt::exec::set_row_blocks(*rb);
         f(&inputs[0]);
     }
     for i in 0..iters {
         for (m, (_, rb, f)) in modes.iter().enumerate() {
-            sttabt::encoder::set_row_blocks(*rb);
+            sttabt::exec::set_row_blocks(*rb);
             let t0 = Instant::now();
             f(&inputs[i % inputs.len()]);
             total[m] += t0.elapsed().as_secs_f64();
@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("STAGES").is_some() {
         // executor stage split of each mode (timers on: a little slower)
         for (name, rb, f) in &modes {
-            sttabt::encoder::set_row_blocks(*rb);
+            sttabt::exec::set_row_blocks(*rb);
             sttabt::profile::enable(true);
             let t0 = Instant::now();
             for i in 0..iters {

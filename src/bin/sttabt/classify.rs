@@ -1,0 +1,341 @@
+//! `sttabt classify`.
+
+use super::*;
+
+// The options of `sttabt classify` (the about text is on `Command::Classify`).
+#[derive(clap::Args)]
+pub struct ClassifyArgs {
+    /// Sentences to classify (else --file, else stdin, one per line).
+    pub texts: Vec<String>,
+    /// Classify these image files (PNG/JPEG) with a ViT/DeiT checkpoint instead of text
+    /// (`--image a.png b.png` or `--image a.png --image b.png`).
+    #[arg(long = "image", value_name = "FILE", num_args = 1..)]
+    pub images: Vec<PathBuf>,
+    /// The second text of a sentence pair, with exactly one positional TEXT
+    /// (encoded `[CLS] TEXT [SEP] PAIR [SEP]`, token types 0 then 1, as in training on pairs).
+    #[arg(long, value_name = "PAIR")]
+    pub pair: Option<String>,
+    /// Read inputs from this file: one sentence per line, or TEXT<TAB>PAIR per line for
+    /// sentence pairs (the file is read as pairs when any line contains a TAB).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Fine-tuned checkpoint (with a classification head). Not with --concrete / --ltp: their
+    /// runs carry their own fine-tuned teacher.
+    #[arg(long, required_unless_present_any = ["concrete", "ltp"])]
+    pub model: Option<PathBuf>,
+    /// ApproxNet directory (from `sttabt distill`); needed for --mode abt.
+    #[arg(long)]
+    pub approx: Option<PathBuf>,
+    /// A concrete-mask run directory written by `sttabt concrete --out DIR` (its teacher/,
+    /// approx/ and learned thresholds θ_l in concrete.json); implies --mode concrete.
+    #[arg(long, value_name = "DIR", conflicts_with = "ltp")]
+    pub concrete: Option<PathBuf>,
+    /// An LTP run directory written by `sttabt ltp --out DIR` (its teacher/ and learned
+    /// thresholds in ltp.json); implies --mode ltp.
+    #[arg(long, value_name = "DIR")]
+    pub ltp: Option<PathBuf>,
+    /// dense (every row of every layer) | dense-cls (every input, only CLS at the top layer) |
+    /// abt (ApproxNet back-tracking) | abt-actual (teacher attention) | topk (manual top-k) |
+    /// concrete (needs --concrete DIR) | ltp (needs --ltp DIR). Default: abt, or concrete /
+    /// ltp when --concrete / --ltp is given.
+    #[arg(long, value_parser = ["dense", "dense-cls", "abt", "abt-actual", "topk", "concrete", "ltp"])]
+    pub mode: Option<String>,
+    /// Keep fractions, each in (0, 1]. abt, abt-actual: one value k for every layer, or one
+    /// per layer l = 1..L, comma-separated (`0.9,0.7,0.5,0.4,0.3,0.3` for 6 layers: layer l
+    /// keeps the top ceil(k_l n) tokens of n plus what layer l+1 reads). topk: one value, the
+    /// last layer's keep fraction. Not for dense, concrete, ltp. [default: 0.3]
+    #[arg(long, value_name = "K[,K...]")]
+    pub keep: Option<String>,
+    /// Show which tokens survived to which layer (with --json: per-token char offsets and
+    /// last layer, see below).
+    #[arg(long)]
+    pub explain: bool,
+    /// JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+}
+
+/// Run `sttabt classify`.
+pub fn run(args: ClassifyArgs) -> Result<()> {
+    let ClassifyArgs { texts, images, pair, file, model, approx, concrete, ltp, mode, keep, explain, json, max_length } = args;
+    let run = match (concrete, ltp) {
+        (Some(d), _) => Some(PrunerRun::Concrete(d)),
+        (None, Some(d)) => Some(PrunerRun::Ltp(d)),
+        (None, None) => None,
+    };
+    let mode = classify_mode_name(mode, run.as_ref())?;
+    let keep = parse_keeps(keep.as_deref(), &mode)?;
+    if !images.is_empty() {
+        if !texts.is_empty() || file.is_some() || pair.is_some() {
+            bail!("give either texts or --image files, not both");
+        }
+        if run.is_some() {
+            bail!("--concrete / --ltp runs are text-only in `classify`; for images use `sttabt eval --image-folder DIR --concrete RUN`");
+        }
+        let model = model.context("--image needs --model DIR (a ViT/DeiT checkpoint)")?;
+        let m = parse_mode(&mode, &keep, None)?;
+        if matches!(m, sttabt::infer::Mode::Abt { .. } | sttabt::infer::Mode::AbtPerLayer { .. }) && approx.is_none() {
+            bail!("--mode abt needs --approx DIR (an ApproxNet from `sttabt distill --vision`); or use --mode abt-actual, topk or dense");
+        }
+        return vision::classify(&images, &model, approx.as_deref(), &m, json);
+    }
+    let inputs = read_classify_inputs(texts, pair, file)?;
+    classify(inputs, model.as_deref(), approx.as_deref(), run.as_ref(), &mode, &keep, explain, json, max_length)
+}
+
+/// A learned pruner's run directory (`classify --concrete DIR` / `--ltp DIR`).
+pub(crate) enum PrunerRun {
+    Concrete(PathBuf),
+    Ltp(PathBuf),
+}
+
+/// The mode `classify` runs: `--mode`, else concrete / ltp when their run is given, else abt.
+pub(crate) fn classify_mode_name(mode: Option<String>, run: Option<&PrunerRun>) -> Result<String> {
+    Ok(match (mode, run) {
+        (None, None) => "abt".into(),
+        (None, Some(PrunerRun::Concrete(_))) => "concrete".into(),
+        (None, Some(PrunerRun::Ltp(_))) => "ltp".into(),
+        (Some(m), Some(PrunerRun::Concrete(_))) if m == "concrete" => m,
+        (Some(m), Some(PrunerRun::Ltp(_))) if m == "ltp" => m,
+        (Some(m), Some(run)) => {
+            let (flag, own) = match run {
+                PrunerRun::Concrete(_) => ("--concrete", "concrete"),
+                PrunerRun::Ltp(_) => ("--ltp", "ltp"),
+            };
+            bail!("{flag} DIR classifies with mode {own}, not --mode {m}: drop --mode, or drop {flag} to run --mode {m} on --model");
+        }
+        (Some(m), None) if m == "concrete" || m == "ltp" => {
+            bail!("--mode {m} needs --{m} DIR (a run directory written by `sttabt {m} --out DIR`)")
+        }
+        (Some(m), None) => m,
+    })
+}
+
+/// `--keep` as a list of keep fractions (`None` when not given), each checked to be in (0, 1];
+/// the count is checked against the model's layers in [`parse_mode`].
+pub(crate) fn parse_keeps(keep: Option<&str>, mode: &str) -> Result<Option<Vec<f64>>> {
+    let Some(s) = keep else { return Ok(None) };
+    let what = "expected K (one keep fraction for every layer) or K1,K2,...,KL (one per layer), each in (0, 1]";
+    let ks: Vec<f64> = s
+        .split(',')
+        .enumerate()
+        .map(|(i, v)| {
+            let v = v.trim();
+            let k: f64 = v.parse().map_err(|_| anyhow::anyhow!("--keep {s}: value {} ({v:?}) is not a number; {what}", i + 1))?;
+            if !(k > 0.0 && k <= 1.0) {
+                let which = if s.contains(',') { format!("value {} is {k}", i + 1) } else { format!("{k} is") };
+                bail!("--keep {s}: {which} not in (0, 1]; {what}");
+            }
+            Ok(k)
+        })
+        .collect::<Result<_>>()?;
+    match mode {
+        "dense" | "dense-cls" => bail!("--keep does not apply to --mode {mode} (it keeps every input token)"),
+        "concrete" | "ltp" => bail!("--keep does not apply to --mode {mode}: its run learned one threshold per layer (train another run with a different {} to keep more or fewer tokens)", if mode == "ltp" { "--lambda" } else { "--theta0" }),
+        "topk" if ks.len() != 1 => bail!("--mode topk takes one --keep value (k_min, the last layer's keep fraction; the schedule falls linearly from 1.0 at layer 1), got {}", ks.len()),
+        _ => Ok(Some(ks)),
+    }
+}
+
+/// The inference mode for dense, abt, abt-actual and topk (`layers`: the model's L, when known,
+/// to check a per-layer `--keep` list; the default keep is 0.3).
+pub(crate) fn parse_mode(mode: &str, keep: &Option<Vec<f64>>, layers: Option<usize>) -> Result<sttabt::infer::Mode> {
+    use sttabt::infer::Mode;
+    let ks = keep.clone().unwrap_or_else(|| vec![0.3]);
+    if let Some(l) = layers {
+        if ks.len() != 1 && ks.len() != l {
+            bail!("--keep: {} values given, but the model has {l} layers; give one value (the same k for every layer) or exactly {l}, one per layer l = 1..{l}", ks.len());
+        }
+        sttabt::planners::abt::check_keeps(&ks, l).map_err(|e| anyhow::anyhow!("--keep: {e}"))?;
+    }
+    let per_layer = ks.len() > 1;
+    Ok(match mode {
+        "dense" => Mode::Dense,
+        "dense-cls" => Mode::DenseCls,
+        "abt" if per_layer => Mode::AbtPerLayer { k: ks },
+        "abt" => Mode::Abt { k: ks[0] },
+        "abt-actual" if per_layer => Mode::AbtActualPerLayer { k: ks },
+        "abt-actual" => Mode::AbtActual { k: ks[0] },
+        "topk" => Mode::TopK { k_min: ks[0] },
+        other => bail!("unknown mode {other}"),
+    })
+}
+
+/// `classify`'s inputs: positional texts (or one text with `--pair`), else `--file`, else stdin.
+/// A file (or stdin) with a TAB on any line is read as sentence pairs, `TEXT<TAB>PAIR` on every
+/// line; a line with another number of columns, or an empty one, is an error naming FILE:LINE.
+pub(crate) fn read_classify_inputs(texts: Vec<String>, pair: Option<String>, file: Option<PathBuf>) -> Result<Vec<ClassifyInput>> {
+    if let Some(p) = pair {
+        if file.is_some() || texts.len() != 1 {
+            bail!(
+                "--pair PAIR goes with exactly one positional TEXT (got {} text(s){}); for many pairs use --file with TEXT<TAB>PAIR lines",
+                texts.len(),
+                if file.is_some() { " and --file" } else { "" }
+            );
+        }
+        return Ok(texts.into_iter().map(|t| (t, Some(p.clone()))).collect());
+    }
+    if !texts.is_empty() {
+        if file.is_some() {
+            bail!("give texts either as arguments or with --file, not both");
+        }
+        return Ok(texts.into_iter().map(|t| (t, None)).collect());
+    }
+    let (name, content) = match file {
+        Some(f) => (f.display().to_string(), std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?),
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("no texts given: pass them as arguments (one TEXT with --pair PAIR for a sentence pair), with --file, or on stdin");
+            }
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut s).context("reading stdin")?;
+            ("<stdin>".to_string(), s)
+        }
+    };
+    parse_classify_lines(&name, &content)
+}
+
+/// See [`read_classify_inputs`]; `name` is the file name for error messages.
+pub(crate) fn parse_classify_lines(name: &str, content: &str) -> Result<Vec<ClassifyInput>> {
+    let lines: Vec<&str> = content.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    let Some(first_tab) = lines.iter().position(|l| l.contains('\t')) else {
+        return Ok(lines.into_iter().map(|l| (l.to_string(), None)).collect());
+    };
+    let why =
+        format!("expected TEXT<TAB>PAIR on every line: the file is read as sentence pairs because line {} contains a TAB", first_tab + 1);
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            if cols.len() != 2 {
+                bail!("{name}:{}: {} tab-separated column(s), {why}", i + 1, cols.len());
+            }
+            if let Some(c) = cols.iter().position(|c| c.trim().is_empty()) {
+                bail!("{name}:{}: column {} ({}) is empty, {why}", i + 1, c + 1, ["TEXT", "PAIR"][c]);
+            }
+            Ok((cols[0].to_string(), Some(cols[1].to_string())))
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn classify(
+    inputs: Vec<ClassifyInput>,
+    model: Option<&std::path::Path>,
+    approx: Option<&std::path::Path>,
+    run: Option<&PrunerRun>,
+    mode: &str,
+    keep: &Option<Vec<f64>>,
+    explain: bool,
+    json: bool,
+    max_length: usize,
+) -> Result<()> {
+    if inputs.is_empty() {
+        bail!("no texts to classify: pass them as arguments, with --file, or on stdin");
+    }
+    if run.is_some() && (model.is_some() || approx.is_some()) {
+        bail!("--model / --approx are not used with --concrete / --ltp: the run directory carries its own fine-tuned teacher (and, for concrete, its ApproxNet)");
+    }
+    // (teacher, its directory for the tokenizer, ApproxNet, mode)
+    let (concrete, ltp, plain, approx_net);
+    let (teacher, teacher_dir, approx_model, mode): (&Encoder, PathBuf, Option<&Encoder>, sttabt::infer::Mode) = match run {
+        Some(PrunerRun::Concrete(d)) => {
+            existing_run_dir(d, "--concrete", "teacher/, approx/ and concrete.json", "concrete")?;
+            concrete = sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))?;
+            let mode = sttabt::infer::Mode::Concrete { theta0: concrete.theta0, theta: concrete.theta.clone() };
+            (&concrete.teacher, d.join("teacher"), Some(&concrete.approx.model), mode)
+        }
+        Some(PrunerRun::Ltp(d)) => {
+            existing_run_dir(d, "--ltp", "teacher/ and ltp.json", "ltp")?;
+            ltp = sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))?;
+            let mode = sttabt::infer::Mode::Ltp { lambda: ltp.lambda, theta: ltp.theta.clone() };
+            (&ltp.teacher, d.join("teacher"), None, mode)
+        }
+        None => {
+            let model = model.context("--model DIR is required (or --concrete DIR / --ltp DIR)")?;
+            plain = Encoder::load(model).with_context(|| format!("loading {}", model.display()))?;
+            let teacher = &plain;
+            if teacher.classifier.is_none() {
+                bail!("{} has no classification head; fine-tune one with `sttabt finetune`", model.display());
+            }
+            let mode = parse_mode(mode, keep, Some(teacher.layers.len()))?;
+            approx_net = match approx {
+                Some(a) => Some(
+                    sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?,
+                ),
+                None => None,
+            };
+            if matches!(mode, sttabt::infer::Mode::Abt { .. } | sttabt::infer::Mode::AbtPerLayer { .. }) && approx_net.is_none() {
+                bail!("--mode abt needs --approx DIR (an ApproxNet from `sttabt distill`); or use --mode abt-actual, topk or dense");
+            }
+            (teacher, model.to_path_buf(), approx_net.as_ref().map(|a| &a.model), mode)
+        }
+    };
+    let tok = text_tokenizer(&teacher_dir, teacher, max_length).with_context(|| {
+        if run.is_some() {
+            format!(
+                "the run's teacher {} has no tokenizer files: copy tokenizer.json / vocab.txt (and tokenizer_config.json, special_tokens_map.json) from the model the run was trained from into it, or re-run `sttabt demo`, which adds them to its cached runs",
+                teacher_dir.display()
+            )
+        } else {
+            format!("loading the tokenizer of {}", teacher_dir.display())
+        }
+    })?;
+    let big_l = teacher.layers.len();
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    for (text, pair) in &inputs {
+        let (enc, spans) = tok.encode_with_spans(text, pair.as_deref())?;
+        if enc.truncated > 0 {
+            eprintln!("warning: {} tokens cut (--max-length {max_length})", enc.truncated);
+        }
+        let p = sttabt::infer::classify(teacher, approx_model, &[enc.input.clone()], &mode)?.remove(0);
+        let label = teacher.config.labels.get(p.label).cloned().unwrap_or_else(|| p.label.to_string());
+        // deepest layer each token is read by (0 = not even layer 1); the sets are nested
+        let depth: Vec<usize> =
+            (0..enc.input.len()).map(|j| (0..big_l).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
+        if json {
+            let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "survives_to_layer": depth});
+            if explain {
+                let kept: Vec<serde_json::Value> = (0..enc.tokens.len())
+                    .filter(|&j| depth[j] > 0)
+                    .map(|j| {
+                        let s = spans[j];
+                        serde_json::json!({"index": j, "token": enc.tokens[j], "segment": s.map(|s| s.segment), "char_start": s.map(|s| s.start), "char_end": s.map(|s| s.end), "last_layer": depth[j]})
+                    })
+                    .collect();
+                rec["explain"] = kept.into();
+            }
+            println!("{rec}");
+            continue;
+        }
+        match pair {
+            Some(b) => println!("{label}\t{:.3}\tretention {:.1}%\t{text}\t{b}", p.probability, p.retention * 100.0),
+            None => println!("{label}\t{:.3}\tretention {:.1}%\t{text}", p.probability, p.retention * 100.0),
+        }
+        if explain {
+            let line: Vec<String> = enc
+                .tokens
+                .iter()
+                .zip(&depth)
+                .map(|(t, &dp)| {
+                    if color {
+                        // bright = survives deep, dim = dropped early
+                        let shade = 232 + (dp * 23 / big_l.max(1)) as u32;
+                        format!("\x1b[38;5;{shade}m{t}\x1b[0m")
+                    } else {
+                        format!("{t}[{dp}]")
+                    }
+                })
+                .collect();
+            println!("  {}", line.join(" "));
+            if !color {
+                println!("  ([n] = last layer that reads the token, of {big_l}; [0] = no layer reads it)");
+            }
+        }
+    }
+    Ok(())
+}

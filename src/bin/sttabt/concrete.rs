@@ -1,0 +1,131 @@
+//! `sttabt concrete`.
+
+use super::*;
+
+// The options of `sttabt concrete` (the about text is on `Command::Concrete`).
+#[derive(clap::Args)]
+pub struct ConcreteArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// Fine-tuned teacher (from `sttabt finetune`).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// Its ApproxNet (from `sttabt distill`).
+    #[arg(long)]
+    pub approx: PathBuf,
+    /// Output directory (created; an existing finished run is not overwritten without --resume).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// θ_0: retention target σ(θ_0) and anchor of the thresholds (paper sweep: -2 ... 1).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub theta0: f64,
+    /// Optimisation steps (>= 1).
+    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
+    pub steps: usize,
+    /// Examples per optimisation step (>= 1).
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// Learning rate of the encoders (> 0); θ trains at 10x.
+    #[arg(long, default_value_t = 2e-5, value_parser = positive_rate, allow_hyphen_values = true)]
+    pub lr: f64,
+    /// Fraction of the last steps trained with hard masks.
+    #[arg(long, default_value_t = 0.2)]
+    pub hard_frac: f64,
+    /// Weight of the retention term (paper: 1e-3 for text).
+    #[arg(long, default_value_t = 1e-3)]
+    pub retention_weight: f64,
+    /// Weight of logit distillation from the frozen teacher (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub distill_weight: f64,
+    /// Use only the first N training examples (after the seeded split).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars or status lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Run `sttabt concrete`.
+pub fn run(args: ConcreteArgs) -> Result<()> {
+    let ConcreteArgs {
+        data,
+        images,
+        teacher,
+        approx,
+        out,
+        theta0,
+        steps,
+        batch_size,
+        lr,
+        hard_frac,
+        retention_weight,
+        distill_weight,
+        train_limit,
+        max_length,
+        resume,
+        quiet,
+    } = args;
+    let cfg = sttabt::train::concrete::ConcreteConfig {
+        theta0,
+        steps,
+        batch_size,
+        lr,
+        hard_frac,
+        retention_weight,
+        distill_weight,
+        seed: data.seed,
+        ..Default::default()
+    };
+    if let Some(src) = image_source(&images, &data)? {
+        guard_output(&out, "concrete.json", resume)?;
+        return vision::concrete(&src, &teacher, &approx, &out, cfg, train_limit, resume, quiet);
+    }
+    concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn concrete(
+    data: &DataArgs,
+    teacher_dir: &std::path::Path,
+    approx_dir: &std::path::Path,
+    out: &std::path::Path,
+    cfg: sttabt::train::concrete::ConcreteConfig,
+    train_limit: Option<usize>,
+    max_length: usize,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
+    guard_output(out, "concrete.json", resume)?;
+    cfg.validate()?;
+    let needs = DataNeeds::train_only("concrete");
+    let source = data.source(&needs)?;
+    let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
+    let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config)
+        .with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
+    let splits = data.load(&source, &needs)?;
+    let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
+    let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
+    let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &train, &cfg, out, resume, &sttabt::train::Progress { quiet })?;
+    sttabt::train::copy_preprocessing_files(teacher_dir, &out.join("teacher"))?;
+    println!(
+        "concrete θ0={}: target retention {:.3}; soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}",
+        r.theta0,
+        r.target_retention,
+        r.start.soft_retention,
+        r.end.soft_retention,
+        r.start.hard_retention,
+        r.end.hard_retention,
+        r.theta.iter().map(|t| (t * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        r.seconds,
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! `sttabt embed`.
+
+use super::*;
+
+// The options of `sttabt embed` (the about text is on `Command::Embed`).
+#[derive(clap::Args)]
+pub struct EmbedArgs {
+    /// Texts to embed.
+    pub texts: Vec<String>,
+    /// Read texts from this file, one per line.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Checkpoint directory. Default: the cached all-MiniLM-L6-v2.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Maximum tokens per text, [CLS] and [SEP] included (sentence-transformers uses 256).
+    #[arg(long, default_value_t = 256)]
+    pub max_length: usize,
+    /// Examples per batch (>= 1).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub batch_size: usize,
+}
+
+/// Run `sttabt embed`.
+pub fn run(args: EmbedArgs) -> Result<()> {
+    let EmbedArgs { texts, file, model, max_length, batch_size } = args;
+    embed(texts, file, model, max_length, batch_size)
+}
+
+/// Texts from arguments, a file, or stdin (one per line).
+pub(crate) fn read_texts(texts: Vec<String>, file: Option<PathBuf>) -> Result<Vec<String>> {
+    if !texts.is_empty() {
+        return Ok(texts);
+    }
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        return Ok(s.lines().map(str::to_string).collect());
+    }
+    if std::io::stdin().is_terminal() {
+        bail!("no texts given: pass them as arguments, with --file, or on stdin");
+    }
+    let stdin = std::io::stdin();
+    let lines: Vec<String> = stdin.lock().lines().collect::<std::io::Result<_>>().context("reading stdin")?;
+    Ok(lines)
+}
+
+pub(crate) fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<PathBuf>, max_length: usize, batch_size: usize) -> Result<()> {
+    let texts = read_texts(texts, file)?;
+    if texts.is_empty() {
+        bail!("no texts to embed");
+    }
+    let dir = model_dir(model)?;
+    let m = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let max_length = clamp_max_length(&dir, &m, max_length);
+    let tok = text_tokenizer(&dir, &m, max_length)?;
+    let pairs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
+    let (encoded, cut) = tok.encode_batch(&pairs)?;
+    if cut > 0 {
+        let n = encoded.iter().filter(|t| t.truncated > 0).count();
+        eprintln!("warning: {n} text(s) longer than --max-length {max_length} were truncated ({cut} tokens cut)");
+    }
+    let d = m.config.hidden_size;
+    let mut out = Vec::with_capacity(texts.len());
+    for (chunk_t, chunk_e) in texts.chunks(batch_size.max(1)).zip(encoded.chunks(batch_size.max(1))) {
+        let inputs: Vec<_> = chunk_e.iter().map(|t| t.input.clone()).collect();
+        let res = m.run_dense(&inputs, RunOptions::default())?;
+        for ((text, e), r) in chunk_t.iter().zip(chunk_e).zip(res) {
+            out.push(serde_json::json!({
+                "text": text,
+                "tokens": e.input.len(),
+                "truncated_tokens": e.truncated,
+                "embedding": model::mean_pool_normalized(&r.hidden, d),
+            }));
+        }
+    }
+    println!("{}", serde_json::to_string(&serde_json::json!({"model": dir, "dim": d, "embeddings": out}))?);
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! `sttabt eval`.
+
+use super::*;
+
+// The options of `sttabt eval` (the about text is on `Command::Eval`).
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// Fine-tuned checkpoint (with a classification head).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Its ApproxNet (from `sttabt distill`); without it the ABT rows are left out.
+    #[arg(long)]
+    pub approx: Option<PathBuf>,
+    /// Keep fractions for the ABT sweep (comma-separated).
+    #[arg(long, default_value = "0.1,0.2,0.3,0.5,0.7", value_delimiter = ',')]
+    pub ks: Vec<f64>,
+    /// Output directory for results.json, results.csv and the plots.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Concrete-mask runs (directories from `sttabt concrete`), repeatable.
+    #[arg(long)]
+    pub concrete: Vec<PathBuf>,
+    /// LTP runs (directories from `sttabt ltp`), repeatable.
+    #[arg(long)]
+    pub ltp: Vec<PathBuf>,
+    /// Evaluate on at most N examples per split.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Examples timed per mode and batch size.
+    #[arg(long, default_value_t = 128)]
+    pub timing_examples: usize,
+    /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// No progress bars or status lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Run `sttabt eval`.
+pub fn run(args: EvalArgs) -> Result<()> {
+    let EvalArgs { data, images, model, approx, ks, out, concrete, ltp, limit, timing_examples, max_length, quiet } = args;
+    let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
+    if let Some(src) = image_source(&images, &data)? {
+        if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
+            bail!("--ks: every keep fraction must be in (0, 1], got {k}");
+        }
+        if !ltp.is_empty() {
+            bail!("--ltp runs are text-only; the vision table compares dense, ABT, manual top-k and concrete");
+        }
+        return vision::eval(&src, &model, approx.as_deref(), &concrete, &out, &opts);
+    }
+    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn eval(
+    data: &DataArgs,
+    model: &std::path::Path,
+    approx: Option<&std::path::Path>,
+    concrete: &[PathBuf],
+    ltp: &[PathBuf],
+    out: &std::path::Path,
+    opts: &sttabt::eval::EvalOptions,
+    max_length: usize,
+) -> Result<()> {
+    if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
+        bail!("--ks: every keep fraction must be in (0, 1], got {k}");
+    }
+    if approx.is_none() {
+        eprintln!(
+            "note: no --approx given, so the ABT (ApproxNet) rows are left out; ABT on the teacher's actual attention is still evaluated"
+        );
+    }
+    let needs = DataNeeds::eval("eval");
+    let mut source = data.source(&needs)?;
+    let teacher = Encoder::load(model).with_context(|| format!("loading {}", model.display()))?;
+    let approx_net = match approx {
+        Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
+        None => None,
+    };
+    let concrete: Vec<_> = concrete
+        .iter()
+        .map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display())))
+        .collect::<Result<_>>()?;
+    let ltp: Vec<_> = ltp
+        .iter()
+        .map(|d| sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display())))
+        .collect::<Result<_>>()?;
+    // without --train, labels in the files map to the model's own id2label
+    if let sttabt::pipeline::DataSource::Table { train: None, spec, .. } = &mut source {
+        if spec.label_names.is_none() && !teacher.config.labels.is_empty() {
+            spec.label_names = Some(teacher.config.labels.clone());
+        }
+    }
+    let tok = text_tokenizer(model, &teacher, max_length)?;
+    let splits = data.load(&source, &needs)?;
+    let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
+    let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
+    let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
+    let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &ltp, &dev, &test, opts)?;
+    sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
+    print!("{}", sttabt::eval::format_table(&results));
+    println!(
+        "results: {0}/results.json, {0}/results.csv, plots {0}/accuracy_vs_retention.png, {0}/accuracy_vs_throughput_b1.png",
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! `sttabt finetune`.
+
+use super::*;
+
+// The options of `sttabt finetune` (the about text is on `Command::Finetune`).
+#[derive(clap::Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// Base checkpoint directory. Default: the cached all-MiniLM-L6-v2 (text), or a new DeiT
+    /// trained from scratch (images: 28x28 grey for Fashion-MNIST, 32x32 RGB for a folder).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Output directory (created; an existing finished run is not overwritten without --resume).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Passes over the training data (>= 1).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    pub epochs: usize,
+    /// Examples per optimisation step (images trained from scratch: 64 unless set).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// Peak learning rate (linear warm-up, then linear decay; images trained from scratch:
+    /// 1.5e-3 unless set).
+    #[arg(long, default_value_t = 1e-4, value_parser = positive_rate, allow_hyphen_values = true)]
+    pub lr: f64,
+    /// Use only the first N training examples (after the seeded split).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+    /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars or status lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Run `sttabt finetune`.
+pub fn run(args: FinetuneArgs) -> Result<()> {
+    let FinetuneArgs { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } = args;
+    if let Some(src) = image_source(&images, &data)? {
+        guard_output(&out, "finetune.json", resume)?;
+        // from scratch: the vision defaults unless the flags were changed
+        let d = vision::vision_finetune_config(epochs);
+        let cfg = sttabt::train::finetune::FinetuneConfig {
+            batch_size: if batch_size == 32 { d.batch_size } else { batch_size },
+            lr: if lr == 1e-4 && model.is_none() { d.lr } else { lr },
+            seed: data.seed,
+            ..d
+        };
+        return vision::finetune(&src, model, &out, cfg, train_limit, None, resume, quiet);
+    }
+    let cfg = sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
+    finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finetune(
+    data: &DataArgs,
+    model: Option<PathBuf>,
+    out: &std::path::Path,
+    cfg: sttabt::train::finetune::FinetuneConfig,
+    train_limit: Option<usize>,
+    max_length: usize,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
+    use sttabt::pipeline::{tokenize, warn_truncation};
+    use sttabt::train::finetune::{finetune, with_new_head};
+    let dir = model_dir(model)?;
+    guard_output(out, "finetune.json", resume)?;
+    cfg.validate()?;
+    let needs = DataNeeds::train_dev("finetune");
+    let source = data.source(&needs)?;
+    let base = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let max_length = clamp_max_length(&dir, &base, max_length);
+    let splits = data.load(&source, &needs)?;
+    let tok = text_tokenizer(&dir, &base, max_length)?;
+    let (train, cut) = tokenize(&tok, &splits.train, train_limit)?;
+    warn_truncation("train", cut, max_length);
+    let (dev, cut) = tokenize(&tok, &splits.dev, None)?;
+    warn_truncation("dev", cut, max_length);
+    eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
+    let base = if base.classifier.as_ref().map(|c| c.d_out()) == Some(splits.label_names.len()) {
+        base
+    } else {
+        with_new_head(base, splits.label_names.clone(), cfg.seed)
+    };
+    let report = finetune(base, &train, &dev, &cfg, out, &dir, resume, &sttabt::train::Progress { quiet })?;
+    let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
+    sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    println!(
+        "best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}",
+        report.best_dev_accuracy * 100.0,
+        report.best_epoch,
+        report.steps,
+        report.seconds,
+        out.display()
+    );
+    Ok(())
+}

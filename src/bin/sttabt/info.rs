@@ -1,0 +1,85 @@
+//! `sttabt info`.
+
+use super::*;
+
+// The options of `sttabt info` (the about text is on `Command::Info`).
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    /// Checkpoint directory (HF layout). Default: the cached all-MiniLM-L6-v2.
+    pub model: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `sttabt info`.
+pub fn run(args: InfoArgs) -> Result<()> {
+    let InfoArgs { model, json } = args;
+    info(model, json)
+}
+
+pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
+    let dir = model_dir(model)?;
+    let m = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let c = &m.config;
+    let lengths: Vec<usize> = match c.vision() {
+        // an image always has the same number of tokens
+        Some(v) => vec![v.seq_len()],
+        None => vec![16, 32, 64, 128, 256, 512],
+    };
+    let flops: Vec<(usize, u64)> = lengths.iter().filter(|&&n| n <= c.max_position_embeddings).map(|&n| (n, c.dense_flops(n))).collect();
+    if json {
+        let v = serde_json::json!({
+            "model_dir": dir,
+            "config": c,
+            "head_size": c.head_size(),
+            "parameters": m.num_parameters(),
+            "has_pooler": m.pooler.is_some(),
+            "has_classifier": m.classifier.is_some(),
+            "dense_flops": flops.iter().map(|(n, f)| serde_json::json!({"tokens": n, "flops": f, "gflops": *f as f64 / 1e9})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("model       {}", dir.display());
+    println!(
+        "layers      {}   heads {}   hidden {}   head size {}   FFN {}",
+        c.num_layers,
+        c.num_heads,
+        c.hidden_size,
+        c.head_size(),
+        c.intermediate_size
+    );
+    match c.vision() {
+        Some(v) => println!(
+            "image       {} ({}): {}x{} pixels, {} channel(s), patch {} -> {} patches + {} special token(s) = {} tokens; pre-LayerNorm   activation {:?}",
+            v.model_type,
+            if v.num_special_tokens() == 2 { "class + distillation token" } else { "class token" },
+            v.image_size, v.image_size, v.num_channels, v.patch_size, v.num_patches(), v.num_special_tokens(), v.seq_len(), c.activation
+        ),
+        None => println!("vocab       {}   max positions {}   token types {}   activation {:?}", c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.activation),
+    }
+    println!("parameters  {} ({:.1} M)", m.num_parameters(), m.num_parameters() as f64 / 1e6);
+    println!(
+        "pooler      {}   classifier {}",
+        yes(m.pooler.is_some()),
+        match &m.classifier {
+            Some(_) => format!("yes, labels {:?}", c.labels),
+            None => "no (fine-tune one with `sttabt finetune`)".into(),
+        }
+    );
+    println!("\ndense encoder FLOPs (the paper's section 5; 1 multiply-add = 2 FLOPs)");
+    println!("{:>8} {:>14} {:>10}", "tokens", "FLOPs", "GFLOPs");
+    for (n, f) in flops {
+        println!("{n:>8} {f:>14} {:>10.3}", f as f64 / 1e9);
+    }
+    Ok(())
+}
+
+pub(crate) fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}

