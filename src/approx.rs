@@ -17,7 +17,6 @@ use crate::exec::RunOptions;
 use crate::model::checkpoint::TensorStore;
 use crate::model::config::EncoderConfig;
 use crate::model::{EncodedInput, Encoder, Linear};
-use crate::train::model::normal;
 
 /// Factors the ApproxNet may shrink by.
 pub const FACTORS: [usize; 4] = [2, 4, 8, 16];
@@ -139,7 +138,7 @@ impl ApproxNet {
                     } else if name.ends_with(".bias") {
                         vec![0.0; len]
                     } else {
-                        (0..len).map(|_| normal(&mut rng) * 0.02).collect()
+                        (0..len).map(|_| rng.next_normal() * 0.02).collect()
                     }
                 }
             };
@@ -149,7 +148,7 @@ impl ApproxNet {
         let model = Encoder::from_store(cfg, &store)?;
         let transfer = (0..tc.num_layers.max(1))
             .map(|_| {
-                let w: Vec<f32> = (0..tc.hidden_size * small).map(|_| normal(&mut rng) * 0.02).collect();
+                let w: Vec<f32> = (0..tc.hidden_size * small).map(|_| rng.next_normal() * 0.02).collect();
                 Linear::from_hf(&w, vec![0.0; tc.hidden_size], small, tc.hidden_size)
             })
             .collect();

@@ -43,7 +43,7 @@ pub struct Bootstrap {
 
 impl Default for Bootstrap {
     fn default() -> Self {
-        Self { resamples: 2000, level: 0.95, seed: 0x5774_ab7 }
+        Self { resamples: 2000, level: 0.95, seed: 0x0577_4ab7 }
     }
 }
 

@@ -31,6 +31,14 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// A standard normal draw (Box-Muller on two uniforms), as `f32`: the initialiser of new
+    /// weights (classification heads, ApproxNet projections, ViT patches).
+    pub fn next_normal(&mut self) -> f32 {
+        let u1 = self.next_f64().max(1e-300);
+        let u2 = self.next_f64();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+
     /// Uniform integer in `0..bound` without modulo bias (rejection sampling).
     /// Returns 0 when `bound` is 0.
     pub fn next_below(&mut self, bound: u64) -> u64 {

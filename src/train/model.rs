@@ -61,9 +61,7 @@ impl Lin {
 
 /// Standard normal sample (Box-Muller) from the crate's seeded PRNG.
 pub fn normal(rng: &mut crate::data::split::SplitMix64) -> f32 {
-    let u1 = rng.next_f64().max(1e-300);
-    let u2 = rng.next_f64();
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    rng.next_normal()
 }
 
 /// LayerNorm `γ`, `β` (biased variance, as torch).

@@ -16,7 +16,6 @@ use crate::error::ModelError;
 use crate::model::checkpoint::TensorStore;
 use crate::model::config::{Activation, Architecture, EncoderConfig, VisionConfig, VisionHead};
 use crate::model::{EncodedInput, Encoder};
-use crate::train::model::normal;
 use crate::vision::image::Image;
 use crate::vision::preprocess::{patchify, ImageProcessor};
 
@@ -101,7 +100,7 @@ fn init_tensors(c: &EncoderConfig, v: &VisionConfig, seed: u64) -> Vec<(String, 
     let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let randn = |shape: Vec<usize>, rng: &mut SplitMix64| {
         let len: usize = shape.iter().product();
-        let data: Vec<f32> = (0..len).map(|_| (normal(rng) * 0.02).clamp(-0.04, 0.04)).collect();
+        let data: Vec<f32> = (0..len).map(|_| (rng.next_normal() * 0.02).clamp(-0.04, 0.04)).collect();
         (shape, data)
     };
     let push_rand = |name: String, shape: Vec<usize>, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, rng: &mut SplitMix64| {
@@ -121,7 +120,7 @@ fn init_tensors(c: &EncoderConfig, v: &VisionConfig, seed: u64) -> Vec<(String, 
     );
     out.push((format!("{pre}embeddings.patch_embeddings.projection.bias"), vec![d], vec![0.0; d]));
     let linear = |name: String, d_in: usize, d_out: usize, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>, rng: &mut SplitMix64| {
-        let w: Vec<f32> = (0..d_in * d_out).map(|_| (normal(rng) * 0.02).clamp(-0.04, 0.04)).collect();
+        let w: Vec<f32> = (0..d_in * d_out).map(|_| (rng.next_normal() * 0.02).clamp(-0.04, 0.04)).collect();
         out.push((format!("{name}.weight"), vec![d_out, d_in], w));
         out.push((format!("{name}.bias"), vec![d_out], vec![0.0; d_out]));
     };
