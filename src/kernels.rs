@@ -9,6 +9,7 @@
 
 use crate::config::Activation;
 
+pub mod int8;
 pub mod packed;
 
 /// Run `f` on a worker thread of the rayon pool (directly when already on one), so that the
