@@ -16,50 +16,48 @@ pub fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
     quantize_into(x, q, |v| v)
 }
 
-/// [`quantize_row`] writing `f(q)` for each value (the kernels store `q + 128` as `u8`).
+/// Row `x`'s scale `max |x| / 127`, `127 / max |x|` and `max |x|` (all 0 for an all-zero row; NaN
+/// scale for a row with a NaN or infinity; the reciprocal is not finite for a subnormal maximum).
 #[inline(always)]
-fn quantize_into<T>(x: &[f32], out: &mut [T], f: impl Fn(i8) -> T) -> f32 {
-    let max = abs_max(x);
-    if !crate::kernels::all_finite(x) {
-        out.iter_mut().for_each(|o| *o = f(0));
-        return f32::NAN;
-    }
-    if max == 0.0 {
-        out.iter_mut().for_each(|o| *o = f(0));
-        return 0.0;
-    }
-    let inv = 127.0 / max;
-    if inv.is_finite() {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = f((v * inv).round_ties_even().clamp(-127.0, 127.0) as i8);
-        }
-    } else {
-        let inv = 127.0 / f64::from(max);
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = f((f64::from(v) * inv).round_ties_even().clamp(-127.0, 127.0) as i8);
-        }
-    }
-    max / 127.0
-}
-
-/// `max |x|`, ignoring NaN (callers check finiteness); 16 lanes so that it vectorises.
-#[inline(always)]
-fn abs_max(x: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
+fn row_scale(x: &[f32]) -> (f32, f32, f32) {
+    // max |x| on the bit patterns: for finite floats the order of |x|'s bits is the order of |x|,
+    // and NaN and infinity sit above every finite value; 16 u32 lanes, so that it vectorises.
+    let mut lanes = [0u32; 16];
     let chunks = x.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
         for (l, &v) in lanes.iter_mut().zip(c) {
-            let a = v.abs();
-            *l = if a > *l { a } else { *l };
+            *l = (*l).max(v.to_bits() & 0x7fff_ffff);
         }
     }
-    let mut max = 0.0f32;
-    for &v in lanes.iter().chain(tail) {
-        let a = v.abs();
-        max = if a > max { a } else { max };
+    let bits = lanes.iter().copied().chain(tail.iter().map(|v| v.to_bits() & 0x7fff_ffff)).max().unwrap_or(0);
+    if bits >= 0x7f80_0000 {
+        return (f32::NAN, 0.0, f32::NAN);
     }
-    max
+    let max = f32::from_bits(bits);
+    if max == 0.0 {
+        return (0.0, 0.0, 0.0);
+    }
+    (max / 127.0, 127.0 / max, max)
+}
+
+/// [`quantize_row`] writing `f(q)` for each value (the kernels store `q + 128` as `u8`).
+#[inline(always)]
+fn quantize_into<T>(x: &[f32], out: &mut [T], f: impl Fn(i8) -> T) -> f32 {
+    let (scale, inv, max) = row_scale(x);
+    if inv.is_finite() {
+        // |v · inv| <= 127 (1 + 2^-22) rounds into [-127, 127]; (via i32: a saturating `as i8`
+        // does not vectorise; NaN, in a row whose `inv` is 0, becomes 0)
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = f((v * inv).round_ties_even().clamp(-127.0, 127.0) as i32 as i8);
+        }
+    } else {
+        let inv = if max > 0.0 { 127.0 / f64::from(max) } else { 0.0 };
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = f((f64::from(v) * inv).round_ties_even().clamp(-127.0, 127.0) as i8);
+        }
+    }
+    scale
 }
 
 /// Quantise the `m` rows of `x` `[m, k]` into `rows` rows of `ld` bytes `q + 128` (padding
@@ -68,27 +66,48 @@ pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usiz
     debug_assert!(x.len() == m * k && ld >= k && rows >= m);
     let mut data = vec![128u8; rows * ld];
     let mut scale = vec![0.0f32; m];
-    #[cfg(target_arch = "x86_64")]
-    if super::vnni::available() {
-        // SAFETY: AVX-512F/BW checked by `vnni::available`.
-        unsafe { rows_avx512(x, k, ld, &mut data, &mut scale) };
-        return Activations { data, scale, ld };
+    for (i, s) in scale.iter_mut().enumerate() {
+        let (xr, out) = (&x[i * k..(i + 1) * k], &mut data[i * ld..i * ld + k]);
+        #[cfg(target_arch = "x86_64")]
+        if super::vnni::available() {
+            // SAFETY: AVX-512F/BW checked by `vnni::available`; `out` has `xr.len()` bytes.
+            *s = unsafe { row_avx512(xr, out) };
+            continue;
+        }
+        *s = quantize_into(xr, out, |q| (q as u8) ^ 0x80);
     }
-    rows_imp(x, k, ld, &mut data, &mut scale);
     Activations { data, scale, ld }
 }
 
-#[inline(always)]
-fn rows_imp(x: &[f32], k: usize, ld: usize, data: &mut [u8], scale: &mut [f32]) {
-    for (i, s) in scale.iter_mut().enumerate() {
-        *s = quantize_into(&x[i * k..(i + 1) * k], &mut data[i * ld..i * ld + k], |q| (q as u8) ^ 0x80);
-    }
-}
-
+/// [`quantize_into`] for `u8` output on AVX-512: the conversions `f32 → i32` (round to nearest
+/// even, as `round_ties_even`) and `i32 → u8` in registers (the compiler scalarises Rust's
+/// saturating `as i8`: measured more time than the VNNI kernel itself).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-unsafe fn rows_avx512(x: &[f32], k: usize, ld: usize, data: &mut [u8], scale: &mut [f32]) {
-    rows_imp(x, k, ld, data, scale)
+unsafe fn row_avx512(x: &[f32], out: &mut [u8]) -> f32 {
+    use std::arch::x86_64::*;
+    let (scale, inv, _) = row_scale(x);
+    if !inv.is_finite() {
+        return quantize_into(x, out, |q| (q as u8) ^ 0x80);
+    }
+    let iv = _mm512_set1_ps(inv);
+    let off = _mm512_set1_epi32(128);
+    // (NaN · 0 in a non-finite row converts to 0x8000_0000, whose low byte after + 128 is 128: q = 0)
+    let quant = |v: __m512| {
+        _mm512_add_epi32(_mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(v, iv)), off)
+    };
+    let mut t = 0;
+    while t + 16 <= x.len() {
+        let u = quant(_mm512_loadu_ps(x.as_ptr().add(t)));
+        _mm_storeu_si128(out.as_mut_ptr().add(t) as *mut __m128i, _mm512_cvtepi32_epi8(u));
+        t += 16;
+    }
+    if t < x.len() {
+        let mask = ((1u32 << (x.len() - t)) - 1) as __mmask16;
+        let u = quant(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(t)));
+        _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut i8, mask, u);
+    }
+    scale
 }
 
 /// Per-column quantisation of `w` `[k, n]` (finite, checked by the caller): `Wq` row-major and
