@@ -14,8 +14,8 @@
 //! wall time (still through shared caches and frequency): the figure for comparing kernels on a
 //! busy machine.
 //!
-//! Run: `cargo bench --bench int8_gemm [-- --repeats 9] [--serial] [--json out.json]`; the thread
-//! count is rayon's (`RAYON_NUM_THREADS`).
+//! Run: `cargo bench --bench int8_gemm [-- --repeats 9] [--serial] [--rows 1,26,128] [--json out.json]`;
+//! the thread count is rayon's (`RAYON_NUM_THREADS`).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -33,7 +33,8 @@ fn main() {
     let repeats: usize = arg("--repeats").map(|r| r.parse().expect("--repeats takes a number")).unwrap_or(7);
     let json = arg("--json");
     let serial = args.iter().any(|a| a == "--serial");
-    let shapes_mk = [26usize, 128, 256, 832];
+    let shapes_mk: Vec<usize> =
+        arg("--rows").map_or(vec![26, 128, 256, 832], |r| r.split(',').map(|v| v.parse().expect("--rows takes m,m,...")).collect());
     let shapes_kn = [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)];
     let int8_paths: Vec<Int8Kernel> = Int8Kernel::ALL.into_iter().filter(|k| k.available()).collect();
     let threads = if serial { 1 } else { rayon::current_num_threads() };

@@ -40,8 +40,10 @@ pub use quant::quantize_row;
 pub const NR: usize = 64;
 /// The inner dimension is padded to a multiple of this (one AMX tile row: 64 bytes).
 pub const KB: usize = 64;
-/// From this many rows [`Int8Kernel::for_rows`] picks AMX over VNNI (benches/int8_gemm.rs).
-pub const AMX_MIN_ROWS: usize = 64;
+/// From this many rows [`Int8Kernel::for_rows`] picks AMX over VNNI: AMX computes whole blocks
+/// of 32 rows, and measured (benches/int8_gemm.rs, one thread, MiniLM shapes) it matches VNNI at
+/// 16 rows and runs 1.2-1.8x faster from 26 rows on; VNNI is 4-6x faster at 1-8 rows.
+pub const AMX_MIN_ROWS: usize = 24;
 /// Products with at least this many multiply-adds are split over the pool's threads.
 const PAR_MIN_MACS: usize = 192 * 1024;
 
