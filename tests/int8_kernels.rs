@@ -89,7 +89,8 @@ fn every_path_matches_the_exact_reference_on_ragged_shapes() {
             check_shape(&mut rng, m, k, n);
         }
     }
-    for &m in &[1, 6, 26, 40, 64, 128, 257] {
+    // (AMX: 57 = a whole block + a padded one, 40 and 257 = whole blocks + a VNNI tail)
+    for &m in &[1, 6, 26, 40, 57, 64, 128, 257] {
         for &(k, n) in &[(37, 1), (384, 47), (384, 384), (1536, 384), (384, 1536)] {
             if m * k * n <= 128 * 1536 * 384 || m == 257 && n < 384 {
                 check_shape(&mut rng, m, k, n);
@@ -104,7 +105,7 @@ fn every_path_matches_the_exact_reference_on_ragged_shapes() {
 #[test]
 fn accumulators_are_bit_exact() {
     let mut rng = fastrand::Rng::with_seed(5);
-    for &(m, k, n) in &[(1, 1, 1), (7, 37, 47), (33, 130, 97), (70, 1000, 64), (257, 384, 129)] {
+    for &(m, k, n) in &[(1, 1, 1), (7, 37, 47), (33, 130, 97), (57, 64, 70), (70, 1000, 64), (257, 384, 129)] {
         let mut x: Vec<f32> = (0..m * k).map(|_| rng.i32(-127..=127) as f32).collect();
         let mut w: Vec<f32> = (0..k * n).map(|_| rng.i32(-127..=127) as f32).collect();
         for i in 0..m {

@@ -18,6 +18,9 @@ use super::{Activations, Cols, Epilogue, KB, NR};
 pub const MB: usize = 32;
 /// Row blocks per `asm!` call (one `ldtilecfg`): the 32 x 32 i32 results of 4 blocks are 16 KiB.
 pub const BLOCKS_PER_CALL: usize = 4;
+/// A last partial row block shorter than this runs on VNNI (one thread, MiniLM shapes: VNNI on
+/// 16 rows takes about as long as AMX on a padded block of 32; benches/int8_gemm.rs).
+pub const VNNI_TAIL_ROWS: usize = 16;
 /// Bytes between B tile rows: one 4-byte group of a panel's 64 columns.
 const LDB: usize = 4 * NR;
 
@@ -115,7 +118,9 @@ impl TileConfig {
     }
 }
 
-/// All `m` rows of one panel: `out[r, c0 .. c0 + width]`, in 32-column strips.
+/// All `m` rows of one panel: `out[r, c0 .. c0 + width]`, in 32-column strips; after at least
+/// one whole block, a last partial block of fewer than [`VNNI_TAIL_ROWS`] rows goes to the VNNI
+/// kernel (cheaper than a padded AMX block of 32).
 ///
 /// # Safety
 /// [`status`] is `Granted` and AVX-512 VNNI is available; `act` has a multiple of [`MB`] rows
@@ -128,6 +133,8 @@ pub(super) unsafe fn panel(act: &Activations, m: usize, kp: usize, panel: &[i8],
     use std::arch::x86_64::*;
     let rows = act.data.len() / act.ld;
     assert!(rows % MB == 0 && rows >= m && act.ld == kp && kp % KB == 0 && panel.len() == kp * NR);
+    let tail = m % MB;
+    let m_amx = if m > MB && tail < VNNI_TAIL_ROWS { m - tail } else { m };
     let cfg = TileConfig::new();
     let mut scratch = [0i32; BLOCKS_PER_CALL * MB * 32];
     for sc0 in [0, 32] {
@@ -136,16 +143,19 @@ pub(super) unsafe fn panel(act: &Activations, m: usize, kp: usize, panel: &[i8],
         }
         let width = (cols.width - sc0).min(32);
         let mut r0 = 0;
-        while r0 < m {
-            let blocks = ((rows - r0) / MB).min(BLOCKS_PER_CALL);
+        while r0 < m_amx {
+            let blocks = (m_amx.div_ceil(MB) - r0 / MB).min(BLOCKS_PER_CALL);
             kernel(&cfg, act.data.as_ptr().add(r0 * kp), kp, panel.as_ptr().add(4 * sc0), scratch.as_mut_ptr(), kp / KB, blocks);
-            for r in r0..m.min(r0 + blocks * MB) {
+            for r in r0..m_amx.min(r0 + blocks * MB) {
                 let s = scratch.as_ptr().add((r - r0) * 32);
                 let acc = [_mm512_loadu_si512(s as *const __m512i), _mm512_loadu_si512(s.add(16) as *const __m512i)];
                 super::vnni::dequant_store(&acc, ep, sc0, ep.x_scale[r], out.add(r * cols.ldc + cols.c0 + sc0), width);
             }
             r0 += blocks * MB;
         }
+    }
+    if m_amx < m {
+        super::vnni::panel(act, m_amx, m, kp, panel, out, cols, ep);
     }
 }
 

@@ -70,8 +70,9 @@ pub enum Int8Kernel {
     /// AVX-512 VNNI `vpdpbusd` micro-kernel (6 rows x 64 columns per tile); x86-64 with
     /// AVX-512F/BW/VNNI.
     Vnni,
-    /// AMX-INT8 `tdpbusd` on 32 x 32 blocks of 16 x 16 tiles; x86-64 with AMX-TILE/INT8 enabled by
-    /// the OS and granted to this process (see [`amx::status`]), plus the VNNI requirements.
+    /// AMX-INT8 `tdpbusd` on 32 x 32 blocks of 16 x 16 tiles (a last partial block of fewer than
+    /// 16 rows goes to the VNNI kernel); x86-64 with AMX-TILE/INT8 enabled by the OS and granted
+    /// to this process (see [`amx::status`]), plus the VNNI requirements.
     Amx,
 }
 
@@ -275,7 +276,7 @@ impl QuantizedLinear {
                 // `rows` rows of `kp` bytes.
                 unsafe {
                     match kernel {
-                        Int8Kernel::Vnni => vnni::panel(&act, m, k, panel, o.0, cols, &ep),
+                        Int8Kernel::Vnni => vnni::panel(&act, 0, m, k, panel, o.0, cols, &ep),
                         _ => amx::panel(&act, m, self.kp, panel, o.0, cols, &ep),
                     }
                 }

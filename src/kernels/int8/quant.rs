@@ -2,6 +2,7 @@
 //! (every call), and the weight panel packing the VNNI and AMX kernels read (see `super`).
 
 use super::{Activations, KB, NR};
+use rayon::prelude::*;
 
 /// Quantise one activation row: returns its scale `s = max |x| / 127` and writes
 /// `q[t] = round(x[t] / s)` (ties to even, in `[-127, 127]`), so that `x ≈ q · s`.
@@ -61,23 +62,32 @@ fn quantize_into<T>(x: &[f32], out: &mut [T], f: impl Fn(i8) -> T) -> f32 {
 }
 
 /// Quantise the `m` rows of `x` `[m, k]` into `rows` rows of `ld` bytes `q + 128` (padding
-/// bytes and rows hold 128, i.e. `q = 0`), with their scales.
+/// bytes and rows hold 128, i.e. `q = 0`), with their scales; rows split over the pool's
+/// threads from [`PAR_MIN_VALUES`] values on.
 pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usize) -> Activations {
     debug_assert!(x.len() == m * k && ld >= k && rows >= m);
     let mut data = vec![128u8; rows * ld];
     let mut scale = vec![0.0f32; m];
-    for (i, s) in scale.iter_mut().enumerate() {
-        let (xr, out) = (&x[i * k..(i + 1) * k], &mut data[i * ld..i * ld + k]);
+    let row = |(xr, (out, s)): (&[f32], (&mut [u8], &mut f32))| {
+        let out = &mut out[..k];
         #[cfg(target_arch = "x86_64")]
         if super::vnni::available() {
             // SAFETY: AVX-512F/BW checked by `vnni::available`; `out` has `xr.len()` bytes.
             *s = unsafe { row_avx512(xr, out) };
-            continue;
+            return;
         }
         *s = quantize_into(xr, out, |q| (q as u8) ^ 0x80);
+    };
+    if m * k >= PAR_MIN_VALUES && crate::kernels::threads() > 1 {
+        x.par_chunks_exact(k).zip(data.par_chunks_exact_mut(ld).zip(scale.par_iter_mut())).with_min_len(8).for_each(row);
+    } else {
+        x.chunks_exact(k).zip(data.chunks_exact_mut(ld).zip(scale.iter_mut())).for_each(row);
     }
     Activations { data, scale, ld }
 }
+
+/// Activation values from which [`quantize_rows`] splits the rows over the pool's threads.
+const PAR_MIN_VALUES: usize = 64 * 1024;
 
 /// [`quantize_into`] for `u8` output on AVX-512: the conversions `f32 → i32` (round to nearest
 /// even, as `round_ties_even`) and `i32 → u8` in registers (the compiler scalarises Rust's

@@ -27,7 +27,7 @@ pub fn available() -> bool {
     }
 }
 
-/// All `m` rows of one panel: `out[r, c0 .. c0 + width]`.
+/// Rows `r_start .. m` of one panel: `out[r, c0 .. c0 + width]`.
 ///
 /// # Safety
 /// [`available`] holds; `act` has at least `m` rows; `panel` is one packed panel of
@@ -35,12 +35,22 @@ pub fn available() -> bool {
 /// not written concurrently by anyone else.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-pub(super) unsafe fn panel(act: &Activations, m: usize, k: usize, panel: &[i8], out: *mut f32, cols: Cols, ep: &Epilogue<'_>) {
-    debug_assert!(act.data.len() >= m * act.ld && panel.len() >= act.ld * NR);
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn panel(
+    act: &Activations,
+    r_start: usize,
+    m: usize,
+    k: usize,
+    panel: &[i8],
+    out: *mut f32,
+    cols: Cols,
+    ep: &Epilogue<'_>,
+) {
+    debug_assert!(act.data.len() >= m * act.ld && panel.len() >= act.ld * NR && r_start <= m);
     let groups = k.div_ceil(4);
     let a = act.data.as_ptr();
     let b = panel.as_ptr();
-    let mut r = 0;
+    let mut r = r_start;
     while r + MR <= m {
         tile::<MR>(a.add(r * act.ld), act.ld, b, groups, out, cols, ep, r);
         r += MR;
@@ -57,7 +67,8 @@ pub(super) unsafe fn panel(act: &Activations, m: usize, k: usize, panel: &[i8], 
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) unsafe fn panel(_: &Activations, _: usize, _: usize, _: &[i8], _: *mut f32, _: Cols, _: &Epilogue<'_>) {
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn panel(_: &Activations, _: usize, _: usize, _: usize, _: &[i8], _: *mut f32, _: Cols, _: &Epilogue<'_>) {
     unreachable!("the VNNI int8 kernel is only built for x86_64")
 }
 
