@@ -5,7 +5,7 @@
 //! paths ran and fail when a path the CPU reports did not run.
 
 use std::io::Write as _;
-use sttabt::kernels::int8::{amx, quantize_row, Int8Error, Int8Kernel, QuantizedLinear, AMX_MIN_ROWS};
+use sttabt::kernels::int8::{amx, quantize_row, Int8Error, Int8Kernel, QuantizedLinear, AMX_MIN_ROWS, MAX_K};
 
 fn rng_vec(rng: &mut fastrand::Rng, len: usize, scale: f32) -> Vec<f32> {
     (0..len).map(|_| (rng.f32() * 2.0 - 1.0) * scale).collect()
@@ -237,7 +237,9 @@ fn bad_shapes_and_values_are_errors() {
     assert_eq!(QuantizedLinear::new(&w, &[0.0; 4], 4, 3).unwrap_err(), Int8Error::BiasShape { found: 4, n: 3 });
     assert_eq!(QuantizedLinear::new(&w, &[0.0; 3], 5, 3).unwrap_err(), Int8Error::WeightShape { found: 12, k: 5, n: 3 });
     assert_eq!(QuantizedLinear::new(&[], &[], 0, 0).unwrap_err(), Int8Error::Empty { k: 0, n: 0 });
-    assert_eq!(QuantizedLinear::new(&w, &[0.0; 3], usize::MAX, 3).unwrap_err(), Int8Error::WeightShape { found: 12, k: usize::MAX, n: 3 });
+    assert_eq!(QuantizedLinear::new(&w, &[0.0; 3], usize::MAX, 3).unwrap_err(), Int8Error::TooDeep { k: usize::MAX, max: MAX_K });
+    assert_eq!(QuantizedLinear::new(&w, &[0.0; 3], MAX_K, 3).unwrap_err(), Int8Error::WeightShape { found: 12, k: MAX_K, n: 3 });
+    assert_eq!(MAX_K, 66_311, "255 x 127 x (MAX_K + 1) must overflow i32");
     let mut bad = w.clone();
     bad[7] = f32::INFINITY;
     let e = QuantizedLinear::new(&bad, &[0.0; 3], 4, 3).unwrap_err();

@@ -11,7 +11,7 @@
 //!   The AVX-512 VNNI `vpdpbusd` and AMX `tdpbusd` instructions multiply *unsigned* by signed
 //!   bytes, so the kernels store `u = q + 128` and subtract the precomputed compensation
 //!   `c_j = 128 · Σ_k Wq[k, j]`: `Σ_k q · Wq = Σ_k u · Wq − c_j`, exactly (no saturation: the
-//!   largest sum, `255 · 127 · k`, fits i32 for `k` up to 66,000).
+//!   largest sum, `255 · 127 · k`, fits i32 for `k` up to [`MAX_K`]).
 //! - Dequantisation, fused into the tile store: `y[i, j] = (acc − c_j) · (sx_i · sw_j) + b_j`,
 //!   then GELU ([`crate::kernels::gelu_fast`], the erf GELU of the f32 path) when asked.
 //!
@@ -44,6 +44,8 @@ pub const KB: usize = 64;
 /// of 32 rows, and measured (benches/int8_gemm.rs, one thread, MiniLM shapes) it matches VNNI at
 /// 16 rows and runs 1.2-1.8x faster from 26 rows on; VNNI is 4-6x faster at 1-8 rows.
 pub const AMX_MIN_ROWS: usize = 24;
+/// The largest inner dimension whose sums `Σ_k u · Wq` (at most `255 · 127 · k`) fit i32.
+pub const MAX_K: usize = i32::MAX as usize / (255 * 127);
 /// Products with at least this many multiply-adds are split over the pool's threads.
 const PAR_MIN_MACS: usize = 192 * 1024;
 
@@ -56,6 +58,8 @@ pub enum Int8Error {
     BiasShape { found: usize, n: usize },
     #[error("QuantizedLinear: k = {k} and n = {n} must both be at least 1")]
     Empty { k: usize, n: usize },
+    #[error("QuantizedLinear: k = {k} inputs is more than the {max} whose int8 sums fit i32")]
+    TooDeep { k: usize, max: usize },
     #[error("QuantizedLinear: {what}[{index}] is {value}, not finite; int8 quantisation needs finite weights and bias")]
     NonFinite { what: &'static str, index: usize, value: f32 },
     #[error("the {kernel} int8 kernel cannot run here: {reason}")]
@@ -167,11 +171,14 @@ impl QuantizedLinear {
     /// column and keep `b` `[n]` in f32.
     ///
     /// Errors: [`Int8Error::WeightShape`] / [`Int8Error::BiasShape`] when the lengths do not match
-    /// `k` and `n`, [`Int8Error::Empty`] when `k` or `n` is 0, [`Int8Error::NonFinite`] for a NaN or
-    /// infinite weight or bias value.
+    /// `k` and `n`, [`Int8Error::Empty`] when `k` or `n` is 0, [`Int8Error::TooDeep`] when `k`
+    /// exceeds [`MAX_K`], [`Int8Error::NonFinite`] for a NaN or infinite weight or bias value.
     pub fn new(w: &[f32], b: &[f32], k: usize, n: usize) -> Result<Self, Int8Error> {
         if k == 0 || n == 0 {
             return Err(Int8Error::Empty { k, n });
+        }
+        if k > MAX_K {
+            return Err(Int8Error::TooDeep { k, max: MAX_K });
         }
         if k.checked_mul(n) != Some(w.len()) {
             return Err(Int8Error::WeightShape { found: w.len(), k, n });
