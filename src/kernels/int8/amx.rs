@@ -132,7 +132,7 @@ impl TileConfig {
 pub(super) unsafe fn panel(act: &Activations, m: usize, kp: usize, panel: &[i8], out: *mut f32, cols: Cols, ep: &Epilogue<'_>) {
     use std::arch::x86_64::*;
     let rows = act.data.len() / act.ld;
-    assert!(rows % MB == 0 && rows >= m && act.ld == kp && kp % KB == 0 && panel.len() == kp * NR);
+    assert!(rows.is_multiple_of(MB) && rows >= m && act.ld == kp && kp.is_multiple_of(KB) && panel.len() == kp * NR);
     let tail = m % MB;
     let m_amx = if m > MB && tail < VNNI_TAIL_ROWS { m - tail } else { m };
     let cfg = TileConfig::new();

@@ -142,7 +142,7 @@ pub(super) fn quantize_columns(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f
 /// `Wq` `[k, n]` into [`NR`]-column panels of 4-byte `k` groups, `k` padded to `kp` (a multiple
 /// of [`KB`]): byte `256 g + 4 c + t` of panel `p` is `Wq[4g + t, 64p + c]` or 0 (module docs).
 pub(super) fn pack_panels(w_q: &[i8], k: usize, n: usize, kp: usize) -> Vec<i8> {
-    debug_assert!(kp % KB == 0 && kp >= k);
+    debug_assert!(kp.is_multiple_of(KB) && kp >= k);
     let panels = n.div_ceil(NR);
     let mut packed = vec![0i8; panels * kp * NR];
     for p in 0..panels {

@@ -105,9 +105,9 @@ unsafe fn tile<const R: usize>(
     }
 }
 
-/// One output row of (part of) a panel: `out[c] = (acc[c] − comp[off + c]) · (sx · sw[off + c])
-/// + bias[off + c]` for `c < width` (then GELU when `ep.gelu`), from `16 N` accumulators in `N`
-/// registers.
+/// One output row of (part of) a panel, from `16 N` accumulators in `N` registers:
+/// `out[c] = (acc[c] − comp[off + c]) · (sx · sw[off + c]) + bias[off + c]` for `c < width`,
+/// then GELU when `ep.gelu`.
 ///
 /// # Safety
 /// AVX-512F available; `off + 16 N <= NR`; `out` valid for `width <= 16 N` writes.
