@@ -5,7 +5,7 @@
 //! The AMX intrinsics are not stable Rust, so the kernel is one `asm!` block (`ldtilecfg`,
 //! `tilezero`, `tileloadd`, `tdpbusd`, `tilestored`, `tilerelease`) that runs up to
 //! [`BLOCKS_PER_CALL`] row blocks of one 32-column strip into an i32 scratch in L1; the
-//! dequantisation epilogue is the VNNI one ([`super::vnni::dequant_store`]).
+//! dequantising epilogue is the VNNI one (`vnni::dequant_store`).
 //!
 //! Linux gives a process the AMX tile data state only on request: [`status`] checks CPUID leaf 7
 //! EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), XCR0 bits 17/18 (XTILECFG/XTILEDATA enabled by the

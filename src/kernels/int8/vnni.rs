@@ -1,7 +1,7 @@
 //! AVX-512 VNNI int8 micro-kernel: tiles of up to [`MR`] = 6 rows x [`super::NR`] = 64 columns,
 //! 24 i32 accumulator registers; per group of 4 `k` it loads the panel's 256 bytes (four
 //! registers), broadcasts each row's 4 activation bytes and issues `vpdpbusd` (u8 x s8 → i32,
-//! non-saturating). The dequantisation epilogue ([`dequant_store`]) runs on the registers.
+//! non-saturating). The dequantising epilogue (`dequant_store`) runs on the registers.
 
 use super::{Activations, Cols, Epilogue, NR};
 
