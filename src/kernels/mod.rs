@@ -45,6 +45,7 @@ mod activation;
 mod attention;
 mod cpu;
 mod gemm;
+pub mod int8;
 mod math;
 mod norm;
 pub mod packed;

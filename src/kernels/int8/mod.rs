@@ -1,0 +1,339 @@
+//! Int8 linear layers: `y[m, n] = x[m, k] · W[k, n] + b` (then GELU) with int8 weights and
+//! activations and i32 accumulation, the "dynamic quantisation" of ONNX Runtime's int8 peer.
+//!
+//! Not part of the paper (ALGORITHM.md has no quantisation): token pruning removes rows, int8
+//! makes each remaining row cheaper (issue 17).
+//!
+//! - Weights: per-output-channel symmetric int8, quantised once in [`QuantizedLinear::new`]:
+//!   `sw_j = max_k |W[k, j]| / 127`, `Wq[k, j] = round(W[k, j] / sw_j)` in `[-127, 127]`.
+//! - Activations: per-row symmetric int8, quantised on every call ([`quantize_row`]):
+//!   `sx_i = max_k |x[i, k]| / 127`, `q[i, k] = round(x[i, k] / sx_i)` (ties to even).
+//!   The AVX-512 VNNI `vpdpbusd` and AMX `tdpbusd` instructions multiply *unsigned* by signed
+//!   bytes, so the kernels store `u = q + 128` and subtract the precomputed compensation
+//!   `c_j = 128 · Σ_k Wq[k, j]`: `Σ_k q · Wq = Σ_k u · Wq − c_j`, exactly (no saturation: the
+//!   largest sum, `255 · 127 · k`, fits i32 for `k` up to [`MAX_K`]).
+//! - Dequantisation, fused into the tile store: `y[i, j] = (acc − c_j) · (sx_i · sw_j) + b_j`,
+//!   then GELU ([`crate::kernels::gelu_fast`], the erf GELU of the f32 path) when asked.
+//!
+//! Three paths compute the same i32 accumulators (bit-exact; tests/int8_kernels.rs checks each
+//! against an exact reference), picked at run time by [`Int8Kernel::for_rows`]:
+//! [`Int8Kernel::Amx`] (AMX-INT8 tiles, `asm!`, see [`amx`]), [`Int8Kernel::Vnni`] (AVX-512
+//! VNNI micro-kernel, see [`vnni`]) and [`Int8Kernel::Fallback`] (plain Rust, any CPU).
+//!
+//! Weight layout shared by VNNI and AMX: column panels of [`NR`] = 64 outputs; panel `p` holds,
+//! for every group `g` of 4 consecutive `k`, the 64 x 4 bytes `Wq[4g + t, 64p + c]` at byte
+//! `256 g + 4 c + t` (zero-padded past `n` and past `k`, with `k` padded to a multiple of 64).
+//! VNNI reads one group as four 64-byte registers; an AMX B tile is 16 groups x 16 columns, i.e.
+//! 16 rows of 64 bytes at stride 256 ("K/4 rows of N·4 bytes").
+
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub mod amx;
+mod fallback;
+mod quant;
+pub mod vnni;
+
+pub use quant::quantize_row;
+
+/// Output columns per weight panel (four 16-lane i32 registers; four AMX tile columns of 16).
+pub const NR: usize = 64;
+/// The inner dimension is padded to a multiple of this (one AMX tile row: 64 bytes).
+pub const KB: usize = 64;
+/// From this many rows [`Int8Kernel::for_rows`] picks AMX over VNNI: AMX computes whole blocks
+/// of 32 rows, and measured (benches/int8_gemm.rs, one thread, MiniLM shapes) it matches VNNI at
+/// 16 rows and runs 1.2-1.8x faster from 26 rows on; VNNI is 4-6x faster at 1-8 rows.
+pub const AMX_MIN_ROWS: usize = 24;
+/// The largest inner dimension whose sums `Σ_k u · Wq` (at most `255 · 127 · k`) fit i32.
+pub const MAX_K: usize = i32::MAX as usize / (255 * 127);
+/// Products with at least this many multiply-adds are split over the pool's threads.
+const PAR_MIN_MACS: usize = 192 * 1024;
+
+/// Errors from building or running a [`QuantizedLinear`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Int8Error {
+    #[error("QuantizedLinear: weight has {found} values, expected k x n = {k} x {n}")]
+    WeightShape { found: usize, k: usize, n: usize },
+    #[error("QuantizedLinear: bias has {found} values, expected n = {n}")]
+    BiasShape { found: usize, n: usize },
+    #[error("QuantizedLinear: k = {k} and n = {n} must both be at least 1")]
+    Empty { k: usize, n: usize },
+    #[error("QuantizedLinear: k = {k} inputs is more than the {max} whose int8 sums fit i32")]
+    TooDeep { k: usize, max: usize },
+    #[error("QuantizedLinear: {what}[{index}] is {value}, not finite; int8 quantisation needs finite weights and bias")]
+    NonFinite { what: &'static str, index: usize, value: f32 },
+    #[error("the {kernel} int8 kernel cannot run here: {reason}")]
+    Unavailable { kernel: Int8Kernel, reason: String },
+}
+
+/// Which code computes the i32 accumulators (all give the same integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Int8Kernel {
+    /// Plain Rust i32 loops (auto-vectorised); every CPU.
+    Fallback,
+    /// AVX-512 VNNI `vpdpbusd` micro-kernel (6 rows x 64 columns per tile); x86-64 with
+    /// AVX-512F/BW/VNNI.
+    Vnni,
+    /// AMX-INT8 `tdpbusd` on 32 x 32 blocks of 16 x 16 tiles (a last partial block of fewer than
+    /// 16 rows goes to the VNNI kernel); x86-64 with AMX-TILE/INT8 enabled by the OS and granted
+    /// to this process (see [`amx::status`]), plus the VNNI requirements.
+    Amx,
+}
+
+impl std::fmt::Display for Int8Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+static CALLS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+
+impl Int8Kernel {
+    /// All paths, fastest first.
+    pub const ALL: [Int8Kernel; 3] = [Int8Kernel::Amx, Int8Kernel::Vnni, Int8Kernel::Fallback];
+
+    /// Short name: `fallback`, `avx512-vnni`, `amx-int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Fallback => "fallback",
+            Int8Kernel::Vnni => "avx512-vnni",
+            Int8Kernel::Amx => "amx-int8",
+        }
+    }
+
+    /// Whether this path runs on this CPU (for AMX: and the OS granted the tile state).
+    pub fn available(self) -> bool {
+        self.unavailable_reason().is_none()
+    }
+
+    /// Why this path cannot run here, `None` when it can.
+    pub fn unavailable_reason(self) -> Option<String> {
+        match self {
+            Int8Kernel::Fallback => None,
+            Int8Kernel::Vnni => (!vnni::available()).then(|| "the CPU lacks AVX-512F/BW/VNNI".to_string()),
+            Int8Kernel::Amx => match amx::status() {
+                amx::AmxStatus::Granted if vnni::available() => None,
+                amx::AmxStatus::Granted => Some("AMX is granted but the CPU lacks AVX-512 VNNI for the epilogue".into()),
+                s => Some(s.to_string()),
+            },
+        }
+    }
+
+    /// The path [`QuantizedLinear::forward`] takes for `m` rows: AMX from [`AMX_MIN_ROWS`] rows
+    /// where available, else VNNI where available, else the fallback.
+    pub fn for_rows(m: usize) -> Int8Kernel {
+        if m >= AMX_MIN_ROWS && Int8Kernel::Amx.available() {
+            Int8Kernel::Amx
+        } else if Int8Kernel::Vnni.available() {
+            Int8Kernel::Vnni
+        } else {
+            Int8Kernel::Fallback
+        }
+    }
+
+    /// How many times this path's kernel code has run in this process (one count per thread
+    /// task of a call): tests and profiles use it to show which paths really ran.
+    pub fn calls(self) -> usize {
+        CALLS[self as usize].load(Ordering::Relaxed)
+    }
+
+    fn count(self) {
+        CALLS[self as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A linear layer `y = x W + b` with int8 weights (see the module docs), built once from the f32
+/// layer; the f32 weights are not kept.
+#[derive(Clone)]
+pub struct QuantizedLinear {
+    k: usize,
+    n: usize,
+    /// `k` rounded up to a multiple of [`KB`].
+    kp: usize,
+    /// `Wq` row-major `[k, n]` (the fallback's layout).
+    w_q: Vec<i8>,
+    /// `Wq` in [`NR`]-column panels of 4-byte `k` groups (module docs), `[panels, kp / 4, NR, 4]`.
+    packed: Vec<i8>,
+    /// Per-column scale `sw_j`, bias `b_j` and compensation `c_j`, zero-padded to whole panels.
+    w_scale: Vec<f32>,
+    bias: Vec<f32>,
+    comp: Vec<i32>,
+}
+
+impl std::fmt::Debug for QuantizedLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuantizedLinear({}x{}, int8)", self.k, self.n)
+    }
+}
+
+impl QuantizedLinear {
+    /// Quantise `w` `[k, n]` row-major (this crate's layout, as `encoder::Linear`) per output
+    /// column and keep `b` `[n]` in f32.
+    ///
+    /// Errors: [`Int8Error::WeightShape`] / [`Int8Error::BiasShape`] when the lengths do not match
+    /// `k` and `n`, [`Int8Error::Empty`] when `k` or `n` is 0, [`Int8Error::TooDeep`] when `k`
+    /// exceeds [`MAX_K`], [`Int8Error::NonFinite`] for a NaN or infinite weight or bias value.
+    pub fn new(w: &[f32], b: &[f32], k: usize, n: usize) -> Result<Self, Int8Error> {
+        if k == 0 || n == 0 {
+            return Err(Int8Error::Empty { k, n });
+        }
+        if k > MAX_K {
+            return Err(Int8Error::TooDeep { k, max: MAX_K });
+        }
+        if k.checked_mul(n) != Some(w.len()) {
+            return Err(Int8Error::WeightShape { found: w.len(), k, n });
+        }
+        if b.len() != n {
+            return Err(Int8Error::BiasShape { found: b.len(), n });
+        }
+        for (what, v) in [("weight", w), ("bias", b)] {
+            if let Some(index) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Int8Error::NonFinite { what, index, value: v[index] });
+            }
+        }
+        let (w_q, scale) = quant::quantize_columns(w, k, n);
+        let kp = k.div_ceil(KB) * KB;
+        let panels = n.div_ceil(NR);
+        let np = panels * NR;
+        let packed = quant::pack_panels(&w_q, k, n, kp);
+        let mut comp = vec![0i32; np];
+        for row in w_q.chunks_exact(n) {
+            for (c, &q) in comp.iter_mut().zip(row) {
+                *c += 128 * i32::from(q);
+            }
+        }
+        let mut w_scale = vec![0.0f32; np];
+        w_scale[..n].copy_from_slice(&scale);
+        let mut bias = vec![0.0f32; np];
+        bias[..n].copy_from_slice(b);
+        Ok(Self { k, n, kp, w_q, packed, w_scale, bias, comp })
+    }
+
+    /// Inner dimension `k` (input features).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Output columns `n`.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The quantised weights `Wq`, row-major `[k, n]`, values in `[-127, 127]`.
+    pub fn weight_q(&self) -> &[i8] {
+        &self.w_q
+    }
+
+    /// Per-output-column weight scales `sw` `[n]` (`W ≈ Wq · sw`; 0 for an all-zero column).
+    pub fn weight_scales(&self) -> &[f32] {
+        &self.w_scale[..self.n]
+    }
+
+    /// The f32 bias `[n]`.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias[..self.n]
+    }
+
+    /// `out[m, n] = x[m, k] · W + b` (then GELU when `gelu`) on the path [`Int8Kernel::for_rows`]
+    /// picks; `x` and `out` row-major and contiguous. Rows of `x` holding a NaN or infinity
+    /// come out NaN (their scale is NaN).
+    ///
+    /// Panics if `x.len() != m · k` or `out.len() != m · n` (the executor sizes both).
+    pub fn forward(&self, x: &[f32], out: &mut [f32], m: usize, gelu: bool) {
+        self.run(Int8Kernel::for_rows(m), x, out, m, gelu);
+    }
+
+    /// [`forward`](Self::forward) on the given path (tests, benches).
+    ///
+    /// Errors: [`Int8Error::Unavailable`] when this CPU (or OS) cannot run `kernel`.
+    /// Panics as [`forward`](Self::forward) does on wrong lengths.
+    pub fn forward_with(&self, kernel: Int8Kernel, x: &[f32], out: &mut [f32], m: usize, gelu: bool) -> Result<(), Int8Error> {
+        if let Some(reason) = kernel.unavailable_reason() {
+            return Err(Int8Error::Unavailable { kernel, reason });
+        }
+        self.run(kernel, x, out, m, gelu);
+        Ok(())
+    }
+
+    fn run(&self, kernel: Int8Kernel, x: &[f32], out: &mut [f32], m: usize, gelu: bool) {
+        let (k, n) = (self.k, self.n);
+        assert!(m.checked_mul(k) == Some(x.len()), "QuantizedLinear: input has {} values, expected m x k = {m} x {k}", x.len());
+        assert!(m.checked_mul(n) == Some(out.len()), "QuantizedLinear: output has {} values, expected m x n = {m} x {n}", out.len());
+        if m == 0 {
+            return;
+        }
+        // AMX reads A tiles of 32 rows: pad the row count (the extra rows are computed, not stored).
+        let rows = if kernel == Int8Kernel::Amx { m.div_ceil(amx::MB) * amx::MB } else { m };
+        let act = quant::quantize_rows(x, m, k, self.kp, rows);
+        if kernel == Int8Kernel::Fallback {
+            fallback::run(self, &act, out, m, gelu);
+            return;
+        }
+        let panels = n.div_ceil(NR);
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let task = |p0: usize, p1: usize| {
+            let o = out_ptr;
+            kernel.count();
+            for p in p0..p1 {
+                let panel = &self.packed[p * self.kp * NR..(p + 1) * self.kp * NR];
+                let cols = Cols { c0: p * NR, width: NR.min(n - p * NR), ldc: n };
+                let ep = Epilogue::new(self, &act, cols.c0, gelu);
+                // SAFETY: `kernel` is available (checked by the callers of `run`); panels write
+                // disjoint column ranges of `out`, whose length was asserted above; `act` holds
+                // `rows` rows of `kp` bytes.
+                unsafe {
+                    match kernel {
+                        Int8Kernel::Vnni => vnni::panel(&act, 0, m, k, panel, o.0, cols, &ep),
+                        _ => amx::panel(&act, m, self.kp, panel, o.0, cols, &ep),
+                    }
+                }
+            }
+        };
+        let threads = crate::kernels::threads();
+        if threads <= 1 || m * n * k < PAR_MIN_MACS || panels < 2 {
+            task(0, panels);
+            return;
+        }
+        let tasks = (threads * 2).min(panels);
+        (0..tasks).into_par_iter().for_each(|t| task(t * panels / tasks, (t + 1) * panels / tasks));
+    }
+}
+
+/// Quantised activations: `rows` rows (`m` real ones, the rest zero) of `kp` bytes `q + 128`
+/// (zero-padded: byte 128 past `k`), and the `m` row scales `sx`.
+pub(crate) struct Activations {
+    pub(crate) data: Vec<u8>,
+    pub(crate) scale: Vec<f32>,
+    pub(crate) ld: usize,
+}
+
+/// Where a panel's results go: columns `c0 .. c0 + width` of an output with row stride `ldc`.
+#[derive(Clone, Copy)]
+pub(crate) struct Cols {
+    pub(crate) c0: usize,
+    pub(crate) width: usize,
+    pub(crate) ldc: usize,
+}
+
+/// A panel's dequantisation inputs: [`NR`] values each of compensation, scale and bias starting
+/// at the panel's first column, the row scales, and whether to apply GELU.
+pub(crate) struct Epilogue<'a> {
+    pub(crate) comp: &'a [i32],
+    pub(crate) w_scale: &'a [f32],
+    pub(crate) bias: &'a [f32],
+    pub(crate) x_scale: &'a [f32],
+    pub(crate) gelu: bool,
+}
+
+impl<'a> Epilogue<'a> {
+    fn new(l: &'a QuantizedLinear, act: &'a Activations, c0: usize, gelu: bool) -> Self {
+        let r = c0..c0 + NR;
+        Self { comp: &l.comp[r.clone()], w_scale: &l.w_scale[r.clone()], bias: &l.bias[r], x_scale: &act.scale, gelu }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint column ranges (see `QuantizedLinear::run`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
