@@ -227,3 +227,47 @@ fn minilm_rotten_tomatoes_gradients_match_burn() {
     let model = with_new_head(common::minilm().clone(), vec!["negative".into(), "positive".into()], 0);
     check_grads(&model, &train, 1e-3);
 }
+
+#[test]
+fn finetune_native_follows_the_burn_run() {
+    use sttabt::train::finetune::{finetune, FinetuneConfig};
+    use sttabt::train::native::finetune_native;
+    use sttabt::train::Progress;
+    let model = tiny_model(2, 8, 2, true, 21);
+    let lengths: Vec<usize> = (0..14).map(|i| 2 + (i * 5) % 9).collect();
+    let train = random_batch(&lengths, 40, 2, 22);
+    let dev = random_batch(&[4, 6, 3, 8, 5, 2], 40, 2, 23);
+    // 2 epochs of 4 batches (the last one short), warm-up and decay, clipping binding
+    let cfg = FinetuneConfig {
+        epochs: 2,
+        batch_size: 4,
+        lr: 2e-3,
+        warmup_frac: 0.25,
+        weight_decay: 0.01,
+        grad_clip: 0.5,
+        seed: 3,
+        checkpoint_every: 100,
+    };
+    let (burn_dir, native_dir, tok) = (common::TempDir::new("ft-burn"), common::TempDir::new("ft-native"), common::TempDir::new("ft-tok"));
+    let quiet = Progress { quiet: true };
+    let rb = finetune(model.clone(), &train, &dev, &cfg, burn_dir.path(), tok.path(), false, &quiet).expect("burn fine-tune");
+    let rn = finetune_native(model.clone(), &train, &dev, &cfg, native_dir.path(), tok.path(), false, &quiet).expect("native fine-tune");
+    assert_eq!((rn.steps, rn.epochs), (8, 2));
+    assert_eq!((rn.steps, rn.best_epoch, &rn.dev_accuracy), (rb.steps, rb.best_epoch, &rb.dev_accuracy));
+    let wb = BertModel::load(burn_dir.path()).expect("burn result").hf_tensors();
+    let wn = BertModel::load(native_dir.path()).expect("native result").hf_tensors();
+    let w0 = model.hf_tensors();
+    for (((name, _, b), (_, _, n)), (_, _, s)) in wb.iter().zip(&wn).zip(&w0) {
+        let e = rel_err(n, b);
+        assert!(e <= 1e-5, "{name}: saved weights differ, relative {e:.3e}");
+        if !is_key_bias(name) {
+            let du_b: Vec<f32> = b.iter().zip(s).map(|(x, y)| x - y).collect();
+            let du_n: Vec<f32> = n.iter().zip(s).map(|(x, y)| x - y).collect();
+            let eu = rel_err(&du_n, &du_b);
+            assert!(eu <= 1e-2, "{name}: the runs moved the weights differently, relative {eu:.3e}");
+        }
+    }
+    // resuming is refused with a clear message
+    let err = finetune_native(model, &train, &dev, &cfg, native_dir.path(), tok.path(), true, &quiet).expect_err("resume").to_string();
+    assert!(err.contains("cannot resume"), "{err}");
+}

@@ -6,9 +6,11 @@
 //! - [`params`]: the parameters as plain buffers, to and from HF-named tensors;
 //! - [`forward`]: padded batch, forward pass with the activations the backward needs;
 //! - [`backward`]: the gradients (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, LayerNorm, GELU, softmax attention);
-//! - [`optim`]: AdamW with burn's per-tensor clipping and defaults.
+//! - [`optim`]: AdamW with burn's per-tensor clipping and defaults;
+//! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces.
 
 pub mod backward;
+pub mod finetune;
 pub mod forward;
 pub mod optim;
 pub mod params;
@@ -20,6 +22,7 @@ use crate::error::ModelError;
 use crate::train::bench::StageSeconds;
 use crate::train::finetune::LabeledInput;
 
+pub use finetune::finetune_native;
 pub use forward::PaddedBatch;
 pub use optim::{AdamW, AdamWSettings};
 pub use params::NativeBert;
