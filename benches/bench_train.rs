@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     };
     let note = std::env::var("STTABT_BENCH_NOTE").unwrap_or_default();
     let (model, sentences) = minilm_and_rt(2000)?;
-    let report = bench_train(&model, &sentences, &cfg, &note)?;
+    let report = bench_train(&model, &sentences, &cfg, &note, &sttabt::train::Progress::default())?;
     print!("{}", report.table());
     if let Ok(path) = std::env::var("STTABT_BENCH_OUT") {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;

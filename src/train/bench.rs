@@ -171,31 +171,37 @@ impl TrainBench {
             "job", "trainer", "data", "B", "T", "s/step", "ex/s", "GFLOP/s", "data", "fwd", "bwd", "optim", "teacher"
         );
         for r in &self.rows {
-            s += &format!(
-                "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9.3} {:>8.2} {:>8.2} | {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}\n",
-                r.job.name(),
-                match r.trainer {
-                    Trainer::Burn => "burn",
-                    Trainer::Native => "native",
-                },
-                match r.workload {
-                    Workload::Rt => "rt",
-                    Workload::Long => "long",
-                },
-                r.batch_size,
-                r.padded_len,
-                r.seconds_per_step,
-                r.examples_per_s,
-                r.gflop_per_s,
-                r.stages.data,
-                r.stages.forward,
-                r.stages.backward,
-                r.stages.optimizer,
-                r.stages.teacher
-            );
+            s += &row_line(r);
+            s.push('\n');
         }
         s
     }
+}
+
+/// One row of [`TrainBench::table`] (no newline).
+pub fn row_line(r: &BenchRow) -> String {
+    format!(
+        "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9.3} {:>8.2} {:>8.2} | {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+        r.job.name(),
+        match r.trainer {
+            Trainer::Burn => "burn",
+            Trainer::Native => "native",
+        },
+        match r.workload {
+            Workload::Rt => "rt",
+            Workload::Long => "long",
+        },
+        r.batch_size,
+        r.padded_len,
+        r.seconds_per_step,
+        r.examples_per_s,
+        r.gflop_per_s,
+        r.stages.data,
+        r.stages.forward,
+        r.stages.backward,
+        r.stages.optimizer,
+        r.stages.teacher
+    )
 }
 
 /// Forward FLOPs of `c` on a padded batch `[b, t]`: `2·m·k·n` per matrix product (see the
@@ -238,12 +244,19 @@ pub fn long_inputs(sentences: &[LabeledInput], count: usize, len: usize) -> anyh
 
 /// Time one optimisation step of each job in `cfg` on `teacher` (which must have a classification
 /// head) with batches drawn from `sentences` (consecutive, from the start; tokenised RT training
-/// sentences), on the rayon pool the caller runs in.
+/// sentences), on the rayon pool the caller runs in; each row is printed through `progress`
+/// as it is measured.
 ///
 /// Errors: `teacher` has no classifier, too few sentences for a batch, an ApproxNet cannot be
-/// built with `cfg.approx_factor`, a loss is not finite, or a trainer not available for a job
-/// (the native trainer exists for fine-tuning only so far).
-pub fn bench_train(teacher: &BertModel, sentences: &[LabeledInput], cfg: &TrainBenchConfig, note: &str) -> anyhow::Result<TrainBench> {
+/// built with `cfg.approx_factor`, or a loss is not finite. Jobs the native trainer does not run
+/// yet (all but fine-tuning) get burn rows only.
+pub fn bench_train(
+    teacher: &BertModel,
+    sentences: &[LabeledInput],
+    cfg: &TrainBenchConfig,
+    note: &str,
+    progress: &crate::train::Progress,
+) -> anyhow::Result<TrainBench> {
     anyhow::ensure!(teacher.classifier.is_some(), "the teacher has no classification head");
     anyhow::ensure!(cfg.reps >= 1, "TrainBenchConfig.reps must be at least 1");
     let labels = teacher.config.labels.len().max(teacher.classifier.as_ref().map(|c| c.d_out()).unwrap_or(0));
@@ -258,11 +271,15 @@ pub fn bench_train(teacher: &BertModel, sentences: &[LabeledInput], cfg: &TrainB
             };
             for &job in &cfg.jobs {
                 for &trainer in &cfg.trainers {
+                    if trainer == Trainer::Native && job != Job::Finetune {
+                        continue; // no native trainer for this job yet
+                    }
                     let row = match trainer {
                         Trainer::Burn => burn_row(job, teacher, &approx, &data, cfg, labels)?,
                         Trainer::Native => native_row(job, teacher, &data, cfg, labels)?,
                     };
                     let row = BenchRow { workload, ..row };
+                    progress.println(row_line(&row));
                     rows.push(row);
                 }
             }
