@@ -29,27 +29,45 @@ pub fn linear_backward(x: &[f32], dy: &[f32], w: &Dense, grad: &mut Dense, m: us
     })
 }
 
-/// Backward of a LayerNorm `y = x̂·γ + β`: writes `grad.gamma`, `grad.beta`; returns `dx`.
+/// Backward of a LayerNorm `y = x̂·γ + β`: writes `grad.gamma`, `grad.beta`; returns `dx`
+/// (row blocks in parallel, their γ/β sums added in block order).
 pub fn layer_norm_backward(dy: &[f32], cache: &LnCache, p: &LayerNormParams, grad: &mut LayerNormParams) -> Vec<f32> {
     let d = p.gamma.len();
+    const ROWS: usize = 64;
+    let mut dx = vec![0.0f32; dy.len()];
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(ROWS * d)
+        .zip(dy.par_chunks(ROWS * d))
+        .zip(cache.xhat.par_chunks(ROWS * d))
+        .zip(cache.inv_std.par_chunks(ROWS))
+        .map(|(((dxb, dyb), xhb), invb)| {
+            let (mut gg, mut gb) = (vec![0.0f32; d], vec![0.0f32; d]);
+            let mut dxhat = vec![0.0f32; d];
+            for (r, (dyr, dxr)) in dyb.chunks_exact(d).zip(dxb.chunks_exact_mut(d)).enumerate() {
+                let xh = &xhb[r * d..(r + 1) * d];
+                let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                for i in 0..d {
+                    gg[i] += dyr[i] * xh[i];
+                    gb[i] += dyr[i];
+                    dxhat[i] = dyr[i] * p.gamma[i];
+                    s1 += dxhat[i] as f64;
+                    s2 += (dxhat[i] * xh[i]) as f64;
+                }
+                let (m1, m2) = ((s1 / d as f64) as f32, (s2 / d as f64) as f32);
+                let inv = invb[r];
+                for i in 0..d {
+                    dxr[i] = inv * (dxhat[i] - m1 - xh[i] * m2);
+                }
+            }
+            (gg, gb)
+        })
+        .collect();
     grad.gamma.iter_mut().for_each(|v| *v = 0.0);
     grad.beta.iter_mut().for_each(|v| *v = 0.0);
-    let mut dx = vec![0.0f32; dy.len()];
-    let mut dxhat = vec![0.0f32; d];
-    for (r, (dyr, dxr)) in dy.chunks_exact(d).zip(dx.chunks_exact_mut(d)).enumerate() {
-        let xh = &cache.xhat[r * d..(r + 1) * d];
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for (gg, gb) in partial {
         for i in 0..d {
-            grad.gamma[i] += dyr[i] * xh[i];
-            grad.beta[i] += dyr[i];
-            dxhat[i] = dyr[i] * p.gamma[i];
-            s1 += dxhat[i] as f64;
-            s2 += (dxhat[i] * xh[i]) as f64;
-        }
-        let (m1, m2) = ((s1 / d as f64) as f32, (s2 / d as f64) as f32);
-        let inv = cache.inv_std[r];
-        for i in 0..d {
-            dxr[i] = inv * (dxhat[i] - m1 - xh[i] * m2);
+            grad.gamma[i] += gg[i];
+            grad.beta[i] += gb[i];
         }
     }
     dx
@@ -119,9 +137,7 @@ pub fn backward(model: &NativeBert, batch: &PaddedBatch, fw: &Forward) -> Native
         // FFN block: y = LN2(ffn_out(act(ffn_in(a))) + a)
         let dffn = layer_norm_backward(&dy, &cache.ln2, &layer.out_ln, &mut gl.out_ln);
         let mut dinter = linear_backward(&cache.inter_act, &dffn, &layer.ffn_out, &mut gl.ffn_out, bt, true).expect("dx requested");
-        for (dv, &u) in dinter.iter_mut().zip(&cache.inter_pre) {
-            *dv *= activation_grad(u, c.activation);
-        }
+        dinter.par_iter_mut().zip(cache.inter_pre.par_iter()).for_each(|(dv, &u)| *dv *= activation_grad(u, c.activation));
         let mut da = linear_backward(&cache.a, &dinter, &layer.ffn_in, &mut gl.ffn_in, bt, true).expect("dx requested");
         for (v, r) in da.iter_mut().zip(&dffn) {
             *v += *r;

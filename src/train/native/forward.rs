@@ -121,25 +121,25 @@ pub fn linear_forward(x: &[f32], w: &Dense, m: usize) -> Vec<f32> {
     out
 }
 
-/// Row-wise LayerNorm (biased variance, as torch and burn) into a new buffer, with its cache.
+/// Row-wise LayerNorm (biased variance, as torch and burn) into a new buffer, with its cache
+/// (rows in parallel).
 pub fn layer_norm_forward(x: &[f32], p: &LayerNormParams, eps: f64) -> (Vec<f32>, LnCache) {
     let d = p.gamma.len();
     let rows = x.len() / d;
     let mut out = vec![0.0f32; x.len()];
     let mut xhat = vec![0.0f32; x.len()];
     let mut inv_std = vec![0.0f32; rows];
-    for r in 0..rows {
-        let row = &x[r * d..(r + 1) * d];
+    out.par_chunks_mut(d).zip(xhat.par_chunks_mut(d)).zip(inv_std.par_iter_mut()).zip(x.par_chunks(d)).for_each(|(((o, xh), is), row)| {
         let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
         let inv = 1.0 / (var + eps).sqrt();
-        inv_std[r] = inv as f32;
+        *is = inv as f32;
         for i in 0..d {
             let h = ((row[i] as f64 - mean) * inv) as f32;
-            xhat[r * d + i] = h;
-            out[r * d + i] = h * p.gamma[i] + p.beta[i];
+            xh[i] = h;
+            o[i] = h * p.gamma[i] + p.beta[i];
         }
-    }
+    });
     (out, LnCache { xhat, inv_std })
 }
 
@@ -235,7 +235,7 @@ pub fn forward(model: &NativeBert, batch: &PaddedBatch) -> Forward {
         }
         let (a, ln1) = layer_norm_forward(&attended, &layer.attn_ln, eps);
         let inter_pre = linear_forward(&a, &layer.ffn_in, bt);
-        let inter_act: Vec<f32> = inter_pre.iter().map(|&u| activation(u, c.activation)).collect();
+        let inter_act: Vec<f32> = inter_pre.par_iter().map(|&u| activation(u, c.activation)).collect();
         let mut ffn = linear_forward(&inter_act, &layer.ffn_out, bt);
         for (y, r) in ffn.iter_mut().zip(&a) {
             *y += *r;

@@ -6,6 +6,7 @@
 //! β1 = 0.9, β2 = 0.999, ε = 1e-5 (burn's defaults). Weight decay applies to every tensor
 //! (biases, LayerNorm and embeddings too), as on the burn path.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::train::native::params::NativeBert;
@@ -51,7 +52,7 @@ impl AdamW {
     }
 
     /// One step at learning rate `lr` with gradients `grads` (same shapes as `model`; clipped in
-    /// place).
+    /// place), element blocks in parallel on the caller's rayon pool.
     pub fn step(&mut self, lr: f64, model: &mut NativeBert, grads: &mut NativeBert) {
         let s = self.settings;
         self.time += 1;
@@ -70,14 +71,19 @@ impl AdamW {
                     g.iter_mut().for_each(|x| *x *= coef);
                 }
             }
-            for i in 0..p.len() {
-                let gi = g[i];
-                m[i] = m[i] * s.beta_1 + gi * f1;
-                v[i] = v[i] * s.beta_2 + gi * gi * f2;
-                let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + s.epsilon);
-                let base = if decay { p[i] * keep } else { p[i] };
-                p[i] = base - delta * lr32;
-            }
+            const CHUNK: usize = 1 << 14;
+            p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).for_each(
+                |(((p, g), m), v)| {
+                    for i in 0..p.len() {
+                        let gi = g[i];
+                        m[i] = m[i] * s.beta_1 + gi * f1;
+                        v[i] = v[i] * s.beta_2 + gi * gi * f2;
+                        let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + s.epsilon);
+                        let base = if decay { p[i] * keep } else { p[i] };
+                        p[i] = base - delta * lr32;
+                    }
+                },
+            );
         }
     }
 }
