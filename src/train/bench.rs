@@ -11,7 +11,9 @@
 //! projections, `QKᵀ` and `PV` per head, pooler and classifier on the CLS rows), nothing for
 //! element-wise work; a trained module's forward + backward counts 3x its forward (the backward
 //! does two products, `dX = dY·Wᵀ` and `dW = Xᵀ·dY`, per forward product); a frozen module
-//! run without gradients (the distillation teacher, on the native executor) counts 1x.
+//! run without gradients (the distillation teacher, on the native executor) counts 1x. Native
+//! rows count the same padded-batch FLOPs although the native trainer skips padding rows, so
+//! their GFLOP/s is burn-equivalent throughput (examples/s compares the two directly).
 
 use std::time::Instant;
 
@@ -291,7 +293,7 @@ pub fn bench_train(
             teacher.config.num_layers, teacher.config.hidden_size, teacher.config.num_heads, teacher.config.intermediate_size
         ),
         threads: rayon::current_num_threads(),
-        flop_counting: "2·m·k·n per matrix product of the padded batch (projections, FFN, QKᵀ, PV, pooler, classifier); trained modules 3x forward (forward + dX + dW), the frozen distillation teacher 1x; element-wise work not counted".into(),
+        flop_counting: "2·m·k·n per matrix product of the padded batch (projections, FFN, QKᵀ, PV, pooler, classifier); trained modules 3x forward (forward + dX + dW), the frozen distillation teacher 1x; element-wise work not counted; native rows (which skip padding rows) are counted on the same padded batch".into(),
         note: note.into(),
         config: cfg.clone(),
         rows,

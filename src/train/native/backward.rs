@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::config::Activation;
 use crate::kernels;
-use crate::train::native::forward::{merge_heads, split_heads, Forward, LnCache, PaddedBatch};
+use crate::train::native::forward::{merge_heads, split_heads, Forward, LnCache, PackedBatch};
 use crate::train::native::params::{transpose, Dense, LayerNormParams, NativeBert};
 
 /// Backward of `y = x·W + b` (`x` `[m, d_in]`, `dy` `[m, d_out]`): writes `grad.w = xᵀ·dy`,
@@ -98,11 +98,11 @@ pub fn activation_grad(x: f32, act: Activation) -> f32 {
 }
 
 /// Gradients of `fw.loss` (the mean cross-entropy) with respect to every parameter of `model`.
-pub fn backward(model: &NativeBert, batch: &PaddedBatch, fw: &Forward) -> NativeBert {
+pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> NativeBert {
     let c = &model.config;
-    let (b, t, d) = (batch.b, batch.t, c.hidden_size);
+    let (b, d) = (batch.b, c.hidden_size);
     let (h, dh) = (c.num_heads, c.head_size());
-    let bt = b * t;
+    let bt = batch.rows();
     let mut g = model.zeros_like();
     // head: d loss / d logits = (softmax - onehot) / B
     let nl = model.classifier.d_out;
@@ -127,7 +127,8 @@ pub fn backward(model: &NativeBert, batch: &PaddedBatch, fw: &Forward) -> Native
     };
     let mut dy = vec![0.0f32; bt * d];
     for e in 0..b {
-        dy[e * t * d..e * t * d + d].copy_from_slice(&dcls[e * d..(e + 1) * d]);
+        let r = batch.offsets[e];
+        dy[r * d..(r + 1) * d].copy_from_slice(&dcls[e * d..(e + 1) * d]);
     }
     let scale = (1.0 / (dh as f64).sqrt()) as f32;
     for (l, layer) in model.layers.iter().enumerate().rev() {
@@ -145,39 +146,52 @@ pub fn backward(model: &NativeBert, batch: &PaddedBatch, fw: &Forward) -> Native
         // attention block: a = LN1(attn_out(ctx) + x)
         let datt = layer_norm_backward(&da, &cache.ln1, &layer.attn_ln, &mut gl.attn_ln);
         let dctx = linear_backward(&cache.ctx, &datt, &layer.attn_out, &mut gl.attn_out, bt, true).expect("dx requested");
-        let dctx_h = split_heads(&dctx, b, t, h, dh);
+        let dctx_h = split_heads(&dctx, batch, h, dh);
         let mut dq = vec![0.0f32; bt * d];
         let mut dk = vec![0.0f32; bt * d];
         let mut dv = vec![0.0f32; bt * d];
-        dq.par_chunks_mut(t * dh).zip(dk.par_chunks_mut(t * dh)).zip(dv.par_chunks_mut(t * dh)).enumerate().for_each(
-            |(bh, ((dqh, dkh), dvh))| {
-                let span = bh * t * dh..(bh + 1) * t * dh;
-                let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
-                let dc = &dctx_h[span];
-                let p = &cache.probs[bh * t * t..(bh + 1) * t * t];
-                kernels::serial(|| {
-                    // dV = Pᵀ·dC, dP = dC·Vᵀ
-                    let pt = transpose(p, t, t);
-                    kernels::matmul(&pt, dc, dvh, t, t, dh, false);
-                    let mut ds = vec![0.0f32; t * t];
-                    kernels::matmul_bt(dc, vh, &mut ds, t, dh, t);
-                    // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
-                    for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                        let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                        for (s, &pv) in dsr.iter_mut().zip(pr) {
-                            *s = pv * (*s - dot) * scale;
-                        }
+        let blocks = batch
+            .head_blocks(h, &mut dq, |n| n * dh)
+            .into_iter()
+            .zip(batch.head_blocks(h, &mut dk, |n| n * dh))
+            .zip(batch.head_blocks(h, &mut dv, |n| n * dh));
+        // (start in the head-block buffers, start in probs) of every (example, head) block
+        let mut starts = Vec::with_capacity(b * h);
+        let (mut s0, mut p0) = (0usize, 0usize);
+        for &n in &batch.lengths {
+            for _ in 0..h {
+                starts.push((s0, p0));
+                s0 += n * dh;
+                p0 += n * n;
+            }
+        }
+        blocks.zip(starts).collect::<Vec<_>>().into_par_iter().for_each(|((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0))| {
+            let span = s0..s0 + n * dh;
+            let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
+            let dc = &dctx_h[span];
+            let p = &cache.probs[p0..p0 + n * n];
+            kernels::serial(|| {
+                // dV = Pᵀ·dC, dP = dC·Vᵀ
+                let pt = transpose(p, n, n);
+                kernels::matmul(&pt, dc, dvh, n, n, dh, false);
+                let mut ds = vec![0.0f32; n * n];
+                kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
+                // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
+                for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (s, &pv) in dsr.iter_mut().zip(pr) {
+                        *s = pv * (*s - dot) * scale;
                     }
-                    // dQ = dS·K, dK = dSᵀ·Q
-                    kernels::matmul(&ds, kh, dqh, t, t, dh, false);
-                    let dst = transpose(&ds, t, t);
-                    kernels::matmul(&dst, qh, dkh, t, t, dh, false);
-                });
-            },
-        );
-        let dq = merge_heads(&dq, b, t, h, dh);
-        let dk = merge_heads(&dk, b, t, h, dh);
-        let dv = merge_heads(&dv, b, t, h, dh);
+                }
+                // dQ = dS·K, dK = dSᵀ·Q
+                kernels::matmul(&ds, kh, dqh, n, n, dh, false);
+                let dst = transpose(&ds, n, n);
+                kernels::matmul(&dst, qh, dkh, n, n, dh, false);
+            });
+        });
+        let dq = merge_heads(&dq, batch, h, dh);
+        let dk = merge_heads(&dk, batch, h, dh);
+        let dv = merge_heads(&dv, batch, h, dh);
         let mut dx = datt;
         for (proj, gproj, dproj) in [(&layer.query, &mut gl.query, &dq), (&layer.key, &mut gl.key, &dk), (&layer.value, &mut gl.value, &dv)]
         {
@@ -191,8 +205,8 @@ pub fn backward(model: &NativeBert, batch: &PaddedBatch, fw: &Forward) -> Native
     // embeddings: LayerNorm, then scatter into the tables
     let demb = layer_norm_backward(&dy, &fw.emb_ln, &model.emb_ln, &mut g.emb_ln);
     for e in 0..b {
-        for j in 0..t {
-            let r = e * t + j;
+        for j in 0..batch.lengths[e] {
+            let r = batch.offsets[e] + j;
             let row = &demb[r * d..(r + 1) * d];
             let (w, ty, p) = (batch.ids[r] * d, batch.types[r] * d, j * d);
             for i in 0..d {

@@ -1,7 +1,7 @@
-//! The native trainer's forward pass over a padded batch `[B, T]`, keeping what the backward
-//! pass needs: the same math as burn's `TrainBert::forward` + `head_logits` + `cross_entropy`
-//! (post-LayerNorm BERT, exact-erf GELU, padding keys biased by -1e9, no dropout), every padded
-//! row computed as burn computes it.
+//! The native trainer's forward pass over a packed batch (real tokens only), keeping what the
+//! backward pass needs: the same math as burn's `TrainBert::forward` + `head_logits` +
+//! `cross_entropy` on a padded batch (post-LayerNorm BERT, exact-erf GELU, softmax attention over
+//! each example's own tokens, which is what burn's -1e9 padding-key bias gives, no dropout).
 
 use rayon::prelude::*;
 
@@ -11,19 +11,26 @@ use crate::error::ModelError;
 use crate::kernels;
 use crate::train::native::params::{Dense, LayerNormParams, NativeBert};
 
-/// A padded batch: token ids and types `[B, T]` (padding: id 0, type 0), lengths and labels.
+/// A batch of real tokens only, packed example after example (no padding rows: a padded row of
+/// burn's batch never reaches the loss, and a padding key gets exactly 0 attention there, so
+/// leaving both out changes no loss or gradient value): token ids and types `[N]` with
+/// `N = Σ lengths`, example `e` at rows `offsets[e]..offsets[e + 1]`; one label per example.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PaddedBatch {
+pub struct PackedBatch {
+    /// Examples `B`.
     pub b: usize,
+    /// The longest example (burn's padded length `T`).
     pub t: usize,
     pub ids: Vec<usize>,
     pub types: Vec<usize>,
     pub lengths: Vec<usize>,
+    /// `B + 1` row offsets.
+    pub offsets: Vec<usize>,
     pub labels: Vec<usize>,
 }
 
-impl PaddedBatch {
-    /// Pad `inputs` on the right to the longest (as burn's `Batch::from_inputs`).
+impl PackedBatch {
+    /// Pack `inputs` with their `labels` for a model of `config` with a `num_labels`-class head.
     ///
     /// Errors: no inputs, a label count differing from the input count, an empty input, an
     /// input longer than `max_position_embeddings`, an id or type outside the vocabularies, a
@@ -37,9 +44,7 @@ impl PaddedBatch {
             return bad(format!("{} inputs but {} labels", inputs.len(), labels.len()));
         }
         let b = inputs.len();
-        let t = inputs.iter().map(|x| x.len()).max().unwrap_or(0);
-        let mut ids = vec![0usize; b * t];
-        let mut types = vec![0usize; b * t];
+        let (mut ids, mut types, mut offsets) = (Vec::new(), Vec::new(), vec![0usize]);
         for (e, x) in inputs.iter().enumerate() {
             if !x.patches.is_empty() {
                 return bad(format!("example {e} is an image; the native trainer takes text only"));
@@ -58,14 +63,39 @@ impl PaddedBatch {
                         config.vocab_size, config.type_vocab_size
                     ));
                 }
-                ids[e * t + j] = id;
-                types[e * t + j] = ty;
+                ids.push(id);
+                types.push(ty);
             }
+            offsets.push(ids.len());
             if labels[e] >= num_labels {
                 return bad(format!("example {e} has label {} but the head has {num_labels} classes", labels[e]));
             }
         }
-        Ok(Self { b, t, ids, types, lengths: inputs.iter().map(|x| x.len()).collect(), labels: labels.to_vec() })
+        let lengths: Vec<usize> = inputs.iter().map(|x| x.len()).collect();
+        Ok(Self { b, t: lengths.iter().copied().max().unwrap_or(0), ids, types, lengths, offsets, labels: labels.to_vec() })
+    }
+
+    /// Real tokens `N`.
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Split `buf` into the per-(example, head) blocks of `per(n_e)` values each, example-major.
+    pub(crate) fn head_blocks<'a>(
+        &self,
+        heads: usize,
+        mut buf: &'a mut [f32],
+        per: impl Fn(usize) -> usize,
+    ) -> Vec<(usize, &'a mut [f32])> {
+        let mut out = Vec::with_capacity(self.b * heads);
+        for &n in &self.lengths {
+            for _ in 0..heads {
+                let (head, rest) = std::mem::take(&mut buf).split_at_mut(per(n));
+                out.push((n, head));
+                buf = rest;
+            }
+        }
+        out
     }
 }
 
@@ -79,18 +109,18 @@ pub struct LnCache {
 /// One layer's saved activations (its input is the previous entry of [`Forward::hidden`]).
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
-    /// Q, K, V by head, `[B, H, T, d_h]`.
+    /// Q, K, V by head: per example `[H, n_e, d_h]` at row offset `offsets[e]·d`.
     pub q: Vec<f32>,
     pub k: Vec<f32>,
     pub v: Vec<f32>,
-    /// Attention probabilities `[B, H, T, T]` (padding keys 0).
+    /// Attention probabilities: per example `[H, n_e, n_e]`, examples one after another.
     pub probs: Vec<f32>,
-    /// Attention context, heads merged, `[B·T, d]`.
+    /// Attention context, heads merged, `[N, d]`.
     pub ctx: Vec<f32>,
     pub ln1: LnCache,
-    /// Output of the attention block (after its LayerNorm) `[B·T, d]`.
+    /// Output of the attention block (after its LayerNorm) `[N, d]`.
     pub a: Vec<f32>,
-    /// FFN input projection before / after the activation `[B·T, d_ff]`.
+    /// FFN input projection before / after the activation `[N, d_ff]`.
     pub inter_pre: Vec<f32>,
     pub inter_act: Vec<f32>,
     pub ln2: LnCache,
@@ -100,7 +130,7 @@ pub struct LayerCache {
 #[derive(Debug, Clone, Default)]
 pub struct Forward {
     pub emb_ln: LnCache,
-    /// `L + 1` hidden states `[B·T, d]`: 0 = embedding output, l = layer l's output.
+    /// `L + 1` hidden states `[N, d]`: 0 = embedding output, l = layer l's output.
     pub hidden: Vec<Vec<f32>>,
     pub layers: Vec<LayerCache>,
     /// CLS rows of the last layer `[B, d]`.
@@ -155,14 +185,17 @@ pub fn activation(x: f32, act: Activation) -> f32 {
     }
 }
 
-/// `[B·T, H·d_h]` rows to `[B, H, T, d_h]`.
-pub fn split_heads(x: &[f32], b: usize, t: usize, h: usize, dh: usize) -> Vec<f32> {
+/// Packed rows `[N, H·d_h]` to per-example head blocks `[H, n_e, d_h]` (at row offset
+/// `offsets[e]·H·d_h`).
+pub fn split_heads(x: &[f32], batch: &PackedBatch, h: usize, dh: usize) -> Vec<f32> {
+    let d = h * dh;
     let mut out = vec![0.0f32; x.len()];
-    for e in 0..b {
-        for j in 0..t {
-            let row = &x[(e * t + j) * h * dh..(e * t + j + 1) * h * dh];
+    for (e, &n) in batch.lengths.iter().enumerate() {
+        let base = batch.offsets[e];
+        for j in 0..n {
+            let row = &x[(base + j) * d..(base + j + 1) * d];
             for hh in 0..h {
-                let o = ((e * h + hh) * t + j) * dh;
+                let o = base * d + (hh * n + j) * dh;
                 out[o..o + dh].copy_from_slice(&row[hh * dh..(hh + 1) * dh]);
             }
         }
@@ -170,14 +203,16 @@ pub fn split_heads(x: &[f32], b: usize, t: usize, h: usize, dh: usize) -> Vec<f3
     out
 }
 
-/// `[B, H, T, d_h]` to `[B·T, H·d_h]` rows (inverse of [`split_heads`]).
-pub fn merge_heads(x: &[f32], b: usize, t: usize, h: usize, dh: usize) -> Vec<f32> {
+/// Per-example head blocks back to packed rows (inverse of [`split_heads`]).
+pub fn merge_heads(x: &[f32], batch: &PackedBatch, h: usize, dh: usize) -> Vec<f32> {
+    let d = h * dh;
     let mut out = vec![0.0f32; x.len()];
-    for e in 0..b {
+    for (e, &n) in batch.lengths.iter().enumerate() {
+        let base = batch.offsets[e];
         for hh in 0..h {
-            for j in 0..t {
-                let i = ((e * h + hh) * t + j) * dh;
-                let o = (e * t + j) * h * dh + hh * dh;
+            for j in 0..n {
+                let i = base * d + (hh * n + j) * dh;
+                let o = (base + j) * d + hh * dh;
                 out[o..o + dh].copy_from_slice(&x[i..i + dh]);
             }
         }
@@ -186,17 +221,17 @@ pub fn merge_heads(x: &[f32], b: usize, t: usize, h: usize, dh: usize) -> Vec<f3
 }
 
 /// Forward pass and mean cross-entropy of `model` on `batch`.
-pub fn forward(model: &NativeBert, batch: &PaddedBatch) -> Forward {
+pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
     let c = &model.config;
-    let (b, t, d) = (batch.b, batch.t, c.hidden_size);
+    let (b, d) = (batch.b, c.hidden_size);
     let (h, dh) = (c.num_heads, c.head_size());
-    let bt = b * t;
+    let rows = batch.rows();
     let eps = c.layer_norm_eps;
     // embeddings: word + type + position, LayerNorm
-    let mut emb = vec![0.0f32; bt * d];
+    let mut emb = vec![0.0f32; rows * d];
     for e in 0..b {
-        for j in 0..t {
-            let r = e * t + j;
+        for j in 0..batch.lengths[e] {
+            let r = batch.offsets[e] + j;
             let (w, ty, p) = (batch.ids[r] * d, batch.types[r] * d, j * d);
             for i in 0..d {
                 emb[r * d + i] = model.word[w + i] + model.token_type[ty + i] + model.position[p + i];
@@ -206,37 +241,49 @@ pub fn forward(model: &NativeBert, batch: &PaddedBatch) -> Forward {
     let (x0, emb_ln) = layer_norm_forward(&emb, &model.emb_ln, eps);
     let mut hidden = vec![x0];
     let mut layers = Vec::with_capacity(model.layers.len());
-    // 0 for real keys, -1e9 for padding (burn's key bias)
-    let key_bias: Vec<f32> = (0..bt).map(|r| if r % t < batch.lengths[r / t] { 0.0 } else { -1e9 }).collect();
     let scale = (1.0 / (dh as f64).sqrt()) as f32;
+    let probs_len: usize = batch.lengths.iter().map(|n| h * n * n).sum();
     for layer in &model.layers {
         let x = hidden.last().expect("the embedding output");
-        let q = split_heads(&linear_forward(x, &layer.query, bt), b, t, h, dh);
-        let k = split_heads(&linear_forward(x, &layer.key, bt), b, t, h, dh);
-        let v = split_heads(&linear_forward(x, &layer.value, bt), b, t, h, dh);
-        let mut probs = vec![0.0f32; b * h * t * t];
-        let mut ctx_h = vec![0.0f32; bt * d];
-        probs.par_chunks_mut(t * t).zip(ctx_h.par_chunks_mut(t * dh)).enumerate().for_each(|(bh, (p, cx))| {
-            let e = bh / h;
-            let (qh, kh, vh) = (&q[bh * t * dh..(bh + 1) * t * dh], &k[bh * t * dh..(bh + 1) * t * dh], &v[bh * t * dh..(bh + 1) * t * dh]);
-            kernels::matmul_bt(qh, kh, p, t, dh, t);
-            for row in p.chunks_exact_mut(t) {
-                for (j, s) in row.iter_mut().enumerate() {
-                    *s = *s * scale + key_bias[e * t + j];
+        let q = split_heads(&linear_forward(x, &layer.query, rows), batch, h, dh);
+        let k = split_heads(&linear_forward(x, &layer.key, rows), batch, h, dh);
+        let v = split_heads(&linear_forward(x, &layer.value, rows), batch, h, dh);
+        let mut probs = vec![0.0f32; probs_len];
+        let mut ctx_h = vec![0.0f32; rows * d];
+        let p_blocks = batch.head_blocks(h, &mut probs, |n| n * n);
+        let c_blocks = batch.head_blocks(h, &mut ctx_h, |n| n * dh);
+        // (example, head) blocks start at the same place in q, k, v and ctx_h
+        let starts: Vec<usize> = batch
+            .lengths
+            .iter()
+            .flat_map(|&n| (0..h).map(move |_| n * dh))
+            .scan(0, |acc, len| {
+                let s = *acc;
+                *acc += len;
+                Some(s)
+            })
+            .collect();
+        p_blocks.into_par_iter().zip(c_blocks).zip(starts).for_each(|(((n, p), (_, cx)), s0)| {
+            let span = s0..s0 + n * dh;
+            let (qh, kh, vh) = (&q[span.clone()], &k[span.clone()], &v[span]);
+            kernels::matmul_bt(qh, kh, p, n, dh, n);
+            for row in p.chunks_exact_mut(n) {
+                for s in row.iter_mut() {
+                    *s *= scale;
                 }
                 softmax_in_place(row);
             }
-            kernels::serial(|| kernels::matmul(p, vh, cx, t, t, dh, false));
+            kernels::serial(|| kernels::matmul(p, vh, cx, n, n, dh, false));
         });
-        let ctx = merge_heads(&ctx_h, b, t, h, dh);
-        let mut attended = linear_forward(&ctx, &layer.attn_out, bt);
+        let ctx = merge_heads(&ctx_h, batch, h, dh);
+        let mut attended = linear_forward(&ctx, &layer.attn_out, rows);
         for (y, r) in attended.iter_mut().zip(x) {
             *y += *r;
         }
         let (a, ln1) = layer_norm_forward(&attended, &layer.attn_ln, eps);
-        let inter_pre = linear_forward(&a, &layer.ffn_in, bt);
+        let inter_pre = linear_forward(&a, &layer.ffn_in, rows);
         let inter_act: Vec<f32> = inter_pre.par_iter().map(|&u| activation(u, c.activation)).collect();
-        let mut ffn = linear_forward(&inter_act, &layer.ffn_out, bt);
+        let mut ffn = linear_forward(&inter_act, &layer.ffn_out, rows);
         for (y, r) in ffn.iter_mut().zip(&a) {
             *y += *r;
         }
@@ -247,7 +294,8 @@ pub fn forward(model: &NativeBert, batch: &PaddedBatch) -> Forward {
     let last = hidden.last().expect("the embedding output");
     let mut cls = vec![0.0f32; b * d];
     for e in 0..b {
-        cls[e * d..(e + 1) * d].copy_from_slice(&last[e * t * d..e * t * d + d]);
+        let r = batch.offsets[e];
+        cls[e * d..(e + 1) * d].copy_from_slice(&last[r * d..(r + 1) * d]);
     }
     let pooled = match &model.pooler {
         Some(p) => linear_forward(&cls, p, b).into_iter().map(f32::tanh).collect(),

@@ -23,13 +23,13 @@ use crate::train::bench::StageSeconds;
 use crate::train::finetune::LabeledInput;
 
 pub use finetune::finetune_native;
-pub use forward::PaddedBatch;
+pub use forward::PackedBatch;
 pub use optim::{AdamW, AdamWSettings};
 pub use params::NativeBert;
 
 /// Mean cross-entropy of `model` on `batch` and its gradient with respect to every parameter
 /// (the shapes of `model`), on the rayon pool of the caller.
-pub fn loss_and_grads(model: &NativeBert, batch: &PaddedBatch) -> (f64, NativeBert) {
+pub fn loss_and_grads(model: &NativeBert, batch: &PackedBatch) -> (f64, NativeBert) {
     crate::kernels::in_pool(|| {
         let fw = forward::forward(model, batch);
         let g = backward::backward(model, batch, &fw);
@@ -37,11 +37,11 @@ pub fn loss_and_grads(model: &NativeBert, batch: &PaddedBatch) -> (f64, NativeBe
     })
 }
 
-/// Pad labelled examples into a batch for `model`. Errors: as [`PaddedBatch::new`].
-pub fn batch_of(model: &NativeBert, data: &[&LabeledInput]) -> Result<PaddedBatch, ModelError> {
+/// Pack labelled examples into a batch for `model`. Errors: as [`PackedBatch::new`].
+pub fn batch_of(model: &NativeBert, data: &[&LabeledInput]) -> Result<PackedBatch, ModelError> {
     let inputs: Vec<&EncodedInput> = data.iter().map(|x| &x.input).collect();
     let labels: Vec<usize> = data.iter().map(|x| x.label).collect();
-    PaddedBatch::new(&inputs, &labels, &model.config, model.classifier.d_out)
+    PackedBatch::new(&inputs, &labels, &model.config, model.classifier.d_out)
 }
 
 /// Time `warmup + reps` native fine-tuning steps of `teacher` on the batch `data` (learning
