@@ -124,7 +124,9 @@ pub struct StageSeconds {
     pub backward: f64,
     /// The AdamW step (per-tensor gradient clipping, moments, weight decay, update).
     pub optimizer: f64,
-    /// Part of `data`: the frozen teacher's forward pass (distillation only, else 0).
+    /// Part of `data`: the frozen teacher's forward pass (distillation only, else 0). The
+    /// distillation loss runs the teacher inside; its time is measured by a separate run of the
+    /// teacher on the same batch after each step and moved from `forward` to `data`.
     pub teacher: f64,
 }
 

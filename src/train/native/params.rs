@@ -85,19 +85,32 @@ pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// `x` `[rows, cols]` transposed into `out` `[cols, rows]` (blocked for cache reuse).
+/// `x` `[rows, cols]` transposed into `out` `[cols, rows]` (blocked for cache reuse; blocks of
+/// output rows in parallel on the rayon pool).
 pub fn transpose_into(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
-    debug_assert_eq!(x.len(), rows * cols);
-    debug_assert_eq!(out.len(), rows * cols);
+    use rayon::prelude::*;
+    assert!(x.len() == rows * cols && out.len() == rows * cols, "transpose: {} / {} values for {rows} x {cols}", x.len(), out.len());
     const BLK: usize = 32;
-    for r0 in (0..rows).step_by(BLK) {
-        for c0 in (0..cols).step_by(BLK) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let block = |(cb, o): (usize, &mut [f32])| {
+        let c0 = cb * BLK;
+        let cn = o.len() / rows;
+        for r0 in (0..rows).step_by(BLK) {
             for r in r0..(r0 + BLK).min(rows) {
-                for c in c0..(c0 + BLK).min(cols) {
-                    out[c * rows + r] = x[r * cols + c];
+                let src = &x[r * cols + c0..r * cols + c0 + cn];
+                for (c, &v) in src.iter().enumerate() {
+                    o[c * rows + r] = v;
                 }
             }
         }
+    };
+    // small ones (attention blocks, called from parallel loops) stay on the calling thread
+    if rows * cols >= 1 << 16 {
+        out.par_chunks_mut(BLK * rows).enumerate().for_each(block);
+    } else {
+        out.chunks_mut(BLK * rows).enumerate().for_each(block);
     }
 }
 
