@@ -209,10 +209,10 @@ pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Native
             let r = batch.offsets[e] + j;
             let row = &demb[r * d..(r + 1) * d];
             let (w, ty, p) = (batch.ids[r] * d, batch.types[r] * d, j * d);
-            for i in 0..d {
-                g.word[w + i] += row[i];
-                g.token_type[ty + i] += row[i];
-                g.position[p + i] += row[i];
+            for (table, at) in [(&mut g.word, w), (&mut g.token_type, ty), (&mut g.position, p)] {
+                for (acc, v) in table[at..at + d].iter_mut().zip(row) {
+                    *acc += *v;
+                }
             }
         }
     }
