@@ -2,11 +2,13 @@
 //! ([`finetune`]), distillation, concrete masks, LTP; shared pieces: learning-rate schedule,
 //! progress bars, HF-layout saving, exact resume ([`resume`]).
 
+pub mod bench;
 pub mod concrete;
 pub mod distill;
 pub mod finetune;
 pub mod ltp;
 pub mod model;
+pub mod native;
 pub mod resume;
 
 use std::path::Path;

@@ -1,0 +1,220 @@
+//! The native trainer's backward pass: gradients of the mean cross-entropy of
+//! [`forward`](super::forward::forward) with respect to every parameter, on the crate's GEMMs
+//! (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, both as plain row-major products after a transpose).
+
+use rayon::prelude::*;
+
+use crate::kernels;
+use crate::model::config::Activation;
+use crate::train::native::forward::{merge_heads, split_heads, Forward, LnCache, PackedBatch};
+use crate::train::native::params::{transpose, Dense, LayerNormParams, NativeBert};
+
+/// Backward of `y = x·W + b` (`x` `[m, d_in]`, `dy` `[m, d_out]`): writes `grad.w = xᵀ·dy`,
+/// `grad.b = Σ_rows dy`; returns `dx = dy·Wᵀ` when `want_dx`.
+pub fn linear_backward(x: &[f32], dy: &[f32], w: &Dense, grad: &mut Dense, m: usize, want_dx: bool) -> Option<Vec<f32>> {
+    let (di, dout) = (w.d_in, w.d_out);
+    grad.b.iter_mut().for_each(|v| *v = 0.0);
+    for row in dy.chunks_exact(dout) {
+        for (g, v) in grad.b.iter_mut().zip(row) {
+            *g += *v;
+        }
+    }
+    let xt = transpose(x, m, di);
+    kernels::matmul(&xt, dy, &mut grad.w, di, m, dout, false);
+    want_dx.then(|| {
+        let wt = transpose(&w.w, di, dout);
+        let mut dx = vec![0.0f32; m * di];
+        kernels::matmul(dy, &wt, &mut dx, m, dout, di, false);
+        dx
+    })
+}
+
+/// Backward of a LayerNorm `y = x̂·γ + β`: writes `grad.gamma`, `grad.beta`; returns `dx`
+/// (row blocks in parallel, their γ/β sums added in block order).
+pub fn layer_norm_backward(dy: &[f32], cache: &LnCache, p: &LayerNormParams, grad: &mut LayerNormParams) -> Vec<f32> {
+    let d = p.gamma.len();
+    const ROWS: usize = 64;
+    let mut dx = vec![0.0f32; dy.len()];
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(ROWS * d)
+        .zip(dy.par_chunks(ROWS * d))
+        .zip(cache.xhat.par_chunks(ROWS * d))
+        .zip(cache.inv_std.par_chunks(ROWS))
+        .map(|(((dxb, dyb), xhb), invb)| {
+            let (mut gg, mut gb) = (vec![0.0f32; d], vec![0.0f32; d]);
+            let mut dxhat = vec![0.0f32; d];
+            for (r, (dyr, dxr)) in dyb.chunks_exact(d).zip(dxb.chunks_exact_mut(d)).enumerate() {
+                let xh = &xhb[r * d..(r + 1) * d];
+                let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                for i in 0..d {
+                    gg[i] += dyr[i] * xh[i];
+                    gb[i] += dyr[i];
+                    dxhat[i] = dyr[i] * p.gamma[i];
+                    s1 += dxhat[i] as f64;
+                    s2 += (dxhat[i] * xh[i]) as f64;
+                }
+                let (m1, m2) = ((s1 / d as f64) as f32, (s2 / d as f64) as f32);
+                let inv = invb[r];
+                for i in 0..d {
+                    dxr[i] = inv * (dxhat[i] - m1 - xh[i] * m2);
+                }
+            }
+            (gg, gb)
+        })
+        .collect();
+    grad.gamma.iter_mut().for_each(|v| *v = 0.0);
+    grad.beta.iter_mut().for_each(|v| *v = 0.0);
+    for (gg, gb) in partial {
+        for i in 0..d {
+            grad.gamma[i] += gg[i];
+            grad.beta[i] += gb[i];
+        }
+    }
+    dx
+}
+
+/// `d act(x) / dx`.
+pub fn activation_grad(x: f32, act: Activation) -> f32 {
+    match act {
+        Activation::Gelu => {
+            let cdf = 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
+            cdf + x * pdf
+        }
+        Activation::GeluTanh => {
+            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            let u = c * (x + 0.044715 * x * x * x);
+            let th = u.tanh();
+            0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * c * (1.0 + 3.0 * 0.044715 * x * x)
+        }
+        Activation::Relu => {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+/// Gradients of `fw.loss` (the mean cross-entropy) with respect to every parameter of `model`.
+pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> NativeBert {
+    let c = &model.config;
+    let (b, d) = (batch.b, c.hidden_size);
+    let (h, dh) = (c.num_heads, c.head_size());
+    let bt = batch.rows();
+    let mut g = model.zeros_like();
+    // head: d loss / d logits = (softmax - onehot) / B
+    let nl = model.classifier.d_out;
+    let mut dlogits = vec![0.0f32; b * nl];
+    for e in 0..b {
+        let row = &fw.logits[e * nl..(e + 1) * nl];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+        for i in 0..nl {
+            let p = (row[i] as f64 - max).exp() / sum;
+            let y = if i == batch.labels[e] { 1.0 } else { 0.0 };
+            dlogits[e * nl + i] = ((p - y) / b as f64) as f32;
+        }
+    }
+    let dpooled = linear_backward(&fw.pooled, &dlogits, &model.classifier, &mut g.classifier, b, true).expect("dx requested");
+    let dcls = match (&model.pooler, &mut g.pooler) {
+        (Some(p), Some(gp)) => {
+            let dpre: Vec<f32> = dpooled.iter().zip(&fw.pooled).map(|(dy, y)| dy * (1.0 - y * y)).collect();
+            linear_backward(&fw.cls, &dpre, p, gp, b, true).expect("dx requested")
+        }
+        _ => dpooled,
+    };
+    let mut dy = vec![0.0f32; bt * d];
+    for e in 0..b {
+        let r = batch.offsets[e];
+        dy[r * d..(r + 1) * d].copy_from_slice(&dcls[e * d..(e + 1) * d]);
+    }
+    let scale = (1.0 / (dh as f64).sqrt()) as f32;
+    for (l, layer) in model.layers.iter().enumerate().rev() {
+        let cache = &fw.layers[l];
+        let x = &fw.hidden[l];
+        let gl = &mut g.layers[l];
+        // FFN block: y = LN2(ffn_out(act(ffn_in(a))) + a)
+        let dffn = layer_norm_backward(&dy, &cache.ln2, &layer.out_ln, &mut gl.out_ln);
+        let mut dinter = linear_backward(&cache.inter_act, &dffn, &layer.ffn_out, &mut gl.ffn_out, bt, true).expect("dx requested");
+        dinter.par_iter_mut().zip(cache.inter_pre.par_iter()).for_each(|(dv, &u)| *dv *= activation_grad(u, c.activation));
+        let mut da = linear_backward(&cache.a, &dinter, &layer.ffn_in, &mut gl.ffn_in, bt, true).expect("dx requested");
+        for (v, r) in da.iter_mut().zip(&dffn) {
+            *v += *r;
+        }
+        // attention block: a = LN1(attn_out(ctx) + x)
+        let datt = layer_norm_backward(&da, &cache.ln1, &layer.attn_ln, &mut gl.attn_ln);
+        let dctx = linear_backward(&cache.ctx, &datt, &layer.attn_out, &mut gl.attn_out, bt, true).expect("dx requested");
+        let dctx_h = split_heads(&dctx, batch, h, dh);
+        let mut dq = vec![0.0f32; bt * d];
+        let mut dk = vec![0.0f32; bt * d];
+        let mut dv = vec![0.0f32; bt * d];
+        let blocks = batch
+            .head_blocks(h, &mut dq, |n| n * dh)
+            .into_iter()
+            .zip(batch.head_blocks(h, &mut dk, |n| n * dh))
+            .zip(batch.head_blocks(h, &mut dv, |n| n * dh));
+        // (start in the head-block buffers, start in probs) of every (example, head) block
+        let mut starts = Vec::with_capacity(b * h);
+        let (mut s0, mut p0) = (0usize, 0usize);
+        for &n in &batch.lengths {
+            for _ in 0..h {
+                starts.push((s0, p0));
+                s0 += n * dh;
+                p0 += n * n;
+            }
+        }
+        blocks.zip(starts).collect::<Vec<_>>().into_par_iter().for_each(|((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0))| {
+            let span = s0..s0 + n * dh;
+            let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
+            let dc = &dctx_h[span];
+            let p = &cache.probs[p0..p0 + n * n];
+            kernels::serial(|| {
+                // dV = Pᵀ·dC, dP = dC·Vᵀ
+                let pt = transpose(p, n, n);
+                kernels::matmul(&pt, dc, dvh, n, n, dh, false);
+                let mut ds = vec![0.0f32; n * n];
+                kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
+                // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
+                for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (s, &pv) in dsr.iter_mut().zip(pr) {
+                        *s = pv * (*s - dot) * scale;
+                    }
+                }
+                // dQ = dS·K, dK = dSᵀ·Q
+                kernels::matmul(&ds, kh, dqh, n, n, dh, false);
+                let dst = transpose(&ds, n, n);
+                kernels::matmul(&dst, qh, dkh, n, n, dh, false);
+            });
+        });
+        let dq = merge_heads(&dq, batch, h, dh);
+        let dk = merge_heads(&dk, batch, h, dh);
+        let dv = merge_heads(&dv, batch, h, dh);
+        let mut dx = datt;
+        for (proj, gproj, dproj) in [(&layer.query, &mut gl.query, &dq), (&layer.key, &mut gl.key, &dk), (&layer.value, &mut gl.value, &dv)]
+        {
+            let dxp = linear_backward(x, dproj, proj, gproj, bt, true).expect("dx requested");
+            for (v, r) in dx.iter_mut().zip(&dxp) {
+                *v += *r;
+            }
+        }
+        dy = dx;
+    }
+    // embeddings: LayerNorm, then scatter into the tables
+    let demb = layer_norm_backward(&dy, &fw.emb_ln, &model.emb_ln, &mut g.emb_ln);
+    for e in 0..b {
+        for j in 0..batch.lengths[e] {
+            let r = batch.offsets[e] + j;
+            let row = &demb[r * d..(r + 1) * d];
+            let (w, ty, p) = (batch.ids[r] * d, batch.types[r] * d, j * d);
+            for (table, at) in [(&mut g.word, w), (&mut g.token_type, ty), (&mut g.position, p)] {
+                for (acc, v) in table[at..at + d].iter_mut().zip(row) {
+                    *acc += *v;
+                }
+            }
+        }
+    }
+    g
+}

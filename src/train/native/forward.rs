@@ -1,0 +1,332 @@
+//! The native trainer's forward pass over a packed batch (real tokens only), keeping what the
+//! backward pass needs: the same math as burn's `TrainBert::forward` + `head_logits` +
+//! `cross_entropy` on a padded batch (post-LayerNorm BERT, exact-erf GELU, softmax attention over
+//! each example's own tokens, which is what burn's -1e9 padding-key bias gives, no dropout).
+
+use rayon::prelude::*;
+
+use crate::error::ModelError;
+use crate::kernels;
+use crate::model::config::{Activation, EncoderConfig};
+use crate::model::EncodedInput;
+use crate::train::native::params::{Dense, LayerNormParams, NativeBert};
+
+/// A batch of real tokens only, packed example after example (no padding rows: a padded row of
+/// burn's batch never reaches the loss, and a padding key gets exactly 0 attention there, so
+/// leaving both out changes no loss or gradient value): token ids and types `[N]` with
+/// `N = Σ lengths`, example `e` at rows `offsets[e]..offsets[e + 1]`; one label per example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedBatch {
+    /// Examples `B`.
+    pub b: usize,
+    /// The longest example (burn's padded length `T`).
+    pub t: usize,
+    pub ids: Vec<usize>,
+    pub types: Vec<usize>,
+    pub lengths: Vec<usize>,
+    /// `B + 1` row offsets.
+    pub offsets: Vec<usize>,
+    pub labels: Vec<usize>,
+}
+
+impl PackedBatch {
+    /// Pack `inputs` with their `labels` for a model of `config` with a `num_labels`-class head.
+    ///
+    /// Errors: no inputs, a label count differing from the input count, an empty input, an
+    /// input longer than `max_position_embeddings`, an id or type outside the vocabularies, a
+    /// label `>= num_labels`, or image inputs.
+    pub fn new(inputs: &[&EncodedInput], labels: &[usize], config: &EncoderConfig, num_labels: usize) -> Result<Self, ModelError> {
+        let bad = |m: String| Err(ModelError::Input(m));
+        if inputs.is_empty() {
+            return bad("an empty batch".into());
+        }
+        if inputs.len() != labels.len() {
+            return bad(format!("{} inputs but {} labels", inputs.len(), labels.len()));
+        }
+        let b = inputs.len();
+        let (mut ids, mut types, mut offsets) = (Vec::new(), Vec::new(), vec![0usize]);
+        for (e, x) in inputs.iter().enumerate() {
+            if !x.patches.is_empty() {
+                return bad(format!("example {e} is an image; the native trainer takes text only"));
+            }
+            if x.is_empty() || x.len() > config.max_position_embeddings {
+                return bad(format!("example {e} has {} tokens; expected 1..={}", x.len(), config.max_position_embeddings));
+            }
+            if x.type_ids.len() != x.ids.len() {
+                return bad(format!("example {e} has {} ids but {} type ids", x.ids.len(), x.type_ids.len()));
+            }
+            for j in 0..x.len() {
+                let (id, ty) = (x.ids[j] as usize, x.type_ids[j] as usize);
+                if id >= config.vocab_size || ty >= config.type_vocab_size {
+                    return bad(format!(
+                        "example {e} token {j}: id {id} / type {ty} outside vocab {} / {}",
+                        config.vocab_size, config.type_vocab_size
+                    ));
+                }
+                ids.push(id);
+                types.push(ty);
+            }
+            offsets.push(ids.len());
+            if labels[e] >= num_labels {
+                return bad(format!("example {e} has label {} but the head has {num_labels} classes", labels[e]));
+            }
+        }
+        let lengths: Vec<usize> = inputs.iter().map(|x| x.len()).collect();
+        Ok(Self { b, t: lengths.iter().copied().max().unwrap_or(0), ids, types, lengths, offsets, labels: labels.to_vec() })
+    }
+
+    /// Real tokens `N`.
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Split `buf` into the per-(example, head) blocks of `per(n_e)` values each, example-major.
+    pub(crate) fn head_blocks<'a>(
+        &self,
+        heads: usize,
+        mut buf: &'a mut [f32],
+        per: impl Fn(usize) -> usize,
+    ) -> Vec<(usize, &'a mut [f32])> {
+        let mut out = Vec::with_capacity(self.b * heads);
+        for &n in &self.lengths {
+            for _ in 0..heads {
+                let (head, rest) = std::mem::take(&mut buf).split_at_mut(per(n));
+                out.push((n, head));
+                buf = rest;
+            }
+        }
+        out
+    }
+}
+
+/// A LayerNorm's normalised input `x̂` `[rows, d]` and `1/σ` per row, for the backward pass.
+#[derive(Debug, Clone, Default)]
+pub struct LnCache {
+    pub xhat: Vec<f32>,
+    pub inv_std: Vec<f32>,
+}
+
+/// One layer's saved activations (its input is the previous entry of [`Forward::hidden`]).
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    /// Q, K, V by head: per example `[H, n_e, d_h]` at row offset `offsets[e]·d`.
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Attention probabilities: per example `[H, n_e, n_e]`, examples one after another.
+    pub probs: Vec<f32>,
+    /// Attention context, heads merged, `[N, d]`.
+    pub ctx: Vec<f32>,
+    pub ln1: LnCache,
+    /// Output of the attention block (after its LayerNorm) `[N, d]`.
+    pub a: Vec<f32>,
+    /// FFN input projection before / after the activation `[N, d_ff]`.
+    pub inter_pre: Vec<f32>,
+    pub inter_act: Vec<f32>,
+    pub ln2: LnCache,
+}
+
+/// Everything the backward pass needs, and the loss.
+#[derive(Debug, Clone, Default)]
+pub struct Forward {
+    pub emb_ln: LnCache,
+    /// `L + 1` hidden states `[N, d]`: 0 = embedding output, l = layer l's output.
+    pub hidden: Vec<Vec<f32>>,
+    pub layers: Vec<LayerCache>,
+    /// CLS rows of the last layer `[B, d]`.
+    pub cls: Vec<f32>,
+    /// tanh(pooler) `[B, d]` (the CLS rows when there is no pooler).
+    pub pooled: Vec<f32>,
+    /// `[B, C]`.
+    pub logits: Vec<f32>,
+    /// Mean cross-entropy.
+    pub loss: f64,
+}
+
+/// `out = x·W + b` for `x` `[m, d_in]` (the crate's parallel GEMM).
+pub fn linear_forward(x: &[f32], w: &Dense, m: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * w.d_out];
+    kernels::matmul(x, &w.w, &mut out, m, w.d_in, w.d_out, false);
+    kernels::add_bias(&mut out, &w.b);
+    out
+}
+
+/// Row-wise LayerNorm (biased variance, as torch and burn) into a new buffer, with its cache
+/// (rows in parallel).
+pub fn layer_norm_forward(x: &[f32], p: &LayerNormParams, eps: f64) -> (Vec<f32>, LnCache) {
+    let d = p.gamma.len();
+    let rows = x.len() / d;
+    let mut out = vec![0.0f32; x.len()];
+    let mut xhat = vec![0.0f32; x.len()];
+    let mut inv_std = vec![0.0f32; rows];
+    out.par_chunks_mut(d).zip(xhat.par_chunks_mut(d)).zip(inv_std.par_iter_mut()).zip(x.par_chunks(d)).for_each(|(((o, xh), is), row)| {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        *is = inv as f32;
+        for i in 0..d {
+            let h = ((row[i] as f64 - mean) * inv) as f32;
+            xh[i] = h;
+            o[i] = h * p.gamma[i] + p.beta[i];
+        }
+    });
+    (out, LnCache { xhat, inv_std })
+}
+
+/// The activation `act(x)` (GELU with erf as burn's `gelu`, tanh GELU, ReLU).
+pub fn activation(x: f32, act: Activation) -> f32 {
+    match act {
+        Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+        Activation::GeluTanh => {
+            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+        Activation::Relu => x.max(0.0),
+    }
+}
+
+/// Packed rows `[N, H·d_h]` to per-example head blocks `[H, n_e, d_h]` (at row offset
+/// `offsets[e]·H·d_h`).
+pub fn split_heads(x: &[f32], batch: &PackedBatch, h: usize, dh: usize) -> Vec<f32> {
+    let d = h * dh;
+    let mut out = vec![0.0f32; x.len()];
+    for (e, &n) in batch.lengths.iter().enumerate() {
+        let base = batch.offsets[e];
+        for j in 0..n {
+            let row = &x[(base + j) * d..(base + j + 1) * d];
+            for hh in 0..h {
+                let o = base * d + (hh * n + j) * dh;
+                out[o..o + dh].copy_from_slice(&row[hh * dh..(hh + 1) * dh]);
+            }
+        }
+    }
+    out
+}
+
+/// Per-example head blocks back to packed rows (inverse of [`split_heads`]).
+pub fn merge_heads(x: &[f32], batch: &PackedBatch, h: usize, dh: usize) -> Vec<f32> {
+    let d = h * dh;
+    let mut out = vec![0.0f32; x.len()];
+    for (e, &n) in batch.lengths.iter().enumerate() {
+        let base = batch.offsets[e];
+        for hh in 0..h {
+            for j in 0..n {
+                let i = base * d + (hh * n + j) * dh;
+                let o = (base + j) * d + hh * dh;
+                out[o..o + dh].copy_from_slice(&x[i..i + dh]);
+            }
+        }
+    }
+    out
+}
+
+/// Forward pass and mean cross-entropy of `model` on `batch`.
+pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
+    let c = &model.config;
+    let (b, d) = (batch.b, c.hidden_size);
+    let (h, dh) = (c.num_heads, c.head_size());
+    let rows = batch.rows();
+    let eps = c.layer_norm_eps;
+    // embeddings: word + type + position, LayerNorm
+    let mut emb = vec![0.0f32; rows * d];
+    for e in 0..b {
+        for j in 0..batch.lengths[e] {
+            let r = batch.offsets[e] + j;
+            let (w, ty, p) = (batch.ids[r] * d, batch.types[r] * d, j * d);
+            for i in 0..d {
+                emb[r * d + i] = model.word[w + i] + model.token_type[ty + i] + model.position[p + i];
+            }
+        }
+    }
+    let (x0, emb_ln) = layer_norm_forward(&emb, &model.emb_ln, eps);
+    let mut hidden = vec![x0];
+    let mut layers = Vec::with_capacity(model.layers.len());
+    let scale = (1.0 / (dh as f64).sqrt()) as f32;
+    let probs_len: usize = batch.lengths.iter().map(|n| h * n * n).sum();
+    for layer in &model.layers {
+        let x = hidden.last().expect("the embedding output");
+        let q = split_heads(&linear_forward(x, &layer.query, rows), batch, h, dh);
+        let k = split_heads(&linear_forward(x, &layer.key, rows), batch, h, dh);
+        let v = split_heads(&linear_forward(x, &layer.value, rows), batch, h, dh);
+        let mut probs = vec![0.0f32; probs_len];
+        let mut ctx_h = vec![0.0f32; rows * d];
+        let p_blocks = batch.head_blocks(h, &mut probs, |n| n * n);
+        let c_blocks = batch.head_blocks(h, &mut ctx_h, |n| n * dh);
+        // (example, head) blocks start at the same place in q, k, v and ctx_h
+        let starts: Vec<usize> = batch
+            .lengths
+            .iter()
+            .flat_map(|&n| (0..h).map(move |_| n * dh))
+            .scan(0, |acc, len| {
+                let s = *acc;
+                *acc += len;
+                Some(s)
+            })
+            .collect();
+        p_blocks.into_par_iter().zip(c_blocks).zip(starts).for_each(|(((n, p), (_, cx)), s0)| {
+            let span = s0..s0 + n * dh;
+            let (qh, kh, vh) = (&q[span.clone()], &k[span.clone()], &v[span]);
+            kernels::matmul_bt(qh, kh, p, n, dh, n);
+            for row in p.chunks_exact_mut(n) {
+                for s in row.iter_mut() {
+                    *s *= scale;
+                }
+                softmax_in_place(row);
+            }
+            kernels::serial(|| kernels::matmul(p, vh, cx, n, n, dh, false));
+        });
+        let ctx = merge_heads(&ctx_h, batch, h, dh);
+        let mut attended = linear_forward(&ctx, &layer.attn_out, rows);
+        for (y, r) in attended.iter_mut().zip(x) {
+            *y += *r;
+        }
+        let (a, ln1) = layer_norm_forward(&attended, &layer.attn_ln, eps);
+        let inter_pre = linear_forward(&a, &layer.ffn_in, rows);
+        let inter_act: Vec<f32> = inter_pre.par_iter().map(|&u| activation(u, c.activation)).collect();
+        let mut ffn = linear_forward(&inter_act, &layer.ffn_out, rows);
+        for (y, r) in ffn.iter_mut().zip(&a) {
+            *y += *r;
+        }
+        let (y, ln2) = layer_norm_forward(&ffn, &layer.out_ln, eps);
+        hidden.push(y);
+        layers.push(LayerCache { q, k, v, probs, ctx, ln1, a, inter_pre, inter_act, ln2 });
+    }
+    let last = hidden.last().expect("the embedding output");
+    let mut cls = vec![0.0f32; b * d];
+    for e in 0..b {
+        let r = batch.offsets[e];
+        cls[e * d..(e + 1) * d].copy_from_slice(&last[r * d..(r + 1) * d]);
+    }
+    let pooled = match &model.pooler {
+        Some(p) => linear_forward(&cls, p, b).into_iter().map(f32::tanh).collect(),
+        None => cls.clone(),
+    };
+    let logits = linear_forward(&pooled, &model.classifier, b);
+    let nl = model.classifier.d_out;
+    let mut loss = 0.0f64;
+    for e in 0..b {
+        let row = &logits[e * nl..(e + 1) * nl];
+        loss -= log_softmax_at(row, batch.labels[e]);
+    }
+    Forward { emb_ln, hidden, layers, cls, pooled, logits, loss: loss / b as f64 }
+}
+
+/// Softmax of one row in place (max-subtracted, f32 as burn).
+pub fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// `log_softmax(row)[i]`, in f64.
+pub fn log_softmax_at(row: &[f32], i: usize) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    row[i] as f64 - lse
+}

@@ -1,0 +1,78 @@
+//! A native trainer (issue 15, items 2-3): forward and backward of the BERT encoder with its
+//! pooler, classifier and cross-entropy on the crate's own kernels, and AdamW as burn runs it,
+//! with burn's [`TrainBert`](crate::train::model::TrainBert) kept as the reference (the gradient
+//! tests in `tests/native_grad.rs` pin the two together). Fine-tuning only so far.
+//!
+//! - [`params`]: the parameters as plain buffers, to and from HF-named tensors;
+//! - [`forward`]: padded batch, forward pass with the activations the backward needs;
+//! - [`backward`]: the gradients (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, LayerNorm, GELU, softmax attention);
+//! - [`optim`]: AdamW with burn's per-tensor clipping and defaults;
+//! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces.
+
+pub mod backward;
+pub mod finetune;
+pub mod forward;
+pub mod optim;
+pub mod params;
+
+use std::time::Instant;
+
+use crate::error::ModelError;
+use crate::model::{EncodedInput, Encoder};
+use crate::train::bench::StageSeconds;
+use crate::train::finetune::LabeledInput;
+
+pub use finetune::finetune_native;
+pub use forward::PackedBatch;
+pub use optim::{AdamW, AdamWSettings};
+pub use params::NativeBert;
+
+/// Mean cross-entropy of `model` on `batch` and its gradient with respect to every parameter
+/// (the shapes of `model`), on the rayon pool of the caller.
+pub fn loss_and_grads(model: &NativeBert, batch: &PackedBatch) -> (f64, NativeBert) {
+    crate::kernels::in_pool(|| {
+        let fw = forward::forward(model, batch);
+        let g = backward::backward(model, batch, &fw);
+        (fw.loss, g)
+    })
+}
+
+/// Pack labelled examples into a batch for `model`. Errors: as [`PackedBatch::new`].
+pub fn batch_of(model: &NativeBert, data: &[&LabeledInput]) -> Result<PackedBatch, ModelError> {
+    let inputs: Vec<&EncodedInput> = data.iter().map(|x| &x.input).collect();
+    let labels: Vec<usize> = data.iter().map(|x| x.label).collect();
+    PackedBatch::new(&inputs, &labels, &model.config, model.classifier.d_out)
+}
+
+/// Time `warmup + reps` native fine-tuning steps of `teacher` on the batch `data` (learning
+/// rate 1e-5, weight decay 0.01, clipping 1.0, as the burn rows of
+/// [`crate::train::bench`]); returns the measured steps' stage times and the last loss.
+///
+/// Errors: `teacher` is not a text encoder with a classifier, or bad input.
+pub fn bench_steps(teacher: &Encoder, data: &[LabeledInput], warmup: usize, reps: usize) -> anyhow::Result<(Vec<StageSeconds>, f64)> {
+    let mut model = NativeBert::from_model(teacher)?;
+    let mut optim = AdamW::new(AdamWSettings::burn_defaults(0.01, Some(1.0)), &model);
+    let refs: Vec<&LabeledInput> = data.iter().collect();
+    let mut stages = Vec::new();
+    let mut loss = f64::NAN;
+    for rep in 0..warmup + reps {
+        let t0 = Instant::now();
+        let batch = batch_of(&model, &refs)?;
+        let data_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let fw = crate::kernels::in_pool(|| forward::forward(&model, &batch));
+        let fwd_s = t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
+        let mut g = crate::kernels::in_pool(|| backward::backward(&model, &batch, &fw));
+        let bwd_s = t2.elapsed().as_secs_f64();
+        let t3 = Instant::now();
+        optim.step(1e-5, &mut model, &mut g);
+        let opt_s = t3.elapsed().as_secs_f64();
+        loss = fw.loss;
+        anyhow::ensure!(loss.is_finite(), "native loss {loss} is not finite");
+        if rep >= warmup {
+            stages.push(StageSeconds { data: data_s, forward: fwd_s, backward: bwd_s, optimizer: opt_s, teacher: 0.0 });
+        }
+    }
+    Ok((stages, loss))
+}

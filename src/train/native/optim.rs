@@ -1,0 +1,89 @@
+//! AdamW exactly as the burn path runs it (`AdamWConfig::new().with_weight_decay(wd)
+//! .with_grad_clipping(Some(Norm(clip)))`, burn 0.22): per tensor, the gradient is first clipped
+//! to L2 norm `clip` (`g · min(1, clip / (‖g‖ + f32::MIN_POSITIVE))`, each tensor on its own, not
+//! the global norm), then `m = β1 m + (1-β1) g`, `v = β2 v + (1-β2) g²`,
+//! `Δ = (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + ε)` and `θ = θ (1 - lr·wd) - lr Δ`, with
+//! β1 = 0.9, β2 = 0.999, ε = 1e-5 (burn's defaults). Weight decay applies to every tensor
+//! (biases, LayerNorm and embeddings too), as on the burn path.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::train::native::params::NativeBert;
+
+/// AdamW hyper-parameters (burn's defaults for β1, β2, ε).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamWSettings {
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub weight_decay: f32,
+    /// Per-tensor gradient norm limit; `None` for no clipping.
+    pub grad_clip: Option<f32>,
+}
+
+impl AdamWSettings {
+    /// burn's `AdamWConfig` defaults with this weight decay and per-tensor norm clipping.
+    pub fn burn_defaults(weight_decay: f32, grad_clip: Option<f32>) -> Self {
+        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-5, weight_decay, grad_clip }
+    }
+}
+
+/// The moments of every tensor (in [`NativeBert::tensors`] order) and the step count.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    pub settings: AdamWSettings,
+    /// Steps taken (burn's per-tensor `time`; every tensor steps every time here).
+    pub time: i32,
+    pub moment_1: Vec<Vec<f32>>,
+    pub moment_2: Vec<Vec<f32>>,
+}
+
+impl AdamW {
+    /// Fresh moments (zeros) for `model`'s tensors.
+    pub fn new(settings: AdamWSettings, model: &NativeBert) -> Self {
+        let shapes: Vec<usize> = model.tensors().iter().map(|(_, x)| x.len()).collect();
+        Self {
+            settings,
+            time: 0,
+            moment_1: shapes.iter().map(|&n| vec![0.0; n]).collect(),
+            moment_2: shapes.iter().map(|&n| vec![0.0; n]).collect(),
+        }
+    }
+
+    /// One step at learning rate `lr` with gradients `grads` (same shapes as `model`; clipped in
+    /// place), element blocks in parallel on the caller's rayon pool.
+    pub fn step(&mut self, lr: f64, model: &mut NativeBert, grads: &mut NativeBert) {
+        let s = self.settings;
+        self.time += 1;
+        let t = self.time;
+        let c1 = 1.0f32 - s.beta_1.powi(t);
+        let c2 = 1.0f32 - s.beta_2.powi(t);
+        let (f1, f2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
+        let keep = (1.0 - lr * s.weight_decay as f64) as f32;
+        let lr32 = lr as f32;
+        let decay = lr * s.weight_decay as f64 != 0.0;
+        for (((p, g), m), v) in model.tensors_mut().into_iter().zip(grads.tensors_mut()).zip(&mut self.moment_1).zip(&mut self.moment_2) {
+            if let Some(clip) = s.grad_clip {
+                let norm = (g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sqrt() as f32;
+                let coef = (clip / (norm + f32::MIN_POSITIVE)).min(1.0);
+                if coef < 1.0 {
+                    g.iter_mut().for_each(|x| *x *= coef);
+                }
+            }
+            const CHUNK: usize = 1 << 14;
+            p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).for_each(
+                |(((p, g), m), v)| {
+                    for i in 0..p.len() {
+                        let gi = g[i];
+                        m[i] = m[i] * s.beta_1 + gi * f1;
+                        v[i] = v[i] * s.beta_2 + gi * gi * f2;
+                        let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + s.epsilon);
+                        let base = if decay { p[i] * keep } else { p[i] };
+                        p[i] = base - delta * lr32;
+                    }
+                },
+            );
+        }
+    }
+}
