@@ -9,7 +9,8 @@
 //! `STTABT_BENCH_WARMUP=1`, `STTABT_BENCH_NOTE=...` (e.g. "machine busy"),
 //! `STTABT_BENCH_OUT=path.json`. Fetches the assets when missing.
 
-use sttabt::train::bench::{bench_train, minilm_and_rt, Job, TrainBenchConfig, Trainer, Workload};
+use sttabt::pipeline::minilm_and_rt;
+use sttabt::train::bench::{bench_train, Job, TrainBenchConfig, Trainer, Workload};
 
 fn list<T>(var: &str, parse: impl Fn(&str) -> Option<T>, default: Vec<T>) -> Vec<T> {
     match std::env::var(var) {

@@ -273,3 +273,20 @@ pub fn source_from_flags(
     }
     Ok(DataSource::Table { train: train.map(Path::to_path_buf), dev: dev.map(Path::to_path_buf), test: test.map(Path::to_path_buf), spec })
 }
+
+/// The default subjects of the training measurement (`train::bench`): all-MiniLM-L6-v2 from the asset cache with a fresh
+/// two-class head ([`crate::train::finetune::with_new_head`], seed 0) and the first `limit`
+/// Rotten Tomatoes training sentences (split seed 0), tokenised to at most 128 tokens. Fetches
+/// the assets when missing ([`crate::assets::ensure`]).
+///
+/// Errors: the assets cannot be fetched or read.
+pub fn minilm_and_rt(limit: usize) -> Result<(crate::model::Encoder, Vec<LabeledInput>)> {
+    crate::assets::ensure(false)?;
+    let dir = crate::assets::default_model_dir();
+    let base = crate::model::Encoder::load(&dir)?;
+    let model = crate::train::finetune::with_new_head(base, vec!["negative".into(), "positive".into()], 0);
+    let rt = crate::data::rt::load_rotten_tomatoes(&crate::assets::rotten_tomatoes_path(), 0)?;
+    let tok = TextTokenizer::from_dir(&dir, 128)?;
+    let (train, _) = tokenize(&tok, &rt.train, Some(limit))?;
+    Ok((model, train))
+}

@@ -484,20 +484,3 @@ fn native_row(job: Job, teacher: &Encoder, data: &[LabeledInput], cfg: &TrainBen
     let (stages, loss) = crate::train::native::bench_steps(teacher, data, cfg.warmup, cfg.reps)?;
     Ok(finish_row(job, Trainer::Native, data, &stages, gflop, loss))
 }
-
-/// The default subjects of the measurement: all-MiniLM-L6-v2 from the asset cache with a fresh
-/// two-class head ([`crate::train::finetune::with_new_head`], seed 0) and the first `limit`
-/// Rotten Tomatoes training sentences (split seed 0), tokenised to at most 128 tokens. Fetches
-/// the assets when missing ([`crate::assets::ensure`]).
-///
-/// Errors: the assets cannot be fetched or read.
-pub fn minilm_and_rt(limit: usize) -> anyhow::Result<(Encoder, Vec<LabeledInput>)> {
-    crate::assets::ensure(false)?;
-    let dir = crate::assets::default_model_dir();
-    let base = Encoder::load(&dir)?;
-    let model = crate::train::finetune::with_new_head(base, vec!["negative".into(), "positive".into()], 0);
-    let rt = crate::data::rt::load_rotten_tomatoes(&crate::assets::rotten_tomatoes_path(), 0)?;
-    let tok = crate::text::tokenizer::TextTokenizer::from_dir(&dir, 128)?;
-    let (train, _) = crate::pipeline::tokenize(&tok, &rt.train, Some(limit))?;
-    Ok((model, train))
-}
