@@ -27,8 +27,13 @@ pub enum ModelError {
         /// ", the real file is N bytes" when the pointer says so, else empty.
         real: String,
     },
-    #[error("{path}: this is a PyTorch zip archive (a torch.save file, e.g. pytorch_model.bin renamed), not a safetensors file; convert it once with: python -c \"import torch; from safetensors.torch import save_file; sd = torch.load('{path}', map_location='cpu'); save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors')\"")]
+    #[error("{path}: this is a PyTorch zip archive (a torch.save file, e.g. pytorch_model.bin renamed), not a safetensors file; convert it once with: python -c \"import torch; from safetensors.torch import save_file; sd = torch.load('{path}', map_location='cpu'); save_file({{k: v.contiguous() for k, v in sd.items()}}, 'model.safetensors')\"; or rename it to pytorch_model.bin (with no model.safetensors beside it), which sttabt reads")]
     PytorchArchive { path: PathBuf },
+    /// A checkpoint file other than a single safetensors file that cannot be used: a shard index
+    /// that is not valid JSON or names a tensor its shard lacks, a `.bin` that is not a
+    /// `torch.save` file. The message says which.
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
     #[error("{path}: truncated safetensors file: {what} needs {needed} bytes, but the file has only {size}; fetch or copy it again")]
     Truncated {
         path: PathBuf,

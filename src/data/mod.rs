@@ -5,6 +5,7 @@
 //! `bzip2` and `flate2`. Loaders never print; they return counts (e.g.
 //! [`Dataset::skipped_rows`]) so callers can report them.
 
+pub mod bootstrap;
 pub mod glue;
 pub mod metrics;
 pub mod rt;

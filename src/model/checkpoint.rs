@@ -1,11 +1,17 @@
-//! Checkpoints in the Hugging Face layout: `config.json` + `model.safetensors` (+ tokenizer files).
+//! Checkpoints in the Hugging Face layout: `config.json` + the weights (+ tokenizer files).
+//!
+//! The weights are read from whichever of these the directory holds, in this order (the order
+//! `transformers` prefers): `model.safetensors`; sharded safetensors listed in
+//! `model.safetensors.index.json`; `pytorch_model.bin` (a `torch.save` file, read with burn-store's
+//! PyTorch reader, no torch needed); `.bin` shards listed in `pytorch_model.bin.index.json`. See
+//! [`TensorStore::read_dir`].
 //!
 //! Tensor names follow transformers' `BertModel` / `BertForSequenceClassification`
 //! (`embeddings.*`, `encoder.layer.{i}.*`, `pooler.dense.*`, `classifier.*`), with or without the
 //! `bert.` prefix. f32/f16/bf16/f64 tensors are converted to f32; integer buffers such as
 //! `embeddings.position_ids` are skipped. Writing is atomic (temp file, then rename).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
@@ -47,6 +53,143 @@ impl TensorStore {
         }
         let bytes = std::fs::read(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
         Self::from_bytes(path, &bytes)
+    }
+
+    /// Read the weights of a Hugging Face checkpoint directory, from the first of these it holds:
+    ///
+    /// 1. `model.safetensors` ([`read`](Self::read));
+    /// 2. `model.safetensors.index.json` + the safetensors shards its `weight_map` names;
+    /// 3. `pytorch_model.bin`, a `torch.save` file (zip, or the legacy pickle format);
+    /// 4. `pytorch_model.bin.index.json` + the `.bin` shards its `weight_map` names.
+    ///
+    /// f32/f16/bf16/f64 tensors become f32, other dtypes are kept aside (see [`get`](Self::get)).
+    ///
+    /// Errors: [`ModelError::MissingFile`] for `model.safetensors` when none of them exists, or
+    /// naming a shard the index lists that is absent; [`ModelError::Checkpoint`] for an index
+    /// that is not valid JSON, that names a tensor its shard does not hold, or a `.bin` that is
+    /// not a `torch.save` file; each file's own errors as [`read`](Self::read) and
+    /// [`from_bytes`](Self::from_bytes) give them (Git LFS pointer, truncated, corrupt).
+    pub fn read_dir(dir: &Path) -> Result<Self, ModelError> {
+        let single = dir.join("model.safetensors");
+        let st_index = dir.join("model.safetensors.index.json");
+        let bin = dir.join("pytorch_model.bin");
+        let bin_index = dir.join("pytorch_model.bin.index.json");
+        if single.exists() {
+            Self::read(&single)
+        } else if st_index.exists() {
+            Self::read_sharded(&st_index, |p| {
+                let bytes = std::fs::read(p).map_err(|e| ModelError::Io { path: p.to_path_buf(), source: e })?;
+                Self::from_bytes(p, &bytes)
+            })
+        } else if bin.exists() {
+            Self::read_pytorch(&bin)
+        } else if bin_index.exists() {
+            Self::read_sharded(&bin_index, Self::read_pytorch)
+        } else {
+            Err(ModelError::MissingFile {
+                path: single,
+                hint: "the checkpoint directory has no weights sttabt reads (model.safetensors, sharded safetensors with model.safetensors.index.json, or a PyTorch .bin file with or without its index)".into(),
+            })
+        }
+    }
+
+    /// Read the shards listed in a Hugging Face shard index (`{"weight_map": {tensor: file}}`,
+    /// files relative to the index's directory) with `read_shard`, and merge them. The store's
+    /// path is the index. Errors: see [`read_dir`](Self::read_dir).
+    fn read_sharded(index: &Path, read_shard: impl Fn(&Path) -> Result<Self, ModelError>) -> Result<Self, ModelError> {
+        let bad = |message: String| ModelError::Checkpoint { path: index.to_path_buf(), message };
+        let text = std::fs::read_to_string(index).map_err(|e| ModelError::Io { path: index.to_path_buf(), source: e })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a valid shard index (invalid JSON: {e})")))?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("not a valid shard index: no \"weight_map\" object (tensor name -> shard file)".into()))?;
+        // shard file -> the tensors the index puts there
+        let mut shards: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, file) in map {
+            let file = file.as_str().ok_or_else(|| bad(format!("weight_map entry for '{name}' is not a file name")))?;
+            if file.is_empty() || Path::new(file).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                return Err(bad(format!("weight_map puts '{name}' in '{file}', which is not a file name in the checkpoint directory")));
+            }
+            shards.entry(file.to_string()).or_default().push(name.clone());
+        }
+        if shards.is_empty() {
+            return Err(bad("the shard index lists no tensors (empty \"weight_map\")".into()));
+        }
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut tensors = HashMap::new();
+        let mut other = HashMap::new();
+        for (file, names) in &shards {
+            let path = dir.join(file);
+            if !path.exists() {
+                return Err(ModelError::MissingFile {
+                    path,
+                    hint: format!(
+                        "{} lists this shard (for {} tensors, e.g. '{}'), but it is not in the checkpoint directory; fetch or copy it too",
+                        index.display(),
+                        names.len(),
+                        names[0]
+                    ),
+                });
+            }
+            let shard = read_shard(&path)?;
+            if let Some(absent) = names.iter().find(|n| !shard.tensors.contains_key(*n) && !shard.other.contains_key(*n)) {
+                return Err(bad(format!(
+                    "the index puts tensor '{absent}' in shard '{file}', but that shard does not hold it; the index and the shards do not belong together: fetch them again"
+                )));
+            }
+            tensors.extend(shard.tensors);
+            other.extend(shard.other);
+        }
+        Ok(Self { path: index.to_path_buf(), tensors, other })
+    }
+
+    /// Read a `torch.save` state dict (`pytorch_model.bin`: the zip format of PyTorch >= 1.6, or
+    /// the legacy pickle format) with burn-store's PyTorch reader, which needs no torch.
+    ///
+    /// Errors: [`ModelError::LfsPointer`] (a Git LFS pointer), [`ModelError::Checkpoint`] (not a
+    /// `torch.save` file, or a storage that cannot be read: the message says which), I/O.
+    pub fn read_pytorch(path: &Path) -> Result<Self, ModelError> {
+        use burn::store::pytorch_reader::{DType, PytorchReader};
+        let head = read_head(path, 64)?;
+        if head.starts_with(LFS_MAGIC) {
+            let bytes = std::fs::read(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
+            return Err(lfs_pointer_error(path, &bytes));
+        }
+        let reader = PytorchReader::new(path).map_err(|e| {
+            let what = if head.starts_with(ZIP_MAGIC) {
+                "a zip archive, but not a readable torch.save checkpoint"
+            } else if looks_like_safetensors(&head) {
+                "not a PyTorch checkpoint but a safetensors file (rename it to model.safetensors)"
+            } else {
+                "not a PyTorch checkpoint (neither a torch.save zip archive nor the legacy pickle format)"
+            };
+            ModelError::Checkpoint { path: path.to_path_buf(), message: format!("{what}: {e}; fetch or copy it again") }
+        })?;
+        let mut tensors = HashMap::new();
+        let mut other = HashMap::new();
+        for (name, t) in reader.into_tensors() {
+            let decode: fn(&[u8]) -> f32 = match t.dtype() {
+                DType::F32 => |c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]),
+                DType::F16 => |c| half::f16::from_ne_bytes([c[0], c[1]]).to_f32(),
+                DType::BF16 => |c| half::bf16::from_ne_bytes([c[0], c[1]]).to_f32(),
+                DType::F64 => |c| f64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32,
+                dtype => {
+                    other.insert(name, format!("{dtype:?}"));
+                    continue;
+                }
+            };
+            let bytes = t.read().map_err(|e| ModelError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cannot read the data of tensor '{name}' ({e}); the file may be truncated or corrupt: fetch or copy it again"
+                ),
+            })?;
+            let data = bytes.chunks_exact(t.dtype().size()).map(decode).collect();
+            tensors.insert(name, RawTensor { shape: t.shape().to_vec(), data });
+        }
+        Ok(Self { path: path.to_path_buf(), tensors, other })
     }
 
     /// Parse safetensors bytes (`path` is used in error messages only).
@@ -151,20 +294,41 @@ impl TensorStore {
 /// truncated file.
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
+const LFS_MAGIC: &[u8] = b"version https://git-lfs.github.com/spec/v1";
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// The first `n` bytes of a file (fewer if it is shorter).
+fn read_head(path: &Path, n: u64) -> Result<Vec<u8>, ModelError> {
+    use std::io::Read;
+    let io = |e| ModelError::Io { path: path.to_path_buf(), source: e };
+    let mut head = Vec::new();
+    std::fs::File::open(path).map_err(io)?.take(n).read_to_end(&mut head).map_err(io)?;
+    Ok(head)
+}
+
+/// A safetensors header: u64 little-endian length, then `{`.
+fn looks_like_safetensors(head: &[u8]) -> bool {
+    head.len() > 8 && head[8] == b'{' && u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8])) <= MAX_HEADER_BYTES
+}
+
+fn lfs_pointer_error(path: &Path, bytes: &[u8]) -> ModelError {
+    let text = String::from_utf8_lossy(bytes);
+    let real = text
+        .lines()
+        .find_map(|l| l.strip_prefix("size ").and_then(|n| n.trim().parse::<u64>().ok()))
+        .map(|n| format!(", the real file is {n} bytes"))
+        .unwrap_or_default();
+    ModelError::LfsPointer { path: path.to_path_buf(), size: bytes.len() as u64, real }
+}
+
 /// Recognise the files that are commonly saved as `model.safetensors` by mistake (a Git LFS
 /// pointer, a PyTorch zip) and truncated safetensors files, each with its own error.
 fn sniff_format(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let size = bytes.len() as u64;
-    if bytes.starts_with(b"version https://git-lfs.github.com/spec/v1") {
-        let text = String::from_utf8_lossy(bytes);
-        let real = text
-            .lines()
-            .find_map(|l| l.strip_prefix("size ").and_then(|n| n.trim().parse::<u64>().ok()))
-            .map(|n| format!(", the real file is {n} bytes"))
-            .unwrap_or_default();
-        return Err(ModelError::LfsPointer { path: path.to_path_buf(), size, real });
+    if bytes.starts_with(LFS_MAGIC) {
+        return Err(lfs_pointer_error(path, bytes));
     }
-    if bytes.starts_with(b"PK\x03\x04") {
+    if bytes.starts_with(ZIP_MAGIC) {
         return Err(ModelError::PytorchArchive { path: path.to_path_buf() });
     }
     // safetensors: u64 little-endian header length N, N bytes of JSON, then the data

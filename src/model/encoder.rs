@@ -78,7 +78,7 @@ impl Encoder {
             return Err(ModelError::MissingFile { path: cfg_path, hint: "a Hugging Face checkpoint directory needs config.json".into() });
         }
         let config = EncoderConfig::from_file(&cfg_path)?;
-        let store = TensorStore::read(&dir.join("model.safetensors"))?;
+        let store = TensorStore::read_dir(dir)?;
         Self::from_store(config, &store)
     }
 
