@@ -27,7 +27,7 @@ pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
         Some(v) => vec![v.seq_len()],
         None => vec![16, 32, 64, 128, 256, 512],
     };
-    let flops: Vec<(usize, u64)> = lengths.iter().filter(|&&n| n <= c.max_position_embeddings).map(|&n| (n, c.dense_flops(n))).collect();
+    let flops: Vec<(usize, u64)> = lengths.iter().filter(|&&n| n <= c.max_tokens()).map(|&n| (n, c.dense_flops(n))).collect();
     if json {
         let v = serde_json::json!({
             "model_dir": dir,
