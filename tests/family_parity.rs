@@ -162,7 +162,7 @@ fn half_precision_copies_equal_the_rounded_f32_model() {
     for family in ["distilbert", "roberta"] {
         let reference = read_json(fixture(&format!("{family}/reference.json")));
         let tok = TextTokenizer::from_dir(&fixture(family), 64).unwrap();
-        for (v, round, tol) in [("f16", f16 as fn(f32) -> f32, 2e-2f32), ("bf16", bf16, 1e-1)] {
+        for (v, round, tol) in [("f16", f16 as fn(f32) -> f32, 1e-2f32), ("bf16", bf16, 5e-2)] {
             let half = Encoder::load(&fixture(&format!("{family}/{v}"))).unwrap();
             let expect = rounded_model(&fixture(family), round);
             assert_eq!(half, expect, "{family}/{v}: weights differ from the rounded f32 weights");
@@ -172,7 +172,8 @@ fn half_precision_copies_equal_the_rounded_f32_model() {
                 let x = tok.encode(text, pair).unwrap().input;
                 let out = half.run_dense(&[x], RunOptions::default()).unwrap().remove(0);
                 let e = max_abs_diff(&half.logits_of(&out).unwrap(), &f32s(&case["logits"][0]));
-                // rounding the weights moves the logits a little, not arbitrarily
+                // rounding the weights moves the logits a little (seen: f16 <= 2.5e-3, bf16
+                // <= 1.6e-2 on these fixtures), not arbitrarily
                 assert!(e < tol, "{family}/{v} {}: logits differ from the f32 reference by {e}", case["name"]);
             }
         }
