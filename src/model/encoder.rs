@@ -201,13 +201,12 @@ impl Encoder {
     pub(crate) fn from_store_with(mut config: EncoderConfig, store: &TensorStore, names: &TextLayout) -> Result<Self, ModelError> {
         let d = config.hidden_size;
         let eps = config.layer_norm_eps;
+        // (loaded in checkpoint order, so that the first wrong tensor is the one named)
+        let word = store.get(&names.word(), &[config.vocab_size, d])?;
+        let position = store.get(&names.position(), &[config.max_position_embeddings, d])?;
         let token_type = if names.token_types { store.get(&names.token_type(), &[config.type_vocab_size, d])? } else { Vec::new() };
-        let embeddings = Embeddings::Text(TextEmbeddings {
-            word: store.get(&names.word(), &[config.vocab_size, d])?,
-            position: store.get(&names.position(), &[config.max_position_embeddings, d])?,
-            token_type,
-            ln: LayerNorm::load(store, &names.emb_ln(), d, eps)?,
-        });
+        let ln = LayerNorm::load(store, &names.emb_ln(), d, eps)?;
+        let embeddings = Embeddings::Text(TextEmbeddings { word, position, token_type, ln });
         let scale = 1.0 / (config.head_size() as f32).sqrt();
         let mut layers = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
