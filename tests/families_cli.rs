@@ -2,7 +2,7 @@
 //! checkpoints of `tests/fixtures/families/` (BERT, DistilBERT, RoBERTa, XLM-R): `classify` in
 //! every mode (dense logits equal the float64 reference, the others equal the library's),
 //! `distill`, `concrete`, `ltp` and `finetune` for a few steps (their outputs keep the family and
-//! classify through the CLI as the library does), `eval`. And at the library level: pruned execution with a dense plan equals
+//! classify through the CLI as the library does), `eval`, `bench`. And at the library level: pruned execution with a dense plan equals
 //! the dense run, a dropped token leaves the others' position ids alone (RoBERTa's offset), and
 //! the training model mirrors the native one for each family (positions, token types, head).
 
@@ -222,6 +222,47 @@ fn every_job_runs(family: &str) {
     ]);
     let v = read_json(out.join("results.json"));
     assert_eq!(v["results"]["dev_examples"], 6, "{family}: {v}");
+
+    // bench: RT sentences (truncated to the model's longest input) and a synthetic length,
+    // every mode including ABT, the concrete and the LTP run
+    common::rotten_tomatoes_path();
+    let report = dir.path().join("bench.json");
+    ok(&[
+        "bench",
+        "--model",
+        t,
+        "--approx",
+        a,
+        "--concrete",
+        s(&run),
+        "--ltp",
+        s(&ltp),
+        "--rt",
+        "4",
+        "--lengths",
+        "12",
+        "--synth-examples",
+        "2",
+        "--batches",
+        "1",
+        "--repeats",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+        s(&report),
+    ]);
+    let v = read_json(report.clone());
+    let modes: Vec<String> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r["workload"].as_str().unwrap(), r["mode"].as_str().unwrap()))
+        .collect();
+    for want in ["rt dense", "rt abt", "rt concrete", "rt ltp", "T12 dense", "T12 abt"] {
+        assert!(modes.iter().any(|m| m.starts_with(want)), "{family}: bench rows {modes:?} lack {want}");
+    }
+    assert!(!v["memory"].as_array().unwrap().is_empty(), "{family}: memory rows");
 }
 
 #[test]
