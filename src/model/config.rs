@@ -237,7 +237,7 @@ fn default_true() -> bool {
     true
 }
 
-/// Validated encoder configuration (BERT post-LayerNorm, or ViT/DeiT pre-LayerNorm).
+/// Validated encoder configuration (BERT, DistilBERT, RoBERTa: post-LayerNorm; ViT/DeiT: pre-LayerNorm).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
     pub vocab_size: usize,
@@ -255,8 +255,10 @@ pub struct EncoderConfig {
     pub layer_norm_eps: f64,
     /// Class names, in label-id order; empty when the checkpoint has no classification head.
     pub labels: Vec<String>,
-    /// Model family (BERT text or ViT/DeiT vision). For vision, `vocab_size` and
-    /// `type_vocab_size` are 1 and `max_position_embeddings` is the sequence length.
+    /// Model family (BERT, DistilBERT or RoBERTa text, or ViT/DeiT vision). For vision,
+    /// `vocab_size` and `type_vocab_size` are 1 and `max_position_embeddings` is the sequence
+    /// length; DistilBERT has `type_vocab_size` 1 and no type table; `max_position_embeddings`
+    /// is always the position table's rows (RoBERTa's inputs are shorter: [`max_tokens`](Self::max_tokens)).
     #[serde(default)]
     pub arch: Architecture,
 }
