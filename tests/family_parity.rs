@@ -47,7 +47,8 @@ fn check_parity(dir: &Path, reference: &serde_json::Value) {
             assert_eq!(enc.input.ids, ints(&case["input_ids"][b])[..len], "{name}[{b}]: input_ids");
             // what the tokenizer gives; the model reads them only where the family has token types
             assert_eq!(enc.input.type_ids, ints(&case["tokenizer_type_ids"][b])[..len], "{name}[{b}]: token_type_ids");
-            let out = model.run_dense(&[enc.input.clone()], RunOptions { attentions: false, hidden_states: true }).unwrap().remove(0);
+            let out =
+                model.run_dense(std::slice::from_ref(&enc.input), RunOptions { attentions: false, hidden_states: true }).unwrap().remove(0);
             let states = out.hidden_states.as_ref().unwrap();
             assert_eq!(states.len(), layers + 1, "{name}[{b}]: embedding output + one state per layer");
             for (l, (rows, got)) in states.iter().enumerate() {
