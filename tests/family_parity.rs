@@ -246,4 +246,10 @@ fn unsupported_model_types_and_foreign_names_are_refused_clearly() {
     ] {
         assert!(e.contains(part), "{e}");
     }
+    // an old DistilBERT config without model_type is still read as one (its keys say so)
+    let mut config: serde_json::Value = read_json(fixture("distilbert/config.json"));
+    config.as_object_mut().unwrap().remove("model_type");
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let m = Encoder::load(dir.path()).unwrap();
+    assert_eq!(m, Encoder::load(&fixture("distilbert")).unwrap());
 }

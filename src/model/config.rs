@@ -269,10 +269,15 @@ impl EncoderConfig {
         self.hidden_size / self.num_heads
     }
 
-    /// Read and validate `config.json`.
+    /// Read and validate `config.json` of any supported family: `model_type` `bert` (or none),
+    /// `distilbert` (or none with DistilBERT's `dim`/`n_layers` keys), `roberta`, `xlm-roberta`,
+    /// `camembert`, `vit`, `deit`, and `sttabt-approx` (a text ApproxNet, its teacher's family in
+    /// `sttabt_family`).
     ///
-    /// Errors: missing/unreadable file, invalid JSON, an unsupported `position_embedding_type`
-    /// (only `absolute`), an unknown `hidden_act`, or sizes that do not fit together.
+    /// Errors ([`ModelError::Config`] naming the field): missing/unreadable file, invalid JSON, a
+    /// `model_type` not in [`SUPPORTED_MODEL_TYPES`](super::families::SUPPORTED_MODEL_TYPES) (the
+    /// message lists them), an unsupported `position_embedding_type` (only `absolute`), an
+    /// unknown activation, or sizes that do not fit together.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
         let cfg_err = |message: String| ModelError::Config { path: path.to_path_buf(), message };
@@ -286,6 +291,8 @@ impl EncoderConfig {
         let family = match model_type.as_deref() {
             Some("sttabt-approx") => value.get("sttabt_family").and_then(|v| v.as_str()).unwrap_or("bert").to_string(),
             Some(mt) => mt.to_string(),
+            // older configs without model_type: DistilBERT's keys say what it is
+            None if value.get("dim").is_some() && value.get("n_layers").is_some() => "distilbert".to_string(),
             None => "bert".to_string(),
         };
         match family.as_str() {
