@@ -109,7 +109,8 @@ impl ApproxNet {
         for (name, shape, data) in teacher.hf_tensors() {
             // Embedding tables keep their rows (vocabulary, positions, types); every other axis
             // of hidden or FFN size shrinks.
-            let is_table = name.starts_with("embeddings.") && name.ends_with("_embeddings.weight");
+            // (`embeddings.`, `distilbert.embeddings.`, `roberta.embeddings.`)
+            let is_table = name.contains("embeddings.") && name.ends_with("_embeddings.weight");
             // vision: position table [1, n, d] and class/distillation tokens [1, 1, d] shrink
             // only along d; the patch projection [d, C, p, p] only along axis 0
             let last_axis_only = name.ends_with("embeddings.position_embeddings") || name.ends_with("_token");
@@ -133,7 +134,9 @@ impl ApproxNet {
                 ApproxInit::Interpolate => interpolate(&data, &shape, &out_shape),
                 ApproxInit::Random => {
                     let len: usize = out_shape.iter().product();
-                    if name.ends_with("LayerNorm.weight") || (name.contains("layernorm") && name.ends_with(".weight")) {
+                    if name.ends_with("LayerNorm.weight")
+                        || ((name.contains("layernorm") || name.contains("layer_norm")) && name.ends_with(".weight"))
+                    {
                         vec![1.0; len]
                     } else if name.ends_with(".bias") {
                         vec![0.0; len]
@@ -181,6 +184,8 @@ impl ApproxNet {
         }
         if a.vision() != teacher.vision() {
             problems.push("image/patch layout differs (ViT/DeiT configuration)".into());
+        } else if a.arch != teacher.arch {
+            problems.push(format!("family: ApproxNet {} vs teacher {}", a.model_type(), teacher.model_type()));
         }
         if a.max_position_embeddings < teacher.max_position_embeddings || a.type_vocab_size != teacher.type_vocab_size {
             problems.push("position/token-type tables differ".into());
@@ -209,6 +214,8 @@ impl ApproxNet {
         if self.model.config.vision().is_none() {
             // a text ApproxNet must not be mistaken for a BERT teacher; vision configs keep
             // `vit`/`deit` (the loader needs it) and are told apart by the `sttabt_approx` block
+            // (`sttabt_family` keeps the teacher's: DistilBERT / RoBERTa names and config keys)
+            cfg["sttabt_family"] = self.model.config.model_type().into();
             cfg["model_type"] = "sttabt-approx".into();
         }
         cfg["sttabt_approx"] = serde_json::to_value(&self.meta).unwrap_or_default();

@@ -2,8 +2,12 @@
 //! `*ForSequenceClassification` checkpoints with upstream tensor names and tokenizers in
 //! `tests/fixtures/families/<family>/`, and `reference.json` from a numpy implementation of the
 //! upstream modelling code (`tools/fixtures/make_family_fixtures.py`). Token ids exactly, every
-//! layer's hidden states within 2e-5, logits within 1e-5. Today: BERT, read from each checkpoint
-//! format; DistilBERT and RoBERTa follow when the encoder reads them.
+//! layer's hidden states within 2e-5, logits within 1e-5: BERT, DistilBERT, RoBERTa and XLM-R,
+//! from every checkpoint format of each fixture (`.bin`, sharded safetensors, sharded `.bin`).
+//! f16 / bf16 copies hold rounded weights: they must equal the f32 model with its weights rounded
+//! the same way (bit for bit), and stay near the reference. Also: what each family writes back
+//! (`hf_tensors`, `config.json`) loads to the same model, and bad input (unsupported
+//! `model_type`, names of another family) is refused with a sentence saying what was expected.
 
 mod common;
 
@@ -41,8 +45,10 @@ fn check_parity(dir: &Path, reference: &serde_json::Value) {
             let enc = tok.encode(text.as_str().unwrap(), pair).unwrap();
             let len = ints(&case["attention_mask"][b]).iter().filter(|&&m| m == 1).count();
             assert_eq!(enc.input.ids, ints(&case["input_ids"][b])[..len], "{name}[{b}]: input_ids");
-            assert_eq!(enc.input.type_ids, ints(&case["token_type_ids"][b])[..len], "{name}[{b}]: token_type_ids");
-            let out = model.run_dense(&[enc.input.clone()], RunOptions { attentions: false, hidden_states: true }).unwrap().remove(0);
+            // what the tokenizer gives; the model reads them only where the family has token types
+            assert_eq!(enc.input.type_ids, ints(&case["tokenizer_type_ids"][b])[..len], "{name}[{b}]: token_type_ids");
+            let out =
+                model.run_dense(std::slice::from_ref(&enc.input), RunOptions { attentions: false, hidden_states: true }).unwrap().remove(0);
             let states = out.hidden_states.as_ref().unwrap();
             assert_eq!(states.len(), layers + 1, "{name}[{b}]: embedding output + one state per layer");
             for (l, (rows, got)) in states.iter().enumerate() {
@@ -118,4 +124,132 @@ fn family_tokenizers_reproduce_the_reference_ids() {
             }
         }
     }
+}
+
+fn distilbert_or_roberta_parity(family: &str, variants: &[&str]) {
+    let reference = read_json(fixture(&format!("{family}/reference.json")));
+    check_parity(&fixture(family), &reference);
+    for v in variants {
+        check_parity(&fixture(&format!("{family}/{v}")), &reference);
+    }
+}
+
+#[test]
+fn distilbert_matches_its_float64_reference_from_every_format() {
+    distilbert_or_roberta_parity("distilbert", &["bin", "sharded", "bin-sharded"]);
+}
+
+#[test]
+fn roberta_matches_its_float64_reference_from_every_format() {
+    distilbert_or_roberta_parity("roberta", &["bin", "sharded"]);
+}
+
+#[test]
+fn xlm_roberta_matches_its_float64_reference() {
+    distilbert_or_roberta_parity("xlm-roberta", &[]);
+}
+
+/// The f32 model with every weight rounded by `round`.
+fn rounded_model(dir: &Path, round: fn(f32) -> f32) -> Encoder {
+    let model = Encoder::load(dir).unwrap();
+    let tensors = model.hf_tensors().into_iter().map(|(n, s, d)| (n, s, d.into_iter().map(round).collect())).collect();
+    Encoder::from_store(model.config.clone(), &TensorStore::from_tensors(dir, tensors)).unwrap()
+}
+
+#[test]
+fn half_precision_copies_equal_the_rounded_f32_model() {
+    let f16 = |x: f32| half::f16::from_f32(x).to_f32();
+    let bf16 = |x: f32| half::bf16::from_f32(x).to_f32();
+    for family in ["distilbert", "roberta"] {
+        let reference = read_json(fixture(&format!("{family}/reference.json")));
+        let tok = TextTokenizer::from_dir(&fixture(family), 64).unwrap();
+        for (v, round, tol) in [("f16", f16 as fn(f32) -> f32, 1e-2f32), ("bf16", bf16, 5e-2)] {
+            let half = Encoder::load(&fixture(&format!("{family}/{v}"))).unwrap();
+            let expect = rounded_model(&fixture(family), round);
+            assert_eq!(half, expect, "{family}/{v}: weights differ from the rounded f32 weights");
+            for case in reference["cases"].as_array().unwrap() {
+                let text = case["texts"][0].as_str().unwrap();
+                let pair = case["text_pairs"].as_array().map(|p| p[0].as_str().unwrap());
+                let x = tok.encode(text, pair).unwrap().input;
+                let out = half.run_dense(&[x], RunOptions::default()).unwrap().remove(0);
+                let e = max_abs_diff(&half.logits_of(&out).unwrap(), &f32s(&case["logits"][0]));
+                // rounding the weights moves the logits a little (seen: f16 <= 2.5e-3, bf16
+                // <= 1.6e-2 on these fixtures), not arbitrarily
+                assert!(e < tol, "{family}/{v} {}: logits differ from the f32 reference by {e}", case["name"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn each_family_writes_back_its_own_names_and_config() {
+    for (family, prefix) in [("distilbert", "distilbert."), ("roberta", "roberta."), ("xlm-roberta", "roberta.")] {
+        let model = Encoder::load(&fixture(family)).unwrap();
+        let written = model.hf_tensors();
+        let store = TensorStore::read_dir(&fixture(family)).unwrap();
+        // every tensor written is one the upstream checkpoint has, with the same values
+        for (name, shape, data) in &written {
+            assert!(name.starts_with(prefix) || name.starts_with("classifier") || name.starts_with("pre_classifier"), "{family}: {name}");
+            assert_eq!(&store.get(name, shape).unwrap_or_else(|e| panic!("{family}: {e}")), data, "{family}: {name}");
+        }
+        let dir = TempDir::new(&format!("{family}-written"));
+        sttabt::train::save_hf_checkpoint(&model, dir.path(), Some(&fixture(family))).unwrap();
+        let config: serde_json::Value = read_json(dir.path().join("config.json"));
+        assert_eq!(config["model_type"], family, "{family}: model_type written back");
+        let again = Encoder::load(dir.path()).unwrap();
+        assert_eq!(again, model, "{family}: save + load is the identity");
+        check_parity(dir.path(), &read_json(fixture(&format!("{family}/reference.json"))));
+    }
+    let distil: serde_json::Value = read_json(fixture("distilbert/config.json"));
+    let model = Encoder::load(&fixture("distilbert")).unwrap();
+    let written = model.config.to_hf_json();
+    for key in ["dim", "n_layers", "n_heads", "hidden_dim", "activation", "vocab_size", "max_position_embeddings", "id2label"] {
+        assert_eq!(written[key], distil[key], "distilbert config key {key}");
+    }
+}
+
+#[test]
+fn unsupported_model_types_and_foreign_names_are_refused_clearly() {
+    let dir = TempDir::new("family-bad");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture("roberta").join(f), dir.path().join(f)).unwrap();
+    }
+    let mut config: serde_json::Value = read_json(fixture("roberta/config.json"));
+    config["model_type"] = "albert".into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let e = Encoder::load(dir.path()).unwrap_err().to_string();
+    for part in ["model_type 'albert' is not supported", "bert", "distilbert", "roberta", "xlm-roberta", "camembert"] {
+        assert!(e.contains(part), "{e}");
+    }
+    // a RoBERTa checkpoint under a BERT config: names match no BERT checkpoint
+    config["model_type"] = "bert".into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let e = Encoder::load(dir.path()).unwrap_err().to_string();
+    for part in [
+        "match no BERT checkpoint",
+        "'embeddings.word_embeddings.weight'",
+        "encoder.layer.0.attention.self.query.weight",
+        "roberta.",
+        "look like a RoBERTa checkpoint",
+    ] {
+        assert!(e.contains(part), "{e}");
+    }
+    // DistilBERT weights under a RoBERTa config
+    std::fs::copy(fixture("distilbert/model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    std::fs::copy(fixture("roberta/config.json"), dir.path().join("config.json")).unwrap();
+    let e = Encoder::load(dir.path()).unwrap_err().to_string();
+    for part in [
+        "match no RoBERTa checkpoint",
+        "'roberta.embeddings.word_embeddings.weight'",
+        "without the 'roberta.' prefix",
+        "look like a DistilBERT checkpoint",
+    ] {
+        assert!(e.contains(part), "{e}");
+    }
+    // an old DistilBERT config without model_type is still read as one (its keys say so)
+    let mut config: serde_json::Value = read_json(fixture("distilbert/config.json"));
+    config.as_object_mut().unwrap().remove("model_type");
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let m = Encoder::load(dir.path()).unwrap();
+    assert_eq!(m, Encoder::load(&fixture("distilbert")).unwrap());
 }

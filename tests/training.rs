@@ -389,7 +389,7 @@ fn grad_run(lengths: &[usize], tiny_mask: bool) -> GradRun {
     }
     masks.push(cls_t.clone());
     let out = tb.forward(&c, &batch, Some(&masks));
-    let logits = tb.logits(out.cls()).expect("classifier");
+    let logits = tb.logits(&c, out.cls()).expect("classifier");
     let targets: Vec<i64> = (0..b as i64).map(|i| i % 3).collect();
     let loss = cross_entropy(logits, Tensor::<1, Int>::from_data(TensorData::new(targets, [b]), &device));
     let lv = sttabt::train::finetune::scalar(&loss);

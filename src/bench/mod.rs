@@ -249,8 +249,14 @@ pub struct BenchReport {
     pub peer_note: Option<String>,
 }
 
-/// Synthetic `[CLS] w... [SEP]` of length `n`, deterministic per example.
+/// Synthetic `[CLS] w... [SEP]` of length `n` (BERT-uncased ids), deterministic per example.
 pub fn synthetic_input(n: usize, example: usize) -> EncodedInput {
+    synthetic_input_in(n, example, usize::MAX)
+}
+
+/// [`synthetic_input`] with every id folded into a vocabulary of `vocab` ids (`id % vocab`),
+/// for models whose vocabulary is smaller than BERT's ids (tiny test checkpoints).
+pub fn synthetic_input_in(n: usize, example: usize, vocab: usize) -> EncodedInput {
     let mut rng = fastrand::Rng::with_seed(0x5EED + example as u64);
     let mut ids: Vec<u32> = Vec::with_capacity(n);
     ids.push(101);
@@ -258,7 +264,8 @@ pub fn synthetic_input(n: usize, example: usize) -> EncodedInput {
     if n > 1 {
         ids.push(102);
     }
-    EncodedInput { type_ids: vec![0; ids.len()], ids, patches: Vec::new() }
+    let vocab = vocab.clamp(1, u32::MAX as usize) as u32;
+    EncodedInput { type_ids: vec![0; ids.len()], ids: ids.into_iter().map(|i| i % vocab).collect(), patches: Vec::new() }
 }
 
 pub use crate::planners::dense::keep_first_plan;
@@ -340,7 +347,8 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let mut memory = Vec::new();
     if opts.memory {
         let cx = Ctx { teacher: &teacher, approx: approx.as_ref(), concrete: &[], ltp: &[] };
-        let inputs: Vec<EncodedInput> = (0..32).map(|e| synthetic_input(256, e)).collect();
+        let n = teacher.config.max_tokens().min(256);
+        let inputs: Vec<EncodedInput> = (0..32).map(|e| synthetic_input_in(n, e, teacher.config.vocab_size)).collect();
         let mut st = Stages::default();
         let mut mem_modes = vec![BMode::Dense, BMode::Fixed(opts.synth_keep)];
         if approx.is_some() {
@@ -391,7 +399,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     if opts.rt_examples > 0 {
         let splits = crate::data::rt::load_rotten_tomatoes(&crate::assets::rotten_tomatoes_path(), 0)?;
         rt_sentences = splits.test.examples.iter().chain(&splits.dev.examples).take(opts.rt_examples).map(|e| e.text.clone()).collect();
-        let tok = crate::text::tokenizer::TextTokenizer::from_dir(&opts.model, 512)?;
+        let tok = crate::text::tokenizer::TextTokenizer::from_dir(&opts.model, teacher.config.max_tokens().min(512))?;
         let t0 = Instant::now();
         let inputs: Vec<EncodedInput> = rt_sentences.iter().map(|s| tok.encode(s, None).map(|t| t.input)).collect::<Result<_, _>>()?;
         let tok_s = t0.elapsed().as_secs_f64();
@@ -413,7 +421,12 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     for &n in &opts.lengths {
         let k = opts.synth_examples.max(*opts.batches.iter().max().unwrap_or(&1));
-        let inputs: Vec<EncodedInput> = (0..k).map(|e| synthetic_input(n, e)).collect();
+        anyhow::ensure!(
+            n <= teacher.config.max_tokens(),
+            "--lengths {n} is longer than the model's longest input ({} tokens)",
+            teacher.config.max_tokens()
+        );
+        let inputs: Vec<EncodedInput> = (0..k).map(|e| synthetic_input_in(n, e, teacher.config.vocab_size)).collect();
         let mut modes = dense_modes();
         if let Some(a) = &approx {
             modes.push(BMode::Abt(opts.synth_keep));

@@ -6,9 +6,8 @@
 //! PyTorch reader, no torch needed); `.bin` shards listed in `pytorch_model.bin.index.json`. See
 //! [`TensorStore::read_dir`].
 //!
-//! Tensor names follow transformers' `BertModel` / `BertForSequenceClassification`
-//! (`embeddings.*`, `encoder.layer.{i}.*`, `pooler.dense.*`, `classifier.*`), with or without the
-//! `bert.` prefix. f32/f16/bf16/f64 tensors are converted to f32; integer buffers such as
+//! Tensor names are kept as stored; lookups also find BERT's names with or without the `bert.`
+//! prefix. Which names a family's encoder reads is [`super::families::TextLayout`]'s business. f32/f16/bf16/f64 tensors are converted to f32; integer buffers such as
 //! `embeddings.position_ids` are skipped. Writing is atomic (temp file, then rename).
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,7 +1,9 @@
-//! Hugging Face `config.json` -> [`EncoderConfig`] (BERT family), with validation.
+//! Hugging Face `config.json` -> [`EncoderConfig`], with validation.
 //!
-//! Mirrors the fields of `transformers.BertConfig` that the encoder uses; unknown fields are
-//! ignored, optional ones get the HF defaults.
+//! Mirrors the fields of `transformers.BertConfig` (and `ViTConfig`/`DeiTConfig`) that the
+//! encoder uses; DistilBERT (`DistilBertConfig`: `dim`, `n_layers`, ...) and RoBERTa / XLM-R /
+//! CamemBERT configs are parsed in [`super::families`]. Unknown fields are ignored, optional ones
+//! get the HF defaults.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +25,7 @@ impl Activation {
         }
     }
     /// Parse HF's `hidden_act`; the error names the value and the supported ones.
-    fn from_hf(name: &str) -> Result<Self, String> {
+    pub(crate) fn from_hf(name: &str) -> Result<Self, String> {
         Self::parse(name).ok_or_else(|| format!("hidden_act '{name}' is not supported (expected gelu, gelu_new or relu)"))
     }
     /// The HF name of this activation.
@@ -88,11 +90,37 @@ pub enum Architecture {
     /// pooler. Token 0 is `[CLS]`.
     #[default]
     Bert,
+    /// DistilBERT (`distilbert.*`): word + position embeddings (no token types; the model ignores
+    /// type ids), LayerNorm eps 1e-12, post-LayerNorm layers (`sa_layer_norm`,
+    /// `output_layer_norm`), head `pre_classifier` + ReLU + `classifier` on token 0.
+    DistilBert,
+    /// RoBERTa / XLM-R / CamemBERT (`roberta.*`): BERT's layers; position ids start at
+    /// `padding_idx + 1`, a single token type (always 0), head `classifier.dense` + tanh +
+    /// `classifier.out_proj` on `<s>` (token 0).
+    Roberta(RobertaConfig),
     /// ViT / DeiT: patch embedding (a conv with stride = kernel = patch size), class token
     /// (and DeiT's distillation token), learned position embeddings, pre-LayerNorm layers, a final
     /// LayerNorm. Tokens `0..num_special_tokens()` are the class (and distillation) tokens,
     /// token `num_special_tokens() + i` is patch `i` in raster order.
     Vit(VisionConfig),
+}
+
+/// What a RoBERTa-family configuration adds to BERT's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RobertaConfig {
+    /// `"roberta"`, `"xlm-roberta"` or `"camembert"` (written back into `config.json`).
+    pub model_type: String,
+    /// `pad_token_id`: position ids of an unpadded sequence are `padding_idx + 1 + i`
+    /// (HF `create_position_ids_from_input_ids`).
+    pub padding_idx: usize,
+}
+
+/// Activation between the pooler-like dense layer of a text head and the classifier: tanh for
+/// BERT's pooler and RoBERTa's `classifier.dense`, ReLU for DistilBERT's `pre_classifier`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolerActivation {
+    Tanh,
+    Relu,
 }
 
 /// The image side of a ViT / DeiT configuration (HF `ViTConfig` / `DeiTConfig` fields).
@@ -201,7 +229,7 @@ fn default_true() -> bool {
     true
 }
 
-/// Validated encoder configuration (BERT post-LayerNorm, or ViT/DeiT pre-LayerNorm).
+/// Validated encoder configuration (BERT, DistilBERT, RoBERTa: post-LayerNorm; ViT/DeiT: pre-LayerNorm).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
     pub vocab_size: usize,
@@ -219,8 +247,10 @@ pub struct EncoderConfig {
     pub layer_norm_eps: f64,
     /// Class names, in label-id order; empty when the checkpoint has no classification head.
     pub labels: Vec<String>,
-    /// Model family (BERT text or ViT/DeiT vision). For vision, `vocab_size` and
-    /// `type_vocab_size` are 1 and `max_position_embeddings` is the sequence length.
+    /// Model family (BERT, DistilBERT or RoBERTa text, or ViT/DeiT vision). For vision,
+    /// `vocab_size` and `type_vocab_size` are 1 and `max_position_embeddings` is the sequence
+    /// length; DistilBERT has `type_vocab_size` 1 and no type table; `max_position_embeddings`
+    /// is always the position table's rows (RoBERTa's inputs are shorter: [`max_tokens`](Self::max_tokens)).
     #[serde(default)]
     pub arch: Architecture,
 }
@@ -231,10 +261,15 @@ impl EncoderConfig {
         self.hidden_size / self.num_heads
     }
 
-    /// Read and validate `config.json`.
+    /// Read and validate `config.json` of any supported family: `model_type` `bert` (or none),
+    /// `distilbert` (or none with DistilBERT's `dim`/`n_layers` keys), `roberta`, `xlm-roberta`,
+    /// `camembert`, `vit`, `deit`, and `sttabt-approx` (a text ApproxNet, its teacher's family in
+    /// `sttabt_family`).
     ///
-    /// Errors: missing/unreadable file, invalid JSON, an unsupported `position_embedding_type`
-    /// (only `absolute`), an unknown `hidden_act`, or sizes that do not fit together.
+    /// Errors ([`ModelError::Config`] naming the field): missing/unreadable file, invalid JSON, a
+    /// `model_type` not in [`SUPPORTED_MODEL_TYPES`](super::families::SUPPORTED_MODEL_TYPES) (the
+    /// message lists them), an unsupported `position_embedding_type` (only `absolute`), an
+    /// unknown activation, or sizes that do not fit together.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
         let cfg_err = |message: String| ModelError::Config { path: path.to_path_buf(), message };
@@ -243,16 +278,83 @@ impl EncoderConfig {
             let raw: HfVitConfig = serde_json::from_value(value).map_err(|e| cfg_err(format!("invalid ViT/DeiT config.json: {e}")))?;
             return Self::from_hf_vit(&raw).map_err(cfg_err);
         }
+        let model_type = value.get("model_type").and_then(|v| v.as_str()).map(str::to_string);
+        // a text ApproxNet keeps its teacher's family in `sttabt_family` (see `approx.rs`)
+        let family = match model_type.as_deref() {
+            Some("sttabt-approx") => value.get("sttabt_family").and_then(|v| v.as_str()).unwrap_or("bert").to_string(),
+            Some(mt) => mt.to_string(),
+            // older configs without model_type: DistilBERT's keys say what it is
+            None if value.get("dim").is_some() && value.get("n_layers").is_some() => "distilbert".to_string(),
+            None => "bert".to_string(),
+        };
+        match family.as_str() {
+            "bert" => {}
+            "distilbert" => return super::families::distilbert_from_json(value).map_err(cfg_err),
+            "roberta" | "xlm-roberta" | "camembert" => return super::families::roberta_from_json(value, &family).map_err(cfg_err),
+            other => return Err(cfg_err(super::families::unsupported_model_type(other))),
+        }
         let raw: HfBertConfig = serde_json::from_value(value).map_err(|e| cfg_err(format!("invalid config.json: {e}")))?;
         Self::from_hf(&raw).map_err(cfg_err)
+    }
+
+    /// Position id of token `i` of an unpadded sequence: `i`, or `padding_idx + 1 + i` for the
+    /// RoBERTa family. Row `i + position_offset()` of the position table embeds token `i`.
+    pub fn position_offset(&self) -> usize {
+        match &self.arch {
+            Architecture::Roberta(r) => r.padding_idx + 1,
+            _ => 0,
+        }
+    }
+
+    /// The longest input in tokens: `max_position_embeddings - position_offset()` (RoBERTa
+    /// reserves the rows up to `padding_idx`).
+    pub fn max_tokens(&self) -> usize {
+        self.max_position_embeddings.saturating_sub(self.position_offset())
+    }
+
+    /// Whether the model reads the tokenizer's token type ids: BERT does; DistilBERT has no
+    /// type embeddings and RoBERTa a single type (0), so both ignore them.
+    pub fn uses_token_types(&self) -> bool {
+        matches!(self.arch, Architecture::Bert)
+    }
+
+    /// Whether the checkpoint has a token-type table (`type_vocab_size` rows): every text family
+    /// but DistilBERT.
+    pub fn has_token_type_table(&self) -> bool {
+        matches!(self.arch, Architecture::Bert | Architecture::Roberta(_))
+    }
+
+    /// Whether the classification head always has a dense layer before the classifier
+    /// (DistilBERT's `pre_classifier`, RoBERTa's `classifier.dense`); BERT's pooler is optional.
+    pub fn has_classifier_dense(&self) -> bool {
+        matches!(self.arch, Architecture::DistilBert | Architecture::Roberta(_))
+    }
+
+    /// Activation after the text head's dense layer (pooler / `pre_classifier` / `classifier.dense`).
+    pub fn pooler_activation(&self) -> PoolerActivation {
+        match self.arch {
+            Architecture::DistilBert => PoolerActivation::Relu,
+            _ => PoolerActivation::Tanh,
+        }
+    }
+
+    /// The HF `model_type` of this configuration (`bert`, `distilbert`, `roberta`,
+    /// `xlm-roberta`, `camembert`, `vit`, `deit`).
+    pub fn model_type(&self) -> &str {
+        match &self.arch {
+            Architecture::Bert => "bert",
+            Architecture::DistilBert => "distilbert",
+            Architecture::Roberta(r) => &r.model_type,
+            Architecture::Vit(v) => &v.model_type,
+        }
     }
 
     /// Number of tokens that every plan keeps at every layer and that form `O_L`: `[CLS]` for
     /// text and ViT (1), class + distillation token for DeiT (2).
     pub fn num_special_tokens(&self) -> usize {
         match &self.arch {
-            Architecture::Bert => 1,
             Architecture::Vit(v) => v.num_special_tokens(),
+            _ => 1,
         }
     }
 
@@ -265,7 +367,7 @@ impl EncoderConfig {
     pub fn vision(&self) -> Option<&VisionConfig> {
         match &self.arch {
             Architecture::Vit(v) => Some(v),
-            Architecture::Bert => None,
+            _ => None,
         }
     }
 
@@ -326,7 +428,7 @@ impl EncoderConfig {
     pub fn from_hf(raw: &HfBertConfig) -> Result<Self, String> {
         if let Some(mt) = &raw.model_type {
             if !matches!(mt.as_str(), "bert" | "sttabt-approx") {
-                return Err(format!("model_type '{mt}' is not supported (expected 'bert'; RoBERTa/DistilBERT/ALBERT use other layouts)"));
+                return Err(super::families::unsupported_model_type(mt));
             }
         }
         let pet = raw.position_embedding_type.as_deref().unwrap_or("absolute");
@@ -368,6 +470,8 @@ impl EncoderConfig {
     pub fn to_hf_json(&self) -> serde_json::Value {
         let mut v = match &self.arch {
             Architecture::Bert => self.bert_json(),
+            Architecture::DistilBert => super::families::distilbert_json(self),
+            Architecture::Roberta(r) => super::families::roberta_json(self, r),
             Architecture::Vit(vc) => {
                 let arch = match (vc.model_type.as_str(), vc.head, self.labels.is_empty()) {
                     ("deit", VisionHead::Distilled, _) => "DeiTForImageClassificationWithTeacher",
@@ -406,7 +510,7 @@ impl EncoderConfig {
         v
     }
 
-    fn bert_json(&self) -> serde_json::Value {
+    pub(crate) fn bert_json(&self) -> serde_json::Value {
         serde_json::json!({
             "architectures": [if self.labels.is_empty() { "BertModel" } else { "BertForSequenceClassification" }],
             "model_type": "bert",
@@ -434,7 +538,7 @@ impl EncoderConfig {
 }
 
 /// Class names from `id2label` (ids must be `0..k`) or `num_labels` (`LABEL_i`); empty if neither.
-fn parse_labels(id2label: &Option<BTreeMap<String, String>>, num_labels: Option<usize>) -> Result<Vec<String>, String> {
+pub(crate) fn parse_labels(id2label: &Option<BTreeMap<String, String>>, num_labels: Option<usize>) -> Result<Vec<String>, String> {
     let labels = match (id2label, num_labels) {
         (Some(map), _) if !map.is_empty() => {
             let mut v: Vec<(usize, String)> = Vec::with_capacity(map.len());
@@ -457,7 +561,7 @@ fn parse_labels(id2label: &Option<BTreeMap<String, String>>, num_labels: Option<
 }
 
 /// Every size positive, `hidden` divisible by `heads`, `eps` finite and >= 0; the error names the field.
-fn check_sizes(sizes: &[(&str, usize)], hidden: usize, heads: usize, eps: f64) -> Result<(), String> {
+pub(crate) fn check_sizes(sizes: &[(&str, usize)], hidden: usize, heads: usize, eps: f64) -> Result<(), String> {
     if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
         return Err(format!("{name} must be positive, found 0"));
     }

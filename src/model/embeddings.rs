@@ -5,7 +5,9 @@
 use super::*;
 use crate::error::ModelError;
 
-/// `embeddings.*` of a text model: word + position + token type, then LayerNorm.
+/// `embeddings.*` of a text model: word + position + token type, then LayerNorm. `position` is
+/// `[max_position_embeddings, d]` (token `i` reads row `i + position_offset`); `token_type` is
+/// `[type_vocab_size, d]`, empty for DistilBERT (no type embeddings).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextEmbeddings {
     pub word: Vec<f32>,
@@ -50,7 +52,9 @@ impl Embeddings {
     }
 }
 
-/// One example: real tokens only (no padding). `n = ids.len()`; position ids are `0..n`.
+/// One example: real tokens only (no padding). `n = ids.len()`; position ids are `0..n`
+/// (`padding_idx + 1 ..` for RoBERTa, [`EncoderConfig::position_offset`](crate::model::config::EncoderConfig::position_offset));
+/// `type_ids` are read only by families with token types (BERT).
 ///
 /// Text: `ids`/`type_ids` from the tokenizer, `patches` empty. Images (see
 /// [`EncodedInput::image`]): `ids`/`type_ids` are `n` zeros (they only carry the length) and
@@ -113,17 +117,22 @@ impl Encoder {
         if x.type_ids.len() != x.ids.len() {
             return Err(ModelError::Input(format!("example {example}: {} token ids but {} token type ids", x.ids.len(), x.type_ids.len())));
         }
-        if x.ids.len() > c.max_position_embeddings {
+        if x.ids.len() > c.max_tokens() {
+            let why = if c.position_offset() > 0 {
+                format!("max_position_embeddings {} - padding_idx - 1", c.max_position_embeddings)
+            } else {
+                "max_position_embeddings".to_string()
+            };
             return Err(ModelError::Input(format!(
-                "example {example} has {} tokens, more than max_position_embeddings = {} (truncate it: --max-length)",
+                "example {example} has {} tokens, more than {why} = {} (truncate it: --max-length)",
                 x.ids.len(),
-                c.max_position_embeddings
+                c.max_tokens()
             )));
         }
         if let Some(&bad) = x.ids.iter().find(|&&i| i as usize >= c.vocab_size) {
             return Err(ModelError::Input(format!("example {example}: token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
         }
-        if let Some(&bad) = x.type_ids.iter().find(|&&i| i as usize >= c.type_vocab_size) {
+        if let Some(&bad) = x.type_ids.iter().find(|&&i| c.uses_token_types() && i as usize >= c.type_vocab_size) {
             return Err(ModelError::Input(format!("example {example}: token type {bad} is outside type_vocab_size {}", c.type_vocab_size)));
         }
         Ok(())
@@ -136,15 +145,23 @@ impl Encoder {
             Embeddings::Text(e) => e,
             Embeddings::Patch(e) => return self.embed_patches(e, x, tokens, out),
         };
+        // token t keeps its original position id (t, or padding_idx + 1 + t for RoBERTa) when
+        // pruning drops others; DistilBERT has no type table, RoBERTa reads type 0 only
+        let offset = self.config.position_offset();
+        let types = self.config.uses_token_types();
         for (r, &t) in tokens.iter().enumerate() {
             let row = &mut out[r * d..(r + 1) * d];
             let id = x.ids[t] as usize;
-            let ty = x.type_ids[t] as usize;
             let w = &e.word[id * d..(id + 1) * d];
-            let p = &e.position[t * d..(t + 1) * d];
-            let tt = &e.token_type[ty * d..(ty + 1) * d];
+            let p = &e.position[(t + offset) * d..(t + offset + 1) * d];
             for j in 0..d {
-                row[j] = w[j] + p[j] + tt[j];
+                row[j] = w[j] + p[j];
+            }
+            if !e.token_type.is_empty() {
+                let ty = if types { x.type_ids[t] as usize } else { 0 };
+                for (a, b) in row.iter_mut().zip(&e.token_type[ty * d..(ty + 1) * d]) {
+                    *a += b;
+                }
             }
         }
         e.ln.apply(out);

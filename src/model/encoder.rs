@@ -5,17 +5,23 @@
 use std::path::Path;
 
 use super::checkpoint::TensorStore;
-use super::config::EncoderConfig;
+use super::config::{Architecture, EncoderConfig, PoolerActivation};
+use super::families::TextLayout;
 use super::*;
 use crate::error::ModelError;
 
 /// Which family an [`Encoder`] belongs to, derived from its configuration
-/// ([`EncoderConfig::arch`](super::config::EncoderConfig::arch)): where the LayerNorms sit and how
-/// tokens are embedded.
+/// ([`EncoderConfig::arch`](super::config::EncoderConfig::arch)): where the LayerNorms sit, how
+/// tokens are embedded, and the tensor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncoderKind {
-    /// BERT-family text encoder: token + position + type embeddings, post-LayerNorm layers.
+    /// BERT text encoder: token + position + type embeddings, post-LayerNorm layers.
     Bert,
+    /// DistilBERT: BERT's layer under other names, no token types, `pre_classifier` + ReLU head.
+    DistilBert,
+    /// RoBERTa / XLM-R / CamemBERT: BERT's layer, positions offset by `padding_idx + 1`, one
+    /// token type, `classifier.dense` + tanh + `classifier.out_proj` head.
+    Roberta,
     /// ViT / DeiT image encoder: patch embedding, class (+ distillation) token, pre-LayerNorm.
     Vit,
 }
@@ -57,8 +63,10 @@ impl Encoder {
     /// The family this encoder belongs to (from `config.arch`).
     pub fn kind(&self) -> EncoderKind {
         match self.config.arch {
-            super::config::Architecture::Bert => EncoderKind::Bert,
-            super::config::Architecture::Vit(_) => EncoderKind::Vit,
+            Architecture::Bert => EncoderKind::Bert,
+            Architecture::DistilBert => EncoderKind::DistilBert,
+            Architecture::Roberta(_) => EncoderKind::Roberta,
+            Architecture::Vit(_) => EncoderKind::Vit,
         }
     }
 
@@ -182,47 +190,62 @@ impl Encoder {
         Ok(Self { config, embeddings, layers, pooler: None, classifier, final_ln, distillation_classifier })
     }
 
-    pub(crate) fn from_store_text(mut config: EncoderConfig, store: &TensorStore) -> Result<Self, ModelError> {
+    pub(crate) fn from_store_text(config: EncoderConfig, store: &TensorStore) -> Result<Self, ModelError> {
+        let names = TextLayout::of(&config.arch).ok_or_else(|| ModelError::Input("a vision configuration has no text layout".into()))?;
+        let names = names.resolve(store, config.model_type())?;
+        Self::from_store_with(config, store, &names)
+    }
+
+    /// Build a text encoder from `store` with the tensor names of `names` (a family's own, or
+    /// BERT's for any family: [`TextLayout::canonical`], the training model's export).
+    pub(crate) fn from_store_with(mut config: EncoderConfig, store: &TensorStore, names: &TextLayout) -> Result<Self, ModelError> {
         let d = config.hidden_size;
         let eps = config.layer_norm_eps;
-        let embeddings = Embeddings::Text(TextEmbeddings {
-            word: store.get("embeddings.word_embeddings.weight", &[config.vocab_size, d])?,
-            position: store.get("embeddings.position_embeddings.weight", &[config.max_position_embeddings, d])?,
-            token_type: store.get("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, d])?,
-            ln: LayerNorm::load(store, "embeddings.LayerNorm", d, eps)?,
-        });
+        // (loaded in checkpoint order, so that the first wrong tensor is the one named)
+        let word = store.get(&names.word(), &[config.vocab_size, d])?;
+        let position = store.get(&names.position(), &[config.max_position_embeddings, d])?;
+        let token_type = if names.token_types { store.get(&names.token_type(), &[config.type_vocab_size, d])? } else { Vec::new() };
+        let ln = LayerNorm::load(store, &names.emb_ln(), d, eps)?;
+        let embeddings = Embeddings::Text(TextEmbeddings { word, position, token_type, ln });
         let scale = 1.0 / (config.head_size() as f32).sqrt();
         let mut layers = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
-            let p = format!("encoder.layer.{l}");
-            let mut query = Linear::load(store, &format!("{p}.attention.self.query"), d, d)?;
+            let n = names.layer(l);
+            let mut query = Linear::load(store, &n.query, d, d)?;
             let query_hf = (query.weight_hf(), query.b.clone());
             query.scale_cols(0..d, scale);
-            let key = Linear::load(store, &format!("{p}.attention.self.key"), d, d)?;
-            let value = Linear::load(store, &format!("{p}.attention.self.value"), d, d)?;
+            let key = Linear::load(store, &n.key, d, d)?;
+            let value = Linear::load(store, &n.value, d, d)?;
             layers.push(EncoderLayer {
                 query_hf,
                 query,
                 key_value: concat_cols(&key, &value),
-                attn_out: Linear::load(store, &format!("{p}.attention.output.dense"), d, d)?,
-                attn_ln: LayerNorm::load(store, &format!("{p}.attention.output.LayerNorm"), d, eps)?,
-                ffn_in: Linear::load(store, &format!("{p}.intermediate.dense"), d, config.intermediate_size)?,
-                ffn_out: Linear::load(store, &format!("{p}.output.dense"), config.intermediate_size, d)?,
-                out_ln: LayerNorm::load(store, &format!("{p}.output.LayerNorm"), d, eps)?,
+                attn_out: Linear::load(store, &n.attn_out, d, d)?,
+                attn_ln: LayerNorm::load(store, &n.attn_ln, d, eps)?,
+                ffn_in: Linear::load(store, &n.ffn_in, d, config.intermediate_size)?,
+                ffn_out: Linear::load(store, &n.ffn_out, config.intermediate_size, d)?,
+                out_ln: LayerNorm::load(store, &n.out_ln, d, eps)?,
             });
         }
-        let pooler = if store.contains("pooler.dense.weight") { Some(Linear::load(store, "pooler.dense", d, d)?) } else { None };
-        let classifier = if store.contains("classifier.weight") {
+        let classifier_w = format!("{}.weight", names.classifier);
+        let has_classifier = store.contains(&classifier_w);
+        // BERT's pooler is optional; DistilBERT's and RoBERTa's head always has its dense layer
+        let pooler = if store.contains(&format!("{}.weight", names.pooler)) || (has_classifier && names.pooler != "pooler.dense") {
+            Some(Linear::load(store, names.pooler, d, d)?)
+        } else {
+            None
+        };
+        let classifier = if has_classifier {
             let n_labels = if config.labels.is_empty() {
                 // infer from the tensor when config.json has no id2label / num_labels
-                store.shape("classifier.weight").map(|s| s[0]).unwrap_or(0)
+                store.shape(&classifier_w).map(|s| s[0]).unwrap_or(0)
             } else {
                 config.labels.len()
             };
             if config.labels.is_empty() {
                 config.labels = (0..n_labels).map(|i| format!("LABEL_{i}")).collect();
             }
-            Some(Linear::load(store, "classifier", d, n_labels)?)
+            Some(Linear::load(store, names.classifier, d, n_labels)?)
         } else {
             None
         };
@@ -259,29 +282,32 @@ impl Encoder {
             return self.hf_tensors_vision(e, v);
         }
         let Embeddings::Text(e) = &self.embeddings else { return out };
-        out.push(("embeddings.word_embeddings.weight".into(), vec![c.vocab_size, d], e.word.clone()));
-        out.push(("embeddings.position_embeddings.weight".into(), vec![c.max_position_embeddings, d], e.position.clone()));
-        out.push(("embeddings.token_type_embeddings.weight".into(), vec![c.type_vocab_size, d], e.token_type.clone()));
-        push_ln(&mut out, "embeddings.LayerNorm", &e.ln);
+        let Some(names) = TextLayout::of(&c.arch) else { return out };
+        out.push((names.word(), vec![c.vocab_size, d], e.word.clone()));
+        out.push((names.position(), vec![c.max_position_embeddings, d], e.position.clone()));
+        if names.token_types {
+            out.push((names.token_type(), vec![c.type_vocab_size, d], e.token_type.clone()));
+        }
+        push_ln(&mut out, &names.emb_ln(), &e.ln);
         for (l, layer) in self.layers.iter().enumerate() {
-            let p = format!("encoder.layer.{l}");
+            let n = names.layer(l);
             // the stored (unscaled) query weights, so a save/load round trip is bit-exact
-            out.push((format!("{p}.attention.self.query.weight"), vec![d, d], layer.query_hf.0.clone()));
-            out.push((format!("{p}.attention.self.query.bias"), vec![d], layer.query_hf.1.clone()));
+            out.push((format!("{}.weight", n.query), vec![d, d], layer.query_hf.0.clone()));
+            out.push((format!("{}.bias", n.query), vec![d], layer.query_hf.1.clone()));
             let (k, v) = split_cols(&layer.key_value, d);
-            push_linear(&mut out, &format!("{p}.attention.self.key"), &k);
-            push_linear(&mut out, &format!("{p}.attention.self.value"), &v);
-            push_linear(&mut out, &format!("{p}.attention.output.dense"), &layer.attn_out);
-            push_ln(&mut out, &format!("{p}.attention.output.LayerNorm"), &layer.attn_ln);
-            push_linear(&mut out, &format!("{p}.intermediate.dense"), &layer.ffn_in);
-            push_linear(&mut out, &format!("{p}.output.dense"), &layer.ffn_out);
-            push_ln(&mut out, &format!("{p}.output.LayerNorm"), &layer.out_ln);
+            push_linear(&mut out, &n.key, &k);
+            push_linear(&mut out, &n.value, &v);
+            push_linear(&mut out, &n.attn_out, &layer.attn_out);
+            push_ln(&mut out, &n.attn_ln, &layer.attn_ln);
+            push_linear(&mut out, &n.ffn_in, &layer.ffn_in);
+            push_linear(&mut out, &n.ffn_out, &layer.ffn_out);
+            push_ln(&mut out, &n.out_ln, &layer.out_ln);
         }
         if let Some(p) = &self.pooler {
-            push_linear(&mut out, "pooler.dense", p);
+            push_linear(&mut out, names.pooler, p);
         }
         if let Some(cl) = &self.classifier {
-            push_linear(&mut out, "classifier", cl);
+            push_linear(&mut out, names.classifier, cl);
         }
         out
     }
@@ -346,12 +372,15 @@ impl Encoder {
         self.config.top_tokens()
     }
 
-    /// Pooler output `tanh(W h_CLS + b)`, `[d]`. Errors if the checkpoint has no pooler.
+    /// Pooler output `act(W h_CLS + b)`, `[d]`: BERT's `pooler.dense` and RoBERTa's
+    /// `classifier.dense` with tanh, DistilBERT's `pre_classifier` with ReLU
+    /// ([`EncoderConfig::pooler_activation`]). Errors if the checkpoint has no pooler.
     pub fn pool(&self, cls: &[f32]) -> Result<Vec<f32>, ModelError> {
         let p = self.pooler.as_ref().ok_or_else(|| ModelError::Input("this checkpoint has no pooler (pooler.dense.*)".into()))?;
         let mut v = p.forward(cls);
-        for x in v.iter_mut() {
-            *x = x.tanh();
+        match self.config.pooler_activation() {
+            PoolerActivation::Tanh => v.iter_mut().for_each(|x| *x = x.tanh()),
+            PoolerActivation::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
         }
         Ok(v)
     }

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod config;
 mod embeddings;
 mod encoder;
+pub mod families;
 mod weights;
 
 pub use embeddings::*;

@@ -124,13 +124,21 @@ pub fn argmax(v: &[f32]) -> usize {
     best
 }
 
-/// Give `base` a fresh classification head for `labels` (normal(0, 0.02), zero bias), deterministic from `seed`.
+/// Give `base` a fresh classification head for `labels` (normal(0, 0.02), zero bias), deterministic from `seed`;
+/// DistilBERT and RoBERTa bases without one also get the dense layer before it (`pre_classifier`,
+/// `classifier.dense`).
 pub fn with_new_head(mut base: Encoder, labels: Vec<String>, seed: u64) -> Encoder {
     let d = base.config.hidden_size;
     let n = labels.len();
     let mut rng = SplitMix64::new(seed ^ 0x5EED_C1A5);
     let w: Vec<f32> = (0..n * d).map(|_| normal(&mut rng) * 0.02).collect();
     base.classifier = Some(Linear::from_hf(&w, vec![0.0; n], d, n));
+    if base.pooler.is_none() && base.config.has_classifier_dense() {
+        // DistilBERT's `pre_classifier` / RoBERTa's `classifier.dense`: part of the head, new
+        // with it (BERT's optional pooler stays absent when the base has none)
+        let p: Vec<f32> = (0..d * d).map(|_| normal(&mut rng) * 0.02).collect();
+        base.pooler = Some(Linear::from_hf(&p, vec![0.0; d], d, d));
+    }
     base.config.labels = labels;
     base
 }

@@ -246,7 +246,7 @@ pub fn train_ltp(
             theta = theta.detach();
         }
         let (cls, masks) = ltp_forward(&model, &c, &batch, theta, cfg.temperature, hard);
-        let logits = model.teacher.logits(cls).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
+        let logits = model.teacher.logits(&c, cls).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
         let task = cross_entropy(logits, targets);
         let n = batch.valid.clone().sum_dim(1);
         let mut l1: Option<Tensor<1>> = None;

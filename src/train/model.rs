@@ -11,7 +11,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::ModelError;
 use crate::model::checkpoint::TensorStore;
-use crate::model::config::{Activation, EncoderConfig};
+use crate::model::config::{Activation, EncoderConfig, PoolerActivation};
+use crate::model::families::TextLayout;
 use crate::model::{split_cols, Embeddings, EncodedInput, Encoder, LayerNorm, Linear};
 
 /// Linear layer, weight `[in, out]`.
@@ -243,7 +244,8 @@ impl TrainBert {
             (Embeddings::Text(e), _) => (
                 Some(p2(&e.word, c.vocab_size, d)),
                 p2(&e.position, c.max_position_embeddings, d),
-                Some(p2(&e.token_type, c.type_vocab_size, d)),
+                // DistilBERT has no type table
+                (!e.token_type.is_empty()).then(|| p2(&e.token_type, c.type_vocab_size, d)),
                 Some(norm(&e.ln)),
                 None,
                 None,
@@ -267,8 +269,10 @@ impl TrainBert {
         }
     }
 
-    /// The weights as HF-named tensors `(name, shape, data)` (BERT names, or ViT/DeiT names for a
-    /// vision model: `deit.` when there is a distillation token, else `vit.`).
+    /// The weights as HF-named tensors `(name, shape, data)`: BERT's names for every text family
+    /// (no token-type table for DistilBERT; [`to_native`](Self::to_native) maps them back to the
+    /// family, whose own names the native model writes), or ViT/DeiT names for a vision model
+    /// (`deit.` when there is a distillation token, else `vit.`).
     pub fn hf_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let mut out = Vec::new();
         let p2 = |name: &str, p: &Param<Tensor<2>>, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>| {
@@ -307,10 +311,12 @@ impl TrainBert {
             let b = pb.val();
             out.push((format!("{pre}embeddings.patch_embeddings.projection.bias"), b.dims().to_vec(), to_vec(b)));
         }
-        if let (Some(w), Some(t), Some(ln)) = (&self.word, &self.token_type, &self.emb_ln) {
+        if let (Some(w), Some(ln)) = (&self.word, &self.emb_ln) {
             p2("embeddings.word_embeddings.weight", w, &mut out);
             p2("embeddings.position_embeddings.weight", &self.position, &mut out);
-            p2("embeddings.token_type_embeddings.weight", t, &mut out);
+            if let Some(t) = &self.token_type {
+                p2("embeddings.token_type_embeddings.weight", t, &mut out);
+            }
             norm("embeddings.LayerNorm", ln, &mut out);
         }
         for (l, layer) in self.layers.iter().enumerate() {
@@ -349,11 +355,16 @@ impl TrainBert {
     /// Back to the fast native executor (weights copied).
     pub fn to_native(&self, config: &EncoderConfig) -> Result<Encoder, ModelError> {
         let store = TensorStore::from_tensors(std::path::Path::new("<training model>"), self.hf_tensors());
-        Encoder::from_store(config.clone(), &store)
+        match TextLayout::canonical(&config.arch) {
+            Some(names) => Encoder::from_store_with(config.clone(), &store, &names),
+            None => Encoder::from_store(config.clone(), &store),
+        }
     }
 
     /// Embedding output `[B, T, d]` of a padded batch (text: word + type + position, LayerNorm;
-    /// images: class/distillation rows and projected patches, plus positions).
+    /// images: class/distillation rows and projected patches, plus positions). Text positions
+    /// start at [`EncoderConfig::position_offset`]; families that ignore type ids add type 0's
+    /// row (RoBERTa) or none (DistilBERT).
     pub fn embed(&self, c: &EncoderConfig, batch: &Batch) -> Tensor<3> {
         let [b, t] = batch.dims();
         let d = c.hidden_size;
@@ -368,14 +379,19 @@ impl TrainBert {
             let pos = self.position.val().slice([0..ns + np, 0..d]).unsqueeze::<3>();
             return Tensor::cat(vec![special, x], 1) + pos;
         }
-        let (Some(word), Some(tt), Some(ln)) = (&self.word, &self.token_type, &self.emb_ln) else {
+        let (Some(word), Some(ln)) = (&self.word, &self.emb_ln) else {
             panic!("TrainBert::embed: a text model needs token ids, an image model needs patches");
         };
         let flat = |x: Tensor<2, Int>| x.reshape([b * t]);
         let word = word.val().select(0, flat(batch.ids.clone())).reshape([b, t, d]);
-        let ty = tt.val().select(0, flat(batch.types.clone())).reshape([b, t, d]);
-        let pos = self.position.val().slice([0..t, 0..d]).unsqueeze::<3>();
-        ln.forward(word + ty + pos, c.layer_norm_eps)
+        let off = c.position_offset();
+        let pos = self.position.val().slice([off..off + t, 0..d]).unsqueeze::<3>();
+        let x = match &self.token_type {
+            Some(tt) if c.uses_token_types() => word + tt.val().select(0, flat(batch.types.clone())).reshape([b, t, d]),
+            Some(tt) => word + tt.val().slice([0..1, 0..d]).unsqueeze::<3>(),
+            None => word,
+        };
+        ln.forward(x + pos, c.layer_norm_eps)
     }
 
     /// One encoder layer on `[B, T, d]`: the shared layer code of every training mode.
@@ -468,19 +484,21 @@ impl TrainBert {
             };
             r.reshape([b, d])
         };
-        let cls_logits = self.logits(row(0))?;
+        let cls_logits = self.logits(c, row(0))?;
         match &self.distillation_classifier {
             Some(dc) => Some((cls_logits + dc.forward(row(1))).mul_scalar(0.5)),
             None => Some(cls_logits),
         }
     }
 
-    /// Classification logits `[B, num_labels]` from CLS rows `[B, d]` (pooler if present, then
-    /// classifier). Vision models: use [`head_logits`](Self::head_logits) (final LayerNorm, DeiT heads).
-    pub fn logits(&self, cls: Tensor<2>) -> Option<Tensor<2>> {
-        let pooled = match &self.pooler {
-            Some(p) => activation::tanh(p.forward(cls)),
-            None => cls,
+    /// Classification logits `[B, num_labels]` from CLS rows `[B, d]` (pooler if present, with
+    /// the family's activation, [`EncoderConfig::pooler_activation`]; then classifier). Vision
+    /// models: use [`head_logits`](Self::head_logits) (final LayerNorm, DeiT heads).
+    pub fn logits(&self, c: &EncoderConfig, cls: Tensor<2>) -> Option<Tensor<2>> {
+        let pooled = match (&self.pooler, c.pooler_activation()) {
+            (Some(p), PoolerActivation::Tanh) => activation::tanh(p.forward(cls)),
+            (Some(p), PoolerActivation::Relu) => activation::relu(p.forward(cls)),
+            (None, _) => cls,
         };
         self.classifier.as_ref().map(|c| c.forward(pooled))
     }

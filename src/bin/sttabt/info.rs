@@ -27,7 +27,7 @@ pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
         Some(v) => vec![v.seq_len()],
         None => vec![16, 32, 64, 128, 256, 512],
     };
-    let flops: Vec<(usize, u64)> = lengths.iter().filter(|&&n| n <= c.max_position_embeddings).map(|&n| (n, c.dense_flops(n))).collect();
+    let flops: Vec<(usize, u64)> = lengths.iter().filter(|&&n| n <= c.max_tokens()).map(|&n| (n, c.dense_flops(n))).collect();
     if json {
         let v = serde_json::json!({
             "model_dir": dir,
@@ -41,7 +41,7 @@ pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("model       {}", dir.display());
+    println!("model       {}   ({})", dir.display(), c.model_type());
     println!(
         "layers      {}   heads {}   hidden {}   head size {}   FFN {}",
         c.num_layers,
@@ -57,7 +57,13 @@ pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
             if v.num_special_tokens() == 2 { "class + distillation token" } else { "class token" },
             v.image_size, v.image_size, v.num_channels, v.patch_size, v.num_patches(), v.num_special_tokens(), v.seq_len(), c.activation
         ),
-        None => println!("vocab       {}   max positions {}   token types {}   activation {:?}", c.vocab_size, c.max_position_embeddings, c.type_vocab_size, c.activation),
+        None => println!(
+            "vocab       {}   max tokens {}   token types {}   activation {:?}",
+            c.vocab_size,
+            c.max_tokens(),
+            if c.uses_token_types() { c.type_vocab_size.to_string() } else { "ignored".into() },
+            c.activation
+        ),
     }
     println!("parameters  {} ({:.1} M)", m.num_parameters(), m.num_parameters() as f64 / 1e6);
     println!(

@@ -285,13 +285,17 @@ fn text_tokenizer(dir: &std::path::Path, model: &Encoder, max_length: usize) -> 
     Ok(TextTokenizer::from_dir(dir, clamp_max_length(dir, model, max_length))?)
 }
 
-/// `max_length` capped at the model's `max_position_embeddings`, with a warning naming the value
+/// `max_length` capped at the model's longest input ([`EncoderConfig::max_tokens`]:
+/// `max_position_embeddings`, less `padding_idx + 1` for RoBERTa), with a warning naming the value
 /// used when it was above.
+///
+/// [`EncoderConfig::max_tokens`]: sttabt::model::config::EncoderConfig::max_tokens
 fn clamp_max_length(dir: &std::path::Path, model: &Encoder, max_length: usize) -> usize {
-    let max_pos = model.config.max_position_embeddings;
+    let max_pos = model.config.max_tokens();
     if max_length > max_pos {
+        let what = if model.config.position_offset() > 0 { "max_position_embeddings - padding_idx - 1" } else { "max_position_embeddings" };
         eprintln!(
-            "warning: --max-length {max_length} is above the model's max_position_embeddings ({max_pos}, {}); using --max-length {max_pos}",
+            "warning: --max-length {max_length} is above the model's {what} ({max_pos}, {}); using --max-length {max_pos}",
             dir.join("config.json").display()
         );
         return max_pos;
