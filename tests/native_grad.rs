@@ -271,3 +271,17 @@ fn finetune_native_follows_the_burn_run() {
     let err = finetune_native(model, &train, &dev, &cfg, native_dir.path(), tok.path(), true, &quiet).expect_err("resume").to_string();
     assert!(err.contains("cannot resume"), "{err}");
 }
+
+/// The native trainer computes BERT's embeddings and head; other families (position offset, no
+/// token types, ReLU / `classifier.dense` heads) are refused by name instead of trained wrongly.
+#[test]
+fn native_trainer_refuses_other_families() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families");
+    for (family, model_type) in [("distilbert", "distilbert"), ("roberta", "roberta"), ("xlm-roberta", "xlm-roberta")] {
+        let m = Encoder::load(&root.join(family)).expect("fixture");
+        let err = NativeBert::from_model(&m).expect_err("a non-BERT family must be refused").to_string();
+        assert!(err.contains("BERT checkpoints only") && err.contains(model_type), "{family}: {err}");
+    }
+    let bert = Encoder::load(&root.join("bert")).expect("fixture");
+    NativeBert::from_model(&bert).expect("BERT is supported");
+}

@@ -460,7 +460,7 @@ fn burn_row(
                 |m: &LtpTrain, batch: &Batch, targets| -> anyhow::Result<Tensor<1>> {
                     let theta = m.phi.val().mul_scalar(scale);
                     let (cls, masks) = ltp_forward(m, &tcfg, batch, theta, lc.temperature, false);
-                    let logits = m.teacher.logits(cls).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
+                    let logits = m.teacher.logits(&tcfg, cls).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
                     let task = cross_entropy(logits, targets);
                     let n = batch.valid.clone().sum_dim(1);
                     let mut l1: Tensor<1> = Tensor::zeros([1], &batch.valid.device());

@@ -126,6 +126,12 @@ impl NativeBert {
                 "the native trainer supports post-LayerNorm text encoders (BERT) only, not vision models".into(),
             ));
         }
+        if !matches!(config.arch, crate::model::config::Architecture::Bert) {
+            return Err(ModelError::Input(format!(
+                "the native trainer supports BERT checkpoints only, not model_type {:?} (its position offset, token types and head differ); use --trainer burn",
+                config.model_type()
+            )));
+        }
         let store = TensorStore::from_tensors(Path::new("<native trainer>"), tensors);
         let c = config;
         let (d, f) = (c.hidden_size, c.intermediate_size);
