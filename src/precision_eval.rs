@@ -88,6 +88,9 @@ pub struct PrecisionComparison {
     pub bootstrap_level: f64,
     pub bootstrap_seed: u64,
     pub modes: Vec<ModeComparison>,
+    /// Modes left out, and why.
+    #[serde(default)]
+    pub skipped: Vec<String>,
     /// Anything added by the caller (e.g. ONNX Runtime's own fp32 / int8 accuracy on the same
     /// examples), verbatim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +153,8 @@ pub fn compare_mode(
 /// attention without an ApproxNet), and every concrete and LTP run, at both precisions on
 /// `data`. `fp32` and `int8` must hold the same runs in the same order.
 ///
+/// Returns the comparisons and a note per mode left out (and why).
+///
 /// Errors: as [`compare_mode`]; a keep fraction outside `(0, 1]`.
 pub fn compare_modes(
     fp32: &ModelSet,
@@ -157,7 +162,8 @@ pub fn compare_modes(
     ks: &[f64],
     data: &[LabeledInput],
     boot: &Bootstrap,
-) -> anyhow::Result<Vec<ModeComparison>> {
+) -> anyhow::Result<(Vec<ModeComparison>, Vec<String>)> {
+    let mut skipped = Vec::new();
     if let Some(k) = ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
         anyhow::bail!("every keep fraction must be in (0, 1], got {k}");
     }
@@ -166,12 +172,18 @@ pub fn compare_modes(
     for &k in ks {
         out.push(compare_mode(fp32, int8, data, &abt(k), boot)?);
     }
-    if let Some(k) = ks.iter().copied().min_by(f64::total_cmp) {
-        let target = out.iter().find(|c| c.mode == abt(k)).map(|c| c.retention_fp32).unwrap_or(1.0);
-        let lengths: Vec<usize> = data.iter().map(|d| d.input.len()).collect();
-        if let Ok(k_min) = calibrate_k_min(&lengths, fp32.teacher.layers.len(), target) {
-            out.push(compare_mode(fp32, int8, data, &Mode::TopK { k_min }, boot)?);
-        }
+    // manual top-k at the fp32 retention of the lowest ABT point its schedule can reach
+    let mut by_k: Vec<f64> = ks.to_vec();
+    by_k.sort_by(f64::total_cmp);
+    let lengths: Vec<usize> = data.iter().map(|d| d.input.len()).collect();
+    let topk = by_k.iter().find_map(|&k| {
+        let target = out.iter().find(|c| c.mode == abt(k))?.retention_fp32;
+        calibrate_k_min(&lengths, fp32.teacher.layers.len(), target).ok()
+    });
+    match topk {
+        Some(k_min) => out.push(compare_mode(fp32, int8, data, &Mode::TopK { k_min }, boot)?),
+        None if !ks.is_empty() => skipped.push("manual top-k: no ABT point's retention is reachable by its schedule".into()),
+        None => {}
     }
     for c in fp32.concrete {
         out.push(compare_mode(fp32, int8, data, &Mode::Concrete { theta0: c.theta0, theta: c.theta.clone() }, boot)?);
@@ -179,7 +191,7 @@ pub fn compare_modes(
     for m in fp32.ltp {
         out.push(compare_mode(fp32, int8, data, &Mode::Ltp { lambda: m.lambda, theta: m.theta.clone() }, boot)?);
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// The int8 paths this CPU runs, e.g. `amx-int8 (>= 24 rows), avx512-vnni`.
@@ -225,6 +237,9 @@ pub fn format_comparison(c: &PrecisionComparison) -> String {
             m.retention_int8,
             100.0 * m.plan_agreement
         );
+    }
+    for note in &c.skipped {
+        let _ = writeln!(s, "skipped: {note}");
     }
     s
 }

@@ -77,7 +77,7 @@ pub(crate) fn compare(
     if !opts.quiet {
         eprintln!("comparing fp32 and int8 on {} test examples ...", test.len());
     }
-    let modes = compare_modes(&fp32, &int8, &opts.ks, &test, &boot)?;
+    let (modes, skipped) = compare_modes(&fp32, &int8, &opts.ks, &test, &boot)?;
     let report = PrecisionComparison {
         teacher_precision: Precision::Int8,
         approx_precision_fp32_run: precision.approx_precision,
@@ -90,6 +90,7 @@ pub(crate) fn compare(
         bootstrap_level: boot.level,
         bootstrap_seed: boot.seed,
         modes,
+        skipped,
         peer,
     };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
