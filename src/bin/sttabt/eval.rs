@@ -43,7 +43,8 @@ pub struct EvalArgs {
     pub precision: PrecisionArgs,
     /// Instead of the full table: run every mode (dense, ABT at each --ks, manual top-k at the
     /// smallest k's retention, each --concrete and --ltp run) on the test split twice, with
-    /// the teachers in fp32 and in int8 (the ApproxNet at --approx-precision in both runs), and
+    /// the teachers in fp32 and in int8 whatever --precision says (the ApproxNet at
+    /// --approx-precision in both runs), and
     /// report per mode both accuracies, their argmax agreement and the paired 95% bootstrap
     /// interval of the accuracy difference; writes precision_comparison.json to --out.
     #[arg(long)]

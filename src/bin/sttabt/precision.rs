@@ -17,12 +17,6 @@ pub(crate) fn compare(
     precision: &PrecisionArgs,
     peer_json: Option<&std::path::Path>,
 ) -> Result<()> {
-    if precision.precision != Precision::Int8 {
-        eprintln!(
-            "note: --compare-precision always compares the teachers in fp32 and int8 (--precision {} is not used)",
-            precision.precision
-        );
-    }
     let peer = match peer_json {
         Some(p) => Some(
             serde_json::from_str::<serde_json::Value>(
