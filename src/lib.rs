@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod planners;
 pub mod plot;
+pub mod precision_eval;
 pub mod profile;
 pub mod text;
 pub mod train;
@@ -38,5 +39,5 @@ pub mod vision;
 
 pub use error::ModelError;
 pub use exec::RunOptions;
-pub use model::{EncodedInput, Encoder, EncoderKind};
+pub use model::{EncodedInput, Encoder, EncoderKind, Precision};
 pub use plan::TokenPlan;

@@ -77,6 +77,13 @@ pub struct BenchOptions {
     pub python: Option<PathBuf>,
     /// The peer script (default `../shared/peers/ort_dense.py`).
     pub peer_script: Option<PathBuf>,
+    /// Precision of our teachers' linear layers (the teacher, and the concrete / LTP runs'
+    /// teachers); the rows' mode labels end in ` int8` when it is int8.
+    #[serde(default)]
+    pub precision: crate::model::Precision,
+    /// Precision of the ApproxNets' linear layers.
+    #[serde(default)]
+    pub approx_precision: crate::model::Precision,
 }
 
 impl Default for BenchOptions {
@@ -102,6 +109,8 @@ impl Default for BenchOptions {
             peer: None,
             python: None,
             peer_script: None,
+            precision: crate::model::Precision::Fp32,
+            approx_precision: crate::model::Precision::Fp32,
         }
     }
 }
@@ -247,6 +256,11 @@ pub struct BenchReport {
     /// The peer's examples/s per workload, when run.
     pub peer: Vec<PeerRow>,
     pub peer_note: Option<String>,
+    /// Precision of our teachers' and ApproxNets' linear layers in every row.
+    #[serde(default)]
+    pub precision: crate::model::Precision,
+    #[serde(default)]
+    pub approx_precision: crate::model::Precision,
 }
 
 /// Synthetic `[CLS] w... [SEP]` of length `n` (BERT-uncased ids), deterministic per example.
@@ -327,7 +341,7 @@ pub fn check_options(opts: &BenchOptions) -> anyhow::Result<()> {
 
 pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     check_options(opts)?;
-    let teacher = Encoder::load(&opts.model)?;
+    let teacher = Encoder::load(&opts.model)?.with_precision(opts.precision)?;
     anyhow::ensure!(
         teacher.classifier.is_some(),
         "{} has no classification head; fine-tune one with `sttabt finetune`",
@@ -339,7 +353,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         opts.model.display()
     );
     let approx = match &opts.approx {
-        Some(p) => Some(crate::approx::ApproxNet::load(p, &teacher.config)?.model),
+        Some(p) => Some(crate::approx::ApproxNet::load(p, &teacher.config)?.model.with_precision(opts.approx_precision)?),
         None => None,
     };
     // Memory first, with only the teacher and its ApproxNet loaded (not the concrete/LTP runs'
@@ -359,18 +373,32 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         }
         for m in mem_modes {
             let (peak, added) = peak_rss(|| run_batch(&cx, &inputs, &m, &mut st).map(|_| ()))?;
-            memory.push(MemoryRow { mode: m.label(), peak_rss_mib: peak, added_mib: added });
+            let mode = match opts.precision {
+                crate::model::Precision::Fp32 => m.label(),
+                p => format!("{} {p}", m.label()),
+            };
+            memory.push(MemoryRow { mode, peak_rss_mib: peak, added_mib: added });
         }
     }
     let concrete: Vec<_> = opts
         .concrete
         .iter()
-        .map(|d| crate::train::concrete::ConcreteModel::load(d).map_err(|e| anyhow::anyhow!("loading concrete run {}: {e:#}", d.display())))
+        .map(|d| {
+            let mut c = crate::train::concrete::ConcreteModel::load(d)
+                .map_err(|e| anyhow::anyhow!("loading concrete run {}: {e:#}", d.display()))?;
+            c.teacher.set_precision(opts.precision)?;
+            c.approx.model.set_precision(opts.approx_precision)?;
+            Ok(c)
+        })
         .collect::<anyhow::Result<_>>()?;
     let ltp: Vec<_> = opts
         .ltp
         .iter()
-        .map(|d| crate::train::ltp::LtpModel::load(d).map_err(|e| anyhow::anyhow!("loading LTP run {}: {e:#}", d.display())))
+        .map(|d| {
+            let mut m = crate::train::ltp::LtpModel::load(d).map_err(|e| anyhow::anyhow!("loading LTP run {}: {e:#}", d.display()))?;
+            m.teacher.set_precision(opts.precision)?;
+            Ok(m)
+        })
         .collect::<anyhow::Result<_>>()?;
     for (what, cfg) in concrete.iter().map(|m| ("concrete", &m.teacher.config)).chain(ltp.iter().map(|m| ("LTP", &m.teacher.config))) {
         anyhow::ensure!(
@@ -539,7 +567,11 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let row_samples = std::mem::take(&mut samples[i]);
         // ratios to the peer pair rounds one to one (only when the peer ran in every round)
         let peer = (series.len() == row_samples.len()).then(|| (key.as_deref().unwrap_or(""), series.as_slice()));
-        rows.push(aggregate(name, b, modes[m].label_in(&cx), inputs.len(), row_samples, dense, peer));
+        let label = match opts.precision {
+            crate::model::Precision::Fp32 => modes[m].label_in(&cx),
+            p => format!("{} {p}", modes[m].label_in(&cx)),
+        };
+        rows.push(aggregate(name, b, label, inputs.len(), row_samples, dense, peer));
     }
     if peer_note.is_none() && peer_name.is_some() && peer_rounds.len() != rounds {
         peer_note = Some(format!("the peer ran in {} of {rounds} rounds", peer_rounds.len()));
@@ -559,5 +591,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         peer_name,
         peer: peer_rows,
         peer_note,
+        precision: opts.precision,
+        approx_precision: opts.approx_precision,
     })
 }

@@ -16,6 +16,17 @@ pub fn format_report(r: &BenchReport) -> String {
         r.loadavg_before,
         r.loadavg_after
     );
+    let _ = writeln!(
+        s,
+        "precision: teacher {}, ApproxNet {}{}",
+        r.precision,
+        r.approx_precision,
+        if r.precision == crate::model::Precision::Int8 || r.approx_precision == crate::model::Precision::Int8 {
+            format!(" (int8 kernels: {})", crate::precision_eval::int8_kernels_here())
+        } else {
+            String::new()
+        }
+    );
     let _ = writeln!(s, "ex/s: median over rounds (min-max); xdense, xpeer: medians of the per-round ratios; dense = every row of every layer; stage times in ms per example");
     let _ = writeln!(
         s,

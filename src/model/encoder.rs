@@ -399,3 +399,45 @@ impl Encoder {
         Ok(head.forward(&pooled))
     }
 }
+
+impl Encoder {
+    /// The precision of the encoder layers' linear layers (see [`set_precision`](Self::set_precision)).
+    pub fn precision(&self) -> Precision {
+        self.layers.first().map(EncoderLayer::precision).unwrap_or_default()
+    }
+
+    /// Run every encoder layer's linear layers (Q, fused K/V, attention output, FFN in and out)
+    /// at `precision`: [`Precision::Int8`] quantises each once ([`Linear::set_precision`]);
+    /// attention, LayerNorm, embeddings, pooler and classifier stay f32. The f32 weights are
+    /// kept (training, [`hf_tensors`](Self::hf_tensors) and a later switch back use them).
+    ///
+    /// Errors: [`ModelError::Input`] naming the layer when a weight cannot be quantised (NaN or
+    /// infinite values); the encoder is then left at its old precision.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), ModelError> {
+        let old = self.precision();
+        let mut failed = None;
+        'layers: for (l, layer) in self.layers.iter_mut().enumerate() {
+            for lin in layer.linears_mut() {
+                if let Err(e) = lin.set_precision(precision) {
+                    failed = Some(ModelError::Input(format!("encoder layer {l}: {e}")));
+                    break 'layers;
+                }
+            }
+        }
+        let Some(err) = failed else { return Ok(()) };
+        // undo the layers already switched (back to f32 never fails; back to int8 re-uses or
+        // rebuilds copies that were built before)
+        for layer in &mut self.layers {
+            for lin in layer.linears_mut() {
+                lin.set_precision(old)?;
+            }
+        }
+        Err(err)
+    }
+
+    /// `self` switched to `precision` (see [`set_precision`](Self::set_precision)).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self, ModelError> {
+        self.set_precision(precision)?;
+        Ok(self)
+    }
+}

@@ -1,15 +1,76 @@
 //! Weights of one encoder layer: [`Linear`] (`W` stored `[in, out]`, with its lazily packed
-//! AVX-512 copy), [`LayerNorm`] and [`EncoderLayer`].
+//! AVX-512 copy and, at [`Precision::Int8`], its int8 copy), [`LayerNorm`] and [`EncoderLayer`].
+
+use std::sync::Arc;
 
 use super::checkpoint::TensorStore;
 use crate::error::ModelError;
 use crate::kernels;
+use crate::kernels::int8::QuantizedLinear;
+
+/// The arithmetic of an encoder's linear layers (Q, K/V, attention output, FFN in and out).
+///
+/// Not part of the paper (ALGORITHM.md has no quantisation; issue 17): token plans decide which
+/// rows run, the precision how each row is multiplied. Attention, LayerNorm, embeddings, pooler
+/// and classifier stay f32 at either precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 weights and activations (the packed AVX-512 GEMM or `gemm`).
+    #[default]
+    Fp32,
+    /// Per-output-channel symmetric int8 weights, per-row dynamic int8 activations, i32
+    /// accumulation, bias and GELU fused into the dequantisation ([`kernels::int8`]).
+    Int8,
+}
+
+impl Precision {
+    /// `fp32` or `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// Why int8 runs slower than fp32 on this CPU (`None` at fp32, or when the AVX-512 VNNI
+    /// kernel runs): int8 then takes the plain-Rust fallback kernel, about 4x slower than the
+    /// f32 GEMM. The text names the missing CPU feature.
+    pub fn slow_here(self) -> Option<String> {
+        if self != Precision::Int8 {
+            return None;
+        }
+        kernels::int8::Int8Kernel::Vnni
+            .unavailable_reason()
+            .map(|why| format!("int8 runs on the portable fallback kernel here ({why}): expect it to be slower than fp32 on this CPU"))
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    /// `fp32` or `int8` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(Precision::Fp32),
+            "int8" | "i8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision {s:?} (accepted: fp32, int8)")),
+        }
+    }
+}
 
 /// A linear layer `y = x W + b` with `W` stored `[in, out]` (the transpose of HF's `[out, in]`).
 ///
 /// On CPUs with AVX-512 the first forward pass also keeps `W` in the panel layout of
 /// [`kernels::packed`] (built once, then reused by every call with at most
-/// [`PACKED_MAX_ROWS`] rows). The fields are private so that the weights cannot change after
+/// [`PACKED_MAX_ROWS`] rows). At [`Precision::Int8`] ([`set_precision`](Self::set_precision))
+/// every forward pass runs the int8 copy instead ([`QuantizedLinear`], quantised once from `W`;
+/// `W` itself is kept for training and export). The fields are private so that the weights cannot change after
 /// they were packed: read them with [`weight`](Self::weight) / [`bias`](Self::bias), build a new
 /// layer with [`new`](Self::new) or [`from_hf`](Self::from_hf) to change them:
 ///
@@ -30,9 +91,10 @@ pub struct Linear {
 /// to ~128-256 rows, slower on large batches; benches/packed_probe.rs).
 pub const PACKED_MAX_ROWS: usize = 256;
 
-/// Lazily packed copy of a [`Linear`]'s weights (`None` inside: this CPU has no AVX-512).
+/// Derived copies of a [`Linear`]'s weights: the lazily packed f32 panels (`None` inside: this
+/// CPU has no AVX-512) and, when the layer runs at [`Precision::Int8`], the int8 layer.
 #[derive(Clone, Default)]
-pub(crate) struct PackedCache(std::sync::OnceLock<Option<kernels::packed::PackedWeights>>);
+pub(crate) struct PackedCache(std::sync::OnceLock<Option<kernels::packed::PackedWeights>>, Option<Arc<QuantizedLinear>>);
 
 impl PartialEq for PackedCache {
     /// A cache, not data: two layers are equal when their weights are.
@@ -43,7 +105,11 @@ impl PartialEq for PackedCache {
 
 impl std::fmt::Debug for PackedCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some_and(|p| p.is_some()) { "packed" } else { "-" })
+        f.write_str(match (self.0.get().is_some_and(|p| p.is_some()), self.1.is_some()) {
+            (_, true) => "int8",
+            (true, false) => "packed",
+            (false, false) => "-",
+        })
     }
 }
 
@@ -108,6 +174,34 @@ impl Linear {
         Self { w, b, d_in, d_out, packed: PackedCache::default() }
     }
 
+    /// The precision forward passes run at.
+    pub fn precision(&self) -> Precision {
+        if self.packed.1.is_some() {
+            Precision::Int8
+        } else {
+            Precision::Fp32
+        }
+    }
+
+    /// Run forward passes at `precision`: [`Precision::Int8`] quantises `W` once (per output
+    /// channel, [`QuantizedLinear::new`]; a no-op when already int8), [`Precision::Fp32`] drops
+    /// the int8 copy. The f32 weights are kept either way.
+    ///
+    /// Errors: [`ModelError::Input`] when `W` or `b` cannot be quantised (a NaN or infinite
+    /// value, or more than [`kernels::int8::MAX_K`] inputs); the layer is left unchanged.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), ModelError> {
+        match precision {
+            Precision::Fp32 => self.packed.1 = None,
+            Precision::Int8 if self.packed.1.is_some() => {}
+            Precision::Int8 => {
+                let q = QuantizedLinear::new(&self.w, &self.b, self.d_in, self.d_out)
+                    .map_err(|e| ModelError::Input(format!("cannot run this {}x{} linear layer in int8: {e}", self.d_in, self.d_out)))?;
+                self.packed.1 = Some(Arc::new(q));
+            }
+        }
+        Ok(())
+    }
+
     /// The packed weights when a call with `rows` rows should use them (AVX-512 CPU, few rows).
     pub(crate) fn packed_for(&self, rows: usize) -> Option<&kernels::packed::PackedWeights> {
         if rows > PACKED_MAX_ROWS {
@@ -119,7 +213,17 @@ impl Linear {
     /// `out[rows, d_out] = act(x[rows, d_in] W + b)`: bias (and GELU) fused into the packed
     /// kernel where it runs; else the bias pre-filled, `gemm` accumulating, the activation after.
     /// The kernels assert `x.len() == rows · d_in` and `out.len() == rows · d_out`.
+    /// At [`Precision::Int8`] the int8 kernel runs instead, with the bias and GELU fused into
+    /// its dequantisation (other activations applied after).
     pub(crate) fn linear_into(&self, x: &[f32], out: &mut [f32], rows: usize, act: Option<crate::model::config::Activation>) {
+        if let Some(q) = &self.packed.1 {
+            let gelu = act == Some(crate::model::config::Activation::Gelu);
+            q.forward(x, out, rows, gelu);
+            if let Some(a) = act.filter(|_| !gelu) {
+                kernels::activate_fast(out, a);
+            }
+            return;
+        }
         if let Some(p) = self.packed_for(rows) {
             let gelu = act == Some(crate::model::config::Activation::Gelu);
             p.matmul_bias(x, &self.b, out, rows, gelu);
@@ -183,6 +287,8 @@ impl Linear {
     }
 
     /// Multiply the output columns in `cols` by `s` (weights and bias).
+    /// Resets the layer to [`Precision::Fp32`] (the derived copies would be stale); only the
+    /// loaders call it, before any precision is chosen.
     pub(crate) fn scale_cols(&mut self, cols: std::ops::Range<usize>, s: f32) {
         self.packed = PackedCache::default();
         for i in 0..self.d_in {
@@ -236,9 +342,25 @@ pub struct EncoderLayer {
     /// `output.LayerNorm`.
     pub out_ln: LayerNorm,
 }
+
 // For ViT/DeiT (pre-LayerNorm) `attn_ln` holds `layernorm_before` (applied to the layer input
 // before Q/K/V) and `out_ln` holds `layernorm_after` (applied before the FFN); the residuals are
 // added without normalisation.
+
+impl EncoderLayer {
+    /// The linear layers [`Precision`] switches: Q, K/V, attention output, FFN in and out.
+    pub(crate) fn linears_mut(&mut self) -> [&mut Linear; 5] {
+        [&mut self.query, &mut self.key_value, &mut self.attn_out, &mut self.ffn_in, &mut self.ffn_out]
+    }
+
+    /// The precision of this layer's linear layers (that of Q; [`Encoder::set_precision`]
+    /// switches all five together).
+    ///
+    /// [`Encoder::set_precision`]: crate::model::Encoder::set_precision
+    pub fn precision(&self) -> Precision {
+        self.query.precision()
+    }
+}
 
 pub(crate) fn concat_cols(a: &Linear, b: &Linear) -> Linear {
     let d_in = a.d_in;

@@ -67,6 +67,9 @@ pub struct BenchArgs {
     /// Also write the report as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// `--precision int8 --peer ort-int8` times our int8 rows against ORT's int8.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 /// Run `sttabt bench`.
@@ -89,7 +92,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         python,
         peer_script,
         json,
+        precision,
     } = args;
+    precision.warn_if_slow();
     let d = sttabt::bench::BenchOptions::default();
     // the demo's concrete/LTP runs belong to the demo's teacher
     let demo_model = model.is_none();
@@ -110,6 +115,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         peer,
         python,
         peer_script,
+        precision: precision.precision,
+        approx_precision: precision.approx_precision,
     };
     if !opts.model.join("model.safetensors").exists() {
         bail!("{} has no model; run `sttabt demo` first (it trains the default teacher) or pass --model", opts.model.display());

@@ -56,11 +56,13 @@ pub struct ClassifyArgs {
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 /// Run `sttabt classify`.
 pub fn run(args: ClassifyArgs) -> Result<()> {
-    let ClassifyArgs { texts, images, pair, file, model, approx, concrete, ltp, mode, keep, explain, json, max_length } = args;
+    let ClassifyArgs { texts, images, pair, file, model, approx, concrete, ltp, mode, keep, explain, json, max_length, precision } = args;
     let run = match (concrete, ltp) {
         (Some(d), _) => Some(PrunerRun::Concrete(d)),
         (None, Some(d)) => Some(PrunerRun::Ltp(d)),
@@ -75,6 +77,7 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
         if run.is_some() {
             bail!("--concrete / --ltp runs are text-only in `classify`; for images use `sttabt eval --image-folder DIR --concrete RUN`");
         }
+        precision.fp32_only("images")?;
         let model = model.context("--image needs --model DIR (a ViT/DeiT checkpoint)")?;
         let m = parse_mode(&mode, &keep, None)?;
         if matches!(m, sttabt::infer::Mode::Abt { .. } | sttabt::infer::Mode::AbtPerLayer { .. }) && approx.is_none() {
@@ -83,7 +86,7 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
         return vision::classify(&images, &model, approx.as_deref(), &m, json);
     }
     let inputs = read_classify_inputs(texts, pair, file)?;
-    classify(inputs, model.as_deref(), approx.as_deref(), run.as_ref(), &mode, &keep, explain, json, max_length)
+    classify(inputs, model.as_deref(), approx.as_deref(), run.as_ref(), &mode, &keep, explain, json, max_length, &precision)
 }
 
 /// A learned pruner's run directory (`classify --concrete DIR` / `--ltp DIR`).
@@ -233,6 +236,7 @@ pub(crate) fn classify(
     explain: bool,
     json: bool,
     max_length: usize,
+    precision: &PrecisionArgs,
 ) -> Result<()> {
     if inputs.is_empty() {
         bail!("no texts to classify: pass them as arguments, with --file, or on stdin");
@@ -245,28 +249,30 @@ pub(crate) fn classify(
     let (teacher, teacher_dir, approx_model, mode): (&Encoder, PathBuf, Option<&Encoder>, sttabt::infer::Mode) = match run {
         Some(PrunerRun::Concrete(d)) => {
             existing_run_dir(d, "--concrete", "teacher/, approx/ and concrete.json", "concrete")?;
-            concrete = sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))?;
+            concrete = precision.concrete(
+                sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))?,
+            )?;
             let mode = sttabt::infer::Mode::Concrete { theta0: concrete.theta0, theta: concrete.theta.clone() };
             (&concrete.teacher, d.join("teacher"), Some(&concrete.approx.model), mode)
         }
         Some(PrunerRun::Ltp(d)) => {
             existing_run_dir(d, "--ltp", "teacher/ and ltp.json", "ltp")?;
-            ltp = sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))?;
+            ltp = precision.ltp(sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))?)?;
             let mode = sttabt::infer::Mode::Ltp { lambda: ltp.lambda, theta: ltp.theta.clone() };
             (&ltp.teacher, d.join("teacher"), None, mode)
         }
         None => {
             let model = model.context("--model DIR is required (or --concrete DIR / --ltp DIR)")?;
-            plain = Encoder::load(model).with_context(|| format!("loading {}", model.display()))?;
+            plain = precision.teacher(Encoder::load(model).with_context(|| format!("loading {}", model.display()))?)?;
             let teacher = &plain;
             if teacher.classifier.is_none() {
                 bail!("{} has no classification head; fine-tune one with `sttabt finetune`", model.display());
             }
             let mode = parse_mode(mode, keep, Some(teacher.layers.len()))?;
             approx_net = match approx {
-                Some(a) => Some(
+                Some(a) => Some(precision.approx(
                     sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?,
-                ),
+                )?),
                 None => None,
             };
             if matches!(mode, sttabt::infer::Mode::Abt { .. } | sttabt::infer::Mode::AbtPerLayer { .. }) && approx_net.is_none() {

@@ -39,13 +39,47 @@ pub struct EvalArgs {
     /// No progress bars or status lines.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
+    /// Instead of the full table: run every mode (dense, ABT at each --ks, manual top-k at the
+    /// smallest k's retention, each --concrete and --ltp run) on the test split twice, with
+    /// the teachers in fp32 and in int8 whatever --precision says (the ApproxNet at
+    /// --approx-precision in both runs), and
+    /// report per mode both accuracies, their argmax agreement and the paired 95% bootstrap
+    /// interval of the accuracy difference; writes precision_comparison.json to --out.
+    #[arg(long)]
+    pub compare_precision: bool,
+    /// With --compare-precision: a JSON file (e.g. from ../shared/peers/ort_accuracy.py) stored
+    /// verbatim under `peer` in precision_comparison.json.
+    #[arg(long, requires = "compare_precision", value_name = "FILE")]
+    pub peer_json: Option<PathBuf>,
 }
 
 /// Run `sttabt eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let EvalArgs { data, images, model, approx, ks, out, concrete, ltp, limit, timing_examples, max_length, quiet } = args;
+    let EvalArgs {
+        data,
+        images,
+        model,
+        approx,
+        ks,
+        out,
+        concrete,
+        ltp,
+        limit,
+        timing_examples,
+        max_length,
+        quiet,
+        precision,
+        compare_precision,
+        peer_json,
+    } = args;
     let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
     if let Some(src) = image_source(&images, &data)? {
+        precision.fp32_only("images")?;
+        if compare_precision {
+            bail!("--compare-precision is for text models; drop --vision / --image-folder");
+        }
         if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
             bail!("--ks: every keep fraction must be in (0, 1], got {k}");
         }
@@ -54,7 +88,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         return vision::eval(&src, &model, approx.as_deref(), &concrete, &out, &opts);
     }
-    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length)
+    if compare_precision {
+        let paths = RunPaths { model: &model, approx: approx.as_deref(), concrete: &concrete, ltp: &ltp };
+        return super::precision::compare(&data, paths, &out, &opts, max_length, &precision, peer_json.as_deref());
+    }
+    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length, &precision)
+}
+
+/// The model directories of an `eval` run.
+pub(crate) struct RunPaths<'a> {
+    pub model: &'a std::path::Path,
+    pub approx: Option<&'a std::path::Path>,
+    pub concrete: &'a [PathBuf],
+    pub ltp: &'a [PathBuf],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -67,6 +113,7 @@ pub(crate) fn eval(
     out: &std::path::Path,
     opts: &sttabt::eval::EvalOptions,
     max_length: usize,
+    precision: &PrecisionArgs,
 ) -> Result<()> {
     if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
         bail!("--ks: every keep fraction must be in (0, 1], got {k}");
@@ -78,18 +125,24 @@ pub(crate) fn eval(
     }
     let needs = DataNeeds::eval("eval");
     let mut source = data.source(&needs)?;
-    let teacher = Encoder::load(model).with_context(|| format!("loading {}", model.display()))?;
-    let approx_net = match approx {
-        Some(a) => Some(sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?),
-        None => None,
-    };
+    let teacher = precision.teacher(Encoder::load(model).with_context(|| format!("loading {}", model.display()))?)?;
+    let approx_net =
+        match approx {
+            Some(a) => Some(precision.approx(
+                sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?,
+            )?),
+            None => None,
+        };
     let concrete: Vec<_> = concrete
         .iter()
-        .map(|d| sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display())))
+        .map(|d| {
+            precision
+                .concrete(sttabt::train::concrete::ConcreteModel::load(d).with_context(|| format!("loading concrete run {}", d.display()))?)
+        })
         .collect::<Result<_>>()?;
     let ltp: Vec<_> = ltp
         .iter()
-        .map(|d| sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display())))
+        .map(|d| precision.ltp(sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))?))
         .collect::<Result<_>>()?;
     // without --train, labels in the files map to the model's own id2label
     if let sttabt::pipeline::DataSource::Table { train: None, spec, .. } = &mut source {

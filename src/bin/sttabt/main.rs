@@ -23,6 +23,7 @@ mod fetch;
 mod finetune;
 mod info;
 mod ltp;
+mod precision;
 mod vision;
 use vision::ImageArgs;
 
@@ -341,4 +342,66 @@ fn existing_run_dir(dir: &std::path::Path, flag: &str, holds: &str, cmd: &str) -
         bail!("{flag} {}: no such directory; give a run directory written by `sttabt {cmd} --out DIR` (it holds {holds})", dir.display());
     }
     Ok(())
+}
+
+/// `--precision` / `--approx-precision` of `classify`, `eval` and `bench` (issue 17): the
+/// arithmetic of the encoder layers' linear layers; attention, LayerNorm and heads stay f32.
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct PrecisionArgs {
+    /// Precision of the teacher's linear layers (Q, K/V, attention output, FFN): fp32, or int8
+    /// (per-channel int8 weights, per-row dynamic int8 activations; AMX-INT8 / AVX-512 VNNI,
+    /// a slower portable fallback elsewhere). Applies to concrete and LTP runs' teachers too.
+    #[arg(long, default_value = "fp32", value_name = "fp32|int8")]
+    precision: model::Precision,
+    /// Precision of the ApproxNet's linear layers (fp32 | int8). ABT plans come from the
+    /// ApproxNet, so at fp32 they do not depend on --precision.
+    #[arg(long, default_value = "fp32", value_name = "fp32|int8")]
+    approx_precision: model::Precision,
+}
+
+impl PrecisionArgs {
+    /// Print (once per process) why int8 is slow on this CPU, when it is.
+    fn warn_if_slow(&self) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        let why = self.precision.slow_here().or_else(|| self.approx_precision.slow_here());
+        if let Some(why) = why {
+            ONCE.call_once(|| eprintln!("warning: {why}"));
+        }
+    }
+
+    /// A loaded teacher switched to `--precision`.
+    fn teacher(&self, m: Encoder) -> Result<Encoder> {
+        self.warn_if_slow();
+        m.with_precision(self.precision).with_context(|| format!("switching the teacher to --precision {}", self.precision))
+    }
+
+    /// A loaded ApproxNet switched to `--approx-precision`.
+    fn approx(&self, mut a: sttabt::approx::ApproxNet) -> Result<sttabt::approx::ApproxNet> {
+        self.warn_if_slow();
+        a.model
+            .set_precision(self.approx_precision)
+            .with_context(|| format!("switching the ApproxNet to --approx-precision {}", self.approx_precision))?;
+        Ok(a)
+    }
+
+    /// A concrete run: its teacher at `--precision`, its ApproxNet at `--approx-precision`.
+    fn concrete(&self, mut c: sttabt::train::concrete::ConcreteModel) -> Result<sttabt::train::concrete::ConcreteModel> {
+        c.teacher = self.teacher(c.teacher)?;
+        c.approx = self.approx(c.approx)?;
+        Ok(c)
+    }
+
+    /// An LTP run with its teacher at `--precision`.
+    fn ltp(&self, mut m: sttabt::train::ltp::LtpModel) -> Result<sttabt::train::ltp::LtpModel> {
+        m.teacher = self.teacher(m.teacher)?;
+        Ok(m)
+    }
+
+    /// Refuse a non-fp32 precision on a path that does not honour it yet (`what` names it).
+    fn fp32_only(&self, what: &str) -> Result<()> {
+        if self.precision != model::Precision::Fp32 || self.approx_precision != model::Precision::Fp32 {
+            bail!("--precision / --approx-precision int8 is not available for {what} yet (text models only); drop it or pass fp32");
+        }
+        Ok(())
+    }
 }

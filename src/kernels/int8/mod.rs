@@ -110,9 +110,11 @@ impl Int8Kernel {
     pub fn unavailable_reason(self) -> Option<String> {
         match self {
             Int8Kernel::Fallback => None,
+            Int8Kernel::Vnni if vnni::disabled() => Some("AVX-512 VNNI is switched off by STTABT_NO_VNNI".to_string()),
             Int8Kernel::Vnni => (!vnni::available()).then(|| "the CPU lacks AVX-512F/BW/VNNI".to_string()),
             Int8Kernel::Amx => match amx::status() {
                 amx::AmxStatus::Granted if vnni::available() => None,
+                amx::AmxStatus::Granted if vnni::disabled() => Some("AMX needs the VNNI epilogue, switched off by STTABT_NO_VNNI".into()),
                 amx::AmxStatus::Granted => Some("AMX is granted but the CPU lacks AVX-512 VNNI for the epilogue".into()),
                 s => Some(s.to_string()),
             },

@@ -8,14 +8,25 @@ use super::{Activations, Cols, Epilogue, NR};
 /// Rows per micro-kernel tile.
 pub const MR: usize = 6;
 
-/// Whether this CPU runs the VNNI path (AVX-512F/BW/VNNI and FMA, checked once).
+/// Whether `STTABT_NO_VNNI` is set in this process: it switches the VNNI path (and with it
+/// AMX, whose epilogue is VNNI code) off, so that the portable fallback runs as on a CPU
+/// without them (tests, comparisons). Read once.
+pub fn disabled() -> bool {
+    use std::sync::OnceLock;
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("STTABT_NO_VNNI").is_some())
+}
+
+/// Whether this CPU runs the VNNI path (AVX-512F/BW/VNNI and FMA, checked once; false when
+/// [`disabled`]).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
         static OK: OnceLock<bool> = OnceLock::new();
         *OK.get_or_init(|| {
-            std::is_x86_feature_detected!("avx512f")
+            !disabled()
+                && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512bw")
                 && std::is_x86_feature_detected!("avx512vnni")
                 && std::is_x86_feature_detected!("fma")
