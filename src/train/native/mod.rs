@@ -7,9 +7,11 @@
 //! - [`forward`]: padded batch, forward pass with the activations the backward needs;
 //! - [`backward`]: the gradients (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, LayerNorm, GELU, softmax attention);
 //! - [`optim`]: AdamW with burn's per-tensor clipping and defaults;
-//! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces.
+//! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces;
+//! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position).
 
 pub mod backward;
+pub mod checkpoint;
 pub mod finetune;
 pub mod forward;
 pub mod optim;
