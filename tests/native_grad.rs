@@ -267,7 +267,12 @@ fn finetune_native_follows_the_burn_run() {
             assert!(eu <= 1e-2, "{name}: the runs moved the weights differently, relative {eu:.3e}");
         }
     }
-    // resuming is refused with a clear message
-    let err = finetune_native(model, &train, &dev, &cfg, native_dir.path(), tok.path(), true, &quiet).expect_err("resume").to_string();
-    assert!(err.contains("cannot resume"), "{err}");
+    // resuming a finished run has nothing left to do and reports the same run
+    let again = finetune_native(model.clone(), &train, &dev, &cfg, native_dir.path(), tok.path(), true, &quiet).expect("resume");
+    assert_eq!((again.steps, &again.dev_accuracy, again.best_epoch), (rn.steps, &rn.dev_accuracy, rn.best_epoch));
+    // the burn trainer refuses the native checkpoint (and the native one burn's), naming the job
+    let err = finetune(model.clone(), &train, &dev, &cfg, native_dir.path(), tok.path(), true, &quiet).expect_err("burn resume");
+    assert!(format!("{err:#}").contains("job: finetune-native -> finetune"), "{err:#}");
+    let err = finetune_native(model, &train, &dev, &cfg, burn_dir.path(), tok.path(), true, &quiet).expect_err("native resume");
+    assert!(format!("{err:#}").contains("job: finetune -> finetune-native"), "{err:#}");
 }

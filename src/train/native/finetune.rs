@@ -99,7 +99,7 @@ pub fn finetune_native(
             bar.set_message(format!("epoch {} loss {loss_ema:.4} {}", epoch + 1, rate.examples_per_s(step, cfg.batch_size)));
             bar.inc(1);
             // the end of an epoch has its own checkpoint, after the evaluation
-            if step % cfg.checkpoint_every.max(1) == 0 && b + 1 < steps_per_epoch {
+            if step.is_multiple_of(cfg.checkpoint_every.max(1)) && b + 1 < steps_per_epoch {
                 state.loss_ema = Some(loss_ema);
                 checkpoint::save(&ckpt, &model, &optim, step, steps_per_epoch, &schedule, serde_json::to_value(&state)?)?;
             }
