@@ -79,6 +79,7 @@ pub fn finetune_native(
     bar.set_position(step as u64);
     let mut loss_ema = state.loss_ema.unwrap_or(f64::NAN);
     let rate = Rate::start(step);
+    let mut grads = model.zeros_like();
     // epochs evaluated so far; a checkpoint written at the end of an epoch but before its
     // evaluation resumes with that evaluation
     for epoch in state.dev_accuracy.len()..cfg.epochs {
@@ -87,10 +88,10 @@ pub fn finetune_native(
             let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
             let data: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
             let batch = batch_of(&model, &data)?;
-            let (lv, mut grads) = crate::kernels::in_pool(|| {
+            let lv = crate::kernels::in_pool(|| {
                 let fw = forward::forward(&model, &batch);
-                let g = backward::backward(&model, &batch, &fw);
-                (fw.loss, g)
+                backward::backward_into(&model, &batch, &fw, &mut grads);
+                fw.loss
             });
             anyhow::ensure!(lv.is_finite(), "loss became {lv} at step {step}; lower --lr");
             loss_ema = if loss_ema.is_nan() { lv } else { 0.95 * loss_ema + 0.05 * lv };
