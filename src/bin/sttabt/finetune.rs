@@ -39,7 +39,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub quiet: bool,
     /// Training implementation: burn (autodiff on burn's Flex backend, the reference) or native
-    /// (forward/backward on the crate's own kernels, several times faster; text BERT models
+    /// (forward/backward on the crate's own kernels, faster: `sttabt bench-train --trainer both`; text BERT models
     /// only). Same batches, schedule and AdamW; results equal up to float rounding. A run
     /// resumes only with the trainer that wrote its checkpoint.
     #[arg(long, value_enum, default_value_t = TrainerArg::Burn)]
