@@ -267,9 +267,35 @@ fn finetune_native_follows_the_burn_run() {
             assert!(eu <= 1e-2, "{name}: the runs moved the weights differently, relative {eu:.3e}");
         }
     }
-    // resuming is refused with a clear message
-    let err = finetune_native(model, &train, &dev, &cfg, native_dir.path(), tok.path(), true, &quiet).expect_err("resume").to_string();
-    assert!(err.contains("cannot resume"), "{err}");
+    // resuming a finished run has nothing left to do and reports the same run
+    let again = finetune_native(model.clone(), &train, &dev, &cfg, native_dir.path(), tok.path(), true, &quiet).expect("resume");
+    assert_eq!((again.steps, &again.dev_accuracy, again.best_epoch), (rn.steps, &rn.dev_accuracy, rn.best_epoch));
+    // the burn trainer refuses the native checkpoint (and the native one burn's), naming the job
+    let err = finetune(model.clone(), &train, &dev, &cfg, native_dir.path(), tok.path(), true, &quiet).expect_err("burn resume");
+    assert!(format!("{err:#}").contains("job: finetune-native -> finetune"), "{err:#}");
+    let err = finetune_native(model, &train, &dev, &cfg, burn_dir.path(), tok.path(), true, &quiet).expect_err("native resume");
+    assert!(format!("{err:#}").contains("job: finetune -> finetune-native"), "{err:#}");
+}
+
+#[test]
+fn backward_into_a_reused_buffer_equals_a_fresh_backward() {
+    use sttabt::train::native::{backward, forward};
+    let model = NativeBert::from_model(&tiny_model(2, 8, 3, true, 31)).expect("native");
+    let first = random_batch(&[5, 3, 7], 40, 3, 32);
+    let second = random_batch(&[4, 6], 40, 3, 33);
+    let (b1, b2) = (
+        batch_of(&model, &first.iter().collect::<Vec<_>>()).expect("b1"),
+        batch_of(&model, &second.iter().collect::<Vec<_>>()).expect("b2"),
+    );
+    let fresh = backward::backward(&model, &b2, &forward::forward(&model, &b2));
+    // a buffer holding the first batch's gradient (other embedding rows touched), then the second's
+    let mut g = model.zeros_like();
+    backward::backward_into(&model, &b1, &forward::forward(&model, &b1), &mut g);
+    assert!(g.tensors() != fresh.tensors(), "the two batches should have different gradients");
+    backward::backward_into(&model, &b2, &forward::forward(&model, &b2), &mut g);
+    for ((name, a), (_, b)) in g.tensors().into_iter().zip(fresh.tensors()) {
+        assert!(a == b, "{name}: the reused buffer's gradient differs from a fresh one");
+    }
 }
 
 /// The native trainer computes BERT's embeddings and head; other families (position offset, no

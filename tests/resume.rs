@@ -313,6 +313,39 @@ fn killed_and_resumed_runs_equal_uninterrupted_runs() {
 }
 
 #[test]
+fn native_finetune_killed_and_resumed_equals_uninterrupted() {
+    let fx = fixture();
+    let teacher = fx.teacher.display().to_string();
+    // as the burn fine-tune above, on the native trainer: checkpoints at 36, 50 and 72
+    let ft = [strings(&["finetune", "--model", &teacher, "--epochs", "2", "--batch-size", "2", "--lr", "1e-3"]), data_args(&fx)].concat();
+    let native = [ft.clone(), strings(&["--trainer", "native"])].concat();
+    kill_and_resume(
+        &fx,
+        "finetune-native",
+        &native,
+        50,
+        72,
+        &["--lr", "2e-3", "--batch-size", "3"],
+        &["lr", "batch_size"],
+        &["model.safetensors", "finetune.json"],
+    );
+    // the optimiser moments are in the checkpoint, and they are not zero after 72 steps
+    let dir = fx.root.join("finetune-native-b").join("checkpoint");
+    let state: serde_json::Value = serde_json::from_slice(&read(&dir.join("state.json"))).expect("state.json");
+    assert_eq!(state["job"], "finetune-native");
+    assert_eq!(state["extra"]["adamw_time"], 72);
+    let store =
+        sttabt::model::checkpoint::TensorStore::read(&dir.join(state["optimizer"].as_str().expect("optimizer file"))).expect("moments");
+    let n = 16 * 2; // classifier.weight: [in 16, out 2]
+    let m2 = store.get("moment_2.classifier.weight", &[n]).expect("second moment of the classifier");
+    assert!(m2.iter().all(|v| *v > 0.0), "second moments of the classifier should be positive after 72 steps: {m2:?}");
+    // the burn trainer refuses the native trainer's checkpoint, naming the job
+    let o = sttabt(&ft, &fx.root.join("finetune-native-b"), &["--resume"]).output().expect("run sttabt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("job: finetune-native -> finetune"), "burn resumed a native checkpoint: {err}");
+}
+
+#[test]
 fn resume_refuses_a_checkpoint_of_other_data() {
     // in-process: the data fingerprint (not just the hyper-parameters) is part of the run key
     let cfg = tiny_config(2, 2, 8, 32, 1200, 16);

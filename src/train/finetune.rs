@@ -76,13 +76,14 @@ pub struct FinetuneReport {
 }
 
 /// Fine-tuning progress kept in a checkpoint beside the weights and the optimiser state.
+/// Also the native trainer's ([`crate::train::native::finetune_native`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct ResumeState {
-    dev_accuracy: Vec<f64>,
-    best_dev_accuracy: f64,
-    best_epoch: usize,
+pub(crate) struct ResumeState {
+    pub(crate) dev_accuracy: Vec<f64>,
+    pub(crate) best_dev_accuracy: f64,
+    pub(crate) best_epoch: usize,
     /// The progress bar's smoothed loss.
-    loss_ema: Option<f64>,
+    pub(crate) loss_ema: Option<f64>,
 }
 
 /// Accuracy of the native model on labelled inputs (batched, dense).
@@ -196,6 +197,7 @@ pub fn finetune(
     let bar = progress.bar(total_steps as u64, "fine-tune");
     bar.set_position(step as u64);
     let mut loss_ema = state.loss_ema.unwrap_or(f64::NAN);
+    let rate = crate::train::Rate::start(step);
     // epochs evaluated so far; a checkpoint written at the end of an epoch but before its
     // evaluation resumes with that evaluation
     for epoch in state.dev_accuracy.len()..cfg.epochs {
@@ -215,7 +217,7 @@ pub fn finetune(
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(schedule.lr(step), model, grads);
             step += 1;
-            bar.set_message(format!("epoch {} loss {loss_ema:.4}", epoch + 1));
+            bar.set_message(format!("epoch {} loss {loss_ema:.4} {}", epoch + 1, rate.examples_per_s(step, cfg.batch_size)));
             bar.inc(1);
             // the end of an epoch has its own checkpoint, after the evaluation
             if step % cfg.checkpoint_every.max(1) == 0 && b + 1 < steps_per_epoch {

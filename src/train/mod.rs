@@ -159,3 +159,27 @@ pub fn copy_preprocessing_files(src: &Path, dir: &Path) -> Result<(), ModelError
     }
     Ok(())
 }
+
+/// Training throughput for progress bars: examples per second since the run (or the resumed
+/// run) started at step `first`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    first: usize,
+    start: std::time::Instant,
+}
+
+impl Rate {
+    /// Start counting at step `first` (0, or the step a resumed run continues from).
+    pub fn start(first: usize) -> Self {
+        Self { first, start: std::time::Instant::now() }
+    }
+    /// `"{x:.1} ex/s"` after `step` steps of `batch_size` examples (the last batch of an epoch
+    /// may be smaller: an estimate), or an empty string before the first step.
+    pub fn examples_per_s(&self, step: usize, batch_size: usize) -> String {
+        let secs = self.start.elapsed().as_secs_f64();
+        if step <= self.first || secs <= 0.0 {
+            return String::new();
+        }
+        format!("{:.1} ex/s", ((step - self.first) * batch_size) as f64 / secs)
+    }
+}

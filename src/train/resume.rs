@@ -197,6 +197,27 @@ impl Checkpointer {
         crate::model::checkpoint::write_safetensors(&self.dir.join(&weights), &views).map_err(|e| io(&self.dir.join(&weights), e))?;
         let bytes = optim.into_bytes().map_err(|e| io(&self.dir.join(&optimizer), format!("serialising the optimiser state: {e:?}")))?;
         crate::model::checkpoint::write_atomic(&self.dir.join(&optimizer), &bytes).map_err(|e| io(&self.dir.join(&optimizer), e))?;
+        let param_ids = burn::module::list_param_ids(model).iter().map(|id| id.val()).collect();
+        self.commit(step, per_epoch, schedule, param_ids, weights, optimizer, extra)
+    }
+
+    /// Write the commit record `state.json` of a checkpoint at `step` whose weights and optimiser
+    /// files (names relative to [`Self::dir`], already written) are `weights` and `optimizer`,
+    /// then remove the files of older checkpoints. [`Self::save`] ends with it; the native
+    /// trainer ([`crate::train::native::checkpoint`]) writes its own two files and calls it.
+    ///
+    /// Errors: the record cannot be written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &self,
+        step: usize,
+        per_epoch: usize,
+        schedule: &Schedule,
+        param_ids: Vec<u64>,
+        weights: String,
+        optimizer: String,
+        extra: Value,
+    ) -> Result<(), ResumeError> {
         let per_epoch = per_epoch.max(1);
         let state = TrainState {
             format: FORMAT,
@@ -206,7 +227,7 @@ impl Checkpointer {
             batch: step % per_epoch,
             schedule: *schedule,
             run: self.run.clone(),
-            param_ids: burn::module::list_param_ids(model).iter().map(|id| id.val()).collect(),
+            param_ids,
             weights: weights.clone(),
             optimizer: optimizer.clone(),
             extra,
@@ -240,25 +261,7 @@ impl Checkpointer {
     /// unchanged, with `None`, when there is no checkpoint. Errors: a checkpoint of another job, layout or run (naming every differing field),
     /// or missing / corrupt files.
     pub fn load<M: Module>(&self, model: M, optim: ModuleOptimizer) -> Result<(M, ModuleOptimizer, Option<TrainState>), ResumeError> {
-        let path = self.state_path();
-        if !path.exists() {
-            return Ok((model, optim, None));
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("not a checkpoint record ({e})") })?;
-        if value.get("format").and_then(Value::as_u64) != Some(FORMAT as u64) {
-            return Err(ResumeError::Unusable { path, message: format!("written by an older sttabt without the optimiser state (layout {}, expected {FORMAT}), so it cannot be resumed exactly", value.get("format").map(|v| v.to_string()).unwrap_or_else(|| "1".into())) });
-        }
-        let state: TrainState = serde_json::from_value(value)
-            .map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("malformed checkpoint record ({e})") })?;
-        if state.job != self.job {
-            return Err(ResumeError::Mismatch { path, fields: format!("job: {} -> {}", state.job, self.job) });
-        }
-        let diffs = diff_keys(&state.run, &self.run);
-        if !diffs.is_empty() {
-            return Err(ResumeError::Mismatch { path, fields: diffs.join("; ") });
-        }
+        let Some(state) = self.read_state()? else { return Ok((model, optim, None)) };
         let wpath = self.dir.join(&state.weights);
         let store = crate::model::checkpoint::TensorStore::read(&wpath).map_err(|e| io(&wpath, e))?;
         let names: Vec<(String, Vec<usize>)> = collect_params(&model).into_iter().map(|(n, s, _)| (n, s)).collect();
@@ -280,6 +283,34 @@ impl Checkpointer {
             .from_bytes(Bytes::from_bytes_vec(bytes))
             .map_err(|e| ResumeError::Unusable { path: opath, message: format!("corrupt optimiser state: {e:?}") })?;
         Ok((model, optim, Some(state)))
+    }
+
+    /// The commit record of the last checkpoint, checked against this run (format, job, run
+    /// key); `None` when there is none. [`Self::load`] starts with it.
+    ///
+    /// Errors: a record of another layout, job or run (naming every differing field), or an
+    /// unreadable record.
+    pub fn read_state(&self) -> Result<Option<TrainState>, ResumeError> {
+        let path = self.state_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("not a checkpoint record ({e})") })?;
+        if value.get("format").and_then(Value::as_u64) != Some(FORMAT as u64) {
+            return Err(ResumeError::Unusable { path, message: format!("written by an older sttabt without the optimiser state (layout {}, expected {FORMAT}), so it cannot be resumed exactly", value.get("format").map(|v| v.to_string()).unwrap_or_else(|| "1".into())) });
+        }
+        let state: TrainState = serde_json::from_value(value)
+            .map_err(|e| ResumeError::Unusable { path: path.clone(), message: format!("malformed checkpoint record ({e})") })?;
+        if state.job != self.job {
+            return Err(ResumeError::Mismatch { path, fields: format!("job: {} -> {}", state.job, self.job) });
+        }
+        let diffs = diff_keys(&state.run, &self.run);
+        if !diffs.is_empty() {
+            return Err(ResumeError::Mismatch { path, fields: diffs.join("; ") });
+        }
+        Ok(Some(state))
     }
 }
 

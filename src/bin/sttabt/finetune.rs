@@ -38,12 +38,28 @@ pub struct FinetuneArgs {
     /// No progress bars or status lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Training implementation: burn (autodiff on burn's Flex backend, the reference) or native
+    /// (forward/backward on the crate's own kernels, faster: `sttabt bench-train --trainer both`; text BERT models
+    /// only). Same batches, schedule and AdamW; results equal up to float rounding. A run
+    /// resumes only with the trainer that wrote its checkpoint.
+    #[arg(long, value_enum, default_value_t = TrainerArg::Burn)]
+    pub trainer: TrainerArg,
+}
+
+/// `--trainer` of `sttabt finetune`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainerArg {
+    Burn,
+    Native,
 }
 
 /// Run `sttabt finetune`.
 pub fn run(args: FinetuneArgs) -> Result<()> {
-    let FinetuneArgs { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet } = args;
+    let FinetuneArgs { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet, trainer } = args;
     if let Some(src) = image_source(&images, &data)? {
+        if trainer == TrainerArg::Native {
+            bail!("--trainer native covers text BERT models only; fine-tune images with --trainer burn (the default)");
+        }
         guard_output(&out, "finetune.json", resume)?;
         // from scratch: the vision defaults unless the flags were changed
         let d = vision::vision_finetune_config(epochs);
@@ -56,7 +72,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         return vision::finetune(&src, model, &out, cfg, train_limit, None, resume, quiet);
     }
     let cfg = sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
-    finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet)
+    finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet, trainer)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -69,6 +85,7 @@ pub(crate) fn finetune(
     max_length: usize,
     resume: bool,
     quiet: bool,
+    trainer: TrainerArg,
 ) -> Result<()> {
     use sttabt::pipeline::{tokenize, warn_truncation};
     use sttabt::train::finetune::{finetune, with_new_head};
@@ -91,8 +108,16 @@ pub(crate) fn finetune(
     } else {
         with_new_head(base, splits.label_names.clone(), cfg.seed)
     };
-    let report = finetune(base, &train, &dev, &cfg, out, &dir, resume, &sttabt::train::Progress { quiet })?;
-    let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
+    let progress = sttabt::train::Progress { quiet };
+    let report = match trainer {
+        TrainerArg::Burn => finetune(base, &train, &dev, &cfg, out, &dir, resume, &progress)?,
+        TrainerArg::Native => sttabt::train::native::finetune_native(base, &train, &dev, &cfg, out, &dir, resume, &progress)?,
+    };
+    let trainer_name = match trainer {
+        TrainerArg::Burn => "burn",
+        TrainerArg::Native => "native",
+    };
+    let json = serde_json::json!({"report": report, "config": cfg, "trainer": trainer_name, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
     sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
         "best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}",

@@ -13,6 +13,7 @@ use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{assets, model, Encoder, RunOptions};
 
 mod bench;
+mod bench_train;
 mod classify;
 mod concrete;
 mod demo;
@@ -132,6 +133,38 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
     /// rt b32: b_b32, ORT padded in order vs our unpadded packing; rt-sorted b32: c_b32_sorted,
     /// both length-sorted; Tn bB: d_Tn_bB). The peer is checked before anything is timed.
     Bench(bench::BenchArgs),
+    /// Time one optimisation step of each training job (fine-tune, ApproxNet distillation, concrete
+    /// and LTP soft-mask training) on burn and/or the native trainer: examples/s, GFLOP/s and the
+    /// time per stage.
+    ///
+    /// The model is all-MiniLM-L6-v2 with a fresh two-class head; batches are the first Rotten
+    /// Tomatoes training sentences (`rt`, padded to the batch's longest) or inputs of exactly N
+    /// tokens (sentences run together). Each row is one (job, trainer, data, batch size): after
+    /// --warmup unmeasured steps, the mean of --steps full steps of the job's own loop (loss,
+    /// backward, AdamW with per-tensor clipping) on one fixed batch.
+    ///
+    /// Columns: B = batch size; T = padded length; s/step = seconds per step (sum of the stages);
+    /// ex/s = B / s/step; GFLOP/s = counted FLOPs / s/step; data = padding the batch into
+    /// tensors (distill: plus the frozen teacher's forward); fwd = the trained modules' forward
+    /// and loss; bwd = back-propagation and gradient collection; optim = the AdamW step; teacher =
+    /// the part of data spent in the distillation teacher.
+    ///
+    /// FLOPs: 2·m·k·n per matrix product of the padded batch [B, T] (Q, K, V, attention output,
+    /// FFN in and out, QKᵀ and PV per head, pooler and classifier on the CLS rows); element-wise
+    /// work counts nothing; a trained module counts 3x its forward (forward, dX = dY·Wᵀ,
+    /// dW = Xᵀ·dY); the frozen distillation teacher counts 1x. Native rows are counted on the
+    /// same padded batch although the native trainer skips padding rows, so their GFLOP/s is
+    /// burn-equivalent throughput and ex/s compares the two directly.
+    ///
+    /// --trainer both times burn and native side by side in one run over >= 3 rounds, the order
+    /// alternating per round (burn first, native first, ...), and prints per point the median
+    /// and range of the per-round ratio native / burn of examples/s (the issue's speed-up).
+    #[command(after_long_help = "\
+Examples:
+  sttabt bench-train                                     # burn, all jobs, B 16/32, rt and T=128
+  sttabt bench-train --jobs finetune --trainer both --json ft.json
+  sttabt --threads 2 bench-train --jobs finetune --trainer both --batches 32 --data 128 --rounds 5")]
+    BenchTrain(bench_train::BenchTrainArgs),
     /// The whole study on real data with no arguments: fetch all-MiniLM-L6-v2 and Rotten Tomatoes,
     /// fine-tune, distil an ApproxNet, evaluate every mode, print the table.
     ///
@@ -273,6 +306,7 @@ fn run() -> Result<()> {
         Command::Classify(args) => classify::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchTrain(args) => bench_train::run(args),
         Command::Demo(args) => demo::run(args),
     }
 }

@@ -1,13 +1,14 @@
 //! The native trainer's backward pass: gradients of the mean cross-entropy of
 //! [`forward`](super::forward::forward) with respect to every parameter, on the crate's GEMMs
-//! (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, both as plain row-major products after a transpose).
+//! (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, the transposed operand read through its strides,
+//! [`kernels::matmul_t`]).
 
 use rayon::prelude::*;
 
 use crate::kernels;
 use crate::model::config::Activation;
 use crate::train::native::forward::{merge_heads, split_heads, Forward, LnCache, PackedBatch};
-use crate::train::native::params::{transpose, Dense, LayerNormParams, NativeBert};
+use crate::train::native::params::{Dense, LayerNormParams, NativeBert};
 
 /// Backward of `y = x·W + b` (`x` `[m, d_in]`, `dy` `[m, d_out]`): writes `grad.w = xᵀ·dy`,
 /// `grad.b = Σ_rows dy`; returns `dx = dy·Wᵀ` when `want_dx`.
@@ -19,12 +20,10 @@ pub fn linear_backward(x: &[f32], dy: &[f32], w: &Dense, grad: &mut Dense, m: us
             *g += *v;
         }
     }
-    let xt = transpose(x, m, di);
-    kernels::matmul(&xt, dy, &mut grad.w, di, m, dout, false);
+    kernels::matmul_t(x, true, dy, false, &mut grad.w, di, m, dout, false);
     want_dx.then(|| {
-        let wt = transpose(&w.w, di, dout);
         let mut dx = vec![0.0f32; m * di];
-        kernels::matmul(dy, &wt, &mut dx, m, dout, di, false);
+        kernels::matmul_t(dy, false, &w.w, true, &mut dx, m, dout, di, false);
         dx
     })
 }
@@ -99,11 +98,23 @@ pub fn activation_grad(x: f32, act: Activation) -> f32 {
 
 /// Gradients of `fw.loss` (the mean cross-entropy) with respect to every parameter of `model`.
 pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> NativeBert {
+    let mut g = model.zeros_like();
+    backward_into(model, batch, fw, &mut g);
+    g
+}
+
+/// [`backward`] into the buffers of `g` (shaped as `model`, e.g. [`NativeBert::zeros_like`]),
+/// overwriting every value: a training loop keeps one `g` across steps and saves allocating and
+/// first-touching the ~90 MB of a BERT-small gradient every step.
+pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &mut NativeBert) {
     let c = &model.config;
     let (b, d) = (batch.b, c.hidden_size);
     let (h, dh) = (c.num_heads, c.head_size());
     let bt = batch.rows();
-    let mut g = model.zeros_like();
+    // the embedding tables are accumulated into; every other gradient is written in full
+    g.word.par_chunks_mut(1 << 16).for_each(|x| x.fill(0.0));
+    g.position.fill(0.0);
+    g.token_type.fill(0.0);
     // head: d loss / d logits = (softmax - onehot) / B
     let nl = model.classifier.d_out;
     let mut dlogits = vec![0.0f32; b * nl];
@@ -138,7 +149,11 @@ pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Native
         // FFN block: y = LN2(ffn_out(act(ffn_in(a))) + a)
         let dffn = layer_norm_backward(&dy, &cache.ln2, &layer.out_ln, &mut gl.out_ln);
         let mut dinter = linear_backward(&cache.inter_act, &dffn, &layer.ffn_out, &mut gl.ffn_out, bt, true).expect("dx requested");
-        dinter.par_iter_mut().zip(cache.inter_pre.par_iter()).for_each(|(dv, &u)| *dv *= activation_grad(u, c.activation));
+        if c.activation == Activation::Gelu {
+            kernels::gelu_backward(&mut dinter, &cache.inter_pre);
+        } else {
+            dinter.par_iter_mut().zip(cache.inter_pre.par_iter()).for_each(|(dv, &u)| *dv *= activation_grad(u, c.activation));
+        }
         let mut da = linear_backward(&cache.a, &dinter, &layer.ffn_in, &mut gl.ffn_in, bt, true).expect("dx requested");
         for (v, r) in da.iter_mut().zip(&dffn) {
             *v += *r;
@@ -172,8 +187,7 @@ pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Native
             let p = &cache.probs[p0..p0 + n * n];
             kernels::serial(|| {
                 // dV = Pᵀ·dC, dP = dC·Vᵀ
-                let pt = transpose(p, n, n);
-                kernels::matmul(&pt, dc, dvh, n, n, dh, false);
+                kernels::matmul_t(p, true, dc, false, dvh, n, n, dh, false);
                 let mut ds = vec![0.0f32; n * n];
                 kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
                 // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
@@ -185,8 +199,7 @@ pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Native
                 }
                 // dQ = dS·K, dK = dSᵀ·Q
                 kernels::matmul(&ds, kh, dqh, n, n, dh, false);
-                let dst = transpose(&ds, n, n);
-                kernels::matmul(&dst, qh, dkh, n, n, dh, false);
+                kernels::matmul_t(&ds, true, qh, false, dkh, n, n, dh, false);
             });
         });
         let dq = merge_heads(&dq, batch, h, dh);
@@ -216,5 +229,4 @@ pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Native
             }
         }
     }
-    g
 }

@@ -282,7 +282,13 @@ pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
         }
         let (a, ln1) = layer_norm_forward(&attended, &layer.attn_ln, eps);
         let inter_pre = linear_forward(&a, &layer.ffn_in, rows);
-        let inter_act: Vec<f32> = inter_pre.par_iter().map(|&u| activation(u, c.activation)).collect();
+        let inter_act: Vec<f32> = if c.activation == Activation::Gelu {
+            let mut a = inter_pre.clone();
+            kernels::activate_fast(&mut a, Activation::Gelu);
+            a
+        } else {
+            inter_pre.par_iter().map(|&u| activation(u, c.activation)).collect()
+        };
         let mut ffn = linear_forward(&inter_act, &layer.ffn_out, rows);
         for (y, r) in ffn.iter_mut().zip(&a) {
             *y += *r;

@@ -7,9 +7,11 @@
 //! - [`forward`]: padded batch, forward pass with the activations the backward needs;
 //! - [`backward`]: the gradients (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, LayerNorm, GELU, softmax attention);
 //! - [`optim`]: AdamW with burn's per-tensor clipping and defaults;
-//! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces.
+//! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces;
+//! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position).
 
 pub mod backward;
+pub mod checkpoint;
 pub mod finetune;
 pub mod forward;
 pub mod optim;
@@ -55,6 +57,7 @@ pub fn bench_steps(teacher: &Encoder, data: &[LabeledInput], warmup: usize, reps
     let refs: Vec<&LabeledInput> = data.iter().collect();
     let mut stages = Vec::new();
     let mut loss = f64::NAN;
+    let mut g = model.zeros_like();
     for rep in 0..warmup + reps {
         let t0 = Instant::now();
         let batch = batch_of(&model, &refs)?;
@@ -63,10 +66,10 @@ pub fn bench_steps(teacher: &Encoder, data: &[LabeledInput], warmup: usize, reps
         let fw = crate::kernels::in_pool(|| forward::forward(&model, &batch));
         let fwd_s = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
-        let mut g = crate::kernels::in_pool(|| backward::backward(&model, &batch, &fw));
+        crate::kernels::in_pool(|| backward::backward_into(&model, &batch, &fw, &mut g));
         let bwd_s = t2.elapsed().as_secs_f64();
         let t3 = Instant::now();
-        optim.step(1e-5, &mut model, &mut g);
+        crate::kernels::in_pool(|| optim.step(1e-5, &mut model, &mut g));
         let opt_s = t3.elapsed().as_secs_f64();
         loss = fw.loss;
         anyhow::ensure!(loss.is_finite(), "native loss {loss} is not finite");

@@ -6,7 +6,7 @@
 //! β1 = 0.9, β2 = 0.999, ε = 1e-5 (burn's defaults). Weight decay applies to every tensor
 //! (biases, LayerNorm and embeddings too), as on the burn path.
 
-use rayon::prelude::*;
+use crate::kernels;
 use serde::{Deserialize, Serialize};
 
 use crate::train::native::params::NativeBert;
@@ -51,39 +51,31 @@ impl AdamW {
         }
     }
 
-    /// One step at learning rate `lr` with gradients `grads` (same shapes as `model`; clipped in
-    /// place), element blocks in parallel on the caller's rayon pool.
+    /// One step at learning rate `lr` with gradients `grads` (same shapes as `model`; left
+    /// unchanged: the clipping factor is applied inside the update), element blocks vectorised
+    /// and in parallel on the caller's rayon pool ([`kernels::adamw_update`]).
     pub fn step(&mut self, lr: f64, model: &mut NativeBert, grads: &mut NativeBert) {
         let s = self.settings;
         self.time += 1;
         let t = self.time;
-        let c1 = 1.0f32 - s.beta_1.powi(t);
-        let c2 = 1.0f32 - s.beta_2.powi(t);
-        let (f1, f2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
-        let keep = (1.0 - lr * s.weight_decay as f64) as f32;
-        let lr32 = lr as f32;
         let decay = lr * s.weight_decay as f64 != 0.0;
+        let base = kernels::AdamWStep {
+            beta_1: s.beta_1,
+            beta_2: s.beta_2,
+            epsilon: s.epsilon,
+            bias_1: 1.0f32 - s.beta_1.powi(t),
+            bias_2: 1.0f32 - s.beta_2.powi(t),
+            lr: lr as f32,
+            keep: decay.then_some((1.0 - lr * s.weight_decay as f64) as f32),
+            grad_scale: 1.0,
+        };
         for (((p, g), m), v) in model.tensors_mut().into_iter().zip(grads.tensors_mut()).zip(&mut self.moment_1).zip(&mut self.moment_2) {
+            let mut step = base;
             if let Some(clip) = s.grad_clip {
-                let norm = (g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).sqrt() as f32;
-                let coef = (clip / (norm + f32::MIN_POSITIVE)).min(1.0);
-                if coef < 1.0 {
-                    g.iter_mut().for_each(|x| *x *= coef);
-                }
+                let norm = kernels::sum_squares(g).sqrt() as f32;
+                step.grad_scale = (clip / (norm + f32::MIN_POSITIVE)).min(1.0);
             }
-            const CHUNK: usize = 1 << 14;
-            p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).for_each(
-                |(((p, g), m), v)| {
-                    for i in 0..p.len() {
-                        let gi = g[i];
-                        m[i] = m[i] * s.beta_1 + gi * f1;
-                        v[i] = v[i] * s.beta_2 + gi * gi * f2;
-                        let delta = (m[i] / c1) / ((v[i] / c2).sqrt() + s.epsilon);
-                        let base = if decay { p[i] * keep } else { p[i] };
-                        p[i] = base - delta * lr32;
-                    }
-                },
-            );
+            kernels::adamw_update(p, g, m, v, step);
         }
     }
 }

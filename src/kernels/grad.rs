@@ -1,0 +1,233 @@
+//! Kernels of the native trainer's backward pass and optimiser ([`crate::train::native`]):
+//! matrix products with either operand read transposed (no transpose copies: `dW = Xᵀ·dY`,
+//! `dX = dY·Wᵀ`), the GELU derivative, and the AdamW element update, vectorised.
+
+use rayon::prelude::*;
+
+use super::*;
+
+/// `out[m, n] = op(a) · op(b) (+ out if accumulate)` with `op(a)` `[m, k]` and `op(b)` `[k, n]`:
+/// `a` is stored row-major as `[m, k]`, or as `[k, m]` when `a_t` (read transposed); likewise
+/// `b` as `[k, n]`, or `[n, k]` when `b_t`. Parallel on the caller's rayon pool for large
+/// products (as [`matmul`]).
+///
+/// Panics if a slice's length is not the product of its dimensions.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_t(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    assert!(a.len() == elems(m, k), "matmul_t: a has {} values, expected m x k = {m} x {k}", a.len());
+    assert!(b.len() == elems(k, n), "matmul_t: b has {} values, expected k x n = {k} x {n}", b.len());
+    assert!(out.len() == elems(m, n), "matmul_t: out has {} values, expected m x n = {m} x {n}", out.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
+    // (column stride, row stride) of op(a) and op(b)
+    let (acs, ars) = if a_t { (m as isize, 1) } else { (1, k as isize) };
+    let (bcs, brs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
+    let threads = threads();
+    let par = if m * n * k >= PAR_MIN_MACS && threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
+    // SAFETY: the slices have the lengths asserted above; the strides address op(a) [m, k] and
+    // op(b) [k, n] inside them.
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            acs,
+            ars,
+            b.as_ptr(),
+            bcs,
+            brs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Exact (erf) GELU's derivative `Φ(x) + x·φ(x)` ([`normal_cdf_approx`], [`exp_approx`]:
+/// absolute error below ~1e-6).
+#[inline(always)]
+pub fn gelu_grad_approx(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    normal_cdf_approx(x) + x * INV_SQRT_2PI * exp_approx(-0.5 * x * x)
+}
+
+#[inline(always)]
+fn gelu_backward_imp(dy: &mut [f32], x: &[f32]) {
+    for (d, &v) in dy.iter_mut().zip(x) {
+        *d *= gelu_grad_approx(v);
+    }
+}
+dispatch!(fn gelu_backward_dispatch(dy: &mut [f32], x: &[f32]) => gelu_backward_imp);
+
+/// `dy *= GELU'(x)` element-wise (exact-erf GELU, [`gelu_grad_approx`]), vectorised, in
+/// parallel blocks on the caller's rayon pool.
+///
+/// Panics if the lengths differ.
+pub fn gelu_backward(dy: &mut [f32], x: &[f32]) {
+    assert_eq!(dy.len(), x.len(), "gelu_backward: dy and x differ in length");
+    const BLOCK: usize = 1 << 14;
+    dy.par_chunks_mut(BLOCK).zip(x.par_chunks(BLOCK)).for_each(|(d, v)| gelu_backward_dispatch(d, v));
+}
+
+/// The constants of one AdamW step (see [`adamw_update`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWStep {
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    /// `1 - β1^t`, `1 - β2^t`.
+    pub bias_1: f32,
+    pub bias_2: f32,
+    /// Learning rate.
+    pub lr: f32,
+    /// `1 - lr·wd`, or `None` without weight decay.
+    pub keep: Option<f32>,
+    /// Factor applied to the gradient first (per-tensor clipping; 1 for none).
+    pub grad_scale: f32,
+}
+
+#[inline(always)]
+fn adamw_imp(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamWStep) {
+    let (f1, f2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
+    let keep = s.keep.unwrap_or(1.0);
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let g = g * s.grad_scale;
+        *m = *m * s.beta_1 + g * f1;
+        *v = *v * s.beta_2 + g * g * f2;
+        let delta = (*m / s.bias_1) / ((*v / s.bias_2).sqrt() + s.epsilon);
+        *p = *p * keep - delta * s.lr;
+    }
+}
+dispatch!(fn adamw_dispatch(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamWStep) => adamw_imp);
+
+/// One AdamW element update of a tensor (burn's formula): `g ← g·grad_scale`,
+/// `m ← β1 m + (1-β1) g`, `v ← β2 v + (1-β2) g²`,
+/// `p ← p·keep − lr · (m / bias_1) / (sqrt(v / bias_2) + ε)`; vectorised, in parallel blocks on
+/// the caller's rayon pool. `g` is not modified.
+///
+/// Panics if the lengths differ.
+pub fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: AdamWStep) {
+    assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len(), "adamw_update: tensors of different lengths");
+    const BLOCK: usize = 1 << 14;
+    p.par_chunks_mut(BLOCK)
+        .zip(g.par_chunks(BLOCK))
+        .zip(m.par_chunks_mut(BLOCK))
+        .zip(v.par_chunks_mut(BLOCK))
+        .for_each(|(((p, g), m), v)| adamw_dispatch(p, g, m, v, s));
+}
+
+#[inline(always)]
+fn sum_squares_imp(x: &[f32]) -> f64 {
+    // 16 f32 lanes per block, widened to f64 per block
+    let mut total = 0.0f64;
+    for c in x.chunks(256) {
+        let mut acc = [0.0f32; 16];
+        let it = c.chunks_exact(16);
+        let tail = it.remainder();
+        for v in it {
+            for k in 0..16 {
+                acc[k] += v[k] * v[k];
+            }
+        }
+        let mut s: f64 = acc.iter().map(|&a| a as f64).sum();
+        for &v in tail {
+            s += (v * v) as f64;
+        }
+        total += s;
+    }
+    total
+}
+dispatch!(fn sum_squares_dispatch(x: &[f32]) -> f64 => sum_squares_imp);
+
+/// `Σ x²` (f32 products summed in f32 over blocks of 256 values, blocks summed in f64),
+/// vectorised, in parallel blocks on the caller's rayon pool; the block sums are added in order,
+/// so the result does not depend on the thread count or on scheduling (exact resume needs that).
+pub fn sum_squares(x: &[f32]) -> f64 {
+    const BLOCK: usize = 1 << 15;
+    let partial: Vec<f64> = x.par_chunks(BLOCK).map(sum_squares_dispatch).collect();
+    partial.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_t_equals_matmul_of_the_transposed_copies() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.5).collect();
+        let t = |x: &[f32], r: usize, c: usize| -> Vec<f32> { (0..c * r).map(|i| x[(i % r) * c + i / r]).collect() };
+        let mut want = vec![0.0f32; m * n];
+        matmul(&a, &b, &mut want, m, k, n, false);
+        let (at, bt) = (t(&a, m, k), t(&b, k, n));
+        for (x, xt, y, yt) in [(&a, false, &b, false), (&at, true, &b, false), (&a, false, &bt, true), (&at, true, &bt, true)] {
+            let mut got = vec![1.0f32; m * n];
+            matmul_t(x, xt, y, yt, &mut got, m, k, n, false);
+            assert_eq!(got, want, "a transposed {xt}, b transposed {yt}");
+            matmul_t(x, xt, y, yt, &mut got, m, k, n, true);
+            let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
+            assert_eq!(got, twice, "accumulate, a transposed {xt}, b transposed {yt}");
+        }
+    }
+
+    #[test]
+    fn gelu_backward_matches_the_exact_derivative() {
+        let x: Vec<f32> = (-8000..8000).map(|i| i as f32 * 1e-3).chain([-30.0, 30.0]).collect();
+        let mut dy = vec![2.0f32; x.len()];
+        gelu_backward(&mut dy, &x);
+        for (&v, &d) in x.iter().zip(&dy) {
+            let v64 = v as f64;
+            let pdf = (-0.5 * v64 * v64).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let cdf = 0.5 * (1.0 + libm::erf(v64 / std::f64::consts::SQRT_2));
+            let want = 2.0 * (cdf + v64 * pdf);
+            assert!((d as f64 - want).abs() < 4e-6, "GELU'({v}) * 2 = {d}, want {want}");
+        }
+        assert_eq!(gelu_grad_approx(0.0), 0.5);
+    }
+
+    #[test]
+    fn adamw_update_and_sum_squares_follow_the_formula() {
+        let n = 40_000; // several parallel blocks
+        let g: Vec<f32> = (0..n).map(|i| ((i % 17) as f32 - 8.0) * 1e-2).collect();
+        let want_sq: f64 = g.iter().map(|&v| (v * v) as f64).sum();
+        assert!((sum_squares(&g) - want_sq).abs() <= 1e-6 * want_sq, "{} vs {want_sq}", sum_squares(&g));
+        let mut p: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let (mut m, mut v) = (vec![0.01f32; n], vec![0.02f32; n]);
+        let s = AdamWStep {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-5,
+            bias_1: 0.19,
+            bias_2: 0.002,
+            lr: 1e-3,
+            keep: Some(0.99),
+            grad_scale: 0.5,
+        };
+        let (p0, m0, v0) = (p.clone(), m.clone(), v.clone());
+        adamw_update(&mut p, &g, &mut m, &mut v, s);
+        for i in [0, 1, 7, 16_384, n - 1] {
+            let gi = g[i] * 0.5;
+            let mi = m0[i] * 0.9 + gi * (1.0 - 0.9);
+            let vi = v0[i] * 0.999 + gi * gi * (1.0 - 0.999);
+            let pi = p0[i] * 0.99 - (mi / 0.19) / ((vi / 0.002).sqrt() + 1e-5) * 1e-3;
+            assert_eq!((m[i], v[i]), (mi, vi), "moments at {i}");
+            assert!((p[i] - pi).abs() <= 1e-7 * pi.abs().max(1.0), "p[{i}] = {}, want {pi}", p[i]);
+        }
+    }
+}
