@@ -1,13 +1,15 @@
 //! `sttabt eval`: every inference mode on dev and test, with accuracy, retention (section 5),
 //! GFLOPs per example (ApproxNet included), measured examples/s at batch 1 and 32 and the speed-up
 //! over dense measured in the same run; plus per mode the lowest retention within 1 point of dense
-//! (chosen on dev, reported on test).
+//! (chosen on dev, reported on test), with 95% bootstrap intervals on test: of the accuracy, and of
+//! its paired difference to dense ([`crate::data::bootstrap`]).
 
 use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::bootstrap::{Bootstrap, Interval};
 use crate::data::metrics::Metric;
 use crate::data::rt::SplitInfo;
 use crate::data::Label;
@@ -53,6 +55,14 @@ pub struct Point {
     pub examples_per_s_b32: f64,
     pub speedup_b1: f64,
     pub speedup_b32: f64,
+    /// 95% percentile-bootstrap interval of the test accuracy (fraction; 2,000 resamples of the
+    /// test examples, seeded).
+    #[serde(default)]
+    pub test_accuracy_interval: Option<Interval>,
+    /// 95% paired-bootstrap interval of `test accuracy - dense test accuracy` (fraction; the same
+    /// resampled examples for both, so it reflects where the two disagree). Exactly 0 for dense.
+    #[serde(default)]
+    pub test_difference_to_dense: Option<Interval>,
 }
 
 /// All points plus the per-family operating point.
@@ -73,14 +83,8 @@ pub struct EvalResults {
     pub threads: usize,
 }
 
-/// (accuracy, primary metric, mean retention, mean GFLOPs) of `mode` on `data`.
-fn score(
-    teacher: &Encoder,
-    approx: Option<&Encoder>,
-    data: &[LabeledInput],
-    mode: &Mode,
-    metric: Metric,
-) -> anyhow::Result<(f64, f64, f64, f64)> {
+/// Accuracy, primary metric, mean retention and GFLOPs, and per-example correctness of `mode` on `data`.
+fn score(teacher: &Encoder, approx: Option<&Encoder>, data: &[LabeledInput], mode: &Mode, metric: Metric) -> anyhow::Result<Scored> {
     let (mut ret, mut flops) = (0.0f64, 0.0f64);
     let mut preds = Vec::with_capacity(data.len());
     for chunk in data.chunks(32) {
@@ -95,7 +99,21 @@ fn score(
     let acc = Metric::Accuracy.compute(&preds, &gold)?;
     let m = metric.compute(&preds, &gold)?;
     let n = data.len().max(1) as f64;
-    Ok((acc, m, ret / n, flops / n / 1e9))
+    let correct = preds.iter().zip(&gold).map(|(p, g)| p == g).collect();
+    Ok(Scored { accuracy: acc, metric: m, retention: ret / n, gflops: flops / n / 1e9, correct })
+}
+
+/// What [`score`] measures of one mode on one split.
+struct Scored {
+    accuracy: f64,
+    /// The task's primary metric.
+    metric: f64,
+    /// Mean section-5 retention.
+    retention: f64,
+    /// Mean GFLOPs per example.
+    gflops: f64,
+    /// Per example: was the predicted label right (for the bootstrap intervals).
+    correct: Vec<bool>,
 }
 
 /// Examples per second, end to end from token ids (ApproxNet and planning included).
@@ -141,6 +159,8 @@ pub fn evaluate_all(
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
     let mut points: Vec<Point> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
+    // dense's per-example correctness on test (the first mode), for the paired intervals
+    let mut dense_correct: Option<Vec<bool>> = None;
     let mut i = 0;
     while i < modes.len() {
         let mode = modes[i].clone();
@@ -156,8 +176,11 @@ pub fn evaluate_all(
             }
             _ => (teacher, approx),
         };
-        let (dev_acc, dev_metric, dev_ret, _) = score(teacher, approx, dev, &mode, opts.metric)?;
-        let (test_acc, test_metric, ret, gflops) = score(teacher, approx, test, &mode, opts.metric)?;
+        let Scored { accuracy: dev_acc, metric: dev_metric, retention: dev_ret, .. } = score(teacher, approx, dev, &mode, opts.metric)?;
+        let Scored { accuracy: test_acc, metric: test_metric, retention: ret, gflops, correct } =
+            score(teacher, approx, test, &mode, opts.metric)?;
+        let dense_correct = dense_correct.get_or_insert_with(|| correct.clone());
+        let bootstrap = Bootstrap::default();
         let b1 = throughput(teacher, approx, &timing, &mode, 1)?;
         let b32 = throughput(teacher, approx, &timing, &mode, 32)?;
         let (d1, d32) = points.first().map(|d| (d.examples_per_s_b1, d.examples_per_s_b32)).unwrap_or((b1, b32));
@@ -176,6 +199,8 @@ pub fn evaluate_all(
             examples_per_s_b32: b32,
             speedup_b1: b1 / d1,
             speedup_b32: b32 / d32,
+            test_accuracy_interval: bootstrap.accuracy(&correct).ok(),
+            test_difference_to_dense: bootstrap.paired_difference(&correct, dense_correct).ok(),
         });
         // after the ABT-actual sweep, add manual top-k at the same retentions
         if let Mode::AbtActual { .. } = mode {
@@ -282,10 +307,12 @@ pub fn machine_line() -> String {
 pub fn format_table(r: &EvalResults) -> String {
     let short = if r.metric == "accuracy" { "acc".to_string() } else { r.metric.chars().take(4).collect() };
     let mut s = format!(
-        "{:<22} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n",
+        "{:<22} {:>8} {:>8} {:>15} {:>16} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n",
         "mode",
         format!("dev {short}"),
         format!("test {short}"),
+        "test acc 95%",
+        "Δacc vs dense",
         "retention",
         "GFLOPs",
         "ex/s b1",
@@ -295,10 +322,12 @@ pub fn format_table(r: &EvalResults) -> String {
     );
     for p in &r.points {
         s.push_str(&format!(
-            "{:<22} {:>7.2}% {:>7.2}% {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n",
+            "{:<22} {:>7.2}% {:>7.2}% {:>15} {:>16} {:>8.1}% {:>8.3} {:>9.1} {:>9.1} {:>7.2}x {:>7.2}x\n",
             p.label,
             p.dev_metric * 100.0,
             p.test_metric * 100.0,
+            interval_text(p.test_accuracy_interval, false),
+            interval_text(p.test_difference_to_dense, true),
             p.retention * 100.0,
             p.gflops,
             p.examples_per_s_b1,
@@ -321,11 +350,12 @@ pub fn format_table(r: &EvalResults) -> String {
         let note = if fam == "abt-actual" { "  (oracle: needs a dense teacher pass, saves nothing)" } else { "" };
         match r.within_one_point.iter().find(|p| p.family == fam) {
             Some(p) => s.push_str(&format!(
-                "  {:<11} {:<22} test {} {:.2}%  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x{note}\n",
+                "  {:<11} {:<22} test {} {:.2}% (accuracy vs dense {} points, 95%)  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x{note}\n",
                 p.family,
                 p.label,
                 r.metric,
                 p.test_metric * 100.0,
+                interval_text(p.test_difference_to_dense, true),
                 p.retention * 100.0,
                 p.speedup_b1,
                 p.speedup_b32
@@ -334,4 +364,13 @@ pub fn format_table(r: &EvalResults) -> String {
         }
     }
     s
+}
+
+/// `[lo, hi]` in percent (points for a difference, signed), or `-` when there is no interval.
+fn interval_text(iv: Option<Interval>, signed: bool) -> String {
+    match iv {
+        Some(iv) if signed => format!("[{:+.2}, {:+.2}]", iv.lo * 100.0, iv.hi * 100.0),
+        Some(iv) => format!("[{:.2}, {:.2}]", iv.lo * 100.0, iv.hi * 100.0),
+        None => "-".into(),
+    }
 }

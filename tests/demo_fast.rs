@@ -47,10 +47,19 @@ fn demo_fast_end_to_end() {
     let r = cls["retention"].as_f64().unwrap();
     assert!(r < 1.0 && r > 0.8, "dense-cls retention {r}: (L n + 1) / ((L + 1) n) is below 1");
     assert!(cls["gflops"].as_f64().unwrap() < dense["gflops"].as_f64().unwrap());
+    // bootstrap intervals on test: dense's paired difference to itself is exactly 0; every
+    // accuracy interval holds its estimate, every difference interval the accuracy difference
+    let dense_diff = &dense["test_difference_to_dense"];
+    assert_eq!((dense_diff["lo"].as_f64(), dense_diff["hi"].as_f64()), (Some(0.0), Some(0.0)), "{dense_diff}");
     for p in points {
         let r = p["retention"].as_f64().unwrap();
         assert!(r > 0.0 && r <= 1.0, "retention {r}");
         assert!(p["examples_per_s_b1"].as_f64().unwrap() > 0.0);
+        let (acc, iv) = (p["test_accuracy"].as_f64().unwrap(), &p["test_accuracy_interval"]);
+        assert!(iv["lo"].as_f64().unwrap() <= acc && acc <= iv["hi"].as_f64().unwrap(), "{}: {acc} outside {iv}", p["label"]);
+        let d = acc - dense["test_accuracy"].as_f64().unwrap();
+        let iv = &p["test_difference_to_dense"];
+        assert!(iv["lo"].as_f64().unwrap() <= d + 1e-12 && d - 1e-12 <= iv["hi"].as_f64().unwrap(), "{}: {d} outside {iv}", p["label"]);
     }
     assert!(res["split"]["seed"].is_number(), "the split is recorded");
     // the demo's concrete and LTP runs classify on their own (their teacher/ carries the tokenizer)
