@@ -10,6 +10,27 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
     assert!(a.len() == elems(m, k), "matmul: a has {} values, expected m x k = {m} x {k}", a.len());
     assert!(b.len() == elems(k, n), "matmul: b has {} values, expected k x n = {k} x {n}", b.len());
     assert!(out.len() == elems(m, n), "matmul: out has {} values, expected m x n = {m} x {n}", out.len());
+    product(a, false, b, false, out, m, k, n, accumulate);
+}
+
+/// `out[m, n] = op(a) · op(b) (+ out if accumulate)` with `op(a)` `[m, k]` and `op(b)` `[k, n]`:
+/// `a` is stored row-major as `[m, k]`, or as `[k, m]` when `a_t` (read transposed); likewise
+/// `b` as `[k, n]`, or `[n, k]` when `b_t`. Parallel on the caller's rayon pool for large
+/// products (as [`matmul`]).
+///
+/// Panics if a slice's length is not the product of its dimensions.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_t(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    assert!(a.len() == elems(m, k), "matmul_t: a has {} values, expected m x k = {m} x {k}", a.len());
+    assert!(b.len() == elems(k, n), "matmul_t: b has {} values, expected k x n = {k} x {n}", b.len());
+    assert!(out.len() == elems(m, n), "matmul_t: out has {} values, expected m x n = {m} x {n}", out.len());
+    product(a, a_t, b, b_t, out, m, k, n, accumulate);
+}
+
+/// The one strided `gemm` call behind [`matmul`] and [`matmul_t`]: `out = op(a) · op(b)` (+ out
+/// if accumulate), lengths already checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn product(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
     if m == 0 || n == 0 {
         return;
     }
@@ -19,10 +40,13 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
         }
         return;
     }
+    // (column stride, row stride) of op(a) and op(b)
+    let (acs, ars) = if a_t { (m as isize, 1) } else { (1, k as isize) };
+    let (bcs, brs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
     let threads = threads();
     let par = if m * n * k >= PAR_MIN_MACS && threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
-    // SAFETY: the slices have the lengths asserted above (always, not only in debug builds);
-    // strides describe row-major layouts.
+    // SAFETY: the slices have the lengths asserted above; the strides address op(a) [m, k] and
+    // op(b) [k, n] inside them.
     unsafe {
         ::gemm::gemm(
             m,
@@ -33,11 +57,11 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usiz
             n as isize,
             accumulate,
             a.as_ptr(),
-            1,
-            k as isize,
+            acs,
+            ars,
             b.as_ptr(),
-            1,
-            n as isize,
+            bcs,
+            brs,
             if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,

@@ -1,62 +1,10 @@
-//! Kernels of the native trainer's backward pass and optimiser ([`crate::train::native`]):
-//! matrix products with either operand read transposed (no transpose copies: `dW = Xᵀ·dY`,
-//! `dX = dY·Wᵀ`), the GELU derivative, and the AdamW element update, vectorised.
+//! Kernels of the native trainer's backward pass and optimiser ([`crate::train::native`]): the
+//! GELU derivative and the AdamW element update, vectorised. (Its matrix products with either
+//! operand read transposed, `dW = Xᵀ·dY`, `dX = dY·Wᵀ`, are [`matmul_t`] in the gemm module.)
 
 use rayon::prelude::*;
 
 use super::*;
-
-/// `out[m, n] = op(a) · op(b) (+ out if accumulate)` with `op(a)` `[m, k]` and `op(b)` `[k, n]`:
-/// `a` is stored row-major as `[m, k]`, or as `[k, m]` when `a_t` (read transposed); likewise
-/// `b` as `[k, n]`, or `[n, k]` when `b_t`. Parallel on the caller's rayon pool for large
-/// products (as [`matmul`]).
-///
-/// Panics if a slice's length is not the product of its dimensions.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_t(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
-    assert!(a.len() == elems(m, k), "matmul_t: a has {} values, expected m x k = {m} x {k}", a.len());
-    assert!(b.len() == elems(k, n), "matmul_t: b has {} values, expected k x n = {k} x {n}", b.len());
-    assert!(out.len() == elems(m, n), "matmul_t: out has {} values, expected m x n = {m} x {n}", out.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            out.fill(0.0);
-        }
-        return;
-    }
-    // (column stride, row stride) of op(a) and op(b)
-    let (acs, ars) = if a_t { (m as isize, 1) } else { (1, k as isize) };
-    let (bcs, brs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
-    let threads = threads();
-    let par = if m * n * k >= PAR_MIN_MACS && threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
-    // SAFETY: the slices have the lengths asserted above; the strides address op(a) [m, k] and
-    // op(b) [k, n] inside them.
-    unsafe {
-        ::gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            acs,
-            ars,
-            b.as_ptr(),
-            bcs,
-            brs,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
 
 /// Exact (erf) GELU's derivative `Φ(x) + x·φ(x)` ([`normal_cdf_approx`], [`exp_approx`]:
 /// absolute error below ~1e-6).
