@@ -505,6 +505,7 @@ fn distillation_halves_attention_kl() {
         seed: 1,
         checkpoint_every: 1000,
         use_pred: false,
+        target_kl: None,
     };
     let t0 = std::time::Instant::now();
     let (_net, report) = distill(&teacher, approx, train, heldout, &cfg, dir.path(), false, &Progress { quiet: true }).expect("distill");

@@ -1,7 +1,8 @@
 //! The native trainer's backward pass: gradients of the mean cross-entropy of
 //! [`forward`](super::forward::forward) with respect to every parameter, on the crate's GEMMs
 //! (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, the transposed operand read through its strides,
-//! [`kernels::matmul_t`]).
+//! [`kernels::matmul_t`]); [`backward_with`] takes other losses' gradients on the logits, the
+//! hidden states and the attention scores instead (ApproxNet distillation).
 
 use rayon::prelude::*;
 
@@ -107,6 +108,40 @@ pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Native
 /// overwriting every value: a training loop keeps one `g` across steps and saves allocating and
 /// first-touching the ~90 MB of a BERT-small gradient every step.
 pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &mut NativeBert) {
+    backward_with(model, batch, fw, g, &ExtraGrads::default());
+}
+
+/// Where the gradient entering the head comes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum HeadGrad<'a> {
+    /// The mean cross-entropy of `fw.logits` against the batch labels (fine-tuning).
+    #[default]
+    CrossEntropy,
+    /// `d loss / d logits` `[B, C]` of another loss on the logits (e.g. distillation's L_pred).
+    Logits(&'a [f32]),
+    /// No loss on the head: the pooler and classifier gradients are zero and the last layer's
+    /// output gets only what [`ExtraGrads::hidden`] gives it.
+    None,
+}
+
+/// Gradients of losses on the encoder's internals, injected by [`backward_with`] (ApproxNet
+/// distillation, ALGORITHM.md section 2; [`super::distill`]). The default is plain fine-tuning.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExtraGrads<'a> {
+    pub head: HeadGrad<'a>,
+    /// `d loss / d hidden[l]` `[N, d]` (packed rows, as [`Forward::hidden`]: 0 = embedding output,
+    /// l = layer l's output), added to what flows back from above; missing or `None`: nothing.
+    pub hidden: &'a [Option<Vec<f32>>],
+    /// `d loss / d S_l` for layer l's pre-softmax scores `S = QKᵀ/√d_h` (before the padding
+    /// bias), in the layout of [`LayerCache::probs`](super::forward::LayerCache::probs) (per
+    /// example `[H, n_e, n_e]`); missing or `None`: nothing.
+    pub scores: &'a [Option<Vec<f32>>],
+}
+
+/// [`backward_into`] with the head's gradient and extra gradients on hidden states and
+/// attention scores given by `extra` (the cross-entropy path is `ExtraGrads::default()`, bit for
+/// bit [`backward_into`]).
+pub fn backward_with(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &mut NativeBert, extra: &ExtraGrads) {
     let c = &model.config;
     let (b, d) = (batch.b, c.hidden_size);
     let (h, dh) = (c.num_heads, c.head_size());
@@ -115,34 +150,24 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
     g.word.par_chunks_mut(1 << 16).for_each(|x| x.fill(0.0));
     g.position.fill(0.0);
     g.token_type.fill(0.0);
-    // head: d loss / d logits = (softmax - onehot) / B
-    let nl = model.classifier.d_out;
-    let mut dlogits = vec![0.0f32; b * nl];
-    for e in 0..b {
-        let row = &fw.logits[e * nl..(e + 1) * nl];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-        for i in 0..nl {
-            let p = (row[i] as f64 - max).exp() / sum;
-            let y = if i == batch.labels[e] { 1.0 } else { 0.0 };
-            dlogits[e * nl + i] = ((p - y) / b as f64) as f32;
+    let extra_hidden = |l: usize| extra.hidden.get(l).and_then(|x| x.as_deref());
+    let mut dy = match extra.head {
+        HeadGrad::CrossEntropy => head_backward(model, batch, fw, g, &ce_logit_grads(model, batch, fw)),
+        HeadGrad::Logits(dl) => head_backward(model, batch, fw, g, dl),
+        HeadGrad::None => {
+            for x in g.pooler.iter_mut().chain([&mut g.classifier]) {
+                x.w.fill(0.0);
+                x.b.fill(0.0);
+            }
+            vec![0.0f32; bt * d]
         }
-    }
-    let dpooled = linear_backward(&fw.pooled, &dlogits, &model.classifier, &mut g.classifier, b, true).expect("dx requested");
-    let dcls = match (&model.pooler, &mut g.pooler) {
-        (Some(p), Some(gp)) => {
-            let dpre: Vec<f32> = dpooled.iter().zip(&fw.pooled).map(|(dy, y)| dy * (1.0 - y * y)).collect();
-            linear_backward(&fw.cls, &dpre, p, gp, b, true).expect("dx requested")
-        }
-        _ => dpooled,
     };
-    let mut dy = vec![0.0f32; bt * d];
-    for e in 0..b {
-        let r = batch.offsets[e];
-        dy[r * d..(r + 1) * d].copy_from_slice(&dcls[e * d..(e + 1) * d]);
-    }
     let scale = (1.0 / (dh as f64).sqrt()) as f32;
     for (l, layer) in model.layers.iter().enumerate().rev() {
+        if let Some(e) = extra_hidden(l + 1) {
+            add_into(&mut dy, e);
+        }
+        let extra_scores = extra.scores.get(l).and_then(|x| x.as_deref());
         let cache = &fw.layers[l];
         let x = &fw.hidden[l];
         let gl = &mut g.layers[l];
@@ -191,10 +216,24 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
                 let mut ds = vec![0.0f32; n * n];
                 kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
                 // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
-                for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                    for (s, &pv) in dsr.iter_mut().zip(pr) {
-                        *s = pv * (*s - dot) * scale;
+                // (plus the extra gradient on S of a loss on the scores, before the scale)
+                match extra_scores {
+                    None => {
+                        for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                            let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                            for (s, &pv) in dsr.iter_mut().zip(pr) {
+                                *s = pv * (*s - dot) * scale;
+                            }
+                        }
+                    }
+                    Some(es) => {
+                        let es = &es[p0..p0 + n * n];
+                        for ((dsr, pr), er) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)).zip(es.chunks_exact(n)) {
+                            let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                            for ((s, &pv), &ev) in dsr.iter_mut().zip(pr).zip(er) {
+                                *s = (pv * (*s - dot) + ev) * scale;
+                            }
+                        }
                     }
                 }
                 // dQ = dS·K, dK = dSᵀ·Q
@@ -215,6 +254,9 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
         }
         dy = dx;
     }
+    if let Some(e) = extra_hidden(0) {
+        add_into(&mut dy, e);
+    }
     // embeddings: LayerNorm, then scatter into the tables
     let demb = layer_norm_backward(&dy, &fw.emb_ln, &model.emb_ln, &mut g.emb_ln);
     for e in 0..b {
@@ -229,4 +271,48 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
             }
         }
     }
+}
+
+/// `acc += x`, element by element.
+fn add_into(acc: &mut [f32], x: &[f32]) {
+    for (a, v) in acc.iter_mut().zip(x) {
+        *a += *v;
+    }
+}
+
+/// `d loss / d logits` `[B, C]` of the mean cross-entropy: `(softmax - onehot) / B`.
+fn ce_logit_grads(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Vec<f32> {
+    let (b, nl) = (batch.b, model.classifier.d_out);
+    let mut dlogits = vec![0.0f32; b * nl];
+    for e in 0..b {
+        let row = &fw.logits[e * nl..(e + 1) * nl];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+        for i in 0..nl {
+            let p = (row[i] as f64 - max).exp() / sum;
+            let y = if i == batch.labels[e] { 1.0 } else { 0.0 };
+            dlogits[e * nl + i] = ((p - y) / b as f64) as f32;
+        }
+    }
+    dlogits
+}
+
+/// Backward of the head (classifier, tanh pooler) from `dlogits` `[B, C]`: writes their
+/// gradients into `g`; returns `d loss / d hidden[L]` `[N, d]` (non-zero on the CLS rows only).
+fn head_backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &mut NativeBert, dlogits: &[f32]) -> Vec<f32> {
+    let (b, d) = (batch.b, model.config.hidden_size);
+    let dpooled = linear_backward(&fw.pooled, dlogits, &model.classifier, &mut g.classifier, b, true).expect("dx requested");
+    let dcls = match (&model.pooler, &mut g.pooler) {
+        (Some(p), Some(gp)) => {
+            let dpre: Vec<f32> = dpooled.iter().zip(&fw.pooled).map(|(dy, y)| dy * (1.0 - y * y)).collect();
+            linear_backward(&fw.cls, &dpre, p, gp, b, true).expect("dx requested")
+        }
+        _ => dpooled,
+    };
+    let mut dy = vec![0.0f32; batch.rows() * d];
+    for e in 0..b {
+        let r = batch.offsets[e];
+        dy[r * d..(r + 1) * d].copy_from_slice(&dcls[e * d..(e + 1) * d]);
+    }
+    dy
 }

@@ -2,7 +2,8 @@
 //! (`DIR/checkpoint/`: weights, optimiser state, then the commit record `state.json`, each written
 //! atomically; older files removed after the commit):
 //!
-//! - `weights-{step}.safetensors`: every tensor of [`NativeBert::tensors`] under its HF name,
+//! - `weights-{step}.safetensors`: every tensor of the trained model ([`Tensors`]:
+//!   [`NativeBert::tensors`]; for distillation also the transfer maps) under its HF name,
 //!   flattened to one dimension (linear weights in the trainer's `[in, out]` order);
 //! - `optimizer-{step}.safetensors`: the AdamW moments, `moment_1.{name}` and `moment_2.{name}`;
 //! - `state.json`: step, epoch, batch, schedule, run key, and in `extra` the AdamW step count and
@@ -20,6 +21,24 @@ use crate::train::native::{AdamW, AdamWSettings, NativeBert};
 use crate::train::resume::{Checkpointer, ResumeError, TrainState};
 use crate::train::Schedule;
 
+/// Trainable tensors a checkpoint saves and restores: every tensor under a unique name, in a
+/// fixed order (the order of the AdamW moments), read-only and writable.
+pub trait Tensors {
+    /// `(name, values)` of every tensor.
+    fn named(&self) -> Vec<(String, &[f32])>;
+    /// The same tensors, in the same order, writable.
+    fn named_mut(&mut self) -> Vec<&mut [f32]>;
+}
+
+impl Tensors for NativeBert {
+    fn named(&self) -> Vec<(String, &[f32])> {
+        self.tensors()
+    }
+    fn named_mut(&mut self) -> Vec<&mut [f32]> {
+        self.tensors_mut()
+    }
+}
+
 /// The optimiser part of `state.json`'s `extra`, beside the job's own progress (`job`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NativeExtra {
@@ -34,7 +53,7 @@ struct NativeExtra {
 /// Errors: a file cannot be written (the previous checkpoint then stays the committed one).
 pub fn save(
     ckpt: &Checkpointer,
-    model: &NativeBert,
+    model: &impl Tensors,
     optim: &AdamW,
     step: usize,
     per_epoch: usize,
@@ -43,7 +62,7 @@ pub fn save(
 ) -> Result<(), ResumeError> {
     let weights = format!("weights-{step:08}.safetensors");
     let optimizer = format!("optimizer-{step:08}.safetensors");
-    let tensors = model.tensors();
+    let tensors = model.named();
     let views: Vec<(String, Vec<usize>, &[f32])> = tensors.iter().map(|(n, x)| (n.clone(), vec![x.len()], *x)).collect();
     let wpath = ckpt.dir.join(&weights);
     write_safetensors(&wpath, &views).map_err(|e| ResumeError::Io { path: wpath.clone(), message: e.to_string() })?;
@@ -65,7 +84,7 @@ pub fn save(
 ///
 /// Errors: a checkpoint of another job, layout or run (naming every differing field), other
 /// AdamW settings, or missing / corrupt / misshapen files.
-pub fn load(ckpt: &Checkpointer, model: &mut NativeBert, optim: &mut AdamW) -> Result<Option<TrainState>, ResumeError> {
+pub fn load(ckpt: &Checkpointer, model: &mut impl Tensors, optim: &mut AdamW) -> Result<Option<TrainState>, ResumeError> {
     let Some(mut state) = ckpt.read_state()? else { return Ok(None) };
     let spath = ckpt.dir.join("state.json");
     let extra: NativeExtra = serde_json::from_value(state.extra.clone())
@@ -77,7 +96,7 @@ pub fn load(ckpt: &Checkpointer, model: &mut NativeBert, optim: &mut AdamW) -> R
     let opath = ckpt.dir.join(&state.optimizer);
     let wstore = TensorStore::read(&wpath).map_err(|e| ResumeError::Io { path: wpath.clone(), message: e.to_string() })?;
     let ostore = TensorStore::read(&opath).map_err(|e| ResumeError::Io { path: opath.clone(), message: e.to_string() })?;
-    let names: Vec<String> = model.tensors().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = model.named().into_iter().map(|(n, _)| n).collect();
     // read everything before changing anything
     let mut values = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
@@ -91,7 +110,7 @@ pub fn load(ckpt: &Checkpointer, model: &mut NativeBert, optim: &mut AdamW) -> R
         let m2 = ostore.get(&format!("moment_2.{name}"), &[n]).map_err(bad(&opath))?;
         values.push((w, m1, m2));
     }
-    for ((dst, (w, m1, m2)), i) in model.tensors_mut().into_iter().zip(values).zip(0..) {
+    for ((dst, (w, m1, m2)), i) in model.named_mut().into_iter().zip(values).zip(0..) {
         dst.copy_from_slice(&w);
         optim.moment_1[i] = m1;
         optim.moment_2[i] = m2;

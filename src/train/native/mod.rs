@@ -1,17 +1,20 @@
 //! A native trainer (issue 15, items 2-3): forward and backward of the BERT encoder with its
 //! pooler, classifier and cross-entropy on the crate's own kernels, and AdamW as burn runs it,
 //! with burn's [`TrainBert`](crate::train::model::TrainBert) kept as the reference (the gradient
-//! tests in `tests/native_grad.rs` pin the two together). Fine-tuning only so far.
+//! tests in `tests/native_grad.rs` and `tests/native_distill.rs` pin the two together). Fine-tuning
+//! and ApproxNet distillation so far.
 //!
 //! - [`params`]: the parameters as plain buffers, to and from HF-named tensors;
 //! - [`forward`]: padded batch, forward pass with the activations the backward needs;
 //! - [`backward`]: the gradients (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, LayerNorm, GELU, softmax attention);
 //! - [`optim`]: AdamW with burn's per-tensor clipping and defaults;
 //! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces;
+//! - [`distill`]: ApproxNet distillation (its losses' gradients injected into the backward pass);
 //! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position).
 
 pub mod backward;
 pub mod checkpoint;
+pub mod distill;
 pub mod finetune;
 pub mod forward;
 pub mod optim;

@@ -42,7 +42,12 @@ pub struct AdamW {
 impl AdamW {
     /// Fresh moments (zeros) for `model`'s tensors.
     pub fn new(settings: AdamWSettings, model: &NativeBert) -> Self {
-        let shapes: Vec<usize> = model.tensors().iter().map(|(_, x)| x.len()).collect();
+        Self::for_lengths(settings, model.tensors().iter().map(|(_, x)| x.len()))
+    }
+
+    /// Fresh moments (zeros) for tensors of these lengths (in the order later steps give them).
+    pub fn for_lengths(settings: AdamWSettings, lengths: impl Iterator<Item = usize>) -> Self {
+        let shapes: Vec<usize> = lengths.collect();
         Self {
             settings,
             time: 0,
@@ -55,6 +60,21 @@ impl AdamW {
     /// unchanged: the clipping factor is applied inside the update), element blocks vectorised
     /// and in parallel on the caller's rayon pool ([`kernels::adamw_update`]).
     pub fn step(&mut self, lr: f64, model: &mut NativeBert, grads: &mut NativeBert) {
+        self.step_tensors(lr, model.tensors_mut(), grads.tensors_mut(), None);
+    }
+
+    /// [`Self::step`] on parameter and gradient tensors given in the order of the moments
+    /// ([`Self::for_lengths`]). With `active`, a tensor whose flag is false is left alone (no
+    /// update, no weight decay, moments kept): burn's AdamW skips a parameter that got no
+    /// gradient (one the loss does not reach), and so does this.
+    pub fn step_tensors(&mut self, lr: f64, params: Vec<&mut [f32]>, grads: Vec<&mut [f32]>, active: Option<&[bool]>) {
+        assert!(
+            params.len() == self.moment_1.len() && grads.len() == self.moment_1.len(),
+            "AdamW: {} parameters and {} gradients for {} moments",
+            params.len(),
+            grads.len(),
+            self.moment_1.len()
+        );
         let s = self.settings;
         self.time += 1;
         let t = self.time;
@@ -69,7 +89,10 @@ impl AdamW {
             keep: decay.then_some((1.0 - lr * s.weight_decay as f64) as f32),
             grad_scale: 1.0,
         };
-        for (((p, g), m), v) in model.tensors_mut().into_iter().zip(grads.tensors_mut()).zip(&mut self.moment_1).zip(&mut self.moment_2) {
+        for (i, (((p, g), m), v)) in params.into_iter().zip(grads).zip(&mut self.moment_1).zip(&mut self.moment_2).enumerate() {
+            if active.is_some_and(|a| !a[i]) {
+                continue;
+            }
             let mut step = base;
             if let Some(clip) = s.grad_clip {
                 let norm = kernels::sum_squares(g).sqrt() as f32;

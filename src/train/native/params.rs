@@ -25,15 +25,15 @@ pub struct Dense {
 
 impl Dense {
     /// From an HF weight `[out, in]` and bias `[out]`.
-    fn from_hf(w_hf: &[f32], b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
+    pub fn from_hf(w_hf: &[f32], b: Vec<f32>, d_in: usize, d_out: usize) -> Self {
         Self { w: transpose(w_hf, d_out, d_in), b, d_in, d_out }
     }
     /// `(weight [out, in], bias)` in HF layout.
-    fn to_hf(&self) -> (Vec<f32>, Vec<f32>) {
+    pub fn to_hf(&self) -> (Vec<f32>, Vec<f32>) {
         (transpose(&self.w, self.d_in, self.d_out), self.b.clone())
     }
     /// The same shapes, all zeros.
-    fn zeros_like(&self) -> Self {
+    pub fn zeros_like(&self) -> Self {
         Self { w: vec![0.0; self.w.len()], b: vec![0.0; self.b.len()], d_in: self.d_in, d_out: self.d_out }
     }
 }
