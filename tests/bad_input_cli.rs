@@ -105,6 +105,19 @@ fn zero_counts_and_bad_learning_rates_rejected_for_every_training_job() {
         }
     }
     assert_eq!(checked, 6 * 6 + 2, "every job x flag combination ran");
+    // distillation's KL target and the native trainer's reach
+    for (extra, what) in [
+        (vec!["--target-kl", "0"], vec!["--target-kl", "0", "> 0"]),
+        (vec!["--target-kl", "-0.2"], vec!["--target-kl", "-0.2", "> 0"]),
+        (vec!["--target-kl", "0.2", "--kl-every", "0"], vec!["--kl-every", "0", "at least 1"]),
+    ] {
+        let mut args = jobs[2].1.clone();
+        args.extend(extra.iter().copied());
+        assert_fails_naming(&sttabt(&args), &format!("distill {extra:?}"), &what);
+    }
+    let mut args = jobs[3].1.clone();
+    args.extend(["--trainer", "native"]);
+    assert_fails_naming(&sttabt(&args), "distill --vision --trainer native", &["--trainer native", "text BERT", "--trainer burn"]);
     assert!(!out.exists(), "a rejected job created its output directory");
 }
 

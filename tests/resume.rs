@@ -346,6 +346,41 @@ fn native_finetune_killed_and_resumed_equals_uninterrupted() {
 }
 
 #[test]
+fn native_distill_killed_and_resumed_equals_uninterrupted() {
+    let fx = fixture();
+    let teacher = fx.teacher.display().to_string();
+    // as the burn distillation above (checkpoints at 50 and 80), on the native trainer, with a
+    // KL target it never reaches: the held-out KL curve (every 10 steps) survives the kill too
+    let di = [
+        strings(&["distill", "--teacher", &teacher, "--steps", "80", "--batch-size", "4", "--heldout", "4", "--trainer", "native"]),
+        strings(&["--target-kl", "1e-6", "--kl-every", "10"]),
+        data_args(&fx),
+    ]
+    .concat();
+    kill_and_resume(&fx, "distill-native", &di, 50, 80, &["--kl-every", "20"], &["target_kl"], &["model.safetensors", "distill.json"]);
+    let out = fx.root.join("distill-native-b");
+    let json: serde_json::Value = serde_json::from_slice(&read(&out.join("distill.json"))).expect("distill.json");
+    let curve: Vec<u64> = json["report"]["kl_curve"].as_array().expect("curve").iter().map(|p| p["step"].as_u64().expect("step")).collect();
+    assert_eq!(curve, (0..=80).step_by(10).collect::<Vec<u64>>());
+    assert_eq!((json["report"]["trainer"].as_str(), json["report"]["target_reached"].as_bool()), (Some("native"), Some(false)));
+    // the optimiser moments are in the checkpoint, and they are not zero after 80 steps
+    let dir = out.join("checkpoint");
+    let state: serde_json::Value = serde_json::from_slice(&read(&dir.join("state.json"))).expect("state.json");
+    assert_eq!(state["job"], "distill-native");
+    assert_eq!(state["extra"]["adamw_time"], 80);
+    let store =
+        sttabt::model::checkpoint::TensorStore::read(&dir.join(state["optimizer"].as_str().expect("optimizer file"))).expect("moments");
+    let n = 4 * 16; // transfer.0.weight: [in 16 / 4, out 16]
+    let m2 = store.get("moment_2.transfer.0.weight", &[n]).expect("second moment of a transfer map");
+    assert!(m2.iter().all(|v| *v > 0.0), "second moments of the transfer map should be positive after 80 steps");
+    // the burn trainer refuses the native trainer's checkpoint, naming the job
+    let burn: Vec<String> = di.iter().filter(|a| *a != "--trainer" && *a != "native").cloned().collect();
+    let o = sttabt(&burn, &out, &["--resume"]).output().expect("run sttabt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("job: distill-native -> distill"), "burn resumed a native checkpoint: {err}");
+}
+
+#[test]
 fn resume_refuses_a_checkpoint_of_other_data() {
     // in-process: the data fingerprint (not just the hyper-parameters) is part of the run key
     let cfg = tiny_config(2, 2, 8, 32, 1200, 16);

@@ -45,19 +45,54 @@ pub struct DistillArgs {
     /// No progress bars or status lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Training implementation: burn (autodiff on burn's Flex backend, the reference) or native
+    /// (forward/backward on the crate's own kernels; text BERT models only). Same batches,
+    /// schedule, AdamW and outputs; results equal up to float rounding. A run resumes only with
+    /// the trainer that wrote its checkpoint.
+    #[arg(long, value_enum, default_value_t = super::finetune::TrainerArg::Burn)]
+    pub trainer: super::finetune::TrainerArg,
+    /// Stop once the attention KL on the held-out sentences is <= X (evaluated every --kl-every
+    /// steps; --steps is then the most steps run and still sets the learning-rate schedule). The
+    /// curve goes into distill.json. Without it, all --steps run.
+    #[arg(long, value_parser = positive_rate, allow_hyphen_values = true)]
+    pub target_kl: Option<f64>,
+    /// Steps between held-out KL evaluations with --target-kl (>= 1).
+    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
+    pub kl_every: usize,
 }
 
 /// Run `sttabt distill`.
 pub fn run(args: DistillArgs) -> Result<()> {
-    let DistillArgs { data, images, teacher, out, factor, init, steps, batch_size, lr, train_limit, heldout, max_length, resume, quiet } =
-        args;
-    let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, ..Default::default() };
+    let DistillArgs {
+        data,
+        images,
+        teacher,
+        out,
+        factor,
+        init,
+        steps,
+        batch_size,
+        lr,
+        train_limit,
+        heldout,
+        max_length,
+        resume,
+        quiet,
+        trainer,
+        target_kl,
+        kl_every,
+    } = args;
+    let target_kl = target_kl.map(|kl| sttabt::train::distill::KlTarget { kl, every: kl_every });
+    let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, target_kl, ..Default::default() };
     if let Some(src) = image_source(&images, &data)? {
+        if trainer == super::finetune::TrainerArg::Native {
+            bail!("--trainer native covers text BERT models only; distil image models with --trainer burn (the default)");
+        }
         guard_output(&out, "distill.json", resume)?;
         let init = if init == "random" { sttabt::approx::ApproxInit::Random } else { sttabt::approx::ApproxInit::Interpolate };
         return vision::distill(&src, &teacher, &out, factor, init, cfg, train_limit, heldout, quiet, resume);
     }
-    distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet)
+    distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet, trainer)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -73,6 +108,7 @@ pub(crate) fn distill(
     max_length: usize,
     resume: bool,
     quiet: bool,
+    trainer: super::finetune::TrainerArg,
 ) -> Result<()> {
     use sttabt::approx::{ApproxInit, ApproxNet};
     guard_output(out, "distill.json", resume)?;
@@ -88,10 +124,17 @@ pub(crate) fn distill(
     let approx = ApproxNet::new(&teacher, factor, init, data.seed)?;
     let train: Vec<_> = train.into_iter().map(|x| x.input).collect();
     let held: Vec<_> = held.into_iter().map(|x| x.input).collect();
-    let (_, report) =
-        sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, out, resume, &sttabt::train::Progress { quiet })?;
+    let progress = sttabt::train::Progress { quiet };
+    let (_, report) = match trainer {
+        super::finetune::TrainerArg::Burn => {
+            sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, out, resume, &progress)?
+        }
+        super::finetune::TrainerArg::Native => {
+            sttabt::train::native::distill::distill_native(&teacher, approx, &train, &held, &cfg, out, resume, &progress)?
+        }
+    };
     println!(
-        "ApproxNet f={factor}: attention KL {:.4} -> {:.4}, MSE {:.5} -> {:.5} on {} held-out sentences ({} steps, {:.0} s); saved to {}",
+        "ApproxNet f={factor}: attention KL {:.4} -> {:.4}, MSE {:.5} -> {:.5} on {} held-out sentences ({} steps, {:.0} s, {} trainer){}; saved to {}",
         report.before.attention_kl,
         report.after.attention_kl,
         report.before.attention_mse,
@@ -99,6 +142,12 @@ pub(crate) fn distill(
         report.after.examples,
         report.steps,
         report.seconds,
+        report.trainer,
+        match (cfg.target_kl, report.target_reached) {
+            (Some(t), Some(true)) => format!("; KL target {} reached", t.kl),
+            (Some(t), _) => format!("; KL target {} NOT reached in {} steps", t.kl, cfg.steps),
+            _ => String::new(),
+        },
         out.display()
     );
     Ok(())
