@@ -1,7 +1,7 @@
 //! The training bench (src/train/bench.rs, issue 15 item 1) on a tiny random model: the FLOP
 //! count by hand, the length-128-style inputs, and a full run of every job and both trainers
 //! whose rows are consistent (stages sum to the step time, examples/s and GFLOP/s follow) and
-//! whose native and burn fine-tuning rows reach the same loss after the same steps.
+//! whose native and burn fine-tuning and distillation rows reach the same loss after the same steps.
 
 mod common;
 
@@ -74,8 +74,8 @@ fn every_job_and_trainer_gives_consistent_rows() {
         approx_factor: 4,
     };
     let report = bench_train(&m, &s, &cfg, "test", &Progress { quiet: true }).expect("bench");
-    // per workload: 4 burn rows + the native fine-tuning row
-    assert_eq!(report.rows.len(), 2 * 5);
+    // per workload: 4 burn rows + the native fine-tuning and distillation rows
+    assert_eq!(report.rows.len(), 2 * 6);
     for r in &report.rows {
         let st = r.stages;
         assert!((st.data + st.forward + st.backward + st.optimizer - r.seconds_per_step).abs() < 1e-12);
@@ -93,12 +93,19 @@ fn every_job_and_trainer_gives_consistent_rows() {
         }
     }
     for w in [Workload::Rt, Workload::Long] {
-        let loss =
-            |tr: Trainer| report.rows.iter().find(|r| r.workload == w && r.job == Job::Finetune && r.trainer == tr).expect("row").loss;
-        let (b, n) = (loss(Trainer::Burn), loss(Trainer::Native));
-        assert!((b - n).abs() <= 1e-4 * b, "{w:?}: after the same 3 steps, burn loss {b} vs native {n}");
+        for job in [Job::Finetune, Job::Distill] {
+            let row = |tr: Trainer| report.rows.iter().find(|r| r.workload == w && r.job == job && r.trainer == tr).expect("row");
+            let (b, n) = (row(Trainer::Burn), row(Trainer::Native));
+            assert!(
+                (b.loss - n.loss).abs() <= 1e-4 * b.loss,
+                "{w:?} {job:?}: after the same 3 steps, burn loss {} vs native {}",
+                b.loss,
+                n.loss
+            );
+            assert_eq!(b.gflop_per_step, n.gflop_per_step, "{w:?} {job:?}: both rows count the same FLOPs");
+        }
     }
     let json = serde_json::to_value(&report).expect("json");
     assert_eq!(json["rows"][0]["job"], "finetune");
-    assert!(report.table().lines().count() == 11);
+    assert!(report.table().lines().count() == 13);
 }

@@ -50,6 +50,8 @@ pub enum Job {
 impl Job {
     /// All four jobs, in pipeline order.
     pub const ALL: [Job; 4] = [Job::Finetune, Job::Distill, Job::Concrete, Job::Ltp];
+    /// The jobs the native trainer runs so far.
+    pub const NATIVE: [Job; 2] = [Job::Finetune, Job::Distill];
     /// Lower-case name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -254,7 +256,7 @@ pub fn long_inputs(sentences: &[LabeledInput], count: usize, len: usize) -> anyh
 ///
 /// Errors: `teacher` has no classifier, too few sentences for a batch, an ApproxNet cannot be
 /// built with `cfg.approx_factor`, or a loss is not finite. Jobs the native trainer does not run
-/// yet (all but fine-tuning) get burn rows only.
+/// yet (all but fine-tuning and distillation, [`Job::NATIVE`]) get burn rows only.
 pub fn bench_train(
     teacher: &Encoder,
     sentences: &[LabeledInput],
@@ -276,12 +278,12 @@ pub fn bench_train(
             };
             for &job in &cfg.jobs {
                 for &trainer in &cfg.trainers {
-                    if trainer == Trainer::Native && job != Job::Finetune {
+                    if trainer == Trainer::Native && !Job::NATIVE.contains(&job) {
                         continue; // no native trainer for this job yet
                     }
                     let row = match trainer {
                         Trainer::Burn => burn_row(job, teacher, &approx, &data, cfg, labels)?,
-                        Trainer::Native => native_row(job, teacher, &data, cfg, labels)?,
+                        Trainer::Native => native_row(job, teacher, &approx, &data, cfg, labels)?,
                     };
                     let row = BenchRow { workload, ..row };
                     progress.println(row_line(&row));
@@ -357,15 +359,7 @@ fn burn_row(
     let mut stages = Vec::new();
     let mut loss_v = f64::NAN;
     let big_l = tcfg.num_layers;
-    let gflop = match job {
-        Job::Finetune => 3.0 * forward_flops(&tcfg, b, t, labels),
-        Job::Distill => {
-            let transfer = 2.0 * (b * t * acfg.hidden_size * tcfg.hidden_size * big_l) as f64;
-            3.0 * (forward_flops(&acfg, b, t, labels) + transfer) + forward_flops(&tcfg, b, t, labels)
-        }
-        Job::Concrete => 3.0 * (forward_flops(&tcfg, b, t, labels) + forward_flops(&acfg, b, t, 0)),
-        Job::Ltp => 3.0 * forward_flops(&tcfg, b, t, labels),
-    } / 1e9;
+    let gflop = job_flops(job, &tcfg, &acfg, b, t, labels) / 1e9;
     // the job's module and a closure-free step per job (each module type differs)
     macro_rules! run_steps {
         ($model:ident, $loss:expr, $teacher_s:expr) => {{
@@ -476,13 +470,40 @@ fn burn_row(
     Ok(finish_row(job, Trainer::Burn, data, &stages, gflop, loss_v))
 }
 
-/// One job on the native trainer (fine-tuning only so far).
-fn native_row(job: Job, teacher: &Encoder, data: &[LabeledInput], cfg: &TrainBenchConfig, labels: usize) -> anyhow::Result<BenchRow> {
-    anyhow::ensure!(job == Job::Finetune, "the native trainer does not run {} yet (fine-tuning only)", job.name());
+/// One job on the native trainer (fine-tuning and distillation so far), counted as burn's row.
+fn native_row(
+    job: Job,
+    teacher: &Encoder,
+    approx: &ApproxNet,
+    data: &[LabeledInput],
+    cfg: &TrainBenchConfig,
+    labels: usize,
+) -> anyhow::Result<BenchRow> {
     let (b, t) = (data.len(), data.iter().map(|x| x.input.len()).max().unwrap_or(0));
-    let gflop = 3.0 * forward_flops(&teacher.config, b, t, labels) / 1e9;
-    let (stages, loss) = crate::train::native::bench_steps(teacher, data, cfg.warmup, cfg.reps)?;
+    let gflop = job_flops(job, &teacher.config, &approx.model.config, b, t, labels) / 1e9;
+    let (stages, loss) = match job {
+        Job::Finetune => crate::train::native::bench_steps(teacher, data, cfg.warmup, cfg.reps)?,
+        Job::Distill => {
+            let inputs: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
+            crate::train::native::distill::bench_steps(teacher, approx, &inputs, cfg.warmup, cfg.reps)?
+        }
+        Job::Concrete | Job::Ltp => anyhow::bail!("the native trainer does not run {} yet (fine-tuning and distillation only)", job.name()),
+    };
     Ok(finish_row(job, Trainer::Native, data, &stages, gflop, loss))
+}
+
+/// FLOPs of one step of `job` on a padded batch `[b, t]` (module docs): teacher config `tc`,
+/// ApproxNet config `ac`, a `labels`-class head.
+fn job_flops(job: Job, tc: &EncoderConfig, ac: &EncoderConfig, b: usize, t: usize, labels: usize) -> f64 {
+    match job {
+        Job::Finetune => 3.0 * forward_flops(tc, b, t, labels),
+        Job::Distill => {
+            let transfer = 2.0 * (b * t * ac.hidden_size * tc.hidden_size * tc.num_layers) as f64;
+            3.0 * (forward_flops(ac, b, t, labels) + transfer) + forward_flops(tc, b, t, labels)
+        }
+        Job::Concrete => 3.0 * (forward_flops(tc, b, t, labels) + forward_flops(ac, b, t, 0)),
+        Job::Ltp => 3.0 * forward_flops(tc, b, t, labels),
+    }
 }
 
 /// The speed-up of the native trainer over burn for one (job, workload, batch, length), over the

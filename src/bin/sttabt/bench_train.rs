@@ -10,7 +10,7 @@ use sttabt::train::bench::{bench_rounds, Job, TrainBenchConfig, Trainer, Workloa
 pub enum TrainerChoice {
     /// burn's Flex backend with autodiff (today's training path).
     Burn,
-    /// The native forward/backward on the crate's kernels (fine-tuning only so far).
+    /// The native forward/backward on the crate's kernels (fine-tuning and distillation so far).
     Native,
     /// Both, side by side in one run, alternating which goes first per round.
     Both,
@@ -92,8 +92,8 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     if both && rounds < 3 {
         bail!("--trainer both needs --rounds >= 3 (got {rounds}) for a median and a range of the ratio");
     }
-    if args.trainer == TrainerChoice::Native && args.jobs.iter().any(|j| *j != Job::Finetune) {
-        bail!("the native trainer runs fine-tuning only so far; pass --jobs finetune with --trainer native");
+    if args.trainer == TrainerChoice::Native && args.jobs.iter().any(|j| !Job::NATIVE.contains(j)) {
+        bail!("the native trainer runs fine-tuning and distillation only so far; pass --jobs finetune,distill with --trainer native");
     }
     let base = TrainBenchConfig {
         jobs: args.jobs.clone(),

@@ -147,7 +147,8 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
     /// ex/s = B / s/step; GFLOP/s = counted FLOPs / s/step; data = padding the batch into
     /// tensors (distill: plus the frozen teacher's forward); fwd = the trained modules' forward
     /// and loss; bwd = back-propagation and gradient collection; optim = the AdamW step; teacher =
-    /// the part of data spent in the distillation teacher.
+    /// the part of data spent in the distillation teacher. The native trainer runs finetune and
+    /// distill (its distill bwd includes the four losses, whose gradients enter the backward pass).
     ///
     /// FLOPs: 2·m·k·n per matrix product of the padded batch [B, T] (Q, K, V, attention output,
     /// FFN in and out, QKᵀ and PV per head, pooler and classifier on the CLS rows); element-wise
