@@ -77,11 +77,7 @@ pub fn long_reviews(ds: &Dataset, min_words: usize, count: usize, seed: u64) -> 
     let totals: Vec<usize> = by_class.iter().map(|ix| ix.iter().map(|&i| words(&ds.examples[i].text)).sum()).collect();
     let usable: Vec<usize> = (0..by_class.len()).filter(|&c| totals[c] >= min_words).collect();
     if usable.is_empty() {
-        return Err(LongReviewError::TooFewWords {
-            data: ds.source.clone(),
-            min_words,
-            most: totals.iter().copied().max().unwrap_or(0),
-        });
+        return Err(LongReviewError::TooFewWords { data: ds.source.clone(), min_words, most: totals.iter().copied().max().unwrap_or(0) });
     }
     let mut rng = SplitMix64::new(seed ^ 0x4c6f_6e67_5265_7677);
     let mut examples = Vec::with_capacity(count);

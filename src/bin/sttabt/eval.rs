@@ -181,7 +181,12 @@ pub(crate) fn eval(
         splits.dev = sttabt::data::long_reviews::long_reviews(&splits.dev, l.words, l.count, data.seed)?;
         splits.test = sttabt::data::long_reviews::long_reviews(&splits.test, l.words, l.count, data.seed.wrapping_add(1))?;
         splits.description = format!("{} [dev: {}] [test: {}]", splits.description, splits.dev.source, splits.test.source);
-        eprintln!("length robustness: {} and {} long reviews of >= {} words, truncated to {max_length} tokens", splits.dev.len(), splits.test.len(), l.words);
+        eprintln!(
+            "length robustness: {} and {} long reviews of >= {} words, truncated to {max_length} tokens",
+            splits.dev.len(),
+            splits.test.len(),
+            l.words
+        );
     }
     let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
