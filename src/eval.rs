@@ -153,7 +153,7 @@ pub fn evaluate_all(
     }
     modes.extend(opts.ks.iter().map(|&k| Mode::AbtActual { k }));
     modes.extend(concrete.iter().map(|c| Mode::Concrete { theta0: c.theta0, theta: c.theta.clone() }));
-    modes.extend(ltp.iter().map(|m| Mode::Ltp { lambda: m.lambda, theta: m.theta.clone() }));
+    modes.extend(ltp.iter().map(|m| Mode::Ltp { lambda: m.lambda, theta: m.theta.clone(), score: m.score }));
     let timing: Vec<EncodedInput> = test.iter().take(opts.timing_examples.max(1)).map(|d| d.input.clone()).collect();
     let progress = crate::train::Progress { quiet: opts.quiet };
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");

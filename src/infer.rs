@@ -19,7 +19,7 @@ use crate::plan::TokenPlan;
 use crate::planners::abt::{Abt, AttentionSource};
 use crate::planners::concrete::Concrete;
 use crate::planners::dense::{Dense, DenseCls};
-use crate::planners::ltp::{Ltp, LtpPlanner};
+use crate::planners::ltp::{Ltp, LtpPlanner, LtpScore};
 use crate::planners::topk::ManualTopK;
 pub use crate::planners::Cost;
 use crate::planners::{Models, Planner};
@@ -48,7 +48,13 @@ pub enum Mode {
     Concrete { theta0: f64, theta: Vec<f64> },
     /// LTP (section 6): learned thresholds on received attention, trained with L1 weight
     /// `lambda`; pass the LTP-fine-tuned teacher to [`classify`].
-    Ltp { lambda: f64, theta: Vec<f64> },
+    /// `score`: what the thresholds apply to (absent in older JSON: LTP's mean received attention).
+    Ltp {
+        lambda: f64,
+        theta: Vec<f64>,
+        #[serde(default)]
+        score: LtpScore,
+    },
 }
 
 impl Mode {
@@ -65,7 +71,9 @@ impl Mode {
             Mode::AbtActualPerLayer { k } => abt(k, AttentionSource::Teacher),
             Mode::TopK { k_min } => Box::new(ManualTopK { k_min: *k_min, layers }),
             Mode::Concrete { theta0, theta } => Box::new(Concrete { theta0: *theta0, theta: theta.clone() }),
-            Mode::Ltp { lambda, theta } => Box::new(Ltp { lambda: *lambda, thresholds: LtpPlanner { theta: theta.clone() } }),
+            Mode::Ltp { lambda, theta, score } => {
+                Box::new(Ltp { lambda: *lambda, thresholds: LtpPlanner { theta: theta.clone(), score: *score } })
+            }
         }
     }
     /// Short label for tables, e.g. `abt k=0.30` ([`Planner::label`]).

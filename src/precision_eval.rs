@@ -189,7 +189,7 @@ pub fn compare_modes(
         out.push(compare_mode(fp32, int8, data, &Mode::Concrete { theta0: c.theta0, theta: c.theta.clone() }, boot)?);
     }
     for m in fp32.ltp {
-        out.push(compare_mode(fp32, int8, data, &Mode::Ltp { lambda: m.lambda, theta: m.theta.clone() }, boot)?);
+        out.push(compare_mode(fp32, int8, data, &Mode::Ltp { lambda: m.lambda, theta: m.theta.clone(), score: m.score }, boot)?);
     }
     Ok((out, skipped))
 }

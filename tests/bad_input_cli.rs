@@ -365,12 +365,12 @@ fn ltp_run_with_wrong_threshold_count_is_an_error() {
     let m = sttabt::Encoder::load(model.path()).unwrap();
     let x = sttabt::EncodedInput { ids: vec![101, 2000, 2001, 102], type_ids: vec![0; 4], patches: Vec::new() };
     for theta in [vec![], vec![0.1, 0.2]] {
-        let hook = sttabt::planners::ltp::LtpPlanner { theta: theta.clone() };
+        let hook = sttabt::planners::ltp::LtpPlanner { theta: theta.clone(), score: Default::default() };
         let e = m.run_feed_forward(std::slice::from_ref(&x), &hook, &[0], sttabt::RunOptions::default()).unwrap_err().to_string();
         assert!(e.contains("LTP needs L - 1 = 1 thresholds") && e.contains(&format!("found {}", theta.len())), "{e}");
-        assert!(sttabt::planners::ltp::LtpPlanner::new(theta, 2).is_err());
+        assert!(sttabt::planners::ltp::LtpPlanner::new(theta, Default::default(), 2).is_err());
     }
-    let hook = sttabt::planners::ltp::LtpPlanner::new(vec![0.0], 2).expect("one threshold for two layers");
+    let hook = sttabt::planners::ltp::LtpPlanner::new(vec![0.0], Default::default(), 2).expect("one threshold for two layers");
     let (_, plans) = m.run_feed_forward(&[x], &hook, &[0], sttabt::RunOptions::default()).expect("valid LTP plan runs");
     assert_eq!(plans[0].inputs(0), &[0, 1, 2, 3][..]);
 }

@@ -322,7 +322,7 @@ fn ltp_run_dir() {
     let m = sttabt::train::ltp::LtpModel::load(&run).unwrap();
     let tok = TextTokenizer::from_dir(&run.join("teacher"), 128).unwrap();
     let x = tok.encode(text, None).unwrap().input;
-    let p = classify(&m.teacher, None, &[x], &Mode::Ltp { lambda: m.lambda, theta: m.theta.clone() }).unwrap().remove(0);
+    let p = classify(&m.teacher, None, &[x], &Mode::Ltp { lambda: m.lambda, theta: m.theta.clone(), score: m.score }).unwrap().remove(0);
     assert_close(&f32s(&rec["logits"]), &p.logits, "ltp");
     assert_eq!(usizes(&rec["inputs_per_layer"]), (0..6).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>());
     assert!(rec["explain"].as_array().is_some_and(|e| !e.is_empty()));

@@ -34,7 +34,7 @@ fn keep_all_reproduces_dense_logits() {
     let xs = sentences();
     let dense = classify(&m, None, &xs, &Mode::Dense).unwrap();
     let l = m.layers.len();
-    for mode in [Mode::TopK { k_min: 1.0 }, Mode::Ltp { lambda: 0.0, theta: vec![-1.0; l - 1] }] {
+    for mode in [Mode::TopK { k_min: 1.0 }, Mode::Ltp { lambda: 0.0, theta: vec![-1.0; l - 1], score: Default::default() }] {
         let got = classify(&m, None, &xs, &mode).unwrap();
         for (d, g) in dense.iter().zip(&got) {
             let err = max_abs_diff(&d.logits, &g.logits);
@@ -59,7 +59,7 @@ fn feed_forward_plans_are_valid() {
         assert!((1..l).all(|i| p.inputs(i).len() <= p.inputs(i - 1).len()));
     }
     // a threshold above every possible score keeps only CLS after layer 1
-    let ltp = LtpPlanner { theta: vec![2.0; l - 1] };
+    let ltp = LtpPlanner { theta: vec![2.0; l - 1], score: Default::default() };
     let (_, plans) = m.run_feed_forward(&xs, &ltp, &[0], RunOptions::default()).unwrap();
     for p in &plans {
         assert_eq!(p.inputs(1), &[0]);
@@ -111,9 +111,9 @@ fn ltp_hard_forward_equals_executor() {
         let x = EncodedInput { ids: (0..n).map(|_| 1 + rng.next_below(39) as u32).collect(), type_ids: vec![0; n], patches: Vec::new() };
         let batch = Batch::from_inputs(&[&x], &device);
         let th: Tensor<1> = Tensor::from_data(TensorData::new(theta.clone(), [2]), &device);
-        let (cls, _) = ltp_forward(&model, &teacher.config, &batch, th, 0.01, true);
+        let (cls, _) = ltp_forward(&model, &teacher.config, &batch, th, (0.01, Default::default()), true);
         let soft_cls: Vec<f32> = cls.into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
-        let hook = LtpPlanner { theta: theta.iter().map(|&t| t as f64).collect() };
+        let hook = LtpPlanner { theta: theta.iter().map(|&t| t as f64).collect(), score: Default::default() };
         let (outs, plan) = teacher.run_feed_forward(std::slice::from_ref(&x), &hook, &[0], RunOptions::default()).unwrap();
         let err = max_abs_diff(&soft_cls, outs[0].cls());
         assert!(err < 1e-4, "n = {n}, plan {:?}: {err}", plan[0].input_sets());
@@ -139,7 +139,7 @@ fn larger_lambda_prunes_more() {
         let r = train_ltp(
             &teacher,
             &data,
-            &LtpConfig { lambda, steps: 40, lr: 1e-3, theta_lr: 5e-3, ..Default::default() },
+            &LtpConfig { lambda, steps: 40, lr: 1e-3, theta_lr: 0.1, ..Default::default() },
             tmp.path(),
             false,
             &sttabt::train::Progress { quiet: true },
@@ -149,6 +149,13 @@ fn larger_lambda_prunes_more() {
         assert!(r.theta.iter().all(|t| t.is_finite()));
         let loaded = sttabt::train::ltp::LtpModel::load(tmp.path()).unwrap();
         assert_eq!(loaded.theta.len(), 2);
+        assert_eq!(loaded.score, sttabt::planners::ltp::LtpScore::LengthScaled, "new runs threshold length-scaled scores");
+        // a run saved before the score was recorded loads as LTP's mean received attention
+        let path = tmp.path().join("ltp.json");
+        let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        meta["config"].as_object_mut().unwrap().remove("score");
+        std::fs::write(&path, meta.to_string()).unwrap();
+        assert_eq!(sttabt::train::ltp::LtpModel::load(tmp.path()).unwrap().score, sttabt::planners::ltp::LtpScore::MeanReceived);
         ends.push(r.end_retention);
     }
     assert!(ends[1] < ends[0], "λ = 5 should prune more than λ = 0: {ends:?}");

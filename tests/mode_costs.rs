@@ -89,7 +89,7 @@ fn abt_actual_counts_the_dense_teacher_pass_and_feed_forward_planners_count_ever
         }
     }
     let theta = vec![0.05; m.layers.len() - 1];
-    for p in classify(&m, None, &xs, &Mode::Ltp { lambda: 0.5, theta }).unwrap() {
+    for p in classify(&m, None, &xs, &Mode::Ltp { lambda: 0.5, theta, score: Default::default() }).unwrap() {
         assert_eq!(p.flops, feed_forward(&p.plan, d, f), "LTP counts o = |I_l|");
     }
 }

@@ -58,7 +58,7 @@ impl BMode {
                 let m = &cx.ltp[*i];
                 (
                     Models { teacher: &m.teacher, approx: None },
-                    Box::new(Ltp { lambda: m.lambda, thresholds: LtpPlanner { theta: m.theta.clone() } }),
+                    Box::new(Ltp { lambda: m.lambda, thresholds: LtpPlanner { theta: m.theta.clone(), score: m.score } }),
                 )
             }
         })

@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 pub mod glue;
+pub mod long_reviews;
 pub mod metrics;
 pub mod rt;
 pub mod split;

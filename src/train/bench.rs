@@ -453,7 +453,7 @@ fn burn_row(
                 model,
                 |m: &LtpTrain, batch: &Batch, targets| -> anyhow::Result<Tensor<1>> {
                     let theta = m.phi.val().mul_scalar(scale);
-                    let (cls, masks) = ltp_forward(m, &tcfg, batch, theta, lc.temperature, false);
+                    let (cls, masks) = ltp_forward(m, &tcfg, batch, theta, (lc.temperature, lc.score), false);
                     let logits = m.teacher.logits(&tcfg, cls).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
                     let task = cross_entropy(logits, targets);
                     let n = batch.valid.clone().sum_dim(1);

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::config::EncoderConfig;
 use crate::model::{EncodedInput, Encoder};
+use crate::planners::ltp::LtpScore;
 use crate::train::finetune::{cross_entropy, data_fingerprint, scalar, LabeledInput};
 use crate::train::model::{to_vec, Batch, TrainBert};
 use crate::train::resume::{epoch_order, module_fingerprint, run_key, Checkpointer};
@@ -27,8 +28,13 @@ use crate::train::{save_hf_checkpoint, Progress, Schedule};
 pub struct LtpConfig {
     /// L1 weight λ on the masks: larger prunes more (sweep it for several retentions).
     pub lambda: f64,
-    /// Sigmoid temperature T of the soft masks (received attention is ~1/n per token).
+    /// Sigmoid temperature T of the soft masks (in the units of `score`; see
+    /// [`LtpScore::default_temperature`]).
     pub temperature: f64,
+    /// The score the thresholds apply to; absent in runs saved before the choice existed
+    /// (they used [`LtpScore::MeanReceived`]).
+    #[serde(default)]
+    pub score: LtpScore,
     pub steps: usize,
     pub batch_size: usize,
     /// Learning rate of the encoder.
@@ -70,11 +76,12 @@ impl Default for LtpConfig {
     fn default() -> Self {
         Self {
             lambda: 1.0,
-            temperature: 0.01,
+            temperature: LtpScore::LengthScaled.default_temperature(),
+            score: LtpScore::LengthScaled,
             steps: 200,
             batch_size: 16,
             lr: 2e-5,
-            theta_lr: 2e-3,
+            theta_lr: LtpScore::LengthScaled.default_theta_lr(),
             weight_decay: 0.01,
             warmup_frac: 0.05,
             hard_frac: 0.3,
@@ -92,13 +99,16 @@ pub struct LtpTrain {
     pub phi: Param<Tensor<1>>,
 }
 
-/// Soft (or hard) LTP forward: CLS rows `[B, d]` and the per-layer running masks (`L - 1` of `[B, T]`).
+/// Soft (or hard) LTP forward: CLS rows `[B, d]` and the per-layer running masks (`L - 1` of
+/// `[B, T]`). The mask after layer l is `σ((score_j - θ_l) / temperature)` with `score` the
+/// mean attention received from the kept queries, times their (soft) count for
+/// [`LtpScore::LengthScaled`].
 pub fn ltp_forward(
     model: &LtpTrain,
     c: &EncoderConfig,
     batch: &Batch,
     theta: Tensor<1>,
-    temperature: f64,
+    (temperature, score): (f64, LtpScore),
     hard: bool,
 ) -> (Tensor<2>, Vec<Tensor<2>>) {
     let [b, t] = batch.dims();
@@ -122,7 +132,10 @@ pub fn ltp_forward(
             // mean attention each key receives from the kept queries, over heads
             let w = m.clone().reshape([b, 1, t, 1]);
             let recv = (p * w).sum_dim(2).sum_dim(1).reshape([b, t]);
-            let s = recv / m.clone().sum_dim(1).mul_scalar(h);
+            let s = match score {
+                LtpScore::MeanReceived => recv / m.clone().sum_dim(1).mul_scalar(h),
+                LtpScore::LengthScaled => recv.div_scalar(h),
+            };
             let th = theta.clone().slice([l..l + 1]).reshape([1, 1]);
             let mut mask = activation::sigmoid((s - th).div_scalar(temperature));
             if hard {
@@ -150,6 +163,7 @@ fn hard_retention(masks: &[Tensor<2>], lengths: &[usize]) -> f64 {
 pub struct LtpReport {
     pub lambda: f64,
     pub temperature: f64,
+    pub score: LtpScore,
     pub theta: Vec<f64>,
     pub steps: usize,
     pub seconds: f64,
@@ -165,6 +179,8 @@ pub struct LtpModel {
     pub teacher: Encoder,
     pub theta: Vec<f64>,
     pub lambda: f64,
+    /// What `theta` applies to (from the run's config; older runs: mean received attention).
+    pub score: LtpScore,
 }
 
 impl LtpModel {
@@ -178,7 +194,11 @@ impl LtpModel {
         let theta: Vec<f64> = serde_json::from_value(meta["report"]["theta"].clone())?;
         crate::planners::ltp::check_thresholds(&theta, teacher.layers.len())
             .map_err(|e| anyhow::anyhow!("{}: report.theta: {e}", path.display()))?;
-        Ok(Self { teacher, theta, lambda: meta["report"]["lambda"].as_f64().unwrap_or(0.0) })
+        let score = match meta["config"].get("score") {
+            None => LtpScore::MeanReceived,
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| anyhow::anyhow!("{}: config.score: {e}", path.display()))?,
+        };
+        Ok(Self { teacher, theta, lambda: meta["report"]["lambda"].as_f64().unwrap_or(0.0), score })
     }
 }
 
@@ -245,7 +265,7 @@ pub fn train_ltp(
         if hard {
             theta = theta.detach();
         }
-        let (cls, masks) = ltp_forward(&model, &c, &batch, theta, cfg.temperature, hard);
+        let (cls, masks) = ltp_forward(&model, &c, &batch, theta, (cfg.temperature, cfg.score), hard);
         let logits = model.teacher.logits(&c, cls).ok_or_else(|| anyhow::anyhow!("no classifier"))?;
         let task = cross_entropy(logits, targets);
         let n = batch.valid.clone().sum_dim(1);
@@ -289,6 +309,7 @@ pub fn train_ltp(
     let report = LtpReport {
         lambda: cfg.lambda,
         temperature: cfg.temperature,
+        score: cfg.score,
         theta,
         steps: cfg.steps,
         seconds: start_t.elapsed().as_secs_f64(),

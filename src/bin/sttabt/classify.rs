@@ -258,7 +258,7 @@ pub(crate) fn classify(
         Some(PrunerRun::Ltp(d)) => {
             existing_run_dir(d, "--ltp", "teacher/ and ltp.json", "ltp")?;
             ltp = precision.ltp(sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))?)?;
-            let mode = sttabt::infer::Mode::Ltp { lambda: ltp.lambda, theta: ltp.theta.clone() };
+            let mode = sttabt::infer::Mode::Ltp { lambda: ltp.lambda, theta: ltp.theta.clone(), score: ltp.score };
             (&ltp.teacher, d.join("teacher"), None, mode)
         }
         None => {

@@ -33,9 +33,19 @@ pub struct EvalArgs {
     /// Examples timed per mode and batch size.
     #[arg(long, default_value_t = 128)]
     pub timing_examples: usize,
-    /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
+    /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a
+    /// warning). Default 128, or 512 with --long-reviews.
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Length robustness (ALGORITHM.md section 8): replace dev and test by N long reviews each,
+    /// every one made of sentences of one label from that split, joined until it has
+    /// --long-words words (truncated to --max-length tokens). Tests planners on inputs longer
+    /// than those they were trained on.
+    #[arg(long, value_name = "N")]
+    pub long_reviews: Option<usize>,
+    /// Words per long review (with --long-reviews).
+    #[arg(long, default_value_t = 700, requires = "long_reviews")]
+    pub long_words: usize,
     /// No progress bars or status lines.
     #[arg(long)]
     pub quiet: bool,
@@ -73,7 +83,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         precision,
         compare_precision,
         peer_json,
+        long_reviews,
+        long_words,
     } = args;
+    let max_length = max_length.unwrap_or(if long_reviews.is_some() { 512 } else { 128 });
+    let long = long_reviews.map(|count| LongReviews { count, words: long_words });
     let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
     if let Some(src) = image_source(&images, &data)? {
         precision.fp32_only("images")?;
@@ -90,9 +104,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     if compare_precision {
         let paths = RunPaths { model: &model, approx: approx.as_deref(), concrete: &concrete, ltp: &ltp };
+        if long.is_some() {
+            bail!("--long-reviews is not available with --compare-precision");
+        }
         return super::precision::compare(&data, paths, &out, &opts, max_length, &precision, peer_json.as_deref());
     }
-    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length, &precision)
+    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length, &precision, long)
+}
+
+/// `--long-reviews N --long-words W`: dev and test replaced by long single-label reviews.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LongReviews {
+    pub count: usize,
+    pub words: usize,
 }
 
 /// The model directories of an `eval` run.
@@ -114,6 +138,7 @@ pub(crate) fn eval(
     opts: &sttabt::eval::EvalOptions,
     max_length: usize,
     precision: &PrecisionArgs,
+    long: Option<LongReviews>,
 ) -> Result<()> {
     if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
         bail!("--ks: every keep fraction must be in (0, 1], got {k}");
@@ -151,7 +176,18 @@ pub(crate) fn eval(
         }
     }
     let tok = text_tokenizer(model, &teacher, max_length)?;
-    let splits = data.load(&source, &needs)?;
+    let mut splits = data.load(&source, &needs)?;
+    if let Some(l) = long {
+        splits.dev = sttabt::data::long_reviews::long_reviews(&splits.dev, l.words, l.count, data.seed)?;
+        splits.test = sttabt::data::long_reviews::long_reviews(&splits.test, l.words, l.count, data.seed.wrapping_add(1))?;
+        splits.description = format!("{} [dev: {}] [test: {}]", splits.description, splits.dev.source, splits.test.source);
+        eprintln!(
+            "length robustness: {} and {} long reviews of >= {} words, truncated to {max_length} tokens",
+            splits.dev.len(),
+            splits.test.len(),
+            l.words
+        );
+    }
     let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;

@@ -1,6 +1,7 @@
 //! `sttabt ltp`.
 
 use super::*;
+use sttabt::planners::ltp::LtpScore;
 
 // The options of `sttabt ltp` (the about text is on `Command::Ltp`).
 #[derive(clap::Args)]
@@ -16,9 +17,17 @@ pub struct LtpArgs {
     /// L1 weight on the masks (larger prunes more; on MiniLM/RT 1 gave ~37% retention, 3 ~30%).
     #[arg(long, default_value_t = 1.0)]
     pub lambda: f64,
-    /// Temperature of the soft sigmoid masks.
-    #[arg(long, default_value_t = 0.01)]
-    pub temperature: f64,
+    /// Temperature of the soft sigmoid masks, in the score's units (default: 0.25 for
+    /// length-scaled scores, 0.01 for mean-received ones).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// What the thresholds apply to: `length-scaled` (the mean attention a token receives
+    /// times the number of kept tokens: mean 1 at every length, so thresholds learned on short
+    /// sentences still mean the same on long reviews) or `mean-received` (LTP's own score,
+    /// which shrinks as 1/n: learned thresholds prune almost everything on inputs longer than
+    /// the training ones).
+    #[arg(long, default_value = "length-scaled", value_parser = ["length-scaled", "mean-received"])]
+    pub score: String,
     /// Optimisation steps (>= 1).
     #[arg(long, default_value_t = 200, value_parser = at_least_one)]
     pub steps: usize,
@@ -41,12 +50,26 @@ pub struct LtpArgs {
 
 /// Run `sttabt ltp`.
 pub fn run(args: LtpArgs) -> Result<()> {
-    let LtpArgs { data, teacher, out, lambda, temperature, steps, batch_size, train_limit, max_length, resume, quiet } = args;
+    let LtpArgs { data, teacher, out, lambda, temperature, score, steps, batch_size, train_limit, max_length, resume, quiet } = args;
+    let score = if score == "mean-received" { LtpScore::MeanReceived } else { LtpScore::LengthScaled };
+    let temperature = temperature.unwrap_or(score.default_temperature());
+    if !(temperature.is_finite() && temperature > 0.0) {
+        bail!("--temperature must be a positive number, got {temperature}");
+    }
     guard_output(&out, "ltp.json", resume)?;
     let teacher_m = Encoder::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
     let needs = DataNeeds::train_only("ltp");
     let source = data.source(&needs)?;
-    let cfg = sttabt::train::ltp::LtpConfig { lambda, temperature, steps, batch_size, seed: data.seed, ..Default::default() };
+    let cfg = sttabt::train::ltp::LtpConfig {
+        lambda,
+        temperature,
+        score,
+        theta_lr: score.default_theta_lr(),
+        steps,
+        batch_size,
+        seed: data.seed,
+        ..Default::default()
+    };
     cfg.validate()?;
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
