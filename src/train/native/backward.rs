@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::kernels;
 use crate::model::config::Activation;
 use crate::train::native::forward::{merge_heads, split_heads, Forward, LnCache, PackedBatch};
+use crate::train::native::masks;
 use crate::train::native::params::{Dense, LayerNormParams, NativeBert};
 
 /// Backward of `y = x·W + b` (`x` `[m, d_in]`, `dy` `[m, d_out]`): writes `grad.w = xᵀ·dy`,
@@ -107,7 +108,27 @@ pub fn backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Native
 /// overwriting every value: a training loop keeps one `g` across steps and saves allocating and
 /// first-touching the ~90 MB of a BERT-small gradient every step.
 pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &mut NativeBert) {
+    backward_full(model, batch, fw, g, None, false);
+}
+
+/// [`backward_into`] for any loss on the logits, through the token masks `fw` ran with
+/// ([`forward_masked`](super::forward::forward_masked)): `dlogits` `[B, C]` is dL/dlogits
+/// (`None`: the mean cross-entropy of `fw.loss`). With `want_mask_grads` and masks, returns
+/// dL/dm^l for l = 1..=L+1 (`L + 1` vectors `[N]`, packed as the batch); else `None`.
+pub fn backward_full(
+    model: &NativeBert,
+    batch: &PackedBatch,
+    fw: &Forward,
+    g: &mut NativeBert,
+    dlogits: Option<&[f32]>,
+    want_mask_grads: bool,
+) -> Option<Vec<Vec<f32>>> {
     let c = &model.config;
+    let tm = fw.masks.as_ref();
+    let mut dmask: Vec<Vec<f32>> = match tm {
+        Some(t) if want_mask_grads => vec![vec![0.0f32; batch.rows()]; t.m.len()],
+        _ => Vec::new(),
+    };
     let (b, d) = (batch.b, c.hidden_size);
     let (h, dh) = (c.num_heads, c.head_size());
     let bt = batch.rows();
@@ -117,18 +138,16 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
     g.token_type.fill(0.0);
     // head: d loss / d logits = (softmax - onehot) / B
     let nl = model.classifier.d_out;
-    let mut dlogits = vec![0.0f32; b * nl];
-    for e in 0..b {
-        let row = &fw.logits[e * nl..(e + 1) * nl];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-        for i in 0..nl {
-            let p = (row[i] as f64 - max).exp() / sum;
-            let y = if i == batch.labels[e] { 1.0 } else { 0.0 };
-            dlogits[e * nl + i] = ((p - y) / b as f64) as f32;
+    let mut dlogits_ce = vec![0.0f32; b * nl];
+    let dlogits = match dlogits {
+        Some(dl) => dl,
+        None => {
+            ce_grad(&fw.logits, &batch.labels, nl, &mut dlogits_ce);
+            &dlogits_ce
         }
-    }
-    let dpooled = linear_backward(&fw.pooled, &dlogits, &model.classifier, &mut g.classifier, b, true).expect("dx requested");
+    };
+
+    let dpooled = linear_backward(&fw.pooled, dlogits, &model.classifier, &mut g.classifier, b, true).expect("dx requested");
     let dcls = match (&model.pooler, &mut g.pooler) {
         (Some(p), Some(gp)) => {
             let dpre: Vec<f32> = dpooled.iter().zip(&fw.pooled).map(|(dy, y)| dy * (1.0 - y * y)).collect();
@@ -146,6 +165,12 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
         let cache = &fw.layers[l];
         let x = &fw.hidden[l];
         let gl = &mut g.layers[l];
+        if let Some(t) = tm {
+            let mut scratch = Vec::new();
+            let dm = dmask.get_mut(l + 1).unwrap_or(&mut scratch);
+            dm.resize(bt, 0.0);
+            masks::scale_rows_backward(&mut dy, &cache.ln2.xhat, &layer.out_ln, &t.m[l + 1], dm);
+        }
         // FFN block: y = LN2(ffn_out(act(ffn_in(a))) + a)
         let dffn = layer_norm_backward(&dy, &cache.ln2, &layer.out_ln, &mut gl.out_ln);
         let mut dinter = linear_backward(&cache.inter_act, &dffn, &layer.ffn_out, &mut gl.ffn_out, bt, true).expect("dx requested");
@@ -171,37 +196,62 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
             .zip(batch.head_blocks(h, &mut dk, |n| n * dh))
             .zip(batch.head_blocks(h, &mut dv, |n| n * dh));
         // (start in the head-block buffers, start in probs) of every (example, head) block
+        // and the example's first row and start in the mask cache's denominators
         let mut starts = Vec::with_capacity(b * h);
-        let (mut s0, mut p0) = (0usize, 0usize);
-        for &n in &batch.lengths {
+        let (mut s0, mut p0, mut d0) = (0usize, 0usize, 0usize);
+        for (e, &n) in batch.lengths.iter().enumerate() {
             for _ in 0..h {
-                starts.push((s0, p0));
+                starts.push((s0, p0, batch.offsets[e], d0));
                 s0 += n * dh;
                 p0 += n * n;
+                d0 += n;
             }
         }
-        blocks.zip(starts).collect::<Vec<_>>().into_par_iter().for_each(|((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0))| {
-            let span = s0..s0 + n * dh;
-            let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
-            let dc = &dctx_h[span];
-            let p = &cache.probs[p0..p0 + n * n];
-            kernels::serial(|| {
-                // dV = Pᵀ·dC, dP = dC·Vᵀ
-                kernels::matmul_t(p, true, dc, false, dvh, n, n, dh, false);
-                let mut ds = vec![0.0f32; n * n];
-                kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
-                // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
-                for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                    for (s, &pv) in dsr.iter_mut().zip(pr) {
-                        *s = pv * (*s - dot) * scale;
+        let key_mask = tm.map(|t| &t.m[l]);
+        let row0s: Vec<usize> = starts.iter().map(|s| s.2).collect();
+        let dm_blocks: Vec<Vec<f32>> = blocks
+            .zip(starts)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0, r0, d0))| {
+                let span = s0..s0 + n * dh;
+                let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
+                let dc = &dctx_h[span];
+                let p = &cache.probs[p0..p0 + n * n];
+                kernels::serial(|| {
+                    // dV = Pᵀ·dC, dP = dC·Vᵀ
+                    kernels::matmul_t(p, true, dc, false, dvh, n, n, dh, false);
+                    let mut ds = vec![0.0f32; n * n];
+                    kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
+                    // section 4.3's renormalisation: dP̃ -> dP (before it), dm
+                    let (mut dm, mut p) = (Vec::new(), p);
+                    if let (Some(m), Some(mc)) = (key_mask, cache.masked.as_ref()) {
+                        dm = vec![0.0f32; n];
+                        masks::renormalise_backward(&mut ds, p, &mc.raw[p0..p0 + n * n], &mc.denom[d0..d0 + n], &m[r0..r0 + n], &mut dm);
+                        p = &mc.raw[p0..p0 + n * n];
                     }
+                    // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
+                    for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                        let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                        for (s, &pv) in dsr.iter_mut().zip(pr) {
+                            *s = pv * (*s - dot) * scale;
+                        }
+                    }
+                    // dQ = dS·K, dK = dSᵀ·Q
+                    kernels::matmul(&ds, kh, dqh, n, n, dh, false);
+                    kernels::matmul_t(&ds, true, qh, false, dkh, n, n, dh, false);
+                    dm
+                })
+            })
+            .collect();
+        if let Some(dm) = dmask.get_mut(l) {
+            // the heads' and queries' contributions, block by block in order
+            for (blk, &r0) in dm_blocks.iter().zip(&row0s) {
+                for (acc, v) in dm[r0..r0 + blk.len()].iter_mut().zip(blk) {
+                    *acc += *v;
                 }
-                // dQ = dS·K, dK = dSᵀ·Q
-                kernels::matmul(&ds, kh, dqh, n, n, dh, false);
-                kernels::matmul_t(&ds, true, qh, false, dkh, n, n, dh, false);
-            });
-        });
+            }
+        }
         let dq = merge_heads(&dq, batch, h, dh);
         let dk = merge_heads(&dk, batch, h, dh);
         let dv = merge_heads(&dv, batch, h, dh);
@@ -227,6 +277,22 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
                     *acc += *v;
                 }
             }
+        }
+    }
+    (want_mask_grads && tm.is_some()).then_some(dmask)
+}
+
+/// dL/dlogits of the mean cross-entropy, `(softmax - onehot) / B`, into `out` `[B, C]`.
+fn ce_grad(logits: &[f32], labels: &[usize], nl: usize, out: &mut [f32]) {
+    let b = labels.len();
+    for e in 0..b {
+        let row = &logits[e * nl..(e + 1) * nl];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+        for i in 0..nl {
+            let p = (row[i] as f64 - max).exp() / sum;
+            let y = if i == labels[e] { 1.0 } else { 0.0 };
+            out[e * nl + i] = ((p - y) / b as f64) as f32;
         }
     }
 }

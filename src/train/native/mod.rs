@@ -14,6 +14,7 @@ pub mod backward;
 pub mod checkpoint;
 pub mod finetune;
 pub mod forward;
+pub mod masks;
 pub mod optim;
 pub mod params;
 
