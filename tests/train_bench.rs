@@ -74,15 +74,15 @@ fn every_job_and_trainer_gives_consistent_rows() {
         approx_factor: 4,
     };
     let report = bench_train(&m, &s, &cfg, "test", &Progress { quiet: true }).expect("bench");
-    // per workload: 4 burn rows + the native fine-tuning row
-    assert_eq!(report.rows.len(), 2 * 5);
+    // per workload: 5 burn rows + the native fine-tuning and plan-aware fine-tuning rows
+    assert_eq!(report.rows.len(), 2 * 7);
     for r in &report.rows {
         let st = r.stages;
         assert!((st.data + st.forward + st.backward + st.optimizer - r.seconds_per_step).abs() < 1e-12);
         assert!(r.seconds_per_step > 0.0 && r.loss.is_finite() && r.loss > 0.0, "{r:?}");
         assert!((r.examples_per_s - 3.0 / r.seconds_per_step).abs() < 1e-9 * r.examples_per_s);
         assert!((r.gflop_per_s * r.seconds_per_step - r.gflop_per_step).abs() < 1e-9);
-        assert_eq!(st.teacher > 0.0, r.job == Job::Distill, "{r:?}");
+        assert_eq!(st.teacher > 0.0, matches!(r.job, Job::Distill | Job::PlanFt), "{r:?}");
         let (t, real) = match r.workload {
             Workload::Rt => (9, 3 + 7 + 1 + 6),
             Workload::Long => (12, 36),
@@ -93,12 +93,14 @@ fn every_job_and_trainer_gives_consistent_rows() {
         }
     }
     for w in [Workload::Rt, Workload::Long] {
-        let loss =
-            |tr: Trainer| report.rows.iter().find(|r| r.workload == w && r.job == Job::Finetune && r.trainer == tr).expect("row").loss;
-        let (b, n) = (loss(Trainer::Burn), loss(Trainer::Native));
-        assert!((b - n).abs() <= 1e-4 * b, "{w:?}: after the same 3 steps, burn loss {b} vs native {n}");
+        for job in [Job::Finetune, Job::PlanFt] {
+            let loss = |tr: Trainer| report.rows.iter().find(|r| r.workload == w && r.job == job && r.trainer == tr).expect("row").loss;
+            let (b, n) = (loss(Trainer::Burn), loss(Trainer::Native));
+            assert!((b - n).abs() <= 1e-4 * b, "{w:?} {job:?}: after the same 3 steps, burn loss {b} vs native {n}");
+        }
     }
     let json = serde_json::to_value(&report).expect("json");
     assert_eq!(json["rows"][0]["job"], "finetune");
-    assert!(report.table().lines().count() == 11);
+    assert!(report.table().lines().count() == 15);
+    assert!(json["rows"].as_array().expect("rows").iter().any(|r| r["job"] == "plan-ft"));
 }

@@ -45,11 +45,14 @@ pub enum Job {
     Concrete,
     /// LTP soft-mask training (teacher + θ), [`crate::train::ltp`].
     Ltp,
+    /// Plan-aware fine-tuning (teacher under ABT plans, CE + α·KL), [`crate::train::bench_plan_ft`].
+    #[serde(rename = "plan-ft")]
+    PlanFt,
 }
 
 impl Job {
-    /// All four jobs, in pipeline order.
-    pub const ALL: [Job; 4] = [Job::Finetune, Job::Distill, Job::Concrete, Job::Ltp];
+    /// All five jobs, in pipeline order.
+    pub const ALL: [Job; 5] = [Job::Finetune, Job::Distill, Job::Concrete, Job::Ltp, Job::PlanFt];
     /// Lower-case name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -57,6 +60,7 @@ impl Job {
             Job::Distill => "distill",
             Job::Concrete => "concrete",
             Job::Ltp => "ltp",
+            Job::PlanFt => "plan-ft",
         }
     }
 }
@@ -276,12 +280,12 @@ pub fn bench_train(
             };
             for &job in &cfg.jobs {
                 for &trainer in &cfg.trainers {
-                    if trainer == Trainer::Native && job != Job::Finetune {
+                    if trainer == Trainer::Native && !matches!(job, Job::Finetune | Job::PlanFt) {
                         continue; // no native trainer for this job yet
                     }
                     let row = match trainer {
                         Trainer::Burn => burn_row(job, teacher, &approx, &data, cfg, labels)?,
-                        Trainer::Native => native_row(job, teacher, &data, cfg, labels)?,
+                        Trainer::Native => native_row(job, teacher, &approx.model, &data, cfg, labels)?,
                     };
                     let row = BenchRow { workload, ..row };
                     progress.println(row_line(&row));
@@ -365,6 +369,7 @@ fn burn_row(
         }
         Job::Concrete => 3.0 * (forward_flops(&tcfg, b, t, labels) + forward_flops(&acfg, b, t, 0)),
         Job::Ltp => 3.0 * forward_flops(&tcfg, b, t, labels),
+        Job::PlanFt => plan_ft_flops(&tcfg, &acfg, b, t, labels),
     } / 1e9;
     // the job's module and a closure-free step per job (each module type differs)
     macro_rules! run_steps {
@@ -472,17 +477,41 @@ fn burn_row(
                 0.0
             );
         }
+        Job::PlanFt => {
+            (stages, loss_v) = crate::train::bench_plan_ft::burn_steps(teacher, &approx.model, data, cfg.warmup, cfg.reps)?;
+        }
     }
     Ok(finish_row(job, Trainer::Burn, data, &stages, gflop, loss_v))
 }
 
-/// One job on the native trainer (fine-tuning only so far).
-fn native_row(job: Job, teacher: &Encoder, data: &[LabeledInput], cfg: &TrainBenchConfig, labels: usize) -> anyhow::Result<BenchRow> {
-    anyhow::ensure!(job == Job::Finetune, "the native trainer does not run {} yet (fine-tuning only)", job.name());
+/// One job on the native trainer (fine-tuning and plan-aware fine-tuning so far).
+fn native_row(
+    job: Job,
+    teacher: &Encoder,
+    approx: &Encoder,
+    data: &[LabeledInput],
+    cfg: &TrainBenchConfig,
+    labels: usize,
+) -> anyhow::Result<BenchRow> {
     let (b, t) = (data.len(), data.iter().map(|x| x.input.len()).max().unwrap_or(0));
-    let gflop = 3.0 * forward_flops(&teacher.config, b, t, labels) / 1e9;
-    let (stages, loss) = crate::train::native::bench_steps(teacher, data, cfg.warmup, cfg.reps)?;
-    Ok(finish_row(job, Trainer::Native, data, &stages, gflop, loss))
+    let (gflop, (stages, loss)) = match job {
+        Job::Finetune => {
+            (3.0 * forward_flops(&teacher.config, b, t, labels), crate::train::native::bench_steps(teacher, data, cfg.warmup, cfg.reps)?)
+        }
+        Job::PlanFt => (
+            plan_ft_flops(&teacher.config, &approx.config, b, t, labels),
+            crate::train::bench_plan_ft::native_steps(teacher, approx, data, cfg.warmup, cfg.reps)?,
+        ),
+        _ => anyhow::bail!("the native trainer does not run {} yet (fine-tuning and plan-aware fine-tuning only)", job.name()),
+    };
+    Ok(finish_row(job, Trainer::Native, data, &stages, gflop / 1e9, loss))
+}
+
+/// FLOPs of one plan-aware step: the teacher trained under masks (3x forward, the masks do not
+/// shrink the padded products), its frozen dense pass for the distillation logits (1x) and the
+/// ApproxNet's attention pass for the plans (1x, no head).
+fn plan_ft_flops(t_cfg: &EncoderConfig, a_cfg: &EncoderConfig, b: usize, t: usize, labels: usize) -> f64 {
+    4.0 * forward_flops(t_cfg, b, t, labels) + forward_flops(a_cfg, b, t, 0)
 }
 
 /// The speed-up of the native trainer over burn for one (job, workload, batch, length), over the

@@ -17,6 +17,7 @@ use crate::approx::ApproxNet;
 use crate::data::split::SplitMix64;
 use crate::error::ModelError;
 use crate::model::{EncodedInput, Encoder};
+use crate::plan::TokenPlan;
 use crate::planners::abt::{abt_plans, AbtConfig};
 use crate::train::finetune::{accuracy, argmax, data_fingerprint, dense_logits, FinetuneConfig, LabeledInput};
 use crate::train::native::backward::backward_full;
@@ -133,10 +134,28 @@ pub fn ce_kd_loss(logits: &[f32], dense: &[f32], labels: &[usize], alpha: f64, t
     (ce / b as f64, kl / b as f64, grad)
 }
 
-/// One plan-aware step's forward and backward: ABT plans of `data` from `approx` at `keep`
-/// (top set: `teacher`'s), the frozen `teacher`'s dense logits (when `alpha > 0`), `model` under
-/// the plans' 0/1 masks, and the gradient of [`ce_kd_loss`] into `g` (shaped as `model`).
-/// Runs on the caller's pool (wrap in [`crate::kernels::in_pool`]).
+/// The targets of one plan-aware batch, computed without gradient: ABT plans of `inputs` from
+/// `approx` at `keep` (top set: `teacher`'s) and the frozen `teacher`'s dense logits `[B, C]`
+/// (zeros when `alpha == 0`: the distillation term is off). Returns `(plans, dense logits)`.
+///
+/// Errors: bad input, or back-tracking fails on an example.
+pub fn plan_targets(
+    teacher: &Encoder,
+    approx: &Encoder,
+    inputs: &[EncodedInput],
+    keep: f64,
+    alpha: f64,
+) -> Result<(Vec<TokenPlan>, Vec<f32>), ModelError> {
+    let cfg = AbtConfig { top: teacher.top_tokens(), ..AbtConfig::topk(keep) };
+    let plans = abt_plans(approx, inputs, &cfg)?;
+    let nl = teacher.classifier.as_ref().map_or(0, |c| c.d_out());
+    let dense: Vec<f32> = if alpha > 0.0 { dense_logits(teacher, inputs)?.concat() } else { vec![0.0; inputs.len() * nl] };
+    Ok((plans, dense))
+}
+
+/// One plan-aware step's forward and backward: [`plan_targets`], `model` under the plans' 0/1
+/// masks, and the gradient of [`ce_kd_loss`] into `g` (shaped as `model`). Runs on the caller's
+/// pool (wrap in [`crate::kernels::in_pool`]).
 ///
 /// Errors: bad input, or back-tracking fails on an example.
 #[allow(clippy::too_many_arguments)]
@@ -151,17 +170,18 @@ pub fn plan_aware_grads(
     g: &mut NativeBert,
 ) -> Result<PlanFtLoss, ModelError> {
     let inputs: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
-    let cfg = AbtConfig { top: teacher.top_tokens(), ..AbtConfig::topk(keep) };
-    let plans = abt_plans(approx, &inputs, &cfg)?;
-    let nl = model.classifier.d_out;
-    let dense: Vec<f32> = if alpha > 0.0 { dense_logits(teacher, &inputs)?.concat() } else { vec![0.0; data.len() * nl] };
+    let (plans, dense) = plan_targets(teacher, approx, &inputs, keep, alpha)?;
     let batch = batch_of(model, data)?;
     let masks = TokenMasks::from_plans(&plans, &batch, model.layers.len())?;
     let fw = forward_masked(model, &batch, Some(&masks));
     let (ce, kl, dlogits) = ce_kd_loss(&fw.logits, &dense, &batch.labels, alpha, temperature);
     backward_full(model, &batch, &fw, g, Some(&dlogits), false);
-    let retention = plans.iter().map(|p| p.retention()).sum::<f64>() / plans.len() as f64;
-    Ok(PlanFtLoss { loss: ce + alpha * kl, ce, kl, retention })
+    Ok(PlanFtLoss { loss: ce + alpha * kl, ce, kl, retention: mean_retention(&plans) })
+}
+
+/// Mean section-5 retention of `plans` (0 for none).
+pub fn mean_retention(plans: &[TokenPlan]) -> f64 {
+    plans.iter().map(|p| p.retention()).sum::<f64>() / plans.len().max(1) as f64
 }
 
 /// Dev accuracy of `model` under ABT plans from `approx` at `keep` (gathered execution), and the
