@@ -209,41 +209,36 @@ pub fn backward_full(
         }
         let key_mask = tm.map(|t| &t.m[l]);
         let row0s: Vec<usize> = starts.iter().map(|s| s.2).collect();
-        let dm_blocks: Vec<Vec<f32>> = blocks
-            .zip(starts)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0, r0, d0))| {
-                let span = s0..s0 + n * dh;
-                let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
-                let dc = &dctx_h[span];
-                let p = &cache.probs[p0..p0 + n * n];
-                kernels::serial(|| {
-                    // dV = Pᵀ·dC, dP = dC·Vᵀ
-                    kernels::matmul_t(p, true, dc, false, dvh, n, n, dh, false);
-                    let mut ds = vec![0.0f32; n * n];
-                    kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
-                    // section 4.3's renormalisation: dP̃ -> dP (before it), dm
-                    let (mut dm, mut p) = (Vec::new(), p);
-                    if let (Some(m), Some(mc)) = (key_mask, cache.masked.as_ref()) {
-                        dm = vec![0.0f32; n];
-                        masks::renormalise_backward(&mut ds, p, &mc.raw[p0..p0 + n * n], &mc.denom[d0..d0 + n], &m[r0..r0 + n], &mut dm);
-                        p = &mc.raw[p0..p0 + n * n];
+        let mut dm_blocks = vec![Vec::new(); b * h];
+        let items: Vec<_> = blocks.zip(starts).zip(dm_blocks.iter_mut()).collect();
+        items.into_par_iter().for_each(|(((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0, r0, d0)), dmb)| {
+            let span = s0..s0 + n * dh;
+            let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
+            let dc = &dctx_h[span];
+            let mut p = &cache.probs[p0..p0 + n * n];
+            kernels::serial(|| {
+                // dV = Pᵀ·dC, dP = dC·Vᵀ
+                kernels::matmul_t(p, true, dc, false, dvh, n, n, dh, false);
+                let mut ds = vec![0.0f32; n * n];
+                kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
+                // section 4.3's renormalisation: dP̃ -> dP (the softmax before it), and dm
+                if let (Some(m), Some(mc)) = (key_mask, cache.masked.as_ref()) {
+                    *dmb = vec![0.0f32; n];
+                    masks::renormalise_backward(&mut ds, p, &mc.raw[p0..p0 + n * n], &mc.denom[d0..d0 + n], &m[r0..r0 + n], dmb);
+                    p = &mc.raw[p0..p0 + n * n];
+                }
+                // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
+                for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (s, &pv) in dsr.iter_mut().zip(pr) {
+                        *s = pv * (*s - dot) * scale;
                     }
-                    // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
-                    for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                        let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                        for (s, &pv) in dsr.iter_mut().zip(pr) {
-                            *s = pv * (*s - dot) * scale;
-                        }
-                    }
-                    // dQ = dS·K, dK = dSᵀ·Q
-                    kernels::matmul(&ds, kh, dqh, n, n, dh, false);
-                    kernels::matmul_t(&ds, true, qh, false, dkh, n, n, dh, false);
-                    dm
-                })
-            })
-            .collect();
+                }
+                // dQ = dS·K, dK = dSᵀ·Q
+                kernels::matmul(&ds, kh, dqh, n, n, dh, false);
+                kernels::matmul_t(&ds, true, qh, false, dkh, n, n, dh, false);
+            });
+        });
         if let Some(dm) = dmask.get_mut(l) {
             // the heads' and queries' contributions, block by block in order
             for (blk, &r0) in dm_blocks.iter().zip(&row0s) {
