@@ -381,6 +381,50 @@ fn native_distill_killed_and_resumed_equals_uninterrupted() {
 }
 
 #[test]
+fn native_plan_aware_finetune_killed_and_resumed_equals_uninterrupted() {
+    let fx = fixture();
+    let teacher = fx.teacher.display().to_string();
+    let approx = fx.approx.display().to_string();
+    // plan-aware fine-tuning (ALGORITHM.md section 8) with per-batch keep draws: 36 steps per
+    // epoch, checkpoints at 36, 50 and 72; killed mid-epoch 2
+    let pa = [
+        strings(&["finetune", "--model", &teacher, "--epochs", "2", "--batch-size", "2", "--lr", "1e-3", "--plan-aware"]),
+        strings(&["--approx", &approx, "--keep", "0.5", "--keep-range", "0.3,0.8"]),
+        data_args(&fx),
+    ]
+    .concat();
+    kill_and_resume(
+        &fx,
+        "plan-ft",
+        &pa,
+        50,
+        72,
+        &["--keep", "0.6", "--kd-alpha", "1"],
+        &["keep", "kd_alpha"],
+        &["model.safetensors", "finetune.json"],
+    );
+    let dir = fx.root.join("plan-ft-b").join("checkpoint");
+    let state: serde_json::Value = serde_json::from_slice(&read(&dir.join("state.json"))).expect("state.json");
+    assert_eq!(state["job"], "plan-ft-native");
+    assert_eq!(state["extra"]["adamw_time"], 72);
+    let report: serde_json::Value = serde_json::from_slice(&read(&fx.root.join("plan-ft-b/finetune.json"))).expect("finetune.json");
+    assert_eq!(report["report"]["abt_dev_accuracy"].as_array().map(|a| a.len()), Some(2));
+    assert_eq!(report["report"]["dense_dev_accuracy"].as_array().map(|a| a.len()), Some(2));
+    // plain native fine-tuning refuses the plan-aware checkpoint, naming the job
+    let ft = [
+        strings(&["finetune", "--model", &teacher, "--epochs", "2", "--batch-size", "2", "--lr", "1e-3", "--trainer", "native"]),
+        data_args(&fx),
+    ]
+    .concat();
+    let o = sttabt(&ft, &fx.root.join("plan-ft-b"), &["--resume"]).output().expect("run sttabt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("job: plan-ft-native -> finetune-native"),
+        "native fine-tuning resumed a plan-aware checkpoint: {err}"
+    );
+}
+
+#[test]
 fn resume_refuses_a_checkpoint_of_other_data() {
     // in-process: the data fingerprint (not just the hyper-parameters) is part of the run key
     let cfg = tiny_config(2, 2, 8, 32, 1200, 16);

@@ -74,15 +74,15 @@ fn every_job_and_trainer_gives_consistent_rows() {
         approx_factor: 4,
     };
     let report = bench_train(&m, &s, &cfg, "test", &Progress { quiet: true }).expect("bench");
-    // per workload: 4 burn rows + the native fine-tuning and distillation rows
-    assert_eq!(report.rows.len(), 2 * 6);
+    // per workload: 5 burn rows + the native fine-tuning, distillation and plan-aware fine-tuning rows
+    assert_eq!(report.rows.len(), 2 * 8);
     for r in &report.rows {
         let st = r.stages;
         assert!((st.data + st.forward + st.backward + st.optimizer - r.seconds_per_step).abs() < 1e-12);
         assert!(r.seconds_per_step > 0.0 && r.loss.is_finite() && r.loss > 0.0, "{r:?}");
         assert!((r.examples_per_s - 3.0 / r.seconds_per_step).abs() < 1e-9 * r.examples_per_s);
         assert!((r.gflop_per_s * r.seconds_per_step - r.gflop_per_step).abs() < 1e-9);
-        assert_eq!(st.teacher > 0.0, r.job == Job::Distill, "{r:?}");
+        assert_eq!(st.teacher > 0.0, matches!(r.job, Job::Distill | Job::PlanFt), "{r:?}");
         let (t, real) = match r.workload {
             Workload::Rt => (9, 3 + 7 + 1 + 6),
             Workload::Long => (12, 36),
@@ -93,7 +93,7 @@ fn every_job_and_trainer_gives_consistent_rows() {
         }
     }
     for w in [Workload::Rt, Workload::Long] {
-        for job in [Job::Finetune, Job::Distill] {
+        for job in [Job::Finetune, Job::Distill, Job::PlanFt] {
             let row = |tr: Trainer| report.rows.iter().find(|r| r.workload == w && r.job == job && r.trainer == tr).expect("row");
             let (b, n) = (row(Trainer::Burn), row(Trainer::Native));
             assert!(
@@ -107,5 +107,6 @@ fn every_job_and_trainer_gives_consistent_rows() {
     }
     let json = serde_json::to_value(&report).expect("json");
     assert_eq!(json["rows"][0]["job"], "finetune");
-    assert!(report.table().lines().count() == 13);
+    assert!(report.table().lines().count() == 17);
+    assert!(json["rows"].as_array().expect("rows").iter().any(|r| r["job"] == "plan-ft"));
 }

@@ -45,13 +45,16 @@ pub enum Job {
     Concrete,
     /// LTP soft-mask training (teacher + θ), [`crate::train::ltp`].
     Ltp,
+    /// Plan-aware fine-tuning (teacher under ABT plans, CE + α·KL), [`crate::train::bench_plan_ft`].
+    #[serde(rename = "plan-ft")]
+    PlanFt,
 }
 
 impl Job {
-    /// All four jobs, in pipeline order.
-    pub const ALL: [Job; 4] = [Job::Finetune, Job::Distill, Job::Concrete, Job::Ltp];
+    /// All five jobs, in pipeline order.
+    pub const ALL: [Job; 5] = [Job::Finetune, Job::Distill, Job::Concrete, Job::Ltp, Job::PlanFt];
     /// The jobs the native trainer runs so far.
-    pub const NATIVE: [Job; 2] = [Job::Finetune, Job::Distill];
+    pub const NATIVE: [Job; 3] = [Job::Finetune, Job::Distill, Job::PlanFt];
     /// Lower-case name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -59,6 +62,7 @@ impl Job {
             Job::Distill => "distill",
             Job::Concrete => "concrete",
             Job::Ltp => "ltp",
+            Job::PlanFt => "plan-ft",
         }
     }
 }
@@ -466,11 +470,14 @@ fn burn_row(
                 0.0
             );
         }
+        Job::PlanFt => {
+            (stages, loss_v) = crate::train::bench_plan_ft::burn_steps(teacher, &approx.model, data, cfg.warmup, cfg.reps)?;
+        }
     }
     Ok(finish_row(job, Trainer::Burn, data, &stages, gflop, loss_v))
 }
 
-/// One job on the native trainer (fine-tuning and distillation so far), counted as burn's row.
+/// One job on the native trainer (fine-tuning, distillation and plan-aware fine-tuning so far), counted as burn's row.
 fn native_row(
     job: Job,
     teacher: &Encoder,
@@ -487,7 +494,10 @@ fn native_row(
             let inputs: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
             crate::train::native::distill::bench_steps(teacher, approx, &inputs, cfg.warmup, cfg.reps)?
         }
-        Job::Concrete | Job::Ltp => anyhow::bail!("the native trainer does not run {} yet (fine-tuning and distillation only)", job.name()),
+        Job::PlanFt => crate::train::bench_plan_ft::native_steps(teacher, &approx.model, data, cfg.warmup, cfg.reps)?,
+        Job::Concrete | Job::Ltp => {
+            anyhow::bail!("the native trainer does not run {} yet (fine-tuning, distillation and plan-aware fine-tuning only)", job.name())
+        }
     };
     Ok(finish_row(job, Trainer::Native, data, &stages, gflop, loss))
 }
@@ -503,6 +513,10 @@ fn job_flops(job: Job, tc: &EncoderConfig, ac: &EncoderConfig, b: usize, t: usiz
         }
         Job::Concrete => 3.0 * (forward_flops(tc, b, t, labels) + forward_flops(ac, b, t, 0)),
         Job::Ltp => 3.0 * forward_flops(tc, b, t, labels),
+        // the teacher trained under masks (3x forward, the masks do not shrink the padded
+        // products), its frozen dense pass for the distillation logits (1x) and the ApproxNet's
+        // attention pass for the plans (1x, no head)
+        Job::PlanFt => 4.0 * forward_flops(tc, b, t, labels) + forward_flops(ac, b, t, 0),
     }
 }
 

@@ -3,6 +3,7 @@
 //! progress bars, HF-layout saving, exact resume ([`resume`]).
 
 pub mod bench;
+pub mod bench_plan_ft;
 pub mod concrete;
 pub mod distill;
 pub mod finetune;

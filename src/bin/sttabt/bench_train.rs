@@ -19,8 +19,9 @@ pub enum TrainerChoice {
 // The options of `sttabt bench-train` (the about text is on `Command::BenchTrain`).
 #[derive(clap::Args)]
 pub struct BenchTrainArgs {
-    /// Jobs to time: finetune, distill, concrete, ltp (comma-separated).
-    #[arg(long, default_value = "finetune,distill,concrete,ltp", value_delimiter = ',', value_parser = parse_job)]
+    /// Jobs to time: finetune, distill, concrete, ltp, plan-ft (plan-aware fine-tuning,
+    /// ALGORITHM.md section 8; ABT plans at keep 0.5) (comma-separated).
+    #[arg(long, default_value = "finetune,distill,concrete,ltp,plan-ft", value_delimiter = ',', value_parser = parse_job)]
     pub jobs: Vec<Job>,
     /// Batch sizes (examples per step).
     #[arg(long, default_value = "16,32", value_delimiter = ',', value_parser = at_least_one)]
@@ -67,7 +68,7 @@ fn parse_job(s: &str) -> std::result::Result<Job, String> {
         .iter()
         .copied()
         .find(|j| j.name() == s)
-        .ok_or_else(|| format!("unknown job '{s}' (accepted: finetune, distill, concrete, ltp)"))
+        .ok_or_else(|| format!("unknown job '{s}' (accepted: finetune, distill, concrete, ltp, plan-ft)"))
 }
 
 fn parse_data(s: &str) -> std::result::Result<DataChoice, String> {

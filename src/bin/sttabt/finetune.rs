@@ -42,8 +42,46 @@ pub struct FinetuneArgs {
     /// (forward/backward on the crate's own kernels, faster: `sttabt bench-train --trainer both`; text BERT models
     /// only). Same batches, schedule and AdamW; results equal up to float rounding. A run
     /// resumes only with the trainer that wrote its checkpoint.
-    #[arg(long, value_enum, default_value_t = TrainerArg::Burn)]
-    pub trainer: TrainerArg,
+    /// Default: burn, or native with --plan-aware (which runs on the native trainer only).
+    #[arg(long, value_enum)]
+    pub trainer: Option<TrainerArg>,
+    /// Plan-aware fine-tuning (ABT-FT, ALGORITHM.md section 8): --model is a fine-tuned teacher;
+    /// it is trained while it runs under its own hard ABT plans (from the ApproxNet --approx at
+    /// keep --keep, no gradient through the planner) with loss CE + α·KL(dense teacher ||
+    /// pruned student) against the frozen starting teacher's logits. The best epoch by dev
+    /// accuracy under ABT at --keep is saved; finetune.json also reports dense dev accuracy per
+    /// epoch. Native trainer only.
+    #[arg(long)]
+    pub plan_aware: bool,
+    /// With --plan-aware: the ApproxNet directory (from `sttabt distill` of this teacher).
+    #[arg(long, requires = "plan_aware")]
+    pub approx: Option<PathBuf>,
+    /// With --plan-aware: ABT keep fraction k in (0, 1] of the training plans (unless
+    /// --keep-range) and of the dev evaluation.
+    #[arg(long, requires = "plan_aware")]
+    pub keep: Option<f64>,
+    /// With --plan-aware: draw each batch's k uniformly from [a, b] (`a,b`, 0 < a <= b <= 1),
+    /// so one teacher serves several keep fractions.
+    #[arg(long, requires = "plan_aware", value_parser = parse_keep_range)]
+    pub keep_range: Option<(f64, f64)>,
+    /// With --plan-aware: weight α >= 0 of the distillation term.
+    #[arg(long, default_value_t = 0.5, requires = "plan_aware", allow_hyphen_values = true)]
+    pub kd_alpha: f64,
+    /// With --plan-aware: temperature T > 0 of the distillation softmaxes.
+    #[arg(long, default_value_t = 1.0, requires = "plan_aware", allow_hyphen_values = true)]
+    pub kd_temperature: f64,
+}
+
+/// `--keep-range a,b`.
+fn parse_keep_range(s: &str) -> std::result::Result<(f64, f64), String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let bad = || format!("expected `a,b` with 0 < a <= b <= 1, e.g. 0.3,0.7; got {s:?}");
+    let [a, b] = parts.as_slice() else { return Err(bad()) };
+    let (a, b) = (a.trim().parse::<f64>().map_err(|_| bad())?, b.trim().parse::<f64>().map_err(|_| bad())?);
+    if !(a > 0.0 && a <= b && b <= 1.0) {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 /// `--trainer` of `sttabt finetune`.
@@ -55,7 +93,28 @@ pub enum TrainerArg {
 
 /// Run `sttabt finetune`.
 pub fn run(args: FinetuneArgs) -> Result<()> {
-    let FinetuneArgs { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet, trainer } = args;
+    let FinetuneArgs { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet, trainer, .. } = args;
+    if args.plan_aware {
+        if image_source(&images, &data)?.is_some() {
+            bail!("--plan-aware covers text BERT models only (the native trainer)");
+        }
+        if trainer == Some(TrainerArg::Burn) {
+            bail!("--plan-aware runs on the native trainer only; drop --trainer burn (the burn path of this job exists only as `sttabt bench-train --jobs plan-ft`)");
+        }
+        let Some(approx) = args.approx else {
+            bail!("--plan-aware needs --approx DIR (an ApproxNet of this teacher, from `sttabt distill`)")
+        };
+        let Some(keep) = args.keep else { bail!("--plan-aware needs --keep K (ABT keep fraction in (0, 1])") };
+        let cfg = sttabt::train::native::plan_ft::PlanFtConfig {
+            finetune: sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() },
+            keep,
+            keep_range: args.keep_range,
+            kd_alpha: args.kd_alpha,
+            kd_temperature: args.kd_temperature,
+        };
+        return plan_aware(&data, model, &approx, &out, cfg, train_limit, max_length, resume, quiet);
+    }
+    let trainer = trainer.unwrap_or(TrainerArg::Burn);
     if let Some(src) = image_source(&images, &data)? {
         if trainer == TrainerArg::Native {
             bail!("--trainer native covers text BERT models only; fine-tune images with --trainer burn (the default)");
@@ -123,6 +182,65 @@ pub(crate) fn finetune(
         "best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}",
         report.best_dev_accuracy * 100.0,
         report.best_epoch,
+        report.steps,
+        report.seconds,
+        out.display()
+    );
+    Ok(())
+}
+
+/// `sttabt finetune --plan-aware`.
+#[allow(clippy::too_many_arguments)]
+fn plan_aware(
+    data: &DataArgs,
+    model: Option<PathBuf>,
+    approx_dir: &std::path::Path,
+    out: &std::path::Path,
+    cfg: sttabt::train::native::plan_ft::PlanFtConfig,
+    train_limit: Option<usize>,
+    max_length: usize,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
+    use sttabt::pipeline::{tokenize, warn_truncation};
+    let dir = model_dir(model)?;
+    guard_output(out, "finetune.json", resume)?;
+    cfg.validate()?;
+    let needs = DataNeeds::train_dev("finetune --plan-aware");
+    let source = data.source(&needs)?;
+    let teacher = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config)
+        .with_context(|| format!("loading ApproxNet {} (--approx)", approx_dir.display()))?;
+    let max_length = clamp_max_length(&dir, &teacher, max_length);
+    let splits = data.load(&source, &needs)?;
+    let heads = teacher.classifier.as_ref().map(|c| c.d_out());
+    if heads != Some(splits.label_names.len()) {
+        bail!(
+            "--plan-aware starts from a teacher fine-tuned on this task: {} has {} but the data has {} labels {:?}; fine-tune it first with `sttabt finetune`",
+            dir.display(),
+            heads.map_or("no classification head".to_string(), |h| format!("a {h}-class head")),
+            splits.label_names.len(),
+            splits.label_names
+        );
+    }
+    let tok = text_tokenizer(&dir, &teacher, max_length)?;
+    let (train, cut) = tokenize(&tok, &splits.train, train_limit)?;
+    warn_truncation("train", cut, max_length);
+    let (dev, cut) = tokenize(&tok, &splits.dev, None)?;
+    warn_truncation("dev", cut, max_length);
+    eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
+    let progress = sttabt::train::Progress { quiet };
+    let report = sttabt::train::native::plan_ft::finetune_plan_aware(&teacher, &approx, &train, &dev, &cfg, out, &dir, resume, &progress)?;
+    let json = serde_json::json!({"report": report, "config": cfg, "trainer": "native", "plan_aware": true, "approx": approx_dir, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
+    sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    println!(
+        "best dev accuracy under ABT k = {} {:.2}% (epoch {}; dense {:.2}%; before {:.2}% / dense {:.2}%), {} steps in {:.0} s; saved to {}",
+        cfg.keep,
+        report.best_abt_dev_accuracy * 100.0,
+        report.best_epoch,
+        report.dense_dev_accuracy[report.best_epoch - 1] * 100.0,
+        report.start_abt_dev_accuracy * 100.0,
+        report.start_dense_dev_accuracy * 100.0,
         report.steps,
         report.seconds,
         out.display()

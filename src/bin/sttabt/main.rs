@@ -67,6 +67,9 @@ enum Command {
     ///
     /// Saves the best epoch (by dev accuracy) in the Hugging Face layout to --out, plus
     /// finetune.json with the dev accuracy per epoch. Interrupted runs continue with --resume.
+    ///
+    /// With --plan-aware --approx DIR --keep K: plan-aware fine-tuning (ALGORITHM.md section 8) of
+    /// a fine-tuned teacher under its own ABT plans, distilling from its frozen dense logits.
     Finetune(finetune::FinetuneArgs),
     /// Distil an ApproxNet from a (fine-tuned) teacher (the paper's section 2) and report its
     /// attention fidelity (MSE, KL) before and after on held-out dev sentences.

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::kernels;
 use crate::model::config::Activation;
 use crate::train::native::forward::{merge_heads, split_heads, Forward, LnCache, PackedBatch};
+use crate::train::native::masks;
 use crate::train::native::params::{Dense, LayerNormParams, NativeBert};
 
 /// Backward of `y = x·W + b` (`x` `[m, d_in]`, `dy` `[m, d_out]`): writes `grad.w = xᵀ·dy`,
@@ -111,6 +112,25 @@ pub fn backward_into(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
     backward_with(model, batch, fw, g, &ExtraGrads::default());
 }
 
+/// [`backward_into`] for any loss on the logits, through the token masks `fw` ran with
+/// ([`forward_masked`](super::forward::forward_masked)): `dlogits` `[B, C]` is dL/dlogits
+/// (`None`: the mean cross-entropy of `fw.loss`). With `want_mask_grads` and masks, returns
+/// dL/dm^l for l = 1..=L+1 (`L + 1` vectors `[N]`, packed as the batch); else `None`.
+pub fn backward_full(
+    model: &NativeBert,
+    batch: &PackedBatch,
+    fw: &Forward,
+    g: &mut NativeBert,
+    dlogits: Option<&[f32]>,
+    want_mask_grads: bool,
+) -> Option<Vec<Vec<f32>>> {
+    let head = match dlogits {
+        Some(dl) => HeadGrad::Logits(dl),
+        None => HeadGrad::CrossEntropy,
+    };
+    backward_with(model, batch, fw, g, &ExtraGrads { head, mask_grads: want_mask_grads, ..ExtraGrads::default() })
+}
+
 /// Where the gradient entering the head comes from.
 #[derive(Debug, Clone, Copy, Default)]
 pub enum HeadGrad<'a> {
@@ -136,13 +156,30 @@ pub struct ExtraGrads<'a> {
     /// bias), in the layout of [`LayerCache::probs`](super::forward::LayerCache::probs) (per
     /// example `[H, n_e, n_e]`); missing or `None`: nothing.
     pub scores: &'a [Option<Vec<f32>>],
+    /// With token masks in the forward ([`forward_masked`](super::forward::forward_masked)):
+    /// also return dL/dm^l (see [`backward_full`]).
+    pub mask_grads: bool,
 }
 
 /// [`backward_into`] with the head's gradient and extra gradients on hidden states and
 /// attention scores given by `extra` (the cross-entropy path is `ExtraGrads::default()`, bit for
 /// bit [`backward_into`]).
-pub fn backward_with(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &mut NativeBert, extra: &ExtraGrads) {
+/// With masks in `fw` and `extra.mask_grads`, returns dL/dm^l for l = 1..=L+1 (`L + 1` vectors
+/// `[N]`, packed as the batch); else `None`.
+pub fn backward_with(
+    model: &NativeBert,
+    batch: &PackedBatch,
+    fw: &Forward,
+    g: &mut NativeBert,
+    extra: &ExtraGrads,
+) -> Option<Vec<Vec<f32>>> {
+    let want_mask_grads = extra.mask_grads;
     let c = &model.config;
+    let tm = fw.masks.as_ref();
+    let mut dmask: Vec<Vec<f32>> = match tm {
+        Some(t) if want_mask_grads => vec![vec![0.0f32; batch.rows()]; t.m.len()],
+        _ => Vec::new(),
+    };
     let (b, d) = (batch.b, c.hidden_size);
     let (h, dh) = (c.num_heads, c.head_size());
     let bt = batch.rows();
@@ -171,6 +208,12 @@ pub fn backward_with(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
         let cache = &fw.layers[l];
         let x = &fw.hidden[l];
         let gl = &mut g.layers[l];
+        if let Some(t) = tm {
+            let mut scratch = Vec::new();
+            let dm = dmask.get_mut(l + 1).unwrap_or(&mut scratch);
+            dm.resize(bt, 0.0);
+            masks::scale_rows_backward(&mut dy, &cache.ln2.xhat, &layer.out_ln, &t.m[l + 1], dm);
+        }
         // FFN block: y = LN2(ffn_out(act(ffn_in(a))) + a)
         let dffn = layer_norm_backward(&dy, &cache.ln2, &layer.out_ln, &mut gl.out_ln);
         let mut dinter = linear_backward(&cache.inter_act, &dffn, &layer.ffn_out, &mut gl.ffn_out, bt, true).expect("dx requested");
@@ -196,25 +239,37 @@ pub fn backward_with(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
             .zip(batch.head_blocks(h, &mut dk, |n| n * dh))
             .zip(batch.head_blocks(h, &mut dv, |n| n * dh));
         // (start in the head-block buffers, start in probs) of every (example, head) block
+        // and the example's first row and start in the mask cache's denominators
         let mut starts = Vec::with_capacity(b * h);
-        let (mut s0, mut p0) = (0usize, 0usize);
-        for &n in &batch.lengths {
+        let (mut s0, mut p0, mut d0) = (0usize, 0usize, 0usize);
+        for (e, &n) in batch.lengths.iter().enumerate() {
             for _ in 0..h {
-                starts.push((s0, p0));
+                starts.push((s0, p0, batch.offsets[e], d0));
                 s0 += n * dh;
                 p0 += n * n;
+                d0 += n;
             }
         }
-        blocks.zip(starts).collect::<Vec<_>>().into_par_iter().for_each(|((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0))| {
+        let key_mask = tm.map(|t| &t.m[l]);
+        let row0s: Vec<usize> = starts.iter().map(|s| s.2).collect();
+        let mut dm_blocks = vec![Vec::new(); b * h];
+        let items: Vec<_> = blocks.zip(starts).zip(dm_blocks.iter_mut()).collect();
+        items.into_par_iter().for_each(|(((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0, r0, d0)), dmb)| {
             let span = s0..s0 + n * dh;
             let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
             let dc = &dctx_h[span];
-            let p = &cache.probs[p0..p0 + n * n];
+            let mut p = &cache.probs[p0..p0 + n * n];
             kernels::serial(|| {
                 // dV = Pᵀ·dC, dP = dC·Vᵀ
                 kernels::matmul_t(p, true, dc, false, dvh, n, n, dh, false);
                 let mut ds = vec![0.0f32; n * n];
                 kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
+                // section 4.3's renormalisation: dP̃ -> dP (the softmax before it), and dm
+                if let (Some(m), Some(mc)) = (key_mask, cache.masked.as_ref()) {
+                    *dmb = vec![0.0f32; n];
+                    masks::renormalise_backward(&mut ds, p, &mc.raw[p0..p0 + n * n], &mc.denom[d0..d0 + n], &m[r0..r0 + n], dmb);
+                    p = &mc.raw[p0..p0 + n * n];
+                }
                 // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
                 // (plus the extra gradient on S of a loss on the scores, before the scale)
                 match extra_scores {
@@ -241,6 +296,14 @@ pub fn backward_with(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
                 kernels::matmul_t(&ds, true, qh, false, dkh, n, n, dh, false);
             });
         });
+        if let Some(dm) = dmask.get_mut(l) {
+            // the heads' and queries' contributions, block by block in order
+            for (blk, &r0) in dm_blocks.iter().zip(&row0s) {
+                for (acc, v) in dm[r0..r0 + blk.len()].iter_mut().zip(blk) {
+                    *acc += *v;
+                }
+            }
+        }
         let dq = merge_heads(&dq, batch, h, dh);
         let dk = merge_heads(&dk, batch, h, dh);
         let dv = merge_heads(&dv, batch, h, dh);
@@ -271,6 +334,7 @@ pub fn backward_with(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &
             }
         }
     }
+    (want_mask_grads && tm.is_some()).then_some(dmask)
 }
 
 /// `acc += x`, element by element.

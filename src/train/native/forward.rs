@@ -9,6 +9,7 @@ use crate::error::ModelError;
 use crate::kernels;
 use crate::model::config::{Activation, EncoderConfig};
 use crate::model::EncodedInput;
+use crate::train::native::masks::{self, MaskCache, TokenMasks};
 use crate::train::native::params::{Dense, LayerNormParams, NativeBert};
 
 /// A batch of real tokens only, packed example after example (no padding rows: a padded row of
@@ -124,6 +125,8 @@ pub struct LayerCache {
     pub inter_pre: Vec<f32>,
     pub inter_act: Vec<f32>,
     pub ln2: LnCache,
+    /// The softmax before the section-4.3 renormalisation, when the forward ran with masks.
+    pub masked: Option<MaskCache>,
 }
 
 /// Everything the backward pass needs, and the loss.
@@ -141,6 +144,8 @@ pub struct Forward {
     pub logits: Vec<f32>,
     /// Mean cross-entropy.
     pub loss: f64,
+    /// The token masks the pass ran with ([`forward_masked`]).
+    pub masks: Option<TokenMasks>,
 }
 
 /// `out = x·W + b` for `x` `[m, d_in]` (the crate's parallel GEMM).
@@ -222,6 +227,13 @@ pub fn merge_heads(x: &[f32], batch: &PackedBatch, h: usize, dh: usize) -> Vec<f
 
 /// Forward pass and mean cross-entropy of `model` on `batch`.
 pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
+    forward_masked(model, batch, None)
+}
+
+/// [`forward`] with the per-layer token masks of ALGORITHM.md section 4.3 ([`TokenMasks`],
+/// checked against `batch` and the model by [`TokenMasks::new`]): layer `l` renormalises its
+/// attention over keys with `m^l` and scales its output rows by `m^{l+1}`. `None` is [`forward`].
+pub fn forward_masked(model: &NativeBert, batch: &PackedBatch, token_masks: Option<&TokenMasks>) -> Forward {
     let c = &model.config;
     let (b, d) = (batch.b, c.hidden_size);
     let (h, dh) = (c.num_heads, c.head_size());
@@ -243,7 +255,7 @@ pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
     let mut layers = Vec::with_capacity(model.layers.len());
     let scale = (1.0 / (dh as f64).sqrt()) as f32;
     let probs_len: usize = batch.lengths.iter().map(|n| h * n * n).sum();
-    for layer in &model.layers {
+    for (li, layer) in model.layers.iter().enumerate() {
         let x = hidden.last().expect("the embedding output");
         let q = split_heads(&linear_forward(x, &layer.query, rows), batch, h, dh);
         let k = split_heads(&linear_forward(x, &layer.key, rows), batch, h, dh);
@@ -251,6 +263,19 @@ pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
         let mut probs = vec![0.0f32; probs_len];
         let mut ctx_h = vec![0.0f32; rows * d];
         let p_blocks = batch.head_blocks(h, &mut probs, |n| n * n);
+        let key_mask = token_masks.map(|tm| &tm.m[li]);
+        let mut mask_cache = key_mask.map(|_| MaskCache { raw: vec![0.0; probs_len], denom: vec![0.0; h * rows] });
+        // per (example, head) block: the example's first row, and its mask-cache blocks
+        let row0: Vec<usize> = (0..b).flat_map(|e| std::iter::repeat_n(batch.offsets[e], h)).collect();
+        let mc_blocks: Vec<Option<(&mut [f32], &mut [f32])>> = match mask_cache.as_mut() {
+            Some(mc) => batch
+                .head_blocks(h, &mut mc.raw, |n| n * n)
+                .into_iter()
+                .zip(batch.head_blocks(h, &mut mc.denom, |n| n))
+                .map(|((_, r), (_, dn))| Some((r, dn)))
+                .collect(),
+            None => (0..b * h).map(|_| None).collect(),
+        };
         let c_blocks = batch.head_blocks(h, &mut ctx_h, |n| n * dh);
         // (example, head) blocks start at the same place in q, k, v and ctx_h
         let starts: Vec<usize> = batch
@@ -263,7 +288,7 @@ pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
                 Some(s)
             })
             .collect();
-        p_blocks.into_par_iter().zip(c_blocks).zip(starts).for_each(|(((n, p), (_, cx)), s0)| {
+        p_blocks.into_par_iter().zip(c_blocks).zip(starts).zip(row0).zip(mc_blocks).for_each(|(((((n, p), (_, cx)), s0), r0), mc)| {
             let span = s0..s0 + n * dh;
             let (qh, kh, vh) = (&q[span.clone()], &k[span.clone()], &v[span]);
             kernels::matmul_bt(qh, kh, p, n, dh, n);
@@ -272,6 +297,9 @@ pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
                     *s *= scale;
                 }
                 softmax_in_place(row);
+            }
+            if let (Some((raw, dn)), Some(m)) = (mc, key_mask) {
+                masks::renormalise(p, &m[r0..r0 + n], raw, dn);
             }
             kernels::serial(|| kernels::matmul(p, vh, cx, n, n, dh, false));
         });
@@ -293,9 +321,12 @@ pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
         for (y, r) in ffn.iter_mut().zip(&a) {
             *y += *r;
         }
-        let (y, ln2) = layer_norm_forward(&ffn, &layer.out_ln, eps);
+        let (mut y, ln2) = layer_norm_forward(&ffn, &layer.out_ln, eps);
+        if let Some(tm) = token_masks {
+            masks::scale_rows(&mut y, &tm.m[li + 1], d);
+        }
         hidden.push(y);
-        layers.push(LayerCache { q, k, v, probs, ctx, ln1, a, inter_pre, inter_act, ln2 });
+        layers.push(LayerCache { q, k, v, probs, ctx, ln1, a, inter_pre, inter_act, ln2, masked: mask_cache });
     }
     let last = hidden.last().expect("the embedding output");
     let mut cls = vec![0.0f32; b * d];
@@ -314,7 +345,7 @@ pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
         let row = &logits[e * nl..(e + 1) * nl];
         loss -= log_softmax_at(row, batch.labels[e]);
     }
-    Forward { emb_ln, hidden, layers, cls, pooled, logits, loss: loss / b as f64 }
+    Forward { emb_ln, hidden, layers, cls, pooled, logits, loss: loss / b as f64, masks: token_masks.cloned() }
 }
 
 /// Softmax of one row in place (max-subtracted, f32 as burn).

@@ -1,0 +1,207 @@
+//! Plan-aware fine-tuning (ALGORITHM.md section 8; src/train/native/plan_ft.rs): the loss and its
+//! gradient against finite differences and closed forms; a short real run (all-MiniLM-L6-v2 on
+//! Rotten Tomatoes sentences with an ApproxNet) whose loss is finite and falls and whose saved
+//! model loads and classifies as reported; the CLI's bad-input errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{random_tensors, tiny_config, write_checkpoint, TempDir};
+use sttabt::approx::{ApproxInit, ApproxNet};
+use sttabt::train::finetune::{accuracy, with_new_head, FinetuneConfig};
+use sttabt::train::native::plan_ft::{abt_accuracy, ce_kd_loss, finetune_plan_aware, PlanFtConfig};
+use sttabt::train::Progress;
+use sttabt::Encoder;
+
+#[test]
+fn ce_kd_loss_and_gradient() {
+    let logits = [0.3f32, -1.2, 0.8, 2.0, 0.1, -0.4];
+    let dense = [1.0f32, 0.0, -0.5, 0.5, 0.7, -1.0];
+    let labels = [2usize, 0];
+    let (alpha, t) = (0.7, 2.0);
+    let total = |z: &[f32]| {
+        let (ce, kl, _) = ce_kd_loss(z, &dense, &labels, alpha, t);
+        ce + alpha * kl
+    };
+    let (ce, kl, g) = ce_kd_loss(&logits, &dense, &labels, alpha, t);
+    // closed forms: CE of example 0 (label 2), and KL >= 0, zero against itself
+    let lse0 = [0.3f64, -1.2, 0.8].iter().map(|v| v.exp()).sum::<f64>().ln();
+    let lse1 = [2.0f64, 0.1, -0.4].iter().map(|v| v.exp()).sum::<f64>().ln();
+    assert!((ce - ((lse0 - 0.8) + (lse1 - 2.0)) / 2.0).abs() < 1e-6, "ce {ce}");
+    assert!(kl > 0.0);
+    assert!(ce_kd_loss(&dense, &dense, &labels, alpha, t).1.abs() < 1e-12);
+    // gradient against central differences
+    for i in 0..logits.len() {
+        let (mut up, mut down) = (logits, logits);
+        up[i] += 1e-3;
+        down[i] -= 1e-3;
+        let fd = (total(&up) - total(&down)) / 2e-3;
+        assert!((fd - g[i] as f64).abs() < 1e-5, "logit {i}: analytic {} vs finite difference {fd}", g[i]);
+    }
+    // alpha 0 is plain cross-entropy and ignores the dense logits
+    let (ce0, _, g0) = ce_kd_loss(&logits, &[f32::NAN; 6], &labels, 0.0, t);
+    assert_eq!(ce0, ce);
+    assert!(g0.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn config_validation_names_the_field() {
+    let ok = PlanFtConfig { finetune: FinetuneConfig::default(), keep: 0.5, keep_range: None, kd_alpha: 0.5, kd_temperature: 1.0 };
+    ok.validate().expect("valid");
+    for (cfg, field) in [
+        (PlanFtConfig { keep: 0.0, ..ok.clone() }, "keep"),
+        (PlanFtConfig { keep: 1.5, ..ok.clone() }, "keep"),
+        (PlanFtConfig { keep_range: Some((0.6, 0.4)), ..ok.clone() }, "keep_range"),
+        (PlanFtConfig { kd_alpha: -0.1, ..ok.clone() }, "kd_alpha"),
+        (PlanFtConfig { kd_temperature: 0.0, ..ok.clone() }, "kd_temperature"),
+    ] {
+        let err = cfg.validate().expect_err(field).to_string();
+        assert!(err.contains(&format!("PlanFtConfig.{field} must be")), "{err}");
+    }
+    // per-step keep draws stay in the range, differ between steps, and repeat for a step
+    let r = PlanFtConfig { keep_range: Some((0.3, 0.7)), ..ok };
+    let ks: Vec<f64> = (0..50).map(|s| r.keep_at(s)).collect();
+    assert!(ks.iter().all(|k| (0.3..=0.7).contains(k)));
+    assert!(ks.iter().any(|&k| k < 0.4) && ks.iter().any(|&k| k > 0.6), "{ks:?}");
+    assert_eq!(r.keep_at(17), ks[17]);
+}
+
+#[test]
+fn minilm_plan_aware_steps_lower_the_loss_and_the_model_classifies() {
+    let t0 = std::time::Instant::now();
+    let rt = sttabt::data::rt::load_rotten_tomatoes(&common::rotten_tomatoes_path(), 0).expect("Rotten Tomatoes");
+    let tok = sttabt::text::tokenizer::TextTokenizer::from_dir(&common::minilm_dir(), 64).expect("tokenizer");
+    let (train, _) = sttabt::pipeline::tokenize(&tok, &rt.train, Some(32)).expect("tokenise");
+    let (dev, _) = sttabt::pipeline::tokenize(&tok, &rt.dev, Some(24)).expect("tokenise");
+    let teacher = with_new_head(common::minilm().clone(), vec!["negative".into(), "positive".into()], 0);
+    let approx = ApproxNet::new(&teacher, 4, ApproxInit::Interpolate, 0).expect("ApproxNet");
+    let cfg = PlanFtConfig {
+        finetune: FinetuneConfig { epochs: 3, batch_size: 8, lr: 3e-4, seed: 1, checkpoint_every: 100, ..Default::default() },
+        keep: 0.5,
+        keep_range: Some((0.4, 0.6)),
+        kd_alpha: 0.5,
+        kd_temperature: 1.0,
+    };
+    let out = TempDir::new("plan-ft-minilm");
+    let q = Progress { quiet: true };
+    let r =
+        finetune_plan_aware(&teacher, &approx, &train, &dev, &cfg, out.path(), &common::minilm_dir(), false, &q).expect("plan-aware run");
+    assert_eq!(r.steps, 12);
+    let losses: Vec<f64> = r.epoch_loss.iter().map(|l| l.loss).collect();
+    eprintln!("epoch losses {losses:?}, abt dev {:?}, dense dev {:?}", r.abt_dev_accuracy, r.dense_dev_accuracy);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    assert!(losses[2] < 0.9 * losses[0], "the loss should fall: {losses:?}");
+    for l in &r.epoch_loss {
+        assert!(l.kl >= 0.0 && l.ce > 0.0 && (l.loss - (l.ce + 0.5 * l.kl)).abs() < 1e-9, "{l:?}");
+        assert!(l.retention > 0.2 && l.retention < 0.8, "retention of plans at k in [0.4, 0.6]: {}", l.retention);
+    }
+    // the saved model is the best epoch's: it loads and classifies as the report says
+    let saved = Encoder::load(out.path()).expect("load the saved teacher");
+    assert_eq!(saved.config.labels, vec!["negative".to_string(), "positive".to_string()]);
+    let best = r.best_epoch - 1;
+    assert_eq!(r.best_abt_dev_accuracy, r.abt_dev_accuracy.iter().copied().fold(f64::MIN, f64::max));
+    assert_eq!(accuracy(&saved, &dev, 64).expect("dense accuracy"), r.dense_dev_accuracy[best]);
+    let (abt, ret) = abt_accuracy(&saved, &approx.model, &dev, 0.5).expect("ABT accuracy");
+    assert_eq!((abt, ret), (r.abt_dev_accuracy[best], r.abt_dev_retention[best]));
+    let preds = sttabt::train::finetune::predict(&saved, dev.iter().map(|x| &x.input), 64).expect("predict");
+    assert_eq!(preds.len(), dev.len());
+    // it moved away from the starting teacher
+    let start = sttabt::train::native::NativeBert::from_model(&teacher).expect("start");
+    let end = sttabt::train::native::NativeBert::from_model(&saved).expect("end");
+    assert!(start.tensors().iter().zip(end.tensors()).any(|((_, a), (_, b))| *a != b));
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("plan-aware MiniLM run: {secs:.1} s");
+}
+
+/// A tiny teacher with MiniLM's vocabulary and tokenizer and a two-class head, its ApproxNet,
+/// and a small train/dev CSV pair.
+fn cli_fixture(root: &Path) {
+    let vocab = common::minilm().config.vocab_size;
+    let cfg = tiny_config(2, 2, 8, 32, vocab, 64);
+    let raw = root.join("raw");
+    write_checkpoint(&raw, &cfg, &random_tensors(&cfg, 5, 1.0));
+    let m = with_new_head(Encoder::load(&raw).expect("tiny"), vec!["negative".into(), "positive".into()], 1);
+    sttabt::train::save_hf_checkpoint(&m, &root.join("teacher"), Some(&common::minilm_dir())).expect("save teacher");
+    ApproxNet::new(&m, 4, ApproxInit::Interpolate, 0).expect("approx").save(&root.join("approx")).expect("save approx");
+    let rows = |n: usize| {
+        let mut s = String::from("text,label\n");
+        for i in 0..n {
+            s.push_str(&format!(
+                "{} film number {i},{}\n",
+                if i % 2 == 0 { "a good" } else { "a bad" },
+                if i % 2 == 0 { "positive" } else { "negative" }
+            ));
+        }
+        s
+    };
+    std::fs::write(root.join("train.csv"), rows(12)).expect("train.csv");
+    std::fs::write(root.join("dev.csv"), rows(6)).expect("dev.csv");
+    std::fs::create_dir_all(root.join("corrupt")).expect("dir");
+    std::fs::write(root.join("corrupt/config.json"), "{ not json").expect("corrupt config");
+}
+
+fn sttabt_err(root: &Path, extra: &[&str]) -> String {
+    let p = |f: &str| root.join(f).display().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_sttabt"))
+        .args(["--threads", "1", "finetune", "--model", &p("teacher"), "--train", &p("train.csv"), "--dev", &p("dev.csv")])
+        .args(["--out", &p("out"), "--quiet", "--batch-size", "4"])
+        .args(extra)
+        .output()
+        .expect("run sttabt");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "{extra:?} succeeded: {err}");
+    assert!(!err.contains("panicked"), "{extra:?} panicked: {err}");
+    err
+}
+
+#[test]
+fn cli_plan_aware_runs_and_bad_input_is_a_clear_error() {
+    let root = TempDir::new("plan-ft-cli");
+    cli_fixture(root.path());
+    let approx = root.path().join("approx").display().to_string();
+    let corrupt = root.path().join("corrupt").display().to_string();
+    let missing = root.path().join("missing").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--plan-aware", "--keep", "0.5"], "needs --approx"),
+        (vec!["--plan-aware", "--approx", &approx], "needs --keep"),
+        (vec!["--plan-aware", "--approx", &approx, "--keep", "0"], "PlanFtConfig.keep must be in (0, 1], got 0"),
+        (vec!["--plan-aware", "--approx", &approx, "--keep", "1.2"], "PlanFtConfig.keep must be in (0, 1]"),
+        (vec!["--plan-aware", "--approx", &approx, "--keep", "0.5", "--kd-alpha", "-1"], "PlanFtConfig.kd_alpha must be"),
+        (vec!["--plan-aware", "--approx", &approx, "--keep", "0.5", "--kd-temperature", "0"], "PlanFtConfig.kd_temperature must be"),
+        (vec!["--plan-aware", "--approx", &approx, "--keep", "0.5", "--keep-range", "0.7,0.2"], "expected `a,b` with 0 < a <= b <= 1"),
+        (vec!["--plan-aware", "--approx", &approx, "--keep", "0.5", "--trainer", "burn"], "native trainer only"),
+        (vec!["--plan-aware", "--approx", &missing, "--keep", "0.5"], "loading ApproxNet"),
+        (vec!["--plan-aware", "--approx", &corrupt, "--keep", "0.5"], "loading ApproxNet"),
+        (vec!["--keep", "0.5"], "--plan-aware"),
+    ];
+    for (args, want) in &cases {
+        let err = sttabt_err(root.path(), args);
+        assert!(err.contains(want), "{args:?}: expected {want:?} in: {err}");
+    }
+    // a teacher without a head is refused (fine-tune it first)
+    let p = |f: &str| root.path().join(f).display().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_sttabt"))
+        .args(["--threads", "1", "finetune", "--model", &p("raw"), "--train", &p("train.csv"), "--dev", &p("dev.csv")])
+        .args(["--out", &p("out-raw"), "--quiet", "--plan-aware", "--approx", &approx, "--keep", "0.5"])
+        .output()
+        .expect("run sttabt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("fine-tune it first"), "{err}");
+    // and a good run writes the teacher and its report
+    let o = Command::new(env!("CARGO_BIN_EXE_sttabt"))
+        .args(["--threads", "1", "finetune", "--model", &p("teacher"), "--train", &p("train.csv"), "--dev", &p("dev.csv")])
+        .args(["--out", &p("out-ok"), "--quiet", "--batch-size", "4", "--plan-aware", "--approx", &approx, "--keep", "0.5"])
+        .output()
+        .expect("run sttabt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("out-ok/finetune.json")).expect("finetune.json")).expect("json");
+    assert_eq!(json["plan_aware"], true);
+    assert_eq!(json["config"]["keep"], 0.5);
+    assert_eq!(json["config"]["kd_alpha"], 0.5);
+    assert_eq!(json["report"]["steps"], 3);
+    assert_eq!(json["report"]["dense_dev_accuracy"].as_array().map(|a| a.len()), Some(1));
+    Encoder::load(&root.path().join("out-ok")).expect("the saved teacher loads");
+}
