@@ -43,9 +43,17 @@ pub enum Mode {
     AbtActualPerLayer { k: Vec<f64> },
     /// ABT on ApproxNet attention with the per-layer keep schedule `k_l = k_min + (1 - k_min)
     /// ((L - l)/(L - 1))^gamma` (ALGORITHM.md section 8, [`KeepSchedule`]), `p` = 0.1.
-    AbtSchedule { k_min: f64, gamma: f64 },
+    AbtSchedule {
+        k_min: f64,
+        #[serde(with = "crate::planners::abt::gamma_json")]
+        gamma: f64,
+    },
     /// ABT on the teacher's actual attention with a keep schedule (as `AbtSchedule`).
-    AbtActualSchedule { k_min: f64, gamma: f64 },
+    AbtActualSchedule {
+        k_min: f64,
+        #[serde(with = "crate::planners::abt::gamma_json")]
+        gamma: f64,
+    },
     /// Manual top-k with the final keep fraction `k_min`.
     TopK { k_min: f64 },
     /// Concrete masking (section 4): learned per-layer thresholds `theta` (trained with target

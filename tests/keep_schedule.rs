@@ -136,3 +136,22 @@ fn schedule_search_on_real_sentences() {
     assert!(search_schedules(&teacher, &approx.model, &dev, &grid, 0.0).is_err());
     assert!(search_schedules(&teacher, &approx.model, &dev, &ScheduleGrid { k_mins: vec![], gammas: vec![1.0] }, 1.0).is_err());
 }
+
+#[test]
+fn schedule_modes_round_trip_through_json_with_infinite_gamma() {
+    for m in [
+        Mode::AbtSchedule { k_min: 0.2, gamma: f64::INFINITY },
+        Mode::AbtSchedule { k_min: 0.05, gamma: 0.5 },
+        Mode::AbtActualSchedule { k_min: 0.3, gamma: 2.0 },
+    ] {
+        let j = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Mode>(&j).unwrap(), m, "{j}");
+    }
+    assert_eq!(
+        serde_json::to_value(Mode::AbtSchedule { k_min: 0.2, gamma: f64::INFINITY }).unwrap(),
+        serde_json::json!({"mode": "abt-schedule", "k_min": 0.2, "gamma": "inf"})
+    );
+    assert!(serde_json::from_str::<Mode>(r#"{"mode": "abt-schedule", "k_min": 0.2, "gamma": "big"}"#).is_err());
+    let s = KeepSchedule { k_min: 0.1, gamma: f64::INFINITY };
+    assert_eq!(serde_json::from_str::<KeepSchedule>(&serde_json::to_string(&s).unwrap()).unwrap(), s);
+}

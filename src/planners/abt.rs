@@ -57,8 +57,39 @@ pub enum AbtForm {
 pub struct KeepSchedule {
     /// The last layer's keep fraction, in `(0, 1]`.
     pub k_min: f64,
-    /// The exponent `γ`, in `(0, +∞]`.
+    /// The exponent `γ`, in `(0, +∞]` (JSON: a number, or `"inf"`).
+    #[serde(with = "gamma_json")]
     pub gamma: f64,
+}
+
+/// Serde for a schedule's `γ`: a JSON number, or the string `"inf"` for `+∞` (JSON has no
+/// infinity; serde_json would write `null` and fail to read it back).
+pub mod gamma_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `+∞` as `"inf"`, anything else as a number.
+    pub fn serialize<S: Serializer>(g: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if g.is_infinite() && *g > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_f64(*g)
+        }
+    }
+
+    /// A number, or `"inf"` / `"infinity"` (any case).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum G {
+            Num(f64),
+            Str(String),
+        }
+        match G::deserialize(d)? {
+            G::Num(x) => Ok(x),
+            G::Str(t) if t.eq_ignore_ascii_case("inf") || t.eq_ignore_ascii_case("infinity") => Ok(f64::INFINITY),
+            G::Str(t) => Err(serde::de::Error::custom(format!("gamma {t:?} is neither a number nor \"inf\""))),
+        }
+    }
 }
 
 impl KeepSchedule {

@@ -21,7 +21,7 @@ pub struct ClassifyArgs {
     pub file: Option<PathBuf>,
     /// Fine-tuned checkpoint (with a classification head). Not with --concrete / --ltp: their
     /// runs carry their own fine-tuned teacher.
-    #[arg(long, required_unless_present_any = ["concrete", "ltp"])]
+    #[arg(long, required_unless_present_any = ["concrete", "ltp", "bundle"])]
     pub model: Option<PathBuf>,
     /// ApproxNet directory (from `sttabt distill`); needed for --mode abt.
     #[arg(long)]
@@ -34,6 +34,10 @@ pub struct ClassifyArgs {
     /// thresholds in ltp.json); implies --mode ltp.
     #[arg(long, value_name = "DIR")]
     pub ltp: Option<PathBuf>,
+    /// A bundle written by `sttabt compress --out DIR`: its teacher, ApproxNet and chosen
+    /// planner. Not with --model, --approx, --concrete, --ltp, --mode, --keep.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "approx", "concrete", "ltp", "mode", "keep"])]
+    pub bundle: Option<PathBuf>,
     /// dense (every row of every layer) | dense-cls (every input, only CLS at the top layer) |
     /// abt (ApproxNet back-tracking) | abt-actual (teacher attention) | topk (manual top-k) |
     /// concrete (needs --concrete DIR) | ltp (needs --ltp DIR). Default: abt, or concrete /
@@ -65,11 +69,13 @@ pub struct ClassifyArgs {
 
 /// Run `sttabt classify`.
 pub fn run(args: ClassifyArgs) -> Result<()> {
-    let ClassifyArgs { texts, images, pair, file, model, approx, concrete, ltp, mode, keep, explain, json, max_length, precision } = args;
-    let run = match (concrete, ltp) {
-        (Some(d), _) => Some(PrunerRun::Concrete(d)),
-        (None, Some(d)) => Some(PrunerRun::Ltp(d)),
-        (None, None) => None,
+    let ClassifyArgs { texts, images, pair, file, model, approx, concrete, ltp, bundle, mode, keep, explain, json, max_length, precision } =
+        args;
+    let run = match (concrete, ltp, bundle) {
+        (Some(d), _, _) => Some(PrunerRun::Concrete(d)),
+        (None, Some(d), _) => Some(PrunerRun::Ltp(d)),
+        (None, None, Some(d)) => Some(PrunerRun::Bundle(d)),
+        (None, None, None) => None,
     };
     let mode = classify_mode_name(mode, run.as_ref())?;
     let keep = parse_keeps(keep.as_deref(), &mode)?;
@@ -78,7 +84,7 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
             bail!("give either texts or --image files, not both");
         }
         if run.is_some() {
-            bail!("--concrete / --ltp runs are text-only in `classify`; for images use `sttabt eval --image-folder DIR --concrete RUN`");
+            bail!("--concrete / --ltp runs and --bundle are text-only in `classify`; for images use `sttabt eval --image-folder DIR --concrete RUN`");
         }
         precision.fp32_only("images")?;
         let model = model.context("--image needs --model DIR (a ViT/DeiT checkpoint)")?;
@@ -96,6 +102,8 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
 pub(crate) enum PrunerRun {
     Concrete(PathBuf),
     Ltp(PathBuf),
+    /// A bundle from `sttabt compress` (teacher, ApproxNet, planner).
+    Bundle(PathBuf),
 }
 
 /// The mode `classify` runs: `--mode`, else concrete / ltp when their run is given, else abt.
@@ -104,12 +112,17 @@ pub(crate) fn classify_mode_name(mode: Option<String>, run: Option<&PrunerRun>) 
         (None, None) => "abt".into(),
         (None, Some(PrunerRun::Concrete(_))) => "concrete".into(),
         (None, Some(PrunerRun::Ltp(_))) => "ltp".into(),
+        (None, Some(PrunerRun::Bundle(_))) => "bundle".into(),
+        (Some(m), Some(PrunerRun::Bundle(_))) => {
+            bail!("--bundle DIR classifies with the bundle's planner, not --mode {m}: drop --mode, or drop --bundle and pass --model/--approx")
+        }
         (Some(m), Some(PrunerRun::Concrete(_))) if m == "concrete" => m,
         (Some(m), Some(PrunerRun::Ltp(_))) if m == "ltp" => m,
         (Some(m), Some(run)) => {
             let (flag, own) = match run {
                 PrunerRun::Concrete(_) => ("--concrete", "concrete"),
                 PrunerRun::Ltp(_) => ("--ltp", "ltp"),
+                PrunerRun::Bundle(_) => ("--bundle", "bundle"),
             };
             bail!("{flag} DIR classifies with mode {own}, not --mode {m}: drop --mode, or drop {flag} to run --mode {m} on --model");
         }
@@ -301,10 +314,10 @@ pub(crate) fn classify(
         bail!("no texts to classify: pass them as arguments, with --file, or on stdin");
     }
     if run.is_some() && (model.is_some() || approx.is_some()) {
-        bail!("--model / --approx are not used with --concrete / --ltp: the run directory carries its own fine-tuned teacher (and, for concrete, its ApproxNet)");
+        bail!("--model / --approx are not used with --concrete / --ltp / --bundle: the run directory carries its own fine-tuned teacher (and its ApproxNet)");
     }
     // (teacher, its directory for the tokenizer, ApproxNet, mode)
-    let (concrete, ltp, plain, approx_net);
+    let (concrete, ltp, plain, approx_net, bundled);
     let (teacher, teacher_dir, approx_model, mode): (&Encoder, PathBuf, Option<&Encoder>, sttabt::infer::Mode) = match run {
         Some(PrunerRun::Concrete(d)) => {
             existing_run_dir(d, "--concrete", "teacher/, approx/ and concrete.json", "concrete")?;
@@ -319,6 +332,23 @@ pub(crate) fn classify(
             ltp = precision.ltp(sttabt::train::ltp::LtpModel::load(d).with_context(|| format!("loading LTP run {}", d.display()))?)?;
             let mode = sttabt::infer::Mode::Ltp { lambda: ltp.lambda, theta: ltp.theta.clone() };
             (&ltp.teacher, d.join("teacher"), None, mode)
+        }
+        Some(PrunerRun::Bundle(d)) => {
+            let b = sttabt::compress::bundle::open(d)?;
+            let t = precision.teacher(
+                Encoder::load(&b.teacher_dir).with_context(|| format!("loading the bundle's teacher {}", b.teacher_dir.display()))?,
+            )?;
+            let a = match &b.approx_dir {
+                Some(a) => Some(
+                    precision.approx(
+                        sttabt::approx::ApproxNet::load(a, &t.config)
+                            .with_context(|| format!("loading the bundle's ApproxNet {}", a.display()))?,
+                    )?,
+                ),
+                None => None,
+            };
+            bundled = (t, a);
+            (&bundled.0, b.teacher_dir.clone(), bundled.1.as_ref().map(|a| &a.model), b.manifest.planner.clone())
         }
         None => {
             let model = model.context("--model DIR is required (or --concrete DIR / --ltp DIR)")?;
