@@ -97,7 +97,7 @@ impl KeepSchedule {
     ///
     /// Errors: [`AbtError::Schedule`] naming the bad value.
     pub fn check(&self) -> Result<(), AbtError> {
-        if !(self.k_min > 0.0 && self.k_min <= 1.0) || !(self.gamma > 0.0) {
+        if !(self.k_min > 0.0 && self.k_min <= 1.0 && self.gamma > 0.0) {
             return Err(AbtError::Schedule { k_min: self.k_min, gamma: self.gamma });
         }
         Ok(())
