@@ -144,6 +144,25 @@ pub fn evaluate_all(
     test: &[LabeledInput],
     opts: &EvalOptions,
 ) -> anyhow::Result<EvalResults> {
+    evaluate_with(teacher, approx, concrete, ltp, &[], dev, test, opts)
+}
+
+/// [`evaluate_all`] plus `extra` modes run on `teacher` and `approx` (e.g. a bundle's planner;
+/// a concrete mode there runs on `teacher` and `approx` when no run in `concrete` has its θ0).
+///
+/// Errors: empty `dev` or `test`, no classification head, a mode fails (e.g. needs an ApproxNet
+/// and `approx` is `None`).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with(
+    teacher: &Encoder,
+    approx: Option<&Encoder>,
+    concrete: &[ConcreteModel],
+    ltp: &[LtpModel],
+    extra: &[Mode],
+    dev: &[LabeledInput],
+    test: &[LabeledInput],
+    opts: &EvalOptions,
+) -> anyhow::Result<EvalResults> {
     anyhow::ensure!(!dev.is_empty() && !test.is_empty(), "evaluation needs dev and test examples");
     anyhow::ensure!(teacher.classifier.is_some(), "the model has no classification head; fine-tune one with `sttabt finetune`");
     // `dense` first: every speed-up and the 1-point budget are against the full dense pass
@@ -154,6 +173,10 @@ pub fn evaluate_all(
     modes.extend(opts.ks.iter().map(|&k| Mode::AbtActual { k }));
     modes.extend(concrete.iter().map(|c| Mode::Concrete { theta0: c.theta0, theta: c.theta.clone() }));
     modes.extend(ltp.iter().map(|m| Mode::Ltp { lambda: m.lambda, theta: m.theta.clone(), score: m.score }));
+    if let Some(m) = extra.iter().find(|m| m.needs_approx() && approx.is_none()) {
+        anyhow::bail!("mode {} plans from an ApproxNet, and none was given", m.label());
+    }
+    modes.extend(extra.iter().filter(|m| !modes.contains(m)).cloned().collect::<Vec<_>>());
     let timing: Vec<EncodedInput> = test.iter().take(opts.timing_examples.max(1)).map(|d| d.input.clone()).collect();
     let progress = crate::train::Progress { quiet: opts.quiet };
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
@@ -166,10 +189,10 @@ pub fn evaluate_all(
         let mode = modes[i].clone();
         bar.set_message(mode.label());
         let (teacher, approx) = match &mode {
-            Mode::Concrete { theta0, .. } => {
-                let c = concrete.iter().find(|c| c.theta0 == *theta0).ok_or_else(|| anyhow::anyhow!("concrete model missing"))?;
-                (&c.teacher, Some(&c.approx.model))
-            }
+            Mode::Concrete { theta0, .. } => match concrete.iter().find(|c| c.theta0 == *theta0) {
+                Some(c) => (&c.teacher, Some(&c.approx.model)),
+                None => (teacher, approx),
+            },
             Mode::Ltp { lambda, .. } => {
                 let m = ltp.iter().find(|m| m.lambda == *lambda).ok_or_else(|| anyhow::anyhow!("LTP model missing"))?;
                 (&m.teacher, None)

@@ -16,7 +16,7 @@ use crate::error::ModelError;
 use crate::exec::RunOptions;
 use crate::model::{EncodedInput, Encoder};
 use crate::plan::TokenPlan;
-use crate::planners::abt::{Abt, AttentionSource};
+use crate::planners::abt::{Abt, AttentionSource, KeepSchedule};
 use crate::planners::concrete::Concrete;
 use crate::planners::dense::{Dense, DenseCls};
 use crate::planners::ltp::{Ltp, LtpPlanner, LtpScore};
@@ -41,6 +41,19 @@ pub enum Mode {
     AbtPerLayer { k: Vec<f64> },
     /// ABT on the teacher's actual attention with per-layer keep fractions (as `AbtPerLayer`).
     AbtActualPerLayer { k: Vec<f64> },
+    /// ABT on ApproxNet attention with the per-layer keep schedule `k_l = k_min + (1 - k_min)
+    /// ((L - l)/(L - 1))^gamma` (ALGORITHM.md section 8, [`KeepSchedule`]), `p` = 0.1.
+    AbtSchedule {
+        k_min: f64,
+        #[serde(with = "crate::planners::abt::gamma_json")]
+        gamma: f64,
+    },
+    /// ABT on the teacher's actual attention with a keep schedule (as `AbtSchedule`).
+    AbtActualSchedule {
+        k_min: f64,
+        #[serde(with = "crate::planners::abt::gamma_json")]
+        gamma: f64,
+    },
     /// Manual top-k with the final keep fraction `k_min`.
     TopK { k_min: f64 },
     /// Concrete masking (section 4): learned per-layer thresholds `theta` (trained with target
@@ -69,6 +82,12 @@ impl Mode {
             Mode::AbtActual { k } => abt(&[*k], AttentionSource::Teacher),
             Mode::AbtPerLayer { k } => abt(k, AttentionSource::ApproxNet),
             Mode::AbtActualPerLayer { k } => abt(k, AttentionSource::Teacher),
+            Mode::AbtSchedule { k_min, gamma } => {
+                Box::new(Abt::schedule(KeepSchedule { k_min: *k_min, gamma: *gamma }, AttentionSource::ApproxNet))
+            }
+            Mode::AbtActualSchedule { k_min, gamma } => {
+                Box::new(Abt::schedule(KeepSchedule { k_min: *k_min, gamma: *gamma }, AttentionSource::Teacher))
+            }
             Mode::TopK { k_min } => Box::new(ManualTopK { k_min: *k_min, layers }),
             Mode::Concrete { theta0, theta } => Box::new(Concrete { theta0: *theta0, theta: theta.clone() }),
             Mode::Ltp { lambda, theta, score } => {
@@ -87,6 +106,11 @@ impl Mode {
     /// What this mode's section-5 FLOPs count besides the teacher's planned rows.
     pub fn cost(&self) -> Cost {
         self.planner(0).cost()
+    }
+    /// Whether this mode plans from an ApproxNet (ABT on ApproxNet attention, concrete): it
+    /// needs one passed to [`classify`].
+    pub fn needs_approx(&self) -> bool {
+        self.cost().approx_pass
     }
 }
 

@@ -13,13 +13,14 @@
 //! - [`plan`]: token plans, retention and FLOPs (ALGORITHM.md sections 1 and 5).
 //! - [`planners`]: the `Planner` trait and dense, ABT (section 3), concrete (section 4), manual
 //!   top-k and LTP (section 6); [`approx`]: the ApproxNet (section 2).
-//! - [`infer`] (`Mode`, `classify`), [`eval`] + [`plot`], [`bench`], [`train`]: the jobs.
+//! - [`infer`] (`Mode`, `classify`), [`eval`] + [`plot`], [`bench`], [`train`], [`compress`]: the jobs.
 //! - [`text`], [`vision`], [`data`], [`pipeline`]: inputs; [`assets`]: the asset cache
 //!   (`$STTABT_HOME`).
 
 pub mod approx;
 pub mod assets;
 pub mod bench;
+pub mod compress;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -39,8 +39,22 @@ pub(super) fn measure_round(
     repeats: usize,
     tokenize_s: f64,
 ) -> anyhow::Result<RoundSample> {
+    measure_round_with(inputs, batch, repeats, tokenize_s, &|chunk, st| run_batch(cx, chunk, mode, st))
+}
+
+/// One batch of a mode: adds its stage seconds and returns its sums (see [`run_batch`]).
+pub(super) type BatchRun<'a> = dyn Fn(&[EncodedInput], &mut Stages) -> anyhow::Result<(f64, f64, f64)> + 'a;
+
+/// [`measure_round`] of any batch runner.
+pub(super) fn measure_round_with(
+    inputs: &[EncodedInput],
+    batch: usize,
+    repeats: usize,
+    tokenize_s: f64,
+    run_batch: &BatchRun,
+) -> anyhow::Result<RoundSample> {
     let mut warm = Stages::default();
-    run_batch(cx, &inputs[..batch.min(inputs.len())], mode, &mut warm)?;
+    run_batch(&inputs[..batch.min(inputs.len())], &mut warm)?;
     let mut passes: Vec<Pass> = Vec::new();
     for _ in 0..repeats.max(1) {
         let mut st = Stages::default();
@@ -50,7 +64,7 @@ pub(super) fn measure_round(
         let start = Instant::now();
         for chunk in inputs.chunks(batch) {
             let c0 = Instant::now();
-            let (r, f, total) = run_batch(cx, chunk, mode, &mut st)?;
+            let (r, f, total) = run_batch(chunk, &mut st)?;
             lat.push(c0.elapsed().as_secs_f64() * 1e3);
             sums.0 += r;
             sums.1 += f;

@@ -29,12 +29,14 @@ mod measure;
 mod modes;
 mod peer;
 mod report;
+mod versus;
 
 use measure::*;
 pub use modes::calibrate_abt_keep;
 use modes::*;
 use peer::*;
 pub use report::format_report;
+pub use versus::{versus_dense, Contender, VersusDense};
 
 /// What to benchmark.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +86,10 @@ pub struct BenchOptions {
     /// Precision of the ApproxNets' linear layers.
     #[serde(default)]
     pub approx_precision: crate::model::Precision,
+    /// More modes timed on the RT workload with the teacher and its ApproxNet (e.g. the planner
+    /// of a `--bundle`).
+    #[serde(default)]
+    pub modes: Vec<crate::infer::Mode>,
 }
 
 impl Default for BenchOptions {
@@ -111,6 +117,7 @@ impl Default for BenchOptions {
             peer_script: None,
             precision: crate::model::Precision::Fp32,
             approx_precision: crate::model::Precision::Fp32,
+            modes: Vec::new(),
         }
     }
 }
@@ -308,6 +315,11 @@ pub fn check_options(opts: &BenchOptions) -> anyhow::Result<()> {
     anyhow::ensure!(opts.rounds >= 1, "--rounds must be >= 1");
     anyhow::ensure!(opts.synth_examples >= 1 || opts.lengths.is_empty(), "--synth-examples must be >= 1");
     anyhow::ensure!(opts.rt_examples > 0 || !opts.lengths.is_empty(), "nothing to time: --rt 0 and no --lengths");
+    anyhow::ensure!(
+        opts.modes.is_empty() || opts.rt_examples > 0,
+        "--rt 0 leaves out the RT workload, where the extra modes ({}) are timed; give --rt N",
+        opts.modes.iter().map(|m| m.label()).collect::<Vec<_>>().join(", ")
+    );
     if let Some(p) = &opts.peer {
         anyhow::ensure!(
             p == "ort" || p == "ort-int8",
@@ -356,6 +368,9 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         Some(p) => Some(crate::approx::ApproxNet::load(p, &teacher.config)?.model.with_precision(opts.approx_precision)?),
         None => None,
     };
+    if let Some(m) = opts.modes.iter().find(|m| m.needs_approx() && approx.is_none()) {
+        anyhow::bail!("mode {} plans from an ApproxNet, and none was given", m.label());
+    }
     // Memory first, with only the teacher and its ApproxNet loaded (not the concrete/LTP runs'
     // models), after a warm-up that builds the packed weight panels the timed runs also use.
     let mut memory = Vec::new();
@@ -436,6 +451,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             modes.push(BMode::Abt(opts.rt_keep));
         }
         modes.push(BMode::TopK(opts.rt_keep));
+        modes.extend(opts.modes.iter().cloned().map(BMode::Planned));
         modes.extend((0..concrete.len()).map(BMode::Concrete));
         modes.extend((0..ltp.len()).map(BMode::Ltp));
         // the same sentences stably sorted by token length: the batches the peer's

@@ -21,6 +21,8 @@ pub(super) enum BMode {
     Concrete(usize),
     /// The i-th LTP run (its own teacher).
     Ltp(usize),
+    /// Any [`crate::infer::Mode`] on the bench's teacher and ApproxNet (e.g. a bundle's planner).
+    Planned(crate::infer::Mode),
 }
 
 impl BMode {
@@ -34,6 +36,7 @@ impl BMode {
             BMode::Fixed(k) => format!("fixed keep={k:.2}"),
             BMode::Concrete(i) => format!("concrete #{i}"),
             BMode::Ltp(i) => format!("ltp #{i}"),
+            BMode::Planned(m) => m.label(),
         }
     }
 
@@ -54,6 +57,12 @@ impl BMode {
                 (models, Box::new(Concrete { theta0: m.theta0, theta: m.theta.clone() }))
             }
             BMode::TopK(k) => (models, Box::new(ManualTopK { k_min: *k, layers })),
+            BMode::Planned(m) => {
+                if m.needs_approx() {
+                    cx.approx.ok_or_else(|| anyhow::anyhow!("{} needs an ApproxNet", m.label()))?;
+                }
+                (models, m.planner(layers))
+            }
             BMode::Ltp(i) => {
                 let m = &cx.ltp[*i];
                 (
@@ -83,15 +92,23 @@ pub(super) struct Ctx<'a> {
 /// One batch end to end from token ids; adds its stage seconds to `st` and returns the sums over
 /// its examples of (retention, the teacher's executed FLOPs, total section-5 FLOPs).
 pub(super) fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mut Stages) -> anyhow::Result<(f64, f64, f64)> {
-    let t = cx.teacher;
-    let big_l = t.layers.len();
-    let c = &t.config;
-    let (models, planner) = mode.planner(cx, big_l)?;
+    let (models, planner) = mode.planner(cx, cx.teacher.layers.len())?;
+    run_planned(&models, planner.as_ref(), inputs, st)
+}
+
+/// [`run_batch`] for any planner on its models.
+pub(super) fn run_planned(
+    models: &Models,
+    planner: &dyn Planner,
+    inputs: &[EncodedInput],
+    st: &mut Stages,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let c = &models.teacher.config;
     // The executor's clock starts here, or after the planning of the planners that run an
     // attention pass (their ApproxNet pass goes to `approx`/`planning`, and its layers are not
     // the executor's stages).
     let mut te = Instant::now();
-    let schedule = planner.schedule(&models, inputs)?;
+    let schedule = planner.schedule(models, inputs)?;
     if let Schedule::Plans { timing: Some(timing), .. } = &schedule {
         st.approx += timing.approx;
         st.planning += timing.planning;
@@ -99,7 +116,7 @@ pub(super) fn run_batch(cx: &Ctx, inputs: &[EncodedInput], mode: &BMode, st: &mu
         te = Instant::now();
     }
     let model = models.teacher;
-    let (outs, plans) = crate::planners::execute(&models, inputs, schedule, RunOptions::default())?;
+    let (outs, plans) = crate::planners::execute(models, inputs, schedule, RunOptions::default())?;
     st.executor += te.elapsed().as_secs_f64();
     st.add_executor_stages(crate::profile::take());
     let th = Instant::now();

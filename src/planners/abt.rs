@@ -40,6 +40,97 @@ pub enum AbtForm {
         /// Lower and upper keep fraction, `0 < lo <= hi <= 1`.
         clamp: (f64, f64),
     },
+    /// Keep `c = clamp(ceil(k_l n - 1e-9), 1, n)` tokens with `k_l` from a per-layer keep
+    /// schedule (ALGORITHM.md section 8; [`KeepSchedule::keep`]).
+    Schedule(KeepSchedule),
+}
+
+/// A per-layer keep schedule for ABT's top-k form (ALGORITHM.md section 8):
+/// `k_l = k_min + (1 - k_min) · ((L - l) / (L - 1))^γ` for layers `l = 1..L`.
+///
+/// Layer 1 keeps everything (`k_1 = 1`), the last layer keeps `k_min`; `γ` bends the curve
+/// between them: `γ = 1` falls linearly, `γ < 1` keeps more in the middle layers, `γ > 1` drops
+/// early. `γ = +∞` is the flat schedule `k_l = k_min` on layers 2..L (layer 1 still reads every
+/// token); the fully flat schedule (`k_l = k` on every layer) is ABT's plain form
+/// ([`AbtConfig::topk`], `--keep K`). One layer (`L = 1`): `k_1 = k_min`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KeepSchedule {
+    /// The last layer's keep fraction, in `(0, 1]`.
+    pub k_min: f64,
+    /// The exponent `γ`, in `(0, +∞]` (JSON: a number, or `"inf"`).
+    #[serde(with = "gamma_json")]
+    pub gamma: f64,
+}
+
+/// Serde for a schedule's `γ`: a JSON number, or the string `"inf"` for `+∞` (JSON has no
+/// infinity; serde_json would write `null` and fail to read it back).
+pub mod gamma_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `+∞` as `"inf"`, anything else as a number.
+    pub fn serialize<S: Serializer>(g: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if g.is_infinite() && *g > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_f64(*g)
+        }
+    }
+
+    /// A number, or `"inf"` / `"infinity"` (any case).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum G {
+            Num(f64),
+            Str(String),
+        }
+        match G::deserialize(d)? {
+            G::Num(x) => Ok(x),
+            G::Str(t) if t.eq_ignore_ascii_case("inf") || t.eq_ignore_ascii_case("infinity") => Ok(f64::INFINITY),
+            G::Str(t) => Err(serde::de::Error::custom(format!("gamma {t:?} is neither a number nor \"inf\""))),
+        }
+    }
+}
+
+impl KeepSchedule {
+    /// Check `k_min ∈ (0, 1]` and `γ ∈ (0, +∞]` (not NaN).
+    ///
+    /// Errors: [`AbtError::Schedule`] naming the bad value.
+    pub fn check(&self) -> Result<(), AbtError> {
+        if !(self.k_min > 0.0 && self.k_min <= 1.0 && self.gamma > 0.0) {
+            return Err(AbtError::Schedule { k_min: self.k_min, gamma: self.gamma });
+        }
+        Ok(())
+    }
+
+    /// `k_l` of layer `layer` (1-based, `1..=layers`), in `[k_min, 1]`, non-increasing in `l`.
+    pub fn keep(&self, layer: usize, layers: usize) -> f64 {
+        if layers <= 1 {
+            return self.k_min;
+        }
+        let x = (layers.saturating_sub(layer)) as f64 / (layers - 1) as f64;
+        // x^∞ = 0 for x < 1 and 1 for x = 1: the flat limit
+        let shape = if self.gamma.is_infinite() {
+            if x >= 1.0 {
+                1.0
+            } else {
+                0.0
+            }
+        } else {
+            x.powf(self.gamma)
+        };
+        (self.k_min + (1.0 - self.k_min) * shape).clamp(self.k_min, 1.0)
+    }
+
+    /// `[k_1, ..., k_L]` for a model of `layers` layers.
+    pub fn keeps(&self, layers: usize) -> Vec<f64> {
+        (1..=layers).map(|l| self.keep(l, layers)).collect()
+    }
+
+    /// Short label, e.g. `k_min=0.20 γ=1.50`.
+    pub fn label(&self) -> String {
+        format!("k_min={:.2} γ={}", self.k_min, if self.gamma.is_infinite() { "inf".to_string() } else { format!("{:.2}", self.gamma) })
+    }
 }
 
 /// ABT settings.
@@ -74,6 +165,12 @@ impl AbtConfig {
     /// averages, `O_L = {CLS}`.
     pub fn dynamic() -> Self {
         Self::with_form(AbtForm::Dynamic { ratio: 0.00625, clamp: (0.2, 0.95) })
+    }
+
+    /// Top-k form with a per-layer keep schedule ([`KeepSchedule`], ALGORITHM.md section 8),
+    /// `p = 0.1`, averages, `O_L = {CLS}`.
+    pub fn schedule(schedule: KeepSchedule) -> Self {
+        Self::with_form(AbtForm::Schedule(schedule))
     }
 
     fn with_form(form: AbtForm) -> Self {
@@ -174,6 +271,14 @@ pub enum AbtError {
         /// Upper clamp.
         hi: f64,
     },
+    /// A keep schedule with `k_min ∉ (0, 1]` or `γ ∉ (0, +∞]`.
+    #[error("keep schedule needs k_min in (0, 1] and gamma in (0, inf] (got k_min {k_min}, gamma {gamma})")]
+    Schedule {
+        /// `k_min` given.
+        k_min: f64,
+        /// `γ` given.
+        gamma: f64,
+    },
     /// `p` is not in `[0, 1]`.
     #[error("p = {0} must be in [0, 1]")]
     BadP(f64),
@@ -244,6 +349,7 @@ fn validate(attn_len: usize, layers: usize, heads: usize, t: usize, n: usize, cf
     }
     match &cfg.form {
         AbtForm::TopK { k } => check_keeps(k, layers)?,
+        AbtForm::Schedule(s) => s.check()?,
         &AbtForm::Dynamic { ratio, clamp: (lo, hi) } => {
             if !(ratio.is_finite() && ratio >= 0.0 && lo > 0.0 && lo <= hi && hi <= 1.0) {
                 return Err(AbtError::DynamicParams { ratio, lo, hi });
@@ -352,6 +458,7 @@ fn backtrack_core(
         order.sort_by(|&a, &b| scores[b].partial_cmp(&scores[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
         let (c, dynamic) = match &cfg.form {
             AbtForm::TopK { k } => (keep_count(if k.len() == 1 { k[0] } else { k[layer_idx] }, n), None),
+            AbtForm::Schedule(s) => (keep_count(s.keep(layer, layers), n), None),
             &AbtForm::Dynamic { ratio, clamp: (lo, hi) } => {
                 let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let threshold = ratio * max;
@@ -416,6 +523,11 @@ impl Abt {
     pub fn topk(k: Vec<f64>, source: AttentionSource) -> Self {
         Self { config: AbtConfig::topk_per_layer(k), source }
     }
+
+    /// Top-k ABT with a per-layer keep schedule (ALGORITHM.md section 8) on `source`.
+    pub fn schedule(schedule: KeepSchedule, source: AttentionSource) -> Self {
+        Self { config: AbtConfig::schedule(schedule), source }
+    }
 }
 
 impl crate::planners::Planner for Abt {
@@ -424,6 +536,7 @@ impl crate::planners::Planner for Abt {
             AbtForm::TopK { k } if k.len() == 1 => format!("{:.2}", k[0]),
             AbtForm::TopK { k } => k.iter().map(|k| format!("{k:.2}")).collect::<Vec<_>>().join(","),
             AbtForm::Dynamic { ratio, .. } => format!("ratio {ratio}"),
+            AbtForm::Schedule(s) => return format!("{} {}", self.family(), s.label()),
         };
         format!("{} k={keep}", self.family())
     }

@@ -8,6 +8,10 @@ pub struct BenchArgs {
     /// Fine-tuned teacher (default: the demo's, $STTABT_HOME/runs/demo/teacher).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A bundle written by `sttabt compress`: its teacher and ApproxNet, and its planner as one
+    /// more row on the RT sentences. Not with --model, --approx, --concrete, --ltp.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "approx", "concrete", "ltp"])]
+    pub bundle: Option<PathBuf>,
     /// Its ApproxNet (default without --model: the demo's, where it exists); without one
     /// the abt rows are skipped.
     #[arg(long)]
@@ -76,6 +80,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     let BenchArgs {
         model,
+        bundle,
         approx,
         rt,
         rt_keep,
@@ -96,6 +101,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } = args;
     precision.warn_if_slow();
     let d = sttabt::bench::BenchOptions::default();
+    let (model, approx, modes) = match bundle {
+        Some(dir) => {
+            let b = sttabt::compress::bundle::open(&dir)?;
+            (Some(b.teacher_dir), b.approx_dir, vec![b.manifest.planner])
+        }
+        None => (model, approx, Vec::new()),
+    };
     // the demo's concrete/LTP runs belong to the demo's teacher
     let demo_model = model.is_none();
     let opts = sttabt::bench::BenchOptions {
@@ -117,6 +129,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         peer_script,
         precision: precision.precision,
         approx_precision: precision.approx_precision,
+        modes,
     };
     if !opts.model.join("model.safetensors").exists() {
         bail!("{} has no model; run `sttabt demo` first (it trains the default teacher) or pass --model", opts.model.display());

@@ -21,7 +21,7 @@ pub struct ClassifyArgs {
     pub file: Option<PathBuf>,
     /// Fine-tuned checkpoint (with a classification head). Not with --concrete / --ltp: their
     /// runs carry their own fine-tuned teacher.
-    #[arg(long, required_unless_present_any = ["concrete", "ltp"])]
+    #[arg(long, required_unless_present_any = ["concrete", "ltp", "bundle"])]
     pub model: Option<PathBuf>,
     /// ApproxNet directory (from `sttabt distill`); needed for --mode abt.
     #[arg(long)]
@@ -34,6 +34,10 @@ pub struct ClassifyArgs {
     /// thresholds in ltp.json); implies --mode ltp.
     #[arg(long, value_name = "DIR")]
     pub ltp: Option<PathBuf>,
+    /// A bundle written by `sttabt compress --out DIR`: its teacher, ApproxNet and chosen
+    /// planner. Not with --model, --approx, --concrete, --ltp, --mode, --keep.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "approx", "concrete", "ltp", "mode", "keep"])]
+    pub bundle: Option<PathBuf>,
     /// dense (every row of every layer) | dense-cls (every input, only CLS at the top layer) |
     /// abt (ApproxNet back-tracking) | abt-actual (teacher attention) | topk (manual top-k) |
     /// concrete (needs --concrete DIR) | ltp (needs --ltp DIR). Default: abt, or concrete /
@@ -43,8 +47,11 @@ pub struct ClassifyArgs {
     /// Keep fractions, each in (0, 1]. abt, abt-actual: one value k for every layer, or one
     /// per layer l = 1..L, comma-separated (`0.9,0.7,0.5,0.4,0.3,0.3` for 6 layers: layer l
     /// keeps the top ceil(k_l n) tokens of n plus what layer l+1 reads). topk: one value, the
-    /// last layer's keep fraction. Not for dense, concrete, ltp. [default: 0.3]
-    #[arg(long, value_name = "K[,K...]")]
+    /// last layer's keep fraction. abt, abt-actual also take a per-layer schedule
+    /// `kmin=K,gamma=G`: k_l = K + (1 - K)((L - l)/(L - 1))^G (layer 1 keeps all, layer L keeps
+    /// K; G = 1 falls linearly, G > 1 drops early, G = inf is K on layers 2..L). Not for dense,
+    /// concrete, ltp. [default: 0.3]
+    #[arg(long, value_name = "K[,K...]|kmin=K,gamma=G")]
     pub keep: Option<String>,
     /// Show which tokens survived to which layer (with --json: per-token char offsets and
     /// last layer, see below).
@@ -62,11 +69,13 @@ pub struct ClassifyArgs {
 
 /// Run `sttabt classify`.
 pub fn run(args: ClassifyArgs) -> Result<()> {
-    let ClassifyArgs { texts, images, pair, file, model, approx, concrete, ltp, mode, keep, explain, json, max_length, precision } = args;
-    let run = match (concrete, ltp) {
-        (Some(d), _) => Some(PrunerRun::Concrete(d)),
-        (None, Some(d)) => Some(PrunerRun::Ltp(d)),
-        (None, None) => None,
+    let ClassifyArgs { texts, images, pair, file, model, approx, concrete, ltp, bundle, mode, keep, explain, json, max_length, precision } =
+        args;
+    let run = match (concrete, ltp, bundle) {
+        (Some(d), _, _) => Some(PrunerRun::Concrete(d)),
+        (None, Some(d), _) => Some(PrunerRun::Ltp(d)),
+        (None, None, Some(d)) => Some(PrunerRun::Bundle(d)),
+        (None, None, None) => None,
     };
     let mode = classify_mode_name(mode, run.as_ref())?;
     let keep = parse_keeps(keep.as_deref(), &mode)?;
@@ -75,12 +84,12 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
             bail!("give either texts or --image files, not both");
         }
         if run.is_some() {
-            bail!("--concrete / --ltp runs are text-only in `classify`; for images use `sttabt eval --image-folder DIR --concrete RUN`");
+            bail!("--concrete / --ltp runs and --bundle are text-only in `classify`; for images use `sttabt eval --image-folder DIR --concrete RUN`");
         }
         precision.fp32_only("images")?;
         let model = model.context("--image needs --model DIR (a ViT/DeiT checkpoint)")?;
         let m = parse_mode(&mode, &keep, None)?;
-        if matches!(m, sttabt::infer::Mode::Abt { .. } | sttabt::infer::Mode::AbtPerLayer { .. }) && approx.is_none() {
+        if m.needs_approx() && approx.is_none() {
             bail!("--mode abt needs --approx DIR (an ApproxNet from `sttabt distill --vision`); or use --mode abt-actual, topk or dense");
         }
         return vision::classify(&images, &model, approx.as_deref(), &m, json);
@@ -93,6 +102,8 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
 pub(crate) enum PrunerRun {
     Concrete(PathBuf),
     Ltp(PathBuf),
+    /// A bundle from `sttabt compress` (teacher, ApproxNet, planner).
+    Bundle(PathBuf),
 }
 
 /// The mode `classify` runs: `--mode`, else concrete / ltp when their run is given, else abt.
@@ -101,12 +112,17 @@ pub(crate) fn classify_mode_name(mode: Option<String>, run: Option<&PrunerRun>) 
         (None, None) => "abt".into(),
         (None, Some(PrunerRun::Concrete(_))) => "concrete".into(),
         (None, Some(PrunerRun::Ltp(_))) => "ltp".into(),
+        (None, Some(PrunerRun::Bundle(_))) => "bundle".into(),
+        (Some(m), Some(PrunerRun::Bundle(_))) => {
+            bail!("--bundle DIR classifies with the bundle's planner, not --mode {m}: drop --mode, or drop --bundle and pass --model/--approx")
+        }
         (Some(m), Some(PrunerRun::Concrete(_))) if m == "concrete" => m,
         (Some(m), Some(PrunerRun::Ltp(_))) if m == "ltp" => m,
         (Some(m), Some(run)) => {
             let (flag, own) = match run {
                 PrunerRun::Concrete(_) => ("--concrete", "concrete"),
                 PrunerRun::Ltp(_) => ("--ltp", "ltp"),
+                PrunerRun::Bundle(_) => ("--bundle", "bundle"),
             };
             bail!("{flag} DIR classifies with mode {own}, not --mode {m}: drop --mode, or drop {flag} to run --mode {m} on --model");
         }
@@ -117,37 +133,93 @@ pub(crate) fn classify_mode_name(mode: Option<String>, run: Option<&PrunerRun>) 
     })
 }
 
-/// `--keep` as a list of keep fractions (`None` when not given), each checked to be in (0, 1];
-/// the count is checked against the model's layers in [`parse_mode`].
-pub(crate) fn parse_keeps(keep: Option<&str>, mode: &str) -> Result<Option<Vec<f64>>> {
+/// `--keep`: keep fractions (one for every layer, or one per layer) or a per-layer keep
+/// schedule (ALGORITHM.md section 8).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum KeepArg {
+    /// `K` or `K1,...,KL`, each in (0, 1].
+    Fractions(Vec<f64>),
+    /// `kmin=K,gamma=G`: `k_l = k_min + (1 - k_min) ((L - l)/(L - 1))^gamma`.
+    Schedule(sttabt::planners::abt::KeepSchedule),
+}
+
+/// The accepted forms of `--keep`, for error messages.
+const KEEP_FORMS: &str =
+    "expected K (one keep fraction for every layer), K1,K2,...,KL (one per layer), each in (0, 1], or kmin=K,gamma=G (the schedule k_l = k_min + (1 - k_min)((L - l)/(L - 1))^G, G > 0 or inf)";
+
+/// `--keep` parsed (`None` when not given): fractions checked to be in (0, 1], a schedule's
+/// `k_min` and `gamma` checked; the count of a list is checked against the model's layers in
+/// [`parse_mode`].
+pub(crate) fn parse_keeps(keep: Option<&str>, mode: &str) -> Result<Option<KeepArg>> {
     let Some(s) = keep else { return Ok(None) };
-    let what = "expected K (one keep fraction for every layer) or K1,K2,...,KL (one per layer), each in (0, 1]";
+    match mode {
+        "dense" | "dense-cls" => bail!("--keep does not apply to --mode {mode} (it keeps every input token)"),
+        "concrete" | "ltp" => bail!("--keep does not apply to --mode {mode}: its run learned one threshold per layer (train another run with a different {} to keep more or fewer tokens)", if mode == "ltp" { "--lambda" } else { "--theta0" }),
+        "bundle" => bail!("--keep does not apply to --bundle DIR: the bundle carries its planner settings (run `sttabt compress` again to choose another, or drop --bundle and pass --model/--approx/--keep)"),
+        _ => {}
+    }
+    if s.contains('=') {
+        let sched = parse_schedule(s)?;
+        if mode == "topk" {
+            bail!("--keep {s}: a keep schedule is for --mode abt / abt-actual; --mode topk takes one value (k_min)");
+        }
+        return Ok(Some(KeepArg::Schedule(sched)));
+    }
     let ks: Vec<f64> = s
         .split(',')
         .enumerate()
         .map(|(i, v)| {
             let v = v.trim();
-            let k: f64 = v.parse().map_err(|_| anyhow::anyhow!("--keep {s}: value {} ({v:?}) is not a number; {what}", i + 1))?;
+            let k: f64 = v.parse().map_err(|_| anyhow::anyhow!("--keep {s}: value {} ({v:?}) is not a number; {KEEP_FORMS}", i + 1))?;
             if !(k > 0.0 && k <= 1.0) {
                 let which = if s.contains(',') { format!("value {} is {k}", i + 1) } else { format!("{k} is") };
-                bail!("--keep {s}: {which} not in (0, 1]; {what}");
+                bail!("--keep {s}: {which} not in (0, 1]; {KEEP_FORMS}");
             }
             Ok(k)
         })
         .collect::<Result<_>>()?;
-    match mode {
-        "dense" | "dense-cls" => bail!("--keep does not apply to --mode {mode} (it keeps every input token)"),
-        "concrete" | "ltp" => bail!("--keep does not apply to --mode {mode}: its run learned one threshold per layer (train another run with a different {} to keep more or fewer tokens)", if mode == "ltp" { "--lambda" } else { "--theta0" }),
-        "topk" if ks.len() != 1 => bail!("--mode topk takes one --keep value (k_min, the last layer's keep fraction; the schedule falls linearly from 1.0 at layer 1), got {}", ks.len()),
-        _ => Ok(Some(ks)),
+    if mode == "topk" && ks.len() != 1 {
+        bail!("--mode topk takes one --keep value (k_min, the last layer's keep fraction; the schedule falls linearly from 1.0 at layer 1), got {}", ks.len());
     }
+    Ok(Some(KeepArg::Fractions(ks)))
+}
+
+/// `kmin=K,gamma=G` (also `k_min=`, `γ=`; either order) as a checked [`KeepSchedule`].
+///
+/// [`KeepSchedule`]: sttabt::planners::abt::KeepSchedule
+pub(crate) fn parse_schedule(s: &str) -> Result<sttabt::planners::abt::KeepSchedule> {
+    let (mut k_min, mut gamma) = (None, None);
+    for part in s.split(',') {
+        let (key, value) = part.split_once('=').ok_or_else(|| anyhow::anyhow!("--keep {s}: {part:?} is not KEY=VALUE; {KEEP_FORMS}"))?;
+        let v: f64 = value.trim().parse().map_err(|_| anyhow::anyhow!("--keep {s}: {value:?} is not a number; {KEEP_FORMS}"))?;
+        match key.trim() {
+            "kmin" | "k_min" => k_min = Some(v),
+            "gamma" | "γ" => gamma = Some(v),
+            other => bail!("--keep {s}: unknown key {other:?} (kmin, gamma); {KEEP_FORMS}"),
+        }
+    }
+    let (Some(k_min), Some(gamma)) = (k_min, gamma) else { bail!("--keep {s}: a schedule needs both kmin= and gamma=; {KEEP_FORMS}") };
+    let sched = sttabt::planners::abt::KeepSchedule { k_min, gamma };
+    sched.check().map_err(|e| anyhow::anyhow!("--keep {s}: {e}"))?;
+    Ok(sched)
 }
 
 /// The inference mode for dense, abt, abt-actual and topk (`layers`: the model's L, when known,
 /// to check a per-layer `--keep` list; the default keep is 0.3).
-pub(crate) fn parse_mode(mode: &str, keep: &Option<Vec<f64>>, layers: Option<usize>) -> Result<sttabt::infer::Mode> {
+pub(crate) fn parse_mode(mode: &str, keep: &Option<KeepArg>, layers: Option<usize>) -> Result<sttabt::infer::Mode> {
     use sttabt::infer::Mode;
-    let ks = keep.clone().unwrap_or_else(|| vec![0.3]);
+    let ks = match keep {
+        Some(KeepArg::Schedule(sc)) => {
+            let (k_min, gamma) = (sc.k_min, sc.gamma);
+            return Ok(match mode {
+                "abt" => Mode::AbtSchedule { k_min, gamma },
+                "abt-actual" => Mode::AbtActualSchedule { k_min, gamma },
+                other => bail!("--keep kmin=..,gamma=.. applies to --mode abt / abt-actual, not {other}"),
+            });
+        }
+        Some(KeepArg::Fractions(ks)) => ks.clone(),
+        None => vec![0.3],
+    };
     if let Some(l) = layers {
         if ks.len() != 1 && ks.len() != l {
             bail!("--keep: {} values given, but the model has {l} layers; give one value (the same k for every layer) or exactly {l}, one per layer l = 1..{l}", ks.len());
@@ -232,7 +304,7 @@ pub(crate) fn classify(
     approx: Option<&std::path::Path>,
     run: Option<&PrunerRun>,
     mode: &str,
-    keep: &Option<Vec<f64>>,
+    keep: &Option<KeepArg>,
     explain: bool,
     json: bool,
     max_length: usize,
@@ -242,10 +314,10 @@ pub(crate) fn classify(
         bail!("no texts to classify: pass them as arguments, with --file, or on stdin");
     }
     if run.is_some() && (model.is_some() || approx.is_some()) {
-        bail!("--model / --approx are not used with --concrete / --ltp: the run directory carries its own fine-tuned teacher (and, for concrete, its ApproxNet)");
+        bail!("--model / --approx are not used with --concrete / --ltp / --bundle: the run directory carries its own fine-tuned teacher (and its ApproxNet)");
     }
     // (teacher, its directory for the tokenizer, ApproxNet, mode)
-    let (concrete, ltp, plain, approx_net);
+    let (concrete, ltp, plain, approx_net, bundled);
     let (teacher, teacher_dir, approx_model, mode): (&Encoder, PathBuf, Option<&Encoder>, sttabt::infer::Mode) = match run {
         Some(PrunerRun::Concrete(d)) => {
             existing_run_dir(d, "--concrete", "teacher/, approx/ and concrete.json", "concrete")?;
@@ -261,6 +333,23 @@ pub(crate) fn classify(
             let mode = sttabt::infer::Mode::Ltp { lambda: ltp.lambda, theta: ltp.theta.clone(), score: ltp.score };
             (&ltp.teacher, d.join("teacher"), None, mode)
         }
+        Some(PrunerRun::Bundle(d)) => {
+            let b = sttabt::compress::bundle::open(d)?;
+            let t = precision.teacher(
+                Encoder::load(&b.teacher_dir).with_context(|| format!("loading the bundle's teacher {}", b.teacher_dir.display()))?,
+            )?;
+            let a = match &b.approx_dir {
+                Some(a) => Some(
+                    precision.approx(
+                        sttabt::approx::ApproxNet::load(a, &t.config)
+                            .with_context(|| format!("loading the bundle's ApproxNet {}", a.display()))?,
+                    )?,
+                ),
+                None => None,
+            };
+            bundled = (t, a);
+            (&bundled.0, b.teacher_dir.clone(), bundled.1.as_ref().map(|a| &a.model), b.manifest.planner.clone())
+        }
         None => {
             let model = model.context("--model DIR is required (or --concrete DIR / --ltp DIR)")?;
             plain = precision.teacher(Encoder::load(model).with_context(|| format!("loading {}", model.display()))?)?;
@@ -275,7 +364,7 @@ pub(crate) fn classify(
                 )?),
                 None => None,
             };
-            if matches!(mode, sttabt::infer::Mode::Abt { .. } | sttabt::infer::Mode::AbtPerLayer { .. }) && approx_net.is_none() {
+            if mode.needs_approx() && approx_net.is_none() {
                 bail!("--mode abt needs --approx DIR (an ApproxNet from `sttabt distill`); or use --mode abt-actual, topk or dense");
             }
             (teacher, model.to_path_buf(), approx_net.as_ref().map(|a| &a.model), mode)

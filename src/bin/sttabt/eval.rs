@@ -10,8 +10,13 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub images: ImageArgs,
     /// Fine-tuned checkpoint (with a classification head).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "bundle")]
+    pub model: Option<PathBuf>,
+    /// A bundle written by `sttabt compress`: its teacher and ApproxNet, and its planner as one
+    /// more row beside the usual sweep (dense is the bundle's teacher). Not with --model,
+    /// --approx, --concrete, --ltp.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "approx", "concrete", "ltp"])]
+    pub bundle: Option<PathBuf>,
     /// Its ApproxNet (from `sttabt distill`); without it the ABT rows are left out.
     #[arg(long)]
     pub approx: Option<PathBuf>,
@@ -71,6 +76,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         data,
         images,
         model,
+        bundle,
         approx,
         ks,
         out,
@@ -89,6 +95,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let max_length = max_length.unwrap_or(if long_reviews.is_some() { 512 } else { 128 });
     let long = long_reviews.map(|count| LongReviews { count, words: long_words });
     let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
+    let (model, approx, extra) = match &bundle {
+        Some(dir) => {
+            let b = sttabt::compress::bundle::open(dir)?;
+            if image_source(&images, &data)?.is_some() {
+                bail!("--bundle is for text models; drop --vision / --image-folder");
+            }
+            (b.teacher_dir, b.approx_dir, vec![b.manifest.planner])
+        }
+        None => (model.context("--model DIR is required (or --bundle DIR)")?, approx, Vec::new()),
+    };
     if let Some(src) = image_source(&images, &data)? {
         precision.fp32_only("images")?;
         if compare_precision {
@@ -109,7 +125,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         return super::precision::compare(&data, paths, &out, &opts, max_length, &precision, peer_json.as_deref());
     }
-    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &out, &opts, max_length, &precision, long)
+    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &extra, &out, &opts, max_length, &precision, long)
 }
 
 /// `--long-reviews N --long-words W`: dev and test replaced by long single-label reviews.
@@ -134,6 +150,7 @@ pub(crate) fn eval(
     approx: Option<&std::path::Path>,
     concrete: &[PathBuf],
     ltp: &[PathBuf],
+    extra: &[sttabt::infer::Mode],
     out: &std::path::Path,
     opts: &sttabt::eval::EvalOptions,
     max_length: usize,
@@ -191,7 +208,7 @@ pub(crate) fn eval(
     let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
-    let results = sttabt::eval::evaluate_all(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &ltp, &dev, &test, opts)?;
+    let results = sttabt::eval::evaluate_with(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &ltp, extra, &dev, &test, opts)?;
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
     println!(

@@ -15,6 +15,7 @@ use sttabt::{assets, model, Encoder, RunOptions};
 mod bench;
 mod bench_train;
 mod classify;
+mod compress;
 mod concrete;
 mod demo;
 mod distill;
@@ -169,6 +170,22 @@ Examples:
   sttabt bench-train --jobs finetune --trainer both --json ft.json
   sttabt --threads 2 bench-train --jobs finetune --trainer both --batches 32 --data 128 --rounds 5")]
     BenchTrain(bench_train::BenchTrainArgs),
+    /// Choose an operating point on dev and write one bundle: ABT at a grid of flat keep
+    /// fractions and per-layer keep schedules (plus given concrete runs and plan-aware teachers),
+    /// each measured on dev with 95% bootstrap intervals; those within --max-drop points of dense
+    /// dev accuracy timed against dense by the bench's method (>= 3 alternating rounds, median);
+    /// the fastest at --objective's batch is chosen.
+    ///
+    /// The bundle (--out DIR) holds the teacher (HF layout), its ApproxNet, the planner settings
+    /// (bundle.json), the measured table (table.json, table.txt) and a README.md summary;
+    /// `classify`, `eval` and `bench` load it with --bundle DIR. Without --approx an ApproxNet
+    /// is distilled first (--distill-steps).
+    #[command(after_long_help = "\
+Examples:
+  sttabt compress --model RUN/teacher --approx RUN/approx --dev dev.tsv --max-drop 1.0 --out bundle
+  sttabt compress --model RUN/teacher --max-drop 0.5 --objective b32 --out bundle   # Rotten Tomatoes, distils an ApproxNet
+  sttabt classify --bundle bundle \"a gripping, funny film\"")]
+    Compress(compress::CompressArgs),
     /// The whole study on real data with no arguments: fetch all-MiniLM-L6-v2 and Rotten Tomatoes,
     /// fine-tune, distil an ApproxNet, evaluate every mode, print the table.
     ///
@@ -311,6 +328,7 @@ fn run() -> Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchTrain(args) => bench_train::run(args),
+        Command::Compress(args) => compress::run(args),
         Command::Demo(args) => demo::run(args),
     }
 }
