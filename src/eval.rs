@@ -144,11 +144,22 @@ pub fn evaluate_all(
     test: &[LabeledInput],
     opts: &EvalOptions,
 ) -> anyhow::Result<EvalResults> {
-    evaluate_with(teacher, approx, concrete, ltp, &[], dev, test, opts)
+    evaluate_with(teacher, approx, concrete, ltp, &[], &[], dev, test, opts)
+}
+
+/// A teacher fine-tuned under its own ABT plans (`sttabt finetune --plan-aware`, ALGORITHM.md
+/// section 8), evaluated with the same ApproxNet at every keep fraction as family `abt-ft`
+/// against the original dense teacher.
+#[derive(Debug, Clone)]
+pub struct PlanAwareTeacher {
+    /// Shown in the labels (`abt-ft[name] k=0.30`); empty: `abt-ft k=0.30`.
+    pub name: String,
+    pub teacher: Encoder,
 }
 
 /// [`evaluate_all`] plus `extra` modes run on `teacher` and `approx` (e.g. a bundle's planner;
-/// a concrete mode there runs on `teacher` and `approx` when no run in `concrete` has its θ0).
+/// a concrete mode there runs on `teacher` and `approx` when no run in `concrete` has its θ0),
+/// and ABT at every `opts.ks` on each `plan_aware` teacher (family `abt-ft`; needs `approx`).
 ///
 /// Errors: empty `dev` or `test`, no classification head, a mode fails (e.g. needs an ApproxNet
 /// and `approx` is `None`).
@@ -159,6 +170,7 @@ pub fn evaluate_with(
     concrete: &[ConcreteModel],
     ltp: &[LtpModel],
     extra: &[Mode],
+    plan_aware: &[PlanAwareTeacher],
     dev: &[LabeledInput],
     test: &[LabeledInput],
     opts: &EvalOptions,
@@ -177,6 +189,12 @@ pub fn evaluate_with(
         anyhow::bail!("mode {} plans from an ApproxNet, and none was given", m.label());
     }
     modes.extend(extra.iter().filter(|m| !modes.contains(m)).cloned().collect::<Vec<_>>());
+    anyhow::ensure!(plan_aware.is_empty() || approx.is_some(), "plan-aware teachers are evaluated under ABT plans: give the ApproxNet");
+    // the mode and, for `abt-ft` rows, the plan-aware teacher it runs on
+    let mut modes: Vec<(Mode, Option<usize>)> = modes.into_iter().map(|m| (m, None)).collect();
+    for (j, _) in plan_aware.iter().enumerate() {
+        modes.extend(opts.ks.iter().map(|&k| (Mode::Abt { k }, Some(j))));
+    }
     let timing: Vec<EncodedInput> = test.iter().take(opts.timing_examples.max(1)).map(|d| d.input.clone()).collect();
     let progress = crate::train::Progress { quiet: opts.quiet };
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
@@ -186,18 +204,29 @@ pub fn evaluate_with(
     let mut dense_correct: Option<Vec<bool>> = None;
     let mut i = 0;
     while i < modes.len() {
-        let mode = modes[i].clone();
-        bar.set_message(mode.label());
-        let (teacher, approx) = match &mode {
-            Mode::Concrete { theta0, .. } => match concrete.iter().find(|c| c.theta0 == *theta0) {
-                Some(c) => (&c.teacher, Some(&c.approx.model)),
-                None => (teacher, approx),
-            },
-            Mode::Ltp { lambda, .. } => {
-                let m = ltp.iter().find(|m| m.lambda == *lambda).ok_or_else(|| anyhow::anyhow!("LTP model missing"))?;
-                (&m.teacher, None)
+        let (mode, pa) = modes[i].clone();
+        let (label, family) = match pa {
+            Some(j) => {
+                let name = &plan_aware[j].name;
+                let tag = if name.is_empty() { String::new() } else { format!("[{name}]") };
+                (mode.label().replacen("abt", &format!("abt-ft{tag}"), 1), "abt-ft".to_string())
             }
-            _ => (teacher, approx),
+            None => (mode.label(), mode.family().to_string()),
+        };
+        bar.set_message(label.clone());
+        let (teacher, approx) = match (&mode, pa) {
+            (_, Some(j)) => (&plan_aware[j].teacher, approx),
+            (mode, None) => match mode {
+                Mode::Concrete { theta0, .. } => match concrete.iter().find(|c| c.theta0 == *theta0) {
+                    Some(c) => (&c.teacher, Some(&c.approx.model)),
+                    None => (teacher, approx),
+                },
+                Mode::Ltp { lambda, .. } => {
+                    let m = ltp.iter().find(|m| m.lambda == *lambda).ok_or_else(|| anyhow::anyhow!("LTP model missing"))?;
+                    (&m.teacher, None)
+                }
+                _ => (teacher, approx),
+            },
         };
         let Scored { accuracy: dev_acc, metric: dev_metric, retention: dev_ret, .. } = score(teacher, approx, dev, &mode, opts.metric)?;
         let Scored { accuracy: test_acc, metric: test_metric, retention: ret, gflops, correct } =
@@ -208,8 +237,8 @@ pub fn evaluate_with(
         let b32 = throughput(teacher, approx, &timing, &mode, 32)?;
         let (d1, d32) = points.first().map(|d| (d.examples_per_s_b1, d.examples_per_s_b32)).unwrap_or((b1, b32));
         points.push(Point {
-            label: mode.label(),
-            family: mode.family().into(),
+            label: label.clone(),
+            family,
             mode: mode.clone(),
             dev_accuracy: dev_acc,
             test_accuracy: test_acc,
@@ -226,17 +255,17 @@ pub fn evaluate_with(
             test_difference_to_dense: bootstrap.paired_difference(&correct, dense_correct).ok(),
         });
         // after the ABT-actual sweep, add manual top-k at the same retentions
-        if let Mode::AbtActual { .. } = mode {
+        if let (Mode::AbtActual { .. }, None) = (&mode, pa) {
             let lengths: Vec<usize> = dev.iter().map(|d| d.input.len()).collect();
             match calibrate_k_min(&lengths, teacher.layers.len(), dev_ret) {
                 Ok(k_min) => {
-                    if !modes.iter().any(|m| matches!(m, Mode::TopK { k_min: k } if (k - k_min).abs() < 1e-6)) {
-                        modes.push(Mode::TopK { k_min });
+                    if !modes.iter().any(|(m, _)| matches!(m, Mode::TopK { k_min: k } if (k - k_min).abs() < 1e-6)) {
+                        modes.push((Mode::TopK { k_min }, None));
                     }
                 }
                 // a point at the schedule's floor would not be at this retention: skip it, say so
                 Err(e) => {
-                    let note = format!("manual top-k at {}'s dev retention {:.3}: {e}", mode.label(), dev_ret);
+                    let note = format!("manual top-k at {label}'s dev retention {:.3}: {e}", dev_ret);
                     bar.suspend(|| eprintln!("note: skipped {note}"));
                     skipped.push(note);
                 }
@@ -251,7 +280,7 @@ pub fn evaluate_with(
     bar.finish_and_clear();
     let dense_dev = points[0].dev_metric;
     let mut within = Vec::new();
-    for fam in ["dense", "dense-cls", "abt", "abt-actual", "topk", "concrete", "ltp"] {
+    for fam in ["dense", "dense-cls", "abt", "abt-ft", "abt-actual", "topk", "concrete", "ltp"] {
         if let Some(best) = points
             .iter()
             .filter(|p| p.family == fam && p.dev_metric >= dense_dev - 0.01)

@@ -29,6 +29,11 @@ pub struct EvalArgs {
     /// Concrete-mask runs (directories from `sttabt concrete`), repeatable.
     #[arg(long)]
     pub concrete: Vec<PathBuf>,
+    /// Teachers fine-tuned under their own ABT plans (directories from `sttabt finetune
+    /// --plan-aware`, with the --approx they were trained with), repeatable: each adds ABT rows at
+    /// every --ks on that teacher (family `abt-ft`), against the original --model as dense.
+    #[arg(long, value_name = "DIR", requires = "approx")]
+    pub plan_aware: Vec<PathBuf>,
     /// LTP runs (directories from `sttabt ltp`), repeatable.
     #[arg(long)]
     pub ltp: Vec<PathBuf>,
@@ -82,6 +87,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         out,
         concrete,
         ltp,
+        plan_aware,
         limit,
         timing_examples,
         max_length,
@@ -125,7 +131,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         return super::precision::compare(&data, paths, &out, &opts, max_length, &precision, peer_json.as_deref());
     }
-    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &extra, &out, &opts, max_length, &precision, long)
+    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &extra, &plan_aware, &out, &opts, max_length, &precision, long)
 }
 
 /// `--long-reviews N --long-words W`: dev and test replaced by long single-label reviews.
@@ -151,6 +157,7 @@ pub(crate) fn eval(
     concrete: &[PathBuf],
     ltp: &[PathBuf],
     extra: &[sttabt::infer::Mode],
+    plan_aware: &[PathBuf],
     out: &std::path::Path,
     opts: &sttabt::eval::EvalOptions,
     max_length: usize,
@@ -208,7 +215,25 @@ pub(crate) fn eval(
     let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
-    let results = sttabt::eval::evaluate_with(&teacher, approx_net.as_ref().map(|a| &a.model), &concrete, &ltp, extra, &dev, &test, opts)?;
+    let plan_aware: Vec<sttabt::eval::PlanAwareTeacher> = plan_aware
+        .iter()
+        .map(|d| {
+            let teacher = precision.teacher(Encoder::load(d).with_context(|| format!("loading plan-aware teacher {}", d.display()))?)?;
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok(sttabt::eval::PlanAwareTeacher { name, teacher })
+        })
+        .collect::<Result<_>>()?;
+    let results = sttabt::eval::evaluate_with(
+        &teacher,
+        approx_net.as_ref().map(|a| &a.model),
+        &concrete,
+        &ltp,
+        extra,
+        &plan_aware,
+        &dev,
+        &test,
+        opts,
+    )?;
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
     println!(
