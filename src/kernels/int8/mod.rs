@@ -37,6 +37,8 @@
 //! 16 rows of 64 bytes at stride 256 ("K/4 rows of N·4 bytes").
 
 use rayon::prelude::*;
+
+use crate::kernels::{isa, Isa};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod amx;
@@ -183,6 +185,9 @@ pub struct QuantizedLinear {
     /// their weight rows `[channels, n]`.
     f32_channels: Vec<usize>,
     f32_rows: Vec<f32>,
+    /// What each activation is multiplied by before it is quantised: `1 / s_k`, 0 on the f32
+    /// channels (`None`: neither smoothing nor f32 channels).
+    pre_factors: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for QuantizedLinear {
@@ -247,6 +252,11 @@ impl QuantizedLinear {
         }
         let s: Option<Vec<f32>> = self.inv_smooth.as_ref().map(|inv| inv.iter().map(|v| 1.0 / v).collect());
         let mut out = Self::build(&zeroed, &self.bias[..n], k, n, s.as_deref())?;
+        let mut pre = out.inv_smooth.clone().unwrap_or_else(|| vec![1.0; k]);
+        for &c in &chans {
+            pre[c] = 0.0;
+        }
+        out.pre_factors = Some(pre);
         out.f32_channels = chans;
         out.f32_rows = rows;
         Ok(out)
@@ -298,7 +308,8 @@ impl QuantizedLinear {
         let mut bias = vec![0.0f32; np];
         bias[..n].copy_from_slice(b);
         let inv_smooth = smooth.map(|s| s.iter().map(|v| 1.0 / v).collect());
-        Ok(Self { k, n, kp, w_q, packed, w_scale, bias, col_sum, inv_smooth, f32_channels: Vec::new(), f32_rows: Vec::new() })
+        let pre_factors = inv_smooth.clone();
+        Ok(Self { k, n, kp, w_q, packed, w_scale, bias, col_sum, inv_smooth, f32_channels: Vec::new(), f32_rows: Vec::new(), pre_factors })
     }
 
     /// Inner dimension `k` (input features).
@@ -363,31 +374,16 @@ impl QuantizedLinear {
         }
         // AMX reads A tiles of 32 rows: pad the row count (the extra rows are computed, not stored).
         let rows = if kernel == Int8Kernel::Amx { m.div_ceil(amx::MB) * amx::MB } else { m };
-        let mut smoothed: Option<Vec<f32>> =
-            self.inv_smooth.as_ref().map(|inv| x.chunks_exact(k).flat_map(|row| row.iter().zip(inv).map(|(v, f)| v * f)).collect());
         let side = !self.f32_channels.is_empty();
-        if side {
-            let xs = smoothed.get_or_insert_with(|| x.to_vec());
-            for row in xs.chunks_exact_mut(k) {
-                for &c in &self.f32_channels {
-                    row[c] = 0.0;
-                }
-            }
-        }
-        let act = quant::quantize_rows(smoothed.as_deref().unwrap_or(x), m, k, self.kp, rows);
+        // (x · diag(1 / s), with the f32 channels' factors 0, row by row in the quantisation)
+        let act = quant::quantize_rows(x, m, k, self.kp, rows, self.pre_factors.as_deref());
         if side {
             self.run_quantized(kernel, &act, out, m, false);
-            // out += x[:, C] W[C, :] (unsmoothed x and W rows), then the GELU
-            for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(k)) {
-                for (&c, wr) in self.f32_channels.iter().zip(self.f32_rows.chunks_exact(n)) {
-                    let xv = xr[c];
-                    for (y, &wv) in o.iter_mut().zip(wr) {
-                        *y += xv * wv;
-                    }
-                }
-                if gelu {
-                    crate::kernels::gelu_fast(o);
-                }
+            // out += x[:, C] · W[C, :], row by row (each row's result independent of the others,
+            // as the int8 path's: a batch gives each example's rows bit for bit as alone)
+            side_product(x, k, &self.f32_channels, &self.f32_rows, out, n);
+            if gelu {
+                crate::kernels::gelu_fast(out);
             }
             return;
         }
@@ -427,6 +423,37 @@ impl QuantizedLinear {
         }
         let tasks = (threads * 2).min(panels);
         (0..tasks).into_par_iter().for_each(|t| task(t * panels / tasks, (t + 1) * panels / tasks));
+    }
+}
+
+dispatch! {
+    /// `out[m, n] += x[:, C] · W[C, :]` for the f32 channels `C` (weight rows `rows` `[|C|, n]`).
+    fn side_product(x: &[f32], k: usize, chans: &[usize], rows: &[f32], out: &mut [f32], n: usize) => side_product_imp
+}
+
+#[inline(always)]
+fn side_product_imp(x: &[f32], k: usize, chans: &[usize], rows: &[f32], out: &mut [f32], n: usize) {
+    // 16 columns at a time, every channel added in registers before the one store
+    let mut xv = vec![0.0f32; chans.len()];
+    for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(k)) {
+        for (v, &c) in xv.iter_mut().zip(chans) {
+            *v = xr[c];
+        }
+        let mut j = 0;
+        while j + 16 <= n {
+            let mut acc = [0.0f32; 16];
+            acc.copy_from_slice(&o[j..j + 16]);
+            for (&v, wr) in xv.iter().zip(rows.chunks_exact(n)) {
+                for (a, &w) in acc.iter_mut().zip(&wr[j..j + 16]) {
+                    *a += v * w;
+                }
+            }
+            o[j..j + 16].copy_from_slice(&acc);
+            j += 16;
+        }
+        for (t, y) in o.iter_mut().enumerate().skip(j) {
+            *y += xv.iter().zip(rows.chunks_exact(n)).map(|(&v, wr)| v * wr[t]).sum::<f32>();
+        }
     }
 }
 

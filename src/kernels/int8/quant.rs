@@ -85,25 +85,26 @@ fn quantize_into(x: &[f32], out: &mut [u8], p: &RowParams) {
     }
 }
 
-/// Quantise the `m` rows of `x` `[m, k]` into `rows` rows of `ld` bytes `u` (padding bytes and
-/// rows hold 0, multiplying zero-padded weights), with their scales and zero points; rows split
-/// over the pool's threads from [`PAR_MIN_VALUES`] values on.
-pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usize) -> Activations {
+/// Quantise the `m` rows of `x` `[m, k]` (each multiplied by `pre` `[k]` first when given: the
+/// smoothing and f32-channel factors, applied to one row at a time in an L1-sized scratch) into
+/// `rows` rows of `ld` bytes `u` (padding bytes and rows hold 0, multiplying zero-padded
+/// weights), with their scales and zero points; rows split over the pool's threads from
+/// [`PAR_MIN_VALUES`] values on.
+pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usize, pre: Option<&[f32]>) -> Activations {
     debug_assert!(x.len() == m * k && ld >= k && rows >= m);
     let mut data = vec![0u8; rows * ld];
     let mut scale = vec![0.0f32; m];
     let mut zero = vec![0i32; m];
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let row = |(xr, (out, (s, z))): (&[f32], (&mut [u8], (&mut f32, &mut i32)))| {
-        let out = &mut out[..k];
-        let p = row_params(xr);
-        (*s, *z) = (p.scale, p.zero);
-        #[cfg(target_arch = "x86_64")]
-        if super::vnni::available() && p.inv.is_finite() {
-            // SAFETY: AVX-512F/BW checked by `vnni::available`; `out` has `xr.len()` bytes.
-            unsafe { row_avx512(xr, out, p.inv, p.zero) };
-            return;
-        }
-        quantize_into(xr, out, &p);
+        let Some(f) = pre else { return quantize_one(xr, &mut out[..k], s, z) };
+        SCRATCH.with_borrow_mut(|tmp| {
+            tmp.clear();
+            tmp.extend(xr.iter().zip(f).map(|(v, g)| v * g));
+            quantize_one(tmp, &mut out[..k], s, z)
+        })
     };
     if m * k >= PAR_MIN_VALUES && crate::kernels::threads() > 1 {
         x.par_chunks_exact(k)
@@ -114,6 +115,22 @@ pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usiz
         x.chunks_exact(k).zip(data.chunks_exact_mut(ld).zip(scale.iter_mut().zip(zero.iter_mut()))).for_each(row);
     }
     Activations { data, scale, zero, ld }
+}
+
+/// One row of [`quantize_rows`]: its bytes into `out`, its scale and zero point into `s`, `z`.
+#[inline(always)]
+fn quantize_one(xr: &[f32], out: &mut [u8], s: &mut f32, z: &mut i32) {
+    {
+        let p = row_params(xr);
+        (*s, *z) = (p.scale, p.zero);
+        #[cfg(target_arch = "x86_64")]
+        if super::vnni::available() && p.inv.is_finite() {
+            // SAFETY: AVX-512F/BW checked by `vnni::available`; `out` has `xr.len()` bytes.
+            unsafe { row_avx512(xr, out, p.inv, p.zero) };
+            return;
+        }
+        quantize_into(xr, out, &p);
+    }
 }
 
 /// Activation values from which [`quantize_rows`] splits the rows over the pool's threads.
