@@ -156,6 +156,10 @@ fn abt_plans_do_not_depend_on_teacher_precision() {
     let t8 = t32.clone().with_precision(Precision::Int8).unwrap();
     let approx = sttabt::approx::ApproxNet::new(&t32, 4, sttabt::approx::ApproxInit::Interpolate, 0).unwrap().model;
     let approx8 = approx.clone().with_precision(Precision::Int8).unwrap();
+    // the ApproxNet (4 heads) is calibrated as the teacher is: smoothed Q, f32 channels in FFN-out
+    let a0 = &approx8.layers[0];
+    assert!(a0.query.int8().is_some_and(|q| q.inverse_smoothing().is_some()), "int8 ApproxNet Q is calibrated");
+    assert_eq!(a0.ffn_out.int8().map(|q| q.f32_channels().len()), Some(8));
     let inputs = rt_inputs(40);
     let plans = |teacher: &Encoder, approx: &Encoder, k: f64| -> Vec<TokenPlan> {
         let planner = Abt::topk(vec![k], AttentionSource::ApproxNet);

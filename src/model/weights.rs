@@ -19,7 +19,8 @@ pub enum Precision {
     /// f32 weights and activations (the packed AVX-512 GEMM or `gemm`).
     #[default]
     Fp32,
-    /// Per-output-channel symmetric int8 weights, per-row dynamic int8 activations, i32
+    /// Per-output-channel symmetric int8 weights, per-row dynamic asymmetric 8-bit activations
+    /// (calibrated smoothing and f32 outlier channels, see `Encoder::set_precision`), i32
     /// accumulation, bias and GELU fused into the dequantisation ([`kernels::int8`]).
     Int8,
 }

@@ -25,6 +25,10 @@
 //!   taken. Channels with outlier activations (large `s`) then no longer set the whole row's
 //!   step; [`smoothing_factors`] picks `s` from per-channel activation and weight ranges.
 //!
+//! - f32 channels (optional, [`QuantizedLinear::with_f32_channels`]): a few input channels of
+//!   outlier range are left out of the int8 product (their activations quantised as 0, their
+//!   weight rows zeroed) and added in f32 beside it, before the GELU.
+//!
 //! Three paths compute the same i32 accumulators (bit-exact; tests/int8_kernels.rs checks each
 //! against an exact reference), picked at run time by [`Int8Kernel::for_rows`]:
 //! [`Int8Kernel::Amx`] (AMX-INT8 tiles, `asm!`, see [`amx`]), [`Int8Kernel::Vnni`] (AVX-512
