@@ -22,12 +22,12 @@ fn paths() -> Vec<Int8Kernel> {
 fn reference(l: &QuantizedLinear, x: &[f32], m: usize, gelu: bool) -> (Vec<f64>, Vec<f64>) {
     let (k, n) = (l.k(), l.n());
     let (wq, sw, b) = (l.weight_q(), l.weight_scales(), l.bias());
-    let mut q = vec![0i8; k];
+    let mut u = vec![0u8; k];
     let (mut y, mut mag) = (vec![0.0f64; m * n], vec![0.0f64; m * n]);
     for i in 0..m {
-        let sx = quantize_row(&x[i * k..(i + 1) * k], &mut q);
+        let (sx, z) = quantize_row(&x[i * k..(i + 1) * k], &mut u);
         for j in 0..n {
-            let acc: i64 = (0..k).map(|t| i64::from(q[t]) * i64::from(wq[t * n + j])).sum();
+            let acc: i64 = (0..k).map(|t| (i64::from(u[t]) - i64::from(z)) * i64::from(wq[t * n + j])).sum();
             let s = f64::from(sx * sw[j]);
             let lin = acc as f64 * s + f64::from(b[j]);
             y[i * n + j] = if gelu { 0.5 * lin * (1.0 + libm::erf(lin / std::f64::consts::SQRT_2)) } else { lin };
@@ -100,17 +100,26 @@ fn every_path_matches_the_exact_reference_on_ragged_shapes() {
     check_shape(&mut rng, 257, 1536, 384);
 }
 
-/// Integer inputs whose row and column maxima are 127: both scales are exactly 1, so each output
+/// Integer inputs whose rows span exactly 255 (from 0 or from −128) and whose column maxima are
+/// 127: both scales are exactly 1, so each output
 /// is its integer accumulator, exactly representable in f32: the paths' i32 sums, bit for bit.
 #[test]
 fn accumulators_are_bit_exact() {
     let mut rng = fastrand::Rng::with_seed(5);
     for &(m, k, n) in &[(1, 1, 1), (7, 37, 47), (33, 130, 97), (57, 64, 70), (70, 1000, 64), (257, 384, 129)] {
-        let mut x: Vec<f32> = (0..m * k).map(|_| rng.i32(-127..=127) as f32).collect();
-        let mut w: Vec<f32> = (0..k * n).map(|_| rng.i32(-127..=127) as f32).collect();
-        for i in 0..m {
-            x[i * k + i % k] = if i % 2 == 0 { 127.0 } else { -127.0 };
+        // rows with range exactly 255 and an integer minimum quantise with scale 1: even rows in
+        // [0, 255] (zero point 0), odd rows in [-128, 127] (zero point 128; needs k >= 2)
+        let mut x = vec![0.0f32; m * k];
+        for (i, row) in x.chunks_exact_mut(k).enumerate() {
+            let signed = i % 2 == 1 && k >= 2;
+            let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+            row.iter_mut().for_each(|v| *v = rng.i32(lo..=hi) as f32);
+            row[i % k] = hi as f32;
+            if signed {
+                row[(i + 1) % k] = lo as f32;
+            }
         }
+        let mut w: Vec<f32> = (0..k * n).map(|_| rng.i32(-127..=127) as f32).collect();
         for j in 0..n {
             w[(j % k) * n + j] = if j % 3 == 0 { -127.0 } else { 127.0 };
         }
@@ -121,7 +130,7 @@ fn accumulators_are_bit_exact() {
             for i in 0..m {
                 for j in 0..n {
                     let exact: i64 = (0..k).map(|t| x[i * k + t] as i64 * w[t * n + j] as i64).sum();
-                    assert!(exact.abs() < 1 << 24);
+                    assert!(exact.abs() < 1 << 24, "{exact} is not exact in f32");
                     assert_eq!(got[i * n + j], exact as f32, "{kernel} {m}x{k}x{n} [{i},{j}]");
                 }
             }
@@ -149,9 +158,9 @@ fn zero_huge_tiny_and_non_finite_rows() {
             row[k / 2] = if i % 2 == 0 { f32::NAN } else { f32::INFINITY };
         }
     }
-    let mut q = vec![0i8; k];
-    assert_eq!(quantize_row(&vec![0.0; k], &mut q), 0.0);
-    assert!(q.iter().all(|&v| v == 0));
+    let mut u = vec![7u8; k];
+    assert_eq!(quantize_row(&vec![0.0; k], &mut u), (0.0, 0));
+    assert!(u.iter().all(|&v| v == 0));
     for gelu in [false, true] {
         let want = reference(&l, &x, m, gelu);
         for kernel in paths() {
@@ -178,22 +187,42 @@ fn zero_huge_tiny_and_non_finite_rows() {
 #[test]
 fn quantize_row_rounds_to_nearest_within_half_a_step() {
     let mut rng = fastrand::Rng::with_seed(11);
-    for &(len, s) in &[(1, 1.0f32), (5, 1e-3), (384, 7.0), (1000, 1e25), (33, 1e-39)] {
-        let x = rng_vec(&mut rng, len, s);
-        let mut q = vec![0i8; len];
-        let scale = quantize_row(&x, &mut q);
-        let max = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        assert_eq!(scale, max / 127.0);
-        assert!(q.iter().any(|v| v.abs() == 127) && q.iter().all(|&v| v != -128));
-        for (&v, &qv) in x.iter().zip(&q) {
-            let err = (f64::from(v) - f64::from(qv) * f64::from(scale)).abs();
-            // (+ the rounding of a subnormal scale, 127 x half its spacing)
-            assert!(err <= 0.5001 * f64::from(scale) + 127.0 * 0.71e-45, "{v} -> {qv} x {scale}: error {err}");
+    // (symmetric rows, one-sided rows as GELU gives, and all-negative rows)
+    for &(len, s, shift) in
+        &[(1, 1.0f32, 0.0f32), (5, 1e-3, 0.0), (384, 7.0, 0.0), (1000, 1e25, 0.0), (33, 1e-39, 0.0), (384, 2.0, 0.9), (50, 3.0, -1.0)]
+    {
+        let x: Vec<f32> = rng_vec(&mut rng, len, s).iter().map(|v| v + shift * s).collect();
+        let mut u = vec![0u8; len];
+        let (scale, z) = quantize_row(&x, &mut u);
+        let lo = x.iter().fold(0.0f32, |a, &v| a.min(v));
+        let hi = x.iter().fold(0.0f32, |a, &v| a.max(v));
+        let range = f64::from(hi) - f64::from(lo);
+        assert_eq!(scale, (range / 255.0) as f32, "len {len} scale {s}");
+        assert!((0..=255).contains(&z), "zero point {z}");
+        assert_eq!(z, (-f64::from(lo) * 255.0 / range).round_ties_even() as i32, "zero point of a row in [{lo}, {hi}]");
+        assert!(u.contains(&255) || u.contains(&0), "the row's extreme value takes an end code");
+        for (&v, &uv) in x.iter().zip(&u) {
+            let err = (f64::from(v) - (f64::from(uv) - f64::from(z)) * f64::from(scale)).abs();
+            // (half a step, and the zero point's own rounding of up to half a step; + the
+            // rounding of a subnormal scale, 255 x half its spacing)
+            assert!(err <= 1.0001 * f64::from(scale) + 255.0 * 0.71e-45, "{v} -> {uv} - {z} x {scale}: error {err}");
         }
+        // a one-sided row uses the whole code; 0 is exact
+        if shift > 0.5 {
+            assert!(z <= 40, "a mostly positive row has its zero point near 0: {z}");
+        }
+        let mut u0 = vec![0u8; 2];
+        let (s0, z0) = quantize_row(&[0.0, hi], &mut u0);
+        assert_eq!((f64::from(u0[0]) - f64::from(z0)) * f64::from(s0), 0.0, "0 is exact");
     }
-    let mut q = vec![5i8; 3];
-    assert!(quantize_row(&[1.0, f32::NAN, 2.0], &mut q).is_nan());
-    assert_eq!(q, [0, 0, 0]);
+    let mut u = vec![5u8; 3];
+    let (scale, z) = quantize_row(&[1.0, f32::NAN, 2.0], &mut u);
+    assert!(scale.is_nan());
+    assert_eq!((u, z), (vec![0, 0, 0], 0));
+    // a symmetric row has its zero point in the middle
+    let mut u = vec![0u8; 2];
+    assert_eq!(quantize_row(&[-1.0, 1.0], &mut u), (2.0 / 255.0, 128));
+    assert_eq!(u, [0, 255]);
 }
 
 /// `|Σ x w − Σ xq wq| <= Σ_k (|x| sw + |w| sx) / 2 + k sx sw / 4` (half a step on each side):
@@ -212,7 +241,9 @@ fn int8_error_against_the_f32_product_is_within_the_quantisation_bound() {
         let got = run(&l, kernel, &x, m, false);
         for i in 0..m {
             let xr = &x[i * k..(i + 1) * k];
-            let sx = f64::from(xr.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0);
+            let range = f64::from(xr.iter().fold(0.0f32, |a, &v| a.max(v))) - f64::from(xr.iter().fold(0.0f32, |a, &v| a.min(v)));
+            // (the zero point's rounding adds up to half a step to each value's error: a full step)
+            let sx = 2.0 * range / 255.0;
             for j in 0..n {
                 let exact: f64 = (0..k).map(|t| f64::from(xr[t]) * f64::from(w[t * n + j])).sum::<f64>() + f64::from(b[j]);
                 let swj = f64::from(sw[j]);
@@ -324,4 +355,51 @@ fn dispatch_and_the_paths_this_cpu_runs() {
             }
         }
     }
+}
+
+/// Smoothing and f32 channels change how `x W + b` is computed, not what: unit factors give the
+/// plain layer bit for bit; any factors and f32 channels stay within the plain layer's error of
+/// the f32 product (here, with an outlier channel, well inside it); bad factors and channels
+/// are errors naming them.
+#[test]
+fn smoothing_and_f32_channels_compute_the_same_product() {
+    let mut rng = fastrand::Rng::with_seed(31);
+    let (m, k, n) = (30, 96, 70);
+    // channel 5 an outlier (x 20), the rest uniform in [-1, 1]
+    let x: Vec<f32> = (0..m * k).map(|i| (rng.f32() * 2.0 - 1.0) * if i % k == 5 { 20.0 } else { 1.0 }).collect();
+    let w = rng_vec(&mut rng, k * n, 0.1);
+    let b = rng_vec(&mut rng, n, 0.1);
+    let exact: Vec<f64> = (0..m * n)
+        .map(|o| (0..k).map(|t| f64::from(x[o / n * k + t]) * f64::from(w[t * n + o % n])).sum::<f64>() + f64::from(b[o % n]))
+        .collect();
+    let rel = |y: &[f32]| {
+        let e: f64 = y.iter().zip(&exact).map(|(a, b)| (f64::from(*a) - b).powi(2)).sum();
+        (e / exact.iter().map(|v| v * v).sum::<f64>()).sqrt()
+    };
+    let plain = QuantizedLinear::new(&w, &b, k, n).unwrap();
+    let unit = QuantizedLinear::with_smoothing(&w, &b, k, n, &vec![1.0; k]).unwrap();
+    let mut act_max = vec![1.0f32; k];
+    act_max[5] = 20.0;
+    let s = sttabt::kernels::int8::smoothing_factors(&act_max, &w, k, n, 0.5);
+    assert!(s[5] > 3.0 * s[0], "the outlier channel gets the largest factor: {} vs {}", s[5], s[0]);
+    let smooth = QuantizedLinear::with_smoothing(&w, &b, k, n, &s).unwrap();
+    let side = smooth.with_f32_channels(&w, &[5, 5]).unwrap();
+    assert_eq!(side.f32_channels(), &[5]);
+    for kernel in paths() {
+        let p = run(&plain, kernel, &x, m, false);
+        assert_eq!(run(&unit, kernel, &x, m, false), p, "{kernel}: unit smoothing is the plain layer");
+        let (ep, es, ec) = (rel(&p), rel(&run(&smooth, kernel, &x, m, false)), rel(&run(&side, kernel, &x, m, false)));
+        let _ = writeln!(std::io::stderr(), "{kernel}: relative error plain {ep:.2e}, smoothed {es:.2e}, + channel 5 in f32 {ec:.2e}");
+        assert!(es < ep && ec < 0.6 * ep, "{kernel}: plain {ep}, smoothed {es}, f32 channel {ec}");
+        // GELU is applied after the f32 channels are added
+        let g = run(&side, kernel, &x, m, true);
+        let mut want = run(&side, kernel, &x, m, false);
+        sttabt::kernels::gelu_fast(&mut want);
+        assert_eq!(g, want, "{kernel}: GELU after the f32 channels");
+    }
+    assert!(matches!(QuantizedLinear::with_smoothing(&w, &b, k, n, &[1.0; 3]), Err(Int8Error::SmoothingShape { found: 3, k: 96 })));
+    let mut bad = vec![1.0f32; k];
+    bad[7] = 0.0;
+    assert!(matches!(QuantizedLinear::with_smoothing(&w, &b, k, n, &bad), Err(Int8Error::BadSmoothing { index: 7, .. })));
+    assert!(matches!(plain.with_f32_channels(&w, &[96]), Err(Int8Error::BadChannel { channel: 96, k: 96 })));
 }

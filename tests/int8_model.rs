@@ -1,9 +1,8 @@
 //! Int8 execution in the model (issue 17): all-MiniLM-L6-v2 with its encoder layers' linear
 //! layers in int8 against the fp32 model and the transformers reference
-//! (`../shared/reference/minilm`): pooled embeddings (cosine >= 0.985, measured 0.9857 on the 2-token case3_empty, >= 0.995 on the
-//! others; the
-//! issue's goal of 0.999 is not met by per-row symmetric activation quantisation on MiniLM's
-//! outlier dimensions), classifier logits
+//! (`../shared/reference/minilm`): pooled embeddings (cosine >= 0.999, the issue's goal; measured
+//! 0.9991 on the 2-token case3_empty, >= 0.9994 on the others, with the calibrated smoothing and
+//! f32 outlier channels of `exec::calibrate`), classifier logits
 //! (max |Δ| <= 0.05), ABT plans that do not depend on the teacher's precision, the hard-mask
 //! forward equal to gathered execution, the CLI's `--precision int8`, and every int8 kernel path
 //! this CPU has (AMX-INT8, AVX-512 VNNI, fallback; child processes with `STTABT_NO_AMX` /
@@ -22,8 +21,8 @@ use sttabt::planners::{Models, Planner, Schedule};
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{EncodedInput, Encoder, RunOptions, TokenPlan};
 
-/// Lowest cosine accepted between int8 and fp32 / reference embeddings (see the module docs).
-const COSINE_MIN: f64 = 0.985;
+/// Lowest cosine accepted between int8 and fp32 / reference embeddings (issue 17).
+const COSINE_MIN: f64 = 0.999;
 
 const CASES: [&str; 5] = ["case1_short", "case2_unicode", "case3_empty", "case4_pair", "case5_long_truncated"];
 
@@ -92,10 +91,10 @@ fn precision_switch_keeps_f32_weights_and_switches_back() {
 }
 
 /// Per case: cosine(int8, fp32) and cosine(int8, transformers) of the sentence embedding and the
-/// pooler output >= [`COSINE_MIN`] (the issue asks for 0.999; see the module docs); int8 really
-/// differs from fp32.
+/// pooler output >= [`COSINE_MIN`]; int8 really differs from fp32; the calibration smoothed the
+/// LayerNorm-fed layers and put a few input channels in f32.
 #[test]
-fn minilm_cases_pooled_embeddings_within_cosine_0_985() {
+fn minilm_cases_pooled_embeddings_within_cosine_0_999() {
     let (m32, m8) = (minilm(), minilm_int8());
     let d = m32.config.hidden_size;
     for name in CASES {
@@ -119,6 +118,12 @@ fn minilm_cases_pooled_embeddings_within_cosine_0_985() {
     }
     eprintln!("int8 paths so far: {}", paths_ran());
     assert!(Int8Kernel::ALL.iter().any(|k| k.calls() > 0), "no int8 kernel ran");
+    let l0 = &m8.layers[0];
+    assert!(l0.query.int8().unwrap().inverse_smoothing().is_some(), "Q is smoothed");
+    assert!(l0.attn_out.int8().unwrap().inverse_smoothing().is_none(), "the attention output is not smoothed");
+    // the FFN-out channel of largest range (calibrated on synthetic ids) is one of those kept in f32
+    assert_eq!(l0.ffn_out.int8().unwrap().f32_channels().len(), 8);
+    assert_eq!(l0.query.int8().unwrap().f32_channels().len(), 4);
 }
 
 /// MiniLM with a seeded classification head: max |Δlogit| int8 vs fp32 <= 0.05 on the reference
@@ -151,6 +156,10 @@ fn abt_plans_do_not_depend_on_teacher_precision() {
     let t8 = t32.clone().with_precision(Precision::Int8).unwrap();
     let approx = sttabt::approx::ApproxNet::new(&t32, 4, sttabt::approx::ApproxInit::Interpolate, 0).unwrap().model;
     let approx8 = approx.clone().with_precision(Precision::Int8).unwrap();
+    // the ApproxNet (4 heads) is calibrated as the teacher is: smoothed Q, f32 channels in FFN-out
+    let a0 = &approx8.layers[0];
+    assert!(a0.query.int8().is_some_and(|q| q.inverse_smoothing().is_some()), "int8 ApproxNet Q is calibrated");
+    assert_eq!(a0.ffn_out.int8().map(|q| q.f32_channels().len()), Some(8));
     let inputs = rt_inputs(40);
     let plans = |teacher: &Encoder, approx: &Encoder, k: f64| -> Vec<TokenPlan> {
         let planner = Abt::topk(vec![k], AttentionSource::ApproxNet);
@@ -175,14 +184,14 @@ fn abt_plans_do_not_depend_on_teacher_precision() {
     assert!(worst > 0.0 && worst < 0.5, "ABT-pruned CLS int8 vs fp32 differs by {worst}");
 }
 
-/// In int8, the hard-mask forward (soft-mask forward with 0/1 masks, every row computed) equals
-/// gathered execution of a pruning plan, far below the int8-vs-fp32 difference; and a dense plan
-/// through the gathering executor equals the dense int8 run exactly. Not asserted: with all-ones
-/// masks on this input the int8 soft-mask forward differs from the dense run by ~8e-2 from
-/// layer 4 on, while fp32 agrees to 5e-7: the two paths' f32 values differ by ~1e-7 (attention
-/// summation order), and one activation landing on the other side of a rounding boundary moves
-/// an output by `s_x · s_w · |Wq|` (~1e-2 on rows with outlier values). Both paths are
-/// deterministic, so the sparse check below is exact to rerun, but int8 is not continuous.
+/// The hard-mask forward (soft-mask forward with 0/1 masks, every row computed) equals gathered
+/// execution of a pruning plan: in fp32 to 1e-5, in int8 within the int8-vs-fp32 difference; and
+/// a dense plan through the gathering executor equals the dense int8 run exactly. int8 is not
+/// continuous: the two paths' f32 values differ by ~1e-7 (attention summation order), and one
+/// activation landing on the other side of a rounding boundary moves an output by
+/// `s_x · s_w · |Wq|` (~1e-2 on rows with outlier values); with per-row symmetric activations
+/// the sparse plan here happened to flip none (1e-5), with the calibrated asymmetric ones it
+/// flips some (1.5e-2 on CLS, against 2.6e-2 for int8 vs fp32). Both paths are deterministic.
 #[test]
 fn hard_mask_forward_equals_gathered_execution_in_int8() {
     let m8 = minilm_int8();
@@ -205,15 +214,23 @@ fn hard_mask_forward_equals_gathered_execution_in_int8() {
         let trace = m8.forward_soft(&x0, &vec![true; n], &masks).unwrap();
         let d = m8.config.hidden_size;
         let soft_cls = &trace.last().unwrap().y[..d];
+        let x0_32 = m32.run_dense(std::slice::from_ref(&x), RunOptions { attentions: false, hidden_states: true }).unwrap().remove(0);
+        let trace32 = m32.forward_soft(&x0_32.hidden_states.as_ref().unwrap()[0].1, &vec![true; n], &masks).unwrap();
         let gathered = m8.run(std::slice::from_ref(&x), &[plan.clone()], RunOptions::default()).unwrap().remove(0);
         let fp32 = m32.run(std::slice::from_ref(&x), &[plan], RunOptions::default()).unwrap().remove(0);
         let err = max_abs_diff(soft_cls, gathered.cls());
         let precision_gap = max_abs_diff(gathered.cls(), fp32.cls());
         let vs_dense = max_abs_diff(gathered.cls(), dense.cls());
         eprintln!("{what} plan ({n} tokens): hard-mask vs gathered CLS {err:.2e}; int8 vs fp32 CLS {precision_gap:.2e}; gathered vs run_dense {vs_dense:.2e}");
+        let err32 = max_abs_diff(&trace32.last().unwrap().y[..d], fp32.cls());
+        eprintln!("  fp32: hard-mask vs gathered CLS {err32:.2e}");
         if what == "sparse" {
-            assert!(err < 1e-5, "sparse: hard-mask forward vs gathered CLS differs by {err}");
-            assert!(err * 100.0 < precision_gap, "the check cannot see int8 errors ({err} vs {precision_gap})");
+            assert!(err32 < 1e-5, "sparse: fp32 hard-mask forward vs gathered CLS differs by {err32}");
+            assert!(err32 * 100.0 < precision_gap, "the check cannot see int8 errors ({err32} vs {precision_gap})");
+            assert!(
+                err < precision_gap,
+                "sparse: int8 hard-mask forward vs gathered CLS differs by {err}, more than int8 vs fp32 {precision_gap}"
+            );
         } else {
             // a dense plan through the gathering executor is the dense int8 run, bit for bit
             assert_eq!(vs_dense, 0.0, "dense plan through the executor vs run_dense");

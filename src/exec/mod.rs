@@ -7,6 +7,8 @@
 //!   picks each layer's inputs as it runs), [`Encoder::run_dense`];
 //! - `layer`: one layer over the packed rows;
 //! - `reduced`: the fused ApproxNet attention pass planners consume ([`HeadReduce`]);
+//! - `calibrate`: switching the linear layers to int8 ([`Encoder::set_precision`]), with the
+//!   calibration run that picks each layer's smoothing;
 //! - `soft`: the soft-mask forward of concrete masking (section 4.3, [`SoftLayerTrace`]).
 //!
 //! The methods live in `impl Encoder` blocks here; the model type itself is [`crate::model`]'s.
@@ -18,11 +20,13 @@ pub(crate) use crate::kernels;
 pub(crate) use crate::model::{EncodedInput, Encoder, EncoderLayer, PACKED_MAX_ROWS};
 pub(crate) use crate::plan::TokenPlan;
 
+mod calibrate;
 mod layer;
 mod reduced;
 mod run;
 mod soft;
 
+pub use calibrate::*;
 pub use reduced::*;
 pub use soft::*;
 

@@ -19,7 +19,8 @@ pub enum Precision {
     /// f32 weights and activations (the packed AVX-512 GEMM or `gemm`).
     #[default]
     Fp32,
-    /// Per-output-channel symmetric int8 weights, per-row dynamic int8 activations, i32
+    /// Per-output-channel symmetric int8 weights, per-row dynamic asymmetric 8-bit activations
+    /// (calibrated smoothing and f32 outlier channels, see `Encoder::set_precision`), i32
     /// accumulation, bias and GELU fused into the dequantisation ([`kernels::int8`]).
     Int8,
 }
@@ -92,9 +93,15 @@ pub struct Linear {
 pub const PACKED_MAX_ROWS: usize = 256;
 
 /// Derived copies of a [`Linear`]'s weights: the lazily packed f32 panels (`None` inside: this
-/// CPU has no AVX-512) and, when the layer runs at [`Precision::Int8`], the int8 layer.
+/// CPU has no AVX-512), the int8 layer when the layer runs at [`Precision::Int8`], and, while
+/// an int8 calibration runs ([`crate::model::Encoder::set_precision`]), the largest `|x[·, j]|`
+/// per input channel seen so far.
 #[derive(Clone, Default)]
-pub(crate) struct PackedCache(std::sync::OnceLock<Option<kernels::packed::PackedWeights>>, Option<Arc<QuantizedLinear>>);
+pub(crate) struct PackedCache(
+    std::sync::OnceLock<Option<kernels::packed::PackedWeights>>,
+    Option<Arc<QuantizedLinear>>,
+    Option<Arc<std::sync::Mutex<Vec<f32>>>>,
+);
 
 impl PartialEq for PackedCache {
     /// A cache, not data: two layers are equal when their weights are.
@@ -174,6 +181,11 @@ impl Linear {
         Self { w, b, d_in, d_out, packed: PackedCache::default() }
     }
 
+    /// The int8 layer forward passes run (`None` at [`Precision::Fp32`]).
+    pub fn int8(&self) -> Option<&QuantizedLinear> {
+        self.packed.1.as_deref()
+    }
+
     /// The precision forward passes run at.
     pub fn precision(&self) -> Precision {
         if self.packed.1.is_some() {
@@ -202,6 +214,49 @@ impl Linear {
         Ok(())
     }
 
+    /// Run at int8 calibrated on `act_max` `[d_in]` (the largest `|x[·, j]|` per input channel,
+    /// from a calibration run): with SmoothQuant smoothing at migration strength `alpha` when
+    /// given (see [`kernels::int8::QuantizedLinear::with_smoothing`] and
+    /// [`kernels::int8::smoothing_factors`]), and the `f32_channels` input channels of largest
+    /// range computed in f32 ([`kernels::int8::QuantizedLinear::with_f32_channels`]). Replaces
+    /// any int8 copy the layer had.
+    ///
+    /// Errors: [`ModelError::Input`] as [`set_precision`](Self::set_precision), or when
+    /// `act_max` does not have `d_in` values.
+    pub(crate) fn set_int8_calibrated(&mut self, act_max: &[f32], alpha: Option<f32>, f32_channels: usize) -> Result<(), ModelError> {
+        let (k, n) = (self.d_in, self.d_out);
+        if act_max.len() != k {
+            return Err(ModelError::Input(format!("int8 calibration: {} activation ranges for a layer with {k} inputs", act_max.len())));
+        }
+        let err = |e: kernels::int8::Int8Error| ModelError::Input(format!("cannot run this {k}x{n} linear layer in int8: {e}"));
+        let mut q = match alpha {
+            Some(a) => {
+                QuantizedLinear::with_smoothing(&self.w, &self.b, k, n, &kernels::int8::smoothing_factors(act_max, &self.w, k, n, a))
+            }
+            None => QuantizedLinear::new(&self.w, &self.b, k, n),
+        }
+        .map_err(err)?;
+        if f32_channels > 0 {
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&a, &b| act_max[b].total_cmp(&act_max[a]));
+            order.truncate(f32_channels.min(k));
+            q = q.with_f32_channels(&self.w, &order).map_err(err)?;
+        }
+        self.packed.1 = Some(Arc::new(q));
+        Ok(())
+    }
+
+    /// Start (`true`) or stop recording the largest `|x[·, j]|` per input channel of every
+    /// forward pass (int8 calibration); stopping returns the ranges recorded (`None` when not
+    /// recording or nothing ran).
+    pub(crate) fn record_input_ranges(&mut self, on: bool) -> Option<Vec<f32>> {
+        let old = self.packed.2.take();
+        if on {
+            self.packed.2 = Some(Arc::new(std::sync::Mutex::new(Vec::new())));
+        }
+        old.map(|r| std::mem::take(&mut *r.lock().unwrap_or_else(|e| e.into_inner()))).filter(|v| !v.is_empty())
+    }
+
     /// The packed weights when a call with `rows` rows should use them (AVX-512 CPU, few rows).
     pub(crate) fn packed_for(&self, rows: usize) -> Option<&kernels::packed::PackedWeights> {
         if rows > PACKED_MAX_ROWS {
@@ -216,6 +271,15 @@ impl Linear {
     /// At [`Precision::Int8`] the int8 kernel runs instead, with the bias and GELU fused into
     /// its dequantisation (other activations applied after).
     pub(crate) fn linear_into(&self, x: &[f32], out: &mut [f32], rows: usize, act: Option<crate::model::config::Activation>) {
+        if let Some(rec) = &self.packed.2 {
+            let mut r = rec.lock().unwrap_or_else(|e| e.into_inner());
+            r.resize(self.d_in, 0.0);
+            for row in x.chunks_exact(self.d_in.max(1)) {
+                for (m, v) in r.iter_mut().zip(row) {
+                    *m = m.max(v.abs());
+                }
+            }
+        }
         if let Some(q) = &self.packed.1 {
             let gelu = act == Some(crate::model::config::Activation::Gelu);
             q.forward(x, out, rows, gelu);

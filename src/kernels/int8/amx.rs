@@ -149,7 +149,7 @@ pub(super) unsafe fn panel(act: &Activations, m: usize, kp: usize, panel: &[i8],
             for r in r0..m_amx.min(r0 + blocks * MB) {
                 let s = scratch.as_ptr().add((r - r0) * 32);
                 let acc = [_mm512_loadu_si512(s as *const __m512i), _mm512_loadu_si512(s.add(16) as *const __m512i)];
-                super::vnni::dequant_store(&acc, ep, sc0, ep.x_scale[r], out.add(r * cols.ldc + cols.c0 + sc0), width);
+                super::vnni::dequant_store(&acc, ep, sc0, r, out.add(r * cols.ldc + cols.c0 + sc0), width);
             }
             r0 += blocks * MB;
         }

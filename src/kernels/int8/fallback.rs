@@ -1,8 +1,8 @@
 //! The portable int8 path: plain Rust integer loops over the row-major `Wq`, on any CPU
 //! (compiled a second time for AVX2, picked at run time).
 //!
-//! Same arithmetic as the SIMD paths: `acc_j = Σ_k u_k · Wq[k, j]` over the shifted bytes
-//! `u = q + 128`, minus the compensation, then `(acc − c_j) · (sx · sw_j) + b_j`. Each product
+//! Same arithmetic as the SIMD paths: `acc_j = Σ_k u_k · Wq[k, j]` over the unsigned bytes `u`,
+//! then `(acc − z · c_j) · (sx · sw_j) + b_j` with the row's zero point `z` and column sum `c_j`. Each product
 //! `u · w` fits i16 (`|255 · 127| < 2^15`), so the loops multiply 16-bit lanes and add into
 //! 32-bit ones; blocks of [`ROWS`] rows share each pass over a weight row.
 
@@ -25,9 +25,9 @@ pub(super) fn run(l: &QuantizedLinear, act: &Activations, out: &mut [f32], m: us
             let r = rows.len() / n;
             accumulate(l, act, i0, r, &mut acc[..r * n]);
             for (dr, row) in rows.chunks_exact_mut(n).enumerate() {
-                let sx = act.scale[i0 + dr];
+                let (sx, z) = (act.scale[i0 + dr], act.zero[i0 + dr]);
                 for (j, (o, &a)) in row.iter_mut().zip(&acc[dr * n..(dr + 1) * n]).enumerate() {
-                    *o = (a - l.comp[j]) as f32 * (sx * l.w_scale[j]) + l.bias[j];
+                    *o = (a - z * l.col_sum[j]) as f32 * (sx * l.w_scale[j]) + l.bias[j];
                 }
                 if gelu {
                     crate::kernels::gelu_fast(row);

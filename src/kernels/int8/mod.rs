@@ -6,14 +6,28 @@
 //!
 //! - Weights: per-output-channel symmetric int8, quantised once in [`QuantizedLinear::new`]:
 //!   `sw_j = max_k |W[k, j]| / 127`, `Wq[k, j] = round(W[k, j] / sw_j)` in `[-127, 127]`.
-//! - Activations: per-row symmetric int8, quantised on every call ([`quantize_row`]):
-//!   `sx_i = max_k |x[i, k]| / 127`, `q[i, k] = round(x[i, k] / sx_i)` (ties to even).
-//!   The AVX-512 VNNI `vpdpbusd` and AMX `tdpbusd` instructions multiply *unsigned* by signed
-//!   bytes, so the kernels store `u = q + 128` and subtract the precomputed compensation
-//!   `c_j = 128 · Σ_k Wq[k, j]`: `Σ_k q · Wq = Σ_k u · Wq − c_j`, exactly (no saturation: the
-//!   largest sum, `255 · 127 · k`, fits i32 for `k` up to [`MAX_K`]).
-//! - Dequantisation, fused into the tile store: `y[i, j] = (acc − c_j) · (sx_i · sw_j) + b_j`,
+//! - Activations: per-row asymmetric unsigned 8-bit, quantised on every call ([`quantize_row`]):
+//!   `lo = min(0, min_k x[i, k])`, `hi = max(0, max_k x[i, k])`, `sx_i = (hi − lo) / 255`, zero
+//!   point `z_i = round(−lo / sx_i)`, `u[i, k] = clamp(round(x[i, k] / sx_i) + z_i, 0, 255)`
+//!   (ties to even), so `x ≈ (u − z) · sx`. The AVX-512 VNNI `vpdpbusd` and AMX `tdpbusd`
+//!   instructions multiply *unsigned* by signed bytes, so `u` goes in as it is, and the epilogue
+//!   subtracts `z_i · c_j` with the precomputed column sums `c_j = Σ_k Wq[k, j]`:
+//!   `Σ_k (u − z) · Wq = Σ_k u · Wq − z · c_j`, exactly (no overflow: both terms are at most
+//!   `255 · 127 · k` in magnitude, which fits i32 for `k` up to [`MAX_K`]). Against a symmetric
+//!   `[-max, max]` code this doubles the resolution of one-sided rows (the GELU outputs FFN-out
+//!   reads: measured the largest int8 error of all-MiniLM-L6-v2) and matches it on symmetric ones.
+//! - Dequantisation, fused into the tile store: `y[i, j] = (acc − z_i · c_j) · (sx_i · sw_j) + b_j`,
 //!   then GELU ([`crate::kernels::gelu_fast`], the erf GELU of the f32 path) when asked.
+//! - Smoothing (optional, [`QuantizedLinear::with_smoothing`]; SmoothQuant, Xiao et al. 2023):
+//!   a per-input-channel factor `s_k > 0` moves range from the activations to the weights,
+//!   `x W = (x / s) (diag(s) W)`: the weights are quantised from `diag(s) W` and each activation
+//!   row is divided by `s` (one multiply per value, in the quantisation pass) before its scale is
+//!   taken. Channels with outlier activations (large `s`) then no longer set the whole row's
+//!   step; [`smoothing_factors`] picks `s` from per-channel activation and weight ranges.
+//!
+//! - f32 channels (optional, [`QuantizedLinear::with_f32_channels`]): a few input channels of
+//!   outlier range are left out of the int8 product (their activations quantised as 0, their
+//!   weight rows zeroed) and added in f32 beside it, before the GELU.
 //!
 //! Three paths compute the same i32 accumulators (bit-exact; tests/int8_kernels.rs checks each
 //! against an exact reference), picked at run time by [`Int8Kernel::for_rows`]:
@@ -27,6 +41,8 @@
 //! 16 rows of 64 bytes at stride 256 ("K/4 rows of N·4 bytes").
 
 use rayon::prelude::*;
+
+use crate::kernels::{isa, Isa};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod amx;
@@ -34,7 +50,7 @@ mod fallback;
 mod quant;
 pub mod vnni;
 
-pub use quant::quantize_row;
+pub use quant::{quantize_row, smoothing_factors};
 
 /// Output columns per weight panel (four 16-lane i32 registers; four AMX tile columns of 16).
 pub const NR: usize = 64;
@@ -56,6 +72,12 @@ pub enum Int8Error {
     WeightShape { found: usize, k: usize, n: usize },
     #[error("QuantizedLinear: bias has {found} values, expected n = {n}")]
     BiasShape { found: usize, n: usize },
+    #[error("QuantizedLinear: smoothing has {found} factors, expected k = {k}")]
+    SmoothingShape { found: usize, k: usize },
+    #[error("QuantizedLinear: smoothing factor s[{index}] is {value}; factors must be finite and > 0")]
+    BadSmoothing { index: usize, value: f32 },
+    #[error("QuantizedLinear: f32 channel {channel} is not an input channel (k = {k})")]
+    BadChannel { channel: usize, k: usize },
     #[error("QuantizedLinear: k = {k} and n = {n} must both be at least 1")]
     Empty { k: usize, n: usize },
     #[error("QuantizedLinear: k = {k} inputs is more than the {max} whose int8 sums fit i32")]
@@ -156,10 +178,20 @@ pub struct QuantizedLinear {
     w_q: Vec<i8>,
     /// `Wq` in [`NR`]-column panels of 4-byte `k` groups (module docs), `[panels, kp / 4, NR, 4]`.
     packed: Vec<i8>,
-    /// Per-column scale `sw_j`, bias `b_j` and compensation `c_j`, zero-padded to whole panels.
+    /// Per-column scale `sw_j`, bias `b_j` and column sum `c_j = Σ_k Wq[k, j]`, zero-padded to
+    /// whole panels.
     w_scale: Vec<f32>,
     bias: Vec<f32>,
-    comp: Vec<i32>,
+    col_sum: Vec<i32>,
+    /// `1 / s_k` per input channel when smoothed ([`with_smoothing`](Self::with_smoothing)).
+    inv_smooth: Option<Vec<f32>>,
+    /// Input channels computed in f32 ([`with_f32_channels`](Self::with_f32_channels)) and
+    /// their weight rows `[channels, n]`.
+    f32_channels: Vec<usize>,
+    f32_rows: Vec<f32>,
+    /// What each activation is multiplied by before it is quantised: `1 / s_k`, 0 on the f32
+    /// channels (`None`: neither smoothing nor f32 channels).
+    pre_factors: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for QuantizedLinear {
@@ -176,6 +208,70 @@ impl QuantizedLinear {
     /// `k` and `n`, [`Int8Error::Empty`] when `k` or `n` is 0, [`Int8Error::TooDeep`] when `k`
     /// exceeds [`MAX_K`], [`Int8Error::NonFinite`] for a NaN or infinite weight or bias value.
     pub fn new(w: &[f32], b: &[f32], k: usize, n: usize) -> Result<Self, Int8Error> {
+        Self::build(w, b, k, n, None)
+    }
+
+    /// [`new`](Self::new) with per-input-channel smoothing `s` `[k]` (module docs): `Wq` is
+    /// quantised from `diag(s) W` and every activation row is divided by `s` before it is
+    /// quantised, so that `forward` still computes `x W + b`. `s = 1` everywhere is [`new`](Self::new).
+    ///
+    /// Errors: those of [`new`](Self::new), [`Int8Error::SmoothingShape`] when `s.len() != k`
+    /// and [`Int8Error::BadSmoothing`] for a factor that is not finite and positive.
+    pub fn with_smoothing(w: &[f32], b: &[f32], k: usize, n: usize, s: &[f32]) -> Result<Self, Int8Error> {
+        if s.len() != k {
+            return Err(Int8Error::SmoothingShape { found: s.len(), k });
+        }
+        if let Some(index) = s.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(Int8Error::BadSmoothing { index, value: s[index] });
+        }
+        Self::build(w, b, k, n, Some(s))
+    }
+
+    /// `self` rebuilt from `w` (the same `[k, n]` weights it was built from) with the input
+    /// channels `channels` computed in f32 beside the int8 product: their weight rows are kept
+    /// in f32 and zeroed in `Wq` (so they no longer widen the column scales), their activations
+    /// are left out of each row's int8 range (so they no longer widen the row scales), and
+    /// `x[:, channels] · W[channels, :]` is added before the bias's GELU. For a few outlier
+    /// channels (activation ranges 3-5x the others') this costs `|channels| / k` of the
+    /// multiply-adds, in f32. Smoothing, if any, stays.
+    ///
+    /// Errors: [`Int8Error::WeightShape`] when `w` is not `[k, n]`, [`Int8Error::BadChannel`] for
+    /// a channel `>= k`.
+    pub fn with_f32_channels(&self, w: &[f32], channels: &[usize]) -> Result<Self, Int8Error> {
+        let (k, n) = (self.k, self.n);
+        if w.len() != k * n {
+            return Err(Int8Error::WeightShape { found: w.len(), k, n });
+        }
+        if let Some(&c) = channels.iter().find(|&&c| c >= k) {
+            return Err(Int8Error::BadChannel { channel: c, k });
+        }
+        let mut chans = channels.to_vec();
+        chans.sort_unstable();
+        chans.dedup();
+        let mut zeroed = w.to_vec();
+        let mut rows = Vec::with_capacity(chans.len() * n);
+        for &c in &chans {
+            rows.extend_from_slice(&w[c * n..(c + 1) * n]);
+            zeroed[c * n..(c + 1) * n].fill(0.0);
+        }
+        let s: Option<Vec<f32>> = self.inv_smooth.as_ref().map(|inv| inv.iter().map(|v| 1.0 / v).collect());
+        let mut out = Self::build(&zeroed, &self.bias[..n], k, n, s.as_deref())?;
+        let mut pre = out.inv_smooth.clone().unwrap_or_else(|| vec![1.0; k]);
+        for &c in &chans {
+            pre[c] = 0.0;
+        }
+        out.pre_factors = Some(pre);
+        out.f32_channels = chans;
+        out.f32_rows = rows;
+        Ok(out)
+    }
+
+    /// The input channels computed in f32 ([`with_f32_channels`](Self::with_f32_channels)).
+    pub fn f32_channels(&self) -> &[usize] {
+        &self.f32_channels
+    }
+
+    fn build(w: &[f32], b: &[f32], k: usize, n: usize, smooth: Option<&[f32]>) -> Result<Self, Int8Error> {
         if k == 0 || n == 0 {
             return Err(Int8Error::Empty { k, n });
         }
@@ -193,22 +289,31 @@ impl QuantizedLinear {
                 return Err(Int8Error::NonFinite { what, index, value: v[index] });
             }
         }
-        let (w_q, scale) = quant::quantize_columns(w, k, n);
+        let scaled: Option<Vec<f32>> =
+            smooth.map(|s| w.chunks_exact(n).zip(s).flat_map(|(row, &f)| row.iter().map(move |v| v * f)).collect());
+        if let Some(ws) = &scaled {
+            if let Some(index) = ws.iter().position(|x| !x.is_finite()) {
+                return Err(Int8Error::NonFinite { what: "smoothed weight", index, value: ws[index] });
+            }
+        }
+        let (w_q, scale) = quant::quantize_columns(scaled.as_deref().unwrap_or(w), k, n);
         let kp = k.div_ceil(KB) * KB;
         let panels = n.div_ceil(NR);
         let np = panels * NR;
         let packed = quant::pack_panels(&w_q, k, n, kp);
-        let mut comp = vec![0i32; np];
+        let mut col_sum = vec![0i32; np];
         for row in w_q.chunks_exact(n) {
-            for (c, &q) in comp.iter_mut().zip(row) {
-                *c += 128 * i32::from(q);
+            for (c, &q) in col_sum.iter_mut().zip(row) {
+                *c += i32::from(q);
             }
         }
         let mut w_scale = vec![0.0f32; np];
         w_scale[..n].copy_from_slice(&scale);
         let mut bias = vec![0.0f32; np];
         bias[..n].copy_from_slice(b);
-        Ok(Self { k, n, kp, w_q, packed, w_scale, bias, comp })
+        let inv_smooth = smooth.map(|s| s.iter().map(|v| 1.0 / v).collect());
+        let pre_factors = inv_smooth.clone();
+        Ok(Self { k, n, kp, w_q, packed, w_scale, bias, col_sum, inv_smooth, f32_channels: Vec::new(), f32_rows: Vec::new(), pre_factors })
     }
 
     /// Inner dimension `k` (input features).
@@ -221,12 +326,19 @@ impl QuantizedLinear {
         self.n
     }
 
-    /// The quantised weights `Wq`, row-major `[k, n]`, values in `[-127, 127]`.
+    /// The quantised weights `Wq` (of `diag(s) W` when smoothed), row-major `[k, n]`, values in
+    /// `[-127, 127]`.
     pub fn weight_q(&self) -> &[i8] {
         &self.w_q
     }
 
-    /// Per-output-column weight scales `sw` `[n]` (`W ≈ Wq · sw`; 0 for an all-zero column).
+    /// The smoothing factors `s` `[k]` when built by [`with_smoothing`](Self::with_smoothing)
+    /// (as `1 / s`), else `None`.
+    pub fn inverse_smoothing(&self) -> Option<&[f32]> {
+        self.inv_smooth.as_deref()
+    }
+
+    /// Per-output-column weight scales `sw` `[n]` (`diag(s) W ≈ Wq · sw`; 0 for an all-zero column).
     pub fn weight_scales(&self) -> &[f32] {
         &self.w_scale[..self.n]
     }
@@ -266,9 +378,26 @@ impl QuantizedLinear {
         }
         // AMX reads A tiles of 32 rows: pad the row count (the extra rows are computed, not stored).
         let rows = if kernel == Int8Kernel::Amx { m.div_ceil(amx::MB) * amx::MB } else { m };
-        let act = quant::quantize_rows(x, m, k, self.kp, rows);
+        let side = !self.f32_channels.is_empty();
+        // (x · diag(1 / s), with the f32 channels' factors 0, row by row in the quantisation)
+        let act = quant::quantize_rows(x, m, k, self.kp, rows, self.pre_factors.as_deref());
+        if side {
+            self.run_quantized(kernel, &act, out, m, false);
+            // out += x[:, C] · W[C, :], row by row (each row's result independent of the others,
+            // as the int8 path's: a batch gives each example's rows bit for bit as alone)
+            side_product(x, k, &self.f32_channels, &self.f32_rows, out, n);
+            if gelu {
+                crate::kernels::gelu_fast(out);
+            }
+            return;
+        }
+        self.run_quantized(kernel, &act, out, m, gelu);
+    }
+
+    fn run_quantized(&self, kernel: Int8Kernel, act: &Activations, out: &mut [f32], m: usize, gelu: bool) {
+        let (k, n) = (self.k, self.n);
         if kernel == Int8Kernel::Fallback {
-            fallback::run(self, &act, out, m, gelu);
+            fallback::run(self, act, out, m, gelu);
             return;
         }
         let panels = n.div_ceil(NR);
@@ -279,14 +408,14 @@ impl QuantizedLinear {
             for p in p0..p1 {
                 let panel = &self.packed[p * self.kp * NR..(p + 1) * self.kp * NR];
                 let cols = Cols { c0: p * NR, width: NR.min(n - p * NR), ldc: n };
-                let ep = Epilogue::new(self, &act, cols.c0, gelu);
+                let ep = Epilogue::new(self, act, cols.c0, gelu);
                 // SAFETY: `kernel` is available (checked by the callers of `run`); panels write
                 // disjoint column ranges of `out`, whose length was asserted above; `act` holds
                 // `rows` rows of `kp` bytes.
                 unsafe {
                     match kernel {
-                        Int8Kernel::Vnni => vnni::panel(&act, 0, m, k, panel, o.0, cols, &ep),
-                        _ => amx::panel(&act, m, self.kp, panel, o.0, cols, &ep),
+                        Int8Kernel::Vnni => vnni::panel(act, 0, m, k, panel, o.0, cols, &ep),
+                        _ => amx::panel(act, m, self.kp, panel, o.0, cols, &ep),
                     }
                 }
             }
@@ -301,11 +430,43 @@ impl QuantizedLinear {
     }
 }
 
-/// Quantised activations: `rows` rows (`m` real ones, the rest zero) of `kp` bytes `q + 128`
-/// (zero-padded: byte 128 past `k`), and the `m` row scales `sx`.
+dispatch! {
+    /// `out[m, n] += x[:, C] · W[C, :]` for the f32 channels `C` (weight rows `rows` `[|C|, n]`).
+    fn side_product(x: &[f32], k: usize, chans: &[usize], rows: &[f32], out: &mut [f32], n: usize) => side_product_imp
+}
+
+#[inline(always)]
+fn side_product_imp(x: &[f32], k: usize, chans: &[usize], rows: &[f32], out: &mut [f32], n: usize) {
+    // 16 columns at a time, every channel added in registers before the one store
+    let mut xv = vec![0.0f32; chans.len()];
+    for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(k)) {
+        for (v, &c) in xv.iter_mut().zip(chans) {
+            *v = xr[c];
+        }
+        let mut j = 0;
+        while j + 16 <= n {
+            let mut acc = [0.0f32; 16];
+            acc.copy_from_slice(&o[j..j + 16]);
+            for (&v, wr) in xv.iter().zip(rows.chunks_exact(n)) {
+                for (a, &w) in acc.iter_mut().zip(&wr[j..j + 16]) {
+                    *a += v * w;
+                }
+            }
+            o[j..j + 16].copy_from_slice(&acc);
+            j += 16;
+        }
+        for (t, y) in o.iter_mut().enumerate().skip(j) {
+            *y += xv.iter().zip(rows.chunks_exact(n)).map(|(&v, wr)| v * wr[t]).sum::<f32>();
+        }
+    }
+}
+
+/// Quantised activations: `rows` rows (`m` real ones, the rest zero) of `kp` bytes `u`
+/// (zero-padded past `k`), and the `m` row scales `sx` and zero points `z`.
 pub(crate) struct Activations {
     pub(crate) data: Vec<u8>,
     pub(crate) scale: Vec<f32>,
+    pub(crate) zero: Vec<i32>,
     pub(crate) ld: usize,
 }
 
@@ -317,20 +478,28 @@ pub(crate) struct Cols {
     pub(crate) ldc: usize,
 }
 
-/// A panel's dequantisation inputs: [`NR`] values each of compensation, scale and bias starting
-/// at the panel's first column, the row scales, and whether to apply GELU.
+/// A panel's dequantisation inputs: [`NR`] values each of column sum, scale and bias starting
+/// at the panel's first column, the row scales and zero points, and whether to apply GELU.
 pub(crate) struct Epilogue<'a> {
-    pub(crate) comp: &'a [i32],
+    pub(crate) col_sum: &'a [i32],
     pub(crate) w_scale: &'a [f32],
     pub(crate) bias: &'a [f32],
     pub(crate) x_scale: &'a [f32],
+    pub(crate) x_zero: &'a [i32],
     pub(crate) gelu: bool,
 }
 
 impl<'a> Epilogue<'a> {
     fn new(l: &'a QuantizedLinear, act: &'a Activations, c0: usize, gelu: bool) -> Self {
         let r = c0..c0 + NR;
-        Self { comp: &l.comp[r.clone()], w_scale: &l.w_scale[r.clone()], bias: &l.bias[r], x_scale: &act.scale, gelu }
+        Self {
+            col_sum: &l.col_sum[r.clone()],
+            w_scale: &l.w_scale[r.clone()],
+            bias: &l.bias[r],
+            x_scale: &act.scale,
+            x_zero: &act.zero,
+            gelu,
+        }
     }
 }
 

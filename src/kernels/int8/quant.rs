@@ -1,123 +1,165 @@
-//! Symmetric int8 quantisation: per output column for weights (once), per row for activations
-//! (every call), and the weight panel packing the VNNI and AMX kernels read (see `super`).
+//! Int8 quantisation: symmetric per output column for weights (once), asymmetric (unsigned,
+//! with a zero point) per row for activations (every call), and the weight panel packing the VNNI and AMX kernels read (see `super`).
 
 use super::{Activations, KB, NR};
 use rayon::prelude::*;
 
-/// Quantise one activation row: returns its scale `s = max |x| / 127` and writes
-/// `q[t] = round(x[t] / s)` (ties to even, in `[-127, 127]`), so that `x ≈ q · s`.
+/// Quantise one activation row asymmetrically to unsigned bytes (the "dynamic quantisation" of
+/// ONNX Runtime): with `lo = min(0, min x)` and `hi = max(0, max x)`, the scale is
+/// `s = (hi − lo) / 255`, the zero point `z = round(−lo / s)` in `[0, 255]`, and
+/// `u[t] = clamp(round(x[t] / s) + z, 0, 255)` (ties to even), so that `x ≈ (u − z) · s` and 0 is
+/// exact. Returns `(s, z)`. A one-sided row (GELU outputs, `x >= −0.17`) gets twice the
+/// resolution of a symmetric `[-max, max]` code; a symmetric row gets `z = 128`.
 ///
-/// An all-zero row has scale 0 and `q = 0`; a row holding a NaN or infinity has scale NaN (its
-/// outputs come out NaN) and `q = 0`. Rows whose largest magnitude is subnormal are quantised in
-/// f64 (the f32 reciprocal of their scale would overflow).
+/// An all-zero row has scale 0, `z = 0` and `u = 0`; a row holding a NaN or infinity has scale
+/// NaN (its outputs come out NaN), `z = 0` and `u = 0`. Rows whose range is subnormal are
+/// quantised in f64 (the f32 reciprocal of their scale would overflow).
 ///
-/// Panics if `q.len() != x.len()`.
-pub fn quantize_row(x: &[f32], q: &mut [i8]) -> f32 {
-    assert_eq!(q.len(), x.len(), "quantize_row: q has {} values, x has {}", q.len(), x.len());
-    quantize_into(x, q, |v| v)
+/// Panics if `u.len() != x.len()`.
+pub fn quantize_row(x: &[f32], u: &mut [u8]) -> (f32, i32) {
+    assert_eq!(u.len(), x.len(), "quantize_row: u has {} values, x has {}", u.len(), x.len());
+    let p = row_params(x);
+    quantize_into(x, u, &p);
+    (p.scale, p.zero)
 }
 
-/// Row `x`'s scale `max |x| / 127`, `127 / max |x|` and `max |x|` (all 0 for an all-zero row; NaN
-/// scale for a row with a NaN or infinity; the reciprocal is not finite for a subnormal maximum).
+/// One row's quantisation parameters (see [`quantize_row`]).
+struct RowParams {
+    scale: f32,
+    /// `255 / (hi − lo)` in f32 (not finite for a subnormal range; 0 for a zero or non-finite row).
+    inv: f32,
+    /// The same in f64.
+    inv64: f64,
+    zero: i32,
+}
+
+/// [`RowParams`] of row `x`: its minimum and maximum in 16 lanes (so that it vectorises), and
+/// whether it holds a NaN or infinity (on the bit patterns: `|x|`'s bits at or above infinity's).
 #[inline(always)]
-fn row_scale(x: &[f32]) -> (f32, f32, f32) {
-    // max |x| on the bit patterns: for finite floats the order of |x|'s bits is the order of |x|,
-    // and NaN and infinity sit above every finite value; 16 u32 lanes, so that it vectorises.
-    let mut lanes = [0u32; 16];
+fn row_params(x: &[f32]) -> RowParams {
+    let (mut lo, mut hi, mut bits) = ([0.0f32; 16], [0.0f32; 16], [0u32; 16]);
     let chunks = x.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = (*l).max(v.to_bits() & 0x7fff_ffff);
+        for t in 0..16 {
+            lo[t] = lo[t].min(c[t]);
+            hi[t] = hi[t].max(c[t]);
+            bits[t] = bits[t].max(c[t].to_bits() & 0x7fff_ffff);
         }
     }
-    let bits = lanes.iter().copied().chain(tail.iter().map(|v| v.to_bits() & 0x7fff_ffff)).max().unwrap_or(0);
-    if bits >= 0x7f80_0000 {
-        return (f32::NAN, 0.0, f32::NAN);
+    for &v in tail {
+        lo[0] = lo[0].min(v);
+        hi[0] = hi[0].max(v);
+        bits[0] = bits[0].max(v.to_bits() & 0x7fff_ffff);
     }
-    let max = f32::from_bits(bits);
-    if max == 0.0 {
-        return (0.0, 0.0, 0.0);
+    const ZERO: RowParams = RowParams { scale: 0.0, inv: 0.0, inv64: 0.0, zero: 0 };
+    if bits.iter().any(|&b| b >= 0x7f80_0000) {
+        return RowParams { scale: f32::NAN, ..ZERO };
     }
-    (max / 127.0, 127.0 / max, max)
+    let lo = lo.iter().fold(0.0f32, |a, &v| a.min(v));
+    let hi = hi.iter().fold(0.0f32, |a, &v| a.max(v));
+    let range = f64::from(hi) - f64::from(lo);
+    if range == 0.0 {
+        return ZERO;
+    }
+    let inv64 = 255.0 / range;
+    let zero = (-f64::from(lo) * inv64).round_ties_even().clamp(0.0, 255.0) as i32;
+    RowParams { scale: (range / 255.0) as f32, inv: inv64 as f32, inv64, zero }
 }
 
-/// [`quantize_row`] writing `f(q)` for each value (the kernels store `q + 128` as `u8`).
+/// [`quantize_row`]'s bytes with the parameters `p` of row `x`.
 #[inline(always)]
-fn quantize_into<T>(x: &[f32], out: &mut [T], f: impl Fn(i8) -> T) -> f32 {
-    let (scale, inv, max) = row_scale(x);
-    if inv.is_finite() {
-        // |v · inv| <= 127 (1 + 2^-22) rounds into [-127, 127]; (via i32: a saturating `as i8`
-        // does not vectorise; NaN, in a row whose `inv` is 0, becomes 0)
+fn quantize_into(x: &[f32], out: &mut [u8], p: &RowParams) {
+    let z = p.zero as f32;
+    if p.inv.is_finite() {
+        // (|v · inv| <= 255 (1 + 2^-22), so the sum rounds into [-255, 510] before the clamp;
+        // via i32: a saturating `as u8` from f32 does not vectorise; NaN, in a row whose `inv`
+        // is 0, becomes z = 0)
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = f((v * inv).round_ties_even().clamp(-127.0, 127.0) as i32 as i8);
+            *o = ((v * p.inv).round_ties_even() + z).clamp(0.0, 255.0) as i32 as u8;
         }
     } else {
-        let inv = if max > 0.0 { 127.0 / f64::from(max) } else { 0.0 };
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = f((f64::from(v) * inv).round_ties_even().clamp(-127.0, 127.0) as i8);
+            *o = ((f64::from(v) * p.inv64).round_ties_even() + f64::from(p.zero)).clamp(0.0, 255.0) as u8;
         }
     }
-    scale
 }
 
-/// Quantise the `m` rows of `x` `[m, k]` into `rows` rows of `ld` bytes `q + 128` (padding
-/// bytes and rows hold 128, i.e. `q = 0`), with their scales; rows split over the pool's
-/// threads from [`PAR_MIN_VALUES`] values on.
-pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usize) -> Activations {
+/// Quantise the `m` rows of `x` `[m, k]` (each multiplied by `pre` `[k]` first when given: the
+/// smoothing and f32-channel factors, applied to one row at a time in an L1-sized scratch) into
+/// `rows` rows of `ld` bytes `u` (padding bytes and rows hold 0, multiplying zero-padded
+/// weights), with their scales and zero points; rows split over the pool's threads from
+/// [`PAR_MIN_VALUES`] values on.
+pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usize, pre: Option<&[f32]>) -> Activations {
     debug_assert!(x.len() == m * k && ld >= k && rows >= m);
-    let mut data = vec![128u8; rows * ld];
+    let mut data = vec![0u8; rows * ld];
     let mut scale = vec![0.0f32; m];
-    let row = |(xr, (out, s)): (&[f32], (&mut [u8], &mut f32))| {
-        let out = &mut out[..k];
-        #[cfg(target_arch = "x86_64")]
-        if super::vnni::available() {
-            // SAFETY: AVX-512F/BW checked by `vnni::available`; `out` has `xr.len()` bytes.
-            *s = unsafe { row_avx512(xr, out) };
-            return;
-        }
-        *s = quantize_into(xr, out, |q| (q as u8) ^ 0x80);
+    let mut zero = vec![0i32; m];
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let row = |(xr, (out, (s, z))): (&[f32], (&mut [u8], (&mut f32, &mut i32)))| {
+        let Some(f) = pre else { return quantize_one(xr, &mut out[..k], s, z) };
+        SCRATCH.with_borrow_mut(|tmp| {
+            tmp.clear();
+            tmp.extend(xr.iter().zip(f).map(|(v, g)| v * g));
+            quantize_one(tmp, &mut out[..k], s, z)
+        })
     };
     if m * k >= PAR_MIN_VALUES && crate::kernels::threads() > 1 {
-        x.par_chunks_exact(k).zip(data.par_chunks_exact_mut(ld).zip(scale.par_iter_mut())).with_min_len(8).for_each(row);
+        x.par_chunks_exact(k)
+            .zip(data.par_chunks_exact_mut(ld).zip(scale.par_iter_mut().zip(zero.par_iter_mut())))
+            .with_min_len(8)
+            .for_each(row);
     } else {
-        x.chunks_exact(k).zip(data.chunks_exact_mut(ld).zip(scale.iter_mut())).for_each(row);
+        x.chunks_exact(k).zip(data.chunks_exact_mut(ld).zip(scale.iter_mut().zip(zero.iter_mut()))).for_each(row);
     }
-    Activations { data, scale, ld }
+    Activations { data, scale, zero, ld }
+}
+
+/// One row of [`quantize_rows`]: its bytes into `out`, its scale and zero point into `s`, `z`.
+#[inline(always)]
+fn quantize_one(xr: &[f32], out: &mut [u8], s: &mut f32, z: &mut i32) {
+    {
+        let p = row_params(xr);
+        (*s, *z) = (p.scale, p.zero);
+        #[cfg(target_arch = "x86_64")]
+        if super::vnni::available() && p.inv.is_finite() {
+            // SAFETY: AVX-512F/BW checked by `vnni::available`; `out` has `xr.len()` bytes.
+            unsafe { row_avx512(xr, out, p.inv, p.zero) };
+            return;
+        }
+        quantize_into(xr, out, &p);
+    }
 }
 
 /// Activation values from which [`quantize_rows`] splits the rows over the pool's threads.
 const PAR_MIN_VALUES: usize = 64 * 1024;
 
-/// [`quantize_into`] for `u8` output on AVX-512: the conversions `f32 → i32` (round to nearest
-/// even, as `round_ties_even`) and `i32 → u8` in registers (the compiler scalarises Rust's
-/// saturating `as i8`: measured more time than the VNNI kernel itself).
+/// [`quantize_into`]'s f32 branch on AVX-512, the same operations: `f32 → i32` rounding to
+/// nearest even (as `round_ties_even`), `+ z`, and the clamp to `[0, 255]` in registers (the
+/// compiler scalarises Rust's saturating casts: measured more time than the VNNI kernel itself).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-unsafe fn row_avx512(x: &[f32], out: &mut [u8]) -> f32 {
+unsafe fn row_avx512(x: &[f32], out: &mut [u8], inv: f32, zero: i32) {
     use std::arch::x86_64::*;
-    let (scale, inv, _) = row_scale(x);
-    if !inv.is_finite() {
-        return quantize_into(x, out, |q| (q as u8) ^ 0x80);
-    }
     let iv = _mm512_set1_ps(inv);
-    let off = _mm512_set1_epi32(128);
-    // (NaN · 0 in a non-finite row converts to 0x8000_0000, whose low byte after + 128 is 128: q = 0)
+    let z = _mm512_set1_epi32(zero);
     let quant = |v: __m512| {
-        _mm512_add_epi32(_mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(v, iv)), off)
+        let t = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(v, iv)), z);
+        _mm512_max_epi32(t, _mm512_setzero_si512())
     };
     let mut t = 0;
     while t + 16 <= x.len() {
         let u = quant(_mm512_loadu_ps(x.as_ptr().add(t)));
-        _mm_storeu_si128(out.as_mut_ptr().add(t) as *mut __m128i, _mm512_cvtepi32_epi8(u));
+        _mm_storeu_si128(out.as_mut_ptr().add(t) as *mut __m128i, _mm512_cvtusepi32_epi8(u));
         t += 16;
     }
     if t < x.len() {
         let mask = ((1u32 << (x.len() - t)) - 1) as __mmask16;
         let u = quant(_mm512_maskz_loadu_ps(mask, x.as_ptr().add(t)));
-        _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut i8, mask, u);
+        _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut i8, mask, u);
     }
-    scale
 }
 
 /// Per-column quantisation of `w` `[k, n]` (finite, checked by the caller): `Wq` row-major and
@@ -155,4 +197,30 @@ pub(super) fn pack_panels(w_q: &[i8], k: usize, n: usize, kp: usize) -> Vec<i8> 
         }
     }
     packed
+}
+
+/// SmoothQuant's per-input-channel factors (Xiao et al. 2023, eq. 4) for a layer `x W` with `W`
+/// `[k, n]` row-major: `s_j = a_j^α / w_j^(1−α)`, where `a_j = act_max[j]` is the largest
+/// `|x[·, j]|` seen (calibration) and `w_j = max_n |W[j, ·]|`. `α = 0.5` splits the range evenly
+/// between activations and weights. A channel with `a_j = 0` or `w_j = 0` (or a non-finite
+/// factor) gets `s_j = 1`; factors are clamped to `[1e-4, 1e4]`.
+///
+/// Returns `[k]` factors for [`super::QuantizedLinear::with_smoothing`].
+/// Panics if `act_max.len() != k` or `w.len() != k · n`.
+pub fn smoothing_factors(act_max: &[f32], w: &[f32], k: usize, n: usize, alpha: f32) -> Vec<f32> {
+    assert_eq!(act_max.len(), k, "smoothing_factors: act_max has {} values, expected k = {k}", act_max.len());
+    assert_eq!(Some(w.len()), k.checked_mul(n), "smoothing_factors: w has {} values, expected k x n = {k} x {n}", w.len());
+    act_max
+        .iter()
+        .zip(w.chunks_exact(n.max(1)))
+        .map(|(&a, row)| {
+            let wm = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let s = a.powf(alpha) / wm.powf(1.0 - alpha);
+            if a > 0.0 && wm > 0.0 && s.is_finite() {
+                s.clamp(1e-4, 1e4)
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }

@@ -112,13 +112,13 @@ unsafe fn tile<const R: usize>(
     }
     for (r, row) in acc.iter().enumerate() {
         let i = r0 + r;
-        dequant_store(row, ep, 0, ep.x_scale[i], out.add(i * cols.ldc + cols.c0), cols.width);
+        dequant_store(row, ep, 0, i, out.add(i * cols.ldc + cols.c0), cols.width);
     }
 }
 
-/// One output row of (part of) a panel, from `16 N` accumulators in `N` registers:
-/// `out[c] = (acc[c] − comp[off + c]) · (sx · sw[off + c]) + bias[off + c]` for `c < width`,
-/// then GELU when `ep.gelu`.
+/// Output row `i` of (part of) a panel, from `16 N` accumulators in `N` registers:
+/// `out[c] = (acc[c] − z_i · col_sum[off + c]) · (sx_i · sw[off + c]) + bias[off + c]` for
+/// `c < width`, then GELU when `ep.gelu`.
 ///
 /// # Safety
 /// AVX-512F available; `off + 16 N <= NR`; `out` valid for `width <= 16 N` writes.
@@ -129,20 +129,21 @@ pub(super) unsafe fn dequant_store<const N: usize>(
     acc: &[std::arch::x86_64::__m512i; N],
     ep: &Epilogue<'_>,
     off: usize,
-    sx: f32,
+    i: usize,
     out: *mut f32,
     width: usize,
 ) {
     use std::arch::x86_64::*;
     debug_assert!(off + 16 * N <= NR && width <= 16 * N);
-    let sxv = _mm512_set1_ps(sx);
+    let sxv = _mm512_set1_ps(ep.x_scale[i]);
+    let zv = _mm512_set1_epi32(ep.x_zero[i]);
     for (j, &v) in acc.iter().enumerate() {
         let w = width.saturating_sub(16 * j).min(16);
         if w == 0 {
             break;
         }
         let mask: __mmask16 = if w == 16 { 0xFFFF } else { ((1u32 << w) - 1) as __mmask16 };
-        let comp = _mm512_loadu_si512(ep.comp.as_ptr().add(off + 16 * j) as *const __m512i);
+        let comp = _mm512_mullo_epi32(zv, _mm512_loadu_si512(ep.col_sum.as_ptr().add(off + 16 * j) as *const __m512i));
         let scale = _mm512_mul_ps(sxv, _mm512_loadu_ps(ep.w_scale.as_ptr().add(off + 16 * j)));
         let bias = _mm512_loadu_ps(ep.bias.as_ptr().add(off + 16 * j));
         let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, comp)), scale, bias);
