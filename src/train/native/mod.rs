@@ -12,13 +12,15 @@
 //! - [`distill`]: ApproxNet distillation (its losses' gradients injected into the backward pass);
 //! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position);
 //! - [`masks`]: per-layer token masks (ALGORITHM.md section 4.3) in the forward and backward;
-//! - [`plan_ft`]: plan-aware fine-tuning (ABT-FT, section 8) on those masks.
+//! - [`plan_ft`]: plan-aware fine-tuning (ABT-FT, section 8) on those masks;
+//! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward.
 
 pub mod backward;
 pub mod checkpoint;
 pub mod distill;
 pub mod finetune;
 pub mod forward;
+pub mod ltp;
 pub mod masks;
 pub mod optim;
 pub mod params;
