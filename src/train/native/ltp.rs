@@ -20,13 +20,24 @@
 //! encoder's ([`backward_with`]) with an [`LtpHook`] adding, at each layer, the path
 //! `m[l + 1]` -> `σ` -> `s` -> (`P̃`, `m[l]`), and collecting dL/dθ.
 
+use std::path::Path;
 use std::sync::Mutex;
+use std::time::Instant;
 
+use crate::model::Encoder;
 use crate::planners::ltp::LtpScore;
+use crate::train::bench::StageSeconds;
+use crate::train::finetune::{data_fingerprint, LabeledInput};
+use crate::train::ltp::{LtpConfig, LtpReport};
 use crate::train::native::backward::{backward_with, ExtraGrads, HeadGrad, ProbsHook};
+use crate::train::native::checkpoint::{self, Tensors};
+use crate::train::native::finetune::native_bert_fingerprint;
 use crate::train::native::forward::{forward_with, Forward, PackedBatch};
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
+use crate::train::native::{batch_of, AdamW, AdamWSettings};
+use crate::train::resume::{epoch_order, run_key, Checkpointer};
+use crate::train::{save_hf_checkpoint, Progress, Rate, Schedule};
 
 /// The LTP settings of one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -261,4 +272,217 @@ pub fn ltp_backward(
     let extra = ExtraGrads { head: HeadGrad::CrossEntropy, mask_grads: true, probs: Some(&hook), ..ExtraGrads::default() };
     backward_with(model, batch, fw, g, &extra);
     hook.dtheta.into_inner().expect("dtheta lock").into_iter().map(|v| v as f32).collect()
+}
+
+/// The checkpoint job name of native LTP training (burn's is `ltp`; the two do not mix).
+pub const JOB: &str = "ltp-native";
+
+/// The trained tensors of LTP: the encoder and `φ = θ / scale` `[L - 1]` (as burn's
+/// [`LtpTrain`](crate::train::ltp::LtpTrain): Adam moves θ at `theta_lr` while the encoder uses
+/// `lr`), checkpointed under the name `ltp.phi` after the encoder's.
+#[derive(Debug, Clone)]
+pub struct NativeLtp {
+    pub net: NativeBert,
+    pub phi: Vec<f32>,
+}
+
+impl Tensors for NativeLtp {
+    fn named(&self) -> Vec<(String, &[f32])> {
+        let mut v = self.net.tensors();
+        v.push(("ltp.phi".into(), &self.phi));
+        v
+    }
+    fn named_mut(&mut self) -> Vec<&mut [f32]> {
+        let mut v = self.net.tensors_mut();
+        v.push(&mut self.phi);
+        v
+    }
+}
+
+/// Mean section-5 retention of the hard plans implied by the running masks of `fw`
+/// (`m > 0.5`): layer 1 reads every token, `m[1..L]` give `I_2 .. I_L`, `O_L` = {CLS} (burn's
+/// `hard_retention` in [`crate::train::ltp`]).
+pub fn hard_retention(fw: &Forward, batch: &PackedBatch) -> f64 {
+    let Some(tm) = fw.masks.as_ref() else { return 1.0 };
+    let layers = tm.m.len() - 1;
+    let mut total = 0.0;
+    for (e, &n) in batch.lengths.iter().enumerate() {
+        let r0 = batch.offsets[e];
+        let kept: usize = tm.m[1..layers].iter().map(|m| m[r0..r0 + n].iter().filter(|&&v| v > 0.5).count()).sum();
+        total += (n + kept + 1) as f64 / ((layers + 1) * n) as f64;
+    }
+    total / batch.b.max(1) as f64
+}
+
+/// One LTP step's loss and gradients: `g.net` the encoder's, `g.phi` dL/dφ = dL/dθ · `scale`
+/// (zeros in the hard phase); returns the loss terms and the batch's hard retention. Runs on the
+/// caller's pool.
+///
+/// Errors: bad input (see [`ltp_forward_native`]).
+pub fn ltp_step_grads(
+    model: &NativeLtp,
+    batch: &PackedBatch,
+    scale: f32,
+    step: &LtpStep,
+    g: &mut NativeLtp,
+) -> Result<(LtpLoss, f64), crate::error::ModelError> {
+    let theta: Vec<f32> = model.phi.iter().map(|p| p * scale).collect();
+    let (fw, cache, loss) = ltp_forward_native(&model.net, batch, &theta, step)?;
+    let dtheta = ltp_backward(&model.net, batch, &fw, &cache, step, &mut g.net);
+    for (d, t) in g.phi.iter_mut().zip(dtheta) {
+        *d = t * scale;
+    }
+    Ok((loss, hard_retention(&fw, batch)))
+}
+
+/// [`train_ltp`](crate::train::ltp::train_ltp) on the native trainer: the same batches, schedule,
+/// AdamW (per-tensor clipping 1.0; θ frozen in the last `hard_frac` of the steps), checkpoint
+/// points and outputs (`out_dir/teacher`, `ltp.json` with `"trainer": "native"`; checkpoints of
+/// job [`JOB`] in `out_dir/checkpoint`). With `resume` the run continues exactly from the last
+/// checkpoint (weights, φ, AdamW moments and step count, data and schedule position, the
+/// retention windows); one of another configuration, data, teacher or of the burn trainer is an
+/// error naming the fields.
+///
+/// Errors: an invalid `cfg`, no training examples, a teacher without a classifier, with fewer
+/// than 2 layers or not covered by the native trainer (text BERT only), a non-finite loss, an
+/// unusable checkpoint, or a file that cannot be written.
+pub fn train_ltp_native(
+    teacher: &Encoder,
+    train: &[LabeledInput],
+    cfg: &LtpConfig,
+    out_dir: &Path,
+    resume: bool,
+    progress: &Progress,
+) -> anyhow::Result<LtpReport> {
+    cfg.validate()?;
+    anyhow::ensure!(!train.is_empty(), "no training examples");
+    anyhow::ensure!(teacher.classifier.is_some(), "the teacher has no classification head");
+    let start_t = Instant::now();
+    let net = NativeBert::from_model(teacher)?;
+    let big_l = net.layers.len();
+    anyhow::ensure!(big_l >= 2, "LTP needs at least 2 layers");
+    let scale = (cfg.theta_lr / cfg.lr) as f32;
+    let key =
+        run_key(cfg, &["checkpoint_every"], &[("data", data_fingerprint(train)), ("start_weights", native_bert_fingerprint(&net).into())]);
+    let mut model = NativeLtp { net, phi: vec![0.0; big_l - 1] };
+    let schedule = Schedule::new(cfg.lr, cfg.steps, cfg.warmup_frac);
+    let settings = AdamWSettings::burn_defaults(cfg.weight_decay, Some(1.0));
+    let mut optim = AdamW::for_lengths(settings, model.named().iter().map(|(_, x)| x.len()));
+    let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
+    let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
+    let ckpt = Checkpointer::new(out_dir.join("checkpoint"), JOB, key);
+    let mut step0 = 0;
+    let (mut first, mut last): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    if resume {
+        if let Some(r) = checkpoint::load(&ckpt, &mut model, &mut optim)? {
+            step0 = r.step;
+            (first, last) = serde_json::from_value(r.extra)?;
+            progress.println(format!("resuming native LTP training from step {step0}"));
+        }
+    }
+    let bar = progress.bar(cfg.steps as u64, &format!("ltp λ={}", cfg.lambda));
+    bar.set_position(step0 as u64);
+    let rate = Rate::start(step0);
+    let window = (cfg.steps / 10).max(1);
+    let mut grads = NativeLtp { net: model.net.zeros_like(), phi: vec![0.0; big_l - 1] };
+    let mut active = vec![true; optim.moment_1.len()];
+    let mut order: Vec<usize> = Vec::new();
+    for step in step0..cfg.steps {
+        if step % per_epoch == 0 || step == step0 {
+            order = epoch_order(train.len(), cfg.seed, 3000, step / per_epoch);
+        }
+        let b = step % per_epoch;
+        let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
+        let refs: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
+        let batch = batch_of(&model.net, &refs)?;
+        let hard = step >= hard_from;
+        let st = LtpStep { temperature: cfg.temperature, score: cfg.score, lambda: cfg.lambda, hard };
+        let (loss, hr) = crate::kernels::in_pool(|| ltp_step_grads(&model, &batch, scale, &st, &mut grads))?;
+        anyhow::ensure!(loss.loss.is_finite(), "LTP loss became {} at step {step}", loss.loss);
+        if step < window {
+            first.push(hr);
+        }
+        if step + window >= cfg.steps {
+            last.push(hr);
+        }
+        // burn detaches θ in the hard phase: φ gets no gradient and AdamW leaves it alone
+        *active.last_mut().expect("φ") = !hard;
+        crate::kernels::in_pool(|| optim.step_tensors(schedule.lr(step), model.named_mut(), grads.named_mut(), Some(&active)));
+        let done = step + 1;
+        bar.set_message(format!(
+            "task {:.3} mask-mean {:.3} hard retention {hr:.3}{} {}",
+            loss.task,
+            loss.mask_mean,
+            if hard { " [hard]" } else { "" },
+            rate.examples_per_s(done, cfg.batch_size)
+        ));
+        bar.inc(1);
+        if done.is_multiple_of(cfg.checkpoint_every.max(1)) || done == cfg.steps {
+            checkpoint::save(&ckpt, &model, &optim, done, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;
+        }
+    }
+    bar.finish_and_clear();
+    let theta: Vec<f64> = model.phi.iter().map(|p| (p * scale) as f64).collect();
+    save_hf_checkpoint(&model.net.to_model()?, &out_dir.join("teacher"), None)?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let report = LtpReport {
+        lambda: cfg.lambda,
+        temperature: cfg.temperature,
+        score: cfg.score,
+        theta,
+        steps: cfg.steps,
+        seconds: start_t.elapsed().as_secs_f64(),
+        start_retention: mean(&first),
+        end_retention: mean(&last),
+        output_dir: out_dir.to_path_buf(),
+    };
+    crate::model::checkpoint::write_atomic(
+        &out_dir.join("ltp.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg, "trainer": "native"}))?.as_bytes(),
+    )?;
+    Ok(report)
+}
+
+/// Time `warmup + reps` native LTP soft-mask steps of `teacher` on the batch `data` (the default
+/// [`LtpConfig`]'s λ, temperature, score and θ scale, θ starting at 0; learning rate 1e-5, weight
+/// decay 0.01, clipping 1.0, as burn's row in [`crate::train::bench`]); returns the measured
+/// steps' stage times and the last loss.
+///
+/// Errors: a teacher the native trainer does not cover, with fewer than 2 layers, or bad input.
+pub fn bench_steps(teacher: &Encoder, data: &[LabeledInput], warmup: usize, reps: usize) -> anyhow::Result<(Vec<StageSeconds>, f64)> {
+    let lc = LtpConfig::default();
+    let net = NativeBert::from_model(teacher)?;
+    let big_l = net.layers.len();
+    anyhow::ensure!(big_l >= 2, "LTP needs at least 2 layers");
+    let scale = (lc.theta_lr / lc.lr) as f32;
+    let mut model = NativeLtp { net, phi: vec![0.0; big_l - 1] };
+    let mut optim = AdamW::for_lengths(AdamWSettings::burn_defaults(0.01, Some(1.0)), model.named().iter().map(|(_, x)| x.len()));
+    let mut g = NativeLtp { net: model.net.zeros_like(), phi: vec![0.0; big_l - 1] };
+    let st = LtpStep { temperature: lc.temperature, score: lc.score, lambda: lc.lambda, hard: false };
+    let refs: Vec<&LabeledInput> = data.iter().collect();
+    let (mut stages, mut loss) = (Vec::new(), f64::NAN);
+    for rep in 0..warmup + reps {
+        let t0 = Instant::now();
+        let batch = batch_of(&model.net, &refs)?;
+        let data_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let theta: Vec<f32> = model.phi.iter().map(|p| p * scale).collect();
+        let (fw, cache, l) = crate::kernels::in_pool(|| ltp_forward_native(&model.net, &batch, &theta, &st))?;
+        let fwd_s = t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
+        let dtheta = crate::kernels::in_pool(|| ltp_backward(&model.net, &batch, &fw, &cache, &st, &mut g.net));
+        for (d, t) in g.phi.iter_mut().zip(dtheta) {
+            *d = t * scale;
+        }
+        let bwd_s = t2.elapsed().as_secs_f64();
+        let t3 = Instant::now();
+        crate::kernels::in_pool(|| optim.step_tensors(1e-5, model.named_mut(), g.named_mut(), None));
+        let opt_s = t3.elapsed().as_secs_f64();
+        loss = l.loss;
+        anyhow::ensure!(loss.is_finite(), "native LTP loss {loss} is not finite");
+        if rep >= warmup {
+            stages.push(StageSeconds { data: data_s, forward: fwd_s, backward: bwd_s, optimizer: opt_s, teacher: 0.0 });
+        }
+    }
+    Ok((stages, loss))
 }
