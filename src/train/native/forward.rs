@@ -240,7 +240,8 @@ pub fn forward_masked(model: &NativeBert, batch: &PackedBatch, token_masks: Opti
 /// Called by [`forward_with`] after layer `l` (0-based) computed its attention probabilities
 /// (renormalised with `m[l]`, laid out as [`LayerCache::probs`]) and before its output rows are
 /// scaled by `m[l + 1]`: it may write `masks.m[l + 1]` (and later masks) from those
-/// probabilities, for feed-forward masks such as LTP's (ALGORITHM.md section 6).
+/// probabilities, for feed-forward masks such as LTP's (ALGORITHM.md section 6). Called only
+/// when the pass runs with masks.
 pub type MaskHook<'a> = &'a mut dyn FnMut(usize, &[f32], &mut TokenMasks);
 
 /// [`forward_masked`] with owned masks that `hook` may fill in layer by layer (see

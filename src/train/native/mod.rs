@@ -1,8 +1,8 @@
 //! A native trainer (issue 15, items 2-3): forward and backward of the BERT encoder with its
 //! pooler, classifier and cross-entropy on the crate's own kernels, and AdamW as burn runs it,
 //! with burn's [`TrainBert`](crate::train::model::TrainBert) kept as the reference (the gradient
-//! tests in `tests/native_grad.rs`, `tests/native_distill.rs` and `tests/native_masks.rs` pin the two
-//! together).
+//! tests in `tests/native_grad.rs`, `tests/native_distill.rs`, `tests/native_masks.rs` and
+//! `tests/native_ltp.rs` pin the two together).
 //!
 //! - [`params`]: the parameters as plain buffers, to and from HF-named tensors;
 //! - [`forward`]: padded batch, forward pass with the activations the backward needs;
