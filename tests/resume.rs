@@ -381,6 +381,39 @@ fn native_distill_killed_and_resumed_equals_uninterrupted() {
 }
 
 #[test]
+fn native_ltp_killed_and_resumed_equals_uninterrupted() {
+    let fx = fixture();
+    let teacher = fx.teacher.display().to_string();
+    // as the burn LTP run above (60 steps, the last 30% hard, checkpoints at 50 and 60), on the
+    // native trainer: killed in the hard phase, with θ frozen since step 42
+    let lt =
+        [strings(&["ltp", "--teacher", &teacher, "--steps", "60", "--batch-size", "4", "--trainer", "native"]), train_args(&fx)].concat();
+    kill_and_resume(&fx, "ltp-native", &lt, 50, 60, &["--lambda", "2"], &["lambda"], &["teacher/model.safetensors", "ltp.json"]);
+    let out = fx.root.join("ltp-native-b");
+    let json: serde_json::Value = serde_json::from_slice(&read(&out.join("ltp.json"))).expect("ltp.json");
+    assert_eq!(json["trainer"], "native");
+    let theta: Vec<f64> = serde_json::from_value(json["report"]["theta"].clone()).expect("theta");
+    assert_eq!(theta.len(), 1, "a 2-layer teacher has one threshold");
+    assert!(theta[0] != 0.0, "θ moved from 0 in the soft phase");
+    // the thresholds and their moments are in the checkpoint; the moments are not zero
+    let dir = out.join("checkpoint");
+    let state: serde_json::Value = serde_json::from_slice(&read(&dir.join("state.json"))).expect("state.json");
+    assert_eq!(state["job"], "ltp-native");
+    assert_eq!(state["extra"]["adamw_time"], 60);
+    let store =
+        sttabt::model::checkpoint::TensorStore::read(&dir.join(state["optimizer"].as_str().expect("optimizer file"))).expect("moments");
+    let m2 = store.get("moment_2.ltp.phi", &[1]).expect("second moment of φ");
+    assert!(m2[0] > 0.0, "the second moment of φ should be positive");
+    // the model loads as an LTP model, and the burn trainer refuses the native checkpoint
+    let m = sttabt::train::ltp::LtpModel::load(&out).expect("load the LTP model");
+    assert_eq!(m.theta, theta);
+    let burn: Vec<String> = lt.iter().filter(|a| *a != "--trainer" && *a != "native").cloned().collect();
+    let o = sttabt(&burn, &out, &["--resume"]).output().expect("run sttabt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("job: ltp-native -> ltp"), "burn resumed a native checkpoint: {err}");
+}
+
+#[test]
 fn native_plan_aware_finetune_killed_and_resumed_equals_uninterrupted() {
     let fx = fixture();
     let teacher = fx.teacher.display().to_string();

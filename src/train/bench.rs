@@ -54,7 +54,7 @@ impl Job {
     /// All five jobs, in pipeline order.
     pub const ALL: [Job; 5] = [Job::Finetune, Job::Distill, Job::Concrete, Job::Ltp, Job::PlanFt];
     /// The jobs the native trainer runs so far.
-    pub const NATIVE: [Job; 3] = [Job::Finetune, Job::Distill, Job::PlanFt];
+    pub const NATIVE: [Job; 4] = [Job::Finetune, Job::Distill, Job::Ltp, Job::PlanFt];
     /// Lower-case name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -260,7 +260,7 @@ pub fn long_inputs(sentences: &[LabeledInput], count: usize, len: usize) -> anyh
 ///
 /// Errors: `teacher` has no classifier, too few sentences for a batch, an ApproxNet cannot be
 /// built with `cfg.approx_factor`, or a loss is not finite. Jobs the native trainer does not run
-/// yet (all but fine-tuning and distillation, [`Job::NATIVE`]) get burn rows only.
+/// yet (concrete masking; see [`Job::NATIVE`]) get burn rows only.
 pub fn bench_train(
     teacher: &Encoder,
     sentences: &[LabeledInput],
@@ -477,7 +477,7 @@ fn burn_row(
     Ok(finish_row(job, Trainer::Burn, data, &stages, gflop, loss_v))
 }
 
-/// One job on the native trainer (fine-tuning, distillation and plan-aware fine-tuning so far), counted as burn's row.
+/// One job on the native trainer (fine-tuning, distillation, LTP and plan-aware fine-tuning so far), counted as burn's row.
 fn native_row(
     job: Job,
     teacher: &Encoder,
@@ -495,8 +495,12 @@ fn native_row(
             crate::train::native::distill::bench_steps(teacher, approx, &inputs, cfg.warmup, cfg.reps)?
         }
         Job::PlanFt => crate::train::bench_plan_ft::native_steps(teacher, &approx.model, data, cfg.warmup, cfg.reps)?,
-        Job::Concrete | Job::Ltp => {
-            anyhow::bail!("the native trainer does not run {} yet (fine-tuning, distillation and plan-aware fine-tuning only)", job.name())
+        Job::Ltp => crate::train::native::ltp::bench_steps(teacher, data, cfg.warmup, cfg.reps)?,
+        Job::Concrete => {
+            anyhow::bail!(
+                "the native trainer does not run {} yet (fine-tuning, distillation, LTP and plan-aware fine-tuning only)",
+                job.name()
+            )
         }
     };
     Ok(finish_row(job, Trainer::Native, data, &stages, gflop, loss))

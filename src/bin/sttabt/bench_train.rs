@@ -94,7 +94,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         bail!("--trainer both needs --rounds >= 3 (got {rounds}) for a median and a range of the ratio");
     }
     if args.trainer == TrainerChoice::Native && args.jobs.iter().any(|j| !Job::NATIVE.contains(j)) {
-        bail!("the native trainer runs fine-tuning and distillation only so far; pass --jobs finetune,distill with --trainer native");
+        bail!("the native trainer runs fine-tuning, distillation, LTP and plan-aware fine-tuning only so far; pass --jobs finetune,distill,ltp,plan-ft with --trainer native");
     }
     let base = TrainBenchConfig {
         jobs: args.jobs.clone(),

@@ -40,6 +40,12 @@ pub struct LtpArgs {
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
+    /// Training path: `burn` (the reference) or `native` (forward/backward on the crate's own
+    /// kernels; text BERT models only). Same batches, schedule, AdamW and outputs (teacher/,
+    /// ltp.json); results equal up to float rounding. A run resumes only with the trainer that
+    /// wrote its checkpoint.
+    #[arg(long, value_enum, default_value_t = super::finetune::TrainerArg::Burn)]
+    pub trainer: super::finetune::TrainerArg,
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]
     pub resume: bool,
@@ -50,7 +56,8 @@ pub struct LtpArgs {
 
 /// Run `sttabt ltp`.
 pub fn run(args: LtpArgs) -> Result<()> {
-    let LtpArgs { data, teacher, out, lambda, temperature, score, steps, batch_size, train_limit, max_length, resume, quiet } = args;
+    let LtpArgs { data, teacher, out, lambda, temperature, score, steps, batch_size, train_limit, max_length, resume, quiet, trainer } =
+        args;
     let score = if score == "mean-received" { LtpScore::MeanReceived } else { LtpScore::LengthScaled };
     let temperature = temperature.unwrap_or(score.default_temperature());
     if !(temperature.is_finite() && temperature > 0.0) {
@@ -74,14 +81,21 @@ pub fn run(args: LtpArgs) -> Result<()> {
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
-    let r = sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, resume, &sttabt::train::Progress { quiet })?;
+    let progress = sttabt::train::Progress { quiet };
+    let r = match trainer {
+        super::finetune::TrainerArg::Burn => sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, resume, &progress)?,
+        super::finetune::TrainerArg::Native => {
+            sttabt::train::native::ltp::train_ltp_native(&teacher_m, &train, &cfg, &out, resume, &progress)?
+        }
+    };
     sttabt::train::copy_preprocessing_files(&teacher, &out.join("teacher"))?;
     println!(
-        "LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s; saved to {}",
+        "LTP λ={lambda}: hard retention {:.3} -> {:.3}; θ = {:?}; {:.0} s ({} trainer); saved to {}",
         r.start_retention,
         r.end_retention,
         r.theta.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(),
         r.seconds,
+        if trainer == super::finetune::TrainerArg::Native { "native" } else { "burn" },
         out.display()
     );
     Ok(())

@@ -385,10 +385,15 @@ impl QuantizedLinear {
             self.run_quantized(kernel, &act, out, m, false);
             // out += x[:, C] · W[C, :], row by row (each row's result independent of the others,
             // as the int8 path's: a batch gives each example's rows bit for bit as alone)
-            side_product(x, k, &self.f32_channels, &self.f32_rows, out, n);
-            if gelu {
-                crate::kernels::gelu_fast(out);
-            }
+            // in parallel over row blocks, the GELU applied per row while it is in cache (rows
+            // are independent, so the split does not change any result)
+            let per = m.div_ceil(4 * rayon::current_num_threads()).max(1);
+            out.par_chunks_mut(per * n).zip(x.par_chunks(per * k)).for_each(|(o, xb)| {
+                side_product(xb, k, &self.f32_channels, &self.f32_rows, o, n);
+                if gelu {
+                    o.chunks_exact_mut(n).for_each(crate::kernels::gelu_fast);
+                }
+            });
             return;
         }
         self.run_quantized(kernel, &act, out, m, gelu);

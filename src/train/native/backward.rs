@@ -159,6 +159,25 @@ pub struct ExtraGrads<'a> {
     /// With token masks in the forward ([`forward_masked`](super::forward::forward_masked)):
     /// also return dL/dm^l (see [`backward_full`]).
     pub mask_grads: bool,
+    /// Masks computed from the attention probabilities (LTP, ALGORITHM.md section 6): the path
+    /// mask -> probabilities, called layer by layer (needs `mask_grads` and masks in the forward).
+    pub probs: Option<&'a dyn ProbsHook>,
+}
+
+/// The backward of masks that a forward computed from attention probabilities
+/// ([`forward_with`](super::forward::forward_with)'s hook), called by [`backward_with`] at
+/// layer `l` (0-based, top down) once dL/dm^{l+2} = `dm_next` (1-based `m^{l+2}` = `m[l + 1]`,
+/// the mask scaling layer l's output) is complete: it adds dL/dm^{l+1} (`m[l]`, layer l's key
+/// mask) of its own path into `dm_this` and returns the extra dL/dP̃ of layer l's renormalised
+/// probabilities (layout of `LayerCache::probs`), or `None`.
+pub trait ProbsHook: Sync {
+    fn probs_grad(&self, l: usize, dm_next: &[f32], dm_this: &mut [f32]) -> Option<Vec<f32>>;
+}
+
+impl std::fmt::Debug for dyn ProbsHook + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProbsHook")
+    }
 }
 
 /// [`backward_into`] with the head's gradient and extra gradients on hidden states and
@@ -214,6 +233,13 @@ pub fn backward_with(
             dm.resize(bt, 0.0);
             masks::scale_rows_backward(&mut dy, &cache.ln2.xhat, &layer.out_ln, &t.m[l + 1], dm);
         }
+        let extra_probs = match extra.probs {
+            Some(hook) if dmask.len() > l + 1 => {
+                let (lo, hi) = dmask.split_at_mut(l + 1);
+                hook.probs_grad(l, &hi[0], &mut lo[l])
+            }
+            _ => None,
+        };
         // FFN block: y = LN2(ffn_out(act(ffn_in(a))) + a)
         let dffn = layer_norm_backward(&dy, &cache.ln2, &layer.out_ln, &mut gl.out_ln);
         let mut dinter = linear_backward(&cache.inter_act, &dffn, &layer.ffn_out, &mut gl.ffn_out, bt, true).expect("dx requested");
@@ -264,6 +290,9 @@ pub fn backward_with(
                 kernels::matmul_t(p, true, dc, false, dvh, n, n, dh, false);
                 let mut ds = vec![0.0f32; n * n];
                 kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
+                if let Some(ep) = extra_probs.as_deref() {
+                    add_into(&mut ds, &ep[p0..p0 + n * n]);
+                }
                 // section 4.3's renormalisation: dP̃ -> dP (the softmax before it), and dm
                 if let (Some(m), Some(mc)) = (key_mask, cache.masked.as_ref()) {
                     *dmb = vec![0.0f32; n];

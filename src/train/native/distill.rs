@@ -323,7 +323,13 @@ pub fn loss_and_grads_from(
         parts.pred = sq / (b * nl) as f64;
     }
     let head = if dlogits.is_empty() { HeadGrad::None } else { HeadGrad::Logits(&dlogits) };
-    backward::backward_with(&model.net, batch, fw, &mut g.net, &ExtraGrads { head, hidden: &hidden, scores: &scores, mask_grads: false });
+    backward::backward_with(
+        &model.net,
+        batch,
+        fw,
+        &mut g.net,
+        &ExtraGrads { head, hidden: &hidden, scores: &scores, mask_grads: false, probs: None },
+    );
     Ok(parts)
 }
 

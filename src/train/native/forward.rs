@@ -234,6 +234,19 @@ pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
 /// checked against `batch` and the model by [`TokenMasks::new`]): layer `l` renormalises its
 /// attention over keys with `m^l` and scales its output rows by `m^{l+1}`. `None` is [`forward`].
 pub fn forward_masked(model: &NativeBert, batch: &PackedBatch, token_masks: Option<&TokenMasks>) -> Forward {
+    forward_with(model, batch, token_masks.cloned(), None)
+}
+
+/// Called by [`forward_with`] after layer `l` (0-based) computed its attention probabilities
+/// (renormalised with `m[l]`, laid out as [`LayerCache::probs`]) and before its output rows are
+/// scaled by `m[l + 1]`: it may write `masks.m[l + 1]` (and later masks) from those
+/// probabilities, for feed-forward masks such as LTP's (ALGORITHM.md section 6). Called only
+/// when the pass runs with masks.
+pub type MaskHook<'a> = &'a mut dyn FnMut(usize, &[f32], &mut TokenMasks);
+
+/// [`forward_masked`] with owned masks that `hook` may fill in layer by layer (see
+/// [`MaskHook`]); the masks the pass ran with end up in [`Forward::masks`].
+pub fn forward_with(model: &NativeBert, batch: &PackedBatch, mut token_masks: Option<TokenMasks>, mut hook: Option<MaskHook>) -> Forward {
     let c = &model.config;
     let (b, d) = (batch.b, c.hidden_size);
     let (h, dh) = (c.num_heads, c.head_size());
@@ -263,7 +276,7 @@ pub fn forward_masked(model: &NativeBert, batch: &PackedBatch, token_masks: Opti
         let mut probs = vec![0.0f32; probs_len];
         let mut ctx_h = vec![0.0f32; rows * d];
         let p_blocks = batch.head_blocks(h, &mut probs, |n| n * n);
-        let key_mask = token_masks.map(|tm| &tm.m[li]);
+        let key_mask = token_masks.as_ref().map(|tm| &tm.m[li]);
         let mut mask_cache = key_mask.map(|_| MaskCache { raw: vec![0.0; probs_len], denom: vec![0.0; h * rows] });
         // per (example, head) block: the example's first row, and its mask-cache blocks
         let row0: Vec<usize> = (0..b).flat_map(|e| std::iter::repeat_n(batch.offsets[e], h)).collect();
@@ -322,7 +335,10 @@ pub fn forward_masked(model: &NativeBert, batch: &PackedBatch, token_masks: Opti
             *y += *r;
         }
         let (mut y, ln2) = layer_norm_forward(&ffn, &layer.out_ln, eps);
-        if let Some(tm) = token_masks {
+        if let (Some(hk), Some(tm)) = (hook.as_mut(), token_masks.as_mut()) {
+            hk(li, &probs, tm);
+        }
+        if let Some(tm) = token_masks.as_ref() {
             masks::scale_rows(&mut y, &tm.m[li + 1], d);
         }
         hidden.push(y);
@@ -345,7 +361,7 @@ pub fn forward_masked(model: &NativeBert, batch: &PackedBatch, token_masks: Opti
         let row = &logits[e * nl..(e + 1) * nl];
         loss -= log_softmax_at(row, batch.labels[e]);
     }
-    Forward { emb_ln, hidden, layers, cls, pooled, logits, loss: loss / b as f64, masks: token_masks.cloned() }
+    Forward { emb_ln, hidden, layers, cls, pooled, logits, loss: loss / b as f64, masks: token_masks }
 }
 
 /// Softmax of one row in place (max-subtracted, f32 as burn).

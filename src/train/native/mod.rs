@@ -1,8 +1,8 @@
 //! A native trainer (issue 15, items 2-3): forward and backward of the BERT encoder with its
 //! pooler, classifier and cross-entropy on the crate's own kernels, and AdamW as burn runs it,
 //! with burn's [`TrainBert`](crate::train::model::TrainBert) kept as the reference (the gradient
-//! tests in `tests/native_grad.rs`, `tests/native_distill.rs` and `tests/native_masks.rs` pin the two
-//! together).
+//! tests in `tests/native_grad.rs`, `tests/native_distill.rs`, `tests/native_masks.rs` and
+//! `tests/native_ltp.rs` pin the two together).
 //!
 //! - [`params`]: the parameters as plain buffers, to and from HF-named tensors;
 //! - [`forward`]: padded batch, forward pass with the activations the backward needs;
@@ -12,13 +12,15 @@
 //! - [`distill`]: ApproxNet distillation (its losses' gradients injected into the backward pass);
 //! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position);
 //! - [`masks`]: per-layer token masks (ALGORITHM.md section 4.3) in the forward and backward;
-//! - [`plan_ft`]: plan-aware fine-tuning (ABT-FT, section 8) on those masks.
+//! - [`plan_ft`]: plan-aware fine-tuning (ABT-FT, section 8) on those masks;
+//! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward.
 
 pub mod backward;
 pub mod checkpoint;
 pub mod distill;
 pub mod finetune;
 pub mod forward;
+pub mod ltp;
 pub mod masks;
 pub mod optim;
 pub mod params;
