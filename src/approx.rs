@@ -224,6 +224,12 @@ impl ApproxNet {
 
     /// Load from `dir` and check it against `teacher`.
     pub fn load(dir: &Path, teacher: &EncoderConfig) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::Input(format!(
+                "{}: no such directory: expected an ApproxNet directory written by `sttabt distill` (config.json + model.safetensors)",
+                dir.display()
+            )));
+        }
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::Io { path: cfg_path.clone(), source: e })?;
         let v: serde_json::Value =

@@ -8,13 +8,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use burn::tensor::Device;
-use common::{random_tensors, tiny_config, TempDir};
+use common::{norm, random_inputs, rel_err, TempDir};
 use sttabt::approx::{ApproxInit, ApproxNet};
-use sttabt::model::checkpoint::TensorStore;
-use sttabt::model::config::EncoderConfig;
 use sttabt::train::distill::{distill, distill_loss, ApproxTrain, DistillConfig, KlTarget, LossParts};
 use sttabt::train::finetune::{scalar, with_new_head};
 use sttabt::train::model::{to_vec, Lin, TrainBert};
@@ -23,48 +19,10 @@ use sttabt::train::native::params::train_bert_grads;
 use sttabt::train::Progress;
 use sttabt::{EncodedInput, Encoder};
 
-/// A tiny random BERT teacher (2 layers, hidden `heads·head_size`), with a `labels`-class head
-/// (none when 0) and a pooler when asked.
+/// A tiny random 2-layer BERT teacher with a `labels`-class head (none when 0)
+/// ([`common::tiny_classifier`]).
 fn tiny_teacher(heads: usize, head_size: usize, labels: usize, pooler: bool, seed: u64) -> Encoder {
-    let mut cfg: EncoderConfig = tiny_config(2, heads, head_size, 2 * heads * head_size, 40, 16);
-    cfg.labels = (0..labels).map(|i| format!("c{i}")).collect();
-    let d = cfg.hidden_size;
-    let mut tensors = random_tensors(&cfg, seed, 1.0);
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0xC1A5);
-    let mut uni = |n: usize, a: f32| -> Vec<f32> { (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * a).collect() };
-    let a = 1.0 / (d as f32).sqrt();
-    if pooler {
-        tensors.push(("pooler.dense.weight".into(), vec![d, d], uni(d * d, a)));
-        tensors.push(("pooler.dense.bias".into(), vec![d], uni(d, 0.1)));
-    }
-    if labels > 0 {
-        tensors.push(("classifier.weight".into(), vec![labels, d], uni(labels * d, 2.0 * a)));
-        tensors.push(("classifier.bias".into(), vec![labels], uni(labels, 0.1)));
-    }
-    Encoder::from_store(cfg, &TensorStore::from_tensors(Path::new("<tiny>"), tensors)).expect("tiny teacher")
-}
-
-/// Random inputs of the given lengths (ids in `1..vocab`, second half type 1).
-fn random_inputs(lengths: &[usize], vocab: usize, seed: u64) -> Vec<EncodedInput> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    lengths
-        .iter()
-        .map(|&n| EncodedInput {
-            ids: (0..n).map(|_| rng.u32(1..vocab as u32)).collect(),
-            type_ids: (0..n).map(|j| u32::from(j >= n / 2 && n > 2)).collect(),
-            patches: Vec::new(),
-        })
-        .collect()
-}
-
-fn norm(x: &[f32]) -> f64 {
-    x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt()
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
-    diff / norm(b).max(1e-30)
+    common::tiny_classifier(2, heads, head_size, 2 * heads * head_size, labels, pooler, seed)
 }
 
 fn burn_model(approx: &ApproxNet, device: &Device) -> ApproxTrain {

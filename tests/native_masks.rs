@@ -7,13 +7,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::{random_tensors, tiny_config};
+use common::{norm, random_batch, rel_err};
 use sttabt::approx::{ApproxInit, ApproxNet};
-use sttabt::model::checkpoint::TensorStore;
-use sttabt::model::config::EncoderConfig;
 use sttabt::planners::abt::{Abt, AttentionSource};
 use sttabt::planners::{run, Models};
 use sttabt::train::finetune::{cross_entropy, scalar, with_new_head, LabeledInput};
@@ -25,47 +21,9 @@ use sttabt::train::native::params::train_bert_grads;
 use sttabt::train::native::{batch_of, NativeBert, PackedBatch};
 use sttabt::{EncodedInput, Encoder, RunOptions};
 
-/// A tiny random BERT with a `labels`-class head and, with `pooler`, a pooler.
+/// A tiny random 2-layer BERT with a classifier ([`common::tiny_classifier`]).
 fn tiny_model(heads: usize, labels: usize, pooler: bool, seed: u64) -> Encoder {
-    let mut cfg: EncoderConfig = tiny_config(2, heads, 8, 16 * heads, 40, 16);
-    cfg.labels = (0..labels).map(|i| format!("c{i}")).collect();
-    let d = cfg.hidden_size;
-    let mut tensors = random_tensors(&cfg, seed, 1.0);
-    let mut rng = fastrand::Rng::with_seed(seed ^ 0xC1A5);
-    let mut uni = |n: usize, a: f32| -> Vec<f32> { (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * a).collect() };
-    let a = 1.0 / (d as f32).sqrt();
-    if pooler {
-        tensors.push(("pooler.dense.weight".into(), vec![d, d], uni(d * d, a)));
-        tensors.push(("pooler.dense.bias".into(), vec![d], uni(d, 0.1)));
-    }
-    tensors.push(("classifier.weight".into(), vec![labels, d], uni(labels * d, 2.0 * a)));
-    tensors.push(("classifier.bias".into(), vec![labels], uni(labels, 0.1)));
-    Encoder::from_store(cfg, &TensorStore::from_tensors(Path::new("<tiny>"), tensors)).expect("tiny model")
-}
-
-fn random_batch(lengths: &[usize], vocab: usize, labels: usize, seed: u64) -> Vec<LabeledInput> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    lengths
-        .iter()
-        .map(|&n| LabeledInput {
-            input: EncodedInput {
-                ids: (0..n).map(|_| rng.u32(1..vocab as u32)).collect(),
-                type_ids: (0..n).map(|j| u32::from(j >= n / 2 && n > 2)).collect(),
-                patches: Vec::new(),
-            },
-            label: rng.usize(0..labels),
-        })
-        .collect()
-}
-
-fn norm(x: &[f32]) -> f64 {
-    x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt()
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
-    diff / norm(b).max(1e-30)
+    common::tiny_classifier(2, heads, 8, 16 * heads, labels, pooler, seed)
 }
 
 /// Masks for `pb`: soft in (0.05, 0.95), or 0/1 with CLS always kept; `L + 1` vectors `[N]`.

@@ -230,3 +230,66 @@ pub fn random_model(cfg: &EncoderConfig, seed: u64, scale: f32) -> Encoder {
     write_checkpoint(dir.path(), cfg, &random_tensors(cfg, seed, scale));
     Encoder::load(dir.path()).expect("load random model")
 }
+
+/// A tiny random BERT of `layers` layers (hidden `heads·head_size`, FFN `d_ff`, vocabulary 40,
+/// 16 positions) with a `labels`-class classifier (uniform ±2/√d; none when `labels` is 0) and,
+/// with `pooler`, a random pooler: the native trainer's gradient tests against burn.
+pub fn tiny_classifier(layers: usize, heads: usize, head_size: usize, d_ff: usize, labels: usize, pooler: bool, seed: u64) -> Encoder {
+    let mut cfg: EncoderConfig = tiny_config(layers, heads, head_size, d_ff, 40, 16);
+    cfg.labels = (0..labels).map(|i| format!("c{i}")).collect();
+    let d = cfg.hidden_size;
+    let mut tensors = random_tensors(&cfg, seed, 1.0);
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0xC1A5);
+    let mut uni = |n: usize, a: f32| -> Vec<f32> { (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * a).collect() };
+    let a = 1.0 / (d as f32).sqrt();
+    if pooler {
+        tensors.push(("pooler.dense.weight".into(), vec![d, d], uni(d * d, a)));
+        tensors.push(("pooler.dense.bias".into(), vec![d], uni(d, 0.1)));
+    }
+    if labels > 0 {
+        tensors.push(("classifier.weight".into(), vec![labels, d], uni(labels * d, 2.0 * a)));
+        tensors.push(("classifier.bias".into(), vec![labels], uni(labels, 0.1)));
+    }
+    Encoder::from_store(cfg, &sttabt::model::checkpoint::TensorStore::from_tensors(Path::new("<tiny>"), tensors)).expect("tiny model")
+}
+
+/// Random inputs of the given lengths (ids in `1..vocab`, second half type 1).
+pub fn random_inputs(lengths: &[usize], vocab: usize, seed: u64) -> Vec<sttabt::EncodedInput> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    lengths
+        .iter()
+        .map(|&n| sttabt::EncodedInput {
+            ids: (0..n).map(|_| rng.u32(1..vocab as u32)).collect(),
+            type_ids: (0..n).map(|j| u32::from(j >= n / 2 && n > 2)).collect(),
+            patches: Vec::new(),
+        })
+        .collect()
+}
+
+/// [`random_inputs`] with a label in `0..labels` each (drawn after the ids of each input).
+pub fn random_batch(lengths: &[usize], vocab: usize, labels: usize, seed: u64) -> Vec<sttabt::train::finetune::LabeledInput> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    lengths
+        .iter()
+        .map(|&n| sttabt::train::finetune::LabeledInput {
+            input: sttabt::EncodedInput {
+                ids: (0..n).map(|_| rng.u32(1..vocab as u32)).collect(),
+                type_ids: (0..n).map(|j| u32::from(j >= n / 2 && n > 2)).collect(),
+                patches: Vec::new(),
+            },
+            label: rng.usize(0..labels),
+        })
+        .collect()
+}
+
+/// Euclidean norm, in f64.
+pub fn norm(x: &[f32]) -> f64 {
+    x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+/// `||a - b|| / ||b||` (f64; `b`'s norm floored at 1e-30).
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+    diff / norm(b).max(1e-30)
+}

@@ -14,7 +14,8 @@ pub struct LtpArgs {
     /// Output directory (created; an existing finished run is not overwritten without --resume).
     #[arg(long)]
     pub out: PathBuf,
-    /// L1 weight on the masks (larger prunes more; on MiniLM/RT 1 gave ~37% retention, 3 ~30%).
+    /// L1 weight on the masks (larger prunes more; length-scaled score, a 4-epoch MiniLM teacher on
+    /// RT, 400 steps: λ 0.5 kept 61% of the tokens, λ 2 18%).
     #[arg(long, default_value_t = 1.0)]
     pub lambda: f64,
     /// Temperature of the soft sigmoid masks, in the score's units (default: 0.25 for
