@@ -304,7 +304,24 @@ pub fn train_ltp(
     bar.finish_and_clear();
     let theta: Vec<f64> = to_vec(model.phi.val().mul_scalar(scale)).into_iter().map(|v| v as f64).collect();
     let native = model.teacher.to_native(&c)?;
-    save_hf_checkpoint(&native, &out_dir.join("teacher"), None)?;
+    save_ltp_run(out_dir, &native, cfg, theta, start_t, (&first, &last), None)
+}
+
+/// The end of an LTP run, on either trainer: saves `out_dir/teacher` and `out_dir/ltp.json`
+/// (`{"report", "config"}`, plus `"trainer"` when given) and returns the report. `windows` are
+/// the hard retentions over the first and last 10% of the steps.
+///
+/// Errors: a file that cannot be written.
+pub fn save_ltp_run(
+    out_dir: &Path,
+    teacher: &Encoder,
+    cfg: &LtpConfig,
+    theta: Vec<f64>,
+    start_t: std::time::Instant,
+    (first, last): (&[f64], &[f64]),
+    trainer: Option<&str>,
+) -> anyhow::Result<LtpReport> {
+    save_hf_checkpoint(teacher, &out_dir.join("teacher"), None)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let report = LtpReport {
         lambda: cfg.lambda,
@@ -313,13 +330,14 @@ pub fn train_ltp(
         theta,
         steps: cfg.steps,
         seconds: start_t.elapsed().as_secs_f64(),
-        start_retention: mean(&first),
-        end_retention: mean(&last),
+        start_retention: mean(first),
+        end_retention: mean(last),
         output_dir: out_dir.to_path_buf(),
     };
-    crate::model::checkpoint::write_atomic(
-        &out_dir.join("ltp.json"),
-        serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes(),
-    )?;
+    let mut meta = serde_json::json!({"report": report, "config": cfg});
+    if let Some(t) = trainer {
+        meta["trainer"] = t.into();
+    }
+    crate::model::checkpoint::write_atomic(&out_dir.join("ltp.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
     Ok(report)
 }

@@ -28,7 +28,7 @@ use crate::model::Encoder;
 use crate::planners::ltp::LtpScore;
 use crate::train::bench::StageSeconds;
 use crate::train::finetune::{data_fingerprint, LabeledInput};
-use crate::train::ltp::{LtpConfig, LtpReport};
+use crate::train::ltp::{save_ltp_run, LtpConfig, LtpReport};
 use crate::train::native::backward::{backward_with, ExtraGrads, HeadGrad, ProbsHook};
 use crate::train::native::checkpoint::{self, Tensors};
 use crate::train::native::finetune::native_bert_fingerprint;
@@ -37,7 +37,7 @@ use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
 use crate::train::native::{batch_of, AdamW, AdamWSettings};
 use crate::train::resume::{epoch_order, run_key, Checkpointer};
-use crate::train::{save_hf_checkpoint, Progress, Rate, Schedule};
+use crate::train::{Progress, Rate, Schedule};
 
 /// The LTP settings of one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -423,24 +423,7 @@ pub fn train_ltp_native(
     }
     bar.finish_and_clear();
     let theta: Vec<f64> = model.phi.iter().map(|p| (p * scale) as f64).collect();
-    save_hf_checkpoint(&model.net.to_model()?, &out_dir.join("teacher"), None)?;
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let report = LtpReport {
-        lambda: cfg.lambda,
-        temperature: cfg.temperature,
-        score: cfg.score,
-        theta,
-        steps: cfg.steps,
-        seconds: start_t.elapsed().as_secs_f64(),
-        start_retention: mean(&first),
-        end_retention: mean(&last),
-        output_dir: out_dir.to_path_buf(),
-    };
-    crate::model::checkpoint::write_atomic(
-        &out_dir.join("ltp.json"),
-        serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg, "trainer": "native"}))?.as_bytes(),
-    )?;
-    Ok(report)
+    save_ltp_run(out_dir, &model.net.to_model()?, cfg, theta, start_t, (&first, &last), Some("native"))
 }
 
 /// Time `warmup + reps` native LTP soft-mask steps of `teacher` on the batch `data` (the default
