@@ -425,3 +425,25 @@ fn image_jobs_refuse_text_data_flags() {
         assert!(!out.exists(), "{}: wrote {}", args.join(" "), out.display());
     }
 }
+
+#[test]
+fn empty_texts_are_errors_naming_their_position() {
+    let (model, _) = tiny_classifier("empty");
+    let m = s(model.path());
+    let r = sttabt(&["classify", "--model", m, "--mode", "dense", "good", "  "]);
+    assert_fails_naming(&r, "classify with an empty argument", &["argument 2 is empty"]);
+    let r = sttabt(&["embed", "--model", m, ""]);
+    assert_fails_naming(&r, "embed with an empty argument", &["argument 1 is empty"]);
+    let dir = TempDir::new("empty-lines");
+    let f = dir.path().join("texts.txt");
+    std::fs::write(&f, "a fine film\n\nanother one\n").unwrap();
+    let r = sttabt(&["classify", "--model", m, "--mode", "dense", "--file", s(&f)]);
+    assert_fails_naming(&r, "classify with an empty line", &["texts.txt: line 2 is empty"]);
+    let r = sttabt(&["embed", "--model", m, "--file", s(&f)]);
+    assert_fails_naming(&r, "embed with an empty line", &["texts.txt: line 2 is empty"]);
+    let r = sttabt(&["classify", "--model", m, "--mode", "dense", "--pair", "", "a premise"]);
+    assert_fails_naming(&r, "classify with an empty pair", &["argument 2 is empty"]);
+    // the same inputs without the empty one succeed
+    let r = sttabt(&["classify", "--model", m, "--mode", "dense", "good", "bad"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}

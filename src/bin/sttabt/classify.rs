@@ -251,12 +251,14 @@ pub(crate) fn read_classify_inputs(texts: Vec<String>, pair: Option<String>, fil
                 if file.is_some() { " and --file" } else { "" }
             );
         }
+        reject_empty_texts("argument", texts.iter().chain(std::iter::once(&p)))?;
         return Ok(texts.into_iter().map(|t| (t, Some(p.clone()))).collect());
     }
     if !texts.is_empty() {
         if file.is_some() {
             bail!("give texts either as arguments or with --file, not both");
         }
+        reject_empty_texts("argument", texts.iter())?;
         return Ok(texts.into_iter().map(|t| (t, None)).collect());
     }
     let (name, content) = match file {
@@ -273,10 +275,23 @@ pub(crate) fn read_classify_inputs(texts: Vec<String>, pair: Option<String>, fil
     parse_classify_lines(&name, &content)
 }
 
+/// An error naming the first empty (or whitespace-only) text: `what` and its 1-based position,
+/// e.g. "argument 2" or "reviews.txt: line 7". An empty text has no token to classify or embed
+/// beyond [CLS] [SEP], so its output would say nothing about any input.
+pub(crate) fn reject_empty_texts<S: AsRef<str>>(what: &str, texts: impl Iterator<Item = S>) -> Result<()> {
+    for (i, t) in texts.enumerate() {
+        if t.as_ref().trim().is_empty() {
+            bail!("{what} {} is empty: every text needs at least one word (remove empty lines or arguments)", i + 1);
+        }
+    }
+    Ok(())
+}
+
 /// See [`read_classify_inputs`]; `name` is the file name for error messages.
 pub(crate) fn parse_classify_lines(name: &str, content: &str) -> Result<Vec<ClassifyInput>> {
     let lines: Vec<&str> = content.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
     let Some(first_tab) = lines.iter().position(|l| l.contains('\t')) else {
+        reject_empty_texts(&format!("{name}: line"), lines.iter())?;
         return Ok(lines.into_iter().map(|l| (l.to_string(), None)).collect());
     };
     let why =

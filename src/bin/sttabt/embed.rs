@@ -30,17 +30,21 @@ pub fn run(args: EmbedArgs) -> Result<()> {
 /// Texts from arguments, a file, or stdin (one per line).
 pub(crate) fn read_texts(texts: Vec<String>, file: Option<PathBuf>) -> Result<Vec<String>> {
     if !texts.is_empty() {
+        super::classify::reject_empty_texts("argument", texts.iter())?;
         return Ok(texts);
     }
     if let Some(f) = file {
         let s = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-        return Ok(s.lines().map(str::to_string).collect());
+        let lines: Vec<String> = s.lines().map(str::to_string).collect();
+        super::classify::reject_empty_texts(&format!("{}: line", f.display()), lines.iter())?;
+        return Ok(lines);
     }
     if std::io::stdin().is_terminal() {
         bail!("no texts given: pass them as arguments, with --file, or on stdin");
     }
     let stdin = std::io::stdin();
     let lines: Vec<String> = stdin.lock().lines().collect::<std::io::Result<_>>().context("reading stdin")?;
+    super::classify::reject_empty_texts("<stdin>: line", lines.iter())?;
     Ok(lines)
 }
 
