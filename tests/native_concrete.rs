@@ -248,3 +248,69 @@ fn wrong_frozen_logits_are_a_clear_error() {
     let err = concrete_forward(&model, &tb, &ab, &cfg, false, Some(&[0.0; 3])).expect_err("3 logits for 2 x 2").to_string();
     assert!(err.contains("3 frozen logits") && err.contains("2 examples x 2 classes"), "{err}");
 }
+
+/// `‖x − y‖ <= 1e-3 ‖y − start‖` per tensor (all but the key biases, whose gradient is rounding
+/// noise that Adam's normalisation blows up to steps of size lr in either trainer).
+fn assert_same_weights(
+    what: &str,
+    x: &[(String, Vec<usize>, Vec<f32>)],
+    y: &[(String, Vec<usize>, Vec<f32>)],
+    start: &[(String, Vec<usize>, Vec<f32>)],
+) {
+    assert_eq!(x.len(), y.len(), "{what}: tensor count");
+    for (((name, _, a), (_, _, b)), (_, _, s)) in x.iter().zip(y).zip(start) {
+        if name.ends_with("attention.self.key.bias") {
+            continue;
+        }
+        let moved: Vec<f32> = b.iter().zip(s).map(|(p, q)| p - q).collect();
+        let diff: Vec<f32> = a.iter().zip(b).map(|(p, q)| p - q).collect();
+        assert!(
+            norm(&diff) <= 1e-3 * norm(&moved).max(1e-6),
+            "{what} {name}: native − burn {:.3e} vs the update {:.3e}",
+            norm(&diff),
+            norm(&moved)
+        );
+    }
+}
+
+/// Whole runs: burn's `train_concrete` and `train_concrete_native` on the same tiny teacher,
+/// ApproxNet and data (12 steps, the last 4 hard, distillation on) end with the same
+/// thresholds, report windows, teacher and ApproxNet weights up to float rounding.
+#[test]
+fn native_concrete_run_equals_burn_run() {
+    use sttabt::train::concrete::{train_concrete, ConcreteModel};
+    use sttabt::train::native::concrete::train_concrete_native;
+    let teacher = common::tiny_classifier(3, 2, 8, 32, 2, true, 17);
+    let approx = ApproxNet::new(&teacher, 2, ApproxInit::Interpolate, 18).expect("approx");
+    let data = random_batch(&[5, 3, 9, 4, 7, 6, 2, 8, 5, 6], 40, 2, 19);
+    let cfg = ConcreteConfig {
+        theta0: -0.5,
+        steps: 12,
+        batch_size: 4,
+        lr: 1e-3,
+        hard_frac: 0.34,
+        retention_weight: 0.5,
+        distill_weight: 0.5,
+        checkpoint_every: 100,
+        ..Default::default()
+    };
+    let (a, b) = (common::TempDir::new("concrete-burn"), common::TempDir::new("concrete-native"));
+    let quiet = sttabt::train::Progress { quiet: true };
+    let rb = train_concrete(&teacher, &approx, &data, &cfg, a.path(), false, &quiet).expect("burn concrete run");
+    let rn = train_concrete_native(&teacher, &approx, &data, &cfg, b.path(), false, &quiet).expect("native concrete run");
+    assert!(rb.theta.iter().all(|t| (t - cfg.theta0).abs() > 1e-3), "θ moved: {:?}", rb.theta);
+    for (x, y) in rn.theta.iter().zip(&rb.theta) {
+        assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "θ: native {:?} vs burn {:?}", rn.theta, rb.theta);
+    }
+    for (p, q) in [(rn.start, rb.start), (rn.end, rb.end)] {
+        assert!((p.soft_retention - q.soft_retention).abs() < 1e-5 && (p.hard_retention - q.hard_retention).abs() < 1e-9, "{p:?} vs {q:?}");
+        assert!((p.task - q.task).abs() < 1e-4 && (p.distill - q.distill).abs() < 1e-5 && p.distill > 0.0, "{p:?} vs {q:?}");
+    }
+    let (mb, mn) = (ConcreteModel::load(a.path()).expect("burn run"), ConcreteModel::load(b.path()).expect("native run"));
+    assert_same_weights("teacher", &mn.teacher.hf_tensors(), &mb.teacher.hf_tensors(), &teacher.hf_tensors());
+    assert_same_weights("approx", &mn.approx.model.hf_tensors(), &mb.approx.model.hf_tensors(), &approx.model.hf_tensors());
+    let jn: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.path().join("concrete.json")).expect("concrete.json")).expect("json");
+    assert_eq!(jn["trainer"], "native");
+    assert_eq!(jn["config"]["steps"], 12);
+}
