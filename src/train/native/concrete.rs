@@ -195,12 +195,15 @@ pub fn concrete_forward(
         }
         distill = cfg.distill_weight * kl / tbatch.b as f64;
     }
+    // the parts at f32 precision, as burn reports them (f32 tensors): they also round-trip
+    // through the checkpoint's JSON exactly
+    let f = |x: f64| x as f32 as f64;
     let parts = ConcreteParts {
-        task,
-        anchor,
-        retention_term,
-        distill,
-        soft_retention: r,
+        task: f(task),
+        anchor: f(anchor),
+        retention_term: f(retention_term),
+        distill: f(distill),
+        soft_retention: f(r),
         hard_retention: cm::hard_retention(&bm.m, &tbatch.lengths),
     };
     Ok(ConcreteForward { approx: afw, masks: bm, teacher: tfw, loss: task + anchor + retention_term + distill, parts })
