@@ -45,10 +45,10 @@ pub struct ConcreteArgs {
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
-    /// Training path: `native` (the default for text: forward/backward on the crate's own
-    /// kernels, text BERT models only; its loss and gradients equal burn's to 1e-4 relative on
-    /// tiny configs and 1e-3 on MiniLM, tests/native_concrete.rs) or `burn` (the reference; the
-    /// default and the only path for images). Same batches, schedule, AdamW and outputs
+    /// Training path: `native` (forward/backward on the crate's own kernels, BERT text models
+    /// only; its loss and gradients equal burn's to 1e-4 relative on tiny configs and 1e-3 on
+    /// MiniLM, tests/native_concrete.rs) or `burn` (the reference). Default: native for BERT
+    /// text models, burn for the other families and for images. Same batches, schedule, AdamW and outputs
     /// (teacher/, approx/, concrete.json with θ); results equal up to float rounding. A run
     /// resumes only with the trainer that wrote its checkpoint.
     #[arg(long, value_enum)]
@@ -100,8 +100,7 @@ pub fn run(args: ConcreteArgs) -> Result<()> {
         guard_output(&out, "concrete.json", resume)?;
         return vision::concrete(&src, &teacher, &approx, &out, cfg, train_limit, resume, quiet);
     }
-    let native = trainer != Some(super::finetune::TrainerArg::Burn);
-    concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet, native)
+    concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet, trainer)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -115,7 +114,7 @@ pub(crate) fn concrete(
     max_length: usize,
     resume: bool,
     quiet: bool,
-    native: bool,
+    trainer: Option<super::finetune::TrainerArg>,
 ) -> Result<()> {
     guard_output(out, "concrete.json", resume)?;
     cfg.validate()?;
@@ -127,6 +126,10 @@ pub(crate) fn concrete(
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
+    let native = match trainer {
+        Some(t) => t == super::finetune::TrainerArg::Native,
+        None => sttabt::train::native::NativeBert::covers(&teacher.config),
+    };
     let progress = sttabt::train::Progress { quiet };
     let r = if native {
         sttabt::train::native::concrete::train_concrete_native(&teacher, &approx, &train, &cfg, out, resume, &progress)?
