@@ -292,7 +292,21 @@ fn killed_and_resumed_runs_equal_uninterrupted_runs() {
     // concrete: 60 steps (the last 20% with hard masks), checkpoints at 50 and 60
     let approx = fx.approx.display().to_string();
     let co = [
-        strings(&["concrete", "--teacher", &teacher, "--approx", &approx, "--steps", "60", "--batch-size", "4", "--lr", "1e-3"]),
+        strings(&[
+            "concrete",
+            "--teacher",
+            &teacher,
+            "--approx",
+            &approx,
+            "--steps",
+            "60",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--trainer",
+            "burn",
+        ]),
         train_args(&fx),
     ]
     .concat();
@@ -411,6 +425,70 @@ fn native_ltp_killed_and_resumed_equals_uninterrupted() {
     let o = sttabt(&burn, &out, &["--resume"]).output().expect("run sttabt");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("job: ltp-native -> ltp"), "burn resumed a native checkpoint: {err}");
+}
+
+#[test]
+fn native_concrete_killed_and_resumed_equals_uninterrupted() {
+    let fx = fixture();
+    let teacher = fx.teacher.display().to_string();
+    let approx = fx.approx.display().to_string();
+    // as the burn concrete run above (60 steps, the last 20% hard, checkpoints at 50 and 60), on
+    // the native trainer (the default for text), with logit distillation on (frozen logits
+    // cached per example, not checkpointed): killed in the hard phase
+    let co = [
+        strings(&[
+            "concrete",
+            "--teacher",
+            &teacher,
+            "--approx",
+            &approx,
+            "--steps",
+            "60",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--distill-weight",
+            "0.5",
+        ]),
+        train_args(&fx),
+    ]
+    .concat();
+    kill_and_resume(
+        &fx,
+        "concrete-native",
+        &co,
+        50,
+        60,
+        &["--theta0", "-1"],
+        &["theta0"],
+        &["teacher/model.safetensors", "approx/model.safetensors", "concrete.json"],
+    );
+    let out = fx.root.join("concrete-native-b");
+    let json: serde_json::Value = serde_json::from_slice(&read(&out.join("concrete.json"))).expect("concrete.json");
+    assert_eq!(json["trainer"], "native");
+    let theta: Vec<f64> = serde_json::from_value(json["report"]["theta"].clone()).expect("theta");
+    assert_eq!(theta.len(), 2, "a 2-layer teacher has two thresholds");
+    assert!(theta.iter().all(|t| *t != 0.0), "θ moved from θ_0 = 0: {theta:?}");
+    assert!(json["report"]["end"]["distill"].as_f64().expect("distill part") > 0.0, "the distillation term is on");
+    // φ and its moments are in the checkpoint; the moments are not zero
+    let dir = out.join("checkpoint");
+    let state: serde_json::Value = serde_json::from_slice(&read(&dir.join("state.json"))).expect("state.json");
+    assert_eq!(state["job"], "concrete-native");
+    assert_eq!(state["extra"]["adamw_time"], 60);
+    let store =
+        sttabt::model::checkpoint::TensorStore::read(&dir.join(state["optimizer"].as_str().expect("optimizer file"))).expect("moments");
+    let m2 = store.get("moment_2.concrete.phi", &[2]).expect("second moment of φ");
+    assert!(m2.iter().all(|v| *v > 0.0), "the second moments of φ should be positive: {m2:?}");
+    // the run loads as a concrete model with these thresholds, and the burn trainer refuses
+    // the native checkpoint
+    let m = sttabt::train::concrete::ConcreteModel::load(&out).expect("load the concrete model");
+    assert_eq!(m.theta, theta);
+    let mut burn = co.clone();
+    burn.extend(["--trainer".to_string(), "burn".to_string()]);
+    let o = sttabt(&burn, &out, &["--resume"]).output().expect("run sttabt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("job: concrete-native -> concrete"), "burn resumed a native checkpoint: {err}");
 }
 
 #[test]

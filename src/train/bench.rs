@@ -53,8 +53,8 @@ pub enum Job {
 impl Job {
     /// All five jobs, in pipeline order.
     pub const ALL: [Job; 5] = [Job::Finetune, Job::Distill, Job::Concrete, Job::Ltp, Job::PlanFt];
-    /// The jobs the native trainer runs so far.
-    pub const NATIVE: [Job; 4] = [Job::Finetune, Job::Distill, Job::Ltp, Job::PlanFt];
+    /// The jobs the native trainer runs (all five).
+    pub const NATIVE: [Job; 5] = [Job::Finetune, Job::Distill, Job::Concrete, Job::Ltp, Job::PlanFt];
     /// Lower-case name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -259,8 +259,8 @@ pub fn long_inputs(sentences: &[LabeledInput], count: usize, len: usize) -> anyh
 /// as it is measured.
 ///
 /// Errors: `teacher` has no classifier, too few sentences for a batch, an ApproxNet cannot be
-/// built with `cfg.approx_factor`, or a loss is not finite. Jobs the native trainer does not run
-/// yet (concrete masking; see [`Job::NATIVE`]) get burn rows only.
+/// built with `cfg.approx_factor`, or a loss is not finite. Jobs outside [`Job::NATIVE`] get
+/// burn rows only (none today).
 pub fn bench_train(
     teacher: &Encoder,
     sentences: &[LabeledInput],
@@ -283,7 +283,7 @@ pub fn bench_train(
             for &job in &cfg.jobs {
                 for &trainer in &cfg.trainers {
                     if trainer == Trainer::Native && !Job::NATIVE.contains(&job) {
-                        continue; // no native trainer for this job yet
+                        continue; // no native trainer for this job
                     }
                     let row = match trainer {
                         Trainer::Burn => burn_row(job, teacher, &approx, &data, cfg, labels)?,
@@ -477,7 +477,7 @@ fn burn_row(
     Ok(finish_row(job, Trainer::Burn, data, &stages, gflop, loss_v))
 }
 
-/// One job on the native trainer (fine-tuning, distillation, LTP and plan-aware fine-tuning so far), counted as burn's row.
+/// One job on the native trainer, counted as burn's row.
 fn native_row(
     job: Job,
     teacher: &Encoder,
@@ -496,12 +496,7 @@ fn native_row(
         }
         Job::PlanFt => crate::train::bench_plan_ft::native_steps(teacher, &approx.model, data, cfg.warmup, cfg.reps)?,
         Job::Ltp => crate::train::native::ltp::bench_steps(teacher, data, cfg.warmup, cfg.reps)?,
-        Job::Concrete => {
-            anyhow::bail!(
-                "the native trainer does not run {} yet (fine-tuning, distillation, LTP and plan-aware fine-tuning only)",
-                job.name()
-            )
-        }
+        Job::Concrete => crate::train::native::concrete::bench_steps(teacher, approx, data, cfg.warmup, cfg.reps)?,
     };
     Ok(finish_row(job, Trainer::Native, data, &stages, gflop, loss))
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::approx::ApproxNet;
 use crate::model::config::EncoderConfig;
-use crate::model::{EncodedInput, Encoder, Linear};
+use crate::model::{EncodedInput, Encoder};
 use crate::train::finetune::{cross_entropy, data_fingerprint, scalar, LabeledInput};
 use crate::train::model::{to_vec, Batch, TrainBert};
 use crate::train::resume::{epoch_order, module_fingerprint, run_key, Checkpointer};
@@ -400,7 +400,30 @@ pub fn train_concrete(
         }
     }
     bar.finish_and_clear();
-    save_parts(&model, &tcfg, &acfg, approx, out_dir)?;
+    let theta = theta_vec(&model);
+    let (t, a) = (model.teacher.to_native(&tcfg)?, model.approx.to_native(&acfg)?);
+    let a = ApproxNet { model: a, transfer: approx.transfer.clone(), meta: approx.meta.clone() };
+    finish_concrete_run(out_dir, &t, &a, cfg, theta, start_t, (&first, &last), None)
+}
+
+/// Save a finished concrete run (either trainer): `out_dir/teacher` (HF layout), `out_dir/approx`
+/// and `out_dir/concrete.json` (`{"report", "config"}`, plus `"trainer"` when given); the report
+/// averages the first and last windows of step parts.
+///
+/// Errors: a file that cannot be written.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish_concrete_run(
+    out_dir: &Path,
+    teacher: &Encoder,
+    approx: &ApproxNet,
+    cfg: &ConcreteConfig,
+    theta: Vec<f64>,
+    start_t: std::time::Instant,
+    (first, last): (&[ConcreteParts], &[ConcreteParts]),
+    trainer: Option<&str>,
+) -> anyhow::Result<ConcreteReport> {
+    save_hf_checkpoint(teacher, &out_dir.join("teacher"), None)?;
+    approx.save(&out_dir.join("approx"))?;
     let avg = |v: &[ConcreteParts]| {
         let n = v.len().max(1) as f64;
         ConcreteParts {
@@ -415,29 +438,21 @@ pub fn train_concrete(
     let report = ConcreteReport {
         theta0: cfg.theta0,
         target_retention: sigmoid(cfg.theta0),
-        theta: theta_vec(&model),
+        theta,
         steps: cfg.steps,
         seconds: start_t.elapsed().as_secs_f64(),
-        start: avg(&first),
-        end: avg(&last),
+        start: avg(first),
+        end: avg(last),
         output_dir: out_dir.to_path_buf(),
     };
-    crate::model::checkpoint::write_atomic(
-        &out_dir.join("concrete.json"),
-        serde_json::to_string_pretty(&serde_json::json!({"report": report, "config": cfg}))?.as_bytes(),
-    )?;
+    let mut meta = serde_json::json!({"report": report, "config": cfg});
+    if let Some(t) = trainer {
+        meta["trainer"] = t.into();
+    }
+    crate::model::checkpoint::write_atomic(&out_dir.join("concrete.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
     Ok(report)
 }
 
 fn theta_vec(model: &ConcreteTrain) -> Vec<f64> {
     to_vec(model.theta()).into_iter().map(|v| v as f64).collect()
-}
-
-fn save_parts(model: &ConcreteTrain, tcfg: &EncoderConfig, acfg: &EncoderConfig, like: &ApproxNet, dir: &Path) -> anyhow::Result<()> {
-    let t = model.teacher.to_native(tcfg)?;
-    save_hf_checkpoint(&t, &dir.join("teacher"), None)?;
-    let a = model.approx.to_native(acfg)?;
-    let transfer: Vec<Linear> = like.transfer.clone();
-    ApproxNet { model: a, transfer, meta: like.meta.clone() }.save(&dir.join("approx"))?;
-    Ok(())
 }

@@ -10,7 +10,7 @@ use sttabt::train::bench::{bench_rounds, Job, TrainBenchConfig, Trainer, Workloa
 pub enum TrainerChoice {
     /// burn's Flex backend with autodiff (today's training path).
     Burn,
-    /// The native forward/backward on the crate's kernels (fine-tuning and distillation so far).
+    /// The native forward/backward on the crate's kernels (every job).
     Native,
     /// Both, side by side in one run, alternating which goes first per round.
     Both,
@@ -92,9 +92,6 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     let rounds = args.rounds.unwrap_or(if both { 3 } else { 1 });
     if both && rounds < 3 {
         bail!("--trainer both needs --rounds >= 3 (got {rounds}) for a median and a range of the ratio");
-    }
-    if args.trainer == TrainerChoice::Native && args.jobs.iter().any(|j| !Job::NATIVE.contains(j)) {
-        bail!("the native trainer runs fine-tuning, distillation, LTP and plan-aware fine-tuning only so far; pass --jobs finetune,distill,ltp,plan-ft with --trainer native");
     }
     let base = TrainBenchConfig {
         jobs: args.jobs.clone(),

@@ -77,6 +77,8 @@ enum Command {
     Distill(distill::DistillArgs),
     /// Train concrete masks (the paper's section 4): teacher, ApproxNet and one threshold per
     /// layer jointly, with retention target σ(θ_0). Saves teacher/, approx/ and concrete.json.
+    /// BERT text runs use the native trainer by default (other families, images or --trainer burn:
+    /// the burn reference).
     Concrete(concrete::ConcreteArgs),
     /// Train the LTP baseline (learned thresholds on received attention, Kim et al. 2022):
     /// soft masks with L1 weight λ, then hard masks while fine-tuning. Saves teacher/ and ltp.json.

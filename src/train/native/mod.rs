@@ -13,10 +13,14 @@
 //! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position);
 //! - [`masks`]: per-layer token masks (ALGORITHM.md section 4.3) in the forward and backward;
 //! - [`plan_ft`]: plan-aware fine-tuning (ABT-FT, section 8) on those masks;
-//! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward.
+//! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward;
+//! - [`concrete_masks`]: the concrete-mask generator (section 4.1-4.2, 4.5), generic over the float type;
+//! - [`concrete`]: concrete-mask training (section 4) on it: teacher, ApproxNet and θ jointly.
 
 pub mod backward;
 pub mod checkpoint;
+pub mod concrete;
+pub mod concrete_masks;
 pub mod distill;
 pub mod finetune;
 pub mod forward;

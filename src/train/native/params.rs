@@ -115,6 +115,12 @@ pub fn transpose_into(x: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
 }
 
 impl NativeBert {
+    /// Whether the native trainer covers models of `config`: post-LayerNorm BERT text encoders
+    /// (not vision, pre-LayerNorm, DistilBERT or RoBERTa-family checkpoints).
+    pub fn covers(config: &EncoderConfig) -> bool {
+        config.vision().is_none() && !config.pre_norm() && matches!(config.arch, crate::model::config::Architecture::Bert)
+    }
+
     /// From HF-named tensors (`Encoder::hf_tensors` / `TrainBert::hf_tensors`), shapes
     /// checked against `config`.
     ///
