@@ -201,6 +201,60 @@ pub fn matmul_strided_out(p: &[f32], v: &[f32], ldv: usize, out: &mut [f32], ldo
     }
 }
 
+/// `out[m, n] (row stride ldo) = aᵀ · b (+ out if accumulate)` with `a` stored row-major as
+/// `[k, m]` (read transposed) and `b` as `k` rows of `n` values at row stride `ldb`: the
+/// per-head `dK = dSᵀ·Q` and `dV = Pᵀ·dC` of attention's backward pass, reading and writing one
+/// head's columns of row-major `[rows, H·d_h]` buffers in place. One thread.
+///
+/// Panics unless `ldb >= n`, `ldo >= n`, `a.len() >= k m`, `b` holds `k` rows and `out` `m`
+/// rows at those strides.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_at_strided(a: &[f32], b: &[f32], ldb: usize, out: &mut [f32], ldo: usize, m: usize, k: usize, n: usize, accumulate: bool) {
+    assert!(ldb >= n && ldo >= n, "matmul_at_strided: strides {ldb}, {ldo} shorter than a row of n = {n}");
+    assert!(a.len() >= elems(k, m), "matmul_at_strided: a has {} values, expected at least k x m = {k} x {m}", a.len());
+    assert!(b.len() >= strided_span(k, ldb, n), "matmul_at_strided: b has {} values, too few for {k} rows of {n} at stride {ldb}", b.len());
+    assert!(
+        out.len() >= strided_span(m, ldo, n),
+        "matmul_at_strided: out has {} values, too few for {m} rows of {n} at stride {ldo}",
+        out.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                out[r * ldo..r * ldo + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: bounds asserted above; op(a)[i, kk] = a[kk·m + i] (column stride m, row stride 1).
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            ldo as isize,
+            accumulate,
+            a.as_ptr(),
+            m as isize,
+            1,
+            b.as_ptr(),
+            1,
+            ldb as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            ::gemm::Parallelism::None,
+        );
+    }
+}
+
 /// `out[m, n] = x[m, k] · w[k, n] + bias` (then `act`), bias/activation fused into the GEMM's
 /// output pass: the output is pre-filled with the bias and the GEMM accumulates into it.
 ///

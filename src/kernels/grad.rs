@@ -32,6 +32,74 @@ pub fn gelu_backward(dy: &mut [f32], x: &[f32]) {
     dy.par_chunks_mut(BLOCK).zip(x.par_chunks(BLOCK)).for_each(|(d, v)| gelu_backward_dispatch(d, v));
 }
 
+#[inline(always)]
+fn softmax_rows_scaled_imp(x: &mut [f32], n: usize, scale: f32) {
+    for row in x.chunks_exact_mut(n) {
+        for v in row.iter_mut() {
+            *v *= scale;
+        }
+        super::attention::softmax_imp(row);
+    }
+}
+dispatch!(fn softmax_rows_scaled_dispatch(x: &mut [f32], n: usize, scale: f32) => softmax_rows_scaled_imp);
+
+/// Attention probabilities from raw scores in place: every row of `n` values of `x` becomes
+/// `softmax(scale · row)` (max-subtracted, the vectorised [`exp_approx`]); ALGORITHM.md section 1.
+/// One thread (callers split rows or heads across the pool themselves).
+///
+/// Panics if `n` is 0 or does not divide `x.len()`.
+pub fn softmax_rows_scaled(x: &mut [f32], n: usize, scale: f32) {
+    assert!(n > 0 && x.len() % n == 0, "softmax_rows_scaled: {} values are not rows of {n}", x.len());
+    softmax_rows_scaled_dispatch(x, n, scale)
+}
+
+#[inline(always)]
+fn softmax_backward_imp(g: &mut [f32], p: &[f32], extra: Option<&[f32]>, n: usize, scale: f32) {
+    for (r, (gr, pr)) in g.chunks_exact_mut(n).zip(p.chunks_exact(n)).enumerate() {
+        // Σ_j P_j dP_j with 16 independent lanes (vectorised)
+        let mut acc = [0.0f32; 16];
+        let (gc, pc) = (gr.chunks_exact(16), pr.chunks_exact(16));
+        let (gt, pt) = (gc.remainder(), pc.remainder());
+        for (a, b) in gc.zip(pc) {
+            for k in 0..16 {
+                acc[k] = a[k].mul_add(b[k], acc[k]);
+            }
+        }
+        let mut dot: f32 = acc.iter().sum();
+        for (a, b) in gt.iter().zip(pt) {
+            dot += a * b;
+        }
+        match extra {
+            None => {
+                for (s, &pv) in gr.iter_mut().zip(pr) {
+                    *s = pv * (*s - dot) * scale;
+                }
+            }
+            Some(e) => {
+                for ((s, &pv), &ev) in gr.iter_mut().zip(pr).zip(&e[r * n..(r + 1) * n]) {
+                    *s = (pv * (*s - dot) + ev) * scale;
+                }
+            }
+        }
+    }
+}
+dispatch!(fn softmax_backward_dispatch(g: &mut [f32], p: &[f32], extra: Option<&[f32]>, n: usize, scale: f32) => softmax_backward_imp);
+
+/// Backward of [`softmax_rows_scaled`] in place: row by row (`n` values), `g ← (P ⊙ (g − Σ_j P_j
+/// g_j) + extra) · scale`, i.e. dL/dS from dL/dP for `P = softmax(scale · S)` (`extra`: an
+/// optional extra gradient on the scaled scores, e.g. a loss on them, same layout as `g`).
+/// Vectorised, one thread.
+///
+/// Panics if `n` is 0, does not divide `g.len()`, or `p` / `extra` differ in length from `g`.
+pub fn softmax_backward_rows(g: &mut [f32], p: &[f32], extra: Option<&[f32]>, n: usize, scale: f32) {
+    assert!(n > 0 && g.len() % n == 0, "softmax_backward_rows: {} values are not rows of {n}", g.len());
+    assert_eq!(p.len(), g.len(), "softmax_backward_rows: probabilities and gradient differ in length");
+    if let Some(e) = extra {
+        assert_eq!(e.len(), g.len(), "softmax_backward_rows: extra and gradient differ in length");
+    }
+    softmax_backward_dispatch(g, p, extra, n, scale)
+}
+
 /// The constants of one AdamW step (see [`adamw_update`]).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWStep {
@@ -131,6 +199,63 @@ mod tests {
             matmul_t(x, xt, y, yt, &mut got, m, k, n, true);
             let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
             assert_eq!(got, twice, "accumulate, a transposed {xt}, b transposed {yt}");
+        }
+    }
+
+    #[test]
+    fn matmul_at_strided_reads_and_writes_column_blocks() {
+        // aᵀ·b for a stored [k, m], b the columns 3..3+n of rows of width 9, out columns 2..2+n
+        // of rows of width 7 (the rest untouched)
+        let (m, k, n) = (4, 6, 3);
+        let a: Vec<f32> = (0..k * m).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.25).collect();
+        let b: Vec<f32> = (0..k * 9).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.5).collect();
+        for accumulate in [false, true] {
+            let mut out = vec![1.5f32; m * 7];
+            matmul_at_strided(&a, &b[3..], 9, &mut out[2..], 7, m, k, n, accumulate);
+            for i in 0..m {
+                for j in 0..7 {
+                    let got = out[i * 7 + j];
+                    if (2..2 + n).contains(&j) {
+                        let dot: f32 = (0..k).map(|t| a[t * m + i] * b[t * 9 + 3 + j - 2]).sum();
+                        let want = dot + if accumulate { 1.5 } else { 0.0 };
+                        assert!((got - want).abs() <= 1e-5, "[{i},{j}] acc {accumulate}: {got} vs {want}");
+                    } else {
+                        assert_eq!(got, 1.5, "[{i},{j}] outside the block was written");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_scaled_and_its_backward_follow_the_formulas() {
+        let n = 37; // two 16-lane blocks and a tail
+        let rows = 3;
+        let x: Vec<f32> = (0..rows * n).map(|i| ((i * 29 % 23) as f32 - 11.0) * 0.3).collect();
+        let g0: Vec<f32> = (0..rows * n).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+        let e: Vec<f32> = (0..rows * n).map(|i| ((i % 5) as f32 - 2.0) * 0.01).collect();
+        let scale = 0.25f32;
+        let mut p = x.clone();
+        softmax_rows_scaled(&mut p, n, scale);
+        for (xr, pr) in x.chunks(n).zip(p.chunks(n)) {
+            let max = xr.iter().map(|&v| (v * scale) as f64).fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = xr.iter().map(|&v| ((v * scale) as f64 - max).exp()).sum();
+            for (&v, &got) in xr.iter().zip(pr) {
+                let want = ((v * scale) as f64 - max).exp() / z;
+                assert!((got as f64 - want).abs() <= 1e-6 * want.max(1e-3), "softmax {got} vs {want}");
+            }
+        }
+        for extra in [None, Some(&e[..])] {
+            let mut g = g0.clone();
+            softmax_backward_rows(&mut g, &p, extra, n, scale);
+            for r in 0..rows {
+                let dot: f64 = (0..n).map(|j| (p[r * n + j] * g0[r * n + j]) as f64).sum();
+                for j in 0..n {
+                    let i = r * n + j;
+                    let want = (p[i] as f64 * (g0[i] as f64 - dot) + extra.map_or(0.0, |e| e[i] as f64)) * scale as f64;
+                    assert!((g[i] as f64 - want).abs() <= 1e-6, "dS[{r},{j}] = {} vs {want}", g[i]);
+                }
+            }
         }
     }
 

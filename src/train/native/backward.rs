@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use crate::kernels;
 use crate::model::config::Activation;
-use crate::train::native::forward::{merge_heads, split_heads, Forward, LnCache, PackedBatch};
+use crate::train::native::forward::{Forward, LnCache, PackedBatch};
 use crate::train::native::masks;
 use crate::train::native::params::{Dense, LayerNormParams, NativeBert};
 
@@ -28,6 +28,15 @@ pub fn linear_backward(x: &[f32], dy: &[f32], w: &Dense, grad: &mut Dense, m: us
         kernels::matmul_t(dy, false, &w.w, true, &mut dx, m, dout, di, false);
         dx
     })
+}
+
+/// [`linear_backward`] with `dx += dy·Wᵀ` accumulated into `dx` `[m, d_in]` (the GEMM adds into
+/// it: no separate buffer and pass for a residual or for Q/K/V sharing one input).
+///
+/// Panics if `dx.len() != m · d_in`.
+pub fn linear_backward_acc(x: &[f32], dy: &[f32], w: &Dense, grad: &mut Dense, m: usize, dx: &mut [f32]) {
+    linear_backward(x, dy, w, grad, m, false);
+    kernels::matmul_t(dy, false, &w.w, true, dx, m, w.d_out, w.d_in, true);
 }
 
 /// Backward of a LayerNorm `y = x̂·γ + β`: writes `grad.gamma`, `grad.beta`; returns `dx`
@@ -255,94 +264,79 @@ pub fn backward_with(
         // attention block: a = LN1(attn_out(ctx) + x)
         let datt = layer_norm_backward(&da, &cache.ln1, &layer.attn_ln, &mut gl.attn_ln);
         let dctx = linear_backward(&cache.ctx, &datt, &layer.attn_out, &mut gl.attn_out, bt, true).expect("dx requested");
-        let dctx_h = split_heads(&dctx, batch, h, dh);
         let mut dq = vec![0.0f32; bt * d];
         let mut dk = vec![0.0f32; bt * d];
         let mut dv = vec![0.0f32; bt * d];
-        let blocks = batch
-            .head_blocks(h, &mut dq, |n| n * dh)
-            .into_iter()
-            .zip(batch.head_blocks(h, &mut dk, |n| n * dh))
-            .zip(batch.head_blocks(h, &mut dv, |n| n * dh));
-        // (start in the head-block buffers, start in probs) of every (example, head) block
-        // and the example's first row and start in the mask cache's denominators
-        let mut starts = Vec::with_capacity(b * h);
-        let (mut s0, mut p0, mut d0) = (0usize, 0usize, 0usize);
-        for (e, &n) in batch.lengths.iter().enumerate() {
-            for _ in 0..h {
-                starts.push((s0, p0, batch.offsets[e], d0));
-                s0 += n * dh;
-                p0 += n * n;
-                d0 += n;
-            }
-        }
         let key_mask = tm.map(|t| &t.m[l]);
-        let row0s: Vec<usize> = starts.iter().map(|s| s.2).collect();
-        let mut dm_blocks = vec![Vec::new(); b * h];
-        let items: Vec<_> = blocks.zip(starts).zip(dm_blocks.iter_mut()).collect();
-        items.into_par_iter().for_each(|(((((n, dqh), (_, dkh)), (_, dvh)), (s0, p0, r0, d0)), dmb)| {
-            let span = s0..s0 + n * dh;
-            let (qh, kh, vh) = (&cache.q[span.clone()], &cache.k[span.clone()], &cache.v[span.clone()]);
-            let dc = &dctx_h[span];
-            let mut p = &cache.probs[p0..p0 + n * n];
-            kernels::serial(|| {
+        let masked = key_mask.zip(cache.masked.as_ref());
+        // per example: its heads' dL/dm contributions, `[H, n]` (added in order below)
+        let mut dm_blocks: Vec<Vec<f32>> =
+            batch.lengths.iter().map(|&n| if masked.is_some() { vec![0.0f32; h * n] } else { Vec::new() }).collect();
+        // one task per example (as the forward): its rows of dq, dk, dv and its [H, n, n]
+        // probabilities; heads are column blocks of the row-major [n, d] buffers
+        let tasks: Vec<_> = batch
+            .example_blocks(&mut dq, |n| n * d)
+            .into_iter()
+            .zip(batch.example_blocks(&mut dk, |n| n * d))
+            .zip(batch.example_blocks(&mut dv, |n| n * d))
+            .zip(dm_blocks.iter_mut())
+            .enumerate()
+            .collect();
+        let p_starts: Vec<usize> = batch
+            .lengths
+            .iter()
+            .scan(0usize, |acc, &n| {
+                let s = *acc;
+                *acc += h * n * n;
+                Some(s)
+            })
+            .collect();
+        tasks.into_par_iter().for_each(|(e, (((dqe, dke), dve), dme))| {
+            let (n, r0) = (batch.lengths[e], batch.offsets[e]);
+            let rws = r0 * d..(r0 + n) * d;
+            let (qe, ke, ve, dce) = (&cache.q[rws.clone()], &cache.k[rws.clone()], &cache.v[rws.clone()], &dctx[rws]);
+            let mut ds = vec![0.0f32; n * n];
+            for hh in 0..h {
+                let c0 = hh * dh;
+                let p0 = p_starts[e] + hh * n * n;
+                let pspan = p0..p0 + n * n;
+                let mut p = &cache.probs[pspan.clone()];
                 // dV = Pᵀ·dC, dP = dC·Vᵀ
-                kernels::matmul_t(p, true, dc, false, dvh, n, n, dh, false);
-                let mut ds = vec![0.0f32; n * n];
-                kernels::matmul_bt(dc, vh, &mut ds, n, dh, n);
+                kernels::matmul_at_strided(p, &dce[c0..], d, &mut dve[c0..], d, n, n, dh, false);
+                kernels::matmul_bt_strided(&dce[c0..], d, &ve[c0..], d, &mut ds, n, dh, n);
                 if let Some(ep) = extra_probs.as_deref() {
-                    add_into(&mut ds, &ep[p0..p0 + n * n]);
+                    add_into(&mut ds, &ep[pspan.clone()]);
                 }
                 // section 4.3's renormalisation: dP̃ -> dP (the softmax before it), and dm
-                if let (Some(m), Some(mc)) = (key_mask, cache.masked.as_ref()) {
-                    *dmb = vec![0.0f32; n];
-                    masks::renormalise_backward(&mut ds, p, &mc.raw[p0..p0 + n * n], &mc.denom[d0..d0 + n], &m[r0..r0 + n], dmb);
-                    p = &mc.raw[p0..p0 + n * n];
+                if let Some((m, mc)) = masked {
+                    let d0 = h * r0 + hh * n;
+                    let dmb = &mut dme[hh * n..(hh + 1) * n];
+                    masks::renormalise_backward(&mut ds, p, &mc.raw[pspan.clone()], &mc.denom[d0..d0 + n], &m[r0..r0 + n], dmb);
+                    p = &mc.raw[pspan.clone()];
                 }
                 // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
                 // (plus the extra gradient on S of a loss on the scores, before the scale)
-                match extra_scores {
-                    None => {
-                        for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                            let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                            for (s, &pv) in dsr.iter_mut().zip(pr) {
-                                *s = pv * (*s - dot) * scale;
-                            }
-                        }
-                    }
-                    Some(es) => {
-                        let es = &es[p0..p0 + n * n];
-                        for ((dsr, pr), er) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)).zip(es.chunks_exact(n)) {
-                            let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                            for ((s, &pv), &ev) in dsr.iter_mut().zip(pr).zip(er) {
-                                *s = (pv * (*s - dot) + ev) * scale;
-                            }
-                        }
-                    }
-                }
+                kernels::softmax_backward_rows(&mut ds, p, extra_scores.map(|es| &es[pspan.clone()]), n, scale);
                 // dQ = dS·K, dK = dSᵀ·Q
-                kernels::matmul(&ds, kh, dqh, n, n, dh, false);
-                kernels::matmul_t(&ds, true, qh, false, dkh, n, n, dh, false);
-            });
+                kernels::matmul_strided_out(&ds, &ke[c0..], d, &mut dqe[c0..], d, n, n, dh);
+                kernels::matmul_at_strided(&ds, &qe[c0..], d, &mut dke[c0..], d, n, n, dh, false);
+            }
         });
         if let Some(dm) = dmask.get_mut(l) {
             // the heads' and queries' contributions, block by block in order
-            for (blk, &r0) in dm_blocks.iter().zip(&row0s) {
-                for (acc, v) in dm[r0..r0 + blk.len()].iter_mut().zip(blk) {
-                    *acc += *v;
+            for (e, blk) in dm_blocks.iter().enumerate() {
+                let (n, r0) = (batch.lengths[e], batch.offsets[e]);
+                for hb in blk.chunks_exact(n) {
+                    for (acc, v) in dm[r0..r0 + n].iter_mut().zip(hb) {
+                        *acc += *v;
+                    }
                 }
             }
         }
-        let dq = merge_heads(&dq, batch, h, dh);
-        let dk = merge_heads(&dk, batch, h, dh);
-        let dv = merge_heads(&dv, batch, h, dh);
         let mut dx = datt;
         for (proj, gproj, dproj) in [(&layer.query, &mut gl.query, &dq), (&layer.key, &mut gl.key, &dk), (&layer.value, &mut gl.value, &dv)]
         {
-            let dxp = linear_backward(x, dproj, proj, gproj, bt, true).expect("dx requested");
-            for (v, r) in dx.iter_mut().zip(&dxp) {
-                *v += *r;
-            }
+            linear_backward_acc(x, dproj, proj, gproj, bt, &mut dx);
         }
         dy = dx;
     }

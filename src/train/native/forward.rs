@@ -81,20 +81,13 @@ impl PackedBatch {
         self.ids.len()
     }
 
-    /// Split `buf` into the per-(example, head) blocks of `per(n_e)` values each, example-major.
-    pub(crate) fn head_blocks<'a>(
-        &self,
-        heads: usize,
-        mut buf: &'a mut [f32],
-        per: impl Fn(usize) -> usize,
-    ) -> Vec<(usize, &'a mut [f32])> {
-        let mut out = Vec::with_capacity(self.b * heads);
+    /// Split `buf` into one block of `per(n_e)` values per example, in order.
+    pub(crate) fn example_blocks<'a>(&self, mut buf: &'a mut [f32], per: impl Fn(usize) -> usize) -> Vec<&'a mut [f32]> {
+        let mut out = Vec::with_capacity(self.b);
         for &n in &self.lengths {
-            for _ in 0..heads {
-                let (head, rest) = std::mem::take(&mut buf).split_at_mut(per(n));
-                out.push((n, head));
-                buf = rest;
-            }
+            let (blk, rest) = std::mem::take(&mut buf).split_at_mut(per(n));
+            out.push(blk);
+            buf = rest;
         }
         out
     }
@@ -110,7 +103,7 @@ pub struct LnCache {
 /// One layer's saved activations (its input is the previous entry of [`Forward::hidden`]).
 #[derive(Debug, Clone, Default)]
 pub struct LayerCache {
-    /// Q, K, V by head: per example `[H, n_e, d_h]` at row offset `offsets[e]·d`.
+    /// Q, K, V `[N, d]` (packed rows; head `h` is columns `h·d_h..(h + 1)·d_h`).
     pub q: Vec<f32>,
     pub k: Vec<f32>,
     pub v: Vec<f32>,
@@ -190,41 +183,6 @@ pub fn activation(x: f32, act: Activation) -> f32 {
     }
 }
 
-/// Packed rows `[N, H·d_h]` to per-example head blocks `[H, n_e, d_h]` (at row offset
-/// `offsets[e]·H·d_h`).
-pub fn split_heads(x: &[f32], batch: &PackedBatch, h: usize, dh: usize) -> Vec<f32> {
-    let d = h * dh;
-    let mut out = vec![0.0f32; x.len()];
-    for (e, &n) in batch.lengths.iter().enumerate() {
-        let base = batch.offsets[e];
-        for j in 0..n {
-            let row = &x[(base + j) * d..(base + j + 1) * d];
-            for hh in 0..h {
-                let o = base * d + (hh * n + j) * dh;
-                out[o..o + dh].copy_from_slice(&row[hh * dh..(hh + 1) * dh]);
-            }
-        }
-    }
-    out
-}
-
-/// Per-example head blocks back to packed rows (inverse of [`split_heads`]).
-pub fn merge_heads(x: &[f32], batch: &PackedBatch, h: usize, dh: usize) -> Vec<f32> {
-    let d = h * dh;
-    let mut out = vec![0.0f32; x.len()];
-    for (e, &n) in batch.lengths.iter().enumerate() {
-        let base = batch.offsets[e];
-        for hh in 0..h {
-            for j in 0..n {
-                let i = base * d + (hh * n + j) * dh;
-                let o = (base + j) * d + hh * dh;
-                out[o..o + dh].copy_from_slice(&x[i..i + dh]);
-            }
-        }
-    }
-    out
-}
-
 /// Forward pass and mean cross-entropy of `model` on `batch`.
 pub fn forward(model: &NativeBert, batch: &PackedBatch) -> Forward {
     forward_masked(model, batch, None)
@@ -252,6 +210,7 @@ pub fn forward_with(model: &NativeBert, batch: &PackedBatch, mut token_masks: Op
     let (h, dh) = (c.num_heads, c.head_size());
     let rows = batch.rows();
     let eps = c.layer_norm_eps;
+    super::keep_freed_buffers();
     // embeddings: word + type + position, LayerNorm
     let mut emb = vec![0.0f32; rows * d];
     for e in 0..b {
@@ -270,53 +229,46 @@ pub fn forward_with(model: &NativeBert, batch: &PackedBatch, mut token_masks: Op
     let probs_len: usize = batch.lengths.iter().map(|n| h * n * n).sum();
     for (li, layer) in model.layers.iter().enumerate() {
         let x = hidden.last().expect("the embedding output");
-        let q = split_heads(&linear_forward(x, &layer.query, rows), batch, h, dh);
-        let k = split_heads(&linear_forward(x, &layer.key, rows), batch, h, dh);
-        let v = split_heads(&linear_forward(x, &layer.value, rows), batch, h, dh);
+        let q = linear_forward(x, &layer.query, rows);
+        let k = linear_forward(x, &layer.key, rows);
+        let v = linear_forward(x, &layer.value, rows);
         let mut probs = vec![0.0f32; probs_len];
-        let mut ctx_h = vec![0.0f32; rows * d];
-        let p_blocks = batch.head_blocks(h, &mut probs, |n| n * n);
+        let mut ctx = vec![0.0f32; rows * d];
         let key_mask = token_masks.as_ref().map(|tm| &tm.m[li]);
         let mut mask_cache = key_mask.map(|_| MaskCache { raw: vec![0.0; probs_len], denom: vec![0.0; h * rows] });
-        // per (example, head) block: the example's first row, and its mask-cache blocks
-        let row0: Vec<usize> = (0..b).flat_map(|e| std::iter::repeat_n(batch.offsets[e], h)).collect();
         let mc_blocks: Vec<Option<(&mut [f32], &mut [f32])>> = match mask_cache.as_mut() {
             Some(mc) => batch
-                .head_blocks(h, &mut mc.raw, |n| n * n)
+                .example_blocks(&mut mc.raw, |n| h * n * n)
                 .into_iter()
-                .zip(batch.head_blocks(h, &mut mc.denom, |n| n))
-                .map(|((_, r), (_, dn))| Some((r, dn)))
+                .zip(batch.example_blocks(&mut mc.denom, |n| h * n))
+                .map(|(r, dn)| Some((r, dn)))
                 .collect(),
-            None => (0..b * h).map(|_| None).collect(),
+            None => (0..b).map(|_| None).collect(),
         };
-        let c_blocks = batch.head_blocks(h, &mut ctx_h, |n| n * dh);
-        // (example, head) blocks start at the same place in q, k, v and ctx_h
-        let starts: Vec<usize> = batch
-            .lengths
-            .iter()
-            .flat_map(|&n| (0..h).map(move |_| n * dh))
-            .scan(0, |acc, len| {
-                let s = *acc;
-                *acc += len;
-                Some(s)
-            })
+        // one task per example (its rows of q, k, v, ctx and its [H, n, n] probabilities); the
+        // heads are column blocks of the row-major [n, d] buffers, read and written in place
+        let tasks: Vec<_> = batch
+            .example_blocks(&mut probs, |n| h * n * n)
+            .into_iter()
+            .zip(batch.example_blocks(&mut ctx, |n| n * d))
+            .zip(mc_blocks)
+            .enumerate()
             .collect();
-        p_blocks.into_par_iter().zip(c_blocks).zip(starts).zip(row0).zip(mc_blocks).for_each(|(((((n, p), (_, cx)), s0), r0), mc)| {
-            let span = s0..s0 + n * dh;
-            let (qh, kh, vh) = (&q[span.clone()], &k[span.clone()], &v[span]);
-            kernels::matmul_bt(qh, kh, p, n, dh, n);
-            for row in p.chunks_exact_mut(n) {
-                for s in row.iter_mut() {
-                    *s *= scale;
+        tasks.into_par_iter().for_each(|(e, ((pe, ce), mut mc))| {
+            let (n, r0) = (batch.lengths[e], batch.offsets[e]);
+            let rws = r0 * d..(r0 + n) * d;
+            let (qe, ke, ve) = (&q[rws.clone()], &k[rws.clone()], &v[rws]);
+            for hh in 0..h {
+                let c0 = hh * dh;
+                let p = &mut pe[hh * n * n..(hh + 1) * n * n];
+                kernels::matmul_bt_strided(&qe[c0..], d, &ke[c0..], d, p, n, dh, n);
+                kernels::softmax_rows_scaled(p, n, scale);
+                if let (Some((raw, dn)), Some(m)) = (mc.as_mut(), key_mask) {
+                    masks::renormalise(p, &m[r0..r0 + n], &mut raw[hh * n * n..(hh + 1) * n * n], &mut dn[hh * n..(hh + 1) * n]);
                 }
-                softmax_in_place(row);
+                kernels::matmul_strided_out(p, &ve[c0..], d, &mut ce[c0..], d, n, n, dh);
             }
-            if let (Some((raw, dn)), Some(m)) = (mc, key_mask) {
-                masks::renormalise(p, &m[r0..r0 + n], raw, dn);
-            }
-            kernels::serial(|| kernels::matmul(p, vh, cx, n, n, dh, false));
         });
-        let ctx = merge_heads(&ctx_h, batch, h, dh);
         let mut attended = linear_forward(&ctx, &layer.attn_out, rows);
         for (y, r) in attended.iter_mut().zip(x) {
             *y += *r;
@@ -362,19 +314,6 @@ pub fn forward_with(model: &NativeBert, batch: &PackedBatch, mut token_masks: Op
         loss -= log_softmax_at(row, batch.labels[e]);
     }
     Forward { emb_ln, hidden, layers, cls, pooled, logits, loss: loss / b as f64, masks: token_masks }
-}
-
-/// Softmax of one row in place (max-subtracted, f32 as burn).
-pub fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in row.iter_mut() {
-        *v /= sum;
-    }
 }
 
 /// `log_softmax(row)[i]`, in f64.
