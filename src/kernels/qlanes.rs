@@ -371,19 +371,27 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool>(
             sum = _mm512_add_ps(sum, e);
         }
         let inv = _mm512_mask_blend_ps(finite, _mm512_set1_ps(1.0), _mm512_div_ps(_mm512_set1_ps(1.0), sum));
-        for j in 0..ni {
-            let p = unsafe { ptp.add(j * 16) };
-            unsafe { _mm512_storeu_ps(p, _mm512_mul_ps(_mm512_loadu_ps(p), inv)) };
-        }
+        // the probabilities e · inv (1 on rows left raw), normalised in place by the first P·V
+        // pass as it reads them (one pass over the block's scratch instead of two)
+        let prob = |j: usize, first: bool| unsafe {
+            let p = ptp.add(j * 16);
+            if first {
+                let v = _mm512_mul_ps(_mm512_loadu_ps(p), inv);
+                _mm512_storeu_ps(p, v);
+                v
+            } else {
+                _mm512_loadu_ps(p)
+            }
+        };
         // P·V, 8 output columns per pass, with even/odd key accumulators (pv_fixed's order)
         for d0 in (0..DH).step_by(8) {
+            let first = d0 == 0;
             let mut acc = [_mm512_setzero_ps(); 8];
             let mut acc2 = [_mm512_setzero_ps(); 8];
             for jj in 0..ni / 2 {
                 let (j0, j1) = (2 * jj, 2 * jj + 1);
                 let (v0, v1) = unsafe { (kvp.add(key(j0) * ldkv + v_off + d0), kvp.add(key(j1) * ldkv + v_off + d0)) };
-                let p0 = unsafe { _mm512_loadu_ps(ptp.add(j0 * 16)) };
-                let p1 = unsafe { _mm512_loadu_ps(ptp.add(j1 * 16)) };
+                let (p0, p1) = (prob(j0, first), prob(j1, first));
                 for dd in 0..8 {
                     acc[dd] = _mm512_fmadd_ps(p0, _mm512_set1_ps(unsafe { *v0.add(dd) }), acc[dd]);
                     acc2[dd] = _mm512_fmadd_ps(p1, _mm512_set1_ps(unsafe { *v1.add(dd) }), acc2[dd]);
@@ -392,7 +400,7 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool>(
             if ni % 2 == 1 {
                 let j = ni - 1;
                 let v = unsafe { kvp.add(key(j) * ldkv + v_off + d0) };
-                let p = unsafe { _mm512_loadu_ps(ptp.add(j * 16)) };
+                let p = prob(j, first);
                 for dd in 0..8 {
                     acc[dd] = _mm512_fmadd_ps(p, _mm512_set1_ps(unsafe { *v.add(dd) }), acc[dd]);
                 }
