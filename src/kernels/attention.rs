@@ -280,7 +280,7 @@ mod qlane_tests {
                     // SAFETY: V4 checked; sizes as attention_head asserts.
                     unsafe {
                         match dh {
-                            8 => super::qlanes::attention::<8>(
+                            8 => super::qlanes::attention::<8, true>(
                                 &q,
                                 ldq,
                                 &kv,
@@ -294,7 +294,7 @@ mod qlane_tests {
                                 ldc,
                                 &mut pt,
                             ),
-                            16 => super::qlanes::attention::<16>(
+                            16 => super::qlanes::attention::<16, true>(
                                 &q,
                                 ldq,
                                 &kv,
@@ -308,7 +308,7 @@ mod qlane_tests {
                                 ldc,
                                 &mut pt,
                             ),
-                            32 => super::qlanes::attention::<32>(
+                            32 => super::qlanes::attention::<32, true>(
                                 &q,
                                 ldq,
                                 &kv,
@@ -322,7 +322,7 @@ mod qlane_tests {
                                 ldc,
                                 &mut pt,
                             ),
-                            _ => super::qlanes::attention::<64>(
+                            _ => super::qlanes::attention::<64, true>(
                                 &q,
                                 ldq,
                                 &kv,
