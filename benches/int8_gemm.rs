@@ -14,7 +14,11 @@
 //! wall time (still through shared caches and frequency): the figure for comparing kernels on a
 //! busy machine.
 //!
-//! Run: `cargo bench --bench int8_gemm [-- --repeats 9] [--serial] [--rows 1,26,128] [--json out.json]`;
+//! `--f32-channels N` adds a column: the picked path on the same layer with `N` input channels
+//! computed in f32 in the epilogue (as the int8 calibration keeps 4-8), and its time relative to
+//! the plain picked path.
+//!
+//! Run: `cargo bench --bench int8_gemm [-- --repeats 9] [--serial] [--rows 1,26,128] [--f32-channels 4] [--json out.json]`;
 //! the thread count is rayon's (`RAYON_NUM_THREADS`).
 
 use std::hint::black_box;
@@ -33,6 +37,7 @@ fn main() {
     let repeats: usize = arg("--repeats").map(|r| r.parse().expect("--repeats takes a number")).unwrap_or(7);
     let json = arg("--json");
     let serial = args.iter().any(|a| a == "--serial");
+    let side_ch: usize = arg("--f32-channels").map(|r| r.parse().expect("--f32-channels takes a number")).unwrap_or(0);
     let shapes_mk: Vec<usize> =
         arg("--rows").map_or(vec![26, 128, 256, 832], |r| r.split(',').map(|v| v.parse().expect("--rows takes m,m,...")).collect());
     let shapes_kn = [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)];
@@ -48,6 +53,9 @@ fn main() {
     for p in &int8_paths {
         header += &format!(" | {:>12}", format!("{p}"));
     }
+    if side_ch > 0 {
+        header += &format!(" | {:>12} {:>6}", format!("picked+{side_ch}ch"), "time");
+    }
     header += &format!(" | {:>7} | {:>7}", "best/f32", "picked");
     println!("{header}\n{}", "-".repeat(header.len()));
     let mut rows_json = Vec::new();
@@ -59,6 +67,10 @@ fn main() {
             let x: Vec<f32> = (0..m * k).map(|_| rng.f32() * 2.0 - 1.0).collect();
             let packed = PackedWeights::new(&w, k, n);
             let q = QuantizedLinear::new(&w, &b, k, n).expect("quantise");
+            let qc = (side_ch > 0).then(|| {
+                let chans: Vec<usize> = (0..side_ch.min(k)).map(|t| t * k / side_ch.min(k)).collect();
+                q.with_f32_channels(&w, &chans).expect("f32 channels")
+            });
             let out = std::sync::Mutex::new(vec![0.0f32; m * n]);
             let mut paths: Vec<Path<'_>> = Vec::new();
             if let Some(p) = &packed {
@@ -79,6 +91,13 @@ fn main() {
                     Box::new(move || q.forward_with(kernel, black_box(x), &mut out.lock().unwrap(), m, false).unwrap()),
                 ));
             }
+            if let Some(qc) = &qc {
+                let (x, out, kernel) = (&x, &out, Int8Kernel::for_rows(m));
+                paths.push((
+                    "picked+ch".into(),
+                    Box::new(move || qc.forward_with(kernel, black_box(x), &mut out.lock().unwrap(), m, false).unwrap()),
+                ));
+            }
             let secs = if serial {
                 kernels::serial(|| time_interleaved(&paths, repeats, thread_cpu_seconds))
             } else {
@@ -94,6 +113,10 @@ fn main() {
             let mut line = format!("{m:>5} {k:>5} {n:>5} | {:>10.1} {f32_gemm:>10.1}", f32_packed.unwrap_or(f64::NAN));
             for r in &int8 {
                 line += &format!(" | {r:>12.1}");
+            }
+            if let Some(r) = rate("picked+ch") {
+                let plain = rate(Int8Kernel::for_rows(m).name()).unwrap_or(f64::NAN);
+                line += &format!(" | {r:>12.1} {:>5.2}x", plain / r);
             }
             line += &format!(" | {:>7.2}x | {:>7}", best_int8 / best_f32, Int8Kernel::for_rows(m).name());
             println!("{line}");

@@ -37,6 +37,37 @@ fn reference(l: &QuantizedLinear, x: &[f32], m: usize, gelu: bool) -> (Vec<f64>,
     (y, mag)
 }
 
+/// [`reference`] for a layer with smoothing and f32 channels built from `w` `[k, n]`: each row
+/// is multiplied by `1 / s` (in f32, as the kernels do) with the f32 channels' factors 0 and
+/// quantised, the exact integer product dequantised in f64, and `Σ_c x[i, c] · W[c, j]` over
+/// the f32 channels added in f64 (its magnitudes added to the tolerance's).
+fn reference_calibrated(l: &QuantizedLinear, w: &[f32], x: &[f32], m: usize, gelu: bool) -> (Vec<f64>, Vec<f64>) {
+    let (k, n) = (l.k(), l.n());
+    let (wq, sw, b) = (l.weight_q(), l.weight_scales(), l.bias());
+    let chans = l.f32_channels();
+    let mut pre: Vec<f32> = l.inverse_smoothing().map_or_else(|| vec![1.0; k], |v| v.to_vec());
+    for &c in chans {
+        pre[c] = 0.0;
+    }
+    let mut u = vec![0u8; k];
+    let (mut y, mut mag) = (vec![0.0f64; m * n], vec![0.0f64; m * n]);
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        let xs: Vec<f32> = xr.iter().zip(&pre).map(|(v, g)| v * g).collect();
+        let (sx, z) = quantize_row(&xs, &mut u);
+        for j in 0..n {
+            let acc: i64 = (0..k).map(|t| (i64::from(u[t]) - i64::from(z)) * i64::from(wq[t * n + j])).sum();
+            let s = f64::from(sx * sw[j]);
+            let side: f64 = chans.iter().map(|&c| f64::from(xr[c]) * f64::from(w[c * n + j])).sum();
+            let side_mag: f64 = chans.iter().map(|&c| (f64::from(xr[c]) * f64::from(w[c * n + j])).abs()).sum();
+            let lin = acc as f64 * s + f64::from(b[j]) + side;
+            y[i * n + j] = if gelu { 0.5 * lin * (1.0 + libm::erf(lin / std::f64::consts::SQRT_2)) } else { lin };
+            mag[i * n + j] = (acc as f64 * s).abs() + f64::from(b[j]).abs() + side_mag;
+        }
+    }
+    (y, mag)
+}
+
 /// `got` equals the reference up to the f32 rounding of the epilogue (and GELU's approximation).
 fn assert_matches(got: &[f32], want: &(Vec<f64>, Vec<f64>), gelu: bool, what: &str) {
     let rel = if gelu { 2e-6 } else { 4e-7 };
@@ -402,4 +433,47 @@ fn smoothing_and_f32_channels_compute_the_same_product() {
     bad[7] = 0.0;
     assert!(matches!(QuantizedLinear::with_smoothing(&w, &b, k, n, &bad), Err(Int8Error::BadSmoothing { index: 7, .. })));
     assert!(matches!(plain.with_f32_channels(&w, &[96]), Err(Int8Error::BadChannel { channel: 96, k: 96 })));
+}
+
+/// The f32 channels are added in the int8 tile's epilogue (before the store and the GELU): every
+/// path equals the exact reference (integer product + f64 side product) up to f32 rounding, on
+/// ragged shapes (partial panels, AMX blocks and VNNI tails, the 4 and 8 channels the
+/// calibration uses, with and without smoothing), and VNNI and AMX agree bit for bit.
+#[test]
+fn f32_channels_in_the_epilogue_match_the_exact_reference() {
+    let mut rng = fastrand::Rng::with_seed(37);
+    let shapes: &[(usize, usize, usize, usize)] =
+        &[(1, 37, 47, 1), (5, 96, 70, 4), (7, 384, 130, 4), (24, 100, 65, 3), (40, 384, 384, 4), (57, 1536, 96, 8), (100, 384, 200, 8)];
+    for &(m, k, n, nc) in shapes {
+        for smoothed in [false, true] {
+            // channels 3 k / 4 .. a few outliers (x 15) among values in [-1, 1]
+            let chans: Vec<usize> = (0..nc).map(|t| (3 * k / 4 + 5 * t) % k).collect();
+            let x: Vec<f32> = (0..m * k).map(|i| (rng.f32() * 2.0 - 1.0) * if chans.contains(&(i % k)) { 15.0 } else { 1.0 }).collect();
+            let w = rng_vec(&mut rng, k * n, 0.1);
+            let b = rng_vec(&mut rng, n, 0.3);
+            let base = if smoothed {
+                let s: Vec<f32> = (0..k).map(|_| 0.5 + rng.f32() * 2.0).collect();
+                QuantizedLinear::with_smoothing(&w, &b, k, n, &s).unwrap()
+            } else {
+                QuantizedLinear::new(&w, &b, k, n).unwrap()
+            };
+            let l = base.with_f32_channels(&w, &chans).unwrap();
+            assert_eq!(l.f32_channels().len(), nc);
+            for gelu in [false, true] {
+                let want = reference_calibrated(&l, &w, &x, m, gelu);
+                let mut simd: Option<Vec<f32>> = None;
+                for kernel in paths() {
+                    let got = run(&l, kernel, &x, m, gelu);
+                    let what = format!("{kernel} m={m} k={k} n={n} channels={nc} smoothed={smoothed} gelu={gelu}");
+                    assert_matches(&got, &want, gelu, &what);
+                    if kernel != Int8Kernel::Fallback {
+                        match &simd {
+                            Some(s) => assert!(s.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}: SIMD paths differ"),
+                            None => simd = Some(got),
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -39,8 +39,14 @@ pub(super) fn softmax_imp(row: &mut [f32]) {
     if !max.is_finite() {
         return;
     }
-    for v in row.iter_mut() {
-        *v = exp_approx(*v - max);
+    if softmax_exp() == SoftmaxExp::Fast {
+        for v in row.iter_mut() {
+            *v = exp_softmax(*v - max);
+        }
+    } else {
+        for v in row.iter_mut() {
+            *v = exp_approx(*v - max);
+        }
     }
     let mut s = [0.0f32; 16];
     let chunks = row.chunks_exact(16);
@@ -274,7 +280,7 @@ mod qlane_tests {
                     // SAFETY: V4 checked; sizes as attention_head asserts.
                     unsafe {
                         match dh {
-                            8 => super::qlanes::attention::<8>(
+                            8 => super::qlanes::attention::<8, true>(
                                 &q,
                                 ldq,
                                 &kv,
@@ -288,7 +294,7 @@ mod qlane_tests {
                                 ldc,
                                 &mut pt,
                             ),
-                            16 => super::qlanes::attention::<16>(
+                            16 => super::qlanes::attention::<16, true>(
                                 &q,
                                 ldq,
                                 &kv,
@@ -302,7 +308,7 @@ mod qlane_tests {
                                 ldc,
                                 &mut pt,
                             ),
-                            32 => super::qlanes::attention::<32>(
+                            32 => super::qlanes::attention::<32, true>(
                                 &q,
                                 ldq,
                                 &kv,
@@ -316,7 +322,7 @@ mod qlane_tests {
                                 ldc,
                                 &mut pt,
                             ),
-                            _ => super::qlanes::attention::<64>(
+                            _ => super::qlanes::attention::<64, true>(
                                 &q,
                                 ldq,
                                 &kv,
@@ -604,13 +610,18 @@ pub(super) unsafe fn run_qlanes(
     if pt.len() < ni {
         pt.resize(ni, [0.0; 16]);
     }
+    let p = &mut pt[..ni];
     // SAFETY: as this function's contract.
     unsafe {
-        match dh {
-            8 => qlanes::attention::<8>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
-            16 => qlanes::attention::<16>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
-            32 => qlanes::attention::<32>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
-            _ => qlanes::attention::<64>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, &mut pt[..ni]),
+        match (dh, softmax_exp() == SoftmaxExp::Fast) {
+            (8, true) => qlanes::attention::<8, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            (16, true) => qlanes::attention::<16, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            (32, true) => qlanes::attention::<32, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            (_, true) => qlanes::attention::<64, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            (8, false) => qlanes::attention::<8, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            (16, false) => qlanes::attention::<16, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            (32, false) => qlanes::attention::<32, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            (_, false) => qlanes::attention::<64, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
         }
     }
     then(&pt[..ni]);

@@ -8,7 +8,8 @@
 //! Runtime peer. Training keeps using burn (autodiff); tests pin both to the same numbers.
 //!
 //! One file per job: `cpu` (ISA detection, threads), `gemm`, `attention` (+ the AVX-512
-//! micro-kernels of `qlanes`), `norm`, `activation`, `math` (exp / ln / Φ approximations) and
+//! micro-kernels of `qlanes`), `norm`, `activation`, `math` (exp / ln / Φ approximations),
+//! `softmax_exp` (the attention softmax's exponential) and
 //! [`packed`] (pre-packed weight panels). Their public items are re-exported here.
 
 // ---------------------------------------------------------------------------------------------
@@ -52,6 +53,7 @@ mod norm;
 pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod qlanes;
+mod softmax_exp;
 
 pub use activation::*;
 pub use attention::*;
@@ -60,3 +62,4 @@ pub use gemm::*;
 pub use grad::*;
 pub use math::*;
 pub use norm::*;
+pub use softmax_exp::*;

@@ -2,7 +2,8 @@
 //! (compiled a second time for AVX2, picked at run time).
 //!
 //! Same arithmetic as the SIMD paths: `acc_j = Σ_k u_k · Wq[k, j]` over the unsigned bytes `u`,
-//! then `(acc − z · c_j) · (sx · sw_j) + b_j` with the row's zero point `z` and column sum `c_j`. Each product
+//! then `(acc − z · c_j) · (sx · sw_j) + b_j` with the row's zero point `z` and column sum `c_j`,
+//! plus the f32 channels `Σ_c x_c · W[c, j]` (multiply and add, not fused) before the GELU. Each product
 //! `u · w` fits i16 (`|255 · 127| < 2^15`), so the loops multiply 16-bit lanes and add into
 //! 32-bit ones; blocks of [`ROWS`] rows share each pass over a weight row.
 
@@ -28,6 +29,13 @@ pub(super) fn run(l: &QuantizedLinear, act: &Activations, out: &mut [f32], m: us
                 let (sx, z) = (act.scale[i0 + dr], act.zero[i0 + dr]);
                 for (j, (o, &a)) in row.iter_mut().zip(&acc[dr * n..(dr + 1) * n]).enumerate() {
                     *o = (a - z * l.col_sum[j]) as f32 * (sx * l.w_scale[j]) + l.bias[j];
+                }
+                // + x[i, C] · W[C, :] while the row is in L1 (the f32 channels, in order)
+                let sn = act.side_n;
+                for (&xv, w) in act.side[(i0 + dr) * sn..(i0 + dr + 1) * sn].iter().zip(l.f32_rows.chunks_exact(l.w_scale.len())) {
+                    for (o, &wv) in row.iter_mut().zip(w) {
+                        *o += xv * wv;
+                    }
                 }
                 if gelu {
                     crate::kernels::gelu_fast(row);

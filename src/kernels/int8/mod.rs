@@ -25,9 +25,13 @@
 //!   taken. Channels with outlier activations (large `s`) then no longer set the whole row's
 //!   step; [`smoothing_factors`] picks `s` from per-channel activation and weight ranges.
 //!
-//! - f32 channels (optional, [`QuantizedLinear::with_f32_channels`]): a few input channels of
-//!   outlier range are left out of the int8 product (their activations quantised as 0, their
-//!   weight rows zeroed) and added in f32 beside it, before the GELU.
+//! - f32 channels (optional, [`QuantizedLinear::with_f32_channels`]): a few input channels `C`
+//!   of outlier range are left out of the int8 product (their activations quantised as 0, their
+//!   weight rows zeroed) and added in f32 in the same epilogue, on the tile's registers before
+//!   the store and the GELU: `y[i, j] = (acc − z_i · c_j) · (sx_i · sw_j) + b_j
+//!   + Σ_{c ∈ C} x[i, c] · W[c, j]` (one FMA per channel per 16 outputs; the quantisation pass
+//!   gathers `x[i, C]`, the weight rows are kept `[|C|, panels · NR]`), with no second pass
+//!   over the output.
 //!
 //! Three paths compute the same i32 accumulators (bit-exact; tests/int8_kernels.rs checks each
 //! against an exact reference), picked at run time by [`Int8Kernel::for_rows`]:
@@ -42,7 +46,6 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{isa, Isa};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod amx;
@@ -186,7 +189,8 @@ pub struct QuantizedLinear {
     /// `1 / s_k` per input channel when smoothed ([`with_smoothing`](Self::with_smoothing)).
     inv_smooth: Option<Vec<f32>>,
     /// Input channels computed in f32 ([`with_f32_channels`](Self::with_f32_channels)) and
-    /// their weight rows `[channels, n]`.
+    /// their weight rows `[channels, panels · NR]` (zero-padded past `n`, so that the epilogue
+    /// loads whole 16-column vectors).
     f32_channels: Vec<usize>,
     f32_rows: Vec<f32>,
     /// What each activation is multiplied by before it is quantised: `1 / s_k`, 0 on the f32
@@ -249,9 +253,10 @@ impl QuantizedLinear {
         chans.sort_unstable();
         chans.dedup();
         let mut zeroed = w.to_vec();
-        let mut rows = Vec::with_capacity(chans.len() * n);
-        for &c in &chans {
-            rows.extend_from_slice(&w[c * n..(c + 1) * n]);
+        let np = n.div_ceil(NR) * NR;
+        let mut rows = vec![0.0f32; chans.len() * np];
+        for (r, &c) in rows.chunks_exact_mut(np).zip(&chans) {
+            r[..n].copy_from_slice(&w[c * n..(c + 1) * n]);
             zeroed[c * n..(c + 1) * n].fill(0.0);
         }
         let s: Option<Vec<f32>> = self.inv_smooth.as_ref().map(|inv| inv.iter().map(|v| 1.0 / v).collect());
@@ -378,24 +383,9 @@ impl QuantizedLinear {
         }
         // AMX reads A tiles of 32 rows: pad the row count (the extra rows are computed, not stored).
         let rows = if kernel == Int8Kernel::Amx { m.div_ceil(amx::MB) * amx::MB } else { m };
-        let side = !self.f32_channels.is_empty();
-        // (x · diag(1 / s), with the f32 channels' factors 0, row by row in the quantisation)
-        let act = quant::quantize_rows(x, m, k, self.kp, rows, self.pre_factors.as_deref());
-        if side {
-            self.run_quantized(kernel, &act, out, m, false);
-            // out += x[:, C] · W[C, :], row by row (each row's result independent of the others,
-            // as the int8 path's: a batch gives each example's rows bit for bit as alone)
-            // in parallel over row blocks, the GELU applied per row while it is in cache (rows
-            // are independent, so the split does not change any result)
-            let per = m.div_ceil(4 * rayon::current_num_threads()).max(1);
-            out.par_chunks_mut(per * n).zip(x.par_chunks(per * k)).for_each(|(o, xb)| {
-                side_product(xb, k, &self.f32_channels, &self.f32_rows, o, n);
-                if gelu {
-                    o.chunks_exact_mut(n).for_each(crate::kernels::gelu_fast);
-                }
-            });
-            return;
-        }
+        // (x · diag(1 / s), with the f32 channels' factors 0, row by row in the quantisation,
+        // which also gathers x[:, C] for the epilogue)
+        let act = quant::quantize_rows(x, m, k, self.kp, rows, self.pre_factors.as_deref(), &self.f32_channels);
         self.run_quantized(kernel, &act, out, m, gelu);
     }
 
@@ -435,44 +425,16 @@ impl QuantizedLinear {
     }
 }
 
-dispatch! {
-    /// `out[m, n] += x[:, C] · W[C, :]` for the f32 channels `C` (weight rows `rows` `[|C|, n]`).
-    fn side_product(x: &[f32], k: usize, chans: &[usize], rows: &[f32], out: &mut [f32], n: usize) => side_product_imp
-}
-
-#[inline(always)]
-fn side_product_imp(x: &[f32], k: usize, chans: &[usize], rows: &[f32], out: &mut [f32], n: usize) {
-    // 16 columns at a time, every channel added in registers before the one store
-    let mut xv = vec![0.0f32; chans.len()];
-    for (o, xr) in out.chunks_exact_mut(n).zip(x.chunks_exact(k)) {
-        for (v, &c) in xv.iter_mut().zip(chans) {
-            *v = xr[c];
-        }
-        let mut j = 0;
-        while j + 16 <= n {
-            let mut acc = [0.0f32; 16];
-            acc.copy_from_slice(&o[j..j + 16]);
-            for (&v, wr) in xv.iter().zip(rows.chunks_exact(n)) {
-                for (a, &w) in acc.iter_mut().zip(&wr[j..j + 16]) {
-                    *a += v * w;
-                }
-            }
-            o[j..j + 16].copy_from_slice(&acc);
-            j += 16;
-        }
-        for (t, y) in o.iter_mut().enumerate().skip(j) {
-            *y += xv.iter().zip(rows.chunks_exact(n)).map(|(&v, wr)| v * wr[t]).sum::<f32>();
-        }
-    }
-}
-
 /// Quantised activations: `rows` rows (`m` real ones, the rest zero) of `kp` bytes `u`
-/// (zero-padded past `k`), and the `m` row scales `sx` and zero points `z`.
+/// (zero-padded past `k`), the `m` row scales `sx` and zero points `z`, and the f32 channels'
+/// activations `x[i, C]` `[m, side_n]` (unquantised, unsmoothed).
 pub(crate) struct Activations {
     pub(crate) data: Vec<u8>,
     pub(crate) scale: Vec<f32>,
     pub(crate) zero: Vec<i32>,
     pub(crate) ld: usize,
+    pub(crate) side: Vec<f32>,
+    pub(crate) side_n: usize,
 }
 
 /// Where a panel's results go: columns `c0 .. c0 + width` of an output with row stride `ldc`.
@@ -484,25 +446,37 @@ pub(crate) struct Cols {
 }
 
 /// A panel's dequantisation inputs: [`NR`] values each of column sum, scale and bias starting
-/// at the panel's first column, the row scales and zero points, and whether to apply GELU.
+/// at the panel's first column, the row scales and zero points, the f32 channels (`side_n` of
+/// them: activations `side_x` `[m, side_n]`, weight rows `side_w` from the panel's first column
+/// at stride `side_ld`), and whether to apply GELU.
 pub(crate) struct Epilogue<'a> {
     pub(crate) col_sum: &'a [i32],
     pub(crate) w_scale: &'a [f32],
     pub(crate) bias: &'a [f32],
     pub(crate) x_scale: &'a [f32],
     pub(crate) x_zero: &'a [i32],
+    pub(crate) side_x: &'a [f32],
+    pub(crate) side_w: &'a [f32],
+    pub(crate) side_n: usize,
+    pub(crate) side_ld: usize,
     pub(crate) gelu: bool,
 }
 
 impl<'a> Epilogue<'a> {
     fn new(l: &'a QuantizedLinear, act: &'a Activations, c0: usize, gelu: bool) -> Self {
         let r = c0..c0 + NR;
+        let side_n = l.f32_channels.len();
+        debug_assert_eq!(act.side_n, side_n);
         Self {
             col_sum: &l.col_sum[r.clone()],
             w_scale: &l.w_scale[r.clone()],
             bias: &l.bias[r],
             x_scale: &act.scale,
             x_zero: &act.zero,
+            side_x: &act.side,
+            side_w: if side_n > 0 { &l.f32_rows[c0..] } else { &[] },
+            side_n,
+            side_ld: l.w_scale.len(),
             gelu,
         }
     }

@@ -88,13 +88,21 @@ fn quantize_into(x: &[f32], out: &mut [u8], p: &RowParams) {
 /// Quantise the `m` rows of `x` `[m, k]` (each multiplied by `pre` `[k]` first when given: the
 /// smoothing and f32-channel factors, applied to one row at a time in an L1-sized scratch) into
 /// `rows` rows of `ld` bytes `u` (padding bytes and rows hold 0, multiplying zero-padded
-/// weights), with their scales and zero points; rows split over the pool's threads from
+/// weights), with their scales and zero points, and gather the f32 channels `x[:, side]`
+/// `[m, side.len()]` for the epilogue; rows split over the pool's threads from
 /// [`PAR_MIN_VALUES`] values on.
-pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usize, pre: Option<&[f32]>) -> Activations {
-    debug_assert!(x.len() == m * k && ld >= k && rows >= m);
+pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usize, pre: Option<&[f32]>, side: &[usize]) -> Activations {
+    debug_assert!(x.len() == m * k && ld >= k && rows >= m && side.iter().all(|&c| c < k));
     let mut data = vec![0u8; rows * ld];
     let mut scale = vec![0.0f32; m];
     let mut zero = vec![0i32; m];
+    let side_n = side.len();
+    let mut side_x = vec![0.0f32; m * side_n];
+    for (o, xr) in side_x.chunks_exact_mut(side_n.max(1)).zip(x.chunks_exact(k)) {
+        for (v, &c) in o.iter_mut().zip(side) {
+            *v = xr[c];
+        }
+    }
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -114,7 +122,7 @@ pub(super) fn quantize_rows(x: &[f32], m: usize, k: usize, ld: usize, rows: usiz
     } else {
         x.chunks_exact(k).zip(data.chunks_exact_mut(ld).zip(scale.iter_mut().zip(zero.iter_mut()))).for_each(row);
     }
-    Activations { data, scale, zero, ld }
+    Activations { data, scale, zero, ld, side: side_x, side_n }
 }
 
 /// One row of [`quantize_rows`]: its bytes into `out`, its scale and zero point into `s`, `z`.

@@ -117,11 +117,14 @@ unsafe fn tile<const R: usize>(
 }
 
 /// Output row `i` of (part of) a panel, from `16 N` accumulators in `N` registers:
-/// `out[c] = (acc[c] − z_i · col_sum[off + c]) · (sx_i · sw[off + c]) + bias[off + c]` for
-/// `c < width`, then GELU when `ep.gelu`.
+/// `out[c] = (acc[c] − z_i · col_sum[off + c]) · (sx_i · sw[off + c]) + bias[off + c]
+/// + Σ_t side_x[i, t] · side_w[t, off + c]` (the f32 channels, one FMA each, in channel order)
+/// for `c < width`, then GELU when `ep.gelu`.
 ///
 /// # Safety
-/// AVX-512F available; `off + 16 N <= NR`; `out` valid for `width <= 16 N` writes.
+/// AVX-512F available; `off + 16 N <= NR`; `out` valid for `width <= 16 N` writes; `ep.side_x`
+/// holds row `i`'s `side_n` values and `ep.side_w` `side_n` rows at stride `side_ld` of at
+/// least `NR` columns (checked in debug builds).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 #[inline]
@@ -137,16 +140,22 @@ pub(super) unsafe fn dequant_store<const N: usize>(
     debug_assert!(off + 16 * N <= NR && width <= 16 * N);
     let sxv = _mm512_set1_ps(ep.x_scale[i]);
     let zv = _mm512_set1_epi32(ep.x_zero[i]);
+    let side_x = &ep.side_x[i * ep.side_n..(i + 1) * ep.side_n];
+    debug_assert!(ep.side_n == 0 || ep.side_w.len() >= (ep.side_n - 1) * ep.side_ld + NR);
     for (j, &v) in acc.iter().enumerate() {
-        let w = width.saturating_sub(16 * j).min(16);
-        if w == 0 {
+        let live = width.saturating_sub(16 * j).min(16);
+        if live == 0 {
             break;
         }
-        let mask: __mmask16 = if w == 16 { 0xFFFF } else { ((1u32 << w) - 1) as __mmask16 };
+        let mask: __mmask16 = if live == 16 { 0xFFFF } else { ((1u32 << live) - 1) as __mmask16 };
         let comp = _mm512_mullo_epi32(zv, _mm512_loadu_si512(ep.col_sum.as_ptr().add(off + 16 * j) as *const __m512i));
         let scale = _mm512_mul_ps(sxv, _mm512_loadu_ps(ep.w_scale.as_ptr().add(off + 16 * j)));
         let bias = _mm512_loadu_ps(ep.bias.as_ptr().add(off + 16 * j));
-        let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, comp)), scale, bias);
+        let mut y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(v, comp)), scale, bias);
+        let w = ep.side_w.as_ptr().add(off + 16 * j);
+        for (t, &xv) in side_x.iter().enumerate() {
+            y = _mm512_fmadd_ps(_mm512_set1_ps(xv), _mm512_loadu_ps(w.add(t * ep.side_ld)), y);
+        }
         _mm512_mask_storeu_ps(out.add(16 * j), mask, y);
     }
     if ep.gelu {
