@@ -117,23 +117,25 @@ pub fn pre_softmax_scores(model: &NativeBert, batch: &PackedBatch, fw: &Forward)
     use rayon::prelude::*;
     let (h, dh) = (model.config.num_heads, model.config.head_size());
     let scale = (1.0 / (dh as f64).sqrt()) as f32;
+    let d = model.config.hidden_size;
     let probs_len: usize = batch.lengths.iter().map(|n| h * n * n).sum();
     fw.layers
         .iter()
         .map(|lc| {
             let mut s = vec![0.0f32; probs_len];
-            let mut starts = Vec::with_capacity(batch.b * h);
-            let mut o = 0;
-            for &n in &batch.lengths {
-                for _ in 0..h {
-                    starts.push(o);
-                    o += n * dh;
-                }
-            }
-            batch.head_blocks(h, &mut s, |n| n * n).into_par_iter().zip(starts).for_each(|((n, p), s0)| {
-                kernels::matmul_bt(&lc.q[s0..s0 + n * dh], &lc.k[s0..s0 + n * dh], p, n, dh, n);
-                for v in p.iter_mut() {
-                    *v *= scale;
+            // one task per example; the heads are column blocks of the row-major [n, d] Q and K
+            let blocks: Vec<_> = batch.example_blocks(&mut s, |n| h * n * n).into_iter().enumerate().collect();
+            blocks.into_par_iter().for_each(|(e, se)| {
+                let (n, r0) = (batch.lengths[e], batch.offsets[e]);
+                let rws = r0 * d..(r0 + n) * d;
+                let (qe, ke) = (&lc.q[rws.clone()], &lc.k[rws]);
+                for hh in 0..h {
+                    let c0 = hh * dh;
+                    let p = &mut se[hh * n * n..(hh + 1) * n * n];
+                    kernels::matmul_bt_strided(&qe[c0..], d, &ke[c0..], d, p, n, dh, n);
+                    for v in p.iter_mut() {
+                        *v *= scale;
+                    }
                 }
             });
             s
