@@ -10,6 +10,7 @@ pub mod finetune;
 pub mod ltp;
 pub mod model;
 pub mod native;
+pub mod parity;
 pub mod resume;
 
 use std::path::Path;
