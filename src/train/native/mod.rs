@@ -13,7 +13,9 @@
 //! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position);
 //! - [`masks`]: per-layer token masks (ALGORITHM.md section 4.3) in the forward and backward;
 //! - [`plan_ft`]: plan-aware fine-tuning (ABT-FT, section 8) on those masks;
-//! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward.
+//! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward;
+//! - [`teacher_cache`]: exact per-example caches of the frozen teacher's targets (distillation,
+//!   plan-aware fine-tuning).
 
 pub mod backward;
 pub mod checkpoint;
@@ -25,6 +27,7 @@ pub mod masks;
 pub mod optim;
 pub mod params;
 pub mod plan_ft;
+pub mod teacher_cache;
 
 use std::time::Instant;
 
