@@ -157,6 +157,13 @@ pub struct BenchRow {
     pub stages: StageSeconds,
     /// The loss of the last measured step (a sanity value).
     pub loss: f64,
+    /// The frozen teacher's targets were read from the trainer's exact per-example cache
+    /// ([`crate::train::native::teacher_cache`]): a step of the steady state after a run's first
+    /// epoch (native distillation: all targets; native plan-aware fine-tuning: the dense logits,
+    /// its plans are still computed). `false`: the cold step of the first epoch, the teacher run
+    /// on the batch (every burn row; the burn trainer has no cache).
+    #[serde(default)]
+    pub teacher_cached: bool,
 }
 
 /// The whole measurement, serialisable as the `bench-train` JSON.
@@ -178,8 +185,8 @@ impl TrainBench {
     /// A fixed-width text table of the rows (one line each), for terminals and reports.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9} {:>8} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>7}\n",
-            "job", "trainer", "data", "B", "T", "s/step", "ex/s", "GFLOP/s", "data", "fwd", "bwd", "optim", "teacher"
+            "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9} {:>8} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>7} {:<7}\n",
+            "job", "trainer", "data", "B", "T", "s/step", "ex/s", "GFLOP/s", "data", "fwd", "bwd", "optim", "teacher", "targets"
         );
         for r in &self.rows {
             s += &row_line(r);
@@ -192,7 +199,7 @@ impl TrainBench {
 /// One row of [`TrainBench::table`] (no newline).
 pub fn row_line(r: &BenchRow) -> String {
     format!(
-        "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9.3} {:>8.2} {:>8.2} | {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+        "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9.3} {:>8.2} {:>8.2} | {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:<7}",
         r.job.name(),
         match r.trainer {
             Trainer::Burn => "burn",
@@ -211,8 +218,19 @@ pub fn row_line(r: &BenchRow) -> String {
         r.stages.forward,
         r.stages.backward,
         r.stages.optimizer,
-        r.stages.teacher
+        r.stages.teacher,
+        targets_label(r)
     )
+}
+
+/// The `targets` column: `-` for jobs without frozen-teacher targets (fine-tune, concrete,
+/// LTP), else `cold` (computed this step) or `cached` (read from the exact cache, after epoch 1).
+pub fn targets_label(r: &BenchRow) -> &'static str {
+    match (r.job, r.teacher_cached) {
+        (Job::Distill | Job::PlanFt, false) => "cold",
+        (Job::Distill | Job::PlanFt, true) => "cached",
+        _ => "-",
+    }
 }
 
 /// Forward FLOPs of `c` on a padded batch `[b, t]`: `2·m·k·n` per matrix product (see the
@@ -292,6 +310,13 @@ pub fn bench_train(
                     let row = BenchRow { workload, ..row };
                     progress.println(row_line(&row));
                     rows.push(row);
+                    // the native trainer caches the frozen teacher's targets: its steady-state
+                    // step (every epoch after the first) beside the cold one
+                    if trainer == Trainer::Native && matches!(job, Job::Distill | Job::PlanFt) {
+                        let row = BenchRow { workload, ..native_cached_row(job, teacher, &approx, &data, cfg, labels)? };
+                        progress.println(row_line(&row));
+                        rows.push(row);
+                    }
                 }
             }
         }
@@ -335,6 +360,7 @@ fn finish_row(job: Job, trainer: Trainer, data: &[LabeledInput], stages: &[Stage
         gflop_per_s: gflop / total,
         stages: m,
         loss,
+        teacher_cached: false,
     }
 }
 
@@ -506,6 +532,33 @@ fn native_row(
     Ok(finish_row(job, Trainer::Native, data, &stages, gflop, loss))
 }
 
+/// The native trainer's step of `job` (distillation or plan-aware fine-tuning) with the frozen
+/// teacher's targets already in its exact cache (filled before the warm-up), counted as the
+/// cold row (the FLOPs of the teacher pass it skips stay counted, so GFLOP/s reads as
+/// burn-equivalent throughput).
+///
+/// Errors: another job, or as [`native_row`].
+fn native_cached_row(
+    job: Job,
+    teacher: &Encoder,
+    approx: &ApproxNet,
+    data: &[LabeledInput],
+    cfg: &TrainBenchConfig,
+    labels: usize,
+) -> anyhow::Result<BenchRow> {
+    let (b, t) = (data.len(), data.iter().map(|x| x.input.len()).max().unwrap_or(0));
+    let gflop = job_flops(job, &teacher.config, &approx.model.config, b, t, labels) / 1e9;
+    let (stages, loss) = match job {
+        Job::Distill => {
+            let inputs: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
+            crate::train::native::distill::bench_steps_with(teacher, approx, &inputs, cfg.warmup, cfg.reps, true)?
+        }
+        Job::PlanFt => crate::train::bench_plan_ft::native_steps_with(teacher, &approx.model, data, cfg.warmup, cfg.reps, true)?,
+        _ => anyhow::bail!("{} has no frozen-teacher targets to cache", job.name()),
+    };
+    Ok(BenchRow { teacher_cached: true, ..finish_row(job, Trainer::Native, data, &stages, gflop, loss) })
+}
+
 /// FLOPs of one step of `job` on a padded batch `[b, t]` (module docs): teacher config `tc`,
 /// ApproxNet config `ac`, a `labels`-class head.
 fn job_flops(job: Job, tc: &EncoderConfig, ac: &EncoderConfig, b: usize, t: usize, labels: usize) -> f64 {
@@ -532,6 +585,11 @@ pub struct RatioRow {
     pub workload: Workload,
     pub batch_size: usize,
     pub padded_len: usize,
+    /// The native rows' teacher targets came from the cache ([`BenchRow::teacher_cached`]):
+    /// the ratio of the steady state after epoch 1 against burn (which computes them every
+    /// step); `false`: the cold step of both.
+    #[serde(default)]
+    pub teacher_cached: bool,
     /// Median over rounds of burn's and the native trainer's examples/s.
     pub burn_examples_per_s: f64,
     pub native_examples_per_s: f64,
@@ -559,13 +617,19 @@ impl BenchRounds {
             return String::new();
         }
         let mut s = format!(
-            "{:<9} {:<5} {:>3} {:>4} {:>9} {:>9} {:>7} {:>15}\n",
-            "job", "data", "B", "T", "burn ex/s", "nat ex/s", "xburn", "range"
+            "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9} {:>9} {:>7} {:>15}\n",
+            "job", "targets", "data", "B", "T", "burn ex/s", "nat ex/s", "xburn", "range"
         );
         for r in &self.ratios {
+            let targets = match (r.job, r.teacher_cached) {
+                (Job::Distill | Job::PlanFt, false) => "cold",
+                (Job::Distill | Job::PlanFt, true) => "cached",
+                _ => "-",
+            };
             s += &format!(
-                "{:<9} {:<5} {:>3} {:>4} {:>9.2} {:>9.2} {:>7.2} {:>15}\n",
+                "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9.2} {:>9.2} {:>7.2} {:>15}\n",
                 r.job.name(),
+                targets,
                 match r.workload {
                     Workload::Rt => "rt",
                     Workload::Long => "long",
@@ -624,8 +688,10 @@ pub fn bench_rounds(
             out.push(bench_train(teacher, sentences, &cfg, note, progress)?);
         }
     }
-    type Key = (Job, Workload, usize, usize);
-    let key = |r: &BenchRow| -> Key { (r.job, r.workload, r.batch_size, r.padded_len) };
+    // a native row with cached teacher targets is compared with burn's (cold) row of its point
+    type Key = (Job, Workload, usize, usize, bool);
+    let key = |r: &BenchRow| -> Key { (r.job, r.workload, r.batch_size, r.padded_len, r.teacher_cached) };
+    let point = |r: &BenchRow, k: &Key| (r.job, r.workload, r.batch_size, r.padded_len) == (k.0, k.1, k.2, k.3);
     let mut keys: Vec<Key> = Vec::new();
     for tb in &out {
         for r in tb.rows.iter().filter(|r| r.trainer == Trainer::Native) {
@@ -638,7 +704,7 @@ pub fn bench_rounds(
     for k in keys {
         let (mut burn, mut native, mut per) = (Vec::new(), Vec::new(), Vec::new());
         for tb in &out {
-            let b = tb.rows.iter().find(|r| key(r) == k && r.trainer == Trainer::Burn);
+            let b = tb.rows.iter().find(|r| point(r, &k) && r.trainer == Trainer::Burn);
             let n = tb.rows.iter().find(|r| key(r) == k && r.trainer == Trainer::Native);
             if let (Some(b), Some(n)) = (b, n) {
                 burn.push(b.examples_per_s);
@@ -654,6 +720,7 @@ pub fn bench_rounds(
             workload: k.1,
             batch_size: k.2,
             padded_len: k.3,
+            teacher_cached: k.4,
             burn_examples_per_s: median(&burn),
             native_examples_per_s: median(&native),
             median: median(&per),

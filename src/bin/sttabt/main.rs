@@ -152,8 +152,12 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
     /// ex/s = B / s/step; GFLOP/s = counted FLOPs / s/step; data = padding the batch into
     /// tensors (distill: plus the frozen teacher's forward); fwd = the trained modules' forward
     /// and loss; bwd = back-propagation and gradient collection; optim = the AdamW step; teacher =
-    /// the part of data spent in the distillation teacher. The native trainer runs finetune and
-    /// distill (its distill bwd includes the four losses, whose gradients enter the backward pass).
+    /// the part of data spent in the distillation teacher; targets = where the frozen teacher's
+    /// targets came from: cold = computed this step (a run's first epoch; every burn row),
+    /// cached = read back from the native trainer's exact per-example cache (every later epoch:
+    /// distill's attentions, hidden states and logits; plan-ft's dense logits, its plans still
+    /// computed); - = the job has none. The native trainer runs finetune, distill, ltp and plan-ft
+    /// (its distill bwd includes the four losses, whose gradients enter the backward pass).
     ///
     /// FLOPs: 2·m·k·n per matrix product of the padded batch [B, T] (Q, K, V, attention output,
     /// FFN in and out, QKᵀ and PV per head, pooler and classifier on the CLS rows); element-wise
@@ -164,7 +168,9 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
     ///
     /// --trainer both times burn and native side by side in one run over >= 3 rounds, the order
     /// alternating per round (burn first, native first, ...), and prints per point the median
-    /// and range of the per-round ratio native / burn of examples/s (the issue's speed-up).
+    /// and range of the per-round ratio native / burn of examples/s (the issue's speed-up); for
+    /// distill and plan-ft once with the native step cold and once cached (both against the same
+    /// burn row).
     #[command(after_long_help = "\
 Examples:
   sttabt bench-train                                     # burn, all jobs, B 16/32, rt and T=128
