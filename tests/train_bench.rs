@@ -134,7 +134,7 @@ fn every_job_and_trainer_gives_consistent_rows() {
 /// against the same burn row (burn computes them every step).
 #[test]
 fn ratios_pair_cold_and_cached_native_rows_with_burn() {
-    use sttabt::train::bench::bench_rounds;
+    use sttabt::train::bench_rounds::bench_rounds;
     let m = tiny_classifier();
     let s = sentences(&[3, 7, 1, 5]);
     let cfg = TrainBenchConfig {

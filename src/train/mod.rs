@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_plan_ft;
+pub mod bench_rounds;
 pub mod concrete;
 pub mod distill;
 pub mod finetune;
