@@ -240,3 +240,60 @@ fn target_kl_stops_early_and_records_the_curve() {
         assert!(e.contains(field), "{e}");
     }
 }
+
+/// The exact teacher cache (src/train/native/teacher_cache.rs): a batch's targets are each
+/// example's alone, assembled, whether cached or not; and the budget changes no number: runs
+/// with the cache off, holding about half the examples, and holding all of them give
+/// bit-identical ApproxNets and losses after the same steps (3 epochs, so later epochs read
+/// cached targets back).
+#[test]
+fn teacher_cache_changes_no_number() {
+    use sttabt::train::native::distill::{distill_native_cached, teacher_targets};
+    use sttabt::train::native::teacher_cache::{example_targets, TeacherCache};
+    let quiet = Progress { quiet: true };
+    let teacher = tiny_teacher(2, 8, 2, true, 91);
+    let approx = ApproxNet::new(&teacher, 2, ApproxInit::Interpolate, 5).expect("approx");
+    let lengths: Vec<usize> = (0..14).map(|i| 2 + (i * 5) % 13).collect();
+    let train = random_inputs(&lengths, 40, 92);
+    let held = random_inputs(&[4, 6, 3, 8], 40, 93);
+
+    // assembled per-example targets are the batch's targets, bit for bit, cached or not
+    let each: Vec<_> = train.iter().map(|x| example_targets(&teacher, x).expect("example targets")).collect();
+    let bytes: Vec<usize> = each.iter().map(|e| e.bytes()).collect();
+    let half: usize = bytes[..7].iter().sum();
+    let idx = [3usize, 0, 11, 7, 5];
+    let batch: Vec<EncodedInput> = idx.iter().map(|&i| train[i].clone()).collect();
+    let direct = teacher_targets(&teacher, &batch).expect("targets");
+    assert_eq!(direct.probs.len(), 2);
+    assert_eq!(direct.probs[1].len(), idx.iter().map(|&i| 2 * lengths[i] * lengths[i]).sum::<usize>());
+    assert_eq!(direct.hidden[0].len(), idx.iter().map(|&i| lengths[i] * 16).sum::<usize>());
+    assert_eq!(direct.logits.as_ref().map(Vec::len), Some(idx.len() * 2));
+    let ent: f64 = idx.iter().map(|&i| each[i].entropy).sum();
+    assert_eq!(direct.entropy_sum, ent);
+    assert!(ent < 0.0, "Σ t ln t of attention rows is negative: {ent}");
+    let mut cache = TeacherCache::new(train.len(), bytes[3] + bytes[0]);
+    for round in 0..3 {
+        let t = cache.targets(&teacher, &train, &idx).expect("cached targets");
+        assert_eq!((&t.probs, &t.hidden, &t.logits, t.entropy_sum), (&direct.probs, &direct.hidden, &direct.logits, direct.entropy_sum));
+        // examples 3 and 0 fit the budget and are read back from the second round on
+        assert_eq!((cache.len(), cache.used_bytes(), cache.hits), (2, bytes[3] + bytes[0], 2 * round), "round {round}");
+    }
+    assert_eq!(cache.misses, 5 + 2 * 3);
+    let err = cache.targets(&teacher, &train, &[1, 14]).expect_err("index beyond the data").to_string();
+    assert!(err.contains("example index 14") && err.contains("14 training examples"), "{err}");
+
+    // three budgets, one run each: bit-identical results
+    let cfg = DistillConfig { steps: 12, batch_size: 4, lr: 2e-3, warmup_frac: 0.25, seed: 6, checkpoint_every: 5, ..Default::default() };
+    let mut results = Vec::new();
+    for budget in [0, half, usize::MAX] {
+        let dir = TempDir::new("teacher-cache");
+        let (a, r) =
+            distill_native_cached(&teacher, approx.clone(), &train, &held, &cfg, dir.path(), false, &quiet, budget).expect("distill");
+        assert_eq!(r.steps, 12);
+        let transfer: Vec<Vec<f32>> = a.transfer.iter().map(|t| t.weight_hf()).collect();
+        results.push((a.model.hf_tensors(), transfer, r.final_loss, r.after.attention_kl));
+    }
+    assert!(results[0] == results[1], "a half-full cache changed the ApproxNet or the loss");
+    assert!(results[0] == results[2], "a full cache changed the ApproxNet or the loss");
+    assert!(results[0].0 != approx.model.hf_tensors(), "the run should move the ApproxNet");
+}

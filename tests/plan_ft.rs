@@ -205,3 +205,36 @@ fn cli_plan_aware_runs_and_bad_input_is_a_clear_error() {
     assert_eq!(json["report"]["dense_dev_accuracy"].as_array().map(|a| a.len()), Some(1));
     Encoder::load(&root.path().join("out-ok")).expect("the saved teacher loads");
 }
+
+/// The dense-logit cache of plan-aware fine-tuning (src/train/native/teacher_cache.rs): a
+/// batch's cached logits are, bit for bit, each example's logits from a run of the teacher on
+/// that example alone (what [`plan_targets`]' `dense_logits_each` computes), in batch order;
+/// each example is computed once; mismatched or out-of-range indices are clear errors.
+#[test]
+fn dense_logit_cache_is_exact() {
+    use sttabt::train::finetune::dense_logits;
+    use sttabt::train::native::teacher_cache::{dense_logits_each, DenseLogitsCache};
+    let teacher = common::tiny_classifier(2, 2, 8, 32, 3, true, 41);
+    let inputs = common::random_inputs(&[5, 9, 2, 14, 7, 3], 40, 42);
+    let mut cache = DenseLogitsCache::new(inputs.len());
+    let idx = [4usize, 1, 3];
+    let refs: Vec<_> = idx.iter().map(|&i| &inputs[i]).collect();
+    let batch: Vec<_> = idx.iter().map(|&i| inputs[i].clone()).collect();
+    let each = dense_logits_each(&teacher, &batch).expect("dense logits");
+    let alone: Vec<f32> = refs.iter().flat_map(|x| dense_logits(&teacher, std::slice::from_ref(*x)).expect("one")[0].clone()).collect();
+    assert_eq!(each, alone);
+    assert_eq!(each.len(), 3 * 3);
+    for round in 0..2 {
+        assert_eq!(cache.logits(&teacher, &idx, &refs).expect("cached logits"), each, "round {round}");
+    }
+    assert_eq!((cache.misses, cache.hits), (3, 3));
+    // a batch sharing examples computes only the new one
+    let idx2 = [3usize, 0];
+    let got = cache.logits(&teacher, &idx2, &[&inputs[3], &inputs[0]]).expect("logits");
+    assert_eq!(got, dense_logits_each(&teacher, &[inputs[3].clone(), inputs[0].clone()]).expect("dense"));
+    assert_eq!((cache.misses, cache.hits), (4, 4));
+    let e = cache.logits(&teacher, &[0, 1], &[&inputs[0]]).expect_err("lengths").to_string();
+    assert!(e.contains("2 indices for 1 inputs"), "{e}");
+    let e = cache.logits(&teacher, &[6], &[&inputs[0]]).expect_err("index").to_string();
+    assert!(e.contains("example index 6") && e.contains("6 examples"), "{e}");
+}

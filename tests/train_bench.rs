@@ -74,8 +74,9 @@ fn every_job_and_trainer_gives_consistent_rows() {
         approx_factor: 4,
     };
     let report = bench_train(&m, &s, &cfg, "test", &Progress { quiet: true }).expect("bench");
-    // per workload: 5 burn rows + 5 native rows
-    assert_eq!(report.rows.len(), 2 * 10);
+    // per workload: 5 burn rows + 5 native rows + native distillation and plan-aware
+    // fine-tuning rows with cached teacher targets
+    assert_eq!(report.rows.len(), 2 * 12);
     for r in &report.rows {
         let st = r.stages;
         assert!((st.data + st.forward + st.backward + st.optimizer - r.seconds_per_step).abs() < 1e-12);
@@ -83,6 +84,7 @@ fn every_job_and_trainer_gives_consistent_rows() {
         assert!((r.examples_per_s - 3.0 / r.seconds_per_step).abs() < 1e-9 * r.examples_per_s);
         assert!((r.gflop_per_s * r.seconds_per_step - r.gflop_per_step).abs() < 1e-9);
         assert_eq!(st.teacher > 0.0, matches!(r.job, Job::Distill | Job::PlanFt), "{r:?}");
+        assert!(!r.teacher_cached || (r.trainer == Trainer::Native && matches!(r.job, Job::Distill | Job::PlanFt)), "{r:?}");
         let (t, real) = match r.workload {
             Workload::Rt => (9, 3 + 7 + 1 + 6),
             Workload::Long => (12, 36),
@@ -94,8 +96,19 @@ fn every_job_and_trainer_gives_consistent_rows() {
     }
     for w in [Workload::Rt, Workload::Long] {
         for job in Job::ALL {
-            let row = |tr: Trainer| report.rows.iter().find(|r| r.workload == w && r.job == job && r.trainer == tr).expect("row");
+            let row = |tr: Trainer| {
+                report.rows.iter().find(|r| r.workload == w && r.job == job && r.trainer == tr && !r.teacher_cached).expect("row")
+            };
             let (b, n) = (row(Trainer::Burn), row(Trainer::Native));
+            let cached: Vec<_> = report.rows.iter().filter(|r| r.workload == w && r.job == job && r.teacher_cached).collect();
+            if matches!(job, Job::Distill | Job::PlanFt) {
+                // the cache is exact: the same steps reach the same loss, bit for bit
+                assert_eq!(cached.len(), 1, "{w:?} {job:?}: one cached row");
+                assert_eq!(cached[0].loss, n.loss, "{w:?} {job:?}: the cached row's loss differs from the cold row's");
+                assert_eq!((cached[0].gflop_per_step, cached[0].batch_size), (n.gflop_per_step, n.batch_size));
+            } else {
+                assert!(cached.is_empty(), "{w:?} {job:?}: no teacher targets to cache");
+            }
             assert!(
                 (b.loss - n.loss).abs() <= 1e-4 * b.loss,
                 "{w:?} {job:?}: after the same 3 steps, burn loss {} vs native {}",
@@ -107,6 +120,46 @@ fn every_job_and_trainer_gives_consistent_rows() {
     }
     let json = serde_json::to_value(&report).expect("json");
     assert_eq!(json["rows"][0]["job"], "finetune");
-    assert!(report.table().lines().count() == 21);
+    let table = report.table();
+    assert_eq!(table.lines().count(), 25);
+    assert!(table.lines().next().is_some_and(|h| h.ends_with("targets")), "{table}");
+    assert_eq!(table.lines().filter(|l| l.trim_end().ends_with("cached")).count(), 4, "{table}");
+    assert_eq!(table.lines().filter(|l| l.trim_end().ends_with("cold")).count(), 8, "{table}");
+    assert_eq!(json["rows"].as_array().expect("rows").iter().filter(|r| r["teacher_cached"] == true).count(), 4);
     assert!(json["rows"].as_array().expect("rows").iter().any(|r| r["job"] == "plan-ft"));
+}
+
+/// The ratio table reads the native trainer both ways: per (job, point) its cold step against
+/// burn's and, for distillation and plan-aware fine-tuning, its step with cached teacher targets
+/// against the same burn row (burn computes them every step).
+#[test]
+fn ratios_pair_cold_and_cached_native_rows_with_burn() {
+    use sttabt::train::bench_rounds::bench_rounds;
+    let m = tiny_classifier();
+    let s = sentences(&[3, 7, 1, 5]);
+    let cfg = TrainBenchConfig {
+        jobs: vec![Job::Finetune, Job::Distill, Job::PlanFt],
+        trainers: vec![Trainer::Burn, Trainer::Native],
+        batch_sizes: vec![2],
+        workloads: vec![Workload::Rt],
+        long_len: 12,
+        warmup: 0,
+        reps: 1,
+        approx_factor: 4,
+    };
+    let r = bench_rounds(&m, &s, &[cfg], 1, "test", &Progress { quiet: true }).expect("bench rounds");
+    let keys: Vec<(Job, bool)> = r.ratios.iter().map(|x| (x.job, x.teacher_cached)).collect();
+    assert_eq!(keys, vec![(Job::Finetune, false), (Job::Distill, false), (Job::Distill, true), (Job::PlanFt, false), (Job::PlanFt, true)]);
+    let rows = &r.rounds[0].rows;
+    for x in &r.ratios {
+        let burn = rows.iter().find(|b| b.job == x.job && b.trainer == Trainer::Burn).expect("burn row");
+        let native =
+            rows.iter().find(|n| n.job == x.job && n.trainer == Trainer::Native && n.teacher_cached == x.teacher_cached).expect("row");
+        assert_eq!((x.burn_examples_per_s, x.native_examples_per_s), (burn.examples_per_s, native.examples_per_s));
+        assert_eq!(x.ratios, vec![native.examples_per_s / burn.examples_per_s]);
+    }
+    let table = r.ratio_table();
+    assert!(table.lines().any(|l| l.starts_with("distill   cached")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("plan-ft   cold")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("finetune  -")), "{table}");
 }

@@ -157,6 +157,13 @@ pub struct BenchRow {
     pub stages: StageSeconds,
     /// The loss of the last measured step (a sanity value).
     pub loss: f64,
+    /// The frozen teacher's targets were read from the trainer's exact per-example cache
+    /// ([`crate::train::native::teacher_cache`]): a step of the steady state after a run's first
+    /// epoch (native distillation: all targets; native plan-aware fine-tuning: the dense logits,
+    /// its plans are still computed). `false`: the cold step of the first epoch, the teacher run
+    /// on the batch (every burn row; the burn trainer has no cache).
+    #[serde(default)]
+    pub teacher_cached: bool,
 }
 
 /// The whole measurement, serialisable as the `bench-train` JSON.
@@ -178,8 +185,8 @@ impl TrainBench {
     /// A fixed-width text table of the rows (one line each), for terminals and reports.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9} {:>8} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>7}\n",
-            "job", "trainer", "data", "B", "T", "s/step", "ex/s", "GFLOP/s", "data", "fwd", "bwd", "optim", "teacher"
+            "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9} {:>8} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>7} {:<7}\n",
+            "job", "trainer", "data", "B", "T", "s/step", "ex/s", "GFLOP/s", "data", "fwd", "bwd", "optim", "teacher", "targets"
         );
         for r in &self.rows {
             s += &row_line(r);
@@ -192,7 +199,7 @@ impl TrainBench {
 /// One row of [`TrainBench::table`] (no newline).
 pub fn row_line(r: &BenchRow) -> String {
     format!(
-        "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9.3} {:>8.2} {:>8.2} | {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3}",
+        "{:<9} {:<7} {:<5} {:>3} {:>4} {:>9.3} {:>8.2} {:>8.2} | {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:<7}",
         r.job.name(),
         match r.trainer {
             Trainer::Burn => "burn",
@@ -211,8 +218,19 @@ pub fn row_line(r: &BenchRow) -> String {
         r.stages.forward,
         r.stages.backward,
         r.stages.optimizer,
-        r.stages.teacher
+        r.stages.teacher,
+        targets_label(r)
     )
+}
+
+/// The `targets` column: `-` for jobs without frozen-teacher targets (fine-tune, concrete,
+/// LTP), else `cold` (computed this step) or `cached` (read from the exact cache, after epoch 1).
+pub fn targets_label(r: &BenchRow) -> &'static str {
+    match (r.job, r.teacher_cached) {
+        (Job::Distill | Job::PlanFt, false) => "cold",
+        (Job::Distill | Job::PlanFt, true) => "cached",
+        _ => "-",
+    }
 }
 
 /// Forward FLOPs of `c` on a padded batch `[b, t]`: `2·m·k·n` per matrix product (see the
@@ -292,6 +310,13 @@ pub fn bench_train(
                     let row = BenchRow { workload, ..row };
                     progress.println(row_line(&row));
                     rows.push(row);
+                    // the native trainer caches the frozen teacher's targets: its steady-state
+                    // step (every epoch after the first) beside the cold one
+                    if trainer == Trainer::Native && matches!(job, Job::Distill | Job::PlanFt) {
+                        let row = BenchRow { workload, ..native_cached_row(job, teacher, &approx, &data, cfg, labels)? };
+                        progress.println(row_line(&row));
+                        rows.push(row);
+                    }
                 }
             }
         }
@@ -335,6 +360,7 @@ fn finish_row(job: Job, trainer: Trainer, data: &[LabeledInput], stages: &[Stage
         gflop_per_s: gflop / total,
         stages: m,
         loss,
+        teacher_cached: false,
     }
 }
 
@@ -501,6 +527,33 @@ fn native_row(
     Ok(finish_row(job, Trainer::Native, data, &stages, gflop, loss))
 }
 
+/// The native trainer's step of `job` (distillation or plan-aware fine-tuning) with the frozen
+/// teacher's targets already in its exact cache (filled before the warm-up), counted as the
+/// cold row (the FLOPs of the teacher pass it skips stay counted, so GFLOP/s reads as
+/// burn-equivalent throughput).
+///
+/// Errors: another job, or as [`native_row`].
+fn native_cached_row(
+    job: Job,
+    teacher: &Encoder,
+    approx: &ApproxNet,
+    data: &[LabeledInput],
+    cfg: &TrainBenchConfig,
+    labels: usize,
+) -> anyhow::Result<BenchRow> {
+    let (b, t) = (data.len(), data.iter().map(|x| x.input.len()).max().unwrap_or(0));
+    let gflop = job_flops(job, &teacher.config, &approx.model.config, b, t, labels) / 1e9;
+    let (stages, loss) = match job {
+        Job::Distill => {
+            let inputs: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
+            crate::train::native::distill::bench_steps_with(teacher, approx, &inputs, cfg.warmup, cfg.reps, true)?
+        }
+        Job::PlanFt => crate::train::bench_plan_ft::native_steps_with(teacher, &approx.model, data, cfg.warmup, cfg.reps, true)?,
+        _ => anyhow::bail!("{} has no frozen-teacher targets to cache", job.name()),
+    };
+    Ok(BenchRow { teacher_cached: true, ..finish_row(job, Trainer::Native, data, &stages, gflop, loss) })
+}
+
 /// FLOPs of one step of `job` on a padded batch `[b, t]` (module docs): teacher config `tc`,
 /// ApproxNet config `ac`, a `labels`-class head.
 fn job_flops(job: Job, tc: &EncoderConfig, ac: &EncoderConfig, b: usize, t: usize, labels: usize) -> f64 {
@@ -517,145 +570,4 @@ fn job_flops(job: Job, tc: &EncoderConfig, ac: &EncoderConfig, b: usize, t: usiz
         // attention pass for the plans (1x, no head)
         Job::PlanFt => 4.0 * forward_flops(tc, b, t, labels) + forward_flops(ac, b, t, 0),
     }
-}
-
-/// The speed-up of the native trainer over burn for one (job, workload, batch, length), over the
-/// rounds of a side-by-side run ([`bench_rounds`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RatioRow {
-    pub job: Job,
-    pub workload: Workload,
-    pub batch_size: usize,
-    pub padded_len: usize,
-    /// Median over rounds of burn's and the native trainer's examples/s.
-    pub burn_examples_per_s: f64,
-    pub native_examples_per_s: f64,
-    /// Per-round ratios native / burn of examples/s (one per round, in round order).
-    pub ratios: Vec<f64>,
-    /// Their median, minimum and maximum.
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-/// Several rounds of [`bench_train`] and, when both trainers ran, the ratios between them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BenchRounds {
-    /// One [`TrainBench`] per round and configuration, in the order they ran.
-    pub rounds: Vec<TrainBench>,
-    /// Native / burn examples/s per measured point (empty unless both trainers ran).
-    pub ratios: Vec<RatioRow>,
-}
-
-impl BenchRounds {
-    /// The ratio table (one line per point), empty when there are no ratios.
-    pub fn ratio_table(&self) -> String {
-        if self.ratios.is_empty() {
-            return String::new();
-        }
-        let mut s = format!(
-            "{:<9} {:<5} {:>3} {:>4} {:>9} {:>9} {:>7} {:>15}\n",
-            "job", "data", "B", "T", "burn ex/s", "nat ex/s", "xburn", "range"
-        );
-        for r in &self.ratios {
-            s += &format!(
-                "{:<9} {:<5} {:>3} {:>4} {:>9.2} {:>9.2} {:>7.2} {:>15}\n",
-                r.job.name(),
-                match r.workload {
-                    Workload::Rt => "rt",
-                    Workload::Long => "long",
-                },
-                r.batch_size,
-                r.padded_len,
-                r.burn_examples_per_s,
-                r.native_examples_per_s,
-                r.median,
-                format!("{:.2}-{:.2}", r.min, r.max)
-            );
-        }
-        s
-    }
-}
-
-/// Median of a non-empty slice (mean of the middle two for an even count); NaN when empty.
-pub fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        0.5 * (s[n / 2 - 1] + s[n / 2])
-    }
-}
-
-/// Run every configuration of `cfgs` `rounds` times (round-major), reversing the order of the
-/// trainers on every other round (burn then native, native then burn, ...) so that neither
-/// always runs on a warmer or a quieter machine. When a configuration names both trainers, the
-/// result holds, per (job, workload, batch, padded length), the per-round ratio of native to
-/// burn examples/s with its median and range.
-///
-/// Errors: `rounds == 0`, or as [`bench_train`].
-pub fn bench_rounds(
-    teacher: &Encoder,
-    sentences: &[LabeledInput],
-    cfgs: &[TrainBenchConfig],
-    rounds: usize,
-    note: &str,
-    progress: &crate::train::Progress,
-) -> anyhow::Result<BenchRounds> {
-    anyhow::ensure!(rounds >= 1, "at least one round is needed");
-    let mut out = Vec::new();
-    for round in 0..rounds {
-        for cfg in cfgs {
-            let mut cfg = cfg.clone();
-            if round % 2 == 1 {
-                cfg.trainers.reverse();
-            }
-            progress.println(format!("round {} of {rounds}", round + 1));
-            out.push(bench_train(teacher, sentences, &cfg, note, progress)?);
-        }
-    }
-    type Key = (Job, Workload, usize, usize);
-    let key = |r: &BenchRow| -> Key { (r.job, r.workload, r.batch_size, r.padded_len) };
-    let mut keys: Vec<Key> = Vec::new();
-    for tb in &out {
-        for r in tb.rows.iter().filter(|r| r.trainer == Trainer::Native) {
-            if !keys.contains(&key(r)) {
-                keys.push(key(r));
-            }
-        }
-    }
-    let mut ratios = Vec::new();
-    for k in keys {
-        let (mut burn, mut native, mut per) = (Vec::new(), Vec::new(), Vec::new());
-        for tb in &out {
-            let b = tb.rows.iter().find(|r| key(r) == k && r.trainer == Trainer::Burn);
-            let n = tb.rows.iter().find(|r| key(r) == k && r.trainer == Trainer::Native);
-            if let (Some(b), Some(n)) = (b, n) {
-                burn.push(b.examples_per_s);
-                native.push(n.examples_per_s);
-                per.push(n.examples_per_s / b.examples_per_s);
-            }
-        }
-        if per.is_empty() {
-            continue;
-        }
-        ratios.push(RatioRow {
-            job: k.0,
-            workload: k.1,
-            batch_size: k.2,
-            padded_len: k.3,
-            burn_examples_per_s: median(&burn),
-            native_examples_per_s: median(&native),
-            median: median(&per),
-            min: per.iter().copied().fold(f64::INFINITY, f64::min),
-            max: per.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            ratios: per,
-        });
-    }
-    Ok(BenchRounds { rounds: out, ratios })
 }

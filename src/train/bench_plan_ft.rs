@@ -17,7 +17,8 @@ use crate::plan::TokenPlan;
 use crate::train::bench::StageSeconds;
 use crate::train::finetune::{cross_entropy, scalar, LabeledInput};
 use crate::train::model::{Batch, TrainBert};
-use crate::train::native::plan_ft::{ce_kd_loss, plan_targets};
+use crate::train::native::plan_ft::{ce_kd_loss, plan_targets, train_plans};
+use crate::train::native::teacher_cache::DenseLogitsCache;
 
 /// Keep fraction of the benchmarked plans.
 pub const KEEP: f64 = 0.5;
@@ -106,17 +107,46 @@ pub fn native_steps(
     warmup: usize,
     reps: usize,
 ) -> anyhow::Result<(Vec<StageSeconds>, f64)> {
+    native_steps_with(teacher, approx, data, warmup, reps, false)
+}
+
+/// [`native_steps`] in the cold (`cached` false: plans and dense teacher logits computed every
+/// step, as in a run's first epoch) or the cached steady state (`cached` true: the dense logits
+/// are in a [`DenseLogitsCache`] filled before the warm-up, as in every later epoch; the plans
+/// are still computed, as the training loop does).
+///
+/// Errors: as [`native_steps`].
+pub fn native_steps_with(
+    teacher: &Encoder,
+    approx: &Encoder,
+    data: &[LabeledInput],
+    warmup: usize,
+    reps: usize,
+    cached: bool,
+) -> anyhow::Result<(Vec<StageSeconds>, f64)> {
     use crate::train::native::{backward::backward_full, batch_of, forward::forward_masked, masks::TokenMasks};
     use crate::train::native::{AdamW, AdamWSettings, NativeBert};
     let mut model = NativeBert::from_model(teacher)?;
     let mut optim = AdamW::new(AdamWSettings::burn_defaults(0.01, Some(1.0)), &model);
     let refs: Vec<&LabeledInput> = data.iter().collect();
     let owned: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
+    let owned_refs: Vec<&EncodedInput> = owned.iter().collect();
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut cache = DenseLogitsCache::new(data.len());
+    if cached {
+        cache.logits(teacher, &idx, &owned_refs)?;
+    }
     let mut g = model.zeros_like();
     let (mut stages, mut loss_v) = (Vec::new(), f64::NAN);
     for rep in 0..warmup + reps {
         let t0 = Instant::now();
-        let (plans, dense) = crate::kernels::in_pool(|| plan_targets(teacher, approx, &owned, KEEP, ALPHA))?;
+        let (plans, dense) = if cached {
+            crate::kernels::in_pool(|| -> Result<_, crate::ModelError> {
+                Ok((train_plans(teacher, approx, &owned, KEEP)?, cache.logits(teacher, &idx, &owned_refs)?))
+            })?
+        } else {
+            crate::kernels::in_pool(|| plan_targets(teacher, approx, &owned, KEEP, ALPHA))?
+        };
         let teacher_s = secs(t0);
         let t0 = Instant::now();
         let batch = batch_of(&model, &refs)?;

@@ -4,12 +4,14 @@
 
 pub mod bench;
 pub mod bench_plan_ft;
+pub mod bench_rounds;
 pub mod concrete;
 pub mod distill;
 pub mod finetune;
 pub mod ltp;
 pub mod model;
 pub mod native;
+pub mod parity;
 pub mod resume;
 
 use std::path::Path;

@@ -3,7 +3,8 @@
 use super::*;
 
 use sttabt::pipeline::minilm_and_rt;
-use sttabt::train::bench::{bench_rounds, Job, TrainBenchConfig, Trainer, Workload};
+use sttabt::train::bench::{Job, TrainBenchConfig, Trainer, Workload};
+use sttabt::train::bench_rounds::bench_rounds;
 
 /// Which trainer(s) `bench-train` times.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -25,7 +25,6 @@ use rayon::prelude::*;
 
 use crate::approx::{fidelity, ApproxNet};
 use crate::error::ModelError;
-use crate::exec::RunOptions;
 use crate::model::checkpoint::TensorStore;
 use crate::model::{EncodedInput, Encoder, Linear};
 use crate::train::bench::StageSeconds;
@@ -34,6 +33,7 @@ use crate::train::native::backward::{self, linear_backward, ExtraGrads, HeadGrad
 use crate::train::native::checkpoint::{self, Tensors};
 use crate::train::native::forward::{self, linear_forward, Forward, PackedBatch};
 use crate::train::native::params::{Dense, NativeBert};
+use crate::train::native::teacher_cache::{self, mib, TeacherCache, DEFAULT_TEACHER_CACHE_MB};
 use crate::train::native::{AdamW, AdamWSettings};
 use crate::train::resume::{epoch_order, inputs_fingerprint, native_fingerprint, run_key, Checkpointer, Fingerprint};
 use crate::train::{Progress, Rate, Schedule};
@@ -175,29 +175,15 @@ pub struct TeacherTargets {
     pub entropy_sum: f64,
 }
 
-/// The teacher's targets for `inputs`: one dense run of the inference executor with attentions
-/// and hidden states (the signals burn's `distill_loss` uses).
+/// The teacher's targets for `inputs`: per example, one dense run of the inference executor on
+/// that example alone with attentions and hidden states (the signals burn's `distill_loss`
+/// uses), packed one example after another ([`teacher_cache::assemble`] of
+/// [`teacher_cache::example_targets`]: the bits a [`TeacherCache`] serves).
 ///
 /// Errors: bad input for the teacher.
 pub fn teacher_targets(teacher: &Encoder, inputs: &[EncodedInput]) -> Result<TeacherTargets, ModelError> {
-    let big_l = teacher.config.num_layers;
-    let outs = teacher.run_dense(inputs, RunOptions { attentions: true, hidden_states: true })?;
-    let mut probs = vec![Vec::new(); big_l];
-    let mut hidden = vec![Vec::new(); big_l];
-    let mut logits = Vec::new();
-    for o in &outs {
-        for (l, la) in o.attentions.iter().flatten().enumerate() {
-            probs[l].extend_from_slice(&la.probs);
-        }
-        for (l, (_, rows)) in o.hidden_states.iter().flatten().take(big_l).enumerate() {
-            hidden[l].extend_from_slice(rows);
-        }
-        if teacher.classifier.is_some() {
-            logits.extend(teacher.logits_of(o)?);
-        }
-    }
-    let entropy_sum = probs.par_iter().map(|p| p.iter().filter(|&&v| v > 0.0).map(|&v| v as f64 * (v as f64).ln()).sum::<f64>()).sum();
-    Ok(TeacherTargets { probs, hidden, logits: teacher.classifier.is_some().then_some(logits), entropy_sum })
+    let each = teacher_cache::examples_targets(teacher, &inputs.iter().collect::<Vec<_>>())?;
+    Ok(teacher_cache::assemble(&each.iter().collect::<Vec<_>>()))
 }
 
 /// The distillation loss of `model` on `batch` against `targets` (its parts, as burn's
@@ -368,6 +354,9 @@ pub fn loss_and_grads(
 /// Errors: an invalid `cfg`, no training inputs, an ApproxNet of another teacher or one the
 /// native trainer does not cover (BERT text encoders only), bad input, a non-finite loss, an
 /// unusable checkpoint, or a file that cannot be written.
+///
+/// The teacher's targets are cached by example up to [`DEFAULT_TEACHER_CACHE_MB`] MiB
+/// ([`distill_native_cached`] sets the budget; the cache never changes a number).
 #[allow(clippy::too_many_arguments)]
 pub fn distill_native(
     teacher: &Encoder,
@@ -378,6 +367,30 @@ pub fn distill_native(
     out_dir: &Path,
     resume: bool,
     progress: &Progress,
+) -> anyhow::Result<(ApproxNet, DistillReport)> {
+    distill_native_cached(teacher, approx, train, heldout, cfg, out_dir, resume, progress, mib(DEFAULT_TEACHER_CACHE_MB))
+}
+
+/// [`distill_native`] with the teacher's targets cached by training-example index up to
+/// `teacher_cache_bytes` bytes ([`TeacherCache`]; 0: computed every step; the CLI's
+/// `--teacher-cache-mb N` passes [`mib`]`(N)`). The frozen teacher's
+/// targets of an example are the same in every epoch, so a multi-epoch run computes each once
+/// while the budget lasts; examples beyond it are computed each time they are drawn. The budget
+/// changes no number: runs with any budget give bit-identical ApproxNets, and a resumed run
+/// (whose cache starts empty and refills) stays exact; it is not part of the checkpoint's run key.
+///
+/// Errors: as [`distill_native`].
+#[allow(clippy::too_many_arguments)]
+pub fn distill_native_cached(
+    teacher: &Encoder,
+    approx: ApproxNet,
+    train: &[EncodedInput],
+    heldout: &[EncodedInput],
+    cfg: &DistillConfig,
+    out_dir: &Path,
+    resume: bool,
+    progress: &Progress,
+    teacher_cache_bytes: usize,
 ) -> anyhow::Result<(ApproxNet, DistillReport)> {
     cfg.validate()?;
     anyhow::ensure!(!train.is_empty(), "no training inputs for distillation");
@@ -414,6 +427,7 @@ pub fn distill_native(
     bar.set_position(step0 as u64);
     let rate = Rate::start(step0);
     let mut grads = model.zeros_like();
+    let mut cache = TeacherCache::new(train.len(), teacher_cache_bytes);
     let mut order: Vec<usize> = Vec::new();
     let mut done = step0;
     for step in step0..cfg.steps {
@@ -427,7 +441,7 @@ pub fn distill_native(
         let b = step % per_epoch;
         let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
         let inputs: Vec<EncodedInput> = idx.iter().map(|&i| train[i].clone()).collect();
-        let targets = teacher_targets(teacher, &inputs)?;
+        let targets = cache.targets(teacher, train, idx)?;
         let batch = model.batch(&inputs)?;
         let parts = crate::kernels::in_pool(|| loss_and_grads_into(&model, &batch, &targets, use_pred, &mut grads))?;
         let lv = parts.att_kl + parts.hid + parts.emb + parts.pred;
@@ -443,6 +457,15 @@ pub fn distill_native(
         }
     }
     bar.finish_and_clear();
+    progress.println(format!(
+        "teacher cache: {} of {} examples held ({:.1} of {:.0} MiB); {} targets read back, {} computed",
+        cache.len(),
+        train.len(),
+        cache.used_bytes() as f64 / (1u64 << 20) as f64,
+        teacher_cache_bytes as f64 / (1u64 << 20) as f64,
+        cache.hits,
+        cache.misses
+    ));
     let result = model.to_approx(&approx)?;
     let report = finish_run(teacher, &result, heldout, cfg, out_dir, (done, before, start), prog, "native")?;
     Ok((result, report))
@@ -461,6 +484,28 @@ pub fn bench_steps(
     warmup: usize,
     reps: usize,
 ) -> anyhow::Result<(Vec<StageSeconds>, f64)> {
+    bench_steps_with(teacher, approx, data, warmup, reps, false)
+}
+
+/// [`bench_steps`] in the cold (`cached` false: the teacher runs every step, as in a run's
+/// first epoch) or the cached steady state (`cached` true: the batch's targets are in a
+/// [`TeacherCache`], filled before the warm-up, so `teacher` is the time to read them back, as
+/// in every later epoch of a run whose cache holds the data).
+///
+/// Errors: as [`bench_steps`].
+pub fn bench_steps_with(
+    teacher: &Encoder,
+    approx: &ApproxNet,
+    data: &[EncodedInput],
+    warmup: usize,
+    reps: usize,
+    cached: bool,
+) -> anyhow::Result<(Vec<StageSeconds>, f64)> {
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut cache = TeacherCache::new(data.len(), if cached { usize::MAX } else { 0 });
+    if cached {
+        cache.targets(teacher, data, &idx)?;
+    }
     let mut model = NativeApprox::from_approx(approx)?;
     let use_pred = teacher.classifier.is_some() && approx.model.classifier.is_some();
     let reached = model.reached(use_pred);
@@ -469,7 +514,7 @@ pub fn bench_steps(
     let (mut stages, mut loss) = (Vec::new(), f64::NAN);
     for rep in 0..warmup + reps {
         let t0 = Instant::now();
-        let targets = teacher_targets(teacher, data)?;
+        let targets = cache.targets(teacher, data, &idx)?;
         let teacher_s = t0.elapsed().as_secs_f64();
         let batch = model.batch(data)?;
         let data_s = t0.elapsed().as_secs_f64();

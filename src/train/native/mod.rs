@@ -16,6 +16,8 @@
 //! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward;
 //! - [`concrete_masks`]: the concrete-mask generator (section 4.1-4.2, 4.5), generic over the float type;
 //! - [`concrete`]: concrete-mask training (section 4) on it: teacher, ApproxNet and θ jointly.
+//! - [`teacher_cache`]: exact per-example caches of the frozen teacher's targets (distillation,
+//!   plan-aware fine-tuning).
 
 pub mod backward;
 pub mod checkpoint;
@@ -29,6 +31,7 @@ pub mod masks;
 pub mod optim;
 pub mod params;
 pub mod plan_ft;
+pub mod teacher_cache;
 
 use std::time::Instant;
 

@@ -7,7 +7,9 @@
 //! loss is `CE + α · KL(softmax(z_dense/T) || softmax(z_pruned/T))`, `z_dense` the logits of the
 //! frozen dense teacher (the starting model, on the inference executor, without gradient).
 //! Each epoch evaluates dev accuracy under ABT at `keep` (which picks the best epoch) and dense;
-//! checkpoints and exact resume as [`finetune_native`](super::finetune_native).
+//! checkpoints and exact resume as [`finetune_native`](super::finetune_native). The dense
+//! logits are computed once per training example and kept ([`DenseLogitsCache`], exact); the
+//! plans are recomputed every step (see [`train_plans`]).
 
 use std::path::{Path, PathBuf};
 
@@ -19,11 +21,12 @@ use crate::error::ModelError;
 use crate::model::{EncodedInput, Encoder};
 use crate::plan::TokenPlan;
 use crate::planners::abt::{abt_plans, AbtConfig};
-use crate::train::finetune::{accuracy, argmax, data_fingerprint, dense_logits, FinetuneConfig, LabeledInput};
+use crate::train::finetune::{accuracy, argmax, data_fingerprint, FinetuneConfig, LabeledInput};
 use crate::train::native::backward::backward_full;
 use crate::train::native::finetune::native_bert_fingerprint;
 use crate::train::native::forward::forward_masked;
 use crate::train::native::masks::TokenMasks;
+use crate::train::native::teacher_cache::{dense_logits_each, DenseLogitsCache};
 use crate::train::native::{batch_of, checkpoint, AdamW, AdamWSettings, NativeBert};
 use crate::train::resume::{epoch_order, run_key, Checkpointer, Fingerprint};
 use crate::train::{save_hf_checkpoint, InvalidConfig, Progress, Rate, Schedule};
@@ -135,8 +138,9 @@ pub fn ce_kd_loss(logits: &[f32], dense: &[f32], labels: &[usize], alpha: f64, t
 }
 
 /// The targets of one plan-aware batch, computed without gradient: ABT plans of `inputs` from
-/// `approx` at `keep` (top set: `teacher`'s) and the frozen `teacher`'s dense logits `[B, C]`
-/// (zeros when `alpha == 0`: the distillation term is off). Returns `(plans, dense logits)`.
+/// `approx` at `keep` (top set: `teacher`'s) and the frozen `teacher`'s dense logits `[B, C]`,
+/// each example run alone ([`dense_logits_each`], the bits [`DenseLogitsCache`] holds; zeros
+/// when `alpha == 0`: the distillation term is off). Returns `(plans, dense logits)`.
 ///
 /// Errors: bad input, or back-tracking fails on an example.
 pub fn plan_targets(
@@ -146,11 +150,20 @@ pub fn plan_targets(
     keep: f64,
     alpha: f64,
 ) -> Result<(Vec<TokenPlan>, Vec<f32>), ModelError> {
-    let cfg = AbtConfig { top: teacher.top_tokens(), ..AbtConfig::topk(keep) };
-    let plans = abt_plans(approx, inputs, &cfg)?;
+    let plans = train_plans(teacher, approx, inputs, keep)?;
     let nl = teacher.classifier.as_ref().map_or(0, |c| c.d_out());
-    let dense: Vec<f32> = if alpha > 0.0 { dense_logits(teacher, inputs)?.concat() } else { vec![0.0; inputs.len() * nl] };
+    let dense: Vec<f32> = if alpha > 0.0 { dense_logits_each(teacher, inputs)? } else { vec![0.0; inputs.len() * nl] };
     Ok((plans, dense))
+}
+
+/// The training plans of a batch: ABT plans of `inputs` from `approx` at `keep`, with
+/// `teacher`'s top set (section 3; no gradient). Not cached: `keep` may be drawn per step, and
+/// the ApproxNet's batched attention depends on the batch's composition.
+///
+/// Errors: bad input, or back-tracking fails on an example.
+pub fn train_plans(teacher: &Encoder, approx: &Encoder, inputs: &[EncodedInput], keep: f64) -> Result<Vec<TokenPlan>, ModelError> {
+    let cfg = AbtConfig { top: teacher.top_tokens(), ..AbtConfig::topk(keep) };
+    abt_plans(approx, inputs, &cfg)
 }
 
 /// One plan-aware step's forward and backward: [`plan_targets`], `model` under the plans' 0/1
@@ -171,12 +184,36 @@ pub fn plan_aware_grads(
 ) -> Result<PlanFtLoss, ModelError> {
     let inputs: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
     let (plans, dense) = plan_targets(teacher, approx, &inputs, keep, alpha)?;
+    plan_aware_step(model, data, &plans, &dense, alpha, temperature, g)
+}
+
+/// [`plan_aware_grads`] with the batch's `plans` and dense teacher logits `dense` `[B, C]`
+/// given (from [`train_plans`] and a [`DenseLogitsCache`]).
+///
+/// Errors: plans that do not fit the batch.
+pub fn plan_aware_step(
+    model: &NativeBert,
+    data: &[&LabeledInput],
+    plans: &[TokenPlan],
+    dense: &[f32],
+    alpha: f64,
+    temperature: f64,
+    g: &mut NativeBert,
+) -> Result<PlanFtLoss, ModelError> {
+    if dense.len() != data.len() * model.classifier.d_out {
+        return Err(ModelError::Input(format!(
+            "{} dense teacher logits for {} examples x {} classes",
+            dense.len(),
+            data.len(),
+            model.classifier.d_out
+        )));
+    }
     let batch = batch_of(model, data)?;
-    let masks = TokenMasks::from_plans(&plans, &batch, model.layers.len())?;
+    let masks = TokenMasks::from_plans(plans, &batch, model.layers.len())?;
     let fw = forward_masked(model, &batch, Some(&masks));
-    let (ce, kl, dlogits) = ce_kd_loss(&fw.logits, &dense, &batch.labels, alpha, temperature);
+    let (ce, kl, dlogits) = ce_kd_loss(&fw.logits, dense, &batch.labels, alpha, temperature);
     backward_full(model, &batch, &fw, g, Some(&dlogits), false);
-    Ok(PlanFtLoss { loss: ce + alpha * kl, ce, kl, retention: mean_retention(&plans) })
+    Ok(PlanFtLoss { loss: ce + alpha * kl, ce, kl, retention: mean_retention(plans) })
 }
 
 /// Mean section-5 retention of `plans` (0 for none).
@@ -318,14 +355,24 @@ pub fn finetune_plan_aware(
     let mut loss_ema = state.loss_ema.unwrap_or(f64::NAN);
     let rate = Rate::start(step);
     let mut grads = model.zeros_like();
+    // the frozen teacher's dense logits (C floats per example), computed once per example; a
+    // resumed run refills it with the same bits
+    let mut dense_cache = DenseLogitsCache::new(train.len());
     for epoch in state.abt.len()..fc.epochs {
         let order = epoch_order(train.len(), fc.seed, 0, epoch);
         for b in step.saturating_sub(epoch * steps_per_epoch)..steps_per_epoch {
             let idx = &order[b * fc.batch_size..((b + 1) * fc.batch_size).min(order.len())];
             let data: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
             let keep = cfg.keep_at(step);
-            let l = crate::kernels::in_pool(|| {
-                plan_aware_grads(&model, teacher, am, &data, keep, cfg.kd_alpha, cfg.kd_temperature, &mut grads)
+            let inputs: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
+            let l = crate::kernels::in_pool(|| -> Result<PlanFtLoss, ModelError> {
+                let plans = train_plans(teacher, am, &inputs, keep)?;
+                let dense = if cfg.kd_alpha > 0.0 {
+                    dense_cache.logits(teacher, idx, &inputs.iter().collect::<Vec<_>>())?
+                } else {
+                    vec![0.0; data.len() * model.classifier.d_out]
+                };
+                plan_aware_step(&model, &data, &plans, &dense, cfg.kd_alpha, cfg.kd_temperature, &mut grads)
             })?;
             anyhow::ensure!(l.loss.is_finite(), "loss became {} at step {step}; lower --lr", l.loss);
             loss_ema = if loss_ema.is_nan() { l.loss } else { 0.95 * loss_ema + 0.05 * l.loss };
