@@ -114,6 +114,10 @@ fn demo_fast_end_to_end() {
         assert_eq!(speed["chosen"].as_u64(), Some(best.1 as u64), "the fastest by the geometric mean of the two speed-ups");
         let label = timed[best.1]["point"]["label"].as_str().unwrap();
         assert!(sentence.contains(label) && sentence.contains("at batch 1") && sentence.contains("at batch 32"), "{sentence}");
+        // the ONNX Runtime peer is not run in --fast, and the sentence says so
+        assert!(speed["peer"].is_null());
+        let note = speed["peer_note"].as_str().expect("a reason when the peer was not compared");
+        assert!(note.contains("--fast") && sentence.contains(note), "{sentence}");
     }
     // the demo's concrete and LTP runs classify on their own (their teacher/ carries the tokenizer)
     for (flag, run) in [("--concrete", "concrete_theta-1"), ("--ltp", "ltp_lambda0.5")] {

@@ -47,7 +47,8 @@ pub(crate) struct SpeedSettings {
     pub rounds: usize,
     /// Timed passes per round.
     pub repeats: usize,
-    /// Also compare with the ONNX Runtime peer when its Python and script are found.
+    /// Also compare with the ONNX Runtime peer when its Python and script are found (not in
+    /// `--fast`: its three rounds took 3 of the 10 minutes of a fast run on a busy machine).
     pub peer: bool,
 }
 
@@ -91,7 +92,7 @@ pub(crate) struct SpeedReport {
     /// Index into `timed` of the fastest; `None` when no pruned setting is within 1 point.
     pub chosen: Option<usize>,
     pub peer: Option<PeerComparison>,
-    /// Why the peer was not compared (not installed, failed, `--fast`).
+    /// Why the peer was not compared (not installed, failed, no setting to compare).
     pub peer_note: Option<String>,
     pub dense_dev_accuracy: f64,
     pub dense_test_accuracy: f64,
@@ -187,7 +188,7 @@ pub(crate) fn measure(
     let (mut peer, mut peer_note) = (None, None);
     match (chosen, settings.peer) {
         (None, _) => peer_note = Some("no pruned setting within 1 point to compare".into()),
-        (Some(_), false) => peer_note = Some("not run (--fast)".into()),
+        (Some(_), false) => peer_note = Some("not run in --fast (its rounds take minutes)".into()),
         (Some(i), true) => {
             let (_, _, b) = &points[i];
             let opts = BenchOptions {
