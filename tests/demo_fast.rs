@@ -1,6 +1,9 @@
-//! End to end on real data: `sttabt demo --fast` (fine-tune MiniLM on Rotten Tomatoes, distil an
-//! ApproxNet, evaluate every mode) into a fresh directory. Asserts the fine-tuned accuracy and that
-//! results.json holds every mode, then that a second run reuses the cached stages.
+//! End to end on real data: `sttabt demo --fast` (the default demo's recipe at smoke size: a
+//! teacher fine-tuned natively on Rotten Tomatoes, a native ApproxNet, a plan-aware fine-tune,
+//! concrete masks, LTP, every mode on dev and test, the fastest setting within 1 point timed
+//! against dense) into a fresh directory. Asserts the fine-tuned accuracy, that results.json holds
+//! every mode, the speed report and the stage times in demo.json, then that a second run reuses
+//! every cached stage and that a stage whose settings changed is redone alone.
 
 mod common;
 
@@ -29,7 +32,7 @@ fn demo_fast_end_to_end() {
     assert!(dev_acc >= 0.70, "fine-tuned dev accuracy {dev_acc} < 0.70");
     let res = common::read_json(dir.join("results/results.json"));
     let points = res["results"]["points"].as_array().unwrap();
-    for fam in ["dense", "abt", "abt-actual", "topk"] {
+    for fam in ["dense", "dense-cls", "abt", "abt-ft", "abt-actual", "topk", "concrete", "ltp"] {
         assert!(points.iter().any(|p| p["family"] == fam), "results.json lacks mode {fam}");
     }
     // dense is the full plan (every row of every layer): its retention, computed from the plans,
@@ -62,8 +65,62 @@ fn demo_fast_end_to_end() {
         assert!(iv["lo"].as_f64().unwrap() <= d + 1e-12 && d - 1e-12 <= iv["hi"].as_f64().unwrap(), "{}: {d} outside {iv}", p["label"]);
     }
     assert!(res["split"]["seed"].is_number(), "the split is recorded");
+    for plot in ["accuracy_vs_retention.png", "accuracy_vs_throughput_b1.png"] {
+        assert!(std::fs::metadata(dir.join("results").join(plot)).map(|m| m.len() > 1000).unwrap_or(false), "missing plot {plot}");
+    }
+    // every stage ran (none cached) and recorded its wall time
+    let stages = ["teacher", "approx", "planft", "concrete_theta-1", "ltp_lambda0.5", "eval", "speed"];
+    let demo = common::read_json(dir.join("demo.json"));
+    let recorded: Vec<&str> = demo["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert_eq!(recorded, stages);
+    for s in demo["stages"].as_array().unwrap() {
+        assert_eq!(s["cached"], false, "{}", s["stage"]);
+        assert!(s["seconds"].as_f64().unwrap() > 0.0, "{}: no wall time", s["stage"]);
+    }
+    let approx = &demo["stages"][1]["summary"];
+    assert!(
+        approx["attention_kl_after"].as_f64().unwrap() < approx["attention_kl_before"].as_f64().unwrap(),
+        "distillation lowered no KL: {approx}"
+    );
+    // the speed stage: every family's within-1-point setting (no dense, dense-cls or oracle)
+    // timed against dense in 3 rounds at batch 1 and 32, the fastest chosen and named
+    let speed = &demo["speed"];
+    let within = res["results"]["within_one_point"].as_array().unwrap();
+    let candidates: Vec<&serde_json::Value> =
+        within.iter().filter(|p| ["abt", "abt-ft", "concrete", "ltp", "topk"].contains(&p["family"].as_str().unwrap())).collect();
+    let timed = speed["timed"].as_array().unwrap();
+    assert_eq!(timed.len(), candidates.len(), "every within-1-point candidate is timed");
+    let mut best = (f64::NEG_INFINITY, usize::MAX);
+    for (i, t) in timed.iter().enumerate() {
+        assert!(candidates.iter().any(|p| p["label"] == t["point"]["label"]));
+        for b in ["b1", "b32"] {
+            let v = &t[b];
+            assert_eq!(v["examples_per_s_rounds"].as_array().unwrap().len(), 3, "{b}: 3 rounds");
+            let (m, lo, hi) = (v["vs_dense"].as_f64().unwrap(), v["vs_dense_min"].as_f64().unwrap(), v["vs_dense_max"].as_f64().unwrap());
+            assert!(lo <= m && m <= hi && lo > 0.0, "{b}: median {m} outside [{lo}, {hi}]");
+        }
+        let score = (t["b1"]["vs_dense"].as_f64().unwrap() * t["b32"]["vs_dense"].as_f64().unwrap()).sqrt();
+        if score > best.0 {
+            best = (score, i);
+        }
+    }
+    let sentence = demo["sentence"].as_str().unwrap();
+    assert_eq!(sentence, speed["sentence"].as_str().unwrap());
+    assert!(first.contains(sentence), "the closing sentence is printed");
+    if timed.is_empty() {
+        assert!(speed["chosen"].is_null());
+        assert!(sentence.starts_with("No pruned setting is within 1 point"), "{sentence}");
+    } else {
+        assert_eq!(speed["chosen"].as_u64(), Some(best.1 as u64), "the fastest by the geometric mean of the two speed-ups");
+        let label = timed[best.1]["point"]["label"].as_str().unwrap();
+        assert!(sentence.contains(label) && sentence.contains("at batch 1") && sentence.contains("at batch 32"), "{sentence}");
+        // the ONNX Runtime peer is not run in --fast, and the sentence says so
+        assert!(speed["peer"].is_null());
+        let note = speed["peer_note"].as_str().expect("a reason when the peer was not compared");
+        assert!(note.contains("--fast") && sentence.contains(note), "{sentence}");
+    }
     // the demo's concrete and LTP runs classify on their own (their teacher/ carries the tokenizer)
-    for (flag, run) in [("--concrete", "concrete_theta0"), ("--ltp", "ltp_lambda1")] {
+    for (flag, run) in [("--concrete", "concrete_theta-1"), ("--ltp", "ltp_lambda0.5")] {
         let out = Command::new(env!("CARGO_BIN_EXE_sttabt"))
             .args(["classify", flag])
             .arg(dir.join(run))
@@ -76,10 +133,25 @@ fn demo_fast_end_to_end() {
         let r = v["retention"].as_f64().expect("retention");
         assert!(r > 0.0 && r <= 1.0, "{flag}: retention {r}");
     }
-    // second run: stages cached
+    // second run: every stage cached, with the wall time of the run that made it
     let t = std::time::Instant::now();
     let second = run();
     assert!(t.elapsed().as_secs_f64() < 120.0, "cached re-run took too long");
-    assert!(second.contains("teacher test accuracy"));
+    assert!(second.contains("teacher test accuracy") && second.contains(sentence));
+    let demo2 = common::read_json(dir.join("demo.json"));
+    for (a, b) in demo["stages"].as_array().unwrap().iter().zip(demo2["stages"].as_array().unwrap()) {
+        assert_eq!(b["cached"], true, "{}", b["stage"]);
+        assert_eq!(a["seconds"], b["seconds"], "{}", b["stage"]);
+    }
+    // a stage recorded with other settings (an older recipe) is redone, and only it
+    let record = dir.join("speed/demo_stage.json");
+    let mut r = common::read_json(record.clone());
+    r["key"]["settings"]["examples"] = serde_json::json!(999);
+    std::fs::write(&record, serde_json::to_string(&r).unwrap()).unwrap();
+    run();
+    let demo3 = common::read_json(dir.join("demo.json"));
+    for s in demo3["stages"].as_array().unwrap() {
+        assert_eq!(s["cached"], s["stage"] != "speed", "{}", s["stage"]);
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

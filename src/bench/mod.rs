@@ -90,6 +90,11 @@ pub struct BenchOptions {
     /// of a `--bundle`).
     #[serde(default)]
     pub modes: Vec<crate::infer::Mode>,
+    /// Time dense-cls, ABT at `rt_keep` and manual top-k at `rt_keep` on the RT workload
+    /// (default). `false`: only dense and the rows asked for (`modes`, `concrete`, `ltp`), e.g.
+    /// to time one chosen operating point against dense and the peer (`sttabt demo`).
+    #[serde(default = "default_true")]
+    pub rt_baselines: bool,
 }
 
 impl Default for BenchOptions {
@@ -107,7 +112,7 @@ impl Default for BenchOptions {
             rounds: 3,
             memory: true,
             // the default demo's within-1-point operating points, where it has trained them
-            concrete: [crate::assets::home().join("runs/demo/concrete_theta0")]
+            concrete: [crate::assets::home().join("runs/demo/concrete_theta-1")]
                 .into_iter()
                 .filter(|d| d.join("concrete.json").exists())
                 .collect(),
@@ -118,12 +123,17 @@ impl Default for BenchOptions {
             precision: crate::model::Precision::Fp32,
             approx_precision: crate::model::Precision::Fp32,
             modes: Vec::new(),
+            rt_baselines: true,
         }
     }
 }
 
 fn default_rounds() -> usize {
     3
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Seconds spent per stage, summed over a pass (divide by examples for per-example figures).
@@ -446,11 +456,13 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let t0 = Instant::now();
         let inputs: Vec<EncodedInput> = rt_sentences.iter().map(|s| tok.encode(s, None).map(|t| t.input)).collect::<Result<_, _>>()?;
         let tok_s = t0.elapsed().as_secs_f64();
-        let mut modes = dense_modes();
-        if approx.is_some() {
+        let mut modes = if opts.rt_baselines { dense_modes() } else { vec![BMode::Dense] };
+        if approx.is_some() && opts.rt_baselines {
             modes.push(BMode::Abt(opts.rt_keep));
         }
-        modes.push(BMode::TopK(opts.rt_keep));
+        if opts.rt_baselines {
+            modes.push(BMode::TopK(opts.rt_keep));
+        }
         modes.extend(opts.modes.iter().cloned().map(BMode::Planned));
         modes.extend((0..concrete.len()).map(BMode::Concrete));
         modes.extend((0..ltp.len()).map(BMode::Ltp));

@@ -50,7 +50,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_memory: bool,
     /// Concrete-mask runs (from `sttabt concrete`) to time on the RT sentences, repeatable
-    /// (default without --model: the demo's θ0 = 0 run, where it exists).
+    /// (default without --model: the demo's θ0 = -1 run, where it exists).
     #[arg(long)]
     pub concrete: Vec<PathBuf>,
     /// LTP runs (from `sttabt ltp`) to time on the RT sentences, repeatable (default without
@@ -130,6 +130,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         precision: precision.precision,
         approx_precision: precision.approx_precision,
         modes,
+        rt_baselines: true,
     };
     if !opts.model.join("model.safetensors").exists() {
         bail!("{} has no model; run `sttabt demo` first (it trains the default teacher) or pass --model", opts.model.display());

@@ -1,14 +1,26 @@
-//! `sttabt demo`.
+//! `sttabt demo`: the issue-16 recipe (README "The text demo"): a teacher fine-tuned natively on
+//! the Rotten Tomatoes train split, an ApproxNet distilled natively towards attention KL 0.2
+//! (ALGORITHM.md section 2), one plan-aware fine-tune (ABT-FT, section 8), concrete masks
+//! (section 4.5), LTP (section 6), every mode evaluated on dev and test with bootstrap
+//! intervals, and the fastest setting within 1 point timed against dense and the ONNX Runtime
+//! peer. Each stage is cached ([`stages`]) and its wall time recorded in `demo.json`.
 
 use super::*;
+
+mod speed;
+mod stages;
+
+use stages::{run_stage, Stage, StageOutcome};
 
 // The options of `sttabt demo` (the about text is on `Command::Demo`).
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Smoke version (small subsets) for CI.
+    /// Smoke version (small subsets, a few training steps) for CI: about 2-4 min on 2 cores.
     #[arg(long, conflicts_with = "full")]
     pub fast: bool,
-    /// The whole study: all training data, 2 epochs, longer distillation, full dev/test.
+    /// The whole study: 4 epochs of teacher, ApproxNet up to 10,000 steps, 2 plan-aware epochs,
+    /// concrete masks at θ0 in {-2, -1.5, -1, -0.5, 0}, LTP at λ in {0.1, 0.25, 0.5, 1, 2} (3
+    /// and 2 epochs), 7 keep fractions; several hours on 2 cores.
     #[arg(long)]
     pub full: bool,
     /// The vision study instead: a DeiT trained from scratch on Fashion-MNIST (about 30 min
@@ -34,150 +46,331 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
 }
 
+/// The sizes of one text-demo variant (`--fast`, the default, `--full`).
+#[derive(Debug, Clone, serde::Serialize)]
+struct Recipe {
+    name: &'static str,
+    /// Training sentences of the teacher, concrete and LTP stages (`None`: all 10,202).
+    train_limit: Option<usize>,
+    /// Training sentences of the plan-aware fine-tune (`None`: as `train_limit`).
+    plan_ft_limit: Option<usize>,
+    /// Dev and test sentences evaluated (`None`: all 1,275 each).
+    eval_limit: Option<usize>,
+    teacher_epochs: usize,
+    /// ApproxNet: the step cap (the schedule's length) and how often the KL target is checked.
+    distill_steps: usize,
+    kl_every: usize,
+    plan_ft_epochs: usize,
+    thetas: Vec<f64>,
+    concrete_steps: usize,
+    lambdas: Vec<f64>,
+    ltp_steps: usize,
+    /// ABT (and ABT-FT, oracle) keep fractions of the table.
+    ks: Vec<f64>,
+    /// Sentences `eval` times per mode (its rough speed column and the accuracy/speed plot).
+    timing_examples: usize,
+    speed: speed::SpeedSettings,
+}
+
+impl Recipe {
+    fn new(fast: bool, full: bool) -> Self {
+        if fast {
+            Recipe {
+                name: "demo-fast",
+                train_limit: Some(1920),
+                plan_ft_limit: Some(640),
+                eval_limit: Some(200),
+                teacher_epochs: 1,
+                distill_steps: 100,
+                kl_every: 50,
+                plan_ft_epochs: 1,
+                thetas: vec![-1.0],
+                concrete_steps: 20,
+                lambdas: vec![0.5],
+                ltp_steps: 20,
+                ks: vec![0.2, 0.5],
+                timing_examples: 32,
+                speed: speed::SpeedSettings { examples: 32, rounds: 3, repeats: 1, peer: false },
+            }
+        } else if full {
+            Recipe {
+                name: "demo-full",
+                train_limit: None,
+                plan_ft_limit: None,
+                eval_limit: None,
+                teacher_epochs: 4,
+                distill_steps: 10_000,
+                kl_every: 250,
+                plan_ft_epochs: 2,
+                thetas: vec![-2.0, -1.5, -1.0, -0.5, 0.0],
+                concrete_steps: 1914,
+                lambdas: vec![0.1, 0.25, 0.5, 1.0, 2.0],
+                ltp_steps: 1276,
+                ks: vec![0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7],
+                timing_examples: 128,
+                speed: speed::SpeedSettings { examples: 256, rounds: 5, repeats: 2, peer: true },
+            }
+        } else {
+            // sized on an idle 2-core machine from docs/results/bench_train_native_jobs.txt
+            // (native ex/s at RT batch 16: fine-tune ~90, distill ~200, plan-ft ~73, LTP ~89;
+            // burn concrete ~20): 1 epoch 113 s, 3,000 distillation steps 240 s, 1 plan-aware
+            // epoch 140 s, 250 concrete steps 200 s, 400 LTP steps 72 s
+            Recipe {
+                name: "demo",
+                train_limit: None,
+                plan_ft_limit: None,
+                eval_limit: None,
+                teacher_epochs: 1,
+                distill_steps: 3000,
+                kl_every: 250,
+                plan_ft_epochs: 1,
+                thetas: vec![-1.0],
+                concrete_steps: 250,
+                lambdas: vec![0.5],
+                ltp_steps: 400,
+                ks: vec![0.2, 0.3, 0.4, 0.5],
+                timing_examples: 64,
+                speed: speed::SpeedSettings { examples: 128, rounds: 3, repeats: 2, peer: true },
+            }
+        }
+    }
+}
+
+/// The concrete stage's trainer. burn today; when `train::native::concrete` lands, switching is
+/// the one call in [`train_concrete`] (and this name, recorded in `demo.json`).
+const CONCRETE_TRAINER: &str = "burn";
+
+/// Concrete-mask training (ALGORITHM.md section 4.5) of the demo, resumable.
+fn train_concrete(
+    teacher: &Encoder,
+    approx: &sttabt::approx::ApproxNet,
+    train: &[sttabt::train::finetune::LabeledInput],
+    cfg: &sttabt::train::concrete::ConcreteConfig,
+    dir: &std::path::Path,
+    resume: bool,
+    progress: &sttabt::train::Progress,
+) -> Result<sttabt::train::concrete::ConcreteReport> {
+    sttabt::train::concrete::train_concrete(teacher, approx, train, cfg, dir, resume, progress)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
 pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()> {
     use sttabt::approx::{ApproxInit, ApproxNet};
     use sttabt::train::{distill::DistillConfig, finetune::FinetuneConfig, Progress};
     let t0 = std::time::Instant::now();
-    let (name, train_limit, epochs, distill_steps, eval_limit, ks): (&str, Option<usize>, usize, usize, Option<usize>, Vec<f64>) = if fast {
-        ("demo-fast", Some(1920), 1, 60, Some(200), vec![0.2, 0.5])
-    } else if full {
-        ("demo-full", None, 2, 1500, None, vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.7])
-    } else {
-        ("demo", Some(2560), 1, 400, Some(400), vec![0.1, 0.2, 0.3, 0.5, 0.7])
-    };
+    let recipe = Recipe::new(fast, full);
     let progress = Progress { quiet };
     let base = assets::default_model_dir();
     if !base.join("model.safetensors").exists() || !assets::rotten_tomatoes_path().exists() {
         progress.println("fetching assets (all-MiniLM-L6-v2, Rotten Tomatoes) into the asset cache");
         fetch::fetch(false)?;
     }
-    let run_dir = out.unwrap_or_else(|| assets::home().join("runs").join(name));
-    let teacher_dir = run_dir.join("teacher");
-    let approx_dir = run_dir.join("approx");
-    let results_dir = run_dir.join("results");
+    let run_dir = out.unwrap_or_else(|| assets::home().join("runs").join(recipe.name));
+    let (teacher_dir, approx_dir, planft_dir) = (run_dir.join("teacher"), run_dir.join("approx"), run_dir.join("planft"));
     let max_length = 128;
+    let load_before = loadavg();
     let splits = sttabt::pipeline::default_source(0).load(false)?;
     let tok = TextTokenizer::from_dir(&base, max_length)?;
-    let mut times = serde_json::Map::new();
-    // 1. fine-tune (each stage that runs adds its time; an all-cached run reuses the results)
-    if teacher_dir.join("finetune.json").exists() {
-        progress.println(format!("[1/4] fine-tuned teacher cached: {}", teacher_dir.display()));
-    } else {
-        progress.println(format!(
-            "[1/4] fine-tuning all-MiniLM-L6-v2 on {} Rotten Tomatoes sentences",
-            train_limit.map(|n| n.to_string()).unwrap_or_else(|| "all".into())
-        ));
-        let s = std::time::Instant::now();
-        let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
-        let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
+    let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, recipe.train_limit)?;
+    let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, recipe.eval_limit)?;
+    let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, recipe.eval_limit)?;
+    let n_stages = 5 + recipe.thetas.len() + recipe.lambdas.len();
+    let mut done: Vec<StageOutcome> = Vec::new();
+    let header = |done: &[StageOutcome], what: String| format!("[{}/{n_stages}] {what}", done.len() + 1);
+    // the runs a stage builds on (their names and wall times): a redone input redoes the stage
+    let after = |done: &[StageOutcome], names: &[&str]| -> serde_json::Value {
+        done.iter().filter(|o| names.contains(&o.stage.as_str())).map(|o| serde_json::json!([o.stage, o.seconds])).collect()
+    };
+
+    // 1. the teacher, fine-tuned natively on the train split; dense for every mode
+    let ft_cfg = FinetuneConfig { epochs: recipe.teacher_epochs, batch_size: 16, lr: 5e-5, ..Default::default() };
+    let teacher_key = serde_json::json!({"stage": "teacher", "trainer": "native", "config": ft_cfg, "train_examples": train.len(),
+        "dev_examples": dev.len(), "base_model": base, "max_length": max_length, "data": splits.description});
+    let what = format!(
+        "teacher: all-MiniLM-L6-v2 fine-tuned natively on {} Rotten Tomatoes sentences, {} epoch(s)",
+        train.len(),
+        recipe.teacher_epochs
+    );
+    let stage = Stage { name: "teacher".into(), dir: teacher_dir.clone(), key: teacher_key.clone() };
+    done.push(run_stage(&stage, &header(&done, what), &progress, |resume| {
         let m = sttabt::train::finetune::with_new_head(Encoder::load(&base)?, splits.label_names.clone(), 0);
-        let cfg = FinetuneConfig { epochs, ..Default::default() };
-        let report = sttabt::train::finetune::finetune(m, &train, &dev, &cfg, &teacher_dir, &base, true, &progress)?;
-        let json = serde_json::json!({"report": report, "config": cfg, "data": splits.description, "split": splits.split_info, "base_model": base, "max_length": max_length, "train_examples": train.len()});
+        let report = sttabt::train::native::finetune_native(m, &train, &dev, &ft_cfg, &teacher_dir, &base, resume, &progress)?;
+        let json = serde_json::json!({"report": report, "config": ft_cfg, "trainer": "native", "data": splits.description, "split": splits.split_info, "base_model": base, "max_length": max_length, "train_examples": train.len()});
         sttabt::model::checkpoint::write_atomic(&teacher_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-        times.insert("finetune_s".into(), s.elapsed().as_secs_f64().into());
-    }
+        progress.println(format!("      dev accuracy per epoch {:?}", report.dev_accuracy.iter().map(|a| (a * 1e4).round() / 100.0).collect::<Vec<_>>()));
+        Ok(serde_json::json!({"dev_accuracy_per_epoch": report.dev_accuracy, "best_epoch": report.best_epoch, "best_dev_accuracy": report.best_dev_accuracy}))
+    })?);
     let teacher = Encoder::load(&teacher_dir)?;
-    // 2. distil
-    if approx_dir.join("distill.json").exists() {
-        progress.println(format!("[2/4] ApproxNet cached: {}", approx_dir.display()));
-    } else {
-        progress.println(format!("[2/4] distilling an ApproxNet (f = 4, {distill_steps} steps)"));
-        let s = std::time::Instant::now();
-        let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit.map(|n| n.max(distill_steps * 16)))?;
-        let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(200))?;
+
+    // 2. the ApproxNet, distilled natively until held-out attention KL <= 0.2 or the step cap
+    let d_cfg = DistillConfig {
+        steps: recipe.distill_steps,
+        target_kl: Some(sttabt::train::distill::KlTarget { kl: 0.2, every: recipe.kl_every }),
+        ..Default::default()
+    };
+    let heldout = 200;
+    let approx_key = serde_json::json!({"stage": "approx", "trainer": "native", "config": d_cfg, "factor": 4, "init": "interpolate", "heldout": heldout, "teacher": teacher_key, "after": after(&done, &["teacher"])});
+    let what = format!("ApproxNet (f = 4) distilled natively to attention KL <= 0.2, at most {} steps", recipe.distill_steps);
+    let stage = Stage { name: "approx".into(), dir: approx_dir.clone(), key: approx_key.clone() };
+    done.push(run_stage(&stage, &header(&done, what), &progress, |resume| {
         let approx = ApproxNet::new(&teacher, 4, ApproxInit::Interpolate, 0)?;
-        let train: Vec<_> = train.into_iter().map(|x| x.input).collect();
-        let held: Vec<_> = held.into_iter().map(|x| x.input).collect();
-        let cfg = DistillConfig { steps: distill_steps, ..Default::default() };
-        let (_, r) = sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, &approx_dir, true, &progress)?;
+        let inputs: Vec<_> = train.iter().map(|x| x.input.clone()).collect();
+        let held: Vec<_> = dev.iter().take(heldout).map(|x| x.input.clone()).collect();
+        let (_, r) = sttabt::train::native::distill::distill_native(&teacher, approx, &inputs, &held, &d_cfg, &approx_dir, resume, &progress)?;
         progress.println(format!(
-            "      attention KL {:.3} -> {:.3}, MSE {:.5} -> {:.5}",
-            r.before.attention_kl, r.after.attention_kl, r.before.attention_mse, r.after.attention_mse
+            "      attention KL {:.3} -> {:.3} in {} steps (target 0.2 {})",
+            r.before.attention_kl,
+            r.after.attention_kl,
+            r.steps,
+            if r.target_reached == Some(true) { "reached" } else { "not reached: step cap" }
         ));
-        times.insert("distill_s".into(), s.elapsed().as_secs_f64().into());
-    }
+        Ok(serde_json::json!({"attention_kl_before": r.before.attention_kl, "attention_kl_after": r.after.attention_kl, "steps": r.steps, "target_reached": r.target_reached}))
+    })?);
     let approx = ApproxNet::load(&approx_dir, &teacher.config)?;
-    // 3. concrete masks at a few θ_0
-    let (thetas, concrete_steps): (Vec<f64>, usize) = if fast {
-        (vec![0.0], 20)
-    } else if full {
-        (vec![-2.0, -1.0, 0.0, 1.0], 400)
-    } else {
-        (vec![-1.0, 0.0], 100)
+
+    // 3. plan-aware fine-tuning (ABT-FT): the teacher under its own ABT plans, k in [0.2, 0.5]
+    let (plan_train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, recipe.plan_ft_limit.or(recipe.train_limit))?;
+    let pf_cfg = sttabt::train::native::plan_ft::PlanFtConfig {
+        finetune: FinetuneConfig { epochs: recipe.plan_ft_epochs, batch_size: 16, lr: 2e-5, ..Default::default() },
+        keep: 0.3,
+        keep_range: Some((0.2, 0.5)),
+        kd_alpha: 0.5,
+        kd_temperature: 1.0,
     };
-    let mut concrete_models = Vec::new();
-    for &theta0 in &thetas {
+    let planft_key = serde_json::json!({"stage": "planft", "trainer": "native", "config": pf_cfg, "train_examples": plan_train.len(), "dev_examples": dev.len(), "approx": approx_key, "after": after(&done, &["teacher", "approx"])});
+    let what = format!(
+        "plan-aware fine-tune (ABT-FT, k 0.3, range 0.2-0.5) on {} sentences, {} epoch(s)",
+        plan_train.len(),
+        recipe.plan_ft_epochs
+    );
+    let stage = Stage { name: "planft".into(), dir: planft_dir.clone(), key: planft_key.clone() };
+    done.push(run_stage(&stage, &header(&done, what), &progress, |resume| {
+        let r = sttabt::train::native::plan_ft::finetune_plan_aware(
+            &teacher,
+            &approx,
+            &plan_train,
+            &dev,
+            &pf_cfg,
+            &planft_dir,
+            &teacher_dir,
+            resume,
+            &progress,
+        )?;
+        let json = serde_json::json!({"report": r, "config": pf_cfg, "trainer": "native", "plan_aware": true, "approx": approx_dir, "base_model": teacher_dir, "max_length": max_length, "train_examples": plan_train.len()});
+        sttabt::model::checkpoint::write_atomic(&planft_dir.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+        progress.println(format!(
+            "      dev accuracy under ABT k = 0.3: {:.2}% -> {:.2}% (dense {:.2}%)",
+            r.start_abt_dev_accuracy * 100.0,
+            r.best_abt_dev_accuracy * 100.0,
+            r.dense_dev_accuracy[r.best_epoch - 1] * 100.0
+        ));
+        Ok(serde_json::json!({"start_abt_dev_accuracy": r.start_abt_dev_accuracy, "best_abt_dev_accuracy": r.best_abt_dev_accuracy, "dense_dev_accuracy_per_epoch": r.dense_dev_accuracy, "best_epoch": r.best_epoch}))
+    })?);
+    let plan_aware = [sttabt::eval::PlanAwareTeacher { name: String::new(), teacher: Encoder::load(&planft_dir)? }];
+
+    // 4. concrete masks (joint training, logit distillation from the teacher); retention weight
+    // 10 instead of the paper's 1e-3 (a labelled deviation: with 1e-3 θ hardly moves)
+    let (mut concrete, mut concrete_dirs) = (Vec::new(), Vec::new());
+    for &theta0 in &recipe.thetas {
         let dir = run_dir.join(format!("concrete_theta{theta0}"));
-        if !dir.join("concrete.json").exists() {
+        let cfg = sttabt::train::concrete::ConcreteConfig {
+            theta0,
+            steps: recipe.concrete_steps,
+            retention_weight: 10.0,
+            distill_weight: 0.5,
+            ..Default::default()
+        };
+        let key = serde_json::json!({"stage": "concrete", "trainer": CONCRETE_TRAINER, "config": cfg, "train_examples": train.len(), "approx": approx_key, "after": after(&done, &["teacher", "approx"])});
+        let what = format!(
+            "concrete masks θ0 = {theta0} (target retention {:.3}), {} steps, {CONCRETE_TRAINER} trainer",
+            1.0 / (1.0 + (-theta0).exp()),
+            recipe.concrete_steps
+        );
+        let stage = Stage { name: format!("concrete_theta{theta0}"), dir: dir.clone(), key };
+        done.push(run_stage(&stage, &header(&done, what), &progress, |resume| {
+            let r = train_concrete(&teacher, &approx, &train, &cfg, &dir, resume, &progress)?;
+            sttabt::train::copy_preprocessing_files(&teacher_dir, &dir.join("teacher"))?;
             progress.println(format!(
-                "[3/4] concrete masks, θ0 = {theta0} (target retention {:.2}), {concrete_steps} steps",
-                1.0 / (1.0 + (-theta0).exp())
+                "      hard retention {:.3} -> {:.3} (target {:.3}), θ {:?}",
+                r.start.hard_retention,
+                r.end.hard_retention,
+                r.target_retention,
+                r.theta.iter().map(|t| (t * 1e3).round() / 1e3).collect::<Vec<_>>()
             ));
-            let s = std::time::Instant::now();
-            let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, Some(concrete_steps * 16))?;
-            let cfg = sttabt::train::concrete::ConcreteConfig { theta0, steps: concrete_steps, ..Default::default() };
-            let r = sttabt::train::concrete::train_concrete(&teacher, &approx, &train, &cfg, &dir, true, &progress)?;
-            progress.println(format!(
-                "      soft r {:.3} -> {:.3}, hard retention {:.3} -> {:.3}",
-                r.start.soft_retention, r.end.soft_retention, r.start.hard_retention, r.end.hard_retention
-            ));
-            times.insert(format!("concrete_theta{theta0}_s"), s.elapsed().as_secs_f64().into());
-        } else {
-            progress.println(format!("[3/4] concrete θ0 = {theta0} cached: {}", dir.display()));
-        }
-        // the run's fine-tuned teacher loads on its own (`classify --concrete DIR`): its tokenizer
-        // files beside it, also for runs cached by an older demo
-        sttabt::train::copy_preprocessing_files(&teacher_dir, &dir.join("teacher"))?;
-        concrete_models.push(sttabt::train::concrete::ConcreteModel::load(&dir)?);
+            Ok(serde_json::json!({"trainer": CONCRETE_TRAINER, "retention_weight": cfg.retention_weight, "paper_retention_weight": 1e-3, "target_retention": r.target_retention, "hard_retention_start": r.start.hard_retention, "hard_retention_end": r.end.hard_retention, "theta": r.theta}))
+        })?);
+        concrete.push(sttabt::train::concrete::ConcreteModel::load(&dir)?);
+        concrete_dirs.push(dir);
     }
-    // LTP baseline at one or two λ
-    let (lambdas, ltp_steps): (Vec<f64>, usize) = if fast {
-        (vec![1.0], 20)
-    } else if full {
-        (vec![0.3, 0.5, 1.0, 2.0, 4.0], 400)
-    } else {
-        (vec![0.5, 2.0], 100)
-    };
-    let mut ltp_models = Vec::new();
-    for &lambda in &lambdas {
+
+    // 5. LTP on the length-scaled score, native
+    let (mut ltp, mut ltp_dirs) = (Vec::new(), Vec::new());
+    for &lambda in &recipe.lambdas {
         let dir = run_dir.join(format!("ltp_lambda{lambda}"));
-        if !dir.join("ltp.json").exists() {
-            progress.println(format!("[3/4] LTP baseline (learned thresholds), λ = {lambda}, {ltp_steps} steps"));
-            let s = std::time::Instant::now();
-            let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, Some(ltp_steps * 16))?;
-            let cfg = sttabt::train::ltp::LtpConfig { lambda, steps: ltp_steps, ..Default::default() };
-            let r = sttabt::train::ltp::train_ltp(&teacher, &train, &cfg, &dir, true, &progress)?;
+        let cfg = sttabt::train::ltp::LtpConfig { lambda, steps: recipe.ltp_steps, ..Default::default() };
+        let key = serde_json::json!({"stage": "ltp", "trainer": "native", "config": cfg, "train_examples": train.len(), "teacher": teacher_key, "after": after(&done, &["teacher"])});
+        let what = format!("LTP λ = {lambda} (length-scaled score), {} steps, native", recipe.ltp_steps);
+        let stage = Stage { name: format!("ltp_lambda{lambda}"), dir: dir.clone(), key };
+        done.push(run_stage(&stage, &header(&done, what), &progress, |resume| {
+            let r = sttabt::train::native::ltp::train_ltp_native(&teacher, &train, &cfg, &dir, resume, &progress)?;
+            sttabt::train::copy_preprocessing_files(&teacher_dir, &dir.join("teacher"))?;
             progress.println(format!("      hard retention {:.3} -> {:.3}", r.start_retention, r.end_retention));
-            times.insert(format!("ltp_lambda{lambda}_s"), s.elapsed().as_secs_f64().into());
-        }
-        sttabt::train::copy_preprocessing_files(&teacher_dir, &dir.join("teacher"))?;
-        ltp_models.push(sttabt::train::ltp::LtpModel::load(&dir)?);
+            Ok(serde_json::json!({"retention_start": r.start_retention, "retention_end": r.end_retention, "theta": r.theta}))
+        })?);
+        ltp.push(sttabt::train::ltp::LtpModel::load(&dir)?);
+        ltp_dirs.push(dir);
     }
-    // 4. evaluate (cached too when no stage was recomputed)
-    let cached = results_dir.join("results.json");
-    if times.is_empty() {
-        if let Some(results) = cached_results(&cached, &progress) {
-            print!("{}", sttabt::eval::format_table(&results));
-            println!(
-                "teacher test accuracy {:.2}% ({} test sentences); results and plots in {}",
-                results.dense_test_accuracy * 100.0,
-                results.test_examples,
-                results_dir.display()
-            );
-            println!("demo finished in {:.0} s (all stages cached)", t0.elapsed().as_secs_f64());
-            return Ok(());
-        }
-    }
-    progress.println("[4/4] evaluating every mode on the test split");
-    let s = std::time::Instant::now();
-    let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, eval_limit)?;
-    let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, eval_limit)?;
-    let opts =
-        sttabt::eval::EvalOptions { ks, limit: eval_limit, timing_examples: if fast { 32 } else { 128 }, quiet, metric: splits.metric };
-    let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &concrete_models, &ltp_models, &dev, &test, &opts)?;
-    times.insert("eval_s".into(), s.elapsed().as_secs_f64().into());
-    sttabt::eval::write_results(&results, &results_dir, &splits.description, splits.split_info.as_ref())?;
+
+    // 6. every mode on dev and test (plan-aware rows against the original dense teacher)
+    let results_dir = run_dir.join("results");
+    let opts = sttabt::eval::EvalOptions {
+        ks: recipe.ks.clone(),
+        limit: recipe.eval_limit,
+        timing_examples: recipe.timing_examples,
+        quiet,
+        metric: splits.metric,
+    };
+    let eval_key = serde_json::json!({"stage": "eval", "options": {"ks": opts.ks, "limit": opts.limit, "timing_examples": opts.timing_examples},
+        "dev_examples": dev.len(), "test_examples": test.len(), "after": done.iter().map(|o| serde_json::json!([o.stage, o.seconds])).collect::<Vec<_>>()});
+    let what = format!("evaluating every mode on {} dev and {} test sentences", dev.len(), test.len());
+    let stage = Stage { name: "eval".into(), dir: results_dir.clone(), key: eval_key.clone() };
+    done.push(run_stage(&stage, &header(&done, what), &progress, |_| {
+        let r = sttabt::eval::evaluate_with(&teacher, Some(&approx.model), &concrete, &ltp, &[], &plan_aware, &dev, &test, &opts)?;
+        sttabt::eval::write_results(&r, &results_dir, &splits.description, splits.split_info.as_ref())?;
+        Ok(serde_json::json!({"dense_test_accuracy": r.dense_test_accuracy, "modes": r.points.len()}))
+    })?);
+    let results = cached_results(&results_dir.join("results.json"), &Progress { quiet: true })
+        .with_context(|| format!("reading {}", results_dir.join("results.json").display()))?;
+
+    // 7. the fastest setting within 1 point, timed against dense and the peer
+    let speed_dir = run_dir.join("speed");
+    let speed_key = serde_json::json!({"stage": "speed", "settings": recipe.speed, "eval": eval_key, "peer_python": std::env::var("STTABT_PEER_PYTHON").ok()});
+    let what = "the fastest setting within 1 point against dense (and the ONNX Runtime peer)".to_string();
+    let stage = Stage { name: "speed".into(), dir: speed_dir.clone(), key: speed_key };
+    let models = speed::DemoModels {
+        teacher: &teacher,
+        teacher_dir: &teacher_dir,
+        approx: &approx,
+        approx_dir: &approx_dir,
+        plan_aware: &plan_aware[0].teacher,
+        plan_aware_dir: &planft_dir,
+        concrete: &concrete,
+        concrete_dirs: &concrete_dirs,
+        ltp: &ltp,
+        ltp_dirs: &ltp_dirs,
+    };
+    done.push(run_stage(&stage, &header(&done, what), &progress, |_| {
+        let inputs: Vec<_> = test.iter().map(|x| x.input.clone()).collect();
+        let r = speed::measure(&results, &models, &inputs, &recipe.speed, &progress)?;
+        sttabt::model::checkpoint::write_atomic(&speed_dir.join("speed.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+        Ok(serde_json::json!({"sentence": r.sentence}))
+    })?);
+    let speed: speed::SpeedReport = serde_json::from_str(&std::fs::read_to_string(speed_dir.join("speed.json"))?)
+        .with_context(|| format!("reading {}", speed_dir.join("speed.json").display()))?;
+
     print!("{}", sttabt::eval::format_table(&results));
     println!(
         "teacher test accuracy {:.2}% ({} test sentences); results and plots in {}",
@@ -185,9 +378,28 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         results.test_examples,
         results_dir.display()
     );
-    println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
-    times.insert("total_s".into(), t0.elapsed().as_secs_f64().into());
-    sttabt::model::checkpoint::write_atomic(&run_dir.join("times.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
+    for o in &done {
+        println!("  {:<22} {:>7.0} s{}", o.stage, o.seconds, if o.cached { " (cached)" } else { "" });
+    }
+    println!("{}", speed.sentence);
+    let all_cached = done.iter().all(|o| o.cached);
+    let total = t0.elapsed().as_secs_f64();
+    println!("demo finished in {total:.0} s{}", if all_cached { " (all stages cached)" } else { "" });
+    let json = serde_json::json!({
+        "recipe": recipe,
+        "concrete_trainer": CONCRETE_TRAINER,
+        "stages": done,
+        "stage_seconds_total": done.iter().map(|o| o.seconds).sum::<f64>(),
+        "this_run_seconds": total,
+        "all_cached": all_cached,
+        "machine": sttabt::eval::machine_line(),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "sentence": speed.sentence,
+        "speed": speed,
+        "results": results,
+    });
+    sttabt::model::checkpoint::write_atomic(&run_dir.join("demo.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok(())
 }
 

@@ -1,0 +1,312 @@
+//! The demo's closing measurement: every family's lowest-retention setting within 1 point of
+//! dense on dev (`eval`'s `within_one_point`; the oracle and dense-cls left out) timed against
+//! dense by the bench's method ([`sttabt::bench::versus_dense`]: the same sentences, >= 3 rounds
+//! alternating dense first / dense last, median and range of the per-round ratios) at batch 1
+//! and 32; the fastest of them (geometric mean of its two speed-ups) then against the ONNX
+//! Runtime dense peer when one is installed (`sttabt bench`'s rounds, ours and the peer
+//! alternating); and the one sentence that reports it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use sttabt::approx::ApproxNet;
+use sttabt::bench::{versus_dense, BenchOptions, BenchReport, Contender, VersusDense};
+use sttabt::data::bootstrap::Interval;
+use sttabt::eval::{EvalResults, Point};
+use sttabt::infer::Mode;
+use sttabt::model::{EncodedInput, Encoder};
+use sttabt::planners::Models;
+use sttabt::train::concrete::ConcreteModel;
+use sttabt::train::ltp::LtpModel;
+
+/// The demo's models and where they are saved (the peer comparison loads them from disk).
+pub(crate) struct DemoModels<'a> {
+    pub teacher: &'a Encoder,
+    pub teacher_dir: &'a Path,
+    pub approx: &'a ApproxNet,
+    pub approx_dir: &'a Path,
+    /// The plan-aware fine-tuned teacher (family `abt-ft`).
+    pub plan_aware: &'a Encoder,
+    pub plan_aware_dir: &'a Path,
+    /// The concrete-mask runs and their directories (same order).
+    pub concrete: &'a [ConcreteModel],
+    pub concrete_dirs: &'a [PathBuf],
+    /// The LTP runs and their directories (same order).
+    pub ltp: &'a [LtpModel],
+    pub ltp_dirs: &'a [PathBuf],
+}
+
+/// How the speed stage times.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SpeedSettings {
+    /// Sentences timed (the first ones of the test split, as `sttabt bench`'s RT workload).
+    pub examples: usize,
+    /// Alternating rounds (>= 3).
+    pub rounds: usize,
+    /// Timed passes per round.
+    pub repeats: usize,
+    /// Also compare with the ONNX Runtime peer when its Python and script are found (not in
+    /// `--fast`: its three rounds took 3 of the 10 minutes of a fast run on a busy machine).
+    pub peer: bool,
+}
+
+/// One within-1-point setting timed against dense.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Timed {
+    /// Its row in the evaluation (accuracy, intervals, retention).
+    pub point: Point,
+    pub b1: VersusDense,
+    pub b32: VersusDense,
+}
+
+impl Timed {
+    /// Geometric mean of the batch-1 and batch-32 median speed-ups (what "fastest" maximises).
+    pub fn score(&self) -> f64 {
+        (self.b1.vs_dense * self.b32.vs_dense).sqrt()
+    }
+}
+
+/// The chosen setting against the ONNX Runtime dense peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PeerComparison {
+    /// Median per-round ratio (ours / peer) and its range: batch 1 (`a_b1`), batch 32 on
+    /// length-sorted batches (`c_b32_sorted`) and in order (ours unpadded, ORT padded: `b_b32`).
+    pub b1: (f64, f64, f64),
+    pub b32_sorted: (f64, f64, f64),
+    pub b32_in_order: (f64, f64, f64),
+    /// Dense (the same architecture) against the peer at batch 1 and batch 32 (sorted).
+    pub dense_b1: (f64, f64, f64),
+    pub dense_b32_sorted: (f64, f64, f64),
+    /// The whole bench report (every round of ours and the peer's).
+    pub bench: BenchReport,
+}
+
+/// What the speed stage measured and chose (`speed/speed.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SpeedReport {
+    pub settings: SpeedSettings,
+    /// Every timed setting, in family order.
+    pub timed: Vec<Timed>,
+    /// Index into `timed` of the fastest; `None` when no pruned setting is within 1 point.
+    pub chosen: Option<usize>,
+    pub peer: Option<PeerComparison>,
+    /// Why the peer was not compared (not installed, failed, no setting to compare).
+    pub peer_note: Option<String>,
+    pub dense_dev_accuracy: f64,
+    pub dense_test_accuracy: f64,
+    /// The closing sentence.
+    pub sentence: String,
+}
+
+/// The families whose within-1-point setting is a candidate (not dense, dense-cls or the oracle).
+const FAMILIES: [&str; 5] = ["abt", "abt-ft", "concrete", "ltp", "topk"];
+
+/// The models `p` runs on, and the bench options that time it beside dense (`None`: not a
+/// candidate family, or its run is missing).
+fn contestant<'a>(p: &Point, m: &DemoModels<'a>) -> Option<(Models<'a>, BenchOptions)> {
+    let bench = |model: &Path, approx: Option<&Path>| BenchOptions {
+        model: model.to_path_buf(),
+        approx: approx.map(Path::to_path_buf),
+        lengths: Vec::new(),
+        memory: false,
+        rt_baselines: false,
+        concrete: Vec::new(),
+        ltp: Vec::new(),
+        modes: Vec::new(),
+        ..BenchOptions::default()
+    };
+    match (&p.mode, p.family.as_str()) {
+        (Mode::Abt { .. }, "abt") => Some((
+            Models { teacher: m.teacher, approx: Some(&m.approx.model) },
+            BenchOptions { modes: vec![p.mode.clone()], ..bench(m.teacher_dir, Some(m.approx_dir)) },
+        )),
+        (Mode::Abt { .. }, "abt-ft") => Some((
+            Models { teacher: m.plan_aware, approx: Some(&m.approx.model) },
+            BenchOptions { modes: vec![p.mode.clone()], ..bench(m.plan_aware_dir, Some(m.approx_dir)) },
+        )),
+        (Mode::TopK { .. }, _) => {
+            Some((Models { teacher: m.teacher, approx: None }, BenchOptions { modes: vec![p.mode.clone()], ..bench(m.teacher_dir, None) }))
+        }
+        (Mode::Concrete { theta0, .. }, _) => m.concrete.iter().zip(m.concrete_dirs).find(|(c, _)| c.theta0 == *theta0).map(|(c, dir)| {
+            (
+                Models { teacher: &c.teacher, approx: Some(&c.approx.model) },
+                BenchOptions { concrete: vec![dir.clone()], ..bench(m.teacher_dir, None) },
+            )
+        }),
+        (Mode::Ltp { lambda, .. }, _) => m.ltp.iter().zip(m.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(l, dir)| {
+            (Models { teacher: &l.teacher, approx: None }, BenchOptions { ltp: vec![dir.clone()], ..bench(m.teacher_dir, None) })
+        }),
+        _ => None,
+    }
+}
+
+/// Time the within-1-point settings of `results` against dense on `inputs`, choose the fastest,
+/// compare it with the peer (when asked and installed) and write the sentence.
+///
+/// Errors: fewer than 3 rounds, no inputs, or a timing run fails (the peer failing is a note,
+/// not an error).
+pub(crate) fn measure(
+    results: &EvalResults,
+    models: &DemoModels,
+    inputs: &[EncodedInput],
+    settings: &SpeedSettings,
+    progress: &sttabt::train::Progress,
+) -> Result<SpeedReport> {
+    anyhow::ensure!(settings.rounds >= 3, "the speed comparison needs at least 3 alternating rounds, got {}", settings.rounds);
+    let inputs = &inputs[..settings.examples.min(inputs.len())];
+    anyhow::ensure!(!inputs.is_empty(), "no sentences to time");
+    let layers = models.teacher.layers.len();
+    let mut points: Vec<(&Point, Models, BenchOptions)> = Vec::new();
+    for fam in FAMILIES {
+        if let Some(p) = results.within_one_point.iter().find(|p| p.family == fam) {
+            if let Some((m, b)) = contestant(p, models) {
+                points.push((p, m, b));
+            }
+        }
+    }
+    let mut timed: Vec<Timed> = Vec::new();
+    if !points.is_empty() {
+        let contenders: Vec<Contender> = points.iter().map(|(p, m, _)| Contender { models: *m, planner: p.mode.planner(layers) }).collect();
+        let dense = Models { teacher: models.teacher, approx: None };
+        let mut by_batch = Vec::new();
+        for batch in [1usize, 32] {
+            progress.println(format!(
+                "      timing {} setting(s) against dense at batch {batch}: {} sentences, {} alternating rounds",
+                contenders.len(),
+                inputs.len(),
+                settings.rounds
+            ));
+            by_batch.push(versus_dense(dense, &contenders, inputs, batch, settings.rounds, settings.repeats)?);
+        }
+        let b32 = by_batch.pop().unwrap_or_default();
+        let b1 = by_batch.pop().unwrap_or_default();
+        timed = points.iter().zip(b1).zip(b32).map(|(((p, _, _), b1), b32)| Timed { point: (*p).clone(), b1, b32 }).collect();
+    }
+    let chosen = (0..timed.len()).max_by(|&a, &b| timed[a].score().total_cmp(&timed[b].score()).then(b.cmp(&a)));
+    let (mut peer, mut peer_note) = (None, None);
+    match (chosen, settings.peer) {
+        (None, _) => peer_note = Some("no pruned setting within 1 point to compare".into()),
+        (Some(_), false) => peer_note = Some("not run in --fast (its rounds take minutes)".into()),
+        (Some(i), true) => {
+            let (_, _, b) = &points[i];
+            let opts = BenchOptions {
+                rt_examples: inputs.len(),
+                batches: vec![1, 32],
+                rounds: settings.rounds,
+                repeats: settings.repeats,
+                peer: Some("ort".into()),
+                ..b.clone()
+            };
+            match sttabt::bench::check_options(&opts) {
+                Err(e) => peer_note = Some(format!("ONNX Runtime peer not installed or not found: {e:#}")),
+                Ok(()) => {
+                    progress.println(format!("      the fastest against the ONNX Runtime peer, {} alternating rounds", settings.rounds));
+                    match sttabt::bench::run_bench(&opts) {
+                        Ok(r) => match compare_with_peer(r) {
+                            Ok(p) => peer = Some(p),
+                            Err(e) => peer_note = Some(format!("{e:#}")),
+                        },
+                        Err(e) => peer_note = Some(format!("the peer comparison failed: {e:#}")),
+                    }
+                }
+            }
+        }
+    }
+    let mut report = SpeedReport {
+        settings: settings.clone(),
+        timed,
+        chosen,
+        peer,
+        peer_note,
+        dense_dev_accuracy: results.points[0].dev_accuracy,
+        dense_test_accuracy: results.dense_test_accuracy,
+        sentence: String::new(),
+    };
+    report.sentence = sentence(&report);
+    Ok(report)
+}
+
+/// The peer ratios of the chosen row (the one that is not dense) and of dense, from a bench
+/// report with the RT workload only.
+fn compare_with_peer(r: BenchReport) -> Result<PeerComparison> {
+    if let Some(note) = &r.peer_note {
+        anyhow::bail!("the peer comparison is incomplete: {note}");
+    }
+    let ratio = |workload: &str, batch: usize, dense: bool| -> Result<(f64, f64, f64)> {
+        let row = r
+            .rows
+            .iter()
+            .find(|x| x.workload == workload && x.batch == batch && (x.mode == "dense") == dense)
+            .ok_or_else(|| anyhow::anyhow!("the bench has no {workload} batch-{batch} row"))?;
+        let (Some(m), Some((lo, hi))) = (row.vs_peer, row.vs_peer_range) else {
+            anyhow::bail!("the peer ran no workload matching {workload} at batch {batch}")
+        };
+        Ok((m, lo, hi))
+    };
+    Ok(PeerComparison {
+        b1: ratio("rt", 1, false)?,
+        b32_sorted: ratio("rt-sorted", 32, false)?,
+        b32_in_order: ratio("rt", 32, false)?,
+        dense_b1: ratio("rt", 1, true)?,
+        dense_b32_sorted: ratio("rt-sorted", 32, true)?,
+        bench: r,
+    })
+}
+
+fn iv_points(iv: Option<Interval>) -> String {
+    match iv {
+        Some(iv) => format!("[{:+.2}, {:+.2}]", iv.lo * 100.0, iv.hi * 100.0),
+        None => "[-]".into(),
+    }
+}
+
+fn iv_pct(iv: Option<Interval>) -> String {
+    match iv {
+        Some(iv) => format!("[{:.2}, {:.2}]", iv.lo * 100.0, iv.hi * 100.0),
+        None => "[-]".into(),
+    }
+}
+
+/// The closing sentence of the demo.
+pub(crate) fn sentence(r: &SpeedReport) -> String {
+    let Some(t) = r.chosen.map(|i| &r.timed[i]) else {
+        return format!(
+            "No pruned setting is within 1 point of dense on dev (dense dev accuracy {:.2}%): dense stays the fastest setting within 1 point.",
+            r.dense_dev_accuracy * 100.0
+        );
+    };
+    let p = &t.point;
+    let x = |v: &VersusDense| format!("{:.2}x ({:.2}-{:.2})", v.vs_dense, v.vs_dense_min, v.vs_dense_max);
+    let mut s = format!(
+        "Fastest setting within 1 point of dense (decided on dev: {:.2}% vs {:.2}%): {}, {:.1}% retention, test accuracy {:.2}% {} \
+         (dense {:.2}%, difference {} points, 95% bootstrap); measured speed-up vs dense {} at batch 1 and {} at batch 32 \
+         (median (range) of {} alternating rounds on {} test sentences)",
+        p.dev_accuracy * 100.0,
+        r.dense_dev_accuracy * 100.0,
+        p.label,
+        p.retention * 100.0,
+        p.test_accuracy * 100.0,
+        iv_pct(p.test_accuracy_interval),
+        r.dense_test_accuracy * 100.0,
+        iv_points(p.test_difference_to_dense),
+        x(&t.b1),
+        x(&t.b32),
+        r.settings.rounds,
+        t.b1.examples
+    );
+    let y = |v: (f64, f64, f64)| format!("{:.2}x ({:.2}-{:.2})", v.0, v.1, v.2);
+    match (&r.peer, &r.peer_note) {
+        (Some(c), _) => s.push_str(&format!(
+            "; vs the ONNX Runtime fp32 dense peer {} at batch 1 and {} at batch 32 (length-sorted batches; dense alone: {} and {}).",
+            y(c.b1),
+            y(c.b32_sorted),
+            y(c.dense_b1),
+            y(c.dense_b32_sorted)
+        )),
+        (None, Some(note)) => s.push_str(&format!("; ONNX Runtime peer: {note}.")),
+        (None, None) => s.push('.'),
+    }
+    s
+}
