@@ -113,8 +113,8 @@ impl Recipe {
         } else {
             // sized on an idle 2-core machine from docs/results/bench_train_native_jobs.txt
             // (native ex/s at RT batch 16: fine-tune ~90, distill ~200, plan-ft ~73, LTP ~89;
-            // burn concrete ~20): 1 epoch 113 s, 3,000 distillation steps 240 s, 1 plan-aware
-            // epoch 140 s, 250 concrete steps 200 s, 400 LTP steps 72 s
+            // native concrete ~60): 1 epoch 113 s, 3,000 distillation steps 240 s, 1 plan-aware
+            // epoch 140 s, 640 concrete steps (one epoch) ~170 s, 400 LTP steps 72 s
             Recipe {
                 name: "demo",
                 train_limit: None,
@@ -125,7 +125,7 @@ impl Recipe {
                 kl_every: 250,
                 plan_ft_epochs: 1,
                 thetas: vec![-1.0],
-                concrete_steps: 250,
+                concrete_steps: 640,
                 lambdas: vec![0.5],
                 ltp_steps: 400,
                 ks: vec![0.2, 0.3, 0.4, 0.5],
@@ -138,7 +138,7 @@ impl Recipe {
 
 /// The concrete stage's trainer. burn today; when `train::native::concrete` lands, switching is
 /// the one call in [`train_concrete`] (and this name, recorded in `demo.json`).
-const CONCRETE_TRAINER: &str = "burn";
+const CONCRETE_TRAINER: &str = "native";
 
 /// Concrete-mask training (ALGORITHM.md section 4.5) of the demo, resumable.
 fn train_concrete(
@@ -150,7 +150,7 @@ fn train_concrete(
     resume: bool,
     progress: &sttabt::train::Progress,
 ) -> Result<sttabt::train::concrete::ConcreteReport> {
-    sttabt::train::concrete::train_concrete(teacher, approx, train, cfg, dir, resume, progress)
+    sttabt::train::native::concrete::train_concrete_native(teacher, approx, train, cfg, dir, resume, progress)
 }
 
 fn loadavg() -> String {
