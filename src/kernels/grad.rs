@@ -49,7 +49,7 @@ dispatch!(fn softmax_rows_scaled_dispatch(x: &mut [f32], n: usize, scale: f32) =
 ///
 /// Panics if `n` is 0 or does not divide `x.len()`.
 pub fn softmax_rows_scaled(x: &mut [f32], n: usize, scale: f32) {
-    assert!(n > 0 && x.len() % n == 0, "softmax_rows_scaled: {} values are not rows of {n}", x.len());
+    assert!(n > 0 && x.len().is_multiple_of(n), "softmax_rows_scaled: {} values are not rows of {n}", x.len());
     softmax_rows_scaled_dispatch(x, n, scale)
 }
 
@@ -92,7 +92,7 @@ dispatch!(fn softmax_backward_dispatch(g: &mut [f32], p: &[f32], extra: Option<&
 ///
 /// Panics if `n` is 0, does not divide `g.len()`, or `p` / `extra` differ in length from `g`.
 pub fn softmax_backward_rows(g: &mut [f32], p: &[f32], extra: Option<&[f32]>, n: usize, scale: f32) {
-    assert!(n > 0 && g.len() % n == 0, "softmax_backward_rows: {} values are not rows of {n}", g.len());
+    assert!(n > 0 && g.len().is_multiple_of(n), "softmax_backward_rows: {} values are not rows of {n}", g.len());
     assert_eq!(p.len(), g.len(), "softmax_backward_rows: probabilities and gradient differ in length");
     if let Some(e) = extra {
         assert_eq!(e.len(), g.len(), "softmax_backward_rows: extra and gradient differ in length");

@@ -28,8 +28,8 @@
 //! - f32 channels (optional, [`QuantizedLinear::with_f32_channels`]): a few input channels `C`
 //!   of outlier range are left out of the int8 product (their activations quantised as 0, their
 //!   weight rows zeroed) and added in f32 in the same epilogue, on the tile's registers before
-//!   the store and the GELU: `y[i, j] = (acc − z_i · c_j) · (sx_i · sw_j) + b_j
-//!   + Σ_{c ∈ C} x[i, c] · W[c, j]` (one FMA per channel per 16 outputs; the quantisation pass
+//!   the store and the GELU: `y[i, j] = (acc − z_i · c_j) · (sx_i · sw_j) + b_j +
+//!   Σ_{c ∈ C} x[i, c] · W[c, j]` (one FMA per channel per 16 outputs; the quantisation pass
 //!   gathers `x[i, C]`, the weight rows are kept `[|C|, panels · NR]`), with no second pass
 //!   over the output.
 //!
