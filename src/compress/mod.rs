@@ -299,7 +299,7 @@ pub fn format_table(t: &CompressTable) -> String {
     }
     let low = &t.candidates[t.lowest_retention];
     s.push_str(&format!(
-        "lowest retention within {} points on dev: {} on {} ({:.1}%)\n",
+        "lowest retention within {} point(s) on dev: {} on {} ({:.1}%)\n",
         t.max_drop,
         low.label,
         t.sources[low.source],

@@ -9,7 +9,7 @@ use sttabt::train::bench_rounds::bench_rounds;
 /// Which trainer(s) `bench-train` times.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrainerChoice {
-    /// burn's Flex backend with autodiff (today's training path).
+    /// burn's Flex backend with autodiff (the reference implementation).
     Burn,
     /// The native forward/backward on the crate's kernels (every job).
     Native,

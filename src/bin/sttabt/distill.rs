@@ -60,8 +60,11 @@ pub struct DistillArgs {
     #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     pub kl_every: usize,
     /// With --trainer native: keep the frozen teacher's targets of up to N MiB of training
-    /// examples (default 4096; 0 = off) so that later epochs read them back instead of running the
-    /// teacher again (~0.43 MiB per 26-token sentence for all-MiniLM-L6-v2). Exact: every target is
+    /// examples in memory (RAM, default 4096; 0 = off) so that an example met again (after the first
+    /// pass over the data) reads them back instead of running the teacher again. The size per
+    /// example grows with its length n as L·H·n² attention values plus L·n·d hidden values (~0.43
+    /// MiB for a 26-token sentence and all-MiniLM-L6-v2, ~5 MiB at 128 tokens). An error with
+    /// --trainer burn. Exact: every target is
     /// the teacher's output on its example alone, cached or not, so the budget changes no number
     /// (examples beyond it are computed each time) and --resume stays exact.
     #[arg(long)]

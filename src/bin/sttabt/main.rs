@@ -141,7 +141,7 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
     /// both length-sorted; Tn bB: d_Tn_bB). The peer is checked before anything is timed.
     Bench(bench::BenchArgs),
     /// Time one optimisation step of each training job (fine-tune, ApproxNet distillation, concrete
-    /// and LTP soft-mask training) on burn and/or the native trainer: examples/s, GFLOP/s and the
+    /// and LTP soft-mask training, plan-aware fine-tuning) on burn and/or the native trainer: examples/s, GFLOP/s and the
     /// time per stage.
     ///
     /// The model is all-MiniLM-L6-v2 with a fresh two-class head; batches are the first Rotten
@@ -158,8 +158,8 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
     /// targets came from: cold = computed this step (a run's first epoch; every burn row),
     /// cached = read back from the native trainer's exact per-example cache (every later epoch:
     /// distill's attentions, hidden states and logits; plan-ft's dense logits, its plans still
-    /// computed); - = the job has none. The native trainer runs finetune, distill, ltp and plan-ft
-    /// (its distill bwd includes the four losses, whose gradients enter the backward pass).
+    /// computed); - = the job has none. The native trainer runs every job: finetune, distill,
+    /// concrete, ltp and plan-ft (its distill bwd includes the four losses, whose gradients enter the backward pass).
     ///
     /// FLOPs: 2·m·k·n per matrix product of the padded batch [B, T] (Q, K, V, attention output,
     /// FFN in and out, QKᵀ and PV per head, pooler and classifier on the CLS rows); element-wise
@@ -179,13 +179,13 @@ Examples:
   sttabt bench-train --jobs finetune --trainer both --json ft.json
   sttabt --threads 2 bench-train --jobs finetune --trainer both --batches 32 --data 128 --rounds 5")]
     BenchTrain(bench_train::BenchTrainArgs),
-    /// Same-seed parity of the two trainers on real data (issue 15): fine-tune the base model
+    /// Same-seed parity of the two trainers on real data: fine-tune the base model
     /// with burn and with the native trainer from the same seed on the same training set, both
     /// evaluated on every dev example after each epoch; prints and writes (--out/parity.json,
     /// --json FILE) both accuracy curves, their difference in points and the times.
     ///
     /// The trainers sum floats in different orders, so equal accuracies are not expected; the
-    /// issue's bound is 0.5 point after the last epoch.
+    /// check is that they end within 0.5 point of each other.
     #[command(after_long_help = "\
 Examples:
   sttabt --threads 2 train-parity --out /tmp/parity --epochs 1 --json docs/results/train_parity_finetune.json
