@@ -21,7 +21,7 @@ use crate::kernels;
 use crate::model::{EncodedInput, Encoder};
 use crate::train::bench::StageSeconds;
 use crate::train::concrete::{finish_concrete_run, ConcreteConfig, ConcreteParts, ConcreteReport};
-use crate::train::finetune::{data_fingerprint, dense_logits, LabeledInput};
+use crate::train::finetune::{data_fingerprint, LabeledInput};
 use crate::train::native::backward::{backward_with, ExtraGrads, HeadGrad};
 use crate::train::native::checkpoint::{self, Tensors};
 use crate::train::native::concrete_masks::{self as cm, BatchMasks};
@@ -29,6 +29,7 @@ use crate::train::native::distill::NativeApprox;
 use crate::train::native::forward::{forward, forward_masked, Forward, PackedBatch};
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
+use crate::train::native::teacher_cache::DenseLogitsCache;
 use crate::train::native::{batch_of, AdamW, AdamWSettings};
 use crate::train::resume::{epoch_order, run_key, Checkpointer, Fingerprint};
 use crate::train::{Progress, Rate, Schedule};
@@ -276,27 +277,6 @@ pub fn batches(model: &NativeConcrete, data: &[&LabeledInput]) -> Result<(Packed
     Ok((tb, model.approx.batch(&inputs)?))
 }
 
-/// The frozen dense teacher's logits per training example, computed once each (one example per
-/// run, so a value does not depend on the batch it first appeared in) and kept.
-struct FrozenLogits<'a> {
-    teacher: &'a Encoder,
-    cache: Vec<Option<Vec<f32>>>,
-}
-
-impl FrozenLogits<'_> {
-    fn of(&mut self, train: &[LabeledInput], idx: &[usize]) -> anyhow::Result<Vec<f32>> {
-        let mut out = Vec::new();
-        for &i in idx {
-            if self.cache[i].is_none() {
-                let l = dense_logits(self.teacher, std::slice::from_ref(&train[i].input))?;
-                self.cache[i] = l.into_iter().next();
-            }
-            out.extend_from_slice(self.cache[i].as_deref().unwrap_or_default());
-        }
-        Ok(out)
-    }
-}
-
 /// [`train_concrete`](crate::train::concrete::train_concrete) on the native trainer: the same
 /// batches, schedule, AdamW (per-tensor clipping 1.0, θ at 10x through φ), hard phase,
 /// checkpoint points and outputs (`out_dir/{teacher,approx}`, `concrete.json` with
@@ -339,7 +319,7 @@ pub fn train_concrete_native(
             progress.println(format!("resuming native concrete training from step {step0}"));
         }
     }
-    let mut frozen = (cfg.distill_weight > 0.0).then(|| FrozenLogits { teacher, cache: vec![None; train.len()] });
+    let mut frozen = (cfg.distill_weight > 0.0).then(|| DenseLogitsCache::new(train.len()));
     let bar = progress.bar(cfg.steps as u64, &format!("concrete θ0={}", cfg.theta0));
     bar.set_position(step0 as u64);
     let rate = Rate::start(step0);
@@ -355,7 +335,7 @@ pub fn train_concrete_native(
         let refs: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
         let (tb, ab) = batches(&model, &refs)?;
         let fl = match frozen.as_mut() {
-            Some(f) => Some(f.of(train, idx)?),
+            Some(f) => Some(f.logits(teacher, idx, &refs.iter().map(|x| &x.input).collect::<Vec<_>>())?),
             None => None,
         };
         let hard = step >= hard_from;
