@@ -7,6 +7,7 @@
 
 use super::*;
 
+mod bundle;
 mod speed;
 mod stages;
 
@@ -371,7 +372,13 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
     let speed: speed::SpeedReport = serde_json::from_str(&std::fs::read_to_string(speed_dir.join("speed.json"))?)
         .with_context(|| format!("reading {}", speed_dir.join("speed.json").display()))?;
 
+    // the chosen setting as a bundle `classify` / `eval` / `bench --bundle` load (cheap: links)
+    let bundle_dir = bundle::write(&speed, &models, &run_dir.join("bundle"))?;
     print!("{}", sttabt::eval::format_table(&results));
+    println!(
+        "(the table's ex/s and speedup columns are eval's rough timing pass on {} sentences; the sentence below is the speed stage's measurement: {} alternating rounds against dense on {} sentences, median - trust it)",
+        recipe.timing_examples, recipe.speed.rounds, recipe.speed.examples
+    );
     println!(
         "teacher test accuracy {:.2}% ({} test sentences); results and plots in {}",
         results.dense_test_accuracy * 100.0,
@@ -382,6 +389,9 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         println!("  {:<22} {:>7.0} s{}", o.stage, o.seconds, if o.cached { " (cached)" } else { "" });
     }
     println!("{}", speed.sentence);
+    if let Some(dir) = &bundle_dir {
+        println!("the chosen setting is bundled in {0}: sttabt classify --bundle {0} \"a sentence\"", dir.display());
+    }
     let all_cached = done.iter().all(|o| o.cached);
     let total = t0.elapsed().as_secs_f64();
     println!("demo finished in {total:.0} s{}", if all_cached { " (all stages cached)" } else { "" });
@@ -396,6 +406,7 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
         "sentence": speed.sentence,
+        "bundle": bundle_dir,
         "speed": speed,
         "results": results,
     });

@@ -60,7 +60,7 @@ pub struct DistillArgs {
     #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     pub kl_every: usize,
     /// With --trainer native: keep the frozen teacher's targets of up to N MiB of training
-    /// examples in memory (RAM, default 4096; 0 = off) so that an example met again (after the first
+    /// examples in memory (RAM; default 4096, or a quarter of the available memory when that is less; 0 = off) so that an example met again (after the first
     /// pass over the data) reads them back instead of running the teacher again. The size per
     /// example grows with its length n as L·H·n² attention values plus L·n·d hidden values (~0.43
     /// MiB for a 26-token sentence and all-MiniLM-L6-v2, ~5 MiB at 128 tokens). An error with
@@ -96,7 +96,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
     if teacher_cache_mb.is_some() && trainer != super::finetune::TrainerArg::Native {
         bail!("--teacher-cache-mb applies to --trainer native only (the burn trainer computes the teacher's targets each step)");
     }
-    let cache_mb = teacher_cache_mb.unwrap_or(sttabt::train::native::teacher_cache::DEFAULT_TEACHER_CACHE_MB);
+    let cache_mb = teacher_cache_mb.unwrap_or_else(sttabt::train::native::teacher_cache::default_teacher_cache_mb);
     let target_kl = target_kl.map(|kl| sttabt::train::distill::KlTarget { kl, every: kl_every });
     let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, target_kl, ..Default::default() };
     if let Some(src) = image_source(&images, &data)? {

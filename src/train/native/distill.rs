@@ -33,7 +33,7 @@ use crate::train::native::backward::{self, linear_backward, ExtraGrads, HeadGrad
 use crate::train::native::checkpoint::{self, Tensors};
 use crate::train::native::forward::{self, linear_forward, Forward, PackedBatch};
 use crate::train::native::params::{Dense, NativeBert};
-use crate::train::native::teacher_cache::{self, mib, TeacherCache, DEFAULT_TEACHER_CACHE_MB};
+use crate::train::native::teacher_cache::{self, mib, TeacherCache};
 use crate::train::native::{AdamW, AdamWSettings};
 use crate::train::resume::{epoch_order, inputs_fingerprint, native_fingerprint, run_key, Checkpointer, Fingerprint};
 use crate::train::{Progress, Rate, Schedule};
@@ -355,7 +355,7 @@ pub fn loss_and_grads(
 /// native trainer does not cover (BERT text encoders only), bad input, a non-finite loss, an
 /// unusable checkpoint, or a file that cannot be written.
 ///
-/// The teacher's targets are cached by example up to [`DEFAULT_TEACHER_CACHE_MB`] MiB
+/// The teacher's targets are cached by example up to [`teacher_cache::default_teacher_cache_mb`] MiB
 /// ([`distill_native_cached`] sets the budget; the cache never changes a number).
 #[allow(clippy::too_many_arguments)]
 pub fn distill_native(
@@ -368,7 +368,7 @@ pub fn distill_native(
     resume: bool,
     progress: &Progress,
 ) -> anyhow::Result<(ApproxNet, DistillReport)> {
-    distill_native_cached(teacher, approx, train, heldout, cfg, out_dir, resume, progress, mib(DEFAULT_TEACHER_CACHE_MB))
+    distill_native_cached(teacher, approx, train, heldout, cfg, out_dir, resume, progress, mib(teacher_cache::default_teacher_cache_mb()))
 }
 
 /// [`distill_native`] with the teacher's targets cached by training-example index up to

@@ -28,6 +28,20 @@ use crate::train::native::distill::TeacherTargets;
 /// attention probabilities and 26 x 384 hidden states), so 4,096 MiB hold ~9,500 of them.
 pub const DEFAULT_TEACHER_CACHE_MB: usize = 4096;
 
+/// The budget used when none is given: [`DEFAULT_TEACHER_CACHE_MB`], or a quarter of the memory
+/// available now (Linux `MemAvailable` in `/proc/meminfo`) when that is smaller, so that a small
+/// machine does not swap; [`DEFAULT_TEACHER_CACHE_MB`] where it cannot be read. In MiB. The
+/// budget changes no number (see [`TeacherCache`]), only how often the teacher runs.
+pub fn default_teacher_cache_mb() -> usize {
+    let available_mib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("MemAvailable:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+    });
+    match available_mib {
+        Some(kib) => (kib / 1024 / 4).min(DEFAULT_TEACHER_CACHE_MB),
+        None => DEFAULT_TEACHER_CACHE_MB,
+    }
+}
+
 /// `mb` MiB in bytes (saturating).
 pub fn mib(mb: usize) -> usize {
     mb.saturating_mul(1 << 20)

@@ -1,0 +1,85 @@
+//! The demo's closing bundle: the setting its speed stage chose (the fastest within 1 point of
+//! dense on dev) written as an `sttabt compress`-style bundle (teacher, ApproxNet when the planner
+//! plans from one, the planner's settings), so that `sttabt classify --bundle RUN/bundle TEXT`,
+//! `eval --bundle` and `bench --bundle` use it without the user retyping its flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use sttabt::compress::bundle;
+use sttabt::eval::Point;
+use sttabt::infer::Mode;
+
+use super::speed::{DemoModels, SpeedReport};
+
+/// The folders the chosen point runs on: its teacher and, when its planner needs one, its
+/// ApproxNet (`None`: a family the demo cannot bundle, or its run is missing).
+fn model_dirs(p: &Point, m: &DemoModels) -> Option<(PathBuf, Option<PathBuf>)> {
+    match (&p.mode, p.family.as_str()) {
+        (Mode::Abt { .. }, "abt") => Some((m.teacher_dir.to_path_buf(), Some(m.approx_dir.to_path_buf()))),
+        (Mode::Abt { .. }, "abt-ft") => Some((m.plan_aware_dir.to_path_buf(), Some(m.approx_dir.to_path_buf()))),
+        (Mode::TopK { .. }, _) => Some((m.teacher_dir.to_path_buf(), None)),
+        (Mode::Concrete { theta0, .. }, _) => m
+            .concrete
+            .iter()
+            .zip(m.concrete_dirs)
+            .find(|(c, _)| c.theta0 == *theta0)
+            .map(|(_, d)| (d.join("teacher"), Some(d.join("approx")))),
+        (Mode::Ltp { lambda, .. }, _) => m.ltp.iter().zip(m.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(_, d)| (d.join("teacher"), None)),
+        _ => None,
+    }
+}
+
+/// Write the chosen setting of `speed` as a bundle in `dir` (replacing an older one there).
+/// Returns `Ok(None)` (and writes nothing) when no pruned setting was chosen.
+///
+/// Errors: a model folder cannot be read, or a file cannot be written.
+pub(crate) fn write(speed: &SpeedReport, models: &DemoModels, dir: &Path) -> Result<Option<PathBuf>> {
+    let Some(t) = speed.chosen.map(|i| &speed.timed[i]) else {
+        return Ok(None);
+    };
+    let p = &t.point;
+    let Some((teacher_src, approx_src)) = model_dirs(p, models) else {
+        return Ok(None);
+    };
+    // bundle.json is written last: remove the old one first, so a half-written bundle never loads
+    let _ = std::fs::remove_file(dir.join("bundle.json"));
+    bundle::link_or_copy_dir(&teacher_src, &dir.join("teacher"))?;
+    sttabt::train::copy_preprocessing_files(models.teacher_dir, &dir.join("teacher"))?;
+    let approx = match approx_src.filter(|_| p.mode.needs_approx()) {
+        Some(src) => {
+            bundle::link_or_copy_dir(&src, &dir.join("approx"))?;
+            Some("approx".to_string())
+        }
+        None => None,
+    };
+    let summary = format!(
+        "{}: dev {:.2}% (dense {:.2}%), test {:.2}% (dense {:.2}%), {:.1}% retention; {:.2}x dense at batch 1, {:.2}x at batch 32 (the demo's speed stage)",
+        p.label,
+        p.dev_accuracy * 100.0,
+        speed.dense_dev_accuracy * 100.0,
+        p.test_accuracy * 100.0,
+        speed.dense_test_accuracy * 100.0,
+        p.retention * 100.0,
+        t.b1.vs_dense,
+        t.b32.vs_dense
+    );
+    let readme = format!(
+        "# sttabt bundle (from `sttabt demo`)\n\n{summary}\n\n{}\n\nUse it with `sttabt classify --bundle DIR TEXT`, `sttabt eval --bundle DIR`, `sttabt bench --bundle DIR`.\n",
+        speed.sentence
+    );
+    sttabt::model::checkpoint::write_atomic(&dir.join("README.md"), readme.as_bytes())?;
+    let manifest = bundle::Manifest {
+        format: bundle::FORMAT.into(),
+        version: bundle::VERSION,
+        sttabt_version: env!("CARGO_PKG_VERSION").into(),
+        teacher: "teacher".into(),
+        approx,
+        planner: p.mode.clone(),
+        label: p.label.clone(),
+        summary,
+    };
+    bundle::write_manifest(dir, &manifest).with_context(|| format!("writing the demo's bundle in {}", dir.display()))?;
+    Ok(Some(dir.to_path_buf()))
+}
