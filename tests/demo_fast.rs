@@ -118,6 +118,25 @@ fn demo_fast_end_to_end() {
         assert!(speed["peer"].is_null());
         let note = speed["peer_note"].as_str().expect("a reason when the peer was not compared");
         assert!(note.contains("--fast") && sentence.contains(note), "{sentence}");
+        // the chosen setting is bundled: its manifest names the chosen planner, and classify
+        // --bundle predicts with it as the same planner does from its own flags
+        let bundle = dir.join("bundle");
+        assert_eq!(demo["bundle"].as_str().map(std::path::PathBuf::from), Some(bundle.clone()));
+        let manifest = common::read_json(bundle.join("bundle.json"));
+        assert_eq!(manifest["label"], timed[best.1]["point"]["label"]);
+        assert_eq!(manifest["planner"], timed[best.1]["point"]["mode"]);
+        assert!(first.contains(&format!("--bundle {}", bundle.display())), "the demo names its bundle");
+        let out = Command::new(env!("CARGO_BIN_EXE_sttabt"))
+            .args(["classify", "--bundle"])
+            .arg(&bundle)
+            .args(["--json", "a gripping, funny film"])
+            .output()
+            .expect("run sttabt classify --bundle");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "classify --bundle failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or("")).expect("classify --json prints JSON");
+        let r = v["retention"].as_f64().expect("retention");
+        assert!(r > 0.0 && r <= 1.0, "retention {r}");
     }
     // the demo's concrete and LTP runs classify on their own (their teacher/ carries the tokenizer)
     for (flag, run) in [("--concrete", "concrete_theta-1"), ("--ltp", "ltp_lambda0.5")] {

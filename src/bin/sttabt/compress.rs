@@ -4,6 +4,8 @@ use super::*;
 
 // The options of `sttabt compress` (the about text is on `Command::Compress`).
 #[derive(clap::Args)]
+// data flags this command refuses (it does not read that split) stay out of --help
+#[command(mut_arg("test", |a| a.hide(true)))]
 pub struct CompressArgs {
     #[command(flatten)]
     pub data: DataArgs,

@@ -4,6 +4,8 @@ use super::*;
 
 // The options of `sttabt eval` (the about text is on `Command::Eval`).
 #[derive(clap::Args)]
+// data flags this command refuses (it does not read that split) stay out of --help
+#[command(mut_arg("train", |a| a.hide(true)))]
 pub struct EvalArgs {
     #[command(flatten)]
     pub data: DataArgs,

@@ -26,7 +26,9 @@ fn model_dirs(p: &Point, m: &DemoModels) -> Option<(PathBuf, Option<PathBuf>)> {
             .zip(m.concrete_dirs)
             .find(|(c, _)| c.theta0 == *theta0)
             .map(|(_, d)| (d.join("teacher"), Some(d.join("approx")))),
-        (Mode::Ltp { lambda, .. }, _) => m.ltp.iter().zip(m.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(_, d)| (d.join("teacher"), None)),
+        (Mode::Ltp { lambda, .. }, _) => {
+            m.ltp.iter().zip(m.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(_, d)| (d.join("teacher"), None))
+        }
         _ => None,
     }
 }
@@ -54,6 +56,10 @@ pub(crate) fn write(speed: &SpeedReport, models: &DemoModels, dir: &Path) -> Res
         }
         None => None,
     };
+    // the stage records describe the demo's run directories, not the bundle
+    for sub in ["teacher", "approx"] {
+        let _ = std::fs::remove_file(dir.join(sub).join(super::stages::RECORD));
+    }
     let summary = format!(
         "{}: dev {:.2}% (dense {:.2}%), test {:.2}% (dense {:.2}%), {:.1}% retention; {:.2}x dense at batch 1, {:.2}x at batch 32 (the demo's speed stage)",
         p.label,
