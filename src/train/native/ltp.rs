@@ -30,15 +30,16 @@ use crate::train::bench::StageSeconds;
 use crate::train::finetune::{data_fingerprint, LabeledInput};
 use crate::train::ltp::{save_ltp_run, LtpConfig, LtpReport};
 use crate::train::native::backward::{backward_with, ExtraGrads, HeadGrad, ProbsHook};
-use crate::train::native::checkpoint::{self, Tensors};
+use crate::train::native::checkpoint::Tensors;
+use crate::train::native::driver::{run_steps, LoopSpec, Windows};
 use crate::train::native::finetune::native_bert_fingerprint;
 use crate::train::native::forward::{forward_with, Forward, PackedBatch};
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
 use crate::train::native::real::Real;
 use crate::train::native::{batch_of, AdamW, AdamWSettings};
-use crate::train::resume::{epoch_order, run_key, Checkpointer};
-use crate::train::{Progress, Rate, Schedule};
+use crate::train::resume::{run_key, Checkpointer};
+use crate::train::{Progress, Schedule};
 
 /// The LTP settings of one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -443,59 +444,47 @@ pub fn train_ltp_native(
     let settings = AdamWSettings::burn_defaults(cfg.weight_decay, Some(1.0));
     let mut optim = AdamW::for_lengths(settings, model.named().iter().map(|(_, x)| x.len()));
     let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
-    let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
     let ckpt = Checkpointer::new(out_dir.join("checkpoint"), JOB, key);
-    let mut step0 = 0;
-    let (mut first, mut last): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
-    if resume {
-        if let Some(r) = checkpoint::load(&ckpt, &mut model, &mut optim)? {
-            step0 = r.step;
-            (first, last) = serde_json::from_value(r.extra)?;
-            progress.println(format!("resuming native LTP training from step {step0}"));
-        }
-    }
-    let bar = progress.bar(cfg.steps as u64, &format!("ltp λ={}", cfg.lambda));
-    bar.set_position(step0 as u64);
-    let rate = Rate::start(step0);
-    let window = (cfg.steps / 10).max(1);
+    let spec = LoopSpec {
+        steps: cfg.steps,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        stream: 3000,
+        checkpoint_every: cfg.checkpoint_every,
+        label: format!("ltp λ={}", cfg.lambda),
+        what: "native LTP training",
+    };
     let mut grads = NativeLtp { net: model.net.zeros_like(), phi: vec![0.0; big_l - 1] };
-    let mut active = vec![true; optim.moment_1.len()];
-    let mut order: Vec<usize> = Vec::new();
-    for step in step0..cfg.steps {
-        if step % per_epoch == 0 || step == step0 {
-            order = epoch_order(train.len(), cfg.seed, 3000, step / per_epoch);
-        }
-        let b = step % per_epoch;
-        let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
-        let refs: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
-        let batch = batch_of(&model.net, &refs)?;
-        let hard = step >= hard_from;
-        let st = LtpStep { temperature: cfg.temperature, score: cfg.score, lambda: cfg.lambda, hard };
-        let (loss, hr) = crate::kernels::in_pool(|| ltp_step_grads(&model, &batch, scale, &st, &mut grads))?;
-        anyhow::ensure!(loss.loss.is_finite(), "LTP loss became {} at step {step}", loss.loss);
-        if step < window {
-            first.push(hr);
-        }
-        if step + window >= cfg.steps {
-            last.push(hr);
-        }
-        // burn detaches θ in the hard phase: φ gets no gradient and AdamW leaves it alone
-        *active.last_mut().expect("φ") = !hard;
-        crate::kernels::in_pool(|| optim.step_tensors(schedule.lr(step), model.named_mut(), grads.named_mut(), Some(&active)));
-        let done = step + 1;
-        bar.set_message(format!(
-            "task {:.3} mask-mean {:.3} hard retention {hr:.3}{} {}",
-            loss.task,
-            loss.mask_mean,
-            if hard { " [hard]" } else { "" },
-            rate.examples_per_s(done, cfg.batch_size)
-        ));
-        bar.inc(1);
-        if done.is_multiple_of(cfg.checkpoint_every.max(1)) || done == cfg.steps {
-            checkpoint::save(&ckpt, &model, &optim, done, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;
-        }
-    }
-    bar.finish_and_clear();
+    let active = vec![true; optim.moment_1.len()];
+    let (first, last): Windows<f64> = run_steps(
+        &spec,
+        train.len(),
+        &schedule,
+        &mut model,
+        &mut grads,
+        &mut optim,
+        active,
+        &ckpt,
+        resume,
+        progress,
+        |step, idx, model, grads, active| {
+            let refs: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
+            let batch = batch_of(&model.net, &refs)?;
+            let hard = step >= hard_from;
+            let st = LtpStep { temperature: cfg.temperature, score: cfg.score, lambda: cfg.lambda, hard };
+            let (loss, hr) = crate::kernels::in_pool(|| ltp_step_grads(model, &batch, scale, &st, grads))?;
+            anyhow::ensure!(loss.loss.is_finite(), "LTP loss became {} at step {step}", loss.loss);
+            // burn detaches θ in the hard phase: φ gets no gradient and AdamW leaves it alone
+            *active.last_mut().expect("φ") = !hard;
+            let message = format!(
+                "task {:.3} mask-mean {:.3} hard retention {hr:.3}{}",
+                loss.task,
+                loss.mask_mean,
+                if hard { " [hard]" } else { "" }
+            );
+            Ok((hr, message))
+        },
+    )?;
     let theta: Vec<f64> = model.phi.iter().map(|p| (p * scale) as f64).collect();
     save_ltp_run(out_dir, &model.net.to_model()?, cfg, theta, start_t, (&first, &last), Some("native"))
 }

@@ -11,6 +11,8 @@
 //! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces;
 //! - [`distill`]: ApproxNet distillation (its losses' gradients injected into the backward pass);
 //! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position);
+//! - [`driver`]: the training loop of the concrete and LTP jobs (shuffle, schedule, AdamW,
+//!   checkpoints, exact resume, progress bar);
 //! - [`masks`]: per-layer token masks (ALGORITHM.md section 4.3) in the forward and backward;
 //! - [`plan_ft`]: plan-aware fine-tuning (ABT-FT, section 8) on those masks;
 //! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward;
@@ -25,6 +27,7 @@ pub mod checkpoint;
 pub mod concrete;
 pub mod concrete_masks;
 pub mod distill;
+pub mod driver;
 pub mod finetune;
 pub mod forward;
 pub mod ltp;
