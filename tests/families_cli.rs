@@ -166,7 +166,17 @@ fn every_job_runs(family: &str) {
 
     // LTP: a few steps of fine-tuning with learned thresholds
     let ltp = dir.path().join("ltp");
-    ok(&["ltp", "--teacher", t, "--out", s(&ltp), "--steps", "2", "--batch-size", "4", "--train", s(&train), "--quiet"]);
+    // without --trainer: native where it covers the model (BERT), else burn, said on stderr
+    let (done, stdout, stderr) =
+        sttabt(&["ltp", "--teacher", t, "--out", s(&ltp), "--steps", "2", "--batch-size", "4", "--train", s(&train)]);
+    assert!(done && !stderr.contains("panicked"), "{family}: ltp failed:\n{stdout}\n{stderr}");
+    let covered = sttabt::train::native::NativeBert::covers(&teacher.config);
+    assert_eq!(covered, family == "bert", "{family}: the native trainer covers BERT only");
+    let (trainer, fell_back) = (if covered { "(native trainer)" } else { "(burn trainer)" }, stderr.contains("training on burn"));
+    assert!(
+        stdout.contains(trainer) && fell_back != covered,
+        "{family}: expected the {trainer} (fallback said: {fell_back}):\n{stdout}\n{stderr}"
+    );
     let rec = run_classify(&["--ltp", s(&ltp)]);
     assert!(rec["mode"].as_str().unwrap().starts_with("ltp"), "{family}: {}", rec["mode"]);
     let lt = Encoder::load(&ltp.join("teacher")).unwrap();

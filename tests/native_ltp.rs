@@ -2,7 +2,8 @@
 //! `train::ltp::ltp_forward` + the loss of `train_ltp`, autodiff through the masks: the loss, the
 //! masks, every parameter's gradient and dL/dθ within 1e-4 relative on tiny random configs and
 //! 1e-3 on all-MiniLM-L6-v2 with a real Rotten Tomatoes batch, soft and hard (straight-through)
-//! phase, for both `LtpScore`s.
+//! phase, for both `LtpScore`s; and a float64 finite-difference check of dL/dθ through the LTP
+//! masks, the renormalisation of section 4.3 and the L1 term.
 
 mod common;
 
@@ -13,7 +14,10 @@ use sttabt::planners::ltp::LtpScore;
 use sttabt::train::finetune::{cross_entropy, scalar, with_new_head, LabeledInput};
 use sttabt::train::ltp::{ltp_forward, LtpTrain};
 use sttabt::train::model::{to_vec, Batch, TrainBert};
-use sttabt::train::native::ltp::{ltp_backward, ltp_forward_native, LtpStep};
+use sttabt::train::native::ltp::{
+    example_layer_mask, example_layer_mask_backward, ltp_backward, ltp_forward_native, LayerMaskOut, LayerMaskState, LtpStep,
+};
+use sttabt::train::native::masks::{renormalise, renormalise_backward};
 use sttabt::train::native::params::train_bert_grads;
 use sttabt::train::native::{batch_of, NativeBert, PackedBatch};
 use sttabt::{EncodedInput, Encoder};
@@ -180,6 +184,235 @@ fn minilm_rotten_tomatoes_ltp_gradients_match_burn() {
     }
     for s in steps(LtpScore::MeanReceived, 0.01) {
         check(&model, &train, &[0.03; 5], s, 1e-3);
+    }
+}
+
+/// The mask chain of one LTP forward in f64, on fixed softmax probabilities `raw[l]` (packed
+/// `[H, n, n]` per example) in place of the encoder's: at each layer `l`, `P̃_l` = `raw[l]`
+/// renormalised with the running mask `m[l]` (`m[0]` = 1), and for `l < L-1` the library's
+/// [`example_layer_mask`] gives `m[l + 1] = m[l] · factor`. Returns the running masks, each
+/// layer's `P̃`, raw copy and denominators, and each layer's LTP state (σ, factor, score, kept).
+struct Chain {
+    m: Vec<Vec<f64>>,
+    pt: Vec<Vec<f64>>,
+    raw: Vec<Vec<f64>>,
+    denom: Vec<Vec<f64>>,
+    sig: Vec<Vec<f64>>,
+    factor: Vec<Vec<f64>>,
+    score: Vec<Vec<f64>>,
+    kept: Vec<Vec<f64>>,
+}
+
+fn chain_forward(raw: &[Vec<f64>], lengths: &[usize], heads: usize, theta: &[f64], step: &LtpStep) -> Chain {
+    let layers = raw.len();
+    let rows: usize = lengths.iter().sum();
+    let mut c = Chain {
+        m: vec![vec![1.0; rows]],
+        pt: vec![],
+        raw: vec![],
+        denom: vec![],
+        sig: vec![],
+        factor: vec![],
+        score: vec![],
+        kept: vec![],
+    };
+    for (l, rl) in raw.iter().enumerate() {
+        let (mut pt, mut rawc, mut den) = (rl.clone(), vec![0.0; rl.len()], vec![0.0; heads * rows]);
+        let (mut sig, mut factor, mut score, mut kept) = (vec![0.0; rows], vec![0.0; rows], vec![0.0; rows], vec![]);
+        let (mut r0, mut p0) = (0usize, 0usize);
+        for &n in lengths {
+            let a = &c.m[l][r0..r0 + n];
+            for hh in 0..heads {
+                let b = p0 + hh * n * n;
+                renormalise(&mut pt[b..b + n * n], a, &mut rawc[b..b + n * n], &mut den[heads * r0 + hh * n..heads * r0 + (hh + 1) * n]);
+            }
+            if l + 1 < layers {
+                let out = LayerMaskOut { sig: &mut sig[r0..r0 + n], factor: &mut factor[r0..r0 + n], score: &mut score[r0..r0 + n] };
+                kept.push(example_layer_mask(&pt[p0..p0 + heads * n * n], a, heads, theta[l], step, out));
+            }
+            r0 += n;
+            p0 += heads * n * n;
+        }
+        if l + 1 < layers {
+            let next: Vec<f64> = c.m[l].iter().zip(&factor).map(|(a, f)| a * f).collect();
+            c.m.push(next);
+        }
+        c.pt.push(pt);
+        c.raw.push(rawc);
+        c.denom.push(den);
+        c.sig.push(sig);
+        c.factor.push(factor);
+        c.score.push(score);
+        c.kept.push(kept);
+    }
+    c.m.push(vec![1.0; rows]);
+    c
+}
+
+/// `L(θ, P) = Σ_{l=1}^{L-1} <G_l, m[l]> + Σ_l <H_l, P̃_l> + λ mean_l mean_b (Σ_j m[l]_bj / n_b)`:
+/// fixed linear stand-ins `G` and `H` for the rest of the network's dependence on the masks and
+/// on the renormalised probabilities (the burn comparisons above cover that part), plus the
+/// L1 term of the LTP loss.
+fn chain_loss(c: &Chain, lengths: &[usize], gm: &[Vec<f64>], gp: &[Vec<f64>], lambda: f64) -> f64 {
+    let layers = c.pt.len();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let lin: f64 = (1..layers).map(|l| dot(&c.m[l], &gm[l])).sum::<f64>() + (0..layers).map(|l| dot(&c.pt[l], &gp[l])).sum::<f64>();
+    let mut mean = 0.0;
+    for m in &c.m[1..layers] {
+        let mut r0 = 0;
+        let mut per = 0.0;
+        for &n in lengths {
+            per += m[r0..r0 + n].iter().sum::<f64>() / n as f64;
+            r0 += n;
+        }
+        mean += per / lengths.len() as f64;
+    }
+    lin + lambda * mean / (layers - 1) as f64
+}
+
+/// The analytic gradients of [`chain_loss`] with the library's backward pieces, in the order
+/// the native backward runs them (top layer first; at layer `l` the LTP path, then the
+/// renormalisation): dL/dθ `[L - 1]` and dL/d`raw`.
+fn chain_backward(
+    c: &Chain,
+    lengths: &[usize],
+    heads: usize,
+    gm: &[Vec<f64>],
+    gp: &[Vec<f64>],
+    step: &LtpStep,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let layers = c.pt.len();
+    let mut dm: Vec<Vec<f64>> =
+        (0..=layers).map(|l| if (1..layers).contains(&l) { gm[l].clone() } else { vec![0.0; gm[0].len()] }).collect();
+    let mut dtheta = vec![0.0; layers - 1];
+    let mut draw = vec![Vec::new(); layers];
+    let l1 = step.lambda / ((layers - 1) as f64 * lengths.len() as f64);
+    for l in (0..layers).rev() {
+        let mut dp = gp[l].clone();
+        let (lo, hi) = dm.split_at_mut(l + 1);
+        let (dm_this, dm_next) = (&mut lo[l], &hi[0]);
+        let (mut r0, mut p0) = (0usize, 0usize);
+        for (e, &n) in lengths.iter().enumerate() {
+            let span = p0..p0 + heads * n * n;
+            if l + 1 < layers {
+                let rs = r0..r0 + n;
+                let fwd = LayerMaskState {
+                    sig: &c.sig[l][rs.clone()],
+                    factor: &c.factor[l][rs.clone()],
+                    score: &c.score[l][rs.clone()],
+                    kept: c.kept[l][e],
+                };
+                let mut extra = vec![0.0; heads * n * n];
+                example_layer_mask_backward(
+                    &c.pt[l][span.clone()],
+                    &c.m[l][rs.clone()],
+                    heads,
+                    &fwd,
+                    step,
+                    l1 / n as f64,
+                    &dm_next[rs.clone()],
+                    &mut dm_this[rs],
+                    &mut extra,
+                    &mut dtheta[l],
+                );
+                for (d, x) in dp[span.clone()].iter_mut().zip(&extra) {
+                    *d += x;
+                }
+            }
+            for hh in 0..heads {
+                let b = p0 + hh * n * n;
+                let d0 = heads * r0 + hh * n;
+                renormalise_backward(
+                    &mut dp[b..b + n * n],
+                    &c.pt[l][b..b + n * n],
+                    &c.raw[l][b..b + n * n],
+                    &c.denom[l][d0..d0 + n],
+                    &c.m[l][r0..r0 + n],
+                    &mut dm_this[r0..r0 + n],
+                );
+            }
+            r0 += n;
+            p0 += heads * n * n;
+        }
+        draw[l] = dp;
+    }
+    (dtheta, draw)
+}
+
+/// Random softmax rows `[H, n, n]` per layer, packed for `lengths`.
+fn random_probs(layers: usize, heads: usize, lengths: &[usize], rng: &mut fastrand::Rng) -> Vec<Vec<f64>> {
+    (0..layers)
+        .map(|_| {
+            let mut v = Vec::new();
+            for &n in lengths {
+                for _ in 0..heads * n {
+                    let row: Vec<f64> = (0..n).map(|_| (rng.f64() * 3.0 - 1.5).exp()).collect();
+                    let s: f64 = row.iter().sum();
+                    v.extend(row.iter().map(|x| x / s));
+                }
+            }
+            v
+        })
+        .collect()
+}
+
+/// Issue 15 item 3: LTP's analytic dL/dθ (the library's `example_layer_mask_backward` and
+/// `renormalise_backward`, run in f64) equals central finite differences of the f64 forward
+/// (`example_layer_mask`, `renormalise`) to 1e-3 relative, per layer and as a vector, for both
+/// scores, with λ > 0; so does dL/dP along a random direction (the path into the softmax).
+#[test]
+fn f64_finite_differences_match_ltp_dtheta() {
+    let lengths = [5usize, 3, 8, 6];
+    let rows: usize = lengths.iter().sum();
+    for (case, &(layers, heads, score, temperature)) in
+        [(3usize, 2usize, LtpScore::LengthScaled, 0.25), (4, 3, LtpScore::MeanReceived, 0.05), (4, 2, LtpScore::LengthScaled, 0.1)]
+            .iter()
+            .enumerate()
+    {
+        let mut rng = fastrand::Rng::with_seed(90 + case as u64);
+        let raw = random_probs(layers, heads, &lengths, &mut rng);
+        let gm: Vec<Vec<f64>> = (0..=layers).map(|_| (0..rows).map(|_| rng.f64() - 0.5).collect()).collect();
+        let gp: Vec<Vec<f64>> = raw.iter().map(|r| r.iter().map(|_| rng.f64() - 0.5).collect()).collect();
+        let theta: Vec<f64> = match score {
+            LtpScore::LengthScaled => (0..layers - 1).map(|l| 0.9 + 0.05 * l as f64).collect(),
+            LtpScore::MeanReceived => (0..layers - 1).map(|l| 0.17 + 0.01 * l as f64).collect(),
+        };
+        let step = LtpStep { temperature, score, lambda: 0.7, hard: false };
+        let c = chain_forward(&raw, &lengths, heads, &theta, &step);
+        let pruned = c.m[1..layers].iter().flatten().filter(|&&v| v < 0.5).count();
+        let kept = c.m[1..layers].iter().flatten().filter(|&&v| v >= 0.5).count();
+        assert!(pruned > 0 && kept > lengths.len() * (layers - 1), "masks all one way: {pruned} pruned, {kept} kept");
+        let (dtheta, draw) = chain_backward(&c, &lengths, heads, &gm, &gp, &step);
+        let loss = |r: &[Vec<f64>], t: &[f64]| chain_loss(&chain_forward(r, &lengths, heads, t, &step), &lengths, &gm, &gp, step.lambda);
+        let h = 1e-6;
+        let numeric: Vec<f64> = (0..layers - 1)
+            .map(|l| {
+                let (mut up, mut dn) = (theta.clone(), theta.clone());
+                up[l] += h;
+                dn[l] -= h;
+                (loss(&raw, &up) - loss(&raw, &dn)) / (2.0 * h)
+            })
+            .collect();
+        let diff: f64 = dtheta.iter().zip(&numeric).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+        let scale: f64 = numeric.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!(scale > 1e-2, "dL/dθ is too small to test: {numeric:?}");
+        assert!(diff <= 1e-3 * scale, "dL/dθ: analytic {dtheta:?} vs finite differences {numeric:?}");
+        for (l, (a, b)) in dtheta.iter().zip(&numeric).enumerate() {
+            assert!((a - b).abs() <= 1e-3 * b.abs().max(1e-2 * scale), "layer {l}: analytic {a} vs numeric {b}");
+        }
+        // dL/dP along a random direction v: <dL/dP, v> vs (L(P + hv) − L(P − hv)) / 2h
+        let v: Vec<Vec<f64>> = raw.iter().map(|r| r.iter().map(|_| rng.f64() - 0.5).collect()).collect();
+        let shift = |sign: f64| -> Vec<Vec<f64>> {
+            raw.iter().zip(&v).map(|(r, d)| r.iter().zip(d).map(|(a, b)| a + sign * h * b).collect()).collect()
+        };
+        let num_dir = (loss(&shift(1.0), &theta) - loss(&shift(-1.0), &theta)) / (2.0 * h);
+        let ana_dir: f64 = draw.iter().zip(&v).map(|(g, d)| g.iter().zip(d).map(|(a, b)| a * b).sum::<f64>()).sum();
+        assert!(num_dir.abs() > 1e-3, "directional derivative too small to test: {num_dir}");
+        assert!((ana_dir - num_dir).abs() <= 1e-3 * num_dir.abs(), "dL/dP·v: analytic {ana_dir} vs numeric {num_dir}");
+        eprintln!(
+            "case {case} ({score:?}): {pruned} pruned / {kept} kept; dL/dθ {dtheta:?} vs {numeric:?}: relative {:.1e}; dL/dP·v {ana_dir:.6e} vs {num_dir:.6e}",
+            diff / scale
+        );
     }
 }
 

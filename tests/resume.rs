@@ -274,7 +274,11 @@ fn killed_and_resumed_runs_equal_uninterrupted_runs() {
     let teacher = fx.teacher.display().to_string();
     // fine-tune: 72 examples, batch 2: 36 steps per epoch, 2 epochs; checkpoints at 36 (end of
     // epoch 1, after its evaluation), 50 (every 50 steps) and 72. Killed mid-epoch 2.
-    let ft = [strings(&["finetune", "--model", &teacher, "--epochs", "2", "--batch-size", "2", "--lr", "1e-3"]), data_args(&fx)].concat();
+    let ft = [
+        strings(&["finetune", "--model", &teacher, "--epochs", "2", "--batch-size", "2", "--lr", "1e-3", "--trainer", "burn"]),
+        data_args(&fx),
+    ]
+    .concat();
     kill_and_resume(
         &fx,
         "finetune",
@@ -286,8 +290,11 @@ fn killed_and_resumed_runs_equal_uninterrupted_runs() {
         &["model.safetensors", "finetune.json"],
     );
     // distill: 80 steps, checkpoints at 50 and 80
-    let di =
-        [strings(&["distill", "--teacher", &teacher, "--steps", "80", "--batch-size", "4", "--heldout", "4"]), data_args(&fx)].concat();
+    let di = [
+        strings(&["distill", "--teacher", &teacher, "--steps", "80", "--batch-size", "4", "--heldout", "4", "--trainer", "burn"]),
+        data_args(&fx),
+    ]
+    .concat();
     kill_and_resume(&fx, "distill", &di, 50, 80, &["--steps", "90"], &["steps"], &["model.safetensors", "distill.json"]);
     // concrete: 60 steps (the last 20% with hard masks), checkpoints at 50 and 60
     let approx = fx.approx.display().to_string();
@@ -321,7 +328,8 @@ fn killed_and_resumed_runs_equal_uninterrupted_runs() {
         &["teacher/model.safetensors", "approx/model.safetensors", "concrete.json"],
     );
     // LTP: 60 steps (the last 30% hard), checkpoints at 50 and 60
-    let lt = [strings(&["ltp", "--teacher", &teacher, "--steps", "60", "--batch-size", "4"]), train_args(&fx)].concat();
+    let lt =
+        [strings(&["ltp", "--teacher", &teacher, "--steps", "60", "--batch-size", "4", "--trainer", "burn"]), train_args(&fx)].concat();
     kill_and_resume(&fx, "ltp", &lt, 50, 60, &["--lambda", "2"], &["lambda"], &["teacher/model.safetensors", "ltp.json"]);
     println!("all four jobs: {:.1}s", t0.elapsed().as_secs_f64());
 }
@@ -354,7 +362,8 @@ fn native_finetune_killed_and_resumed_equals_uninterrupted() {
     let m2 = store.get("moment_2.classifier.weight", &[n]).expect("second moment of the classifier");
     assert!(m2.iter().all(|v| *v > 0.0), "second moments of the classifier should be positive after 72 steps: {m2:?}");
     // the burn trainer refuses the native trainer's checkpoint, naming the job
-    let o = sttabt(&ft, &fx.root.join("finetune-native-b"), &["--resume"]).output().expect("run sttabt");
+    let burn = [ft.clone(), strings(&["--trainer", "burn"])].concat();
+    let o = sttabt(&burn, &fx.root.join("finetune-native-b"), &["--resume"]).output().expect("run sttabt");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("job: finetune-native -> finetune"), "burn resumed a native checkpoint: {err}");
 }
@@ -388,7 +397,7 @@ fn native_distill_killed_and_resumed_equals_uninterrupted() {
     let m2 = store.get("moment_2.transfer.0.weight", &[n]).expect("second moment of a transfer map");
     assert!(m2.iter().all(|v| *v > 0.0), "second moments of the transfer map should be positive after 80 steps");
     // the burn trainer refuses the native trainer's checkpoint, naming the job
-    let burn: Vec<String> = di.iter().filter(|a| *a != "--trainer" && *a != "native").cloned().collect();
+    let burn: Vec<String> = di.iter().map(|a| if a == "native" { "burn".to_string() } else { a.clone() }).collect();
     let o = sttabt(&burn, &out, &["--resume"]).output().expect("run sttabt");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("job: distill-native -> distill"), "burn resumed a native checkpoint: {err}");
@@ -421,7 +430,7 @@ fn native_ltp_killed_and_resumed_equals_uninterrupted() {
     // the model loads as an LTP model, and the burn trainer refuses the native checkpoint
     let m = sttabt::train::ltp::LtpModel::load(&out).expect("load the LTP model");
     assert_eq!(m.theta, theta);
-    let burn: Vec<String> = lt.iter().filter(|a| *a != "--trainer" && *a != "native").cloned().collect();
+    let burn: Vec<String> = lt.iter().map(|a| if a == "native" { "burn".to_string() } else { a.clone() }).collect();
     let o = sttabt(&burn, &out, &["--resume"]).output().expect("run sttabt");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("job: ltp-native -> ltp"), "burn resumed a native checkpoint: {err}");

@@ -1,5 +1,6 @@
 //! `sttabt concrete`.
 
+use super::trainer::TrainerArg;
 use super::*;
 
 // The options of `sttabt concrete` (the about text is on `Command::Concrete`).
@@ -47,12 +48,12 @@ pub struct ConcreteArgs {
     pub max_length: usize,
     /// Training path: `native` (forward/backward on the crate's own kernels, BERT text models
     /// only; its loss and gradients equal burn's to 1e-4 relative on tiny configs and 1e-3 on
-    /// MiniLM, tests/native_concrete.rs) or `burn` (the reference). Default: native for BERT
-    /// text models, burn for the other families and for images. Same batches, schedule, AdamW and outputs
+    /// MiniLM, tests/native_concrete.rs) or `burn` (the reference). Default: native where it
+    /// covers the model (post-LayerNorm BERT text models), burn otherwise (said on stderr). Same batches, schedule, AdamW and outputs
     /// (teacher/, approx/, concrete.json with θ); results equal up to float rounding. A run
     /// resumes only with the trainer that wrote its checkpoint.
     #[arg(long, value_enum)]
-    pub trainer: Option<super::finetune::TrainerArg>,
+    pub trainer: Option<TrainerArg>,
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]
     pub resume: bool,
@@ -94,9 +95,7 @@ pub fn run(args: ConcreteArgs) -> Result<()> {
         ..Default::default()
     };
     if let Some(src) = image_source(&images, &data)? {
-        if trainer == Some(super::finetune::TrainerArg::Native) {
-            bail!("--trainer native covers text BERT models only; use --trainer burn for images");
-        }
+        TrainerArg::for_images(trainer, "concrete", quiet)?;
         guard_output(&out, "concrete.json", resume)?;
         return vision::concrete(&src, &teacher, &approx, &out, cfg, train_limit, resume, quiet);
     }
@@ -114,7 +113,7 @@ pub(crate) fn concrete(
     max_length: usize,
     resume: bool,
     quiet: bool,
-    trainer: Option<super::finetune::TrainerArg>,
+    trainer: Option<TrainerArg>,
 ) -> Result<()> {
     guard_output(out, "concrete.json", resume)?;
     cfg.validate()?;
@@ -126,10 +125,7 @@ pub(crate) fn concrete(
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
-    let native = match trainer {
-        Some(t) => t == super::finetune::TrainerArg::Native,
-        None => sttabt::train::native::NativeBert::covers(&teacher.config),
-    };
+    let native = TrainerArg::resolve(trainer, &teacher.config, "concrete", quiet) == TrainerArg::Native;
     let progress = sttabt::train::Progress { quiet };
     let r = if native {
         sttabt::train::native::concrete::train_concrete_native(&teacher, &approx, &train, &cfg, out, resume, &progress)?

@@ -1,5 +1,6 @@
 //! `sttabt distill`.
 
+use super::trainer::TrainerArg;
 use super::*;
 
 // The options of `sttabt distill` (the about text is on `Command::Distill`).
@@ -45,12 +46,13 @@ pub struct DistillArgs {
     /// No progress bars or status lines.
     #[arg(long)]
     pub quiet: bool,
-    /// Training implementation: burn (autodiff on burn's Flex backend, the reference) or native
-    /// (forward/backward on the crate's own kernels; text BERT models only). Same batches,
+    /// Training implementation: native (forward/backward on the crate's own kernels) or burn
+    /// (autodiff on burn's Flex backend, the reference). Default: native where it covers the
+    /// model (post-LayerNorm BERT text models), burn otherwise (said on stderr). Same batches,
     /// schedule, AdamW and outputs; results equal up to float rounding. A run resumes only with
     /// the trainer that wrote its checkpoint.
-    #[arg(long, value_enum, default_value_t = super::finetune::TrainerArg::Burn)]
-    pub trainer: super::finetune::TrainerArg,
+    #[arg(long, value_enum)]
+    pub trainer: Option<TrainerArg>,
     /// Stop once the attention KL on the held-out sentences is <= X (evaluated every --kl-every
     /// steps; --steps is then the most steps run and still sets the learning-rate schedule). The
     /// curve goes into distill.json. Without it, all --steps run.
@@ -59,12 +61,12 @@ pub struct DistillArgs {
     /// Steps between held-out KL evaluations with --target-kl (>= 1).
     #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     pub kl_every: usize,
-    /// With --trainer native: keep the frozen teacher's targets of up to N MiB of training
+    /// With the native trainer: keep the frozen teacher's targets of up to N MiB of training
     /// examples in memory (RAM; default 4096, or a quarter of the available memory when that is less; 0 = off) so that an example met again (after the first
     /// pass over the data) reads them back instead of running the teacher again. The size per
     /// example grows with its length n as L·H·n² attention values plus L·n·d hidden values (~0.43
     /// MiB for a 26-token sentence and all-MiniLM-L6-v2, ~5 MiB at 128 tokens). An error with
-    /// --trainer burn. Exact: every target is
+    /// the burn trainer. Exact: every target is
     /// the teacher's output on its example alone, cached or not, so the budget changes no number
     /// (examples beyond it are computed each time) and --resume stays exact.
     #[arg(long)]
@@ -93,21 +95,24 @@ pub fn run(args: DistillArgs) -> Result<()> {
         kl_every,
         teacher_cache_mb,
     } = args;
-    if teacher_cache_mb.is_some() && trainer != super::finetune::TrainerArg::Native {
-        bail!("--teacher-cache-mb applies to --trainer native only (the burn trainer computes the teacher's targets each step)");
-    }
-    let cache_mb = teacher_cache_mb.unwrap_or_else(sttabt::train::native::teacher_cache::default_teacher_cache_mb);
     let target_kl = target_kl.map(|kl| sttabt::train::distill::KlTarget { kl, every: kl_every });
     let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, target_kl, ..Default::default() };
     if let Some(src) = image_source(&images, &data)? {
-        if trainer == super::finetune::TrainerArg::Native {
-            bail!("--trainer native covers text BERT models only; distil image models with --trainer burn (the default)");
-        }
+        TrainerArg::for_images(trainer, "distil", quiet)?;
+        no_cache_on_burn(teacher_cache_mb)?;
         guard_output(&out, "distill.json", resume)?;
         let init = if init == "random" { sttabt::approx::ApproxInit::Random } else { sttabt::approx::ApproxInit::Interpolate };
         return vision::distill(&src, &teacher, &out, factor, init, cfg, train_limit, heldout, quiet, resume);
     }
-    distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet, (trainer, cache_mb))
+    distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet, (trainer, teacher_cache_mb))
+}
+
+/// `--teacher-cache-mb` belongs to the native trainer.
+fn no_cache_on_burn(teacher_cache_mb: Option<usize>) -> Result<()> {
+    if teacher_cache_mb.is_some() {
+        bail!("--teacher-cache-mb applies to the native trainer only (the burn trainer computes the teacher's targets each step)");
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -123,7 +128,7 @@ pub(crate) fn distill(
     max_length: usize,
     resume: bool,
     quiet: bool,
-    (trainer, cache_mb): (super::finetune::TrainerArg, usize),
+    (trainer, teacher_cache_mb): (Option<TrainerArg>, Option<usize>),
 ) -> Result<()> {
     use sttabt::approx::{ApproxInit, ApproxNet};
     guard_output(out, "distill.json", resume)?;
@@ -131,6 +136,10 @@ pub(crate) fn distill(
     let needs = DataNeeds::train_dev("distill");
     let source = data.source(&needs)?;
     let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
+    let trainer = TrainerArg::resolve(trainer, &teacher.config, "distill", quiet);
+    if trainer == TrainerArg::Burn {
+        no_cache_on_burn(teacher_cache_mb)?;
+    }
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
@@ -141,10 +150,9 @@ pub(crate) fn distill(
     let held: Vec<_> = held.into_iter().map(|x| x.input).collect();
     let progress = sttabt::train::Progress { quiet };
     let (_, report) = match trainer {
-        super::finetune::TrainerArg::Burn => {
-            sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, out, resume, &progress)?
-        }
-        super::finetune::TrainerArg::Native => {
+        TrainerArg::Burn => sttabt::train::distill::distill(&teacher, approx, &train, &held, &cfg, out, resume, &progress)?,
+        TrainerArg::Native => {
+            let cache_mb = teacher_cache_mb.unwrap_or_else(sttabt::train::native::teacher_cache::default_teacher_cache_mb);
             let bytes = sttabt::train::native::teacher_cache::mib(cache_mb);
             sttabt::train::native::distill::distill_native_cached(&teacher, approx, &train, &held, &cfg, out, resume, &progress, bytes)?
         }

@@ -1,5 +1,6 @@
 //! `sttabt finetune`.
 
+pub use super::trainer::TrainerArg;
 use super::*;
 
 // The options of `sttabt finetune` (the about text is on `Command::Finetune`).
@@ -16,33 +17,20 @@ pub struct FinetuneArgs {
     /// Output directory (created; an existing finished run is not overwritten without --resume).
     #[arg(long)]
     pub out: PathBuf,
-    /// Passes over the training data (>= 1).
-    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
-    pub epochs: usize,
-    /// Examples per optimisation step (images trained from scratch: 64 unless set).
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
-    pub batch_size: usize,
-    /// Peak learning rate (linear warm-up, then linear decay; images trained from scratch:
-    /// 1.5e-3 unless set).
-    #[arg(long, default_value_t = 1e-4, value_parser = positive_rate, allow_hyphen_values = true)]
-    pub lr: f64,
-    /// Use only the first N training examples (after the seeded split).
-    #[arg(long)]
-    pub train_limit: Option<usize>,
-    /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
-    #[arg(long, default_value_t = 128)]
-    pub max_length: usize,
+    #[command(flatten)]
+    pub run: FinetuneRunArgs,
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]
     pub resume: bool,
     /// No progress bars or status lines.
     #[arg(long)]
     pub quiet: bool,
-    /// Training implementation: burn (autodiff on burn's Flex backend, the reference) or native
-    /// (forward/backward on the crate's own kernels, faster: `sttabt bench-train --trainer both`; text BERT models
-    /// only). Same batches, schedule and AdamW; results equal up to float rounding. A run
-    /// resumes only with the trainer that wrote its checkpoint.
-    /// Default: burn, or native with --plan-aware (which runs on the native trainer only).
+    /// Training implementation: native (forward/backward on the crate's own kernels, faster:
+    /// `sttabt bench-train --trainer both`) or burn (autodiff on burn's Flex backend, the
+    /// reference). Default: native where it covers the model (post-LayerNorm BERT text models;
+    /// --plan-aware runs on it only), burn otherwise (said on stderr). Same batches, schedule
+    /// and AdamW; results equal up to float rounding. A run resumes only with the trainer that
+    /// wrote its checkpoint.
     #[arg(long, value_enum)]
     pub trainer: Option<TrainerArg>,
     /// Plan-aware fine-tuning (ABT-FT, ALGORITHM.md section 8): --model is a fine-tuned teacher;
@@ -72,6 +60,27 @@ pub struct FinetuneArgs {
     pub kd_temperature: f64,
 }
 
+/// The schedule and data-size options of a text fine-tuning run, shared by `sttabt finetune`
+/// and `sttabt train-parity`.
+#[derive(clap::Args)]
+pub struct FinetuneRunArgs {
+    /// Passes over the training data (>= 1).
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    pub epochs: usize,
+    /// Examples per optimisation step.
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// Peak learning rate (linear warm-up, then linear decay).
+    #[arg(long, default_value_t = 1e-4, value_parser = positive_rate, allow_hyphen_values = true)]
+    pub lr: f64,
+    /// Use only the first N training examples (after the seeded split).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
+    #[arg(long, default_value_t = 128)]
+    pub max_length: usize,
+}
+
 /// `--keep-range a,b`.
 fn parse_keep_range(s: &str) -> std::result::Result<(f64, f64), String> {
     let parts: Vec<&str> = s.split(',').collect();
@@ -84,16 +93,10 @@ fn parse_keep_range(s: &str) -> std::result::Result<(f64, f64), String> {
     Ok((a, b))
 }
 
-/// `--trainer` of `sttabt finetune`.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TrainerArg {
-    Burn,
-    Native,
-}
-
 /// Run `sttabt finetune`.
 pub fn run(args: FinetuneArgs) -> Result<()> {
-    let FinetuneArgs { data, images, model, out, epochs, batch_size, lr, train_limit, max_length, resume, quiet, trainer, .. } = args;
+    let FinetuneArgs { data, images, model, out, run, resume, quiet, trainer, .. } = args;
+    let FinetuneRunArgs { epochs, batch_size, lr, train_limit, max_length } = run;
     if args.plan_aware {
         if image_source(&images, &data)?.is_some() {
             bail!("--plan-aware covers text BERT models only (the native trainer)");
@@ -114,11 +117,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         };
         return plan_aware(&data, model, &approx, &out, cfg, train_limit, max_length, resume, quiet);
     }
-    let trainer = trainer.unwrap_or(TrainerArg::Burn);
     if let Some(src) = image_source(&images, &data)? {
-        if trainer == TrainerArg::Native {
-            bail!("--trainer native covers text BERT models only; fine-tune images with --trainer burn (the default)");
-        }
+        TrainerArg::for_images(trainer, "fine-tune", quiet)?;
         guard_output(&out, "finetune.json", resume)?;
         // from scratch: the vision defaults unless the flags were changed
         let d = vision::vision_finetune_config(epochs);
@@ -134,24 +134,34 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet, trainer)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn finetune(
+/// What a text fine-tuning run reads: the base checkpoint (with a head for the data's labels),
+/// the tokenised splits and the effective maximum length.
+pub(crate) struct TextRun {
+    pub dir: PathBuf,
+    pub base: Encoder,
+    pub train: Vec<sttabt::train::finetune::LabeledInput>,
+    pub dev: Vec<sttabt::train::finetune::LabeledInput>,
+    pub splits: sttabt::pipeline::Splits,
+    pub max_length: usize,
+}
+
+/// Load the base checkpoint `model` (default: the cached all-MiniLM-L6-v2) and the train and
+/// dev splits of `data` for `job`, tokenised to `max_length` (capped at the model's) with the
+/// first `train_limit` training examples; a fresh head (seed `seed`) replaces one that does not
+/// match the labels. Prints the split sizes on stderr.
+///
+/// Errors: a checkpoint or data set that cannot be read or tokenised.
+pub(crate) fn load_text_run(
     data: &DataArgs,
     model: Option<PathBuf>,
-    out: &std::path::Path,
-    cfg: sttabt::train::finetune::FinetuneConfig,
+    job: &'static str,
     train_limit: Option<usize>,
     max_length: usize,
-    resume: bool,
-    quiet: bool,
-    trainer: TrainerArg,
-) -> Result<()> {
+    seed: u64,
+) -> Result<TextRun> {
     use sttabt::pipeline::{tokenize, warn_truncation};
-    use sttabt::train::finetune::{finetune, with_new_head};
     let dir = model_dir(model)?;
-    guard_output(out, "finetune.json", resume)?;
-    cfg.validate()?;
-    let needs = DataNeeds::train_dev("finetune");
+    let needs = DataNeeds::train_dev(job);
     let source = data.source(&needs)?;
     let base = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let max_length = clamp_max_length(&dir, &base, max_length);
@@ -165,18 +175,34 @@ pub(crate) fn finetune(
     let base = if base.classifier.as_ref().map(|c| c.d_out()) == Some(splits.label_names.len()) {
         base
     } else {
-        with_new_head(base, splits.label_names.clone(), cfg.seed)
+        sttabt::train::finetune::with_new_head(base, splits.label_names.clone(), seed)
     };
+    Ok(TextRun { dir, base, train, dev, splits, max_length })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finetune(
+    data: &DataArgs,
+    model: Option<PathBuf>,
+    out: &std::path::Path,
+    cfg: sttabt::train::finetune::FinetuneConfig,
+    train_limit: Option<usize>,
+    max_length: usize,
+    resume: bool,
+    quiet: bool,
+    trainer: Option<TrainerArg>,
+) -> Result<()> {
+    use sttabt::train::finetune::finetune;
+    guard_output(out, "finetune.json", resume)?;
+    cfg.validate()?;
+    let TextRun { dir, base, train, dev, splits, max_length } = load_text_run(data, model, "finetune", train_limit, max_length, cfg.seed)?;
+    let trainer = TrainerArg::resolve(trainer, &base.config, "finetune", quiet);
     let progress = sttabt::train::Progress { quiet };
     let report = match trainer {
         TrainerArg::Burn => finetune(base, &train, &dev, &cfg, out, &dir, resume, &progress)?,
         TrainerArg::Native => sttabt::train::native::finetune_native(base, &train, &dev, &cfg, out, &dir, resume, &progress)?,
     };
-    let trainer_name = match trainer {
-        TrainerArg::Burn => "burn",
-        TrainerArg::Native => "native",
-    };
-    let json = serde_json::json!({"report": report, "config": cfg, "trainer": trainer_name, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
+    let json = serde_json::json!({"report": report, "config": cfg, "trainer": trainer.name(), "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
     sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
         "best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}",

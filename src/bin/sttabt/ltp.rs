@@ -1,5 +1,6 @@
 //! `sttabt ltp`.
 
+use super::trainer::TrainerArg;
 use super::*;
 use sttabt::planners::ltp::LtpScore;
 
@@ -41,12 +42,13 @@ pub struct LtpArgs {
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
-    /// Training path: `burn` (the reference) or `native` (forward/backward on the crate's own
-    /// kernels; text BERT models only). Same batches, schedule, AdamW and outputs (teacher/,
+    /// Training path: `native` (forward/backward on the crate's own kernels) or `burn` (the
+    /// reference). Default: native where it covers the model (post-LayerNorm BERT text models),
+    /// burn otherwise (said on stderr). Same batches, schedule, AdamW and outputs (teacher/,
     /// ltp.json); results equal up to float rounding. A run resumes only with the trainer that
     /// wrote its checkpoint.
-    #[arg(long, value_enum, default_value_t = super::finetune::TrainerArg::Burn)]
-    pub trainer: super::finetune::TrainerArg,
+    #[arg(long, value_enum)]
+    pub trainer: Option<TrainerArg>,
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]
     pub resume: bool,
@@ -82,12 +84,11 @@ pub fn run(args: LtpArgs) -> Result<()> {
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
+    let trainer = TrainerArg::resolve(trainer, &teacher_m.config, "ltp", quiet);
     let progress = sttabt::train::Progress { quiet };
     let r = match trainer {
-        super::finetune::TrainerArg::Burn => sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, resume, &progress)?,
-        super::finetune::TrainerArg::Native => {
-            sttabt::train::native::ltp::train_ltp_native(&teacher_m, &train, &cfg, &out, resume, &progress)?
-        }
+        TrainerArg::Burn => sttabt::train::ltp::train_ltp(&teacher_m, &train, &cfg, &out, resume, &progress)?,
+        TrainerArg::Native => sttabt::train::native::ltp::train_ltp_native(&teacher_m, &train, &cfg, &out, resume, &progress)?,
     };
     sttabt::train::copy_preprocessing_files(&teacher, &out.join("teacher"))?;
     println!(
@@ -96,7 +97,7 @@ pub fn run(args: LtpArgs) -> Result<()> {
         r.end_retention,
         r.theta.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>(),
         r.seconds,
-        if trainer == super::finetune::TrainerArg::Native { "native" } else { "burn" },
+        trainer.name(),
         out.display()
     );
     Ok(())

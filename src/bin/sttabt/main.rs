@@ -27,6 +27,7 @@ mod info;
 mod ltp;
 mod precision;
 mod train_parity;
+mod trainer;
 mod vision;
 use vision::ImageArgs;
 
@@ -72,14 +73,14 @@ enum Command {
     ///
     /// With --plan-aware --approx DIR --keep K: plan-aware fine-tuning (ALGORITHM.md section 8) of
     /// a fine-tuned teacher under its own ABT plans, distilling from its frozen dense logits.
+    ///
+    /// Images trained from scratch default to --batch-size 64 and --lr 1.5e-3 unless set.
     Finetune(finetune::FinetuneArgs),
     /// Distil an ApproxNet from a (fine-tuned) teacher (the paper's section 2) and report its
     /// attention fidelity (MSE, KL) before and after on held-out dev sentences.
     Distill(distill::DistillArgs),
     /// Train concrete masks (the paper's section 4): teacher, ApproxNet and one threshold per
     /// layer jointly, with retention target σ(θ_0). Saves teacher/, approx/ and concrete.json.
-    /// BERT text runs use the native trainer by default (other families, images or --trainer burn:
-    /// the burn reference).
     Concrete(concrete::ConcreteArgs),
     /// Train the LTP baseline (learned thresholds on received attention, Kim et al. 2022):
     /// soft masks with L1 weight λ, then hard masks while fine-tuning. Saves teacher/ and ltp.json.

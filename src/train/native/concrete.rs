@@ -23,16 +23,17 @@ use crate::train::bench::StageSeconds;
 use crate::train::concrete::{finish_concrete_run, ConcreteConfig, ConcreteParts, ConcreteReport};
 use crate::train::finetune::{data_fingerprint, LabeledInput};
 use crate::train::native::backward::{backward_with, ExtraGrads, HeadGrad};
-use crate::train::native::checkpoint::{self, Tensors};
+use crate::train::native::checkpoint::Tensors;
 use crate::train::native::concrete_masks::{self as cm, BatchMasks};
 use crate::train::native::distill::NativeApprox;
+use crate::train::native::driver::{run_steps, LoopSpec, Windows};
 use crate::train::native::forward::{forward, forward_masked, Forward, PackedBatch};
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
 use crate::train::native::teacher_cache::DenseLogitsCache;
 use crate::train::native::{batch_of, AdamW, AdamWSettings};
-use crate::train::resume::{epoch_order, run_key, Checkpointer, Fingerprint};
-use crate::train::{Progress, Rate, Schedule};
+use crate::train::resume::{run_key, Checkpointer, Fingerprint};
+use crate::train::{Progress, Schedule};
 
 /// The checkpoint job name of native concrete training (burn's is `concrete`; the two do not
 /// resume each other's checkpoints).
@@ -308,65 +309,52 @@ pub fn train_concrete_native(
     let mut optim = AdamW::for_lengths(settings, model.named().iter().map(|(_, x)| x.len()));
     let reached = model.reached();
     let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
-    let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
     let ckpt = Checkpointer::new(out_dir.join("checkpoint"), JOB, key);
-    let mut step0 = 0;
-    let (mut first, mut last): (Vec<ConcreteParts>, Vec<ConcreteParts>) = (Vec::new(), Vec::new());
-    if resume {
-        if let Some(r) = checkpoint::load(&ckpt, &mut model, &mut optim)? {
-            step0 = r.step;
-            (first, last) = serde_json::from_value(r.extra)?;
-            progress.println(format!("resuming native concrete training from step {step0}"));
-        }
-    }
+    let spec = LoopSpec {
+        steps: cfg.steps,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        stream: 2000,
+        checkpoint_every: cfg.checkpoint_every,
+        label: format!("concrete θ0={}", cfg.theta0),
+        what: "native concrete training",
+    };
     let mut frozen = (cfg.distill_weight > 0.0).then(|| DenseLogitsCache::new(train.len()));
-    let bar = progress.bar(cfg.steps as u64, &format!("concrete θ0={}", cfg.theta0));
-    bar.set_position(step0 as u64);
-    let rate = Rate::start(step0);
-    let window = (cfg.steps / 10).max(1);
     let mut grads = model.zeros_like();
-    let mut order: Vec<usize> = Vec::new();
-    for step in step0..cfg.steps {
-        if step % per_epoch == 0 || step == step0 {
-            order = epoch_order(train.len(), cfg.seed, 2000, step / per_epoch);
-        }
-        let b = step % per_epoch;
-        let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
-        let refs: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
-        let (tb, ab) = batches(&model, &refs)?;
-        let fl = match frozen.as_mut() {
-            Some(f) => Some(f.logits(teacher, idx, &refs.iter().map(|x| &x.input).collect::<Vec<_>>())?),
-            None => None,
-        };
-        let hard = step >= hard_from;
-        let fw = kernels::in_pool(|| concrete_forward(&model, &tb, &ab, cfg, hard, fl.as_deref()))?;
-        anyhow::ensure!(fw.loss.is_finite(), "concrete loss became {} at step {step}; lower --lr", fw.loss);
-        kernels::in_pool(|| concrete_backward(&model, &tb, &ab, &fw, cfg, fl.as_deref(), &mut grads));
-        let parts = fw.parts;
-        drop(fw);
-        if step < window {
-            first.push(parts);
-        }
-        if step + window >= cfg.steps {
-            last.push(parts);
-        }
-        kernels::in_pool(|| optim.step_tensors(schedule.lr(step), model.named_mut(), grads.named_mut(), Some(&reached)));
-        let done = step + 1;
-        bar.set_message(format!(
-            "task {:.3} r {:.3} hard {:.3} target {:.3}{} {}",
-            parts.task,
-            parts.soft_retention,
-            parts.hard_retention,
-            sigmoid(cfg.theta0),
-            if hard { " [hard]" } else { "" },
-            rate.examples_per_s(done, cfg.batch_size)
-        ));
-        bar.inc(1);
-        if done.is_multiple_of(cfg.checkpoint_every.max(1)) || done == cfg.steps {
-            checkpoint::save(&ckpt, &model, &optim, done, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;
-        }
-    }
-    bar.finish_and_clear();
+    let (first, last): Windows<ConcreteParts> = run_steps(
+        &spec,
+        train.len(),
+        &schedule,
+        &mut model,
+        &mut grads,
+        &mut optim,
+        reached,
+        &ckpt,
+        resume,
+        progress,
+        |step, idx, model, grads, _| {
+            let refs: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
+            let (tb, ab) = batches(model, &refs)?;
+            let fl = match frozen.as_mut() {
+                Some(f) => Some(f.logits(teacher, idx, &refs.iter().map(|x| &x.input).collect::<Vec<_>>())?),
+                None => None,
+            };
+            let hard = step >= hard_from;
+            let fw = kernels::in_pool(|| concrete_forward(model, &tb, &ab, cfg, hard, fl.as_deref()))?;
+            anyhow::ensure!(fw.loss.is_finite(), "concrete loss became {} at step {step}; lower --lr", fw.loss);
+            kernels::in_pool(|| concrete_backward(model, &tb, &ab, &fw, cfg, fl.as_deref(), grads));
+            let parts = fw.parts;
+            let message = format!(
+                "task {:.3} r {:.3} hard {:.3} target {:.3}{}",
+                parts.task,
+                parts.soft_retention,
+                parts.hard_retention,
+                sigmoid(cfg.theta0),
+                if hard { " [hard]" } else { "" }
+            );
+            Ok((parts, message))
+        },
+    )?;
     let theta: Vec<f64> = model.theta().into_iter().map(|t| t as f64).collect();
     let (t, a) = (model.teacher.to_model()?, model.approx.to_approx(approx)?);
     finish_concrete_run(out_dir, &t, &a, cfg, theta, start_t, (&first, &last), Some("native"))

@@ -15,78 +15,10 @@
 //! token; `max(mask, m^{l+1})` routes it to `mask` unless `mask < m^{l+1}`; the clamps of `s`
 //! and of `max(ŝ)` pass the gradient at their bounds.
 
-use std::fmt::Debug;
-use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
-
 use rayon::prelude::*;
 
 use crate::train::concrete::{CLAMP_EPS, P, STD_EPS, TAU};
-
-/// The float operations the mask generator needs (implemented for `f32` and `f64`).
-pub trait Real:
-    Copy
-    + Debug
-    + Default
-    + PartialOrd
-    + Send
-    + Sync
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + Neg<Output = Self>
-    + AddAssign
-{
-    /// `x` rounded to this type.
-    fn of(x: f64) -> Self;
-    fn to_f64(self) -> f64;
-    fn exp(self) -> Self;
-    fn ln(self) -> Self;
-    fn sqrt(self) -> Self;
-    fn erf(self) -> Self;
-}
-
-impl Real for f32 {
-    fn of(x: f64) -> Self {
-        x as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn exp(self) -> Self {
-        f32::exp(self)
-    }
-    fn ln(self) -> Self {
-        f32::ln(self)
-    }
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-    fn erf(self) -> Self {
-        libm::erff(self)
-    }
-}
-
-impl Real for f64 {
-    fn of(x: f64) -> Self {
-        x
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-    fn ln(self) -> Self {
-        f64::ln(self)
-    }
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-    fn erf(self) -> Self {
-        libm::erf(self)
-    }
-}
+pub use crate::train::native::real::Real;
 
 /// What one layer of one example keeps for the backward pass.
 #[derive(Debug, Clone, Default)]

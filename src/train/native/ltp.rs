@@ -30,14 +30,16 @@ use crate::train::bench::StageSeconds;
 use crate::train::finetune::{data_fingerprint, LabeledInput};
 use crate::train::ltp::{save_ltp_run, LtpConfig, LtpReport};
 use crate::train::native::backward::{backward_with, ExtraGrads, HeadGrad, ProbsHook};
-use crate::train::native::checkpoint::{self, Tensors};
+use crate::train::native::checkpoint::Tensors;
+use crate::train::native::driver::{run_steps, LoopSpec, Windows};
 use crate::train::native::finetune::native_bert_fingerprint;
 use crate::train::native::forward::{forward_with, Forward, PackedBatch};
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
+use crate::train::native::real::Real;
 use crate::train::native::{batch_of, AdamW, AdamWSettings};
-use crate::train::resume::{epoch_order, run_key, Checkpointer};
-use crate::train::{Progress, Rate, Schedule};
+use crate::train::resume::{run_key, Checkpointer};
+use crate::train::{Progress, Schedule};
 
 /// The LTP settings of one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,7 +113,6 @@ pub fn ltp_forward_native(
     let masks = TokenMasks { m: vec![vec![1.0f32; rows]; big_l + 1] };
     let offs = prob_offsets(batch, h);
     let mut cache = LtpCache::default();
-    let (temp, score, hard) = (step.temperature, step.score, step.hard);
     let mut hook = |l: usize, probs: &[f32], tm: &mut TokenMasks| {
         if l + 1 >= big_l {
             return;
@@ -119,34 +120,11 @@ pub fn ltp_forward_native(
         let a = tm.m[l].clone();
         let (mut sig, mut factor, mut sc) = (vec![0.0f32; rows], vec![1.0f32; rows], vec![0.0f32; rows]);
         let mut kept = vec![0.0f32; batch.b];
-        let th = theta[l];
         for e in 0..batch.b {
             let (n, r0) = (batch.lengths[e], batch.offsets[e]);
-            let ae = &a[r0..r0 + n];
-            let mut recv = vec![0.0f32; n];
-            for hh in 0..h {
-                let blk = &probs[offs[e] + hh * n * n..offs[e] + (hh + 1) * n * n];
-                for (row, &ai) in blk.chunks_exact(n).zip(ae) {
-                    for (r, &p) in recv.iter_mut().zip(row) {
-                        *r += p * ai;
-                    }
-                }
-            }
-            let k: f32 = ae.iter().sum();
-            kept[e] = k;
-            let denom = match score {
-                LtpScore::LengthScaled => h as f32,
-                LtpScore::MeanReceived => k * h as f32,
-            };
-            for j in 0..n {
-                let s = recv[j] / denom;
-                let sg = 1.0 / (1.0 + (-((s - th) / temp as f32)).exp());
-                sc[r0 + j] = s;
-                sig[r0 + j] = sg;
-                if j > 0 {
-                    factor[r0 + j] = if hard { sg + (f32::from(u8::from(sg > 0.5)) - sg) } else { sg };
-                }
-            }
+            let rs = r0..r0 + n;
+            let out = LayerMaskOut { sig: &mut sig[rs.clone()], factor: &mut factor[rs.clone()], score: &mut sc[rs] };
+            kept[e] = example_layer_mask(&probs[offs[e]..offs[e] + h * n * n], &a[r0..r0 + n], h, theta[l], step, out);
         }
         tm.m[l + 1] = a.iter().zip(&factor).map(|(x, f)| x * f).collect();
         cache.sig.push(sig);
@@ -169,6 +147,130 @@ pub fn ltp_forward_native(
     mask_mean /= (big_l - 1) as f64;
     let loss = LtpLoss { loss: fw.loss + step.lambda * mask_mean, task: fw.loss, mask_mean };
     Ok((fw, cache, loss))
+}
+
+/// Where [`example_layer_mask`] writes one example's `[n]` outputs at one layer.
+#[derive(Debug)]
+pub struct LayerMaskOut<'a, F> {
+    /// `σ((s - θ_l)/T)`.
+    pub sig: &'a mut [F],
+    /// The factor that multiplies the running mask: 1 on CLS (token 0), `σ` (soft) or the
+    /// straight-through `σ + (1[σ > 0.5] - σ)` (hard) elsewhere.
+    pub factor: &'a mut [F],
+    /// The scores `s`.
+    pub score: &'a mut [F],
+}
+
+/// One example's LTP mask factor at one layer (section 6), generic over the float type (`f32`
+/// in training, `f64` in the finite-difference check of dL/dθ in `tests/native_ltp.rs`):
+/// `probs` `[H, n, n]` are the layer's renormalised attention probabilities `P̃`, `a` `[n]` its
+/// key mask (the running mask `m[l]`). `recv_j = Σ_h Σ_i P̃_hij a_i`; `s = recv / H`
+/// ([`LtpScore::LengthScaled`]) or `recv / (H Σ_i a_i)` ([`LtpScore::MeanReceived`]);
+/// `σ = sigmoid((s - θ_l)/T)`. Fills `out` and returns `Σ_i a_i`; the next running mask is
+/// `a · factor`.
+pub fn example_layer_mask<F: Real>(probs: &[F], a: &[F], heads: usize, theta_l: F, step: &LtpStep, out: LayerMaskOut<'_, F>) -> F {
+    let n = a.len();
+    let (zero, one) = (F::of(0.0), F::of(1.0));
+    let temp = F::of(step.temperature);
+    let mut recv = vec![zero; n];
+    for blk in probs.chunks_exact(n * n).take(heads) {
+        for (row, &ai) in blk.chunks_exact(n).zip(a) {
+            for (r, &p) in recv.iter_mut().zip(row) {
+                *r += p * ai;
+            }
+        }
+    }
+    let k: F = a.iter().copied().sum();
+    let hf = F::of(heads as f64);
+    let denom = match step.score {
+        LtpScore::LengthScaled => hf,
+        LtpScore::MeanReceived => k * hf,
+    };
+    for j in 0..n {
+        let s = recv[j] / denom;
+        let sg = one / (one + (-((s - theta_l) / temp)).exp());
+        out.score[j] = s;
+        out.sig[j] = sg;
+        out.factor[j] = if j == 0 {
+            one
+        } else if step.hard {
+            sg + ((if sg > F::of(0.5) { one } else { zero }) - sg)
+        } else {
+            sg
+        };
+    }
+    k
+}
+
+/// What [`example_layer_mask_backward`] reads of one example's forward at one layer (`[n]`
+/// each, as [`LayerMaskOut`]; `kept` = `Σ_i a_i`).
+#[derive(Debug, Clone, Copy)]
+pub struct LayerMaskState<'a, F> {
+    pub sig: &'a [F],
+    pub factor: &'a [F],
+    pub score: &'a [F],
+    pub kept: F,
+}
+
+/// Backward of [`example_layer_mask`] and of the product `m_next = a · factor` for one example
+/// at one layer: `dm_next` `[n]` is dL/dm_next from the rest of the network, `dl1` the L1 term's
+/// dL/dm_next per token (`λ / ((L-1) · B · n)`). Adds dL/da (through the product, the score's
+/// normalisation and `recv`) into `dm_this` `[n]`, writes dL/dP̃ of this path into `dprobs`
+/// `[H, n, n]`, and subtracts `Σ_j dL/dz_j` (= -dL/dθ_l's share) from `dtheta` in `f64`.
+/// θ gets its gradient only in the soft phase; callers ignore `dtheta` in the hard one.
+#[allow(clippy::too_many_arguments)] // one per tensor of the layer's forward and backward
+pub fn example_layer_mask_backward<F: Real>(
+    probs: &[F],
+    a: &[F],
+    heads: usize,
+    fwd: &LayerMaskState<'_, F>,
+    step: &LtpStep,
+    dl1: F,
+    dm_next: &[F],
+    dm_this: &mut [F],
+    dprobs: &mut [F],
+    dtheta: &mut f64,
+) {
+    let n = a.len();
+    let (zero, one) = (F::of(0.0), F::of(1.0));
+    let temp = F::of(step.temperature);
+    // dL/ds_j and dL/da_j from the product m_next = a · factor
+    let mut ds = vec![zero; n];
+    for j in 0..n {
+        let g = dm_next[j] + dl1;
+        dm_this[j] += g * fwd.factor[j];
+        if j > 0 {
+            let sg = fwd.sig[j];
+            let dz = g * a[j] * sg * (one - sg) / temp;
+            ds[j] = dz;
+            *dtheta -= dz.to_f64();
+        }
+    }
+    let hf = F::of(heads as f64);
+    let denom = match step.score {
+        LtpScore::LengthScaled => hf,
+        LtpScore::MeanReceived => fwd.kept * hf,
+    };
+    if step.score == LtpScore::MeanReceived {
+        // s = recv / (H Σ a): dL/da_i += -Σ_j ds_j s_j / Σ a
+        let dk: F = -(0..n).map(|j| ds[j] * fwd.score[j]).sum::<F>() / fwd.kept;
+        for v in dm_this.iter_mut() {
+            *v += dk;
+        }
+    }
+    let drecv: Vec<F> = ds.iter().map(|&v| v / denom).collect();
+    // recv_j = Σ_h Σ_i P̃_hij a_i
+    for (blk, dblk) in probs.chunks_exact(n * n).zip(dprobs.chunks_exact_mut(n * n)).take(heads) {
+        for (i, (row, drow)) in blk.chunks_exact(n).zip(dblk.chunks_exact_mut(n)).enumerate() {
+            let ai = a[i];
+            let mut acc = zero;
+            for j in 0..n {
+                drow[j] = ai * drecv[j];
+                acc += row[j] * drecv[j];
+            }
+            dm_this[i] += acc;
+        }
+    }
 }
 
 /// The backward of the LTP masks, called by [`backward_with`] layer by layer.
@@ -194,52 +296,25 @@ impl ProbsHook for LtpHook<'_> {
         let probs = &self.fw.layers[l].probs;
         let offs = prob_offsets(batch, h);
         let (sig, factor, sc, kept) = (&self.cache.sig[l], &self.cache.factor[l], &self.cache.score[l], &self.cache.kept[l]);
-        let temp = self.step.temperature as f32;
         let l1 = self.step.lambda / ((self.layers - 1) as f64 * batch.b as f64);
         let mut dp = vec![0.0f32; probs.len()];
         let mut dth = 0.0f64;
         for e in 0..batch.b {
             let (n, r0) = (batch.lengths[e], batch.offsets[e]);
-            let dl1 = (l1 / n as f64) as f32;
-            // dL/ds_j and dL/da_j from the product m[l+1] = a · factor
-            let mut ds = vec![0.0f32; n];
-            for j in 0..n {
-                let g = dm_next[r0 + j] + dl1;
-                dm_this[r0 + j] += g * factor[r0 + j];
-                if j > 0 {
-                    let sg = sig[r0 + j];
-                    let dz = g * a[r0 + j] * sg * (1.0 - sg) / temp;
-                    ds[j] = dz;
-                    dth -= dz as f64;
-                }
-            }
-            let denom = match self.step.score {
-                LtpScore::LengthScaled => h as f32,
-                LtpScore::MeanReceived => kept[e] * h as f32,
-            };
-            if self.step.score == LtpScore::MeanReceived {
-                // s = recv / (H Σ a): dL/da_i += -Σ_j ds_j s_j / Σ a
-                let dk: f32 = -(0..n).map(|j| ds[j] * sc[r0 + j]).sum::<f32>() / kept[e];
-                for v in &mut dm_this[r0..r0 + n] {
-                    *v += dk;
-                }
-            }
-            let drecv: Vec<f32> = ds.iter().map(|v| v / denom).collect();
-            // recv_j = Σ_h Σ_i P̃_hij a_i
-            for hh in 0..h {
-                let o = offs[e] + hh * n * n;
-                let blk = &probs[o..o + n * n];
-                let dblk = &mut dp[o..o + n * n];
-                for (i, (row, drow)) in blk.chunks_exact(n).zip(dblk.chunks_exact_mut(n)).enumerate() {
-                    let ai = a[r0 + i];
-                    let mut acc = 0.0f32;
-                    for j in 0..n {
-                        drow[j] = ai * drecv[j];
-                        acc += row[j] * drecv[j];
-                    }
-                    dm_this[r0 + i] += acc;
-                }
-            }
+            let rs = r0..r0 + n;
+            let fwd = LayerMaskState { sig: &sig[rs.clone()], factor: &factor[rs.clone()], score: &sc[rs.clone()], kept: kept[e] };
+            example_layer_mask_backward(
+                &probs[offs[e]..offs[e] + h * n * n],
+                &a[rs.clone()],
+                h,
+                &fwd,
+                &self.step,
+                (l1 / n as f64) as f32,
+                &dm_next[rs.clone()],
+                &mut dm_this[rs],
+                &mut dp[offs[e]..offs[e] + h * n * n],
+                &mut dth,
+            );
         }
         if !self.step.hard {
             self.dtheta.lock().expect("dtheta lock")[l] += dth;
@@ -369,59 +444,47 @@ pub fn train_ltp_native(
     let settings = AdamWSettings::burn_defaults(cfg.weight_decay, Some(1.0));
     let mut optim = AdamW::for_lengths(settings, model.named().iter().map(|(_, x)| x.len()));
     let hard_from = ((1.0 - cfg.hard_frac) * cfg.steps as f64).round() as usize;
-    let per_epoch = train.len().div_ceil(cfg.batch_size).max(1);
     let ckpt = Checkpointer::new(out_dir.join("checkpoint"), JOB, key);
-    let mut step0 = 0;
-    let (mut first, mut last): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
-    if resume {
-        if let Some(r) = checkpoint::load(&ckpt, &mut model, &mut optim)? {
-            step0 = r.step;
-            (first, last) = serde_json::from_value(r.extra)?;
-            progress.println(format!("resuming native LTP training from step {step0}"));
-        }
-    }
-    let bar = progress.bar(cfg.steps as u64, &format!("ltp λ={}", cfg.lambda));
-    bar.set_position(step0 as u64);
-    let rate = Rate::start(step0);
-    let window = (cfg.steps / 10).max(1);
+    let spec = LoopSpec {
+        steps: cfg.steps,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        stream: 3000,
+        checkpoint_every: cfg.checkpoint_every,
+        label: format!("ltp λ={}", cfg.lambda),
+        what: "native LTP training",
+    };
     let mut grads = NativeLtp { net: model.net.zeros_like(), phi: vec![0.0; big_l - 1] };
-    let mut active = vec![true; optim.moment_1.len()];
-    let mut order: Vec<usize> = Vec::new();
-    for step in step0..cfg.steps {
-        if step % per_epoch == 0 || step == step0 {
-            order = epoch_order(train.len(), cfg.seed, 3000, step / per_epoch);
-        }
-        let b = step % per_epoch;
-        let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(order.len())];
-        let refs: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
-        let batch = batch_of(&model.net, &refs)?;
-        let hard = step >= hard_from;
-        let st = LtpStep { temperature: cfg.temperature, score: cfg.score, lambda: cfg.lambda, hard };
-        let (loss, hr) = crate::kernels::in_pool(|| ltp_step_grads(&model, &batch, scale, &st, &mut grads))?;
-        anyhow::ensure!(loss.loss.is_finite(), "LTP loss became {} at step {step}", loss.loss);
-        if step < window {
-            first.push(hr);
-        }
-        if step + window >= cfg.steps {
-            last.push(hr);
-        }
-        // burn detaches θ in the hard phase: φ gets no gradient and AdamW leaves it alone
-        *active.last_mut().expect("φ") = !hard;
-        crate::kernels::in_pool(|| optim.step_tensors(schedule.lr(step), model.named_mut(), grads.named_mut(), Some(&active)));
-        let done = step + 1;
-        bar.set_message(format!(
-            "task {:.3} mask-mean {:.3} hard retention {hr:.3}{} {}",
-            loss.task,
-            loss.mask_mean,
-            if hard { " [hard]" } else { "" },
-            rate.examples_per_s(done, cfg.batch_size)
-        ));
-        bar.inc(1);
-        if done.is_multiple_of(cfg.checkpoint_every.max(1)) || done == cfg.steps {
-            checkpoint::save(&ckpt, &model, &optim, done, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;
-        }
-    }
-    bar.finish_and_clear();
+    let active = vec![true; optim.moment_1.len()];
+    let (first, last): Windows<f64> = run_steps(
+        &spec,
+        train.len(),
+        &schedule,
+        &mut model,
+        &mut grads,
+        &mut optim,
+        active,
+        &ckpt,
+        resume,
+        progress,
+        |step, idx, model, grads, active| {
+            let refs: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
+            let batch = batch_of(&model.net, &refs)?;
+            let hard = step >= hard_from;
+            let st = LtpStep { temperature: cfg.temperature, score: cfg.score, lambda: cfg.lambda, hard };
+            let (loss, hr) = crate::kernels::in_pool(|| ltp_step_grads(model, &batch, scale, &st, grads))?;
+            anyhow::ensure!(loss.loss.is_finite(), "LTP loss became {} at step {step}", loss.loss);
+            // burn detaches θ in the hard phase: φ gets no gradient and AdamW leaves it alone
+            *active.last_mut().expect("φ") = !hard;
+            let message = format!(
+                "task {:.3} mask-mean {:.3} hard retention {hr:.3}{}",
+                loss.task,
+                loss.mask_mean,
+                if hard { " [hard]" } else { "" }
+            );
+            Ok((hr, message))
+        },
+    )?;
     let theta: Vec<f64> = model.phi.iter().map(|p| (p * scale) as f64).collect();
     save_ltp_run(out_dir, &model.net.to_model()?, cfg, theta, start_t, (&first, &last), Some("native"))
 }

@@ -12,6 +12,7 @@ use crate::error::ModelError;
 use crate::plan::TokenPlan;
 use crate::train::native::forward::PackedBatch;
 use crate::train::native::params::LayerNormParams;
+use crate::train::native::real::Real;
 
 /// The `1e-9` of section 4.3's renormalisation denominator (as burn's `TrainBert::layer`).
 pub const RENORM_EPS: f32 = 1e-9;
@@ -92,20 +93,22 @@ pub struct MaskCache {
 
 /// Renormalise the softmax rows of one (example, head) block `p` (`[n, n]`) over keys with the
 /// example's mask `m` `[n]`, in place; `raw` `[n, n]` receives the rows before, `denom` `[n]`
-/// the denominators.
-pub fn renormalise(p: &mut [f32], m: &[f32], raw: &mut [f32], denom: &mut [f32]) {
+/// the denominators. Generic over the float type ([`Real`]: `f32` in training, `f64` in the
+/// finite-difference check of LTP's dL/dθ).
+pub fn renormalise<F: Real>(p: &mut [F], m: &[F], raw: &mut [F], denom: &mut [F]) {
     let n = m.len();
+    let eps = F::of(f64::from(RENORM_EPS));
     raw.copy_from_slice(p);
     for (row, dn) in p.chunks_exact_mut(n).zip(denom.iter_mut()) {
-        let mut s = 0.0f32;
+        let mut s = F::of(0.0);
         for (v, &mj) in row.iter_mut().zip(m) {
-            *v *= mj;
+            *v = *v * mj;
             s += *v;
         }
-        let den = s + RENORM_EPS;
+        let den = s + eps;
         *dn = den;
         for v in row.iter_mut() {
-            *v /= den;
+            *v = *v / den;
         }
     }
 }
@@ -114,10 +117,10 @@ pub fn renormalise(p: &mut [f32], m: &[f32], raw: &mut [f32], denom: &mut [f32])
 /// probabilities `p`) and is overwritten with dL/dP (the softmax before); `dm` `[n]` gets
 /// dL/dm added: `dP_ij = m_j / D_i (g_ij - r_i)`, `dm_j += Σ_i P_ij / D_i (g_ij - r_i)` with
 /// `r_i = Σ_k g_ik P̃_ik`.
-pub fn renormalise_backward(g: &mut [f32], p: &[f32], cache_raw: &[f32], denom: &[f32], m: &[f32], dm: &mut [f32]) {
+pub fn renormalise_backward<F: Real>(g: &mut [F], p: &[F], cache_raw: &[F], denom: &[F], m: &[F], dm: &mut [F]) {
     let n = m.len();
     for (((gr, pr), rr), &den) in g.chunks_exact_mut(n).zip(p.chunks_exact(n)).zip(cache_raw.chunks_exact(n)).zip(denom) {
-        let r: f32 = gr.iter().zip(pr).map(|(a, b)| a * b).sum();
+        let r: F = gr.iter().zip(pr).map(|(&a, &b)| a * b).sum();
         for j in 0..n {
             let c = (gr[j] - r) / den;
             dm[j] += rr[j] * c;

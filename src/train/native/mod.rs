@@ -11,9 +11,12 @@
 //! - [`finetune`]: [`finetune_native`], the fine-tuning loop on these pieces;
 //! - [`distill`]: ApproxNet distillation (its losses' gradients injected into the backward pass);
 //! - [`checkpoint`]: its resumable checkpoints (weights, AdamW moments, position);
+//! - [`driver`]: the training loop of the concrete and LTP jobs (shuffle, schedule, AdamW,
+//!   checkpoints, exact resume, progress bar);
 //! - [`masks`]: per-layer token masks (ALGORITHM.md section 4.3) in the forward and backward;
 //! - [`plan_ft`]: plan-aware fine-tuning (ABT-FT, section 8) on those masks;
 //! - [`ltp`]: the LTP step (section 6): masks from each layer's own attention, and their backward;
+//! - [`real`]: the float type (`f32` / `f64`) the mask code is generic over;
 //! - [`concrete_masks`]: the concrete-mask generator (section 4.1-4.2, 4.5), generic over the float type;
 //! - [`concrete`]: concrete-mask training (section 4) on it: teacher, ApproxNet and θ jointly.
 //! - [`teacher_cache`]: exact per-example caches of the frozen teacher's targets (distillation,
@@ -24,6 +27,7 @@ pub mod checkpoint;
 pub mod concrete;
 pub mod concrete_masks;
 pub mod distill;
+pub mod driver;
 pub mod finetune;
 pub mod forward;
 pub mod ltp;
@@ -31,6 +35,7 @@ pub mod masks;
 pub mod optim;
 pub mod params;
 pub mod plan_ft;
+pub mod real;
 pub mod teacher_cache;
 
 use std::time::Instant;
