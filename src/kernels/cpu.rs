@@ -123,6 +123,7 @@ pub(super) const AMX_INT8_BIT: u32 = 25;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TileAccess {
     /// Not an x86-64 Linux build.
+    #[cfg_attr(all(target_arch = "x86_64", target_os = "linux"), allow(dead_code))]
     NotSupportedHere,
     /// CPUID has no AMX-TILE (leaf 7 EDX bit 24) or not the requested kind's bit.
     NotOnCpu,
