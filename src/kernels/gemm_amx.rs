@@ -21,9 +21,9 @@
 //!
 //! Status (issue 15): measured against the fp32 `gemm` crate at the native trainer's shapes
 //! (benches/amx_bf16_probe.rs, docs/results/amx_bf16_probe.txt) it is slower on the 2-vCPU
-//! Sapphire Rapids VM this project is measured on (0.6-0.9x): `tdpbf16ps` runs at its nominal
-//! ~16 cycles, but a `tileloadd` takes ~47 cycles there, and a block's 8 loads per 12 products
-//! do not overlap the products. So no caller routes products here: the native trainer stays on
+//! Sapphire Rapids VM this project is measured on (0.64-0.84x): `tdpbf16ps` runs at 17-37
+//! cycles there (nominal 16), but a `tileloadd` takes ~50-60 cycles (nominal ~8), and a
+//! block's 8 loads per 12 products do not overlap the products (a chunk costs ~1000 cycles). So no caller routes products here: the native trainer stays on
 //! fp32 [`super::matmul_t`]. [`matmul_t_bf16x3`] is kept, tested and benchmarked so that the
 //! choice can be re-measured on other AMX machines.
 
@@ -86,7 +86,17 @@ fn packing_isa() -> bool {
 ///
 /// Panics if a slice's length is not the product of its dimensions.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_t_bf16x3(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) -> Result<(), &'static str> {
+pub fn matmul_t_bf16x3(
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) -> Result<(), &'static str> {
     check_lengths("matmul_t_bf16x3", a, b, out, m, k, n);
     if let Some(reason) = amx_bf16_unavailable() {
         return Err(reason);
