@@ -113,3 +113,84 @@ pub(super) fn par_rows<F: Fn(&mut [f32]) + Sync>(x: &mut [f32], n: usize, f: F) 
     let per = (rows.div_ceil(threads * 2)).max(PAR_MIN_ELEMS / n + 1);
     x.par_chunks_mut(per * n).for_each(&f);
 }
+
+/// CPUID leaf 7 EDX bit of AMX-BF16 (`tdpbf16ps`).
+pub(super) const AMX_BF16_BIT: u32 = 22;
+/// CPUID leaf 7 EDX bit of AMX-INT8 (`tdpbusd`).
+pub(super) const AMX_INT8_BIT: u32 = 25;
+
+/// Whether this process may run AMX tile instructions of one kind, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TileAccess {
+    /// Not an x86-64 Linux build.
+    #[cfg_attr(all(target_arch = "x86_64", target_os = "linux"), allow(dead_code))]
+    NotSupportedHere,
+    /// CPUID has no AMX-TILE (leaf 7 EDX bit 24) or not the requested kind's bit.
+    NotOnCpu,
+    /// The CPU has AMX but XCR0 does not enable the tile state (bits 17/18: OS or hypervisor).
+    NotEnabledByOs,
+    /// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` failed with this errno.
+    Refused(i32),
+    /// Tiles may be used.
+    Granted,
+}
+
+/// Checks CPUID leaf 7 EDX bit 24 (AMX-TILE) and `feature_bit` ([`AMX_INT8_BIT`] or
+/// [`AMX_BF16_BIT`]), XCR0 bits 17/18 (XTILECFG/XTILEDATA enabled by the OS), then asks Linux for
+/// the tile data state with `arch_prctl(ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18)`
+/// (a per-process permission; asking twice is harmless). Callers cache the answer.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(super) fn amx_tile_access(feature_bit: u32) -> TileAccess {
+    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only when the maximum leaf allows.
+    #[allow(unused_unsafe)]
+    let (max_leaf, osxsave, edx7) = unsafe {
+        let l0 = __cpuid(0);
+        let l1 = __cpuid(1);
+        let edx7 = if l0.eax >= 7 { __cpuid_count(7, 0).edx } else { 0 };
+        (l0.eax, l1.ecx & (1 << 27) != 0, edx7)
+    };
+    if max_leaf < 7 || edx7 & (1 << 24) == 0 || edx7 & (1 << feature_bit) == 0 {
+        return TileAccess::NotOnCpu;
+    }
+    if !osxsave {
+        return TileAccess::NotEnabledByOs;
+    }
+    let (lo, _hi): (u32, u32);
+    // SAFETY: XGETBV with ECX = 0 is valid when CPUID.1:ECX.OSXSAVE is set (checked above).
+    unsafe { std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi, options(nomem, nostack, preserves_flags)) };
+    if lo & (1 << 17) == 0 || lo & (1 << 18) == 0 {
+        return TileAccess::NotEnabledByOs;
+    }
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes this process's permitted XSAVE state.
+    let rc = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+    if rc != 0 {
+        return TileAccess::Refused(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    TileAccess::Granted
+}
+
+/// Not an x86-64 Linux build: no AMX.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub(super) fn amx_tile_access(_feature_bit: u32) -> TileAccess {
+    TileAccess::NotSupportedHere
+}
+
+/// An AMX tile configuration (`ldtilecfg`'s 64-byte operand).
+#[repr(C, align(64))]
+pub(super) struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    /// Palette 1, tiles 0-7 all 16 rows x 64 bytes (the int8 and bf16 kernels' one shape).
+    pub(super) fn all_16x64() -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1; // palette
+        for t in 0..8 {
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes()); // colsb
+            c[48 + t] = 16; // rows
+        }
+        Self(c)
+    }
+}

@@ -7,7 +7,8 @@
 //! element-wise op (benches/burn_probe.rs; benches/gemm_probe.rs measures `gemm`), which would cap batch-1 inference far below the dense ONNX
 //! Runtime peer. Training keeps using burn (autodiff); tests pin both to the same numbers.
 //!
-//! One file per job: `cpu` (ISA detection, threads), `gemm`, `attention` (+ the AVX-512
+//! One file per job: `cpu` (ISA detection, threads, AMX tile access), `gemm`, `gemm_amx` (the
+//! native trainer's AMX-BF16 hi/lo-split GEMM), `attention` (+ the AVX-512
 //! micro-kernels of `qlanes`), `norm`, `activation`, `math` (exp / ln / Φ approximations),
 //! `softmax_exp` (the attention softmax's exponential) and
 //! [`packed`] (pre-packed weight panels). Their public items are re-exported here.
@@ -46,6 +47,7 @@ mod activation;
 mod attention;
 mod cpu;
 mod gemm;
+mod gemm_amx;
 mod grad;
 pub mod int8;
 mod math;
@@ -59,6 +61,7 @@ pub use activation::*;
 pub use attention::*;
 pub use cpu::*;
 pub use gemm::*;
+pub use gemm_amx::*;
 pub use grad::*;
 pub use math::*;
 pub use norm::*;

@@ -13,6 +13,7 @@
 //! [`super::Int8Kernel::for_rows`] falls back to VNNI. `STTABT_NO_AMX=1` switches AMX off.
 
 use super::{Activations, Cols, Epilogue, KB, NR};
+use crate::kernels::cpu::TileConfig;
 
 /// Rows per AMX block (two A tiles of 16 rows); activations are padded to a multiple of it.
 pub const MB: usize = 32;
@@ -61,60 +62,17 @@ pub fn status() -> AmxStatus {
     *STATUS.get_or_init(detect)
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn detect() -> AmxStatus {
-    use std::arch::x86_64::{__cpuid, __cpuid_count};
+    use crate::kernels::cpu::{amx_tile_access, TileAccess, AMX_INT8_BIT};
     if std::env::var_os("STTABT_NO_AMX").is_some() {
         return AmxStatus::Disabled;
     }
-    // SAFETY: CPUID exists on every x86-64 CPU; leaf 7 is read only when the maximum leaf allows.
-    #[allow(unused_unsafe)]
-    let (max_leaf, osxsave, edx7) = unsafe {
-        let l0 = __cpuid(0);
-        let l1 = __cpuid(1);
-        let edx7 = if l0.eax >= 7 { __cpuid_count(7, 0).edx } else { 0 };
-        (l0.eax, l1.ecx & (1 << 27) != 0, edx7)
-    };
-    if max_leaf < 7 || edx7 & (1 << 24) == 0 || edx7 & (1 << 25) == 0 {
-        return AmxStatus::NotOnCpu;
-    }
-    if !osxsave {
-        return AmxStatus::NotEnabledByOs;
-    }
-    let (lo, _hi): (u32, u32);
-    // SAFETY: XGETBV with ECX = 0 is valid when CPUID.1:ECX.OSXSAVE is set (checked above).
-    unsafe { std::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi, options(nomem, nostack, preserves_flags)) };
-    if lo & (1 << 17) == 0 || lo & (1 << 18) == 0 {
-        return AmxStatus::NotEnabledByOs;
-    }
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    // SAFETY: arch_prctl with these arguments only changes this process's permitted XSAVE state.
-    let rc = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
-    if rc != 0 {
-        return AmxStatus::Refused(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    AmxStatus::Granted
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-fn detect() -> AmxStatus {
-    AmxStatus::NotSupportedHere
-}
-
-/// The tile configuration: palette 1, tiles 0-7 all 16 rows x 64 bytes (C: 0-3, A: 4-5, B: 6-7).
-#[repr(C, align(64))]
-struct TileConfig([u8; 64]);
-
-impl TileConfig {
-    fn new() -> Self {
-        let mut c = [0u8; 64];
-        c[0] = 1; // palette
-        for t in 0..8 {
-            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes()); // colsb
-            c[48 + t] = 16; // rows
-        }
-        Self(c)
+    match amx_tile_access(AMX_INT8_BIT) {
+        TileAccess::NotSupportedHere => AmxStatus::NotSupportedHere,
+        TileAccess::NotOnCpu => AmxStatus::NotOnCpu,
+        TileAccess::NotEnabledByOs => AmxStatus::NotEnabledByOs,
+        TileAccess::Refused(e) => AmxStatus::Refused(e),
+        TileAccess::Granted => AmxStatus::Granted,
     }
 }
 
@@ -135,7 +93,7 @@ pub(super) unsafe fn panel(act: &Activations, m: usize, kp: usize, panel: &[i8],
     assert!(rows.is_multiple_of(MB) && rows >= m && act.ld == kp && kp.is_multiple_of(KB) && panel.len() == kp * NR);
     let tail = m % MB;
     let m_amx = if m > MB && tail < VNNI_TAIL_ROWS { m - tail } else { m };
-    let cfg = TileConfig::new();
+    let cfg = TileConfig::all_16x64();
     let mut scratch = [0i32; BLOCKS_PER_CALL * MB * 32];
     for sc0 in [0, 32] {
         if sc0 >= cols.width {
