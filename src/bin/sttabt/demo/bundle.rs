@@ -26,7 +26,9 @@ fn model_dirs(p: &Point, m: &DemoModels) -> Option<(PathBuf, Option<PathBuf>)> {
             .zip(m.concrete_dirs)
             .find(|(c, _)| c.theta0 == *theta0)
             .map(|(_, d)| (d.join("teacher"), Some(d.join("approx")))),
-        (Mode::Ltp { lambda, .. }, _) => m.ltp.iter().zip(m.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(_, d)| (d.join("teacher"), None)),
+        (Mode::Ltp { lambda, .. }, _) => {
+            m.ltp.iter().zip(m.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(_, d)| (d.join("teacher"), None))
+        }
         _ => None,
     }
 }
