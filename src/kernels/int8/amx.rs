@@ -147,12 +147,15 @@ unsafe fn kernel(cfg: &TileConfig, a: *const u8, lda: usize, b: *const i8, c: *m
         "mov {bp}, {b}",
         "mov {t}, {ksteps}",
         "3:",
+        // each load just before its first use: tile registers are not renamed, so a load into
+        // tmm4..7 waits for the previous step's products that read it; this order lets the
+        // loads of one step overlap the products still running from the last
         "tileloadd tmm4, [{ap} + {lda} * 1]",
-        "tileloadd tmm5, [{ap16} + {lda} * 1]",
         "tileloadd tmm6, [{bp} + {ldb} * 1]",
-        "tileloadd tmm7, [{bp} + {ldb} * 1 + 64]",
         "tdpbusd tmm0, tmm4, tmm6",
+        "tileloadd tmm7, [{bp} + {ldb} * 1 + 64]",
         "tdpbusd tmm1, tmm4, tmm7",
+        "tileloadd tmm5, [{ap16} + {lda} * 1]",
         "tdpbusd tmm2, tmm5, tmm6",
         "tdpbusd tmm3, tmm5, tmm7",
         "add {ap}, 64",
