@@ -115,6 +115,22 @@ fn zero_counts_and_bad_learning_rates_rejected_for_every_training_job() {
         args.extend(extra.iter().copied());
         assert_fails_naming(&sttabt(&args), &format!("distill {extra:?}"), &what);
     }
+    // loss weights: finite and >= 0 (a negative weight rewards the opposite), written either way
+    for (job, flag, value) in [
+        (6, "--lambda", "-1"),
+        (6, "--lambda=-1", ""),
+        (6, "--lambda", "NaN"),
+        (4, "--retention-weight", "-1"),
+        (4, "--distill-weight", "-0.5"),
+    ] {
+        let mut args = jobs[job].1.clone();
+        args.push(flag);
+        if !value.is_empty() {
+            args.push(value);
+        }
+        let name = flag.split('=').next().unwrap_or(flag);
+        assert_fails_naming(&sttabt(&args), &format!("{flag} {value}"), &[name, ">= 0"]);
+    }
     let mut args = jobs[3].1.clone();
     args.extend(["--trainer", "native"]);
     assert_fails_naming(&sttabt(&args), "distill --vision --trainer native", &["--trainer native", "text BERT", "--trainer burn"]);

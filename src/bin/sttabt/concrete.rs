@@ -35,10 +35,10 @@ pub struct ConcreteArgs {
     #[arg(long, default_value_t = 0.2)]
     pub hard_frac: f64,
     /// Weight of the retention term (paper: 1e-3 for text).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = non_negative_weight, allow_hyphen_values = true)]
     pub retention_weight: f64,
     /// Weight of logit distillation from the frozen teacher (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = non_negative_weight, allow_hyphen_values = true)]
     pub distill_weight: f64,
     /// Use only the first N training examples (after the seeded split).
     #[arg(long)]

@@ -17,7 +17,7 @@ pub struct LtpArgs {
     pub out: PathBuf,
     /// L1 weight on the masks (larger prunes more; length-scaled score, a 4-epoch MiniLM teacher on
     /// RT, 400 steps: λ 0.5 kept 61% of the tokens, λ 2 18%).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_weight, allow_hyphen_values = true)]
     pub lambda: f64,
     /// Temperature of the soft sigmoid masks, in the score's units (default: 0.25 for
     /// length-scaled scores, 0.01 for mean-received ones).

@@ -322,6 +322,16 @@ fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// clap value parser for loss weights (LTP's λ, concrete's retention and distillation weights): a
+/// finite number >= 0 (a negative weight would reward the opposite of what the term asks for).
+fn non_negative_weight(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number >= 0 (accepted: [0, inf), e.g. 0.5)".into()),
+        Err(_) => Err("expected a number >= 0, e.g. 0.5".into()),
+    }
+}
+
 /// clap value parser for learning rates: a finite number > 0.
 fn positive_rate(s: &str) -> std::result::Result<f64, String> {
     match s.parse::<f64>() {
