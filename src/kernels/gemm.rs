@@ -27,17 +27,26 @@ pub fn matmul_t(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: 
     product(a, a_t, b, b_t, out, m, k, n, accumulate);
 }
 
-/// The one strided `gemm` call behind [`matmul`] and [`matmul_t`]: `out = op(a) · op(b)` (+ out
-/// if accumulate), lengths already checked by the caller.
-#[allow(clippy::too_many_arguments)]
-fn product(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
+/// The products with nothing to multiply: `m` or `n` is 0 (nothing to write), or `k` is 0 (the
+/// sum is empty: `out` is zeroed unless `accumulate`). Returns true when it handled the product.
+pub(super) fn empty_product(out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) -> bool {
     if m == 0 || n == 0 {
-        return;
+        return true;
     }
     if k == 0 {
         if !accumulate {
             out.fill(0.0);
         }
+        return true;
+    }
+    false
+}
+
+/// The one strided `gemm` call behind [`matmul`] and [`matmul_t`]: `out = op(a) · op(b)` (+ out
+/// if accumulate), lengths already checked by the caller.
+#[allow(clippy::too_many_arguments)]
+fn product(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    if empty_product(out, m, k, n, accumulate) {
         return;
     }
     // (column stride, row stride) of op(a) and op(b)

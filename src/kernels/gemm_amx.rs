@@ -126,13 +126,7 @@ unsafe impl Sync for OutPtr {}
 /// The AMX path, lengths checked and the tile state granted.
 #[allow(clippy::too_many_arguments)]
 fn amx_product(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize, k: usize, n: usize, accumulate: bool) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            out.fill(0.0);
-        }
+    if super::gemm::empty_product(out, m, k, n, accumulate) {
         return;
     }
     let (mb, nb, kc) = (m.div_ceil(MB), n.div_ceil(NB), k.div_ceil(KC));

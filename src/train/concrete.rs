@@ -199,6 +199,21 @@ pub struct ConcreteParts {
     pub hard_retention: f64,
 }
 
+impl ConcreteParts {
+    /// The progress bar's message for this step (both trainers): task loss, soft and hard
+    /// retention, the target σ(θ0), and `[hard]` in the hard-mask phase.
+    pub fn progress_message(&self, theta0: f64, hard: bool) -> String {
+        format!(
+            "task {:.3} r {:.3} hard {:.3} target {:.3}{}",
+            self.task,
+            self.soft_retention,
+            self.hard_retention,
+            sigmoid(theta0),
+            if hard { " [hard]" } else { "" }
+        )
+    }
+}
+
 /// The loss of one batch and its parts.
 #[allow(clippy::too_many_arguments)]
 pub fn concrete_loss(
@@ -386,14 +401,7 @@ pub fn train_concrete(
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(schedule.lr(step), model, grads);
-        bar.set_message(format!(
-            "task {:.3} r {:.3} hard {:.3} target {:.3}{}",
-            parts.task,
-            parts.soft_retention,
-            parts.hard_retention,
-            sigmoid(cfg.theta0),
-            if hard { " [hard]" } else { "" }
-        ));
+        bar.set_message(parts.progress_message(cfg.theta0, hard));
         bar.inc(1);
         if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == cfg.steps {
             ckpt.save(&model, &optim, step + 1, per_epoch, &schedule, serde_json::to_value((&first, &last))?)?;

@@ -343,16 +343,7 @@ pub fn train_concrete_native(
             let fw = kernels::in_pool(|| concrete_forward(model, &tb, &ab, cfg, hard, fl.as_deref()))?;
             anyhow::ensure!(fw.loss.is_finite(), "concrete loss became {} at step {step}; lower --lr", fw.loss);
             kernels::in_pool(|| concrete_backward(model, &tb, &ab, &fw, cfg, fl.as_deref(), grads));
-            let parts = fw.parts;
-            let message = format!(
-                "task {:.3} r {:.3} hard {:.3} target {:.3}{}",
-                parts.task,
-                parts.soft_retention,
-                parts.hard_retention,
-                sigmoid(cfg.theta0),
-                if hard { " [hard]" } else { "" }
-            );
-            Ok((parts, message))
+            Ok((fw.parts, fw.parts.progress_message(cfg.theta0, hard)))
         },
     )?;
     let theta: Vec<f64> = model.theta().into_iter().map(|t| t as f64).collect();
