@@ -77,7 +77,19 @@ pub struct Splits {
 impl DataSource {
     /// Load the three splits. `skip_bad_rows` skips (and counts) malformed rows instead of failing.
     pub fn load(&self, skip_bad_rows: bool) -> Result<Splits> {
-        let s = self.load_inner(skip_bad_rows)?;
+        self.load_splits(skip_bad_rows, true)
+    }
+
+    /// Load the splits a job reads: as [`DataSource::load`], but a job that never reads the
+    /// training split (`needs.train` unused: `eval`) does not need a GLUE folder's `train.tsv`
+    /// (its train split is then empty). Rotten Tomatoes is always split whole (the split is
+    /// seeded over all sentences); tables read only the files given.
+    pub fn load_for(&self, skip_bad_rows: bool, needs: &DataNeeds) -> Result<Splits> {
+        self.load_splits(skip_bad_rows, needs.train != SplitUse::Unused)
+    }
+
+    fn load_splits(&self, skip_bad_rows: bool, read_train: bool) -> Result<Splits> {
+        let s = self.load_inner(skip_bad_rows, read_train)?;
         let skipped = s.train.skipped_rows + s.dev.skipped_rows + if std::ptr::eq(&s.dev, &s.test) { 0 } else { s.test.skipped_rows };
         if skipped > 0 {
             eprintln!(
@@ -88,7 +100,7 @@ impl DataSource {
         Ok(s)
     }
 
-    fn load_inner(&self, skip_bad_rows: bool) -> Result<Splits> {
+    fn load_inner(&self, skip_bad_rows: bool, read_train: bool) -> Result<Splits> {
         match self {
             DataSource::RottenTomatoes { path, seed } => {
                 if !path.exists() {
@@ -109,8 +121,17 @@ impl DataSource {
                 if task.is_regression() {
                     bail!("{} is a regression task; sttabt's classifier jobs support classification tasks only", task.name());
                 }
-                let train = load_glue(dir, *task, GlueSplit::Train, skip_bad_rows)?;
                 let dev = load_glue(dir, *task, GlueSplit::Dev, skip_bad_rows)?;
+                let train = if read_train {
+                    load_glue(dir, *task, GlueSplit::Train, skip_bad_rows)?
+                } else {
+                    Dataset {
+                        examples: Vec::new(),
+                        label_names: dev.label_names.clone(),
+                        source: "(train.tsv not read)".into(),
+                        skipped_rows: 0,
+                    }
+                };
                 Ok(Splits {
                     label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
                     description: format!("GLUE {} ({}); dev used as test", task.name(), dir.display()),

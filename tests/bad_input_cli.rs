@@ -283,6 +283,20 @@ fn data_flag_combinations_that_cannot_be_honoured_are_errors() {
             vec!["eval", "--model", m, "--out", o, "--glue", s(dir.path()), "--task", "sst2", "--dev", f],
             vec!["--glue cannot be combined with --dev"],
         ),
+        // flags that shape data files only, given without data files: refused, not ignored
+        (
+            vec!["eval", "--model", m, "--out", o, "--text-column", "sentence"],
+            vec!["--text-column apply to --train/--dev/--test files only", "Rotten Tomatoes"],
+        ),
+        (vec!["eval", "--model", m, "--out", o, "--skip-bad-rows"], vec!["--skip-bad-rows", "Rotten Tomatoes"]),
+        (
+            vec!["eval", "--model", m, "--out", o, "--glue", s(dir.path()), "--task", "sst2", "--label-column", "y"],
+            vec!["--label-column", "GLUE task folder"],
+        ),
+        // zero limits: refused by the command line, naming the flag
+        (vec!["eval", "--model", m, "--out", o, "--limit", "0"], vec!["--limit", "at least 1"]),
+        (vec!["finetune", "--out", o, "--train-limit", "0"], vec!["--train-limit", "at least 1"]),
+        (vec!["ltp", "--teacher", m, "--out", o, "--train-limit", "0"], vec!["--train-limit", "at least 1"]),
     ];
     for (args, words) in cases {
         let r = sttabt(&args);
@@ -290,6 +304,41 @@ fn data_flag_combinations_that_cannot_be_honoured_are_errors() {
         assert!(!stderr(&r).contains("data: Rotten Tomatoes"), "{}: fell back to Rotten Tomatoes", args.join(" "));
     }
     assert!(!out.exists(), "a rejected job created its output directory");
+}
+
+#[test]
+fn eval_on_a_glue_folder_needs_no_train_tsv() {
+    // eval reads dev.tsv only (dev doubles as test): a folder without train.tsv is enough
+    let (model, _) = tiny_classifier("gluedev");
+    let dir = TempDir::new("gluedev-data");
+    std::fs::write(dir.path().join("dev.tsv"), "sentence\tlabel\na gripping film \t1\ndull and long \t0\na joy \t1\n")
+        .expect("write dev.tsv");
+    let out = dir.path().join("results");
+    let r = sttabt(&[
+        "eval",
+        "--model",
+        s(model.path()),
+        "--glue",
+        s(dir.path()),
+        "--task",
+        "sst2",
+        "--ks",
+        "0.5",
+        "--timing-examples",
+        "2",
+        "--quiet",
+        "--out",
+        s(&out),
+    ]);
+    let err = stderr(&r);
+    assert!(r.status.success(), "eval --glue without train.tsv failed:\n{err}");
+    assert!(err.contains("dev 3 rows"), "{err}");
+    assert!(!err.contains("train "), "eval printed a train split it does not read:\n{err}");
+    assert_eq!(common::read_json(out.join("results.json"))["results"]["test_examples"], 3);
+    // finetune does read train.tsv: its absence is an error naming the file
+    let r = sttabt(&["finetune", "--glue", s(dir.path()), "--task", "sst2", "--out", s(&dir.path().join("ft"))]);
+    assert_fails_naming(&r, "finetune --glue without train.tsv", &["train.tsv", "No such file"]);
+    assert_eq!(stderr(&r).matches("No such file").count(), 1, "the OS error is printed once:\n{}", stderr(&r));
 }
 
 // ---------------------------------------------------------------------------------------------

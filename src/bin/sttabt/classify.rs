@@ -333,6 +333,8 @@ pub(crate) fn classify(
     }
     // (teacher, its directory for the tokenizer, ApproxNet, mode)
     let (concrete, ltp, plain, approx_net, bundled);
+    // the bundle's own label for its setting (e.g. `abt-ft k=0.50`: the planner alone says `abt`)
+    let mut bundle_label: Option<String> = None;
     let (teacher, teacher_dir, approx_model, mode): (&Encoder, PathBuf, Option<&Encoder>, sttabt::infer::Mode) = match run {
         Some(PrunerRun::Concrete(d)) => {
             existing_run_dir(d, "--concrete", "teacher/, approx/ and concrete.json", "concrete")?;
@@ -363,6 +365,7 @@ pub(crate) fn classify(
                 None => None,
             };
             bundled = (t, a);
+            bundle_label = Some(b.manifest.label.clone());
             (&bundled.0, b.teacher_dir.clone(), bundled.1.as_ref().map(|a| &a.model), b.manifest.planner.clone())
         }
         None => {
@@ -408,7 +411,7 @@ pub(crate) fn classify(
         let depth: Vec<usize> =
             (0..enc.input.len()).map(|j| (0..big_l).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
         if json {
-            let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "survives_to_layer": depth});
+            let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "bundle": bundle_label, "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "survives_to_layer": depth});
             if explain {
                 let kept: Vec<serde_json::Value> = (0..enc.tokens.len())
                     .filter(|&j| depth[j] > 0)

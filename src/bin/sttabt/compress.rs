@@ -45,7 +45,7 @@ pub struct CompressArgs {
     #[arg(long, value_name = "DIR")]
     pub plan_aware: Vec<PathBuf>,
     /// Use at most N dev examples.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub limit: Option<usize>,
     /// Dev examples timed per candidate and batch (the first N).
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]

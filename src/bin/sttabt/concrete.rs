@@ -41,7 +41,7 @@ pub struct ConcreteArgs {
     #[arg(long, default_value_t = 0.0, value_parser = non_negative_weight, allow_hyphen_values = true)]
     pub distill_weight: f64,
     /// Use only the first N training examples (after the seeded split).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub train_limit: Option<usize>,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
     #[arg(long, default_value_t = 128)]

@@ -71,6 +71,10 @@ struct Recipe {
     /// Sentences `eval` times per mode (its rough speed column and the accuracy/speed plot).
     timing_examples: usize,
     speed: speed::SpeedSettings,
+    /// Length robustness (issue 16 item 5): this many dev and test long reviews (>= 700 words of
+    /// one label's sentences, 512 tokens) through every planner at ABT k 0.3 and 0.5 (`None`: no
+    /// such stage).
+    long_reviews: Option<usize>,
 }
 
 impl Recipe {
@@ -92,6 +96,7 @@ impl Recipe {
                 ks: vec![0.2, 0.5],
                 timing_examples: 32,
                 speed: speed::SpeedSettings { examples: 32, rounds: 3, repeats: 1, peer: false },
+                long_reviews: None,
             }
         } else if full {
             Recipe {
@@ -110,6 +115,7 @@ impl Recipe {
                 ks: vec![0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7],
                 timing_examples: 128,
                 speed: speed::SpeedSettings { examples: 256, rounds: 5, repeats: 2, peer: true },
+                long_reviews: Some(100),
             }
         } else {
             // sized on an idle 2-core machine from docs/results/bench_train_native_jobs.txt
@@ -132,6 +138,7 @@ impl Recipe {
                 ks: vec![0.2, 0.3, 0.4, 0.5],
                 timing_examples: 64,
                 speed: speed::SpeedSettings { examples: 128, rounds: 3, repeats: 2, peer: true },
+                long_reviews: None,
             }
         }
     }
@@ -178,7 +185,7 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, recipe.train_limit)?;
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, recipe.eval_limit)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, recipe.eval_limit)?;
-    let n_stages = 5 + recipe.thetas.len() + recipe.lambdas.len();
+    let n_stages = 5 + recipe.thetas.len() + recipe.lambdas.len() + usize::from(recipe.long_reviews.is_some());
     let mut done: Vec<StageOutcome> = Vec::new();
     let header = |done: &[StageOutcome], what: String| format!("[{}/{n_stages}] {what}", done.len() + 1);
     // the runs a stage builds on (their names and wall times): a redone input redoes the stage
@@ -371,6 +378,30 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
     })?);
     let speed: speed::SpeedReport = serde_json::from_str(&std::fs::read_to_string(speed_dir.join("speed.json"))?)
         .with_context(|| format!("reading {}", speed_dir.join("speed.json").display()))?;
+
+    // 8. length robustness: every planner on long reviews, lengths far outside training
+    if let Some(count) = recipe.long_reviews {
+        let long_dir = run_dir.join("long_reviews");
+        let words = 700;
+        let long_opts = sttabt::eval::EvalOptions { ks: vec![0.3, 0.5], limit: None, timing_examples: 8, quiet, metric: splits.metric };
+        let long_key = serde_json::json!({"stage": "long_reviews", "count": count, "words": words, "max_length": 512, "ks": long_opts.ks,
+            "timing_examples": long_opts.timing_examples, "eval": eval_key});
+        let what = format!("length robustness: every planner on {count} dev and {count} test long reviews (>= {words} words, 512 tokens)");
+        let stage = Stage { name: "long_reviews".into(), dir: long_dir.clone(), key: long_key };
+        done.push(run_stage(&stage, &header(&done, what), &progress, |_| {
+            let long_tok = TextTokenizer::from_dir(&base, 512)?;
+            let long_dev = sttabt::data::long_reviews::long_reviews(&splits.dev, words, count, 0)?;
+            let long_test = sttabt::data::long_reviews::long_reviews(&splits.test, words, count, 1)?;
+            let (ldev, _) = sttabt::pipeline::tokenize(&long_tok, &long_dev, None)?;
+            let (ltest, _) = sttabt::pipeline::tokenize(&long_tok, &long_test, None)?;
+            let r =
+                sttabt::eval::evaluate_with(&teacher, Some(&approx.model), &concrete, &ltp, &[], &plan_aware, &ldev, &ltest, &long_opts)?;
+            let description = format!("{} [dev: {}] [test: {}]", splits.description, long_dev.source, long_test.source);
+            sttabt::eval::write_results(&r, &long_dir, &description, None)?;
+            print!("{}", sttabt::eval::format_table(&r));
+            Ok(serde_json::json!({"dense_test_accuracy": r.dense_test_accuracy, "modes": r.points.len()}))
+        })?);
+    }
 
     // the chosen setting as a bundle `classify` / `eval` / `bench --bundle` load (cheap: links)
     let bundle_dir = bundle::write(&speed, &models, &run_dir.join("bundle"))?;

@@ -32,7 +32,7 @@ pub struct DistillArgs {
     #[arg(long, default_value_t = 1e-3, value_parser = positive_rate, allow_hyphen_values = true)]
     pub lr: f64,
     /// Use only the first N training examples (after the seeded split).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub train_limit: Option<usize>,
     /// Held-out dev examples (sentences or images) for the fidelity report.
     #[arg(long, default_value_t = 200)]

@@ -40,7 +40,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub ltp: Vec<PathBuf>,
     /// Evaluate on at most N examples per split.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub limit: Option<usize>,
     /// Examples timed per mode and batch size.
     #[arg(long, default_value_t = 128)]
@@ -65,8 +65,9 @@ pub struct EvalArgs {
     pub precision: PrecisionArgs,
     /// Instead of the full table: run every mode (dense, ABT at each --ks, manual top-k at the
     /// smallest k's retention, each --concrete and --ltp run) on the test split twice, with
-    /// the teachers in fp32 and in int8 whatever --precision says (the ApproxNet at
-    /// --approx-precision in both runs), and
+    /// the teachers in fp32 and in int8 whatever --precision says (the fp32 run is fp32
+    /// throughout; --approx-precision int8 makes the int8 run's ApproxNets int8 too, and the
+    /// plan agreement column then shows how often its plans differ), and
     /// report per mode both accuracies, their argmax agreement and the paired 95% bootstrap
     /// interval of the accuracy difference; writes precision_comparison.json to --out.
     #[arg(long)]
@@ -103,12 +104,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let max_length = max_length.unwrap_or(if long_reviews.is_some() { 512 } else { 128 });
     let long = long_reviews.map(|count| LongReviews { count, words: long_words });
     let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
+    let mut bundle_note: Option<String> = None;
     let (model, approx, extra) = match &bundle {
         Some(dir) => {
             let b = sttabt::compress::bundle::open(dir)?;
             if image_source(&images, &data)?.is_some() {
                 bail!("--bundle is for text models; drop --vision / --image-folder");
             }
+            bundle_note = Some(format!(
+                "the bundle's setting `{}` is the row `{}`; dense and every other row run on the bundle's teacher ({}), which may be a fine-tuned copy rather than the original teacher its README compares with. Its README: {}",
+                b.manifest.label,
+                b.manifest.planner.label(),
+                b.teacher_dir.display(),
+                b.manifest.summary
+            ));
             (b.teacher_dir, b.approx_dir, vec![b.manifest.planner])
         }
         None => (model.context("--model DIR is required (or --bundle DIR)")?, approx, Vec::new()),
@@ -133,7 +142,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         return super::precision::compare(&data, paths, &out, &opts, max_length, &precision, peer_json.as_deref());
     }
-    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &extra, &plan_aware, &out, &opts, max_length, &precision, long)
+    eval(&data, &model, approx.as_deref(), &concrete, &ltp, &extra, &plan_aware, &out, &opts, max_length, &precision, long)?;
+    if let Some(note) = &bundle_note {
+        println!("{note}");
+    }
+    Ok(())
 }
 
 /// `--long-reviews N --long-words W`: dev and test replaced by long single-label reviews.

@@ -74,7 +74,7 @@ pub struct FinetuneRunArgs {
     #[arg(long, default_value_t = 1e-4, value_parser = positive_rate, allow_hyphen_values = true)]
     pub lr: f64,
     /// Use only the first N training examples (after the seeded split).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub train_limit: Option<usize>,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
     #[arg(long, default_value_t = 128)]
@@ -205,11 +205,13 @@ pub(crate) fn finetune(
     let json = serde_json::json!({"report": report, "config": cfg, "trainer": trainer.name(), "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
     sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
-        "best dev accuracy {:.2}% (epoch {}), {} steps in {:.0} s; saved to {}",
+        "best dev accuracy {:.2}% (epoch {}), {} step{} in {:.0} s, {} trainer; saved to {}",
         report.best_dev_accuracy * 100.0,
         report.best_epoch,
         report.steps,
+        if report.steps == 1 { "" } else { "s" },
         report.seconds,
+        trainer.name(),
         out.display()
     );
     Ok(())

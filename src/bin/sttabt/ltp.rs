@@ -37,7 +37,7 @@ pub struct LtpArgs {
     #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     pub batch_size: usize,
     /// Use only the first N training examples (after the seeded split).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub train_limit: Option<usize>,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
     #[arg(long, default_value_t = 128)]

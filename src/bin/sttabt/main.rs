@@ -263,7 +263,8 @@ struct DataArgs {
 impl DataArgs {
     /// The data source for a job that reads `needs`; flag combinations it cannot honour are errors.
     fn source(&self, needs: &DataNeeds) -> Result<sttabt::pipeline::DataSource> {
-        sttabt::pipeline::source_from_flags(
+        use sttabt::pipeline::DataSource;
+        let source = sttabt::pipeline::source_from_flags(
             self.glue.as_deref(),
             self.task.as_deref(),
             self.train.as_deref(),
@@ -274,12 +275,34 @@ impl DataArgs {
             &self.label_column,
             self.seed,
             needs,
-        )
+        )?;
+        // flags that only shape data files would be silently ignored by the other sources
+        if !matches!(source, DataSource::Table { .. }) {
+            let mut ignored: Vec<&str> = Vec::new();
+            for (flag, set) in [
+                ("--text-column", self.text_column != "text"),
+                ("--pair-column", self.pair_column.is_some()),
+                ("--label-column", self.label_column != "label"),
+                ("--skip-bad-rows", self.skip_bad_rows && matches!(source, DataSource::RottenTomatoes { .. })),
+            ] {
+                if set {
+                    ignored.push(flag);
+                }
+            }
+            if !ignored.is_empty() {
+                let from = match source {
+                    DataSource::Glue { .. } => "a GLUE task folder, whose TSV layout is fixed",
+                    _ => "Rotten Tomatoes from the asset cache (no --train/--dev/--test file was given)",
+                };
+                bail!("{} apply to --train/--dev/--test files only; this job reads {from}", ignored.join(", "));
+            }
+        }
+        Ok(source)
     }
 
     /// Load the splits `needs` names and print the `data: ...` line.
     fn load(&self, source: &sttabt::pipeline::DataSource, needs: &DataNeeds) -> Result<sttabt::pipeline::Splits> {
-        let splits = source.load(self.skip_bad_rows)?;
+        let splits = source.load_for(self.skip_bad_rows, needs)?;
         eprintln!("{}", source.summary(&splits, needs));
         Ok(splits)
     }
@@ -343,9 +366,26 @@ fn positive_rate(s: &str) -> std::result::Result<f64, String> {
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, `outer: inner: ...` as anyhow's `{:#}`, except that a
+/// cause whose text an outer message already quotes (e.g. `x.tsv: cannot read file: No such
+/// file (os error 2)` over the `io::Error`) is not printed twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 fn run() -> Result<()> {

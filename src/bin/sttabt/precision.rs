@@ -5,9 +5,11 @@ use super::*;
 use sttabt::model::Precision;
 use sttabt::precision_eval::{compare_modes, format_comparison, int8_kernels_here, ModelSet, PrecisionComparison};
 
-/// Load every model once in fp32, copy it to int8 (teachers only; the ApproxNet at
-/// `--approx-precision` in both runs), compare the modes on the test split, print the table and
-/// write `out/precision_comparison.json`.
+/// Load every model once in fp32, copy it to int8 (the teachers; the ApproxNets too with
+/// `--approx-precision int8`: then the int8 run is the whole int8 pipeline and its plans can
+/// differ from the fp32 run's, which the plan agreement column measures), compare the modes on
+/// the test split, print the table and write `out/precision_comparison.json`. The fp32 run is
+/// always fp32 throughout.
 pub(crate) fn compare(
     data: &DataArgs,
     paths: RunPaths,
@@ -26,7 +28,7 @@ pub(crate) fn compare(
         ),
         None => None,
     };
-    let fp32_args = PrecisionArgs { precision: Precision::Fp32, approx_precision: precision.approx_precision };
+    let fp32_args = PrecisionArgs { precision: Precision::Fp32, approx_precision: Precision::Fp32 };
     let int8_args = PrecisionArgs { precision: Precision::Int8, approx_precision: precision.approx_precision };
     let needs = DataNeeds::eval("eval");
     let mut source = data.source(&needs)?;
@@ -64,9 +66,9 @@ pub(crate) fn compare(
     let tok = text_tokenizer(model, &teacher, max_length)?;
     let splits = data.load(&source, &needs)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
-    let approx_model = approx.as_ref().map(|a| &a.model);
-    let fp32 = ModelSet { teacher: &teacher, approx: approx_model, concrete: &concrete, ltp: &ltp };
-    let int8 = ModelSet { teacher: &teacher8, approx: approx_model, concrete: &concrete8, ltp: &ltp8 };
+    let approx8 = approx.as_ref().map(|a| int8_args.approx(a.clone())).transpose()?;
+    let fp32 = ModelSet { teacher: &teacher, approx: approx.as_ref().map(|a| &a.model), concrete: &concrete, ltp: &ltp };
+    let int8 = ModelSet { teacher: &teacher8, approx: approx8.as_ref().map(|a| &a.model), concrete: &concrete8, ltp: &ltp8 };
     let boot = sttabt::data::bootstrap::Bootstrap::default();
     if !opts.quiet {
         eprintln!("comparing fp32 and int8 on {} test examples ...", test.len());
@@ -74,7 +76,7 @@ pub(crate) fn compare(
     let (modes, skipped) = compare_modes(&fp32, &int8, &opts.ks, &test, &boot)?;
     let report = PrecisionComparison {
         teacher_precision: Precision::Int8,
-        approx_precision_fp32_run: precision.approx_precision,
+        approx_precision_fp32_run: Precision::Fp32,
         approx_precision_int8_run: precision.approx_precision,
         split: "test".into(),
         data: splits.description.clone(),

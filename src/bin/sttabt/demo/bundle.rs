@@ -8,30 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use sttabt::compress::bundle;
-use sttabt::eval::Point;
-use sttabt::infer::Mode;
 
 use super::speed::{DemoModels, SpeedReport};
-
-/// The folders the chosen point runs on: its teacher and, when its planner needs one, its
-/// ApproxNet (`None`: a family the demo cannot bundle, or its run is missing).
-fn model_dirs(p: &Point, m: &DemoModels) -> Option<(PathBuf, Option<PathBuf>)> {
-    match (&p.mode, p.family.as_str()) {
-        (Mode::Abt { .. }, "abt") => Some((m.teacher_dir.to_path_buf(), Some(m.approx_dir.to_path_buf()))),
-        (Mode::Abt { .. }, "abt-ft") => Some((m.plan_aware_dir.to_path_buf(), Some(m.approx_dir.to_path_buf()))),
-        (Mode::TopK { .. }, _) => Some((m.teacher_dir.to_path_buf(), None)),
-        (Mode::Concrete { theta0, .. }, _) => m
-            .concrete
-            .iter()
-            .zip(m.concrete_dirs)
-            .find(|(c, _)| c.theta0 == *theta0)
-            .map(|(_, d)| (d.join("teacher"), Some(d.join("approx")))),
-        (Mode::Ltp { lambda, .. }, _) => {
-            m.ltp.iter().zip(m.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(_, d)| (d.join("teacher"), None))
-        }
-        _ => None,
-    }
-}
 
 /// Write the chosen setting of `speed` as a bundle in `dir` (replacing an older one there).
 /// Returns `Ok(None)` (and writes nothing) when no pruned setting was chosen.
@@ -42,9 +20,10 @@ pub(crate) fn write(speed: &SpeedReport, models: &DemoModels, dir: &Path) -> Res
         return Ok(None);
     };
     let p = &t.point;
-    let Some((teacher_src, approx_src)) = model_dirs(p, models) else {
+    let Some(run) = models.run_of(p) else {
         return Ok(None);
     };
+    let (teacher_src, approx_src) = (run.teacher_dir, run.approx_dir);
     // bundle.json is written last: remove the old one first, so a half-written bundle never loads
     let _ = std::fs::remove_file(dir.join("bundle.json"));
     bundle::link_or_copy_dir(&teacher_src, &dir.join("teacher"))?;
@@ -72,8 +51,12 @@ pub(crate) fn write(speed: &SpeedReport, models: &DemoModels, dir: &Path) -> Res
         t.b32.vs_dense
     );
     let readme = format!(
-        "# sttabt bundle (from `sttabt demo`)\n\n{summary}\n\n{}\n\nUse it with `sttabt classify --bundle DIR TEXT`, `sttabt eval --bundle DIR`, `sttabt bench --bundle DIR`.\n",
-        speed.sentence
+        "# sttabt bundle (from `sttabt demo`)\n\nTask: sentiment of Rotten Tomatoes sentences, labels {:?} (all-MiniLM-L6-v2 fine-tuned by the demo).\n\n{summary}\n\n{}\n\nThe speed-ups are the demo's own speed stage ({} alternating rounds against dense on {} test sentences, median), on {}; the demo does not control what else the machine was doing, so re-measure with `sttabt bench --bundle DIR` on an idle machine.\n\nUse it with `sttabt classify --bundle DIR TEXT`, `sttabt eval --bundle DIR`, `sttabt bench --bundle DIR`.\n",
+        models.teacher.config.labels,
+        speed.sentence,
+        speed.settings.rounds,
+        speed.settings.examples,
+        sttabt::eval::machine_line()
     );
     sttabt::model::checkpoint::write_atomic(&dir.join("README.md"), readme.as_bytes())?;
     let manifest = bundle::Manifest {

@@ -103,9 +103,56 @@ pub(crate) struct SpeedReport {
 /// The families whose within-1-point setting is a candidate (not dense, dense-cls or the oracle).
 const FAMILIES: [&str; 5] = ["abt", "abt-ft", "concrete", "ltp", "topk"];
 
+/// One candidate point's models and folders ([`DemoModels::run_of`]).
+pub(crate) struct PointRun<'a> {
+    /// The models the point runs on (its own teacher, ApproxNet when its planner plans from one).
+    pub models: Models<'a>,
+    /// Its teacher's folder.
+    pub teacher_dir: PathBuf,
+    /// Its ApproxNet's folder, when its planner plans from one.
+    pub approx_dir: Option<PathBuf>,
+    /// Its concrete or LTP run folder (`None` for the other families).
+    pub run_dir: Option<PathBuf>,
+}
+
+impl<'a> DemoModels<'a> {
+    /// The run a within-1-point `p` comes from: ABT on the teacher, ABT-FT on the plan-aware
+    /// teacher, top-k on the teacher, concrete by θ0 and LTP by λ among the demo's runs (`None`:
+    /// another family, or no run with that setting).
+    pub fn run_of(&self, p: &Point) -> Option<PointRun<'a>> {
+        let on = |teacher: &'a Encoder, dir: &Path, approx: bool| PointRun {
+            models: Models { teacher, approx: approx.then_some(&self.approx.model) },
+            teacher_dir: dir.to_path_buf(),
+            approx_dir: approx.then(|| self.approx_dir.to_path_buf()),
+            run_dir: None,
+        };
+        match (&p.mode, p.family.as_str()) {
+            (Mode::Abt { .. }, "abt") => Some(on(self.teacher, self.teacher_dir, true)),
+            (Mode::Abt { .. }, "abt-ft") => Some(on(self.plan_aware, self.plan_aware_dir, true)),
+            (Mode::TopK { .. }, _) => Some(on(self.teacher, self.teacher_dir, false)),
+            (Mode::Concrete { theta0, .. }, _) => {
+                self.concrete.iter().zip(self.concrete_dirs).find(|(c, _)| c.theta0 == *theta0).map(|(c, d)| PointRun {
+                    models: Models { teacher: &c.teacher, approx: Some(&c.approx.model) },
+                    teacher_dir: d.join("teacher"),
+                    approx_dir: Some(d.join("approx")),
+                    run_dir: Some(d.clone()),
+                })
+            }
+            (Mode::Ltp { lambda, .. }, _) => self.ltp.iter().zip(self.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(l, d)| PointRun {
+                models: Models { teacher: &l.teacher, approx: None },
+                teacher_dir: d.join("teacher"),
+                approx_dir: None,
+                run_dir: Some(d.clone()),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The models `p` runs on, and the bench options that time it beside dense (`None`: not a
 /// candidate family, or its run is missing).
 fn contestant<'a>(p: &Point, m: &DemoModels<'a>) -> Option<(Models<'a>, BenchOptions)> {
+    let run = m.run_of(p)?;
     let bench = |model: &Path, approx: Option<&Path>| BenchOptions {
         model: model.to_path_buf(),
         approx: approx.map(Path::to_path_buf),
@@ -117,29 +164,13 @@ fn contestant<'a>(p: &Point, m: &DemoModels<'a>) -> Option<(Models<'a>, BenchOpt
         modes: Vec::new(),
         ..BenchOptions::default()
     };
-    match (&p.mode, p.family.as_str()) {
-        (Mode::Abt { .. }, "abt") => Some((
-            Models { teacher: m.teacher, approx: Some(&m.approx.model) },
-            BenchOptions { modes: vec![p.mode.clone()], ..bench(m.teacher_dir, Some(m.approx_dir)) },
-        )),
-        (Mode::Abt { .. }, "abt-ft") => Some((
-            Models { teacher: m.plan_aware, approx: Some(&m.approx.model) },
-            BenchOptions { modes: vec![p.mode.clone()], ..bench(m.plan_aware_dir, Some(m.approx_dir)) },
-        )),
-        (Mode::TopK { .. }, _) => {
-            Some((Models { teacher: m.teacher, approx: None }, BenchOptions { modes: vec![p.mode.clone()], ..bench(m.teacher_dir, None) }))
-        }
-        (Mode::Concrete { theta0, .. }, _) => m.concrete.iter().zip(m.concrete_dirs).find(|(c, _)| c.theta0 == *theta0).map(|(c, dir)| {
-            (
-                Models { teacher: &c.teacher, approx: Some(&c.approx.model) },
-                BenchOptions { concrete: vec![dir.clone()], ..bench(m.teacher_dir, None) },
-            )
-        }),
-        (Mode::Ltp { lambda, .. }, _) => m.ltp.iter().zip(m.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(l, dir)| {
-            (Models { teacher: &l.teacher, approx: None }, BenchOptions { ltp: vec![dir.clone()], ..bench(m.teacher_dir, None) })
-        }),
-        _ => None,
-    }
+    // concrete and LTP runs are benched by their run folder, beside the original teacher as dense
+    let opts = match &p.mode {
+        Mode::Concrete { .. } => BenchOptions { concrete: vec![run.run_dir.clone()?], ..bench(m.teacher_dir, None) },
+        Mode::Ltp { .. } => BenchOptions { ltp: vec![run.run_dir.clone()?], ..bench(m.teacher_dir, None) },
+        _ => BenchOptions { modes: vec![p.mode.clone()], ..bench(&run.teacher_dir, run.approx_dir.as_deref()) },
+    };
+    Some((run.models, opts))
 }
 
 /// Time the within-1-point settings of `results` against dense on `inputs`, choose the fastest,
