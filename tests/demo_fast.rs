@@ -69,7 +69,7 @@ fn demo_fast_end_to_end() {
         assert!(std::fs::metadata(dir.join("results").join(plot)).map(|m| m.len() > 1000).unwrap_or(false), "missing plot {plot}");
     }
     // every stage ran (none cached) and recorded its wall time
-    let stages = ["teacher", "approx", "planft", "concrete_theta-1", "ltp_lambda0.5", "eval", "speed"];
+    let stages = ["teacher", "approx", "planft", "concrete_theta-1", "ltp_lambda0.5", "eval", "speed", "long_reviews"];
     let demo = common::read_json(dir.join("demo.json"));
     let recorded: Vec<&str> = demo["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
     assert_eq!(recorded, stages);
@@ -138,6 +138,19 @@ fn demo_fast_end_to_end() {
         let r = v["retention"].as_f64().expect("retention");
         assert!(r > 0.0 && r <= 1.0, "retention {r}");
     }
+    // length robustness: every planner on 4 dev / 4 test long reviews of >= 700 words (512 tokens)
+    let long = common::read_json(dir.join("long_reviews/results.json"));
+    assert_eq!(long["results"]["dev_examples"], 4, "{long}");
+    assert_eq!(long["results"]["test_examples"], 4, "{long}");
+    let long_points = long["results"]["points"].as_array().expect("long-review points");
+    for fam in ["dense", "abt", "abt-ft", "concrete", "ltp"] {
+        assert!(long_points.iter().any(|p| p["family"] == fam), "long reviews lack family {fam}");
+    }
+    for p in long_points {
+        let acc = p["test_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{}: accuracy {acc}", p["label"]);
+    }
+    assert!(long["data"].as_str().unwrap().contains("long reviews"), "{}", long["data"]);
     // the demo's concrete and LTP runs classify on their own (their teacher/ carries the tokenizer)
     for (flag, run) in [("--concrete", "concrete_theta-1"), ("--ltp", "ltp_lambda0.5")] {
         let out = Command::new(env!("CARGO_BIN_EXE_sttabt"))

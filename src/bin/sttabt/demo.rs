@@ -96,7 +96,7 @@ impl Recipe {
                 ks: vec![0.2, 0.5],
                 timing_examples: 32,
                 speed: speed::SpeedSettings { examples: 32, rounds: 3, repeats: 1, peer: false },
-                long_reviews: None,
+                long_reviews: Some(4),
             }
         } else if full {
             Recipe {
