@@ -61,6 +61,14 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
 
+/// `sttabt eval --model MODEL DATA... --ks 0.5 --timing-examples 2 --quiet --out OUT`.
+fn eval_quick(model: &Path, data: &[&str], out: &Path) -> Output {
+    let mut args = vec!["eval", "--model", s(model)];
+    args.extend_from_slice(data);
+    args.extend(["--ks", "0.5", "--timing-examples", "2", "--quiet", "--out", s(out)]);
+    sttabt(&args)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Training ranges: rejected by the command line before any work
 
@@ -196,22 +204,7 @@ fn eval_reads_dev_and_test_files_without_train() {
     write_csv(&dev, &[("a gripping, funny film", "pos"), ("dull and long", "neg"), ("a joy", "pos")]);
     write_csv(&test, &[("flat", "neg"), ("wonderful acting", "pos")]);
     let out = dir.path().join("results");
-    let r = sttabt(&[
-        "eval",
-        "--model",
-        s(model.path()),
-        "--dev",
-        s(&dev),
-        "--test",
-        s(&test),
-        "--ks",
-        "0.5",
-        "--timing-examples",
-        "2",
-        "--quiet",
-        "--out",
-        s(&out),
-    ]);
+    let r = eval_quick(model.path(), &["--dev", s(&dev), "--test", s(&test)], &out);
     let err = stderr(&r);
     assert!(r.status.success(), "eval with --dev/--test failed:\n{err}");
     assert!(!err.contains("panicked at"), "{err}");
@@ -226,20 +219,7 @@ fn eval_reads_dev_and_test_files_without_train() {
 
     // --dev alone: test = dev
     let out2 = dir.path().join("results2");
-    let r = sttabt(&[
-        "eval",
-        "--model",
-        s(model.path()),
-        "--dev",
-        s(&dev),
-        "--ks",
-        "0.5",
-        "--timing-examples",
-        "2",
-        "--quiet",
-        "--out",
-        s(&out2),
-    ]);
+    let r = eval_quick(model.path(), &["--dev", s(&dev)], &out2);
     let err = stderr(&r);
     assert!(r.status.success(), "eval with --dev failed:\n{err}");
     assert!(err.contains(&format!("data: dev={} (3 rows), test=dev (3 rows)", dev.display())), "{err}");
@@ -314,22 +294,7 @@ fn eval_on_a_glue_folder_needs_no_train_tsv() {
     std::fs::write(dir.path().join("dev.tsv"), "sentence\tlabel\na gripping film \t1\ndull and long \t0\na joy \t1\n")
         .expect("write dev.tsv");
     let out = dir.path().join("results");
-    let r = sttabt(&[
-        "eval",
-        "--model",
-        s(model.path()),
-        "--glue",
-        s(dir.path()),
-        "--task",
-        "sst2",
-        "--ks",
-        "0.5",
-        "--timing-examples",
-        "2",
-        "--quiet",
-        "--out",
-        s(&out),
-    ]);
+    let r = eval_quick(model.path(), &["--glue", s(dir.path()), "--task", "sst2"], &out);
     let err = stderr(&r);
     assert!(r.status.success(), "eval --glue without train.tsv failed:\n{err}");
     assert!(err.contains("dev 3 rows"), "{err}");
