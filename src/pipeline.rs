@@ -74,6 +74,23 @@ pub struct Splits {
     pub metric: crate::data::metrics::Metric,
 }
 
+impl Splits {
+    /// Replace dev and test by `count` long reviews each of >= `min_words` words built from their
+    /// own sentences ([`crate::data::long_reviews::long_reviews`], seeds `seed` and `seed + 1`),
+    /// and say so in the description: every planner at lengths far outside its training
+    /// (ALGORITHM.md section 8, length robustness). Train is left as it is.
+    ///
+    /// Errors: as `long_reviews` (a zero count or word minimum, pairs or regression labels, too
+    /// few words in a class).
+    pub fn use_long_reviews(&mut self, min_words: usize, count: usize, seed: u64) -> Result<()> {
+        use crate::data::long_reviews::long_reviews;
+        self.dev = long_reviews(&self.dev, min_words, count, seed)?;
+        self.test = long_reviews(&self.test, min_words, count, seed.wrapping_add(1))?;
+        self.description = format!("{} [dev: {}] [test: {}]", self.description, self.dev.source, self.test.source);
+        Ok(())
+    }
+}
+
 impl DataSource {
     /// Load the three splits. `skip_bad_rows` skips (and counts) malformed rows instead of failing.
     pub fn load(&self, skip_bad_rows: bool) -> Result<Splits> {

@@ -390,14 +390,13 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         let stage = Stage { name: "long_reviews".into(), dir: long_dir.clone(), key: long_key };
         done.push(run_stage(&stage, &header(&done, what), &progress, |_| {
             let long_tok = TextTokenizer::from_dir(&base, 512)?;
-            let long_dev = sttabt::data::long_reviews::long_reviews(&splits.dev, words, count, 0)?;
-            let long_test = sttabt::data::long_reviews::long_reviews(&splits.test, words, count, 1)?;
-            let (ldev, _) = sttabt::pipeline::tokenize(&long_tok, &long_dev, None)?;
-            let (ltest, _) = sttabt::pipeline::tokenize(&long_tok, &long_test, None)?;
+            let mut long = splits.clone();
+            long.use_long_reviews(words, count, 0)?;
+            let (ldev, _) = sttabt::pipeline::tokenize(&long_tok, &long.dev, None)?;
+            let (ltest, _) = sttabt::pipeline::tokenize(&long_tok, &long.test, None)?;
             let r =
                 sttabt::eval::evaluate_with(&teacher, Some(&approx.model), &concrete, &ltp, &[], &plan_aware, &ldev, &ltest, &long_opts)?;
-            let description = format!("{} [dev: {}] [test: {}]", splits.description, long_dev.source, long_test.source);
-            sttabt::eval::write_results(&r, &long_dir, &description, None)?;
+            sttabt::eval::write_results(&r, &long_dir, &long.description, None)?;
             print!("{}", sttabt::eval::format_table(&r));
             Ok(serde_json::json!({"dense_test_accuracy": r.dense_test_accuracy, "modes": r.points.len()}))
         })?);

@@ -112,7 +112,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 bail!("--bundle is for text models; drop --vision / --image-folder");
             }
             bundle_note = Some(format!(
-                "the bundle's setting `{}` is the row `{}`; dense and every other row run on the bundle's teacher ({}), which may be a fine-tuned copy rather than the original teacher its README compares with. Its README: {}",
+                "the bundle's setting `{}` is the row `{}`; dense and every other row run on the bundle's teacher ({}), which may be a fine-tuned copy rather than the original teacher its README compares with. Its summary: {}",
                 b.manifest.label,
                 b.manifest.planner.label(),
                 b.teacher_dir.display(),
@@ -217,9 +217,7 @@ pub(crate) fn eval(
     let tok = text_tokenizer(model, &teacher, max_length)?;
     let mut splits = data.load(&source, &needs)?;
     if let Some(l) = long {
-        splits.dev = sttabt::data::long_reviews::long_reviews(&splits.dev, l.words, l.count, data.seed)?;
-        splits.test = sttabt::data::long_reviews::long_reviews(&splits.test, l.words, l.count, data.seed.wrapping_add(1))?;
-        splits.description = format!("{} [dev: {}] [test: {}]", splits.description, splits.dev.source, splits.test.source);
+        splits.use_long_reviews(l.words, l.count, data.seed)?;
         eprintln!(
             "length robustness: {} and {} long reviews of >= {} words, truncated to {max_length} tokens",
             splits.dev.len(),

@@ -278,16 +278,9 @@ impl DataArgs {
         )?;
         // flags that only shape data files would be silently ignored by the other sources
         if !matches!(source, DataSource::Table { .. }) {
-            let mut ignored: Vec<&str> = Vec::new();
-            for (flag, set) in [
-                ("--text-column", self.text_column != "text"),
-                ("--pair-column", self.pair_column.is_some()),
-                ("--label-column", self.label_column != "label"),
-                ("--skip-bad-rows", self.skip_bad_rows && matches!(source, DataSource::RottenTomatoes { .. })),
-            ] {
-                if set {
-                    ignored.push(flag);
-                }
+            let mut ignored = self.column_flags_given();
+            if self.skip_bad_rows && matches!(source, DataSource::RottenTomatoes { .. }) {
+                ignored.push("--skip-bad-rows");
             }
             if !ignored.is_empty() {
                 let from = match source {
@@ -298,6 +291,18 @@ impl DataArgs {
             }
         }
         Ok(source)
+    }
+
+    /// The column flags (which shape data files only) given with other than their defaults.
+    fn column_flags_given(&self) -> Vec<&'static str> {
+        [
+            ("--text-column", self.text_column != "text"),
+            ("--pair-column", self.pair_column.is_some()),
+            ("--label-column", self.label_column != "label"),
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect()
     }
 
     /// Load the splits `needs` names and print the `data: ...` line.
@@ -313,21 +318,19 @@ impl DataArgs {
 fn image_source(images: &vision::ImageArgs, data: &DataArgs) -> Result<Option<sttabt::vision::data::ImageSource>> {
     let src = images.source(data.seed)?;
     if src.is_some() {
-        let mut given: Vec<&str> = Vec::new();
-        for (flag, set) in [
+        let mut given: Vec<&str> = [
             ("--glue", data.glue.is_some()),
             ("--task", data.task.is_some()),
             ("--train", data.train.is_some()),
             ("--dev", data.dev.is_some()),
             ("--test", data.test.is_some()),
-            ("--pair-column", data.pair_column.is_some()),
-            ("--text-column", data.text_column != "text"),
-            ("--label-column", data.label_column != "label"),
-            ("--skip-bad-rows", data.skip_bad_rows),
-        ] {
-            if set {
-                given.push(flag);
-            }
+        ]
+        .into_iter()
+        .filter_map(|(flag, set)| set.then_some(flag))
+        .collect();
+        given.extend(data.column_flags_given());
+        if data.skip_bad_rows {
+            given.push("--skip-bad-rows");
         }
         if !given.is_empty() {
             bail!("{} describe text data and cannot be combined with --vision / --image-folder (images come from Fashion-MNIST or the image folder; its train/val/test sub-folders are the splits)", given.join(", "));

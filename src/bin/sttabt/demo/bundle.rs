@@ -23,12 +23,11 @@ pub(crate) fn write(speed: &SpeedReport, models: &DemoModels, dir: &Path) -> Res
     let Some(run) = models.run_of(p) else {
         return Ok(None);
     };
-    let (teacher_src, approx_src) = (run.teacher_dir, run.approx_dir);
     // bundle.json is written last: remove the old one first, so a half-written bundle never loads
     let _ = std::fs::remove_file(dir.join("bundle.json"));
-    bundle::link_or_copy_dir(&teacher_src, &dir.join("teacher"))?;
+    bundle::link_or_copy_dir(&run.teacher_dir, &dir.join("teacher"))?;
     sttabt::train::copy_preprocessing_files(models.teacher_dir, &dir.join("teacher"))?;
-    let approx = match approx_src.filter(|_| p.mode.needs_approx()) {
+    let approx = match run.approx_dir.filter(|_| p.mode.needs_approx()) {
         Some(src) => {
             bundle::link_or_copy_dir(&src, &dir.join("approx"))?;
             Some("approx".to_string())
