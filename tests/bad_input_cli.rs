@@ -276,6 +276,8 @@ fn data_flag_combinations_that_cannot_be_honoured_are_errors() {
         // zero limits: refused by the command line, naming the flag
         (vec!["eval", "--model", m, "--out", o, "--limit", "0"], vec!["--limit", "at least 1"]),
         (vec!["finetune", "--out", o, "--train-limit", "0"], vec!["--train-limit", "at least 1"]),
+        (vec!["finetune", "--out", o, "--dev-limit", "0"], vec!["--dev-limit", "at least 1"]),
+        (vec!["train-parity", "--out", o, "--dev-limit", "0"], vec!["--dev-limit", "at least 1"]),
         (vec!["ltp", "--teacher", m, "--out", o, "--train-limit", "0"], vec!["--train-limit", "at least 1"]),
     ];
     for (args, words) in cases {

@@ -203,7 +203,77 @@ fn cli_plan_aware_runs_and_bad_input_is_a_clear_error() {
     assert_eq!(json["config"]["kd_alpha"], 0.5);
     assert_eq!(json["report"]["steps"], 3);
     assert_eq!(json["report"]["dense_dev_accuracy"].as_array().map(|a| a.len()), Some(1));
+    assert_eq!(json["dev_examples"], 6, "all dev examples without --dev-limit");
     Encoder::load(&root.path().join("out-ok")).expect("the saved teacher loads");
+}
+
+/// `--dev-limit N`: the per-epoch dev evaluation (plain and plan-aware fine-tuning) runs on the
+/// first N dev examples only, finetune.json records N, and each reported accuracy is a count
+/// over N (here 5 of the 6 dev rows: a multiple of 1/5, not of 1/6, unless 0 or 1).
+#[test]
+fn cli_dev_limit_bounds_the_dev_evaluation() {
+    let root = TempDir::new("plan-ft-dev-limit");
+    cli_fixture(root.path());
+    let p = |f: &str| root.path().join(f).display().to_string();
+    let over_five = |v: &serde_json::Value, what: &str| {
+        let a = v.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {v}"));
+        assert!(((a * 5.0) - (a * 5.0).round()).abs() < 1e-9, "{what}: {a} is not a count over 5 dev examples");
+    };
+    for (tag, extra) in [("plain", vec![]), ("plan-aware", vec!["--plan-aware", "--approx", "APPROX", "--keep", "0.5"])] {
+        let out = p(&format!("out-{tag}"));
+        let approx = p("approx");
+        let extra: Vec<&str> = extra.iter().map(|a| if *a == "APPROX" { approx.as_str() } else { a }).collect();
+        let o = Command::new(env!("CARGO_BIN_EXE_sttabt"))
+            .args(["--threads", "1", "finetune", "--model", &p("teacher"), "--train", &p("train.csv"), "--dev", &p("dev.csv")])
+            .args(["--out", &out, "--quiet", "--batch-size", "4", "--train-limit", "4", "--dev-limit", "5", "--epochs", "2"])
+            .args(&extra)
+            .output()
+            .expect("run sttabt");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{tag}: {err}");
+        assert!(err.contains("4 train / 5 dev examples"), "{tag}: {err}");
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(Path::new(&out).join("finetune.json")).expect("finetune.json")).expect("json");
+        assert_eq!(json["dev_examples"], 5, "{tag}");
+        assert_eq!(json["train_examples"], 4, "{tag}");
+        let r = &json["report"];
+        let per_epoch = if tag == "plain" { &r["dev_accuracy"] } else { &r["abt_dev_accuracy"] };
+        assert_eq!(per_epoch.as_array().map(|a| a.len()), Some(2), "{tag}: {r}");
+        for (i, a) in per_epoch.as_array().expect("array").iter().enumerate() {
+            over_five(a, &format!("{tag} epoch {}", i + 1));
+        }
+        if tag == "plan-aware" {
+            over_five(&r["start_abt_dev_accuracy"], "start ABT");
+            over_five(&r["start_dense_dev_accuracy"], "start dense");
+            r["dense_dev_accuracy"].as_array().expect("dense per epoch").iter().for_each(|a| over_five(a, "dense"));
+        }
+    }
+}
+
+/// The counted evaluations behind the dev bars give the values of the plain ones and advance
+/// their bar by one per example (hidden bars, so nothing is drawn).
+#[test]
+fn counted_dev_evaluations_match_and_count_every_example() {
+    use sttabt::train::finetune::{accuracy_counted, predict, LabeledInput};
+    use sttabt::train::native::plan_ft::abt_accuracy_counted;
+    let m = common::tiny_classifier(2, 2, 8, 32, 3, true, 7);
+    let approx = ApproxNet::new(&m, 2, ApproxInit::Interpolate, 0).expect("ApproxNet");
+    let inputs = common::random_inputs(&[5, 9, 2, 14, 7, 3, 11], 40, 8);
+    let dev: Vec<LabeledInput> = inputs.into_iter().enumerate().map(|(i, input)| LabeledInput { input, label: i % 3 }).collect();
+    // reference: argmax predictions one example at a time
+    let preds: Vec<usize> = dev.iter().map(|d| predict(&m, std::iter::once(&d.input), 1).expect("predict")[0]).collect();
+    let want = preds.iter().zip(&dev).filter(|(p, d)| **p == d.label).count() as f64 / dev.len() as f64;
+    for batch in [1, 3, 64] {
+        let bar = indicatif::ProgressBar::hidden();
+        assert_eq!(accuracy_counted(&m, &dev, batch, &bar).expect("accuracy"), want, "batch {batch}");
+        assert_eq!(accuracy(&m, &dev, batch).expect("accuracy"), want, "batch {batch}");
+        assert_eq!(bar.position(), dev.len() as u64, "batch {batch}");
+    }
+    let bar = indicatif::ProgressBar::hidden();
+    let counted = abt_accuracy_counted(&m, &approx.model, &dev, 0.5, &bar).expect("ABT accuracy");
+    assert_eq!(counted, abt_accuracy(&m, &approx.model, &dev, 0.5).expect("ABT accuracy"));
+    assert!(counted.1 > 0.0 && counted.1 < 1.0, "retention at k = 0.5: {}", counted.1);
+    assert_eq!(bar.position(), dev.len() as u64);
 }
 
 /// The dense-logit cache of plan-aware fine-tuning (src/train/native/teacher_cache.rs): a

@@ -130,3 +130,25 @@ fn image_folder_finetune_then_classify() {
         sttabt(&["finetune", "--quiet", "--image-folder"], &[&data.path().join("nope"), Path::new("--out"), &out.path().join("x")]);
     assert!(!ok && stderr.contains("nope"), "{stderr}");
 }
+
+/// `finetune --image-folder --dev-limit N`: the per-epoch dev evaluation uses the first N dev
+/// images only (40 images split 32/4/4: 3 of the 4), and finetune.json records N; the test
+/// split is not limited.
+#[test]
+fn image_folder_finetune_dev_limit() {
+    let data = TempDir::new("img-dev-limit");
+    write_folder(data.path(), 20);
+    let out = TempDir::new("img-dev-limit-model");
+    let model = out.path().join("m");
+    let (ok, stdout, stderr) = sttabt(
+        &["finetune", "--quiet", "--epochs", "1", "--batch-size", "8", "--train-limit", "8", "--dev-limit", "3", "--image-folder"],
+        &[data.path(), Path::new("--out"), &model],
+    );
+    assert!(ok, "finetune --image-folder --dev-limit failed:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("training on 8 images, dev 3 "), "{stderr}");
+    let ft = common::read_json(model.join("finetune.json"));
+    assert_eq!(ft["dev_examples"], 3, "{ft}");
+    assert_eq!(ft["test_examples"], 4, "{ft}");
+    let acc = ft["report"]["dev_accuracy"][0].as_f64().expect("epoch 1 dev accuracy");
+    assert!((acc * 3.0 - (acc * 3.0).round()).abs() < 1e-9, "{acc} is not a count over 3 dev images");
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::data::split::SplitMix64;
@@ -86,11 +87,32 @@ pub(crate) struct ResumeState {
     pub(crate) loss_ema: Option<f64>,
 }
 
-/// Accuracy of the native model on labelled inputs (batched, dense).
+/// Accuracy in [0, 1] of the native model on labelled inputs (dense, `batch` examples per run;
+/// 0 for no inputs). Errors: bad input; the model has no classification head.
 pub fn accuracy(model: &Encoder, data: &[LabeledInput], batch: usize) -> Result<f64, crate::ModelError> {
-    let preds = predict(model, data.iter().map(|d| &d.input), batch)?;
-    let correct = preds.iter().zip(data).filter(|(p, d)| **p == d.label).count();
+    accuracy_counted(model, data, batch, &ProgressBar::hidden())
+}
+
+/// [`accuracy`], advancing `bar` by each batch's example count as it goes (by `data.len()` in
+/// all). The same batches, so the same value.
+pub fn accuracy_counted(model: &Encoder, data: &[LabeledInput], batch: usize, bar: &ProgressBar) -> Result<f64, crate::ModelError> {
+    let mut correct = 0usize;
+    for chunk in data.chunks(batch.max(1)) {
+        let inputs: Vec<EncodedInput> = chunk.iter().map(|d| d.input.clone()).collect();
+        let logits = dense_logits(model, &inputs)?;
+        correct += logits.iter().zip(chunk).filter(|(l, d)| argmax(l) == d.label).count();
+        bar.inc(chunk.len() as u64);
+    }
     Ok(correct as f64 / data.len().max(1) as f64)
+}
+
+/// The training loops' per-epoch dev accuracy: [`accuracy`] (batches of 64) under a
+/// "dev eval" bar of `progress` (none when quiet), cleared when done.
+pub fn dev_accuracy(model: &Encoder, dev: &[LabeledInput], progress: &Progress) -> Result<f64, crate::ModelError> {
+    let bar = progress.bar(dev.len() as u64, "dev eval");
+    let acc = accuracy_counted(model, dev, 64, &bar);
+    bar.finish_and_clear();
+    acc
 }
 
 /// Argmax predictions of the native model (dense plan, only CLS needed at the top).
@@ -226,7 +248,7 @@ pub fn finetune(
             }
         }
         let native = model.to_native(&config)?;
-        let acc = accuracy(&native, dev, 64)?;
+        let acc = bar.suspend(|| dev_accuracy(&native, dev, progress))?;
         progress.println(format!("epoch {}: dev accuracy {:.2}%", epoch + 1, acc * 100.0));
         state.dev_accuracy.push(acc);
         if acc > state.best_dev_accuracy {

@@ -76,6 +76,11 @@ pub struct FinetuneRunArgs {
     /// Use only the first N training examples (after the seeded split).
     #[arg(long, value_parser = at_least_one)]
     pub train_limit: Option<usize>,
+    /// Evaluate after each epoch on only the first N dev examples (after the seeded split): a
+    /// quicker, noisier pick of the best epoch (--plan-aware: both its ABT and dense passes).
+    /// The report records the number used (`dev_examples`). Default: all.
+    #[arg(long, value_parser = at_least_one)]
+    pub dev_limit: Option<usize>,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
@@ -96,7 +101,8 @@ fn parse_keep_range(s: &str) -> std::result::Result<(f64, f64), String> {
 /// Run `sttabt finetune`.
 pub fn run(args: FinetuneArgs) -> Result<()> {
     let FinetuneArgs { data, images, model, out, run, resume, quiet, trainer, .. } = args;
-    let FinetuneRunArgs { epochs, batch_size, lr, train_limit, max_length } = run;
+    let FinetuneRunArgs { epochs, batch_size, lr, train_limit, dev_limit, max_length } = run;
+    let limits = Limits { train: train_limit, dev: dev_limit };
     if args.plan_aware {
         if image_source(&images, &data)?.is_some() {
             bail!("--plan-aware covers text BERT models only (the native trainer)");
@@ -115,7 +121,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             kd_alpha: args.kd_alpha,
             kd_temperature: args.kd_temperature,
         };
-        return plan_aware(&data, model, &approx, &out, cfg, train_limit, max_length, resume, quiet);
+        return plan_aware(&data, model, &approx, &out, cfg, limits, max_length, resume, quiet);
     }
     if let Some(src) = image_source(&images, &data)? {
         TrainerArg::for_images(trainer, "fine-tune", quiet)?;
@@ -128,10 +134,18 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             seed: data.seed,
             ..d
         };
-        return vision::finetune(&src, model, &out, cfg, train_limit, None, resume, quiet);
+        return vision::finetune(&src, model, &out, cfg, limits, resume, quiet);
     }
     let cfg = sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
-    finetune(&data, model, &out, cfg, train_limit, max_length, resume, quiet, trainer)
+    finetune(&data, model, &out, cfg, limits, max_length, resume, quiet, trainer)
+}
+
+/// How many training and dev examples a run uses (`None`: all), from --train-limit and
+/// --dev-limit: the first ones after the seeded split.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Limits {
+    pub train: Option<usize>,
+    pub dev: Option<usize>,
 }
 
 /// What a text fine-tuning run reads: the base checkpoint (with a head for the data's labels),
@@ -146,8 +160,8 @@ pub(crate) struct TextRun {
 }
 
 /// Load the base checkpoint `model` (default: the cached all-MiniLM-L6-v2) and the train and
-/// dev splits of `data` for `job`, tokenised to `max_length` (capped at the model's) with the
-/// first `train_limit` training examples; a fresh head (seed `seed`) replaces one that does not
+/// dev splits of `data` for `job`, tokenised to `max_length` (capped at the model's), the first
+/// `limits` training and dev examples of each; a fresh head (seed `seed`) replaces one that does not
 /// match the labels. Prints the split sizes on stderr.
 ///
 /// Errors: a checkpoint or data set that cannot be read or tokenised.
@@ -155,7 +169,7 @@ pub(crate) fn load_text_run(
     data: &DataArgs,
     model: Option<PathBuf>,
     job: &'static str,
-    train_limit: Option<usize>,
+    limits: Limits,
     max_length: usize,
     seed: u64,
 ) -> Result<TextRun> {
@@ -167,9 +181,9 @@ pub(crate) fn load_text_run(
     let max_length = clamp_max_length(&dir, &base, max_length);
     let splits = data.load(&source, &needs)?;
     let tok = text_tokenizer(&dir, &base, max_length)?;
-    let (train, cut) = tokenize(&tok, &splits.train, train_limit)?;
+    let (train, cut) = tokenize(&tok, &splits.train, limits.train)?;
     warn_truncation("train", cut, max_length);
-    let (dev, cut) = tokenize(&tok, &splits.dev, None)?;
+    let (dev, cut) = tokenize(&tok, &splits.dev, limits.dev)?;
     warn_truncation("dev", cut, max_length);
     eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
     let base = if base.classifier.as_ref().map(|c| c.d_out()) == Some(splits.label_names.len()) {
@@ -186,7 +200,7 @@ pub(crate) fn finetune(
     model: Option<PathBuf>,
     out: &std::path::Path,
     cfg: sttabt::train::finetune::FinetuneConfig,
-    train_limit: Option<usize>,
+    limits: Limits,
     max_length: usize,
     resume: bool,
     quiet: bool,
@@ -195,14 +209,14 @@ pub(crate) fn finetune(
     use sttabt::train::finetune::finetune;
     guard_output(out, "finetune.json", resume)?;
     cfg.validate()?;
-    let TextRun { dir, base, train, dev, splits, max_length } = load_text_run(data, model, "finetune", train_limit, max_length, cfg.seed)?;
+    let TextRun { dir, base, train, dev, splits, max_length } = load_text_run(data, model, "finetune", limits, max_length, cfg.seed)?;
     let trainer = TrainerArg::resolve(trainer, &base.config, "finetune", quiet);
     let progress = sttabt::train::Progress { quiet };
     let report = match trainer {
         TrainerArg::Burn => finetune(base, &train, &dev, &cfg, out, &dir, resume, &progress)?,
         TrainerArg::Native => sttabt::train::native::finetune_native(base, &train, &dev, &cfg, out, &dir, resume, &progress)?,
     };
-    let json = serde_json::json!({"report": report, "config": cfg, "trainer": trainer.name(), "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
+    let json = serde_json::json!({"report": report, "config": cfg, "trainer": trainer.name(), "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len(), "dev_examples": dev.len()});
     sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
         "best dev accuracy {:.2}% (epoch {}), {} step{} in {:.0} s, {} trainer; saved to {}",
@@ -225,7 +239,7 @@ fn plan_aware(
     approx_dir: &std::path::Path,
     out: &std::path::Path,
     cfg: sttabt::train::native::plan_ft::PlanFtConfig,
-    train_limit: Option<usize>,
+    limits: Limits,
     max_length: usize,
     resume: bool,
     quiet: bool,
@@ -252,14 +266,14 @@ fn plan_aware(
         );
     }
     let tok = text_tokenizer(&dir, &teacher, max_length)?;
-    let (train, cut) = tokenize(&tok, &splits.train, train_limit)?;
+    let (train, cut) = tokenize(&tok, &splits.train, limits.train)?;
     warn_truncation("train", cut, max_length);
-    let (dev, cut) = tokenize(&tok, &splits.dev, None)?;
+    let (dev, cut) = tokenize(&tok, &splits.dev, limits.dev)?;
     warn_truncation("dev", cut, max_length);
     eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
     let progress = sttabt::train::Progress { quiet };
     let report = sttabt::train::native::plan_ft::finetune_plan_aware(&teacher, &approx, &train, &dev, &cfg, out, &dir, resume, &progress)?;
-    let json = serde_json::json!({"report": report, "config": cfg, "trainer": "native", "plan_aware": true, "approx": approx_dir, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len()});
+    let json = serde_json::json!({"report": report, "config": cfg, "trainer": "native", "plan_aware": true, "approx": approx_dir, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len(), "dev_examples": dev.len()});
     sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
         "best dev accuracy under ABT k = {} {:.2}% (epoch {}; dense {:.2}%; before {:.2}% / dense {:.2}%), {} steps in {:.0} s; saved to {}",

@@ -32,7 +32,7 @@ pub struct TrainParityArgs {
 pub fn run(args: TrainParityArgs) -> Result<()> {
     use sttabt::train::finetune::FinetuneConfig;
     let TrainParityArgs { data, model, out, run, json, quiet, .. } = args;
-    let super::finetune::FinetuneRunArgs { epochs, batch_size, lr, train_limit, max_length } = run;
+    let super::finetune::FinetuneRunArgs { epochs, batch_size, lr, train_limit, dev_limit, max_length } = run;
     if out.join("parity.json").exists() || out.join("burn").exists() || out.join("native").exists() {
         bail!(
             "{} already holds a parity check (parity.json, burn/ or native/); choose another --out (nothing was overwritten)",
@@ -41,8 +41,9 @@ pub fn run(args: TrainParityArgs) -> Result<()> {
     }
     let cfg = FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
     cfg.validate()?;
+    let limits = super::finetune::Limits { train: train_limit, dev: dev_limit };
     let super::finetune::TextRun { dir, base, train, dev, splits, max_length } =
-        super::finetune::load_text_run(&data, model, "train-parity", train_limit, max_length, cfg.seed)?;
+        super::finetune::load_text_run(&data, model, "train-parity", limits, max_length, cfg.seed)?;
     let progress = sttabt::train::Progress { quiet };
     let report = sttabt::train::parity::finetune_parity(&base, &train, &dev, &cfg, &out, &dir, &progress)?;
     let value = serde_json::json!({"report": report, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length});

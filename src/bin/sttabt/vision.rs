@@ -74,8 +74,7 @@ pub fn finetune(
     model: Option<PathBuf>,
     out: &Path,
     cfg: sttabt::train::finetune::FinetuneConfig,
-    train_limit: Option<usize>,
-    eval_limit: Option<usize>,
+    limits: super::finetune::Limits,
     resume: bool,
     quiet: bool,
 ) -> Result<()> {
@@ -99,7 +98,10 @@ pub fn finetune(
         }
         None => new_model_for(source, classes.clone(), cfg.seed)?,
     };
-    let data = prepare(source, &base.config, &proc, train_limit, eval_limit)?;
+    let mut data = prepare(source, &base.config, &proc, limits.train, None)?;
+    if let Some(n) = limits.dev {
+        data.dev.truncate(n);
+    }
     eprintln!(
         "{}: training on {} images, dev {} ({} classes); model {}",
         data.description,
@@ -113,7 +115,7 @@ pub fn finetune(
     let report = sttabt::train::finetune::finetune(base, &data.train, &data.dev, &cfg, out, out, resume, &Progress { quiet })?;
     let best = Encoder::load(out)?;
     let test_acc = sttabt::train::finetune::accuracy(&best, &data.test, 64)?;
-    let json = serde_json::json!({"report": report, "config": cfg, "data": data.description, "base_model": model, "train_examples": data.train.len(), "test_accuracy": test_acc, "test_examples": data.test.len()});
+    let json = serde_json::json!({"report": report, "config": cfg, "data": data.description, "base_model": model, "train_examples": data.train.len(), "dev_examples": data.dev.len(), "test_accuracy": test_acc, "test_examples": data.test.len()});
     sttabt::model::checkpoint::write_atomic(&out.join("finetune.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!(
         "best dev accuracy {:.2}% (epoch {}), test accuracy {:.2}% on {} images; {} steps in {:.0} s; saved to {}",

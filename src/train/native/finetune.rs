@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::model::Encoder;
-use crate::train::finetune::{accuracy, data_fingerprint, FinetuneConfig, FinetuneReport, LabeledInput, ResumeState};
+use crate::train::finetune::{data_fingerprint, dev_accuracy, FinetuneConfig, FinetuneReport, LabeledInput, ResumeState};
 use crate::train::native::{backward, batch_of, checkpoint, forward, AdamW, AdamWSettings, NativeBert};
 use crate::train::resume::{epoch_order, run_key, Checkpointer, Fingerprint};
 use crate::train::{save_hf_checkpoint, Progress, Rate, Schedule};
@@ -106,7 +106,7 @@ pub fn finetune_native(
             }
         }
         let native = model.to_model()?;
-        let acc = accuracy(&native, dev, 64)?;
+        let acc = bar.suspend(|| dev_accuracy(&native, dev, progress))?;
         progress.println(format!("epoch {}: dev accuracy {:.2}%", epoch + 1, acc * 100.0));
         state.dev_accuracy.push(acc);
         if acc > state.best_dev_accuracy {

@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::approx::ApproxNet;
@@ -21,7 +22,7 @@ use crate::error::ModelError;
 use crate::model::{EncodedInput, Encoder};
 use crate::plan::TokenPlan;
 use crate::planners::abt::{abt_plans, AbtConfig};
-use crate::train::finetune::{accuracy, argmax, data_fingerprint, FinetuneConfig, LabeledInput};
+use crate::train::finetune::{accuracy_counted, argmax, data_fingerprint, FinetuneConfig, LabeledInput};
 use crate::train::native::backward::backward_full;
 use crate::train::native::finetune::native_bert_fingerprint;
 use crate::train::native::forward::forward_masked;
@@ -224,6 +225,18 @@ pub fn mean_retention(plans: &[TokenPlan]) -> f64 {
 /// Dev accuracy of `model` under ABT plans from `approx` at `keep` (gathered execution), and the
 /// plans' mean retention. Errors: bad input.
 pub fn abt_accuracy(model: &Encoder, approx: &Encoder, dev: &[LabeledInput], keep: f64) -> Result<(f64, f64), ModelError> {
+    abt_accuracy_counted(model, approx, dev, keep, &ProgressBar::hidden())
+}
+
+/// [`abt_accuracy`], advancing `bar` by each batch's example count as it goes (by `dev.len()`
+/// in all). The same batches, so the same values.
+pub fn abt_accuracy_counted(
+    model: &Encoder,
+    approx: &Encoder,
+    dev: &[LabeledInput],
+    keep: f64,
+    bar: &ProgressBar,
+) -> Result<(f64, f64), ModelError> {
     use crate::planners::abt::{Abt, AttentionSource};
     use crate::planners::{run, Models};
     let planner = Abt::topk(vec![keep], AttentionSource::ApproxNet);
@@ -236,9 +249,27 @@ pub fn abt_accuracy(model: &Encoder, approx: &Encoder, dev: &[LabeledInput], kee
             correct += usize::from(argmax(&model.logits_of(out)?) == x.label);
             retention += plan.retention();
         }
+        bar.inc(chunk.len() as u64);
     }
     let n = dev.len().max(1) as f64;
     Ok((correct as f64 / n, retention / n))
+}
+
+/// The per-epoch dev evaluation: ([`abt_accuracy`] at `keep`, dense [`accuracy`](crate::train::finetune::accuracy)),
+/// under one "dev eval" bar of `progress` over both passes (none when quiet), cleared when done.
+/// Errors: bad input.
+fn dev_accuracies(
+    model: &Encoder,
+    approx: &Encoder,
+    dev: &[LabeledInput],
+    keep: f64,
+    progress: &Progress,
+) -> Result<((f64, f64), f64), ModelError> {
+    let bar = progress.bar(2 * dev.len() as u64, "dev eval");
+    let abt = abt_accuracy_counted(model, approx, dev, keep, &bar)?;
+    let dense = accuracy_counted(model, dev, 64, &bar)?;
+    bar.finish_and_clear();
+    Ok((abt, dense))
 }
 
 /// What plan-aware fine-tuning did.
@@ -341,8 +372,8 @@ pub fn finetune_plan_aware(
     }
     let am = &approx.model;
     if !resumed {
-        let (abt, _) = abt_accuracy(teacher, am, dev, cfg.keep)?;
-        state.start = (abt, accuracy(teacher, dev, 64)?);
+        let ((abt, _), dense) = dev_accuracies(teacher, am, dev, cfg.keep, progress)?;
+        state.start = (abt, dense);
         progress.println(format!(
             "start: dev accuracy {:.2}% under ABT k = {}, {:.2}% dense",
             abt * 100.0,
@@ -398,8 +429,7 @@ pub fn finetune_plan_aware(
             }
         }
         let native = model.to_model()?;
-        let (abt, ret) = abt_accuracy(&native, am, dev, cfg.keep)?;
-        let dense = accuracy(&native, dev, 64)?;
+        let ((abt, ret), dense) = bar.suspend(|| dev_accuracies(&native, am, dev, cfg.keep, progress))?;
         progress.println(format!(
             "epoch {}: dev accuracy {:.2}% under ABT k = {} (retention {:.3}), {:.2}% dense",
             epoch + 1,
