@@ -94,6 +94,7 @@ fn pairs_match_library_pair_encoding() {
     let (enc, p) = lib(a, Some(b));
     assert_eq!(rec["text"], a);
     assert_eq!(rec["pair"], b);
+    assert!(rec.get("bundle").is_none(), "no `bundle` field without --bundle: {rec}");
     let tokens: Vec<String> = rec["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
     assert_eq!(tokens, enc.tokens, "pair tokens");
     assert_eq!(tokens.iter().filter(|t| *t == "[SEP]").count(), 2, "[CLS] TEXT [SEP] PAIR [SEP]: {tokens:?}");

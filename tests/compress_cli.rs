@@ -197,6 +197,9 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     assert_eq!(logits(&bundled), logits(&explicit));
     let rec: Value = serde_json::from_str(bundled.lines().next().unwrap()).unwrap();
     assert_eq!(rec["mode"], "abt k_min=0.20 γ=2.00");
+    assert_eq!(rec["bundle"], "abt k_min=0.20 γ=2.00", "the bundle's label: {rec}");
+    let rec: Value = serde_json::from_str(explicit.lines().next().unwrap()).unwrap();
+    assert!(rec.get("bundle").is_none(), "no `bundle` field without --bundle: {rec}");
     let sizes: Vec<u64> = rec["inputs_per_layer"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
     let n = rec["tokens"].as_array().unwrap().len() as u64;
     assert_eq!(sizes[0], n, "layer 1 keeps every token (k_1 = 1)");

@@ -411,7 +411,11 @@ pub(crate) fn classify(
         let depth: Vec<usize> =
             (0..enc.input.len()).map(|j| (0..big_l).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
         if json {
-            let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "bundle": bundle_label, "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "survives_to_layer": depth});
+            let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "survives_to_layer": depth});
+            // the bundle's own label, only with --bundle (no `"bundle": null` otherwise)
+            if let Some(l) = &bundle_label {
+                rec["bundle"] = l.as_str().into();
+            }
             if explain {
                 let kept: Vec<serde_json::Value> = (0..enc.tokens.len())
                     .filter(|&j| depth[j] > 0)
