@@ -356,3 +356,74 @@ fn classify_cli_precision_int8() {
     let (ok, _, err) = sttabt_cli(&["classify", "--model", t, "--precision", "int4", text], &[]);
     assert!(!ok && err.contains("fp32, int8"), "{err}");
 }
+
+/// `Encoder::at_precision`: the model itself (no copy) where it already runs at the precision,
+/// else a copy switched to it that gives `with_precision`'s logits bit for bit; the original is
+/// left as it was.
+#[test]
+fn at_precision_borrows_when_nothing_changes() {
+    use std::borrow::Cow;
+    let m = classifier(4);
+    let x = rt_inputs(3);
+    let run = |e: &Encoder| -> Vec<Vec<f32>> { sttabt::train::finetune::dense_logits(e, &x).expect("logits") };
+    let same = m.at_precision(Precision::Fp32).expect("fp32");
+    assert!(matches!(&same, Cow::Borrowed(b) if std::ptr::eq(*b, &m)), "an fp32 model at fp32 is borrowed, not copied");
+    let m8 = m.at_precision(Precision::Int8).expect("int8");
+    assert!(matches!(m8, Cow::Owned(_)), "fp32 -> int8 is a copy");
+    assert_eq!(m8.precision(), Precision::Int8);
+    assert_eq!(m.precision(), Precision::Fp32, "the original stays fp32");
+    let reference = m.clone().with_precision(Precision::Int8).expect("int8");
+    assert_eq!(run(&m8), run(&reference), "at_precision(int8) = with_precision(int8)");
+    let again = m8.at_precision(Precision::Int8).expect("int8 at int8");
+    assert!(matches!(&again, Cow::Borrowed(b) if std::ptr::eq(*b, &*m8)), "an int8 model at int8 is borrowed");
+    let back = m8.at_precision(Precision::Fp32).expect("back to fp32");
+    assert!(matches!(back, Cow::Owned(_)));
+    assert_eq!(run(&back), run(&m), "int8 -> fp32 runs the kept f32 weights");
+}
+
+/// `eval --compare-precision` with an fp32 ApproxNet (the int8 run then uses the fp32 ApproxNet
+/// itself): every ABT row has the same plans and retention at both precisions; with
+/// `--approx-precision int8` the command runs and reports the int8 ApproxNet.
+#[test]
+fn eval_compare_precision_with_fp32_and_int8_approx() {
+    let tmp = TempDir::new("int8-compare");
+    let (tdir, adir) = (tmp.path().join("teacher"), tmp.path().join("approx"));
+    let teacher = classifier(5);
+    sttabt::train::save_hf_checkpoint(&teacher, &tdir, Some(&minilm_dir())).expect("save teacher");
+    let teacher = Encoder::load(&tdir).unwrap();
+    sttabt::approx::ApproxNet::new(&teacher, 4, sttabt::approx::ApproxInit::Interpolate, 0).unwrap().save(&adir).unwrap();
+    let csv = tmp.path().join("test.csv");
+    let mut rows = String::from("text,label\n");
+    for (i, t) in ["a gripping, funny and thoroughly original film", "dull and far too long", "i loved every minute of it", "a mess"]
+        .iter()
+        .enumerate()
+    {
+        rows.push_str(&format!("\"{t}\",{}\n", if i % 2 == 0 { "positive" } else { "negative" }));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let (t, a, c) = (tdir.to_str().unwrap(), adir.to_str().unwrap(), csv.to_str().unwrap());
+    for ap in ["fp32", "int8"] {
+        let out = tmp.path().join(format!("out-{ap}"));
+        let (ok, stdout, err) = sttabt_cli(
+            &["eval", "--model", t, "--approx", a, "--dev", c, "--test", c, "--compare-precision", "--approx-precision", ap]
+                .iter()
+                .chain(&["--ks", "0.5", "--quiet", "--out", out.to_str().unwrap()])
+                .copied()
+                .collect::<Vec<_>>(),
+            &[],
+        );
+        assert!(ok, "eval --compare-precision --approx-precision {ap} failed:\n{stdout}\n{err}");
+        let r = read_json(out.join("precision_comparison.json"));
+        assert_eq!(r["approx_precision_int8_run"], ap, "{r}");
+        assert_eq!(r["examples"], 4);
+        let abt: Vec<&serde_json::Value> =
+            r["modes"].as_array().unwrap().iter().filter(|m| m["label"].as_str().unwrap().starts_with("abt")).collect();
+        assert!(!abt.is_empty(), "no ABT row: {r}");
+        if ap == "fp32" {
+            for m in abt {
+                assert_eq!(m["plan_agreement"], 1.0, "the fp32 ApproxNet plans the same tokens for both runs: {m}");
+                assert_eq!(m["retention_fp32"], m["retention_int8"], "{m}");
+            }
+        }
+    }
+}

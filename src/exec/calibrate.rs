@@ -21,6 +21,7 @@
 
 use super::*;
 use crate::model::Precision;
+use std::borrow::Cow;
 
 /// Migration strength `α` of the smoothing (SmoothQuant's default; `s_j = a_j^α / w_j^(1−α)`).
 pub const SMOOTHING_ALPHA: f32 = 0.5;
@@ -119,6 +120,17 @@ impl Encoder {
     pub fn with_precision(mut self, precision: Precision) -> Result<Self, ModelError> {
         self.set_precision(precision)?;
         Ok(self)
+    }
+
+    /// `self` at `precision` without a copy where none is needed: borrowed when every encoder
+    /// layer already runs at `precision` (where [`set_precision`](Self::set_precision) would
+    /// change nothing), else a clone switched to it (the same model as
+    /// [`with_precision`](Self::with_precision) on a clone). Errors: as `set_precision`.
+    pub fn at_precision(&self, precision: Precision) -> Result<Cow<'_, Encoder>, ModelError> {
+        if self.precision() == precision && self.layers.iter().all(|l| l.precision() == precision) {
+            return Ok(Cow::Borrowed(self));
+        }
+        Ok(Cow::Owned(self.clone().with_precision(precision)?))
     }
 
     /// One fp32 pass over [`calibration_inputs`] recording, per layer, each linear layer's

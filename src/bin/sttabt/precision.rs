@@ -66,9 +66,14 @@ pub(crate) fn compare(
     let tok = text_tokenizer(model, &teacher, max_length)?;
     let splits = data.load(&source, &needs)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
-    let approx8 = approx.as_ref().map(|a| int8_args.approx(a.clone())).transpose()?;
+    // the int8 run's ApproxNet: the fp32 one itself (no copy) unless --approx-precision int8
+    let approx8 = approx
+        .as_ref()
+        .map(|a| a.model.at_precision(precision.approx_precision))
+        .transpose()
+        .with_context(|| format!("switching the ApproxNet to --approx-precision {}", precision.approx_precision))?;
     let fp32 = ModelSet { teacher: &teacher, approx: approx.as_ref().map(|a| &a.model), concrete: &concrete, ltp: &ltp };
-    let int8 = ModelSet { teacher: &teacher8, approx: approx8.as_ref().map(|a| &a.model), concrete: &concrete8, ltp: &ltp8 };
+    let int8 = ModelSet { teacher: &teacher8, approx: approx8.as_deref(), concrete: &concrete8, ltp: &ltp8 };
     let boot = sttabt::data::bootstrap::Bootstrap::default();
     if !opts.quiet {
         eprintln!("comparing fp32 and int8 on {} test examples ...", test.len());
