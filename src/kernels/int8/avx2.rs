@@ -29,7 +29,7 @@ pub const NR: usize = 32;
 /// Rows per micro-kernel tile (with [`NR`] columns: 12 accumulator registers of 16).
 pub const MR: usize = 3;
 /// Widened activation bytes per row chunk (the chunk stays in L2 while the panels pass over it).
-pub const A_CHUNK_BYTES: usize = 96 * 1024;
+pub const A_CHUNK_BYTES: usize = 48 * 1024;
 /// From this many rows per thread the threads split the rows instead of the column panels.
 pub const ROW_SPLIT_ROWS: usize = 64;
 
@@ -116,7 +116,7 @@ unsafe fn block(
     let ld = act.ld;
     let lda = ld / 2; // i32 pairs per widened row
     let pairs = l.k.div_ceil(2);
-    let mc = (std::env::var("TUNE_A").ok().and_then(|v| v.parse().ok()).unwrap_or(A_CHUNK_BYTES) / (2 * ld) / MR).max(1) * MR;
+    let mc = (A_CHUNK_BYTES / (2 * ld) / MR).max(1) * MR;
     let mut buf = WIDE.take();
     if buf.len() < mc.min(r1 - r0) * lda {
         buf.resize(mc.min(r1 - r0) * lda, 0);
