@@ -301,8 +301,10 @@ fn every_int8_path_this_cpu_has_runs_in_the_model() {
         let out = cmd.output().unwrap();
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{vars:?}=1: child failed\n{stdout}\n{stderr}");
-        let line =
-            stdout.lines().find_map(|l| l.find("INT8-PATHS:").map(|i| &l[i..])).unwrap_or_else(|| panic!("{vars:?}: no path line\n{stdout}"));
+        let line = stdout
+            .lines()
+            .find_map(|l| l.find("INT8-PATHS:").map(|i| &l[i..]))
+            .unwrap_or_else(|| panic!("{vars:?}: no path line\n{stdout}"));
         eprintln!("{vars:?}=1: {line}");
         ran.push((vars, line.to_string()));
     }

@@ -333,7 +333,21 @@ impl QuantizedLinear {
         bias[..n].copy_from_slice(b);
         let inv_smooth = smooth.map(|s| s.iter().map(|v| 1.0 / v).collect());
         let pre_factors = inv_smooth.clone();
-        Ok(Self { k, n, kp, w_q, packed, w_scale, bias, col_sum, inv_smooth, f32_channels: Vec::new(), f32_rows: Vec::new(), packed16: Default::default(), pre_factors })
+        Ok(Self {
+            k,
+            n,
+            kp,
+            w_q,
+            packed,
+            w_scale,
+            bias,
+            col_sum,
+            inv_smooth,
+            f32_channels: Vec::new(),
+            f32_rows: Vec::new(),
+            packed16: Default::default(),
+            pre_factors,
+        })
     }
 
     /// Inner dimension `k` (input features).

@@ -282,7 +282,8 @@ unsafe fn row_avx2(x: &[f32], pre: Option<&[f32]>, out: &mut [u8]) -> Option<(f3
     let iv = _mm256_set1_ps(inv);
     let z = _mm256_set1_epi32(zero);
     let (zero_v, max_v) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
-    let q = |t: usize| _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(load(t), iv)), z), zero_v), max_v);
+    let q =
+        |t: usize| _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(load(t), iv)), z), zero_v), max_v);
     let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let mut t = 0;
     while t + 32 <= n {
