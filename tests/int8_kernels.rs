@@ -190,7 +190,7 @@ fn accumulators_are_bit_exact() {
 
 /// The AVX2 path (what AVX2-only CPUs such as AMD Zen 3 run): its i32 accumulators equal the
 /// exact ones at the MiniLM shapes (m = 1, 26, 128 rows; 128 splits the threads by rows) and at
-/// odd ones (m = 1..7: its 3-row tiles and tails; n not a multiple of its 32-column panels; k odd
+/// odd ones (m = 1..7: its 6-row tiles and tails of 1-5 rows; n not a multiple of its 32-column panels; k odd
 /// and not a multiple of 64), with ties in the activations (its quantisation rounds to even as
 /// `quantize_row`); with smoothing, f32 channels and GELU it matches the exact reference. On a
 /// CPU without AVX2 and FMA it reports itself unavailable.

@@ -16,8 +16,9 @@
 //! Blocking (BLIS-style; see also docs/research/2026-12-03-int8-vs-ort-mlas.md, section 7.1): a
 //! chunk of rows (about [`A_CHUNK_BYTES`] of widened activations, kept in L2) is widened once into
 //! a reused thread-local buffer, then every panel of the task runs over the chunk in tiles of
-//! [`MR`] rows x 32 columns (12 ymm accumulators) while the panel (24 KB at k = 384) stays in
-//! L1. The epilogue (`dequant_store`) is the VNNI path's arithmetic 8 lanes wide, so the two
+//! [`MR`] = 6 rows x 16 columns (12 ymm accumulators, 2 weight vectors and a broadcast: no
+//! spills; 3 x 32 tiles, measured, spilled and ran 1.35x slower, docs/results/int8_avx2_tile_ab.txt)
+//! while the panel (24 KB at k = 384) stays in L1. The epilogue (`dequant_store`) is the VNNI path's arithmetic 8 lanes wide, so the two
 //! paths agree bit for bit. Threads split the rows when `m` is large (each task streams all
 //! weights once over its own rows), else the column panels.
 
@@ -26,8 +27,8 @@ use rayon::prelude::*;
 
 /// Output columns per weight panel (four 8-lane i32 registers).
 pub const NR: usize = 32;
-/// Rows per micro-kernel tile (with [`NR`] columns: 12 accumulator registers of 16).
-pub const MR: usize = 3;
+/// Rows per micro-kernel tile (with 16 columns: 12 accumulator registers of 16).
+pub const MR: usize = 6;
 /// Widened activation bytes per row chunk (the chunk stays in L2 while the panels pass over it).
 pub const A_CHUNK_BYTES: usize = 48 * 1024;
 /// From this many rows per thread the threads split the rows instead of the column panels.
@@ -135,17 +136,26 @@ unsafe fn block(
             let c = p * NR;
             let width = NR.min(l.n - c);
             let ep = Epilogue::with_width(l, act, c, NR, gelu);
-            let (a, o) = (buf.as_ptr(), out.add(c));
-            let mut r = c0;
-            while r + MR <= c1 {
-                tile::<MR>(a.add((r - c0) * lda), lda, panel, pairs, o, l.n, width, &ep, r);
-                r += MR;
-            }
-            let a = a.add((r - c0) * lda);
-            match c1 - r {
-                0 => {}
-                1 => tile::<1>(a, lda, panel, pairs, o, l.n, width, &ep, r),
-                _ => tile::<2>(a, lda, panel, pairs, o, l.n, width, &ep, r),
+            for v0 in (0..NR / 8).step_by(TV) {
+                if 8 * v0 >= width {
+                    break;
+                }
+                let (a, o, b) = (buf.as_ptr(), out.add(c + 8 * v0), panel.add(16 * v0));
+                let w = width - 8 * v0;
+                let mut r = c0;
+                while r + MR <= c1 {
+                    tile::<MR>(a.add((r - c0) * lda), lda, b, pairs, o, l.n, w, &ep, 8 * v0, r);
+                    r += MR;
+                }
+                let a = a.add((r - c0) * lda);
+                match c1 - r {
+                    0 => {}
+                    1 => tile::<1>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    2 => tile::<2>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    3 => tile::<3>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    4 => tile::<4>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    _ => tile::<5>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                }
             }
         }
         c0 = c1;
@@ -159,8 +169,8 @@ unsafe fn block(_: &QuantizedLinear, _: &[i16], _: &Activations, _: usize, _: us
     unreachable!("the AVX2 int8 kernel is only built for x86_64")
 }
 
-/// Vectors of 8 columns per tile.
-const V: usize = NR / 8;
+/// Vectors of 8 columns per tile (a panel is `NR / 8 / TV` tiles wide).
+const TV: usize = 2;
 
 /// `R` rows from output row `r0` (widened rows `a` at stride `lda` pairs) x one panel: i32
 /// accumulators over `pairs` pairs of `k`, then the epilogue into `out` (the panel's first
@@ -178,13 +188,14 @@ unsafe fn tile<const R: usize>(
     ldc: usize,
     width: usize,
     ep: &Epilogue<'_>,
+    off: usize,
     r0: usize,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_si256(); V]; R];
+    let mut acc = [[_mm256_setzero_si256(); TV]; R];
     for g in 0..pairs {
         let bg = b.add(g * 2 * NR);
-        let bv: [__m256i; V] = std::array::from_fn(|j| _mm256_loadu_si256(bg.add(16 * j) as *const __m256i));
+        let bv: [__m256i; TV] = std::array::from_fn(|j| _mm256_loadu_si256(bg.add(16 * j) as *const __m256i));
         for (r, row) in acc.iter_mut().enumerate() {
             let av = _mm256_set1_epi32(a.add(r * lda + g).read());
             for (v, &w) in row.iter_mut().zip(&bv) {
@@ -194,7 +205,7 @@ unsafe fn tile<const R: usize>(
     }
     for (r, row) in acc.iter().enumerate() {
         let i = r0 + r;
-        dequant_store(row, ep, i, out.add(i * ldc), width);
+        dequant_store(row, ep, off, i, out.add(i * ldc), width.min(8 * TV));
     }
 }
 
@@ -210,10 +221,18 @@ unsafe fn tile<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn dequant_store(acc: &[std::arch::x86_64::__m256i; V], ep: &Epilogue<'_>, i: usize, out: *mut f32, width: usize) {
+unsafe fn dequant_store<const N: usize>(
+    acc: &[std::arch::x86_64::__m256i; N],
+    ep: &Epilogue<'_>,
+    off: usize,
+    i: usize,
+    out: *mut f32,
+    width: usize,
+) {
     use std::arch::x86_64::*;
-    debug_assert!(width <= 8 * V && ep.col_sum.len() >= 8 * V && ep.w_scale.len() >= 8 * V && ep.bias.len() >= 8 * V);
-    debug_assert!(ep.side_n == 0 || ep.side_w.len() >= (ep.side_n - 1) * ep.side_ld + 8 * V);
+    let end = off + 8 * N;
+    debug_assert!(width <= 8 * N && ep.col_sum.len() >= end && ep.w_scale.len() >= end && ep.bias.len() >= end);
+    debug_assert!(ep.side_n == 0 || ep.side_w.len() >= (ep.side_n - 1) * ep.side_ld + end);
     let sxv = _mm256_set1_ps(ep.x_scale[i]);
     let zv = _mm256_set1_epi32(ep.x_zero[i]);
     let side_x = &ep.side_x[i * ep.side_n..(i + 1) * ep.side_n];
@@ -222,12 +241,13 @@ unsafe fn dequant_store(acc: &[std::arch::x86_64::__m256i; V], ep: &Epilogue<'_>
         if live == 0 {
             break;
         }
-        let comp = _mm256_mullo_epi32(zv, _mm256_loadu_si256(ep.col_sum.as_ptr().add(8 * j) as *const __m256i));
-        let scale = _mm256_mul_ps(sxv, _mm256_loadu_ps(ep.w_scale.as_ptr().add(8 * j)));
-        let bias = _mm256_loadu_ps(ep.bias.as_ptr().add(8 * j));
+        let c = off + 8 * j;
+        let comp = _mm256_mullo_epi32(zv, _mm256_loadu_si256(ep.col_sum.as_ptr().add(c) as *const __m256i));
+        let scale = _mm256_mul_ps(sxv, _mm256_loadu_ps(ep.w_scale.as_ptr().add(c)));
+        let bias = _mm256_loadu_ps(ep.bias.as_ptr().add(c));
         let mut y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v, comp)), scale, bias);
         for (t, &xv) in side_x.iter().enumerate() {
-            y = _mm256_fmadd_ps(_mm256_set1_ps(xv), _mm256_loadu_ps(ep.side_w.as_ptr().add(t * ep.side_ld + 8 * j)), y);
+            y = _mm256_fmadd_ps(_mm256_set1_ps(xv), _mm256_loadu_ps(ep.side_w.as_ptr().add(t * ep.side_ld + c)), y);
         }
         if live == 8 {
             _mm256_storeu_ps(out.add(8 * j), y);
