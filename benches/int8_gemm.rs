@@ -1,5 +1,5 @@
 //! Int8 GEMM probe (issue 17): GOP/s of each int8 path of `kernels::int8::QuantizedLinear`
-//! (AMX-INT8, AVX-512 VNNI, fallback; activation quantisation and the dequantising epilogue
+//! (AMX-INT8, AVX-512 VNNI, AVX2, fallback; activation quantisation and the dequantising epilogue
 //! included) next to the f32 kernels' GFLOP/s (the packed kernel the executor uses up to 256 rows,
 //! and `kernels::linear` through the `gemm` crate) at BERT linear-layer shapes (MiniLM d = 384:
 //! QKV 384x1152, output 384x384, FFN up 384x1536, FFN down 1536x384) for m = 26 (one RT

@@ -194,7 +194,7 @@ pub fn compare_modes(
     Ok((out, skipped))
 }
 
-/// The int8 paths this CPU runs, e.g. `amx-int8 (>= 24 rows), avx512-vnni`.
+/// The int8 paths this CPU runs, e.g. `amx-int8 (>= 24 rows), avx512-vnni` or `avx2`.
 pub fn int8_kernels_here() -> String {
     use crate::kernels::int8::{Int8Kernel, AMX_MIN_ROWS};
     let mut v = Vec::new();
@@ -203,6 +203,8 @@ pub fn int8_kernels_here() -> String {
     }
     if Int8Kernel::Vnni.available() {
         v.push("avx512-vnni".to_string());
+    } else if Int8Kernel::Avx2.available() {
+        v.push("avx2".to_string());
     } else {
         v.push("fallback".to_string());
     }

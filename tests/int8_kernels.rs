@@ -1,5 +1,5 @@
 //! The int8 linear layer (`kernels::int8`, issue 17): every path this machine has (AMX-INT8,
-//! AVX-512 VNNI, the portable fallback) against an exact integer reference computed from the same
+//! AVX-512 VNNI, AVX2, the portable fallback) against an exact integer reference computed from the same
 //! quantised inputs, on ragged shapes, with and without GELU; the quantisation error against the
 //! f32 product stays inside its analytic bound; bad shapes give errors. The tests print which
 //! paths ran and fail when a path the CPU reports did not run.
@@ -87,7 +87,8 @@ fn run(l: &QuantizedLinear, kernel: Int8Kernel, x: &[f32], m: usize, gelu: bool)
     out
 }
 
-/// Check every path on one shape; VNNI and AMX share their epilogue, so they agree bit for bit.
+/// Check every path on one shape; the SIMD paths (AMX, VNNI, AVX2) share their epilogue
+/// arithmetic, so they agree bit for bit.
 fn check_shape(rng: &mut fastrand::Rng, m: usize, k: usize, n: usize) {
     let w = rng_vec(rng, k * n, 0.1);
     let b = rng_vec(rng, n, 0.5);
@@ -132,41 +133,110 @@ fn every_path_matches_the_exact_reference_on_ragged_shapes() {
 }
 
 /// Integer inputs whose rows span exactly 255 (from 0 or from −128) and whose column maxima are
-/// 127: both scales are exactly 1, so each output
-/// is its integer accumulator, exactly representable in f32: the paths' i32 sums, bit for bit.
+/// 127, so that both scales are exactly 1: `x` `[m, k]`, `w` `[k, n]` and the layer. With
+/// `halves`, the unsigned rows' other values are `j + 0.5` (ties, which quantise to even).
+fn unit_scale_layer(rng: &mut fastrand::Rng, m: usize, k: usize, n: usize, halves: bool) -> (Vec<f32>, QuantizedLinear) {
+    // rows with range exactly 255 and an integer minimum quantise with scale 1: even rows in
+    // [0, 255] (zero point 0), odd rows in [-128, 127] (zero point 128; needs k >= 2)
+    let mut x = vec![0.0f32; m * k];
+    for (i, row) in x.chunks_exact_mut(k).enumerate() {
+        let signed = i % 2 == 1 && k >= 2;
+        let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+        let half = if halves && !signed { 0.5 } else { 0.0 };
+        row.iter_mut().for_each(|v| *v = rng.i32(lo..hi) as f32 + half);
+        row[i % k] = hi as f32;
+        if signed || halves && k >= 2 {
+            row[(i + 1) % k] = lo as f32;
+        }
+    }
+    let mut w: Vec<f32> = (0..k * n).map(|_| rng.i32(-127..=127) as f32).collect();
+    for j in 0..n {
+        w[(j % k) * n + j] = if j % 3 == 0 { -127.0 } else { 127.0 };
+    }
+    let l = QuantizedLinear::new(&w, &vec![0.0; n], k, n).unwrap();
+    assert!(l.weight_scales().iter().all(|&s| s == 1.0));
+    (x, l)
+}
+
+/// `kernel`'s outputs on a [`unit_scale_layer`] are its i32 accumulators: each must equal the
+/// exact `Σ_t (u_t − z) · Wq[t, j]` of `quantize_row`'s codes, bit for bit.
+fn assert_accumulators_exact(kernel: Int8Kernel, l: &QuantizedLinear, x: &[f32], m: usize) {
+    let (k, n) = (l.k(), l.n());
+    let got = run(l, kernel, x, m, false);
+    let mut u = vec![0u8; k];
+    for i in 0..m {
+        let (sx, z) = quantize_row(&x[i * k..(i + 1) * k], &mut u);
+        assert_eq!(sx, 1.0);
+        for j in 0..n {
+            let exact: i64 = (0..k).map(|t| (i64::from(u[t]) - i64::from(z)) * i64::from(l.weight_q()[t * n + j])).sum();
+            assert!(exact.abs() < 1 << 24, "{exact} is not exact in f32");
+            assert_eq!(got[i * n + j], exact as f32, "{kernel} {m}x{k}x{n} [{i},{j}]");
+        }
+    }
+}
+
+/// On [`unit_scale_layer`]s each output is its integer accumulator, exactly representable in
+/// f32: the paths' i32 sums, bit for bit.
 #[test]
 fn accumulators_are_bit_exact() {
     let mut rng = fastrand::Rng::with_seed(5);
     for &(m, k, n) in &[(1, 1, 1), (7, 37, 47), (33, 130, 97), (57, 64, 70), (70, 1000, 64), (257, 384, 129)] {
-        // rows with range exactly 255 and an integer minimum quantise with scale 1: even rows in
-        // [0, 255] (zero point 0), odd rows in [-128, 127] (zero point 128; needs k >= 2)
-        let mut x = vec![0.0f32; m * k];
-        for (i, row) in x.chunks_exact_mut(k).enumerate() {
-            let signed = i % 2 == 1 && k >= 2;
-            let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
-            row.iter_mut().for_each(|v| *v = rng.i32(lo..=hi) as f32);
-            row[i % k] = hi as f32;
-            if signed {
-                row[(i + 1) % k] = lo as f32;
-            }
-        }
-        let mut w: Vec<f32> = (0..k * n).map(|_| rng.i32(-127..=127) as f32).collect();
-        for j in 0..n {
-            w[(j % k) * n + j] = if j % 3 == 0 { -127.0 } else { 127.0 };
-        }
-        let l = QuantizedLinear::new(&w, &vec![0.0; n], k, n).unwrap();
-        assert!(l.weight_scales().iter().all(|&s| s == 1.0));
+        let (x, l) = unit_scale_layer(&mut rng, m, k, n, false);
         for kernel in paths() {
-            let got = run(&l, kernel, &x, m, false);
-            for i in 0..m {
-                for j in 0..n {
-                    let exact: i64 = (0..k).map(|t| x[i * k + t] as i64 * w[t * n + j] as i64).sum();
-                    assert!(exact.abs() < 1 << 24, "{exact} is not exact in f32");
-                    assert_eq!(got[i * n + j], exact as f32, "{kernel} {m}x{k}x{n} [{i},{j}]");
-                }
-            }
+            assert_accumulators_exact(kernel, &l, &x, m);
         }
     }
+}
+
+/// The AVX2 path (what AVX2-only CPUs such as AMD Zen 3 run): its i32 accumulators equal the
+/// exact ones at the MiniLM shapes (m = 1, 26, 128 rows; 128 splits the threads by rows) and at
+/// odd ones (m = 1..7: its 6-row tiles and tails of 1-5 rows; n not a multiple of its 32-column panels; k odd
+/// and not a multiple of 64), with ties in the activations (its quantisation rounds to even as
+/// `quantize_row`); with smoothing, f32 channels and GELU it matches the exact reference. On a
+/// CPU without AVX2 and FMA it reports itself unavailable.
+#[test]
+fn avx2_path_is_exact_at_minilm_and_odd_shapes() {
+    let avx2 = Int8Kernel::Avx2;
+    let l = QuantizedLinear::new(&[0.5; 12], &[0.0; 3], 4, 3).unwrap();
+    let r = l.forward_with(avx2, &[1.0; 8], &mut [0.0; 6], 2, false);
+    assert_eq!(r.is_ok(), avx2.available(), "{r:?}");
+    if let Err(e) = r {
+        assert!(matches!(e, Int8Error::Unavailable { kernel: Int8Kernel::Avx2, .. }), "{e}");
+        let _ = writeln!(std::io::stderr(), "avx2 int8 path: not available here ({e}); nothing else to check");
+        return;
+    }
+    let before = avx2.calls();
+    let mut rng = fastrand::Rng::with_seed(41);
+    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
+    for m in 1..=7 {
+        for &(k, n) in &[(1, 1), (3, 7), (37, 33), (63, 31), (65, 95), (129, 64), (383, 100)] {
+            shapes.push((m, k, n));
+        }
+    }
+    for m in [1, 26, 128] {
+        for (k, n) in [(384, 1152), (384, 384), (384, 1536), (1536, 384)] {
+            shapes.push((m, k, n));
+        }
+    }
+    for (idx, &(m, k, n)) in shapes.iter().enumerate() {
+        let (x, l) = unit_scale_layer(&mut rng, m, k, n, idx % 2 == 0);
+        assert_accumulators_exact(avx2, &l, &x, m);
+    }
+    for &(m, k, n, nc) in &[(1, 37, 33, 1), (5, 65, 95, 2), (7, 383, 100, 4), (26, 384, 384, 4), (128, 1536, 384, 8)] {
+        let chans: Vec<usize> = (0..nc).map(|t| (3 * k / 4 + 5 * t) % k).collect();
+        let x: Vec<f32> = (0..m * k).map(|i| (rng.f32() * 2.0 - 1.0) * if chans.contains(&(i % k)) { 15.0 } else { 1.0 }).collect();
+        let w = rng_vec(&mut rng, k * n, 0.1);
+        let b = rng_vec(&mut rng, n, 0.3);
+        let s: Vec<f32> = (0..k).map(|_| 0.5 + rng.f32() * 2.0).collect();
+        let l = QuantizedLinear::with_smoothing(&w, &b, k, n, &s).unwrap().with_f32_channels(&w, &chans).unwrap();
+        for gelu in [false, true] {
+            let want = reference_calibrated(&l, &w, &x, m, gelu);
+            assert_matches(&run(&l, avx2, &x, m, gelu), &want, gelu, &format!("avx2 m={m} k={k} n={n} channels={nc} gelu={gelu}"));
+        }
+    }
+    let ran = avx2.calls() - before;
+    let _ = writeln!(std::io::stderr(), "avx2 int8 path: ran {ran} thread tasks over {} shapes (+ 10 calibrated)", shapes.len());
+    assert!(ran >= shapes.len() + 10, "the AVX2 path ran {ran} tasks");
 }
 
 #[test]

@@ -34,16 +34,16 @@ impl Precision {
         }
     }
 
-    /// Why int8 runs slower than fp32 on this CPU (`None` at fp32, or when the AVX-512 VNNI
-    /// kernel runs): int8 then takes the plain-Rust fallback kernel, about 4x slower than the
-    /// f32 GEMM. The text names the missing CPU feature.
+    /// Why int8 runs slower than fp32 on this CPU (`None` at fp32, or when the AVX-512 VNNI or
+    /// the AVX2 int8 kernel runs): int8 then takes the plain-Rust fallback kernel, 2.5-4x slower
+    /// than the f32 GEMM (benches/int8_gemm.rs). The text names the missing CPU features.
     pub fn slow_here(self) -> Option<String> {
+        use kernels::int8::Int8Kernel;
         if self != Precision::Int8 {
             return None;
         }
-        kernels::int8::Int8Kernel::Vnni
-            .unavailable_reason()
-            .map(|why| format!("int8 runs on the portable fallback kernel here ({why}): expect it to be slower than fp32 on this CPU"))
+        let why: Vec<String> = [Int8Kernel::Vnni, Int8Kernel::Avx2].iter().map(|k| k.unavailable_reason()).collect::<Option<_>>()?;
+        Some(format!("int8 runs on the portable fallback kernel here ({}): expect it to be slower than fp32 on this CPU", why.join("; ")))
     }
 }
 

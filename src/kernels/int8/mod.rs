@@ -33,22 +33,27 @@
 //!   gathers `x[i, C]`, the weight rows are kept `[|C|, panels · NR]`), with no second pass
 //!   over the output.
 //!
-//! Three paths compute the same i32 accumulators (bit-exact; tests/int8_kernels.rs checks each
+//! Four paths compute the same i32 accumulators (bit-exact; tests/int8_kernels.rs checks each
 //! against an exact reference), picked at run time by [`Int8Kernel::for_rows`]:
 //! [`Int8Kernel::Amx`] (AMX-INT8 tiles, `asm!`, see [`amx`]), [`Int8Kernel::Vnni`] (AVX-512
-//! VNNI micro-kernel, see [`vnni`]) and [`Int8Kernel::Fallback`] (plain Rust, any CPU).
+//! VNNI micro-kernel, see [`vnni`]), [`Int8Kernel::Avx2`] (AVX2 `vpmaddwd` on 16-bit operands,
+//! for CPUs without AVX-512 such as AMD Zen 1-3, see [`avx2`]) and [`Int8Kernel::Fallback`]
+//! (plain Rust, any CPU). The SIMD paths share one epilogue arithmetic (FMA), so their outputs
+//! agree bit for bit; the fallback's epilogue multiplies and adds separately.
 //!
 //! Weight layout shared by VNNI and AMX: column panels of [`NR`] = 64 outputs; panel `p` holds,
 //! for every group `g` of 4 consecutive `k`, the 64 x 4 bytes `Wq[4g + t, 64p + c]` at byte
 //! `256 g + 4 c + t` (zero-padded past `n` and past `k`, with `k` padded to a multiple of 64).
 //! VNNI reads one group as four 64-byte registers; an AMX B tile is 16 groups x 16 columns, i.e.
-//! 16 rows of 64 bytes at stride 256 ("K/4 rows of N·4 bytes").
+//! 16 rows of 64 bytes at stride 256 ("K/4 rows of N·4 bytes"). The AVX2 path reads its own
+//! 16-bit layout ([`avx2`] module docs), built on its first call.
 
 use rayon::prelude::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub mod amx;
+pub mod avx2;
 mod fallback;
 mod quant;
 pub mod vnni;
@@ -99,6 +104,9 @@ pub enum Int8Kernel {
     /// AVX-512 VNNI `vpdpbusd` micro-kernel (6 rows x 64 columns per tile); x86-64 with
     /// AVX-512F/BW/VNNI.
     Vnni,
+    /// AVX2 `vpmaddwd` micro-kernel on 16-bit operands (exact; see [`avx2`]); x86-64 with AVX2
+    /// and FMA, unless `STTABT_NO_INT8_AVX2` is set.
+    Avx2,
     /// AMX-INT8 `tdpbusd` on 32 x 32 blocks of 16 x 16 tiles (a last partial block of fewer than
     /// 16 rows goes to the VNNI kernel); x86-64 with AMX-TILE/INT8 enabled by the OS and granted
     /// to this process (see [`amx::status`]), plus the VNNI requirements.
@@ -111,17 +119,18 @@ impl std::fmt::Display for Int8Kernel {
     }
 }
 
-static CALLS: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+static CALLS: [AtomicUsize; 4] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
 
 impl Int8Kernel {
     /// All paths, fastest first.
-    pub const ALL: [Int8Kernel; 3] = [Int8Kernel::Amx, Int8Kernel::Vnni, Int8Kernel::Fallback];
+    pub const ALL: [Int8Kernel; 4] = [Int8Kernel::Amx, Int8Kernel::Vnni, Int8Kernel::Avx2, Int8Kernel::Fallback];
 
-    /// Short name: `fallback`, `avx512-vnni`, `amx-int8`.
+    /// Short name: `fallback`, `avx2`, `avx512-vnni`, `amx-int8`.
     pub fn name(self) -> &'static str {
         match self {
             Int8Kernel::Fallback => "fallback",
             Int8Kernel::Vnni => "avx512-vnni",
+            Int8Kernel::Avx2 => "avx2",
             Int8Kernel::Amx => "amx-int8",
         }
     }
@@ -137,6 +146,8 @@ impl Int8Kernel {
             Int8Kernel::Fallback => None,
             Int8Kernel::Vnni if vnni::disabled() => Some("AVX-512 VNNI is switched off by STTABT_NO_VNNI".to_string()),
             Int8Kernel::Vnni => (!vnni::available()).then(|| "the CPU lacks AVX-512F/BW/VNNI".to_string()),
+            Int8Kernel::Avx2 if avx2::disabled() => Some("the AVX2 int8 kernel is switched off by STTABT_NO_INT8_AVX2".to_string()),
+            Int8Kernel::Avx2 => (!avx2::available()).then(|| "the CPU lacks AVX2/FMA".to_string()),
             Int8Kernel::Amx => match amx::status() {
                 amx::AmxStatus::Granted if vnni::available() => None,
                 amx::AmxStatus::Granted if vnni::disabled() => Some("AMX needs the VNNI epilogue, switched off by STTABT_NO_VNNI".into()),
@@ -147,12 +158,14 @@ impl Int8Kernel {
     }
 
     /// The path [`QuantizedLinear::forward`] takes for `m` rows: AMX from [`AMX_MIN_ROWS`] rows
-    /// where available, else VNNI where available, else the fallback.
+    /// where available, else VNNI where available, else AVX2 where available, else the fallback.
     pub fn for_rows(m: usize) -> Int8Kernel {
         if m >= AMX_MIN_ROWS && Int8Kernel::Amx.available() {
             Int8Kernel::Amx
         } else if Int8Kernel::Vnni.available() {
             Int8Kernel::Vnni
+        } else if Int8Kernel::Avx2.available() {
+            Int8Kernel::Avx2
         } else {
             Int8Kernel::Fallback
         }
@@ -193,6 +206,8 @@ pub struct QuantizedLinear {
     /// loads whole 16-column vectors).
     f32_channels: Vec<usize>,
     f32_rows: Vec<f32>,
+    /// `Wq` in the AVX2 path's 16-bit layout ([`avx2`] module docs), built on its first call.
+    packed16: std::sync::OnceLock<Vec<i16>>,
     /// What each activation is multiplied by before it is quantised: `1 / s_k`, 0 on the f32
     /// channels (`None`: neither smoothing nor f32 channels).
     pre_factors: Option<Vec<f32>>,
@@ -318,7 +333,21 @@ impl QuantizedLinear {
         bias[..n].copy_from_slice(b);
         let inv_smooth = smooth.map(|s| s.iter().map(|v| 1.0 / v).collect());
         let pre_factors = inv_smooth.clone();
-        Ok(Self { k, n, kp, w_q, packed, w_scale, bias, col_sum, inv_smooth, f32_channels: Vec::new(), f32_rows: Vec::new(), pre_factors })
+        Ok(Self {
+            k,
+            n,
+            kp,
+            w_q,
+            packed,
+            w_scale,
+            bias,
+            col_sum,
+            inv_smooth,
+            f32_channels: Vec::new(),
+            f32_rows: Vec::new(),
+            packed16: Default::default(),
+            pre_factors,
+        })
     }
 
     /// Inner dimension `k` (input features).
@@ -391,9 +420,12 @@ impl QuantizedLinear {
 
     fn run_quantized(&self, kernel: Int8Kernel, act: &Activations, out: &mut [f32], m: usize, gelu: bool) {
         let (k, n) = (self.k, self.n);
-        if kernel == Int8Kernel::Fallback {
-            fallback::run(self, act, out, m, gelu);
-            return;
+        match kernel {
+            Int8Kernel::Fallback => return fallback::run(self, act, out, m, gelu),
+            // SAFETY: `kernel` is available (checked by the callers of `run`); the lengths of
+            // `out` and `act` were checked or built by `run`.
+            Int8Kernel::Avx2 => return unsafe { avx2::run(self, act, out, m, gelu) },
+            _ => {}
         }
         let panels = n.div_ceil(NR);
         let out_ptr = OutPtr(out.as_mut_ptr());
@@ -463,8 +495,14 @@ pub(crate) struct Epilogue<'a> {
 }
 
 impl<'a> Epilogue<'a> {
+    /// The epilogue of the [`NR`]-column panel from column `c0`.
     fn new(l: &'a QuantizedLinear, act: &'a Activations, c0: usize, gelu: bool) -> Self {
-        let r = c0..c0 + NR;
+        Self::with_width(l, act, c0, NR, gelu)
+    }
+
+    /// The epilogue of `width` columns from column `c0` (`c0 + width` within the padded columns).
+    fn with_width(l: &'a QuantizedLinear, act: &'a Activations, c0: usize, width: usize, gelu: bool) -> Self {
+        let r = c0..c0 + width;
         let side_n = l.f32_channels.len();
         debug_assert_eq!(act.side_n, side_n);
         Self {

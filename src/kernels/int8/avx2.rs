@@ -1,0 +1,264 @@
+//! AVX2 int8 micro-kernel for x86-64 CPUs without AVX-512 VNNI (AMD Zen 1-3, Intel before Ice
+//! Lake): the same exact i32 accumulators as the other paths, from 16-bit multiplies.
+//!
+//! Why 16-bit operands: `vpmaddubsw` (u8 x s8) adds two products into a *saturating* i16, and
+//! `2 · 255 · 127 = 64770 > 32767`, so it is not exact for these operands. Here the activations
+//! `u` (0..=255) are widened to i16 and the weights `Wq` (-127..=127) are kept as i16, and
+//! `vpmaddwd` (`_mm256_madd_epi16`) multiplies 16 pairs of i16 and adds adjacent products into 8
+//! i32 lanes: each pair sum is at most `2 · 255 · 127` in magnitude (exact), and the i32
+//! accumulation is exact up to [`super::MAX_K`] inputs as on the other paths.
+//!
+//! Weight layout (`quant::pack_pairs`, built on the first call): panels of [`NR`] = 32 output
+//! columns; per pair `g` of consecutive `k`, 32 columns x 2 i16 = 128 bytes (four ymm, each 8
+//! columns x `(Wq[2g, c], Wq[2g + 1, c])`). Each row's two widened activations of the pair are
+//! broadcast as one i32.
+//!
+//! Blocking (BLIS-style; see also docs/research/2026-12-03-int8-vs-ort-mlas.md, section 7.1): a
+//! chunk of rows (about [`A_CHUNK_BYTES`] of widened activations, kept in L2) is widened once into
+//! a reused thread-local buffer, then every panel of the task runs over the chunk in tiles of
+//! [`MR`] = 6 rows x 16 columns (12 ymm accumulators, 2 weight vectors and a broadcast: no
+//! spills; 3 x 32 tiles, measured, spilled and ran 1.35x slower, docs/results/int8_avx2_tile_ab.txt)
+//! while the panel (24 KB at k = 384) stays in L1. The epilogue (`dequant_store`) is the VNNI path's arithmetic 8 lanes wide, so the two
+//! paths agree bit for bit. Threads split the rows when `m` is large (each task streams all
+//! weights once over its own rows), else the column panels.
+
+use super::{Activations, Epilogue, Int8Kernel, OutPtr, QuantizedLinear, PAR_MIN_MACS};
+use rayon::prelude::*;
+
+/// Output columns per weight panel (four 8-lane i32 registers).
+pub const NR: usize = 32;
+/// Rows per micro-kernel tile (with 16 columns: 12 accumulator registers of 16).
+pub const MR: usize = 6;
+/// Widened activation bytes per row chunk (the chunk stays in L2 while the panels pass over it).
+pub const A_CHUNK_BYTES: usize = 48 * 1024;
+/// From this many rows per thread the threads split the rows instead of the column panels.
+pub const ROW_SPLIT_ROWS: usize = 64;
+
+/// Whether `STTABT_NO_INT8_AVX2` is set in this process: it switches this path off, so that the
+/// portable fallback runs as on a CPU without AVX2 (tests, comparisons). Read once.
+pub fn disabled() -> bool {
+    use std::sync::OnceLock;
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("STTABT_NO_INT8_AVX2").is_some())
+}
+
+/// Whether this CPU runs the AVX2 path (AVX2 and FMA, checked once; false when [`disabled`]).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| !disabled() && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out[m, n]` from the quantised activations `act` (`m` rows of `act.ld` bytes, `act.ld` a
+/// multiple of 16 and at least `k` rounded up to even), split over the pool's threads when large.
+///
+/// # Safety
+/// [`available`] holds; `out.len() == m · n`; `act` holds `m` rows, their scales and zero points.
+pub(super) unsafe fn run(l: &QuantizedLinear, act: &Activations, out: &mut [f32], m: usize, gelu: bool) {
+    debug_assert!(out.len() == m * l.n && act.data.len() >= m * act.ld && act.ld.is_multiple_of(16) && act.ld >= 2 * l.k.div_ceil(2));
+    let packed = l.packed16.get_or_init(|| super::quant::pack_pairs(&l.w_q, l.k, l.n, NR));
+    let (k, n) = (l.k, l.n);
+    let panels = n.div_ceil(NR);
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let task = |r0: usize, r1: usize, p0: usize, p1: usize| {
+        let o = out_ptr;
+        Int8Kernel::Avx2.count();
+        // SAFETY: `available` (the caller's contract); tasks write disjoint rows or disjoint
+        // column panels of `out`, whose length the caller checked.
+        unsafe { block(l, packed, act, r0, r1, p0, p1, o.0, gelu) }
+    };
+    let threads = crate::kernels::threads();
+    if threads <= 1 || m * n * k < PAR_MIN_MACS {
+        task(0, m, 0, panels);
+    } else if m >= ROW_SPLIT_ROWS * threads {
+        let per = m.div_ceil(threads).next_multiple_of(MR);
+        (0..m.div_ceil(per)).into_par_iter().for_each(|t| task(t * per, ((t + 1) * per).min(m), 0, panels));
+    } else if panels >= 2 {
+        let tasks = (threads * 2).min(panels);
+        (0..tasks).into_par_iter().for_each(|t| task(0, m, t * panels / tasks, (t + 1) * panels / tasks));
+    } else {
+        let per = m.div_ceil(threads).next_multiple_of(MR);
+        (0..m.div_ceil(per)).into_par_iter().for_each(|t| task(t * per, ((t + 1) * per).min(m), 0, panels));
+    }
+}
+
+thread_local! {
+    /// The widened activation chunk, reused across calls (i32 = one pair of i16).
+    static WIDE: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Rows `r0 .. r1` x panels `p0 .. p1` of the output: chunk by chunk of rows, widen, then every
+/// panel over the chunk.
+///
+/// # Safety
+/// AVX2 and FMA available; as [`run`]; no other task writes these rows x panels of `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    l: &QuantizedLinear,
+    packed: &[i16],
+    act: &Activations,
+    r0: usize,
+    r1: usize,
+    p0: usize,
+    p1: usize,
+    out: *mut f32,
+    gelu: bool,
+) {
+    use std::arch::x86_64::*;
+    let ld = act.ld;
+    let lda = ld / 2; // i32 pairs per widened row
+    let pairs = l.k.div_ceil(2);
+    let mc = (A_CHUNK_BYTES / (2 * ld) / MR).max(1) * MR;
+    let mut buf = WIDE.take();
+    if buf.len() < mc.min(r1 - r0) * lda {
+        buf.resize(mc.min(r1 - r0) * lda, 0);
+    }
+    let mut c0 = r0;
+    while c0 < r1 {
+        let c1 = (c0 + mc).min(r1);
+        // u8 -> i16, 16 at a time (`ld` is a multiple of 16)
+        let src = act.data[c0 * ld..c1 * ld].as_ptr();
+        let dst = buf.as_mut_ptr() as *mut __m256i;
+        for q in 0..(c1 - c0) * ld / 16 {
+            _mm256_storeu_si256(dst.add(q), _mm256_cvtepu8_epi16(_mm_loadu_si128(src.add(16 * q) as *const __m128i)));
+        }
+        for p in p0..p1 {
+            let panel = packed[p * pairs * 2 * NR..(p + 1) * pairs * 2 * NR].as_ptr();
+            let c = p * NR;
+            let width = NR.min(l.n - c);
+            let ep = Epilogue::with_width(l, act, c, NR, gelu);
+            for v0 in (0..NR / 8).step_by(TV) {
+                if 8 * v0 >= width {
+                    break;
+                }
+                let (a, o, b) = (buf.as_ptr(), out.add(c + 8 * v0), panel.add(16 * v0));
+                let w = width - 8 * v0;
+                let mut r = c0;
+                while r + MR <= c1 {
+                    tile::<MR>(a.add((r - c0) * lda), lda, b, pairs, o, l.n, w, &ep, 8 * v0, r);
+                    r += MR;
+                }
+                let a = a.add((r - c0) * lda);
+                match c1 - r {
+                    0 => {}
+                    1 => tile::<1>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    2 => tile::<2>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    3 => tile::<3>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    4 => tile::<4>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    _ => tile::<5>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                }
+            }
+        }
+        c0 = c1;
+    }
+    WIDE.set(buf);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(_: &QuantizedLinear, _: &[i16], _: &Activations, _: usize, _: usize, _: usize, _: usize, _: *mut f32, _: bool) {
+    unreachable!("the AVX2 int8 kernel is only built for x86_64")
+}
+
+/// Vectors of 8 columns per tile (a panel is `NR / 8 / TV` tiles wide).
+const TV: usize = 2;
+
+/// `R` rows from output row `r0` (widened rows `a` at stride `lda` pairs) x one panel: i32
+/// accumulators over `pairs` pairs of `k`, then the epilogue into `out` (the panel's first
+/// column, row stride `ldc`), `width` live columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize>(
+    a: *const i32,
+    lda: usize,
+    b: *const i16,
+    pairs: usize,
+    out: *mut f32,
+    ldc: usize,
+    width: usize,
+    ep: &Epilogue<'_>,
+    off: usize,
+    r0: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_si256(); TV]; R];
+    for g in 0..pairs {
+        let bg = b.add(g * 2 * NR);
+        let bv: [__m256i; TV] = std::array::from_fn(|j| _mm256_loadu_si256(bg.add(16 * j) as *const __m256i));
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_epi32(a.add(r * lda + g).read());
+            for (v, &w) in row.iter_mut().zip(&bv) {
+                *v = _mm256_add_epi32(*v, _mm256_madd_epi16(av, w));
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        let i = r0 + r;
+        dequant_store(row, ep, off, i, out.add(i * ldc), width.min(8 * TV));
+    }
+}
+
+/// Output row `i` of a panel from its `8 V` accumulators, the VNNI epilogue's arithmetic 8
+/// lanes wide: `out[c] = fma(f32(acc[c] − z_i · col_sum[c]), sx_i · sw[c], bias[c])`, then one
+/// FMA per f32 channel `t` (`side_x[i, t] · side_w[t, c]`, in channel order), for `c < width`,
+/// then GELU ([`crate::kernels::gelu_fast`]) when `ep.gelu`.
+///
+/// # Safety
+/// AVX2 and FMA available; `ep`'s column slices hold at least `8 V` values; `out` is valid for
+/// `width <= 8 V` writes; `ep.side_x` holds row `i`'s `side_n` values and `ep.side_w` `side_n`
+/// rows at stride `side_ld` of at least `8 V` columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dequant_store<const N: usize>(
+    acc: &[std::arch::x86_64::__m256i; N],
+    ep: &Epilogue<'_>,
+    off: usize,
+    i: usize,
+    out: *mut f32,
+    width: usize,
+) {
+    use std::arch::x86_64::*;
+    let end = off + 8 * N;
+    debug_assert!(width <= 8 * N && ep.col_sum.len() >= end && ep.w_scale.len() >= end && ep.bias.len() >= end);
+    debug_assert!(ep.side_n == 0 || ep.side_w.len() >= (ep.side_n - 1) * ep.side_ld + end);
+    let sxv = _mm256_set1_ps(ep.x_scale[i]);
+    let zv = _mm256_set1_epi32(ep.x_zero[i]);
+    let side_x = &ep.side_x[i * ep.side_n..(i + 1) * ep.side_n];
+    for (j, &v) in acc.iter().enumerate() {
+        let live = width.saturating_sub(8 * j).min(8);
+        if live == 0 {
+            break;
+        }
+        let c = off + 8 * j;
+        let comp = _mm256_mullo_epi32(zv, _mm256_loadu_si256(ep.col_sum.as_ptr().add(c) as *const __m256i));
+        let scale = _mm256_mul_ps(sxv, _mm256_loadu_ps(ep.w_scale.as_ptr().add(c)));
+        let bias = _mm256_loadu_ps(ep.bias.as_ptr().add(c));
+        let mut y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v, comp)), scale, bias);
+        for (t, &xv) in side_x.iter().enumerate() {
+            y = _mm256_fmadd_ps(_mm256_set1_ps(xv), _mm256_loadu_ps(ep.side_w.as_ptr().add(t * ep.side_ld + c)), y);
+        }
+        if live == 8 {
+            _mm256_storeu_ps(out.add(8 * j), y);
+        } else {
+            let mut tmp = [0.0f32; 8];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), y);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), out.add(8 * j), live);
+        }
+    }
+    if ep.gelu {
+        // SAFETY: the row's `width` columns were just written (in bounds, this task's).
+        crate::kernels::gelu_fast(std::slice::from_raw_parts_mut(out, width));
+    }
+}
