@@ -101,7 +101,7 @@ pub fn column_sums(y: &[f32], n: usize, out: &mut [f32]) {
     if n == 0 {
         return;
     }
-    assert!(y.len() % n == 0, "column_sums: y has {} values, not a multiple of n = {n}", y.len());
+    assert!(y.len().is_multiple_of(n), "column_sums: y has {} values, not a multiple of n = {n}", y.len());
     const ROWS: usize = 256;
     let partial: Vec<Vec<f32>> = y
         .par_chunks(ROWS * n)
