@@ -184,7 +184,12 @@ impl std::fmt::Debug for dyn ProbsHook + '_ {
 /// attention scores given by `extra` (the cross-entropy path is `ExtraGrads::default()`, bit for
 /// bit [`backward_into`]).
 /// With masks in `fw` and `extra.mask_grads`, returns dL/dm^l for l = 1..=L+1 (`L + 1` vectors
-/// `[N]`, packed as the batch); else `None`.
+/// `[N]`, packed as the batch); else `None`. A forward that ran the last layer for the CLS rows
+/// only ([`forward_cls_last`](super::forward::forward_cls_last)) is back-propagated through
+/// those rows (K and V over all rows).
+///
+/// Panics if `fw` ran the last layer for the CLS rows only and `extra` has a gradient on the
+/// last hidden state or a probabilities hook (those read every row of the last layer).
 pub fn backward_with(
     model: &NativeBert,
     batch: &PackedBatch,
