@@ -49,19 +49,32 @@ fn product(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: &mut [f32], m: usize
     if empty_product(out, m, k, n, accumulate) {
         return;
     }
+    // SAFETY: out holds m·n initialised values (asserted by the callers).
+    unsafe { gemm_raw(a, a_t, b, b_t, out.as_mut_ptr(), m, k, n, accumulate) }
+}
+
+/// `out = op(a) · op(b)` (+ out if accumulate) through the `gemm` crate, parallel on the caller's
+/// pool for large products; with `accumulate = false` the crate never reads `out` (it only
+/// writes it), so `out` may be uninitialised then.
+///
+/// # Safety
+/// `a` holds `op(a)` `[m, k]` and `b` `op(b)` `[k, n]` (lengths checked by the caller); `out`
+/// points to `m·n` writable f32 values, initialised when `accumulate`; `m`, `n`, `k` > 0.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_raw(a: &[f32], a_t: bool, b: &[f32], b_t: bool, out: *mut f32, m: usize, k: usize, n: usize, accumulate: bool) {
     // (column stride, row stride) of op(a) and op(b)
     let (acs, ars) = if a_t { (m as isize, 1) } else { (1, k as isize) };
     let (bcs, brs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
     let threads = threads();
     let par = if m * n * k >= PAR_MIN_MACS && threads > 1 { ::gemm::Parallelism::Rayon(threads) } else { ::gemm::Parallelism::None };
-    // SAFETY: the slices have the lengths asserted above; the strides address op(a) [m, k] and
-    // op(b) [k, n] inside them.
+    // SAFETY: the caller guarantees the lengths; the strides address op(a) [m, k] and op(b)
+    // [k, n] inside them.
     unsafe {
         ::gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out,
             1,
             n as isize,
             accumulate,

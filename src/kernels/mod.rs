@@ -7,7 +7,8 @@
 //! element-wise op (benches/burn_probe.rs; benches/gemm_probe.rs measures `gemm`), which would cap batch-1 inference far below the dense ONNX
 //! Runtime peer. Training keeps using burn (autodiff); tests pin both to the same numbers.
 //!
-//! One file per job: `cpu` (ISA detection, threads, AMX tile access), `gemm`, `gemm_amx` (the
+//! One file per job: `cpu` (ISA detection, threads, AMX tile access), `gemm`, `fresh` (new
+//! output buffers written in one parallel pass: write-only GEMM outputs, bias rows, sums), `gemm_amx` (the
 //! native trainer's AMX-BF16 hi/lo-split GEMM), `attention` (+ the AVX-512
 //! micro-kernels of `qlanes`), `norm`, `activation`, `math` (exp / ln / Φ approximations),
 //! `softmax_exp` (the attention softmax's exponential) and
@@ -46,6 +47,7 @@ macro_rules! dispatch {
 mod activation;
 mod attention;
 mod cpu;
+mod fresh;
 mod gemm;
 mod gemm_amx;
 mod grad;
@@ -60,6 +62,7 @@ mod softmax_exp;
 pub use activation::*;
 pub use attention::*;
 pub use cpu::*;
+pub use fresh::*;
 pub use gemm::*;
 pub use gemm_amx::*;
 pub use grad::*;

@@ -8,26 +8,17 @@ use rayon::prelude::*;
 
 use crate::kernels;
 use crate::model::config::Activation;
-use crate::train::native::forward::{Forward, LnCache, PackedBatch};
+use crate::train::native::forward::{gather_cls, split_blocks, Forward, LayerCache, LayerRows, LnCache, PackedBatch};
 use crate::train::native::masks;
-use crate::train::native::params::{Dense, LayerNormParams, NativeBert};
+use crate::train::native::params::{Dense, LayerNormParams, NativeBert, NativeLayer};
 
 /// Backward of `y = x·W + b` (`x` `[m, d_in]`, `dy` `[m, d_out]`): writes `grad.w = xᵀ·dy`,
 /// `grad.b = Σ_rows dy`; returns `dx = dy·Wᵀ` when `want_dx`.
 pub fn linear_backward(x: &[f32], dy: &[f32], w: &Dense, grad: &mut Dense, m: usize, want_dx: bool) -> Option<Vec<f32>> {
     let (di, dout) = (w.d_in, w.d_out);
-    grad.b.iter_mut().for_each(|v| *v = 0.0);
-    for row in dy.chunks_exact(dout) {
-        for (g, v) in grad.b.iter_mut().zip(row) {
-            *g += *v;
-        }
-    }
+    kernels::column_sums(dy, dout, &mut grad.b);
     kernels::matmul_t(x, true, dy, false, &mut grad.w, di, m, dout, false);
-    want_dx.then(|| {
-        let mut dx = vec![0.0f32; m * di];
-        kernels::matmul_t(dy, false, &w.w, true, &mut dx, m, dout, di, false);
-        dx
-    })
+    want_dx.then(|| kernels::matmul_t_new(dy, false, &w.w, true, m, dout, di))
 }
 
 /// [`linear_backward`] with `dx += dy·Wᵀ` accumulated into `dx` `[m, d_in]` (the GEMM adds into
@@ -44,7 +35,7 @@ pub fn linear_backward_acc(x: &[f32], dy: &[f32], w: &Dense, grad: &mut Dense, m
 pub fn layer_norm_backward(dy: &[f32], cache: &LnCache, p: &LayerNormParams, grad: &mut LayerNormParams) -> Vec<f32> {
     let d = p.gamma.len();
     const ROWS: usize = 64;
-    let mut dx = vec![0.0f32; dy.len()];
+    let mut dx = kernels::zeros_par(dy.len());
     let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(ROWS * d)
         .zip(dy.par_chunks(ROWS * d))
@@ -193,7 +184,12 @@ impl std::fmt::Debug for dyn ProbsHook + '_ {
 /// attention scores given by `extra` (the cross-entropy path is `ExtraGrads::default()`, bit for
 /// bit [`backward_into`]).
 /// With masks in `fw` and `extra.mask_grads`, returns dL/dm^l for l = 1..=L+1 (`L + 1` vectors
-/// `[N]`, packed as the batch); else `None`.
+/// `[N]`, packed as the batch); else `None`. A forward that ran the last layer for the CLS rows
+/// only ([`forward_cls_last`](super::forward::forward_cls_last)) is back-propagated through
+/// those rows (K and V over all rows).
+///
+/// Panics if `fw` ran the last layer for the CLS rows only and `extra` has a gradient on the
+/// last hidden state or a probabilities hook (those read every row of the last layer).
 pub fn backward_with(
     model: &NativeBert,
     batch: &PackedBatch,
@@ -209,7 +205,6 @@ pub fn backward_with(
         _ => Vec::new(),
     };
     let (b, d) = (batch.b, c.hidden_size);
-    let (h, dh) = (c.num_heads, c.head_size());
     let bt = batch.rows();
     // the embedding tables are accumulated into; every other gradient is written in full
     g.word.par_chunks_mut(1 << 16).for_each(|x| x.fill(0.0));
@@ -224,12 +219,17 @@ pub fn backward_with(
                 x.w.fill(0.0);
                 x.b.fill(0.0);
             }
-            vec![0.0f32; bt * d]
+            vec![0.0f32; if fw.cls_last { b } else { bt } * d]
         }
     };
-    let scale = (1.0 / (dh as f64).sqrt()) as f32;
+    let n_layers = model.layers.len();
     for (l, layer) in model.layers.iter().enumerate().rev() {
+        let lrows = if fw.cls_last && l + 1 == n_layers { LayerRows::Cls } else { LayerRows::All };
         if let Some(e) = extra_hidden(l + 1) {
+            assert!(
+                lrows == LayerRows::All,
+                "backward_with: an extra gradient on the last hidden state needs a forward over all rows, not forward_cls_last"
+            );
             add_into(&mut dy, e);
         }
         let extra_scores = extra.scores.get(l).and_then(|x| x.as_deref());
@@ -240,105 +240,42 @@ pub fn backward_with(
             let mut scratch = Vec::new();
             let dm = dmask.get_mut(l + 1).unwrap_or(&mut scratch);
             dm.resize(bt, 0.0);
-            masks::scale_rows_backward(&mut dy, &cache.ln2.xhat, &layer.out_ln, &t.m[l + 1], dm);
+            match lrows {
+                LayerRows::All => masks::scale_rows_backward(&mut dy, &cache.ln2.xhat, &layer.out_ln, &t.m[l + 1], dm),
+                LayerRows::Cls => {
+                    let cls_rows = &batch.offsets[..b];
+                    let m_cls: Vec<f32> = cls_rows.iter().map(|&r| t.m[l + 1][r]).collect();
+                    let mut dm_cls = vec![0.0f32; b];
+                    masks::scale_rows_backward(&mut dy, &cache.ln2.xhat, &layer.out_ln, &m_cls, &mut dm_cls);
+                    for (&r, v) in cls_rows.iter().zip(&dm_cls) {
+                        dm[r] += *v;
+                    }
+                }
+            }
         }
         let extra_probs = match extra.probs {
             Some(hook) if dmask.len() > l + 1 => {
+                assert!(lrows == LayerRows::All, "backward_with: a probabilities hook needs a forward over all rows, not forward_cls_last");
                 let (lo, hi) = dmask.split_at_mut(l + 1);
                 hook.probs_grad(l, &hi[0], &mut lo[l])
             }
             _ => None,
         };
-        // FFN block: y = LN2(ffn_out(act(ffn_in(a))) + a)
-        let dffn = layer_norm_backward(&dy, &cache.ln2, &layer.out_ln, &mut gl.out_ln);
-        let mut dinter = linear_backward(&cache.inter_act, &dffn, &layer.ffn_out, &mut gl.ffn_out, bt, true).expect("dx requested");
-        if c.activation == Activation::Gelu {
-            kernels::gelu_backward(&mut dinter, &cache.inter_pre);
-        } else {
-            dinter.par_iter_mut().zip(cache.inter_pre.par_iter()).for_each(|(dv, &u)| *dv *= activation_grad(u, c.activation));
-        }
-        let mut da = linear_backward(&cache.a, &dinter, &layer.ffn_in, &mut gl.ffn_in, bt, true).expect("dx requested");
-        for (v, r) in da.iter_mut().zip(&dffn) {
-            *v += *r;
-        }
-        // attention block: a = LN1(attn_out(ctx) + x)
-        let datt = layer_norm_backward(&da, &cache.ln1, &layer.attn_ln, &mut gl.attn_ln);
-        let dctx = linear_backward(&cache.ctx, &datt, &layer.attn_out, &mut gl.attn_out, bt, true).expect("dx requested");
-        let mut dq = vec![0.0f32; bt * d];
-        let mut dk = vec![0.0f32; bt * d];
-        let mut dv = vec![0.0f32; bt * d];
-        let key_mask = tm.map(|t| &t.m[l]);
-        let masked = key_mask.zip(cache.masked.as_ref());
-        // per example: its heads' dL/dm contributions, `[H, n]` (added in order below)
-        let mut dm_blocks: Vec<Vec<f32>> =
-            batch.lengths.iter().map(|&n| if masked.is_some() { vec![0.0f32; h * n] } else { Vec::new() }).collect();
-        // one task per example (as the forward): its rows of dq, dk, dv and its [H, n, n]
-        // probabilities; heads are column blocks of the row-major [n, d] buffers
-        let tasks: Vec<_> = batch
-            .example_blocks(&mut dq, |n| n * d)
-            .into_iter()
-            .zip(batch.example_blocks(&mut dk, |n| n * d))
-            .zip(batch.example_blocks(&mut dv, |n| n * d))
-            .zip(dm_blocks.iter_mut())
-            .enumerate()
-            .collect();
-        let p_starts: Vec<usize> = batch
-            .lengths
-            .iter()
-            .scan(0usize, |acc, &n| {
-                let s = *acc;
-                *acc += h * n * n;
-                Some(s)
-            })
-            .collect();
-        tasks.into_par_iter().for_each(|(e, (((dqe, dke), dve), dme))| {
-            let (n, r0) = (batch.lengths[e], batch.offsets[e]);
-            let rws = r0 * d..(r0 + n) * d;
-            let (qe, ke, ve, dce) = (&cache.q[rws.clone()], &cache.k[rws.clone()], &cache.v[rws.clone()], &dctx[rws]);
-            let mut ds = vec![0.0f32; n * n];
-            for hh in 0..h {
-                let c0 = hh * dh;
-                let p0 = p_starts[e] + hh * n * n;
-                let pspan = p0..p0 + n * n;
-                let mut p = &cache.probs[pspan.clone()];
-                // dV = Pᵀ·dC, dP = dC·Vᵀ
-                kernels::matmul_at_strided(p, &dce[c0..], d, &mut dve[c0..], d, n, n, dh, false);
-                kernels::matmul_bt_strided(&dce[c0..], d, &ve[c0..], d, &mut ds, n, dh, n);
-                if let Some(ep) = extra_probs.as_deref() {
-                    add_into(&mut ds, &ep[pspan.clone()]);
-                }
-                // section 4.3's renormalisation: dP̃ -> dP (the softmax before it), and dm
-                if let Some((m, mc)) = masked {
-                    let d0 = h * r0 + hh * n;
-                    let dmb = &mut dme[hh * n..(hh + 1) * n];
-                    masks::renormalise_backward(&mut ds, p, &mc.raw[pspan.clone()], &mc.denom[d0..d0 + n], &m[r0..r0 + n], dmb);
-                    p = &mc.raw[pspan.clone()];
-                }
-                // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
-                // (plus the extra gradient on S of a loss on the scores, before the scale)
-                kernels::softmax_backward_rows(&mut ds, p, extra_scores.map(|es| &es[pspan.clone()]), n, scale);
-                // dQ = dS·K, dK = dSᵀ·Q
-                kernels::matmul_strided_out(&ds, &ke[c0..], d, &mut dqe[c0..], d, n, n, dh);
-                kernels::matmul_at_strided(&ds, &qe[c0..], d, &mut dke[c0..], d, n, n, dh, false);
-            }
-        });
-        if let Some(dm) = dmask.get_mut(l) {
-            // the heads' and queries' contributions, block by block in order
-            for (e, blk) in dm_blocks.iter().enumerate() {
-                let (n, r0) = (batch.lengths[e], batch.offsets[e]);
-                for hb in blk.chunks_exact(n) {
-                    for (acc, v) in dm[r0..r0 + n].iter_mut().zip(hb) {
-                        *acc += *v;
-                    }
-                }
-            }
-        }
-        let mut dx = datt;
-        for (proj, gproj, dproj) in [(&layer.query, &mut gl.query, &dq), (&layer.key, &mut gl.key, &dk), (&layer.value, &mut gl.value, &dv)]
-        {
-            linear_backward_acc(x, dproj, proj, gproj, bt, &mut dx);
-        }
-        dy = dx;
+        let dm_keys = dmask.get_mut(l);
+        dy = layer_backward(
+            model,
+            layer,
+            batch,
+            x,
+            cache,
+            gl,
+            &dy,
+            lrows,
+            tm.map(|t| t.m[l].as_slice()),
+            dm_keys,
+            extra_probs.as_deref(),
+            extra_scores,
+        );
     }
     if let Some(e) = extra_hidden(0) {
         add_into(&mut dy, e);
@@ -358,6 +295,141 @@ pub fn backward_with(
         }
     }
     (want_mask_grads && tm.is_some()).then_some(dmask)
+}
+
+/// Backward of one encoder layer ([`super::forward`]'s `layer_forward`) for its query rows
+/// `lrows`: from `dy` `[Nq, d]` (dL/d its output, after any output-mask scaling) writes the
+/// layer's gradients into `gl` and returns dL/dx `[N, d]` for its input `x`. With section 4.3's
+/// key mask `key_mask` `[N]` (and the forward's renormalisation cache), adds dL/d key mask into
+/// `dm_keys` when given; `extra_probs` / `extra_scores` are extra gradients on the renormalised
+/// probabilities / the pre-softmax scores (layout of `cache.probs`).
+#[allow(clippy::too_many_arguments)]
+fn layer_backward(
+    model: &NativeBert,
+    layer: &NativeLayer,
+    batch: &PackedBatch,
+    x: &[f32],
+    cache: &LayerCache,
+    gl: &mut NativeLayer,
+    dy: &[f32],
+    lrows: LayerRows,
+    key_mask: Option<&[f32]>,
+    dm_keys: Option<&mut Vec<f32>>,
+    extra_probs: Option<&[f32]>,
+    extra_scores: Option<&[f32]>,
+) -> Vec<f32> {
+    let c = &model.config;
+    let (b, d) = (batch.b, c.hidden_size);
+    let (h, dh) = (c.num_heads, c.head_size());
+    let bt = batch.rows();
+    let nq_all = lrows.count(batch);
+    let scale = (1.0 / (dh as f64).sqrt()) as f32;
+    // FFN block: y = LN2(ffn_out(act(ffn_in(a))) + a)
+    let dffn = layer_norm_backward(dy, &cache.ln2, &layer.out_ln, &mut gl.out_ln);
+    let mut dinter = linear_backward(&cache.inter_act, &dffn, &layer.ffn_out, &mut gl.ffn_out, nq_all, true).expect("dx requested");
+    if c.activation == Activation::Gelu {
+        kernels::gelu_backward(&mut dinter, &cache.inter_pre);
+    } else {
+        dinter.par_iter_mut().zip(cache.inter_pre.par_iter()).for_each(|(dv, &u)| *dv *= activation_grad(u, c.activation));
+    }
+    // the residual's gradient dffn, plus ffn_in's dX accumulated into it
+    let mut da = dffn;
+    linear_backward_acc(&cache.a, &dinter, &layer.ffn_in, &mut gl.ffn_in, nq_all, &mut da);
+    // attention block: a = LN1(attn_out(ctx) + x)
+    let datt = layer_norm_backward(&da, &cache.ln1, &layer.attn_ln, &mut gl.attn_ln);
+    let dctx = linear_backward(&cache.ctx, &datt, &layer.attn_out, &mut gl.attn_out, nq_all, true).expect("dx requested");
+    let mut dq = kernels::zeros_par(nq_all * d);
+    let mut dk = kernels::zeros_par(bt * d);
+    let mut dv = kernels::zeros_par(bt * d);
+    let masked = key_mask.zip(cache.masked.as_ref());
+    let nq_of = |e: usize| lrows.queries(batch, e).0;
+    // per example: its heads' dL/dm contributions, `[H, n]` (added in order below)
+    let mut dm_blocks: Vec<Vec<f32>> =
+        batch.lengths.iter().map(|&n| if masked.is_some() && dm_keys.is_some() { vec![0.0f32; h * n] } else { Vec::new() }).collect();
+    // one task per example (as the forward): its rows of dq, dk, dv and its [H, nq, n]
+    // probabilities; heads are column blocks of the row-major [rows, d] buffers
+    let tasks: Vec<_> = split_blocks(&mut dq, b, |e| nq_of(e) * d)
+        .into_iter()
+        .zip(split_blocks(&mut dk, b, |e| batch.lengths[e] * d))
+        .zip(split_blocks(&mut dv, b, |e| batch.lengths[e] * d))
+        .zip(dm_blocks.iter_mut())
+        .enumerate()
+        .collect();
+    let p_starts: Vec<usize> = (0..b)
+        .scan(0usize, |acc, e| {
+            let s = *acc;
+            *acc += h * nq_of(e) * batch.lengths[e];
+            Some(s)
+        })
+        .collect();
+    tasks.into_par_iter().for_each(|(e, (((dqe, dke), dve), dme))| {
+        let (n, r0) = (batch.lengths[e], batch.offsets[e]);
+        let (nq, q0) = lrows.queries(batch, e);
+        let rws = r0 * d..(r0 + n) * d;
+        let qrws = q0 * d..(q0 + nq) * d;
+        let (qe, ke, ve, dce) = (&cache.q[qrws.clone()], &cache.k[rws.clone()], &cache.v[rws], &dctx[qrws]);
+        let mut ds = vec![0.0f32; nq * n];
+        let mut dm_scratch = vec![0.0f32; n];
+        for hh in 0..h {
+            let c0 = hh * dh;
+            let p0 = p_starts[e] + hh * nq * n;
+            let pspan = p0..p0 + nq * n;
+            let mut p = &cache.probs[pspan.clone()];
+            // dV = Pᵀ·dC, dP = dC·Vᵀ
+            kernels::matmul_at_strided(p, &dce[c0..], d, &mut dve[c0..], d, n, nq, dh, false);
+            kernels::matmul_bt_strided(&dce[c0..], d, &ve[c0..], d, &mut ds, nq, dh, n);
+            if let Some(ep) = extra_probs {
+                add_into(&mut ds, &ep[pspan.clone()]);
+            }
+            // section 4.3's renormalisation: dP̃ -> dP (the softmax before it), and dm
+            if let Some((m, mc)) = masked {
+                let d0 = h * q0 + hh * nq;
+                let dmb = if dme.is_empty() { &mut dm_scratch[..] } else { &mut dme[hh * n..(hh + 1) * n] };
+                masks::renormalise_backward(&mut ds, p, &mc.raw[pspan.clone()], &mc.denom[d0..d0 + nq], &m[r0..r0 + n], dmb);
+                p = &mc.raw[pspan.clone()];
+            }
+            // softmax backward, then the 1/√d_h scale: dS = P ⊙ (dP - Σ_j P dP) / √d_h
+            // (plus the extra gradient on S of a loss on the scores, before the scale)
+            kernels::softmax_backward_rows(&mut ds, p, extra_scores.map(|es| &es[pspan.clone()]), n, scale);
+            // dQ = dS·K, dK = dSᵀ·Q
+            kernels::matmul_strided_out(&ds, &ke[c0..], d, &mut dqe[c0..], d, nq, n, dh);
+            kernels::matmul_at_strided(&ds, &qe[c0..], d, &mut dke[c0..], d, n, nq, dh, false);
+        }
+    });
+    if let Some(dm) = dm_keys {
+        // the heads' and queries' contributions, block by block in order
+        for (e, blk) in dm_blocks.iter().enumerate() {
+            let (n, r0) = (batch.lengths[e], batch.offsets[e]);
+            for hb in blk.chunks_exact(n) {
+                for (acc, v) in dm[r0..r0 + n].iter_mut().zip(hb) {
+                    *acc += *v;
+                }
+            }
+        }
+    }
+    match lrows {
+        LayerRows::All => {
+            let mut dx = datt;
+            for (proj, gproj, dproj) in
+                [(&layer.query, &mut gl.query, &dq), (&layer.key, &mut gl.key, &dk), (&layer.value, &mut gl.value, &dv)]
+            {
+                linear_backward_acc(x, dproj, proj, gproj, bt, &mut dx);
+            }
+            dx
+        }
+        LayerRows::Cls => {
+            // the CLS rows: residual and Q; every row: K and V
+            let mut dxq = datt;
+            linear_backward_acc(&gather_cls(x, batch, d), &dq, &layer.query, &mut gl.query, nq_all, &mut dxq);
+            let mut dx = linear_backward(x, &dk, &layer.key, &mut gl.key, bt, true).expect("dx requested");
+            linear_backward_acc(x, &dv, &layer.value, &mut gl.value, bt, &mut dx);
+            for (e, row) in dxq.chunks_exact(d).enumerate() {
+                let r = batch.offsets[e];
+                add_into(&mut dx[r * d..(r + 1) * d], row);
+            }
+            dx
+        }
+    }
 }
 
 /// `acc += x`, element by element.
@@ -385,7 +457,8 @@ fn ce_logit_grads(model: &NativeBert, batch: &PackedBatch, fw: &Forward) -> Vec<
 }
 
 /// Backward of the head (classifier, tanh pooler) from `dlogits` `[B, C]`: writes their
-/// gradients into `g`; returns `d loss / d hidden[L]` `[N, d]` (non-zero on the CLS rows only).
+/// gradients into `g`; returns `d loss / d hidden[L]` `[N, d]` (non-zero on the CLS rows only),
+/// or `[B, d]` (the CLS rows) when the forward computed the last layer for them only.
 fn head_backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &mut NativeBert, dlogits: &[f32]) -> Vec<f32> {
     let (b, d) = (batch.b, model.config.hidden_size);
     let dpooled = linear_backward(&fw.pooled, dlogits, &model.classifier, &mut g.classifier, b, true).expect("dx requested");
@@ -396,7 +469,10 @@ fn head_backward(model: &NativeBert, batch: &PackedBatch, fw: &Forward, g: &mut 
         }
         _ => dpooled,
     };
-    let mut dy = vec![0.0f32; batch.rows() * d];
+    if fw.cls_last {
+        return dcls;
+    }
+    let mut dy = kernels::zeros_par(batch.rows() * d);
     for e in 0..b {
         let r = batch.offsets[e];
         dy[r * d..(r + 1) * d].copy_from_slice(&dcls[e * d..(e + 1) * d]);

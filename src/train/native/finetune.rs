@@ -89,7 +89,7 @@ pub fn finetune_native(
             let data: Vec<&LabeledInput> = idx.iter().map(|&i| &train[i]).collect();
             let batch = batch_of(&model, &data)?;
             let lv = crate::kernels::in_pool(|| {
-                let fw = forward::forward(&model, &batch);
+                let fw = forward::forward_cls_last(&model, &batch, None);
                 backward::backward_into(&model, &batch, &fw, &mut grads);
                 fw.loss
             });

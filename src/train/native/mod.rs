@@ -73,10 +73,11 @@ pub(crate) fn keep_freed_buffers() {
 }
 
 /// Mean cross-entropy of `model` on `batch` and its gradient with respect to every parameter
-/// (the shapes of `model`), on the rayon pool of the caller.
+/// (the shapes of `model`), on the rayon pool of the caller. The loss reads only the CLS rows,
+/// so the last layer runs for them only ([`forward::forward_cls_last`]).
 pub fn loss_and_grads(model: &NativeBert, batch: &PackedBatch) -> (f64, NativeBert) {
     crate::kernels::in_pool(|| {
-        let fw = forward::forward(model, batch);
+        let fw = forward::forward_cls_last(model, batch, None);
         let g = backward::backward(model, batch, &fw);
         (fw.loss, g)
     })
@@ -106,7 +107,7 @@ pub fn bench_steps(teacher: &Encoder, data: &[LabeledInput], warmup: usize, reps
         let batch = batch_of(&model, &refs)?;
         let data_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let fw = crate::kernels::in_pool(|| forward::forward(&model, &batch));
+        let fw = crate::kernels::in_pool(|| forward::forward_cls_last(&model, &batch, None));
         let fwd_s = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
         crate::kernels::in_pool(|| backward::backward_into(&model, &batch, &fw, &mut g));

@@ -25,7 +25,7 @@ use crate::planners::abt::{abt_plans, AbtConfig};
 use crate::train::finetune::{accuracy_counted, argmax, data_fingerprint, FinetuneConfig, LabeledInput};
 use crate::train::native::backward::backward_full;
 use crate::train::native::finetune::native_bert_fingerprint;
-use crate::train::native::forward::forward_masked;
+use crate::train::native::forward::forward_cls_last;
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::teacher_cache::{dense_logits_each, DenseLogitsCache};
 use crate::train::native::{batch_of, checkpoint, AdamW, AdamWSettings, NativeBert};
@@ -211,7 +211,7 @@ pub fn plan_aware_step(
     }
     let batch = batch_of(model, data)?;
     let masks = TokenMasks::from_plans(plans, &batch, model.layers.len())?;
-    let fw = forward_masked(model, &batch, Some(&masks));
+    let fw = forward_cls_last(model, &batch, Some(&masks));
     let (ce, kl, dlogits) = ce_kd_loss(&fw.logits, dense, &batch.labels, alpha, temperature);
     backward_full(model, &batch, &fw, g, Some(&dlogits), false);
     Ok(PlanFtLoss { loss: ce + alpha * kl, ce, kl, retention: mean_retention(plans) })
