@@ -81,6 +81,10 @@ pub struct EvalResults {
     pub test_examples: usize,
     pub dev_examples: usize,
     pub threads: usize,
+    /// The arithmetic the run used, set by the caller, e.g. `teacher int8, ApproxNet fp32; int8
+    /// kernels: avx2` (`None`: not recorded, fp32 results of older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
 }
 
 /// Accuracy, primary metric, mean retention and GFLOPs, and per-example correctness of `mode` on `data`.
@@ -298,6 +302,7 @@ pub fn evaluate_with(
         test_examples: test.len(),
         dev_examples: dev.len(),
         threads: rayon::current_num_threads(),
+        precision: None,
     })
 }
 
@@ -358,7 +363,12 @@ pub fn machine_line() -> String {
 /// A terminal table of all points and the within-1-point operating points.
 pub fn format_table(r: &EvalResults) -> String {
     let short = if r.metric == "accuracy" { "acc".to_string() } else { r.metric.chars().take(4).collect() };
-    let mut s = format!(
+    let mut s = format!("{} dev / {} test examples", r.dev_examples, r.test_examples);
+    if let Some(p) = &r.precision {
+        s.push_str(&format!("; {p}"));
+    }
+    s.push('\n');
+    s += &format!(
         "{:<22} {:>8} {:>8} {:>15} {:>16} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}\n",
         "mode",
         format!("dev {short}"),

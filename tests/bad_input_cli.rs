@@ -479,3 +479,58 @@ fn empty_texts_are_errors_naming_their_position() {
     let r = sttabt(&["classify", "--model", m, "--mode", "dense", "good", "bad"]);
     assert!(r.status.success(), "{}", stderr(&r));
 }
+
+// ---------------------------------------------------------------------------------------------
+// eval records its arithmetic; zero timing examples are refused; a closed stdout is not a panic
+
+#[test]
+fn eval_names_its_precision_and_refuses_zero_timing_examples() {
+    let (model, _) = tiny_classifier("evalprec");
+    let dir = TempDir::new("evalprec-data");
+    std::fs::write(dir.path().join("dev.tsv"), "sentence\tlabel\na gripping film \t1\ndull and long \t0\na joy \t1\n")
+        .expect("write dev.tsv");
+    let glue = ["--glue", s(dir.path()), "--task", "sst2"];
+    for (precision, expect) in [("fp32", "teacher fp32, ApproxNet fp32"), ("int8", "teacher int8, ApproxNet fp32; int8 kernels: ")] {
+        let out = dir.path().join(format!("results-{precision}"));
+        let mut data = glue.to_vec();
+        data.extend(["--precision", precision]);
+        let r = eval_quick(model.path(), &data, &out);
+        assert!(r.status.success(), "eval --precision {precision} failed:\n{}", stderr(&r));
+        let table = String::from_utf8_lossy(&r.stdout);
+        assert!(table.contains("3 dev / 3 test examples"), "{table}");
+        assert!(table.contains(expect), "eval --precision {precision} does not name it:\n{table}");
+        let recorded = common::read_json(out.join("results.json"))["results"]["precision"].as_str().map(str::to_owned);
+        assert!(recorded.as_deref().is_some_and(|p| p.starts_with(expect)), "results.json precision {recorded:?}");
+    }
+    let zero = dir.path().join("zero");
+    let mut args = vec!["eval", "--model", s(model.path())];
+    args.extend(glue);
+    args.extend(["--timing-examples", "0", "--out", s(&zero)]);
+    assert_fails_naming(&sttabt(&args), "eval --timing-examples 0", &["--timing-examples", "at least 1"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let (model, _) = tiny_classifier("pipe");
+    let dir = TempDir::new("pipe-data");
+    let file = dir.path().join("many.txt");
+    std::fs::write(&file, "a gripping film\n".repeat(2000)).expect("write texts");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sttabt"))
+        .args(["classify", "--model", s(model.path()), "--mode", "dense", "--file", s(&file)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sttabt");
+    // read one line, then close the pipe as `| head -1` does
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).expect("a first line");
+    drop(stdout);
+    let out = child.wait_with_output().expect("sttabt ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "classify panicked on a closed pipe:\n{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+}

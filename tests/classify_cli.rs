@@ -95,6 +95,9 @@ fn pairs_match_library_pair_encoding() {
     assert_eq!(rec["text"], a);
     assert_eq!(rec["pair"], b);
     assert!(rec.get("bundle").is_none(), "no `bundle` field without --bundle: {rec}");
+    assert_eq!(rec["precision"], serde_json::json!({"teacher": "fp32", "approx": "fp32"}), "{rec}");
+    let int8 = json_lines(&["classify", "--model", s(&t), "--mode", "dense", "--precision", "int8", "--json", a]).remove(0);
+    assert_eq!(int8["precision"]["teacher"], "int8", "{int8}");
     let tokens: Vec<String> = rec["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
     assert_eq!(tokens, enc.tokens, "pair tokens");
     assert_eq!(tokens.iter().filter(|t| *t == "[SEP]").count(), 2, "[CLS] TEXT [SEP] PAIR [SEP]: {tokens:?}");

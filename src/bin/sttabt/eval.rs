@@ -42,8 +42,8 @@ pub struct EvalArgs {
     /// Evaluate on at most N examples per split.
     #[arg(long, value_parser = at_least_one)]
     pub limit: Option<usize>,
-    /// Examples timed per mode and batch size.
-    #[arg(long, default_value_t = 128)]
+    /// Examples timed per mode and batch size (>= 1).
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
     pub timing_examples: usize,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a
     /// warning). Default 128, or 512 with --long-reviews.
@@ -236,7 +236,7 @@ pub(crate) fn eval(
             Ok(sttabt::eval::PlanAwareTeacher { name, teacher })
         })
         .collect::<Result<_>>()?;
-    let results = sttabt::eval::evaluate_with(
+    let mut results = sttabt::eval::evaluate_with(
         &teacher,
         approx_net.as_ref().map(|a| &a.model),
         &concrete,
@@ -247,6 +247,7 @@ pub(crate) fn eval(
         &test,
         opts,
     )?;
+    results.precision = Some(precision.describe());
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
     println!(

@@ -215,7 +215,7 @@ Examples:
     /// The default recipe (README "The text demo"): a teacher fine-tuned natively for 1 epoch on
     /// all 10,202 training sentences, an ApproxNet distilled natively to attention KL 0.2 (at most
     /// 3,000 steps), one plan-aware fine-tune (k 0.3, range 0.2-0.5, 1 epoch), concrete masks at
-    /// θ0 = -1 (250 steps), LTP at λ = 0.5 (400 steps), evaluation on all 1,275 dev and 1,275 test
+    /// θ0 = -1 (640 steps), LTP at λ = 0.5 (400 steps), evaluation on all 1,275 dev and 1,275 test
     /// sentences with bootstrap intervals, plots, and one closing sentence: the fastest setting
     /// within 1 point and its measured speed-up at batch 1 and 32 vs dense and the ONNX Runtime
     /// peer (when installed). Sized for <= 25 minutes on 2 idle cores. Every stage is cached under
@@ -368,9 +368,21 @@ fn positive_rate(s: &str) -> std::result::Result<f64, String> {
 }
 
 fn main() {
+    restore_default_sigpipe();
     if let Err(e) = run() {
         eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
+    }
+}
+
+/// Rust ignores SIGPIPE, so `println!` into a closed pipe (`sttabt classify --file F | head -1`)
+/// panics with "Broken pipe". Restore the default action: the process ends quietly when the
+/// reader goes away, as command-line tools do.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: sets the disposition of one signal to its default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -489,8 +501,9 @@ fn existing_run_dir(dir: &std::path::Path, flag: &str, holds: &str, cmd: &str) -
 #[derive(clap::Args, Clone, Copy, Debug)]
 struct PrecisionArgs {
     /// Precision of the teacher's linear layers (Q, K/V, attention output, FFN): fp32, or int8
-    /// (per-channel int8 weights, per-row dynamic int8 activations; AMX-INT8 / AVX-512 VNNI,
-    /// a slower portable fallback elsewhere). Applies to concrete and LTP runs' teachers too.
+    /// (per-channel int8 weights, per-row dynamic int8 activations; picked at run time:
+    /// AMX-INT8, AVX-512 VNNI, AVX2 (exact 16-bit products), or a slower portable fallback on
+    /// CPUs with none of them, which warns). Applies to concrete and LTP runs' teachers too.
     #[arg(long, default_value = "fp32", value_name = "fp32|int8")]
     precision: model::Precision,
     /// Precision of the ApproxNet's linear layers (fp32 | int8). ABT plans come from the
@@ -507,6 +520,16 @@ impl PrecisionArgs {
         if let Some(why) = why {
             ONCE.call_once(|| eprintln!("warning: {why}"));
         }
+    }
+
+    /// The run's arithmetic for its output: `teacher fp32, ApproxNet fp32`, plus the int8
+    /// kernels this CPU runs when either is int8.
+    fn describe(&self) -> String {
+        let mut s = format!("teacher {}, ApproxNet {}", self.precision, self.approx_precision);
+        if self.precision == model::Precision::Int8 || self.approx_precision == model::Precision::Int8 {
+            s.push_str(&format!("; int8 kernels: {}", sttabt::precision_eval::int8_kernels_here()));
+        }
+        s
     }
 
     /// A loaded teacher switched to `--precision`.
