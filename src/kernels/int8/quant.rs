@@ -58,9 +58,17 @@ fn row_params(x: &[f32]) -> RowParams {
     }
     let lo = lo.iter().fold(0.0f32, |a, &v| a.min(v));
     let hi = hi.iter().fold(0.0f32, |a, &v| a.max(v));
+    params_from_range(lo, hi)
+}
+
+/// [`RowParams`] of a finite row whose range, widened to include 0, is `[lo, hi]` (`lo <= 0 <=
+/// hi`): all zero for an all-zero row. Shared by the scalar and SIMD quantisers, so they agree
+/// bit for bit.
+#[inline(always)]
+fn params_from_range(lo: f32, hi: f32) -> RowParams {
     let range = f64::from(hi) - f64::from(lo);
     if range == 0.0 {
-        return ZERO;
+        return RowParams { scale: 0.0, inv: 0.0, inv64: 0.0, zero: 0 };
     }
     let inv64 = 255.0 / range;
     let zero = (-f64::from(lo) * inv64).round_ties_even().clamp(0.0, 255.0) as i32;
@@ -198,17 +206,15 @@ unsafe fn row_avx512(x: &[f32], pre: Option<&[f32]>, out: &mut [u8]) -> Option<(
         return Some((f32::NAN, 0));
     }
     let (lo, hi) = (_mm512_reduce_min_ps(lo).min(0.0), _mm512_reduce_max_ps(hi).max(0.0));
-    let range = f64::from(hi) - f64::from(lo);
-    if range == 0.0 {
+    let p = params_from_range(lo, hi);
+    if p.inv64 == 0.0 {
         out.fill(0);
         return Some((0.0, 0));
     }
-    let inv64 = 255.0 / range;
-    let inv = inv64 as f32;
-    if !inv.is_finite() {
+    if !p.inv.is_finite() {
         return None;
     }
-    let zero = (-f64::from(lo) * inv64).round_ties_even().clamp(0.0, 255.0) as i32;
+    let (inv, zero) = (p.inv, p.zero);
     let iv = _mm512_set1_ps(inv);
     let z = _mm512_set1_epi32(zero);
     let mut t = 0;
@@ -221,7 +227,7 @@ unsafe fn row_avx512(x: &[f32], pre: Option<&[f32]>, out: &mut [u8]) -> Option<(
         _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut i8, mask, _mm512_max_epi32(q, _mm512_setzero_si512()));
         t += 16;
     }
-    Some(((range / 255.0) as f32, zero))
+    Some((p.scale, zero))
 }
 
 /// [`row_avx512`] on AVX2 (8 lanes; the CPUs the AVX2 int8 kernel serves): the same range
@@ -268,17 +274,15 @@ unsafe fn row_avx2(x: &[f32], pre: Option<&[f32]>, out: &mut [u8]) -> Option<(f3
     }
     let lo = l8.iter().fold(0.0f32, |a, &v| a.min(v));
     let hi = h8.iter().fold(0.0f32, |a, &v| a.max(v));
-    let range = f64::from(hi) - f64::from(lo);
-    if range == 0.0 {
+    let p = params_from_range(lo, hi);
+    if p.inv64 == 0.0 {
         out.fill(0);
         return Some((0.0, 0));
     }
-    let inv64 = 255.0 / range;
-    let inv = inv64 as f32;
-    if !inv.is_finite() {
+    if !p.inv.is_finite() {
         return None;
     }
-    let zero = (-f64::from(lo) * inv64).round_ties_even().clamp(0.0, 255.0) as i32;
+    let (inv, zero) = (p.inv, p.zero);
     let iv = _mm256_set1_ps(inv);
     let z = _mm256_set1_epi32(zero);
     let (zero_v, max_v) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
@@ -302,7 +306,7 @@ unsafe fn row_avx2(x: &[f32], pre: Option<&[f32]>, out: &mut [u8]) -> Option<(f3
         }
         t += 8;
     }
-    Some(((range / 255.0) as f32, zero))
+    Some((p.scale, zero))
 }
 
 /// Per-column quantisation of `w` `[k, n]` (finite, checked by the caller): `Wq` row-major and
