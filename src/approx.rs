@@ -31,6 +31,17 @@ pub struct ApproxMeta {
     pub teacher_vocab_size: usize,
 }
 
+impl ApproxMeta {
+    /// The `sttabt_approx` block of `dir/config.json`: `Some` when `dir` holds an ApproxNet
+    /// written by `sttabt distill`, `None` for any other checkpoint (or an unreadable config;
+    /// loading reports those).
+    pub fn read(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        serde_json::from_value(v.get("sttabt_approx")?.clone()).ok()
+    }
+}
+
 /// How to initialise a new ApproxNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApproxInit {

@@ -107,14 +107,28 @@ impl DataSource {
 
     fn load_splits(&self, skip_bad_rows: bool, read_train: bool) -> Result<Splits> {
         let s = self.load_inner(skip_bad_rows, read_train)?;
-        let skipped = s.train.skipped_rows + s.dev.skipped_rows + if std::ptr::eq(&s.dev, &s.test) { 0 } else { s.test.skipped_rows };
+        // a GLUE folder's dev split, or a dev table without a test table, is also the test split:
+        // its skipped rows are counted once
+        let test_is_dev = self.test_is_dev();
+        let skipped = s.train.skipped_rows + s.dev.skipped_rows + if test_is_dev { 0 } else { s.test.skipped_rows };
         if skipped > 0 {
+            let test = if test_is_dev { "test = dev".to_string() } else { format!("test {}", s.test.skipped_rows) };
             eprintln!(
-                "warning: skipped {skipped} malformed row(s) (--skip-bad-rows): train {}, dev {}, test {}",
-                s.train.skipped_rows, s.dev.skipped_rows, s.test.skipped_rows
+                "warning: skipped {skipped} malformed row(s) (--skip-bad-rows): train {}, dev {}, {test}",
+                s.train.skipped_rows, s.dev.skipped_rows
             );
         }
         Ok(s)
+    }
+
+    /// Whether the test split is the dev split read again (GLUE: dev used as test; tables: a
+    /// `--dev` file without a `--test` file).
+    fn test_is_dev(&self) -> bool {
+        match self {
+            DataSource::RottenTomatoes { .. } => false,
+            DataSource::Glue { .. } => true,
+            DataSource::Table { dev, test, .. } => dev.is_some() && test.is_none(),
+        }
     }
 
     fn load_inner(&self, skip_bad_rows: bool, read_train: bool) -> Result<Splits> {

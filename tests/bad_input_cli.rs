@@ -57,6 +57,12 @@ fn write_csv(path: &Path, rows: &[(&str, &str)]) {
     std::fs::write(path, s).expect("write csv");
 }
 
+/// A GLUE SST-2 `dev.tsv` of three labelled sentences (then `extra` lines) in `dir`.
+fn write_glue_dev(dir: &Path, extra: &str) {
+    let rows = format!("sentence\tlabel\na gripping film \t1\ndull and long \t0\na joy \t1\n{extra}");
+    std::fs::write(dir.join("dev.tsv"), rows).expect("write dev.tsv");
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
@@ -293,8 +299,7 @@ fn eval_on_a_glue_folder_needs_no_train_tsv() {
     // eval reads dev.tsv only (dev doubles as test): a folder without train.tsv is enough
     let (model, _) = tiny_classifier("gluedev");
     let dir = TempDir::new("gluedev-data");
-    std::fs::write(dir.path().join("dev.tsv"), "sentence\tlabel\na gripping film \t1\ndull and long \t0\na joy \t1\n")
-        .expect("write dev.tsv");
+    write_glue_dev(dir.path(), "");
     let out = dir.path().join("results");
     let r = eval_quick(model.path(), &["--glue", s(dir.path()), "--task", "sst2"], &out);
     let err = stderr(&r);
@@ -306,6 +311,33 @@ fn eval_on_a_glue_folder_needs_no_train_tsv() {
     let r = sttabt(&["finetune", "--glue", s(dir.path()), "--task", "sst2", "--out", s(&dir.path().join("ft"))]);
     assert_fails_naming(&r, "finetune --glue without train.tsv", &["train.tsv", "No such file"]);
     assert_eq!(stderr(&r).matches("No such file").count(), 1, "the OS error is printed once:\n{}", stderr(&r));
+}
+
+#[test]
+fn skipped_rows_of_a_split_read_as_dev_and_test_are_counted_once() {
+    let (model, _) = tiny_classifier("skiponce");
+    let dir = TempDir::new("skiponce-data");
+    // GLUE: dev.tsv doubles as the test split; one row without a label column
+    write_glue_dev(dir.path(), "no label here\n");
+    let out = dir.path().join("glue");
+    let r = eval_quick(model.path(), &["--glue", s(dir.path()), "--task", "sst2", "--skip-bad-rows"], &out);
+    let err = stderr(&r);
+    assert!(r.status.success(), "eval --skip-bad-rows failed:\n{err}");
+    assert!(err.contains("skipped 1 malformed row(s) (--skip-bad-rows): train 0, dev 1, test = dev"), "{err}");
+    assert_eq!(common::read_json(out.join("results.json"))["results"]["test_examples"], 3);
+    // a --dev table without --test: the same; with a --test table its rows count apart
+    let dev = dir.path().join("dev.csv");
+    std::fs::write(&dev, "text,label\n\"a joy\",pos\n\"flat\",neg\n\"no label\"\n").expect("write dev.csv");
+    let r = eval_quick(model.path(), &["--dev", s(&dev), "--skip-bad-rows"], &dir.path().join("table"));
+    let err = stderr(&r);
+    assert!(r.status.success(), "eval --dev --skip-bad-rows failed:\n{err}");
+    assert!(err.contains("skipped 1 malformed row(s) (--skip-bad-rows): train 0, dev 1, test = dev"), "{err}");
+    let test = dir.path().join("test.csv");
+    std::fs::write(&test, "text,label\n\"dull\",neg\n\"oops\"\n\"a joy\",pos\n").expect("write test.csv");
+    let r = eval_quick(model.path(), &["--dev", s(&dev), "--test", s(&test), "--skip-bad-rows"], &dir.path().join("both"));
+    let err = stderr(&r);
+    assert!(r.status.success(), "eval --dev --test --skip-bad-rows failed:\n{err}");
+    assert!(err.contains("skipped 2 malformed row(s) (--skip-bad-rows): train 0, dev 1, test 1"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -487,8 +519,7 @@ fn empty_texts_are_errors_naming_their_position() {
 fn eval_names_its_precision_and_refuses_zero_timing_examples() {
     let (model, _) = tiny_classifier("evalprec");
     let dir = TempDir::new("evalprec-data");
-    std::fs::write(dir.path().join("dev.tsv"), "sentence\tlabel\na gripping film \t1\ndull and long \t0\na joy \t1\n")
-        .expect("write dev.tsv");
+    write_glue_dev(dir.path(), "");
     let glue = ["--glue", s(dir.path()), "--task", "sst2"];
     for (precision, expect) in [("fp32", "teacher fp32, ApproxNet fp32"), ("int8", "teacher int8, ApproxNet fp32; int8 kernels: ")] {
         let out = dir.path().join(format!("results-{precision}"));

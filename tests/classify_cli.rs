@@ -370,3 +370,23 @@ fn bad_input_gives_clear_errors() {
     expect_error(&["classify", "--concrete", m, text], &["concrete.json"]);
     expect_error(&["classify", "--mode", "ltp", "--model", m, text], &["--mode ltp needs --ltp DIR"]);
 }
+
+#[test]
+fn info_names_an_approxnet_and_its_teacher_shape() {
+    let tmp = TempDir::new("info-approx");
+    let (tdir, adir) = (tmp.path().join("teacher"), tmp.path().join("approx"));
+    let teacher = write_teacher(&tdir);
+    write_approx(&teacher, &adir);
+    let (ok, out, err) = sttabt(&["info", s(&adir)]);
+    assert!(ok, "info on an ApproxNet failed:\n{err}");
+    assert!(out.contains("ApproxNet   factor 4 of a teacher with hidden 384, 6 layers, 12 heads"), "{out}");
+    assert!(out.contains("hidden 96"), "{out}");
+    let v: Value = serde_json::from_str(&sttabt(&["info", s(&adir), "--json"]).1).expect("info --json");
+    assert_eq!(v["approxnet"]["meta"]["factor"], 4, "{v}");
+    assert_eq!(v["approxnet"]["meta"]["teacher_num_layers"], 6, "{v}");
+    // a teacher is not an ApproxNet
+    let (ok, out, _) = sttabt(&["info", s(&tdir)]);
+    assert!(ok && !out.contains("ApproxNet"), "{out}");
+    let v: Value = serde_json::from_str(&sttabt(&["info", s(&tdir), "--json"]).1).expect("info --json");
+    assert!(v["approxnet"].is_null(), "{v}");
+}

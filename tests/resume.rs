@@ -366,6 +366,14 @@ fn native_finetune_killed_and_resumed_equals_uninterrupted() {
     let o = sttabt(&burn, &fx.root.join("finetune-native-b"), &["--resume"]).output().expect("run sttabt");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("job: finetune-native -> finetune"), "burn resumed a native checkpoint: {err}");
+    // a resume with another --dev-limit would compare epochs over different dev sentences: refused
+    let limited = [native.clone(), strings(&["--dev-limit", "1"])].concat();
+    let o = sttabt(&limited, &fx.root.join("finetune-native-b"), &["--resume"]).output().expect("run sttabt");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("this call has") && err.contains("--dev-limit") && !err.contains("panicked"),
+        "a resume with another --dev-limit was not refused: {err}"
+    );
 }
 
 #[test]

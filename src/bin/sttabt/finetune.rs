@@ -194,6 +194,34 @@ pub(crate) fn load_text_run(
     Ok(TextRun { dir, base, train, dev, splits, max_length })
 }
 
+/// The train and dev sizes a run was started with (`OUT/data_sizes.json`, written when it starts):
+/// a `--resume` with other sizes (another --train-limit or --dev-limit) is refused, since it
+/// would mix data positions or compare epochs' dev accuracies over different sentences. A run
+/// directory without the file (older runs) is not checked.
+///
+/// Errors: the sizes differ from the recorded ones; the file cannot be written.
+pub(crate) fn guard_resume_sizes(out: &std::path::Path, train: usize, dev: usize, resume: bool) -> Result<()> {
+    let path = out.join("data_sizes.json");
+    if resume {
+        if let Some(v) = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) {
+            let (t0, d0) = (v["train_examples"].as_u64(), v["dev_examples"].as_u64());
+            if t0 != Some(train as u64) || d0 != Some(dev as u64) {
+                bail!(
+                    "--resume: {} was started with {} train / {} dev examples, this call has {train} / {dev}; resume with the same --train-limit and --dev-limit (or start a new --out)",
+                    out.display(),
+                    t0.map_or("?".into(), |t| t.to_string()),
+                    d0.map_or("?".into(), |d| d.to_string())
+                );
+            }
+            return Ok(());
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let json = serde_json::json!({"train_examples": train, "dev_examples": dev});
+    sttabt::model::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn finetune(
     data: &DataArgs,
@@ -210,6 +238,7 @@ pub(crate) fn finetune(
     guard_output(out, "finetune.json", resume)?;
     cfg.validate()?;
     let TextRun { dir, base, train, dev, splits, max_length } = load_text_run(data, model, "finetune", limits, max_length, cfg.seed)?;
+    guard_resume_sizes(out, train.len(), dev.len(), resume)?;
     let trainer = TrainerArg::resolve(trainer, &base.config, "finetune", quiet);
     let progress = sttabt::train::Progress { quiet };
     let report = match trainer {
@@ -271,6 +300,7 @@ fn plan_aware(
     let (dev, cut) = tokenize(&tok, &splits.dev, limits.dev)?;
     warn_truncation("dev", cut, max_length);
     eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
+    guard_resume_sizes(out, train.len(), dev.len(), resume)?;
     let progress = sttabt::train::Progress { quiet };
     let report = sttabt::train::native::plan_ft::finetune_plan_aware(&teacher, &approx, &train, &dev, &cfg, out, &dir, resume, &progress)?;
     let json = serde_json::json!({"report": report, "config": cfg, "trainer": "native", "plan_aware": true, "approx": approx_dir, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length, "train_examples": train.len(), "dev_examples": dev.len()});

@@ -28,6 +28,12 @@ pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
         None => vec![16, 32, 64, 128, 256, 512],
     };
     let flops: Vec<(usize, u64)> = lengths.iter().filter(|&&n| n <= c.max_tokens()).map(|&n| (n, c.dense_flops(n))).collect();
+    let approx = sttabt::approx::ApproxMeta::read(&dir);
+    // the attention KL `sttabt distill` measured on its held-out sentences (distill.json)
+    let approx_kl = approx.as_ref().and_then(|_| {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("distill.json")).ok()?).ok()?;
+        v["report"]["after"]["attention_kl"].as_f64()
+    });
     if json {
         let v = serde_json::json!({
             "model_dir": dir,
@@ -36,12 +42,23 @@ pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
             "parameters": m.num_parameters(),
             "has_pooler": m.pooler.is_some(),
             "has_classifier": m.classifier.is_some(),
+            "approxnet": approx.as_ref().map(|a| serde_json::json!({"meta": a, "attention_kl": approx_kl})),
             "dense_flops": flops.iter().map(|(n, f)| serde_json::json!({"tokens": n, "flops": f, "gflops": *f as f64 / 1e9})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!("model       {}   ({})", dir.display(), c.model_type());
+    if let Some(a) = &approx {
+        println!(
+            "ApproxNet   factor {} of a teacher with hidden {}, {} layers, {} heads (written by `sttabt distill`; pass it as --approx){}",
+            a.factor,
+            a.teacher_hidden_size,
+            a.teacher_num_layers,
+            a.teacher_num_heads,
+            approx_kl.map(|k| format!("; attention KL {k:.3} on held-out sentences")).unwrap_or_default()
+        );
+    }
     println!(
         "layers      {}   heads {}   hidden {}   head size {}   FFN {}",
         c.num_layers,
