@@ -532,7 +532,10 @@ dispatch!(
     fn attention_head_dispatch(q: &[f32], ldq: usize, kv: &[f32], ldkv: usize, v_off: usize, key_rows: Option<&[usize]>, key_weights: Option<&[f32]>, no: usize, ni: usize, dh: usize, probs: &mut [f32], ctx: *mut f32, ldc: usize, kt: &mut [f32], fast_exp: bool) => attention_head_imp
 );
 
-/// Safe wrapper of one head's attention (see `attention_head_imp` for the layout).
+/// Safe wrapper of one head's attention (see `attention_head_imp` for the layout). Head sizes
+/// 8/16/32/64 without key weights run the query-lane kernels (AVX-512: `qlanes`, 16 queries
+/// per vector; AVX2 + FMA: `qlanes_avx2`, 16 queries in two vectors), which give the row-layout
+/// path's bits; everything else runs the row layout.
 ///
 /// # Safety
 /// `ctx` must point to `no` rows of stride `ldc` with `dh` writable elements each, not written
@@ -555,8 +558,8 @@ pub unsafe fn attention_head(
     kt: &mut Vec<f32>,
 ) {
     assert_head_bounds(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh);
-    // an empty `probs`: the probabilities are not wanted (the AVX-512 kernel then skips writing
-    // them: 16x16 transposes per block, and the caller's zeroed [no, ni] buffer)
+    // an empty `probs`: the probabilities are not wanted (the query-lane kernels then skip
+    // writing them: register transposes per block, and the caller's zeroed [no, ni] buffer)
     assert!(probs.is_empty() || probs.len() >= no * ni);
     if let Some(m) = key_weights {
         assert!(m.len() >= ni);
