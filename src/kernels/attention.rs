@@ -445,7 +445,7 @@ mod qlane_tests {
             xs.extend((lo..=hi).step_by(97).map(f32::from_bits));
         }
         xs.extend([0.0, -0.0, 88.7, -87.3, 88.8, -87.4, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN, 1e-45]);
-        while xs.len() % 16 != 0 {
+        while !xs.len().is_multiple_of(16) {
             xs.push(0.5);
         }
         #[target_feature(enable = "avx2,fma")]

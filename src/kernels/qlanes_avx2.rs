@@ -153,7 +153,7 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
     pt: &mut [f32],
 ) {
     let qb = 8 * G;
-    debug_assert!(pt.len() >= qb * ni && (probs.is_empty() || probs.len() >= no * ni) && DH % PVC == 0);
+    debug_assert!(pt.len() >= qb * ni && (probs.is_empty() || probs.len() >= no * ni) && DH.is_multiple_of(PVC));
     let key = |j: usize| key_rows.map_or(j, |kr| kr[j]);
     let kvp = kv.as_ptr();
     let ptp = pt.as_mut_ptr();
