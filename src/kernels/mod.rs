@@ -10,7 +10,7 @@
 //! One file per job: `cpu` (ISA detection, threads, AMX tile access), `gemm`, `fresh` (new
 //! output buffers written in one parallel pass: write-only GEMM outputs, bias rows, sums), `gemm_amx` (the
 //! native trainer's AMX-BF16 hi/lo-split GEMM), `attention` (+ the AVX-512
-//! micro-kernels of `qlanes`), `norm`, `activation`, `math` (exp / ln / Φ approximations),
+//! micro-kernels of `qlanes` and the AVX2 attention kernel of `qlanes_avx2`), `norm`, `activation`, `math` (exp / ln / Φ approximations),
 //! `softmax_exp` (the attention softmax's exponential) and
 //! [`packed`] (pre-packed weight panels). Their public items are re-exported here.
 
@@ -57,6 +57,8 @@ mod norm;
 pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod qlanes;
+#[cfg(target_arch = "x86_64")]
+mod qlanes_avx2;
 mod softmax_exp;
 
 pub use activation::*;

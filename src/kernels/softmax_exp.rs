@@ -28,7 +28,7 @@ pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
 pub(super) const EXP_POLY: [f32; 6] = [1.0, 0.499_999_94, 0.166_664_32, 0.041_668_002, 0.008_374_155_5, 0.001_384_365_4];
 /// `1.5 · 2^23`: adding and subtracting it rounds an f32 of magnitude below `2^22` to the
 /// nearest integer, ties to even (as `vrndscaleps` with round-to-nearest does).
-const ROUND_SHIFT: f32 = 12_582_912.0;
+pub(super) const ROUND_SHIFT: f32 = 12_582_912.0;
 
 /// `e^x` in f32 as the attention softmax computes it (module docs: within 1.03 ulp on
 /// `[-87.3, 88.7]`, inputs clamped there, NaN stays NaN); branch-free, inlined so that loops
