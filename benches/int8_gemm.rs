@@ -18,7 +18,9 @@
 //! computed in f32 in the epilogue (as the int8 calibration keeps 4-8), and its time relative to
 //! the plain picked path.
 //!
-//! Run: `cargo bench --bench int8_gemm [-- --repeats 9] [--serial] [--rows 1,26,128] [--f32-channels 4] [--json out.json]`;
+//! `--paths avx2,picked+ch` times only the named paths (the others print NaN).
+//!
+//! Run: `cargo bench --bench int8_gemm [-- --repeats 9] [--serial] [--rows 1,26,128] [--f32-channels 4] [--paths NAMES] [--json out.json]`;
 //! the thread count is rayon's (`RAYON_NUM_THREADS`).
 
 use std::hint::black_box;
@@ -36,6 +38,7 @@ fn main() {
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let repeats: usize = arg("--repeats").map(|r| r.parse().expect("--repeats takes a number")).unwrap_or(7);
     let json = arg("--json");
+    let only = arg("--paths");
     let serial = args.iter().any(|a| a == "--serial");
     let side_ch: usize = arg("--f32-channels").map(|r| r.parse().expect("--f32-channels takes a number")).unwrap_or(0);
     let shapes_mk: Vec<usize> =
@@ -97,6 +100,9 @@ fn main() {
                     "picked+ch".into(),
                     Box::new(move || qc.forward_with(kernel, black_box(x), &mut out.lock().unwrap(), m, false).unwrap()),
                 ));
+            }
+            if let Some(keep) = &only {
+                paths.retain(|(name, _)| keep.split(',').any(|k| k == name));
             }
             let secs = if serial {
                 kernels::serial(|| time_interleaved(&paths, repeats, thread_cpu_seconds))

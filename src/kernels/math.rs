@@ -54,8 +54,75 @@ pub fn gelu_approx(x: f32) -> f32 {
     }
 }
 
+/// [`gelu_approx`] on the 8 lanes of `x` with AVX2 and FMA: the scalar function's operations in
+/// its order (the same divisions, products, fused multiply-adds, clamp, floor and bit tricks), so
+/// every lane is bit-identical to `gelu_approx` of that value, NaN and infinities included. For
+/// epilogues that apply GELU in registers before the store.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn gelu_approx_v8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let s = _mm256_set1_ps;
+    let z = _mm256_mul_ps(_mm256_andnot_ps(s(-0.0), x), s(std::f32::consts::FRAC_1_SQRT_2));
+    // erfc_pos(z)
+    let t = _mm256_div_ps(s(1.0), _mm256_add_ps(s(1.0), _mm256_mul_ps(s(0.5), z)));
+    let mut p = s(0.170_872_77);
+    for c in [-0.822_152_23, 1.488_515_9, -1.135_203_98, 0.278_868_07, -0.186_288_06, 0.096_784_18, 0.374_091_96, 1.000_023_7, -1.265_512_2]
+    {
+        p = _mm256_fmadd_ps(p, t, s(c));
+    }
+    let e = _mm256_fmadd_ps(_mm256_xor_ps(z, s(-0.0)), z, p);
+    // exp_approx(e): clamp (a NaN passes, as in `f32::clamp`), then the same polynomial
+    let e = _mm256_min_ps(s(88.7), _mm256_max_ps(s(-87.3), e));
+    let k = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(e, s(std::f32::consts::LOG2_E)), s(0.5)));
+    let r = _mm256_fmadd_ps(k, s(2.121_944_4e-4), _mm256_fmadd_ps(k, s(-0.693_359_4), e));
+    let mut y = s(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+        y = _mm256_fmadd_ps(y, r, s(c));
+    }
+    let y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(y, r), r, r), s(1.0));
+    let ki = _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(k, s(12_582_912.0))), _mm256_set1_epi32(0x4B40_0000));
+    let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(ki, _mm256_set1_epi32(127))));
+    let half_erfc = _mm256_mul_ps(s(0.5), _mm256_mul_ps(t, _mm256_mul_ps(y, scale)));
+    // x >= 0: x - x · half_erfc, else (NaN too) x · half_erfc
+    let neg = _mm256_mul_ps(x, half_erfc);
+    _mm256_blendv_ps(neg, _mm256_sub_ps(x, neg), _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_setzero_ps()))
+}
+
 #[cfg(test)]
 mod approx_tests {
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn gelu_approx_v8_bit_identical_to_scalar() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            // no AVX2 on this CPU: nothing calls the function; the scalar path is tested above
+            assert!(!crate::kernels::int8::avx2::available());
+            return;
+        }
+        let mut x: Vec<f32> = (-80_000..80_000).map(|i| i as f32 * 1.3e-4).collect();
+        x.extend([-1e30, -87.0, -20.0, -9.0, -1e-30, 0.0, -0.0, 1e-30, 9.0, 20.0, 1e30, f32::MAX, f32::MIN, f32::MIN_POSITIVE]);
+        x.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN, 1e-45, -1e-45, 130.0, -130.0]);
+        let mut rng = fastrand::Rng::with_seed(7);
+        x.extend((0..50_000).map(|_| f32::from_bits(rng.u32(..))));
+        x.resize(x.len().next_multiple_of(8), 1.0);
+        for c in x.chunks_exact(8) {
+            let mut got = [0.0f32; 8];
+            // SAFETY: AVX2 and FMA checked above; `c` and `got` hold 8 values.
+            unsafe {
+                use std::arch::x86_64::*;
+                _mm256_storeu_ps(got.as_mut_ptr(), super::gelu_approx_v8(_mm256_loadu_ps(c.as_ptr())));
+            }
+            for (&v, &g) in c.iter().zip(&got) {
+                let want = super::gelu_approx(v);
+                assert!(g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()), "gelu_approx_v8({v:e}) = {g:e}, scalar {want:e}");
+            }
+        }
+    }
     #[test]
     fn gelu_fast_matches_gelu_approx() {
         let mut x: Vec<f32> = (-40_000..40_000).map(|i| i as f32 * 2.5e-4).collect();

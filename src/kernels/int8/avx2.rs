@@ -18,9 +18,19 @@
 //! a reused thread-local buffer, then every panel of the task runs over the chunk in tiles of
 //! [`MR`] = 6 rows x 16 columns (12 ymm accumulators, 2 weight vectors and a broadcast: no
 //! spills; 3 x 32 tiles, measured, spilled and ran 1.35x slower, docs/results/int8_avx2_tile_ab.txt)
-//! while the panel (24 KB at k = 384) stays in L1. The epilogue (`dequant_store`) is the VNNI path's arithmetic 8 lanes wide, so the two
-//! paths agree bit for bit. Threads split the rows when `m` is large (each task streams all
-//! weights once over its own rows), else the column panels.
+//! while the panel (24 KB at k = 384) stays in L1. The epilogue (`dequant_store`, once per tile)
+//! is the VNNI path's arithmetic 8 lanes wide, so the two paths agree bit for bit; GELU runs on
+//! its registers. Threads split the rows when `m` is large (each task streams all weights once
+//! over its own rows), else the column panels.
+//!
+//! Ceiling (Zen 3, measured, docs/results/int8_avx2_ceiling_ab.txt): `vpmaddwd` issues 2 per
+//! cycle (32 MACs/cycle at most), `vpaddd` 4; the k-pair step of the 6 x 16 tile (12 `vpmaddwd`,
+//! 12 `vpaddd`, 6 broadcasts, 2 loads) takes about 7.5-8 cycles (24-25 MACs/cycle, ~150 GOP/s
+//! per core at 3.2 GHz) because the multiplies and adds share the 4 vector pipes; the kernel
+//! spends ~85% of its time in that loop. The `vpmaddubsw` + `vpmaddwd`(ones) + `vpaddd` scheme
+//! of saturating u8 x s8 AVX2 kernels needs 18 instead of 24 vector µops and half the
+//! broadcasts per 192 MACs, so it could reach the 6-cycle multiply bound (~1.25x this loop), but
+//! it saturates (`2 · 255 · 127 > 32767`): not an option for this exact path.
 
 use super::{Activations, Epilogue, Int8Kernel, OutPtr, QuantizedLinear, PAR_MIN_MACS};
 use rayon::prelude::*;
@@ -29,8 +39,11 @@ use rayon::prelude::*;
 pub const NR: usize = 32;
 /// Rows per micro-kernel tile (with 16 columns: 12 accumulator registers of 16).
 pub const MR: usize = 6;
-/// Widened activation bytes per row chunk (the chunk stays in L2 while the panels pass over it).
-pub const A_CHUNK_BYTES: usize = 48 * 1024;
+/// Widened activation bytes per row chunk (the chunk stays in L2 while the panels pass over it):
+/// 120 rows at k = 384, so that a thread's 64 rows at m = 128 are one chunk (each chunk streams
+/// all of `W` from L3 once; at 48 KB, 60 + 6 or 60 + 2 rows streamed it twice), and 30 rows at k = 1536
+/// (whose 96 KB panels do not fit L1: 12-row chunks re-streamed each panel from L2 per 12 rows).
+pub const A_CHUNK_BYTES: usize = 96 * 1024;
 /// From this many rows per thread the threads split the rows instead of the column panels.
 pub const ROW_SPLIT_ROWS: usize = 64;
 
@@ -122,6 +135,10 @@ unsafe fn block(
     if buf.len() < mc.min(r1 - r0) * lda {
         buf.resize(mc.min(r1 - r0) * lda, 0);
     }
+    // GELU in registers (the bits of `gelu_fast` except on AVX-512 CPUs, where `gelu_fast` is
+    // the faster approximation the VNNI path's epilogue calls: there the stored row goes
+    // through it, so that the SIMD paths agree bit for bit)
+    let gelu_in_regs = gelu && crate::kernels::cpu::isa() != crate::kernels::cpu::Isa::V4;
     let mut c0 = r0;
     while c0 < r1 {
         let c1 = (c0 + mc).min(r1);
@@ -135,7 +152,7 @@ unsafe fn block(
             let panel = packed[p * pairs * 2 * NR..(p + 1) * pairs * 2 * NR].as_ptr();
             let c = p * NR;
             let width = NR.min(l.n - c);
-            let ep = Epilogue::with_width(l, act, c, NR, gelu);
+            let ep = Epilogue::with_width(l, act, c, NR, gelu && !gelu_in_regs);
             for v0 in (0..NR / 8).step_by(TV) {
                 if 8 * v0 >= width {
                     break;
@@ -144,17 +161,17 @@ unsafe fn block(
                 let w = width - 8 * v0;
                 let mut r = c0;
                 while r + MR <= c1 {
-                    tile::<MR>(a.add((r - c0) * lda), lda, b, pairs, o, l.n, w, &ep, 8 * v0, r);
+                    tile::<MR>(a.add((r - c0) * lda), lda, b, pairs, o, l.n, w, &ep, gelu_in_regs, 8 * v0, r);
                     r += MR;
                 }
                 let a = a.add((r - c0) * lda);
                 match c1 - r {
                     0 => {}
-                    1 => tile::<1>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
-                    2 => tile::<2>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
-                    3 => tile::<3>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
-                    4 => tile::<4>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
-                    _ => tile::<5>(a, lda, b, pairs, o, l.n, w, &ep, 8 * v0, r),
+                    1 => tile::<1>(a, lda, b, pairs, o, l.n, w, &ep, gelu_in_regs, 8 * v0, r),
+                    2 => tile::<2>(a, lda, b, pairs, o, l.n, w, &ep, gelu_in_regs, 8 * v0, r),
+                    3 => tile::<3>(a, lda, b, pairs, o, l.n, w, &ep, gelu_in_regs, 8 * v0, r),
+                    4 => tile::<4>(a, lda, b, pairs, o, l.n, w, &ep, gelu_in_regs, 8 * v0, r),
+                    _ => tile::<5>(a, lda, b, pairs, o, l.n, w, &ep, gelu_in_regs, 8 * v0, r),
                 }
             }
         }
@@ -188,6 +205,7 @@ unsafe fn tile<const R: usize>(
     ldc: usize,
     width: usize,
     ep: &Epilogue<'_>,
+    gelu_in_regs: bool,
     off: usize,
     r0: usize,
 ) {
@@ -203,62 +221,93 @@ unsafe fn tile<const R: usize>(
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
-        let i = r0 + r;
-        dequant_store(row, ep, off, i, out.add(i * ldc), width.min(8 * TV));
-    }
+    dequant_store(&acc, ep, gelu_in_regs, off, r0, out, ldc, width.min(8 * TV));
 }
 
-/// Output row `i` of a panel from its `8 V` accumulators, the VNNI epilogue's arithmetic 8
-/// lanes wide: `out[c] = fma(f32(acc[c] − z_i · col_sum[c]), sx_i · sw[c], bias[c])`, then one
-/// FMA per f32 channel `t` (`side_x[i, t] · side_w[t, c]`, in channel order), for `c < width`,
-/// then GELU ([`crate::kernels::gelu_fast`]) when `ep.gelu`.
+/// Rows `r0 .. r0 + R` of a panel from their `8 V` accumulators each, the VNNI epilogue's
+/// arithmetic 8 lanes wide: `out[i, c] = fma(f32(acc[i, c] − z_i · col_sum[c]), sx_i · sw[c],
+/// bias[c])`, then one FMA per f32 channel `t` (`side_x[i, t] · side_w[t, c]`, in channel
+/// order), for `c < width`, then GELU: in registers before the store when `gelu_in_regs`
+/// ([`crate::kernels::gelu_approx_v8`]: the bits of `gelu_fast` on CPUs without AVX-512), else
+/// [`crate::kernels::gelu_fast`] on each stored row when `ep.gelu`. The column vectors and
+/// each channel's weight vectors are loaded once per tile, and the channel FMAs run channel by
+/// channel over all `R · V` vectors (independent chains), each element's operations as before.
 ///
 /// # Safety
-/// AVX2 and FMA available; `ep`'s column slices hold at least `8 V` values; `out` is valid for
-/// `width <= 8 V` writes; `ep.side_x` holds row `i`'s `side_n` values and `ep.side_w` `side_n`
-/// rows at stride `side_ld` of at least `8 V` columns.
+/// AVX2 and FMA available; `ep`'s column slices hold at least `off + 8 V` values; `out` (the
+/// panel's first column, row stride `ldc`) is valid for `width <= 8 V` writes in rows `r0 ..
+/// r0 + R`; `ep.side_x` holds those rows' `side_n` values and `ep.side_w` `side_n` rows at
+/// stride `side_ld` of at least `off + 8 V` columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn dequant_store<const N: usize>(
-    acc: &[std::arch::x86_64::__m256i; N],
+#[allow(clippy::too_many_arguments)]
+unsafe fn dequant_store<const R: usize, const V: usize>(
+    acc: &[[std::arch::x86_64::__m256i; V]; R],
     ep: &Epilogue<'_>,
+    gelu_in_regs: bool,
     off: usize,
-    i: usize,
+    r0: usize,
     out: *mut f32,
+    ldc: usize,
     width: usize,
 ) {
     use std::arch::x86_64::*;
-    let end = off + 8 * N;
-    debug_assert!(width <= 8 * N && ep.col_sum.len() >= end && ep.w_scale.len() >= end && ep.bias.len() >= end);
+    let end = off + 8 * V;
+    debug_assert!(width <= 8 * V && ep.col_sum.len() >= end && ep.w_scale.len() >= end && ep.bias.len() >= end);
     debug_assert!(ep.side_n == 0 || ep.side_w.len() >= (ep.side_n - 1) * ep.side_ld + end);
-    let sxv = _mm256_set1_ps(ep.x_scale[i]);
-    let zv = _mm256_set1_epi32(ep.x_zero[i]);
-    let side_x = &ep.side_x[i * ep.side_n..(i + 1) * ep.side_n];
-    for (j, &v) in acc.iter().enumerate() {
-        let live = width.saturating_sub(8 * j).min(8);
-        if live == 0 {
-            break;
-        }
-        let c = off + 8 * j;
-        let comp = _mm256_mullo_epi32(zv, _mm256_loadu_si256(ep.col_sum.as_ptr().add(c) as *const __m256i));
-        let scale = _mm256_mul_ps(sxv, _mm256_loadu_ps(ep.w_scale.as_ptr().add(c)));
-        let bias = _mm256_loadu_ps(ep.bias.as_ptr().add(c));
-        let mut y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v, comp)), scale, bias);
-        for (t, &xv) in side_x.iter().enumerate() {
-            y = _mm256_fmadd_ps(_mm256_set1_ps(xv), _mm256_loadu_ps(ep.side_w.as_ptr().add(t * ep.side_ld + c)), y);
-        }
-        if live == 8 {
-            _mm256_storeu_ps(out.add(8 * j), y);
-        } else {
-            let mut tmp = [0.0f32; 8];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), y);
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), out.add(8 * j), live);
+    debug_assert!(ep.x_scale.len() >= r0 + R && ep.side_x.len() >= (r0 + R) * ep.side_n);
+    let col = |j: usize| off + 8 * j;
+    let cs: [__m256i; V] = std::array::from_fn(|j| _mm256_loadu_si256(ep.col_sum.as_ptr().add(col(j)) as *const __m256i));
+    let ws: [__m256; V] = std::array::from_fn(|j| _mm256_loadu_ps(ep.w_scale.as_ptr().add(col(j))));
+    let bias: [__m256; V] = std::array::from_fn(|j| _mm256_loadu_ps(ep.bias.as_ptr().add(col(j))));
+    let mut y = [[_mm256_setzero_ps(); V]; R];
+    for (r, (yr, ar)) in y.iter_mut().zip(acc).enumerate() {
+        let i = r0 + r;
+        let sxv = _mm256_set1_ps(*ep.x_scale.get_unchecked(i));
+        let zv = _mm256_set1_epi32(*ep.x_zero.get_unchecked(i));
+        for j in 0..V {
+            let comp = _mm256_mullo_epi32(zv, cs[j]);
+            let scale = _mm256_mul_ps(sxv, ws[j]);
+            yr[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(ar[j], comp)), scale, bias[j]);
         }
     }
-    if ep.gelu {
-        // SAFETY: the row's `width` columns were just written (in bounds, this task's).
-        crate::kernels::gelu_fast(std::slice::from_raw_parts_mut(out, width));
+    for t in 0..ep.side_n {
+        let w: [__m256; V] = std::array::from_fn(|j| _mm256_loadu_ps(ep.side_w.as_ptr().add(t * ep.side_ld + col(j))));
+        for (r, yr) in y.iter_mut().enumerate() {
+            let xv = _mm256_set1_ps(*ep.side_x.get_unchecked((r0 + r) * ep.side_n + t));
+            for j in 0..V {
+                yr[j] = _mm256_fmadd_ps(xv, w[j], yr[j]);
+            }
+        }
+    }
+    if gelu_in_regs {
+        for yr in y.iter_mut() {
+            for v in yr.iter_mut() {
+                *v = crate::kernels::gelu_approx_v8(*v);
+            }
+        }
+    }
+    for (r, yr) in y.iter().enumerate() {
+        let o = out.add((r0 + r) * ldc);
+        if width == 8 * V {
+            for (j, &v) in yr.iter().enumerate() {
+                _mm256_storeu_ps(o.add(8 * j), v);
+            }
+        } else {
+            for (j, &v) in yr.iter().enumerate() {
+                let live = width.saturating_sub(8 * j).min(8);
+                if live == 0 {
+                    break;
+                }
+                let mut tmp = [0.0f32; 8];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), o.add(8 * j), live);
+            }
+        }
+        if ep.gelu {
+            // SAFETY: the row's `width` columns were just written (in bounds, this task's).
+            crate::kernels::gelu_fast(std::slice::from_raw_parts_mut(o, width));
+        }
     }
 }
