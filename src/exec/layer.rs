@@ -172,7 +172,7 @@ impl Encoder {
                         let lanes = kw.is_none() && kernels::attention_accumulate_supported(dh, nb, ni);
                         for head in 0..h {
                             let (q_b, kv_e, c0) = head_inputs(head);
-                            // the AVX-512 kernel skips writing probabilities; others need a buffer
+                            // the query-lane kernels skip writing probabilities; others need a buffer
                             if !lanes {
                                 pbuf.resize(nb * ni, 0.0);
                             }

@@ -406,6 +406,114 @@ mod qlane_tests {
         );
     }
 
+    /// `attention_head_accumulate` over the heads of a layer (whichever kernel this CPU runs it
+    /// on: AVX-512 or AVX2) gives the row-layout path's context bits and, divided by H, the bits
+    /// of `reduce_heads_row` on the row-major probabilities (the route taken without it): ragged
+    /// blocks (1..16 queries), 1 key, gathered keys, a head with a raw (non-finite) row, and a
+    /// stale accumulator that the first head must overwrite.
+    #[test]
+    fn attention_head_accumulate_bitwise_equal_reduce_heads_row() {
+        if !super::attention_accumulate_supported(8, 16, 1) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "NOTE: attention_head_accumulate_bitwise_equal_reduce_heads_row did NOT run: this CPU has neither AVX-512F/DQ nor AVX2 + FMA"
+            );
+            return;
+        }
+        assert!(!super::attention_accumulate_supported(8, 17, 4) && !super::attention_accumulate_supported(12, 4, 4));
+        assert!(!super::attention_accumulate_supported(8, 4, 0));
+        let fast_exp = super::softmax_exp() == super::SoftmaxExp::Fast;
+        let same = |a: f64, b: f64| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        let mut rng = fastrand::Rng::with_seed(5);
+        let h = 3;
+        let mut runs = 0;
+        for &(dh, no, ni, gathered) in &[
+            (8usize, 16usize, 128usize, false),
+            (8, 1, 1, false),
+            (16, 7, 33, true),
+            (32, 16, 130, true),
+            (64, 9, 17, false),
+            (8, 13, 5, true),
+        ] {
+            let d = h * dh;
+            let rows_kv = ni + 3;
+            let mut q: Vec<f32> = (0..no * d).map(|_| rng.f32() * 4.0 - 2.0).collect();
+            if no > 2 {
+                // head 1, query 2: scores overflow, softmax leaves the raw scores (±inf, NaN)
+                q[2 * d + dh..2 * d + 2 * dh].fill(3e38);
+            }
+            let kv: Vec<f32> = (0..rows_kv * 2 * d).map(|_| rng.f32() * 4.0 - 2.0).collect();
+            let key_rows: Vec<usize> = if gathered { (0..ni).map(|j| (j * 5 + 2) % rows_kv).collect() } else { Vec::new() };
+            let kr = gathered.then_some(&key_rows[..]);
+            // the route without accumulation: row-major [H, no, ni] probabilities, then reduced
+            let mut probs = vec![0.0f32; h * no * ni];
+            let mut c0 = vec![0.0f32; no * d];
+            let mut kt = vec![0.0f32; dh * ni.div_ceil(16) * 16];
+            for head in 0..h {
+                super::attention_head_dispatch(
+                    &q[head * dh..],
+                    d,
+                    &kv[head * dh..],
+                    2 * d,
+                    d,
+                    kr,
+                    None,
+                    no,
+                    ni,
+                    dh,
+                    &mut probs[head * no * ni..(head + 1) * no * ni],
+                    // SAFETY: columns head·dh.. of `no` rows of stride d.
+                    unsafe { c0.as_mut_ptr().add(head * dh) },
+                    d,
+                    &mut kt,
+                    fast_exp,
+                );
+            }
+            let mut acc = vec![7.5f64; 16 * ni];
+            let mut c1 = vec![0.0f32; no * d];
+            for head in 0..h {
+                // SAFETY: as above; the support checked at the top covers these shapes.
+                unsafe {
+                    super::attention_head_accumulate(
+                        &q[head * dh..],
+                        d,
+                        &kv[head * dh..],
+                        2 * d,
+                        d,
+                        kr,
+                        no,
+                        ni,
+                        dh,
+                        c1.as_mut_ptr().add(head * dh),
+                        d,
+                        &mut acc,
+                        head == 0,
+                    )
+                };
+            }
+            let what = format!("dh {dh} no {no} ni {ni} gathered {gathered}");
+            assert!(c0.iter().zip(&c1).all(|(a, b)| same(f64::from(*a), f64::from(*b))), "ctx {what}");
+            let mut want = vec![0.0f64; ni];
+            for r in 0..no {
+                super::reduce_heads_row(&probs[r * ni..], no * ni, h, false, &mut want);
+                for (j, &w) in want.iter().enumerate() {
+                    let got = acc[16 * j + r] / h as f64;
+                    assert!(same(got, w), "{what}: row {r} key {j}: accumulated {got:e}, reduce_heads_row {w:e}");
+                }
+                // a finite row's mean probabilities sum to 1; the raw row does not
+                let total: f64 = want.iter().sum();
+                assert!((total - 1.0).abs() < 1e-5 || r == 2, "{what}: row {r} sums to {total}");
+                assert!(r != 2 || !total.is_finite() || (total - 1.0).abs() > 1.0, "{what}: the raw row sums to {total}");
+            }
+            runs += 1;
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "attention_head_accumulate_bitwise_equal_reduce_heads_row: {} ran, {runs} shapes bitwise equal",
+            if super::isa() == super::Isa::V4 { "AVX-512 16-lane kernel" } else { "AVX2 query-lane kernel" }
+        );
+    }
+
     /// `attention_head` itself (whichever kernel this CPU dispatches to, named on stderr) gives
     /// the row-layout path's bits.
     #[test]
@@ -573,7 +681,7 @@ pub unsafe fn attention_head(
     #[cfg(target_arch = "x86_64")]
     if key_weights.is_none() && ni > 0 && matches!(dh, 8 | 16 | 32 | 64) && isa() == Isa::V3 {
         // SAFETY: AVX2 + FMA checked by `isa`; bounds asserted above (q rows, key rows, probs).
-        unsafe { run_qlanes_avx2(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh, probs, ctx, ldc) };
+        unsafe { run_qlanes_avx2(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh, probs, ctx, ldc, |_| ()) };
         return;
     }
     let fast_exp = softmax_exp() == SoftmaxExp::Fast;
@@ -640,11 +748,14 @@ pub fn attention_scores(
     attention_scores_dispatch(q, ldq, &kt[..], no, ni, dh, &mut out[..no * ni])
 }
 
-/// Whether [`attention_head_accumulate`] runs for head size `dh`, `no` query rows, `ni` keys.
+/// Whether [`attention_head_accumulate`] runs for head size `dh`, `no` query rows, `ni` keys:
+/// `dh` in 8/16/32/64, `1 <= ni`, `no <= 16`, on AVX-512F/DQ or AVX2 + FMA (x86-64 only).
 pub fn attention_accumulate_supported(dh: usize, no: usize, ni: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        ni > 0 && no <= 16 && matches!(dh, 8 | 16 | 32 | 64) && isa() == Isa::V4
+        // one block of <= 16 queries: the AVX-512 kernel's lanes, or the AVX2 kernel's
+        // 8 AVX2_GROUPS (= 16) queries in two vectors; both leave a [ni][16] lane scratch
+        ni > 0 && no <= 8 * AVX2_GROUPS && matches!(dh, 8 | 16 | 32 | 64) && matches!(isa(), Isa::V4 | Isa::V3)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -680,11 +791,18 @@ pub unsafe fn attention_head_accumulate(
 ) {
     assert!(attention_accumulate_supported(dh, no, ni) && acc.len() >= 16 * ni);
     assert_head_bounds(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh);
-    // SAFETY: AVX-512 checked by `attention_accumulate_supported`; bounds asserted above. One
-    // block of <= 16 rows: the lane scratch holds its normalised probabilities afterwards.
+    // SAFETY: AVX-512 (V4) or AVX2 + FMA (V3) checked by `attention_accumulate_supported`;
+    // bounds asserted above. One block of <= 16 rows: the lane scratch holds its normalised
+    // probabilities afterwards (query r of key j at [j][r], both kernels).
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        run_qlanes(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh, &mut [], ctx, ldc, |pt| qlanes::accumulate_lanes(pt, acc, first))
+        if isa() == Isa::V4 {
+            run_qlanes(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh, &mut [], ctx, ldc, |pt| qlanes::accumulate_lanes(pt, acc, first))
+        } else {
+            run_qlanes_avx2(q, ldq, kv, ldkv, v_off, key_rows, no, ni, dh, &mut [], ctx, ldc, |pt| {
+                qlanes_avx2::accumulate_lanes(pt, acc, first)
+            })
+        }
     };
 }
 
@@ -775,7 +893,8 @@ const AVX2_GROUPS: usize = 2;
 const AVX2_PV_COLS: usize = 4;
 
 /// The AVX2 query-lane kernel (`qlanes_avx2`) for head size `dh` (8/16/32/64) with this
-/// thread's lane scratch.
+/// thread's lane scratch, then `then` on that scratch (`ni` keys of 16 queries, the last
+/// block's normalised probabilities, query `r` of key `j` at `[j][r]`).
 ///
 /// # Safety
 /// AVX2 and FMA must be available; the bounds of [`assert_head_bounds`] and of `ctx` as in
@@ -795,6 +914,7 @@ unsafe fn run_qlanes_avx2(
     probs: &mut [f32],
     ctx: *mut f32,
     ldc: usize,
+    then: impl FnOnce(&[[f32; 16]]),
 ) {
     use qlanes_avx2::attention as a;
     let mut pt = QLANE_SCRATCH.with(|s| s.take());
@@ -817,6 +937,7 @@ unsafe fn run_qlanes_avx2(
             (_, false) => a::<64, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
         }
     }
+    then(&pt[..ni]);
     QLANE_SCRATCH.with(|s| s.replace(pt));
 }
 

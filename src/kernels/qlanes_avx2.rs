@@ -339,3 +339,34 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
         i0 += qb;
     }
 }
+
+/// `acc[16 j + l] = f64(pt[j][l])` (`first`) or `+= f64(pt[j][l])`: one head's lane-major
+/// probabilities (16 queries per key, the layout [`attention`] leaves with `G = 2`) added to
+/// the head reduction in `reduce_heads_row`'s arithmetic (f32 -> f64 is exact; one f64 add
+/// per head, heads in call order), as `qlanes::accumulate_lanes` on 4-lane f64 vectors.
+///
+/// # Safety
+/// AVX2 must be available; `acc.len() >= 16 * pt.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn accumulate_lanes(pt: &[[f32; 16]], acc: &mut [f64], first: bool) {
+    debug_assert!(acc.len() >= 16 * pt.len());
+    let a = acc.as_mut_ptr();
+    for (j, p) in pt.iter().enumerate() {
+        for h in 0..2 {
+            // SAFETY: 8 values at 8 h of `p`; 8 f64 at 16 j + 8 h of `acc` (asserted length).
+            unsafe {
+                let v = _mm256_loadu_ps(p.as_ptr().add(8 * h));
+                let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+                let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+                let (al, ah) = (a.add(16 * j + 8 * h), a.add(16 * j + 8 * h + 4));
+                if first {
+                    _mm256_storeu_pd(al, lo);
+                    _mm256_storeu_pd(ah, hi);
+                } else {
+                    _mm256_storeu_pd(al, _mm256_add_pd(_mm256_loadu_pd(al), lo));
+                    _mm256_storeu_pd(ah, _mm256_add_pd(_mm256_loadu_pd(ah), hi));
+                }
+            }
+        }
+    }
+}
