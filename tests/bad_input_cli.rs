@@ -340,6 +340,19 @@ fn skipped_rows_of_a_split_read_as_dev_and_test_are_counted_once() {
     assert!(err.contains("skipped 2 malformed row(s) (--skip-bad-rows): train 0, dev 1, test 1"), "{err}");
 }
 
+#[test]
+fn absurd_thread_counts_are_refused_and_oversubscription_warns() {
+    let r = sttabt(&["--threads", "100000", "info"]);
+    assert_fails_naming(&r, "--threads 100000", &["--threads 100000", "at most 1024"]);
+    let r = sttabt(&["--threads", "0", "info"]);
+    assert_fails_naming(&r, "--threads 0", &["--threads", "at least 1"]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let many = (cores + 1).to_string();
+    let r = sttabt(&["--threads", &many, "info"]);
+    assert!(r.status.success(), "--threads {many} info failed:\n{}", stderr(&r));
+    assert!(stderr(&r).contains("more than this machine's"), "no oversubscription warning:\n{}", stderr(&r));
+}
+
 // ---------------------------------------------------------------------------------------------
 // --max-length above the model's positions: a warning with the value used
 

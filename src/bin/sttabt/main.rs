@@ -403,11 +403,21 @@ fn error_chain(e: &anyhow::Error) -> String {
     line
 }
 
+/// The largest `--threads` accepted (each worker thread has its own stack and scratch).
+const MAX_THREADS: usize = 1024;
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
         if t == 0 {
             bail!("--threads must be at least 1");
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if t > MAX_THREADS {
+            bail!("--threads {t} is too many: at most {MAX_THREADS} (this machine has {cores} cores; the kernels are fastest at one thread per core)");
+        }
+        if t > cores {
+            eprintln!("warning: --threads {t} is more than this machine's {cores} cores; the kernels run slower when threads share a core");
         }
         rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global().context("setting --threads")?;
     }
