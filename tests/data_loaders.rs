@@ -351,6 +351,22 @@ fn table_csv_quoted_with_string_labels() {
 }
 
 #[test]
+fn table_empty_texts_are_row_errors_in_csv_and_jsonl() {
+    let dir = TempDir::new("emptytext");
+    let csv = dir.write("e.csv", "text,label\n\"a joy\",pos\n\"\",neg\n\"   \",pos\n\"flat\",neg\n");
+    let spec = TableSpec::new("text", "label");
+    let err = load_table(&csv, &spec, false).unwrap_err();
+    assert!(matches!(&err, DataError::BadValue { line: 3, column, .. } if column == "text"), "{err}");
+    assert!(err.to_string().contains("a non-empty text"), "{err}");
+    let ds = load_table(&csv, &spec, true).unwrap();
+    assert_eq!((ds.skipped_rows, texts(&ds)), (2, vec!["a joy", "flat"]));
+    let jsonl = dir.write("e.jsonl", "{\"text\": \"good\", \"label\": \"pos\"}\n{\"text\": \" \", \"label\": \"neg\"}\n");
+    let err = load_table(&jsonl, &spec, false).unwrap_err();
+    assert!(matches!(&err, DataError::BadValue { line: 2, .. }), "{err}");
+    assert_eq!(load_table(&jsonl, &spec, true).unwrap().skipped_rows, 1);
+}
+
+#[test]
 fn table_tsv_integer_labels_and_pairs() {
     let dir = TempDir::new("tsv");
     let path = dir.write("pairs.tsv", "a\tb\ty\n\"quoted start\tsecond\t2\nx\ty\t0\nz\tw\t1\n");

@@ -242,6 +242,9 @@ fn read_delimited_rows(path: &Path, spec: &TableSpec, format: Format, skip: bool
                 return Err(DataError::ColumnCount { path: path.to_path_buf(), line, expected: header.len(), found: record.len() });
             }
             let text = field_str(path, line, &spec.text_column, record, text_i)?.to_string();
+            if text.trim().is_empty() {
+                return Err(empty_text(path, line, &spec.text_column, &text));
+            }
             let pair = match (pair_i, &spec.pair_column) {
                 (Some(i), Some(name)) => Some(field_str(path, line, name, record, i)?.to_string()),
                 _ => None,
@@ -295,6 +298,9 @@ fn parse_json_row(path: &Path, line: u64, text: &str, spec: &TableSpec) -> Resul
         }
     };
     let text_value = get_str(&spec.text_column)?;
+    if text_value.trim().is_empty() {
+        return Err(empty_text(path, line, &spec.text_column, &text_value));
+    }
     let pair = match &spec.pair_column {
         Some(k) => Some(get_str(k)?),
         None => None,
@@ -339,6 +345,18 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 fn bad_label(path: &Path, line: u64, column: &str, expected: &str, found: String) -> DataError {
     DataError::BadValue { path: path.to_path_buf(), line, column: column.to_string(), expected: expected.to_string(), found }
+}
+
+/// An empty or whitespace-only text: nothing to tokenise but [CLS]/[SEP], so a row error (skipped
+/// with `--skip-bad-rows`), as `classify` refuses an empty text.
+fn empty_text(path: &Path, line: u64, column: &str, raw: &str) -> DataError {
+    DataError::BadValue {
+        path: path.to_path_buf(),
+        line,
+        column: column.to_string(),
+        expected: "a non-empty text".to_string(),
+        found: raw.to_string(),
+    }
 }
 
 fn empty_label(path: &Path, line: u64, column: &str) -> DataError {
