@@ -107,7 +107,8 @@ names FILE:LINE otherwise).
 
 Output: one line per input, `LABEL<TAB>PROBABILITY<TAB>retention R%<TAB>TEXT[<TAB>PAIR]`; with
 --json one JSON object per line: text, pair (or null), label, probability, logits, retention,
-mode, gflops, inputs_per_layer (|I_l| for l = 1..L), tokens, survives_to_layer. --explain --json
+mode, gflops, inputs_per_layer (|I_l| for l = 1..L), tokens, survives_to_layer, precision
+({teacher, approx}: fp32 or int8). --explain --json
 adds `explain`: one object per token that layer 1 reads (tokens no layer reads are left out):
 index, token, segment (0 = TEXT, 1 = PAIR), char_start and char_end (char offsets, i.e. Unicode
 scalar values, into the original TEXT or PAIR, end exclusive; null with segment null for [CLS] and
