@@ -861,25 +861,33 @@ pub(super) unsafe fn run_qlanes(
     ldc: usize,
     then: impl FnOnce(&[[f32; 16]]),
 ) {
+    with_lane_scratch(ni, |p| {
+        // SAFETY: as this function's contract.
+        unsafe {
+            match (dh, softmax_exp() == SoftmaxExp::Fast) {
+                (8, true) => qlanes::attention::<8, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (16, true) => qlanes::attention::<16, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (32, true) => qlanes::attention::<32, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (_, true) => qlanes::attention::<64, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (8, false) => qlanes::attention::<8, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (16, false) => qlanes::attention::<16, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (32, false) => qlanes::attention::<32, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (_, false) => qlanes::attention::<64, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            }
+        }
+        then(p);
+    });
+}
+
+/// `f` on this thread's query-lane scratch (`ni` blocks of 16 lanes; reused across calls, grown
+/// when short), shared by the AVX-512 and AVX2 query-lane kernels.
+#[cfg(target_arch = "x86_64")]
+fn with_lane_scratch(ni: usize, f: impl FnOnce(&mut [[f32; 16]])) {
     let mut pt = QLANE_SCRATCH.with(|s| s.take());
     if pt.len() < ni {
         pt.resize(ni, [0.0; 16]);
     }
-    let p = &mut pt[..ni];
-    // SAFETY: as this function's contract.
-    unsafe {
-        match (dh, softmax_exp() == SoftmaxExp::Fast) {
-            (8, true) => qlanes::attention::<8, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (16, true) => qlanes::attention::<16, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (32, true) => qlanes::attention::<32, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (_, true) => qlanes::attention::<64, true>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (8, false) => qlanes::attention::<8, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (16, false) => qlanes::attention::<16, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (32, false) => qlanes::attention::<32, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (_, false) => qlanes::attention::<64, false>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-        }
-    }
-    then(&pt[..ni]);
+    f(&mut pt[..ni]);
     QLANE_SCRATCH.with(|s| s.replace(pt));
 }
 
@@ -917,28 +925,25 @@ unsafe fn run_qlanes_avx2(
     then: impl FnOnce(&[[f32; 16]]),
 ) {
     use qlanes_avx2::attention as a;
-    let mut pt = QLANE_SCRATCH.with(|s| s.take());
-    if pt.len() < ni {
-        pt.resize(ni, [0.0; 16]);
-    }
-    let p = &mut pt.as_flattened_mut()[..16 * ni];
-    const G: usize = AVX2_GROUPS;
-    const C: usize = AVX2_PV_COLS;
-    // SAFETY: as this function's contract.
-    unsafe {
-        match (dh, softmax_exp() == SoftmaxExp::Fast) {
-            (8, true) => a::<8, true, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (16, true) => a::<16, true, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (32, true) => a::<32, true, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (_, true) => a::<64, true, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (8, false) => a::<8, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (16, false) => a::<16, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (32, false) => a::<32, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
-            (_, false) => a::<64, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+    with_lane_scratch(ni, |pt| {
+        let p = pt.as_flattened_mut();
+        const G: usize = AVX2_GROUPS;
+        const C: usize = AVX2_PV_COLS;
+        // SAFETY: as this function's contract.
+        unsafe {
+            match (dh, softmax_exp() == SoftmaxExp::Fast) {
+                (8, true) => a::<8, true, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (16, true) => a::<16, true, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (32, true) => a::<32, true, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (_, true) => a::<64, true, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (8, false) => a::<8, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (16, false) => a::<16, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (32, false) => a::<32, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+                (_, false) => a::<64, false, G, C>(q, ldq, kv, ldkv, v_off, key_rows, no, ni, probs, ctx, ldc, p),
+            }
         }
-    }
-    then(&pt[..ni]);
-    QLANE_SCRATCH.with(|s| s.replace(pt));
+        then(pt);
+    });
 }
 
 #[inline(always)]
