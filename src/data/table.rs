@@ -312,7 +312,7 @@ fn parse_json_row(path: &Path, line: u64, text: &str, spec: &TableSpec) -> Resul
             if spec.regression {
                 match n.as_f64() {
                     Some(v) if v.is_finite() => RawLabel::Score(v as f32),
-                    _ => return Err(bad_label(path, line, key, "a finite number", n.to_string())),
+                    _ => return Err(bad_value(path, line, key, "a finite number", n.to_string())),
                 }
             } else {
                 RawLabel::Str(n.to_string())
@@ -320,7 +320,7 @@ fn parse_json_row(path: &Path, line: u64, text: &str, spec: &TableSpec) -> Resul
         }
         Some(serde_json::Value::Bool(b)) => RawLabel::Str(b.to_string()),
         other => {
-            return Err(bad_label(
+            return Err(bad_value(
                 path,
                 line,
                 key,
@@ -343,29 +343,23 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-fn bad_label(path: &Path, line: u64, column: &str, expected: &str, found: String) -> DataError {
+fn bad_value(path: &Path, line: u64, column: &str, expected: &str, found: String) -> DataError {
     DataError::BadValue { path: path.to_path_buf(), line, column: column.to_string(), expected: expected.to_string(), found }
 }
 
 /// An empty or whitespace-only text: nothing to tokenise but [CLS]/[SEP], so a row error (skipped
 /// with `--skip-bad-rows`), as `classify` refuses an empty text.
 fn empty_text(path: &Path, line: u64, column: &str, raw: &str) -> DataError {
-    DataError::BadValue {
-        path: path.to_path_buf(),
-        line,
-        column: column.to_string(),
-        expected: "a non-empty text".to_string(),
-        found: raw.to_string(),
-    }
+    bad_value(path, line, column, "a non-empty text", raw.to_string())
 }
 
 fn empty_label(path: &Path, line: u64, column: &str) -> DataError {
-    bad_label(path, line, column, "a non-empty label", String::new())
+    bad_value(path, line, column, "a non-empty label", String::new())
 }
 
 fn parse_score(path: &Path, line: u64, column: &str, raw: &str) -> Result<f32, DataError> {
     match raw.trim().parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(bad_label(path, line, column, "a finite number", raw.to_string())),
+        _ => Err(bad_value(path, line, column, "a finite number", raw.to_string())),
     }
 }
