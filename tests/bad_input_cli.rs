@@ -233,6 +233,23 @@ fn eval_reads_dev_and_test_files_without_train() {
 }
 
 #[test]
+fn eval_reads_integer_labels_as_class_indices_of_named_labels() {
+    // the model's id2label is neg/pos; a file labelled 0/1 means the class indices
+    let (model, _) = tiny_classifier("evalints");
+    let dir = TempDir::new("evalints-data");
+    let dev = dir.path().join("dev.csv");
+    write_csv(&dev, &[("a gripping, funny film", "1"), ("dull and long", "0"), ("a joy", "pos")]);
+    let out = dir.path().join("results");
+    let r = eval_quick(model.path(), &["--dev", s(&dev), "--limit", "3"], &out);
+    assert!(r.status.success(), "eval with 0/1 labels failed:\n{}", stderr(&r));
+    assert_eq!(common::read_json(out.join("results.json"))["results"]["dev_examples"], 3);
+    // an integer out of range: the file and line, the value and the valid range
+    write_csv(&dev, &[("a joy", "1"), ("flat", "2")]);
+    let r = eval_quick(model.path(), &["--dev", s(&dev)], &dir.path().join("bad"));
+    assert_fails_naming(&r, "eval with label 2 of 2 classes", &[&format!("{}: line 3", dev.display()), "\"2\"", "0..=1"]);
+}
+
+#[test]
 fn data_flag_combinations_that_cannot_be_honoured_are_errors() {
     let (model, _) = tiny_classifier("dataflags");
     let m = s(model.path());

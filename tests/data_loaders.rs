@@ -438,6 +438,29 @@ fn table_fixed_label_names() {
 }
 
 #[test]
+fn table_fixed_label_names_accept_class_indices_in_range() {
+    let dir = TempDir::new("fixedidx");
+    // 0/1 for names neg/pos are class indices; a name that is itself an integer keeps its position
+    let path = dir.write("dev.csv", "text,label\nx,1\ny,0\nz,neg\n");
+    let ds = load_table(&path, &TableSpec::new("text", "label").with_label_names(&["neg", "pos"]), false).unwrap();
+    assert_eq!(classes(&ds), vec![1, 0, 0]);
+    assert_eq!(ds.label_names, vec!["neg", "pos"]);
+    let ds = load_table(&path, &TableSpec::new("text", "label").with_label_names(&["1", "neg", "0"]), false).unwrap();
+    assert_eq!(classes(&ds), vec![0, 2, 1], "a label that is a name maps to the name's position");
+    // out of range: an error naming file, line, value and the valid range; skipped with skip_bad_rows
+    let bad = dir.write("bad.csv", "text,label\nx,1\ny,2\n");
+    let err = load_table(&bad, &TableSpec::new("text", "label").with_label_names(&["neg", "pos"]), false).unwrap_err();
+    assert!(matches!(err, DataError::BadValue { line: 3, .. }), "{err}");
+    let msg = err.to_string();
+    for part in ["bad.csv", "line 3", "\"2\"", "0..=1", "\"neg\""] {
+        assert!(msg.contains(part), "{part:?} not in {msg}");
+    }
+    let ds = load_table(&bad, &TableSpec::new("text", "label").with_label_names(&["neg", "pos"]), true).unwrap();
+    assert_eq!(classes(&ds), vec![1]);
+    assert_eq!(ds.skipped_rows, 1);
+}
+
+#[test]
 fn table_gzip_csv() {
     let dir = TempDir::new("gz");
     let path = dir.path().join("t.csv.gz");

@@ -8,7 +8,9 @@
 //! Labels:
 //! * regression ([`TableSpec::regression`]): parsed as finite `f32` scores;
 //! * fixed names ([`TableSpec::label_names`]): each label must be one of them, id = position
-//!   (use this to load a dev file with the training file's mapping);
+//!   (use this to load a dev file with the training file's mapping), or an integer that is not
+//!   itself a name and is below the number of names: then it is the class id (files labelled
+//!   `0`/`1` for a model whose `id2label` is `negative`/`positive`);
 //! * otherwise, if every label is a non-negative integer, the integer is the class id and
 //!   `label_names` are `"0"`, `"1"`, ..., `"max"` (so names are the numeric string forms in
 //!   numeric order, and every id indexes `label_names`);
@@ -176,18 +178,11 @@ pub fn load_table(path: &Path, spec: &TableSpec, skip_bad_rows: bool) -> Result<
         let mut max_int = 0usize;
         for (line, text, pair, s) in str_rows {
             let id = match &mut mapping {
-                Mapping::Fixed(map) => match map.get(&s) {
-                    Some(&id) => id,
+                Mapping::Fixed(map) => match fixed_label_id(map, spec.label_names.as_ref().map_or(0, Vec::len), &s) {
+                    Some(id) => id,
                     None => {
-                        let mut expected: Vec<&String> = spec.label_names.iter().flatten().collect();
-                        expected.truncate(20);
-                        let err = DataError::BadValue {
-                            path: path.to_path_buf(),
-                            line,
-                            column: label_column.to_string(),
-                            expected: format!("one of the label names {expected:?}"),
-                            found: s,
-                        };
+                        let names = spec.label_names.as_deref().unwrap_or_default();
+                        let err = unknown_fixed_label(path, line, label_column, names, s);
                         handle_row_result(Err(err), skip_bad_rows, &mut skipped)?;
                         continue;
                     }
@@ -215,6 +210,25 @@ pub fn load_table(path: &Path, spec: &TableSpec, skip_bad_rows: bool) -> Result<
         return Err(DataError::NoExamples { path: path.to_path_buf(), skipped_rows: skipped });
     }
     Ok(Dataset { examples, label_names, source: path.display().to_string(), skipped_rows: skipped })
+}
+
+/// The class id of `label` under fixed names: its position among the names, else (a label that is
+/// not itself a name) a non-negative integer below the number of names read as the class index
+/// (`0`/`1` in a file for a model whose `id2label` is `negative`/`positive`). `None` otherwise.
+fn fixed_label_id(map: &HashMap<String, usize>, count: usize, label: &str) -> Option<usize> {
+    match map.get(label) {
+        Some(&id) => Some(id),
+        None => label.parse::<usize>().ok().filter(|&i| i < count),
+    }
+}
+
+/// A label that is neither one of the fixed `names` nor a class index in range: the error names
+/// the file, line, value, the names and the valid index range.
+fn unknown_fixed_label(path: &Path, line: u64, column: &str, names: &[String], found: String) -> DataError {
+    let shown: Vec<&String> = names.iter().take(20).collect();
+    let more = if names.len() > shown.len() { format!(" (first 20 of {})", names.len()) } else { String::new() };
+    let expected = format!("one of the label names {shown:?}{more} or a class index in 0..={}", names.len().saturating_sub(1));
+    bad_value(path, line, column, &expected, found)
 }
 
 enum Mapping {
