@@ -372,6 +372,20 @@ fn bad_input_gives_clear_errors() {
 }
 
 #[test]
+fn an_approxnet_given_as_model_is_named_with_how_to_pass_it() {
+    let tmp = TempDir::new("approx-as-model");
+    let (tdir, adir) = (tmp.path().join("teacher"), tmp.path().join("approx"));
+    let teacher = write_teacher(&tdir);
+    write_approx(&teacher, &adir);
+    let a = s(&adir);
+    let parts = ["is an ApproxNet (factor 4, teacher hidden size 384", &format!("pass it as --approx {a}"), "its teacher", "as --model"];
+    expect_error(&["classify", "--model", a, "A fine film."], &parts);
+    expect_error(&["classify", "--model", a, "--approx", a, "--mode", "dense", "A fine film."], &parts);
+    expect_error(&["eval", "--model", a, "--limit", "2", "--out", s(&tmp.path().join("eval"))], &parts);
+    expect_error(&["bench", "--model", a, "--synth-examples", "1"], &parts);
+}
+
+#[test]
 fn info_names_an_approxnet_and_its_teacher_shape() {
     let tmp = TempDir::new("info-approx");
     let (tdir, adir) = (tmp.path().join("teacher"), tmp.path().join("approx"));

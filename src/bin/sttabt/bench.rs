@@ -99,6 +99,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         json,
         precision,
     } = args;
+    if let Some(m) = &model {
+        super::refuse_approx_as_model(m)?;
+    }
     precision.warn_if_slow();
     let d = sttabt::bench::BenchOptions::default();
     let (model, approx, modes) = match bundle {

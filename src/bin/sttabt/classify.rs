@@ -77,6 +77,9 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
         (None, None, Some(d)) => Some(PrunerRun::Bundle(d)),
         (None, None, None) => None,
     };
+    if let Some(m) = &model {
+        super::refuse_approx_as_model(m)?;
+    }
     let mode = classify_mode_name(mode, run.as_ref())?;
     let keep = parse_keeps(keep.as_deref(), &mode)?;
     if !images.is_empty() {

@@ -104,6 +104,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let max_length = max_length.unwrap_or(if long_reviews.is_some() { 512 } else { 128 });
     let long = long_reviews.map(|count| LongReviews { count, words: long_words });
     let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
+    if let Some(m) = &model {
+        super::refuse_approx_as_model(m)?;
+    }
     let mut bundle_note: Option<String> = None;
     let (model, approx, extra) = match &bundle {
         Some(dir) => {

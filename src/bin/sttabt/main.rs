@@ -467,6 +467,24 @@ fn clamp_max_length(dir: &std::path::Path, model: &Encoder, max_length: usize) -
     max_length
 }
 
+/// `--model DIR` names the classifier (the teacher): an ApproxNet written by `sttabt distill`
+/// (its config.json has `"model_type": "sttabt-approx"` and an `sttabt_approx` block) is an error
+/// saying what it is and how to pass it, before anything is loaded.
+fn refuse_approx_as_model(dir: &std::path::Path) -> Result<()> {
+    if let Some(a) = sttabt::approx::ApproxMeta::read(dir) {
+        bail!(
+            "--model {} is an ApproxNet (factor {}, teacher hidden size {}, {} layers, {} heads), not a classifier: pass it as --approx {} and its teacher (the model it was distilled from) as --model",
+            dir.display(),
+            a.factor,
+            a.teacher_hidden_size,
+            a.teacher_num_layers,
+            a.teacher_num_heads,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
     let dir = model.unwrap_or_else(assets::default_model_dir);
     if !dir.exists() {
