@@ -95,7 +95,7 @@ fn pairs_match_library_pair_encoding() {
     assert_eq!(rec["text"], a);
     assert_eq!(rec["pair"], b);
     assert!(rec.get("bundle").is_none(), "no `bundle` field without --bundle: {rec}");
-    assert_eq!(rec["precision"], serde_json::json!({"teacher": "fp32", "approx": "fp32"}), "{rec}");
+    assert_eq!(rec["precision"], serde_json::json!({"teacher": "fp32", "approx": null}), "no ApproxNet runs in dense mode: {rec}");
     let int8 = json_lines(&["classify", "--model", s(&t), "--mode", "dense", "--precision", "int8", "--json", a]).remove(0);
     assert_eq!(int8["precision"]["teacher"], "int8", "{int8}");
     let tokens: Vec<String> = rec["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
@@ -383,6 +383,36 @@ fn an_approxnet_given_as_model_is_named_with_how_to_pass_it() {
     expect_error(&["classify", "--model", a, "--approx", a, "--mode", "dense", "A fine film."], &parts);
     expect_error(&["eval", "--model", a, "--limit", "2", "--out", s(&tmp.path().join("eval"))], &parts);
     expect_error(&["bench", "--model", a, "--synth-examples", "1"], &parts);
+}
+
+#[test]
+fn the_approxnet_precision_is_named_only_when_one_runs() {
+    let tmp = TempDir::new("approx-precision");
+    let (tdir, adir) = (tmp.path().join("teacher"), tmp.path().join("approx"));
+    let teacher = write_teacher(&tdir);
+    write_approx(&teacher, &adir);
+    let (t, a, text) = (s(&tdir), s(&adir), "A fine film.");
+    // dense (with or without --approx given): the teacher alone runs
+    for extra in [&[][..], &["--approx", a][..]] {
+        let mut args = vec!["classify", "--model", t, "--mode", "dense", "--precision", "int8", text];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = sttabt(&args);
+        assert!(ok, "{err}");
+        assert!(err.contains("precision: teacher int8; int8 kernels: "), "{err}");
+        assert!(!err.contains("ApproxNet"), "dense runs no ApproxNet: {err}");
+        args.push("--json");
+        let rec = json_lines(&args).remove(0);
+        assert_eq!(rec["precision"], serde_json::json!({"teacher": "int8", "approx": null}), "{rec}");
+    }
+    // ABT: the ApproxNet runs and is named
+    let args = ["classify", "--model", t, "--approx", a, "--keep", "0.5", "--precision", "int8", text];
+    let (ok, _, err) = sttabt(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("precision: teacher int8, ApproxNet fp32; int8 kernels: "), "{err}");
+    let mut args = args.to_vec();
+    args.push("--json");
+    let rec = json_lines(&args).remove(0);
+    assert_eq!(rec["precision"], serde_json::json!({"teacher": "int8", "approx": "fp32"}), "{rec}");
 }
 
 #[test]

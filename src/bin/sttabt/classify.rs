@@ -402,8 +402,10 @@ pub(crate) fn classify(
         }
     })?;
     let big_l = teacher.layers.len();
-    if !json && (precision.precision == model::Precision::Int8 || precision.approx_precision == model::Precision::Int8) {
-        eprintln!("precision: {}", precision.describe());
+    // the ApproxNet's precision is named only when one runs (not in dense, top-k, abt-actual, LTP)
+    let approx_used = approx_model.is_some() && mode.needs_approx();
+    if !json && precision.int8_used(approx_used) {
+        eprintln!("precision: {}", precision.describe(approx_used));
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     for (text, pair) in &inputs {
@@ -418,7 +420,7 @@ pub(crate) fn classify(
             (0..enc.input.len()).map(|j| (0..big_l).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
         if json {
             let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "survives_to_layer": depth});
-            rec["precision"] = serde_json::json!({"teacher": precision.precision, "approx": precision.approx_precision});
+            rec["precision"] = serde_json::json!({"teacher": precision.precision, "approx": precision.approx_used(approx_used)});
             // the bundle's own label, only with --bundle (no `"bundle": null` otherwise)
             if let Some(l) = &bundle_label {
                 rec["bundle"] = l.as_str().into();

@@ -250,7 +250,8 @@ pub(crate) fn eval(
         &test,
         opts,
     )?;
-    results.precision = Some(precision.describe());
+    // an ApproxNet runs for the ABT rows (--approx) and inside every concrete run
+    results.precision = Some(precision.describe(approx_net.is_some() || !concrete.is_empty()));
     sttabt::eval::write_results(&results, out, &splits.description, splits.split_info.as_ref())?;
     print!("{}", sttabt::eval::format_table(&results));
     println!(

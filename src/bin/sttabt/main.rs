@@ -108,7 +108,7 @@ names FILE:LINE otherwise).
 Output: one line per input, `LABEL<TAB>PROBABILITY<TAB>retention R%<TAB>TEXT[<TAB>PAIR]`; with
 --json one JSON object per line: text, pair (or null), label, probability, logits, retention,
 mode, gflops, inputs_per_layer (|I_l| for l = 1..L), tokens, survives_to_layer, precision
-({teacher, approx}: fp32 or int8). --explain --json
+({teacher, approx}: fp32 or int8; approx null when no ApproxNet runs). --explain --json
 adds `explain`: one object per token that layer 1 reads (tokens no layer reads are left out):
 index, token, segment (0 = TEXT, 1 = PAIR), char_start and char_end (char offsets, i.e. Unicode
 scalar values, into the original TEXT or PAIR, end exclusive; null with segment null for [CLS] and
@@ -551,14 +551,30 @@ impl PrecisionArgs {
         }
     }
 
-    /// The run's arithmetic for its output: `teacher fp32, ApproxNet fp32`, plus the int8
-    /// kernels this CPU runs when either is int8.
-    fn describe(&self) -> String {
-        let mut s = format!("teacher {}, ApproxNet {}", self.precision, self.approx_precision);
-        if self.precision == model::Precision::Int8 || self.approx_precision == model::Precision::Int8 {
+    /// `--approx-precision` when an ApproxNet runs (`approx_used`), else `None`: a run without
+    /// one (dense, top-k, ABT on actual attention, LTP) has no ApproxNet arithmetic to name.
+    fn approx_used(&self, approx_used: bool) -> Option<model::Precision> {
+        approx_used.then_some(self.approx_precision)
+    }
+
+    /// The run's arithmetic for its output: `teacher fp32, ApproxNet fp32` (`teacher fp32` alone
+    /// when no ApproxNet runs: `approx_used` false), plus the int8 kernels this CPU runs when
+    /// either model that runs is int8.
+    fn describe(&self, approx_used: bool) -> String {
+        let approx = self.approx_used(approx_used);
+        let mut s = format!("teacher {}", self.precision);
+        if let Some(a) = approx {
+            s.push_str(&format!(", ApproxNet {a}"));
+        }
+        if self.int8_used(approx_used) {
             s.push_str(&format!("; int8 kernels: {}", sttabt::precision_eval::int8_kernels_here()));
         }
         s
+    }
+
+    /// Whether a model that runs is int8: the teacher, or the ApproxNet when one runs.
+    fn int8_used(&self, approx_used: bool) -> bool {
+        self.precision == model::Precision::Int8 || self.approx_used(approx_used) == Some(model::Precision::Int8)
     }
 
     /// A loaded teacher switched to `--precision`.
