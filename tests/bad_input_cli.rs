@@ -69,9 +69,16 @@ fn s(p: &Path) -> &str {
 
 /// `sttabt eval --model MODEL DATA... --ks 0.5 --timing-examples 2 --quiet --out OUT`.
 fn eval_quick(model: &Path, data: &[&str], out: &Path) -> Output {
+    let mut args = data.to_vec();
+    args.push("--quiet");
+    eval_loud(model, &args, out)
+}
+
+/// [`eval_quick`] without `--quiet`: with the `data: ...` line (and the progress bars).
+fn eval_loud(model: &Path, data: &[&str], out: &Path) -> Output {
     let mut args = vec!["eval", "--model", s(model)];
     args.extend_from_slice(data);
-    args.extend(["--ks", "0.5", "--timing-examples", "2", "--quiet", "--out", s(out)]);
+    args.extend(["--ks", "0.5", "--timing-examples", "2", "--out", s(out)]);
     sttabt(&args)
 }
 
@@ -210,7 +217,7 @@ fn eval_reads_dev_and_test_files_without_train() {
     write_csv(&dev, &[("a gripping, funny film", "pos"), ("dull and long", "neg"), ("a joy", "pos")]);
     write_csv(&test, &[("flat", "neg"), ("wonderful acting", "pos")]);
     let out = dir.path().join("results");
-    let r = eval_quick(model.path(), &["--dev", s(&dev), "--test", s(&test)], &out);
+    let r = eval_loud(model.path(), &["--dev", s(&dev), "--test", s(&test)], &out);
     let err = stderr(&r);
     assert!(r.status.success(), "eval with --dev/--test failed:\n{err}");
     assert!(!err.contains("panicked at"), "{err}");
@@ -225,7 +232,7 @@ fn eval_reads_dev_and_test_files_without_train() {
 
     // --dev alone: test = dev
     let out2 = dir.path().join("results2");
-    let r = eval_quick(model.path(), &["--dev", s(&dev)], &out2);
+    let r = eval_loud(model.path(), &["--dev", s(&dev)], &out2);
     let err = stderr(&r);
     assert!(r.status.success(), "eval with --dev failed:\n{err}");
     assert!(err.contains(&format!("data: dev={} (3 rows), test=dev (3 rows)", dev.display())), "{err}");
@@ -247,6 +254,38 @@ fn eval_reads_integer_labels_as_class_indices_of_named_labels() {
     write_csv(&dev, &[("a joy", "1"), ("flat", "2")]);
     let r = eval_quick(model.path(), &["--dev", s(&dev)], &dir.path().join("bad"));
     assert_fails_naming(&r, "eval with label 2 of 2 classes", &[&format!("{}: line 3", dev.display()), "\"2\"", "0..=1"]);
+}
+
+#[test]
+fn quiet_jobs_print_no_data_line() {
+    // --quiet: errors, warnings and the job's result only; the `data: ...` line is progress
+    let (model, _) = tiny_classifier("quietdata");
+    let dir = TempDir::new("quietdata-data");
+    let (train, dev) = (dir.path().join("train.csv"), dir.path().join("dev.csv"));
+    write_csv(&train, &[("a gripping, funny film", "pos"), ("dull and long", "neg"), ("a joy", "pos"), ("flat", "neg")]);
+    write_csv(&dev, &[("wonderful acting", "pos"), ("a bore", "neg")]);
+    let out = dir.path().join("approx");
+    let base = ["distill", "--teacher", s(model.path()), "--train", s(&train), "--dev", s(&dev), "--factor", "2"];
+    let mut args = base.to_vec();
+    args.extend(["--steps", "1", "--batch-size", "2", "--heldout", "2", "--out", s(&out), "--quiet"]);
+    let r = sttabt(&args);
+    let err = stderr(&r);
+    assert!(r.status.success(), "distill --quiet failed:\n{err}");
+    // (the one warning left: --max-length 128 clamped to the tiny model's 64 positions)
+    assert!(err.lines().all(|l| l.starts_with("warning: ")), "distill --quiet printed more than warnings:\n{err}");
+    assert!(String::from_utf8_lossy(&r.stdout).starts_with("ApproxNet f=2: attention KL"), "the result line");
+    let r = eval_quick(model.path(), &["--dev", s(&dev)], &dir.path().join("eval"));
+    let err = stderr(&r);
+    assert!(r.status.success(), "eval --quiet failed:\n{err}");
+    assert!(err.lines().all(|l| l.starts_with("warning: ")), "eval --quiet printed more than warnings:\n{err}");
+    // without --quiet the line is there
+    let mut args = base.to_vec();
+    let out2 = dir.path().join("approx2");
+    args.extend(["--steps", "1", "--batch-size", "2", "--heldout", "2", "--out", s(&out2)]);
+    let r = sttabt(&args);
+    let err = stderr(&r);
+    assert!(r.status.success(), "distill failed:\n{err}");
+    assert!(err.contains(&format!("data: train={} (4 rows), dev={} (2 rows)", train.display(), dev.display())), "{err}");
 }
 
 #[test]
@@ -318,7 +357,7 @@ fn eval_on_a_glue_folder_needs_no_train_tsv() {
     let dir = TempDir::new("gluedev-data");
     write_glue_dev(dir.path(), "");
     let out = dir.path().join("results");
-    let r = eval_quick(model.path(), &["--glue", s(dir.path()), "--task", "sst2"], &out);
+    let r = eval_loud(model.path(), &["--glue", s(dir.path()), "--task", "sst2"], &out);
     let err = stderr(&r);
     assert!(r.status.success(), "eval --glue without train.tsv failed:\n{err}");
     assert!(err.contains("dev 3 rows"), "{err}");

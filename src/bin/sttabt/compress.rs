@@ -62,7 +62,7 @@ pub struct CompressArgs {
     /// Maximum tokens per example, [CLS]/[SEP] included.
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
-    /// No progress bars or status lines.
+    /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -117,7 +117,7 @@ pub fn run(args: CompressArgs) -> Result<()> {
         }
     }
     let tok = text_tokenizer(&a.model, &teacher, a.max_length)?;
-    let splits = a.data.load(&source, &needs)?;
+    let splits = a.data.load(&source, &needs, a.quiet)?;
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, a.limit)?;
     if dev.is_empty() {
         bail!("the dev split is empty: compress chooses its operating point on dev examples");

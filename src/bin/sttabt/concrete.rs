@@ -57,7 +57,7 @@ pub struct ConcreteArgs {
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]
     pub resume: bool,
-    /// No progress bars or status lines.
+    /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -122,7 +122,7 @@ pub(crate) fn concrete(
     let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config)
         .with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
-    let splits = data.load(&source, &needs)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let native = TrainerArg::resolve(trainer, &teacher.config, "concrete", quiet) == TrainerArg::Native;

@@ -43,7 +43,7 @@ pub struct DistillArgs {
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]
     pub resume: bool,
-    /// No progress bars or status lines.
+    /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]
     pub quiet: bool,
     /// Training implementation: native (forward/backward on the crate's own kernels) or burn
@@ -140,7 +140,7 @@ pub(crate) fn distill(
     if trainer == TrainerArg::Burn {
         no_cache_on_burn(teacher_cache_mb)?;
     }
-    let splits = data.load(&source, &needs)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(heldout))?;

@@ -58,7 +58,7 @@ pub struct EvalArgs {
     /// Words per long review (with --long-reviews).
     #[arg(long, default_value_t = 700, requires = "long_reviews")]
     pub long_words: usize,
-    /// No progress bars or status lines.
+    /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
@@ -185,7 +185,7 @@ pub(crate) fn eval(
     if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
         bail!("--ks: every keep fraction must be in (0, 1], got {k}");
     }
-    if approx.is_none() {
+    if approx.is_none() && !opts.quiet {
         eprintln!(
             "note: no --approx given, so the ABT (ApproxNet) rows are left out; ABT on the teacher's actual attention is still evaluated"
         );
@@ -218,15 +218,17 @@ pub(crate) fn eval(
         }
     }
     let tok = text_tokenizer(model, &teacher, max_length)?;
-    let mut splits = data.load(&source, &needs)?;
+    let mut splits = data.load(&source, &needs, opts.quiet)?;
     if let Some(l) = long {
         splits.use_long_reviews(l.words, l.count, data.seed)?;
-        eprintln!(
-            "length robustness: {} and {} long reviews of >= {} words, truncated to {max_length} tokens",
-            splits.dev.len(),
-            splits.test.len(),
-            l.words
-        );
+        if !opts.quiet {
+            eprintln!(
+                "length robustness: {} and {} long reviews of >= {} words, truncated to {max_length} tokens",
+                splits.dev.len(),
+                splits.test.len(),
+                l.words
+            );
+        }
     }
     let opts = &sttabt::eval::EvalOptions { metric: splits.metric, ..opts.clone() };
     let (dev, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, opts.limit)?;

@@ -22,7 +22,7 @@ pub struct FinetuneArgs {
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]
     pub resume: bool,
-    /// No progress bars or status lines.
+    /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]
     pub quiet: bool,
     /// Training implementation: native (forward/backward on the crate's own kernels, faster:
@@ -162,7 +162,7 @@ pub(crate) struct TextRun {
 /// Load the base checkpoint `model` (default: the cached all-MiniLM-L6-v2) and the train and
 /// dev splits of `data` for `job`, tokenised to `max_length` (capped at the model's), the first
 /// `limits` training and dev examples of each; a fresh head (seed `seed`) replaces one that does not
-/// match the labels. Prints the split sizes on stderr.
+/// match the labels. Prints the split sizes on stderr (not with `quiet`).
 ///
 /// Errors: a checkpoint or data set that cannot be read or tokenised.
 pub(crate) fn load_text_run(
@@ -172,6 +172,7 @@ pub(crate) fn load_text_run(
     limits: Limits,
     max_length: usize,
     seed: u64,
+    quiet: bool,
 ) -> Result<TextRun> {
     use sttabt::pipeline::{tokenize, warn_truncation};
     let dir = model_dir(model)?;
@@ -179,7 +180,7 @@ pub(crate) fn load_text_run(
     let source = data.source(&needs)?;
     let base = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let max_length = clamp_max_length(&dir, &base, max_length);
-    let splits = data.load(&source, &needs)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(&dir, &base, max_length)?;
     let (train, cut) = tokenize(&tok, &splits.train, limits.train)?;
     warn_truncation("train", cut, max_length);
@@ -237,7 +238,8 @@ pub(crate) fn finetune(
     use sttabt::train::finetune::finetune;
     guard_output(out, "finetune.json", resume)?;
     cfg.validate()?;
-    let TextRun { dir, base, train, dev, splits, max_length } = load_text_run(data, model, "finetune", limits, max_length, cfg.seed)?;
+    let TextRun { dir, base, train, dev, splits, max_length } =
+        load_text_run(data, model, "finetune", limits, max_length, cfg.seed, quiet)?;
     guard_resume_sizes(out, train.len(), dev.len(), resume)?;
     let trainer = TrainerArg::resolve(trainer, &base.config, "finetune", quiet);
     let progress = sttabt::train::Progress { quiet };
@@ -283,7 +285,7 @@ fn plan_aware(
     let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config)
         .with_context(|| format!("loading ApproxNet {} (--approx)", approx_dir.display()))?;
     let max_length = clamp_max_length(&dir, &teacher, max_length);
-    let splits = data.load(&source, &needs)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let heads = teacher.classifier.as_ref().map(|c| c.d_out());
     if heads != Some(splits.label_names.len()) {
         bail!(

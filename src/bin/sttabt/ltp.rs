@@ -52,7 +52,7 @@ pub struct LtpArgs {
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]
     pub resume: bool,
-    /// No progress bars or status lines.
+    /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -81,7 +81,7 @@ pub fn run(args: LtpArgs) -> Result<()> {
         ..Default::default()
     };
     cfg.validate()?;
-    let splits = data.load(&source, &needs)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let trainer = TrainerArg::resolve(trainer, &teacher_m.config, "ltp", quiet);

@@ -306,10 +306,13 @@ impl DataArgs {
         .collect()
     }
 
-    /// Load the splits `needs` names and print the `data: ...` line.
-    fn load(&self, source: &sttabt::pipeline::DataSource, needs: &DataNeeds) -> Result<sttabt::pipeline::Splits> {
+    /// Load the splits `needs` names and print the `data: ...` line (not with `quiet`: --quiet
+    /// prints errors, warnings and the job's result only).
+    fn load(&self, source: &sttabt::pipeline::DataSource, needs: &DataNeeds, quiet: bool) -> Result<sttabt::pipeline::Splits> {
         let splits = source.load_for(self.skip_bad_rows, needs)?;
-        eprintln!("{}", source.summary(&splits, needs));
+        if !quiet {
+            eprintln!("{}", source.summary(&splits, needs));
+        }
         Ok(splits)
     }
 }

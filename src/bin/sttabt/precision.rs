@@ -64,7 +64,7 @@ pub(crate) fn compare(
         }
     }
     let tok = text_tokenizer(model, &teacher, max_length)?;
-    let splits = data.load(&source, &needs)?;
+    let splits = data.load(&source, &needs, opts.quiet)?;
     let (test, _) = sttabt::pipeline::tokenize(&tok, &splits.test, opts.limit)?;
     // the int8 run's ApproxNet: the fp32 one itself (no copy) unless --approx-precision int8
     let approx8 = approx

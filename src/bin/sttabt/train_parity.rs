@@ -23,7 +23,7 @@ pub struct TrainParityArgs {
     /// Also write the report as JSON to FILE (it is always written to --out/parity.json).
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// No progress bars or status lines.
+    /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -43,7 +43,7 @@ pub fn run(args: TrainParityArgs) -> Result<()> {
     cfg.validate()?;
     let limits = super::finetune::Limits { train: train_limit, dev: dev_limit };
     let super::finetune::TextRun { dir, base, train, dev, splits, max_length } =
-        super::finetune::load_text_run(&data, model, "train-parity", limits, max_length, cfg.seed)?;
+        super::finetune::load_text_run(&data, model, "train-parity", limits, max_length, cfg.seed, quiet)?;
     let progress = sttabt::train::Progress { quiet };
     let report = sttabt::train::parity::finetune_parity(&base, &train, &dev, &cfg, &out, &dir, &progress)?;
     let value = serde_json::json!({"report": report, "data": splits.description, "split": splits.split_info, "base_model": dir, "max_length": max_length});
