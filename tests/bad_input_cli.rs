@@ -434,6 +434,32 @@ fn max_length_above_positions_warns_and_clamps() {
     assert!(r.status.success() && !stderr(&r).contains("warning"), "{}", stderr(&r));
 }
 
+#[test]
+fn max_length_below_three_names_the_flag_and_the_range() {
+    let (model, _) = tiny_classifier("maxlen0");
+    let m = s(model.path());
+    let dir = TempDir::new("maxlen0-data");
+    let out = dir.path().join("out");
+    let o = s(&out);
+    for bad in ["0", "2", "many"] {
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["embed", "--model", m, "--max-length", bad, "a short sentence"],
+            vec!["classify", "--model", m, "--mode", "dense", "--max-length", bad, "a short sentence"],
+            vec!["eval", "--model", m, "--max-length", bad, "--out", o],
+            vec!["distill", "--teacher", m, "--max-length", bad, "--out", o],
+        ];
+        for args in cases {
+            let r = sttabt(&args);
+            assert_fails_naming(&r, &args.join(" "), &["--max-length", "3 ([CLS], one token, [SEP])", "max_position_embeddings"]);
+            assert!(!stderr(&r).contains("max_length"), "{}: names the internal name:\n{}", args.join(" "), stderr(&r));
+        }
+    }
+    // 3 is the smallest accepted
+    let r = sttabt(&["embed", "--model", m, "--max-length", "3", "a short sentence"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(!out.exists(), "a rejected job created its output directory");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checkpoints that are not safetensors
 

@@ -57,7 +57,9 @@ impl std::fmt::Debug for TextTokenizer {
 
 impl TextTokenizer {
     /// Load from a checkpoint directory: `tokenizer.json` if present, else `vocab.txt`.
-    /// `max_length` (>= 2) caps every encoding, `[CLS]` and `[SEP]` included.
+    /// `max_length` (>= 3) caps every encoding, `[CLS]` and `[SEP]` included.
+    ///
+    /// Errors: `max_length` below 3, tokenizer files missing or unreadable.
     pub fn from_dir(dir: &Path, max_length: usize) -> Result<Self, ModelError> {
         if max_length < 3 {
             return Err(ModelError::Input(format!("max_length must be at least 3 (room for [CLS] x [SEP]), got {max_length}")));

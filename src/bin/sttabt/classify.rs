@@ -61,7 +61,7 @@ pub struct ClassifyArgs {
     #[arg(long)]
     pub json: bool,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = max_length_tokens)]
     pub max_length: usize,
     #[command(flatten)]
     pub precision: PrecisionArgs,

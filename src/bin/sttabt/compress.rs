@@ -60,7 +60,7 @@ pub struct CompressArgs {
     #[arg(long, default_value_t = 6, value_parser = at_least_one)]
     pub max_timed: usize,
     /// Maximum tokens per example, [CLS]/[SEP] included.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = max_length_tokens)]
     pub max_length: usize,
     /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]

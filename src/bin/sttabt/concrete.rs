@@ -44,7 +44,7 @@ pub struct ConcreteArgs {
     #[arg(long, value_parser = at_least_one)]
     pub train_limit: Option<usize>,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = max_length_tokens)]
     pub max_length: usize,
     /// Training path: `native` (forward/backward on the crate's own kernels, BERT text models
     /// only; its loss and gradients equal burn's to 1e-4 relative on tiny configs and 1e-3 on

@@ -38,7 +38,7 @@ pub struct DistillArgs {
     #[arg(long, default_value_t = 200)]
     pub heldout: usize,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = max_length_tokens)]
     pub max_length: usize,
     /// Continue exactly from --out/checkpoint (weights, AdamW moments, data and schedule position).
     #[arg(long)]

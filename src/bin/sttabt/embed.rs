@@ -14,7 +14,7 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Maximum tokens per text, [CLS] and [SEP] included (sentence-transformers uses 256).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = max_length_tokens)]
     pub max_length: usize,
     /// Examples per batch (>= 1).
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]

@@ -47,7 +47,7 @@ pub struct EvalArgs {
     pub timing_examples: usize,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a
     /// warning). Default 128, or 512 with --long-reviews.
-    #[arg(long)]
+    #[arg(long, value_parser = max_length_tokens)]
     pub max_length: Option<usize>,
     /// Length robustness (ALGORITHM.md section 8): replace dev and test by N long reviews each,
     /// every one made of sentences of one label from that split, joined until it has

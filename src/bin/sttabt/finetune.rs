@@ -82,7 +82,7 @@ pub struct FinetuneRunArgs {
     #[arg(long, value_parser = at_least_one)]
     pub dev_limit: Option<usize>,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = max_length_tokens)]
     pub max_length: usize,
 }
 

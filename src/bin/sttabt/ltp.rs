@@ -40,7 +40,7 @@ pub struct LtpArgs {
     #[arg(long, value_parser = at_least_one)]
     pub train_limit: Option<usize>,
     /// Maximum tokens per example, [CLS]/[SEP] included (longer texts are truncated with a warning).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = max_length_tokens)]
     pub max_length: usize,
     /// Training path: `native` (forward/backward on the crate's own kernels) or `burn` (the
     /// reference). Default: native where it covers the model (post-LayerNorm BERT text models),

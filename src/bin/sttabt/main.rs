@@ -352,6 +352,17 @@ fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// clap value parser for `--max-length`: a whole number >= 3 (`[CLS]`, one token, `[SEP]`);
+/// values above the model's positions are capped later, with a warning ([`clamp_max_length`]).
+fn max_length_tokens(s: &str) -> std::result::Result<usize, String> {
+    const RANGE: &str = "accepted: 3 ([CLS], one token, [SEP]) up to the model's max_position_embeddings (e.g. 512; larger values are capped with a warning)";
+    match s.parse::<usize>() {
+        Ok(v) if v >= 3 => Ok(v),
+        Ok(_) => Err(format!("must be at least 3 tokens ({RANGE})")),
+        Err(_) => Err(format!("expected a whole number of tokens ({RANGE})")),
+    }
+}
+
 /// clap value parser for loss weights (LTP's λ, concrete's retention and distillation weights): a
 /// finite number >= 0 (a negative weight would reward the opposite of what the term asks for).
 fn non_negative_weight(s: &str) -> std::result::Result<f64, String> {
