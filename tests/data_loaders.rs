@@ -461,6 +461,26 @@ fn table_fixed_label_names_accept_class_indices_in_range() {
 }
 
 #[test]
+fn table_jsonl_missing_key_names_the_key_and_the_keys_there() {
+    let dir = TempDir::new("jsonlkey");
+    let path = dir.write("d.jsonl", "{\"text\": \"good\", \"label\": \"pos\"}\n{\"sentence\": \"bad\", \"label\": \"neg\", \"id\": 7}\n");
+    let spec = TableSpec::new("text", "label");
+    let err = load_table(&path, &spec, false).unwrap_err();
+    assert!(matches!(err, DataError::MissingKey { line: 2, .. }), "{err}");
+    assert_eq!(err.line(), Some(2));
+    assert_eq!(err.to_string(), format!("{}: line 2: no key \"text\" (keys: id, label, sentence)", path.display()));
+    // a missing label key, and an empty object
+    let path = dir.write("l.jsonl", "{\"text\": \"good\", \"y\": 1}\n{}\n");
+    let err = load_table(&path, &spec, false).unwrap_err();
+    assert_eq!(err.to_string(), format!("{}: line 1: no key \"label\" (keys: text, y)", path.display()));
+    let err = load_table(&path, &TableSpec::new("text", "y"), false).unwrap_err();
+    assert_eq!(err.to_string(), format!("{}: line 2: no key \"text\" (keys: none)", path.display()));
+    // a row error: skipped and counted with skip_bad_rows
+    let ds = load_table(&path, &TableSpec::new("text", "y"), true).unwrap();
+    assert_eq!((texts(&ds), ds.skipped_rows), (vec!["good"], 1));
+}
+
+#[test]
 fn table_gzip_csv() {
     let dir = TempDir::new("gz");
     let path = dir.path().join("t.csv.gz");

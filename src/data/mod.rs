@@ -171,6 +171,18 @@ pub enum DataError {
         /// The offending value.
         found: String,
     },
+    /// A JSONL object lacks a key the table spec reads (text, pair or label).
+    #[error("{}: line {line}: no key {key:?} (keys: {})", .path.display(), if .keys.is_empty() { "none".to_string() } else { .keys.join(", ") })]
+    MissingKey {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: u64,
+        /// The key that was looked up.
+        key: String,
+        /// The keys the object has (sorted).
+        keys: Vec<String>,
+    },
     /// A JSONL line is not a valid JSON object.
     #[error("{}: line {line}: expected a JSON object, found invalid JSON: {message}", .path.display())]
     Json {
@@ -203,7 +215,7 @@ impl DataError {
     /// True for problems confined to a single row, i.e. the ones that loaders skip (and count)
     /// when asked to skip bad rows.
     pub fn is_row_error(&self) -> bool {
-        matches!(self, DataError::ColumnCount { .. } | DataError::BadValue { .. } | DataError::Json { .. })
+        matches!(self, DataError::ColumnCount { .. } | DataError::BadValue { .. } | DataError::MissingKey { .. } | DataError::Json { .. })
     }
 
     /// The file the error is about.
@@ -215,6 +227,7 @@ impl DataError {
             | DataError::MissingColumn { path, .. }
             | DataError::ColumnCount { path, .. }
             | DataError::BadValue { path, .. }
+            | DataError::MissingKey { path, .. }
             | DataError::Json { path, .. }
             | DataError::UnknownFormat { path, .. }
             | DataError::NoExamples { path, .. } => path,
@@ -224,7 +237,10 @@ impl DataError {
     /// The 1-based line number, for row-level errors.
     pub fn line(&self) -> Option<u64> {
         match self {
-            DataError::ColumnCount { line, .. } | DataError::BadValue { line, .. } | DataError::Json { line, .. } => Some(*line),
+            DataError::ColumnCount { line, .. }
+            | DataError::BadValue { line, .. }
+            | DataError::MissingKey { line, .. }
+            | DataError::Json { line, .. } => Some(*line),
             DataError::Parse { line, .. } => *line,
             DataError::MissingColumn { .. } => Some(1),
             _ => None,

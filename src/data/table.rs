@@ -299,16 +299,13 @@ fn parse_json_row(path: &Path, line: u64, text: &str, spec: &TableSpec) -> Resul
         line,
         message: format!("found {} instead of an object", json_kind(&value)),
     })?;
+    let missing =
+        |key: &str| DataError::MissingKey { path: path.to_path_buf(), line, key: key.to_string(), keys: obj.keys().cloned().collect() };
     let get_str = |key: &str| -> Result<String, DataError> {
         match obj.get(key) {
             Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            other => Err(DataError::BadValue {
-                path: path.to_path_buf(),
-                line,
-                column: key.to_string(),
-                expected: "a string".to_string(),
-                found: other.map_or_else(|| "no such key".to_string(), |v| v.to_string()),
-            }),
+            Some(other) => Err(bad_value(path, line, key, "a string", other.to_string())),
+            None => Err(missing(key)),
         }
     };
     let text_value = get_str(&spec.text_column)?;
@@ -333,15 +330,8 @@ fn parse_json_row(path: &Path, line: u64, text: &str, spec: &TableSpec) -> Resul
             }
         }
         Some(serde_json::Value::Bool(b)) => RawLabel::Str(b.to_string()),
-        other => {
-            return Err(bad_value(
-                path,
-                line,
-                key,
-                "a non-empty string, number or boolean label",
-                other.map_or_else(|| "no such key".to_string(), |v| v.to_string()),
-            ))
-        }
+        Some(other) => return Err(bad_value(path, line, key, "a non-empty string, number or boolean label", other.to_string())),
+        None => return Err(missing(key)),
     };
     Ok(RawRow { line, text: text_value, pair, label })
 }
