@@ -91,8 +91,21 @@ impl Splits {
     }
 }
 
+/// The first [`SKIPPED_SHOWN`](crate::data::SKIPPED_SHOWN) skipped rows of `splits`, one line
+/// each (`  FILE: line N: reason`), then `  ... and N more` when `total` is larger; empty when
+/// nothing was skipped.
+fn skipped_rows_list(splits: &[&Dataset], total: usize) -> String {
+    let first: Vec<&String> = splits.iter().flat_map(|d| &d.skipped_first).take(crate::data::SKIPPED_SHOWN).collect();
+    let mut out: String = first.iter().map(|e| format!("  {e}\n")).collect();
+    if total > first.len() {
+        out.push_str(&format!("  ... and {} more\n", total - first.len()));
+    }
+    out
+}
+
 impl DataSource {
-    /// Load the three splits. `skip_bad_rows` skips (and counts) malformed rows instead of failing.
+    /// Load the three splits. `skip_bad_rows` skips malformed rows instead of failing, and warns
+    /// with their count per split and the first five of them (`FILE: line N: reason`).
     pub fn load(&self, skip_bad_rows: bool) -> Result<Splits> {
         self.load_splits(skip_bad_rows, true)
     }
@@ -117,6 +130,8 @@ impl DataSource {
                 "warning: skipped {skipped} malformed row(s) (--skip-bad-rows): train {}, dev {}, {test}",
                 s.train.skipped_rows, s.dev.skipped_rows
             );
+            let splits = [&s.train, &s.dev, &s.test];
+            eprint!("{}", skipped_rows_list(&splits[..if test_is_dev { 2 } else { 3 }], skipped));
         }
         Ok(s)
     }
@@ -161,6 +176,7 @@ impl DataSource {
                         label_names: dev.label_names.clone(),
                         source: "(train.tsv not read)".into(),
                         skipped_rows: 0,
+                        skipped_first: Vec::new(),
                     }
                 };
                 Ok(Splits {
@@ -193,6 +209,7 @@ impl DataSource {
                     label_names: names.clone(),
                     source: format!("(no {what} file)"),
                     skipped_rows: 0,
+                    skipped_first: Vec::new(),
                 };
                 let files: Vec<String> = [("train", train), ("dev", dev), ("test", test)]
                     .iter()

@@ -397,6 +397,46 @@ fn skipped_rows_of_a_split_read_as_dev_and_test_are_counted_once() {
 }
 
 #[test]
+fn skipped_rows_are_listed_by_file_and_line_with_the_reason() {
+    let (model, _) = tiny_classifier("skiplist");
+    let dir = TempDir::new("skiplist-data");
+    // one bad row: it is named (dev doubles as test: listed once)
+    write_glue_dev(dir.path(), "no label here\n");
+    let r = eval_quick(model.path(), &["--glue", s(dir.path()), "--task", "sst2", "--skip-bad-rows"], &dir.path().join("glue"));
+    let err = stderr(&r);
+    assert!(r.status.success(), "{err}");
+    let line = format!("  {}: line 5: expected 2 tab/comma-separated fields, found 1\n", dir.path().join("dev.tsv").display());
+    assert_eq!(err.matches(&line).count(), 1, "expected {line:?} once in:\n{err}");
+    assert!(!err.contains("more\n"), "{err}");
+    // seven bad rows over dev and test: the first five, in file order (test.csv's unknown label on
+    // line 3 before its empty text on line 4, though labels are checked after reading), then how many more
+    let (dev, test) = (dir.path().join("dev.csv"), dir.path().join("test.csv"));
+    let mut body = String::from("text,label\n\"a joy\",pos\n");
+    for _ in 0..4 {
+        body.push_str("\"no label\"\n");
+    }
+    std::fs::write(&dev, body).expect("write dev.csv");
+    std::fs::write(&test, "text,label\n\"flat\",neg\n\"oops\",meh\n\" \",pos\n\"a\",pos,extra\n").expect("write test.csv");
+    let r = eval_quick(model.path(), &["--dev", s(&dev), "--test", s(&test), "--skip-bad-rows"], &dir.path().join("table"));
+    let err = stderr(&r);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("skipped 7 malformed row(s) (--skip-bad-rows): train 0, dev 4, test 3"), "{err}");
+    let listed: Vec<&str> = err.lines().filter(|l| l.starts_with("  ")).collect();
+    let (d, t) = (dev.display().to_string(), test.display().to_string());
+    let expect = [
+        format!("  {d}: line 3: expected 2 tab/comma-separated fields, found 1"),
+        format!("  {d}: line 4: expected 2 tab/comma-separated fields, found 1"),
+        format!("  {d}: line 5: expected 2 tab/comma-separated fields, found 1"),
+        format!("  {d}: line 6: expected 2 tab/comma-separated fields, found 1"),
+        format!(
+            "  {t}: line 3: column \"label\": expected one of the label names [\"neg\", \"pos\"] or a class index in 0..=1, found \"meh\""
+        ),
+        "  ... and 2 more".to_string(),
+    ];
+    assert_eq!(listed, expect, "{err}");
+}
+
+#[test]
 fn absurd_thread_counts_are_refused_and_oversubscription_warns() {
     let r = sttabt(&["--threads", "100000", "info"]);
     assert_fails_naming(&r, "--threads 100000", &["--threads 100000", "at most 1024"]);

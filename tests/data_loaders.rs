@@ -458,6 +458,7 @@ fn table_fixed_label_names_accept_class_indices_in_range() {
     let ds = load_table(&bad, &TableSpec::new("text", "label").with_label_names(&["neg", "pos"]), true).unwrap();
     assert_eq!(classes(&ds), vec![1]);
     assert_eq!(ds.skipped_rows, 1);
+    assert_eq!(ds.skipped_first, vec![msg], "the skipped row's error is kept for the warning");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use super::metrics::Metric;
 use super::{
     column_index, field_str, handle_row_result, open_maybe_compressed, DataError, Dataset, Delimited, DelimitedOptions, Example, Label,
+    Skipped,
 };
 
 /// The GLUE tasks. `Mnli` is the matched dev set, `MnliMismatched` the mismatched one (both
@@ -272,7 +273,7 @@ pub fn load_glue_file(path: &Path, task: GlueTask, skip_bad_rows: bool) -> Resul
     let label_col = resolve(layout.label)?;
     let raw_labels = task.raw_labels();
     let mut examples = Vec::new();
-    let mut skipped = 0usize;
+    let mut skipped = Skipped::default();
 
     rows.for_each(|line, record| {
         let result = (|| {
@@ -308,13 +309,14 @@ pub fn load_glue_file(path: &Path, task: GlueTask, skip_bad_rows: bool) -> Resul
     })?;
 
     if examples.is_empty() {
-        return Err(DataError::NoExamples { path: path.to_path_buf(), skipped_rows: skipped });
+        return Err(DataError::NoExamples { path: path.to_path_buf(), skipped_rows: skipped.count });
     }
     Ok(Dataset {
         examples,
         label_names: task.label_names().iter().map(|s| s.to_string()).collect(),
         source: path.display().to_string(),
-        skipped_rows: skipped,
+        skipped_rows: skipped.count,
+        skipped_first: skipped.first(),
     })
 }
 

@@ -105,6 +105,7 @@ pub fn long_reviews(ds: &Dataset, min_words: usize, count: usize, seed: u64) -> 
         label_names: ds.label_names.clone(),
         source: format!("{count} long reviews (>= {min_words} words, one label each, seed {seed}) from {}", ds.source),
         skipped_rows: 0,
+        skipped_first: Vec::new(),
     })
 }
 
@@ -118,7 +119,7 @@ mod tests {
             let label = Label::Class(i % 2);
             examples.push(Example { text: format!("s{i} {} words here", if i % 2 == 0 { "good" } else { "bad" }), text_pair: None, label });
         }
-        Dataset { examples, label_names: vec!["neg".into(), "pos".into()], source: "t".into(), skipped_rows: 0 }
+        Dataset { examples, label_names: vec!["neg".into(), "pos".into()], source: "t".into(), skipped_rows: 0, skipped_first: Vec::new() }
     }
 
     #[test]

@@ -67,7 +67,13 @@ pub struct Dataset {
     pub source: String,
     /// Rows dropped because they were malformed (only non-zero when skipping was requested).
     pub skipped_rows: usize,
+    /// The errors of the first [`SKIPPED_SHOWN`] skipped rows (lowest line numbers), in file order, each
+    /// `FILE: line N: reason` (empty when none was skipped).
+    pub skipped_first: Vec<String>,
 }
+
+/// How many skipped rows a [`Dataset`] keeps the reasons of ([`Dataset::skipped_first`]).
+pub const SKIPPED_SHOWN: usize = 5;
 
 impl Dataset {
     /// Number of examples.
@@ -357,12 +363,39 @@ pub(crate) fn column_index(path: &Path, header: &[String], name: &str) -> Result
 
 /// Applies the skip-or-fail rule: row errors are counted when `skip` is set, everything
 /// else (and row errors when not skipping) is returned.
-pub(crate) fn handle_row_result(result: Result<(), DataError>, skip: bool, skipped: &mut usize) -> Result<(), DataError> {
+pub(crate) fn handle_row_result(result: Result<(), DataError>, skip: bool, skipped: &mut Skipped) -> Result<(), DataError> {
     match result {
         Err(e) if skip && e.is_row_error() => {
-            *skipped += 1;
+            skipped.add(&e);
             Ok(())
         }
         other => other,
+    }
+}
+
+/// The rows a loader skipped: how many, and the errors of the [`SKIPPED_SHOWN`] with the lowest
+/// line numbers (a loader finds malformed rows while reading and unknown labels in a second pass,
+/// so rows are not skipped in file order).
+#[derive(Debug, Default)]
+pub(crate) struct Skipped {
+    pub count: usize,
+    /// (line, error), sorted by line, at most [`SKIPPED_SHOWN`].
+    first: Vec<(u64, String)>,
+}
+
+impl Skipped {
+    fn add(&mut self, e: &DataError) {
+        self.count += 1;
+        let line = e.line().unwrap_or(u64::MAX);
+        let at = self.first.partition_point(|(l, _)| *l <= line);
+        if at < SKIPPED_SHOWN {
+            self.first.insert(at, (line, e.to_string()));
+            self.first.truncate(SKIPPED_SHOWN);
+        }
+    }
+
+    /// The kept errors in file order, for [`Dataset::skipped_first`].
+    pub fn first(self) -> Vec<String> {
+        self.first.into_iter().map(|(_, e)| e).collect()
     }
 }

@@ -160,6 +160,7 @@ pub fn load_rotten_tomatoes(path: &Path, seed: u64) -> Result<RtSplits, DataErro
         label_names: RT_LABEL_NAMES.iter().map(|s| s.to_string()).collect(),
         source: format!("{}#{part}", path.display()),
         skipped_rows: 0,
+        skipped_first: Vec::new(),
     };
     let train = make(&train_idx, "train");
     let dev = make(&dev_idx, "dev");

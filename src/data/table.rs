@@ -22,6 +22,7 @@ use std::path::Path;
 
 use super::{
     column_index, field_str, handle_row_result, open_maybe_compressed, DataError, Dataset, Delimited, DelimitedOptions, Example, Label,
+    Skipped,
 };
 
 /// File format of a generic table.
@@ -135,7 +136,7 @@ pub fn load_table(path: &Path, spec: &TableSpec, skip_bad_rows: bool) -> Result<
             })
         }
     };
-    let mut skipped = 0usize;
+    let mut skipped = Skipped::default();
     let rows = match format {
         Format::Csv | Format::Tsv => read_delimited_rows(path, spec, format, skip_bad_rows, &mut skipped)?,
         Format::Jsonl => read_jsonl_rows(path, spec, skip_bad_rows, &mut skipped)?,
@@ -207,9 +208,9 @@ pub fn load_table(path: &Path, spec: &TableSpec, skip_bad_rows: bool) -> Result<
         };
     }
     if examples.is_empty() {
-        return Err(DataError::NoExamples { path: path.to_path_buf(), skipped_rows: skipped });
+        return Err(DataError::NoExamples { path: path.to_path_buf(), skipped_rows: skipped.count });
     }
-    Ok(Dataset { examples, label_names, source: path.display().to_string(), skipped_rows: skipped })
+    Ok(Dataset { examples, label_names, source: path.display().to_string(), skipped_rows: skipped.count, skipped_first: skipped.first() })
 }
 
 /// The class id of `label` under fixed names: its position among the names, else (a label that is
@@ -237,7 +238,7 @@ enum Mapping {
     FirstSeen(HashMap<String, usize>, Vec<String>),
 }
 
-fn read_delimited_rows(path: &Path, spec: &TableSpec, format: Format, skip: bool, skipped: &mut usize) -> Result<Vec<RawRow>, DataError> {
+fn read_delimited_rows(path: &Path, spec: &TableSpec, format: Format, skip: bool, skipped: &mut Skipped) -> Result<Vec<RawRow>, DataError> {
     let reader = open_maybe_compressed(path)?;
     let opts =
         DelimitedOptions { delimiter: if format == Format::Csv { b',' } else { b'\t' }, quoting: format == Format::Csv, has_header: true };
@@ -275,7 +276,7 @@ fn read_delimited_rows(path: &Path, spec: &TableSpec, format: Format, skip: bool
     Ok(out)
 }
 
-fn read_jsonl_rows(path: &Path, spec: &TableSpec, skip: bool, skipped: &mut usize) -> Result<Vec<RawRow>, DataError> {
+fn read_jsonl_rows(path: &Path, spec: &TableSpec, skip: bool, skipped: &mut Skipped) -> Result<Vec<RawRow>, DataError> {
     let reader = BufReader::new(open_maybe_compressed(path)?);
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {
