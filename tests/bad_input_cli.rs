@@ -449,6 +449,40 @@ fn absurd_thread_counts_are_refused_and_oversubscription_warns() {
     assert!(stderr(&r).contains("more than this machine's"), "no oversubscription warning:\n{}", stderr(&r));
 }
 
+#[test]
+fn info_on_a_run_dir_points_at_its_teacher() {
+    // the layout `sttabt concrete` / `sttabt ltp` write: a marker file beside teacher/ (and approx/)
+    let (model, _) = tiny_classifier("inforun");
+    let dir = TempDir::new("inforun-runs");
+    let copy = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(model.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    };
+    let concrete = dir.path().join("concrete_run");
+    copy(&concrete.join("teacher"));
+    std::fs::write(concrete.join("concrete.json"), "{}").unwrap();
+    let r = sttabt(&["info", s(&concrete)]);
+    let (c, t) = (concrete.display(), concrete.join("teacher").display().to_string());
+    assert_fails_naming(&r, "info on a concrete run", &["is a concrete-masking run", &format!("its teacher is {t} (`sttabt info {t}`)")]);
+    assert!(!stderr(&r).contains("ApproxNet"), "no approx/ checkpoint, none named: {}", stderr(&r));
+    // with the ApproxNet it used (a checkpoint in approx/)
+    copy(&concrete.join("approx"));
+    let r = sttabt(&["info", s(&concrete)]);
+    assert_fails_naming(&r, "info on a concrete run", &[&format!("the ApproxNet it used is {c}/approx"), &format!("--concrete {c}")]);
+    let ltp = dir.path().join("ltp_run");
+    copy(&ltp.join("teacher"));
+    std::fs::write(ltp.join("ltp.json"), "{}").unwrap();
+    let r = sttabt(&["info", s(&ltp)]);
+    let t = ltp.join("teacher").display().to_string();
+    assert_fails_naming(&r, "info on an LTP run", &["is an LTP run", &format!("its teacher is {t}"), &format!("--ltp {}", ltp.display())]);
+    // the teacher itself is described
+    let r = sttabt(&["info", &t]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
+
 // ---------------------------------------------------------------------------------------------
 // --max-length above the model's positions: a warning with the value used
 

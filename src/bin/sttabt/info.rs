@@ -20,6 +20,11 @@ pub fn run(args: InfoArgs) -> Result<()> {
 
 pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
     let dir = model_dir(model)?;
+    if !dir.join("config.json").exists() {
+        if let Some(what) = run_dir_pointer(&dir) {
+            bail!("{what}");
+        }
+    }
     let m = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let c = &m.config;
     let lengths: Vec<usize> = match c.vision() {
@@ -105,4 +110,46 @@ pub(crate) fn yes(b: bool) -> &'static str {
     } else {
         "no"
     }
+}
+
+/// For a run directory of `sttabt concrete` / `sttabt ltp` (`concrete.json` / `ltp.json` beside a
+/// `teacher/` checkpoint) or a `sttabt compress` bundle (`bundle.json`), which `info` cannot
+/// describe as one checkpoint: what it is and where its models are (`RUN/teacher`, the ApproxNet
+/// it used), with the commands that read it. `None` for any other directory.
+fn run_dir_pointer(dir: &std::path::Path) -> Option<String> {
+    let d = dir.display();
+    let teacher = dir.join("teacher");
+    let info_teacher = format!("`sttabt info {}`", teacher.display());
+    if dir.join("concrete.json").is_file() {
+        let approx = dir.join("approx");
+        let approx = if approx.join("config.json").is_file() {
+            format!(" and the ApproxNet it used is {}", approx.display())
+        } else {
+            String::new()
+        };
+        return Some(format!(
+            "{d} is a concrete-masking run (`sttabt concrete`, concrete.json), not a checkpoint: its teacher is {} ({info_teacher}){approx}; classify with `sttabt classify --concrete {d} TEXT`",
+            teacher.display()
+        ));
+    }
+    if dir.join("ltp.json").is_file() {
+        return Some(format!(
+            "{d} is an LTP run (`sttabt ltp`, ltp.json), not a checkpoint: its teacher is {} ({info_teacher}); classify with `sttabt classify --ltp {d} TEXT`",
+            teacher.display()
+        ));
+    }
+    if dir.join("bundle.json").is_file() {
+        let models = match sttabt::compress::bundle::open(dir) {
+            Ok(b) => format!(
+                ": its teacher is {}{}",
+                b.teacher_dir.display(),
+                b.approx_dir.map(|a| format!(" and its ApproxNet {}", a.display())).unwrap_or_default()
+            ),
+            Err(e) => format!(" ({e:#})"),
+        };
+        return Some(format!(
+            "{d} is a bundle (`sttabt compress`, bundle.json), not a checkpoint{models}; classify with `sttabt classify --bundle {d} TEXT`"
+        ));
+    }
+    None
 }
