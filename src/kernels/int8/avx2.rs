@@ -11,12 +11,12 @@
 //! Weight layout (`quant::pack_pairs`, built on the first call): sub-panels of 16 output
 //! columns (one tile's width); per pair `g` of consecutive `k`, 16 columns x 2 i16 = 64 bytes
 //! (two ymm, each 8 columns x `(Wq[2g, c], Wq[2g + 1, c])`), so that a tile streams its weights
-//! contiguously (with 32-column panels, each tile read every other 64 bytes: dense int8 ran
-//! about 1.12x slower at RT b1 and T128 b1 and equal at T128 b32, where the rows split: medians
-//! of 8 interleaved pairs with wide ranges, docs/results/int8_avx2_layout_ab.txt. Aligning the lines to 64 bytes
-//! gained nothing measurable.) Each
-//! row's two widened activations of the pair are broadcast as one i32. Tasks still split the
-//! columns in [`NR`] = 32-column panels (two sub-panels).
+//! contiguously. With 32-column panels, each tile read every other 64 bytes, and dense int8 ran
+//! about 1.12x slower at RT b1 and T128 b1 and the same at T128 b32, where the rows split
+//! (medians of 8 interleaved pairs with wide ranges, docs/results/int8_avx2_layout_ab.txt);
+//! aligning the lines to 64 bytes gained nothing measurable. Each row's two widened activations
+//! of the pair are broadcast as one i32. Tasks still split the columns in [`NR`] = 32-column
+//! panels (two sub-panels).
 //!
 //! Blocking (BLIS-style; see also docs/research/2026-12-03-int8-vs-ort-mlas.md, section 7.1): a
 //! chunk of rows (about [`A_CHUNK_BYTES`] of widened activations, kept in L2) is widened once into
