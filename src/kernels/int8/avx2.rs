@@ -8,10 +8,15 @@
 //! i32 lanes: each pair sum is at most `2 · 255 · 127` in magnitude (exact), and the i32
 //! accumulation is exact up to [`super::MAX_K`] inputs as on the other paths.
 //!
-//! Weight layout (`quant::pack_pairs`, built on the first call): panels of [`NR`] = 32 output
-//! columns; per pair `g` of consecutive `k`, 32 columns x 2 i16 = 128 bytes (four ymm, each 8
-//! columns x `(Wq[2g, c], Wq[2g + 1, c])`). Each row's two widened activations of the pair are
-//! broadcast as one i32.
+//! Weight layout (`quant::pack_pairs`, built on the first call): sub-panels of 16 output
+//! columns (one tile's width); per pair `g` of consecutive `k`, 16 columns x 2 i16 = 64 bytes
+//! (two ymm, each 8 columns x `(Wq[2g, c], Wq[2g + 1, c])`), so that a tile streams its weights
+//! contiguously. With 32-column panels, each tile read every other 64 bytes, and dense int8 ran
+//! about 1.12x slower at RT b1 and T128 b1 and the same at T128 b32, where the rows split
+//! (medians of 8 interleaved pairs with wide ranges, docs/results/int8_avx2_layout_ab.txt);
+//! aligning the lines to 64 bytes gained nothing measurable. Each row's two widened activations
+//! of the pair are broadcast as one i32. Tasks still split the columns in [`NR`] = 32-column
+//! panels (two sub-panels).
 //!
 //! Blocking (BLIS-style; see also docs/research/2026-12-03-int8-vs-ort-mlas.md, section 7.1): a
 //! chunk of rows (about [`A_CHUNK_BYTES`] of widened activations, kept in L2) is widened once into
@@ -76,7 +81,7 @@ pub fn available() -> bool {
 /// [`available`] holds; `out.len() == m · n`; `act` holds `m` rows, their scales and zero points.
 pub(super) unsafe fn run(l: &QuantizedLinear, act: &Activations, out: &mut [f32], m: usize, gelu: bool) {
     debug_assert!(out.len() == m * l.n && act.data.len() >= m * act.ld && act.ld.is_multiple_of(16) && act.ld >= 2 * l.k.div_ceil(2));
-    let packed = l.packed16.get_or_init(|| super::quant::pack_pairs(&l.w_q, l.k, l.n, NR));
+    let packed = l.packed16.get_or_init(|| super::quant::pack_pairs(&l.w_q, l.k, l.n, SUB));
     let (k, n) = (l.k, l.n);
     let panels = n.div_ceil(NR);
     let out_ptr = OutPtr(out.as_mut_ptr());
@@ -149,7 +154,8 @@ unsafe fn block(
             _mm256_storeu_si256(dst.add(q), _mm256_cvtepu8_epi16(_mm_loadu_si128(src.add(16 * q) as *const __m128i)));
         }
         for p in p0..p1 {
-            let panel = packed[p * pairs * 2 * NR..(p + 1) * pairs * 2 * NR].as_ptr();
+            // (the last panel may hold one sub-panel only: its second half is never read)
+            let panel = packed[p * pairs * 2 * NR..].as_ptr();
             let c = p * NR;
             let width = NR.min(l.n - c);
             let ep = Epilogue::with_width(l, act, c, NR, gelu && !gelu_in_regs);
@@ -157,7 +163,8 @@ unsafe fn block(
                 if 8 * v0 >= width {
                     break;
                 }
-                let (a, o, b) = (buf.as_ptr(), out.add(c + 8 * v0), panel.add(16 * v0));
+                // the sub-panel of columns c + 8 v0 .. + SUB: `pairs` x SUB x 2 contiguous i16
+                let (a, o, b) = (buf.as_ptr(), out.add(c + 8 * v0), panel.add(v0 / TV * pairs * 2 * SUB));
                 let w = width - 8 * v0;
                 let mut r = c0;
                 while r + MR <= c1 {
@@ -188,6 +195,9 @@ unsafe fn block(_: &QuantizedLinear, _: &[i16], _: &Activations, _: usize, _: us
 
 /// Vectors of 8 columns per tile (a panel is `NR / 8 / TV` tiles wide).
 const TV: usize = 2;
+/// Columns per sub-panel of the weight layout: one tile's width, so that a tile streams its
+/// weights contiguously (`pairs` x 64 bytes).
+const SUB: usize = 8 * TV;
 
 /// `R` rows from output row `r0` (widened rows `a` at stride `lda` pairs) x one panel: i32
 /// accumulators over `pairs` pairs of `k`, then the epilogue into `out` (the panel's first
@@ -212,7 +222,7 @@ unsafe fn tile<const R: usize>(
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_si256(); TV]; R];
     for g in 0..pairs {
-        let bg = b.add(g * 2 * NR);
+        let bg = b.add(g * 2 * SUB);
         let bv: [__m256i; TV] = std::array::from_fn(|j| _mm256_loadu_si256(bg.add(16 * j) as *const __m256i));
         for (r, row) in acc.iter_mut().enumerate() {
             let av = _mm256_set1_epi32(a.add(r * lda + g).read());
