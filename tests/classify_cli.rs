@@ -434,3 +434,34 @@ fn info_names_an_approxnet_and_its_teacher_shape() {
     let v: Value = serde_json::from_str(&sttabt(&["info", s(&tdir), "--json"]).1).expect("info --json");
     assert!(v["approxnet"].is_null(), "{v}");
 }
+
+#[test]
+fn truncated_inputs_are_named_then_summed_up() {
+    let dir = TempDir::new("classify-cuts");
+    let t = dir.path().join("teacher");
+    write_teacher(&t);
+    let tok = TextTokenizer::from_dir(&t, 8).unwrap();
+    // seven texts over 8 tokens, one under: the first five cut ones are named, then one total
+    let texts: Vec<String> = (0..8)
+        .map(|i| if i == 2 { "short one".to_string() } else { format!("the film number {i} is long and slow and dull and far too long") })
+        .collect();
+    let file = dir.path().join("long.txt");
+    std::fs::write(&file, texts.join("\n")).unwrap();
+    let (ok, _, stderr) = sttabt(&["classify", "--model", s(&t), "--mode", "dense", "--max-length", "8", "--file", s(&file)]);
+    assert!(ok, "{stderr}");
+    let named: Vec<&str> = stderr.lines().filter(|l| l.starts_with("warning: input ")).collect();
+    let cut = |i: usize| tok.encode(&texts[i], None).unwrap().truncated;
+    let expected: Vec<String> =
+        [0, 1, 3, 4, 5].iter().map(|&i| format!("warning: input {}: {} tokens cut (--max-length 8)", i + 1, cut(i))).collect();
+    assert_eq!(named, expected, "{stderr}");
+    let total: usize = (0..8).map(cut).sum();
+    assert_eq!(cut(2), 0);
+    assert!(
+        stderr.contains(&format!("warning: 7 of 8 inputs were cut to --max-length 8 ({total} tokens in all; the first 5 are named above)")),
+        "{stderr}"
+    );
+    // --json records each input's cut tokens
+    let recs = json_lines(&["classify", "--model", s(&t), "--mode", "dense", "--max-length", "8", "--json", "--file", s(&file)]);
+    let cuts: Vec<usize> = recs.iter().map(|r| r["tokens_cut"].as_u64().unwrap() as usize).collect();
+    assert_eq!(cuts, (0..8).map(cut).collect::<Vec<_>>());
+}

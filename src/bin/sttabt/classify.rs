@@ -408,10 +408,17 @@ pub(crate) fn classify(
         eprintln!("precision: {}", precision.describe(approx_used));
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    for (text, pair) in &inputs {
+    // truncated inputs: the first few named as they come, then one summary line
+    const NAMED_CUTS: usize = 5;
+    let (mut cut_inputs, mut cut_tokens) = (0usize, 0usize);
+    for (i, (text, pair)) in inputs.iter().enumerate() {
         let (enc, spans) = tok.encode_with_spans(text, pair.as_deref())?;
         if enc.truncated > 0 {
-            eprintln!("warning: {} tokens cut (--max-length {max_length})", enc.truncated);
+            cut_inputs += 1;
+            cut_tokens += enc.truncated;
+            if cut_inputs <= NAMED_CUTS {
+                eprintln!("warning: input {}: {} tokens cut (--max-length {max_length})", i + 1, enc.truncated);
+            }
         }
         let p = sttabt::infer::classify(teacher, approx_model, &[enc.input.clone()], &mode)?.remove(0);
         let label = teacher.config.labels.get(p.label).cloned().unwrap_or_else(|| p.label.to_string());
@@ -419,7 +426,7 @@ pub(crate) fn classify(
         let depth: Vec<usize> =
             (0..enc.input.len()).map(|j| (0..big_l).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
         if json {
-            let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "survives_to_layer": depth});
+            let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "tokens_cut": enc.truncated, "survives_to_layer": depth});
             rec["precision"] = serde_json::json!({"teacher": precision.precision, "approx": precision.approx_used(approx_used)});
             // the bundle's own label, only with --bundle (no `"bundle": null` otherwise)
             if let Some(l) = &bundle_label {
@@ -462,6 +469,12 @@ pub(crate) fn classify(
                 println!("  ([n] = last layer that reads the token, of {big_l}; [0] = no layer reads it)");
             }
         }
+    }
+    if cut_inputs > NAMED_CUTS {
+        eprintln!(
+            "warning: {cut_inputs} of {} inputs were cut to --max-length {max_length} ({cut_tokens} tokens in all; the first {NAMED_CUTS} are named above)",
+            inputs.len()
+        );
     }
     Ok(())
 }

@@ -107,9 +107,10 @@ names FILE:LINE otherwise).
 
 Output: one line per input, `LABEL<TAB>PROBABILITY<TAB>retention R%<TAB>TEXT[<TAB>PAIR]`; with
 --json one JSON object per line: text, pair (or null), label, probability, logits, retention,
-mode, gflops, inputs_per_layer (|I_l| for l = 1..L), tokens, survives_to_layer, precision
-({teacher, approx}: fp32 or int8; approx null when no ApproxNet runs). --explain --json
-adds `explain`: one object per token that layer 1 reads (tokens no layer reads are left out):
+mode, gflops, inputs_per_layer (|I_l| for l = 1..L), tokens, tokens_cut (by --max-length),
+survives_to_layer, precision ({teacher, approx}: fp32 or int8; approx null when no ApproxNet
+runs). --explain --json adds `explain`: one object per token that layer 1 reads (tokens no layer
+reads are left out):
 index, token, segment (0 = TEXT, 1 = PAIR), char_start and char_end (char offsets, i.e. Unicode
 scalar values, into the original TEXT or PAIR, end exclusive; null with segment null for [CLS] and
 [SEP]) and last_layer (the last layer l in 1..L whose input set I_l holds the token).")]
