@@ -273,6 +273,31 @@ fn every_job_runs(family: &str) {
         assert!(modes.iter().any(|m| m.starts_with(want)), "{family}: bench rows {modes:?} lack {want}");
     }
     assert!(!v["memory"].as_array().unwrap().is_empty(), "{family}: memory rows");
+    assert_eq!(v["approx_precision"], "fp32", "{family}: an ApproxNet ran: {}", v["approx_precision"]);
+    // without --approx or --concrete no ApproxNet runs, and the report names none
+    let dense = dir.path().join("bench_dense.json");
+    let stdout = ok(&[
+        "bench",
+        "--model",
+        t,
+        "--rt",
+        "0",
+        "--lengths",
+        "8",
+        "--synth-examples",
+        "1",
+        "--batches",
+        "1",
+        "--repeats",
+        "1",
+        "--rounds",
+        "1",
+        "--no-memory",
+        "--json",
+        s(&dense),
+    ]);
+    assert!(read_json(dense)["approx_precision"].is_null(), "{family}: no ApproxNet ran");
+    assert!(stdout.lines().any(|l| l == "precision: teacher fp32"), "{family}: {stdout}");
 }
 
 #[test]

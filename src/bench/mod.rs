@@ -276,8 +276,10 @@ pub struct BenchReport {
     /// Precision of our teachers' and ApproxNets' linear layers in every row.
     #[serde(default)]
     pub precision: crate::model::Precision,
+    /// Precision of the ApproxNets' linear layers (`--approx` and the concrete runs' own); `None`
+    /// when no ApproxNet ran (dense, top-k, fixed and LTP rows only).
     #[serde(default)]
-    pub approx_precision: crate::model::Precision,
+    pub approx_precision: Option<crate::model::Precision>,
 }
 
 /// Synthetic `[CLS] w... [SEP]` of length `n` (BERT-uncased ids), deterministic per example.
@@ -620,6 +622,6 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         peer: peer_rows,
         peer_note,
         precision: opts.precision,
-        approx_precision: opts.approx_precision,
+        approx_precision: (approx.is_some() || !concrete.is_empty()).then_some(opts.approx_precision),
     })
 }

@@ -18,10 +18,10 @@ pub fn format_report(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         s,
-        "precision: teacher {}, ApproxNet {}{}",
+        "precision: teacher {}{}{}",
         r.precision,
-        r.approx_precision,
-        if r.precision == crate::model::Precision::Int8 || r.approx_precision == crate::model::Precision::Int8 {
+        r.approx_precision.map_or(String::new(), |a| format!(", ApproxNet {a}")),
+        if r.precision == crate::model::Precision::Int8 || r.approx_precision == Some(crate::model::Precision::Int8) {
             format!(" (int8 kernels: {})", crate::precision_eval::int8_kernels_here())
         } else {
             String::new()
