@@ -278,6 +278,27 @@ fn quiet_jobs_print_no_data_line() {
     let err = stderr(&r);
     assert!(r.status.success(), "eval --quiet failed:\n{err}");
     assert!(err.lines().all(|l| l.starts_with("warning: ")), "eval --quiet printed more than warnings:\n{err}");
+    // finetune --quiet: not even the split sizes
+    let ft = dir.path().join("ft");
+    let r = sttabt(&[
+        "finetune",
+        "--model",
+        s(model.path()),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--out",
+        s(&ft),
+        "--quiet",
+    ]);
+    let err = stderr(&r);
+    assert!(r.status.success(), "finetune --quiet failed:\n{err}");
+    assert!(err.lines().all(|l| l.starts_with("warning: ")), "finetune --quiet printed more than warnings:\n{err}");
     // without --quiet the line is there
     let mut args = base.to_vec();
     let out2 = dir.path().join("approx2");
@@ -679,6 +700,11 @@ fn empty_texts_are_errors_naming_their_position() {
     // the same inputs without the empty one succeed
     let r = sttabt(&["classify", "--model", m, "--mode", "dense", "good", "bad"]);
     assert!(r.status.success(), "{}", stderr(&r));
+    // blank lines at the end of a file are not inputs: two lines in, two lines out
+    std::fs::write(&f, "a fine film\nanother one\n\n  \r\n").unwrap();
+    let r = sttabt(&["classify", "--model", m, "--mode", "dense", "--file", s(&f)]);
+    assert!(r.status.success(), "trailing blank lines: {}", stderr(&r));
+    assert_eq!(String::from_utf8_lossy(&r.stdout).lines().count(), 2, "one output line per text");
 }
 
 // ---------------------------------------------------------------------------------------------

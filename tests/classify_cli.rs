@@ -464,4 +464,11 @@ fn truncated_inputs_are_named_then_summed_up() {
     let recs = json_lines(&["classify", "--model", s(&t), "--mode", "dense", "--max-length", "8", "--json", "--file", s(&file)]);
     let cuts: Vec<usize> = recs.iter().map(|r| r["tokens_cut"].as_u64().unwrap() as usize).collect();
     assert_eq!(cuts, (0..8).map(cut).collect::<Vec<_>>());
+    // a --max-length above the model's positions: the warnings name the length in force
+    let max_pos = Encoder::load(&t).unwrap().config.max_tokens();
+    let long = format!("{} end", "word ".repeat(max_pos + 5));
+    let (ok, _, stderr) = sttabt(&["classify", "--model", s(&t), "--mode", "dense", "--max-length", "9999", &long]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains(&format!("using --max-length {max_pos}")), "{stderr}");
+    assert!(stderr.contains(&format!("tokens cut (--max-length {max_pos})")), "the cut names the capped length: {stderr}");
 }

@@ -292,7 +292,11 @@ pub(crate) fn reject_empty_texts<S: AsRef<str>>(what: &str, texts: impl Iterator
 
 /// See [`read_classify_inputs`]; `name` is the file name for error messages.
 pub(crate) fn parse_classify_lines(name: &str, content: &str) -> Result<Vec<ClassifyInput>> {
-    let lines: Vec<&str> = content.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    let mut lines: Vec<&str> = content.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    // blank lines at the end of a file are no inputs (an editor's trailing newline); inside, they are errors
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
     let Some(first_tab) = lines.iter().position(|l| l.contains('\t')) else {
         reject_empty_texts(&format!("{name}: line"), lines.iter())?;
         return Ok(lines.into_iter().map(|l| (l.to_string(), None)).collect());
@@ -401,6 +405,8 @@ pub(crate) fn classify(
             format!("loading the tokenizer of {}", teacher_dir.display())
         }
     })?;
+    // the length in force (--max-length capped at the model's positions, with a warning above)
+    let max_length = tok.max_length();
     let big_l = teacher.layers.len();
     // the ApproxNet's precision is named only when one runs (not in dense, top-k, abt-actual, LTP)
     let approx_used = approx_model.is_some() && mode.needs_approx();

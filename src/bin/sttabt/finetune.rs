@@ -186,7 +186,9 @@ pub(crate) fn load_text_run(
     warn_truncation("train", cut, max_length);
     let (dev, cut) = tokenize(&tok, &splits.dev, limits.dev)?;
     warn_truncation("dev", cut, max_length);
-    eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
+    if !quiet {
+        eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
+    }
     let base = if base.classifier.as_ref().map(|c| c.d_out()) == Some(splits.label_names.len()) {
         base
     } else {
@@ -301,7 +303,9 @@ fn plan_aware(
     warn_truncation("train", cut, max_length);
     let (dev, cut) = tokenize(&tok, &splits.dev, limits.dev)?;
     warn_truncation("dev", cut, max_length);
-    eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
+    if !quiet {
+        eprintln!("{}: {} train / {} dev examples, labels {:?}", splits.description, train.len(), dev.len(), splits.label_names);
+    }
     guard_resume_sizes(out, train.len(), dev.len(), resume)?;
     let progress = sttabt::train::Progress { quiet };
     let report = sttabt::train::native::plan_ft::finetune_plan_aware(&teacher, &approx, &train, &dev, &cfg, out, &dir, resume, &progress)?;
