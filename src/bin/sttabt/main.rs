@@ -75,15 +75,36 @@ enum Command {
     /// a fine-tuned teacher under its own ABT plans, distilling from its frozen dense logits.
     ///
     /// Images trained from scratch default to --batch-size 64 and --lr 1.5e-3 unless set.
+    #[command(after_long_help = "\
+Examples:
+  (M = ~/.cache/sttabt/models/all-MiniLM-L6-v2 from `sttabt fetch`; RUN = any output directory)
+  sttabt finetune --model M --out RUN/teacher --epochs 2
+  sttabt finetune --model M --train train.csv --dev dev.csv --label-column sentiment --out RUN/teacher
+  sttabt finetune --model M --glue glue/SST-2 --task sst2 --out RUN/sst2 --resume
+  sttabt finetune --model RUN/teacher --plan-aware --approx RUN/approx --keep 0.3 --epochs 2 --out RUN/abtft")]
     Finetune(finetune::FinetuneArgs),
     /// Distil an ApproxNet from a (fine-tuned) teacher (the paper's section 2) and report its
     /// attention fidelity (MSE, KL) before and after on held-out dev sentences.
+    #[command(after_long_help = "\
+Examples:
+  sttabt distill --teacher RUN/teacher --out RUN/approx --steps 3000 --target-kl 0.2 --kl-every 250
+  sttabt distill --teacher RUN/teacher --out RUN/approx_f2 --factor 2 --steps 5000 --target-kl 0.2")]
     Distill(distill::DistillArgs),
     /// Train concrete masks (the paper's section 4): teacher, ApproxNet and one threshold per
     /// layer jointly, with retention target σ(θ_0). Saves teacher/, approx/ and concrete.json.
+    #[command(after_long_help = "\
+Examples:
+  sttabt concrete --teacher RUN/teacher --approx RUN/approx --out RUN/concrete_theta-1 --theta0=-1 --steps 640
+  sttabt concrete --teacher RUN/teacher --approx RUN/approx --out RUN/concrete_theta-0.5 --theta0=-0.5 \\
+      --steps 640 --retention-weight 10 --distill-weight 0.5
+  (then: sttabt classify --concrete RUN/concrete_theta-1 \"a gripping, funny film\")")]
     Concrete(concrete::ConcreteArgs),
     /// Train the LTP baseline (learned thresholds on received attention, Kim et al. 2022):
     /// soft masks with L1 weight λ, then hard masks while fine-tuning. Saves teacher/ and ltp.json.
+    #[command(after_long_help = "\
+Examples:
+  sttabt ltp --teacher RUN/teacher --out RUN/ltp_lambda0.5 --lambda 0.5 --steps 400
+  (then: sttabt classify --ltp RUN/ltp_lambda0.5 \"a gripping, funny film\")")]
     Ltp(ltp::LtpArgs),
     /// Classify sentences, sentence pairs (or images, with --image) with a fine-tuned model,
     /// densely or with token pruning.
@@ -119,6 +140,12 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
     ///
     /// Writes results.json and results.csv to --out and prints a table plus, per mode, the lowest
     /// retention within 1 point of dense (chosen on dev, reported on test).
+    #[command(after_long_help = "\
+Examples:
+  sttabt eval --model RUN/teacher --approx RUN/approx --ks 0.3,0.5 --out RUN/results
+  sttabt eval --model RUN/teacher --approx RUN/approx --concrete RUN/concrete_theta-1 --ltp RUN/ltp_lambda0.5 --out RUN/results
+  sttabt eval --model RUN/teacher --dev dev.csv --test test.csv --label-column sentiment --limit 200 --out RUN/mine
+  sttabt eval --model RUN/teacher --approx RUN/approx --precision int8 --compare-precision --out RUN/int8")]
     Eval(eval::EvalArgs),
     /// Benchmark dense vs every sparse mode side by side in one run: examples/s, p50/p90 latency,
     /// per-stage times (tokenize, ApproxNet, planning, executor, head; the executor split into embedding, row gathering, Q/K/V, attention, attention output, feed-forward), ratios vs dense, peak memory (always batch 32 x length 256; --no-memory skips it);
@@ -142,6 +169,12 @@ scalar values, into the original TEXT or PAIR, end exclusive; null with segment 
     /// examples/s to dense; xpeer = the same against the peer's matching workload (rt b1: a_b1;
     /// rt b32: b_b32, ORT padded in order vs our unpadded packing; rt-sorted b32: c_b32_sorted,
     /// both length-sorted; Tn bB: d_Tn_bB). The peer is checked before anything is timed.
+    #[command(after_long_help = "\
+Examples:
+  sttabt bench --model RUN/teacher --approx RUN/approx --rounds 3
+  sttabt bench --model RUN/teacher --approx RUN/approx --peer ort --rounds 3 --json bench.json
+  sttabt bench --model RUN/teacher --approx RUN/approx --precision int8 --peer ort-int8 --rounds 3
+  sttabt bench --model RUN/teacher --rt 0 --lengths 128 --batches 1 --rounds 1 --no-memory   (a quick look)")]
     Bench(bench::BenchArgs),
     /// Time one optimisation step of each training job (fine-tune, ApproxNet distillation, concrete
     /// and LTP soft-mask training, plan-aware fine-tuning) on burn and/or the native trainer: examples/s, GFLOP/s and the
