@@ -383,6 +383,17 @@ fn an_approxnet_given_as_model_is_named_with_how_to_pass_it() {
     expect_error(&["classify", "--model", a, "--approx", a, "--mode", "dense", "A fine film."], &parts);
     expect_error(&["eval", "--model", a, "--limit", "2", "--out", s(&tmp.path().join("eval"))], &parts);
     expect_error(&["bench", "--model", a, "--synth-examples", "1"], &parts);
+    // a concrete or LTP run directory (its models in RUN/teacher, no config.json of its own)
+    for (marker, what, flag) in [("concrete.json", "is a concrete-masking run", "--concrete"), ("ltp.json", "is an LTP run", "--ltp")] {
+        let run = tmp.path().join(marker.replace(".json", "_run"));
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join(marker), "{}").unwrap();
+        let r = s(&run);
+        let parts = [format!("--model: {r} {what}"), format!("its teacher is {}", run.join("teacher").display()), format!("{flag} {r}")];
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        expect_error(&["classify", "--model", r, "A fine film."], &parts);
+        expect_error(&["eval", "--model", r, "--limit", "2", "--out", s(&tmp.path().join("eval2"))], &parts);
+    }
 }
 
 #[test]

@@ -100,7 +100,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         precision,
     } = args;
     if let Some(m) = &model {
-        super::refuse_approx_as_model(m)?;
+        super::refuse_non_teacher_model(m)?;
     }
     precision.warn_if_slow();
     let d = sttabt::bench::BenchOptions::default();

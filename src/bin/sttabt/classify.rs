@@ -78,7 +78,7 @@ pub fn run(args: ClassifyArgs) -> Result<()> {
         (None, None, None) => None,
     };
     if let Some(m) = &model {
-        super::refuse_approx_as_model(m)?;
+        super::refuse_non_teacher_model(m)?;
     }
     let mode = classify_mode_name(mode, run.as_ref())?;
     let keep = parse_keeps(keep.as_deref(), &mode)?;

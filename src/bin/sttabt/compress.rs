@@ -96,7 +96,7 @@ pub fn run(args: CompressArgs) -> Result<()> {
     if !a.model.is_dir() {
         bail!("--model {}: no such directory; give a fine-tuned checkpoint (from `sttabt finetune`)", a.model.display());
     }
-    super::refuse_approx_as_model(&a.model)?;
+    super::refuse_non_teacher_model(&a.model)?;
     let objective: Objective = a.objective.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let needs = sttabt::pipeline::DataNeeds {
         job: "compress",

@@ -105,7 +105,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let long = long_reviews.map(|count| LongReviews { count, words: long_words });
     let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
     if let Some(m) = &model {
-        super::refuse_approx_as_model(m)?;
+        super::refuse_non_teacher_model(m)?;
     }
     let mut bundle_note: Option<String> = None;
     let (model, approx, extra) = match &bundle {

@@ -116,7 +116,7 @@ pub(crate) fn yes(b: bool) -> &'static str {
 /// `teacher/` checkpoint) or a `sttabt compress` bundle (`bundle.json`), which `info` cannot
 /// describe as one checkpoint: what it is and where its models are (`RUN/teacher`, the ApproxNet
 /// it used), with the commands that read it. `None` for any other directory.
-fn run_dir_pointer(dir: &std::path::Path) -> Option<String> {
+pub(crate) fn run_dir_pointer(dir: &std::path::Path) -> Option<String> {
     let d = dir.display();
     let teacher = dir.join("teacher");
     let info_teacher = format!("`sttabt info {}`", teacher.display());

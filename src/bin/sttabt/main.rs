@@ -516,9 +516,15 @@ fn clamp_max_length(dir: &std::path::Path, model: &Encoder, max_length: usize) -
 }
 
 /// `--model DIR` names the classifier (the teacher): an ApproxNet written by `sttabt distill`
-/// (its config.json has `"model_type": "sttabt-approx"` and an `sttabt_approx` block) is an error
-/// saying what it is and how to pass it, before anything is loaded.
-fn refuse_approx_as_model(dir: &std::path::Path) -> Result<()> {
+/// (its config.json has `"model_type": "sttabt-approx"` and an `sttabt_approx` block), or a
+/// concrete / LTP run or a bundle (no config.json of its own, see [`info::run_dir_pointer`]), is
+/// an error saying what it is and how to pass it, before anything is loaded.
+fn refuse_non_teacher_model(dir: &std::path::Path) -> Result<()> {
+    if !dir.join("config.json").exists() {
+        if let Some(pointer) = info::run_dir_pointer(dir) {
+            bail!("--model: {pointer}");
+        }
+    }
     if let Some(a) = sttabt::approx::ApproxMeta::read(dir) {
         bail!(
             "--model {} is an ApproxNet (factor {}, teacher hidden size {}, {} layers, {} heads), not a classifier: pass it as --approx {} and its teacher (the model it was distilled from) as --model",
