@@ -237,7 +237,7 @@ fn every_job_runs(family: &str) {
     // every mode including ABT, the concrete and the LTP run
     common::rotten_tomatoes_path();
     let report = dir.path().join("bench.json");
-    ok(&[
+    let table = ok(&[
         "bench",
         "--model",
         t,
@@ -274,6 +274,11 @@ fn every_job_runs(family: &str) {
     }
     assert!(!v["memory"].as_array().unwrap().is_empty(), "{family}: memory rows");
     assert_eq!(v["approx_precision"], "fp32", "{family}: an ApproxNet ran: {}", v["approx_precision"]);
+    // the table's columns line up however long the mode names ("concrete θ0=-1", "ltp λ=...")
+    let lines: Vec<&str> = table.lines().skip_while(|l| !l.starts_with("work ")).take(1 + v["rows"].as_array().unwrap().len()).collect();
+    let width = lines[0].chars().count();
+    assert!(lines.iter().all(|l| l.chars().count() == width), "{family}: ragged bench table:\n{}", lines.join("\n"));
+    assert!(table.contains("; 1 round ("), "{family}: {table}");
     // without --approx or --concrete no ApproxNet runs, and the report names none
     let dense = dir.path().join("bench_dense.json");
     let stdout = ok(&[

@@ -8,10 +8,11 @@ pub fn format_report(r: &BenchReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}; packed AVX-512 GEMM {}; {} rounds ({}); load average before {} / after {}",
+        "{}; packed AVX-512 GEMM {}; {} round{} ({}); load average before {} / after {}",
         r.machine,
         if r.packed_gemm { "on" } else { "off (gemm crate only)" },
         r.rounds,
+        if r.rounds == 1 { "" } else { "s" },
         r.round_order.join(" | "),
         r.loadavg_before,
         r.loadavg_after
@@ -27,10 +28,12 @@ pub fn format_report(r: &BenchReport) -> String {
             String::new()
         }
     );
+    // the mode column as wide as the longest mode name (in chars: "θ0" is one), at least 18
+    let mw = r.rows.iter().map(|x| x.mode.chars().count()).max().unwrap_or(0).max(18);
     let _ = writeln!(s, "ex/s: median over rounds (min-max); xdense, xpeer: medians of the per-round ratios; dense = every row of every layer; stage times in ms per example");
     let _ = writeln!(
         s,
-        "{:<9} {:>3} {:<18} {:>8} {:>17} {:>8} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>16}",
+        "{:<9} {:>3} {:<mw$} {:>8} {:>17} {:>8} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>16}",
         "work",
         "b",
         "mode",
@@ -56,7 +59,7 @@ pub fn format_report(r: &BenchReport) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<9} {:>3} {:<18} {:>8.1} {:>17} {:>8.2} {:>8.2} {:>6.3} {:>7.3} {:>7.1} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>6.2} {:>16}",
+            "{:<9} {:>3} {:<mw$} {:>8.1} {:>17} {:>8.2} {:>8.2} {:>6.3} {:>7.3} {:>7.1} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>6.2} {:>16}",
             row.workload,
             row.batch,
             row.mode,
@@ -79,7 +82,7 @@ pub fn format_report(r: &BenchReport) -> String {
     let _ = writeln!(s, "executor stages, ms per example (rest: plan bookkeeping, scatter, allocation):");
     let _ = writeln!(
         s,
-        "{:<9} {:>3} {:<18} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}",
+        "{:<9} {:>3} {:<mw$} {:>7} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7}",
         "work", "b", "mode", "exec", "embed", "gather", "qkv", "attention", "attnout", "ffn", "rest"
     );
     for row in &r.rows {
@@ -87,7 +90,7 @@ pub fn format_report(r: &BenchReport) -> String {
         let rest = row.stage_ms.executor - e.iter().sum::<f64>();
         let _ = writeln!(
             s,
-            "{:<9} {:>3} {:<18} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>7.3} {:>7.3} {:>7.3}",
+            "{:<9} {:>3} {:<mw$} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>7.3} {:>7.3} {:>7.3}",
             row.workload, row.batch, row.mode, row.stage_ms.executor, e[0], e[1], e[2], e[3], e[4], e[5], rest
         );
     }
