@@ -242,6 +242,11 @@ impl ApproxNet {
             )));
         }
         let cfg_path = dir.join("config.json");
+        if !cfg_path.exists() {
+            let hint =
+                crate::model::checkpoint::missing_config_hint(dir, "an ApproxNet directory written by `sttabt distill` needs config.json");
+            return Err(ModelError::MissingFile { path: cfg_path, hint });
+        }
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::Io { path: cfg_path.clone(), source: e })?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| ModelError::Config { path: cfg_path.clone(), message: e.to_string() })?;

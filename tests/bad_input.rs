@@ -97,6 +97,25 @@ fn missing_config_json() {
 }
 
 #[test]
+fn an_unfinished_run_says_how_to_finish_it() {
+    // a training run stopped before its final model: checkpoint/state.json, no config.json
+    let dir = TempDir::new("unfinished");
+    std::fs::create_dir_all(dir.path().join("checkpoint")).unwrap();
+    std::fs::write(dir.path().join("checkpoint/state.json"), r#"{"format": 2, "step": 1300}"#).unwrap();
+    let e = load_err(dir.path());
+    assert!(matches!(e, ModelError::MissingFile { ref path, .. } if path.ends_with("config.json")), "{e:?}");
+    assert_mentions(&e.to_string(), &["unfinished training run", "at step 1300", "--resume"]);
+    let teacher = tiny_config(2, 2, 8, 32, 50, 16);
+    let e = sttabt::approx::ApproxNet::load(dir.path(), &teacher).unwrap_err();
+    assert_mentions(&e.to_string(), &["config.json", "unfinished training run", "at step 1300", "--resume"]);
+    // without the checkpoint: the usual hints
+    std::fs::remove_dir_all(dir.path().join("checkpoint")).unwrap();
+    assert_mentions(&load_err(dir.path()).to_string(), &["a Hugging Face checkpoint directory needs config.json"]);
+    let e = sttabt::approx::ApproxNet::load(dir.path(), &teacher).unwrap_err();
+    assert_mentions(&e.to_string(), &["an ApproxNet directory written by `sttabt distill` needs config.json"]);
+}
+
+#[test]
 fn missing_safetensors() {
     let dir = good_checkpoint("nost");
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();

@@ -414,3 +414,24 @@ pub fn write_atomic_io(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::i
     }
     result
 }
+
+/// The hint for a directory without `config.json`: `usual`, unless the directory holds a training
+/// checkpoint (`checkpoint/state.json`) and no final model, i.e. a `finetune` / `distill` /
+/// `concrete` / `ltp` run that was stopped before it wrote one: then say so and how to finish it.
+pub(crate) fn missing_config_hint(dir: &Path, usual: &str) -> String {
+    let state = dir.join("checkpoint").join("state.json");
+    if state.is_file() {
+        let step = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+            .map_or(String::new(), |s| format!(" at step {s}"));
+        format!(
+            "{} is an unfinished training run (a checkpoint{step} in {}, no final model yet): finish it by running the command that started it again with --resume",
+            dir.display(),
+            state.parent().map_or_else(|| state.display().to_string(), |p| p.display().to_string())
+        )
+    } else {
+        usual.to_string()
+    }
+}

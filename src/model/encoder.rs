@@ -83,7 +83,10 @@ impl Encoder {
         }
         let cfg_path = dir.join("config.json");
         if !cfg_path.exists() {
-            return Err(ModelError::MissingFile { path: cfg_path, hint: "a Hugging Face checkpoint directory needs config.json".into() });
+            return Err(ModelError::MissingFile {
+                path: cfg_path,
+                hint: super::checkpoint::missing_config_hint(dir, "a Hugging Face checkpoint directory needs config.json"),
+            });
         }
         let config = EncoderConfig::from_file(&cfg_path)?;
         let store = TensorStore::read_dir(dir)?;
