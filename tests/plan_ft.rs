@@ -11,7 +11,7 @@ use std::process::Command;
 use common::{random_tensors, tiny_config, write_checkpoint, TempDir};
 use sttabt::approx::{ApproxInit, ApproxNet};
 use sttabt::train::finetune::{accuracy, with_new_head, FinetuneConfig};
-use sttabt::train::native::plan_ft::{abt_accuracy, ce_kd_loss, finetune_plan_aware, PlanFtConfig};
+use sttabt::train::native::plan_ft::{abt_accuracy, ce_kd_loss, finetune_plan_aware, PlanFtConfig, PlanFtReport};
 use sttabt::train::Progress;
 use sttabt::Encoder;
 
@@ -307,4 +307,26 @@ fn dense_logit_cache_is_exact() {
     assert!(e.contains("2 indices for 1 inputs"), "{e}");
     let e = cache.logits(&teacher, &[6], &[&inputs[0]]).expect_err("index").to_string();
     assert!(e.contains("example index 6") && e.contains("6 examples"), "{e}");
+}
+
+#[test]
+fn a_best_epoch_below_the_start_is_flagged() {
+    let report = |start: f64, best: f64| PlanFtReport {
+        steps: 10,
+        epochs: 2,
+        abt_dev_accuracy: vec![best - 0.01, best],
+        abt_dev_retention: vec![0.4, 0.4],
+        dense_dev_accuracy: vec![0.8, 0.8],
+        start_abt_dev_accuracy: start,
+        start_dense_dev_accuracy: 0.84,
+        best_abt_dev_accuracy: best,
+        best_epoch: 2,
+        epoch_loss: Vec::new(),
+        seconds: 1.0,
+        output_dir: "out".into(),
+    };
+    let w = report(0.8102, 0.7950).below_start().expect("below the start is flagged");
+    assert!(w.contains("79.50% against 81.02%") && w.contains("epoch 2") && w.contains("starting --model"), "{w}");
+    assert_eq!(report(0.8102, 0.8345).below_start(), None);
+    assert_eq!(report(0.8102, 0.8102).below_start(), None, "equal is not below");
 }

@@ -323,5 +323,8 @@ fn plan_aware(
         report.seconds,
         out.display()
     );
+    if let Some(w) = report.below_start() {
+        eprintln!("warning: {w}");
+    }
     Ok(())
 }

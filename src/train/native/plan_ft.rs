@@ -294,6 +294,23 @@ pub struct PlanFtReport {
     pub output_dir: PathBuf,
 }
 
+impl PlanFtReport {
+    /// A warning when the saved model (the best epoch) is below the starting teacher under ABT on
+    /// dev, i.e. when no epoch improved on `--model` at the `keep` it was trained for; `None`
+    /// otherwise. Plan-aware fine-tuning saves its best epoch, so the saved model is then worse
+    /// than the one it started from.
+    pub fn below_start(&self) -> Option<String> {
+        (self.best_abt_dev_accuracy < self.start_abt_dev_accuracy).then(|| {
+            format!(
+                "no epoch beat the starting teacher under ABT on dev: the saved best epoch {} reaches {:.2}% against {:.2}% before training; keep using the starting --model, or try a lower --lr or another --keep",
+                self.best_epoch,
+                self.best_abt_dev_accuracy * 100.0,
+                self.start_abt_dev_accuracy * 100.0
+            )
+        })
+    }
+}
+
 /// Progress kept in a checkpoint beside the weights and the optimiser state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PlanFtState {
