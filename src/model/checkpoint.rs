@@ -419,7 +419,8 @@ pub fn write_atomic_io(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::i
 /// checkpoint (`checkpoint/state.json`) and no final model, i.e. a `finetune` / `distill` /
 /// `concrete` / `ltp` run that was stopped before it wrote one: then say so and how to finish it.
 pub(crate) fn missing_config_hint(dir: &Path, usual: &str) -> String {
-    let state = dir.join("checkpoint").join("state.json");
+    let ckpt = dir.join("checkpoint");
+    let state = ckpt.join("state.json");
     if state.is_file() {
         let step = std::fs::read_to_string(&state)
             .ok()
@@ -429,7 +430,7 @@ pub(crate) fn missing_config_hint(dir: &Path, usual: &str) -> String {
         format!(
             "{} is an unfinished training run (a checkpoint{step} in {}, no final model yet): finish it by running the command that started it again with --resume",
             dir.display(),
-            state.parent().map_or_else(|| state.display().to_string(), |p| p.display().to_string())
+            ckpt.display()
         )
     } else {
         usual.to_string()

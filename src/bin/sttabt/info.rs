@@ -20,10 +20,8 @@ pub fn run(args: InfoArgs) -> Result<()> {
 
 pub(crate) fn info(model: Option<PathBuf>, json: bool) -> Result<()> {
     let dir = model_dir(model)?;
-    if !dir.join("config.json").exists() {
-        if let Some(what) = run_dir_pointer(&dir) {
-            bail!("{what}");
-        }
+    if let Some(what) = run_dir_pointer(&dir) {
+        bail!("{what}");
     }
     let m = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let c = &m.config;
@@ -115,8 +113,12 @@ pub(crate) fn yes(b: bool) -> &'static str {
 /// For a run directory of `sttabt concrete` / `sttabt ltp` (`concrete.json` / `ltp.json` beside a
 /// `teacher/` checkpoint) or a `sttabt compress` bundle (`bundle.json`), which `info` cannot
 /// describe as one checkpoint: what it is and where its models are (`RUN/teacher`, the ApproxNet
-/// it used), with the commands that read it. `None` for any other directory.
+/// it used), with the commands that read it. `None` for any other directory, and for one with a
+/// `config.json` of its own (a checkpoint).
 pub(crate) fn run_dir_pointer(dir: &std::path::Path) -> Option<String> {
+    if dir.join("config.json").exists() {
+        return None;
+    }
     let d = dir.display();
     let teacher = dir.join("teacher");
     let info_teacher = format!("`sttabt info {}`", teacher.display());

@@ -520,10 +520,8 @@ fn clamp_max_length(dir: &std::path::Path, model: &Encoder, max_length: usize) -
 /// concrete / LTP run or a bundle (no config.json of its own, see [`info::run_dir_pointer`]), is
 /// an error saying what it is and how to pass it, before anything is loaded.
 fn refuse_non_teacher_model(dir: &std::path::Path) -> Result<()> {
-    if !dir.join("config.json").exists() {
-        if let Some(pointer) = info::run_dir_pointer(dir) {
-            bail!("--model: {pointer}");
-        }
+    if let Some(pointer) = info::run_dir_pointer(dir) {
+        bail!("--model: {pointer}");
     }
     if let Some(a) = sttabt::approx::ApproxMeta::read(dir) {
         bail!(
