@@ -20,13 +20,16 @@
 //!
 //! `--paths avx2,picked+ch` times only the named paths (the others print NaN).
 //!
+//! Every int8 path runs twice: on full-range (8-bit) weights, and on reduced-range (7-bit)
+//! ones (columns `-w7`; the AVX2 path then multiplies bytes with `vpmaddubsw`).
+//!
 //! Run: `cargo bench --bench int8_gemm [-- --repeats 9] [--serial] [--rows 1,26,128] [--f32-channels 4] [--paths NAMES] [--json out.json]`;
 //! the thread count is rayon's (`RAYON_NUM_THREADS`).
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use sttabt::kernels::{self, int8::Int8Kernel, int8::QuantizedLinear, packed::PackedWeights};
+use sttabt::kernels::{self, int8::Int8Kernel, int8::QuantizedLinear, int8::WeightRange, packed::PackedWeights};
 
 /// Seconds each timed sample aims for.
 const SAMPLE_S: f64 = 0.004;
@@ -44,7 +47,15 @@ fn main() {
     let shapes_mk: Vec<usize> =
         arg("--rows").map_or(vec![26, 128, 256, 832], |r| r.split(',').map(|v| v.parse().expect("--rows takes m,m,...")).collect());
     let shapes_kn = [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)];
-    let int8_paths: Vec<Int8Kernel> = Int8Kernel::ALL.into_iter().filter(|k| k.available()).collect();
+    // every available path on full-range (8-bit) weights, then on reduced-range (7-bit) ones
+    let int8_paths: Vec<(String, Int8Kernel, WeightRange)> = [WeightRange::Full, WeightRange::Reduced]
+        .into_iter()
+        .flat_map(|r| {
+            Int8Kernel::ALL.into_iter().filter(|k| k.available()).map(move |k| {
+                (if r == WeightRange::Full { k.name().to_string() } else { format!("{}-w7", k.name()) }, k, r)
+            })
+        })
+        .collect();
     let threads = if serial { 1 } else { rayon::current_num_threads() };
     println!(
         "int8 GEMM probe: {threads} thread(s), {}, CPU SIMD level {}, AMX: {}, median of {repeats} interleaved repeats",
@@ -53,8 +64,8 @@ fn main() {
         kernels::int8::amx::status()
     );
     let mut header = format!("{:>5} {:>5} {:>5} | {:>10} {:>10}", "m", "k", "n", "f32 packed", "f32 gemm");
-    for p in &int8_paths {
-        header += &format!(" | {:>12}", format!("{p}"));
+    for (name, _, _) in &int8_paths {
+        header += &format!(" | {name:>12}");
     }
     if side_ch > 0 {
         header += &format!(" | {:>12} {:>6}", format!("picked+{side_ch}ch"), "time");
@@ -70,6 +81,7 @@ fn main() {
             let x: Vec<f32> = (0..m * k).map(|_| rng.f32() * 2.0 - 1.0).collect();
             let packed = PackedWeights::new(&w, k, n);
             let q = QuantizedLinear::new(&w, &b, k, n).expect("quantise");
+            let q7 = QuantizedLinear::with_range(&w, &b, k, n, WeightRange::Reduced).expect("quantise");
             let qc = (side_ch > 0).then(|| {
                 let chans: Vec<usize> = (0..side_ch.min(k)).map(|t| t * k / side_ch.min(k)).collect();
                 q.with_f32_channels(&w, &chans).expect("f32 channels")
@@ -87,10 +99,10 @@ fn main() {
                     Box::new(move || kernels::linear(black_box(x), w, b, &mut out.lock().unwrap(), m, k, n, None)),
                 ));
             }
-            for &kernel in &int8_paths {
-                let (q, x, out) = (&q, &x, &out);
+            for (name, kernel, range) in &int8_paths {
+                let (q, x, out, kernel) = (if *range == WeightRange::Full { &q } else { &q7 }, &x, &out, *kernel);
                 paths.push((
-                    kernel.name().into(),
+                    name.clone(),
                     Box::new(move || q.forward_with(kernel, black_box(x), &mut out.lock().unwrap(), m, false).unwrap()),
                 ));
             }
@@ -113,7 +125,7 @@ fn main() {
             let rate = |name: &str| paths.iter().position(|(p, _)| p == name).map(|i| ops / secs[i] / 1e9);
             let f32_packed = rate("f32 packed");
             let f32_gemm = rate("f32 gemm").unwrap_or(f64::NAN);
-            let int8: Vec<f64> = int8_paths.iter().map(|p| rate(p.name()).unwrap_or(f64::NAN)).collect();
+            let int8: Vec<f64> = int8_paths.iter().map(|(p, _, _)| rate(p).unwrap_or(f64::NAN)).collect();
             let best_f32 = f32_packed.unwrap_or(0.0).max(f32_gemm);
             let best_int8 = int8.iter().cloned().fold(0.0, f64::max);
             let mut line = format!("{m:>5} {k:>5} {n:>5} | {:>10.1} {f32_gemm:>10.1}", f32_packed.unwrap_or(f64::NAN));
@@ -126,7 +138,7 @@ fn main() {
             }
             line += &format!(" | {:>7.2}x | {:>7}", best_int8 / best_f32, Int8Kernel::for_rows(m).name());
             println!("{line}");
-            let per_path: Vec<String> = int8_paths.iter().zip(&int8).map(|(p, r)| format!("\"{}\": {r:.2}", p.name())).collect();
+            let per_path: Vec<String> = int8_paths.iter().zip(&int8).map(|((p, _, _), r)| format!("\"{p}\": {r:.2}")).collect();
             rows_json.push(format!(
                 "{{\"m\": {m}, \"k\": {k}, \"n\": {n}, \"f32_packed_gflops\": {}, \"f32_gemm_gflops\": {f32_gemm:.2}, \"int8_gops\": {{{}}}, \"picked\": \"{}\"}}",
                 f32_packed.map_or("null".into(), |r| format!("{r:.2}")),

@@ -217,8 +217,8 @@ pub fn format_comparison(c: &PrecisionComparison) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} examples ({}), teacher int8 vs fp32 (ApproxNet {} / {}); int8 kernels: {}",
-        c.examples, c.split, c.approx_precision_fp32_run, c.approx_precision_int8_run, c.int8_kernels
+        "{} examples ({}), teacher {} vs fp32 (ApproxNet {} / {}); int8 kernels: {}",
+        c.examples, c.split, c.teacher_precision, c.approx_precision_fp32_run, c.approx_precision_int8_run, c.int8_kernels
     );
     let _ = writeln!(
         s,

@@ -5,7 +5,7 @@
 //! paths ran and fail when a path the CPU reports did not run.
 
 use std::io::Write as _;
-use sttabt::kernels::int8::{amx, quantize_row, Int8Error, Int8Kernel, QuantizedLinear, AMX_MIN_ROWS, MAX_K};
+use sttabt::kernels::int8::{amx, quantize_row, Int8Error, Int8Kernel, QuantizedLinear, WeightRange, AMX_MIN_ROWS, MAX_K};
 
 fn rng_vec(rng: &mut fastrand::Rng, len: usize, scale: f32) -> Vec<f32> {
     (0..len).map(|_| (rng.f32() * 2.0 - 1.0) * scale).collect()
@@ -90,16 +90,22 @@ fn run(l: &QuantizedLinear, kernel: Int8Kernel, x: &[f32], m: usize, gelu: bool)
 /// Check every path on one shape; the SIMD paths (AMX, VNNI, AVX2) share their epilogue
 /// arithmetic, so they agree bit for bit.
 fn check_shape(rng: &mut fastrand::Rng, m: usize, k: usize, n: usize) {
+    check_shape_range(rng, m, k, n, WeightRange::Full)
+}
+
+/// [`check_shape`] with the weights quantised to `range`.
+fn check_shape_range(rng: &mut fastrand::Rng, m: usize, k: usize, n: usize, range: WeightRange) {
     let w = rng_vec(rng, k * n, 0.1);
     let b = rng_vec(rng, n, 0.5);
-    let l = QuantizedLinear::new(&w, &b, k, n).unwrap();
+    let l = QuantizedLinear::with_range(&w, &b, k, n, range).unwrap();
+    assert!(l.weight_q().iter().all(|&q| i32::from(q).abs() <= i32::from(range.max())));
     let x = rng_vec(rng, m * k, 2.0);
     for gelu in [false, true] {
         let want = reference(&l, &x, m, gelu);
         let mut simd: Option<Vec<f32>> = None;
         for kernel in paths() {
             let got = run(&l, kernel, &x, m, gelu);
-            assert_matches(&got, &want, gelu, &format!("{kernel} m={m} k={k} n={n} gelu={gelu}"));
+            assert_matches(&got, &want, gelu, &format!("{kernel} {range:?} m={m} k={k} n={n} gelu={gelu}"));
             if kernel != Int8Kernel::Fallback {
                 match &simd {
                     Some(s) => assert!(
@@ -136,6 +142,19 @@ fn every_path_matches_the_exact_reference_on_ragged_shapes() {
 /// 127, so that both scales are exactly 1: `x` `[m, k]`, `w` `[k, n]` and the layer. With
 /// `halves`, the unsigned rows' other values are `j + 0.5` (ties, which quantise to even).
 fn unit_scale_layer(rng: &mut fastrand::Rng, m: usize, k: usize, n: usize, halves: bool) -> (Vec<f32>, QuantizedLinear) {
+    unit_scale_layer_range(rng, m, k, n, halves, WeightRange::Full)
+}
+
+/// [`unit_scale_layer`] with weights in `[-q, q]`, `q = range.max()`, each column reaching `±q`.
+fn unit_scale_layer_range(
+    rng: &mut fastrand::Rng,
+    m: usize,
+    k: usize,
+    n: usize,
+    halves: bool,
+    range: WeightRange,
+) -> (Vec<f32>, QuantizedLinear) {
+    let q = i32::from(range.max());
     // rows with range exactly 255 and an integer minimum quantise with scale 1: even rows in
     // [0, 255] (zero point 0), odd rows in [-128, 127] (zero point 128; needs k >= 2)
     let mut x = vec![0.0f32; m * k];
@@ -149,11 +168,11 @@ fn unit_scale_layer(rng: &mut fastrand::Rng, m: usize, k: usize, n: usize, halve
             row[(i + 1) % k] = lo as f32;
         }
     }
-    let mut w: Vec<f32> = (0..k * n).map(|_| rng.i32(-127..=127) as f32).collect();
+    let mut w: Vec<f32> = (0..k * n).map(|_| rng.i32(-q..=q) as f32).collect();
     for j in 0..n {
-        w[(j % k) * n + j] = if j % 3 == 0 { -127.0 } else { 127.0 };
+        w[(j % k) * n + j] = if j % 3 == 0 { -q as f32 } else { q as f32 };
     }
-    let l = QuantizedLinear::new(&w, &vec![0.0; n], k, n).unwrap();
+    let l = QuantizedLinear::with_range(&w, &vec![0.0; n], k, n, range).unwrap();
     assert!(l.weight_scales().iter().all(|&s| s == 1.0));
     (x, l)
 }
@@ -545,5 +564,77 @@ fn f32_channels_in_the_epilogue_match_the_exact_reference() {
                 }
             }
         }
+    }
+}
+
+/// Reduced-range (7-bit) weights, which the AVX2 path multiplies with `vpmaddubsw` (u8 x s8
+/// pairs into i16): every path's accumulators equal the exact sums at ragged and MiniLM shapes,
+/// including the extreme pairs `2 · 255 · (±63) = ±32130` that a saturating i16 would clip if
+/// the weights were not reduced; with GELU, smoothing and f32 channels every path matches the
+/// exact reference; the SIMD paths agree bit for bit. The quantisation itself: `|Wq| <= 63` and
+/// `sw = max |W| / 63`.
+#[test]
+fn reduced_range_weights_are_exact_on_every_path() {
+    let mut rng = fastrand::Rng::with_seed(63);
+    let w = rng_vec(&mut rng, 37 * 5, 1.0);
+    let l = QuantizedLinear::with_range(&w, &[0.0; 5], 37, 5, WeightRange::Reduced).unwrap();
+    assert_eq!(l.weight_range(), WeightRange::Reduced);
+    for j in 0..5 {
+        let max = (0..37).map(|t| w[t * 5 + j].abs()).fold(0.0f32, f32::max);
+        assert_eq!(l.weight_scales()[j], max / 63.0);
+        assert_eq!((0..37).map(|t| i32::from(l.weight_q()[t * 5 + j]).abs()).max(), Some(63));
+    }
+    let before: Vec<usize> = paths().iter().map(|k| k.calls()).collect();
+    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
+    for m in 1..=7 {
+        for &(k, n) in &[(1, 1), (3, 7), (37, 33), (63, 31), (65, 95), (129, 64), (383, 100)] {
+            shapes.push((m, k, n));
+        }
+    }
+    for m in [1, 26, 57, 128, 257] {
+        for (k, n) in [(384, 1152), (384, 384), (1536, 384)] {
+            shapes.push((m, k, n));
+        }
+    }
+    for (idx, &(m, k, n)) in shapes.iter().enumerate() {
+        let (x, l) = unit_scale_layer_range(&mut rng, m, k, n, idx % 2 == 0, WeightRange::Reduced);
+        for kernel in paths() {
+            assert_accumulators_exact(kernel, &l, &x, m);
+        }
+    }
+    // the extreme pairs: u = 255 everywhere against all +63 and all -63 columns
+    let (m, k, n) = (7, 130, 40);
+    let x = vec![255.0f32; m * k];
+    let w: Vec<f32> = (0..k * n).map(|i| if (i % n) % 2 == 0 { 63.0 } else { -63.0 }).collect();
+    let l = QuantizedLinear::with_range(&w, &vec![0.0; n], k, n, WeightRange::Reduced).unwrap();
+    for kernel in paths() {
+        let got = run(&l, kernel, &x, m, false);
+        for (idx, g) in got.iter().enumerate() {
+            let want = if (idx % n) % 2 == 0 { 255.0 * 63.0 * k as f32 } else { -255.0 * 63.0 * k as f32 };
+            assert!((g - want).abs() <= want.abs() * 1e-6, "{kernel} [{idx}]: {g}, expected {want}");
+        }
+    }
+    for &(m, k, n) in &[(1, 37, 47), (6, 384, 384), (26, 384, 1536), (40, 1536, 384)] {
+        check_shape_range(&mut rng, m, k, n, WeightRange::Reduced);
+    }
+    for &(m, k, n, nc) in &[(5, 65, 95, 2), (26, 384, 384, 4)] {
+        let chans: Vec<usize> = (0..nc).map(|t| (3 * k / 4 + 5 * t) % k).collect();
+        let x = rng_vec(&mut rng, m * k, 2.0);
+        let w = rng_vec(&mut rng, k * n, 0.1);
+        let b = rng_vec(&mut rng, n, 0.3);
+        let s: Vec<f32> = (0..k).map(|_| 0.5 + rng.f32() * 2.0).collect();
+        let l = QuantizedLinear::with_smoothing_range(&w, &b, k, n, &s, WeightRange::Reduced).unwrap().with_f32_channels(&w, &chans).unwrap();
+        assert_eq!(l.weight_range(), WeightRange::Reduced);
+        for gelu in [false, true] {
+            let want = reference_calibrated(&l, &w, &x, m, gelu);
+            for kernel in paths() {
+                assert_matches(&run(&l, kernel, &x, m, gelu), &want, gelu, &format!("{kernel} reduced m={m} k={k} n={n} gelu={gelu}"));
+            }
+        }
+    }
+    for (kernel, before) in paths().iter().zip(before) {
+        let ran = kernel.calls() - before;
+        let _ = writeln!(std::io::stderr(), "reduced-range weights: {kernel} ran {ran} thread tasks");
+        assert!(ran >= shapes.len(), "{kernel} ran {ran} tasks on reduced-range weights");
     }
 }

@@ -449,3 +449,48 @@ fn eval_compare_precision_with_fp32_and_int8_approx() {
         }
     }
 }
+
+/// `int8-w7` (7-bit weights, what the AVX2 path multiplies bytewise): every linear layer holds
+/// weights in `[-63, 63]`; on the MiniLM reference cases the pooled embedding's cosine to fp32
+/// and the seeded head's logits stay within measured bounds (cosine >= 0.997: measured
+/// 0.9974 on the 2-token case3_empty, 0.9981-0.9990 on the others, so **under** issue 17's
+/// 0.999, which `int8` meets; max |Δlogit| <= 0.05, the issue's, measured 0.009; the weight step is twice as large); the
+/// precision round-trips through its name; and switching int8 <-> int8-w7 requantises.
+#[test]
+fn int8_w7_has_7_bit_weights_and_measured_parity() {
+    use sttabt::kernels::int8::WeightRange;
+    assert_eq!("int8-w7".parse::<Precision>(), Ok(Precision::Int8W7));
+    assert_eq!(Precision::Int8W7.to_string(), "int8-w7");
+    assert_eq!(serde_json::to_string(&Precision::Int8W7).unwrap(), "\"int8-w7\"");
+    let m7 = minilm().clone().with_precision(Precision::Int8W7).unwrap();
+    assert_eq!(m7.precision(), Precision::Int8W7);
+    for l in &m7.layers {
+        for q in [&l.query, &l.key_value, &l.attn_out, &l.ffn_in, &l.ffn_out].map(|lin| lin.int8().expect("int8 layer")) {
+            assert_eq!(q.weight_range(), WeightRange::Reduced);
+            assert!(q.weight_q().iter().all(|&w| (-63..=63).contains(&w)));
+        }
+    }
+    let back = m7.clone().with_precision(Precision::Int8).unwrap();
+    assert_eq!(back.precision(), Precision::Int8);
+    assert!(back.layers[0].ffn_in.int8().unwrap().weight_q().iter().any(|&w| w.abs() > 63), "int8 again has 8-bit weights");
+    let d = minilm().config.hidden_size;
+    let mut worst_cos = 1.0f64;
+    for name in CASES {
+        let x = case_input(name);
+        let o32 = minilm().run_dense(std::slice::from_ref(&x), RunOptions::default()).unwrap().remove(0);
+        let o7 = m7.run_dense(std::slice::from_ref(&x), RunOptions::default()).unwrap().remove(0);
+        let cos = cosine(&mean_pool_normalized(&o7.hidden, d), &mean_pool_normalized(&o32.hidden, d));
+        eprintln!("int8-w7 {name}: embedding cosine to fp32 {cos:.5}");
+        worst_cos = worst_cos.min(cos);
+    }
+    assert!(worst_cos >= 0.997, "int8-w7 embedding cosine {worst_cos}");
+    let c32 = classifier(3);
+    let c7 = c32.clone().with_precision(Precision::Int8W7).unwrap();
+    let mut inputs: Vec<EncodedInput> = CASES.iter().map(|n| case_input(n)).collect();
+    inputs.extend(rt_inputs(48));
+    let o32 = c32.run_dense(&inputs, RunOptions::default()).unwrap();
+    let o7 = c7.run_dense(&inputs, RunOptions::default()).unwrap();
+    let worst = o32.iter().zip(&o7).map(|(a, b)| max_abs_diff(&c32.logits_of(a).unwrap(), &c7.logits_of(b).unwrap())).fold(0.0f32, f32::max);
+    eprintln!("int8-w7: max |Δlogit| to fp32 {worst:.4} over {} inputs; paths: {}", inputs.len(), paths_ran());
+    assert!(worst > 0.0 && worst <= 0.05, "int8-w7 max |Δlogit| = {worst}");
+}

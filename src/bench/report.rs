@@ -22,7 +22,7 @@ pub fn format_report(r: &BenchReport) -> String {
         "precision: teacher {}{}{}",
         r.precision,
         r.approx_precision.map_or(String::new(), |a| format!(", ApproxNet {a}")),
-        if r.precision == crate::model::Precision::Int8 || r.approx_precision == Some(crate::model::Precision::Int8) {
+        if r.precision.is_int8() || r.approx_precision.is_some_and(crate::model::Precision::is_int8) {
             format!(" (int8 kernels: {})", crate::precision_eval::int8_kernels_here())
         } else {
             String::new()

@@ -69,7 +69,7 @@ impl Encoder {
     /// weights are kept (training, [`hf_tensors`](Self::hf_tensors) and a later switch back use
     /// them); switching to the precision the encoder already has changes nothing.
     ///
-    /// [`Precision::Int8`] on a text encoder first runs the fp32 model once over
+    /// An int8 precision ([`Precision::Int8`], [`Precision::Int8W7`]) on a text encoder first runs the fp32 model once over
     /// [`calibration_inputs`] (fixed synthetic ids, ~200 tokens) recording each linear layer's
     /// per-channel input range, then quantises each layer once: Q, K/V and FFN-in (fed by
     /// LayerNorms, whose outputs carry the outlier channels) with SmoothQuant smoothing at
@@ -85,18 +85,16 @@ impl Encoder {
         if precision == old && self.layers.iter().all(|l| l.precision() == precision) {
             return Ok(());
         }
-        let ranges = match precision {
-            Precision::Int8 => self.calibrate()?,
-            Precision::Fp32 => Vec::new(),
-        };
+        let ranges = if precision.is_int8() { self.calibrate()? } else { Vec::new() };
         let mut failed = None;
         'layers: for (l, layer) in self.layers.iter_mut().enumerate() {
             let r = ranges.get(l);
             for (i, lin) in layer.linears_mut().into_iter().enumerate() {
                 let res = match r.and_then(|r| r[i].as_deref()) {
-                    Some(act_max) if precision == Precision::Int8 => {
-                        lin.set_int8_calibrated(act_max, SMOOTHED[i].then_some(SMOOTHING_ALPHA), F32_CHANNELS[i])
-                    }
+                    Some(act_max) => match precision.weight_range() {
+                        Some(range) => lin.set_int8_calibrated(act_max, SMOOTHED[i].then_some(SMOOTHING_ALPHA), F32_CHANNELS[i], range),
+                        None => lin.set_precision(precision),
+                    },
                     _ => lin.set_precision(precision),
                 };
                 if let Err(e) = res {

@@ -65,7 +65,7 @@ pub struct EvalArgs {
     pub precision: PrecisionArgs,
     /// Instead of the full table: run every mode (dense, ABT at each --ks, manual top-k at the
     /// smallest k's retention, each --concrete and --ltp run) on the test split twice, with
-    /// the teachers in fp32 and in int8 whatever --precision says (the fp32 run is fp32
+    /// the teachers in fp32 and in int8 (int8-w7 when --precision says so, else int8; the fp32 run is fp32
     /// throughout; --approx-precision int8 makes the int8 run's ApproxNets int8 too, and the
     /// plan agreement column then shows how often its plans differ), and
     /// report per mode both accuracies, their argmax agreement and the paired 95% bootstrap

@@ -581,15 +581,18 @@ fn existing_run_dir(dir: &std::path::Path, flag: &str, holds: &str, cmd: &str) -
 /// arithmetic of the encoder layers' linear layers; attention, LayerNorm and heads stay f32.
 #[derive(clap::Args, Clone, Copy, Debug)]
 struct PrecisionArgs {
-    /// Precision of the teacher's linear layers (Q, K/V, attention output, FFN): fp32, or int8
+    /// Precision of the teacher's linear layers (Q, K/V, attention output, FFN): fp32, int8
     /// (per-channel int8 weights, per-row dynamic int8 activations; picked at run time:
     /// AMX-INT8, AVX-512 VNNI, AVX2 (exact 16-bit products), or a slower portable fallback on
-    /// CPUs with none of them, which warns). Applies to concrete and LTP runs' teachers too.
-    #[arg(long, default_value = "fp32", value_name = "fp32|int8")]
+    /// CPUs with none of them, which warns), or int8-w7 (7-bit weights, ONNX Runtime's
+    /// reduce_range: the same integers on every CPU; on AVX2-only CPUs such as AMD Zen 1-3
+    /// 1.1-1.5x faster than int8, for a measured accuracy cost: compare with
+    /// `eval --compare-precision`). Applies to concrete and LTP runs' teachers too.
+    #[arg(long, default_value = "fp32", value_name = "fp32|int8|int8-w7")]
     precision: model::Precision,
-    /// Precision of the ApproxNet's linear layers (fp32 | int8). ABT plans come from the
-    /// ApproxNet, so at fp32 they do not depend on --precision.
-    #[arg(long, default_value = "fp32", value_name = "fp32|int8")]
+    /// Precision of the ApproxNet's linear layers (fp32 | int8 | int8-w7). ABT plans come from
+    /// the ApproxNet, so at fp32 they do not depend on --precision.
+    #[arg(long, default_value = "fp32", value_name = "fp32|int8|int8-w7")]
     approx_precision: model::Precision,
 }
 
@@ -626,7 +629,7 @@ impl PrecisionArgs {
 
     /// Whether a model that runs is int8: the teacher, or the ApproxNet when one runs.
     fn int8_used(&self, approx_used: bool) -> bool {
-        self.precision == model::Precision::Int8 || self.approx_used(approx_used) == Some(model::Precision::Int8)
+        self.precision.is_int8() || self.approx_used(approx_used).is_some_and(model::Precision::is_int8)
     }
 
     /// A loaded teacher switched to `--precision`.

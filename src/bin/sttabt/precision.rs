@@ -5,8 +5,9 @@ use super::*;
 use sttabt::model::Precision;
 use sttabt::precision_eval::{compare_modes, format_comparison, int8_kernels_here, ModelSet, PrecisionComparison};
 
-/// Load every model once in fp32, copy it to int8 (the teachers; the ApproxNets too with
-/// `--approx-precision int8`: then the int8 run is the whole int8 pipeline and its plans can
+/// Load every model once in fp32, copy it to int8 (the teachers: `--precision int8-w7` gives
+/// 7-bit weights, anything else `int8`; the ApproxNets too with `--approx-precision int8` or
+/// `int8-w7`: then the int8 run is the whole int8 pipeline and its plans can
 /// differ from the fp32 run's, which the plan agreement column measures), compare the modes on
 /// the test split, print the table and write `out/precision_comparison.json`. The fp32 run is
 /// always fp32 throughout.
@@ -29,7 +30,8 @@ pub(crate) fn compare(
         None => None,
     };
     let fp32_args = PrecisionArgs { precision: Precision::Fp32, approx_precision: Precision::Fp32 };
-    let int8_args = PrecisionArgs { precision: Precision::Int8, approx_precision: precision.approx_precision };
+    let teacher_int8 = if precision.precision.is_int8() { precision.precision } else { Precision::Int8 };
+    let int8_args = PrecisionArgs { precision: teacher_int8, approx_precision: precision.approx_precision };
     let needs = DataNeeds::eval("eval");
     let mut source = data.source(&needs)?;
     let model = paths.model;
@@ -80,7 +82,7 @@ pub(crate) fn compare(
     }
     let (modes, skipped) = compare_modes(&fp32, &int8, &opts.ks, &test, &boot)?;
     let report = PrecisionComparison {
-        teacher_precision: Precision::Int8,
+        teacher_precision: teacher_int8,
         approx_precision_fp32_run: Precision::Fp32,
         approx_precision_int8_run: precision.approx_precision,
         split: "test".into(),

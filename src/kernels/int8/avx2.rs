@@ -32,12 +32,22 @@
 //! cycle (32 MACs/cycle at most), `vpaddd` 4; the k-pair step of the 6 x 16 tile (12 `vpmaddwd`,
 //! 12 `vpaddd`, 6 broadcasts, 2 loads) takes about 7.5-8 cycles (24-25 MACs/cycle, ~150 GOP/s
 //! per core at 3.2 GHz) because the multiplies and adds share the 4 vector pipes; the kernel
-//! spends ~85% of its time in that loop. The `vpmaddubsw` + `vpmaddwd`(ones) + `vpaddd` scheme
-//! of saturating u8 x s8 AVX2 kernels needs 18 instead of 24 vector µops and half the
-//! broadcasts per 192 MACs, so it could reach the 6-cycle multiply bound (~1.25x this loop), but
-//! it saturates (`2 · 255 · 127 > 32767`): not an option for this exact path.
+//! spends ~85% of its time in that loop.
+//!
+//! Reduced-range weights ([`WeightRange::Reduced`], `|Wq| <= 63`): a second kernel
+//! ([`tile_u8s8`]) multiplies the activation bytes `u` as they are by the weight bytes with
+//! `vpmaddubsw` (u8 x s8, adjacent products added into a saturating i16: at most `2 · 255 · 63 =
+//! 32130` in magnitude, so it never saturates and the sums stay exact), then `vpmaddwd` by ones
+//! (4 products into i32) and `vpaddd`: 3 vector µops per 32 multiply-adds instead of 4 per 32,
+//! one broadcast per 4 `k` instead of per 2, half the weight bytes and no widening pass. Its
+//! weights are 16-column panels of 4-byte `k` groups (`quant::pack_panels(.., SUB)`, 64
+//! contiguous bytes per group), its tile [`MR_U8`] rows x 16 columns. Measured against the
+//! 16-bit kernel on the same machine (`cargo bench --bench int8_gemm -- --serial`, MiniLM
+//! shapes): 1.6-2.4x at 1 row (half the weight traffic), 1.25-1.37x at 26 and 128 rows. With
+//! full-range weights it would saturate (`2 · 255 · 127 > 32767`), so full-range layers keep
+//! the 16-bit kernel.
 
-use super::{Activations, Epilogue, Int8Kernel, OutPtr, QuantizedLinear, PAR_MIN_MACS};
+use super::{Activations, Epilogue, Int8Kernel, OutPtr, QuantizedLinear, WeightRange, PAR_MIN_MACS};
 use rayon::prelude::*;
 
 /// Output columns per weight panel (four 8-lane i32 registers).
@@ -81,7 +91,10 @@ pub fn available() -> bool {
 /// [`available`] holds; `out.len() == m · n`; `act` holds `m` rows, their scales and zero points.
 pub(super) unsafe fn run(l: &QuantizedLinear, act: &Activations, out: &mut [f32], m: usize, gelu: bool) {
     debug_assert!(out.len() == m * l.n && act.data.len() >= m * act.ld && act.ld.is_multiple_of(16) && act.ld >= 2 * l.k.div_ceil(2));
-    let packed = l.packed16.get_or_init(|| super::quant::pack_pairs(&l.w_q, l.k, l.n, SUB));
+    let reduced = l.range == WeightRange::Reduced;
+    let packed: &[i16] = if reduced { &[] } else { l.packed16.get_or_init(|| super::quant::pack_pairs(&l.w_q, l.k, l.n, SUB)) };
+    let packed8: &[i8] =
+        if reduced { l.packed_u8s8.get_or_init(|| super::quant::pack_panels(&l.w_q, l.k, l.n, 4 * l.k.div_ceil(4), SUB)) } else { &[] };
     let (k, n) = (l.k, l.n);
     let panels = n.div_ceil(NR);
     let out_ptr = OutPtr(out.as_mut_ptr());
@@ -90,7 +103,13 @@ pub(super) unsafe fn run(l: &QuantizedLinear, act: &Activations, out: &mut [f32]
         Int8Kernel::Avx2.count();
         // SAFETY: `available` (the caller's contract); tasks write disjoint rows or disjoint
         // column panels of `out`, whose length the caller checked.
-        unsafe { block(l, packed, act, r0, r1, p0, p1, o.0, gelu) }
+        unsafe {
+            if reduced {
+                block_u8s8(l, packed8, act, r0, r1, p0, p1, o.0, gelu)
+            } else {
+                block(l, packed, act, r0, r1, p0, p1, o.0, gelu)
+            }
+        }
     };
     let threads = crate::kernels::threads();
     if threads <= 1 || m * n * k < PAR_MIN_MACS {
@@ -192,6 +211,115 @@ unsafe fn block(
 unsafe fn block(_: &QuantizedLinear, _: &[i16], _: &Activations, _: usize, _: usize, _: usize, _: usize, _: *mut f32, _: bool) {
     unreachable!("the AVX2 int8 kernel is only built for x86_64")
 }
+
+/// [`block`] for reduced-range weights ([`WeightRange::Reduced`]): the activation bytes `u` are
+/// read as they are (no widening) and each tile multiplies them by the weight bytes with
+/// `vpmaddubsw`, exact since `|Wq| <= 63` (module docs).
+///
+/// # Safety
+/// As [`block`]; `packed` is `Wq` in [`SUB`]-column panels of 4-byte groups
+/// (`quant::pack_panels(.., 4 · ceil(k / 4), SUB)`); `act.ld >= 4 · ceil(k / 4)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_u8s8(
+    l: &QuantizedLinear,
+    packed: &[i8],
+    act: &Activations,
+    r0: usize,
+    r1: usize,
+    p0: usize,
+    p1: usize,
+    out: *mut f32,
+    gelu: bool,
+) {
+    let ld = act.ld;
+    let groups = l.k.div_ceil(4);
+    debug_assert!(ld >= 4 * groups && packed.len() >= l.n.div_ceil(SUB) * groups * 4 * SUB);
+    let mc = (A_CHUNK_BYTES / ld / MR_U8).max(1) * MR_U8;
+    let gelu_in_regs = gelu && crate::kernels::cpu::isa() != crate::kernels::cpu::Isa::V4;
+    let mut c0 = r0;
+    while c0 < r1 {
+        let c1 = (c0 + mc).min(r1);
+        for p in p0..p1 {
+            let c = p * NR;
+            let width = NR.min(l.n - c);
+            let ep = Epilogue::with_width(l, act, c, NR, gelu && !gelu_in_regs);
+            for sp in 0..NR / SUB {
+                if SUB * sp >= width {
+                    break;
+                }
+                // the sub-panel of columns c + SUB sp ..: `groups` x SUB x 4 contiguous bytes
+                let b = packed.as_ptr().add((c / SUB + sp) * groups * 4 * SUB);
+                let (o, w, off) = (out.add(c + SUB * sp), width - SUB * sp, SUB * sp);
+                let a = act.data.as_ptr();
+                let mut r = c0;
+                while r + MR_U8 <= c1 {
+                    tile_u8s8::<MR_U8>(a.add(r * ld), ld, b, groups, o, l.n, w, &ep, gelu_in_regs, off, r);
+                    r += MR_U8;
+                }
+                let a = a.add(r * ld);
+                match c1 - r {
+                    0 => {}
+                    1 => tile_u8s8::<1>(a, ld, b, groups, o, l.n, w, &ep, gelu_in_regs, off, r),
+                    2 => tile_u8s8::<2>(a, ld, b, groups, o, l.n, w, &ep, gelu_in_regs, off, r),
+                    _ => tile_u8s8::<3>(a, ld, b, groups, o, l.n, w, &ep, gelu_in_regs, off, r),
+                }
+            }
+        }
+        c0 = c1;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_u8s8(_: &QuantizedLinear, _: &[i8], _: &Activations, _: usize, _: usize, _: usize, _: usize, _: *mut f32, _: bool) {
+    unreachable!("the AVX2 int8 kernel is only built for x86_64")
+}
+
+/// `R` rows (activation bytes `a` at stride `lda`) x one [`SUB`]-column sub-panel of
+/// reduced-range weights `b` (`groups` groups of 4 `k` x SUB columns): per group and row, the
+/// row's 4 bytes broadcast, `vpmaddubsw` against the two 8-column weight vectors (pairs of
+/// products into i16, at most `2 · 255 · 63` in magnitude: exact), `vpmaddwd` by ones (the
+/// 4-sums into i32) and `vpaddd`; then [`dequant_store`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_u8s8<const R: usize>(
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+    groups: usize,
+    out: *mut f32,
+    ldc: usize,
+    width: usize,
+    ep: &Epilogue<'_>,
+    gelu_in_regs: bool,
+    off: usize,
+    r0: usize,
+) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); TV]; R];
+    for g in 0..groups {
+        let bg = b.add(g * 4 * SUB);
+        let bv: [__m256i; TV] = std::array::from_fn(|j| _mm256_loadu_si256(bg.add(32 * j) as *const __m256i));
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_epi32((a.add(r * lda + 4 * g) as *const i32).read_unaligned());
+            for (v, &w) in row.iter_mut().zip(&bv) {
+                *v = _mm256_add_epi32(*v, _mm256_madd_epi16(_mm256_maddubs_epi16(av, w), ones));
+            }
+        }
+    }
+    dequant_store(&acc, ep, gelu_in_regs, off, r0, out, ldc, width.min(SUB));
+}
+
+/// Rows per tile of the u8 x s8 kernel ([`tile_u8s8`]): 8 accumulators, 2 weight vectors, the
+/// broadcast, a product and the ones fit the 16 ymm registers. At 6 rows one accumulator
+/// spilled to the stack; 4 and 5 rows measured alike (`cargo bench --bench int8_gemm --
+/// --serial`, 1.25-1.37x the 16-bit kernel at 26 and 128 rows).
+pub const MR_U8: usize = 4;
 
 /// Vectors of 8 columns per tile (a panel is `NR / 8 / TV` tiles wide).
 const TV: usize = 2;

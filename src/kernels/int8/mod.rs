@@ -5,7 +5,9 @@
 //! makes each remaining row cheaper (issue 17).
 //!
 //! - Weights: per-output-channel symmetric int8, quantised once in [`QuantizedLinear::new`]:
-//!   `sw_j = max_k |W[k, j]| / 127`, `Wq[k, j] = round(W[k, j] / sw_j)` in `[-127, 127]`.
+//!   `sw_j = max_k |W[k, j]| / 127`, `Wq[k, j] = round(W[k, j] / sw_j)` in `[-127, 127]`; or
+//!   with 63 in place of 127 ([`WeightRange::Reduced`], 7 bits), which lets the AVX2 path
+//!   multiply bytes by bytes exactly.
 //! - Activations: per-row asymmetric unsigned 8-bit, quantised on every call ([`quantize_row`]):
 //!   `lo = min(0, min_k x[i, k])`, `hi = max(0, max_k x[i, k])`, `sx_i = (hi − lo) / 255`, zero
 //!   point `z_i = round(−lo / sx_i)`, `u[i, k] = clamp(round(x[i, k] / sx_i) + z_i, 0, 255)`
@@ -182,6 +184,42 @@ impl Int8Kernel {
     }
 }
 
+/// The integer range of the quantised weights `Wq`.
+///
+/// [`Full`](WeightRange::Full) is `[-127, 127]` (8 bits). [`Reduced`](WeightRange::Reduced) is
+/// `[-63, 63]` (7 bits, ONNX Runtime's `reduce_range`): every product pair `u0 · w0 + u1 · w1`
+/// with `u` in `0..=255` then fits i16 (`2 · 255 · 63 = 32130 < 32767`), so the AVX2 path can
+/// multiply unsigned activation bytes by signed weight bytes with `vpmaddubsw` without
+/// saturating (exact, as every path), about twice the multiply-adds per instruction of its
+/// 16-bit path. The weight step doubles: the price is accuracy, measured per model
+/// (`sttabt eval --precision int8-w7 --compare-precision`, README "Int8 on an AVX2-only CPU").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WeightRange {
+    /// `Wq` in `[-127, 127]`.
+    #[default]
+    Full,
+    /// `Wq` in `[-63, 63]`.
+    Reduced,
+}
+
+impl WeightRange {
+    /// The largest `|Wq|`: 127 or 63.
+    pub fn max(self) -> i8 {
+        match self {
+            WeightRange::Full => 127,
+            WeightRange::Reduced => 63,
+        }
+    }
+
+    /// Bits of the weights: 8 or 7.
+    pub fn bits(self) -> u32 {
+        match self {
+            WeightRange::Full => 8,
+            WeightRange::Reduced => 7,
+        }
+    }
+}
+
 /// A linear layer `y = x W + b` with int8 weights (see the module docs), built once from the f32
 /// layer; the f32 weights are not kept.
 #[derive(Clone)]
@@ -206,8 +244,14 @@ pub struct QuantizedLinear {
     /// loads whole 16-column vectors).
     f32_channels: Vec<usize>,
     f32_rows: Vec<f32>,
-    /// `Wq` in the AVX2 path's 16-bit layout ([`avx2`] module docs), built on its first call.
+    /// `Wq` in the AVX2 path's 16-bit layout ([`avx2`] module docs), built on its first call
+    /// (full-range weights).
     packed16: std::sync::OnceLock<Vec<i16>>,
+    /// `Wq` in 16-column panels of 4-byte `k` groups for the AVX2 path's u8 x s8 kernel
+    /// ([`avx2`] module docs), built on its first call (reduced-range weights).
+    packed_u8s8: std::sync::OnceLock<Vec<i8>>,
+    /// The range of `Wq`.
+    range: WeightRange,
     /// What each activation is multiplied by before it is quantised: `1 / s_k`, 0 on the f32
     /// channels (`None`: neither smoothing nor f32 channels).
     pre_factors: Option<Vec<f32>>,
@@ -227,7 +271,14 @@ impl QuantizedLinear {
     /// `k` and `n`, [`Int8Error::Empty`] when `k` or `n` is 0, [`Int8Error::TooDeep`] when `k`
     /// exceeds [`MAX_K`], [`Int8Error::NonFinite`] for a NaN or infinite weight or bias value.
     pub fn new(w: &[f32], b: &[f32], k: usize, n: usize) -> Result<Self, Int8Error> {
-        Self::build(w, b, k, n, None)
+        Self::build(w, b, k, n, None, WeightRange::Full)
+    }
+
+    /// [`new`](Self::new) with the weights quantised to `range` (see [`WeightRange`]).
+    ///
+    /// Errors: those of [`new`](Self::new).
+    pub fn with_range(w: &[f32], b: &[f32], k: usize, n: usize, range: WeightRange) -> Result<Self, Int8Error> {
+        Self::build(w, b, k, n, None, range)
     }
 
     /// [`new`](Self::new) with per-input-channel smoothing `s` `[k]` (module docs): `Wq` is
@@ -237,13 +288,20 @@ impl QuantizedLinear {
     /// Errors: those of [`new`](Self::new), [`Int8Error::SmoothingShape`] when `s.len() != k`
     /// and [`Int8Error::BadSmoothing`] for a factor that is not finite and positive.
     pub fn with_smoothing(w: &[f32], b: &[f32], k: usize, n: usize, s: &[f32]) -> Result<Self, Int8Error> {
+        Self::with_smoothing_range(w, b, k, n, s, WeightRange::Full)
+    }
+
+    /// [`with_smoothing`](Self::with_smoothing) with the weights quantised to `range`.
+    ///
+    /// Errors: those of [`with_smoothing`](Self::with_smoothing).
+    pub fn with_smoothing_range(w: &[f32], b: &[f32], k: usize, n: usize, s: &[f32], range: WeightRange) -> Result<Self, Int8Error> {
         if s.len() != k {
             return Err(Int8Error::SmoothingShape { found: s.len(), k });
         }
         if let Some(index) = s.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
             return Err(Int8Error::BadSmoothing { index, value: s[index] });
         }
-        Self::build(w, b, k, n, Some(s))
+        Self::build(w, b, k, n, Some(s), range)
     }
 
     /// `self` rebuilt from `w` (the same `[k, n]` weights it was built from) with the input
@@ -275,7 +333,7 @@ impl QuantizedLinear {
             zeroed[c * n..(c + 1) * n].fill(0.0);
         }
         let s: Option<Vec<f32>> = self.inv_smooth.as_ref().map(|inv| inv.iter().map(|v| 1.0 / v).collect());
-        let mut out = Self::build(&zeroed, &self.bias[..n], k, n, s.as_deref())?;
+        let mut out = Self::build(&zeroed, &self.bias[..n], k, n, s.as_deref(), self.range)?;
         let mut pre = out.inv_smooth.clone().unwrap_or_else(|| vec![1.0; k]);
         for &c in &chans {
             pre[c] = 0.0;
@@ -291,7 +349,7 @@ impl QuantizedLinear {
         &self.f32_channels
     }
 
-    fn build(w: &[f32], b: &[f32], k: usize, n: usize, smooth: Option<&[f32]>) -> Result<Self, Int8Error> {
+    fn build(w: &[f32], b: &[f32], k: usize, n: usize, smooth: Option<&[f32]>, range: WeightRange) -> Result<Self, Int8Error> {
         if k == 0 || n == 0 {
             return Err(Int8Error::Empty { k, n });
         }
@@ -316,11 +374,11 @@ impl QuantizedLinear {
                 return Err(Int8Error::NonFinite { what: "smoothed weight", index, value: ws[index] });
             }
         }
-        let (w_q, scale) = quant::quantize_columns(scaled.as_deref().unwrap_or(w), k, n);
+        let (w_q, scale) = quant::quantize_columns(scaled.as_deref().unwrap_or(w), k, n, range.max());
         let kp = k.div_ceil(KB) * KB;
         let panels = n.div_ceil(NR);
         let np = panels * NR;
-        let packed = quant::pack_panels(&w_q, k, n, kp);
+        let packed = quant::pack_panels(&w_q, k, n, kp, NR);
         let mut col_sum = vec![0i32; np];
         for row in w_q.chunks_exact(n) {
             for (c, &q) in col_sum.iter_mut().zip(row) {
@@ -346,6 +404,8 @@ impl QuantizedLinear {
             f32_channels: Vec::new(),
             f32_rows: Vec::new(),
             packed16: Default::default(),
+            packed_u8s8: Default::default(),
+            range,
             pre_factors,
         })
     }
@@ -360,8 +420,13 @@ impl QuantizedLinear {
         self.n
     }
 
+    /// The range of the quantised weights ([`WeightRange`]).
+    pub fn weight_range(&self) -> WeightRange {
+        self.range
+    }
+
     /// The quantised weights `Wq` (of `diag(s) W` when smoothed), row-major `[k, n]`, values in
-    /// `[-127, 127]`.
+    /// `[-127, 127]` (`[-63, 63]` for [`WeightRange::Reduced`]).
     pub fn weight_q(&self) -> &[i8] {
         &self.w_q
     }

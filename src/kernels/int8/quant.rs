@@ -1,7 +1,7 @@
 //! Int8 quantisation: symmetric per output column for weights (once), asymmetric (unsigned,
 //! with a zero point) per row for activations (every call), and the weight panel packings the SIMD kernels read (see `super`).
 
-use super::{Activations, KB, NR};
+use super::Activations;
 use rayon::prelude::*;
 
 /// Quantise one activation row asymmetrically to unsigned bytes (the "dynamic quantisation" of
@@ -309,37 +309,41 @@ unsafe fn row_avx2(x: &[f32], pre: Option<&[f32]>, out: &mut [u8]) -> Option<(f3
     Some((p.scale, zero))
 }
 
-/// Per-column quantisation of `w` `[k, n]` (finite, checked by the caller): `Wq` row-major and
-/// the scales `sw_j = max_k |W[k, j]| / 127` (0 for an all-zero column). In f64, once per layer.
-pub(super) fn quantize_columns(w: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+/// Per-column quantisation of `w` `[k, n]` (finite, checked by the caller) to `[-qmax, qmax]`
+/// (127, or 63 for [`super::WeightRange::Reduced`]): `Wq` row-major and the scales `sw_j =
+/// max_k |W[k, j]| / qmax` (0 for an all-zero column). In f64, once per layer.
+pub(super) fn quantize_columns(w: &[f32], k: usize, n: usize, qmax: i8) -> (Vec<i8>, Vec<f32>) {
+    let qm = f64::from(qmax);
     let mut max = vec![0.0f32; n];
     for row in w.chunks_exact(n) {
         for (m, &v) in max.iter_mut().zip(row) {
             *m = m.max(v.abs());
         }
     }
-    let inv: Vec<f64> = max.iter().map(|&m| if m > 0.0 { 127.0 / f64::from(m) } else { 0.0 }).collect();
+    let inv: Vec<f64> = max.iter().map(|&m| if m > 0.0 { qm / f64::from(m) } else { 0.0 }).collect();
     let mut q = vec![0i8; k * n];
     for (qrow, row) in q.chunks_exact_mut(n).zip(w.chunks_exact(n)) {
         for ((o, &v), &s) in qrow.iter_mut().zip(row).zip(&inv) {
-            *o = (f64::from(v) * s).round_ties_even().clamp(-127.0, 127.0) as i8;
+            *o = (f64::from(v) * s).round_ties_even().clamp(-qm, qm) as i8;
         }
     }
-    (q, max.iter().map(|&m| m / 127.0).collect())
+    (q, max.iter().map(|&m| m / f32::from(qmax)).collect())
 }
 
-/// `Wq` `[k, n]` into [`NR`]-column panels of 4-byte `k` groups, `k` padded to `kp` (a multiple
-/// of [`KB`]): byte `256 g + 4 c + t` of panel `p` is `Wq[4g + t, 64p + c]` or 0 (module docs).
-pub(super) fn pack_panels(w_q: &[i8], k: usize, n: usize, kp: usize) -> Vec<i8> {
-    debug_assert!(kp.is_multiple_of(KB) && kp >= k);
-    let panels = n.div_ceil(NR);
-    let mut packed = vec![0i8; panels * kp * NR];
+/// `Wq` `[k, n]` into `nr`-column panels of 4-byte `k` groups, `k` padded to `kp` (a multiple
+/// of 4): byte `4 nr g + 4 c + t` of panel `p` is `Wq[4g + t, nr p + c]` or 0. With `nr` =
+/// [`NR`] and `kp` a multiple of [`super::KB`], the VNNI/AMX layout (module docs); with 16, the AVX2
+/// u8 x s8 path's sub-panels (`super::avx2`).
+pub(super) fn pack_panels(w_q: &[i8], k: usize, n: usize, kp: usize, nr: usize) -> Vec<i8> {
+    debug_assert!(kp.is_multiple_of(4) && kp >= k);
+    let panels = n.div_ceil(nr);
+    let mut packed = vec![0i8; panels * kp * nr];
     for p in 0..panels {
-        let panel = &mut packed[p * kp * NR..(p + 1) * kp * NR];
+        let panel = &mut packed[p * kp * nr..(p + 1) * kp * nr];
         for kk in 0..k {
             let (g, t) = (kk / 4, kk % 4);
-            for c in 0..NR.min(n - p * NR) {
-                panel[g * 4 * NR + 4 * c + t] = w_q[kk * n + p * NR + c];
+            for c in 0..nr.min(n - p * nr) {
+                panel[g * 4 * nr + 4 * c + t] = w_q[kk * n + p * nr + c];
             }
         }
     }
