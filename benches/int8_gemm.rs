@@ -51,9 +51,10 @@ fn main() {
     let int8_paths: Vec<(String, Int8Kernel, WeightRange)> = [WeightRange::Full, WeightRange::Reduced]
         .into_iter()
         .flat_map(|r| {
-            Int8Kernel::ALL.into_iter().filter(|k| k.available()).map(move |k| {
-                (if r == WeightRange::Full { k.name().to_string() } else { format!("{}-w7", k.name()) }, k, r)
-            })
+            Int8Kernel::ALL
+                .into_iter()
+                .filter(|k| k.available())
+                .map(move |k| (if r == WeightRange::Full { k.name().to_string() } else { format!("{}-w7", k.name()) }, k, r))
         })
         .collect();
     let threads = if serial { 1 } else { rayon::current_num_threads() };

@@ -98,6 +98,11 @@ fn pairs_match_library_pair_encoding() {
     assert_eq!(rec["precision"], serde_json::json!({"teacher": "fp32", "approx": null}), "no ApproxNet runs in dense mode: {rec}");
     let int8 = json_lines(&["classify", "--model", s(&t), "--mode", "dense", "--precision", "int8", "--json", a]).remove(0);
     assert_eq!(int8["precision"]["teacher"], "int8", "{int8}");
+    // int8-w7 (7-bit weights): named as such, close to int8 but its own numbers
+    let w7 = json_lines(&["classify", "--model", s(&t), "--mode", "dense", "--precision", "int8-w7", "--json", a]).remove(0);
+    assert_eq!(w7["precision"]["teacher"], "int8-w7", "{w7}");
+    let (l8, l7) = (f32s(&int8["logits"]), f32s(&w7["logits"]));
+    assert!(common::max_abs_diff(&l8, &l7) > 0.0 && common::max_abs_diff(&l8, &l7) < 0.1, "int8 {l8:?} vs int8-w7 {l7:?}");
     let tokens: Vec<String> = rec["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
     assert_eq!(tokens, enc.tokens, "pair tokens");
     assert_eq!(tokens.iter().filter(|t| *t == "[SEP]").count(), 2, "[CLS] TEXT [SEP] PAIR [SEP]: {tokens:?}");

@@ -623,7 +623,8 @@ fn reduced_range_weights_are_exact_on_every_path() {
         let w = rng_vec(&mut rng, k * n, 0.1);
         let b = rng_vec(&mut rng, n, 0.3);
         let s: Vec<f32> = (0..k).map(|_| 0.5 + rng.f32() * 2.0).collect();
-        let l = QuantizedLinear::with_smoothing_range(&w, &b, k, n, &s, WeightRange::Reduced).unwrap().with_f32_channels(&w, &chans).unwrap();
+        let l =
+            QuantizedLinear::with_smoothing_range(&w, &b, k, n, &s, WeightRange::Reduced).unwrap().with_f32_channels(&w, &chans).unwrap();
         assert_eq!(l.weight_range(), WeightRange::Reduced);
         for gelu in [false, true] {
             let want = reference_calibrated(&l, &w, &x, m, gelu);

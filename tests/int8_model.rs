@@ -490,7 +490,8 @@ fn int8_w7_has_7_bit_weights_and_measured_parity() {
     inputs.extend(rt_inputs(48));
     let o32 = c32.run_dense(&inputs, RunOptions::default()).unwrap();
     let o7 = c7.run_dense(&inputs, RunOptions::default()).unwrap();
-    let worst = o32.iter().zip(&o7).map(|(a, b)| max_abs_diff(&c32.logits_of(a).unwrap(), &c7.logits_of(b).unwrap())).fold(0.0f32, f32::max);
+    let worst =
+        o32.iter().zip(&o7).map(|(a, b)| max_abs_diff(&c32.logits_of(a).unwrap(), &c7.logits_of(b).unwrap())).fold(0.0f32, f32::max);
     eprintln!("int8-w7: max |Δlogit| to fp32 {worst:.4} over {} inputs; paths: {}", inputs.len(), paths_ran());
     assert!(worst > 0.0 && worst <= 0.05, "int8-w7 max |Δlogit| = {worst}");
 }

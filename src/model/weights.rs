@@ -25,7 +25,7 @@ pub enum Precision {
     Int8,
     /// [`Int8`](Precision::Int8) with 7-bit weights (`[-63, 63]`, ONNX Runtime's
     /// `reduce_range`; [`kernels::int8::WeightRange::Reduced`]): the same integers on every
-    /// CPU, and on CPUs whose int8 path is AVX2 (no AVX-512 VNNI) 1.1-1.5x faster end to end,
+    /// CPU, and on CPUs whose int8 path is AVX2 (no AVX-512 VNNI) 1.1-1.6x faster end to end (medians),
     /// since that path can then multiply bytes directly; the weight step doubles (accuracy:
     /// README "Int8 on an AVX2-only CPU").
     #[serde(rename = "int8-w7")]

@@ -586,7 +586,7 @@ struct PrecisionArgs {
     /// AMX-INT8, AVX-512 VNNI, AVX2 (exact 16-bit products), or a slower portable fallback on
     /// CPUs with none of them, which warns), or int8-w7 (7-bit weights, ONNX Runtime's
     /// reduce_range: the same integers on every CPU; on AVX2-only CPUs such as AMD Zen 1-3
-    /// 1.1-1.5x faster than int8, for a measured accuracy cost: compare with
+    /// 1.1-1.6x faster than int8, for a measured accuracy cost: compare with
     /// `eval --compare-precision`). Applies to concrete and LTP runs' teachers too.
     #[arg(long, default_value = "fp32", value_name = "fp32|int8|int8-w7")]
     precision: model::Precision,
