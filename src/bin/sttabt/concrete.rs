@@ -141,7 +141,7 @@ pub(crate) fn concrete(
         r.end.soft_retention,
         r.start.hard_retention,
         r.end.hard_retention,
-        r.theta.iter().map(|t| (t * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        r.theta.iter().map(|t| (t * 1000.0).round() / 1000.0 + 0.0).collect::<Vec<_>>(), // (+ 0.0: no "-0.0")
         r.seconds,
         if native { "native" } else { "burn" },
         out.display()
