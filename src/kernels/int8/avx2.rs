@@ -43,7 +43,8 @@
 //! weights are 16-column panels of 4-byte `k` groups (`quant::pack_panels(.., SUB)`, 64
 //! contiguous bytes per group), its tile [`MR_U8`] rows x 16 columns. Measured against the
 //! 16-bit kernel on the same machine (`cargo bench --bench int8_gemm -- --serial`, MiniLM
-//! shapes): 1.6-2.4x at 1 row (half the weight traffic), 1.25-1.37x at 26 and 128 rows. With
+//! shapes, docs/results/int8_gemm_avx2_w7_serial.txt): 1.55-1.90x at 1 row (half the weight
+//! traffic), 1.23-1.43x at 26 to 4,096 rows. With
 //! full-range weights it would saturate (`2 · 255 · 127 > 32767`), so full-range layers keep
 //! the 16-bit kernel.
 
