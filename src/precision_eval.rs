@@ -220,16 +220,26 @@ pub fn format_comparison(c: &PrecisionComparison) -> String {
         "{} examples ({}), teacher {} vs fp32 (ApproxNet {} / {}); int8 kernels: {}",
         c.examples, c.split, c.teacher_precision, c.approx_precision_fp32_run, c.approx_precision_int8_run, c.int8_kernels
     );
+    // the quantised columns named by the teacher's precision (int8 or int8-w7), as wide as their names
+    let q = c.teacher_precision.name();
+    let (wa, wr) = ((4 + q.len()).max(8), (4 + q.len()).max(7));
     let _ = writeln!(
         s,
-        "{:<28} {:>8} {:>8} {:>9} {:>24} {:>7} {:>7} {:>7}",
-        "mode", "acc fp32", "acc int8", "agreement", "int8 - fp32 (95% CI)", "ret32", "ret8", "plans="
+        "{:<28} {:>8} {:>wa$} {:>9} {:>24} {:>7} {:>wr$} {:>7}",
+        "mode",
+        "acc fp32",
+        format!("acc {q}"),
+        "agreement",
+        format!("{q} - fp32 (95% CI)"),
+        "ret32",
+        format!("ret {q}"),
+        "plans="
     );
     for m in &c.modes {
         let d = &m.accuracy_difference;
         let _ = writeln!(
             s,
-            "{:<28} {:>8.2} {:>8.2} {:>8.2}% {:>24} {:>7.3} {:>7.3} {:>6.1}%",
+            "{:<28} {:>8.2} {:>wa$.2} {:>8.2}% {:>24} {:>7.3} {:>wr$.3} {:>6.1}%",
             m.label,
             100.0 * m.accuracy_fp32,
             100.0 * m.accuracy_int8,

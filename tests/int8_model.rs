@@ -462,6 +462,10 @@ fn int8_w7_has_7_bit_weights_and_measured_parity() {
     assert_eq!("int8-w7".parse::<Precision>(), Ok(Precision::Int8W7));
     assert_eq!(Precision::Int8W7.to_string(), "int8-w7");
     assert_eq!(serde_json::to_string(&Precision::Int8W7).unwrap(), "\"int8-w7\"");
+    // it buys speed only where the AVX2 path runs, and says so elsewhere
+    let avx2_runs = Int8Kernel::for_rows(1) == Int8Kernel::Avx2;
+    assert_eq!(Precision::Int8W7.no_gain_here().is_none(), avx2_runs, "{:?}", Precision::Int8W7.no_gain_here());
+    assert_eq!(Precision::Int8.no_gain_here(), None);
     let m7 = minilm().clone().with_precision(Precision::Int8W7).unwrap();
     assert_eq!(m7.precision(), Precision::Int8W7);
     for l in &m7.layers {

@@ -27,7 +27,7 @@ pub enum Precision {
     /// `reduce_range`; [`kernels::int8::WeightRange::Reduced`]): the same integers on every
     /// CPU, and on CPUs whose int8 path is AVX2 (no AVX-512 VNNI) 1.1-1.6x faster end to end (medians),
     /// since that path can then multiply bytes directly; the weight step doubles (accuracy:
-    /// README "Int8 on an AVX2-only CPU").
+    /// README "Int8 vs fp32 accuracy per mode").
     #[serde(rename = "int8-w7")]
     Int8W7,
 }
@@ -75,6 +75,19 @@ impl Precision {
         let why: Vec<String> = [Int8Kernel::Vnni, Int8Kernel::Avx2].iter().map(|k| k.unavailable_reason()).collect::<Option<_>>()?;
         Some(format!("{self} runs on the portable fallback kernel here ({}): expect it to be slower than fp32 on this CPU", why.join("; ")))
     }
+
+    /// Why [`Precision::Int8W7`] buys nothing on this CPU (`None` for the other precisions, or
+    /// where the AVX2 int8 path runs, the one whose speed its 7-bit weights raise): elsewhere it
+    /// is as fast as `int8` and only less accurate.
+    pub fn no_gain_here(self) -> Option<String> {
+        use kernels::int8::Int8Kernel;
+        let kernel = Int8Kernel::for_rows(1);
+        (self == Precision::Int8W7 && kernel != Int8Kernel::Avx2).then(|| {
+            format!(
+                "int8-w7 is no faster than int8 on this CPU (its int8 path is {kernel}; only the AVX2 path multiplies 7-bit weights faster): it only costs accuracy here; --precision int8 is the better choice"
+            )
+        })
+    }
 }
 
 impl std::fmt::Display for Precision {
@@ -90,7 +103,7 @@ impl std::str::FromStr for Precision {
         match s.to_ascii_lowercase().as_str() {
             "fp32" | "f32" => Ok(Precision::Fp32),
             "int8" | "i8" => Ok(Precision::Int8),
-            "int8-w7" | "int8w7" => Ok(Precision::Int8W7),
+            "int8-w7" => Ok(Precision::Int8W7),
             _ => Err(format!("unknown precision {s:?} (accepted: fp32, int8, int8-w7)")),
         }
     }

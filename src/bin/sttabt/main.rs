@@ -129,7 +129,7 @@ names FILE:LINE otherwise).
 Output: one line per input, `LABEL<TAB>PROBABILITY<TAB>retention R%<TAB>TEXT[<TAB>PAIR]`; with
 --json one JSON object per line: text, pair (or null), label, probability, logits, retention,
 mode, gflops, inputs_per_layer (|I_l| for l = 1..L), tokens, tokens_cut (by --max-length),
-survives_to_layer, precision ({teacher, approx}: fp32 or int8; approx null when no ApproxNet
+survives_to_layer, precision ({teacher, approx}: fp32, int8 or int8-w7; approx null when no ApproxNet
 runs). --explain --json adds `explain`: one object per token that layer 1 reads (tokens no layer
 reads are left out):
 index, token, segment (0 = TEXT, 1 = PAIR), char_start and char_end (char offsets, i.e. Unicode
@@ -585,9 +585,10 @@ struct PrecisionArgs {
     /// (per-channel int8 weights, per-row dynamic int8 activations; picked at run time:
     /// AMX-INT8, AVX-512 VNNI, AVX2 (exact 16-bit products), or a slower portable fallback on
     /// CPUs with none of them, which warns), or int8-w7 (7-bit weights, ONNX Runtime's
-    /// reduce_range: the same integers on every CPU; on AVX2-only CPUs such as AMD Zen 1-3
+    /// reduce_range: the same integers on every CPU; on AVX2-only CPUs (measured on AMD Zen 3)
     /// 1.1-1.6x faster than int8, for a measured accuracy cost: compare with
-    /// `eval --compare-precision`). Applies to concrete and LTP runs' teachers too.
+    /// `eval --compare-precision`; on AVX-512 VNNI / AMX CPUs no faster than int8, so there it
+    /// only costs accuracy, and it says so). Applies to concrete and LTP runs' teachers too.
     #[arg(long, default_value = "fp32", value_name = "fp32|int8|int8-w7")]
     precision: model::Precision,
     /// Precision of the ApproxNet's linear layers (fp32 | int8 | int8-w7). ABT plans come from
@@ -597,10 +598,11 @@ struct PrecisionArgs {
 }
 
 impl PrecisionArgs {
-    /// Print (once per process) why int8 is slow on this CPU, when it is.
+    /// Print (once per process) why int8 is slow on this CPU, or else why int8-w7 gains nothing
+    /// on it, when so.
     fn warn_if_slow(&self) {
         static ONCE: std::sync::Once = std::sync::Once::new();
-        let why = self.precision.slow_here().or_else(|| self.approx_precision.slow_here());
+        let why = self.precision.slow_here().or_else(|| self.approx_precision.slow_here()).or_else(|| self.precision.no_gain_here());
         if let Some(why) = why {
             ONCE.call_once(|| eprintln!("warning: {why}"));
         }

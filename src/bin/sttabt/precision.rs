@@ -78,7 +78,7 @@ pub(crate) fn compare(
     let int8 = ModelSet { teacher: &teacher8, approx: approx8.as_deref(), concrete: &concrete8, ltp: &ltp8 };
     let boot = sttabt::data::bootstrap::Bootstrap::default();
     if !opts.quiet {
-        eprintln!("comparing fp32 and int8 on {} test examples ...", test.len());
+        eprintln!("comparing fp32 and {teacher_int8} on {} test examples ...", test.len());
     }
     let (modes, skipped) = compare_modes(&fp32, &int8, &opts.ks, &test, &boot)?;
     let report = PrecisionComparison {

@@ -192,7 +192,7 @@ impl Int8Kernel {
 /// multiply unsigned activation bytes by signed weight bytes with `vpmaddubsw` without
 /// saturating (exact, as every path), about twice the multiply-adds per instruction of its
 /// 16-bit path. The weight step doubles: the price is accuracy, measured per model
-/// (`sttabt eval --precision int8-w7 --compare-precision`, README "Int8 on an AVX2-only CPU").
+/// (`sttabt eval --precision int8-w7 --compare-precision`, README "Int8 vs fp32 accuracy per mode").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum WeightRange {
     /// `Wq` in `[-127, 127]`.
