@@ -313,10 +313,12 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     crate::model::checkpoint::write_atomic(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     // the task's primary metric gets its own columns (named `dev_metric_<name>` so that
     // accuracy tasks do not repeat the accuracy column names)
-    let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_metric_{0},test_metric_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32\n", r.metric);
+    let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_metric_{0},test_metric_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32,precision\n", r.metric);
+    // the run's arithmetic on every row (quoted: it holds commas), empty when not recorded
+    let precision = r.precision.as_deref().map_or(String::new(), |p| format!("\"{}\"", p.replace('"', "\"\"")));
     for p in &r.points {
         csv.push_str(&format!(
-            "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3}\n",
+            "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3},{precision}\n",
             p.label,
             p.dev_accuracy,
             p.test_accuracy,

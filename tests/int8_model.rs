@@ -448,6 +448,25 @@ fn eval_compare_precision_with_fp32_and_int8_approx() {
             }
         }
     }
+    // --precision int8-w7: the comparison runs the teacher at int8-w7 and says so
+    let out = tmp.path().join("out-w7");
+    let args = ["eval", "--model", t, "--approx", a, "--dev", c, "--test", c, "--ks", "0.5", "--quiet", "--out", out.to_str().unwrap()];
+    let (ok, stdout, err) = sttabt_cli(&[&args[..], &["--compare-precision", "--precision", "int8-w7"]].concat(), &[]);
+    assert!(ok, "eval --compare-precision --precision int8-w7 failed:\n{stdout}\n{err}");
+    assert_eq!(read_json(out.join("precision_comparison.json"))["teacher_precision"], "int8-w7");
+    assert!(stdout.contains("teacher int8-w7 vs fp32") && stdout.contains("acc int8-w7"), "{stdout}");
+    // a plain eval at int8-w7 records the precision in results.json and on every results.csv row
+    let out = tmp.path().join("out-w7-plain");
+    let args = ["eval", "--model", t, "--approx", a, "--dev", c, "--test", c, "--ks", "0.5", "--quiet", "--out", out.to_str().unwrap()];
+    let (ok, stdout, err) = sttabt_cli(&[&args[..], &["--timing-examples", "2", "--precision", "int8-w7"]].concat(), &[]);
+    assert!(ok, "eval --precision int8-w7 failed:\n{stdout}\n{err}");
+    let recorded = read_json(out.join("results.json"))["results"]["precision"].as_str().unwrap().to_string();
+    assert!(recorded.starts_with("teacher int8-w7, ApproxNet fp32"), "{recorded}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().ends_with(",precision"), "{csv}");
+    let rows: Vec<&str> = lines.collect();
+    assert!(rows.len() >= 2 && rows.iter().all(|l| l.ends_with(&format!(",\"{recorded}\""))), "{csv}");
 }
 
 /// `int8-w7` (7-bit weights, what the AVX2 path multiplies bytewise): every linear layer holds
