@@ -90,11 +90,10 @@ impl Encoder {
         'layers: for (l, layer) in self.layers.iter_mut().enumerate() {
             let r = ranges.get(l);
             for (i, lin) in layer.linears_mut().into_iter().enumerate() {
-                let res = match r.and_then(|r| r[i].as_deref()) {
-                    Some(act_max) => match precision.weight_range() {
-                        Some(range) => lin.set_int8_calibrated(act_max, SMOOTHED[i].then_some(SMOOTHING_ALPHA), F32_CHANNELS[i], range),
-                        None => lin.set_precision(precision),
-                    },
+                let res = match (r.and_then(|r| r[i].as_deref()), precision.weight_range()) {
+                    (Some(act_max), Some(range)) => {
+                        lin.set_int8_calibrated(act_max, SMOOTHED[i].then_some(SMOOTHING_ALPHA), F32_CHANNELS[i], range)
+                    }
                     _ => lin.set_precision(precision),
                 };
                 if let Err(e) = res {

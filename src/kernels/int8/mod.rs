@@ -210,14 +210,6 @@ impl WeightRange {
             WeightRange::Reduced => 63,
         }
     }
-
-    /// Bits of the weights: 8 or 7.
-    pub fn bits(self) -> u32 {
-        match self {
-            WeightRange::Full => 8,
-            WeightRange::Reduced => 7,
-        }
-    }
 }
 
 /// A linear layer `y = x W + b` with int8 weights (see the module docs), built once from the f32
