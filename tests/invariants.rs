@@ -15,7 +15,7 @@ use common::{random_model, tiny_config};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use sttabt::planners::abt::{backtrack, AbtConfig, AbtForm, Reduce};
-use sttabt::{EncodedInput, Encoder, RunOptions, TokenPlan};
+use sttabt::{EncodedInput, Encoder, Precision, RunOptions, TokenPlan};
 
 const VOCAB: usize = 20;
 const MAX_POS: usize = 16;
@@ -482,36 +482,45 @@ fn fused_abt_pass_equals_backtrack_on_full_attention() {
 /// Row blocks (small layers' projections and feed-forward split across threads by rows, each
 /// block on one thread) give the same bits as each kernel splitting its own output columns: an
 /// ApproxNet-sized model (hidden 96, 12 heads of 8, FFN 384) on a 130-token example, a ragged
-/// batch under random plans, and the ABT planner's fused pass. Both paths run every output
-/// element through the same micro-kernel with the same summation order; without AVX-512 there are
-/// no row blocks and the two runs are the same path.
+/// batch under random plans, and the ABT planner's fused pass, in fp32, int8 and int8-w7. Both
+/// paths run every output element through the same micro-kernel with the same summation order
+/// (int8: the same per-row activation quantisation and exact integer products). On a CPU whose
+/// kernels keep the column split ([`sttabt::exec::row_blocks_apply`] false) the two runs are the
+/// same path; the test says so.
 #[test]
 fn row_blocks_give_the_same_bits_as_column_split() {
-    let m = random_model(&tiny_config(2, 12, 8, 384, 50, 256), 5, 1.0);
-    let mut rng = fastrand::Rng::with_seed(9);
-    let long = vec![random_input(130, &mut rng)];
-    let ragged: Vec<EncodedInput> = [40usize, 9, 25, 61].iter().map(|&n| random_input(n, &mut rng)).collect();
-    let opts = RunOptions { attentions: true, hidden_states: true };
-    let run_all = |on: bool| {
-        sttabt::exec::set_row_blocks(on);
-        let dense = m.run(&long, &[TokenPlan::dense(130, 2)], opts).unwrap();
-        let plans: Vec<TokenPlan> = ragged.iter().map(|x| random_plan(x.len(), 2, &mut fastrand::Rng::with_seed(x.len() as u64))).collect();
-        let sparse = m.run(&ragged, &plans, opts).unwrap();
-        let abt = sttabt::planners::abt::abt_plans(&m, &ragged, &AbtConfig::topk(0.4)).unwrap();
-        (dense, sparse, abt)
-    };
-    let (with, without) = (run_all(true), run_all(false));
-    sttabt::exec::set_row_blocks(true);
-    for (a, b) in with.0.iter().chain(&with.1).zip(without.0.iter().chain(&without.1)) {
-        assert_eq!(a.rows, b.rows);
-        assert!(a.hidden == b.hidden, "hidden rows differ with row blocks by {}", max_abs_diff(&a.hidden, &b.hidden));
-        let (ha, hb) = (a.hidden_states.as_ref().unwrap(), b.hidden_states.as_ref().unwrap());
-        assert!(ha.iter().zip(hb).all(|(p, q)| p.1 == q.1), "a layer's hidden states differ with row blocks");
-        let (pa, pb) = (a.attentions.as_ref().unwrap(), b.attentions.as_ref().unwrap());
-        assert!(pa.iter().zip(pb).all(|(p, q)| p.probs == q.probs), "attention maps differ with row blocks");
+    let m32 = random_model(&tiny_config(2, 12, 8, 384, 50, 256), 5, 1.0);
+    for precision in [Precision::Fp32, Precision::Int8, Precision::Int8W7] {
+        let m = m32.clone().with_precision(precision).unwrap();
+        if !sttabt::exec::row_blocks_apply(&m, 130) {
+            println!("{precision}: this CPU keeps the column split for this model, so both runs take the same path");
+        }
+        let mut rng = fastrand::Rng::with_seed(9);
+        let long = vec![random_input(130, &mut rng)];
+        let ragged: Vec<EncodedInput> = [40usize, 9, 25, 61].iter().map(|&n| random_input(n, &mut rng)).collect();
+        let opts = RunOptions { attentions: true, hidden_states: true };
+        let run_all = |on: bool| {
+            sttabt::exec::set_row_blocks(on);
+            let dense = m.run(&long, &[TokenPlan::dense(130, 2)], opts).unwrap();
+            let plans: Vec<TokenPlan> =
+                ragged.iter().map(|x| random_plan(x.len(), 2, &mut fastrand::Rng::with_seed(x.len() as u64))).collect();
+            let sparse = m.run(&ragged, &plans, opts).unwrap();
+            let abt = sttabt::planners::abt::abt_plans(&m, &ragged, &AbtConfig::topk(0.4)).unwrap();
+            (dense, sparse, abt)
+        };
+        let (with, without) = (run_all(true), run_all(false));
+        sttabt::exec::set_row_blocks(true);
+        for (a, b) in with.0.iter().chain(&with.1).zip(without.0.iter().chain(&without.1)) {
+            assert_eq!(a.rows, b.rows);
+            assert!(a.hidden == b.hidden, "{precision}: hidden rows differ with row blocks by {}", max_abs_diff(&a.hidden, &b.hidden));
+            let (ha, hb) = (a.hidden_states.as_ref().unwrap(), b.hidden_states.as_ref().unwrap());
+            assert!(ha.iter().zip(hb).all(|(p, q)| p.1 == q.1), "{precision}: a layer's hidden states differ with row blocks");
+            let (pa, pb) = (a.attentions.as_ref().unwrap(), b.attentions.as_ref().unwrap());
+            assert!(pa.iter().zip(pb).all(|(p, q)| p.probs == q.probs), "{precision}: attention maps differ with row blocks");
+        }
+        assert_eq!(with.2, without.2, "{precision}: ABT plans differ with row blocks");
+        assert!(with.0[0].hidden.iter().all(|v| v.is_finite()));
     }
-    assert_eq!(with.2, without.2, "ABT plans differ with row blocks");
-    assert!(with.0[0].hidden.iter().all(|v| v.is_finite()));
 }
 
 /// Pre-softmax attention scores `S = Q Kᵀ / √d_h` of a dense run of `x`, `[L, H, n, n]`

@@ -70,7 +70,7 @@ impl Encoder {
         let t = lap(t, Stage::Gather);
         // K and V for every current row, Q for the output rows.
         let n_rows = x.len() / d;
-        let blocks = row_blocks(n_rows.max(n_out), d * (4 * d + 2 * c.intermediate_size));
+        let blocks = layer_row_blocks(c, layer, n_rows.max(n_out));
         let (kv, q) = if blocks > 1 {
             let mut kv = vec![0.0f32; n_rows * 2 * d];
             let mut q = vec![0.0f32; n_out * d];

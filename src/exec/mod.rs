@@ -118,30 +118,58 @@ pub(crate) enum PlanSource<'a, 'b> {
     Hook { hook: &'a dyn LayerHook, top: &'a [usize], executed: &'b mut Vec<Vec<Vec<usize>>> },
 }
 
-/// Layers with at most this many weights (floats) split their rows across threads
-/// ([`row_blocks`]): every thread then reads all of the layer's weights, which must stay cheap
-/// (446 K floats = 1.7 MB for the MiniLM ApproxNet, f = 4; the teacher's 1.77 M floats per layer
-/// ran 4-8% slower row-split than column-split, benches/plan_probe.rs `ab`).
-pub const ROW_BLOCK_MAX_WEIGHTS: usize = 512 * 1024;
+/// Layers whose weights take at most this many bytes as they run (4 per f32 weight, 1 per int8
+/// weight) split their rows across threads ([`row_blocks`]): every thread then reads all of the
+/// layer's weights, which must stay cheap. The MiniLM ApproxNet (f = 4, 110 K weights, 0.4 MB
+/// in f32) qualifies; the f32 teacher (1.77 M weights, 7 MB) ran 4-8% slower row-split than
+/// column-split (Intel, benches/plan_probe.rs `ab`); the int8 teacher (1.77 MB) qualifies where
+/// its kernel is the AVX2 one (see [`row_blocks`]).
+pub const ROW_BLOCK_MAX_WEIGHT_BYTES: usize = 2 * 1024 * 1024;
 
 /// How many row blocks a layer's row-wise work (projections, feed-forward, LayerNorms) is split
-/// into across the pool for `rows` rows of a layer with `weights` weight floats: one per thread
-/// for small layers at packed-GEMM sizes (at least 8 rows per thread, at most
-/// [`PACKED_MAX_ROWS`] in all), each block's kernels then running on one thread: 3 fork/joins per
-/// layer instead of one per kernel, and the LayerNorms split too. 1 (each kernel splits its own
-/// work by output columns) otherwise.
-pub(crate) fn row_blocks(rows: usize, weights: usize) -> usize {
+/// into across the pool for `rows` rows of a layer holding `weight_bytes` bytes of weights
+/// (`int8`: whether they run in int8): one per thread for small layers at packed-GEMM sizes (at
+/// least 8 rows per thread, at most [`PACKED_MAX_ROWS`] in all), each block's kernels then
+/// running on one thread: 3 fork/joins per layer instead of one per kernel, and the LayerNorms
+/// split too. 1 (each kernel splits its own work by output columns) otherwise.
+///
+/// Where it was measured: the AVX-512 packed f32 kernel (Intel), and on an AVX2-only AMD EPYC
+/// (Zen 3) the `gemm` crate's f32 code (the ApproxNet's ABT pass 10-12% faster at 128/256
+/// tokens, its concrete pass 5-9%; `cargo bench --bench plan_probe -- N 60 all ab`) and the AVX2
+/// int8 kernel (the int8-w7 teacher at 128 tokens, batch 1, ~8% faster). Int8 layers on the
+/// VNNI/AMX kernels keep the column split until measured on such a CPU.
+pub(crate) fn row_blocks(rows: usize, weight_bytes: usize, int8: bool) -> usize {
     let t = kernels::threads();
+    let kernels_measured = if int8 {
+        kernels::int8::Int8Kernel::for_rows(rows) == kernels::int8::Int8Kernel::Avx2
+    } else {
+        kernels::packed::available() || kernels::simd_available()
+    };
     if t <= 1
         || rows > PACKED_MAX_ROWS
         || rows < 8 * t
-        || weights > ROW_BLOCK_MAX_WEIGHTS
-        || !kernels::packed::available()
+        || weight_bytes > ROW_BLOCK_MAX_WEIGHT_BYTES
+        || !kernels_measured
         || !ROW_BLOCKS.load(std::sync::atomic::Ordering::Relaxed)
     {
         return 1;
     }
     t
+}
+
+/// [`row_blocks`] for `rows` rows of `layer` (its weights: Q, K/V, attention output, FFN in
+/// and out, at its precision).
+pub(crate) fn layer_row_blocks(c: &crate::model::config::EncoderConfig, layer: &EncoderLayer, rows: usize) -> usize {
+    let (d, int8) = (c.hidden_size, layer.precision().is_int8());
+    let weights = d * (4 * d + 2 * c.intermediate_size);
+    row_blocks(rows, if int8 { weights } else { 4 * weights }, int8)
+}
+
+/// Whether `model`'s first layer splits `rows` rows into row blocks on this CPU and pool (tests
+/// and reports; false for a model without layers).
+#[doc(hidden)]
+pub fn row_blocks_apply(model: &Encoder, rows: usize) -> bool {
+    model.layers.first().is_some_and(|l| layer_row_blocks(&model.config, l, rows) > 1)
 }
 
 pub(crate) static ROW_BLOCKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);

@@ -92,6 +92,11 @@ pub(super) fn isa() -> Isa {
     }
 }
 
+/// Whether this CPU runs the vectorised kernels (AVX2 + FMA or AVX-512), not the portable code.
+pub fn simd_available() -> bool {
+    isa() != Isa::Base
+}
+
 /// Name of the instruction set the element-wise kernels use on this CPU (for reports).
 pub fn simd_level() -> &'static str {
     match isa() {
