@@ -523,6 +523,45 @@ fn row_blocks_give_the_same_bits_as_column_split() {
     }
 }
 
+/// A batch whose layer-1 rows exceed [`sttabt::exec::BATCH_GROUP_ROWS`] runs in groups of
+/// consecutive examples, one after the other: every example's output rows, hidden states and
+/// attention maps equal those of the example run alone, bit for bit in int8 and int8-w7 (row-wise
+/// quantisation, exact integer products), within 1e-5 in fp32 (the f32 GEMM's blocking depends on
+/// the row count); an ApproxNet-sized model, ragged lengths 9-300, random plans.
+#[test]
+fn grouped_batches_give_each_example_its_own_bits() {
+    let m32 = random_model(&tiny_config(2, 12, 8, 384, 50, 512), 6, 1.0);
+    let mut rng = fastrand::Rng::with_seed(21);
+    let lengths = [130usize, 90, 40, 200, 9, 61, 300, 17];
+    assert!(lengths.iter().sum::<usize>() > 2 * sttabt::exec::BATCH_GROUP_ROWS, "the batch must form several groups");
+    let inputs: Vec<EncodedInput> = lengths.iter().map(|&n| random_input(n, &mut rng)).collect();
+    let plans: Vec<TokenPlan> = inputs.iter().map(|x| random_plan(x.len(), 2, &mut rng)).collect();
+    let opts = RunOptions { attentions: true, hidden_states: true };
+    for precision in [Precision::Fp32, Precision::Int8, Precision::Int8W7] {
+        let m = m32.clone().with_precision(precision).unwrap();
+        let batch = m.run(&inputs, &plans, opts).unwrap();
+        assert_eq!(batch.len(), inputs.len());
+        for (e, got) in batch.iter().enumerate() {
+            let alone = m.run(&inputs[e..e + 1], &plans[e..e + 1], opts).unwrap().remove(0);
+            assert_eq!(got.rows, alone.rows, "{precision}: example {e}'s output rows");
+            let tol = if precision.is_int8() { 0.0 } else { 1e-5 };
+            let diff = max_abs_diff(&got.hidden, &alone.hidden);
+            assert!(diff <= tol, "{precision}: example {e} differs from its run alone by {diff}");
+            let (ha, hb) = (got.hidden_states.as_ref().unwrap(), alone.hidden_states.as_ref().unwrap());
+            assert_eq!(ha.len(), hb.len());
+            for (p, q) in ha.iter().zip(hb) {
+                assert_eq!(p.0, q.0, "{precision}: example {e}'s hidden-state rows");
+                assert!(max_abs_diff(&p.1, &q.1) <= tol, "{precision}: example {e}'s hidden states differ by {}", max_abs_diff(&p.1, &q.1));
+            }
+            let (pa, pb) = (got.attentions.as_ref().unwrap(), alone.attentions.as_ref().unwrap());
+            for (p, q) in pa.iter().zip(pb) {
+                assert!(p.queries == q.queries && p.keys == q.keys, "{precision}: example {e}'s attention rows");
+                assert!(max_abs_diff(&p.probs, &q.probs) <= tol, "{precision}: example {e}'s attention maps differ");
+            }
+        }
+    }
+}
+
 /// Pre-softmax attention scores `S = Q Kᵀ / √d_h` of a dense run of `x`, `[L, H, n, n]`
 /// (ALGORITHM.md section 4 step 1), from the layer inputs and the layers' own weights, in f64
 /// (rounded to f32 at the end). Post-LN BERT: layer l reads hidden state l - 1 as it is.

@@ -28,6 +28,7 @@ mod soft;
 
 pub use calibrate::*;
 pub use reduced::*;
+pub use run::BATCH_GROUP_ROWS;
 pub use soft::*;
 
 /// Attention probabilities of one layer for one example: `probs[h][q][k]` flattened
