@@ -70,16 +70,8 @@ impl Encoder {
         }
         kernels::in_pool(move || {
             let mut out = Vec::with_capacity(inputs.len());
-            let mut start = 0;
-            while start < inputs.len() {
-                let mut end = start + 1;
-                let mut rows = inputs[start].len();
-                while end < inputs.len() && rows + inputs[end].len() <= REDUCED_GROUP_ROWS {
-                    rows += inputs[end].len();
-                    end += 1;
-                }
-                out.extend(self.run_attention_reduced_in_pool(&inputs[start..end], &plans[start..end], reduce)?);
-                start = end;
+            for g in super::run::example_groups(plans, REDUCED_GROUP_ROWS) {
+                out.extend(self.run_attention_reduced_in_pool(&inputs[g.clone()], &plans[g], reduce)?);
             }
             Ok(out)
         })
