@@ -119,38 +119,33 @@ pub(crate) enum PlanSource<'a, 'b> {
     Hook { hook: &'a dyn LayerHook, top: &'a [usize], executed: &'b mut Vec<Vec<Vec<usize>>> },
 }
 
-/// Layers whose weights take at most this many bytes as they run (4 per f32 weight, 1 per int8
-/// weight) split their rows across threads ([`row_blocks`]): every thread then reads all of the
-/// layer's weights, which must stay cheap. The MiniLM ApproxNet (f = 4, 110 K weights, 0.4 MB
-/// in f32) qualifies; the f32 teacher (1.77 M weights, 7 MB) ran 4-8% slower row-split than
-/// column-split (Intel, benches/plan_probe.rs `ab`); the int8 teacher (1.77 MB) qualifies where
-/// its kernel is the AVX2 one (see [`row_blocks`]).
+/// Layers whose weights take at most this many bytes ([`layer_row_blocks`]: 4 per f32 weight,
+/// 1 per int8 weight on the AVX2 int8 kernel) split their rows across threads ([`row_blocks`]):
+/// every thread then reads all of the layer's weights, which must stay cheap. The MiniLM
+/// ApproxNet (f = 4, 110 K weights, 0.4 MB in f32) qualifies; the f32 teacher (1.77 M weights,
+/// 7 MB) ran 4-8% slower row-split than column-split (Intel, benches/plan_probe.rs `ab`) and
+/// 1.01-1.09x on an AVX2-only AMD EPYC (within the noise); the int8 teacher (1.77 MB) qualifies
+/// on the AVX2 int8 kernel.
 pub const ROW_BLOCK_MAX_WEIGHT_BYTES: usize = 2 * 1024 * 1024;
 
 /// How many row blocks a layer's row-wise work (projections, feed-forward, LayerNorms) is split
-/// into across the pool for `rows` rows of a layer holding `weight_bytes` bytes of weights
-/// (`int8`: whether they run in int8): one per thread for small layers at packed-GEMM sizes (at
-/// least 8 rows per thread, at most [`PACKED_MAX_ROWS`] in all), each block's kernels then
-/// running on one thread: 3 fork/joins per layer instead of one per kernel, and the LayerNorms
-/// split too. 1 (each kernel splits its own work by output columns) otherwise.
+/// into across the pool for `rows` rows of a layer holding `weight_bytes` bytes of weights: one
+/// per thread for small layers at packed-GEMM sizes (at least 8 rows per thread, at most
+/// [`PACKED_MAX_ROWS`] in all), each block's kernels then running on one thread: 3 fork/joins per
+/// layer instead of one per kernel, and the LayerNorms split too. 1 (each kernel splits its own
+/// work by output columns) otherwise, and on CPUs without the vectorised kernels.
 ///
 /// Where it was measured: the AVX-512 packed f32 kernel (Intel), and on an AVX2-only AMD EPYC
 /// (Zen 3) the `gemm` crate's f32 code (the ApproxNet's ABT pass 10-12% faster at 128/256
 /// tokens, its concrete pass 5-9%; `cargo bench --bench plan_probe -- N 60 all ab`) and the AVX2
-/// int8 kernel (the int8-w7 teacher at 128 tokens, batch 1, ~8% faster). Int8 layers on the
-/// VNNI/AMX kernels keep the column split until measured on such a CPU.
-pub(crate) fn row_blocks(rows: usize, weight_bytes: usize, int8: bool) -> usize {
+/// int8 kernel (the int8-w7 teacher 1.10-1.26x at batch 1; `docs/results/row_blocks_avx2_ab.txt`).
+pub(crate) fn row_blocks(rows: usize, weight_bytes: usize) -> usize {
     let t = kernels::threads();
-    let kernels_measured = if int8 {
-        kernels::int8::Int8Kernel::for_rows(rows) == kernels::int8::Int8Kernel::Avx2
-    } else {
-        kernels::packed::available() || kernels::simd_available()
-    };
     if t <= 1
         || rows > PACKED_MAX_ROWS
         || rows < 8 * t
         || weight_bytes > ROW_BLOCK_MAX_WEIGHT_BYTES
-        || !kernels_measured
+        || !(kernels::packed::available() || kernels::simd_available())
         || !ROW_BLOCKS.load(std::sync::atomic::Ordering::Relaxed)
     {
         return 1;
@@ -159,11 +154,13 @@ pub(crate) fn row_blocks(rows: usize, weight_bytes: usize, int8: bool) -> usize 
 }
 
 /// [`row_blocks`] for `rows` rows of `layer` (its weights: Q, K/V, attention output, FFN in
-/// and out, at its precision).
+/// and out). Weights count 1 byte each where they run on the AVX2 int8 kernel, 4 otherwise: int8
+/// layers on the VNNI/AMX kernels keep the rule measured for f32 until measured on such a CPU.
 pub(crate) fn layer_row_blocks(c: &crate::model::config::EncoderConfig, layer: &EncoderLayer, rows: usize) -> usize {
-    let (d, int8) = (c.hidden_size, layer.precision().is_int8());
+    let d = c.hidden_size;
     let weights = d * (4 * d + 2 * c.intermediate_size);
-    row_blocks(rows, if int8 { weights } else { 4 * weights }, int8)
+    let avx2_int8 = layer.precision().is_int8() && kernels::int8::Int8Kernel::for_rows(rows) == kernels::int8::Int8Kernel::Avx2;
+    row_blocks(rows, if avx2_int8 { weights } else { 4 * weights })
 }
 
 /// Whether `model`'s first layer splits `rows` rows into row blocks on this CPU and pool (tests
