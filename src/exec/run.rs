@@ -85,16 +85,19 @@ impl Encoder {
                 self.check_batch(inputs, x0.is_some(), &source)?;
                 let groups = example_groups(plans, BATCH_GROUP_ROWS);
                 if groups.len() == 1 {
-                    return self.run_inner_in_pool(inputs, x0, source, opts);
+                    return self.run_checked(inputs, x0, source, opts);
                 }
                 let mut outs = Vec::with_capacity(inputs.len());
                 for g in groups {
                     let x0g = x0.map(|x| &x[g.clone()]);
-                    outs.extend(self.run_inner_in_pool(&inputs[g.clone()], x0g, PlanSource::Static(&plans[g]), opts)?);
+                    outs.extend(self.run_checked(&inputs[g.clone()], x0g, PlanSource::Static(&plans[g]), opts)?);
                 }
                 Ok(outs)
             }
-            _ => self.run_inner_in_pool(inputs, x0, source, opts),
+            _ => {
+                self.check_batch(inputs, x0.is_some(), &source)?;
+                self.run_checked(inputs, x0, source, opts)
+            }
         })
     }
 
@@ -127,7 +130,9 @@ impl Encoder {
         Ok(())
     }
 
-    pub(crate) fn run_inner_in_pool(
+    /// The batch run itself, on the pool, once [`check_batch`](Self::check_batch) has passed
+    /// (on this batch or on the whole batch it is a group of).
+    fn run_checked(
         &self,
         inputs: &[EncodedInput],
         x0: Option<&[Vec<f32>]>,
@@ -137,7 +142,6 @@ impl Encoder {
         let c = &self.config;
         let d = c.hidden_size;
         let big_l = self.layers.len();
-        self.check_batch(inputs, x0.is_some(), &source)?;
         // Layer-1 inputs and the embedding output of those rows, packed.
         let mut segs: Vec<Segment> = Vec::with_capacity(inputs.len());
         let mut total = 0;
