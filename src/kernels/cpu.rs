@@ -62,6 +62,18 @@ pub(super) fn strided_span(rows: usize, ld: usize, width: usize) -> usize {
 /// Rows per parallel chunk so that each chunk has at least this many elements.
 pub(super) const PAR_MIN_ELEMS: usize = 16 * 1024;
 
+/// Whether `STTABT_NO_AVX512` is set in this process (read once): every AVX-512 path of ours
+/// (the element-wise and attention kernels, the packed f32 GEMM, the VNNI and AMX int8 kernels,
+/// AMX-BF16) then stands down and the AVX2 + FMA code runs as on a CPU without AVX-512 (Zen 1-3),
+/// so that those paths can be tested and timed on an AVX-512 machine. The `gemm` crate, which
+/// the f32 layers use when the packed kernel is off, detects the CPU for itself and still uses
+/// AVX-512 where it has it.
+pub fn avx512_disabled() -> bool {
+    use std::sync::OnceLock;
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("STTABT_NO_AVX512").is_some())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Isa {
     V4,
@@ -76,7 +88,10 @@ pub(super) fn isa() -> Isa {
         use std::sync::OnceLock;
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512dq") && std::is_x86_feature_detected!("fma")
+            if !avx512_disabled()
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512dq")
+                && std::is_x86_feature_detected!("fma")
             {
                 Isa::V4
             } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {

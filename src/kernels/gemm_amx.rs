@@ -66,7 +66,7 @@ pub fn amx_bf16_unavailable() -> Option<&'static str> {
 
 #[cfg(target_arch = "x86_64")]
 fn packing_isa() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+    !super::cpu::avx512_disabled() && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

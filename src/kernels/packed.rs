@@ -136,7 +136,8 @@ pub fn available() -> bool {
         use std::sync::OnceLock;
         static OK: OnceLock<bool> = OnceLock::new();
         *OK.get_or_init(|| {
-            std::is_x86_feature_detected!("avx512f")
+            !super::cpu::avx512_disabled()
+                && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("fma")
                 && std::env::var_os("STTABT_NO_PACKED_GEMM").is_none()
         })

@@ -12,6 +12,16 @@
 //! at T128/T256, fp32 and int8. 16 queries in two vectors with 4 P·V columns per pass measured
 //! fastest of 8x4, 16x2, 16x4 and 8x8 (`AVX2_GROUPS` in `attention`).
 //!
+//! The head's keys and values are packed once per call (`KV_PACK`: K as `[ni, DH]`, V per
+//! P·V pass and key parity as contiguous `[ni / 2, PVC]` blocks), so that the inner loops read
+//! contiguous memory instead of one strided (or gathered) row per key, and P·V sums the even
+//! keys, then the odd keys, with one set of accumulators live (the old loop kept both sets and
+//! spilled). Measured under `STTABT_NO_AVX512=1` on a Zen 4 EPYC (the AVX2 code; attn_probe,
+//! 6 alternations of the old and new binary, min; docs/results/attn_avx2_kv_pack_ab.txt):
+//! dh 32 1.26-1.32x at n 128/256, 1.07x at n 26; dh 8 1.08-1.12x at n 128/256, 0.97x at n 26
+//! (the packing costs more than it saves on 26 keys of 8 values). On Zen 3 in the twelfth
+//! session: dh 32 n 256 1.25x.
+//!
 //! Bitwise the same results as the row-layout path (`attention_head_imp` with `softmax_imp`
 //! and `pv_fixed`), as `qlanes` is: the same FMA order over `dd` for scores; the softmax sum
 //! keeps the 16 partial sums (key `j` in partial `j % 16` over whole chunks of 16, then the
@@ -159,7 +169,27 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
     let qb = 8 * G;
     debug_assert!(pt.len() >= qb * ni && (probs.is_empty() || probs.len() >= no * ni) && DH.is_multiple_of(PVC));
     let key = |j: usize| key_rows.map_or(j, |kr| kr[j]);
-    let kvp = kv.as_ptr();
+    // This head's keys and values, packed once per call (shared by every query block): K as
+    // `[ni, DH]`, V as `DH / PVC` passes of `[ni, PVC]`, so that the score and P·V loops read
+    // contiguous memory instead of one strided (and possibly gathered) row per key.
+    let half = ni.div_ceil(2);
+    let mut pack = KV_PACK.take();
+    if pack.len() < ni * DH + 2 * half * DH {
+        pack.resize(ni * DH + 2 * half * DH, 0.0);
+    }
+    {
+        let (kpk, vpk) = pack.split_at_mut(ni * DH);
+        for j in 0..ni {
+            let row = &kv[key(j) * ldkv..];
+            kpk[j * DH..(j + 1) * DH].copy_from_slice(&row[..DH]);
+            for d0 in (0..DH).step_by(PVC) {
+                let at = ((d0 / PVC * 2 + j % 2) * half + j / 2) * PVC;
+                vpk[at..at + PVC].copy_from_slice(&row[v_off + d0..v_off + d0 + PVC]);
+            }
+        }
+    }
+    let kpp = pack.as_ptr();
+    let vpp = unsafe { kpp.add(ni * DH) };
     let ptp = pt.as_mut_ptr();
     let full = ni / 16 * 16;
     let exp = |d: [[__m256; G]; KEYS]| if FAST_EXP { exps::<KEYS, G>(d) } else { expn::<KEYS, G>(d) };
@@ -181,7 +211,7 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
         while j < ni {
             let nk = (ni - j).min(KEYS);
             if nk == KEYS {
-                let kp: [*const f32; KEYS] = std::array::from_fn(|u| unsafe { kvp.add(key(j + u) * ldkv) });
+                let kp: [*const f32; KEYS] = std::array::from_fn(|u| unsafe { kpp.add((j + u) * DH) });
                 let mut s = [[_mm256_setzero_ps(); G]; KEYS];
                 for (dd, qd) in qs.iter().enumerate() {
                     let qv: [__m256; G] = std::array::from_fn(|g| unsafe { _mm256_loadu_ps(qd[g].as_ptr()) });
@@ -200,7 +230,7 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
                 }
             } else {
                 for u in 0..nk {
-                    let kp = unsafe { kvp.add(key(j + u) * ldkv) };
+                    let kp = unsafe { kpp.add((j + u) * DH) };
                     let mut s = [_mm256_setzero_ps(); G];
                     for (dd, qd) in qs.iter().enumerate() {
                         let b = _mm256_set1_ps(unsafe { *kp.add(dd) });
@@ -268,34 +298,28 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
                 }
             })
         };
-        // P·V, PVC output columns per pass, with even/odd key accumulators (pv_fixed's order)
+        // P·V, PVC output columns per pass, with even/odd key accumulators (pv_fixed's order):
+        // the even keys' sum, then the odd keys' (each in key order, as before), so that only
+        // one set of `PVC x G` accumulators is live (two spilled to the stack)
         for d0 in (0..DH).step_by(PVC) {
             let first = d0 == 0;
-            let mut acc = [[_mm256_setzero_ps(); G]; PVC];
-            let mut acc2 = [[_mm256_setzero_ps(); G]; PVC];
-            for jj in 0..ni / 2 {
-                let (j0, j1) = (2 * jj, 2 * jj + 1);
-                let (v0, v1) = unsafe { (kvp.add(key(j0) * ldkv + v_off + d0), kvp.add(key(j1) * ldkv + v_off + d0)) };
-                let (p0, p1) = (prob(j0, first), prob(j1, first));
-                for dd in 0..PVC {
-                    let (b0, b1) = unsafe { (_mm256_set1_ps(*v0.add(dd)), _mm256_set1_ps(*v1.add(dd))) };
-                    for g in 0..G {
-                        acc[dd][g] = _mm256_fmadd_ps(p0[g], b0, acc[dd][g]);
-                        acc2[dd][g] = _mm256_fmadd_ps(p1[g], b1, acc2[dd][g]);
+            let sums: [[[__m256; G]; PVC]; 2] = std::array::from_fn(|parity| {
+                let mut acc = [[_mm256_setzero_ps(); G]; PVC];
+                let vb = unsafe { vpp.add((d0 / PVC * 2 + parity) * half * PVC) };
+                for jj in 0..(ni + 1 - parity) / 2 {
+                    let j = 2 * jj + parity;
+                    let v = unsafe { vb.add(jj * PVC) };
+                    let p = prob(j, first);
+                    for dd in 0..PVC {
+                        let b = _mm256_set1_ps(unsafe { *v.add(dd) });
+                        for g in 0..G {
+                            acc[dd][g] = _mm256_fmadd_ps(p[g], b, acc[dd][g]);
+                        }
                     }
                 }
-            }
-            if ni % 2 == 1 {
-                let j = ni - 1;
-                let v = unsafe { kvp.add(key(j) * ldkv + v_off + d0) };
-                let p = prob(j, first);
-                for dd in 0..PVC {
-                    let b = _mm256_set1_ps(unsafe { *v.add(dd) });
-                    for g in 0..G {
-                        acc[dd][g] = _mm256_fmadd_ps(p[g], b, acc[dd][g]);
-                    }
-                }
-            }
+                acc
+            });
+            let (acc, acc2) = (sums[0], sums[1]);
             let mut cs = [[[0.0f32; 8]; G]; PVC];
             for dd in 0..PVC {
                 for g in 0..G {
@@ -338,6 +362,12 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
         }
         i0 += qb;
     }
+    KV_PACK.set(pack);
+}
+
+thread_local! {
+    /// [`attention`]'s packed keys and values, reused across calls.
+    static KV_PACK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// `acc[16 j + l] = f64(pt[j][l])` (`first`) or `+= f64(pt[j][l])`: one head's lane-major

@@ -36,13 +36,13 @@ pub fn note_cpu_paths(what: &str) {
     if isa != "avx512" {
         let _ = writeln!(
             std::io::stderr(),
-            "NOTE: {what}: the AVX-512 kernels did NOT run on this CPU (no AVX-512F/DQ); only the {isa} path was checked"
+            "NOTE: {what}: the AVX-512 kernels did NOT run (no AVX-512F/DQ on this CPU, or STTABT_NO_AVX512 set); only the {isa} path was checked"
         );
     }
     if !packed {
         let _ = writeln!(
             std::io::stderr(),
-            "NOTE: {what}: the packed AVX-512 GEMM did NOT run in this process (no AVX-512F, or STTABT_NO_PACKED_GEMM set)"
+            "NOTE: {what}: the packed AVX-512 GEMM did NOT run in this process (no AVX-512F, or STTABT_NO_PACKED_GEMM / STTABT_NO_AVX512 set)"
         );
     }
 }

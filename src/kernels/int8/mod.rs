@@ -147,12 +147,16 @@ impl Int8Kernel {
         match self {
             Int8Kernel::Fallback => None,
             Int8Kernel::Vnni if vnni::disabled() => Some("AVX-512 VNNI is switched off by STTABT_NO_VNNI".to_string()),
+            Int8Kernel::Vnni if crate::kernels::avx512_disabled() => Some("AVX-512 is switched off by STTABT_NO_AVX512".to_string()),
             Int8Kernel::Vnni => (!vnni::available()).then(|| "the CPU lacks AVX-512F/BW/VNNI".to_string()),
             Int8Kernel::Avx2 if avx2::disabled() => Some("the AVX2 int8 kernel is switched off by STTABT_NO_INT8_AVX2".to_string()),
             Int8Kernel::Avx2 => (!avx2::available()).then(|| "the CPU lacks AVX2/FMA".to_string()),
             Int8Kernel::Amx => match amx::status() {
                 amx::AmxStatus::Granted if vnni::available() => None,
                 amx::AmxStatus::Granted if vnni::disabled() => Some("AMX needs the VNNI epilogue, switched off by STTABT_NO_VNNI".into()),
+                amx::AmxStatus::Granted if crate::kernels::avx512_disabled() => {
+                    Some("AMX needs the VNNI epilogue, switched off by STTABT_NO_AVX512".into())
+                }
                 amx::AmxStatus::Granted => Some("AMX is granted but the CPU lacks AVX-512 VNNI for the epilogue".into()),
                 s => Some(s.to_string()),
             },
