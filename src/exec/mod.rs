@@ -120,12 +120,12 @@ pub(crate) enum PlanSource<'a, 'b> {
 }
 
 /// Layers whose weights take at most this many bytes ([`layer_row_blocks`]: 4 per f32 weight,
-/// 1 per int8 weight on the AVX2 int8 kernel) split their rows across threads ([`row_blocks`]):
+/// 1 per int8 weight on the AVX2 and VNNI int8 kernels) split their rows across threads ([`row_blocks`]):
 /// every thread then reads all of the layer's weights, which must stay cheap. The MiniLM
 /// ApproxNet (f = 4, 110 K weights, 0.4 MB in f32) qualifies; the f32 teacher (1.77 M weights,
 /// 7 MB) ran 4-8% slower row-split than column-split (Intel, benches/plan_probe.rs `ab`) and
 /// 1.01-1.09x on an AVX2-only AMD EPYC (within the noise); the int8 teacher (1.77 MB) qualifies
-/// on the AVX2 int8 kernel.
+/// on the AVX2 and VNNI int8 kernels.
 pub const ROW_BLOCK_MAX_WEIGHT_BYTES: usize = 2 * 1024 * 1024;
 
 /// How many row blocks a layer's row-wise work (projections, feed-forward, LayerNorms) is split
@@ -138,7 +138,10 @@ pub const ROW_BLOCK_MAX_WEIGHT_BYTES: usize = 2 * 1024 * 1024;
 /// Where it was measured: the AVX-512 packed f32 kernel (Intel), and on an AVX2-only AMD EPYC
 /// (Zen 3) the `gemm` crate's f32 code (the ApproxNet's ABT pass 10-12% faster at 128/256
 /// tokens, its concrete pass 5-9%; `cargo bench --bench plan_probe -- N 60 all ab`) and the AVX2
-/// int8 kernel (the int8-w7 teacher 1.10-1.26x at batch 1; `docs/results/row_blocks_avx2_ab.txt`).
+/// int8 kernel (the int8-w7 teacher 1.10-1.26x at batch 1; `docs/results/row_blocks_avx2_ab.txt`);
+/// on a Zen 4 AMD EPYC the VNNI int8 kernel (the int8 teacher, row blocks with the batch groups
+/// they bring, 1.05-1.29x at batch 1 and 1.05-1.81x at batch 32, lengths 128/256;
+/// `docs/results/row_blocks_vnni_zen4_ab.txt`).
 pub(crate) fn row_blocks(rows: usize, weight_bytes: usize) -> usize {
     let t = kernels::threads();
     if t <= 1
@@ -154,13 +157,15 @@ pub(crate) fn row_blocks(rows: usize, weight_bytes: usize) -> usize {
 }
 
 /// [`row_blocks`] for `rows` rows of `layer` (its weights: Q, K/V, attention output, FFN in
-/// and out). Weights count 1 byte each where they run on the AVX2 int8 kernel, 4 otherwise: int8
-/// layers on the VNNI/AMX kernels keep the rule measured for f32 until measured on such a CPU.
+/// and out). Weights count 1 byte each where they run on the AVX2 or VNNI int8 kernel, 4
+/// otherwise: int8 layers on the AMX kernel (Intel, at least `AMX_MIN_ROWS` rows) keep the rule
+/// measured for f32 until measured on such a CPU.
 pub(crate) fn layer_row_blocks(c: &crate::model::config::EncoderConfig, layer: &EncoderLayer, rows: usize) -> usize {
     let d = c.hidden_size;
     let weights = d * (4 * d + 2 * c.intermediate_size);
-    let avx2_int8 = layer.precision().is_int8() && kernels::int8::Int8Kernel::for_rows(rows) == kernels::int8::Int8Kernel::Avx2;
-    row_blocks(rows, if avx2_int8 { weights } else { 4 * weights })
+    let byte_int8 = layer.precision().is_int8()
+        && matches!(kernels::int8::Int8Kernel::for_rows(rows), kernels::int8::Int8Kernel::Avx2 | kernels::int8::Int8Kernel::Vnni);
+    row_blocks(rows, if byte_int8 { weights } else { 4 * weights })
 }
 
 /// Whether `model`'s first layer splits `rows` rows into row blocks on this CPU and pool (tests
