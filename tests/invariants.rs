@@ -562,6 +562,45 @@ fn grouped_batches_give_each_example_its_own_bits() {
     }
 }
 
+/// A feed-forward planner's batch (manual top-k, a [`sttabt::exec::LayerHook`]) whose layer-1
+/// rows exceed [`sttabt::exec::BATCH_GROUP_ROWS`] runs in groups too: each example gets the plan
+/// and outputs of its run alone, bit for bit in int8 and int8-w7, the same plan and outputs
+/// within 1e-5 in fp32; an ApproxNet-sized model, ragged lengths 9-300.
+#[test]
+fn grouped_feed_forward_batches_give_each_example_its_own_plan() {
+    let m32 = random_model(&tiny_config(3, 12, 8, 384, 50, 512), 7, 1.0);
+    let mut rng = fastrand::Rng::with_seed(22);
+    let lengths = [130usize, 90, 40, 200, 9, 61, 300, 17];
+    assert!(lengths.iter().sum::<usize>() > 2 * sttabt::exec::BATCH_GROUP_ROWS, "the batch must form several groups");
+    let inputs: Vec<EncodedInput> = lengths.iter().map(|&n| random_input(n, &mut rng)).collect();
+    let hook = sttabt::planners::topk::ManualTopK { k_min: 0.3, layers: 3 };
+    let opts = RunOptions { attentions: false, hidden_states: true };
+    for precision in [Precision::Fp32, Precision::Int8, Precision::Int8W7] {
+        let m = m32.clone().with_precision(precision).unwrap();
+        if !sttabt::exec::row_blocks_apply(&m, sttabt::exec::BATCH_GROUP_ROWS) {
+            println!("{precision}: this CPU keeps the column split for this model, so the batch runs whole");
+        }
+        let (batch, plans) = m.run_feed_forward(&inputs, &hook, &[0], opts).unwrap();
+        assert_eq!((batch.len(), plans.len()), (inputs.len(), inputs.len()));
+        let mut pruned = 0;
+        for e in 0..inputs.len() {
+            let (mut alone, alone_plan) = m.run_feed_forward(&inputs[e..e + 1], &hook, &[0], opts).unwrap();
+            let alone = alone.remove(0);
+            assert_eq!(plans[e], alone_plan[0], "{precision}: example {e}'s plan differs from its run alone");
+            pruned += usize::from(plans[e].inputs(2).len() < inputs[e].len());
+            let tol = if precision.is_int8() { 0.0 } else { 1e-5 };
+            let diff = max_abs_diff(&batch[e].hidden, &alone.hidden);
+            assert!(diff <= tol, "{precision}: example {e} differs from its run alone by {diff}");
+            let (ha, hb) = (batch[e].hidden_states.as_ref().unwrap(), alone.hidden_states.as_ref().unwrap());
+            for (p, q) in ha.iter().zip(hb) {
+                assert_eq!(p.0, q.0, "{precision}: example {e}'s hidden-state rows");
+                assert!(max_abs_diff(&p.1, &q.1) <= tol, "{precision}: example {e}'s hidden states differ");
+            }
+        }
+        assert_eq!(pruned, inputs.len(), "{precision}: manual top-k kept every token of some example at layer 3");
+    }
+}
+
 /// Pre-softmax attention scores `S = Q Kᵀ / √d_h` of a dense run of `x`, `[L, H, n, n]`
 /// (ALGORITHM.md section 4 step 1), from the layer inputs and the layers' own weights, in f64
 /// (rounded to f32 at the end). Post-LN BERT: layer l reads hidden state l - 1 as it is.

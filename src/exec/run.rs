@@ -94,6 +94,27 @@ impl Encoder {
                 }
                 Ok(outs)
             }
+            PlanSource::Hook { hook, top, executed } if inputs.len() > 1 && row_blocks_apply(self, BATCH_GROUP_ROWS) => {
+                // a feed-forward planner's batch in groups too: each example's plan depends only
+                // on its own attention, so a group run gives it the same plan and outputs
+                self.check_batch(inputs, x0.is_some(), &PlanSource::Hook { hook, top, executed: &mut Vec::new() })?;
+                let groups = row_groups(inputs.iter().map(|x| x.len()), BATCH_GROUP_ROWS);
+                if groups.len() == 1 {
+                    return self.run_checked(inputs, x0, PlanSource::Hook { hook, top, executed }, opts);
+                }
+                let mut outs = Vec::with_capacity(inputs.len());
+                for g in groups {
+                    let x0g = x0.map(|x| &x[g.clone()]);
+                    let shifted = ShiftedHook { hook, first: g.start };
+                    let mut ran = vec![Vec::new(); g.len()];
+                    let source = PlanSource::Hook { hook: &shifted, top, executed: &mut ran };
+                    outs.extend(self.run_checked(&inputs[g.clone()], x0g, source, opts)?);
+                    for (e, sets) in g.zip(ran) {
+                        executed[e] = sets;
+                    }
+                }
+                Ok(outs)
+            }
             _ => {
                 self.check_batch(inputs, x0.is_some(), &source)?;
                 self.run_checked(inputs, x0, source, opts)
@@ -275,14 +296,17 @@ impl Encoder {
     }
 }
 
-/// A batch with fixed plans, on a model whose layers take the row-block split ([`row_blocks`])
-/// at this many rows, runs in groups of consecutive examples whose layer-1 rows add up to at
+/// A batch with fixed plans or a feed-forward planner ([`LayerHook`]: manual top-k, LTP; its
+/// groups counted by token count, as layer 1 reads every token), on a model whose layers take
+/// the row-block split ([`row_blocks`]) at this many rows, runs in groups of consecutive examples whose layer-1 rows add up to at
 /// most this many (an example with more forms its own group), one group after the other: each
 /// group's activations stay in cache (at 32 x 256 tokens one FFN activation is 50 MB) and each
 /// group takes the row blocks. Measured on an AVX2-only AMD EPYC: the int8-w7 teacher at batch
 /// 32 1.07-1.20x faster; the f32 teacher (no row blocks: the `gemm` crate then splits each
 /// product by columns) 0.85x on length-sorted sentences, 1.15x at 256 tokens, so it runs whole
-/// batches as before (`docs/results/batch_groups_*`).
+/// batches as before (`docs/results/batch_groups_*`). Planner hooks were grouped later (the
+/// thirteenth session, after manual top-k at 256 tokens and batch 32 ran at 0.73x dense on the
+/// int8 teacher on a Zen 4).
 /// Every example's rows are computed by the same kernels either way (row-wise quantisation and
 /// products, attention per example), so its outputs do not depend on the grouping except
 /// through kernels whose choice depends on the row count (the AVX-512 packed f32 kernel up to
@@ -292,20 +316,42 @@ pub const BATCH_GROUP_ROWS: usize = PACKED_MAX_ROWS;
 /// Consecutive ranges of examples whose layer-1 rows (`plans[e].inputs(0)`) add up to at most
 /// `max_rows` each (an example with more rows alone), covering `0..plans.len()` in order.
 pub(crate) fn example_groups(plans: &[TokenPlan], max_rows: usize) -> Vec<std::ops::Range<usize>> {
+    row_groups(plans.iter().map(|p| p.inputs(0).len()), max_rows)
+}
+
+/// [`example_groups`] from each example's layer-1 row count.
+fn row_groups(layer1_rows: impl ExactSizeIterator<Item = usize>, max_rows: usize) -> Vec<std::ops::Range<usize>> {
+    let count = layer1_rows.len();
     let mut groups = Vec::new();
     let (mut start, mut rows) = (0, 0);
-    for (e, p) in plans.iter().enumerate() {
-        let n = p.inputs(0).len();
+    for (e, n) in layer1_rows.enumerate() {
         if e > start && rows + n > max_rows {
             groups.push(start..e);
             (start, rows) = (e, 0);
         }
         rows += n;
     }
-    if start < plans.len() {
-        groups.push(start..plans.len());
+    if start < count {
+        groups.push(start..count);
     }
     groups
+}
+
+/// A feed-forward planner seen from a group of a batch that starts at example `first`: the
+/// group's example `e` is the batch's `first + e`.
+struct ShiftedHook<'a> {
+    hook: &'a dyn LayerHook,
+    first: usize,
+}
+
+impl LayerHook for ShiftedHook<'_> {
+    fn next_inputs(&self, example: usize, layer: usize, n: usize, inputs: &[usize], attention: &[f32], heads: usize) -> Vec<usize> {
+        self.hook.next_inputs(self.first + example, layer, n, inputs, attention, heads)
+    }
+
+    fn check_layers(&self, layers: usize) -> Result<(), ModelError> {
+        self.hook.check_layers(layers)
+    }
 }
 
 #[cfg(test)]
