@@ -12,11 +12,13 @@
 //! at T128/T256, fp32 and int8. 16 queries in two vectors with 4 P·V columns per pass measured
 //! fastest of 8x4, 16x2, 16x4 and 8x8 (`AVX2_GROUPS` in `attention`).
 //!
-//! The head's keys and values are packed once per call (`KV_PACK`: K as `[ni, DH]`, V per
-//! P·V pass and key parity as contiguous `[ni / 2, PVC]` blocks), so that the inner loops read
-//! contiguous memory instead of one strided (or gathered) row per key, and P·V sums the even
-//! keys, then the odd keys, with one set of accumulators live (the old loop kept both sets and
-//! spilled). Measured under `STTABT_NO_AVX512=1` on a Zen 4 EPYC (the AVX2 code; attn_probe,
+//! When a call has more than one query block, the head's keys and values are packed once
+//! (`KV_PACK`: K as `[ni, DH]`, V per P·V pass and key parity as contiguous `[ni / 2, PVC]`
+//! blocks), so that the inner loops read contiguous memory instead of one strided (or gathered)
+//! row per key; a one-block call (the ABT head reduction's) reads the rows in place, as packing
+//! them cost as much as the block (its ApproxNet pass 0.86-0.89x at length 256 batch 32 when
+//! every call packed). P·V sums the even keys, then the odd keys, with one set of accumulators
+//! live (the old loop kept both sets and spilled). Measured under `STTABT_NO_AVX512=1` on a Zen 4 EPYC (the AVX2 code; attn_probe,
 //! 6 alternations of the old and new binary, min; docs/results/attn_avx2_kv_pack_ab.txt):
 //! dh 32 1.26-1.32x at n 128/256, 1.07x at n 26; dh 8 1.08-1.12x at n 128/256, 0.97x at n 26
 //! (the packing costs more than it saves on 26 keys of 8 values). On Zen 3 in the twelfth
@@ -169,15 +171,18 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
     let qb = 8 * G;
     debug_assert!(pt.len() >= qb * ni && (probs.is_empty() || probs.len() >= no * ni) && DH.is_multiple_of(PVC));
     let key = |j: usize| key_rows.map_or(j, |kr| kr[j]);
-    // This head's keys and values, packed once per call (shared by every query block): K as
-    // `[ni, DH]`, V as `DH / PVC` passes of `[ni, PVC]`, so that the score and P·V loops read
-    // contiguous memory instead of one strided (and possibly gathered) row per key.
+    // This head's keys and values, packed once per call when more than one query block shares
+    // them: K as `[ni, DH]`, V as `DH / PVC` passes of `[ni, PVC]` per key parity, so that the
+    // score and P·V loops read contiguous memory instead of one strided (and possibly gathered)
+    // row per key. A call of one block (the ABT head reduction's, `attention_head_accumulate`)
+    // reads the rows where they are: packing would copy as much as it computes.
+    let packed = no > qb;
     let half = ni.div_ceil(2);
     let mut pack = KV_PACK.take();
-    if pack.len() < ni * DH + 2 * half * DH {
+    if packed && pack.len() < ni * DH + 2 * half * DH {
         pack.resize(ni * DH + 2 * half * DH, 0.0);
     }
-    {
+    if packed {
         let (kpk, vpk) = pack.split_at_mut(ni * DH);
         for j in 0..ni {
             let row = &kv[key(j) * ldkv..];
@@ -188,8 +193,22 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
             }
         }
     }
-    let kpp = pack.as_ptr();
-    let vpp = unsafe { kpp.add(ni * DH) };
+    let (kpp, kvp) = (pack.as_ptr(), kv.as_ptr());
+    // key j's K row, and value row `2 jj + parity`'s columns d0 .. d0 + PVC
+    let kaddr = |j: usize| unsafe {
+        if packed {
+            kpp.add(j * DH)
+        } else {
+            kvp.add(key(j) * ldkv)
+        }
+    };
+    let vaddr = |d0: usize, parity: usize, jj: usize| unsafe {
+        if packed {
+            kpp.add(ni * DH + ((d0 / PVC * 2 + parity) * half + jj) * PVC)
+        } else {
+            kvp.add(key(2 * jj + parity) * ldkv + v_off + d0)
+        }
+    };
     let ptp = pt.as_mut_ptr();
     let full = ni / 16 * 16;
     let exp = |d: [[__m256; G]; KEYS]| if FAST_EXP { exps::<KEYS, G>(d) } else { expn::<KEYS, G>(d) };
@@ -211,7 +230,7 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
         while j < ni {
             let nk = (ni - j).min(KEYS);
             if nk == KEYS {
-                let kp: [*const f32; KEYS] = std::array::from_fn(|u| unsafe { kpp.add((j + u) * DH) });
+                let kp: [*const f32; KEYS] = std::array::from_fn(|u| kaddr(j + u));
                 let mut s = [[_mm256_setzero_ps(); G]; KEYS];
                 for (dd, qd) in qs.iter().enumerate() {
                     let qv: [__m256; G] = std::array::from_fn(|g| unsafe { _mm256_loadu_ps(qd[g].as_ptr()) });
@@ -230,7 +249,7 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
                 }
             } else {
                 for u in 0..nk {
-                    let kp = unsafe { kpp.add((j + u) * DH) };
+                    let kp = kaddr(j + u);
                     let mut s = [_mm256_setzero_ps(); G];
                     for (dd, qd) in qs.iter().enumerate() {
                         let b = _mm256_set1_ps(unsafe { *kp.add(dd) });
@@ -305,10 +324,9 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
             let first = d0 == 0;
             let sums: [[[__m256; G]; PVC]; 2] = std::array::from_fn(|parity| {
                 let mut acc = [[_mm256_setzero_ps(); G]; PVC];
-                let vb = unsafe { vpp.add((d0 / PVC * 2 + parity) * half * PVC) };
                 for jj in 0..(ni + 1 - parity) / 2 {
                     let j = 2 * jj + parity;
-                    let v = unsafe { vb.add(jj * PVC) };
+                    let v = vaddr(d0, parity, jj);
                     let p = prob(j, first);
                     for dd in 0..PVC {
                         let b = _mm256_set1_ps(unsafe { *v.add(dd) });
