@@ -174,7 +174,17 @@ Examples:
   sttabt bench --model RUN/teacher --approx RUN/approx --rounds 3
   sttabt bench --model RUN/teacher --approx RUN/approx --peer ort --rounds 3 --json bench.json
   sttabt bench --model RUN/teacher --approx RUN/approx --precision int8 --peer ort-int8 --rounds 3
-  sttabt bench --model RUN/teacher --rt 0 --lengths 128 --batches 1 --rounds 1 --no-memory   (a quick look)")]
+  sttabt bench --model RUN/teacher --rt 0 --lengths 128 --batches 1 --rounds 1 --no-memory   (a quick look)
+
+Kernel switches (environment, read once per process; the header line names the paths that ran):
+  STTABT_NO_AVX512=1       our AVX2 + FMA code on an AVX-512 CPU (as on AMD Zen 1-3; the `gemm`
+                           crate still picks AVX-512 for itself)
+  STTABT_NO_AMX=1          int8 on VNNI instead of AMX-INT8
+  STTABT_NO_VNNI=1         int8 on the AVX2 kernel (or the portable fallback) instead of VNNI/AMX
+  STTABT_NO_INT8_AVX2=1    no AVX2 int8 kernel (with STTABT_NO_VNNI: the portable fallback)
+  STTABT_NO_PACKED_GEMM=1  f32 products through the `gemm` crate instead of the packed AVX-512 kernel
+  STTABT_PEER_PYTHON=PATH  the peer's Python when --python is not given (else ./.venv-peer,
+                           ../.venv-peer, then python3)")]
     Bench(bench::BenchArgs),
     /// Time one optimisation step of each training job (fine-tune, ApproxNet distillation, concrete
     /// and LTP soft-mask training, plan-aware fine-tuning) on burn and/or the native trainer: examples/s, GFLOP/s and the
