@@ -62,13 +62,6 @@ fn rt_inputs(n: usize) -> Vec<EncodedInput> {
     splits.test.examples.iter().take(n).map(|e| tok.encode(&e.text, None).unwrap().input).collect()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
-
 /// The int8 paths that ran in this process so far, e.g. `amx-int8 12, avx512-vnni 40`.
 fn paths_ran() -> String {
     Int8Kernel::ALL.iter().map(|k| format!("{} {}", k.name(), k.calls())).collect::<Vec<_>>().join(", ")

@@ -15,13 +15,6 @@ use sttabt::model::{mean_pool_normalized, Precision};
 use sttabt::text::tokenizer::TextTokenizer;
 use sttabt::{RunOptions, TokenPlan};
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
-
 #[test]
 fn no_avx512_runs_the_avx2_paths_and_matches_the_reference() {
     #[cfg(target_arch = "x86_64")]

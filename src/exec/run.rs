@@ -79,45 +79,45 @@ impl Encoder {
         source: PlanSource<'_, '_>,
         opts: RunOptions,
     ) -> Result<Vec<ExampleOutput>, ModelError> {
-        kernels::in_pool(move || match source {
-            PlanSource::Static(plans) if plans.len() == inputs.len() && inputs.len() > 1 && row_blocks_apply(self, BATCH_GROUP_ROWS) => {
-                // checked on the whole batch first, so that errors name the batch's example index
-                self.check_batch(inputs, x0.is_some(), &source)?;
-                let groups = example_groups(plans, BATCH_GROUP_ROWS);
-                if groups.len() == 1 {
-                    return self.run_checked(inputs, x0, source, opts);
-                }
-                let mut outs = Vec::with_capacity(inputs.len());
-                for g in groups {
-                    let x0g = x0.map(|x| &x[g.clone()]);
-                    outs.extend(self.run_checked(&inputs[g.clone()], x0g, PlanSource::Static(&plans[g]), opts)?);
-                }
-                Ok(outs)
-            }
-            PlanSource::Hook { hook, top, executed } if inputs.len() > 1 && row_blocks_apply(self, BATCH_GROUP_ROWS) => {
-                // a feed-forward planner's batch in groups too: each example's plan depends only
-                // on its own attention, so a group run gives it the same plan and outputs
-                self.check_batch(inputs, x0.is_some(), &PlanSource::Hook { hook, top, executed: &mut Vec::new() })?;
-                let groups = row_groups(inputs.iter().map(|x| x.len()), BATCH_GROUP_ROWS);
-                if groups.len() == 1 {
-                    return self.run_checked(inputs, x0, PlanSource::Hook { hook, top, executed }, opts);
-                }
-                let mut outs = Vec::with_capacity(inputs.len());
-                for g in groups {
-                    let x0g = x0.map(|x| &x[g.clone()]);
-                    let shifted = ShiftedHook { hook, first: g.start };
-                    let mut ran = vec![Vec::new(); g.len()];
-                    let source = PlanSource::Hook { hook: &shifted, top, executed: &mut ran };
-                    outs.extend(self.run_checked(&inputs[g.clone()], x0g, source, opts)?);
-                    for (e, sets) in g.zip(ran) {
-                        executed[e] = sets;
+        kernels::in_pool(move || {
+            // checked on the whole batch first, so that errors name the batch's example index
+            self.check_batch(inputs, x0.is_some(), &source)?;
+            match source {
+                PlanSource::Static(plans)
+                    if plans.len() == inputs.len() && inputs.len() > 1 && row_blocks_apply(self, BATCH_GROUP_ROWS) =>
+                {
+                    let groups = example_groups(plans, BATCH_GROUP_ROWS);
+                    if groups.len() == 1 {
+                        return self.run_checked(inputs, x0, source, opts);
                     }
+                    let mut outs = Vec::with_capacity(inputs.len());
+                    for g in groups {
+                        let x0g = x0.map(|x| &x[g.clone()]);
+                        outs.extend(self.run_checked(&inputs[g.clone()], x0g, PlanSource::Static(&plans[g]), opts)?);
+                    }
+                    Ok(outs)
                 }
-                Ok(outs)
-            }
-            _ => {
-                self.check_batch(inputs, x0.is_some(), &source)?;
-                self.run_checked(inputs, x0, source, opts)
+                PlanSource::Hook { hook, top, executed } if inputs.len() > 1 && row_blocks_apply(self, BATCH_GROUP_ROWS) => {
+                    // a feed-forward planner's batch in groups too: each example's plan depends only
+                    // on its own attention, so a group run gives it the same plan and outputs
+                    let groups = row_groups(inputs.iter().map(|x| x.len()), BATCH_GROUP_ROWS);
+                    if groups.len() == 1 {
+                        return self.run_checked(inputs, x0, PlanSource::Hook { hook, top, executed }, opts);
+                    }
+                    let mut outs = Vec::with_capacity(inputs.len());
+                    for g in groups {
+                        let x0g = x0.map(|x| &x[g.clone()]);
+                        let shifted = ShiftedHook { hook, first: g.start };
+                        let mut ran = vec![Vec::new(); g.len()];
+                        let source = PlanSource::Hook { hook: &shifted, top, executed: &mut ran };
+                        outs.extend(self.run_checked(&inputs[g.clone()], x0g, source, opts)?);
+                        for (e, sets) in g.zip(ran) {
+                            executed[e] = sets;
+                        }
+                    }
+                    Ok(outs)
+                }
+                source => self.run_checked(inputs, x0, source, opts),
             }
         })
     }

@@ -18,11 +18,11 @@
 //! row per key; a one-block call (the ABT head reduction's) reads the rows in place, as packing
 //! them cost as much as the block (its ApproxNet pass 0.86-0.89x at length 256 batch 32 when
 //! every call packed). P·V sums the even keys, then the odd keys, with one set of accumulators
-//! live (the old loop kept both sets and spilled). Measured under `STTABT_NO_AVX512=1` on a Zen 4 EPYC (the AVX2 code; attn_probe,
-//! 6 alternations of the old and new binary, min; docs/results/attn_avx2_kv_pack_ab.txt):
-//! dh 32 1.26-1.32x at n 128/256, 1.07x at n 26; dh 8 1.08-1.12x at n 128/256, 0.97x at n 26
-//! (the packing costs more than it saves on 26 keys of 8 values). On Zen 3 in the twelfth
-//! session: dh 32 n 256 1.25x.
+//! live (the old loop kept both sets and spilled). Measured under `STTABT_NO_AVX512=1` on a Zen
+//! 4 EPYC (the AVX2 code; attn_probe, 6 alternations of the old and new binary, min;
+//! docs/results/attn_avx2_kv_pack_ab.txt): dh 32 1.26-1.32x at n 128/256, 1.07x at n 26; dh 8
+//! 1.08-1.12x at n 128/256, 0.97x at n 26 (the packing costs more than it saves on 26 keys of 8
+//! values). On Zen 3 in the twelfth session: dh 32 n 256 1.25x.
 //!
 //! Bitwise the same results as the row-layout path (`attention_head_imp` with `softmax_imp`
 //! and `pv_fixed`), as `qlanes` is: the same FMA order over `dd` for scores; the softmax sum
@@ -179,10 +179,10 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
     let packed = no > qb;
     let half = ni.div_ceil(2);
     let mut pack = KV_PACK.take();
-    if packed && pack.len() < ni * DH + 2 * half * DH {
-        pack.resize(ni * DH + 2 * half * DH, 0.0);
-    }
     if packed {
+        if pack.len() < ni * DH + 2 * half * DH {
+            pack.resize(ni * DH + 2 * half * DH, 0.0);
+        }
         let (kpk, vpk) = pack.split_at_mut(ni * DH);
         for j in 0..ni {
             let row = &kv[key(j) * ldkv..];
@@ -319,7 +319,7 @@ pub(super) unsafe fn attention<const DH: usize, const FAST_EXP: bool, const G: u
         };
         // P·V, PVC output columns per pass, with even/odd key accumulators (pv_fixed's order):
         // the even keys' sum, then the odd keys' (each in key order, as before), so that only
-        // one set of `PVC x G` accumulators is live (two spilled to the stack)
+        // one set of `PVC x G` accumulators is live (with two sets live, some spilled)
         for d0 in (0..DH).step_by(PVC) {
             let first = d0 == 0;
             let sums: [[[__m256; G]; PVC]; 2] = std::array::from_fn(|parity| {
