@@ -27,7 +27,7 @@ use crate::train::native::checkpoint::Tensors;
 use crate::train::native::concrete_masks::{self as cm, BatchMasks};
 use crate::train::native::distill::NativeApprox;
 use crate::train::native::driver::{run_steps, LoopSpec, Windows};
-use crate::train::native::forward::{forward, forward_masked, Forward, PackedBatch};
+use crate::train::native::forward::{forward, forward_cls_last, Forward, PackedBatch};
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
 use crate::train::native::teacher_cache::DenseLogitsCache;
@@ -185,7 +185,9 @@ pub fn concrete_forward(
     let special = model.teacher.config.num_special_tokens();
     let bm = cm::batch_forward(&scores, &tbatch.lengths, model.approx.net.config.num_heads, &theta, special);
     let run_masks = if hard { cm::harden(&bm.m) } else { bm.m.clone() };
-    let tfw = forward_masked(&model.teacher, tbatch, Some(&TokenMasks { m: run_masks }));
+    // The loss reads the teacher's logits only, and the top mask keeps CLS alone: the last layer
+    // runs for the CLS rows (K and V over all rows), exact up to float rounding.
+    let tfw = forward_cls_last(&model.teacher, tbatch, Some(&TokenMasks { m: run_masks }));
     let task = tfw.loss;
     let anchor = cfg.anchor_weight * theta.iter().map(|&t| (t as f64 - cfg.theta0).powi(2)).sum::<f64>();
     let r = cm::soft_retention(&bm.m, &tbatch.lengths);

@@ -58,15 +58,24 @@ pub use params::NativeBert;
 /// lock serialising both threads). Sets `M_MMAP_THRESHOLD` to 32 MiB (glibc's largest) and
 /// `M_TRIM_THRESHOLD` to 1 GiB, once per process, from the first native forward pass; the
 /// process then keeps up to that much freed memory for reuse. No-op on other C libraries.
+///
+/// It also sets `M_TOP_PAD` to 64 MiB: the steps run on rayon worker threads, whose glibc arenas
+/// grow in heaps of up to 64 MiB that glibc unmaps as soon as one is empty (the trim threshold
+/// does not guard them; a top pad that large does), so every step faulted its buffers in again:
+/// ~98,000 page faults per concrete step at length 128 x 16 (`perf stat`), none with the pad.
+/// Alternating runs on a 2-core AMD Zen 4: length-128 steps 1.02-1.22x faster (median per job),
+/// RT batches unchanged within the noise; one arena (`M_ARENA_MAX` 1) also ends the faults but
+/// slowed RT batches to 0.7-0.9x (`docs/results/train_allocator_ab.txt`).
 pub(crate) fn keep_freed_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
-            // SAFETY: mallopt only changes allocator tunables; both values are in range.
+            // SAFETY: mallopt only changes allocator tunables; all three values are in range.
             unsafe {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
                 libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+                libc::mallopt(libc::M_TOP_PAD, 64 << 20);
             }
         });
     }
