@@ -237,3 +237,15 @@ fn attention_scores_refuses_short_queries() {
     let mut out = vec![0.0f32; 6];
     kernels::attention_scores(&seq(15, 0.1), 8, &seq(48, 0.1), 16, None, 2, 3, 8, &mut Vec::new(), &mut out);
 }
+
+#[test]
+#[should_panic(expected = "standardize_cdf_add: row 5, z 5, u 4")]
+fn standardize_cdf_add_refuses_a_short_output() {
+    kernels::standardize_cdf_add(&[0.1f32; 5], 0.0, 1.0, &mut [0.0; 5], &mut [0.0; 4]);
+}
+
+#[test]
+#[should_panic(expected = "cdf_backward_row: du 5, z 4, dz 5")]
+fn cdf_backward_row_refuses_a_short_row() {
+    kernels::cdf_backward_row(&[0.1f32; 5], &[0.0; 4], 12.0, 1.0, &mut [0.0; 5]);
+}

@@ -305,3 +305,57 @@ pub fn standardized_cdf_row(x: &[f32], ddof: usize, eps: f64, u: &mut [f64]) {
     assert!(x.len() > ddof && u.len() == x.len());
     standardized_cdf_row_dispatch(x, ddof, eps, u)
 }
+
+#[inline(always)]
+fn standardize_cdf_add_imp(row: &[f32], mean: f32, a: f32, z: &mut [f32], u: &mut [f32]) {
+    for ((o, zz), &v) in u.iter_mut().zip(z.iter_mut()).zip(row) {
+        let zv = (v - mean) / a;
+        *zz = zv;
+        *o += normal_cdf_approx(zv);
+    }
+}
+dispatch!(fn standardize_cdf_add_dispatch(row: &[f32], mean: f32, a: f32, z: &mut [f32], u: &mut [f32]) => standardize_cdf_add_imp);
+
+/// The native concrete trainer's step 1 on one score row (ALGORITHM.md section 4.1, f32):
+/// `z[j] = (row[j] − mean) / a` and `u[j] += Φ(z[j])` ([`normal_cdf_approx`], absolute error
+/// below ~2e-7), vectorised. All four slices have the row's length.
+///
+/// Panics if the lengths differ.
+pub fn standardize_cdf_add(row: &[f32], mean: f32, a: f32, z: &mut [f32], u: &mut [f32]) {
+    assert!(z.len() == row.len() && u.len() == row.len(), "standardize_cdf_add: row {}, z {}, u {}", row.len(), z.len(), u.len());
+    standardize_cdf_add_dispatch(row, mean, a, z, u)
+}
+
+#[inline(always)]
+fn cdf_backward_imp(du: &[f32], z: &[f32], heads: f32, a: f32, dz: &mut [f32]) -> f32 {
+    let pdf_c = (1.0 / (2.0 * std::f64::consts::PI).sqrt()) as f32;
+    for ((d, &g), &zz) in dz.iter_mut().zip(du).zip(z) {
+        *d = g / heads * (pdf_c * exp_approx(-(zz * zz) * 0.5));
+    }
+    // Σ −dz·z / a in 8 partial sums (vectorised)
+    let mut acc = [0.0f32; 8];
+    let (dc, zc) = (dz.chunks_exact(8), z.chunks_exact(8));
+    let (dt, zt) = (dc.remainder(), zc.remainder());
+    for (d8, z8) in dc.zip(zc) {
+        for k in 0..8 {
+            acc[k] += -(d8[k] * z8[k]) / a;
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (&d, &zz) in dt.iter().zip(zt) {
+        s += -(d * zz) / a;
+    }
+    s
+}
+dispatch!(fn cdf_backward_dispatch(du: &[f32], z: &[f32], heads: f32, a: f32, dz: &mut [f32]) -> f32 => cdf_backward_imp);
+
+/// The backward of [`standardize_cdf_add`] averaged over `heads` heads, on one row: `dz[j] =
+/// du[j] / heads · φ(z[j])` (φ the standard normal density, through [`exp_approx`]) and the
+/// return value `Σ_j −dz[j]·z[j] / a` (the row's dL/d std, before the variance chain), in 8
+/// partial sums. All slices have the row's length.
+///
+/// Panics if the lengths differ.
+pub fn cdf_backward_row(du: &[f32], z: &[f32], heads: f32, a: f32, dz: &mut [f32]) -> f32 {
+    assert!(z.len() == du.len() && dz.len() == du.len(), "cdf_backward_row: du {}, z {}, dz {}", du.len(), z.len(), dz.len());
+    cdf_backward_dispatch(du, z, heads, a, dz)
+}

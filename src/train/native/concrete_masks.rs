@@ -65,7 +65,6 @@ pub fn example_forward<F: Real>(scores: &[&[F]], n: usize, heads: usize, theta: 
     let nf = F::of(n as f64);
     let (p, eps, tau) = (F::of(P), F::of(STD_EPS), F::of(TAU));
     let (lo, hi) = (F::of(CLAMP_EPS), F::of(1.0 - CLAMP_EPS));
-    let inv_sqrt2 = F::of(std::f64::consts::FRAC_1_SQRT_2);
     for l in (0..big_l).rev() {
         let sl = scores[l];
         let m_next = &m[l + 1];
@@ -88,11 +87,7 @@ pub fn example_forward<F: Real>(scores: &[&[F]], n: usize, heads: usize, theta: 
             st.sd[r] = sd;
             st.a[r] = a;
             let i = r % n;
-            for j in 0..n {
-                let z = (row[j] - mean) / a;
-                st.z[r * n + j] = z;
-                u[i * n + j] += ((z * inv_sqrt2).erf() + one) * F::of(0.5);
-            }
+            F::standardize_cdf_add(row, mean, a, &mut st.z[r * n..(r + 1) * n], &mut u[i * n..(i + 1) * n]);
         }
         let hf = F::of(heads as f64);
         for v in u.iter_mut() {
@@ -175,7 +170,6 @@ pub fn example_backward<F: Real>(ex: &ExampleMasks<F>, dm: &[Vec<F>], n: usize, 
     let mut gm: Vec<Vec<F>> = (0..=big_l).map(|l| dm.get(l).cloned().unwrap_or_else(|| vec![zero; n])).collect();
     let mut gs: Vec<Vec<F>> = vec![vec![zero; n]; big_l + 1];
     let mut dscores = Vec::with_capacity(big_l);
-    let pdf_c = F::of(1.0 / (2.0 * std::f64::consts::PI).sqrt());
     for l in 0..big_l {
         let st = &ex.states[l];
         let m_next = &ex.m[l + 1];
@@ -235,12 +229,7 @@ pub fn example_backward<F: Real>(ex: &ExampleMasks<F>, dm: &[Vec<F>], n: usize, 
             let (a, sd) = (st.a[r], st.sd[r]);
             let z = &st.z[r * n..(r + 1) * n];
             let mut dz = vec![zero; n];
-            let mut dsd = zero;
-            for j in 0..n {
-                let zz = z[j];
-                dz[j] = du[i * n + j] / hf * (pdf_c * (-(zz * zz) * F::of(0.5)).exp());
-                dsd += -(dz[j] * zz) / a;
-            }
+            let dsd = F::cdf_backward_row(&du[i * n..(i + 1) * n], z, hf, a, &mut dz);
             // d std / d var = 1 / (2 std); a zero std (all scores equal) passes nothing
             let dvar = if sd > zero { dsd / (F::of(2.0) * sd) } else { zero };
             let mut dcen = vec![zero; n];

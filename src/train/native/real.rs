@@ -2,7 +2,9 @@
 //! finite-difference checks of dL/dθ (`tests/native_concrete.rs`, `tests/native_ltp.rs`). The
 //! concrete-mask generator ([`super::concrete_masks`]), the renormalisation of section 4.3
 //! ([`super::masks`]) and the LTP masks ([`super::ltp`]) are generic over it; for `f32` each
-//! operation is the plain `f32` one, so the trainer's bits do not depend on the generics.
+//! operation is the plain `f32` one, so the trainer's bits do not depend on the generics, except
+//! the two row kernels of concrete masking's standardised-score CDF (`standardize_cdf_add`,
+//! `cdf_backward_row`), which run the vectorised approximations of `Φ` and `exp` in f32.
 
 use std::fmt::Debug;
 use std::iter::Sum;
@@ -31,6 +33,31 @@ pub trait Real:
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn erf(self) -> Self;
+
+    /// Concrete masking's step 1 on one score row (ALGORITHM.md section 4.1): `z[j] = (row[j] −
+    /// mean) / a`, `u[j] += Φ(z[j])`. `f64`: `Φ` through `erf`; `f32`: the vectorised
+    /// [`crate::kernels::standardize_cdf_add`].
+    fn standardize_cdf_add(row: &[Self], mean: Self, a: Self, z: &mut [Self], u: &mut [Self]) {
+        let (one, half) = (Self::of(1.0), Self::of(0.5));
+        let inv_sqrt2 = Self::of(std::f64::consts::FRAC_1_SQRT_2);
+        for ((o, zz), &v) in u.iter_mut().zip(z.iter_mut()).zip(row) {
+            let zv = (v - mean) / a;
+            *zz = zv;
+            *o += ((zv * inv_sqrt2).erf() + one) * half;
+        }
+    }
+
+    /// Its backward on one row, averaged over `heads`: `dz[j] = du[j] / heads · φ(z[j])`; returns
+    /// `Σ_j −dz[j]·z[j] / a`. `f32`: the vectorised [`crate::kernels::cdf_backward_row`].
+    fn cdf_backward_row(du: &[Self], z: &[Self], heads: Self, a: Self, dz: &mut [Self]) -> Self {
+        let pdf_c = Self::of(1.0 / (2.0 * std::f64::consts::PI).sqrt());
+        let mut s = Self::of(0.0);
+        for ((d, &g), &zz) in dz.iter_mut().zip(du).zip(z) {
+            *d = g / heads * (pdf_c * (-(zz * zz) * Self::of(0.5)).exp());
+            s += -(*d * zz) / a;
+        }
+        s
+    }
 }
 
 impl Real for f32 {
@@ -51,6 +78,12 @@ impl Real for f32 {
     }
     fn erf(self) -> Self {
         libm::erff(self)
+    }
+    fn standardize_cdf_add(row: &[Self], mean: Self, a: Self, z: &mut [Self], u: &mut [Self]) {
+        crate::kernels::standardize_cdf_add(row, mean, a, z, u)
+    }
+    fn cdf_backward_row(du: &[Self], z: &[Self], heads: Self, a: Self, dz: &mut [Self]) -> Self {
+        crate::kernels::cdf_backward_row(du, z, heads, a, dz)
     }
 }
 
