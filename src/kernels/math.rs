@@ -316,7 +316,7 @@ fn standardize_cdf_add_imp(row: &[f32], mean: f32, a: f32, z: &mut [f32], u: &mu
 }
 dispatch!(fn standardize_cdf_add_dispatch(row: &[f32], mean: f32, a: f32, z: &mut [f32], u: &mut [f32]) => standardize_cdf_add_imp);
 
-/// The native concrete trainer's step 1 on one score row (ALGORITHM.md section 4.1, f32):
+/// The native concrete trainer's step 1 on one score row (ALGORITHM.md section 4, step 1; f32):
 /// `z[j] = (row[j] − mean) / a` and `u[j] += Φ(z[j])` ([`normal_cdf_approx`], absolute error
 /// below ~2e-7), vectorised. All four slices have the row's length.
 ///

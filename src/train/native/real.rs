@@ -34,7 +34,7 @@ pub trait Real:
     fn sqrt(self) -> Self;
     fn erf(self) -> Self;
 
-    /// Concrete masking's step 1 on one score row (ALGORITHM.md section 4.1): `z[j] = (row[j] −
+    /// Concrete masking's step 1 on one score row (ALGORITHM.md section 4, step 1): `z[j] = (row[j] −
     /// mean) / a`, `u[j] += Φ(z[j])`. `f64`: `Φ` through `erf`; `f32`: the vectorised
     /// [`crate::kernels::standardize_cdf_add`].
     fn standardize_cdf_add(row: &[Self], mean: Self, a: Self, z: &mut [Self], u: &mut [Self]) {
