@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{random_model, tiny_config};
+use common::{max_abs_diff, random_model, tiny_config};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use sttabt::planners::abt::{backtrack, AbtConfig, AbtForm, Reduce};
@@ -72,11 +72,6 @@ fn random_plan(n: usize, layers: usize, rng: &mut fastrand::Rng) -> TokenPlan {
     }
     let top: Vec<usize> = if rng.bool() { vec![0] } else { prev.iter().copied().filter(|&t| t == 0 || rng.bool()).collect() };
     TokenPlan::from_inputs(n, inputs, top).expect("random plan is valid by construction")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn all_finite(v: &[f32]) -> bool {
