@@ -474,6 +474,83 @@ fn fused_abt_pass_equals_backtrack_on_full_attention() {
     }
 }
 
+/// Batches of more than one group of about `REDUCED_GROUP_ROWS` tokens: the fused passes run
+/// group by group into memory the thread reuses (from earlier groups and earlier calls, not
+/// cleared in between), so every entry the plans do not write must still read 0 and every plan
+/// must be the one of its example alone. Ragged lengths (the blocks move between groups and
+/// calls), ABT (mean and max), concrete plans, and `run_attention_reduced` with a sparse plan.
+#[test]
+fn fused_passes_over_several_groups_match_each_example_alone() {
+    let m = random_model(&tiny_config(3, 6, 8, 64, 50, 80), 23, 1.0);
+    let big_l = m.layers.len();
+    let lens: Vec<usize> = (0..60).map(|e| [80usize, 3, 57, 21, 66, 1, 80, 40, 12][e % 9]).collect();
+    assert!(lens.iter().sum::<usize>() > 2 * sttabt::exec::REDUCED_GROUP_ROWS, "the batch spans at least three groups");
+    let inputs = common::random_inputs(&lens, 50, 4);
+    let short = common::random_inputs(&[80, 80, 5], 50, 5);
+    for cfg in [AbtConfig::topk(0.3), AbtConfig { head_reduce: Reduce::Max, ..AbtConfig::topk(0.5) }] {
+        let batch = sttabt::planners::abt::abt_plans(&m, &inputs, &cfg).expect("abt_plans");
+        // another batch in between leaves other blocks in the thread's memory
+        sttabt::planners::abt::abt_plans(&m, &short, &cfg).expect("abt_plans");
+        let again = sttabt::planners::abt::abt_plans(&m, &inputs, &cfg).expect("abt_plans");
+        assert_eq!(batch, again, "{cfg:?}: a second call on the same batch changed its plans");
+        for (e, x) in inputs.iter().enumerate() {
+            let alone = sttabt::planners::abt::abt_plans(&m, std::slice::from_ref(x), &cfg).expect("abt_plans alone");
+            assert_eq!(batch[e], alone[0], "{cfg:?} example {e} (n = {}): batch plan differs from the example alone", x.len());
+        }
+    }
+    let theta = vec![-0.5f64; big_l];
+    let batch = sttabt::planners::concrete::concrete_plans(&m, &inputs, &theta).expect("concrete_plans");
+    for (e, x) in inputs.iter().enumerate() {
+        let alone = sttabt::planners::concrete::concrete_plans(&m, std::slice::from_ref(x), &theta).expect("concrete alone");
+        assert_eq!(batch[e], alone[0], "concrete example {e}: batch plan differs from the example alone");
+    }
+    // A sparse plan (half the tokens from layer 2, CLS alone at the top): unwritten entries are 0.
+    let plans: Vec<TokenPlan> = lens
+        .iter()
+        .map(|&n| {
+            let half: Vec<usize> = (0..n).filter(|t| t % 2 == 0).collect();
+            let mut sets = vec![(0..n).collect::<Vec<usize>>(); big_l];
+            sets[1] = half.clone();
+            sets[2] = half;
+            TokenPlan::from_inputs(n, sets, vec![0]).unwrap()
+        })
+        .collect();
+    let reduced = m.run_attention_reduced(&inputs, &plans, false).expect("run_attention_reduced");
+    sttabt::planners::abt::abt_plans(&m, &short, &AbtConfig::topk(0.3)).expect("abt_plans");
+    let again = m.run_attention_reduced(&inputs, &plans, false).expect("run_attention_reduced");
+    for (e, (x, p)) in inputs.iter().zip(&plans).enumerate() {
+        assert!(
+            reduced[e].iter().zip(&again[e]).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "example {e}: a second call changed the reduced attention"
+        );
+        // alone, the projections may take other kernel paths (fewer rows): rounding apart
+        let alone = m.run_attention_reduced(std::slice::from_ref(x), std::slice::from_ref(p), false).expect("alone").remove(0);
+        let diff = reduced[e].iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
+        assert!(diff <= 1e-6, "example {e}: reduced attention differs from the example alone by {diff}");
+        let n = x.len();
+        for l in 0..big_l {
+            let (ins, outs) = (p.inputs(l), p.outputs(l));
+            for i in 0..n {
+                for j in 0..n {
+                    let v = reduced[e][(l * n + i) * n + j];
+                    if !(outs.contains(&i) && ins.contains(&j)) {
+                        assert_eq!(
+                            v.to_bits(),
+                            0f64.to_bits(),
+                            "example {e} layer {l} ({i}, {j}): an entry outside O_l x I_l is {v}, not 0"
+                        );
+                    }
+                }
+            }
+            // every row of O_l sums to 1 over I_l (a head mean of softmax rows)
+            for &i in outs {
+                let sum: f64 = reduced[e][(l * n + i) * n..][..n].iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "example {e} layer {l} row {i}: sums to {sum}");
+            }
+        }
+    }
+}
+
 /// Row blocks (small layers' projections and feed-forward split across threads by rows, each
 /// block on one thread) give the same bits as each kernel splitting its own output columns: an
 /// ApproxNet-sized model (hidden 96, 12 heads of 8, FFN 384) on a 130-token example, a ragged

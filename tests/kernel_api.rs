@@ -249,3 +249,37 @@ fn standardize_cdf_add_refuses_a_short_output() {
 fn cdf_backward_row_refuses_a_short_row() {
     kernels::cdf_backward_row(&[0.1f32; 5], &[0.0; 4], 12.0, 1.0, &mut [0.0; 5]);
 }
+
+/// `lane_row_mean` (the fused ABT pass's last step) gives the scalar form's bits: every row of
+/// a lane-major head sum, key counts with and without a tail of 8, odd head counts.
+#[test]
+fn lane_row_mean_equals_the_scalar_division() {
+    let mut rng = fastrand::Rng::with_seed(3);
+    for ni in [1usize, 7, 8, 9, 16, 33, 130] {
+        let acc: Vec<f64> = (0..16 * ni + 5).map(|_| rng.f64() * 12.0).collect();
+        for heads in [1.0f64, 3.0, 12.0] {
+            for r in 0..16 {
+                let mut got = vec![f64::NAN; ni];
+                kernels::lane_row_mean(&acc, r, heads, &mut got);
+                for (j, g) in got.iter().enumerate() {
+                    let want = acc[16 * j + r] / heads;
+                    assert_eq!(g.to_bits(), want.to_bits(), "ni {ni}, heads {heads}, row {r}, key {j}: {g} vs {want}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "lane_row_mean")]
+fn lane_row_mean_refuses_a_short_scratch() {
+    let acc = vec![0.0f64; 16 * 4 - 1];
+    kernels::lane_row_mean(&acc, 0, 12.0, &mut [0.0; 4]);
+}
+
+#[test]
+#[should_panic(expected = "lane_row_mean")]
+fn lane_row_mean_refuses_a_row_past_the_lanes() {
+    let acc = vec![0.0f64; 16 * 4];
+    kernels::lane_row_mean(&acc, 16, 12.0, &mut [0.0; 4]);
+}

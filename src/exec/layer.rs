@@ -151,13 +151,19 @@ impl Encoder {
                             }
                         }
                         let (n, hf) = (sink.n[e], h as f64);
+                        // every key, in token order (the rows of a full I_l are 0..n, sorted)
+                        let identity = key_pos.is_none() && ni == n;
                         for r in 0..nb {
                             let token = s.rows[out_pos[e][q0 + r]];
                             // SAFETY: as below (one task per query token; token < n).
                             let dst = unsafe { std::slice::from_raw_parts_mut(sink.dst[e].0.add(token * n), n) };
-                            for j in 0..ni {
-                                let key = key_pos.map_or(j, |kp| kp[e][j]);
-                                dst[s.rows[key]] = acc[16 * j + r] / hf;
+                            if identity {
+                                kernels::lane_row_mean(acc, r, hf, dst);
+                            } else {
+                                for j in 0..ni {
+                                    let key = key_pos.map_or(j, |kp| kp[e][j]);
+                                    dst[s.rows[key]] = acc[16 * j + r] / hf;
+                                }
                             }
                         }
                         return;

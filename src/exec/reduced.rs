@@ -10,6 +10,16 @@ use super::*;
 /// Token rows per group in [`Encoder::run_attention_reduced`] (the ApproxNet pass of ABT).
 pub const REDUCED_GROUP_ROWS: usize = 1024;
 
+/// The most f64 values of group memory a thread keeps between
+/// [`Encoder::for_each_reduced_group`] calls (256 MiB; a group of 1,024 tokens at 512 tokens
+/// per example and 12 layers needs 25 M).
+pub const REDUCED_SCRATCH_KEEP: usize = 32 << 20;
+
+thread_local! {
+    /// The group memory of this thread's last [`Encoder::for_each_reduced_group`] call.
+    static REDUCED_SCRATCH: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// How [`Encoder::run_attention_reduced_with`] reduces each query row of a layer's `H`
 /// attention maps to one f64 row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,21 +78,80 @@ impl Encoder {
         if plans.len() != inputs.len() || plans.iter().zip(inputs).any(|(p, x)| p.n() != x.len() || p.num_layers() != big_l) {
             return Err(ModelError::Input("run_attention_reduced: one plan per input, for its length and the model's layers".into()));
         }
+        let mut out = Vec::with_capacity(inputs.len());
+        self.for_each_reduced_group(inputs, plans, reduce, |_, blocks| {
+            out.extend(blocks.iter().map(|b| b.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`run_attention_reduced_with`](Self::run_attention_reduced_with) one group of
+    /// consecutive examples (about [`REDUCED_GROUP_ROWS`] tokens) at a time:
+    /// `consume(first, blocks)` gets the group's first example index and, per example of the
+    /// group, its `[L, n, n]` block (the same values, zeros included), before the next group
+    /// reuses the memory. A thread keeps that memory (up to [`REDUCED_SCRATCH_KEEP`] values)
+    /// for its next call, so that a batch's blocks are not faulted in afresh every call (page
+    /// faults and the kernel's page clearing were ~10% of the ApproxNet pass at 32 x 256 tokens).
+    ///
+    /// Errors: as `run_attention_reduced_with`, or the first error `consume` returns.
+    pub fn for_each_reduced_group(
+        &self,
+        inputs: &[EncodedInput],
+        plans: &[TokenPlan],
+        reduce: HeadReduce,
+        mut consume: impl FnMut(usize, &[&[f64]]) -> Result<(), ModelError> + Send,
+    ) -> Result<(), ModelError> {
+        // Checked here, once, with batch-wide example numbers.
+        for (e, x) in inputs.iter().enumerate() {
+            self.check_input(e, x)?;
+        }
+        let big_l = self.layers.len();
+        if plans.len() != inputs.len() || plans.iter().zip(inputs).any(|(p, x)| p.n() != x.len() || p.num_layers() != big_l) {
+            return Err(ModelError::Input("run_attention_reduced: one plan per input, for its length and the model's layers".into()));
+        }
         kernels::in_pool(move || {
-            let mut out = Vec::with_capacity(inputs.len());
+            let mut scratch = REDUCED_SCRATCH.with(|s| s.take());
+            let mut result = Ok(());
             for g in super::run::example_groups(plans, REDUCED_GROUP_ROWS) {
-                out.extend(self.run_attention_reduced_in_pool(&inputs[g.clone()], &plans[g], reduce)?);
+                let sizes: Vec<usize> = inputs[g.clone()].iter().map(|x| big_l * x.len() * x.len()).collect();
+                let total: usize = sizes.iter().sum();
+                if scratch.len() < total {
+                    scratch.resize(total, 0.0);
+                }
+                let mut blocks: Vec<&mut [f64]> = Vec::with_capacity(sizes.len());
+                let mut rest: &mut [f64] = &mut scratch[..total];
+                for &len in &sizes {
+                    let (a, b) = rest.split_at_mut(len);
+                    blocks.push(a);
+                    rest = b;
+                }
+                result = self.run_attention_reduced_in_pool(&inputs[g.clone()], &plans[g.clone()], reduce, &mut blocks);
+                if result.is_ok() {
+                    let views: Vec<&[f64]> = blocks.iter().map(|b| &**b).collect();
+                    result = consume(g.start, &views);
+                }
+                if result.is_err() {
+                    break;
+                }
             }
-            Ok(out)
+            if scratch.len() <= REDUCED_SCRATCH_KEEP {
+                REDUCED_SCRATCH.with(|s| s.set(scratch));
+            }
+            result
         })
     }
 
+    /// One group's pass into `blocks` (one `[L, n, n]` block per example, any contents on
+    /// entry): every entry the plans do not write is zeroed first, layer by layer (with a full
+    /// `I_l`, the rows outside `O_l`: e.g. the top layer's rows other than CLS in ABT's pass).
     pub(crate) fn run_attention_reduced_in_pool(
         &self,
         inputs: &[EncodedInput],
         plans: &[TokenPlan],
         reduce: HeadReduce,
-    ) -> Result<Vec<Vec<f64>>, ModelError> {
+        reduced: &mut [&mut [f64]],
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let d = c.hidden_size;
         let big_l = self.layers.len();
@@ -105,8 +174,21 @@ impl Encoder {
             }
             chunks.into_par_iter().for_each(|(s, x, out)| self.embed_rows(x, &s.rows, out));
         }
-        let mut reduced: Vec<Vec<f64>> = inputs.iter().map(|x| vec![0.0f64; big_l * x.len() * x.len()]).collect();
         for (l, layer) in self.layers.iter().enumerate() {
+            for (r, p) in reduced.iter_mut().zip(plans) {
+                let n = p.n();
+                let block = &mut r[l * n * n..(l + 1) * n * n];
+                if p.inputs(l).len() == n {
+                    // every key of the rows in O_l is written: zero the other rows only
+                    let mut next = 0;
+                    for &o in p.outputs(l).iter().chain(std::iter::once(&n)) {
+                        block[next * n..o * n].fill(0.0);
+                        next = o + 1;
+                    }
+                } else {
+                    block.fill(0.0);
+                }
+            }
             let out_pos: Vec<Vec<usize>> = segs.iter().zip(plans).map(|(s, p)| positions_in(&s.rows, p.outputs(l))).collect();
             let sink = ReduceSink {
                 kind: reduce,
@@ -132,6 +214,6 @@ impl Encoder {
             }
             hidden = y;
         }
-        Ok(reduced)
+        Ok(())
     }
 }

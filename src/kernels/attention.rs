@@ -806,6 +806,29 @@ pub unsafe fn attention_head_accumulate(
     };
 }
 
+/// Query row `r` of [`attention_head_accumulate`]'s lane-major head sum as the head mean:
+/// `dst[j] = acc[16 j + r] / heads` for `j < dst.len()` (IEEE division, so the bits of
+/// [`reduce_heads_row`]'s mean). AVX-512 gathers where the CPU has them, else scalar.
+///
+/// Panics: `r >= 16` or `acc.len() < 16 dst.len()`.
+pub fn lane_row_mean(acc: &[f64], r: usize, heads: f64, dst: &mut [f64]) {
+    assert!(
+        r < 16 && acc.len() >= 16 * dst.len(),
+        "lane_row_mean: row {r} of a lane scratch of {} values for {} keys",
+        acc.len(),
+        dst.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::V4 {
+        // SAFETY: AVX-512F checked (V4); bounds asserted above.
+        unsafe { qlanes::lane_row_mean(acc, r, heads, dst) };
+        return;
+    }
+    for (j, o) in dst.iter_mut().enumerate() {
+        *o = acc[16 * j + r] / heads;
+    }
+}
+
 /// The bounds every attention kernel relies on: `no` query rows of `dh` values at stride `ldq`,
 /// `ni` key rows (gathered through `key_rows`) with K at 0 and V at `v_off`, stride `ldkv`.
 #[allow(clippy::too_many_arguments)]

@@ -261,6 +261,37 @@ pub(super) unsafe fn accumulate_lanes(pt: &[[f32; 16]], acc: &mut [f64], first: 
     }
 }
 
+/// `dst[j] = acc[16 j + r] / heads` for `j < dst.len()`: one query row out of the lane-major
+/// head sum, eight keys per gather, IEEE division (the bits of the scalar form).
+///
+/// # Safety
+/// AVX-512F must be available; `r < 16`, `acc.len() >= 16 * dst.len()`.
+#[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+pub(super) unsafe fn lane_row_mean(acc: &[f64], r: usize, heads: f64, dst: &mut [f64]) {
+    debug_assert!(r < 16 && acc.len() >= 16 * dst.len());
+    let n = dst.len();
+    let (a, o) = (acc.as_ptr(), dst.as_mut_ptr());
+    let h = _mm512_set1_pd(heads);
+    let lanes = _mm512_set_epi64(112, 96, 80, 64, 48, 32, 16, 0);
+    let mut j = 0;
+    while j + 8 <= n {
+        // SAFETY: indices 16 (j + k) + r < 16 n <= acc.len() for k < 8; j + 8 <= n = dst.len().
+        unsafe {
+            let v = _mm512_i64gather_pd::<8>(lanes, a.add(16 * j + r));
+            _mm512_storeu_pd(o.add(j), _mm512_div_pd(v, h));
+        }
+        j += 8;
+    }
+    if j < n {
+        let m = ((1u32 << (n - j)) - 1) as __mmask8;
+        // SAFETY: as above, lanes k < n - j only.
+        unsafe {
+            let v = _mm512_mask_i64gather_pd::<8>(_mm512_setzero_pd(), m, lanes, a.add(16 * j + r));
+            _mm512_mask_storeu_pd(o.add(j), m, _mm512_div_pd(v, h));
+        }
+    }
+}
+
 /// Transpose 16 rows of 16 lanes in place (`r[a]` lane `b` -> `r[b]` lane `a`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]

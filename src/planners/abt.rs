@@ -576,7 +576,8 @@ pub fn abt_plans(net: &Encoder, inputs: &[EncodedInput], cfg: &AbtConfig) -> Res
 }
 
 /// [`abt_plans`] with its two stages timed: `(plans, seconds in the attention run, seconds
-/// back-tracking)`. The attention run computes only what back-tracking reads: at the top layer
+/// back-tracking)`; each group of examples ([`Encoder::for_each_reduced_group`]) is
+/// back-tracked right after its attention run. The attention run computes only what back-tracking reads: at the top layer
 /// only the `cfg.top` query rows (other rows of a softmax are independent, so the plans are
 /// identical to a full dense run's); attention is reduced over heads as it is produced
 /// ([`Encoder::run_attention_reduced`]), so `[L, H, n, n]` is never stored.
@@ -597,20 +598,27 @@ pub fn abt_plans_timed(net: &Encoder, inputs: &[EncodedInput], cfg: &AbtConfig) 
             }
         })
         .collect();
-    let reduced = net.run_attention_reduced(inputs, &plans, cfg.head_reduce == Reduce::Max)?;
-    let t1 = std::time::Instant::now();
-    use rayon::prelude::*;
-    let plans = reduced
-        .par_iter()
-        .zip(inputs)
-        .enumerate()
-        .map(|(e, (att, x))| {
-            let n = x.len();
-            backtrack_reduced(att, c.num_layers, n, cfg)
-                .map(|(p, _)| p)
-                .map_err(|err| ModelError::Input(format!("back-tracking example {e}: {err}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let t2 = std::time::Instant::now();
-    Ok((plans, (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64()))
+    let reduce = if cfg.head_reduce == Reduce::Max { crate::exec::HeadReduce::Max } else { crate::exec::HeadReduce::Mean };
+    // back-tracked one group at a time, while its reduced attention is in memory
+    let mut out: Vec<TokenPlan> = Vec::with_capacity(inputs.len());
+    let mut planning = 0.0f64;
+    net.for_each_reduced_group(inputs, &plans, reduce, |first, blocks| {
+        use rayon::prelude::*;
+        let t = std::time::Instant::now();
+        let group = blocks
+            .par_iter()
+            .enumerate()
+            .map(|(i, att)| {
+                let e = first + i;
+                backtrack_reduced(att, c.num_layers, inputs[e].len(), cfg)
+                    .map(|(p, _)| p)
+                    .map_err(|err| ModelError::Input(format!("back-tracking example {e}: {err}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.extend(group);
+        planning += t.elapsed().as_secs_f64();
+        Ok(())
+    })?;
+    let total = t0.elapsed().as_secs_f64();
+    Ok((out, (total - planning).max(0.0), planning))
 }

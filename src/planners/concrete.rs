@@ -413,16 +413,22 @@ pub fn concrete_plans(approx: &Encoder, inputs: &[EncodedInput], theta: &[f64]) 
             TokenPlan::from_inputs(n, vec![(0..n).collect(); big_l], o_top).unwrap_or_else(|_| TokenPlan::dense(n, big_l))
         })
         .collect();
-    let u = approx.run_attention_reduced_with(inputs, &plans, crate::exec::HeadReduce::ConcreteCdf { ddof: 0, eps: 1e-6 })?;
-    u.par_iter()
-        .zip(inputs)
-        .enumerate()
-        .map(|(e, (u, x))| {
-            let n = x.len();
-            let err = |m: String| ModelError::Input(format!("concrete masks for example {e}: {m}"));
-            // O_L = the class (and DeiT distillation) token, as in training
-            let r = concrete_masks_top(u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6, top.len()).map_err(|er| err(er.to_string()))?;
-            Ok(r.plan)
-        })
-        .collect()
+    let mut out: Vec<TokenPlan> = Vec::with_capacity(inputs.len());
+    approx.for_each_reduced_group(inputs, &plans, crate::exec::HeadReduce::ConcreteCdf { ddof: 0, eps: 1e-6 }, |first, blocks| {
+        let group = blocks
+            .par_iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let e = first + i;
+                let n = inputs[e].len();
+                let err = |m: String| ModelError::Input(format!("concrete masks for example {e}: {m}"));
+                // O_L = the class (and DeiT distillation) token, as in training
+                let r = concrete_masks_top(u, c.num_layers, n, n, theta, 0.1, 0.1, 1e-6, top.len()).map_err(|er| err(er.to_string()))?;
+                Ok(r.plan)
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        out.extend(group);
+        Ok(())
+    })?;
+    Ok(out)
 }
