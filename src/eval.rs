@@ -14,7 +14,7 @@ use crate::data::metrics::Metric;
 use crate::data::rt::SplitInfo;
 use crate::data::Label;
 use crate::infer::{classify, Mode};
-use crate::model::{EncodedInput, Encoder};
+use crate::model::{EncodedInput, Encoder, Precision};
 use crate::planners::topk::calibrate_k_min;
 use crate::train::concrete::ConcreteModel;
 use crate::train::finetune::LabeledInput;
@@ -33,6 +33,11 @@ pub struct EvalOptions {
     /// The task's primary metric (accuracy; Matthews correlation for CoLA; ...): it decides the
     /// "within 1 point of dense" operating points.
     pub metric: Metric,
+    /// Also every mode (the oracle aside) with its teacher's linear layers in int8
+    /// ([`Precision::Int8`], ApproxNets fp32), as family `<family> int8` beside the fp32 rows,
+    /// against the same fp32 dense: pruning and int8 together as operating points (issue 17).
+    #[serde(default)]
+    pub int8_rows: bool,
 }
 
 /// One evaluated operating point.
@@ -63,6 +68,10 @@ pub struct Point {
     /// resampled examples for both, so it reflects where the two disagree). Exactly 0 for dense.
     #[serde(default)]
     pub test_difference_to_dense: Option<Interval>,
+    /// The arithmetic of the point's teacher (linear layers; ApproxNets are fp32 in int8 rows of
+    /// [`EvalOptions::int8_rows`]); fp32 in files written before it was recorded.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// All points plus the per-family operating point.
@@ -199,6 +208,26 @@ pub fn evaluate_with(
     for (j, _) in plan_aware.iter().enumerate() {
         modes.extend(opts.ks.iter().map(|&k| (Mode::Abt { k }, Some(j))));
     }
+    // the teacher and ApproxNet a mode runs on: ABT-FT rows on their plan-aware teacher, concrete
+    // and LTP rows on their run's
+    let models_of = |mode: &Mode, pa: Option<usize>| -> anyhow::Result<(&Encoder, Option<&Encoder>)> {
+        Ok(match (mode, pa) {
+            (_, Some(j)) => (&plan_aware[j].teacher, approx),
+            (mode, None) => match mode {
+                Mode::Concrete { theta0, .. } => match concrete.iter().find(|c| c.theta0 == *theta0) {
+                    Some(c) => (&c.teacher, Some(&c.approx.model)),
+                    None => (teacher, approx),
+                },
+                Mode::Ltp { lambda, .. } => {
+                    let m = ltp.iter().find(|m| m.lambda == *lambda).ok_or_else(|| anyhow::anyhow!("LTP model missing"))?;
+                    (&m.teacher, None)
+                }
+                _ => (teacher, approx),
+            },
+        })
+    };
+    // each fp32 point's mode and plan-aware teacher, for its int8 row
+    let mut sources: Vec<(Mode, Option<usize>)> = Vec::new();
     let timing: Vec<EncodedInput> = test.iter().take(opts.timing_examples.max(1)).map(|d| d.input.clone()).collect();
     let progress = crate::train::Progress { quiet: opts.quiet };
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
@@ -218,20 +247,8 @@ pub fn evaluate_with(
             None => (mode.label(), mode.family().to_string()),
         };
         bar.set_message(label.clone());
-        let (teacher, approx) = match (&mode, pa) {
-            (_, Some(j)) => (&plan_aware[j].teacher, approx),
-            (mode, None) => match mode {
-                Mode::Concrete { theta0, .. } => match concrete.iter().find(|c| c.theta0 == *theta0) {
-                    Some(c) => (&c.teacher, Some(&c.approx.model)),
-                    None => (teacher, approx),
-                },
-                Mode::Ltp { lambda, .. } => {
-                    let m = ltp.iter().find(|m| m.lambda == *lambda).ok_or_else(|| anyhow::anyhow!("LTP model missing"))?;
-                    (&m.teacher, None)
-                }
-                _ => (teacher, approx),
-            },
-        };
+        let (teacher, approx) = models_of(&mode, pa)?;
+        sources.push((mode.clone(), pa));
         let Scored { accuracy: dev_acc, metric: dev_metric, retention: dev_ret, .. } = score(teacher, approx, dev, &mode, opts.metric)?;
         let Scored { accuracy: test_acc, metric: test_metric, retention: ret, gflops, correct } =
             score(teacher, approx, test, &mode, opts.metric)?;
@@ -257,6 +274,7 @@ pub fn evaluate_with(
             speedup_b32: b32 / d32,
             test_accuracy_interval: bootstrap.accuracy(&correct).ok(),
             test_difference_to_dense: bootstrap.paired_difference(&correct, dense_correct).ok(),
+            precision: teacher.precision(),
         });
         // after the ABT-actual sweep, add manual top-k at the same retentions
         if let (Mode::AbtActual { .. }, None) = (&mode, pa) {
@@ -282,9 +300,62 @@ pub fn evaluate_with(
         }
     }
     bar.finish_and_clear();
+    if opts.int8_rows {
+        let fp32_points = points.len();
+        let dense_correct = dense_correct.clone().unwrap_or_default();
+        let (d1, d32) = (points[0].examples_per_s_b1, points[0].examples_per_s_b32);
+        // one int8 copy per distinct teacher (calibrated once), in the order first met
+        let mut int8: Vec<(*const Encoder, Encoder)> = Vec::new();
+        let bar = progress.bar(fp32_points as u64, "eval int8");
+        for i in 0..fp32_points {
+            let (mode, pa) = sources[i].clone();
+            if points[i].family == "abt-actual" {
+                bar.inc(1);
+                continue;
+            }
+            let (t32, approx) = models_of(&mode, pa)?;
+            let key = t32 as *const Encoder;
+            if !int8.iter().any(|(k, _)| *k == key) {
+                let q = t32.clone().with_precision(Precision::Int8).map_err(|e| anyhow::anyhow!("switching a teacher to int8: {e}"))?;
+                int8.push((key, q));
+            }
+            let teacher = &int8.iter().find(|(k, _)| *k == key).expect("converted above").1;
+            let (label, family) = (format!("{} int8", points[i].label), format!("{} int8", points[i].family));
+            bar.set_message(label.clone());
+            let Scored { accuracy: dev_acc, metric: dev_metric, retention: dev_ret, .. } = score(teacher, approx, dev, &mode, opts.metric)?;
+            let Scored { accuracy: test_acc, metric: test_metric, retention: ret, gflops, correct } =
+                score(teacher, approx, test, &mode, opts.metric)?;
+            let bootstrap = Bootstrap::default();
+            let b1 = throughput(teacher, approx, &timing, &mode, 1)?;
+            let b32 = throughput(teacher, approx, &timing, &mode, 32)?;
+            points.push(Point {
+                label,
+                family,
+                mode,
+                dev_accuracy: dev_acc,
+                test_accuracy: test_acc,
+                dev_metric,
+                test_metric,
+                retention: ret,
+                dev_retention: dev_ret,
+                gflops,
+                examples_per_s_b1: b1,
+                examples_per_s_b32: b32,
+                speedup_b1: b1 / d1,
+                speedup_b32: b32 / d32,
+                test_accuracy_interval: bootstrap.accuracy(&correct).ok(),
+                test_difference_to_dense: bootstrap.paired_difference(&correct, &dense_correct).ok(),
+                precision: Precision::Int8,
+            });
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
     let dense_dev = points[0].dev_metric;
     let mut within = Vec::new();
-    for fam in ["dense", "dense-cls", "abt", "abt-ft", "abt-actual", "topk", "concrete", "ltp"] {
+    let families = ["dense", "dense-cls", "abt", "abt-ft", "abt-actual", "topk", "concrete", "ltp"];
+    let int8_families: Vec<String> = families.iter().map(|f| format!("{f} int8")).collect();
+    for fam in families.iter().copied().chain(int8_families.iter().map(String::as_str)) {
         if let Some(best) = points
             .iter()
             .filter(|p| p.family == fam && p.dev_metric >= dense_dev - 0.01)
@@ -315,8 +386,15 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     // accuracy tasks do not repeat the accuracy column names)
     let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_metric_{0},test_metric_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32,precision\n", r.metric);
     // the run's arithmetic on every row (quoted: it holds commas), empty when not recorded
-    let precision = r.precision.as_deref().map_or(String::new(), |p| format!("\"{}\"", p.replace('"', "\"\"")));
+    let quoted = |p: &str| format!("\"{}\"", p.replace('"', "\"\""));
+    let run_precision = r.precision.as_deref().map_or(String::new(), quoted);
     for p in &r.points {
+        // an int8 row of `int8_rows` names its own arithmetic
+        let precision = if p.family.ends_with(" int8") {
+            quoted(&format!("teacher {}, ApproxNet fp32", p.precision))
+        } else {
+            run_precision.clone()
+        };
         csv.push_str(&format!(
             "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3},{precision}\n",
             p.label,
@@ -414,7 +492,7 @@ pub fn format_table(r: &EvalResults) -> String {
         let note = if fam == "abt-actual" { "  (oracle: needs a dense teacher pass, saves nothing)" } else { "" };
         match r.within_one_point.iter().find(|p| p.family == fam) {
             Some(p) => s.push_str(&format!(
-                "  {:<11} {:<22} test {} {:.2}% (accuracy vs dense {} points, 95%)  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x{note}\n",
+                "  {:<14} {:<24} test {} {:.2}% (accuracy vs dense {} points, 95%)  retention {:.1}%  speed-up b1 {:.2}x b32 {:.2}x{note}\n",
                 p.family,
                 p.label,
                 r.metric,
@@ -424,7 +502,7 @@ pub fn format_table(r: &EvalResults) -> String {
                 p.speedup_b1,
                 p.speedup_b32
             )),
-            None => s.push_str(&format!("  {fam:<11} none of its points is within 1 point of dense on dev{note}\n")),
+            None => s.push_str(&format!("  {fam:<14} none of its points is within 1 point of dense on dev{note}\n")),
         }
     }
     s

@@ -732,6 +732,27 @@ fn eval_names_its_precision_and_refuses_zero_timing_examples() {
             "results.json precision {recorded:?}"
         );
     }
+    // --int8-rows: every mode again with the teacher in int8, beside fp32 dense; not on top of
+    // an int8 run
+    let out = dir.path().join("results-int8-rows");
+    let mut data = glue.to_vec();
+    data.push("--int8-rows");
+    let r = eval_quick(model.path(), &data, &out);
+    assert!(r.status.success(), "eval --int8-rows failed:\n{}", stderr(&r));
+    let res = common::read_json(out.join("results.json"));
+    let points = res["results"]["points"].as_array().unwrap();
+    assert_eq!((points[0]["family"].as_str(), points[0]["precision"].as_str()), (Some("dense"), Some("fp32")));
+    let int8 = points.iter().find(|p| p["family"] == "dense int8").expect("a dense int8 row");
+    assert_eq!(int8["precision"], "int8");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("dense int8,") && l.ends_with("\"teacher int8, ApproxNet fp32\"")), "{csv}");
+    let mut data = glue.to_vec();
+    data.extend(["--int8-rows", "--precision", "int8"]);
+    assert_fails_naming(
+        &eval_quick(model.path(), &data, &dir.path().join("x")),
+        "eval --int8-rows --precision int8",
+        &["--int8-rows", "--precision fp32"],
+    );
     let zero = dir.path().join("zero");
     let mut args = vec!["eval", "--model", s(model.path())];
     args.extend(glue);

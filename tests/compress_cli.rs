@@ -205,6 +205,30 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     assert_eq!(sizes[0], n, "layer 1 keeps every token (k_1 = 1)");
     assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "nested: {sizes:?}");
 
+    // a bundle chosen in int8 runs in int8 unless --precision says otherwise; one written before
+    // the precision was recorded (no `precision` field) runs in fp32
+    m["precision"] = "int8".into();
+    std::fs::write(out.join("bundle.json"), serde_json::to_string(&m).unwrap()).unwrap();
+    let int8 = ok(&[&["classify", "--bundle", s(&out), "--json"][..], &TEXTS].concat());
+    let rec: Value = serde_json::from_str(int8.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["precision"]["teacher"], "int8", "{rec}");
+    let explicit_int8 = ok(&[
+        &["classify", "--model", s(&t), "--approx", s(&out.join("approx")), "--keep", "kmin=0.2,gamma=2", "--precision", "int8", "--json"]
+            [..],
+        &TEXTS,
+    ]
+    .concat());
+    assert_eq!(logits(&int8), logits(&explicit_int8), "classify --bundle (int8) vs explicit --precision int8");
+    let (fine, fp32, err) = sttabt(&[&["classify", "--bundle", s(&out), "--precision", "fp32", "--json"][..], &TEXTS].concat());
+    assert!(fine, "{err}");
+    assert_eq!(logits(&fp32), logits(&bundled), "--precision fp32 overrides the bundle's int8");
+    assert!(err.contains("chosen with its teacher in int8") && err.contains("--precision"), "the override is said: {err}");
+    m.as_object_mut().unwrap().remove("precision");
+    std::fs::write(out.join("bundle.json"), serde_json::to_string(&m).unwrap()).unwrap();
+    let old = ok(&[&["classify", "--bundle", s(&out), "--json"][..], &TEXTS].concat());
+    assert_eq!(logits(&old), logits(&bundled), "a bundle without `precision` runs in fp32");
+    assert_eq!(serde_json::from_str::<Value>(old.lines().next().unwrap()).unwrap()["precision"]["teacher"], "fp32");
+
     // eval --bundle: the bundle's planner is one of the rows
     let res = dir.path().join("results");
     ok(&[

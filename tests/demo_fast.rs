@@ -33,8 +33,21 @@ fn demo_fast_end_to_end() {
     let res = common::read_json(dir.join("results/results.json"));
     let points = res["results"]["points"].as_array().unwrap();
     for fam in ["dense", "dense-cls", "abt", "abt-ft", "abt-actual", "topk", "concrete", "ltp"] {
-        assert!(points.iter().any(|p| p["family"] == fam), "results.json lacks mode {fam}");
+        assert!(points.iter().any(|p| p["family"] == fam && p["precision"] == "fp32"), "results.json lacks mode {fam}");
+        // every mode again with its teacher in int8 (eval --int8-rows), the oracle aside
+        let int8 = points.iter().find(|p| p["family"] == format!("{fam} int8"));
+        if fam == "abt-actual" {
+            assert!(int8.is_none(), "the oracle has no int8 row");
+        } else {
+            let int8 = int8.unwrap_or_else(|| panic!("results.json lacks the int8 row of {fam}"));
+            assert_eq!(int8["precision"], "int8", "{}", int8["label"]);
+            assert!(int8["label"].as_str().unwrap().ends_with(" int8"), "{}", int8["label"]);
+        }
     }
+    // int8 dense predicts as fp32 dense up to a few flips (argmax agreement >= 98.5% in issue 17)
+    let dense_int8 = points.iter().find(|p| p["family"] == "dense int8").unwrap();
+    let flip = (dense_int8["test_accuracy"].as_f64().unwrap() - points[0]["test_accuracy"].as_f64().unwrap()).abs();
+    assert!(flip <= 0.03, "dense int8 test accuracy differs from dense by {flip}");
     // dense is the full plan (every row of every layer): its retention, computed from the plans,
     // is 1; dense-cls (only CLS at the top) gives the same predictions at a lower retention and
     // fewer FLOPs; every speed-up is against full dense
@@ -86,12 +99,27 @@ fn demo_fast_end_to_end() {
     // timed against dense in 3 rounds at batch 1 and 32, the fastest chosen and named
     let speed = &demo["speed"];
     let within = res["results"]["within_one_point"].as_array().unwrap();
-    let candidates: Vec<&serde_json::Value> =
-        within.iter().filter(|p| ["abt", "abt-ft", "concrete", "ltp", "topk"].contains(&p["family"].as_str().unwrap())).collect();
+    let candidates: Vec<&serde_json::Value> = within
+        .iter()
+        .filter(|p| {
+            let fam = p["family"].as_str().unwrap();
+            ["abt", "abt-ft", "concrete", "ltp", "topk"].contains(&fam.strip_suffix(" int8").unwrap_or(fam))
+        })
+        .collect();
     let timed = speed["timed"].as_array().unwrap();
-    assert_eq!(timed.len(), candidates.len(), "every within-1-point candidate is timed");
+    // every within-1-point candidate, then dense int8 for reference (never chosen)
+    assert_eq!(timed.len(), candidates.len() + 1, "every within-1-point candidate is timed, and dense int8");
+    let reference = timed.last().unwrap();
+    assert_eq!((reference["point"]["family"].as_str(), reference["reference"].as_bool()), (Some("dense int8"), Some(true)));
     let mut best = (f64::NEG_INFINITY, usize::MAX);
     for (i, t) in timed.iter().enumerate() {
+        for b in ["b1", "b32"] {
+            let v = &t[b];
+            assert_eq!(v["examples_per_s_rounds"].as_array().unwrap().len(), 3, "{b}: 3 rounds");
+        }
+        if t["reference"] == true {
+            continue;
+        }
         assert!(candidates.iter().any(|p| p["label"] == t["point"]["label"]));
         for b in ["b1", "b32"] {
             let v = &t[b];
@@ -107,7 +135,7 @@ fn demo_fast_end_to_end() {
     let sentence = demo["sentence"].as_str().unwrap();
     assert_eq!(sentence, speed["sentence"].as_str().unwrap());
     assert!(first.contains(sentence), "the closing sentence is printed");
-    if timed.is_empty() {
+    if timed.len() == 1 {
         assert!(speed["chosen"].is_null());
         assert!(sentence.starts_with("No pruned setting is within 1 point"), "{sentence}");
     } else {
@@ -125,6 +153,8 @@ fn demo_fast_end_to_end() {
         let manifest = common::read_json(bundle.join("bundle.json"));
         assert_eq!(manifest["label"], timed[best.1]["point"]["label"]);
         assert_eq!(manifest["planner"], timed[best.1]["point"]["mode"]);
+        // and the precision it was chosen at, which classify --bundle then runs
+        assert_eq!(manifest["precision"], timed[best.1]["point"]["precision"]);
         assert!(first.contains(&format!("--bundle {}", bundle.display())), "the demo names its bundle");
         let out = Command::new(env!("CARGO_BIN_EXE_sttabt"))
             .args(["classify", "--bundle"])
@@ -137,6 +167,7 @@ fn demo_fast_end_to_end() {
         let v: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or("")).expect("classify --json prints JSON");
         let r = v["retention"].as_f64().expect("retention");
         assert!(r > 0.0 && r <= 1.0, "retention {r}");
+        assert_eq!(v["precision"]["teacher"], manifest["precision"], "classify --bundle runs the bundle's precision");
     }
     // length robustness: every planner on 4 dev / 4 test long reviews of >= 700 words (512 tokens)
     let long = common::read_json(dir.join("long_reviews/results.json"));

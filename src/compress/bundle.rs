@@ -37,6 +37,11 @@ pub struct Manifest {
     pub label: String,
     /// One line: what was chosen, its dev accuracy and retention, its speed-up.
     pub summary: String,
+    /// The precision of the teacher's linear layers the setting was chosen at (`classify`,
+    /// `eval` and `bench --bundle` run it so unless `--precision` says otherwise); fp32 when
+    /// absent (bundles written before it was recorded).
+    #[serde(default)]
+    pub precision: crate::model::Precision,
 }
 
 /// A bundle opened by [`open`]: its manifest and the folders to load.

@@ -102,15 +102,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(m) = &model {
         super::refuse_non_teacher_model(m)?;
     }
-    precision.warn_if_slow();
     let d = sttabt::bench::BenchOptions::default();
-    let (model, approx, modes) = match bundle {
+    let (model, approx, modes, precision) = match bundle {
         Some(dir) => {
             let b = sttabt::compress::bundle::open(&dir)?;
-            (Some(b.teacher_dir), b.approx_dir, vec![b.manifest.planner])
+            // the bundle's own precision unless --precision says otherwise
+            let precision = precision.for_bundle(&b);
+            (Some(b.teacher_dir), b.approx_dir, vec![b.manifest.planner], precision)
         }
-        None => (model, approx, Vec::new()),
+        None => (model, approx, Vec::new(), precision),
     };
+    precision.warn_if_slow();
     // the demo's concrete/LTP runs belong to the demo's teacher
     let demo_model = model.is_none();
     let opts = sttabt::bench::BenchOptions {
@@ -130,7 +132,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         peer,
         python,
         peer_script,
-        precision: precision.precision,
+        precision: precision.precision(),
         approx_precision: precision.approx_precision,
         modes,
         rt_baselines: true,

@@ -338,6 +338,15 @@ pub(crate) fn classify(
     if run.is_some() && (model.is_some() || approx.is_some()) {
         bail!("--model / --approx are not used with --concrete / --ltp / --bundle: the run directory carries its own fine-tuned teacher (and its ApproxNet)");
     }
+    // a bundle runs at the precision its setting was chosen at, unless --precision says otherwise
+    let opened = match run {
+        Some(PrunerRun::Bundle(d)) => Some(sttabt::compress::bundle::open(d)?),
+        _ => None,
+    };
+    let precision = &match &opened {
+        Some(b) => precision.for_bundle(b),
+        None => *precision,
+    };
     // (teacher, its directory for the tokenizer, ApproxNet, mode)
     let (concrete, ltp, plain, approx_net, bundled);
     // the bundle's own label for its setting (e.g. `abt-ft k=0.50`: the planner alone says `abt`)
@@ -357,8 +366,8 @@ pub(crate) fn classify(
             let mode = sttabt::infer::Mode::Ltp { lambda: ltp.lambda, theta: ltp.theta.clone(), score: ltp.score };
             (&ltp.teacher, d.join("teacher"), None, mode)
         }
-        Some(PrunerRun::Bundle(d)) => {
-            let b = sttabt::compress::bundle::open(d)?;
+        Some(PrunerRun::Bundle(_)) => {
+            let b = opened.as_ref().expect("opened above");
             let t = precision.teacher(
                 Encoder::load(&b.teacher_dir).with_context(|| format!("loading the bundle's teacher {}", b.teacher_dir.display()))?,
             )?;
@@ -433,7 +442,7 @@ pub(crate) fn classify(
             (0..enc.input.len()).map(|j| (0..big_l).filter(|&l| p.plan.inputs(l).binary_search(&j).is_ok()).count()).collect();
         if json {
             let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "tokens_cut": enc.truncated, "survives_to_layer": depth});
-            rec["precision"] = serde_json::json!({"teacher": precision.precision, "approx": precision.approx_used(approx_used)});
+            rec["precision"] = serde_json::json!({"teacher": precision.precision(), "approx": precision.approx_used(approx_used)});
             // the bundle's own label, only with --bundle (no `"bundle": null` otherwise)
             if let Some(l) = &bundle_label {
                 rec["bundle"] = l.as_str().into();

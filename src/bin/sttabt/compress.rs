@@ -237,6 +237,7 @@ pub fn run(args: CompressArgs) -> Result<()> {
         planner: chosen.mode.clone(),
         label: chosen.label.clone(),
         summary: summary.clone(),
+        precision: sttabt::model::Precision::Fp32,
     };
     bundle::write_manifest(&a.out, &manifest)?;
     println!("bundle written to {} (classify / eval / bench --bundle {0})", a.out.display());

@@ -71,6 +71,9 @@ struct Recipe {
     /// Sentences `eval` times per mode (its rough speed column and the accuracy/speed plot).
     timing_examples: usize,
     speed: speed::SpeedSettings,
+    /// Also every mode with its teacher's linear layers in int8 (`eval --int8-rows`), each a
+    /// candidate for the fastest setting within 1 point of the fp32 dense teacher.
+    int8_rows: bool,
     /// Length robustness (issue 16 item 5): this many dev and test long reviews (>= 700 words of
     /// one label's sentences, 512 tokens) through every planner at ABT k 0.3 and 0.5 (`None`: no
     /// such stage).
@@ -96,6 +99,7 @@ impl Recipe {
                 ks: vec![0.2, 0.5],
                 timing_examples: 32,
                 speed: speed::SpeedSettings { examples: 32, rounds: 3, repeats: 1, peer: false },
+                int8_rows: true,
                 long_reviews: Some(4),
             }
         } else if full {
@@ -115,6 +119,7 @@ impl Recipe {
                 ks: vec![0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7],
                 timing_examples: 128,
                 speed: speed::SpeedSettings { examples: 256, rounds: 5, repeats: 2, peer: true },
+                int8_rows: true,
                 long_reviews: Some(100),
             }
         } else {
@@ -138,6 +143,7 @@ impl Recipe {
                 ks: vec![0.2, 0.3, 0.4, 0.5],
                 timing_examples: 64,
                 speed: speed::SpeedSettings { examples: 128, rounds: 3, repeats: 2, peer: true },
+                int8_rows: true,
                 long_reviews: None,
             }
         }
@@ -340,8 +346,9 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         timing_examples: recipe.timing_examples,
         quiet,
         metric: splits.metric,
+        int8_rows: recipe.int8_rows,
     };
-    let eval_key = serde_json::json!({"stage": "eval", "options": {"ks": opts.ks, "limit": opts.limit, "timing_examples": opts.timing_examples},
+    let eval_key = serde_json::json!({"stage": "eval", "options": {"ks": opts.ks, "limit": opts.limit, "timing_examples": opts.timing_examples, "int8_rows": opts.int8_rows},
         "dev_examples": dev.len(), "test_examples": test.len(), "after": done.iter().map(|o| serde_json::json!([o.stage, o.seconds])).collect::<Vec<_>>()});
     let what = format!("evaluating every mode on {} dev and {} test sentences", dev.len(), test.len());
     let stage = Stage { name: "eval".into(), dir: results_dir.clone(), key: eval_key.clone() };
@@ -358,6 +365,19 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
     let speed_key = serde_json::json!({"stage": "speed", "settings": recipe.speed, "eval": eval_key, "peer_python": std::env::var("STTABT_PEER_PYTHON").ok()});
     let what = "the fastest setting within 1 point against dense (and the ONNX Runtime peer)".to_string();
     let stage = Stage { name: "speed".into(), dir: speed_dir.clone(), key: speed_key };
+    // the int8 rows' teachers (calibrated once each; ApproxNets stay fp32), when there are any
+    let int8 = |t: &Encoder| t.clone().with_precision(sttabt::model::Precision::Int8).context("switching a teacher to int8");
+    let int8_models = if recipe.int8_rows {
+        let concrete: Vec<_> = concrete
+            .iter()
+            .map(|c| Ok(sttabt::train::concrete::ConcreteModel { teacher: int8(&c.teacher)?, ..c.clone() }))
+            .collect::<Result<_>>()?;
+        let ltp: Vec<_> =
+            ltp.iter().map(|m| Ok(sttabt::train::ltp::LtpModel { teacher: int8(&m.teacher)?, ..m.clone() })).collect::<Result<_>>()?;
+        Some((int8(&teacher)?, int8(&plan_aware[0].teacher)?, concrete, ltp))
+    } else {
+        None
+    };
     let models = speed::DemoModels {
         teacher: &teacher,
         teacher_dir: &teacher_dir,
@@ -369,6 +389,7 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         concrete_dirs: &concrete_dirs,
         ltp: &ltp,
         ltp_dirs: &ltp_dirs,
+        int8: int8_models.as_ref().map(|(teacher, plan_aware, concrete, ltp)| speed::Int8Teachers { teacher, plan_aware, concrete, ltp }),
     };
     done.push(run_stage(&stage, &header(&done, what), &progress, |_| {
         let inputs: Vec<_> = test.iter().map(|x| x.input.clone()).collect();
@@ -383,7 +404,14 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
     if let Some(count) = recipe.long_reviews {
         let long_dir = run_dir.join("long_reviews");
         let words = 700;
-        let long_opts = sttabt::eval::EvalOptions { ks: vec![0.3, 0.5], limit: None, timing_examples: 8, quiet, metric: splits.metric };
+        let long_opts = sttabt::eval::EvalOptions {
+            ks: vec![0.3, 0.5],
+            limit: None,
+            timing_examples: 8,
+            quiet,
+            metric: splits.metric,
+            int8_rows: false,
+        };
         let long_key = serde_json::json!({"stage": "long_reviews", "count": count, "words": words, "max_length": 512, "ks": long_opts.ks,
             "timing_examples": long_opts.timing_examples, "eval": eval_key});
         let what = format!("length robustness: every planner on {count} dev and {count} test long reviews (>= {words} words, 512 tokens)");

@@ -72,6 +72,12 @@ pub struct EvalArgs {
     /// interval of the accuracy difference; writes precision_comparison.json to --out.
     #[arg(long)]
     pub compare_precision: bool,
+    /// Also every mode (the oracle aside) with its teacher's linear layers in int8 (the
+    /// ApproxNets fp32), as rows of family `<family> int8` beside the fp32 ones, against the same
+    /// fp32 dense: which pruned setting, with or without int8, is within 1 point of dense and
+    /// how fast. Text models with --precision fp32 only.
+    #[arg(long, conflicts_with = "compare_precision")]
+    pub int8_rows: bool,
     /// With --compare-precision: a JSON file (e.g. from ../shared/peers/ort_accuracy.py) stored
     /// verbatim under `peer` in precision_comparison.json.
     #[arg(long, requires = "compare_precision", value_name = "FILE")]
@@ -100,17 +106,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
         peer_json,
         long_reviews,
         long_words,
+        int8_rows,
     } = args;
     let max_length = max_length.unwrap_or(if long_reviews.is_some() { 512 } else { 128 });
     let long = long_reviews.map(|count| LongReviews { count, words: long_words });
-    let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy };
+    let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy, int8_rows };
     if let Some(m) = &model {
         super::refuse_non_teacher_model(m)?;
     }
     let mut bundle_note: Option<String> = None;
-    let (model, approx, extra) = match &bundle {
+    let (model, approx, extra, precision) = match &bundle {
         Some(dir) => {
             let b = sttabt::compress::bundle::open(dir)?;
+            // the bundle's own precision unless --precision says otherwise
+            let precision = precision.for_bundle(&b);
             if image_source(&images, &data)?.is_some() {
                 bail!("--bundle is for text models; drop --vision / --image-folder");
             }
@@ -121,14 +130,22 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 b.teacher_dir.display(),
                 b.manifest.summary
             ));
-            (b.teacher_dir, b.approx_dir, vec![b.manifest.planner])
+            (b.teacher_dir, b.approx_dir, vec![b.manifest.planner], precision)
         }
-        None => (model.context("--model DIR is required (or --bundle DIR)")?, approx, Vec::new()),
+        None => (model.context("--model DIR is required (or --bundle DIR)")?, approx, Vec::new(), precision),
     };
+    if int8_rows
+        && (precision.precision() != sttabt::model::Precision::Fp32 || precision.approx_precision != sttabt::model::Precision::Fp32)
+    {
+        bail!("--int8-rows adds int8 rows beside fp32 ones: it needs --precision fp32 and --approx-precision fp32 (given {} / {}; a bundle's own precision counts)", precision.precision(), precision.approx_precision);
+    }
     if let Some(src) = image_source(&images, &data)? {
         precision.fp32_only("images")?;
         if compare_precision {
             bail!("--compare-precision is for text models; drop --vision / --image-folder");
+        }
+        if int8_rows {
+            bail!("--int8-rows is for text models (int8 is not available for vision models yet); drop --vision / --image-folder");
         }
         if let Some(k) = opts.ks.iter().find(|k| !(**k > 0.0 && **k <= 1.0)) {
             bail!("--ks: every keep fraction must be in (0, 1], got {k}");

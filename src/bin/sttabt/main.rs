@@ -599,8 +599,9 @@ struct PrecisionArgs {
     /// 1.1-1.6x faster than int8, for a measured accuracy cost: compare with
     /// `eval --compare-precision`; on AVX-512 VNNI / AMX CPUs no faster than int8, so there it
     /// only costs accuracy, and it says so). Applies to concrete and LTP runs' teachers too.
-    #[arg(long, default_value = "fp32", value_name = "fp32|int8|int8-w7")]
-    precision: model::Precision,
+    /// Default fp32; with --bundle, the bundle's own (the precision its setting was chosen at).
+    #[arg(long = "precision", value_name = "fp32|int8|int8-w7")]
+    precision_flag: Option<model::Precision>,
     /// Precision of the ApproxNet's linear layers (fp32 | int8 | int8-w7). ABT plans come from
     /// the ApproxNet, so at fp32 they do not depend on --precision.
     #[arg(long, default_value = "fp32", value_name = "fp32|int8|int8-w7")]
@@ -608,11 +609,33 @@ struct PrecisionArgs {
 }
 
 impl PrecisionArgs {
+    /// The teacher's precision: `--precision`, fp32 when not given.
+    fn precision(&self) -> model::Precision {
+        self.precision_flag.unwrap_or_default()
+    }
+
+    /// These arguments for a bundle's models: the bundle's teacher precision unless
+    /// `--precision` was given (said on stderr when the two differ).
+    fn for_bundle(self, bundle: &sttabt::compress::bundle::Bundle) -> Self {
+        match self.precision_flag {
+            None => Self { precision_flag: Some(bundle.manifest.precision), ..self },
+            Some(p) => {
+                if p != bundle.manifest.precision {
+                    eprintln!(
+                        "note: the bundle's setting was chosen with its teacher in {}; running it in {p} as --precision says",
+                        bundle.manifest.precision
+                    );
+                }
+                self
+            }
+        }
+    }
+
     /// Print (once per process) why int8 is slow on this CPU, or else why int8-w7 gains nothing
     /// on it, when so.
     fn warn_if_slow(&self) {
         static ONCE: std::sync::Once = std::sync::Once::new();
-        let why = self.precision.slow_here().or_else(|| self.approx_precision.slow_here()).or_else(|| self.precision.no_gain_here());
+        let why = self.precision().slow_here().or_else(|| self.approx_precision.slow_here()).or_else(|| self.precision().no_gain_here());
         if let Some(why) = why {
             ONCE.call_once(|| eprintln!("warning: {why}"));
         }
@@ -629,7 +652,7 @@ impl PrecisionArgs {
     /// either model that runs is int8.
     fn describe(&self, approx_used: bool) -> String {
         let approx = self.approx_used(approx_used);
-        let mut s = format!("teacher {}", self.precision);
+        let mut s = format!("teacher {}", self.precision());
         if let Some(a) = approx {
             s.push_str(&format!(", ApproxNet {a}"));
         }
@@ -641,13 +664,13 @@ impl PrecisionArgs {
 
     /// Whether a model that runs is int8: the teacher, or the ApproxNet when one runs.
     fn int8_used(&self, approx_used: bool) -> bool {
-        self.precision.is_int8() || self.approx_used(approx_used).is_some_and(model::Precision::is_int8)
+        self.precision().is_int8() || self.approx_used(approx_used).is_some_and(model::Precision::is_int8)
     }
 
     /// A loaded teacher switched to `--precision`.
     fn teacher(&self, m: Encoder) -> Result<Encoder> {
         self.warn_if_slow();
-        m.with_precision(self.precision).with_context(|| format!("switching the teacher to --precision {}", self.precision))
+        m.with_precision(self.precision()).with_context(|| format!("switching the teacher to --precision {}", self.precision()))
     }
 
     /// A loaded ApproxNet switched to `--approx-precision`.
@@ -674,7 +697,7 @@ impl PrecisionArgs {
 
     /// Refuse a non-fp32 precision on a path that does not honour it yet (`what` names it).
     fn fp32_only(&self, what: &str) -> Result<()> {
-        if self.precision != model::Precision::Fp32 || self.approx_precision != model::Precision::Fp32 {
+        if self.precision() != model::Precision::Fp32 || self.approx_precision != model::Precision::Fp32 {
             bail!("--precision / --approx-precision int8 is not available for {what} yet (text models only); drop it or pass fp32");
         }
         Ok(())

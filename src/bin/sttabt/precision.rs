@@ -29,9 +29,9 @@ pub(crate) fn compare(
         ),
         None => None,
     };
-    let fp32_args = PrecisionArgs { precision: Precision::Fp32, approx_precision: Precision::Fp32 };
-    let teacher_int8 = if precision.precision.is_int8() { precision.precision } else { Precision::Int8 };
-    let int8_args = PrecisionArgs { precision: teacher_int8, approx_precision: precision.approx_precision };
+    let fp32_args = PrecisionArgs { precision_flag: Some(Precision::Fp32), approx_precision: Precision::Fp32 };
+    let teacher_int8 = if precision.precision().is_int8() { precision.precision() } else { Precision::Int8 };
+    let int8_args = PrecisionArgs { precision_flag: Some(teacher_int8), approx_precision: precision.approx_precision };
     let needs = DataNeeds::eval("eval");
     let mut source = data.source(&needs)?;
     let model = paths.model;

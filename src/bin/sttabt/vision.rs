@@ -451,6 +451,7 @@ pub fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result
         timing_examples: if fast { 32 } else { 256 },
         quiet,
         metric: sttabt::data::metrics::Metric::Accuracy,
+        int8_rows: false,
     };
     let results = sttabt::eval::evaluate_all(&teacher, Some(&approx.model), &concrete_models, &[], &data.dev, &data.test, &opts)?;
     times.insert("eval_s".into(), s.elapsed().as_secs_f64().into());

@@ -67,6 +67,7 @@ pub(crate) fn write(speed: &SpeedReport, models: &DemoModels, dir: &Path) -> Res
         planner: p.mode.clone(),
         label: p.label.clone(),
         summary,
+        precision: p.precision,
     };
     bundle::write_manifest(dir, &manifest).with_context(|| format!("writing the demo's bundle in {}", dir.display()))?;
     Ok(Some(dir.to_path_buf()))

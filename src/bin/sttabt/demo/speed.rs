@@ -16,7 +16,7 @@ use sttabt::bench::{versus_dense, BenchOptions, BenchReport, Contender, VersusDe
 use sttabt::data::bootstrap::Interval;
 use sttabt::eval::{EvalResults, Point};
 use sttabt::infer::Mode;
-use sttabt::model::{EncodedInput, Encoder};
+use sttabt::model::{EncodedInput, Encoder, Precision};
 use sttabt::planners::Models;
 use sttabt::train::concrete::ConcreteModel;
 use sttabt::train::ltp::LtpModel;
@@ -36,6 +36,19 @@ pub(crate) struct DemoModels<'a> {
     /// The LTP runs and their directories (same order).
     pub ltp: &'a [LtpModel],
     pub ltp_dirs: &'a [PathBuf],
+    /// The same teachers with their linear layers in int8, for the `<family> int8` points of
+    /// `eval --int8-rows` (`None`: the evaluation has no int8 rows).
+    pub int8: Option<Int8Teachers<'a>>,
+}
+
+/// [`DemoModels`]' teachers in int8 (ApproxNets stay fp32, as in the int8 rows of `eval`).
+pub(crate) struct Int8Teachers<'a> {
+    pub teacher: &'a Encoder,
+    pub plan_aware: &'a Encoder,
+    /// The concrete runs with int8 teachers (same order as `DemoModels::concrete`).
+    pub concrete: &'a [ConcreteModel],
+    /// The LTP runs with int8 teachers (same order as `DemoModels::ltp`).
+    pub ltp: &'a [LtpModel],
 }
 
 /// How the speed stage times.
@@ -59,6 +72,9 @@ pub(crate) struct Timed {
     pub point: Point,
     pub b1: VersusDense,
     pub b32: VersusDense,
+    /// Timed for reference only, not a candidate: dense int8 (what int8 alone buys).
+    #[serde(default)]
+    pub reference: bool,
 }
 
 impl Timed {
@@ -100,8 +116,10 @@ pub(crate) struct SpeedReport {
     pub sentence: String,
 }
 
-/// The families whose within-1-point setting is a candidate (not dense, dense-cls or the oracle).
-const FAMILIES: [&str; 5] = ["abt", "abt-ft", "concrete", "ltp", "topk"];
+/// The families whose within-1-point setting is a candidate (not dense, dense-cls or the oracle),
+/// fp32 and, with `eval --int8-rows`, int8.
+const FAMILIES: [&str; 10] =
+    ["abt", "abt-ft", "concrete", "ltp", "topk", "abt int8", "abt-ft int8", "concrete int8", "ltp int8", "topk int8"];
 
 /// One candidate point's models and folders ([`DemoModels::run_of`]).
 pub(crate) struct PointRun<'a> {
@@ -113,6 +131,15 @@ pub(crate) struct PointRun<'a> {
     pub approx_dir: Option<PathBuf>,
     /// Its concrete or LTP run folder (`None` for the other families).
     pub run_dir: Option<PathBuf>,
+    /// The precision its teacher runs at (the point's).
+    pub precision: Precision,
+}
+
+impl Int8Teachers<'_> {
+    /// Whether these copies run at `precision` (the int8 rows' [`Precision::Int8`]).
+    fn precision_is(&self, precision: Precision) -> bool {
+        self.teacher.precision() == precision
+    }
 }
 
 impl<'a> DemoModels<'a> {
@@ -120,29 +147,41 @@ impl<'a> DemoModels<'a> {
     /// teacher, top-k on the teacher, concrete by θ0 and LTP by λ among the demo's runs (`None`:
     /// another family, or no run with that setting).
     pub fn run_of(&self, p: &Point) -> Option<PointRun<'a>> {
+        // an int8 point runs on the int8 copies (its folders are the fp32 models')
+        let int8 = p.precision != Precision::Fp32;
+        let (teacher, plan_aware, concrete, ltp) = match (&self.int8, int8) {
+            (_, false) => (self.teacher, self.plan_aware, self.concrete, self.ltp),
+            (Some(q), true) if q.precision_is(p.precision) => (q.teacher, q.plan_aware, q.concrete, q.ltp),
+            (_, true) => return None,
+        };
         let on = |teacher: &'a Encoder, dir: &Path, approx: bool| PointRun {
             models: Models { teacher, approx: approx.then_some(&self.approx.model) },
             teacher_dir: dir.to_path_buf(),
             approx_dir: approx.then(|| self.approx_dir.to_path_buf()),
             run_dir: None,
+            precision: p.precision,
         };
-        match (&p.mode, p.family.as_str()) {
-            (Mode::Abt { .. }, "abt") => Some(on(self.teacher, self.teacher_dir, true)),
-            (Mode::Abt { .. }, "abt-ft") => Some(on(self.plan_aware, self.plan_aware_dir, true)),
-            (Mode::TopK { .. }, _) => Some(on(self.teacher, self.teacher_dir, false)),
+        let family = p.family.strip_suffix(" int8").unwrap_or(&p.family);
+        match (&p.mode, family) {
+            (Mode::Abt { .. }, "abt") => Some(on(teacher, self.teacher_dir, true)),
+            (Mode::Abt { .. }, "abt-ft") => Some(on(plan_aware, self.plan_aware_dir, true)),
+            (Mode::TopK { .. }, _) => Some(on(teacher, self.teacher_dir, false)),
+            (Mode::Dense, "dense") => Some(on(teacher, self.teacher_dir, false)),
             (Mode::Concrete { theta0, .. }, _) => {
-                self.concrete.iter().zip(self.concrete_dirs).find(|(c, _)| c.theta0 == *theta0).map(|(c, d)| PointRun {
+                concrete.iter().zip(self.concrete_dirs).find(|(c, _)| c.theta0 == *theta0).map(|(c, d)| PointRun {
                     models: Models { teacher: &c.teacher, approx: Some(&c.approx.model) },
                     teacher_dir: d.join("teacher"),
                     approx_dir: Some(d.join("approx")),
                     run_dir: Some(d.clone()),
+                    precision: p.precision,
                 })
             }
-            (Mode::Ltp { lambda, .. }, _) => self.ltp.iter().zip(self.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(l, d)| PointRun {
+            (Mode::Ltp { lambda, .. }, _) => ltp.iter().zip(self.ltp_dirs).find(|(l, _)| l.lambda == *lambda).map(|(l, d)| PointRun {
                 models: Models { teacher: &l.teacher, approx: None },
                 teacher_dir: d.join("teacher"),
                 approx_dir: None,
                 run_dir: Some(d.clone()),
+                precision: p.precision,
             }),
             _ => None,
         }
@@ -162,6 +201,7 @@ fn contestant<'a>(p: &Point, m: &DemoModels<'a>) -> Option<(Models<'a>, BenchOpt
         concrete: Vec::new(),
         ltp: Vec::new(),
         modes: Vec::new(),
+        precision: run.precision,
         ..BenchOptions::default()
     };
     // concrete and LTP runs are benched by their run folder, beside the original teacher as dense
@@ -197,6 +237,13 @@ pub(crate) fn measure(
             }
         }
     }
+    // with int8 rows: dense int8 too, timed for reference (what int8 alone buys), never chosen
+    let candidates = points.len();
+    if let Some(p) = results.points.iter().find(|p| p.family == "dense int8") {
+        if let Some((m, b)) = contestant(p, models) {
+            points.push((p, m, b));
+        }
+    }
     let mut timed: Vec<Timed> = Vec::new();
     if !points.is_empty() {
         let contenders: Vec<Contender> = points.iter().map(|(p, m, _)| Contender { models: *m, planner: p.mode.planner(layers) }).collect();
@@ -213,9 +260,15 @@ pub(crate) fn measure(
         }
         let b32 = by_batch.pop().unwrap_or_default();
         let b1 = by_batch.pop().unwrap_or_default();
-        timed = points.iter().zip(b1).zip(b32).map(|(((p, _, _), b1), b32)| Timed { point: (*p).clone(), b1, b32 }).collect();
+        timed = points
+            .iter()
+            .zip(b1)
+            .zip(b32)
+            .enumerate()
+            .map(|(i, (((p, _, _), b1), b32))| Timed { point: (*p).clone(), b1, b32, reference: i >= candidates })
+            .collect();
     }
-    let chosen = (0..timed.len()).max_by(|&a, &b| timed[a].score().total_cmp(&timed[b].score()).then(b.cmp(&a)));
+    let chosen = (0..timed.len().min(candidates)).max_by(|&a, &b| timed[a].score().total_cmp(&timed[b].score()).then(b.cmp(&a)));
     let (mut peer, mut peer_note) = (None, None);
     match (chosen, settings.peer) {
         (None, _) => peer_note = Some("no pruned setting within 1 point to compare".into()),
@@ -227,7 +280,8 @@ pub(crate) fn measure(
                 batches: vec![1, 32],
                 rounds: settings.rounds,
                 repeats: settings.repeats,
-                peer: Some("ort".into()),
+                // an int8 setting against ORT's own int8 (dynamic quantisation of the same graph)
+                peer: Some(if b.precision == Precision::Fp32 { "ort" } else { "ort-int8" }.into()),
                 ..b.clone()
             };
             match sttabt::bench::check_options(&opts) {
@@ -269,7 +323,8 @@ fn compare_with_peer(r: BenchReport) -> Result<PeerComparison> {
         let row = r
             .rows
             .iter()
-            .find(|x| x.workload == workload && x.batch == batch && (x.mode == "dense") == dense)
+            // rows are labelled `dense` or, in int8, `dense int8`
+            .find(|x| x.workload == workload && x.batch == batch && (x.mode.split_whitespace().next() == Some("dense")) == dense)
             .ok_or_else(|| anyhow::anyhow!("the bench has no {workload} batch-{batch} row"))?;
         let (Some(m), Some((lo, hi))) = (row.vs_peer, row.vs_peer_range) else {
             anyhow::bail!("the peer ran no workload matching {workload} at batch {batch}")
@@ -302,16 +357,31 @@ fn iv_pct(iv: Option<Interval>) -> String {
 
 /// The closing sentence of the demo.
 pub(crate) fn sentence(r: &SpeedReport) -> String {
+    let x = |v: &VersusDense| format!("{:.2}x ({:.2}-{:.2})", v.vs_dense, v.vs_dense_min, v.vs_dense_max);
+    // what int8 alone buys, when it was timed
+    let int8_alone = r.timed.iter().find(|t| t.reference).map(|d| {
+        format!(
+            "int8 alone ({}, every row, test accuracy {:.2}%): {} at batch 1 and {} at batch 32",
+            d.point.label,
+            d.point.test_accuracy * 100.0,
+            x(&d.b1),
+            x(&d.b32)
+        )
+    });
     let Some(t) = r.chosen.map(|i| &r.timed[i]) else {
-        return format!(
-            "No pruned setting is within 1 point of dense on dev (dense dev accuracy {:.2}%): dense stays the fastest setting within 1 point.",
+        let mut s = format!(
+            "No pruned setting is within 1 point of dense on dev (dense dev accuracy {:.2}%): dense stays the fastest pruned setting within 1 point",
             r.dense_dev_accuracy * 100.0
         );
+        if let Some(a) = int8_alone {
+            s.push_str(&format!("; {a}"));
+        }
+        s.push('.');
+        return s;
     };
     let p = &t.point;
-    let x = |v: &VersusDense| format!("{:.2}x ({:.2}-{:.2})", v.vs_dense, v.vs_dense_min, v.vs_dense_max);
     let mut s = format!(
-        "Fastest setting within 1 point of dense (decided on dev: {:.2}% vs {:.2}%): {}, {:.1}% retention, test accuracy {:.2}% {} \
+        "Fastest pruned setting within 1 point of dense (decided on dev: {:.2}% vs {:.2}%): {}, {:.1}% retention, test accuracy {:.2}% {} \
          (dense {:.2}%, difference {} points, 95% bootstrap); measured speed-up vs dense {} at batch 1 and {} at batch 32 \
          (median (range) of {} alternating rounds on {} test sentences)",
         p.dev_accuracy * 100.0,
@@ -327,12 +397,35 @@ pub(crate) fn sentence(r: &SpeedReport) -> String {
         r.settings.rounds,
         t.b1.examples
     );
+    let int8 = p.precision != Precision::Fp32;
+    if int8 {
+        s.push_str(&format!("; its teacher's linear layers run in {} (ApproxNet fp32), dense in fp32", p.precision));
+    }
+    if let Some(a) = int8_alone {
+        s.push_str(&format!("; {a}"));
+    }
+    if int8 {
+        let fp32 =
+            r.timed.iter().filter(|t| !t.reference && t.point.precision == Precision::Fp32).max_by(|a, b| a.score().total_cmp(&b.score()));
+        match fp32 {
+            Some(f) => s.push_str(&format!(
+                "; the fastest fp32 setting within 1 point: {} ({:.1}% retention), {} and {}",
+                f.point.label,
+                f.point.retention * 100.0,
+                x(&f.b1),
+                x(&f.b32)
+            )),
+            None => s.push_str("; no fp32 pruned setting is within 1 point"),
+        }
+    }
     let y = |v: (f64, f64, f64)| format!("{:.2}x ({:.2}-{:.2})", v.0, v.1, v.2);
     match (&r.peer, &r.peer_note) {
         (Some(c), _) => s.push_str(&format!(
-            "; vs the ONNX Runtime fp32 dense peer {} at batch 1 and {} at batch 32 (length-sorted batches; dense alone: {} and {}).",
+            "; vs the ONNX Runtime {} dense peer {} at batch 1 and {} at batch 32 (length-sorted batches; our dense{} alone: {} and {}).",
+            if int8 { "int8" } else { "fp32" },
             y(c.b1),
             y(c.b32_sorted),
+            if int8 { " int8" } else { "" },
             y(c.dense_b1),
             y(c.dense_b32_sorted)
         )),
