@@ -227,29 +227,50 @@ fn render(r: &PlotData, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> 
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y), (x + 12, y), (x + 20, y)], grey.stroke_width(1)));
         }
 
-        let mut extra = 0;
+        // an int8 family (`abt int8`, from `eval --int8-rows`) takes its fp32 family's colour,
+        // dashed with hollow markers
+        let mut colors: Vec<(String, RGBColor)> = Vec::new();
+        let mut color_of = |family: &str| -> RGBColor {
+            if let Some((_, c)) = colors.iter().find(|(f, _)| f == family) {
+                return *c;
+            }
+            let extra = colors.iter().filter(|(f, _)| !matches!(f.as_str(), "dense" | "abt" | "abt-actual" | "topk")).count();
+            let c = family_color(family, extra);
+            colors.push((family.to_string(), c));
+            c
+        };
         for s in &series {
-            let color = if matches!(s.family.as_str(), "dense" | "abt" | "abt-actual" | "topk") {
-                family_color(&s.family, 0)
-            } else {
-                extra += 1;
-                family_color(&s.family, extra - 1)
+            let (base, int8) = match s.family.strip_suffix(" int8") {
+                Some(b) => (b, true),
+                None => (s.family.as_str(), false),
             };
-            if s.family == "dense" {
+            let color = color_of(base);
+            let marker = if int8 { color.stroke_width(2) } else { color.filled() };
+            if base == "dense" {
                 chart
-                    .draw_series(s.points.iter().map(|&p| TriangleMarker::new(p, 9, color.filled())))
+                    .draw_series(s.points.iter().map(|&p| TriangleMarker::new(p, 9, marker)))
                     .map_err(draw_err)?
-                    .label("dense")
-                    .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, color.filled()));
+                    .label(s.family.clone())
+                    .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, marker));
                 continue;
             }
             let style = color.stroke_width(2);
-            chart
-                .draw_series(LineSeries::new(s.points.clone(), style))
-                .map_err(draw_err)?
-                .label(s.family.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(draw_err)?;
+            if int8 {
+                chart
+                    .draw_series(DashedLineSeries::new(s.points.clone(), 7, 5, style))
+                    .map_err(draw_err)?
+                    .label(s.family.clone())
+                    .legend(move |(x, y)| {
+                        EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (7, 0)], style) + PathElement::new(vec![(12, 0), (20, 0)], style)
+                    });
+            } else {
+                chart
+                    .draw_series(LineSeries::new(s.points.clone(), style))
+                    .map_err(draw_err)?
+                    .label(s.family.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            }
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, marker))).map_err(draw_err)?;
         }
 
         chart
