@@ -390,11 +390,8 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     let run_precision = r.precision.as_deref().map_or(String::new(), quoted);
     for p in &r.points {
         // an int8 row of `int8_rows` names its own arithmetic
-        let precision = if p.family.ends_with(" int8") {
-            quoted(&format!("teacher {}, ApproxNet fp32", p.precision))
-        } else {
-            run_precision.clone()
-        };
+        let precision =
+            if p.family.ends_with(" int8") { quoted(&format!("teacher {}, ApproxNet fp32", p.precision)) } else { run_precision.clone() };
         csv.push_str(&format!(
             "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3},{precision}\n",
             p.label,

@@ -256,13 +256,13 @@ fn render(r: &PlotData, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> 
             }
             let style = color.stroke_width(2);
             if int8 {
-                chart
-                    .draw_series(DashedLineSeries::new(s.points.clone(), 7, 5, style))
-                    .map_err(draw_err)?
-                    .label(s.family.clone())
-                    .legend(move |(x, y)| {
-                        EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (7, 0)], style) + PathElement::new(vec![(12, 0), (20, 0)], style)
-                    });
+                chart.draw_series(DashedLineSeries::new(s.points.clone(), 7, 5, style)).map_err(draw_err)?.label(s.family.clone()).legend(
+                    move |(x, y)| {
+                        EmptyElement::at((x, y))
+                            + PathElement::new(vec![(0, 0), (7, 0)], style)
+                            + PathElement::new(vec![(12, 0), (20, 0)], style)
+                    },
+                );
             } else {
                 chart
                     .draw_series(LineSeries::new(s.points.clone(), style))
