@@ -274,6 +274,49 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     let rows = read_json(&bj)["rows"].as_array().unwrap().clone();
     assert!(rows.iter().any(|r| r["workload"] == "rt" && r["mode"] == "abt k_min=0.20 γ=2.00"), "bench rows lack the bundle's planner");
 
+    // --int8: every source again with an int8 teacher (dense int8 included), the bundle recording
+    // the precision of the source it chose
+    let out8 = dir.path().join("bundle-int8");
+    let approx_dir = out.join("approx");
+    ok(&[
+        "compress",
+        "--model",
+        s(&t),
+        "--approx",
+        s(&approx_dir),
+        "--dev",
+        s(&dev),
+        "--max-drop",
+        "50",
+        "--out",
+        s(&out8),
+        "--ks",
+        "0.3",
+        "--k-mins",
+        "0.2",
+        "--gammas",
+        "1",
+        "--bench-examples",
+        "8",
+        "--max-timed",
+        "3",
+        "--int8",
+        "--quiet",
+    ]);
+    let table = read_json(&out8.join("table.json"))["table"].clone();
+    let sources: Vec<&str> = table["sources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(sources, ["teacher", "int8 teacher"], "{table}");
+    let cands = table["candidates"].as_array().unwrap();
+    assert!(cands.iter().any(|c| c["source"] == 1 && c["mode"]["mode"] == "dense"), "dense int8 is a candidate: {table}");
+    assert_eq!(cands.iter().filter(|c| c["source"] == 1).count(), cands.iter().filter(|c| c["source"] == 0).count(), "{table}");
+    let chosen = &cands[table["chosen"].as_u64().unwrap() as usize];
+    let m8 = read_json(&out8.join("bundle.json"));
+    let want = if chosen["source"] == 1 { "int8" } else { "fp32" };
+    assert_eq!(m8["precision"], want, "{m8}");
+    assert_eq!(m8["label"].as_str().unwrap().ends_with(" int8"), want == "int8", "{m8}");
+    let rec: Value = serde_json::from_str(ok(&["classify", "--bundle", s(&out8), "--json", "x"]).lines().next().unwrap()).unwrap();
+    assert_eq!(rec["precision"]["teacher"], want);
+
     // flags that the bundle replaces conflict
     expect_error(&["classify", "--bundle", s(&out), "--model", s(&t), "x"], &["--bundle", "--model"]);
     expect_error(&["classify", "--bundle", s(&out), "--keep", "0.5", "x"], &["--bundle", "--keep"]);

@@ -62,6 +62,12 @@ pub struct CompressArgs {
     /// Maximum tokens per example, [CLS]/[SEP] included.
     #[arg(long, default_value_t = 128, value_parser = max_length_tokens)]
     pub max_length: usize,
+    /// Also every candidate with its teacher's linear layers in int8 (per-channel int8 weights,
+    /// dynamic int8 activations; ApproxNets stay fp32), dense int8 included, as sources named
+    /// `int8 ...`: the fastest within the budget may then be pruned, int8, or both. The bundle
+    /// records the precision it was chosen at.
+    #[arg(long)]
+    pub int8: bool,
     /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
     #[arg(long)]
     pub quiet: bool,
@@ -167,6 +173,13 @@ pub fn run(args: CompressArgs) -> Result<()> {
         let sched = schedules.iter().map(|s| Mode::AbtSchedule { k_min: s.k_min, gamma: s.gamma });
         flat.chain(sched).collect()
     };
+    // with --int8, each source's teacher again in int8 (calibrated once here)
+    let to_int8 = |m: &Encoder| m.clone().with_precision(sttabt::model::Precision::Int8).context("switching a teacher to int8");
+    let int8_teachers: Vec<Encoder> = if a.int8 {
+        std::iter::once(&teacher).chain(concrete.iter().map(|c| &c.teacher)).chain(plan_aware.iter()).map(to_int8).collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
     // (source, its teacher dir, its ApproxNet dir)
     let mut sources = vec![ModelSource {
         name: "teacher".into(),
@@ -193,6 +206,25 @@ pub fn run(args: CompressArgs) -> Result<()> {
         });
         dirs.push((d.clone(), Some(approx_dir.clone())));
     }
+    // the int8 sources: the same models and modes (plus dense) with int8 teachers, the same folders
+    let fp32_sources = sources.len();
+    for (i, q) in int8_teachers.iter().enumerate() {
+        let s = &sources[i];
+        let mut modes = s.modes.clone();
+        if i == 0 {
+            modes.insert(0, Mode::Dense);
+        }
+        let int8 = ModelSource { name: format!("int8 {}", s.name), teacher: q, approx: s.approx, modes };
+        sources.push(int8);
+        dirs.push(dirs[i].clone());
+    }
+    let precision_of = |source: usize| {
+        if source < fp32_sources {
+            sttabt::model::Precision::Fp32
+        } else {
+            sttabt::model::Precision::Int8
+        }
+    };
     let bench: Vec<_> = dev.iter().take(a.bench_examples).map(|d| d.input.clone()).collect();
     let opts =
         ChooseOptions { max_drop: a.max_drop, objective, rounds: a.rounds, repeats: a.repeats, max_timed: a.max_timed, quiet: a.quiet };
@@ -235,9 +267,12 @@ pub fn run(args: CompressArgs) -> Result<()> {
         teacher: "teacher".into(),
         approx: approx_name,
         planner: chosen.mode.clone(),
-        label: chosen.label.clone(),
+        label: match precision_of(chosen.source) {
+            sttabt::model::Precision::Fp32 => chosen.label.clone(),
+            p => format!("{} {p}", chosen.label),
+        },
         summary: summary.clone(),
-        precision: sttabt::model::Precision::Fp32,
+        precision: precision_of(chosen.source),
     };
     bundle::write_manifest(&a.out, &manifest)?;
     println!("bundle written to {} (classify / eval / bench --bundle {0})", a.out.display());
