@@ -160,6 +160,50 @@ pub fn evaluate_all(
     evaluate_with(teacher, approx, concrete, ltp, &[], &[], dev, test, opts)
 }
 
+/// One mode's row on `teacher` / `approx`: dev and test scores, examples/s at batch 1 and 32 on
+/// `timing`, bootstrap intervals of the test accuracy and of its paired difference to dense, and
+/// the speed-ups over dense; `dense` is dense's per-example test correctness and b1 / b32 rates
+/// (`None`: this row is dense itself). Also returns the row's per-example test correctness.
+#[allow(clippy::too_many_arguments)]
+fn point_of(
+    teacher: &Encoder,
+    approx: Option<&Encoder>,
+    mode: &Mode,
+    (label, family): (String, String),
+    dev: &[LabeledInput],
+    test: &[LabeledInput],
+    timing: &[EncodedInput],
+    metric: Metric,
+    dense: Option<(&[bool], f64, f64)>,
+) -> anyhow::Result<(Point, Vec<bool>)> {
+    let Scored { accuracy: dev_acc, metric: dev_metric, retention: dev_ret, .. } = score(teacher, approx, dev, mode, metric)?;
+    let Scored { accuracy: test_acc, metric: test_metric, retention: ret, gflops, correct } = score(teacher, approx, test, mode, metric)?;
+    let b1 = throughput(teacher, approx, timing, mode, 1)?;
+    let b32 = throughput(teacher, approx, timing, mode, 32)?;
+    let (dense_correct, d1, d32) = dense.unwrap_or((&correct, b1, b32));
+    let bootstrap = Bootstrap::default();
+    let point = Point {
+        label,
+        family,
+        mode: mode.clone(),
+        dev_accuracy: dev_acc,
+        test_accuracy: test_acc,
+        dev_metric,
+        test_metric,
+        retention: ret,
+        dev_retention: dev_ret,
+        gflops,
+        examples_per_s_b1: b1,
+        examples_per_s_b32: b32,
+        speedup_b1: b1 / d1,
+        speedup_b32: b32 / d32,
+        test_accuracy_interval: bootstrap.accuracy(&correct).ok(),
+        test_difference_to_dense: bootstrap.paired_difference(&correct, dense_correct).ok(),
+        precision: teacher.precision(),
+    };
+    Ok((point, correct))
+}
+
 /// A teacher fine-tuned under its own ABT plans (`sttabt finetune --plan-aware`, ALGORITHM.md
 /// section 8), evaluated with the same ApproxNet at every keep fraction as family `abt-ft`
 /// against the original dense teacher.
@@ -233,8 +277,9 @@ pub fn evaluate_with(
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
     let mut points: Vec<Point> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
-    // dense's per-example correctness on test (the first mode), for the paired intervals
-    let mut dense_correct: Option<Vec<bool>> = None;
+    // dense's per-example correctness on test and its b1 / b32 rates (the first mode), for the
+    // paired intervals and the speed-ups
+    let mut dense_ref: Option<(Vec<bool>, f64, f64)> = None;
     let mut i = 0;
     while i < modes.len() {
         let (mode, pa) = modes[i].clone();
@@ -249,33 +294,13 @@ pub fn evaluate_with(
         bar.set_message(label.clone());
         let (teacher, approx) = models_of(&mode, pa)?;
         sources.push((mode.clone(), pa));
-        let Scored { accuracy: dev_acc, metric: dev_metric, retention: dev_ret, .. } = score(teacher, approx, dev, &mode, opts.metric)?;
-        let Scored { accuracy: test_acc, metric: test_metric, retention: ret, gflops, correct } =
-            score(teacher, approx, test, &mode, opts.metric)?;
-        let dense_correct = dense_correct.get_or_insert_with(|| correct.clone());
-        let bootstrap = Bootstrap::default();
-        let b1 = throughput(teacher, approx, &timing, &mode, 1)?;
-        let b32 = throughput(teacher, approx, &timing, &mode, 32)?;
-        let (d1, d32) = points.first().map(|d| (d.examples_per_s_b1, d.examples_per_s_b32)).unwrap_or((b1, b32));
-        points.push(Point {
-            label: label.clone(),
-            family,
-            mode: mode.clone(),
-            dev_accuracy: dev_acc,
-            test_accuracy: test_acc,
-            dev_metric,
-            test_metric,
-            retention: ret,
-            dev_retention: dev_ret,
-            gflops,
-            examples_per_s_b1: b1,
-            examples_per_s_b32: b32,
-            speedup_b1: b1 / d1,
-            speedup_b32: b32 / d32,
-            test_accuracy_interval: bootstrap.accuracy(&correct).ok(),
-            test_difference_to_dense: bootstrap.paired_difference(&correct, dense_correct).ok(),
-            precision: teacher.precision(),
-        });
+        let reference = dense_ref.as_ref().map(|(c, d1, d32): &(Vec<bool>, f64, f64)| (c.as_slice(), *d1, *d32));
+        let (point, correct) = point_of(teacher, approx, &mode, (label.clone(), family), dev, test, &timing, opts.metric, reference)?;
+        let dev_ret = point.dev_retention;
+        if dense_ref.is_none() {
+            dense_ref = Some((correct, point.examples_per_s_b1, point.examples_per_s_b32));
+        }
+        points.push(point);
         // after the ABT-actual sweep, add manual top-k at the same retentions
         if let (Mode::AbtActual { .. }, None) = (&mode, pa) {
             let lengths: Vec<usize> = dev.iter().map(|d| d.input.len()).collect();
@@ -302,8 +327,6 @@ pub fn evaluate_with(
     bar.finish_and_clear();
     if opts.int8_rows {
         let fp32_points = points.len();
-        let dense_correct = dense_correct.clone().unwrap_or_default();
-        let (d1, d32) = (points[0].examples_per_s_b1, points[0].examples_per_s_b32);
         // one int8 copy per distinct teacher (calibrated once), in the order first met
         let mut int8: Vec<(*const Encoder, Encoder)> = Vec::new();
         let bar = progress.bar(fp32_points as u64, "eval int8");
@@ -322,31 +345,8 @@ pub fn evaluate_with(
             let teacher = &int8.iter().find(|(k, _)| *k == key).expect("converted above").1;
             let (label, family) = (format!("{} int8", points[i].label), format!("{} int8", points[i].family));
             bar.set_message(label.clone());
-            let Scored { accuracy: dev_acc, metric: dev_metric, retention: dev_ret, .. } = score(teacher, approx, dev, &mode, opts.metric)?;
-            let Scored { accuracy: test_acc, metric: test_metric, retention: ret, gflops, correct } =
-                score(teacher, approx, test, &mode, opts.metric)?;
-            let bootstrap = Bootstrap::default();
-            let b1 = throughput(teacher, approx, &timing, &mode, 1)?;
-            let b32 = throughput(teacher, approx, &timing, &mode, 32)?;
-            points.push(Point {
-                label,
-                family,
-                mode,
-                dev_accuracy: dev_acc,
-                test_accuracy: test_acc,
-                dev_metric,
-                test_metric,
-                retention: ret,
-                dev_retention: dev_ret,
-                gflops,
-                examples_per_s_b1: b1,
-                examples_per_s_b32: b32,
-                speedup_b1: b1 / d1,
-                speedup_b32: b32 / d32,
-                test_accuracy_interval: bootstrap.accuracy(&correct).ok(),
-                test_difference_to_dense: bootstrap.paired_difference(&correct, &dense_correct).ok(),
-                precision: Precision::Int8,
-            });
+            let reference = dense_ref.as_ref().map(|(c, d1, d32)| (c.as_slice(), *d1, *d32));
+            points.push(point_of(teacher, approx, &mode, (label, family), dev, test, &timing, opts.metric, reference)?.0);
             bar.inc(1);
         }
         bar.finish_and_clear();
