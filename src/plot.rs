@@ -246,12 +246,21 @@ fn render(r: &PlotData, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> 
             };
             let color = color_of(base);
             let marker = if int8 { color.stroke_width(2) } else { color.filled() };
-            if base == "dense" {
+            if base == "dense" && !int8 {
                 chart
                     .draw_series(s.points.iter().map(|&p| TriangleMarker::new(p, 9, marker)))
                     .map_err(draw_err)?
                     .label(s.family.clone())
                     .legend(move |(x, y)| TriangleMarker::new((x + 10, y), 7, marker));
+                continue;
+            }
+            if base == "dense" {
+                // (a triangle marker is drawn filled whatever its style: a large hollow circle)
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 8, marker)))
+                    .map_err(draw_err)?
+                    .label(s.family.clone())
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 6, marker));
                 continue;
             }
             let style = color.stroke_width(2);
@@ -261,6 +270,7 @@ fn render(r: &PlotData, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> 
                         EmptyElement::at((x, y))
                             + PathElement::new(vec![(0, 0), (7, 0)], style)
                             + PathElement::new(vec![(12, 0), (20, 0)], style)
+                            + Circle::new((10, 0), 4, marker)
                     },
                 );
             } else {

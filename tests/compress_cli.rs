@@ -307,7 +307,9 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     let sources: Vec<&str> = table["sources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
     assert_eq!(sources, ["teacher", "int8 teacher"], "{table}");
     let cands = table["candidates"].as_array().unwrap();
-    assert!(cands.iter().any(|c| c["source"] == 1 && c["mode"]["mode"] == "dense"), "dense int8 is a candidate: {table}");
+    let dense8 = cands.iter().find(|c| c["source"] == 1 && c["mode"]["mode"] == "dense").expect("dense int8 is a candidate");
+    // within the budget, dense int8 is timed even though it is not among the lowest retentions
+    assert!(dense8["speed_b1"]["vs_dense"].as_f64().is_some_and(|v| v > 0.0), "dense int8 was not timed: {table}");
     assert_eq!(cands.iter().filter(|c| c["source"] == 1).count(), cands.iter().filter(|c| c["source"] == 0).count(), "{table}");
     let chosen = &cands[table["chosen"].as_u64().unwrap() as usize];
     let m8 = read_json(&out8.join("bundle.json"));

@@ -192,6 +192,13 @@ pub fn choose(
     let mut order: Vec<usize> = (1..candidates.len()).filter(|&i| candidates[i].within_budget).collect();
     order.sort_by(|&a, &b| candidates[a].dev_retention.total_cmp(&candidates[b].dev_retention).then(a.cmp(&b)));
     order.truncate(opts.max_timed);
+    // dense on another source (e.g. the int8 teacher of `compress --int8`) keeps every token, so
+    // it is never among the lowest retentions: timed too when within the budget
+    for i in 1..candidates.len() {
+        if candidates[i].within_budget && candidates[i].mode == Mode::Dense && !order.contains(&i) {
+            order.push(i);
+        }
+    }
     if !order.is_empty() {
         let contenders: Vec<Contender> = order
             .iter()
