@@ -70,14 +70,6 @@ impl Encoder {
         plans: &[TokenPlan],
         reduce: HeadReduce,
     ) -> Result<Vec<Vec<f64>>, ModelError> {
-        // Checked here, once, with batch-wide example numbers.
-        for (e, x) in inputs.iter().enumerate() {
-            self.check_input(e, x)?;
-        }
-        let big_l = self.layers.len();
-        if plans.len() != inputs.len() || plans.iter().zip(inputs).any(|(p, x)| p.n() != x.len() || p.num_layers() != big_l) {
-            return Err(ModelError::Input("run_attention_reduced: one plan per input, for its length and the model's layers".into()));
-        }
         let mut out = Vec::with_capacity(inputs.len());
         self.for_each_reduced_group(inputs, plans, reduce, |_, blocks| {
             out.extend(blocks.iter().map(|b| b.to_vec()));
