@@ -270,8 +270,8 @@ pub fn evaluate_with(
             },
         })
     };
-    // each fp32 point's mode and plan-aware teacher, for its int8 row
-    let mut sources: Vec<(Mode, Option<usize>)> = Vec::new();
+    // each fp32 point's plan-aware teacher (its mode is the point's), for its int8 row
+    let mut plan_aware_of: Vec<Option<usize>> = Vec::new();
     let timing: Vec<EncodedInput> = test.iter().take(opts.timing_examples.max(1)).map(|d| d.input.clone()).collect();
     let progress = crate::train::Progress { quiet: opts.quiet };
     let bar = progress.bar((modes.len() + opts.ks.len()) as u64, "eval");
@@ -293,7 +293,7 @@ pub fn evaluate_with(
         };
         bar.set_message(label.clone());
         let (teacher, approx) = models_of(&mode, pa)?;
-        sources.push((mode.clone(), pa));
+        plan_aware_of.push(pa);
         let reference = dense_ref.as_ref().map(|(c, d1, d32): &(Vec<bool>, f64, f64)| (c.as_slice(), *d1, *d32));
         let (point, correct) = point_of(teacher, approx, &mode, (label.clone(), family), dev, test, &timing, opts.metric, reference)?;
         let dev_ret = point.dev_retention;
@@ -331,7 +331,7 @@ pub fn evaluate_with(
         let mut int8: Vec<(*const Encoder, Encoder)> = Vec::new();
         let bar = progress.bar(fp32_points as u64, "eval int8");
         for i in 0..fp32_points {
-            let (mode, pa) = sources[i].clone();
+            let (mode, pa) = (points[i].mode.clone(), plan_aware_of[i]);
             if points[i].family == "abt-actual" {
                 bar.inc(1);
                 continue;
