@@ -74,6 +74,18 @@ pub struct Point {
     pub precision: Precision,
 }
 
+/// What [`EvalOptions::int8_rows`] appends to an fp32 row's label and family (`abt int8`).
+pub const INT8_ROW_SUFFIX: &str = " int8";
+
+impl Point {
+    /// For a row of [`EvalOptions::int8_rows`], the fp32 family it repeats with an int8 teacher
+    /// (`Some("abt")` for family `abt int8`); `None` for every other row, including the rows of
+    /// a run made wholly in int8 (`--precision int8`, whose families carry no suffix).
+    pub fn int8_row_of(&self) -> Option<&str> {
+        self.family.strip_suffix(INT8_ROW_SUFFIX)
+    }
+}
+
 /// All points plus the per-family operating point.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalResults {
@@ -343,7 +355,7 @@ pub fn evaluate_with(
                 int8.push((key, q));
             }
             let teacher = &int8.iter().find(|(k, _)| *k == key).expect("converted above").1;
-            let (label, family) = (format!("{} int8", points[i].label), format!("{} int8", points[i].family));
+            let (label, family) = (format!("{}{INT8_ROW_SUFFIX}", points[i].label), format!("{}{INT8_ROW_SUFFIX}", points[i].family));
             bar.set_message(label.clone());
             let reference = dense_ref.as_ref().map(|(c, d1, d32)| (c.as_slice(), *d1, *d32));
             points.push(point_of(teacher, approx, &mode, (label, family), dev, test, &timing, opts.metric, reference)?.0);
@@ -354,7 +366,7 @@ pub fn evaluate_with(
     let dense_dev = points[0].dev_metric;
     let mut within = Vec::new();
     let families = ["dense", "dense-cls", "abt", "abt-ft", "abt-actual", "topk", "concrete", "ltp"];
-    let int8_families: Vec<String> = families.iter().map(|f| format!("{f} int8")).collect();
+    let int8_families: Vec<String> = families.iter().map(|f| format!("{f}{INT8_ROW_SUFFIX}")).collect();
     for fam in families.iter().copied().chain(int8_families.iter().map(String::as_str)) {
         if let Some(best) = points
             .iter()
@@ -391,7 +403,7 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     for p in &r.points {
         // an int8 row of `int8_rows` names its own arithmetic
         let precision =
-            if p.family.ends_with(" int8") { quoted(&format!("teacher {}, ApproxNet fp32", p.precision)) } else { run_precision.clone() };
+            if p.int8_row_of().is_some() { quoted(&format!("teacher {}, ApproxNet fp32", p.precision)) } else { run_precision.clone() };
         csv.push_str(&format!(
             "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3},{precision}\n",
             p.label,
@@ -416,6 +428,7 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
             .iter()
             .map(|p| crate::plot::PlotPoint {
                 family: p.family.clone(),
+                int8_of: p.int8_row_of().map(str::to_string),
                 retention: p.retention,
                 examples_per_s_b1: p.examples_per_s_b1,
                 test_metric: p.test_metric,

@@ -18,6 +18,9 @@ use plotters::style::FontStyle;
 pub struct PlotPoint {
     /// Mode family (`dense`, `abt`, ...): one line per family.
     pub family: String,
+    /// `Some(base)`: this family repeats family `base` with an int8 teacher (`eval
+    /// --int8-rows`): drawn in `base`'s colour, dashed, with hollow markers.
+    pub int8_of: Option<String>,
     /// Token retention (section 5), 0..1.
     pub retention: f64,
     /// Measured examples/s at batch 1.
@@ -132,6 +135,7 @@ fn family_color(family: &str, index: usize) -> RGBColor {
 /// One family's points as (x, accuracy %) sorted by x, skipping non-finite values.
 struct Series {
     family: String,
+    int8_of: Option<String>,
     points: Vec<(f64, f64)>,
 }
 
@@ -144,7 +148,7 @@ fn collect_series(r: &PlotData, axis: XAxis) -> Vec<Series> {
         }
         match out.iter_mut().find(|s| s.family == p.family) {
             Some(s) => s.points.push((x, y)),
-            None => out.push(Series { family: p.family.clone(), points: vec![(x, y)] }),
+            None => out.push(Series { family: p.family.clone(), int8_of: p.int8_of.clone(), points: vec![(x, y)] }),
         }
     }
     for s in &mut out {
@@ -240,8 +244,8 @@ fn render(r: &PlotData, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> 
             c
         };
         for s in &series {
-            let (base, int8) = match s.family.strip_suffix(" int8") {
-                Some(b) => (b, true),
+            let (base, int8) = match &s.int8_of {
+                Some(b) => (b.as_str(), true),
                 None => (s.family.as_str(), false),
             };
             let color = color_of(base);
@@ -334,7 +338,7 @@ mod tests {
     use super::*;
 
     fn point(family: &str, acc: f64, retention: f64, b1: f64) -> PlotPoint {
-        PlotPoint { family: family.into(), retention, examples_per_s_b1: b1, test_metric: acc }
+        PlotPoint { family: family.into(), int8_of: None, retention, examples_per_s_b1: b1, test_metric: acc }
     }
 
     fn synthetic() -> PlotData {
@@ -344,6 +348,8 @@ mod tests {
             points.push(point("abt", acc, ret, b1));
             points.push(point("abt-actual", acc + 0.004, ret - 0.02, b1 * 1.1));
             points.push(point("topk", acc - 0.03, ret, b1 * 1.2));
+            // an int8 row of abt (dashed, hollow markers, abt's colour)
+            points.push(PlotPoint { int8_of: Some("abt".into()), ..point("abt int8", acc - 0.002, ret, b1 * 2.0) });
         }
         PlotData { points, dense_test_metric: 0.912, metric: "accuracy".into() }
     }

@@ -311,6 +311,10 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     // within the budget, dense int8 is timed even though it is not among the lowest retentions
     assert!(dense8["speed_b1"]["vs_dense"].as_f64().is_some_and(|v| v > 0.0), "dense int8 was not timed: {table}");
     assert_eq!(cands.iter().filter(|c| c["source"] == 1).count(), cands.iter().filter(|c| c["source"] == 0).count(), "{table}");
+    // each candidate records its teacher's arithmetic
+    for c in cands {
+        assert_eq!(c["precision"], if c["source"] == 1 { "int8" } else { "fp32" }, "{c}");
+    }
     let chosen = &cands[table["chosen"].as_u64().unwrap() as usize];
     let m8 = read_json(&out8.join("bundle.json"));
     let want = if chosen["source"] == 1 { "int8" } else { "fp32" };

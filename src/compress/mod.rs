@@ -86,6 +86,10 @@ pub struct Candidate {
     pub source: usize,
     pub label: String,
     pub mode: Mode,
+    /// The arithmetic of its teacher's linear layers (its source's; ApproxNets stay fp32);
+    /// fp32 in tables written before it was recorded.
+    #[serde(default)]
+    pub precision: crate::model::Precision,
     /// Dev accuracy (fraction) and its 95% bootstrap interval.
     pub dev_accuracy: f64,
     pub dev_accuracy_interval: Interval,
@@ -177,6 +181,7 @@ pub fn choose(
                 source: *si,
                 label: p.label.clone(),
                 mode: p.mode.clone(),
+                precision: sources[*si].teacher.precision(),
                 dev_accuracy: p.dev_accuracy,
                 dev_accuracy_interval: acc_iv,
                 dev_difference_to_dense: diff_iv,

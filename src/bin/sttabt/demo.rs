@@ -365,19 +365,6 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
     let speed_key = serde_json::json!({"stage": "speed", "settings": recipe.speed, "eval": eval_key, "peer_python": std::env::var("STTABT_PEER_PYTHON").ok()});
     let what = "the fastest setting within 1 point against dense (and the ONNX Runtime peer)".to_string();
     let stage = Stage { name: "speed".into(), dir: speed_dir.clone(), key: speed_key };
-    // the int8 rows' teachers (calibrated once each; ApproxNets stay fp32), when there are any
-    let int8 = |t: &Encoder| t.clone().with_precision(sttabt::model::Precision::Int8).context("switching a teacher to int8");
-    let int8_models = if recipe.int8_rows {
-        let concrete: Vec<_> = concrete
-            .iter()
-            .map(|c| Ok(sttabt::train::concrete::ConcreteModel { teacher: int8(&c.teacher)?, ..c.clone() }))
-            .collect::<Result<_>>()?;
-        let ltp: Vec<_> =
-            ltp.iter().map(|m| Ok(sttabt::train::ltp::LtpModel { teacher: int8(&m.teacher)?, ..m.clone() })).collect::<Result<_>>()?;
-        Some((int8(&teacher)?, int8(&plan_aware[0].teacher)?, concrete, ltp))
-    } else {
-        None
-    };
     let models = speed::DemoModels {
         teacher: &teacher,
         teacher_dir: &teacher_dir,
@@ -389,9 +376,26 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         concrete_dirs: &concrete_dirs,
         ltp: &ltp,
         ltp_dirs: &ltp_dirs,
-        int8: int8_models.as_ref().map(|(teacher, plan_aware, concrete, ltp)| speed::Int8Teachers { teacher, plan_aware, concrete, ltp }),
+        int8: None,
     };
     done.push(run_stage(&stage, &header(&done, what), &progress, |_| {
+        // the int8 rows' teachers (calibrated once each; ApproxNets stay fp32), when there are
+        // any: made here, so that a cached speed stage does not calibrate them
+        let int8 = |t: &Encoder| t.clone().with_precision(sttabt::model::Precision::Int8).context("switching a teacher to int8");
+        let int8_models = if recipe.int8_rows {
+            let concrete: Vec<_> = concrete
+                .iter()
+                .map(|c| Ok(sttabt::train::concrete::ConcreteModel { teacher: int8(&c.teacher)?, ..c.clone() }))
+                .collect::<Result<_>>()?;
+            let ltp: Vec<_> =
+                ltp.iter().map(|m| Ok(sttabt::train::ltp::LtpModel { teacher: int8(&m.teacher)?, ..m.clone() })).collect::<Result<_>>()?;
+            Some((int8(&teacher)?, int8(&plan_aware[0].teacher)?, concrete, ltp))
+        } else {
+            None
+        };
+        let int8 =
+            int8_models.as_ref().map(|(teacher, plan_aware, concrete, ltp)| speed::Int8Teachers { teacher, plan_aware, concrete, ltp });
+        let models = speed::DemoModels { int8, ..models };
         let inputs: Vec<_> = test.iter().map(|x| x.input.clone()).collect();
         let r = speed::measure(&results, &models, &inputs, &recipe.speed, &progress)?;
         sttabt::model::checkpoint::write_atomic(&speed_dir.join("speed.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;

@@ -161,7 +161,7 @@ impl<'a> DemoModels<'a> {
             run_dir: None,
             precision: p.precision,
         };
-        let family = p.family.strip_suffix(" int8").unwrap_or(&p.family);
+        let family = p.int8_row_of().unwrap_or(&p.family);
         match (&p.mode, family) {
             (Mode::Abt { .. }, "abt") => Some(on(teacher, self.teacher_dir, true)),
             (Mode::Abt { .. }, "abt-ft") => Some(on(plan_aware, self.plan_aware_dir, true)),
@@ -239,7 +239,7 @@ pub(crate) fn measure(
     }
     // with int8 rows: dense int8 too, timed for reference (what int8 alone buys), never chosen
     let candidates = points.len();
-    if let Some(p) = results.points.iter().find(|p| p.family == "dense int8") {
+    if let Some(p) = results.points.iter().find(|p| p.int8_row_of() == Some("dense")) {
         if let Some((m, b)) = contestant(p, models) {
             points.push((p, m, b));
         }
