@@ -20,7 +20,11 @@ pub(crate) fn write(speed: &SpeedReport, models: &DemoModels, dir: &Path) -> Res
         return Ok(None);
     };
     let p = &t.point;
-    let Some(run) = models.run_of(p) else {
+    // only the folders are needed, and they are the same at every precision (an int8 point's
+    // teacher is its fp32 teacher's folder, calibrated when loaded): look them up as fp32, so
+    // that the int8 copies (made only when the speed stage runs) are not needed here
+    let fp32 = sttabt::eval::Point { precision: sttabt::model::Precision::Fp32, ..p.clone() };
+    let Some(run) = models.run_of(&fp32) else {
         return Ok(None);
     };
     // bundle.json is written last: remove the old one first, so a half-written bundle never loads
