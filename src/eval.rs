@@ -400,10 +400,16 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     // the run's arithmetic on every row (quoted: it holds commas), empty when not recorded
     let quoted = |p: &str| format!("\"{}\"", p.replace('"', "\"\""));
     let run_precision = r.precision.as_deref().map_or(String::new(), quoted);
+    let kernels = crate::precision_eval::int8_kernels_here();
     for p in &r.points {
-        // an int8 row of `int8_rows` names its own arithmetic
-        let precision =
-            if p.int8_row_of().is_some() { quoted(&format!("teacher {}, ApproxNet fp32", p.precision)) } else { run_precision.clone() };
+        // an int8 row of `int8_rows` names its own arithmetic, as the run's line does: the
+        // ApproxNet only where one runs, and the int8 kernels
+        let precision = if p.int8_row_of().is_some() {
+            let approx = if p.mode.needs_approx() { ", ApproxNet fp32" } else { "" };
+            quoted(&format!("teacher {}{approx}; int8 kernels: {kernels}", p.precision))
+        } else {
+            run_precision.clone()
+        };
         csv.push_str(&format!(
             "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3},{precision}\n",
             p.label,

@@ -44,20 +44,27 @@ pub struct DataNeeds {
     pub train: SplitUse,
     pub dev: SplitUse,
     pub test: SplitUse,
+    /// The job reads only the first this many rows of dev and test (`--limit`); the `data:`
+    /// line says so.
+    pub eval_limit: Option<usize>,
 }
 
 impl DataNeeds {
     /// Training with model selection on dev (`finetune`; `distill` reads dev as held-out data).
     pub const fn train_dev(job: &'static str) -> Self {
-        Self { job, train: SplitUse::Required, dev: SplitUse::Required, test: SplitUse::Unused }
+        Self { job, train: SplitUse::Required, dev: SplitUse::Required, test: SplitUse::Unused, eval_limit: None }
     }
     /// Training only (`concrete`, `ltp`).
     pub const fn train_only(job: &'static str) -> Self {
-        Self { job, train: SplitUse::Required, dev: SplitUse::Unused, test: SplitUse::Unused }
+        Self { job, train: SplitUse::Required, dev: SplitUse::Unused, test: SplitUse::Unused, eval_limit: None }
     }
     /// Evaluation (`eval`): dev picks the operating points, test reports them (default: dev).
     pub const fn eval(job: &'static str) -> Self {
-        Self { job, train: SplitUse::Unused, dev: SplitUse::Required, test: SplitUse::Optional }
+        Self { job, train: SplitUse::Unused, dev: SplitUse::Required, test: SplitUse::Optional, eval_limit: None }
+    }
+    /// The same needs, reading only the first `limit` rows of dev and test (`None`: all).
+    pub const fn with_eval_limit(self, limit: Option<usize>) -> Self {
+        Self { eval_limit: limit, ..self }
     }
 }
 
@@ -238,24 +245,29 @@ impl DataSource {
             ("test", &splits.test, needs.test != SplitUse::Unused),
         ];
         let used = parts.into_iter().filter(|p| p.2);
+        // "100 of 1275 rows" when --limit leaves some of dev / test unread
+        let count = |w: &str, d: &Dataset| match needs.eval_limit {
+            Some(l) if w != "train" && l < d.len() => format!("{l} of {} rows", d.len()),
+            _ => format!("{} rows", d.len()),
+        };
         match self {
             DataSource::RottenTomatoes { path, seed } => {
-                let rows: Vec<String> = used.map(|(w, d, _)| format!("{w} {} rows", d.len())).collect();
+                let rows: Vec<String> = used.map(|(w, d, _)| format!("{w} {}", count(w, d))).collect();
                 format!("data: Rotten Tomatoes from {}, split seed {seed} (80/10/10): {}", path.display(), rows.join(", "))
             }
             DataSource::Glue { dir, task } => {
-                let rows: Vec<String> = used.map(|(w, d, _)| format!("{w} {} rows", d.len())).collect();
+                let rows: Vec<String> = used.map(|(w, d, _)| format!("{w} {}", count(w, d))).collect();
                 format!("data: GLUE {} from {} (dev.tsv doubles as test): {}", task.name(), dir.display(), rows.join(", "))
             }
             DataSource::Table { dev, test, .. } => {
                 let rows: Vec<String> = used
                     .map(|(w, d, _)| {
                         if w == "test" && test.is_none() {
-                            format!("test=dev ({} rows)", d.len())
+                            format!("test=dev ({})", count(w, d))
                         } else if w == "dev" && dev.is_none() {
-                            format!("dev=none ({} rows)", d.len())
+                            format!("dev=none ({})", count(w, d))
                         } else {
-                            format!("{w}={} ({} rows)", d.source, d.len())
+                            format!("{w}={} ({})", d.source, count(w, d))
                         }
                     })
                     .collect();

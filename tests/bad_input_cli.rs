@@ -237,6 +237,15 @@ fn eval_reads_dev_and_test_files_without_train() {
     assert!(r.status.success(), "eval with --dev failed:\n{err}");
     assert!(err.contains(&format!("data: dev={} (3 rows), test=dev (3 rows)", dev.display())), "{err}");
     assert_eq!(common::read_json(out2.join("results.json"))["results"]["test_examples"], 3);
+
+    // --limit: the data line gives the rows the job reads
+    let out3 = dir.path().join("results3");
+    let r = eval_loud(model.path(), &["--dev", s(&dev), "--test", s(&test), "--limit", "2"], &out3);
+    let err = stderr(&r);
+    assert!(r.status.success(), "eval --limit 2 failed:\n{err}");
+    let line = format!("data: dev={} (2 of 3 rows), test={} (2 rows)", dev.display(), test.display());
+    assert!(err.contains(&line), "expected the line {line:?} in stderr:\n{err}");
+    assert_eq!(common::read_json(out3.join("results.json"))["results"]["dev_examples"], 2);
 }
 
 #[test]
@@ -745,7 +754,10 @@ fn eval_names_its_precision_and_refuses_zero_timing_examples() {
     let int8 = points.iter().find(|p| p["family"] == "dense int8").expect("a dense int8 row");
     assert_eq!(int8["precision"], "int8");
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    assert!(csv.lines().any(|l| l.starts_with("dense int8,") && l.ends_with("\"teacher int8, ApproxNet fp32\"")), "{csv}");
+    // its arithmetic as the run's line gives it: no ApproxNet runs in dense, the kernels named
+    let kernels = format!("; int8 kernels: {}\"", sttabt::precision_eval::int8_kernels_here());
+    assert!(csv.lines().any(|l| l.starts_with("dense int8,") && l.ends_with(&format!("\"teacher int8{kernels}"))), "{csv}");
+
     let mut data = glue.to_vec();
     data.extend(["--int8-rows", "--precision", "int8"]);
     assert_fails_naming(

@@ -357,6 +357,9 @@ fn bad_input_gives_clear_errors() {
     expect_error(&["classify", "--model", m, "--mode", "abt-actual", "--keep", "0.5,,0.5", text], &["not a number"]);
     expect_error(&["classify", "--model", m, "--mode", "topk", "--keep", "0.9,0.7,0.5,0.4,0.3,0.3", text], &["topk", "one --keep value"]);
     expect_error(&["classify", "--model", m, "--mode", "dense", "--keep", "0.5", text], &["--keep", "dense"]);
+    // an ApproxNet (or its precision) where no ApproxNet runs is refused, not ignored
+    expect_error(&["classify", "--model", m, "--approx", m, "--mode", "topk", text], &["--approx", "--mode topk"]);
+    expect_error(&["classify", "--model", m, "--mode", "dense", "--approx-precision", "int8", text], &["--approx-precision int8", "dense"]);
     // pair files: the malformed line is named file:line
     let f = dir.path().join("bad.tsv");
     std::fs::write(&f, "good text\tgood pair\nsecond\tpair\nno tab on this line\n").unwrap();
@@ -408,10 +411,9 @@ fn the_approxnet_precision_is_named_only_when_one_runs() {
     let teacher = write_teacher(&tdir);
     write_approx(&teacher, &adir);
     let (t, a, text) = (s(&tdir), s(&adir), "A fine film.");
-    // dense (with or without --approx given): the teacher alone runs
-    for extra in [&[][..], &["--approx", a][..]] {
+    // dense: the teacher alone runs (an --approx beside it is refused, bad_input_gives_clear_errors)
+    {
         let mut args = vec!["classify", "--model", t, "--mode", "dense", "--precision", "int8", text];
-        args.extend_from_slice(extra);
         let (ok, _, err) = sttabt(&args);
         assert!(ok, "{err}");
         assert!(err.contains("precision: teacher int8; int8 kernels: "), "{err}");

@@ -249,7 +249,7 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     ]);
     let points = read_json(&res.join("results.json"))["results"]["points"].as_array().unwrap().clone();
     assert!(points.iter().any(|p| p["label"] == "abt k_min=0.20 γ=2.00"), "eval rows lack the bundle's planner");
-    // bench --bundle: one RT row of the bundle's planner
+    // bench --bundle: one RT row of the bundle's planner, labelled apart from the ordinary rows
     let bj = dir.path().join("bench.json");
     ok(&[
         "bench",
@@ -272,7 +272,10 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
         s(&bj),
     ]);
     let rows = read_json(&bj)["rows"].as_array().unwrap().clone();
-    assert!(rows.iter().any(|r| r["workload"] == "rt" && r["mode"] == "abt k_min=0.20 γ=2.00"), "bench rows lack the bundle's planner");
+    assert!(
+        rows.iter().any(|r| r["workload"] == "rt" && r["mode"] == "bundle: abt k_min=0.20 γ=2.00"),
+        "bench rows lack the bundle's planner"
+    );
 
     // --int8: every source again with an int8 teacher (dense int8 included), the bundle recording
     // the precision of the source it chose
@@ -381,4 +384,9 @@ fn damaged_foreign_and_missing_bundles_are_clear_errors() {
     expect_error(&["compress", "--model", s(&t), "--rounds", "2", "--out", s(&dir.path().join("o"))], &["at least 3"]);
     expect_error(&["compress", "--model", s(&t), "--gammas", "0", "--out", s(&dir.path().join("o"))], &["gamma"]);
     expect_error(&["compress", "--model", s(&missing), "--out", s(&dir.path().join("o"))], &["no such directory"]);
+    // a file where a directory belongs is named as such
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    expect_error(&["compress", "--model", s(&t), "--out", s(&file)], &["--out", "is a file, not a directory"]);
+    expect_error(&["classify", "--model", s(&file), TEXTS[0]], &["a-file", "is a file, not a directory"]);
 }

@@ -28,13 +28,16 @@ use crate::planners::{Cost, Models, Planner, Schedule};
 mod measure;
 mod modes;
 mod peer;
+mod reliability;
 mod report;
 mod versus;
 
 use measure::*;
 pub use modes::calibrate_abt_keep;
 use modes::*;
+pub use peer::peer_workload;
 use peer::*;
+pub use reliability::{load_1min, reliability_warnings, RoundSpread, MAX_ROUND_SPREAD, MIN_ROUNDS_FOR_SPREAD};
 pub use report::format_report;
 pub use versus::{versus_dense, Contender, VersusDense};
 
@@ -75,7 +78,9 @@ pub struct BenchOptions {
     /// `Some("ort")`: also run the ONNX Runtime dense peer (fp32); `Some("ort-int8")`: the same
     /// graph under ORT's dynamic int8 quantisation (`ort_dense.py --int8`).
     pub peer: Option<String>,
-    /// Python interpreter for the peer (default: `$STTABT_PEER_PYTHON`, `.venv-peer/bin/python`, `python3`).
+    /// Python interpreter for the peer (default: `$STTABT_PEER_PYTHON` when set and not empty,
+    /// else `./.venv-peer/bin/python`, else `../.venv-peer/bin/python` (from the current
+    /// directory), else `python3` from `PATH`).
     pub python: Option<PathBuf>,
     /// The peer script (default `../shared/peers/ort_dense.py`).
     pub peer_script: Option<PathBuf>,
@@ -90,6 +95,10 @@ pub struct BenchOptions {
     /// of a `--bundle`).
     #[serde(default)]
     pub modes: Vec<crate::infer::Mode>,
+    /// Put before the labels of the `modes` rows (e.g. `bundle: ` for `sttabt bench --bundle`),
+    /// so that they stand apart from a baseline row of the same planner; empty: the plain label.
+    #[serde(default)]
+    pub modes_label_prefix: String,
     /// Time dense-cls, ABT at `rt_keep` and manual top-k at `rt_keep` on the RT workload
     /// (default). `false`: only dense and the rows asked for (`modes`, `concrete`, `ltp`), e.g.
     /// to time one chosen operating point against dense and the peer (`sttabt demo`).
@@ -123,6 +132,7 @@ impl Default for BenchOptions {
             precision: crate::model::Precision::Fp32,
             approx_precision: crate::model::Precision::Fp32,
             modes: Vec::new(),
+            modes_label_prefix: String::new(),
             rt_baselines: true,
         }
     }
@@ -280,6 +290,18 @@ pub struct BenchReport {
     /// when no ApproxNet ran (dense, top-k, fixed and LTP rows only).
     #[serde(default)]
     pub approx_precision: Option<crate::model::Precision>,
+    /// The int8 kernels this CPU ran (e.g. `avx512-vnni`,
+    /// [`crate::precision_eval::int8_kernels_here`]) when a teacher or ApproxNet ran in int8;
+    /// `None` when everything was fp32.
+    #[serde(default)]
+    pub int8_kernels: Option<String>,
+    /// The interpreter that ran the peer, as it names itself (`sys.executable`), when a peer ran.
+    #[serde(default)]
+    pub peer_python: Option<String>,
+    /// Why the figures may not be reliable ([`reliability_warnings`]: a busy machine, rounds
+    /// that disagree); empty when they look sound.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Synthetic `[CLS] w... [SEP]` of length `n` (BERT-uncased ids), deterministic per example.
@@ -303,10 +325,15 @@ pub fn synthetic_input_in(n: usize, example: usize, vocab: usize) -> EncodedInpu
 
 pub use crate::planners::dense::keep_first_plan;
 
-/// Run the whole benchmark.
 /// Check the options before anything is loaded or timed: flag values, and that the peer (when
 /// asked for) can run at all (its script found, its Python able to import onnxruntime).
 pub fn check_options(opts: &BenchOptions) -> anyhow::Result<()> {
+    check_options_peer_python(opts).map(|_| ())
+}
+
+/// [`check_options`], returning the interpreter that will run the peer (`sys.executable`) when
+/// a peer is asked for.
+fn check_options_peer_python(opts: &BenchOptions) -> anyhow::Result<Option<(PathBuf, String)>> {
     let frac = |name: &str, v: f64| -> anyhow::Result<()> {
         anyhow::ensure!(v > 0.0 && v <= 1.0, "{name} must be in (0, 1], got {v}");
         Ok(())
@@ -348,23 +375,21 @@ pub fn check_options(opts: &BenchOptions) -> anyhow::Result<()> {
             "peer script {} not found; pass --peer-script PATH (it is shared/peers/ort_dense.py beside the repository)",
             script.display()
         );
-        let py = opts.python.clone().unwrap_or_else(default_python);
-        let out = std::process::Command::new(&py)
-            .args(["-c", "import numpy, onnx, onnxruntime, safetensors, tokenizers"])
-            .output()
-            .map_err(|e| anyhow::anyhow!("cannot run the peer's Python {}: {e}; pass --python PATH", py.display()))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "the peer's Python {} cannot import its packages ({}); pass --python PATH to one that has them (pip install numpy onnx onnxruntime safetensors tokenizers) or set STTABT_PEER_PYTHON",
-            py.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("").trim()
-        );
+        let py = find_python(opts);
+        let exe = check_python(&py)?;
+        return Ok(Some((py.path, exe)));
     }
-    Ok(())
+    Ok(None)
 }
 
+/// Run the whole benchmark: every (workload, batch, mode) row over `opts.rounds` rounds, the
+/// peer alternating with them when asked for.
+///
+/// Errors: bad options or a peer that cannot run ([`check_options`]), models that do not load
+/// or do not fit together, a workload that fails. A peer failing in a round is not an error:
+/// [`BenchReport::peer_note`] says so.
 pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
-    check_options(opts)?;
+    let peer_python = check_options_peer_python(opts)?;
     let teacher = Encoder::load(&opts.model)?.with_precision(opts.precision)?;
     anyhow::ensure!(
         teacher.classifier.is_some(),
@@ -529,9 +554,9 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             "ours,peer".to_string()
         });
         let mut run_peer_round = |peer_rounds: &mut Vec<Vec<(String, f64)>>| -> anyhow::Result<()> {
-            if peer_name.is_some() && peer_note.is_none() {
+            if let (Some((py, _)), None) = (&peer_python, &peer_note) {
                 eprintln!("bench round {}/{rounds}: peer", round + 1);
-                match run_peer(opts, &rt_sentences, &peer_dir) {
+                match run_peer(opts, py, &rt_sentences, &peer_dir) {
                     Ok(p) => peer_rounds.push(p),
                     Err(e) => peer_note = Some(format!("peer failed in round {}: {e:#}", round + 1)),
                 }
@@ -553,16 +578,6 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let _ = std::fs::remove_dir_all(&peer_dir);
     let loadavg_after = loadavg();
 
-    // The peer workload each of our (workload, batch) compares with.
-    let peer_key = |workload: &str, b: usize| -> Option<String> {
-        match (workload, b) {
-            ("rt", 1) => Some("a_b1".into()),
-            ("rt", 32) => Some("b_b32".into()),
-            ("rt-sorted", 32) => Some("c_b32_sorted".into()),
-            (w, b) if w.starts_with('T') => Some(format!("d_{w}_b{b}")),
-            _ => None,
-        }
-    };
     let peer_series =
         |key: &str| -> Vec<f64> { peer_rounds.iter().filter_map(|r| r.iter().find(|(k, _)| k == key).map(|(_, x)| *x)).collect() };
     // dense's per-round examples/s for every (workload, batch), before the rows take their samples
@@ -580,7 +595,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     for (i, &(w, b, m)) in keys.iter().enumerate() {
         let (name, inputs, _, modes) = &workloads[w];
         let dense = &dense_series[i];
-        let key = peer_key(name, b);
+        let key = peer_workload(name, b);
         let series = key.as_deref().map(peer_series).unwrap_or_default();
         if m == 0 && !series.is_empty() {
             let (med, lo, hi) = spread(&series);
@@ -597,9 +612,10 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let row_samples = std::mem::take(&mut samples[i]);
         // ratios to the peer pair rounds one to one (only when the peer ran in every round)
         let peer = (series.len() == row_samples.len()).then(|| (key.as_deref().unwrap_or(""), series.as_slice()));
+        let prefix = if matches!(modes[m], BMode::Planned(_)) { opts.modes_label_prefix.as_str() } else { "" };
         let label = match opts.precision {
-            crate::model::Precision::Fp32 => modes[m].label_in(&cx),
-            p => format!("{} {p}", modes[m].label_in(&cx)),
+            crate::model::Precision::Fp32 => format!("{prefix}{}", modes[m].label_in(&cx)),
+            p => format!("{prefix}{} {p}", modes[m].label_in(&cx)),
         };
         rows.push(aggregate(name, b, label, inputs.len(), row_samples, dense, peer));
     }
@@ -607,13 +623,34 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         peer_note = Some(format!("the peer ran in {} of {rounds} rounds", peer_rounds.len()));
     }
     let isa = crate::kernels::simd_level();
+    let threads = rayon::current_num_threads();
+    let spreads: Vec<RoundSpread> = rows
+        .iter()
+        .map(|r| RoundSpread {
+            label: format!("{} b{} {}", r.workload, r.batch, r.mode),
+            rounds: r.examples_per_s_rounds.len(),
+            median: r.examples_per_s,
+            min: r.examples_per_s_min,
+            max: r.examples_per_s_max,
+        })
+        .chain(peer_rows.iter().map(|p| RoundSpread {
+            label: format!("peer {}", p.peer_workload),
+            rounds: p.examples_per_s_rounds.len(),
+            median: p.examples_per_s,
+            min: p.examples_per_s_min,
+            max: p.examples_per_s_max,
+        }))
+        .collect();
+    let warnings = reliability_warnings(load_1min(&loadavg_before), load_1min(&loadavg_after), threads, &spreads);
+    let approx_precision = (approx.is_some() || !concrete.is_empty()).then_some(opts.approx_precision);
+    let int8 = opts.precision.is_int8() || approx_precision.is_some_and(crate::model::Precision::is_int8);
     Ok(BenchReport {
         machine: format!("{} ({isa})", crate::eval::machine_line()),
         loadavg_before,
         loadavg_after,
         rounds,
         round_order,
-        threads: rayon::current_num_threads(),
+        threads,
         simd: isa.into(),
         packed_gemm: crate::kernels::packed::available(),
         rows,
@@ -622,6 +659,9 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         peer: peer_rows,
         peer_note,
         precision: opts.precision,
-        approx_precision: (approx.is_some() || !concrete.is_empty()).then_some(opts.approx_precision),
+        approx_precision,
+        int8_kernels: int8.then(crate::precision_eval::int8_kernels_here),
+        peer_python: peer_python.map(|(_, exe)| exe),
+        warnings,
     })
 }

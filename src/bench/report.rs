@@ -2,7 +2,9 @@
 
 use super::*;
 
-/// The report as a text table.
+/// The report as a text table: a header (machine, rounds, load, precision, the peer's Python),
+/// the rows, any [`BenchReport::warnings`] right after them, the executor stages, the peer's
+/// figures with notes on what they pair with, and peak memory.
 pub fn format_report(r: &BenchReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -22,12 +24,11 @@ pub fn format_report(r: &BenchReport) -> String {
         "precision: teacher {}{}{}",
         r.precision,
         r.approx_precision.map_or(String::new(), |a| format!(", ApproxNet {a}")),
-        if r.precision.is_int8() || r.approx_precision.is_some_and(crate::model::Precision::is_int8) {
-            format!(" (int8 kernels: {})", crate::precision_eval::int8_kernels_here())
-        } else {
-            String::new()
-        }
+        r.int8_kernels.as_ref().map_or(String::new(), |k| format!(" (int8 kernels: {k})"))
     );
+    if let (Some(name), Some(py)) = (&r.peer_name, &r.peer_python) {
+        let _ = writeln!(s, "peer {name} run by Python {py}");
+    }
     // the mode column as wide as the longest mode name (in chars: "θ0" is one), at least 18
     let mw = r.rows.iter().map(|x| x.mode.chars().count()).max().unwrap_or(0).max(18);
     let _ = writeln!(s, "ex/s: median over rounds (min-max); xdense, xpeer: medians of the per-round ratios; dense = every row of every layer; stage times in ms per example");
@@ -79,6 +80,9 @@ pub fn format_report(r: &BenchReport) -> String {
             peer
         );
     }
+    for w in &r.warnings {
+        let _ = writeln!(s, "WARNING: {w}");
+    }
     let _ = writeln!(s, "executor stages, ms per example (rest: plan bookkeeping, scatter, allocation):");
     let _ = writeln!(
         s,
@@ -108,7 +112,12 @@ pub fn format_report(r: &BenchReport) -> String {
                 p.workload, p.batch, p.peer_workload, p.examples_per_s, p.examples_per_s_min, p.examples_per_s_max
             );
         }
-        let _ = writeln!(s, "  rt b32 pairs: rt (in order, our unpadded packing) vs b_b32 (in order, padded to the batch's longest); rt-sorted vs c_b32_sorted (both length-sorted)");
+        if r.peer.iter().any(|p| p.batch == 32 && p.workload.starts_with("rt")) {
+            let _ = writeln!(s, "  rt b32 pairs: rt (in order, our unpadded packing) vs b_b32 (in order, padded to the batch's longest); rt-sorted vs c_b32_sorted (both length-sorted)");
+        }
+        if let Some(n) = unpaired_note(r) {
+            let _ = writeln!(s, "  {n}");
+        }
     }
     if let Some(n) = &r.peer_note {
         let _ = writeln!(s, "{n}");
@@ -120,4 +129,142 @@ pub fn format_report(r: &BenchReport) -> String {
         }
     }
     s
+}
+
+/// When the peer ran but some rows have no peer workload to compare with ([`peer_workload`]),
+/// one note saying which and why their `xpeer` is `-`; `None` otherwise.
+fn unpaired_note(r: &BenchReport) -> Option<String> {
+    let mut unpaired: Vec<String> = Vec::new();
+    for row in r.rows.iter().filter(|x| peer_workload(&x.workload, x.batch).is_none()) {
+        let w = format!("{} b{}", row.workload, row.batch);
+        if !unpaired.contains(&w) {
+            unpaired.push(w);
+        }
+    }
+    (!r.peer.is_empty() && !unpaired.is_empty()).then(|| {
+        format!(
+            "xpeer - on {}: the peer times the RT sentences only at batch 1 (a_b1) and 32 (b_b32, c_b32_sorted), and the synthetic lengths at every --batches size (d_Tn_bB)",
+            unpaired.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(workload: &str, batch: usize, mode: &str, vs_peer: Option<f64>) -> BenchRow {
+        BenchRow {
+            workload: workload.into(),
+            batch,
+            mode: mode.into(),
+            examples: 20,
+            examples_per_s: 100.0,
+            examples_per_s_min: 90.0,
+            examples_per_s_max: 110.0,
+            examples_per_s_rounds: vec![90.0, 100.0, 110.0],
+            p50_ms: 1.0,
+            p90_ms: 2.0,
+            retention: 1.0,
+            gflops_per_example: 0.5,
+            exec_gflops_per_s: 100.0,
+            stage_ms: Stages::default(),
+            vs_dense: 1.0,
+            vs_peer,
+            vs_peer_range: vs_peer.map(|v| (v, v)),
+            peer_workload: peer_workload(workload, batch).filter(|_| vs_peer.is_some()),
+        }
+    }
+
+    fn peer_row(workload: &str, batch: usize) -> PeerRow {
+        PeerRow {
+            workload: workload.into(),
+            batch,
+            peer_workload: peer_workload(workload, batch).unwrap(),
+            examples_per_s: 50.0,
+            examples_per_s_min: 45.0,
+            examples_per_s_max: 55.0,
+            examples_per_s_rounds: vec![45.0, 50.0, 55.0],
+        }
+    }
+
+    fn report(rows: Vec<BenchRow>, peer: Vec<PeerRow>) -> BenchReport {
+        BenchReport {
+            machine: "test cpu".into(),
+            loadavg_before: "0.10 0.10 0.10".into(),
+            loadavg_after: "0.20 0.10 0.10".into(),
+            rounds: 3,
+            round_order: vec!["ours,peer".into(), "peer,ours".into(), "ours,peer".into()],
+            threads: 2,
+            simd: "avx2".into(),
+            packed_gemm: false,
+            rows,
+            memory: Vec::new(),
+            peer_name: Some("ort".into()),
+            peer,
+            peer_note: None,
+            precision: crate::model::Precision::Fp32,
+            approx_precision: None,
+            int8_kernels: None,
+            peer_python: Some("/venv/bin/python".into()),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rt_rows_without_a_peer_workload_get_one_note_and_no_b32_footer() {
+        let r = report(
+            vec![
+                row("rt", 1, "dense", Some(2.0)),
+                row("rt", 8, "dense", None),
+                row("rt", 8, "abt k=0.50", None),
+                row("rt-sorted", 8, "dense", None),
+                row("T64", 8, "dense", Some(1.5)),
+            ],
+            vec![peer_row("rt", 1), peer_row("T64", 8)],
+        );
+        let s = format_report(&r);
+        assert!(!s.contains("rt b32 pairs"), "{s}");
+        let notes: Vec<&str> = s.lines().filter(|l| l.contains("the peer times the RT sentences only at batch 1")).collect();
+        assert_eq!(notes.len(), 1, "{s}");
+        assert!(notes[0].contains("xpeer - on rt b8, rt-sorted b8:"), "{s}");
+        assert!(s.contains("peer ort run by Python /venv/bin/python"), "{s}");
+    }
+
+    #[test]
+    fn b32_footer_only_with_an_rt_b32_run() {
+        let r = report(
+            vec![row("rt", 1, "dense", Some(2.0)), row("rt", 32, "dense", Some(1.0)), row("rt-sorted", 32, "dense", Some(1.0))],
+            vec![peer_row("rt", 1), peer_row("rt", 32), peer_row("rt-sorted", 32)],
+        );
+        let s = format_report(&r);
+        assert_eq!(s.matches("rt b32 pairs").count(), 1, "{s}");
+        assert!(!s.contains("xpeer - on"), "{s}");
+        // batch 1 only: no b32 footer, no note
+        let r = report(vec![row("rt", 1, "dense", Some(2.0))], vec![peer_row("rt", 1)]);
+        let s = format_report(&r);
+        assert!(!s.contains("rt b32 pairs") && !s.contains("xpeer - on"), "{s}");
+        // no peer: no note even for unpaired rows
+        let mut r = report(vec![row("rt", 8, "dense", None)], Vec::new());
+        r.peer_name = None;
+        r.peer_python = None;
+        let s = format_report(&r);
+        assert!(!s.contains("xpeer - on") && !s.contains("run by Python"), "{s}");
+    }
+
+    #[test]
+    fn warnings_follow_the_table_and_int8_kernels_come_from_the_report() {
+        let mut r = report(vec![row("rt", 1, "dense", None)], Vec::new());
+        r.warnings = vec!["the machine was busy (...)".into()];
+        r.precision = crate::model::Precision::Int8;
+        r.int8_kernels = Some("avx512-vnni".into());
+        let s = format_report(&r);
+        let lines: Vec<&str> = s.lines().collect();
+        let w = lines.iter().position(|l| *l == "WARNING: the machine was busy (...)").expect("warning line");
+        assert!(lines[w - 1].starts_with("rt "), "the warning follows the table:\n{s}");
+        assert!(lines[w + 1].starts_with("executor stages"), "{s}");
+        assert!(lines[1].contains("teacher int8 (int8 kernels: avx512-vnni)"), "{s}");
+        r.warnings.clear();
+        assert!(!format_report(&r).contains("WARNING"));
+    }
 }

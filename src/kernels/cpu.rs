@@ -62,6 +62,16 @@ pub(super) fn strided_span(rows: usize, ld: usize, width: usize) -> usize {
 /// Rows per parallel chunk so that each chunk has at least this many elements.
 pub(super) const PAR_MIN_ELEMS: usize = 16 * 1024;
 
+/// Whether the switch `name` (e.g. `STTABT_NO_VNNI`) is on in this process's environment: set
+/// to anything but `0`, `false`, `no`, `off` or the empty string (so `STTABT_NO_VNNI=0` leaves
+/// VNNI on, as one would read it).
+pub fn env_switch(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| {
+        let v = v.to_string_lossy().trim().to_ascii_lowercase();
+        !matches!(v.as_str(), "" | "0" | "false" | "no" | "off")
+    })
+}
+
 /// Whether `STTABT_NO_AVX512` is set in this process (read once): every AVX-512 path of ours
 /// (the element-wise and attention kernels, the packed f32 GEMM, the VNNI and AMX int8 kernels,
 /// AMX-BF16) then stands down and the AVX2 + FMA code runs as on a CPU without AVX-512 (Zen 1-3),
@@ -71,7 +81,7 @@ pub(super) const PAR_MIN_ELEMS: usize = 16 * 1024;
 pub fn avx512_disabled() -> bool {
     use std::sync::OnceLock;
     static OFF: OnceLock<bool> = OnceLock::new();
-    *OFF.get_or_init(|| std::env::var_os("STTABT_NO_AVX512").is_some())
+    *OFF.get_or_init(|| env_switch("STTABT_NO_AVX512"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -50,7 +50,7 @@ pub fn amx_bf16_unavailable() -> Option<&'static str> {
     use std::sync::OnceLock;
     static REASON: OnceLock<Option<&'static str>> = OnceLock::new();
     *REASON.get_or_init(|| {
-        if std::env::var_os("STTABT_NO_AMX").is_some() {
+        if crate::kernels::env_switch("STTABT_NO_AMX") {
             return Some("AMX is switched off by STTABT_NO_AMX");
         }
         match amx_tile_access(AMX_BF16_BIT) {

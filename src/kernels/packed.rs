@@ -139,7 +139,7 @@ pub fn available() -> bool {
             !super::cpu::avx512_disabled()
                 && std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("fma")
-                && std::env::var_os("STTABT_NO_PACKED_GEMM").is_none()
+                && !crate::kernels::env_switch("STTABT_NO_PACKED_GEMM")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -75,6 +75,12 @@ impl Encoder {
     /// Errors: missing files, invalid config, missing tensors, shape mismatches (names the
     /// tensor, expected vs found), non-float dtypes, NaN/inf weights, corrupt safetensors.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        if dir.is_file() {
+            return Err(ModelError::Config {
+                path: dir.to_path_buf(),
+                message: "is a file, not a directory: give the checkpoint directory that holds config.json and model.safetensors".into(),
+            });
+        }
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 path: dir.to_path_buf(),

@@ -532,9 +532,11 @@ impl Abt {
 
 impl crate::planners::Planner for Abt {
     fn label(&self) -> String {
+        // two decimals, unless that would show a positive fraction as 0.00 (`--keep 0.0001`)
+        let two = |k: f64| if k > 0.0 && k < 0.005 { format!("{k}") } else { format!("{k:.2}") };
         let keep = match &self.config.form {
-            AbtForm::TopK { k } if k.len() == 1 => format!("{:.2}", k[0]),
-            AbtForm::TopK { k } => k.iter().map(|k| format!("{k:.2}")).collect::<Vec<_>>().join(","),
+            AbtForm::TopK { k } if k.len() == 1 => two(k[0]),
+            AbtForm::TopK { k } => k.iter().map(|&k| two(k)).collect::<Vec<_>>().join(","),
             AbtForm::Dynamic { ratio, .. } => format!("ratio {ratio}"),
             AbtForm::Schedule(s) => return format!("{} {}", self.family(), s.label()),
         };

@@ -1,6 +1,7 @@
 //! `sttabt bench`.
 
 use super::*;
+use std::path::Path;
 
 // The options of `sttabt bench` (the about text is on `Command::Bench`).
 #[derive(clap::Args)]
@@ -9,7 +10,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// A bundle written by `sttabt compress`: its teacher and ApproxNet, and its planner as one
-    /// more row on the RT sentences. Not with --model, --approx, --concrete, --ltp.
+    /// more row on the RT sentences, the one whose mode reads `bundle: ...` (e.g. `bundle:
+    /// dense-cls int8` beside the ordinary `dense-cls int8` row). Not with --model, --approx,
+    /// --concrete, --ltp.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "approx", "concrete", "ltp"])]
     pub bundle: Option<PathBuf>,
     /// Its ApproxNet (default without --model: the demo's, where it exists); without one
@@ -62,14 +65,16 @@ pub struct BenchArgs {
     /// numpy, onnx, onnxruntime, safetensors and tokenizers.
     #[arg(long)]
     pub peer: Option<String>,
-    /// Python interpreter for the peer.
+    /// Python interpreter for the peer (default: $STTABT_PEER_PYTHON, else ./.venv-peer/bin/python,
+    /// else ../.venv-peer/bin/python, else python3 from PATH); the header names the one that ran.
     #[arg(long)]
     pub python: Option<PathBuf>,
     /// The peer script (default ../shared/peers/ort_dense.py).
     #[arg(long)]
     pub peer_script: Option<PathBuf>,
-    /// Also write the report as JSON.
-    #[arg(long)]
+    /// Also write the report as JSON to this file (checked, and missing parent directories
+    /// created, before anything is timed).
+    #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// `--precision int8 --peer ort-int8` times our int8 rows against ORT's int8.
     #[command(flatten)]
@@ -99,10 +104,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         json,
         precision,
     } = args;
+    if let Some(j) = &json {
+        prepare_json_path(j)?;
+    }
     if let Some(m) = &model {
         super::refuse_non_teacher_model(m)?;
     }
     let d = sttabt::bench::BenchOptions::default();
+    let bundled = bundle.is_some();
     let (model, approx, modes, precision) = match bundle {
         Some(dir) => {
             let b = sttabt::compress::bundle::open(&dir)?;
@@ -135,6 +144,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         precision: precision.precision(),
         approx_precision: precision.approx_precision,
         modes,
+        // the bundle's row apart from an ordinary row of the same planner
+        modes_label_prefix: if bundled { "bundle: ".into() } else { String::new() },
         rt_baselines: true,
     };
     if !opts.model.join("model.safetensors").exists() {
@@ -143,7 +154,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let r = sttabt::bench::run_bench(&opts)?;
     print!("{}", sttabt::bench::format_report(&r));
     if let Some(j) = json {
-        sttabt::model::checkpoint::write_atomic(&j, serde_json::to_string_pretty(&r)?.as_bytes())?;
+        sttabt::model::checkpoint::write_atomic(&j, serde_json::to_string_pretty(&r)?.as_bytes())
+            .map_err(|e| anyhow::anyhow!("--json {}: {e}", j.display()))?;
     }
+    Ok(())
+}
+
+/// Check `--json PATH` before anything is timed, so that a bad path fails at once rather than
+/// after the rounds: PATH must not be a directory, and its nearest existing ancestor must be a
+/// directory; missing parent directories are created now.
+///
+/// Errors (each naming `--json`): PATH is a directory, an ancestor is a file, or the parent
+/// directories cannot be created.
+fn prepare_json_path(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("--json {}: is a directory; give a file path such as {}", path.display(), path.join("bench.json").display());
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // the nearest ancestor that exists must be a directory
+    if let Some(a) = parent.ancestors().find(|a| !a.as_os_str().is_empty() && a.exists()) {
+        if !a.is_dir() {
+            bail!("--json {}: {} is a file, not a directory", path.display(), a.display());
+        }
+    }
+    std::fs::create_dir_all(parent)
+        .map_err(|e| anyhow::anyhow!("--json {}: cannot create its directory {}: {e}", path.display(), parent.display()))?;
     Ok(())
 }

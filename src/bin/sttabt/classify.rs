@@ -391,7 +391,12 @@ pub(crate) fn classify(
             if teacher.classifier.is_none() {
                 bail!("{} has no classification head; fine-tune one with `sttabt finetune`", model.display());
             }
+            let mode_name = mode;
             let mode = parse_mode(mode, keep, Some(teacher.layers.len()))?;
+            if approx.is_some() && !mode.needs_approx() {
+                // refused, not ignored: the user may believe the ApproxNet shapes the result
+                bail!("--approx is not used by --mode {mode_name}: only --mode abt plans from an ApproxNet (remove --approx, or use --mode abt)");
+            }
             approx_net = match approx {
                 Some(a) => Some(precision.approx(
                     sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?,
@@ -404,6 +409,13 @@ pub(crate) fn classify(
             (teacher, model.to_path_buf(), approx_net.as_ref().map(|a| &a.model), mode)
         }
     };
+    if precision.approx_precision != sttabt::model::Precision::Fp32 && !(approx_model.is_some() && mode.needs_approx()) {
+        bail!(
+            "--approx-precision {} applies to the ApproxNet, and {} runs none (only ABT and concrete masking plan from one)",
+            precision.approx_precision,
+            bundle_label.as_deref().map_or_else(|| format!("--mode {}", mode.label()), |l| format!("this bundle's planner ({l})"))
+        );
+    }
     let tok = text_tokenizer(&teacher_dir, teacher, max_length).with_context(|| {
         if run.is_some() {
             format!(

@@ -99,6 +99,9 @@ pub fn run(args: CompressArgs) -> Result<()> {
     if a.out.join("bundle.json").exists() {
         bail!("{} already holds a bundle (bundle.json); choose another --out (nothing was overwritten)", a.out.display());
     }
+    if a.out.is_file() {
+        bail!("--out {}: is a file, not a directory (the bundle is a directory)", a.out.display());
+    }
     if !a.model.is_dir() {
         bail!("--model {}: no such directory; give a fine-tuned checkpoint (from `sttabt finetune`)", a.model.display());
     }
@@ -106,9 +109,11 @@ pub fn run(args: CompressArgs) -> Result<()> {
     let objective: Objective = a.objective.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let needs = sttabt::pipeline::DataNeeds {
         job: "compress",
-        train: sttabt::pipeline::SplitUse::Optional,
+        // train is read only to distil an ApproxNet, which --approx replaces
+        train: if a.approx.is_some() { sttabt::pipeline::SplitUse::Unused } else { sttabt::pipeline::SplitUse::Optional },
         dev: sttabt::pipeline::SplitUse::Required,
         test: sttabt::pipeline::SplitUse::Unused,
+        eval_limit: a.limit,
     };
     let mut source = a.data.source(&needs)?;
     let teacher = Encoder::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;

@@ -64,7 +64,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub precision: PrecisionArgs,
     /// Instead of the full table: run every mode (dense, ABT at each --ks, manual top-k at the
-    /// smallest k's retention, each --concrete and --ltp run) on the test split twice, with
+    /// retention of the smallest k its schedule can reach (a note says when that is not the
+    /// smallest k), each --concrete and --ltp run) on the test split twice, with
     /// the teachers in fp32 and in int8 (int8-w7 when --precision says so, else int8; the fp32 run is fp32
     /// throughout; --approx-precision int8 makes the int8 run's ApproxNets int8 too, and the
     /// plan agreement column then shows how often its plans differ), and
@@ -207,7 +208,7 @@ pub(crate) fn eval(
             "note: no --approx given, so the ABT (ApproxNet) rows are left out; ABT on the teacher's actual attention is still evaluated"
         );
     }
-    let needs = DataNeeds::eval("eval");
+    let needs = DataNeeds::eval("eval").with_eval_limit(opts.limit);
     let mut source = data.source(&needs)?;
     let teacher = precision.teacher(Encoder::load(model).with_context(|| format!("loading {}", model.display()))?)?;
     let approx_net =

@@ -168,7 +168,15 @@ Examples:
     /// back-tracking, the teacher, the classifier head; xdense = median per-round ratio of
     /// examples/s to dense; xpeer = the same against the peer's matching workload (rt b1: a_b1;
     /// rt b32: b_b32, ORT padded in order vs our unpadded packing; rt-sorted b32: c_b32_sorted,
-    /// both length-sorted; Tn bB: d_Tn_bB). The peer is checked before anything is timed.
+    /// both length-sorted; Tn bB: d_Tn_bB); the peer times RT sentences only at batch 1 and 32,
+    /// so RT rows at other batch sizes read `-` (a note under the peer's figures says so). The peer
+    /// is checked before anything is timed, and the header names the Python that ran it. With
+    /// --bundle, the bundle's own row is the one labelled `bundle: ...`.
+    ///
+    /// A WARNING line follows the table when the figures are not reliable: the 1-minute load
+    /// average was >= the threads used before the rounds (>= threads + 1 after them, which
+    /// includes the bench's own threads), or some row's rounds spread more than 25% of their
+    /// median (with >= 3 rounds); `--json` has them as `warnings`.
     #[command(after_long_help = "\
 Examples:
   sttabt bench --model RUN/teacher --approx RUN/approx --rounds 3
@@ -176,7 +184,8 @@ Examples:
   sttabt bench --model RUN/teacher --approx RUN/approx --precision int8 --peer ort-int8 --rounds 3
   sttabt bench --model RUN/teacher --rt 0 --lengths 128 --batches 1 --rounds 1 --no-memory   (a quick look)
 
-Kernel switches (environment, read once per process; the header line names the paths that ran):
+Kernel switches (environment, read once per process; on when set to anything but 0, false, no,
+off or nothing; the header line names the paths that ran):
   STTABT_NO_AVX512=1       our AVX2 + FMA code on an AVX-512 CPU (as on AMD Zen 1-3; the `gemm`
                            crate still picks AVX-512 for itself)
   STTABT_NO_AMX=1          int8 on VNNI instead of AMX-INT8

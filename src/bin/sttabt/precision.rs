@@ -32,7 +32,7 @@ pub(crate) fn compare(
     let fp32_args = PrecisionArgs { precision_flag: Some(Precision::Fp32), approx_precision: Precision::Fp32 };
     let teacher_int8 = if precision.precision().is_int8() { precision.precision() } else { Precision::Int8 };
     let int8_args = PrecisionArgs { precision_flag: Some(teacher_int8), approx_precision: precision.approx_precision };
-    let needs = DataNeeds::eval("eval");
+    let needs = DataNeeds::eval("eval").with_eval_limit(opts.limit);
     let mut source = data.source(&needs)?;
     let model = paths.model;
     let teacher = Encoder::load(model).with_context(|| format!("loading {}", model.display()))?;

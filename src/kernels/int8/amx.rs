@@ -64,7 +64,7 @@ pub fn status() -> AmxStatus {
 
 fn detect() -> AmxStatus {
     use crate::kernels::cpu::{amx_tile_access, TileAccess, AMX_INT8_BIT};
-    if std::env::var_os("STTABT_NO_AMX").is_some() {
+    if crate::kernels::env_switch("STTABT_NO_AMX") {
         return AmxStatus::Disabled;
     }
     match amx_tile_access(AMX_INT8_BIT) {

@@ -68,7 +68,7 @@ pub const ROW_SPLIT_ROWS: usize = 64;
 pub fn disabled() -> bool {
     use std::sync::OnceLock;
     static OFF: OnceLock<bool> = OnceLock::new();
-    *OFF.get_or_init(|| std::env::var_os("STTABT_NO_INT8_AVX2").is_some())
+    *OFF.get_or_init(|| crate::kernels::env_switch("STTABT_NO_INT8_AVX2"))
 }
 
 /// Whether this CPU runs the AVX2 path (AVX2 and FMA, checked once; false when [`disabled`]).

@@ -14,7 +14,7 @@ pub const MR: usize = 6;
 pub fn disabled() -> bool {
     use std::sync::OnceLock;
     static OFF: OnceLock<bool> = OnceLock::new();
-    *OFF.get_or_init(|| std::env::var_os("STTABT_NO_VNNI").is_some())
+    *OFF.get_or_init(|| crate::kernels::env_switch("STTABT_NO_VNNI"))
 }
 
 /// Whether this CPU runs the VNNI path (AVX-512F/BW/VNNI and FMA, checked once; false when
