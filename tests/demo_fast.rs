@@ -134,6 +134,10 @@ fn demo_fast_end_to_end() {
     }
     let sentence = demo["sentence"].as_str().unwrap();
     assert_eq!(sentence, speed["sentence"].as_str().unwrap());
+    // a busy machine or disagreeing rounds (a test run shares its cores) are said in the sentence
+    for w in speed["warnings"].as_array().expect("the speed stage records its warnings") {
+        assert!(sentence.contains(&format!("Caution: {}", w.as_str().unwrap())), "{sentence}");
+    }
     assert!(first.contains(sentence), "the closing sentence is printed");
     if timed.len() == 1 {
         assert!(speed["chosen"].is_null());

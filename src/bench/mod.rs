@@ -37,7 +37,7 @@ pub use modes::calibrate_abt_keep;
 use modes::*;
 pub use peer::peer_workload;
 use peer::*;
-pub use reliability::{load_1min, reliability_warnings, RoundSpread, MAX_ROUND_SPREAD, MIN_ROUNDS_FOR_SPREAD};
+pub use reliability::{load_1min, loadavg, reliability_warnings, RoundSpread, MAX_ROUND_SPREAD, MIN_ROUNDS_FOR_SPREAD};
 pub use report::format_report;
 pub use versus::{versus_dense, Contender, VersusDense};
 
@@ -536,8 +536,6 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     // The rounds: ours and the peer alternate (ours first in even rounds).
     let peer_name = opts.peer.clone();
     let rounds = opts.rounds.max(1);
-    let loadavg =
-        || std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default();
     let loadavg_before = loadavg();
     let mut samples: Vec<Vec<RoundSample>> = (0..keys.len()).map(|_| Vec::with_capacity(rounds)).collect();
     let mut peer_rounds: Vec<Vec<(String, f64)>> = Vec::new();

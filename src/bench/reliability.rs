@@ -28,6 +28,12 @@ impl RoundSpread {
     }
 }
 
+/// `/proc/loadavg`'s 1, 5 and 15-minute load averages as one string (`"1.52 0.98 0.60"`); empty
+/// where the file cannot be read (not Linux).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
 /// The 1-minute load average, the first field of a `/proc/loadavg` line (`"1.52 0.98 0.60 ..."`);
 /// `None` when the line is empty or its first field is not a number.
 pub fn load_1min(loadavg: &str) -> Option<f64> {

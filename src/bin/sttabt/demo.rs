@@ -167,10 +167,6 @@ fn train_concrete(
     sttabt::train::native::concrete::train_concrete_native(teacher, approx, train, cfg, dir, resume, progress)
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
-}
-
 pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) -> Result<()> {
     use sttabt::approx::{ApproxInit, ApproxNet};
     use sttabt::train::{distill::DistillConfig, finetune::FinetuneConfig, Progress};
@@ -185,7 +181,7 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
     let run_dir = out.unwrap_or_else(|| assets::home().join("runs").join(recipe.name));
     let (teacher_dir, approx_dir, planft_dir) = (run_dir.join("teacher"), run_dir.join("approx"), run_dir.join("planft"));
     let max_length = 128;
-    let load_before = loadavg();
+    let load_before = sttabt::bench::loadavg();
     let splits = sttabt::pipeline::default_source(0).load(false)?;
     let tok = TextTokenizer::from_dir(&base, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, recipe.train_limit)?;
@@ -466,7 +462,7 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         "all_cached": all_cached,
         "machine": sttabt::eval::machine_line(),
         "loadavg_before": load_before,
-        "loadavg_after": loadavg(),
+        "loadavg_after": sttabt::bench::loadavg(),
         "sentence": speed.sentence,
         "bundle": bundle_dir,
         "speed": speed,

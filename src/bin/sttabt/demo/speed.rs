@@ -12,7 +12,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use sttabt::approx::ApproxNet;
-use sttabt::bench::{versus_dense, BenchOptions, BenchReport, Contender, VersusDense};
+use sttabt::bench::{load_1min, reliability_warnings, versus_dense, BenchOptions, BenchReport, Contender, RoundSpread, VersusDense};
 use sttabt::data::bootstrap::Interval;
 use sttabt::eval::{EvalResults, Point};
 use sttabt::infer::Mode;
@@ -110,6 +110,11 @@ pub(crate) struct SpeedReport {
     pub peer: Option<PeerComparison>,
     /// Why the peer was not compared (not installed, failed, no setting to compare).
     pub peer_note: Option<String>,
+    /// Why the speed-ups may not be reliable (`sttabt::bench::reliability_warnings`: a busy
+    /// machine, rounds that disagree; the peer run's own warnings too); empty when they look
+    /// sound. The sentence carries them.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub dense_dev_accuracy: f64,
     pub dense_test_accuracy: f64,
     /// The closing sentence.
@@ -245,6 +250,7 @@ pub(crate) fn measure(
         }
     }
     let mut timed: Vec<Timed> = Vec::new();
+    let load_before = sttabt::bench::loadavg();
     if !points.is_empty() {
         let contenders: Vec<Contender> = points.iter().map(|(p, m, _)| Contender { models: *m, planner: p.mode.planner(layers) }).collect();
         let dense = Models { teacher: models.teacher, approx: None };
@@ -268,6 +274,21 @@ pub(crate) fn measure(
             .map(|(i, (((p, _, _), b1), b32))| Timed { point: (*p).clone(), b1, b32, reference: i >= candidates })
             .collect();
     }
+    // what the machine was doing while the settings were timed, and how far the rounds agree
+    let spreads: Vec<RoundSpread> = timed
+        .iter()
+        .flat_map(|t| {
+            [(1, &t.b1), (32, &t.b32)].map(|(b, v)| RoundSpread {
+                label: format!("{} vs dense b{b}", t.point.label),
+                rounds: settings.rounds,
+                median: v.vs_dense,
+                min: v.vs_dense_min,
+                max: v.vs_dense_max,
+            })
+        })
+        .collect();
+    let threads = rayon::current_num_threads();
+    let mut warnings = reliability_warnings(load_1min(&load_before), load_1min(&sttabt::bench::loadavg()), threads, &spreads);
     let chosen = (0..timed.len().min(candidates)).max_by(|&a, &b| timed[a].score().total_cmp(&timed[b].score()).then(b.cmp(&a)));
     let (mut peer, mut peer_note) = (None, None);
     match (chosen, settings.peer) {
@@ -299,12 +320,16 @@ pub(crate) fn measure(
             }
         }
     }
+    if let Some(p) = &peer {
+        warnings.extend(p.bench.warnings.iter().map(|w| format!("the peer comparison: {w}")));
+    }
     let mut report = SpeedReport {
         settings: settings.clone(),
         timed,
         chosen,
         peer,
         peer_note,
+        warnings,
         dense_dev_accuracy: results.points[0].dev_accuracy,
         dense_test_accuracy: results.dense_test_accuracy,
         sentence: String::new(),
@@ -439,6 +464,9 @@ pub(crate) fn sentence(r: &SpeedReport) -> String {
         )),
         (None, Some(note)) => s.push_str(&format!("; ONNX Runtime peer: {note}.")),
         (None, None) => s.push('.'),
+    }
+    for w in &r.warnings {
+        s.push_str(&format!(" Caution: {w}."));
     }
     s
 }
