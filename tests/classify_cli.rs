@@ -420,7 +420,8 @@ fn the_approxnet_precision_is_named_only_when_one_runs() {
         assert!(!err.contains("ApproxNet"), "dense runs no ApproxNet: {err}");
         args.push("--json");
         let rec = json_lines(&args).remove(0);
-        assert_eq!(rec["precision"], serde_json::json!({"teacher": "int8", "approx": null}), "{rec}");
+        let kernels = sttabt::precision_eval::int8_kernels_here();
+        assert_eq!(rec["precision"], serde_json::json!({"teacher": "int8", "approx": null, "int8_kernels": kernels}), "{rec}");
     }
     // ABT: the ApproxNet runs and is named
     let args = ["classify", "--model", t, "--approx", a, "--keep", "0.5", "--precision", "int8", text];
@@ -430,7 +431,8 @@ fn the_approxnet_precision_is_named_only_when_one_runs() {
     let mut args = args.to_vec();
     args.push("--json");
     let rec = json_lines(&args).remove(0);
-    assert_eq!(rec["precision"], serde_json::json!({"teacher": "int8", "approx": "fp32"}), "{rec}");
+    let kernels = sttabt::precision_eval::int8_kernels_here();
+    assert_eq!(rec["precision"], serde_json::json!({"teacher": "int8", "approx": "fp32", "int8_kernels": kernels}), "{rec}");
 }
 
 #[test]

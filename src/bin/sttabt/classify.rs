@@ -455,6 +455,10 @@ pub(crate) fn classify(
         if json {
             let mut rec = serde_json::json!({"text": text, "pair": pair, "label": label, "probability": p.probability, "logits": p.logits, "retention": p.retention, "mode": mode.label(), "gflops": p.flops as f64 / 1e9, "inputs_per_layer": (0..big_l).map(|l| p.plan.inputs(l).len()).collect::<Vec<_>>(), "tokens": enc.tokens, "tokens_cut": enc.truncated, "survives_to_layer": depth});
             rec["precision"] = serde_json::json!({"teacher": precision.precision(), "approx": precision.approx_used(approx_used)});
+            // the int8 kernels, as the text line names them, only when a model runs in int8
+            if precision.int8_used(approx_used) {
+                rec["precision"]["int8_kernels"] = sttabt::precision_eval::int8_kernels_here().into();
+            }
             // the bundle's own label, only with --bundle (no `"bundle": null` otherwise)
             if let Some(l) = &bundle_label {
                 rec["bundle"] = l.as_str().into();
