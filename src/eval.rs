@@ -106,6 +106,11 @@ pub struct EvalResults {
     /// kernels: avx2` (`None`: not recorded, fp32 results of older files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precision: Option<String>,
+    /// The arithmetic of the ApproxNets of the fp32 rows (`--approx-precision`; the int8 rows'
+    /// are fp32); `None` when no ApproxNet was given, and in files written before it was
+    /// recorded.
+    #[serde(default)]
+    pub approx_precision: Option<Precision>,
 }
 
 /// Accuracy, primary metric, mean retention and GFLOPs, and per-example correctness of `mode` on `data`.
@@ -386,6 +391,7 @@ pub fn evaluate_with(
         dev_examples: dev.len(),
         threads: rayon::current_num_threads(),
         precision: None,
+        approx_precision: approx.or(concrete.first().map(|c| &c.approx.model)).map(Encoder::precision),
     })
 }
 
@@ -397,19 +403,22 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     // the task's primary metric gets its own columns (named `dev_metric_<name>` so that
     // accuracy tasks do not repeat the accuracy column names)
     let mut csv = format!("mode,dev_accuracy,test_accuracy,dev_metric_{0},test_metric_{0},retention,gflops,examples_per_s_b1,examples_per_s_b32,speedup_b1,speedup_b32,precision\n", r.metric);
-    // the run's arithmetic on every row (quoted: it holds commas), empty when not recorded
+    // each row's arithmetic (quoted: it holds commas), as the run's line gives it: the
+    // ApproxNet only where the row's mode runs one (an int8 row's is fp32), the int8 kernels
+    // where a model is int8
     let quoted = |p: &str| format!("\"{}\"", p.replace('"', "\"\""));
-    let run_precision = r.precision.as_deref().map_or(String::new(), quoted);
     let kernels = crate::precision_eval::int8_kernels_here();
     for p in &r.points {
-        // an int8 row of `int8_rows` names its own arithmetic, as the run's line does: the
-        // ApproxNet only where one runs, and the int8 kernels
-        let precision = if p.int8_row_of().is_some() {
-            let approx = if p.mode.needs_approx() { ", ApproxNet fp32" } else { "" };
-            quoted(&format!("teacher {}{approx}; int8 kernels: {kernels}", p.precision))
-        } else {
-            run_precision.clone()
-        };
+        let approx = if p.int8_row_of().is_some() { Some(Precision::Fp32) } else { r.approx_precision };
+        let approx = approx.filter(|_| p.mode.needs_approx());
+        let mut described = format!("teacher {}", p.precision);
+        if let Some(a) = approx {
+            described.push_str(&format!(", ApproxNet {a}"));
+        }
+        if p.precision.is_int8() || approx.is_some_and(Precision::is_int8) {
+            described.push_str(&format!("; int8 kernels: {kernels}"));
+        }
+        let precision = quoted(&described);
         csv.push_str(&format!(
             "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3},{precision}\n",
             p.label,

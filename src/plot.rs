@@ -39,6 +39,9 @@ pub struct PlotData {
     pub metric: String,
 }
 
+/// The share of the throughput plot's width kept free of data on the right for the legend.
+const LEGEND_BAND: f64 = 0.28;
+
 /// Image width in pixels.
 pub const WIDTH: u32 = 1000;
 /// Image height in pixels.
@@ -84,7 +87,7 @@ pub(crate) fn ensure_font() -> Result<(), PlotError> {
 }
 
 /// Which measurement goes on the x axis.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum XAxis {
     Retention,
     ThroughputB1,
@@ -110,10 +113,13 @@ impl XAxis {
         }
     }
     fn legend_position(self) -> SeriesLabelPosition {
-        // Accuracy falls as retention falls (left) / as throughput rises (right).
+        // Accuracy falls as retention falls (left): the lower right holds only dense's column.
+        // Against throughput the slow oracle sits low on the left and the fast settings low on
+        // the right, so no lower corner is free: the x range gets an empty band on the right
+        // ([`LEGEND_BAND`]) and the legend goes there, as tall as it needs.
         match self {
             XAxis::Retention => SeriesLabelPosition::LowerRight,
-            XAxis::ThroughputB1 => SeriesLabelPosition::LowerLeft,
+            XAxis::ThroughputB1 => SeriesLabelPosition::UpperRight,
         }
     }
 }
@@ -191,11 +197,13 @@ fn render(r: &PlotData, axis: XAxis, title: &str) -> Result<Vec<u8>, PlotError> 
         XAxis::ThroughputB1 => {
             (x_lo, x_hi) = padded(x_lo, x_hi, 0.08, (x_hi.abs() * 0.05).max(1e-3));
             x_lo = x_lo.max(0.0);
+            x_hi += (x_hi - x_lo) * LEGEND_BAND / (1.0 - LEGEND_BAND);
         }
     }
-    // Extra room below for the legend.
+    // Extra room below for the retention plot's legend (the throughput plot's is on the right).
     let span = (y_hi - y_lo).max(1.0);
-    (y_lo, y_hi) = (y_lo - 0.35 * span, y_hi + 0.08 * span);
+    let below = if axis == XAxis::Retention { 0.35 } else { 0.08 };
+    (y_lo, y_hi) = (y_lo - below * span, y_hi + 0.08 * span);
     y_lo = y_lo.max(0.0);
     y_hi = y_hi.min(100.0).max(y_lo + 1.0);
 

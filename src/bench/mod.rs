@@ -37,7 +37,7 @@ pub use modes::calibrate_abt_keep;
 use modes::*;
 pub use peer::peer_workload;
 use peer::*;
-pub use reliability::{load_1min, loadavg, reliability_warnings, RoundSpread, MAX_ROUND_SPREAD, MIN_ROUNDS_FOR_SPREAD};
+pub use reliability::{load_1min, loadavg, reliability_warnings, RoundSpread, MAX_ROUND_SPREAD, MIN_ROUNDS_FOR_SPREAD, SPREAD_MARK};
 pub use report::format_report;
 pub use versus::{versus_dense, Contender, VersusDense};
 

@@ -21,7 +21,25 @@ pub struct RoundSpread {
     pub max: f64,
 }
 
+/// The mark the text report puts after a row's `(min-max)` when its rounds disagree.
+pub const SPREAD_MARK: &str = "~";
+
 impl RoundSpread {
+    /// Whether this row's rounds disagree: at least [`MIN_ROUNDS_FOR_SPREAD`] rounds and a
+    /// [`relative_range`](Self::relative_range) above [`MAX_ROUND_SPREAD`].
+    pub fn disagrees(&self) -> bool {
+        self.rounds >= MIN_ROUNDS_FOR_SPREAD && self.relative_range().is_some_and(|x| x > MAX_ROUND_SPREAD)
+    }
+
+    /// [`SPREAD_MARK`] when the rounds [`disagree`](Self::disagrees), else nothing.
+    pub fn mark(&self) -> &'static str {
+        if self.disagrees() {
+            SPREAD_MARK
+        } else {
+            ""
+        }
+    }
+
     /// `(max - min) / median`; `None` when the median is not positive.
     pub fn relative_range(&self) -> Option<f64> {
         (self.median > 0.0).then(|| (self.max - self.min) / self.median)
@@ -71,14 +89,10 @@ pub fn reliability_warnings(load_before: Option<f64>, load_after: Option<f64>, t
             why.join("; ")
         ));
     }
-    let wide: Vec<(&RoundSpread, f64)> = rows
-        .iter()
-        .filter(|r| r.rounds >= MIN_ROUNDS_FOR_SPREAD)
-        .filter_map(|r| r.relative_range().filter(|&x| x > MAX_ROUND_SPREAD).map(|x| (r, x)))
-        .collect();
+    let wide: Vec<(&RoundSpread, f64)> = rows.iter().filter(|r| r.disagrees()).filter_map(|r| r.relative_range().map(|x| (r, x))).collect();
     if let Some((widest, x)) = wide.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
         out.push(format!(
-            "the rounds disagree: {} of {} row(s) spread more than {:.0}% of their median over their rounds (widest: {}, {:.0}%: {:.1}-{:.1} around {:.1}), so the figures are not reliable; rerun on an idle machine",
+            "the rounds disagree: {} of {} row(s) spread more than {:.0}% of their median over their rounds (marked {SPREAD_MARK} after their range in the text tables; widest: {}, {:.0}%: {:.1}-{:.1} around {:.1}), so the figures are not reliable; rerun on an idle machine",
             wide.len(),
             rows.len(),
             MAX_ROUND_SPREAD * 100.0,

@@ -65,7 +65,12 @@ pub fn format_report(r: &BenchReport) -> String {
             row.batch,
             row.mode,
             row.examples_per_s,
-            format!("({:.1}-{:.1})", row.examples_per_s_min, row.examples_per_s_max),
+            format!(
+                "({:.1}-{:.1}){}",
+                row.examples_per_s_min,
+                row.examples_per_s_max,
+                spread_mark(&row.examples_per_s_rounds, row.examples_per_s, row.examples_per_s_min, row.examples_per_s_max)
+            ),
             row.p50_ms,
             row.p90_ms,
             row.retention,
@@ -108,8 +113,14 @@ pub fn format_report(r: &BenchReport) -> String {
         for p in &r.peer {
             let _ = writeln!(
                 s,
-                "  {:<9} b{:<3} {:<14} {:>8.1} ({:.1}-{:.1})",
-                p.workload, p.batch, p.peer_workload, p.examples_per_s, p.examples_per_s_min, p.examples_per_s_max
+                "  {:<9} b{:<3} {:<14} {:>8.1} ({:.1}-{:.1}){}",
+                p.workload,
+                p.batch,
+                p.peer_workload,
+                p.examples_per_s,
+                p.examples_per_s_min,
+                p.examples_per_s_max,
+                spread_mark(&p.examples_per_s_rounds, p.examples_per_s, p.examples_per_s_min, p.examples_per_s_max)
             );
         }
         if r.peer.iter().any(|p| p.batch == 32 && p.workload.starts_with("rt")) {
@@ -129,6 +140,11 @@ pub fn format_report(r: &BenchReport) -> String {
         }
     }
     s
+}
+
+/// [`SPREAD_MARK`] after a row's range when its rounds disagree ([`RoundSpread::disagrees`]).
+fn spread_mark(rounds: &[f64], median: f64, min: f64, max: f64) -> &'static str {
+    RoundSpread { label: String::new(), rounds: rounds.len(), median, min, max }.mark()
 }
 
 /// When the peer ran but some rows have no peer workload to compare with ([`peer_workload`]),
@@ -266,5 +282,17 @@ mod tests {
         assert!(lines[1].contains("teacher int8 (int8 kernels: avx512-vnni)"), "{s}");
         r.warnings.clear();
         assert!(!format_report(&r).contains("WARNING"));
+    }
+
+    #[test]
+    fn rows_whose_rounds_disagree_are_marked() {
+        let mut wide = row("rt", 1, "abt k=0.50", None);
+        (wide.examples_per_s_min, wide.examples_per_s_max, wide.examples_per_s_rounds) = (50.0, 110.0, vec![50.0, 100.0, 110.0]);
+        let mut peer = peer_row("rt", 1);
+        (peer.examples_per_s_min, peer.examples_per_s_rounds) = (20.0, vec![20.0, 50.0, 55.0]);
+        let s = format_report(&report(vec![row("rt", 1, "dense", None), wide], vec![peer]));
+        assert!(s.contains("(90.0-110.0) "), "a 20% spread is not marked:\n{s}");
+        assert!(s.contains(&format!("(50.0-110.0){SPREAD_MARK}")), "{s}");
+        assert!(s.contains(&format!("(20.0-55.0){SPREAD_MARK}")), "the peer's rows are marked too:\n{s}");
     }
 }

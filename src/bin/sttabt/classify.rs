@@ -335,6 +335,7 @@ pub(crate) fn classify(
     if inputs.is_empty() {
         bail!("no texts to classify: pass them as arguments, with --file, or on stdin");
     }
+    let mode_arg = mode;
     if run.is_some() && (model.is_some() || approx.is_some()) {
         bail!("--model / --approx are not used with --concrete / --ltp / --bundle: the run directory carries its own fine-tuned teacher (and its ApproxNet)");
     }
@@ -391,11 +392,10 @@ pub(crate) fn classify(
             if teacher.classifier.is_none() {
                 bail!("{} has no classification head; fine-tune one with `sttabt finetune`", model.display());
             }
-            let mode_name = mode;
             let mode = parse_mode(mode, keep, Some(teacher.layers.len()))?;
             if approx.is_some() && !mode.needs_approx() {
                 // refused, not ignored: the user may believe the ApproxNet shapes the result
-                bail!("--approx is not used by --mode {mode_name}: only --mode abt plans from an ApproxNet (remove --approx, or use --mode abt)");
+                bail!("--approx is not used by --mode {mode_arg}: only --mode abt (and a --concrete run) plans from an ApproxNet (remove --approx, or use --mode abt)");
             }
             approx_net = match approx {
                 Some(a) => Some(precision.approx(
@@ -410,10 +410,14 @@ pub(crate) fn classify(
         }
     };
     if precision.approx_precision != sttabt::model::Precision::Fp32 && !(approx_model.is_some() && mode.needs_approx()) {
+        let what = match (run, &bundle_label) {
+            (Some(PrunerRun::Bundle(_)), Some(l)) => format!("this bundle's planner ({l})"),
+            (Some(PrunerRun::Ltp(_)), _) => "an LTP run (--ltp)".to_string(),
+            _ => format!("--mode {mode_arg}"),
+        };
         bail!(
-            "--approx-precision {} applies to the ApproxNet, and {} runs none (only ABT and concrete masking plan from one)",
-            precision.approx_precision,
-            bundle_label.as_deref().map_or_else(|| format!("--mode {}", mode.label()), |l| format!("this bundle's planner ({l})"))
+            "--approx-precision {} applies to the ApproxNet, and {what} runs none: only --mode abt (and a --concrete run) plans from an ApproxNet",
+            precision.approx_precision
         );
     }
     let tok = text_tokenizer(&teacher_dir, teacher, max_length).with_context(|| {
