@@ -249,6 +249,32 @@ pub struct PeerRow {
     pub examples_per_s_rounds: Vec<f64>,
 }
 
+impl BenchRow {
+    /// Its rounds as the reliability check judges them (label `rt b1 dense`).
+    pub fn round_spread(&self) -> RoundSpread {
+        RoundSpread {
+            label: format!("{} b{} {}", self.workload, self.batch, self.mode),
+            rounds: self.examples_per_s_rounds.len(),
+            median: self.examples_per_s,
+            min: self.examples_per_s_min,
+            max: self.examples_per_s_max,
+        }
+    }
+}
+
+impl PeerRow {
+    /// Its rounds as the reliability check judges them (label `peer a_b1`).
+    pub fn round_spread(&self) -> RoundSpread {
+        RoundSpread {
+            label: format!("peer {}", self.peer_workload),
+            rounds: self.examples_per_s_rounds.len(),
+            median: self.examples_per_s,
+            min: self.examples_per_s_min,
+            max: self.examples_per_s_max,
+        }
+    }
+}
+
 /// Peak RSS (VmHWM after resetting it) of one dense and one sparse run of batch 32 x length 256.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryRow {
@@ -622,23 +648,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let isa = crate::kernels::simd_level();
     let threads = rayon::current_num_threads();
-    let spreads: Vec<RoundSpread> = rows
-        .iter()
-        .map(|r| RoundSpread {
-            label: format!("{} b{} {}", r.workload, r.batch, r.mode),
-            rounds: r.examples_per_s_rounds.len(),
-            median: r.examples_per_s,
-            min: r.examples_per_s_min,
-            max: r.examples_per_s_max,
-        })
-        .chain(peer_rows.iter().map(|p| RoundSpread {
-            label: format!("peer {}", p.peer_workload),
-            rounds: p.examples_per_s_rounds.len(),
-            median: p.examples_per_s,
-            min: p.examples_per_s_min,
-            max: p.examples_per_s_max,
-        }))
-        .collect();
+    let spreads: Vec<RoundSpread> = rows.iter().map(BenchRow::round_spread).chain(peer_rows.iter().map(PeerRow::round_spread)).collect();
     let warnings = reliability_warnings(load_1min(&loadavg_before), load_1min(&loadavg_after), threads, &spreads);
     let approx_precision = (approx.is_some() || !concrete.is_empty()).then_some(opts.approx_precision);
     let int8 = opts.precision.is_int8() || approx_precision.is_some_and(crate::model::Precision::is_int8);

@@ -65,12 +65,7 @@ pub fn format_report(r: &BenchReport) -> String {
             row.batch,
             row.mode,
             row.examples_per_s,
-            format!(
-                "({:.1}-{:.1}){}",
-                row.examples_per_s_min,
-                row.examples_per_s_max,
-                spread_mark(&row.examples_per_s_rounds, row.examples_per_s, row.examples_per_s_min, row.examples_per_s_max)
-            ),
+            format!("({:.1}-{:.1}){}", row.examples_per_s_min, row.examples_per_s_max, row.round_spread().mark()),
             row.p50_ms,
             row.p90_ms,
             row.retention,
@@ -120,7 +115,7 @@ pub fn format_report(r: &BenchReport) -> String {
                 p.examples_per_s,
                 p.examples_per_s_min,
                 p.examples_per_s_max,
-                spread_mark(&p.examples_per_s_rounds, p.examples_per_s, p.examples_per_s_min, p.examples_per_s_max)
+                p.round_spread().mark()
             );
         }
         if r.peer.iter().any(|p| p.batch == 32 && p.workload.starts_with("rt")) {
@@ -140,11 +135,6 @@ pub fn format_report(r: &BenchReport) -> String {
         }
     }
     s
-}
-
-/// [`SPREAD_MARK`] after a row's range when its rounds disagree ([`RoundSpread::disagrees`]).
-fn spread_mark(rounds: &[f64], median: f64, min: f64, max: f64) -> &'static str {
-    RoundSpread { label: String::new(), rounds: rounds.len(), median, min, max }.mark()
 }
 
 /// When the peer ran but some rows have no peer workload to compare with ([`peer_workload`]),

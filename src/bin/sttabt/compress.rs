@@ -212,7 +212,6 @@ pub fn run(args: CompressArgs) -> Result<()> {
         dirs.push((d.clone(), Some(approx_dir.clone())));
     }
     // the int8 sources: the same models and modes (plus dense) with int8 teachers, the same folders
-    let fp32_sources = sources.len();
     for (i, q) in int8_teachers.iter().enumerate() {
         let s = &sources[i];
         let mut modes = s.modes.clone();
@@ -223,13 +222,6 @@ pub fn run(args: CompressArgs) -> Result<()> {
         sources.push(int8);
         dirs.push(dirs[i].clone());
     }
-    let precision_of = |source: usize| {
-        if source < fp32_sources {
-            sttabt::model::Precision::Fp32
-        } else {
-            sttabt::model::Precision::Int8
-        }
-    };
     let bench: Vec<_> = dev.iter().take(a.bench_examples).map(|d| d.input.clone()).collect();
     let opts =
         ChooseOptions { max_drop: a.max_drop, objective, rounds: a.rounds, repeats: a.repeats, max_timed: a.max_timed, quiet: a.quiet };
@@ -272,12 +264,13 @@ pub fn run(args: CompressArgs) -> Result<()> {
         teacher: "teacher".into(),
         approx: approx_name,
         planner: chosen.mode.clone(),
-        label: match precision_of(chosen.source) {
+        // the candidate records its teacher's precision (`Candidate::precision`)
+        label: match chosen.precision {
             sttabt::model::Precision::Fp32 => chosen.label.clone(),
             p => format!("{} {p}", chosen.label),
         },
         summary: summary.clone(),
-        precision: precision_of(chosen.source),
+        precision: chosen.precision,
     };
     bundle::write_manifest(&a.out, &manifest)?;
     println!("bundle written to {} (classify / eval / bench --bundle {0})", a.out.display());
