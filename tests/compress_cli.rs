@@ -326,6 +326,44 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     let rec: Value = serde_json::from_str(ok(&["classify", "--bundle", s(&out8), "--json", "x"]).lines().next().unwrap()).unwrap();
     assert_eq!(rec["precision"]["teacher"], want);
 
+    // --precisions without fp32: only the quantised candidates compete (fp32 dense is still the
+    // reference), here in int8-w7
+    let outw7 = dir.path().join("bundle-w7");
+    ok(&[
+        "compress",
+        "--model",
+        s(&t),
+        "--approx",
+        s(&approx_dir),
+        "--dev",
+        s(&dev),
+        "--max-drop",
+        "50",
+        "--out",
+        s(&outw7),
+        "--ks",
+        "0.3",
+        "--k-mins",
+        "0.2",
+        "--gammas",
+        "1",
+        "--bench-examples",
+        "8",
+        "--max-timed",
+        "2",
+        "--precisions",
+        "int8-w7",
+        "--quiet",
+    ]);
+    let table = read_json(&outw7.join("table.json"))["table"].clone();
+    let sources: Vec<&str> = table["sources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(sources, ["teacher", "int8-w7 teacher"], "{table}");
+    let cands = table["candidates"].as_array().unwrap();
+    assert_eq!(cands[0]["mode"]["mode"], "dense", "{table}");
+    assert_eq!(cands[0]["precision"], "fp32", "{table}");
+    assert!(cands[1..].iter().all(|c| c["source"] == 1 && c["precision"] == "int8-w7"), "{table}");
+    assert_eq!(read_json(&outw7.join("bundle.json"))["precision"], cands[table["chosen"].as_u64().unwrap() as usize]["precision"]);
+
     // flags that the bundle replaces conflict
     expect_error(&["classify", "--bundle", s(&out), "--model", s(&t), "x"], &["--bundle", "--model"]);
     expect_error(&["classify", "--bundle", s(&out), "--keep", "0.5", "x"], &["--bundle", "--keep"]);
@@ -389,4 +427,12 @@ fn damaged_foreign_and_missing_bundles_are_clear_errors() {
     std::fs::write(&file, "x").unwrap();
     expect_error(&["compress", "--model", s(&t), "--out", s(&file)], &["--out", "is a file, not a directory"]);
     expect_error(&["classify", "--model", s(&file), TEXTS[0]], &["a-file", "is a file, not a directory"]);
+    // ... and named once (the `loading DIR` context and the cause both carry the path)
+    let (_, _, stderr) = sttabt(&["classify", "--model", s(&file), TEXTS[0]]);
+    assert_eq!(stderr.matches(s(&file)).count(), 1, "{stderr}");
+    expect_error(&["compress", "--model", s(&t), "--precisions", "int4", "--out", s(&dir.path().join("o"))], &["--precisions", "int4"]);
+    expect_error(
+        &["compress", "--model", s(&t), "--int8", "--precisions", "int8", "--out", s(&dir.path().join("o"))],
+        &["--int8", "--precisions"],
+    );
 }

@@ -62,10 +62,16 @@ pub struct CompressArgs {
     /// Maximum tokens per example, [CLS]/[SEP] included.
     #[arg(long, default_value_t = 128, value_parser = max_length_tokens)]
     pub max_length: usize,
-    /// Also every candidate with its teacher's linear layers in int8 (per-channel int8 weights,
-    /// dynamic int8 activations; ApproxNets stay fp32), dense int8 included, as sources named
-    /// `int8 ...`: the fastest within the budget may then be pruned, int8, or both. The bundle
-    /// records the precision it was chosen at.
+    /// The teacher arithmetics whose candidates compete (comma-separated: fp32, int8, int8-w7;
+    /// see `classify --help` on --precision). Every non-fp32 entry adds each candidate again
+    /// with its teacher's linear layers in that precision (ApproxNets stay fp32), dense
+    /// included, as sources named `<precision> ...`: the fastest within the budget may then be
+    /// pruned, quantised, or both. Without fp32 in the list only the quantised candidates
+    /// compete. The budget is always measured from the fp32 dense teacher; the bundle records
+    /// the precision its setting was chosen at.
+    #[arg(long, value_delimiter = ',', default_value = "fp32", value_name = "LIST", conflicts_with = "int8")]
+    pub precisions: Vec<sttabt::model::Precision>,
+    /// Shorthand for --precisions fp32,int8.
     #[arg(long)]
     pub int8: bool,
     /// No progress bars or status lines (the `data: ...` line included): errors, warnings and the result only.
@@ -80,6 +86,25 @@ fn positive_points(s: &str) -> std::result::Result<f64, String> {
         Ok(v) => Err(format!("the accuracy budget must be a number of points > 0 (e.g. 1.0 = one accuracy point below dense), got {v}")),
         Err(_) => Err("expected a number of accuracy points > 0, e.g. 1.0".into()),
     }
+}
+
+/// The teacher precisions `compress` compares: `--precisions`, or fp32 and int8 with `--int8`;
+/// each once, in the order given.
+///
+/// Errors: an empty list.
+fn compared_precisions(a: &CompressArgs) -> Result<Vec<sttabt::model::Precision>> {
+    use sttabt::model::Precision;
+    let listed: &[Precision] = if a.int8 { &[Precision::Fp32, Precision::Int8] } else { &a.precisions };
+    let mut out: Vec<Precision> = Vec::new();
+    for &p in listed {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        bail!("--precisions: name at least one of fp32, int8, int8-w7");
+    }
+    Ok(out)
 }
 
 /// Run `sttabt compress`.
@@ -178,13 +203,20 @@ pub fn run(args: CompressArgs) -> Result<()> {
         let sched = schedules.iter().map(|s| Mode::AbtSchedule { k_min: s.k_min, gamma: s.gamma });
         flat.chain(sched).collect()
     };
-    // with --int8, each source's teacher again in int8 (calibrated once here)
-    let to_int8 = |m: &Encoder| m.clone().with_precision(sttabt::model::Precision::Int8).context("switching a teacher to int8");
-    let int8_teachers: Vec<Encoder> = if a.int8 {
-        std::iter::once(&teacher).chain(concrete.iter().map(|c| &c.teacher)).chain(plan_aware.iter()).map(to_int8).collect::<Result<_>>()?
-    } else {
-        Vec::new()
-    };
+    let precisions = compared_precisions(&a)?;
+    // each source's teacher again in each quantised precision (calibrated once here)
+    let quantised: Vec<(sttabt::model::Precision, Vec<Encoder>)> = precisions
+        .iter()
+        .filter(|p| p.is_int8())
+        .map(|&p| {
+            let teachers = std::iter::once(&teacher)
+                .chain(concrete.iter().map(|c| &c.teacher))
+                .chain(plan_aware.iter())
+                .map(|m| m.clone().with_precision(p).with_context(|| format!("switching a teacher to {p}")))
+                .collect::<Result<_>>()?;
+            Ok((p, teachers))
+        })
+        .collect::<Result<_>>()?;
     // (source, its teacher dir, its ApproxNet dir)
     let mut sources = vec![ModelSource {
         name: "teacher".into(),
@@ -211,16 +243,26 @@ pub fn run(args: CompressArgs) -> Result<()> {
         });
         dirs.push((d.clone(), Some(approx_dir.clone())));
     }
-    // the int8 sources: the same models and modes (plus dense) with int8 teachers, the same folders
-    for (i, q) in int8_teachers.iter().enumerate() {
-        let s = &sources[i];
-        let mut modes = s.modes.clone();
-        if i == 0 {
-            modes.insert(0, Mode::Dense);
+    // the quantised sources: the same models and modes (plus dense) with quantised teachers, the
+    // same folders
+    let fp32_sources = sources.len();
+    for (p, teachers) in &quantised {
+        for (i, q) in teachers.iter().enumerate() {
+            let s = &sources[i];
+            let mut modes = s.modes.clone();
+            if i == 0 {
+                modes.insert(0, Mode::Dense);
+            }
+            let source = ModelSource { name: format!("{p} {}", s.name), teacher: q, approx: s.approx, modes };
+            sources.push(source);
+            dirs.push(dirs[i].clone());
         }
-        let int8 = ModelSource { name: format!("int8 {}", s.name), teacher: q, approx: s.approx, modes };
-        sources.push(int8);
-        dirs.push(dirs[i].clone());
+    }
+    if !precisions.contains(&sttabt::model::Precision::Fp32) {
+        // fp32 dense (sources[0]'s reference) is still measured; its pruned candidates are not
+        for s in &mut sources[..fp32_sources] {
+            s.modes.clear();
+        }
     }
     let bench: Vec<_> = dev.iter().take(a.bench_examples).map(|d| d.input.clone()).collect();
     let opts =

@@ -456,19 +456,41 @@ fn restore_default_sigpipe() {
 
 /// The error and its causes on one line, `outer: inner: ...` as anyhow's `{:#}`, except that a
 /// cause whose text an outer message already quotes (e.g. `x.tsv: cannot read file: No such
-/// file (os error 2)` over the `io::Error`) is not printed twice.
+/// file (os error 2)` over the `io::Error`) is not printed twice, and a cause that starts with
+/// the path the outer message ends with (`loading DIR` over `DIR: is a file, ...`) is joined
+/// onto it instead of repeating the path (`loading DIR: is a file, ...`).
 fn error_chain(e: &anyhow::Error) -> String {
+    join_causes(e.chain().map(|c| c.to_string()))
+}
+
+/// [`error_chain`] on the messages, outermost first.
+fn join_causes(messages: impl IntoIterator<Item = String>) -> String {
     let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
+    for text in messages {
         if line.is_empty() {
             line = text;
         } else if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
+            let k = shared_path(&line, &text);
+            if k == 0 {
+                line.push_str(": ");
+            }
+            line.push_str(&text[k..]);
         }
     }
     line
+}
+
+/// The length of the longest head of `text` (at least 2 bytes, ending where `text` goes on
+/// with `:` or a space) that `line` ends with as a whole word; 0 when none.
+fn shared_path(line: &str, text: &str) -> usize {
+    let cuts = text.char_indices().filter(|&(_, ch)| ch == ':' || ch == ' ').map(|(i, _)| i);
+    cuts.filter(|&k| k >= 2)
+        .filter(|&k| {
+            let head = &text[..k];
+            line.ends_with(head) && line[..line.len() - head.len()].ends_with(' ')
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The largest `--threads` accepted (each worker thread has its own stack and scratch).
@@ -710,5 +732,37 @@ impl PrecisionArgs {
             bail!("--precision / --approx-precision int8 is not available for {what} yet (text models only); drop it or pass fp32");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::join_causes;
+
+    fn join(parts: &[&str]) -> String {
+        join_causes(parts.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn a_cause_that_repeats_the_outer_path_is_joined_onto_it() {
+        assert_eq!(
+            join(&["loading /runs/x/teacher", "/runs/x/teacher: is a file, not a directory"]),
+            "loading /runs/x/teacher: is a file, not a directory"
+        );
+        assert_eq!(
+            join(&["loading /m y/dir", "/m y/dir not found: expected a checkpoint"]),
+            "loading /m y/dir not found: expected a checkpoint"
+        );
+    }
+
+    #[test]
+    fn other_causes_keep_their_separator_and_quoted_ones_are_dropped() {
+        assert_eq!(join(&["loading /a", "/b/config.json not found: hint"]), "loading /a: /b/config.json not found: hint");
+        // the outer path is only a part of a word of the line: no join
+        assert_eq!(join(&["reading x/a", "a: bad"]), "reading x/a: a: bad");
+        assert_eq!(
+            join(&["x.tsv: cannot read file: No such file (os error 2)", "No such file (os error 2)"]),
+            "x.tsv: cannot read file: No such file (os error 2)"
+        );
     }
 }
