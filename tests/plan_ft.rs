@@ -47,8 +47,107 @@ fn ce_kd_loss_and_gradient() {
 }
 
 #[test]
+fn hidden_distill_loss_closed_form_and_gradient() {
+    use sttabt::train::native::masks::TokenMasks;
+    use sttabt::train::native::plan_ft::hidden_distill_loss;
+    // 3 rows of d = 2; hidden states 0..=2; layers 1..3 distilled; layer 1 keeps rows 0 and 2,
+    // layer 2 keeps row 0 only
+    let d = 2;
+    let student = vec![vec![9.0f32; 6], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![0.5, -0.5, 0.0, 0.0, 0.0, 0.0]];
+    let dense = vec![vec![0.0f32; 6], vec![1.5, 2.0, 0.0, 0.0, 4.0, 6.0], vec![0.0, 0.5, 7.0, 7.0, 7.0, 7.0]];
+    let masks = TokenMasks { m: vec![vec![1.0; 3], vec![1.0, 0.0, 1.0], vec![1.0, 0.0, 0.0], vec![1.0, 0.0, 0.0]] };
+    let (loss, grads) = hidden_distill_loss(&student, &dense, &masks, d, 1..3);
+    // layer 1: (0.25 + 0 + 1 + 0) / (2 rows * 2 units); layer 2: (0.25 + 1) / (1 * 2); mean of the two
+    let want = (1.25 / 4.0 + 1.25 / 2.0) / 2.0;
+    assert!((loss - want).abs() < 1e-12, "{loss} vs {want}");
+    assert!(grads[0].is_none());
+    let total = |st: &[Vec<f32>]| hidden_distill_loss(st, &dense, &masks, d, 1..3).0;
+    for j in 1..3 {
+        let g = grads[j].as_ref().expect("a gradient for a distilled layer");
+        for i in 0..6 {
+            let (mut up, mut down) = (student.clone(), student.clone());
+            // a step of 2^-10 moves these f32 values exactly
+            let h = 1.0 / 1024.0;
+            up[j][i] += h;
+            down[j][i] -= h;
+            let fd = (total(&up) - total(&down)) / (2.0 * f64::from(h));
+            assert!((fd - f64::from(g[i])).abs() < 1e-6, "hidden {j} value {i}: {} vs {fd}", g[i]);
+        }
+    }
+    // rows not kept get no gradient (row 1 of layer 1, rows 1-2 of layer 2)
+    assert_eq!(&grads[1].as_ref().unwrap()[2..4], &[0.0, 0.0]);
+    assert!(grads[2].as_ref().unwrap()[2..].iter().all(|&v| v == 0.0));
+}
+
+/// The hidden-state term through a whole plan-aware step: 0 against the model itself under a
+/// plan that keeps every row; otherwise its parameter gradient (the step's with β = 1 minus
+/// β = 0) matches central differences of β·h along a random direction.
+#[test]
+fn plan_aware_step_hidden_term_gradient() {
+    use sttabt::model::EncodedInput;
+    use sttabt::plan::TokenPlan;
+    use sttabt::train::finetune::LabeledInput;
+    use sttabt::train::native::plan_ft::plan_aware_step;
+    use sttabt::train::native::NativeBert;
+    let model = NativeBert::from_model(&common::tiny_classifier(3, 2, 4, 16, 2, true, 11)).expect("tiny");
+    let frozen = NativeBert::from_model(&common::tiny_classifier(3, 2, 4, 16, 2, true, 12)).expect("tiny frozen");
+    let input = |ids: &[u32]| EncodedInput { ids: ids.to_vec(), type_ids: vec![0; ids.len()], patches: Vec::new() };
+    let data =
+        [LabeledInput { input: input(&[1, 5, 9, 3, 7, 2, 8, 4]), label: 1 }, LabeledInput { input: input(&[1, 6, 2, 2, 9, 3]), label: 0 }];
+    let refs: Vec<&LabeledInput> = data.iter().collect();
+    let pruned = vec![
+        TokenPlan::from_inputs(8, vec![(0..8).collect(), vec![0, 1, 3, 5, 6], vec![0, 3, 5]], vec![0]).expect("plan"),
+        TokenPlan::from_inputs(6, vec![(0..6).collect(), vec![0, 2, 4], vec![0, 4]], vec![0]).expect("plan"),
+    ];
+    let full = vec![TokenPlan::dense_top(8, 3, &[0]), TokenPlan::dense_top(6, 3, &[0])];
+    let dense_logits = [0.2f32, -0.1, 0.4, 0.3];
+    let step = |m: &NativeBert, plans: &[TokenPlan], f: Option<(&NativeBert, f64)>| {
+        let mut g = m.zeros_like();
+        let l = plan_aware_step(m, &refs, plans, &dense_logits, 0.5, 1.0, f, &mut g).expect("step");
+        (l, g)
+    };
+    // against itself with every row kept, the term is (numerically) zero
+    let (same, _) = step(&model, &full, Some((&model, 1.0)));
+    assert!(same.hidden < 1e-10, "{same:?}");
+    let (l1, g1) = step(&model, &pruned, Some((&frozen, 1.0)));
+    let (l0, g0) = step(&model, &pruned, None);
+    assert!(l1.hidden > 1e-3, "{l1:?}");
+    assert_eq!((l1.ce, l1.kl, l0.hidden), (l0.ce, l0.kl, 0.0));
+    assert!((l1.loss - (l1.ce + 0.5 * l1.kl + l1.hidden)).abs() < 1e-9);
+    // directional derivative of h along a random direction v over every parameter
+    let mut rng = fastrand::Rng::with_seed(3);
+    let dirs: Vec<Vec<f32>> = model.tensors().iter().map(|(_, t)| t.iter().map(|_| rng.f32() - 0.5).collect()).collect();
+    let analytic: f64 = g1
+        .tensors()
+        .iter()
+        .zip(g0.tensors())
+        .zip(&dirs)
+        .map(|(((_, a), (_, b)), v)| a.iter().zip(b).zip(v).map(|((x, y), z)| f64::from(x - y) * f64::from(*z)).sum::<f64>())
+        .sum();
+    let h_at = |eps: f32| {
+        let mut m = model.clone();
+        for (t, v) in m.tensors_mut().into_iter().zip(&dirs) {
+            t.iter_mut().zip(v).for_each(|(x, z)| *x += eps * z);
+        }
+        step(&m, &pruned, Some((&frozen, 1.0))).0.hidden
+    };
+    let eps = 1e-3;
+    let fd = (h_at(eps) - h_at(-eps)) / (2.0 * f64::from(eps));
+    eprintln!("hidden term {:.5}; directional derivative analytic {analytic:.6}, finite difference {fd:.6}", l1.hidden);
+    assert!(analytic.abs() > 1e-3, "a direction the term does not move along tests nothing: {analytic}");
+    assert!((fd - analytic).abs() <= 1e-2 * analytic.abs(), "directional derivative: analytic {analytic} vs finite difference {fd}");
+}
+
+#[test]
 fn config_validation_names_the_field() {
-    let ok = PlanFtConfig { finetune: FinetuneConfig::default(), keep: 0.5, keep_range: None, kd_alpha: 0.5, kd_temperature: 1.0 };
+    let ok = PlanFtConfig {
+        finetune: FinetuneConfig::default(),
+        keep: 0.5,
+        keep_range: None,
+        kd_alpha: 0.5,
+        kd_temperature: 1.0,
+        hidden_weight: 0.0,
+    };
     ok.validate().expect("valid");
     for (cfg, field) in [
         (PlanFtConfig { keep: 0.0, ..ok.clone() }, "keep"),
@@ -56,6 +155,8 @@ fn config_validation_names_the_field() {
         (PlanFtConfig { keep_range: Some((0.6, 0.4)), ..ok.clone() }, "keep_range"),
         (PlanFtConfig { kd_alpha: -0.1, ..ok.clone() }, "kd_alpha"),
         (PlanFtConfig { kd_temperature: 0.0, ..ok.clone() }, "kd_temperature"),
+        (PlanFtConfig { hidden_weight: -1.0, ..ok.clone() }, "hidden_weight"),
+        (PlanFtConfig { hidden_weight: f64::NAN, ..ok.clone() }, "hidden_weight"),
     ] {
         let err = cfg.validate().expect_err(field).to_string();
         assert!(err.contains(&format!("PlanFtConfig.{field} must be")), "{err}");
@@ -83,6 +184,7 @@ fn minilm_plan_aware_steps_lower_the_loss_and_the_model_classifies() {
         keep_range: Some((0.4, 0.6)),
         kd_alpha: 0.5,
         kd_temperature: 1.0,
+        hidden_weight: 0.0,
     };
     let out = TempDir::new("plan-ft-minilm");
     let q = Progress { quiet: true };

@@ -249,6 +249,7 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
         keep_range: Some((0.2, 0.5)),
         kd_alpha: 0.5,
         kd_temperature: 1.0,
+        hidden_weight: 0.0,
     };
     let planft_key = serde_json::json!({"stage": "planft", "trainer": "native", "config": pf_cfg, "train_examples": plan_train.len(), "dev_examples": dev.len(), "approx": approx_key, "after": after(&done, &["teacher", "approx"])});
     let what = format!(

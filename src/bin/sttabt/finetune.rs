@@ -58,6 +58,12 @@ pub struct FinetuneArgs {
     /// With --plan-aware: temperature T > 0 of the distillation softmaxes.
     #[arg(long, default_value_t = 1.0, requires = "plan_aware", allow_hyphen_values = true)]
     pub kd_temperature: f64,
+    /// With --plan-aware: weight β >= 0 of hidden-state distillation (beyond the paper): the
+    /// mean squared difference between the pruned teacher's layer outputs (layers 1..L-1) and
+    /// the frozen dense teacher's, on the rows each layer keeps. 0: off (logits only, as the
+    /// paper). Costs one dense forward pass per step.
+    #[arg(long, default_value_t = 0.0, requires = "plan_aware", allow_hyphen_values = true)]
+    pub hidden_weight: f64,
 }
 
 /// The schedule and data-size options of a text fine-tuning run, shared by `sttabt finetune`
@@ -120,6 +126,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             keep_range: args.keep_range,
             kd_alpha: args.kd_alpha,
             kd_temperature: args.kd_temperature,
+            hidden_weight: args.hidden_weight,
         };
         return plan_aware(&data, model, &approx, &out, cfg, limits, max_length, resume, quiet);
     }

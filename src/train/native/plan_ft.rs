@@ -23,7 +23,7 @@ use crate::model::{EncodedInput, Encoder};
 use crate::plan::TokenPlan;
 use crate::planners::abt::{abt_plans, AbtConfig};
 use crate::train::finetune::{accuracy_counted, argmax, data_fingerprint, FinetuneConfig, LabeledInput};
-use crate::train::native::backward::backward_full;
+use crate::train::native::backward::{backward_full, backward_with, ExtraGrads, HeadGrad};
 use crate::train::native::finetune::native_bert_fingerprint;
 use crate::train::native::forward::forward_cls_last;
 use crate::train::native::masks::TokenMasks;
@@ -50,6 +50,16 @@ pub struct PlanFtConfig {
     pub kd_alpha: f64,
     /// Temperature `T > 0` of the distillation softmaxes.
     pub kd_temperature: f64,
+    /// Weight `β >= 0` of the hidden-state distillation term ([`hidden_distill_loss`]; beyond
+    /// the paper, which distils logits only): the pruned teacher's layer outputs on the rows it
+    /// keeps are pulled toward the frozen dense teacher's. 0 (the default, not written to
+    /// configs): off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hidden_weight: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl PlanFtConfig {
@@ -74,6 +84,14 @@ impl PlanFtConfig {
         }
         if !(self.kd_alpha.is_finite() && self.kd_alpha >= 0.0) {
             return Err(InvalidConfig { config: C, field: "kd_alpha", expected: "a finite number >= 0", found: self.kd_alpha.to_string() });
+        }
+        if !(self.hidden_weight.is_finite() && self.hidden_weight >= 0.0) {
+            return Err(InvalidConfig {
+                config: C,
+                field: "hidden_weight",
+                expected: "a finite number >= 0",
+                found: self.hidden_weight.to_string(),
+            });
         }
         crate::train::check_positive(C, "kd_temperature", self.kd_temperature)
     }
@@ -101,6 +119,49 @@ pub struct PlanFtLoss {
     pub kl: f64,
     /// Mean token retention of the batch's plans (section 5).
     pub retention: f64,
+    /// The hidden-state distillation term ([`hidden_distill_loss`]; 0 when off), already in
+    /// `loss` times `β`.
+    #[serde(default)]
+    pub hidden: f64,
+}
+
+/// Hidden-state distillation on kept rows (beyond the paper; the pruned teacher learns to keep
+/// its intermediate representations where the dense teacher has them): for the hidden states
+/// `j` in `layers` (indices of [`Forward::hidden`](super::forward::Forward::hidden): layer
+/// `j`'s output, scaled by the token mask `m[j]`), the mean over the rows with `m[j] = 1` and
+/// the `d` units of `(student - dense)²`, averaged over the layers. `student` and `dense` are
+/// `[N, d]` per hidden state (packed rows); a layer without kept rows adds 0.
+///
+/// Returns `(loss, dL/dhidden)`, the gradient as [`ExtraGrads::hidden`](super::backward::ExtraGrads)
+/// wants it: one entry per hidden state, `Some([N, d])` for those in `layers` (0 on rows not
+/// kept), `None` elsewhere.
+pub fn hidden_distill_loss(
+    student: &[Vec<f32>],
+    dense: &[Vec<f32>],
+    masks: &TokenMasks,
+    d: usize,
+    layers: std::ops::Range<usize>,
+) -> (f64, Vec<Option<Vec<f32>>>) {
+    let count = layers.len().max(1) as f64;
+    let mut grads: Vec<Option<Vec<f32>>> = vec![None; student.len()];
+    let mut loss = 0.0f64;
+    for j in layers {
+        let (s, t, m) = (&student[j], &dense[j], &masks.m[j]);
+        let kept = m.iter().filter(|&&v| v == 1.0).count();
+        let mut g = vec![0.0f32; s.len()];
+        if kept > 0 {
+            let scale = 1.0 / (kept as f64 * d as f64 * count);
+            for (r, _) in m.iter().enumerate().filter(|(_, &v)| v == 1.0) {
+                for i in r * d..(r + 1) * d {
+                    let diff = f64::from(s[i]) - f64::from(t[i]);
+                    loss += diff * diff * scale;
+                    g[i] = (2.0 * diff * scale) as f32;
+                }
+            }
+        }
+        grads[j] = Some(g);
+    }
+    (loss, grads)
 }
 
 /// Mean cross-entropy of `logits` `[B, C]` against `labels` plus `alpha` times the mean
@@ -185,13 +246,16 @@ pub fn plan_aware_grads(
 ) -> Result<PlanFtLoss, ModelError> {
     let inputs: Vec<EncodedInput> = data.iter().map(|x| x.input.clone()).collect();
     let (plans, dense) = plan_targets(teacher, approx, &inputs, keep, alpha)?;
-    plan_aware_step(model, data, &plans, &dense, alpha, temperature, g)
+    plan_aware_step(model, data, &plans, &dense, alpha, temperature, None, g)
 }
 
 /// [`plan_aware_grads`] with the batch's `plans` and dense teacher logits `dense` `[B, C]`
-/// given (from [`train_plans`] and a [`DenseLogitsCache`]).
+/// given (from [`train_plans`] and a [`DenseLogitsCache`]). With `hidden = Some((frozen, β))`
+/// the loss adds `β ·` [`hidden_distill_loss`] against `frozen`'s dense pass over the batch
+/// (layers 1..L-1; the top layer's CLS row is distilled through the logits).
 ///
 /// Errors: plans that do not fit the batch.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_aware_step(
     model: &NativeBert,
     data: &[&LabeledInput],
@@ -199,6 +263,7 @@ pub fn plan_aware_step(
     dense: &[f32],
     alpha: f64,
     temperature: f64,
+    hidden: Option<(&NativeBert, f64)>,
     g: &mut NativeBert,
 ) -> Result<PlanFtLoss, ModelError> {
     if dense.len() != data.len() * model.classifier.d_out {
@@ -213,8 +278,20 @@ pub fn plan_aware_step(
     let masks = TokenMasks::from_plans(plans, &batch, model.layers.len())?;
     let fw = forward_cls_last(model, &batch, Some(&masks));
     let (ce, kl, dlogits) = ce_kd_loss(&fw.logits, dense, &batch.labels, alpha, temperature);
-    backward_full(model, &batch, &fw, g, Some(&dlogits), false);
-    Ok(PlanFtLoss { loss: ce + alpha * kl, ce, kl, retention: mean_retention(plans) })
+    let retention = mean_retention(plans);
+    let Some((frozen, beta)) = hidden.filter(|(_, b)| *b > 0.0) else {
+        backward_full(model, &batch, &fw, g, Some(&dlogits), false);
+        return Ok(PlanFtLoss { loss: ce + alpha * kl, ce, kl, retention, hidden: 0.0 });
+    };
+    let target = forward_cls_last(frozen, &batch, None);
+    let top = model.layers.len();
+    let (h, mut grads) = hidden_distill_loss(&fw.hidden, &target.hidden, &masks, model.config.hidden_size, 1..top);
+    for x in grads.iter_mut().flatten() {
+        x.iter_mut().for_each(|v| *v *= beta as f32);
+    }
+    let extra = ExtraGrads { head: HeadGrad::Logits(&dlogits), hidden: &grads, ..ExtraGrads::default() };
+    backward_with(model, &batch, &fw, g, &extra);
+    Ok(PlanFtLoss { loss: ce + alpha * kl + beta * h, ce, kl, retention, hidden: h })
 }
 
 /// Mean section-5 retention of `plans` (0 for none).
@@ -406,6 +483,8 @@ pub fn finetune_plan_aware(
     // the frozen teacher's dense logits (C floats per example), computed once per example; a
     // resumed run refills it with the same bits
     let mut dense_cache = DenseLogitsCache::new(train.len());
+    // the frozen dense teacher of the hidden-state term, on the native trainer (its layer outputs)
+    let frozen = if cfg.hidden_weight > 0.0 { Some(NativeBert::from_model(teacher)?) } else { None };
     for epoch in state.abt.len()..fc.epochs {
         let order = epoch_order(train.len(), fc.seed, 0, epoch);
         for b in step.saturating_sub(epoch * steps_per_epoch)..steps_per_epoch {
@@ -420,7 +499,8 @@ pub fn finetune_plan_aware(
                 } else {
                     vec![0.0; data.len() * model.classifier.d_out]
                 };
-                plan_aware_step(&model, &data, &plans, &dense, cfg.kd_alpha, cfg.kd_temperature, &mut grads)
+                let hidden = frozen.as_ref().map(|f| (f, cfg.hidden_weight));
+                plan_aware_step(&model, &data, &plans, &dense, cfg.kd_alpha, cfg.kd_temperature, hidden, &mut grads)
             })?;
             anyhow::ensure!(l.loss.is_finite(), "loss became {} at step {step}; lower --lr", l.loss);
             loss_ema = if loss_ema.is_nan() { l.loss } else { 0.95 * loss_ema + 0.05 * l.loss };
@@ -429,6 +509,7 @@ pub fn finetune_plan_aware(
                 ce: state.sum.ce + l.ce,
                 kl: state.sum.kl + l.kl,
                 retention: state.sum.retention + l.retention,
+                hidden: state.sum.hidden + l.hidden,
             };
             state.sum_steps += 1;
             crate::kernels::in_pool(|| optim.step(schedule.lr(step), &mut model, &mut grads));
@@ -460,7 +541,13 @@ pub fn finetune_plan_aware(
         state.dense.push(dense);
         let n = state.sum_steps.max(1) as f64;
         let s = state.sum;
-        state.epoch_loss.push(PlanFtLoss { loss: s.loss / n, ce: s.ce / n, kl: s.kl / n, retention: s.retention / n });
+        state.epoch_loss.push(PlanFtLoss {
+            loss: s.loss / n,
+            ce: s.ce / n,
+            kl: s.kl / n,
+            retention: s.retention / n,
+            hidden: s.hidden / n,
+        });
         (state.sum, state.sum_steps) = (PlanFtLoss::default(), 0);
         if abt > state.best || state.best_epoch == 0 {
             state.best = abt;
