@@ -281,31 +281,15 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     // the precision of the source it chose
     let out8 = dir.path().join("bundle-int8");
     let approx_dir = out.join("approx");
-    ok(&[
-        "compress",
-        "--model",
-        s(&t),
-        "--approx",
-        s(&approx_dir),
-        "--dev",
-        s(&dev),
-        "--max-drop",
-        "50",
-        "--out",
-        s(&out8),
-        "--ks",
-        "0.3",
-        "--k-mins",
-        "0.2",
-        "--gammas",
-        "1",
-        "--bench-examples",
-        "8",
-        "--max-timed",
-        "3",
-        "--int8",
-        "--quiet",
-    ]);
+    // a small compress run into `to` with the given precision flags
+    let compress_small = |to: &Path, max_timed: &str, precision: &[&str]| {
+        let mut args = vec!["compress", "--model", s(&t), "--approx", s(&approx_dir), "--dev", s(&dev), "--max-drop", "50"];
+        args.extend(["--out", s(to), "--ks", "0.3", "--k-mins", "0.2", "--gammas", "1", "--bench-examples", "8"]);
+        args.extend(["--max-timed", max_timed, "--quiet"]);
+        args.extend(precision);
+        ok(&args);
+    };
+    compress_small(&out8, "3", &["--int8"]);
     let table = read_json(&out8.join("table.json"))["table"].clone();
     let sources: Vec<&str> = table["sources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
     assert_eq!(sources, ["teacher", "int8 teacher"], "{table}");
@@ -329,32 +313,7 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     // --precisions without fp32: only the quantised candidates compete (fp32 dense is still the
     // reference), here in int8-w7
     let outw7 = dir.path().join("bundle-w7");
-    ok(&[
-        "compress",
-        "--model",
-        s(&t),
-        "--approx",
-        s(&approx_dir),
-        "--dev",
-        s(&dev),
-        "--max-drop",
-        "50",
-        "--out",
-        s(&outw7),
-        "--ks",
-        "0.3",
-        "--k-mins",
-        "0.2",
-        "--gammas",
-        "1",
-        "--bench-examples",
-        "8",
-        "--max-timed",
-        "2",
-        "--precisions",
-        "int8-w7",
-        "--quiet",
-    ]);
+    compress_small(&outw7, "2", &["--precisions", "int8-w7"]);
     let table = read_json(&outw7.join("table.json"))["table"].clone();
     let sources: Vec<&str> = table["sources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
     assert_eq!(sources, ["teacher", "int8-w7 teacher"], "{table}");
