@@ -407,18 +407,10 @@ pub fn write_results(r: &EvalResults, out: &Path, data: &str, split: Option<&Spl
     // ApproxNet only where the row's mode runs one (an int8 row's is fp32), the int8 kernels
     // where a model is int8
     let quoted = |p: &str| format!("\"{}\"", p.replace('"', "\"\""));
-    let kernels = crate::precision_eval::int8_kernels_here();
     for p in &r.points {
         let approx = if p.int8_row_of().is_some() { Some(Precision::Fp32) } else { r.approx_precision };
         let approx = approx.filter(|_| p.mode.needs_approx());
-        let mut described = format!("teacher {}", p.precision);
-        if let Some(a) = approx {
-            described.push_str(&format!(", ApproxNet {a}"));
-        }
-        if p.precision.is_int8() || approx.is_some_and(Precision::is_int8) {
-            described.push_str(&format!("; int8 kernels: {kernels}"));
-        }
-        let precision = quoted(&described);
+        let precision = quoted(&crate::precision_eval::describe_arithmetic(p.precision, approx));
         csv.push_str(&format!(
             "{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.1},{:.1},{:.3},{:.3},{precision}\n",
             p.label,

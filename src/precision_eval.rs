@@ -221,6 +221,26 @@ pub fn int8_kernels_here() -> String {
     v.join(", ")
 }
 
+/// Whether a run with its teacher at `teacher` and its ApproxNet at `approx` (`None`: no
+/// ApproxNet runs) has a model running in int8.
+pub fn int8_runs(teacher: Precision, approx: Option<Precision>) -> bool {
+    teacher.is_int8() || approx.is_some_and(Precision::is_int8)
+}
+
+/// A run's arithmetic as `classify`, `eval` and their CSV name it: `teacher fp32, ApproxNet fp32`
+/// (`teacher fp32` alone when no ApproxNet runs: `approx` `None`), plus `; int8 kernels: ...`
+/// ([`int8_kernels_here`]) when [`int8_runs`].
+pub fn describe_arithmetic(teacher: Precision, approx: Option<Precision>) -> String {
+    let mut s = format!("teacher {teacher}");
+    if let Some(a) = approx {
+        s.push_str(&format!(", ApproxNet {a}"));
+    }
+    if int8_runs(teacher, approx) {
+        s.push_str(&format!("; int8 kernels: {}", int8_kernels_here()));
+    }
+    s
+}
+
 /// A text table of `c` (accuracies and differences in points).
 pub fn format_comparison(c: &PrecisionComparison) -> String {
     use std::fmt::Write;

@@ -682,20 +682,12 @@ impl PrecisionArgs {
     /// when no ApproxNet runs: `approx_used` false), plus the int8 kernels this CPU runs when
     /// either model that runs is int8.
     fn describe(&self, approx_used: bool) -> String {
-        let approx = self.approx_used(approx_used);
-        let mut s = format!("teacher {}", self.precision());
-        if let Some(a) = approx {
-            s.push_str(&format!(", ApproxNet {a}"));
-        }
-        if self.int8_used(approx_used) {
-            s.push_str(&format!("; int8 kernels: {}", sttabt::precision_eval::int8_kernels_here()));
-        }
-        s
+        sttabt::precision_eval::describe_arithmetic(self.precision(), self.approx_used(approx_used))
     }
 
     /// Whether a model that runs is int8: the teacher, or the ApproxNet when one runs.
     fn int8_used(&self, approx_used: bool) -> bool {
-        self.precision().is_int8() || self.approx_used(approx_used).is_some_and(model::Precision::is_int8)
+        sttabt::precision_eval::int8_runs(self.precision(), self.approx_used(approx_used))
     }
 
     /// A loaded teacher switched to `--precision`.
