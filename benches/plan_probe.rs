@@ -1,6 +1,7 @@
 //! Times ApproxNet + planning against the dense teacher at one length, batch 1, interleaved
 //! (dense, abt, concrete, dense, ...) so that the ratios survive a loaded machine; also a focused
 //! target for perf: `cargo bench --bench plan_probe -- [n] [iters] [abt|concrete|dense|all]`.
+//! `APPROX_PRECISION=int8` (or `int8-w7`) runs the ApproxNet's linear layers at that precision.
 use std::time::Instant;
 
 use sttabt::planners::abt::AbtConfig;
@@ -13,6 +14,10 @@ fn main() -> anyhow::Result<()> {
     let home = sttabt::assets::home().join("runs/demo");
     let teacher = sttabt::Encoder::load(&home.join("teacher"))?;
     let approx = sttabt::approx::ApproxNet::load(&home.join("approx"), &teacher.config)?.model;
+    let approx = match std::env::var("APPROX_PRECISION") {
+        Ok(p) => approx.with_precision(p.parse().map_err(|e| anyhow::anyhow!("APPROX_PRECISION: {e}"))?)?,
+        Err(_) => approx,
+    };
     let big_l = teacher.layers.len();
     let inputs: Vec<Vec<sttabt::EncodedInput>> = (0..8).map(|e| vec![sttabt::bench::synthetic_input(n, e)]).collect();
     let cfg = AbtConfig::topk(0.3);
