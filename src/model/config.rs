@@ -1,4 +1,5 @@
-//! Hugging Face `config.json` -> [`EncoderConfig`], with validation.
+//! [`EncoderConfig`] and its validation from Hugging Face `config.json` fields (reading and
+//! writing the file itself, for every family, is `config_file`'s job).
 //!
 //! Mirrors the fields of `transformers.BertConfig` (and `ViTConfig`/`DeiTConfig`) that the
 //! encoder uses; DistilBERT (`DistilBertConfig`: `dim`, `n_layers`, ...) and RoBERTa / XLM-R /
@@ -6,14 +7,19 @@
 //! get the HF defaults.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ModelError;
-
 /// Activation of the feed-forward block (defined beside its kernels).
 pub use crate::kernels::Activation;
+
+/// The `model_type`s this crate reads.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "distilbert", "roberta", "xlm-roberta", "camembert", "vit", "deit"];
+
+/// The error sentence for a `model_type` this crate does not read: names it and lists the supported ones.
+pub fn unsupported_model_type(model_type: &str) -> String {
+    format!("model_type '{model_type}' is not supported (supported: {})", SUPPORTED_MODEL_TYPES.join(", "))
+}
 
 impl Activation {
     fn parse(name: &str) -> Option<Self> {
@@ -261,42 +267,6 @@ impl EncoderConfig {
         self.hidden_size / self.num_heads
     }
 
-    /// Read and validate `config.json` of any supported family: `model_type` `bert` (or none),
-    /// `distilbert` (or none with DistilBERT's `dim`/`n_layers` keys), `roberta`, `xlm-roberta`,
-    /// `camembert`, `vit`, `deit`, and `sttabt-approx` (a text ApproxNet, its teacher's family in
-    /// `sttabt_family`).
-    ///
-    /// Errors ([`ModelError::Config`] naming the field): missing/unreadable file, invalid JSON, a
-    /// `model_type` not in [`SUPPORTED_MODEL_TYPES`](super::families::SUPPORTED_MODEL_TYPES) (the
-    /// message lists them), an unsupported `position_embedding_type` (only `absolute`), an
-    /// unknown activation, or sizes that do not fit together.
-    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
-        let cfg_err = |message: String| ModelError::Config { path: path.to_path_buf(), message };
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| cfg_err(format!("invalid config.json: {e}")))?;
-        if matches!(value.get("model_type").and_then(|v| v.as_str()), Some("vit" | "deit")) {
-            let raw: HfVitConfig = serde_json::from_value(value).map_err(|e| cfg_err(format!("invalid ViT/DeiT config.json: {e}")))?;
-            return Self::from_hf_vit(&raw).map_err(cfg_err);
-        }
-        let model_type = value.get("model_type").and_then(|v| v.as_str()).map(str::to_string);
-        // a text ApproxNet keeps its teacher's family in `sttabt_family` (see `approx.rs`)
-        let family = match model_type.as_deref() {
-            Some("sttabt-approx") => value.get("sttabt_family").and_then(|v| v.as_str()).unwrap_or("bert").to_string(),
-            Some(mt) => mt.to_string(),
-            // older configs without model_type: DistilBERT's keys say what it is
-            None if value.get("dim").is_some() && value.get("n_layers").is_some() => "distilbert".to_string(),
-            None => "bert".to_string(),
-        };
-        match family.as_str() {
-            "bert" => {}
-            "distilbert" => return super::families::distilbert_from_json(value).map_err(cfg_err),
-            "roberta" | "xlm-roberta" | "camembert" => return super::families::roberta_from_json(value, &family).map_err(cfg_err),
-            other => return Err(cfg_err(super::families::unsupported_model_type(other))),
-        }
-        let raw: HfBertConfig = serde_json::from_value(value).map_err(|e| cfg_err(format!("invalid config.json: {e}")))?;
-        Self::from_hf(&raw).map_err(cfg_err)
-    }
-
     /// Position id of token `i` of an unpadded sequence: `i`, or `padding_idx + 1 + i` for the
     /// RoBERTa family. Row `i + position_offset()` of the position table embeds token `i`.
     pub fn position_offset(&self) -> usize {
@@ -428,7 +398,7 @@ impl EncoderConfig {
     pub fn from_hf(raw: &HfBertConfig) -> Result<Self, String> {
         if let Some(mt) = &raw.model_type {
             if !matches!(mt.as_str(), "bert" | "sttabt-approx") {
-                return Err(super::families::unsupported_model_type(mt));
+                return Err(unsupported_model_type(mt));
             }
         }
         let pet = raw.position_embedding_type.as_deref().unwrap_or("absolute");
@@ -464,50 +434,6 @@ impl EncoderConfig {
             labels,
             arch: Architecture::Bert,
         })
-    }
-
-    /// The HF `config.json` for this configuration (BERT layout), so other tools can read what we save.
-    pub fn to_hf_json(&self) -> serde_json::Value {
-        let mut v = match &self.arch {
-            Architecture::Bert => self.bert_json(),
-            Architecture::DistilBert => super::families::distilbert_json(self),
-            Architecture::Roberta(r) => super::families::roberta_json(self, r),
-            Architecture::Vit(vc) => {
-                let arch = match (vc.model_type.as_str(), vc.head, self.labels.is_empty()) {
-                    ("deit", VisionHead::Distilled, _) => "DeiTForImageClassificationWithTeacher",
-                    ("deit", _, false) => "DeiTForImageClassification",
-                    ("deit", _, true) => "DeiTModel",
-                    (_, _, false) => "ViTForImageClassification",
-                    _ => "ViTModel",
-                };
-                serde_json::json!({
-                    "architectures": [arch],
-                    "model_type": vc.model_type,
-                    "hidden_size": self.hidden_size,
-                    "num_hidden_layers": self.num_layers,
-                    "num_attention_heads": self.num_heads,
-                    "intermediate_size": self.intermediate_size,
-                    "hidden_act": self.activation.hf_name(),
-                    "layer_norm_eps": self.layer_norm_eps,
-                    "image_size": vc.image_size,
-                    "patch_size": vc.patch_size,
-                    "num_channels": vc.num_channels,
-                    "qkv_bias": vc.qkv_bias,
-                    "hidden_dropout_prob": 0.0,
-                    "attention_probs_dropout_prob": 0.0,
-                    "initializer_range": 0.02,
-                    "encoder_stride": vc.patch_size,
-                })
-            }
-        };
-        if !self.labels.is_empty() {
-            let id2label: BTreeMap<String, String> = self.labels.iter().enumerate().map(|(i, n)| (i.to_string(), n.clone())).collect();
-            let label2id: BTreeMap<String, usize> = self.labels.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-            v["num_labels"] = self.labels.len().into();
-            v["id2label"] = serde_json::to_value(id2label).unwrap_or_default();
-            v["label2id"] = serde_json::to_value(label2id).unwrap_or_default();
-        }
-        v
     }
 
     pub(crate) fn bert_json(&self) -> serde_json::Value {

@@ -24,13 +24,7 @@ use super::checkpoint::TensorStore;
 use super::config::{check_sizes, parse_labels, Activation, Architecture, EncoderConfig, HfBertConfig, RobertaConfig};
 use crate::error::ModelError;
 
-/// The `model_type`s this crate reads.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "distilbert", "roberta", "xlm-roberta", "camembert", "vit", "deit"];
-
-/// The error sentence for a `model_type` this crate does not read: names it and lists the supported ones.
-pub fn unsupported_model_type(model_type: &str) -> String {
-    format!("model_type '{model_type}' is not supported (supported: {})", SUPPORTED_MODEL_TYPES.join(", "))
-}
+pub use super::config::{unsupported_model_type, SUPPORTED_MODEL_TYPES};
 
 /// Raw DistilBERT `config.json` (`transformers.DistilBertConfig` field names).
 #[derive(Debug, Clone, Deserialize)]

@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod config;
+mod config_file;
 mod embeddings;
 mod encoder;
 pub mod families;

@@ -14,11 +14,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::model::{EncodedInput, Encoder};
 use crate::plan::TokenPlan;
-use crate::train::bench::StageSeconds;
 use crate::train::finetune::{cross_entropy, scalar, LabeledInput};
 use crate::train::model::{Batch, TrainBert};
 use crate::train::native::plan_ft::{ce_kd_loss, plan_targets, train_plans};
 use crate::train::native::teacher_cache::DenseLogitsCache;
+use crate::train::step_seconds::StageSeconds;
 
 /// Keep fraction of the benchmarked plans.
 pub const KEEP: f64 = 0.5;

@@ -13,6 +13,7 @@ pub mod model;
 pub mod native;
 pub mod parity;
 pub mod resume;
+pub mod step_seconds;
 
 use std::path::Path;
 

@@ -157,7 +157,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         return vision::eval(&src, &model, approx.as_deref(), &concrete, &out, &opts);
     }
     if compare_precision {
-        let paths = RunPaths { model: &model, approx: approx.as_deref(), concrete: &concrete, ltp: &ltp };
+        let paths = super::precision::RunPaths { model: &model, approx: approx.as_deref(), concrete: &concrete, ltp: &ltp };
         if long.is_some() {
             bail!("--long-reviews is not available with --compare-precision");
         }
@@ -175,14 +175,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
 pub(crate) struct LongReviews {
     pub count: usize,
     pub words: usize,
-}
-
-/// The model directories of an `eval` run.
-pub(crate) struct RunPaths<'a> {
-    pub model: &'a std::path::Path,
-    pub approx: Option<&'a std::path::Path>,
-    pub concrete: &'a [PathBuf],
-    pub ltp: &'a [PathBuf],
 }
 
 #[allow(clippy::too_many_arguments)]

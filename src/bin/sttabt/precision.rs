@@ -1,9 +1,16 @@
 //! `sttabt eval --compare-precision`: int8 vs fp32 accuracy per mode on the test split (issue 17).
 
-use super::eval::RunPaths;
 use super::*;
 use sttabt::model::Precision;
 use sttabt::precision_eval::{compare_modes, format_comparison, int8_kernels_here, ModelSet, PrecisionComparison};
+
+/// The model directories of an `eval --compare-precision` run.
+pub(crate) struct RunPaths<'a> {
+    pub model: &'a std::path::Path,
+    pub approx: Option<&'a std::path::Path>,
+    pub concrete: &'a [PathBuf],
+    pub ltp: &'a [PathBuf],
+}
 
 /// Load every model once in fp32, copy it to int8 (the teachers: `--precision int8-w7` gives
 /// 7-bit weights, anything else `int8`; the ApproxNets too with `--approx-precision int8` or

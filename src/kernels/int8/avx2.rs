@@ -8,7 +8,7 @@
 //! i32 lanes: each pair sum is at most `2 · 255 · 127` in magnitude (exact), and the i32
 //! accumulation is exact up to [`super::MAX_K`] inputs as on the other paths.
 //!
-//! Weight layout (`quant::pack_pairs`, built on the first call): sub-panels of 16 output
+//! Weight layout (`weights::pack_pairs`, built on the first call): sub-panels of 16 output
 //! columns (one tile's width); per pair `g` of consecutive `k`, 16 columns x 2 i16 = 64 bytes
 //! (two ymm, each 8 columns x `(Wq[2g, c], Wq[2g + 1, c])`), so that a tile streams its weights
 //! contiguously. With 32-column panels, each tile read every other 64 bytes, and dense int8 ran
@@ -40,7 +40,7 @@
 //! 32130` in magnitude, so it never saturates and the sums stay exact), then `vpmaddwd` by ones
 //! (4 products into i32) and `vpaddd`: 3 vector µops per 32 multiply-adds instead of 4 per 32,
 //! one broadcast per 4 `k` instead of per 2, half the weight bytes and no widening pass. Its
-//! weights are 16-column panels of 4-byte `k` groups (`quant::pack_panels(.., SUB)`, 64
+//! weights are 16-column panels of 4-byte `k` groups (`weights::pack_panels(.., SUB)`, 64
 //! contiguous bytes per group), its tile [`MR_U8`] rows x 16 columns. Measured against the
 //! 16-bit kernel on the same machine (`cargo bench --bench int8_gemm -- --serial`, MiniLM
 //! shapes, docs/results/int8_gemm_avx2_w7_serial.txt): 1.55-1.90x at 1 row (half the weight
@@ -93,9 +93,9 @@ pub fn available() -> bool {
 pub(super) unsafe fn run(l: &QuantizedLinear, act: &Activations, out: &mut [f32], m: usize, gelu: bool) {
     debug_assert!(out.len() == m * l.n && act.data.len() >= m * act.ld && act.ld.is_multiple_of(16) && act.ld >= 2 * l.k.div_ceil(2));
     let reduced = l.range == WeightRange::Reduced;
-    let packed: &[i16] = if reduced { &[] } else { l.packed16.get_or_init(|| super::quant::pack_pairs(&l.w_q, l.k, l.n, SUB)) };
+    let packed: &[i16] = if reduced { &[] } else { l.packed16.get_or_init(|| super::weights::pack_pairs(&l.w_q, l.k, l.n, SUB)) };
     let packed8: &[i8] =
-        if reduced { l.packed_u8s8.get_or_init(|| super::quant::pack_panels(&l.w_q, l.k, l.n, 4 * l.k.div_ceil(4), SUB)) } else { &[] };
+        if reduced { l.packed_u8s8.get_or_init(|| super::weights::pack_panels(&l.w_q, l.k, l.n, 4 * l.k.div_ceil(4), SUB)) } else { &[] };
     let (k, n) = (l.k, l.n);
     let panels = n.div_ceil(NR);
     let out_ptr = OutPtr(out.as_mut_ptr());
@@ -219,7 +219,7 @@ unsafe fn block(_: &QuantizedLinear, _: &[i16], _: &Activations, _: usize, _: us
 ///
 /// # Safety
 /// As [`block`]; `packed` is `Wq` in [`SUB`]-column panels of 4-byte groups
-/// (`quant::pack_panels(.., 4 · ceil(k / 4), SUB)`); `act.ld >= 4 · ceil(k / 4)`.
+/// (`weights::pack_panels(.., 4 · ceil(k / 4), SUB)`); `act.ld >= 4 · ceil(k / 4)`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]

@@ -59,8 +59,10 @@ pub mod avx2;
 mod fallback;
 mod quant;
 pub mod vnni;
+mod weights;
 
-pub use quant::{quantize_row, smoothing_factors};
+pub use quant::quantize_row;
+pub use weights::smoothing_factors;
 
 /// Output columns per weight panel (four 16-lane i32 registers; four AMX tile columns of 16).
 pub const NR: usize = 64;
@@ -370,11 +372,11 @@ impl QuantizedLinear {
                 return Err(Int8Error::NonFinite { what: "smoothed weight", index, value: ws[index] });
             }
         }
-        let (w_q, scale) = quant::quantize_columns(scaled.as_deref().unwrap_or(w), k, n, range.max());
+        let (w_q, scale) = weights::quantize_columns(scaled.as_deref().unwrap_or(w), k, n, range.max());
         let kp = k.div_ceil(KB) * KB;
         let panels = n.div_ceil(NR);
         let np = panels * NR;
-        let packed = quant::pack_panels(&w_q, k, n, kp, NR);
+        let packed = weights::pack_panels(&w_q, k, n, kp, NR);
         let mut col_sum = vec![0i32; np];
         for row in w_q.chunks_exact(n) {
             for (c, &q) in col_sum.iter_mut().zip(row) {

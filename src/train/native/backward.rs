@@ -8,7 +8,8 @@ use rayon::prelude::*;
 
 use crate::kernels;
 use crate::model::config::Activation;
-use crate::train::native::forward::{gather_cls, split_blocks, Forward, LayerCache, LayerRows, LnCache, PackedBatch};
+use crate::train::native::batch::PackedBatch;
+use crate::train::native::forward::{gather_cls, split_blocks, Forward, LayerCache, LayerRows, LnCache};
 use crate::train::native::masks;
 use crate::train::native::params::{Dense, LayerNormParams, NativeBert, NativeLayer};
 

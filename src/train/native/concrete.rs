@@ -19,20 +19,21 @@ use crate::approx::ApproxNet;
 use crate::error::ModelError;
 use crate::kernels;
 use crate::model::{EncodedInput, Encoder};
-use crate::train::bench::StageSeconds;
 use crate::train::concrete::{finish_concrete_run, ConcreteConfig, ConcreteParts, ConcreteReport};
 use crate::train::finetune::{data_fingerprint, LabeledInput};
 use crate::train::native::backward::{backward_with, ExtraGrads, HeadGrad};
+use crate::train::native::batch::PackedBatch;
 use crate::train::native::checkpoint::Tensors;
 use crate::train::native::concrete_masks::{self as cm, BatchMasks};
 use crate::train::native::distill::NativeApprox;
 use crate::train::native::driver::{run_steps, LoopSpec, Windows};
-use crate::train::native::forward::{forward, forward_cls_last, Forward, PackedBatch};
+use crate::train::native::forward::{forward, forward_cls_last, Forward};
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
 use crate::train::native::teacher_cache::DenseLogitsCache;
 use crate::train::native::{batch_of, AdamW, AdamWSettings};
 use crate::train::resume::{run_key, Checkpointer, Fingerprint};
+use crate::train::step_seconds::StageSeconds;
 use crate::train::{Progress, Schedule};
 
 /// The checkpoint job name of native concrete training (burn's is `concrete`; the two do not

@@ -27,15 +27,17 @@ use crate::approx::{fidelity, ApproxNet};
 use crate::error::ModelError;
 use crate::model::checkpoint::TensorStore;
 use crate::model::{EncodedInput, Encoder, Linear};
-use crate::train::bench::StageSeconds;
 use crate::train::distill::{finish_run, progress_message, DistillConfig, DistillProgress, DistillReport, LossParts};
 use crate::train::native::backward::{self, linear_backward, ExtraGrads, HeadGrad};
+use crate::train::native::batch::PackedBatch;
 use crate::train::native::checkpoint::{self, Tensors};
-use crate::train::native::forward::{self, linear_forward, Forward, PackedBatch};
+use crate::train::native::forward::{self, linear_forward, Forward};
 use crate::train::native::params::{Dense, NativeBert};
 use crate::train::native::teacher_cache::{self, mib, TeacherCache};
+pub use crate::train::native::teacher_cache::{teacher_targets, TeacherTargets};
 use crate::train::native::{AdamW, AdamWSettings};
 use crate::train::resume::{epoch_order, inputs_fingerprint, native_fingerprint, run_key, Checkpointer, Fingerprint};
+use crate::train::step_seconds::StageSeconds;
 use crate::train::{Progress, Rate, Schedule};
 
 /// The checkpoint job name of native distillation (burn's is `distill`; the two do not resume
@@ -160,30 +162,6 @@ impl Tensors for NativeApprox {
     fn named_mut(&mut self) -> Vec<&mut [f32]> {
         self.tensors_mut()
     }
-}
-
-/// The frozen teacher's signals for one batch, packed as the native trainer's rows.
-#[derive(Debug, Clone)]
-pub struct TeacherTargets {
-    /// Per layer, attention probabilities: per example `[H, n_e, n_e]`, one after another.
-    pub probs: Vec<Vec<f32>>,
-    /// Hidden states 0..L-1 (embedding output, layers 1..L-1), `[N, d_teacher]` each.
-    pub hidden: Vec<Vec<f32>>,
-    /// `[B, C]` when the teacher has a classifier.
-    pub logits: Option<Vec<f32>>,
-    /// `Σ t·ln t` over every real attention row of every layer (f64), the constant of L_att.
-    pub entropy_sum: f64,
-}
-
-/// The teacher's targets for `inputs`: per example, one dense run of the inference executor on
-/// that example alone with attentions and hidden states (the signals burn's `distill_loss`
-/// uses), packed one example after another ([`teacher_cache::assemble`] of
-/// [`teacher_cache::example_targets`]: the bits a [`TeacherCache`] serves).
-///
-/// Errors: bad input for the teacher.
-pub fn teacher_targets(teacher: &Encoder, inputs: &[EncodedInput]) -> Result<TeacherTargets, ModelError> {
-    let each = teacher_cache::examples_targets(teacher, &inputs.iter().collect::<Vec<_>>())?;
-    Ok(teacher_cache::assemble(&each.iter().collect::<Vec<_>>()))
 }
 
 /// The distillation loss of `model` on `batch` against `targets` (its parts, as burn's

@@ -26,19 +26,20 @@ use std::time::Instant;
 
 use crate::model::Encoder;
 use crate::planners::ltp::LtpScore;
-use crate::train::bench::StageSeconds;
 use crate::train::finetune::{data_fingerprint, LabeledInput};
 use crate::train::ltp::{save_ltp_run, LtpConfig, LtpReport};
 use crate::train::native::backward::{backward_with, ExtraGrads, HeadGrad, ProbsHook};
+use crate::train::native::batch::PackedBatch;
 use crate::train::native::checkpoint::Tensors;
 use crate::train::native::driver::{run_steps, LoopSpec, Windows};
 use crate::train::native::finetune::native_bert_fingerprint;
-use crate::train::native::forward::{forward_with, Forward, PackedBatch};
+use crate::train::native::forward::{forward_with, Forward};
 use crate::train::native::masks::TokenMasks;
 use crate::train::native::params::NativeBert;
 use crate::train::native::real::Real;
 use crate::train::native::{batch_of, AdamW, AdamWSettings};
 use crate::train::resume::{run_key, Checkpointer};
+use crate::train::step_seconds::StageSeconds;
 use crate::train::{Progress, Schedule};
 
 /// The LTP settings of one step.

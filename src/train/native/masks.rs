@@ -10,7 +10,7 @@
 
 use crate::error::ModelError;
 use crate::plan::TokenPlan;
-use crate::train::native::forward::PackedBatch;
+use crate::train::native::batch::PackedBatch;
 use crate::train::native::params::LayerNormParams;
 use crate::train::native::real::Real;
 

@@ -23,6 +23,7 @@
 //!   plan-aware fine-tuning).
 
 pub mod backward;
+pub mod batch;
 pub mod checkpoint;
 pub mod concrete;
 pub mod concrete_masks;
@@ -42,11 +43,11 @@ use std::time::Instant;
 
 use crate::error::ModelError;
 use crate::model::{EncodedInput, Encoder};
-use crate::train::bench::StageSeconds;
 use crate::train::finetune::LabeledInput;
+use crate::train::step_seconds::StageSeconds;
 
+pub use batch::PackedBatch;
 pub use finetune::finetune_native;
-pub use forward::PackedBatch;
 pub use optim::{AdamW, AdamWSettings};
 pub use params::NativeBert;
 

@@ -21,7 +21,6 @@ use crate::error::ModelError;
 use crate::exec::RunOptions;
 use crate::model::{EncodedInput, Encoder};
 use crate::train::finetune::dense_logits;
-use crate::train::native::distill::TeacherTargets;
 
 /// The default memory budget of [`TeacherCache`] in MiB (`distill --teacher-cache-mb`): the
 /// MiniLM teacher's targets of a 26-token RT sentence take ~0.43 MiB (six layers of 12 x 26 x 26
@@ -90,6 +89,30 @@ pub fn example_targets(teacher: &Encoder, input: &EncodedInput) -> Result<Exampl
 /// Errors: bad input for the teacher.
 pub fn examples_targets(teacher: &Encoder, inputs: &[&EncodedInput]) -> Result<Vec<ExampleTargets>, ModelError> {
     crate::kernels::in_pool(|| inputs.par_iter().map(|x| example_targets(teacher, x)).collect())
+}
+
+/// The frozen teacher's signals for one batch, packed as the native trainer's rows.
+#[derive(Debug, Clone)]
+pub struct TeacherTargets {
+    /// Per layer, attention probabilities: per example `[H, n_e, n_e]`, one after another.
+    pub probs: Vec<Vec<f32>>,
+    /// Hidden states 0..L-1 (embedding output, layers 1..L-1), `[N, d_teacher]` each.
+    pub hidden: Vec<Vec<f32>>,
+    /// `[B, C]` when the teacher has a classifier.
+    pub logits: Option<Vec<f32>>,
+    /// `Σ t·ln t` over every real attention row of every layer (f64), the constant of L_att.
+    pub entropy_sum: f64,
+}
+
+/// The teacher's targets for `inputs`: per example, one dense run of the inference executor on
+/// that example alone with attentions and hidden states (the signals burn's `distill_loss`
+/// uses), packed one example after another ([`assemble`] of
+/// [`example_targets`]: the bits a [`TeacherCache`] serves).
+///
+/// Errors: bad input for the teacher.
+pub fn teacher_targets(teacher: &Encoder, inputs: &[EncodedInput]) -> Result<TeacherTargets, ModelError> {
+    let each = examples_targets(teacher, &inputs.iter().collect::<Vec<_>>())?;
+    Ok(assemble(&each.iter().collect::<Vec<_>>()))
 }
 
 /// A batch's targets in the native trainer's packing (examples one after another), from each
