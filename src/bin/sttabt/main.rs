@@ -497,7 +497,14 @@ fn shared_path(line: &str, text: &str) -> usize {
 const MAX_THREADS: usize = 1024;
 
 fn run() -> Result<()> {
-    let cli = Cli::parse();
+    // negative numbers are values (`--ks -1`, `--keep -0.3`), so that the flags' own checks
+    // name what is wrong with them instead of clap reading them as unknown flags
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let names: Vec<String> = command.get_subcommands().map(|c| c.get_name().to_string()).collect();
+    for name in names {
+        command = command.mut_subcommand(name, |c| c.allow_negative_numbers(true));
+    }
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     if let Some(t) = cli.threads {
         if t == 0 {
             bail!("--threads must be at least 1");
