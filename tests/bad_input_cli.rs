@@ -797,3 +797,41 @@ fn a_closed_stdout_ends_quietly() {
     assert!(!err.contains("panicked"), "classify panicked on a closed pipe:\n{err}");
     assert!(!err.contains("Broken pipe"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Output directories: a file (or a path under one) as --out is refused before any work
+
+/// `--out` that is a regular file, or a path below one, is an error naming `--out`, the path
+/// and the file, for eval and every training job, before any data is read or model loaded
+/// (the data and ApproxNet paths below do not exist: reaching them would be another error).
+#[test]
+fn out_that_is_a_file_is_refused_before_any_work() {
+    let (model, _) = tiny_classifier("outfile");
+    let m = s(model.path());
+    let dir = TempDir::new("outfile-data");
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "keep me").unwrap();
+    let missing = dir.path().join("missing.csv");
+    let (f, x) = (s(&file), s(&missing));
+    let nowhere = dir.path().join("no-approx");
+    let a = s(&nowhere);
+    let jobs: Vec<Vec<&str>> = vec![
+        vec!["eval", "--model", m, "--dev", x, "--ks", "0.5"],
+        vec!["finetune", "--model", m, "--train", x, "--dev", x],
+        vec!["finetune", "--model", m, "--train", x, "--dev", x, "--resume"],
+        vec!["finetune", "--model", m, "--plan-aware", "--approx", a, "--keep", "0.3", "--train", x, "--dev", x],
+        vec!["distill", "--teacher", m, "--train", x, "--dev", x, "--steps", "1"],
+        vec!["concrete", "--teacher", m, "--approx", a, "--train", x, "--steps", "1"],
+        vec!["ltp", "--teacher", m, "--train", x, "--steps", "1"],
+    ];
+    let below = file.join("sub");
+    for base in &jobs {
+        let mut args = base.clone();
+        args.extend(["--out", f]);
+        assert_fails_naming(&sttabt(&args), &args.join(" "), &[&format!("--out {f}: is a file, not a directory")]);
+        let mut args = base.clone();
+        args.extend(["--out", s(&below)]);
+        assert_fails_naming(&sttabt(&args), &args.join(" "), &[&format!("--out {}: {f} is a file, not a directory", below.display())]);
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me", "the file was overwritten");
+}

@@ -109,6 +109,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         long_words,
         int8_rows,
     } = args;
+    // a bad --out fails now, not after the whole evaluation
+    super::check_out_dir("--out", &out)?;
     let max_length = max_length.unwrap_or(if long_reviews.is_some() { 512 } else { 128 });
     let long = long_reviews.map(|count| LongReviews { count, words: long_words });
     let opts = sttabt::eval::EvalOptions { ks, limit, timing_examples, quiet, metric: sttabt::data::metrics::Metric::Accuracy, int8_rows };

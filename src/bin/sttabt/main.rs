@@ -585,6 +585,24 @@ fn refuse_non_teacher_model(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Check an output directory (`flag PATH`, e.g. `--out`) before any work, so that a path that
+/// can never be a directory fails at once rather than when the first result is written: PATH
+/// must be a directory or not exist yet, and the nearest of its ancestors that exists must be
+/// a directory (missing ones are created when the job writes).
+///
+/// Errors (naming `flag` and PATH): PATH is a file; an ancestor of PATH is a file.
+fn check_out_dir(flag: &str, path: &std::path::Path) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        bail!("{flag} {}: is a file, not a directory (the output is a directory, created when missing)", path.display());
+    }
+    if let Some(a) = path.ancestors().skip(1).find(|a| !a.as_os_str().is_empty() && a.exists()) {
+        if !a.is_dir() {
+            bail!("{flag} {}: {} is a file, not a directory", path.display(), a.display());
+        }
+    }
+    Ok(())
+}
+
 fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
     let dir = model.unwrap_or_else(assets::default_model_dir);
     if !dir.exists() {
@@ -597,7 +615,10 @@ fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 /// Refuse to overwrite a finished run in `out` unless resuming; say when --resume finds nothing.
+///
+/// Errors: `out` is a file or under one ([`check_out_dir`]); it holds a run and `resume` is off.
 fn guard_output(out: &std::path::Path, marker: &str, resume: bool) -> Result<()> {
+    check_out_dir("--out", out)?;
     if resume {
         if !out.join("checkpoint").join("state.json").exists() && !out.join(marker).exists() {
             eprintln!("note: --resume found no checkpoint in {}; starting from scratch", out.join("checkpoint").display());
