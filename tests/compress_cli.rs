@@ -136,6 +136,15 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     let table = &read_json(&out.join("table.json"))["table"];
     assert_eq!(manifest["format"], "sttabt-bundle");
     assert_eq!(manifest["version"], 1);
+    // the timing's reliability is recorded as the bench's: load averages around the rounds, and
+    // every warning in table.json printed in table.txt and in the bundle's README
+    assert!(table["loadavg_before"].as_str().is_some_and(|l| !l.is_empty()), "{table}");
+    let txt = std::fs::read_to_string(out.join("table.txt")).unwrap();
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    for w in table["warnings"].as_array().expect("warnings recorded") {
+        let w = w.as_str().unwrap();
+        assert!(txt.contains(&format!("WARNING: {w}")) && readme.contains(w), "{w}");
+    }
     let cands = table["candidates"].as_array().unwrap();
     // dense, dense-cls, abt k = 0.3 and 0.7, two schedules
     assert_eq!(cands.len(), 6, "{table}");
@@ -276,6 +285,25 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
         rows.iter().any(|r| r["workload"] == "rt" && r["mode"] == "bundle: abt k_min=0.20 γ=2.00"),
         "bench rows lack the bundle's planner"
     );
+    // an fp32 bundle's rows are against fp32 dense already: no second dense row
+    assert!(rows.iter().all(|r| r["mode"] != "dense fp32" && r["vs_dense_fp32"].is_null()), "{rows:?}");
+    // in int8, the RT rows also get their speed-up over dense fp32 (a bundle's headline reference),
+    // timed in the same rounds: the `dense fp32` row's examples/s over theirs, round by round
+    let bj8 = dir.path().join("bench-int8.json");
+    ok(&["bench", "--bundle", s(&out), "--precision", "int8", "--rt", "4", "--lengths", "16", "--synth-examples", "1"]
+        .into_iter()
+        .chain(["--batches", "1", "--rounds", "1", "--repeats", "1", "--no-memory", "--json", s(&bj8)])
+        .collect::<Vec<_>>());
+    let rows = read_json(&bj8)["rows"].as_array().unwrap().clone();
+    let fp32 = rows.iter().find(|r| r["workload"] == "rt" && r["mode"] == "dense fp32").expect("a dense fp32 row");
+    assert!(fp32["vs_dense_fp32"].is_null(), "{fp32}");
+    let bundle_row =
+        rows.iter().find(|r| r["workload"] == "rt" && r["mode"] == "bundle: abt k_min=0.20 γ=2.00 int8").expect("the bundle's row");
+    let want = bundle_row["examples_per_s"].as_f64().unwrap() / fp32["examples_per_s"].as_f64().unwrap();
+    let got = bundle_row["vs_dense_fp32"].as_f64().expect("the bundle's speed-up over dense fp32");
+    assert!((got - want).abs() < 1e-9 * want, "one round: the ratio of the two rows' figures, {got} vs {want}");
+    // synthetic lengths have no fp32 reference row
+    assert!(rows.iter().filter(|r| r["workload"] != "rt").all(|r| r["vs_dense_fp32"].is_null()), "{rows:?}");
 
     // --int8: every source again with an int8 teacher (dense int8 included), the bundle recording
     // the precision of the source it chose
@@ -322,6 +350,18 @@ fn compress_writes_a_bundle_that_classify_eval_and_bench_load() {
     assert_eq!(cands[0]["precision"], "fp32", "{table}");
     assert!(cands[1..].iter().all(|c| c["source"] == 1 && c["precision"] == "int8-w7"), "{table}");
     assert_eq!(read_json(&outw7.join("bundle.json"))["precision"], cands[table["chosen"].as_u64().unwrap() as usize]["precision"]);
+
+    // int8 and int8-w7 together: where 7-bit weights are no faster (every int8 path but AVX2's),
+    // int8-w7 is left out (it could only win by timing noise, at an accuracy cost)
+    let outboth = dir.path().join("bundle-both");
+    compress_small(&outboth, "1", &["--precisions", "int8,int8-w7"]);
+    let table = read_json(&outboth.join("table.json"))["table"].clone();
+    let sources: Vec<&str> = table["sources"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    if sttabt::model::Precision::Int8W7.no_gain_here().is_some() {
+        assert_eq!(sources, ["teacher", "int8 teacher"], "{table}");
+    } else {
+        assert_eq!(sources, ["teacher", "int8 teacher", "int8-w7 teacher"], "{table}");
+    }
 
     // flags that the bundle replaces conflict
     expect_error(&["classify", "--bundle", s(&out), "--model", s(&t), "x"], &["--bundle", "--model"]);

@@ -155,7 +155,16 @@ pub(super) fn aggregate(
         vs_peer,
         vs_peer_range,
         peer_workload,
+        vs_dense_fp32: None,
+        vs_dense_fp32_range: None,
     }
+}
+
+/// Median, smallest and largest of the per-round ratios of `samples`' examples/s to `other`'s
+/// (rounds paired one to one; rounds where `other` is not positive are left out).
+pub(super) fn per_round_ratio(samples: &[RoundSample], other: &[f64]) -> (f64, f64, f64) {
+    let r: Vec<f64> = samples.iter().zip(other).filter(|(_, o)| **o > 0.0).map(|(s, o)| s.examples_per_s / o).collect();
+    spread(&r)
 }
 
 pub(super) fn read_status_kib(key: &str) -> Option<f64> {

@@ -104,6 +104,11 @@ pub struct BenchOptions {
     /// to time one chosen operating point against dense and the peer (`sttabt demo`).
     #[serde(default = "default_true")]
     pub rt_baselines: bool,
+    /// With a `precision` other than fp32: time dense on the fp32 teacher too (row `dense fp32`,
+    /// RT workloads), and give every RT row its speed-up over it
+    /// ([`BenchRow::vs_dense_fp32`]): the reference of a bundle's headline figure.
+    #[serde(default)]
+    pub fp32_dense: bool,
 }
 
 impl Default for BenchOptions {
@@ -134,6 +139,7 @@ impl Default for BenchOptions {
             modes: Vec::new(),
             modes_label_prefix: String::new(),
             rt_baselines: true,
+            fp32_dense: false,
         }
     }
 }
@@ -232,6 +238,13 @@ pub struct BenchRow {
     /// The peer workload this row is compared with (`a_b1`, `c_b32_sorted`, `b_b32`,
     /// `d_T128_b1`, ...; see `../shared/peers/README.md`).
     pub peer_workload: Option<String>,
+    /// Median over rounds of (this row's examples/s / the `dense fp32` row's in the same round),
+    /// and the smallest and largest per-round ratio, where that row ran
+    /// ([`BenchOptions::fp32_dense`]).
+    #[serde(default)]
+    pub vs_dense_fp32: Option<f64>,
+    #[serde(default)]
+    pub vs_dense_fp32_range: Option<(f64, f64)>,
 }
 
 /// The peer's figures for one of its workloads over the rounds.
@@ -328,6 +341,10 @@ pub struct BenchReport {
     /// that disagree); empty when they look sound.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Notes the text report prints under the peer's rows (e.g. which of our rows have no peer
+    /// workload to compare with, and why their `xpeer` is `-`).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// Synthetic `[CLS] w... [SEP]` of length `n` (BERT-uncased ids), deterministic per example.
@@ -416,7 +433,10 @@ fn check_options_peer_python(opts: &BenchOptions) -> anyhow::Result<Option<(Path
 /// [`BenchReport::peer_note`] says so.
 pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let peer_python = check_options_peer_python(opts)?;
-    let teacher = Encoder::load(&opts.model)?.with_precision(opts.precision)?;
+    let loaded = Encoder::load(&opts.model)?;
+    let fp32_dense = opts.fp32_dense && opts.precision != crate::model::Precision::Fp32;
+    let teacher_fp32 = fp32_dense.then(|| loaded.clone());
+    let teacher = loaded.with_precision(opts.precision)?;
     anyhow::ensure!(
         teacher.classifier.is_some(),
         "{} has no classification head; fine-tune one with `sttabt finetune`",
@@ -438,7 +458,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     // models), after a warm-up that builds the packed weight panels the timed runs also use.
     let mut memory = Vec::new();
     if opts.memory {
-        let cx = Ctx { teacher: &teacher, approx: approx.as_ref(), concrete: &[], ltp: &[] };
+        let cx = Ctx { teacher: &teacher, teacher_fp32: None, approx: approx.as_ref(), concrete: &[], ltp: &[] };
         let n = teacher.config.max_tokens().min(256);
         let inputs: Vec<EncodedInput> = (0..32).map(|e| synthetic_input_in(n, e, teacher.config.vocab_size)).collect();
         let mut st = Stages::default();
@@ -487,7 +507,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             opts.model.display()
         );
     }
-    let cx = Ctx { teacher: &teacher, approx: approx.as_ref(), concrete: &concrete, ltp: &ltp };
+    let cx = Ctx { teacher: &teacher, teacher_fp32: teacher_fp32.as_ref(), approx: approx.as_ref(), concrete: &concrete, ltp: &ltp };
     // Executor stage timers on for the whole bench, off again however it ends.
     struct ProfileOn;
     impl Drop for ProfileOn {
@@ -510,6 +530,9 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let inputs: Vec<EncodedInput> = rt_sentences.iter().map(|s| tok.encode(s, None).map(|t| t.input)).collect::<Result<_, _>>()?;
         let tok_s = t0.elapsed().as_secs_f64();
         let mut modes = if opts.rt_baselines { dense_modes() } else { vec![BMode::Dense] };
+        if fp32_dense {
+            modes.insert(1, BMode::DenseFp32);
+        }
         if approx.is_some() && opts.rt_baselines {
             modes.push(BMode::Abt(opts.rt_keep));
         }
@@ -614,6 +637,16 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             samples[d].iter().map(|s| s.examples_per_s).collect()
         })
         .collect();
+    // the fp32 dense row's, where it ran (RT workloads of an int8 bench with `fp32_dense`)
+    let dense_fp32_series: Vec<Option<Vec<f64>>> = keys
+        .iter()
+        .map(|&(w, b, _)| {
+            let modes = &workloads[w].3;
+            keys.iter()
+                .position(|&(w2, b2, m2)| w2 == w && b2 == b && matches!(modes[m2], BMode::DenseFp32))
+                .map(|d| samples[d].iter().map(|s| s.examples_per_s).collect())
+        })
+        .collect();
     let mut rows = Vec::with_capacity(keys.len());
     let mut peer_rows: Vec<PeerRow> = Vec::new();
     for (i, &(w, b, m)) in keys.iter().enumerate() {
@@ -638,10 +671,20 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         let peer = (series.len() == row_samples.len()).then(|| (key.as_deref().unwrap_or(""), series.as_slice()));
         let prefix = if matches!(modes[m], BMode::Planned(_)) { opts.modes_label_prefix.as_str() } else { "" };
         let label = match opts.precision {
+            _ if matches!(modes[m], BMode::DenseFp32) => modes[m].label(),
             crate::model::Precision::Fp32 => format!("{prefix}{}", modes[m].label_in(&cx)),
             p => format!("{prefix}{} {p}", modes[m].label_in(&cx)),
         };
-        rows.push(aggregate(name, b, label, inputs.len(), row_samples, dense, peer));
+        let vs_fp32 = match (&dense_fp32_series[i], &modes[m]) {
+            (Some(d), mode) if !matches!(mode, BMode::DenseFp32) => Some(per_round_ratio(&row_samples, d)),
+            _ => None,
+        };
+        let mut row = aggregate(name, b, label, inputs.len(), row_samples, dense, peer);
+        if let Some((med, lo, hi)) = vs_fp32 {
+            row.vs_dense_fp32 = Some(med);
+            row.vs_dense_fp32_range = Some((lo, hi));
+        }
+        rows.push(row);
     }
     if peer_note.is_none() && peer_name.is_some() && peer_rounds.len() != rounds {
         peer_note = Some(format!("the peer ran in {} of {rounds} rounds", peer_rounds.len()));
@@ -652,7 +695,7 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let warnings = reliability_warnings(load_1min(&loadavg_before), load_1min(&loadavg_after), threads, &spreads);
     let approx_precision = (approx.is_some() || !concrete.is_empty()).then_some(opts.approx_precision);
     let int8 = opts.precision.is_int8() || approx_precision.is_some_and(crate::model::Precision::is_int8);
-    Ok(BenchReport {
+    let mut report = BenchReport {
         machine: format!("{} ({isa})", crate::eval::machine_line()),
         loadavg_before,
         loadavg_after,
@@ -671,5 +714,8 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         int8_kernels: int8.then(crate::precision_eval::int8_kernels_here),
         peer_python: peer_python.map(|(_, exe)| exe),
         warnings,
-    })
+        notes: Vec::new(),
+    };
+    report.notes = report::unpaired_note(&report).into_iter().collect();
+    Ok(report)
 }

@@ -9,6 +9,9 @@ pub(super) enum BMode {
     Dense,
     /// Every input, only `O_L` (CLS) at the top layer.
     DenseCls,
+    /// The full plan on the teacher in fp32 ([`Ctx::teacher_fp32`]), beside an int8 bench: the
+    /// reference a bundle's headline speed-up is measured against.
+    DenseFp32,
     Abt(f64),
     /// ABT with the keep fraction found by [`calibrate_abt_keep`] for a mean retention (section 5).
     AbtAt {
@@ -30,6 +33,7 @@ impl BMode {
         match self {
             BMode::Dense => "dense".into(),
             BMode::DenseCls => "dense-cls".into(),
+            BMode::DenseFp32 => "dense fp32".into(),
             BMode::Abt(k) => format!("abt k={k:.2}"),
             BMode::AbtAt { k, retention } => format!("abt@{retention:.2} k={k:.3}"),
             BMode::TopK(k) => format!("topk k_min={k:.2}"),
@@ -46,6 +50,10 @@ impl BMode {
         Ok(match self {
             BMode::Dense => (models, Box::new(Dense)),
             BMode::DenseCls => (models, Box::new(DenseCls)),
+            BMode::DenseFp32 => {
+                let teacher = cx.teacher_fp32.ok_or_else(|| anyhow::anyhow!("dense fp32 needs the fp32 teacher"))?;
+                (Models { teacher, approx: None }, Box::new(Dense))
+            }
             BMode::Fixed(k) => (models, Box::new(KeepFirst { keep: *k })),
             BMode::Abt(k) | BMode::AbtAt { k, .. } => {
                 cx.approx.ok_or_else(|| anyhow::anyhow!("abt needs an ApproxNet"))?;
@@ -84,6 +92,8 @@ impl BMode {
 
 pub(super) struct Ctx<'a> {
     pub(super) teacher: &'a Encoder,
+    /// The teacher in fp32 when the bench runs it in another precision and times `dense fp32`.
+    pub(super) teacher_fp32: Option<&'a Encoder>,
     pub(super) approx: Option<&'a Encoder>,
     pub(super) concrete: &'a [crate::train::concrete::ConcreteModel],
     pub(super) ltp: &'a [crate::train::ltp::LtpModel],

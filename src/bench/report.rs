@@ -83,6 +83,23 @@ pub fn format_report(r: &BenchReport) -> String {
     for w in &r.warnings {
         let _ = writeln!(s, "WARNING: {w}");
     }
+    if r.rows.iter().any(|x| x.vs_dense_fp32.is_some()) {
+        let _ = writeln!(
+            s,
+            "vs dense fp32 (every row of every layer, the teacher in fp32, timed in the same rounds: the reference of a bundle's headline speed-up), median of the per-round ratios (min-max):"
+        );
+        for row in r.rows.iter().filter(|x| x.vs_dense_fp32.is_some()) {
+            let (lo, hi) = row.vs_dense_fp32_range.unwrap_or((f64::NAN, f64::NAN));
+            let _ = writeln!(
+                s,
+                "  {:<9} {:>3} {:<mw$} {:>6.2}x ({lo:.2}-{hi:.2})",
+                row.workload,
+                row.batch,
+                row.mode,
+                row.vs_dense_fp32.unwrap_or(f64::NAN)
+            );
+        }
+    }
     let _ = writeln!(s, "executor stages, ms per example (rest: plan bookkeeping, scatter, allocation):");
     let _ = writeln!(
         s,
@@ -139,7 +156,7 @@ pub fn format_report(r: &BenchReport) -> String {
 
 /// When the peer ran but some rows have no peer workload to compare with ([`peer_workload`]),
 /// one note saying which and why their `xpeer` is `-`; `None` otherwise.
-fn unpaired_note(r: &BenchReport) -> Option<String> {
+pub(super) fn unpaired_note(r: &BenchReport) -> Option<String> {
     let mut unpaired: Vec<String> = Vec::new();
     for row in r.rows.iter().filter(|x| peer_workload(&x.workload, x.batch).is_none()) {
         let w = format!("{} b{}", row.workload, row.batch);
@@ -179,6 +196,8 @@ mod tests {
             vs_peer,
             vs_peer_range: vs_peer.map(|v| (v, v)),
             peer_workload: peer_workload(workload, batch).filter(|_| vs_peer.is_some()),
+            vs_dense_fp32: None,
+            vs_dense_fp32_range: None,
         }
     }
 
@@ -214,6 +233,7 @@ mod tests {
             int8_kernels: None,
             peer_python: Some("/venv/bin/python".into()),
             warnings: Vec::new(),
+            notes: Vec::new(),
         }
     }
 

@@ -31,6 +31,20 @@ pub struct VersusDense {
     pub vs_dense_max: f64,
 }
 
+impl VersusDense {
+    /// Its speed-up over the rounds as the reliability check judges it (the per-round ratios to
+    /// dense: median, smallest, largest), the row named `label`.
+    pub fn round_spread(&self, label: String) -> RoundSpread {
+        RoundSpread {
+            label,
+            rounds: self.examples_per_s_rounds.len(),
+            median: self.vs_dense,
+            min: self.vs_dense_min,
+            max: self.vs_dense_max,
+        }
+    }
+}
+
 /// Time every contender and the dense full plan of `dense.teacher` (ALGORITHM.md section 1) on
 /// `inputs` in batches of `batch`, end to end from token ids (ApproxNet and planning included),
 /// over `rounds` rounds: even rounds time dense first and the contenders in order, odd rounds

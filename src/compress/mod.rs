@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{versus_dense, Contender, VersusDense};
+use crate::bench::{load_1min, loadavg, reliability_warnings, versus_dense, Contender, VersusDense};
 use crate::data::bootstrap::Interval;
 use crate::infer::Mode;
 use crate::model::{EncodedInput, Encoder};
@@ -138,6 +138,17 @@ pub struct CompressTable {
     pub rounds: usize,
     /// CPU and threads of the timing.
     pub machine: String,
+    /// `/proc/loadavg`'s 1/5/15-minute load averages before and after the timing rounds (empty
+    /// when nothing was timed or where unreadable; absent in tables written before they were
+    /// recorded).
+    #[serde(default)]
+    pub loadavg_before: String,
+    #[serde(default)]
+    pub loadavg_after: String,
+    /// Why the timing may not be trusted ([`reliability_warnings`]: a busy machine, rounds that
+    /// disagree by more than 25%), as `sttabt bench` warns; empty when it looks sound.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Measure every source's modes on `dev`, with dense on `sources[0].teacher` first (the
@@ -204,6 +215,7 @@ pub fn choose(
             order.push(i);
         }
     }
+    let (mut load_before, mut load_after, mut warnings) = (String::new(), String::new(), Vec::new());
     if !order.is_empty() {
         let contenders: Vec<Contender> = order
             .iter()
@@ -216,6 +228,7 @@ pub fn choose(
             })
             .collect();
         let dense_models = Models { teacher: base.teacher, approx: None };
+        load_before = loadavg();
         for batch in [1usize, 32] {
             progress.println(format!("timing {} candidates against dense at batch {batch}, {} rounds", order.len(), opts.rounds));
             let speeds = versus_dense(dense_models, &contenders, bench, batch, opts.rounds, opts.repeats)?;
@@ -227,6 +240,17 @@ pub fn choose(
                 }
             }
         }
+        load_after = loadavg();
+        let spreads: Vec<_> = order
+            .iter()
+            .flat_map(|&i| {
+                let c = &candidates[i];
+                [(1, &c.speed_b1), (32, &c.speed_b32)].into_iter().filter_map(|(b, v)| {
+                    v.as_ref().map(|v| v.round_spread(format!("{} on {} vs dense b{b}", c.label, sources[c.source].name)))
+                })
+            })
+            .collect();
+        warnings = reliability_warnings(load_1min(&load_before), load_1min(&load_after), rayon::current_num_threads(), &spreads);
     }
     let chosen = order
         .iter()
@@ -250,6 +274,9 @@ pub fn choose(
         bench_examples: bench.len(),
         rounds: opts.rounds,
         machine: crate::eval::machine_line(),
+        loadavg_before: load_before,
+        loadavg_after: load_after,
+        warnings,
     })
 }
 
@@ -284,8 +311,10 @@ fn interval(iv: &Interval) -> String {
 
 /// The table as text: one row per candidate, the chosen one marked `*`, then the summary line.
 pub fn format_table(t: &CompressTable) -> String {
+    // the models column as wide as its longest name (two plan-aware teachers differ by path)
+    let w = t.sources.iter().map(|n| n.chars().count()).max().unwrap_or(0).max("models".len());
     let mut s = format!(
-        "  {:<28} {:<16} {:>8} {:>16} {:>15} {:>9} {:>7} {:>6} {:>14} {:>14}\n",
+        "  {:<28} {:<w$} {:>8} {:>16} {:>15} {:>9} {:>7} {:>6} {:>14} {:>14}\n",
         "mode", "models", "dev acc", "dev acc 95%", "Δ vs dense 95%", "retention", "GFLOPs", "budget", "xdense b1", "xdense b32"
     );
     let speed = |v: &Option<VersusDense>| match v {
@@ -293,9 +322,9 @@ pub fn format_table(t: &CompressTable) -> String {
         None => "-".into(),
     };
     for (i, c) in t.candidates.iter().enumerate() {
-        let src: String = t.sources[c.source].chars().take(16).collect();
+        let src = &t.sources[c.source];
         s.push_str(&format!(
-            "{} {:<28} {:<16} {:>7.2}% {:>16} {:>15} {:>8.1}% {:>7.3} {:>6} {:>14} {:>14}\n",
+            "{} {:<28} {:<w$} {:>7.2}% {:>16} {:>15} {:>8.1}% {:>7.3} {:>6} {:>14} {:>14}\n",
             if i == t.chosen { "*" } else { " " },
             c.label,
             src,
@@ -319,5 +348,8 @@ pub fn format_table(t: &CompressTable) -> String {
     ));
     s.push_str(&summary_line(t));
     s.push('\n');
+    for w in &t.warnings {
+        s.push_str(&format!("WARNING: {w}\n"));
+    }
     s
 }

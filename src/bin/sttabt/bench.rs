@@ -147,6 +147,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // the bundle's row apart from an ordinary row of the same planner
         modes_label_prefix: if bundled { "bundle: ".into() } else { String::new() },
         rt_baselines: true,
+        // a bundle's headline speed-up is against fp32 dense: time that reference too
+        fp32_dense: bundled,
     };
     if !opts.model.join("model.safetensors").exists() {
         bail!("{} has no model; run `sttabt demo` first (it trains the default teacher) or pass --model", opts.model.display());

@@ -104,6 +104,15 @@ fn compared_precisions(a: &CompressArgs) -> Result<Vec<sttabt::model::Precision>
     if out.is_empty() {
         bail!("--precisions: name at least one of fp32, int8, int8-w7");
     }
+    // where 7-bit weights are no faster (every int8 path but AVX2's), an int8-w7 candidate can
+    // only win the speed comparison by timing noise against the same setting in int8, at an
+    // accuracy cost: with int8 in the list it is left out (asked for alone, it competes)
+    if out.contains(&Precision::Int8) {
+        if let Some(why) = Precision::Int8W7.no_gain_here().filter(|_| out.contains(&Precision::Int8W7)) {
+            out.retain(|&p| p != Precision::Int8W7);
+            eprintln!("warning: --precisions: int8-w7 left out beside int8: {why}");
+        }
+    }
     Ok(out)
 }
 
@@ -293,7 +302,10 @@ pub fn run(args: CompressArgs) -> Result<()> {
     let json = serde_json::json!({"table": table, "data": splits.description, "teacher": a.model, "approx": approx_dir});
     write("table.json", serde_json::to_string_pretty(&json)?.as_bytes())?;
     write("table.txt", text.as_bytes())?;
-    let summary = compress::summary_line(&table);
+    let mut summary = compress::summary_line(&table);
+    for w in &table.warnings {
+        summary.push_str(&format!("\n\nCaution: {w}."));
+    }
     let readme = format!(
         "# sttabt bundle\n\n{summary}\n\nUse it with `sttabt classify --bundle DIR TEXT`, `sttabt eval --bundle DIR`, `sttabt bench --bundle DIR`.\nFiles: teacher/ (HF layout), {}bundle.json (planner settings), table.json / table.txt (every candidate measured on dev).\n",
         if approx_name.is_some() { "approx/ (ApproxNet), " } else { "" }

@@ -203,6 +203,7 @@ fn contestant<'a>(p: &Point, m: &DemoModels<'a>) -> Option<(Models<'a>, BenchOpt
         lengths: Vec::new(),
         memory: false,
         rt_baselines: false,
+        fp32_dense: false,
         concrete: Vec::new(),
         ltp: Vec::new(),
         modes: Vec::new(),
@@ -277,15 +278,7 @@ pub(crate) fn measure(
     // what the machine was doing while the settings were timed, and how far the rounds agree
     let spreads: Vec<RoundSpread> = timed
         .iter()
-        .flat_map(|t| {
-            [(1, &t.b1), (32, &t.b32)].map(|(b, v)| RoundSpread {
-                label: format!("{} vs dense b{b}", t.point.label),
-                rounds: settings.rounds,
-                median: v.vs_dense,
-                min: v.vs_dense_min,
-                max: v.vs_dense_max,
-            })
-        })
+        .flat_map(|t| [(1, &t.b1), (32, &t.b32)].map(|(b, v)| v.round_spread(format!("{} vs dense b{b}", t.point.label))))
         .collect();
     let threads = rayon::current_num_threads();
     let mut warnings = reliability_warnings(load_1min(&load_before), load_1min(&sttabt::bench::loadavg()), threads, &spreads);
