@@ -835,3 +835,75 @@ fn out_that_is_a_file_is_refused_before_any_work() {
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me", "the file was overwritten");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Teacher and ApproxNet directories given to the wrong flag: what it is and where it goes
+
+/// An ApproxNet (or a concrete run) where a teacher or base checkpoint belongs, and an
+/// ApproxNet's config.json where its directory belongs, are errors naming the flag, the path
+/// and what it is, before anything is loaded (the data file does not exist: reaching it would
+/// be another error); eval no longer evaluates an ApproxNet as a plan-aware teacher.
+#[test]
+fn approxnet_or_file_where_a_teacher_or_approx_dir_belongs_is_named() {
+    use sttabt::approx::{ApproxInit, ApproxNet};
+    let (model, _) = tiny_classifier("wrongdir");
+    let m = s(model.path());
+    let dir = TempDir::new("wrongdir-runs");
+    let approx = dir.path().join("approx");
+    let teacher = sttabt::Encoder::load(model.path()).expect("tiny classifier loads");
+    ApproxNet::new(&teacher, 2, ApproxInit::Random, 0).expect("approx net").save(&approx).expect("save approx");
+    let a = s(&approx);
+    let approx_cfg = approx.join("config.json");
+    let ac = s(&approx_cfg);
+    // a concrete run: concrete.json beside teacher/
+    let run = dir.path().join("concrete_run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("concrete.json"), "{}").unwrap();
+    let c = s(&run);
+    let missing = dir.path().join("missing.csv");
+    let x = s(&missing);
+    let out = dir.path().join("out");
+    let o = s(&out);
+    let is_approx = |flag: &str| format!("{flag} {a} is an ApproxNet (factor 2,");
+    let cases: Vec<(Vec<&str>, Vec<String>)> = vec![
+        (
+            vec!["finetune", "--model", a, "--train", x, "--dev", x, "--out", o],
+            vec![is_approx("--model"), "not a checkpoint to fine-tune".into()],
+        ),
+        (
+            vec!["finetune", "--model", a, "--plan-aware", "--approx", a, "--keep", "0.3", "--train", x, "--dev", x, "--out", o],
+            vec![is_approx("--model"), "not a classifier".into(), format!("pass it as --approx {a}")],
+        ),
+        (
+            vec!["finetune", "--model", m, "--plan-aware", "--approx", ac, "--keep", "0.3", "--train", x, "--dev", x, "--out", o],
+            vec![format!("--approx {ac}: is a file, not a directory")],
+        ),
+        (vec!["finetune", "--model", c, "--train", x, "--dev", x, "--out", o], vec![format!("--model: {c} is a concrete-masking run")]),
+        (vec!["distill", "--teacher", a, "--train", x, "--dev", x, "--out", o], vec![is_approx("--teacher"), "not a teacher".into()]),
+        (vec!["ltp", "--teacher", a, "--train", x, "--out", o], vec![is_approx("--teacher"), "not a teacher".into()]),
+        (
+            vec!["concrete", "--teacher", a, "--approx", a, "--train", x, "--out", o],
+            vec![is_approx("--teacher"), format!("pass it as --approx {a}")],
+        ),
+        (
+            vec!["concrete", "--teacher", m, "--approx", ac, "--train", x, "--out", o],
+            vec![format!("--approx {ac}: is a file, not a directory"), "sttabt distill".into()],
+        ),
+        (
+            vec!["eval", "--model", m, "--plan-aware", a, "--approx", a, "--ks", "0.5", "--dev", x, "--out", o],
+            vec![is_approx("--plan-aware"), "not a fine-tuned teacher".into(), "sttabt finetune --plan-aware".into()],
+        ),
+        (
+            vec!["eval", "--model", m, "--plan-aware", c, "--approx", a, "--dev", x, "--out", o],
+            vec![format!("--plan-aware: {c} is a concrete")],
+        ),
+        (vec!["eval", "--model", m, "--approx", ac, "--dev", x, "--out", o], vec![format!("--approx {ac}: is a file, not a directory")]),
+    ];
+    for (args, parts) in cases {
+        let r = sttabt(&args);
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        assert_fails_naming(&r, &args.join(" "), &parts);
+        assert!(!stderr(&r).contains("missing.csv"), "{}: read the data first:\n{}", args.join(" "), stderr(&r));
+    }
+    assert!(!out.exists(), "a rejected job created its output directory");
+}

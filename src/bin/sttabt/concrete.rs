@@ -83,6 +83,9 @@ pub fn run(args: ConcreteArgs) -> Result<()> {
         resume,
         quiet,
     } = args;
+    let fix = format!("pass it as --approx {} and its teacher (the model it was distilled from) as --teacher", teacher.display());
+    super::refuse_non_teacher(&teacher, "--teacher", "a teacher", &fix)?;
+    super::refuse_file_as_approx(&approx, "--approx")?;
     let cfg = sttabt::train::concrete::ConcreteConfig {
         theta0,
         steps,

@@ -95,6 +95,12 @@ pub fn run(args: DistillArgs) -> Result<()> {
         kl_every,
         teacher_cache_mb,
     } = args;
+    super::refuse_non_teacher(
+        &teacher,
+        "--teacher",
+        "a teacher",
+        "give the fine-tuned teacher it was distilled from as --teacher (an ApproxNet is distilled from its teacher)",
+    )?;
     let target_kl = target_kl.map(|kl| sttabt::train::distill::KlTarget { kl, every: kl_every });
     let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, target_kl, ..Default::default() };
     if let Some(src) = image_source(&images, &data)? {

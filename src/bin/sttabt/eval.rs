@@ -117,6 +117,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(m) = &model {
         super::refuse_non_teacher_model(m)?;
     }
+    if let Some(a) = &approx {
+        super::refuse_file_as_approx(a, "--approx")?;
+    }
+    for d in &plan_aware {
+        // an ApproxNet (or a concrete / LTP run) would otherwise be evaluated as a teacher
+        let fix = format!(
+            "--plan-aware takes a teacher fine-tuned under its own ABT plans (`sttabt finetune --plan-aware --out DIR`); pass the ApproxNet as --approx {}",
+            d.display()
+        );
+        super::refuse_non_teacher(d, "--plan-aware", "a fine-tuned teacher", &fix)?;
+    }
     let mut bundle_note: Option<String> = None;
     let (model, approx, extra, precision) = match &bundle {
         Some(dir) => {

@@ -109,6 +109,12 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let FinetuneArgs { data, images, model, out, run, resume, quiet, trainer, .. } = args;
     let FinetuneRunArgs { epochs, batch_size, lr, train_limit, dev_limit, max_length } = run;
     let limits = Limits { train: train_limit, dev: dev_limit };
+    if let Some(m) = &model {
+        refuse_non_finetunable(m, args.plan_aware)?;
+    }
+    if let Some(a) = &args.approx {
+        super::refuse_file_as_approx(a, "--approx")?;
+    }
     if args.plan_aware {
         if image_source(&images, &data)?.is_some() {
             bail!("--plan-aware covers text BERT models only (the native trainer)");
@@ -147,6 +153,22 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     finetune(&data, model, &out, cfg, limits, max_length, resume, quiet, trainer)
 }
 
+/// `--model DIR` of a fine-tuning run: an ApproxNet, or a concrete / LTP run or a bundle, is an
+/// error saying what it is and what to pass instead (with `plan_aware`: the ApproxNet goes to
+/// --approx), before anything is loaded.
+fn refuse_non_finetunable(dir: &std::path::Path, plan_aware: bool) -> Result<()> {
+    if plan_aware {
+        let fix = format!("pass it as --approx {} and its teacher (the model it was distilled from) as --model", dir.display());
+        return super::refuse_non_teacher(dir, "--model", "a classifier", &fix);
+    }
+    super::refuse_non_teacher(
+        dir,
+        "--model",
+        "a checkpoint to fine-tune",
+        "give the model it was distilled from, or another Hugging Face checkpoint directory, as --model",
+    )
+}
+
 /// How many training and dev examples a run uses (`None`: all), from --train-limit and
 /// --dev-limit: the first ones after the seeded split.
 #[derive(Debug, Clone, Copy, Default)]
@@ -171,7 +193,7 @@ pub(crate) struct TextRun {
 /// `limits` training and dev examples of each; a fresh head (seed `seed`) replaces one that does not
 /// match the labels. Prints the split sizes on stderr (not with `quiet`).
 ///
-/// Errors: a checkpoint or data set that cannot be read or tokenised.
+/// Errors: `model` is an ApproxNet or a run directory; a checkpoint or data set that cannot be read or tokenised.
 pub(crate) fn load_text_run(
     data: &DataArgs,
     model: Option<PathBuf>,
@@ -183,6 +205,7 @@ pub(crate) fn load_text_run(
 ) -> Result<TextRun> {
     use sttabt::pipeline::{tokenize, warn_truncation};
     let dir = model_dir(model)?;
+    refuse_non_finetunable(&dir, false)?;
     let needs = DataNeeds::train_dev(job);
     let source = data.source(&needs)?;
     let base = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;

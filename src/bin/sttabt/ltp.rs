@@ -61,6 +61,12 @@ pub struct LtpArgs {
 pub fn run(args: LtpArgs) -> Result<()> {
     let LtpArgs { data, teacher, out, lambda, temperature, score, steps, batch_size, train_limit, max_length, resume, quiet, trainer } =
         args;
+    super::refuse_non_teacher(
+        &teacher,
+        "--teacher",
+        "a teacher",
+        "give the fine-tuned teacher it was distilled from as --teacher (LTP trains thresholds on a classifier)",
+    )?;
     let score = if score == "mean-received" { LtpScore::MeanReceived } else { LtpScore::LengthScaled };
     let temperature = temperature.unwrap_or(score.default_temperature());
     if !(temperature.is_finite() && temperature > 0.0) {

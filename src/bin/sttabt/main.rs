@@ -568,17 +568,37 @@ fn clamp_max_length(dir: &std::path::Path, model: &Encoder, max_length: usize) -
 /// concrete / LTP run or a bundle (no config.json of its own, see [`info::run_dir_pointer`]), is
 /// an error saying what it is and how to pass it, before anything is loaded.
 fn refuse_non_teacher_model(dir: &std::path::Path) -> Result<()> {
+    let fix = format!("pass it as --approx {} and its teacher (the model it was distilled from) as --model", dir.display());
+    refuse_non_teacher(dir, "--model", "a classifier", &fix)
+}
+
+/// [`refuse_non_teacher_model`] for any flag that names a teacher or base checkpoint (`flag`,
+/// e.g. `--teacher`, `--plan-aware`): a run directory is an error pointing at its teacher, an
+/// ApproxNet an error `FLAG DIR is an ApproxNet (...), not WHAT: FIX`.
+fn refuse_non_teacher(dir: &std::path::Path, flag: &str, what: &str, fix: &str) -> Result<()> {
     if let Some(pointer) = info::run_dir_pointer(dir) {
-        bail!("--model: {pointer}");
+        bail!("{flag}: {pointer}");
     }
     if let Some(a) = sttabt::approx::ApproxMeta::read(dir) {
         bail!(
-            "--model {} is an ApproxNet (factor {}, teacher hidden size {}, {} layers, {} heads), not a classifier: pass it as --approx {} and its teacher (the model it was distilled from) as --model",
+            "{flag} {} is an ApproxNet (factor {}, teacher hidden size {}, {} layers, {} heads), not {what}: {fix}",
             dir.display(),
             a.factor,
             a.teacher_hidden_size,
             a.teacher_num_layers,
             a.teacher_num_heads,
+        );
+    }
+    Ok(())
+}
+
+/// An ApproxNet directory flag (`--approx DIR`) that names a file (e.g. its config.json): an
+/// error saying so, as a teacher path that is a file is, before anything is loaded (the loader
+/// would call it "no such directory").
+fn refuse_file_as_approx(dir: &std::path::Path, flag: &str) -> Result<()> {
+    if dir.is_file() {
+        bail!(
+            "{flag} {}: is a file, not a directory: give the ApproxNet directory written by `sttabt distill` (config.json + model.safetensors)",
             dir.display()
         );
     }
