@@ -315,6 +315,32 @@ fn concrete_run_dir() {
     expect_error(&["classify", "--concrete", s(&run), "--model", s(&t), text], &["--model", "own"]);
     expect_error(&["classify", "--concrete", s(&run), "--keep", "0.5", text], &["--keep", "concrete"]);
     expect_error(&["classify", "--concrete", s(&run), "--mode", "abt", text], &["--concrete", "--mode abt"]);
+
+    // a run whose thresholds keep nothing of the text (θ0 = -20: π ≈ 2e-9, so only the nested
+    // CLS row survives) still answers, with a warning that the answer ignores the text
+    let none = dir.path().join("concrete-none");
+    let (ok, stdout, stderr) = sttabt(&[
+        "concrete",
+        "--teacher",
+        s(&t),
+        "--approx",
+        s(&ap),
+        "--out",
+        s(&none),
+        "--theta0=-20",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--train-limit",
+        "4",
+        "--quiet",
+    ]);
+    assert!(ok, "sttabt concrete failed:\n{stdout}\n{stderr}");
+    let (ok, _, stderr) = sttabt(&["classify", "--concrete", s(&none), text]);
+    assert!(ok && stderr.contains("warning: input 1: the planner kept no token of the text"), "{stderr}");
+    let (ok, _, stderr) = sttabt(&["classify", "--model", s(&t), "--mode", "dense", text]);
+    assert!(ok && !stderr.contains("kept no token"), "dense reads every token: {stderr}");
 }
 
 #[test]
@@ -345,6 +371,11 @@ fn bad_input_gives_clear_errors() {
     write_teacher(&t);
     let m = s(&t);
     let text = "A fine film.";
+    // a text the tokenizer reduces to its special tokens (zero-width / control characters) is
+    // refused, naming which input, before anything is printed
+    let (ok, stdout, stderr) = sttabt(&["classify", "--model", m, "--mode", "dense", text, "\u{200b}"]);
+    assert!(!ok && stdout.is_empty() && stderr.contains("input 2: the tokenizer keeps nothing of it"), "{stdout}\n{stderr}");
+    expect_error(&["embed", "--model", m, "\u{1}\u{2}"], &["text 1", "keeps nothing"]);
     // --keep: wrong count, out of range, not a number, a list for topk, keep where it means nothing
     expect_error(&["classify", "--model", m, "--mode", "abt-actual", "--keep", "0.9,0.5", text], &["--keep", "2 values", "6 layers"]);
     expect_error(

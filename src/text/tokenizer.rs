@@ -24,6 +24,10 @@ pub struct Tokenized {
     pub tokens: Vec<String>,
     /// Tokens removed by truncation (0 when the text fitted).
     pub truncated: usize,
+    /// Tokens of the text(s) themselves, special tokens (`[CLS]`, `[SEP]`, ...) not counted: 0
+    /// when nothing of the text survived tokenisation (e.g. only control or zero-width
+    /// characters), so that a model would see the special tokens alone.
+    pub content_tokens: usize,
 }
 
 /// Where a token came from in the original text: which text of the input (`segment` 0 = the
@@ -120,6 +124,7 @@ impl TextTokenizer {
             input: EncodedInput { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec(), patches: Vec::new() },
             tokens: e.get_tokens().to_vec(),
             truncated,
+            content_tokens: e.get_special_tokens_mask().iter().filter(|&&m| m == 0).count(),
         })
     }
 

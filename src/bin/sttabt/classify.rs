@@ -442,8 +442,11 @@ pub(crate) fn classify(
     // truncated inputs: the first few named as they come, then one summary line
     const NAMED_CUTS: usize = 5;
     let (mut cut_inputs, mut cut_tokens) = (0usize, 0usize);
-    for (i, (text, pair)) in inputs.iter().enumerate() {
-        let (enc, spans) = tok.encode_with_spans(text, pair.as_deref())?;
+    // every input tokenised before any is classified, so that one the tokenizer reduces to its
+    // special tokens is refused before anything is printed
+    let encoded: Vec<_> = inputs.iter().map(|(text, pair)| tok.encode_with_spans(text, pair.as_deref())).collect::<Result<_, _>>()?;
+    super::embed::reject_tokenless("input", encoded.iter().map(|(e, _)| e))?;
+    for (i, ((text, pair), (enc, spans))) in inputs.iter().zip(encoded).enumerate() {
         if enc.truncated > 0 {
             cut_inputs += 1;
             cut_tokens += enc.truncated;
@@ -452,6 +455,13 @@ pub(crate) fn classify(
             }
         }
         let p = sttabt::infer::classify(teacher, approx_model, &[enc.input.clone()], &mode)?.remove(0);
+        // a plan whose first layer reads no token of the text answers the same for any text
+        if !p.plan.inputs(0).iter().any(|&j| spans.get(j).is_some_and(Option::is_some)) {
+            eprintln!(
+                "warning: input {}: the planner kept no token of the text (layer 1 reads only special tokens), so this prediction does not depend on the text; the run keeps too few tokens for it (e.g. a concrete run with a low θ0, or a small --keep)",
+                i + 1
+            );
+        }
         let label = teacher.config.labels.get(p.label).cloned().unwrap_or_else(|| p.label.to_string());
         // deepest layer each token is read by (0 = not even layer 1); the sets are nested
         let depth: Vec<usize> =

@@ -59,6 +59,7 @@ pub(crate) fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<Pat
     let tok = text_tokenizer(&dir, &m, max_length)?;
     let pairs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (t.as_str(), None)).collect();
     let (encoded, cut) = tok.encode_batch(&pairs)?;
+    reject_tokenless("text", &encoded)?;
     if cut > 0 {
         let n = encoded.iter().filter(|t| t.truncated > 0).count();
         eprintln!("warning: {n} text(s) longer than --max-length {max_length} were truncated ({cut} tokens cut)");
@@ -78,5 +79,15 @@ pub(crate) fn embed(texts: Vec<String>, file: Option<PathBuf>, model: Option<Pat
         }
     }
     println!("{}", serde_json::to_string(&serde_json::json!({"model": dir, "dim": d, "embeddings": out}))?);
+    Ok(())
+}
+
+/// An error naming the first input (1-based, `what N`) whose tokens are all special tokens: its
+/// text has nothing the tokenizer keeps (control or zero-width characters, say), so the model
+/// would read `[CLS] [SEP]` alone and answer the same for any such text.
+pub(crate) fn reject_tokenless<'a>(what: &str, encoded: impl IntoIterator<Item = &'a sttabt::text::tokenizer::Tokenized>) -> Result<()> {
+    if let Some(i) = encoded.into_iter().position(|t| t.content_tokens == 0) {
+        bail!("{what} {}: the tokenizer keeps nothing of it (only special tokens such as [CLS]/[SEP] would be left); give text with words in it", i + 1);
+    }
     Ok(())
 }
