@@ -376,6 +376,11 @@ fn bad_input_gives_clear_errors() {
     let (ok, stdout, stderr) = sttabt(&["classify", "--model", m, "--mode", "dense", text, "\u{200b}"]);
     assert!(!ok && stdout.is_empty() && stderr.contains("input 2: the tokenizer keeps nothing of it"), "{stdout}\n{stderr}");
     expect_error(&["embed", "--model", m, "\u{1}\u{2}"], &["text 1", "keeps nothing"]);
+    // a file that is not UTF-8: the line of the first bad byte
+    let bad = dir.path().join("latin1.txt");
+    std::fs::write(&bad, b"good film\nbad \xff film\n").unwrap();
+    expect_error(&["classify", "--model", m, "--mode", "dense", "--file", s(&bad)], &["latin1.txt: line 2 is not valid UTF-8"]);
+    expect_error(&["embed", "--model", m, "--file", s(&bad)], &["latin1.txt: line 2 is not valid UTF-8"]);
     // --keep: wrong count, out of range, not a number, a list for topk, keep where it means nothing
     expect_error(&["classify", "--model", m, "--mode", "abt-actual", "--keep", "0.9,0.5", text], &["--keep", "2 values", "6 layers"]);
     expect_error(

@@ -151,7 +151,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         fp32_dense: bundled,
     };
     if !opts.model.join("model.safetensors").exists() {
-        bail!("{} has no model; run `sttabt demo` first (it trains the default teacher) or pass --model", opts.model.display());
+        // after `demo --fast` / `--full` the teacher is in their own run directories: say so
+        let others: Vec<String> = ["demo-fast", "demo-full"]
+            .iter()
+            .map(|r| sttabt::assets::home().join("runs").join(r).join("teacher"))
+            .filter(|t| t.join("model.safetensors").exists())
+            .map(|t| format!("--model {}", t.display()))
+            .collect();
+        let hint = if others.is_empty() { String::new() } else { format!(" (found: {})", others.join(", ")) };
+        bail!("{} has no model; run `sttabt demo` first (it trains the default teacher) or pass --model{hint}", opts.model.display());
     }
     let r = sttabt::bench::run_bench(&opts)?;
     print!("{}", sttabt::bench::format_report(&r));

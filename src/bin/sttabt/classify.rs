@@ -265,14 +265,18 @@ pub(crate) fn read_classify_inputs(texts: Vec<String>, pair: Option<String>, fil
         return Ok(texts.into_iter().map(|t| (t, None)).collect());
     }
     let (name, content) = match file {
-        Some(f) => (f.display().to_string(), std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?),
+        Some(f) => {
+            let name = f.display().to_string();
+            let text = super::embed::utf8_text(&name, std::fs::read(&f).with_context(|| format!("reading {name}"))?)?;
+            (name, text)
+        }
         None => {
             if std::io::stdin().is_terminal() {
                 bail!("no texts given: pass them as arguments (one TEXT with --pair PAIR for a sentence pair), with --file, or on stdin");
             }
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut s).context("reading stdin")?;
-            ("<stdin>".to_string(), s)
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).context("reading stdin")?;
+            ("<stdin>".to_string(), super::embed::utf8_text("<stdin>", bytes)?)
         }
     };
     parse_classify_lines(&name, &content)

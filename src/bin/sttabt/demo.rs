@@ -426,6 +426,10 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
             let r =
                 sttabt::eval::evaluate_with(&teacher, Some(&approx.model), &concrete, &ltp, &[], &plan_aware, &ldev, &ltest, &long_opts)?;
             sttabt::eval::write_results(&r, &long_dir, &long.description, None)?;
+            println!(
+                "length robustness (stage {}): every planner on long reviews of >= {words} words, 512 tokens, far longer than the sentences it was trained on (the main table follows):",
+                stage.name
+            );
             print!("{}", sttabt::eval::format_table(&r));
             Ok(serde_json::json!({"dense_test_accuracy": r.dense_test_accuracy, "modes": r.points.len()}))
         })?);
@@ -433,6 +437,7 @@ pub(crate) fn demo(fast: bool, full: bool, out: Option<PathBuf>, quiet: bool) ->
 
     // the chosen setting as a bundle `classify` / `eval` / `bench --bundle` load (cheap: links)
     let bundle_dir = bundle::write(&speed, &models, &run_dir.join("bundle"))?;
+    println!("every mode on the {} dev and {} test sentences:", results.dev_examples, results.test_examples);
     print!("{}", sttabt::eval::format_table(&results));
     println!(
         "(the table's ex/s and speedup columns are eval's rough timing pass on {} sentences; the sentence below is the speed stage's measurement: {} alternating rounds against dense on {} sentences, median - trust it)",

@@ -34,7 +34,7 @@ pub(crate) fn read_texts(texts: Vec<String>, file: Option<PathBuf>) -> Result<Ve
         return Ok(texts);
     }
     if let Some(f) = file {
-        let s = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        let s = utf8_text(&f.display().to_string(), std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)?;
         let lines: Vec<String> = s.lines().map(str::to_string).collect();
         super::classify::reject_empty_texts(&format!("{}: line", f.display()), lines.iter())?;
         return Ok(lines);
@@ -90,4 +90,14 @@ pub(crate) fn reject_tokenless<'a>(what: &str, encoded: impl IntoIterator<Item =
         bail!("{what} {}: the tokenizer keeps nothing of it (only special tokens such as [CLS]/[SEP] would be left); give text with words in it", i + 1);
     }
     Ok(())
+}
+
+/// `bytes` (the contents of `name`, a file or `<stdin>`) as text; not UTF-8: an error naming
+/// `name`, the line and the byte offset of the first bad byte.
+pub(crate) fn utf8_text(name: &str, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!("{name}: line {line} is not valid UTF-8 (byte {at}); save the file as UTF-8")
+    })
 }
