@@ -273,29 +273,21 @@ fn explain_json_offsets_slice_the_original_text() {
     }
 }
 
+/// A small `sttabt concrete` run (batch 4) of `teacher` and `approx` into `out`, with `extra` flags.
+fn train_concrete(teacher: &Path, approx: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec!["concrete", "--teacher", s(teacher), "--approx", s(approx), "--out", s(out), "--batch-size", "4", "--quiet"];
+    args.extend(extra);
+    let (ok, stdout, stderr) = sttabt(&args);
+    assert!(ok, "sttabt concrete failed:\n{stdout}\n{stderr}");
+}
+
 #[test]
 fn concrete_run_dir() {
     let dir = TempDir::new("classify-concrete");
     let (t, ap, run) = (dir.path().join("teacher"), dir.path().join("approx"), dir.path().join("concrete"));
     let teacher = write_teacher(&t);
     write_approx(&teacher, &ap);
-    let (ok, stdout, stderr) = sttabt(&[
-        "concrete",
-        "--teacher",
-        s(&t),
-        "--approx",
-        s(&ap),
-        "--out",
-        s(&run),
-        "--steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--train-limit",
-        "8",
-        "--quiet",
-    ]);
-    assert!(ok, "sttabt concrete failed:\n{stdout}\n{stderr}");
+    train_concrete(&t, &ap, &run, &["--steps", "2", "--train-limit", "8"]);
     let text = "An honest, warm and very funny film.";
     let rec = json_lines(&["classify", "--concrete", s(&run), "--json", text]).remove(0);
     assert!(rec["mode"].as_str().unwrap().starts_with("concrete"), "{}", rec["mode"]);
@@ -319,24 +311,7 @@ fn concrete_run_dir() {
     // a run whose thresholds keep nothing of the text (θ0 = -20: π ≈ 2e-9, so only the nested
     // CLS row survives) still answers, with a warning that the answer ignores the text
     let none = dir.path().join("concrete-none");
-    let (ok, stdout, stderr) = sttabt(&[
-        "concrete",
-        "--teacher",
-        s(&t),
-        "--approx",
-        s(&ap),
-        "--out",
-        s(&none),
-        "--theta0=-20",
-        "--steps",
-        "1",
-        "--batch-size",
-        "4",
-        "--train-limit",
-        "4",
-        "--quiet",
-    ]);
-    assert!(ok, "sttabt concrete failed:\n{stdout}\n{stderr}");
+    train_concrete(&t, &ap, &none, &["--theta0=-20", "--steps", "1", "--train-limit", "4"]);
     let (ok, _, stderr) = sttabt(&["classify", "--concrete", s(&none), text]);
     assert!(ok && stderr.contains("warning: input 1: the planner kept no token of the text"), "{stderr}");
     let (ok, _, stderr) = sttabt(&["classify", "--model", s(&t), "--mode", "dense", text]);
