@@ -907,3 +907,44 @@ fn approxnet_or_file_where_a_teacher_or_approx_dir_belongs_is_named() {
     }
     assert!(!out.exists(), "a rejected job created its output directory");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Training hyper-parameters out of range: the flag, not the config struct's field
+
+/// Values the command line accepts but the training config refuses are errors naming the flag
+/// (`--hidden-weight must be ...`), not the library's `PlanFtConfig.hidden_weight`, before any
+/// model or data is read (the ApproxNet and data paths do not exist).
+#[test]
+fn out_of_range_training_values_name_the_flag_not_the_config_field() {
+    let (model, _) = tiny_classifier("cfgflags");
+    let m = s(model.path());
+    let dir = TempDir::new("cfgflags-data");
+    let missing = dir.path().join("missing.csv");
+    let x = s(&missing);
+    let nowhere = dir.path().join("no-approx");
+    let a = s(&nowhere);
+    let out = dir.path().join("out");
+    let o = s(&out);
+    let plan_aware = ["finetune", "--model", m, "--plan-aware", "--approx", a, "--train", x, "--dev", x, "--out", o];
+    let concrete = ["concrete", "--teacher", m, "--approx", a, "--train", x, "--out", o];
+    let cases: Vec<(Vec<&str>, &[&str], &str)> = vec![
+        (plan_aware.to_vec(), &["--keep", "0"], "--keep must be in (0, 1], got 0"),
+        (plan_aware.to_vec(), &["--keep", "1.2"], "--keep must be in (0, 1], got 1.2"),
+        (plan_aware.to_vec(), &["--keep", "0.5", "--kd-alpha", "-1"], "--kd-alpha must be a finite number >= 0, got -1"),
+        (plan_aware.to_vec(), &["--keep", "0.5", "--kd-temperature", "0"], "--kd-temperature must be a finite number > 0, got 0"),
+        (plan_aware.to_vec(), &["--keep", "0.5", "--hidden-weight", "-1"], "--hidden-weight must be a finite number >= 0, got -1"),
+        (plan_aware.to_vec(), &["--keep", "0.5", "--hidden-weight", "NaN"], "--hidden-weight must be a finite number >= 0, got NaN"),
+        (concrete.to_vec(), &["--hard-frac", "2"], "--hard-frac must be in [0, 1], got 2"),
+        (concrete.to_vec(), &["--hard-frac", "-0.5"], "--hard-frac must be in [0, 1], got -0.5"),
+    ];
+    for (mut args, extra, want) in cases {
+        args.extend_from_slice(extra);
+        let r = sttabt(&args);
+        assert_fails_naming(&r, &args.join(" "), &[want]);
+        let err = stderr(&r);
+        let field = want.split(' ').next().unwrap_or_default().trim_start_matches('-').replace('-', "_");
+        assert!(!err.contains("Config.") && !err.contains(&format!(" {field} ")), "{}: names the config field:\n{err}", args.join(" "));
+        assert!(!err.contains("missing.csv") && !err.contains("no-approx"), "{}: loaded first:\n{err}", args.join(" "));
+    }
+    assert!(!out.exists(), "a rejected job created its output directory");
+}

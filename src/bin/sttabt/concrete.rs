@@ -97,6 +97,7 @@ pub fn run(args: ConcreteArgs) -> Result<()> {
         seed: data.seed,
         ..Default::default()
     };
+    check_config(cfg.validate(), FLAGS)?;
     if let Some(src) = image_source(&images, &data)? {
         TrainerArg::for_images(trainer, "concrete", quiet)?;
         guard_output(&out, "concrete.json", resume)?;
@@ -104,6 +105,10 @@ pub fn run(args: ConcreteArgs) -> Result<()> {
     }
     concrete(&data, &teacher, &approx, &out, cfg, train_limit, max_length, resume, quiet, trainer)
 }
+
+/// The fields of [`ConcreteConfig`](sttabt::train::concrete::ConcreteConfig) that flags set, for
+/// [`check_config`]'s messages.
+const FLAGS: &[(&str, &str)] = &[("steps", "--steps"), ("batch_size", "--batch-size"), ("lr", "--lr"), ("hard_frac", "--hard-frac")];
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn concrete(
@@ -119,7 +124,7 @@ pub(crate) fn concrete(
     trainer: Option<TrainerArg>,
 ) -> Result<()> {
     guard_output(out, "concrete.json", resume)?;
-    cfg.validate()?;
+    check_config(cfg.validate(), FLAGS)?;
     let needs = DataNeeds::train_only("concrete");
     let source = data.source(&needs)?;
     let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;

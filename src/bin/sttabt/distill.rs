@@ -103,6 +103,7 @@ pub fn run(args: DistillArgs) -> Result<()> {
     )?;
     let target_kl = target_kl.map(|kl| sttabt::train::distill::KlTarget { kl, every: kl_every });
     let cfg = sttabt::train::distill::DistillConfig { steps, batch_size, lr, seed: data.seed, target_kl, ..Default::default() };
+    check_config(cfg.validate(), FLAGS)?;
     if let Some(src) = image_source(&images, &data)? {
         TrainerArg::for_images(trainer, "distil", quiet)?;
         no_cache_on_burn(teacher_cache_mb)?;
@@ -112,6 +113,16 @@ pub fn run(args: DistillArgs) -> Result<()> {
     }
     distill(&data, &teacher, &out, factor, &init, cfg, train_limit, heldout, max_length, resume, quiet, (trainer, teacher_cache_mb))
 }
+
+/// The fields of [`DistillConfig`](sttabt::train::distill::DistillConfig) that flags set, for
+/// [`check_config`]'s messages.
+const FLAGS: &[(&str, &str)] = &[
+    ("steps", "--steps"),
+    ("batch_size", "--batch-size"),
+    ("lr", "--lr"),
+    ("target_kl.kl", "--target-kl"),
+    ("target_kl.every", "--kl-every"),
+];
 
 /// `--teacher-cache-mb` belongs to the native trainer.
 fn no_cache_on_burn(teacher_cache_mb: Option<usize>) -> Result<()> {
@@ -138,7 +149,7 @@ pub(crate) fn distill(
 ) -> Result<()> {
     use sttabt::approx::{ApproxInit, ApproxNet};
     guard_output(out, "distill.json", resume)?;
-    cfg.validate()?;
+    check_config(cfg.validate(), FLAGS)?;
     let needs = DataNeeds::train_dev("distill");
     let source = data.source(&needs)?;
     let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;

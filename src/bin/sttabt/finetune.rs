@@ -134,6 +134,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             kd_temperature: args.kd_temperature,
             hidden_weight: args.hidden_weight,
         };
+        check_config(cfg.validate(), PLAN_AWARE_FLAGS)?;
         return plan_aware(&data, model, &approx, &out, cfg, limits, max_length, resume, quiet);
     }
     if let Some(src) = image_source(&images, &data)? {
@@ -147,11 +148,30 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             seed: data.seed,
             ..d
         };
+        check_config(cfg.validate(), FLAGS)?;
         return vision::finetune(&src, model, &out, cfg, limits, resume, quiet);
     }
     let cfg = sttabt::train::finetune::FinetuneConfig { epochs, batch_size, lr, seed: data.seed, ..Default::default() };
+    check_config(cfg.validate(), FLAGS)?;
     finetune(&data, model, &out, cfg, limits, max_length, resume, quiet, trainer)
 }
+
+/// The fields of [`FinetuneConfig`](sttabt::train::finetune::FinetuneConfig) that flags set, for
+/// [`check_config`]'s messages.
+const FLAGS: &[(&str, &str)] = &[("epochs", "--epochs"), ("batch_size", "--batch-size"), ("lr", "--lr")];
+
+/// [`FLAGS`] and the fields of [`PlanFtConfig`](sttabt::train::native::plan_ft::PlanFtConfig) that
+/// the `--plan-aware` flags set.
+const PLAN_AWARE_FLAGS: &[(&str, &str)] = &[
+    ("epochs", "--epochs"),
+    ("batch_size", "--batch-size"),
+    ("lr", "--lr"),
+    ("keep", "--keep"),
+    ("keep_range", "--keep-range"),
+    ("kd_alpha", "--kd-alpha"),
+    ("kd_temperature", "--kd-temperature"),
+    ("hidden_weight", "--hidden-weight"),
+];
 
 /// `--model DIR` of a fine-tuning run: an ApproxNet, or a concrete / LTP run or a bundle, is an
 /// error saying what it is and what to pass instead (with `plan_aware`: the ApproxNet goes to
@@ -269,7 +289,7 @@ pub(crate) fn finetune(
 ) -> Result<()> {
     use sttabt::train::finetune::finetune;
     guard_output(out, "finetune.json", resume)?;
-    cfg.validate()?;
+    check_config(cfg.validate(), FLAGS)?;
     let TextRun { dir, base, train, dev, splits, max_length } =
         load_text_run(data, model, "finetune", limits, max_length, cfg.seed, quiet)?;
     guard_resume_sizes(out, train.len(), dev.len(), resume)?;
@@ -310,7 +330,7 @@ fn plan_aware(
     use sttabt::pipeline::{tokenize, warn_truncation};
     let dir = model_dir(model)?;
     guard_output(out, "finetune.json", resume)?;
-    cfg.validate()?;
+    check_config(cfg.validate(), PLAN_AWARE_FLAGS)?;
     let needs = DataNeeds::train_dev("finetune --plan-aware");
     let source = data.source(&needs)?;
     let teacher = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;

@@ -72,10 +72,6 @@ pub fn run(args: LtpArgs) -> Result<()> {
     if !(temperature.is_finite() && temperature > 0.0) {
         bail!("--temperature must be a positive number, got {temperature}");
     }
-    guard_output(&out, "ltp.json", resume)?;
-    let teacher_m = Encoder::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
-    let needs = DataNeeds::train_only("ltp");
-    let source = data.source(&needs)?;
     let cfg = sttabt::train::ltp::LtpConfig {
         lambda,
         temperature,
@@ -86,7 +82,11 @@ pub fn run(args: LtpArgs) -> Result<()> {
         seed: data.seed,
         ..Default::default()
     };
-    cfg.validate()?;
+    check_config(cfg.validate(), &[("steps", "--steps"), ("batch_size", "--batch-size"), ("temperature", "--temperature")])?;
+    guard_output(&out, "ltp.json", resume)?;
+    let teacher_m = Encoder::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
+    let needs = DataNeeds::train_only("ltp");
+    let source = data.source(&needs)?;
     let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;

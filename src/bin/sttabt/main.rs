@@ -272,7 +272,7 @@ Examples:
     /// θ0 = -1 (640 steps), LTP at λ = 0.5 (400 steps), evaluation on all 1,275 dev and 1,275 test
     /// sentences with bootstrap intervals, plots, and one closing sentence: the fastest setting
     /// within 1 point and its measured speed-up at batch 1 and 32 vs dense and the ONNX Runtime
-    /// peer (when installed). Sized for <= 25 minutes on 2 idle cores. Every stage is cached under
+    /// peer (when installed). Sized for <= 25 minutes on 2 idle cores (measured: about 15). Every stage is cached under
     /// $STTABT_HOME/runs/demo (or demo-fast / demo-full) with its settings and wall time
     /// (demo_stage.json) and reused by the next run; a stage made with other settings is redone.
     /// --fast is a smoke run (CI); --full the whole study (all sweeps, longer training; hours).
@@ -621,6 +621,17 @@ fn check_out_dir(flag: &str, path: &std::path::Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A training config's range check as the command line says it: the flag that sets the field
+/// (`flags`: field, flag) instead of the library's `Config.field` (`--hidden-weight must be a
+/// finite number >= 0, got -1`); a field no flag of the command sets keeps the library's
+/// message.
+fn check_config(checked: std::result::Result<(), sttabt::train::InvalidConfig>, flags: &[(&str, &str)]) -> Result<()> {
+    checked.map_err(|e| match flags.iter().find(|(field, _)| *field == e.field) {
+        Some((_, flag)) => anyhow::anyhow!("{flag} must be {}, got {}", e.expected, e.found),
+        None => e.into(),
+    })
 }
 
 fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
