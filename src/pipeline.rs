@@ -239,15 +239,22 @@ impl DataSource {
     /// how many rows it has, e.g. `data: dev=dev.csv (120 rows), test=test.csv (80 rows)` or
     /// `data: Rotten Tomatoes from <path>, split seed 0 (80/10/10): train 10202 rows, ...`.
     pub fn summary(&self, splits: &Splits, needs: &DataNeeds) -> String {
+        self.summary_reading(splits, needs, None)
+    }
+
+    /// [`summary`](Self::summary) of a job that reads only the first `train_limit` training
+    /// rows (`--train-limit`; `None`: all): `train 64 of 10202 rows`, as `needs.eval_limit` does
+    /// for dev and test.
+    pub fn summary_reading(&self, splits: &Splits, needs: &DataNeeds, train_limit: Option<usize>) -> String {
         let parts: Vec<(&str, &Dataset, bool)> = vec![
             ("train", &splits.train, needs.train != SplitUse::Unused),
             ("dev", &splits.dev, needs.dev != SplitUse::Unused),
             ("test", &splits.test, needs.test != SplitUse::Unused),
         ];
         let used = parts.into_iter().filter(|p| p.2);
-        // "100 of 1275 rows" when --limit leaves some of dev / test unread
-        let count = |w: &str, d: &Dataset| match needs.eval_limit {
-            Some(l) if w != "train" && l < d.len() => format!("{l} of {} rows", d.len()),
+        // "100 of 1275 rows" when --limit (--train-limit) leaves some of dev / test (train) unread
+        let count = |w: &str, d: &Dataset| match if w == "train" { train_limit } else { needs.eval_limit } {
+            Some(l) if l < d.len() => format!("{l} of {} rows", d.len()),
             _ => format!("{} rows", d.len()),
         };
         match self {

@@ -898,6 +898,7 @@ fn approxnet_or_file_where_a_teacher_or_approx_dir_belongs_is_named() {
             vec![format!("--plan-aware: {c} is a concrete")],
         ),
         (vec!["eval", "--model", m, "--approx", ac, "--dev", x, "--out", o], vec![format!("--approx {ac}: is a file, not a directory")]),
+        (vec!["classify", "--model", m, "--approx", ac, "a fine film"], vec![format!("--approx {ac}: is a file, not a directory")]),
     ];
     for (args, parts) in cases {
         let r = sttabt(&args);
@@ -947,4 +948,75 @@ fn out_of_range_training_values_name_the_flag_not_the_config_field() {
         assert!(!err.contains("missing.csv") && !err.contains("no-approx"), "{}: loaded first:\n{err}", args.join(" "));
     }
     assert!(!out.exists(), "a rejected job created its output directory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `data:` line of the training jobs gives the rows they read
+
+/// `--train-limit` (and finetune's `--dev-limit`, distill's `--heldout`) show in the `data:`
+/// line as eval's `--limit` does: `train=FILE (2 of 4 rows)`.
+#[test]
+fn training_data_line_gives_the_rows_read() {
+    use sttabt::approx::{ApproxInit, ApproxNet};
+    let (model, _) = tiny_classifier("datalimit");
+    let m = s(model.path());
+    let dir = TempDir::new("datalimit-data");
+    let (train, dev) = (dir.path().join("train.csv"), dir.path().join("dev.csv"));
+    write_csv(&train, &[("a gripping, funny film", "pos"), ("dull and long", "neg"), ("a joy", "pos"), ("flat", "neg")]);
+    write_csv(&dev, &[("wonderful acting", "pos"), ("a bore", "neg")]);
+    let (t, d) = (s(&train), s(&dev));
+    let approx = dir.path().join("approx");
+    let teacher = sttabt::Encoder::load(model.path()).expect("tiny classifier loads");
+    ApproxNet::new(&teacher, 2, ApproxInit::Random, 0).expect("approx net").save(&approx).expect("save approx");
+    let a = s(&approx);
+    let out = |name: &str| dir.path().join(name).display().to_string();
+    let (o1, o2, o3, o4, o5) = (out("ft"), out("pa"), out("di"), out("co"), out("lt"));
+    let tr = format!("train={t} (2 of 4 rows)");
+    let cases: Vec<(Vec<&str>, Vec<String>)> = vec![
+        (
+            vec![
+                "finetune",
+                "--model",
+                m,
+                "--train",
+                t,
+                "--dev",
+                d,
+                "--train-limit",
+                "2",
+                "--dev-limit",
+                "1",
+                "--epochs",
+                "1",
+                "--out",
+                &o1,
+            ],
+            vec![format!("data: {tr}, dev={d} (1 of 2 rows)")],
+        ),
+        (
+            vec!["finetune", "--model", m, "--plan-aware", "--approx", a, "--keep", "0.5", "--train", t, "--dev", d, "--train-limit", "2"],
+            vec![format!("data: {tr}, dev={d} (2 rows)")],
+        ),
+        (
+            vec!["distill", "--teacher", m, "--train", t, "--dev", d, "--train-limit", "2", "--heldout", "1", "--steps", "1", "--out", &o3],
+            vec![format!("data: {tr}, dev={d} (1 of 2 rows)")],
+        ),
+        (
+            vec!["concrete", "--teacher", m, "--approx", a, "--train", t, "--train-limit", "2", "--steps", "1", "--out", &o4],
+            vec![format!("data: {tr}")],
+        ),
+        (vec!["ltp", "--teacher", m, "--train", t, "--train-limit", "2", "--steps", "1", "--out", &o5], vec![format!("data: {tr}")]),
+    ];
+    for (mut args, parts) in cases {
+        if args.contains(&"--plan-aware") {
+            args.extend(["--epochs", "1", "--out", &o2]);
+        }
+        args.extend(["--batch-size", "2"]);
+        let r = sttabt(&args);
+        let err = stderr(&r);
+        assert!(r.status.success(), "{} failed:\n{err}", args.join(" "));
+        for p in parts {
+            assert!(err.contains(&p), "{}: expected {p:?} in stderr:\n{err}", args.join(" "));
+        }
+    }
 }

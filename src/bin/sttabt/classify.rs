@@ -401,6 +401,9 @@ pub(crate) fn classify(
                 // refused, not ignored: the user may believe the ApproxNet shapes the result
                 bail!("--approx is not used by --mode {mode_arg}: only --mode abt (and a --concrete run) plans from an ApproxNet (remove --approx, or use --mode abt)");
             }
+            if let Some(a) = approx {
+                super::refuse_file_as_approx(a, "--approx")?;
+            }
             approx_net = match approx {
                 Some(a) => Some(precision.approx(
                     sttabt::approx::ApproxNet::load(a, &teacher.config).with_context(|| format!("loading ApproxNet {}", a.display()))?,

@@ -150,14 +150,15 @@ pub(crate) fn distill(
     use sttabt::approx::{ApproxInit, ApproxNet};
     guard_output(out, "distill.json", resume)?;
     check_config(cfg.validate(), FLAGS)?;
-    let needs = DataNeeds::train_dev("distill");
+    // the held-out sentences are the first --heldout of dev
+    let needs = DataNeeds::train_dev("distill").with_eval_limit(Some(heldout));
     let source = data.source(&needs)?;
     let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let trainer = TrainerArg::resolve(trainer, &teacher.config, "distill", quiet);
     if trainer == TrainerArg::Burn {
         no_cache_on_burn(teacher_cache_mb)?;
     }
-    let splits = data.load(&source, &needs, quiet)?;
+    let splits = data.load_reading(&source, &needs, train_limit, quiet)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(heldout))?;

@@ -362,9 +362,21 @@ impl DataArgs {
     /// Load the splits `needs` names and print the `data: ...` line (not with `quiet`: --quiet
     /// prints errors, warnings and the job's result only).
     fn load(&self, source: &sttabt::pipeline::DataSource, needs: &DataNeeds, quiet: bool) -> Result<sttabt::pipeline::Splits> {
+        self.load_reading(source, needs, None, quiet)
+    }
+
+    /// [`load`](Self::load) for a job that reads only the first `train_limit` training rows
+    /// (`--train-limit`): the `data: ...` line says `train 64 of 10202 rows`.
+    fn load_reading(
+        &self,
+        source: &sttabt::pipeline::DataSource,
+        needs: &DataNeeds,
+        train_limit: Option<usize>,
+        quiet: bool,
+    ) -> Result<sttabt::pipeline::Splits> {
         let splits = source.load_for(self.skip_bad_rows, needs)?;
         if !quiet {
-            eprintln!("{}", source.summary(&splits, needs));
+            eprintln!("{}", source.summary_reading(&splits, needs, train_limit));
         }
         Ok(splits)
     }
