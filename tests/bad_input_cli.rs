@@ -823,6 +823,7 @@ fn out_that_is_a_file_is_refused_before_any_work() {
         vec!["distill", "--teacher", m, "--train", x, "--dev", x, "--steps", "1"],
         vec!["concrete", "--teacher", m, "--approx", a, "--train", x, "--steps", "1"],
         vec!["ltp", "--teacher", m, "--train", x, "--steps", "1"],
+        vec!["train-parity", "--model", m, "--train", x, "--dev", x],
     ];
     let below = file.join("sub");
     for base in &jobs {
@@ -899,6 +900,15 @@ fn approxnet_or_file_where_a_teacher_or_approx_dir_belongs_is_named() {
         ),
         (vec!["eval", "--model", m, "--approx", ac, "--dev", x, "--out", o], vec![format!("--approx {ac}: is a file, not a directory")]),
         (vec!["classify", "--model", m, "--approx", ac, "a fine film"], vec![format!("--approx {ac}: is a file, not a directory")]),
+        (vec!["bench", "--model", m, "--approx", ac, "--rt", "2"], vec![format!("--approx {ac}: is a file, not a directory")]),
+        (
+            vec!["compress", "--model", m, "--approx", ac, "--dev", x, "--out", o],
+            vec![format!("--approx {ac}: is a file, not a directory")],
+        ),
+        (
+            vec!["compress", "--model", m, "--approx", a, "--plan-aware", a, "--dev", x, "--out", o],
+            vec![is_approx("--plan-aware"), "not a fine-tuned teacher".into()],
+        ),
     ];
     for (args, parts) in cases {
         let r = sttabt(&args);
@@ -937,6 +947,9 @@ fn out_of_range_training_values_name_the_flag_not_the_config_field() {
         (plan_aware.to_vec(), &["--keep", "0.5", "--hidden-weight", "NaN"], "--hidden-weight must be a finite number >= 0, got NaN"),
         (concrete.to_vec(), &["--hard-frac", "2"], "--hard-frac must be in [0, 1], got 2"),
         (concrete.to_vec(), &["--hard-frac", "-0.5"], "--hard-frac must be in [0, 1], got -0.5"),
+        (concrete.to_vec(), &["--theta0", "nan"], "--theta0 must be a finite number"),
+        (concrete.to_vec(), &["--theta0", "inf"], "--theta0 must be a finite number"),
+        (vec!["distill", "--teacher", m, "--train", x, "--dev", x, "--out", o], &["--factor", "0"], "--factor must be one of 2, 4, 8, 16"),
     ];
     for (mut args, extra, want) in cases {
         args.extend_from_slice(extra);

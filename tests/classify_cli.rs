@@ -351,6 +351,8 @@ fn bad_input_gives_clear_errors() {
     let (ok, stdout, stderr) = sttabt(&["classify", "--model", m, "--mode", "dense", text, "\u{200b}"]);
     assert!(!ok && stdout.is_empty() && stderr.contains("input 2: the tokenizer keeps nothing of it"), "{stdout}\n{stderr}");
     expect_error(&["embed", "--model", m, "\u{1}\u{2}"], &["text 1", "keeps nothing"]);
+    // each side of a pair on its own
+    expect_error(&["classify", "--model", m, "--mode", "dense", text, "--pair", "\u{200b}"], &["input 1", "nothing of its pair"]);
     // a file that is not UTF-8: the line of the first bad byte
     let bad = dir.path().join("latin1.txt");
     std::fs::write(&bad, b"good film\nbad \xff film\n").unwrap();

@@ -287,7 +287,7 @@ pub fn summary_line(t: &CompressTable) -> String {
     let speed = |s: &Option<VersusDense>| s.as_ref().map(|s| format!("{:.2}x", s.vs_dense)).unwrap_or_else(|| "1.00x".into());
     let why = if t.chosen == 0 { " (no timed candidate within the budget was faster than dense)" } else { "" };
     format!(
-        "chosen: {} on {}: dev accuracy {:.2}% (dense {:.2}%, difference {} points, 95%), retention {:.1}%, speed-up vs dense b1 {} b32 {} ({} dev examples, budget {} points, objective {}){why}",
+        "chosen: {} on {}: dev accuracy {:.2}% (dense {:.2}%, difference {} points, 95%), retention {:.1}%, speed-up vs dense b1 {} b32 {} ({} dev examples, budget {} point(s), objective {}){why}",
         c.label,
         t.sources[c.source],
         c.dev_accuracy * 100.0,
@@ -317,8 +317,9 @@ pub fn format_table(t: &CompressTable) -> String {
         "  {:<28} {:<w$} {:>8} {:>16} {:>15} {:>9} {:>7} {:>6} {:>14} {:>14}\n",
         "mode", "models", "dev acc", "dev acc 95%", "Δ vs dense 95%", "retention", "GFLOPs", "budget", "xdense b1", "xdense b32"
     );
+    // rounds that disagree by more than the bench's bound are marked as `sttabt bench` marks them
     let speed = |v: &Option<VersusDense>| match v {
-        Some(v) => format!("{:.2} [{:.2},{:.2}]", v.vs_dense, v.vs_dense_min, v.vs_dense_max),
+        Some(v) => format!("{:.2} [{:.2},{:.2}]{}", v.vs_dense, v.vs_dense_min, v.vs_dense_max, v.round_spread(String::new()).mark()),
         None => "-".into(),
     };
     for (i, c) in t.candidates.iter().enumerate() {

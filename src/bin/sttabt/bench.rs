@@ -110,6 +110,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(m) = &model {
         super::refuse_non_teacher_model(m)?;
     }
+    if let Some(a) = &approx {
+        super::refuse_file_as_approx(a, "--approx")?;
+    }
     let d = sttabt::bench::BenchOptions::default();
     let bundled = bundle.is_some();
     let (model, approx, modes, precision) = match bundle {
@@ -156,7 +159,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .iter()
             .map(|r| sttabt::assets::home().join("runs").join(r).join("teacher"))
             .filter(|t| t.join("model.safetensors").exists())
-            .map(|t| format!("--model {}", t.display()))
+            .map(|t| {
+                // the run's ApproxNet, concrete and LTP runs too: without them only dense,
+                // dense-cls, manual top-k and fixed plans are timed
+                let run = t.parent().unwrap_or(&t);
+                let mut flags = format!("--model {}", t.display());
+                for (flag, sub, marker) in [
+                    ("--approx", "approx", "config.json"),
+                    ("--concrete", "concrete_theta-1", "concrete.json"),
+                    ("--ltp", "ltp_lambda0.5", "ltp.json"),
+                ] {
+                    if run.join(sub).join(marker).exists() {
+                        flags.push_str(&format!(" {flag} {}", run.join(sub).display()));
+                    }
+                }
+                flags
+            })
             .collect();
         let hint = if others.is_empty() { String::new() } else { format!(" (found: {})", others.join(", ")) };
         bail!("{} has no model; run `sttabt demo` first (it trains the default teacher) or pass --model{hint}", opts.model.display());

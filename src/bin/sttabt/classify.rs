@@ -453,6 +453,18 @@ pub(crate) fn classify(
     // special tokens is refused before anything is printed
     let encoded: Vec<_> = inputs.iter().map(|(text, pair)| tok.encode_with_spans(text, pair.as_deref())).collect::<Result<_, _>>()?;
     super::embed::reject_tokenless("input", encoded.iter().map(|(e, _)| e))?;
+    // ... and each side of a pair on its own (a pair whose one side is lost would be classified
+    // as the other side alone)
+    for (i, ((_, pair), (_, spans))) in inputs.iter().zip(&encoded).enumerate() {
+        for (segment, side) in [(0, "text"), (1, "pair")].into_iter().take(if pair.is_some() { 2 } else { 1 }) {
+            if !spans.iter().flatten().any(|sp| sp.segment == segment) {
+                bail!(
+                    "input {}: the tokenizer keeps nothing of its {side} (only special tokens would be left); give text with words in it",
+                    i + 1
+                );
+            }
+        }
+    }
     for (i, ((text, pair), (enc, spans))) in inputs.iter().zip(encoded).enumerate() {
         if enc.truncated > 0 {
             cut_inputs += 1;

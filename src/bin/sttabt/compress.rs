@@ -107,10 +107,12 @@ fn compared_precisions(a: &CompressArgs) -> Result<Vec<sttabt::model::Precision>
     // where 7-bit weights are no faster (every int8 path but AVX2's), an int8-w7 candidate can
     // only win the speed comparison by timing noise against the same setting in int8, at an
     // accuracy cost: with int8 in the list it is left out (asked for alone, it competes)
-    if out.contains(&Precision::Int8) {
-        if let Some(why) = Precision::Int8W7.no_gain_here().filter(|_| out.contains(&Precision::Int8W7)) {
+    if let Some(why) = Precision::Int8W7.no_gain_here().filter(|_| out.contains(&Precision::Int8W7)) {
+        if out.contains(&Precision::Int8) {
             out.retain(|&p| p != Precision::Int8W7);
             eprintln!("warning: --precisions: int8-w7 left out beside int8: {why}");
+        } else {
+            eprintln!("warning: --precisions: {why}");
         }
     }
     Ok(out)
@@ -140,6 +142,20 @@ pub fn run(args: CompressArgs) -> Result<()> {
         bail!("--model {}: no such directory; give a fine-tuned checkpoint (from `sttabt finetune`)", a.model.display());
     }
     super::refuse_non_teacher_model(&a.model)?;
+    if let Some(ap) = &a.approx {
+        super::refuse_file_as_approx(ap, "--approx")?;
+    }
+    for d in &a.plan_aware {
+        super::refuse_non_teacher(
+            d,
+            "--plan-aware",
+            "a fine-tuned teacher",
+            &format!(
+                "--plan-aware takes a teacher fine-tuned under its own ABT plans (`sttabt finetune --plan-aware --out DIR`); pass the ApproxNet as --approx {}",
+                d.display()
+            ),
+        )?;
+    }
     let objective: Objective = a.objective.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let needs = sttabt::pipeline::DataNeeds {
         job: "compress",

@@ -86,6 +86,9 @@ pub fn run(args: ConcreteArgs) -> Result<()> {
     let fix = format!("pass it as --approx {} and its teacher (the model it was distilled from) as --teacher", teacher.display());
     super::refuse_non_teacher(&teacher, "--teacher", "a teacher", &fix)?;
     super::refuse_file_as_approx(&approx, "--approx")?;
+    if !theta0.is_finite() {
+        bail!("--theta0 must be a finite number (the initial per-layer threshold logit; the paper sweeps -2 .. 1), got {theta0}");
+    }
     let cfg = sttabt::train::concrete::ConcreteConfig {
         theta0,
         steps,

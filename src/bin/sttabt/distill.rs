@@ -95,6 +95,9 @@ pub fn run(args: DistillArgs) -> Result<()> {
         kl_every,
         teacher_cache_mb,
     } = args;
+    if ![2, 4, 8, 16].contains(&factor) {
+        bail!("--factor must be one of 2, 4, 8, 16 (the ApproxNet's hidden and FFN sizes are the teacher's divided by it), got {factor}");
+    }
     super::refuse_non_teacher(
         &teacher,
         "--teacher",

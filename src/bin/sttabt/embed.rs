@@ -98,6 +98,6 @@ pub(crate) fn utf8_text(name: &str, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        anyhow::anyhow!("{name}: line {line} is not valid UTF-8 (byte {at}); save the file as UTF-8")
+        anyhow::anyhow!("{name}: line {line} is not valid UTF-8 (byte {at} of the input, counted from 0); save the file as UTF-8")
     })
 }

@@ -15,7 +15,8 @@ pub struct EvalArgs {
     #[arg(long, required_unless_present = "bundle")]
     pub model: Option<PathBuf>,
     /// A bundle written by `sttabt compress`: its teacher and ApproxNet, and its planner as one
-    /// more row beside the usual sweep (dense is the bundle's teacher). Not with --model,
+    /// more row beside the usual sweep (or, when the sweep has the same planner, a note naming
+    /// that row; dense is the bundle's teacher). Not with --model,
     /// --approx, --concrete, --ltp.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "approx", "concrete", "ltp"])]
     pub bundle: Option<PathBuf>,

@@ -33,6 +33,7 @@ pub fn run(args: TrainParityArgs) -> Result<()> {
     use sttabt::train::finetune::FinetuneConfig;
     let TrainParityArgs { data, model, out, run, json, quiet, .. } = args;
     let super::finetune::FinetuneRunArgs { epochs, batch_size, lr, train_limit, dev_limit, max_length } = run;
+    super::check_out_dir("--out", &out)?;
     if out.join("parity.json").exists() || out.join("burn").exists() || out.join("native").exists() {
         bail!(
             "{} already holds a parity check (parity.json, burn/ or native/); choose another --out (nothing was overwritten)",
