@@ -307,6 +307,9 @@ fn concrete_run_dir() {
     expect_error(&["classify", "--concrete", s(&run), "--model", s(&t), text], &["--model", "own"]);
     expect_error(&["classify", "--concrete", s(&run), "--keep", "0.5", text], &["--keep", "concrete"]);
     expect_error(&["classify", "--concrete", s(&run), "--mode", "abt", text], &["--concrete", "--mode abt"]);
+    // a concrete run given as an LTP run, or its marker file given as the run, says what it is
+    expect_error(&["classify", "--ltp", s(&run), text], &["is a concrete-masking run (concrete.json), not an LTP run", "--concrete"]);
+    expect_error(&["classify", "--concrete", s(&run.join("concrete.json")), text], &["is a file, not a directory"]);
 
     // a run whose thresholds keep nothing of the text (θ0 = -20: π ≈ 2e-9, so only the nested
     // CLS row survives) still answers, with a warning that the answer ignores the text

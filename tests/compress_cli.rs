@@ -378,6 +378,9 @@ fn damaged_foreign_and_missing_bundles_are_clear_errors() {
     let b = dir.path().join("b");
     let missing = dir.path().join("nowhere");
     expect_error(&["classify", "--bundle", s(&missing), "x"], &["no such directory", "sttabt compress"]);
+    let afile = dir.path().join("afile");
+    std::fs::write(&afile, "not a bundle").unwrap();
+    expect_error(&["classify", "--bundle", s(&afile), "x"], &["is a file, not a directory", "sttabt compress"]);
     std::fs::create_dir_all(b.join("teacher")).unwrap();
     expect_error(&["classify", "--bundle", s(&b), "x"], &["has no bundle.json"]);
     std::fs::write(b.join("bundle.json"), "{\"format\": \"sttabt-bundle\", \"version\": 1, ").unwrap();

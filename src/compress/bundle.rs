@@ -62,6 +62,9 @@ pub struct Bundle {
 /// is missing; the planner needs an ApproxNet the bundle lacks.
 pub fn open(dir: &Path) -> anyhow::Result<Bundle> {
     let rerun = "write a new one with `sttabt compress --out DIR`";
+    if dir.is_file() {
+        bail!("--bundle {}: is a file, not a directory; give a bundle directory written by `sttabt compress --out DIR`", dir.display());
+    }
     if !dir.is_dir() {
         bail!("--bundle {}: no such directory; give a bundle directory written by `sttabt compress --out DIR`", dir.display());
     }

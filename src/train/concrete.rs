@@ -290,6 +290,7 @@ pub struct ConcreteModel {
 impl ConcreteModel {
     /// Load `dir` (teacher/, approx/, concrete.json) written by [`train_concrete`].
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        super::check_run_dir(dir, "concrete.json")?;
         let meta: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join("concrete.json"))
                 .map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt concrete`)", dir.join("concrete.json").display()))?,

@@ -186,6 +186,7 @@ pub struct LtpModel {
 impl LtpModel {
     /// Load `dir` (teacher/, ltp.json) written by [`train_ltp`].
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        super::check_run_dir(dir, "ltp.json")?;
         let path = dir.join("ltp.json");
         let meta: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e} (train one with `sttabt ltp`)", path.display()))?,

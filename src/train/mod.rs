@@ -37,6 +37,34 @@ pub struct InvalidConfig {
     pub found: String,
 }
 
+/// The run directories the loaders read, by the file that marks them: (marker, what it is, the
+/// flag that takes it).
+const RUN_MARKERS: [(&str, &str, &str); 3] = [
+    ("concrete.json", "a concrete-masking run", "--concrete"),
+    ("ltp.json", "an LTP run", "--ltp"),
+    ("bundle.json", "a compress bundle", "--bundle"),
+];
+
+/// Before a run directory `dir` is loaded for its `marker` file (`concrete.json`, `ltp.json`):
+/// an error saying what `dir` is instead when it is a file, missing, or another kind of run
+/// (an LTP run where a concrete one belongs names `--ltp`), so the message is not a bare
+/// "No such file" about the marker.
+pub(crate) fn check_run_dir(dir: &Path, marker: &str) -> anyhow::Result<()> {
+    let (_, what, _) = RUN_MARKERS.iter().find(|(m, _, _)| *m == marker).copied().unwrap_or((marker, "a run", ""));
+    if dir.is_file() {
+        anyhow::bail!("{}: is a file, not a directory: give the directory of {what}", dir.display());
+    }
+    if !dir.exists() {
+        anyhow::bail!("{}: no such directory (expected {what}, with {marker})", dir.display());
+    }
+    if !dir.join(marker).exists() {
+        if let Some((m, other, flag)) = RUN_MARKERS.iter().find(|(m, _, _)| *m != marker && dir.join(m).exists()) {
+            anyhow::bail!("{}: is {other} ({m}), not {what}: pass it as {flag}", dir.display());
+        }
+    }
+    Ok(())
+}
+
 /// `value >= 1` (counts: epochs, steps, batch size, checkpoint interval).
 pub(crate) fn check_count(config: &'static str, field: &'static str, value: usize) -> Result<(), InvalidConfig> {
     if value == 0 {

@@ -683,6 +683,12 @@ type ClassifyInput = (String, Option<String>);
 
 /// The directory of a run given to `classify`, checked to exist (with what belongs in it).
 fn existing_run_dir(dir: &std::path::Path, flag: &str, holds: &str, cmd: &str) -> Result<()> {
+    if dir.is_file() {
+        bail!(
+            "{flag} {}: is a file, not a directory; give a run directory written by `sttabt {cmd} --out DIR` (it holds {holds})",
+            dir.display()
+        );
+    }
     if !dir.is_dir() {
         bail!("{flag} {}: no such directory; give a run directory written by `sttabt {cmd} --out DIR` (it holds {holds})", dir.display());
     }
