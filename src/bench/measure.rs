@@ -110,17 +110,26 @@ pub(super) fn spread(v: &[f64]) -> (f64, f64, f64) {
     (median(v.to_vec()), lo, hi)
 }
 
-/// One row from its rounds (`samples[r]` = round r); `dense[r]` = dense's examples/s in round r
-/// on the same workload and batch; `peer[r]` = the peer's, when it ran a matching workload.
+/// The per-round examples/s a row is compared with, round by round: dense on the same workload
+/// and batch, the `dense fp32` row where it ran ([`super::BenchOptions::fp32_dense`]), and the
+/// peer (its workload key and series) where it ran a matching workload.
+pub(super) struct References<'a> {
+    pub dense: &'a [f64],
+    pub dense_fp32: Option<&'a [f64]>,
+    pub peer: Option<(&'a str, &'a [f64])>,
+}
+
+/// One row from its rounds (`samples[r]` = round r), with its per-round ratios to each of
+/// `refs` ([`References`]: `dense[r]` = dense's examples/s in round r, and so on).
 pub(super) fn aggregate(
     workload: &str,
     batch: usize,
     mode: String,
     examples: usize,
     samples: Vec<RoundSample>,
-    dense: &[f64],
-    peer: Option<(&str, &[f64])>,
+    refs: References,
 ) -> BenchRow {
+    let References { dense, dense_fp32, peer } = refs;
     let eps: Vec<f64> = samples.iter().map(|s| s.examples_per_s).collect();
     let (med, lo, hi) = spread(&eps);
     // the round whose figure is the median gives the stage breakdown
@@ -135,6 +144,10 @@ pub(super) fn aggregate(
             (Some(m), Some((l, h)), Some(key.to_string()))
         }
         _ => (None, None, None),
+    };
+    let (vs_dense_fp32, vs_dense_fp32_range) = match dense_fp32.map(|d| spread(&ratios(d))) {
+        Some((m, l, h)) => (Some(m), Some((l, h))),
+        None => (None, None),
     };
     BenchRow {
         workload: workload.into(),
@@ -155,16 +168,9 @@ pub(super) fn aggregate(
         vs_peer,
         vs_peer_range,
         peer_workload,
-        vs_dense_fp32: None,
-        vs_dense_fp32_range: None,
+        vs_dense_fp32,
+        vs_dense_fp32_range,
     }
-}
-
-/// Median, smallest and largest of the per-round ratios of `samples`' examples/s to `other`'s
-/// (rounds paired one to one; rounds where `other` is not positive are left out).
-pub(super) fn per_round_ratio(samples: &[RoundSample], other: &[f64]) -> (f64, f64, f64) {
-    let r: Vec<f64> = samples.iter().zip(other).filter(|(_, o)| **o > 0.0).map(|(s, o)| s.examples_per_s / o).collect();
-    spread(&r)
 }
 
 pub(super) fn read_status_kib(key: &str) -> Option<f64> {

@@ -675,16 +675,9 @@ pub fn run_bench(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
             crate::model::Precision::Fp32 => format!("{prefix}{}", modes[m].label_in(&cx)),
             p => format!("{prefix}{} {p}", modes[m].label_in(&cx)),
         };
-        let vs_fp32 = match (&dense_fp32_series[i], &modes[m]) {
-            (Some(d), mode) if !matches!(mode, BMode::DenseFp32) => Some(per_round_ratio(&row_samples, d)),
-            _ => None,
-        };
-        let mut row = aggregate(name, b, label, inputs.len(), row_samples, dense, peer);
-        if let Some((med, lo, hi)) = vs_fp32 {
-            row.vs_dense_fp32 = Some(med);
-            row.vs_dense_fp32_range = Some((lo, hi));
-        }
-        rows.push(row);
+        // the fp32 reference row itself gets no ratio to itself
+        let dense_fp32 = dense_fp32_series[i].as_deref().filter(|_| !matches!(modes[m], BMode::DenseFp32));
+        rows.push(aggregate(name, b, label, inputs.len(), row_samples, References { dense, dense_fp32, peer }));
     }
     if peer_note.is_none() && peer_name.is_some() && peer_rounds.len() != rounds {
         peer_note = Some(format!("the peer ran in {} of {rounds} rounds", peer_rounds.len()));
