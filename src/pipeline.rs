@@ -47,24 +47,31 @@ pub struct DataNeeds {
     /// The job reads only the first this many rows of dev and test (`--limit`); the `data:`
     /// line says so.
     pub eval_limit: Option<usize>,
+    /// The job reads only the first this many training rows (`--train-limit`); the `data:` line
+    /// says so.
+    pub train_limit: Option<usize>,
 }
 
 impl DataNeeds {
     /// Training with model selection on dev (`finetune`; `distill` reads dev as held-out data).
     pub const fn train_dev(job: &'static str) -> Self {
-        Self { job, train: SplitUse::Required, dev: SplitUse::Required, test: SplitUse::Unused, eval_limit: None }
+        Self { job, train: SplitUse::Required, dev: SplitUse::Required, test: SplitUse::Unused, eval_limit: None, train_limit: None }
     }
     /// Training only (`concrete`, `ltp`).
     pub const fn train_only(job: &'static str) -> Self {
-        Self { job, train: SplitUse::Required, dev: SplitUse::Unused, test: SplitUse::Unused, eval_limit: None }
+        Self { job, train: SplitUse::Required, dev: SplitUse::Unused, test: SplitUse::Unused, eval_limit: None, train_limit: None }
     }
     /// Evaluation (`eval`): dev picks the operating points, test reports them (default: dev).
     pub const fn eval(job: &'static str) -> Self {
-        Self { job, train: SplitUse::Unused, dev: SplitUse::Required, test: SplitUse::Optional, eval_limit: None }
+        Self { job, train: SplitUse::Unused, dev: SplitUse::Required, test: SplitUse::Optional, eval_limit: None, train_limit: None }
     }
     /// The same needs, reading only the first `limit` rows of dev and test (`None`: all).
     pub const fn with_eval_limit(self, limit: Option<usize>) -> Self {
         Self { eval_limit: limit, ..self }
+    }
+    /// The same needs, reading only the first `limit` training rows (`None`: all).
+    pub const fn with_train_limit(self, limit: Option<usize>) -> Self {
+        Self { train_limit: limit, ..self }
     }
 }
 
@@ -239,13 +246,6 @@ impl DataSource {
     /// how many rows it has, e.g. `data: dev=dev.csv (120 rows), test=test.csv (80 rows)` or
     /// `data: Rotten Tomatoes from <path>, split seed 0 (80/10/10): train 10202 rows, ...`.
     pub fn summary(&self, splits: &Splits, needs: &DataNeeds) -> String {
-        self.summary_reading(splits, needs, None)
-    }
-
-    /// [`summary`](Self::summary) of a job that reads only the first `train_limit` training
-    /// rows (`--train-limit`; `None`: all): `train 64 of 10202 rows`, as `needs.eval_limit` does
-    /// for dev and test.
-    pub fn summary_reading(&self, splits: &Splits, needs: &DataNeeds, train_limit: Option<usize>) -> String {
         let parts: Vec<(&str, &Dataset, bool)> = vec![
             ("train", &splits.train, needs.train != SplitUse::Unused),
             ("dev", &splits.dev, needs.dev != SplitUse::Unused),
@@ -253,7 +253,7 @@ impl DataSource {
         ];
         let used = parts.into_iter().filter(|p| p.2);
         // "100 of 1275 rows" when --limit (--train-limit) leaves some of dev / test (train) unread
-        let count = |w: &str, d: &Dataset| match if w == "train" { train_limit } else { needs.eval_limit } {
+        let count = |w: &str, d: &Dataset| match if w == "train" { needs.train_limit } else { needs.eval_limit } {
             Some(l) if l < d.len() => format!("{l} of {} rows", d.len()),
             _ => format!("{} rows", d.len()),
         };

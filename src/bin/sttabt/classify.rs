@@ -452,9 +452,8 @@ pub(crate) fn classify(
     // every input tokenised before any is classified, so that one the tokenizer reduces to its
     // special tokens is refused before anything is printed
     let encoded: Vec<_> = inputs.iter().map(|(text, pair)| tok.encode_with_spans(text, pair.as_deref())).collect::<Result<_, _>>()?;
-    super::embed::reject_tokenless("input", encoded.iter().map(|(e, _)| e))?;
-    // ... and each side of a pair on its own (a pair whose one side is lost would be classified
-    // as the other side alone)
+    // each side of a pair on its own too (a pair whose one side is lost would be classified as
+    // the other side alone)
     for (i, ((_, pair), (_, spans))) in inputs.iter().zip(&encoded).enumerate() {
         for (segment, side) in [(0, "text"), (1, "pair")].into_iter().take(if pair.is_some() { 2 } else { 1 }) {
             if !spans.iter().flatten().any(|sp| sp.segment == segment) {

@@ -146,15 +146,7 @@ pub fn run(args: CompressArgs) -> Result<()> {
         super::refuse_file_as_approx(ap, "--approx")?;
     }
     for d in &a.plan_aware {
-        super::refuse_non_teacher(
-            d,
-            "--plan-aware",
-            "a fine-tuned teacher",
-            &format!(
-                "--plan-aware takes a teacher fine-tuned under its own ABT plans (`sttabt finetune --plan-aware --out DIR`); pass the ApproxNet as --approx {}",
-                d.display()
-            ),
-        )?;
+        super::refuse_non_plan_aware_teacher(d)?;
     }
     let objective: Objective = a.objective.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let needs = sttabt::pipeline::DataNeeds {
@@ -164,6 +156,7 @@ pub fn run(args: CompressArgs) -> Result<()> {
         dev: sttabt::pipeline::SplitUse::Required,
         test: sttabt::pipeline::SplitUse::Unused,
         eval_limit: a.limit,
+        train_limit: None,
     };
     let mut source = a.data.source(&needs)?;
     let teacher = Encoder::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;

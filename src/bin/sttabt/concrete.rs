@@ -128,12 +128,12 @@ pub(crate) fn concrete(
 ) -> Result<()> {
     guard_output(out, "concrete.json", resume)?;
     check_config(cfg.validate(), FLAGS)?;
-    let needs = DataNeeds::train_only("concrete");
+    let needs = DataNeeds::train_only("concrete").with_train_limit(train_limit);
     let source = data.source(&needs)?;
     let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config)
         .with_context(|| format!("loading ApproxNet {}", approx_dir.display()))?;
-    let splits = data.load_reading(&source, &needs, train_limit, quiet)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let native = TrainerArg::resolve(trainer, &teacher.config, "concrete", quiet) == TrainerArg::Native;

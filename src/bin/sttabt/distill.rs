@@ -95,8 +95,11 @@ pub fn run(args: DistillArgs) -> Result<()> {
         kl_every,
         teacher_cache_mb,
     } = args;
-    if ![2, 4, 8, 16].contains(&factor) {
-        bail!("--factor must be one of 2, 4, 8, 16 (the ApproxNet's hidden and FFN sizes are the teacher's divided by it), got {factor}");
+    if !sttabt::approx::FACTORS.contains(&factor) {
+        bail!(
+            "--factor must be one of {} (the ApproxNet's hidden and FFN sizes are the teacher's divided by it), got {factor}",
+            sttabt::approx::FACTORS.map(|f| f.to_string()).join(", ")
+        );
     }
     super::refuse_non_teacher(
         &teacher,
@@ -154,14 +157,14 @@ pub(crate) fn distill(
     guard_output(out, "distill.json", resume)?;
     check_config(cfg.validate(), FLAGS)?;
     // the held-out sentences are the first --heldout of dev
-    let needs = DataNeeds::train_dev("distill").with_eval_limit(Some(heldout));
+    let needs = DataNeeds::train_dev("distill").with_eval_limit(Some(heldout)).with_train_limit(train_limit);
     let source = data.source(&needs)?;
     let teacher = Encoder::load(teacher_dir).with_context(|| format!("loading teacher {}", teacher_dir.display()))?;
     let trainer = TrainerArg::resolve(trainer, &teacher.config, "distill", quiet);
     if trainer == TrainerArg::Burn {
         no_cache_on_burn(teacher_cache_mb)?;
     }
-    let splits = data.load_reading(&source, &needs, train_limit, quiet)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(teacher_dir, &teacher, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let (held, _) = sttabt::pipeline::tokenize(&tok, &splits.dev, Some(heldout))?;

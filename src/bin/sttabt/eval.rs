@@ -122,12 +122,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         super::refuse_file_as_approx(a, "--approx")?;
     }
     for d in &plan_aware {
-        // an ApproxNet (or a concrete / LTP run) would otherwise be evaluated as a teacher
-        let fix = format!(
-            "--plan-aware takes a teacher fine-tuned under its own ABT plans (`sttabt finetune --plan-aware --out DIR`); pass the ApproxNet as --approx {}",
-            d.display()
-        );
-        super::refuse_non_teacher(d, "--plan-aware", "a fine-tuned teacher", &fix)?;
+        super::refuse_non_plan_aware_teacher(d)?;
     }
     let mut bundle_note: Option<String> = None;
     let (model, approx, extra, precision) = match &bundle {

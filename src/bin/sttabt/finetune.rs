@@ -226,11 +226,11 @@ pub(crate) fn load_text_run(
     use sttabt::pipeline::{tokenize, warn_truncation};
     let dir = model_dir(model)?;
     refuse_non_finetunable(&dir, false)?;
-    let needs = DataNeeds::train_dev(job).with_eval_limit(limits.dev);
+    let needs = DataNeeds::train_dev(job).with_eval_limit(limits.dev).with_train_limit(limits.train);
     let source = data.source(&needs)?;
     let base = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let max_length = clamp_max_length(&dir, &base, max_length);
-    let splits = data.load_reading(&source, &needs, limits.train, quiet)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(&dir, &base, max_length)?;
     let (train, cut) = tokenize(&tok, &splits.train, limits.train)?;
     warn_truncation("train", cut, max_length);
@@ -331,13 +331,13 @@ fn plan_aware(
     let dir = model_dir(model)?;
     guard_output(out, "finetune.json", resume)?;
     check_config(cfg.validate(), PLAN_AWARE_FLAGS)?;
-    let needs = DataNeeds::train_dev("finetune --plan-aware").with_eval_limit(limits.dev);
+    let needs = DataNeeds::train_dev("finetune --plan-aware").with_eval_limit(limits.dev).with_train_limit(limits.train);
     let source = data.source(&needs)?;
     let teacher = Encoder::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let approx = sttabt::approx::ApproxNet::load(approx_dir, &teacher.config)
         .with_context(|| format!("loading ApproxNet {} (--approx)", approx_dir.display()))?;
     let max_length = clamp_max_length(&dir, &teacher, max_length);
-    let splits = data.load_reading(&source, &needs, limits.train, quiet)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let heads = teacher.classifier.as_ref().map(|c| c.d_out());
     if heads != Some(splits.label_names.len()) {
         bail!(

@@ -85,9 +85,9 @@ pub fn run(args: LtpArgs) -> Result<()> {
     check_config(cfg.validate(), &[("steps", "--steps"), ("batch_size", "--batch-size"), ("temperature", "--temperature")])?;
     guard_output(&out, "ltp.json", resume)?;
     let teacher_m = Encoder::load(&teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
-    let needs = DataNeeds::train_only("ltp");
+    let needs = DataNeeds::train_only("ltp").with_train_limit(train_limit);
     let source = data.source(&needs)?;
-    let splits = data.load_reading(&source, &needs, train_limit, quiet)?;
+    let splits = data.load(&source, &needs, quiet)?;
     let tok = text_tokenizer(&teacher, &teacher_m, max_length)?;
     let (train, _) = sttabt::pipeline::tokenize(&tok, &splits.train, train_limit)?;
     let trainer = TrainerArg::resolve(trainer, &teacher_m.config, "ltp", quiet);

@@ -362,21 +362,9 @@ impl DataArgs {
     /// Load the splits `needs` names and print the `data: ...` line (not with `quiet`: --quiet
     /// prints errors, warnings and the job's result only).
     fn load(&self, source: &sttabt::pipeline::DataSource, needs: &DataNeeds, quiet: bool) -> Result<sttabt::pipeline::Splits> {
-        self.load_reading(source, needs, None, quiet)
-    }
-
-    /// [`load`](Self::load) for a job that reads only the first `train_limit` training rows
-    /// (`--train-limit`): the `data: ...` line says `train 64 of 10202 rows`.
-    fn load_reading(
-        &self,
-        source: &sttabt::pipeline::DataSource,
-        needs: &DataNeeds,
-        train_limit: Option<usize>,
-        quiet: bool,
-    ) -> Result<sttabt::pipeline::Splits> {
         let splits = source.load_for(self.skip_bad_rows, needs)?;
         if !quiet {
-            eprintln!("{}", source.summary_reading(&splits, needs, train_limit));
+            eprintln!("{}", source.summary(&splits, needs));
         }
         Ok(splits)
     }
@@ -602,6 +590,16 @@ fn refuse_non_teacher(dir: &std::path::Path, flag: &str, what: &str, fix: &str) 
         );
     }
     Ok(())
+}
+
+/// `--plan-aware DIR` of `eval` and `compress`: an ApproxNet (or a concrete / LTP run) there
+/// would otherwise be evaluated as a teacher; an error saying what it is and where it goes.
+fn refuse_non_plan_aware_teacher(dir: &std::path::Path) -> Result<()> {
+    let fix = format!(
+        "--plan-aware takes a teacher fine-tuned under its own ABT plans (`sttabt finetune --plan-aware --out DIR`); pass the ApproxNet as --approx {}",
+        dir.display()
+    );
+    refuse_non_teacher(dir, "--plan-aware", "a fine-tuned teacher", &fix)
 }
 
 /// An ApproxNet directory flag (`--approx DIR`) that names a file (e.g. its config.json): an
